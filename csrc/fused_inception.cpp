@@ -1,0 +1,29 @@
+// Entry point of the compiled extension fused_inception._C, and the one place where the
+// schemas of all fused_inception operators are declared.
+//
+// The Python module is deliberately empty: importing it loads this shared library, whose static
+// initialisers register the schemas below (TORCH_LIBRARY) and the kernels of each backend
+// (TORCH_LIBRARY_IMPL in csrc/cpu/*.cpp, later csrc/cuda/*). Python then calls the operators
+// through the dispatcher as torch.ops.fused_inception.<name>. Only <Python.h> and
+// <torch/library.h> are included: pybind11 and torch/extension.h would multiply compile times
+// and are not needed to register operators.
+
+#include <Python.h>
+#include <torch/library.h>
+
+PyMODINIT_FUNC PyInit__C(void) {
+  static PyModuleDef module_def = {
+      PyModuleDef_HEAD_INIT,
+      "_C",  // m_name
+      "fused_inception's compiled operators; call them as torch.ops.fused_inception.*",
+      -1,       // m_size: no per-module state
+      nullptr,  // m_methods: none, everything goes through the dispatcher
+  };
+  return PyModule_Create(&module_def);
+}
+
+TORCH_LIBRARY(fused_inception, m) {
+  // x: [N, C, H, W], channels_last. Returns max_pool2d(x, 3, stride=1, padding=1) as a new
+  // channels_last tensor of the same shape (padding counts as -inf).
+  m.def("max_pool3x3_nhwc(Tensor x) -> Tensor");
+}

@@ -1,0 +1,60 @@
+"""Loads the compiled extension `fused_inception._C` and wraps its operators.
+
+Importing `_C` registers the operators with PyTorch's dispatcher (`torch.ops.fused_inception.*`);
+the module itself defines no Python functions. When it is missing (not built) or does not load
+(for example, built against another torch), this module still imports: `has_extension()` is then
+False and `extension_error()` says why, for the error messages of the callers.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+_BUILD_HINT = (
+    "build it with `python setup.py build_ext --inplace` (in the source tree) or "
+    "`pip install --no-build-isolation .`"
+)
+
+try:
+    from fused_inception import _C  # noqa: F401  (importing registers the operators)
+except Exception as exc:  # any failure to load must leave `import fused_inception` working
+    _EXTENSION_ERROR: str | None = f"{type(exc).__name__}: {exc}; {_BUILD_HINT}"
+else:
+    _EXTENSION_ERROR = None
+
+
+def has_extension() -> bool:
+    """True if `fused_inception._C` loaded and its operators are registered."""
+    return _EXTENSION_ERROR is None
+
+
+def extension_error() -> str | None:
+    """Why `fused_inception._C` could not be loaded, or None if it loaded."""
+    return _EXTENSION_ERROR
+
+
+def _require_extension(op_name: str) -> None:
+    if _EXTENSION_ERROR is not None:
+        raise RuntimeError(
+            f"fused_inception.{op_name} needs the C++ extension fused_inception._C, which is not "
+            f"available: {_EXTENSION_ERROR}"
+        )
+
+
+def max_pool3x3_nhwc(x: Tensor) -> Tensor:
+    """3x3 max-pool with stride 1 and padding 1 (padding counts as -inf) of an NHWC tensor.
+
+    Computes exactly `torch.nn.functional.max_pool2d(x, 3, 1, 1)` on the CPU, NaN and infinities
+    included: a window holding a NaN gives its last NaN in row-major order, and of equal maxima
+    (-0.0 and +0.0) the first one. The one difference is in the bits of bfloat16 NaNs: this keeps
+    the input NaN's bits, while torch's vectorised kernels rewrite some of them as 0xFFFF.
+
+    Arguments:
+        x: [N, C, H, W], float32, float64, float16 or bfloat16, on the CPU, channels_last-
+            contiguous (`x.contiguous(memory_format=torch.channels_last)` makes it so).
+    Returns:
+        out: [N, C, H, W], channels_last, same dtype; a new tensor.
+    """
+    _require_extension("max_pool3x3_nhwc")
+    return torch.ops.fused_inception.max_pool3x3_nhwc(x)
