@@ -1,0 +1,56 @@
+"""Timing primitives shared by the benchmark CLI and the pytest-benchmark suite.
+
+CPU: wall clock around each call, warm-up first, the candidates interleaved call by call so
+that drifts in clock speed or load hit all of them alike, medians reported.
+CUDA: CUDA events around each call after a synchronize, same interleaving.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable, Sequence
+
+import torch
+
+
+def _time_call(fn: Callable[[], object], device: torch.device) -> float:
+    if device.type == "cuda":
+        start = torch.cuda.Event(enable_timing=True)
+        end = torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        return start.elapsed_time(end)
+    t0 = time.perf_counter()
+    fn()
+    return (time.perf_counter() - t0) * 1e3
+
+
+def median_ms_interleaved(
+    fns: Sequence[Callable[[], object]],
+    device: torch.device,
+    *,
+    warmup: int = 2,
+    repeats: int = 10,
+    min_seconds: float = 0.0,
+) -> list[float]:
+    """Median milliseconds per call of each of `fns`, measured interleaved.
+
+    Each round calls every function once in turn; at least `repeats` rounds are run, more
+    until `min_seconds` of rounds have passed.
+    """
+    for _ in range(warmup):
+        for fn in fns:
+            fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    samples: list[list[float]] = [[] for _ in fns]
+    start = time.perf_counter()
+    rounds = 0
+    while rounds < repeats or time.perf_counter() - start < min_seconds:
+        for i, fn in enumerate(fns):
+            samples[i].append(_time_call(fn, device))
+        rounds += 1
+    return [statistics.median(s) for s in samples]
