@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 
 "$PYTHON" -m pip install --quiet "torch==2.14.1" "torchvision==0.29.1" \
-    "setuptools>=64" wheel ninja pybind11
+    "setuptools>=77" wheel ninja pybind11
 
 # torch's cpp_extension finds nvcc through CUDA_HOME; the toolkit lives here on these machines.
 if [[ -z "${CUDA_HOME:-}" && -d /usr/local/cuda ]]; then

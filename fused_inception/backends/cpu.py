@@ -20,6 +20,7 @@ from torch import Tensor
 
 from .. import _ext
 from ..reference import FoldedParams
+from . import cpu_winograd as winograd
 from . import new_output
 
 
@@ -31,6 +32,8 @@ class CpuPacked(NamedTuple):
     w2:   [c2, c2r, 3, 3] channels_last       b2: [c2]
     w3:   [c3, c3r, K, K] channels_last       b3: [c3]
     w4:   [Cin, c4]                           b4: [c4]
+    u2, u3: [16, c_red, c] Winograd-transformed w2/w3 where that path exists (3x3, float32),
+            else None
     """
 
     w_x: Tensor
@@ -44,6 +47,8 @@ class CpuPacked(NamedTuple):
     c1: int
     c2r: int
     c3r: int
+    u2: Tensor | None
+    u3: Tensor | None
 
 
 def prepare(p: FoldedParams) -> CpuPacked:
@@ -62,6 +67,8 @@ def prepare(p: FoldedParams) -> CpuPacked:
         c1=p.w1.shape[0],
         c2r=p.w2r.shape[0],
         c3r=p.w3r.shape[0],
+        u2=winograd.transform_weight(p.w2) if winograd.available_for(p.w2) else None,
+        u3=winograd.transform_weight(p.w3) if winograd.available_for(p.w3) else None,
     )
 
 
@@ -93,16 +100,22 @@ def forward(x: Tensor, packed: CpuPacked) -> Tensor:
     torch.clamp_min(y[:, :c1], 0, out=out_rows[:, :c1])
     reduced = y[:, c1:].relu_()
 
-    # The kxk convolutions read the reduced tensors as NHWC views (zero padding applies to r).
+    # The kxk convolutions read the reduced tensors as NHWC views (zero padding applies to r):
+    # Winograd F(2,3) where it pays, which stores relu(conv + bias) into the slice itself;
+    # oneDNN's direct convolution otherwise, with the ReLU applied while storing.
     col = c1
-    for c_red, red_off, weight, bias, c_b in (
-        (c2r, 0, packed.w2, packed.b2, c2),
-        (c3r, c2r, packed.w3, packed.b3, c3),
+    for c_red, red_off, weight, u, bias, c_b in (
+        (c2r, 0, packed.w2, packed.u2, packed.b2, c2),
+        (c3r, c2r, packed.w3, packed.u3, packed.b3, c3),
     ):
-        r_nchw = reduced[:, red_off : red_off + c_red].reshape(n, h, w, c_red).permute(0, 3, 1, 2)
-        z = F.conv2d(r_nchw, weight, bias, padding=weight.shape[-1] // 2)
-        z_rows = z.permute(0, 2, 3, 1).reshape(rows, c_b)
-        torch.clamp_min(z_rows, 0, out=out_rows[:, col : col + c_b])
+        r_rows = reduced[:, red_off : red_off + c_red]
+        out_slice = out_rows[:, col : col + c_b]
+        if u is not None and winograd.winograd_pays(h, w, c_red, c_b):
+            winograd.conv3x3_relu_into(r_rows, u, bias, out_slice, n, h, w)
+        else:
+            r_nchw = r_rows.reshape(n, h, w, c_red).permute(0, 3, 1, 2)
+            z = F.conv2d(r_nchw, weight, bias, padding=weight.shape[-1] // 2)
+            torch.clamp_min(z.permute(0, 2, 3, 1).reshape(rows, c_b), 0, out=out_slice)
         col += c_b
 
     # b4: 3x3/1 max-pool (-inf padding), then the 1x1 projection GEMM straight into its slice.

@@ -1,0 +1,87 @@
+"""The CPU backend's Winograd F(2x2, 3x3) path: forced on and off, against float64 references."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import GOOGLENET_CASES, ODD_CASES, assert_close_rel, odd_spatial, randomize_block
+from conftest import reference_f64 as ref64
+
+from fused_inception import FusedInception, Inception, _ext
+from fused_inception.backends import cpu_winograd
+
+pytestmark = pytest.mark.skipif(
+    not _ext.has_extension(), reason=f"fused_inception._C is not built: {_ext.extension_error()}"
+)
+
+
+@pytest.fixture(params=["winograd", "direct"])
+def conv_path(request, monkeypatch):
+    """Force every eligible 3x3 conv onto one path (the default policy uses both)."""
+    if request.param == "winograd":
+        monkeypatch.setattr(cpu_winograd, "MIN_PIXELS", 0)
+        monkeypatch.setattr(cpu_winograd, "MIN_CHANNELS", 0)
+        monkeypatch.setattr(cpu_winograd, "TILES_PER_CHUNK", 5)  # several chunks, ragged last
+    else:
+        monkeypatch.setattr(cpu_winograd, "MIN_PIXELS", 10**9)
+    calls = []
+    real = cpu_winograd.conv3x3_relu_into
+    monkeypatch.setattr(
+        cpu_winograd, "conv3x3_relu_into", lambda *a: (calls.append(1), real(*a))[1]
+    )
+    yield request.param
+    assert bool(calls) == (request.param == "winograd"), f"{len(calls)} Winograd calls"
+
+
+def _parity(cfg, hw, batch, norm, k, layout):
+    src = randomize_block(Inception(*cfg.args(), branch3_kernel=k, norm=norm)).eval()
+    fused = FusedInception.from_module(src, backend="cpu").eval()
+    x = torch.randn(batch, cfg.in_channels, *hw).contiguous(memory_format=layout)
+    with torch.no_grad():
+        out = fused(x)
+    assert_close_rel(out, ref64(src, x), torch.float32)
+
+
+@pytest.mark.parametrize("name,cfg", GOOGLENET_CASES)
+def test_googlenet_blocks(name, cfg, conv_path):
+    _parity(cfg, (cfg.hw, cfg.hw), 2, True, 3, torch.channels_last)
+
+
+@pytest.mark.parametrize("name,cfg", ODD_CASES)
+@pytest.mark.parametrize("norm,k", [(True, 3), (False, 5)], ids=["bn-k3", "paper-k5"])
+def test_odd_shapes(name, cfg, norm, k, conv_path):
+    _parity(cfg, odd_spatial(name, cfg.hw), 3, norm, k, torch.contiguous_format)
+
+
+@pytest.mark.parametrize("hw", [(1, 1), (1, 4), (2, 2), (3, 5), (6, 7)])
+def test_operators_against_conv2d(hw):
+    """The three steps alone, on row-strided input and output slices poisoned with NaN."""
+    h, w = hw
+    n, c_in, c_out = 3, 7, 9
+    gen = torch.Generator().manual_seed(1)
+    storage = torch.randn(n * h * w, c_in + 4, generator=gen)
+    r_rows = storage[:, 2 : 2 + c_in]
+    weight = torch.randn(c_out, c_in, 3, 3, generator=gen)
+    bias = torch.randn(c_out, generator=gen)
+    out_storage = torch.full((n * h * w, c_out + 3), float("nan"))
+    out_rows = out_storage[:, 1 : 1 + c_out]
+    cpu_winograd.conv3x3_relu_into(
+        r_rows, cpu_winograd.transform_weight(weight), bias, out_rows, n, h, w
+    )
+    r_nchw = r_rows.double().reshape(n, h, w, c_in).permute(0, 3, 1, 2)
+    ref = F.relu(F.conv2d(r_nchw, weight.double(), bias.double(), padding=1))
+    assert_close_rel(out_rows, ref.permute(0, 2, 3, 1).reshape(n * h * w, c_out), torch.float32)
+    assert torch.isnan(out_storage[:, 0]).all() and torch.isnan(out_storage[:, -2:]).all()
+
+
+def test_operator_errors():
+    ops = torch.ops.fused_inception
+    with pytest.raises(RuntimeError, match="N\\*H\\*W"):
+        ops.winograd_f2x3_input(torch.randn(10, 4), 1, 3, 3)
+    with pytest.raises(RuntimeError, match="float32"):
+        ops.winograd_f2x3_input(torch.randn(9, 4, dtype=torch.float64), 1, 3, 3)
+    with pytest.raises(RuntimeError, match="stride 1"):
+        ops.winograd_f2x3_input(torch.randn(4, 9).t(), 1, 3, 3)
+    with pytest.raises(RuntimeError, match="must be \\[16"):
+        ops.winograd_f2x3_output_(torch.randn(16, 3, 5), torch.randn(5), torch.empty(9, 5), 1, 3, 3)
