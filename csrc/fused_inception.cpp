@@ -31,6 +31,5 @@ TORCH_LIBRARY(fused_inception, m) {
   // N * ceil(H/2) * ceil(W/2). output_: m [16, tiles, Cout] -> out[N*H*W, Cout] (a row-strided
   // slice) = relu(A^T m A + bias), written in place.
   m.def("winograd_f2x3_input(Tensor r, int n, int h, int w) -> Tensor");
-  m.def(
-      "winograd_f2x3_output_(Tensor m, Tensor bias, Tensor(a!) out, int n, int h, int w) -> ()");
+  m.def("winograd_f2x3_output_(Tensor m, Tensor bias, Tensor(a!) out, int n, int h, int w) -> ()");
 }

@@ -21,7 +21,8 @@ def conv_path(request, monkeypatch):
     """Force every eligible 3x3 conv onto one path (the default policy uses both)."""
     if request.param == "winograd":
         monkeypatch.setattr(cpu_winograd, "MIN_PIXELS", 0)
-        monkeypatch.setattr(cpu_winograd, "MIN_CHANNELS", 0)
+        monkeypatch.setattr(cpu_winograd, "MIN_IN_CHANNELS", 0)
+        monkeypatch.setattr(cpu_winograd, "MIN_OUT_CHANNELS", 0)
         monkeypatch.setattr(cpu_winograd, "TILES_PER_CHUNK", 5)  # several chunks, ragged last
     else:
         monkeypatch.setattr(cpu_winograd, "MIN_PIXELS", 10**9)

@@ -3,11 +3,13 @@
 relu(conv3x3(r, W, pad 1) + B) as input transform -> 16 GEMMs (one torch.bmm) -> output
 transform with bias and ReLU, written straight into the branch's slice of the block output.
 It does 16 multiply-adds per 2x2 outputs and channel pair instead of 36; the transforms move
-memory, so it pays only where the GEMMs are large enough (measured on the CI machine, batch 8:
-a 14x14 160->320 conv 7.9 -> 5.7 ms, a 28x28 128->192 conv 14.9 -> 12.4 ms, while 7x7 inputs
-and convs with 16-32 channels are slower than oneDNN's direct convolution). `winograd_pays`
-holds that policy; images are processed in chunks of about TILES_PER_CHUNK tiles so that the
-transformed tiles stay in cache between the three steps.
+memory, so it pays only where the GEMMs are large enough. Measured on the CI machine (2 AMD EPYC
+cores, AVX2), interleaved medians, batch 8, against oneDNN's direct convolution + ReLU store:
+28x28 96->128 7.45 -> 5.0 ms, 28x28 128->192 14.3 -> 9.3 ms, 14x14 128->256 4.9 -> 3.1 ms,
+7x7 192->384 2.7 -> 2.4 ms, 28x28 32->96 1.9 -> 1.6 ms; but 14x14 24->64 is even and
+28x28 16->32 is 1.4x slower. `winograd_pays` holds that policy (images below 7x7 were not
+measured and stay direct). Images are processed in chunks of about TILES_PER_CHUNK tiles so
+that the transformed tiles stay in cache between the three steps.
 """
 
 from __future__ import annotations
@@ -18,8 +20,9 @@ from torch import Tensor
 from .. import _ext
 
 # Policy thresholds (module attributes so tests can force either path).
-MIN_PIXELS = 14 * 14
-MIN_CHANNELS = 64
+MIN_PIXELS = 7 * 7
+MIN_IN_CHANNELS = 32
+MIN_OUT_CHANNELS = 64
 TILES_PER_CHUNK = 98
 
 # G of F(2x2, 3x3): U = G W G^T, one 4x4 matrix per (input, output) channel pair.
@@ -46,7 +49,7 @@ def transform_weight(weight: Tensor) -> Tensor:
 
 def winograd_pays(h: int, w: int, c_in: int, c_out: int) -> bool:
     """Whether F(2,3) beats the direct convolution for this shape (see module docstring)."""
-    return h * w >= MIN_PIXELS and min(c_in, c_out) >= MIN_CHANNELS
+    return h * w >= MIN_PIXELS and c_in >= MIN_IN_CHANNELS and c_out >= MIN_OUT_CHANNELS
 
 
 def conv3x3_relu_into(
