@@ -214,3 +214,14 @@ def test_repeated_calls_are_bitwise_identical():
     x = torch.randn(2, CFG_3A.in_channels, 7, 7)
     with torch.no_grad():
         assert torch.equal(block(x), block(x))
+
+
+def test_fuse_paper_googlenet():
+    model = fused_inception.models.googlenet(variant="paper", aux_logits=True).eval()
+    x = torch.randn(1, 3, 224, 224)
+    with torch.no_grad():
+        expected = model(x)
+        fuse_inception(model)
+        assert sum(isinstance(m, FusedInception) for m in model.modules()) == 9
+        assert model.inception5b.branch3[1].conv.kernel_size == (5, 5)
+        assert_close_rel(model(x), expected, torch.float32)
