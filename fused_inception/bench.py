@@ -16,7 +16,7 @@ import json
 import math
 import platform
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -62,6 +62,32 @@ def _eager_block(cfg: BlockConfig):
         return Inception(*cfg.args()), "reference"
 
 
+def block_impls(
+    cfg: BlockConfig,
+    batch: int,
+    dtype: torch.dtype,
+    device: torch.device,
+    backends: Sequence[str],
+    layout: str,
+    seed: int = 0,
+) -> dict[str, Callable[[], torch.Tensor]]:
+    """The callables compared for one case: the eager block first, then FusedInception per
+    backend, all computing the same block (same weights, fresh BN statistics) on one input."""
+    gen = torch.Generator().manual_seed(seed)
+    eager, eager_name = _eager_block(cfg)
+    with torch.no_grad():
+        _randomize_bn(eager, gen)
+    fmt = LAYOUTS[layout]
+    eager = eager.eval().to(device=device, dtype=dtype, memory_format=fmt)
+    x = torch.randn(batch, cfg.in_channels, cfg.hw, cfg.hw, generator=gen)
+    x = x.to(device=device, dtype=dtype).contiguous(memory_format=fmt)
+    impls = {f"{eager_name}_eager": lambda: eager(x)}
+    for b in backends:
+        fused = FusedInception.from_module(eager, backend=b).eval()
+        impls[f"fused_{b}"] = lambda m=fused: m(x)
+    return impls
+
+
 def bench_block(
     name: str,
     cfg: BlockConfig,
@@ -73,21 +99,10 @@ def bench_block(
     min_seconds: float,
 ) -> list[dict]:
     """Rows for one block/batch/dtype: eager and fused, both layouts, timed side by side."""
-    gen = torch.Generator().manual_seed(0)
-    eager, eager_name = _eager_block(cfg)
-    with torch.no_grad():
-        _randomize_bn(eager, gen)
-    eager = eager.eval().to(device=device, dtype=dtype)
-    fused = {b: FusedInception.from_module(eager, backend=b).eval() for b in backends}
     macs = block_macs(cfg) * batch
     rows = []
-    for layout, fmt in LAYOUTS.items():
-        x = torch.randn(batch, cfg.in_channels, cfg.hw, cfg.hw, generator=gen)
-        x = x.to(device=device, dtype=dtype).contiguous(memory_format=fmt)
-        eager_l = eager.to(memory_format=fmt) if layout == "channels_last" else eager
-        impls = {f"{eager_name}_eager": (lambda m=eager_l, x=x: m(x))}
-        for b, block in fused.items():
-            impls[f"fused_{b}"] = lambda m=block, x=x: m(x)
+    for layout in LAYOUTS:
+        impls = block_impls(cfg, batch, dtype, device, backends, layout)
         with torch.inference_mode():
             times = median_ms_interleaved(
                 list(impls.values()), device, repeats=repeats, min_seconds=min_seconds
@@ -108,7 +123,6 @@ def bench_block(
                     "gflops": round(2 * macs / ms / 1e6, 2),
                 }
             )
-        eager.to(memory_format=torch.contiguous_format)
     return rows
 
 
