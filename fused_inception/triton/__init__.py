@@ -1,0 +1,38 @@
+"""Triton kernels of the fused Inception block (the "triton" backend).
+
+One file per kernel family: conv1x1_slice.py (a 1x1 conv as a GEMM + bias + ReLU stored into
+a channel slice of the output, optionally with the 3x3/1 max-pool applied while loading A),
+chain_1x1_kxk.py (the 1x1 reduction fused with the following kxk conv + bias + ReLU). Every
+file lists the kernel builds it uses in `aot_builds()`, which `python -m fused_inception.report`
+compiles ahead of time for sm_80 and sm_90.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+# Read once, like Triton itself reads it when the @triton.jit functions are defined.
+INTERPRETER = os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+@dataclass(frozen=True)
+class KernelBuild:
+    """One compiled configuration of one Triton kernel, for the ahead-of-time report.
+
+    kernel:     record name, e.g. "conv1x1_slice[float16,BM=64,BN=64,BK=32]"
+    fn:         the @triton.jit function (a JITFunction; not available under the interpreter)
+    signature:  argument name -> Triton type string ("*fp16", "*fp32", "i32", "i64", "fp32",
+                "constexpr"), every argument of fn in order
+    constexprs: constexpr argument name -> value
+    dtype:      "float32", "float16" or "bfloat16" (tensor cores are required for 16-bit)
+    """
+
+    kernel: str
+    fn: object
+    signature: dict[str, str]
+    constexprs: dict[str, object]
+    dtype: str
+    num_warps: int = 4
+    num_stages: int = 2
+    options: dict[str, object] = field(default_factory=dict)
