@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from conftest import GOOGLENET_CASES, ODD_CASES, assert_close_rel, odd_spatial, randomize_block
@@ -22,12 +24,13 @@ def _source_block(cfg, norm: bool, k: int):
 
 def _check(cfg, hw, batch, norm, k, layout, backend, seed=0):
     src = randomize_block(_source_block(cfg, norm, k), seed).eval()
-    fused = FusedInception.from_module(src, backend=backend).eval()
+    device = "cpu" if backend == "cpu" else "cuda"  # GPU backends run here only on a GPU
+    fused = FusedInception.from_module(copy.deepcopy(src), backend=backend).eval().to(device)
     gen = torch.Generator().manual_seed(seed + 1)
     x = torch.randn(batch, cfg.in_channels, *hw, generator=gen)
     x = x.contiguous(memory_format=LAYOUTS[layout])
     with torch.no_grad():
-        out = fused(x)
+        out = fused(x.to(device)).cpu()
         eager = src(x)
     ref = ref64(src, x)
     assert_close_rel(out, ref, torch.float32)

@@ -8,6 +8,7 @@ backend for the input's device.
 from __future__ import annotations
 
 import contextlib
+import importlib
 from collections.abc import Iterator
 from types import ModuleType
 
@@ -18,10 +19,8 @@ BACKEND_CHOICES = ("auto",) + BACKENDS
 
 # Backends that exist by name but are not part of this build yet, with the reason.
 _NOT_BUILT = {
-    "triton": "the Triton kernels are not part of this release yet",
     "cuda": "the CUDA C++ kernels are not part of this release yet",
 }
-
 
 _poison_outputs = False
 
@@ -56,11 +55,25 @@ def check_backend_name(name: str) -> str:
     return name
 
 
+def _triton_unavailable_reason() -> str | None:
+    try:
+        import triton  # noqa: F401
+
+        from ..triton import INTERPRETER
+    except ImportError as exc:
+        return f"triton cannot be imported ({exc})"
+    if not (INTERPRETER or torch.cuda.is_available()):
+        return "no CUDA device (TRITON_INTERPRET=1 runs its kernels on CPU tensors)"
+    return None
+
+
 def backend_unavailable_reason(name: str) -> str | None:
     """None if `name` can run here, else why not."""
     check_backend_name(name)
-    if name == "auto":
+    if name in ("auto", "cpu"):
         return None
+    if name == "triton":
+        return _triton_unavailable_reason()
     return _NOT_BUILT.get(name)
 
 
@@ -70,11 +83,21 @@ def available_backends() -> list[str]:
 
 
 def _load(name: str) -> ModuleType:
-    if name == "cpu":
-        from . import cpu
+    return importlib.import_module(f".{name}", __name__)
 
-        return cpu
-    raise RuntimeError(f"backend {name!r} is not available: {_NOT_BUILT[name]}")
+
+def _device_error(name: str, device: torch.device) -> str | None:
+    if name == "cuda" and device.type != "cuda":
+        return f"backend 'cuda' needs CUDA tensors, got input on {device}"
+    if name == "triton" and device.type != "cuda":
+        from ..triton import INTERPRETER
+
+        if not (INTERPRETER and device.type == "cpu"):
+            return (
+                f"backend 'triton' needs CUDA tensors (or CPU tensors with TRITON_INTERPRET=1), "
+                f"got input on {device}"
+            )
+    return None
 
 
 def resolve_backend(name: str, device: torch.device) -> tuple[str, ModuleType]:
@@ -95,9 +118,7 @@ def resolve_backend(name: str, device: torch.device) -> tuple[str, ModuleType]:
             else:
                 # The CPU backend is built from ATen primitives and runs on any device.
                 name = "cpu"
-    reason = backend_unavailable_reason(name)
+    reason = backend_unavailable_reason(name) or _device_error(name, device)
     if reason is not None:
         raise RuntimeError(f"backend {name!r} is not available: {reason}")
-    if name in ("triton", "cuda") and device.type != "cuda":
-        raise RuntimeError(f"backend {name!r} needs CUDA tensors, got input on {device}")
     return name, _load(name)

@@ -26,6 +26,9 @@ class KernelBuild:
                 "constexpr"), every argument of fn in order
     constexprs: constexpr argument name -> value
     dtype:      "float32", "float16" or "bfloat16" (tensor cores are required for 16-bit)
+    attrs:      ASTSource attrs, e.g. {(arg_index,): [["tt.divisibility", 16]]}: the hints the
+                JIT derives at run time for GoogLeNet's channels_last shapes, so the AOT build
+                is the kernel that actually runs
     """
 
     kernel: str
@@ -36,3 +39,4 @@ class KernelBuild:
     num_warps: int = 4
     num_stages: int = 2
     options: dict[str, object] = field(default_factory=dict)
+    attrs: dict | None = None

@@ -1,0 +1,278 @@
+"""fused_inception.triton.conv1x1_slice against float64 torch.nn.functional references.
+
+Branch 1 (plain 1x1 conv) and branch 4 (3x3/1 max-pool with -inf padding, then 1x1 conv), each
++ bias + ReLU, stored into a channel slice of a NaN-poisoned output: every element of the slice
+must be written, every element outside it must stay NaN. Without a GPU the kernels run under
+TRITON_INTERPRET=1 on CPU tensors; the ahead-of-time test compiles every build of aot_builds()
+for sm_80 and sm_90 in a subprocess (no interpreter) and checks spills, shared memory and mma.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import json  # noqa: E402
+import re  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import textwrap  # noqa: E402
+
+import pytest  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from conftest import TOLERANCES  # noqa: E402
+
+from fused_inception.configs import GOOGLENET_BLOCKS  # noqa: E402
+
+if not torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1":
+    pytest.skip(
+        "no CUDA device and TRITON_INTERPRET is not 1: the Triton kernels cannot run",
+        allow_module_level=True,
+    )
+
+from fused_inception.triton import conv1x1_slice as mod  # noqa: E402
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+DTYPES = [torch.float32, torch.float16, torch.bfloat16]
+DTYPE_IDS = ["f32", "f16", "bf16"]
+LAYOUTS = ["nhwc", "nchw"]
+
+# (n, c_in, h, w, c_out, c_tot, c_off). Odd: channels below and not multiples of 16, H != W,
+# 1x1 images; "multi" has 2 row blocks, 2 channel blocks and 2 K steps of the 128x128x32
+# interpreter tile, each with a ragged edge.
+ODD = {
+    "odd-c5-3x4": (1, 5, 3, 4, 3, 11, 2),
+    "odd-c13-1x1": (2, 13, 1, 1, 17, 20, 3),
+    "odd-multi-7x20": (1, 37, 7, 20, 131, 140, 5),
+}
+
+
+def googlenet_case(name: str, pool: bool) -> tuple[int, ...]:
+    """b1 (x -> #1x1, columns at 0) or b4 (pool -> pool proj, the last columns) at 4x5."""
+    cfg = GOOGLENET_BLOCKS[name]
+    c_out = cfg.pool_proj if pool else cfg.ch1x1
+    c_off = cfg.out_channels - cfg.pool_proj if pool else 0
+    return (2, cfg.in_channels, 4, 5, c_out, cfg.out_channels, c_off)
+
+
+CASES = [pytest.param(shape, pool, id=f"{k}-{'pool' if pool else 'x'}")
+         for k, shape in ODD.items() for pool in (False, True)]  # fmt: skip
+CASES += [
+    pytest.param(googlenet_case(name, pool), pool, id=f"googlenet-{name}-{'b4' if pool else 'b1'}")
+    for name in ("3a", "5b")
+    for pool in (False, True)
+]
+
+
+def make_input(n, c, h, w, dtype, layout, gen, negative=False):
+    x = torch.randn((n, c, h, w), generator=gen, dtype=torch.float64)
+    if negative:
+        x = -x.abs() - 0.5
+    x = x.to(dtype)
+    if layout == "nhwc":
+        return x.contiguous(memory_format=torch.channels_last).to(DEVICE)
+    return x.contiguous().to(DEVICE)
+
+
+def poisoned_output(n, c_tot, h, w, dtype, layout):
+    out = torch.full((n, c_tot, h, w), float("nan"), dtype=dtype, device=DEVICE)
+    return out.contiguous(memory_format=torch.channels_last) if layout == "nhwc" else out
+
+
+def reference(x, weight, bias, pool):
+    """relu(conv1x1(maxpool3x3(x) if pool else x) + bias) in float64 (max_pool2d pads -inf)."""
+    a = x.double().cpu()
+    if pool:
+        a = F.max_pool2d(a, kernel_size=3, stride=1, padding=1)
+    return F.relu(F.conv2d(a, weight.double().cpu(), bias.double().cpu()))
+
+
+def check_slice(out, ref, c_off, dtype):
+    c_out = ref.shape[1]
+    inside = out[:, c_off : c_off + c_out].double().cpu()
+    assert not torch.isnan(inside).any(), "an element of the slice was not written"
+    assert torch.isnan(out[:, :c_off]).all(), "a column left of the slice was written"
+    assert torch.isnan(out[:, c_off + c_out :]).all(), "a column right of the slice was written"
+    err = (inside - ref).abs().max().item() if ref.numel() else 0.0
+    scale = ref.abs().max().item() if ref.numel() else 1.0
+    tol = TOLERANCES[dtype]
+    assert err <= tol * max(scale, 1e-6), f"max abs err {err:.3e} > {tol:g} * {scale:.3e}"
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("shape, pool", CASES)
+def test_parity(shape, pool, dtype, layout):
+    n, c_in, h, w, c_out, c_tot, c_off = shape
+    gen = torch.Generator().manual_seed(c_in * 131 + c_out)
+    x = make_input(n, c_in, h, w, dtype, layout, gen)
+    weight = (torch.randn((c_out, c_in, 1, 1), generator=gen) / c_in**0.5).to(dtype)
+    bias = torch.randn(c_out, generator=gen) * 0.5
+    w_packed, bias_fp32 = mod.prepare_conv1x1(weight.to(DEVICE), bias.to(DEVICE))
+    out = poisoned_output(n, c_tot, h, w, dtype, layout)
+    mod.conv1x1_slice(x, w_packed, bias_fp32, out, c_off, pool=pool)
+    check_slice(out, reference(x, weight, bias, pool), c_off, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+def test_pool_padding_is_minus_inf(dtype):
+    """All-negative input, identity weights, bias 4: out = 4 + maxpool(x) < 4 everywhere.
+
+    Zero padding would give exactly 4 on the border (and no ReLU could hide it).
+    """
+    n, c, h, w = 1, 6, 3, 5
+    gen = torch.Generator().manual_seed(1)
+    x = make_input(n, c, h, w, dtype, "nhwc", gen, negative=True)
+    weight = torch.eye(c, dtype=dtype).reshape(c, c, 1, 1)
+    bias = torch.full((c,), 4.0)
+    w_packed, bias_fp32 = mod.prepare_conv1x1(weight.to(DEVICE), bias.to(DEVICE))
+    out = poisoned_output(n, c + 2, h, w, dtype, "nhwc")
+    mod.conv1x1_slice(x, w_packed, bias_fp32, out, 1, pool=True)
+    check_slice(out, reference(x, weight, bias, True), 1, dtype)
+    assert (out[:, 1 : 1 + c].float() < 4.0).all(), "padding won the max (counted as 0?)"
+
+
+def test_empty_batch_does_not_launch():
+    x = torch.randn(0, 4, 3, 3, device=DEVICE)
+    w_packed, bias = mod.prepare_conv1x1(torch.randn(2, 4, 1, 1), torch.randn(2))
+    out = torch.empty(0, 5, 3, 3, device=DEVICE)
+    mod.conv1x1_slice(x, w_packed.to(DEVICE), bias.to(DEVICE), out, 1, pool=True)
+
+
+def test_prepare_layout():
+    weight = torch.randn(7, 5, 1, 1, dtype=torch.float16)
+    w_packed, bias = mod.prepare_conv1x1(weight, None, dtype=torch.bfloat16)
+    assert w_packed.shape == (5, 7) and w_packed.is_contiguous()
+    assert w_packed.dtype == torch.bfloat16 and bias.dtype == torch.float32
+    torch.testing.assert_close(
+        w_packed.float(), weight.float().reshape(7, 5).t(), rtol=1e-2, atol=0
+    )
+    assert not bias.any()
+    with pytest.raises(ValueError, match="C_out, C_in, 1, 1"):
+        mod.prepare_conv1x1(torch.randn(7, 5, 3, 3), None)
+
+
+def test_argument_errors():
+    x = torch.randn(1, 4, 3, 3, device=DEVICE)
+    w_packed, bias = (t.to(DEVICE) for t in mod.prepare_conv1x1(torch.randn(2, 4, 1, 1), None))
+    out = torch.empty(1, 5, 3, 3, device=DEVICE)
+    call = mod.conv1x1_slice
+    with pytest.raises(TypeError, match="x's dtype"):
+        call(x, w_packed.half(), bias, out, 0)
+    with pytest.raises(TypeError, match="bias must be float32"):
+        call(x, w_packed, bias.double(), out, 0)
+    with pytest.raises(TypeError, match="float32, float16 or bfloat16"):
+        call(x.double(), w_packed.double(), bias, out.double(), 0)
+    with pytest.raises(ValueError, match="does not fit"):
+        call(x, w_packed, bias, out, 4)
+    with pytest.raises(ValueError, match="does not fit"):
+        call(x, w_packed, bias, out, -1)
+    with pytest.raises(ValueError, match=r"\[C_in, C_out\] = \[4, C_out\]"):
+        call(x, w_packed.t().contiguous(), bias, out, 0)
+    with pytest.raises(ValueError, match=r"out must be \[N, Ctot, H, W\]"):
+        call(x, w_packed, bias, out[:, :, :2], 0)
+    with pytest.raises(ValueError, match="4-D"):
+        call(x[0], w_packed, bias, out, 0)
+
+
+@pytest.mark.skipif(DEVICE != "cpu", reason="meta tensors pass the device check only on the CPU")
+def test_int32_tile_offsets_checked():
+    """A tile whose in-tile offsets would overflow int32 is refused before any launch."""
+    x = torch.empty_strided((2, 4, 3, 3), (2**31, 1, 12, 4), device="meta")
+    w_packed, bias = mod.prepare_conv1x1(torch.randn(2, 4, 1, 1, device="meta"), None)
+    out = torch.empty(2, 2, 3, 3, device="meta")
+    with pytest.raises(ValueError, match="int32 tile offsets"):
+        mod.conv1x1_slice(x, w_packed, bias, out, 0)
+
+
+def test_googlenet_table_matches_pick_config():
+    """The module docstring's table is pick_config's choice for each block at batch 32."""
+    rows = {}
+    for line in mod.__doc__.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 3 and cells[0] in GOOGLENET_BLOCKS:
+            rows[cells[0]] = (cells[1], cells[2])
+    assert set(rows) == set(GOOGLENET_BLOCKS)
+    for name, cfg in GOOGLENET_BLOCKS.items():
+        m = 32 * cfg.hw * cfg.hw
+        for dtype in DTYPES:
+            b1 = mod.pick_config(m, cfg.ch1x1, False, dtype).label
+            b4 = mod.pick_config(m, cfg.pool_proj, True, dtype).label
+            assert rows[name] == (b1, b4), f"block {name}: table {rows[name]} != {(b1, b4)}"
+
+
+def test_aot_builds_cover_pick_config():
+    builds = {b.kernel for b in mod.aot_builds()}
+    for dtype, dtype_name in zip(DTYPES, ("float32", "float16", "bfloat16"), strict=True):
+        for pool in (False, True):
+            for m in (1, 4095, 4096, 10**6):
+                for c_out in range(1, 600, 7):
+                    c = mod.pick_config(m, c_out, pool, dtype)
+                    name = "conv1x1_pool_slice" if pool else "conv1x1_slice"
+                    key = (
+                        f"{name}[{dtype_name},BM={c.block_m},BN={c.block_n},BK={c.block_k},"
+                        f"warps={c.num_warps},stages={c.num_stages}]"
+                    )
+                    assert key in builds
+
+
+# Runs without TRITON_INTERPRET: compiles every build for sm_80 and sm_90, prints one JSON line
+# per (build, arch) with registers, stack/local bytes (spills), shared memory and mma use.
+_AOT_SCRIPT = textwrap.dedent(
+    """
+    import json, os, subprocess, sys, tempfile
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+    from fused_inception.triton.conv1x1_slice import aot_attrs, aot_builds
+
+    bin_dir = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin")
+    for build in aot_builds():
+        for arch in (80, 90):
+            src = ASTSource(build.fn, build.signature, build.constexprs, aot_attrs(build))
+            options = dict(num_warps=build.num_warps, num_stages=build.num_stages)
+            options.update(build.options)
+            kernel = triton.compile(src, target=GPUTarget("cuda", arch, 32), options=options)
+            with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
+                f.write(kernel.asm["cubin"])
+                f.flush()
+                usage = subprocess.run(
+                    [os.path.join(bin_dir, "cuobjdump"), "--dump-resource-usage", f.name],
+                    capture_output=True, text=True, check=True,
+                ).stdout
+            ptx = kernel.asm["ptx"]
+            print(json.dumps(dict(
+                kernel=build.kernel, dtype=build.dtype, arch=arch, usage=usage,
+                shared=kernel.metadata.shared, mma=("mma.sync" in ptx) or ("wgmma" in ptx),
+            )), flush=True)
+    """
+)
+# Largest dynamic shared memory per block: A100 (sm_80) 163 KiB, H100 (sm_90) 227 KiB.
+_MAX_SHARED = {80: 163 * 1024, 90: 227 * 1024}
+
+
+def test_aot_compile_sm80_sm90_no_spills():
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    proc = subprocess.run(
+        [sys.executable, "-c", _AOT_SCRIPT], env=env, capture_output=True, text=True, timeout=900
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    records = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    assert len(records) == 2 * len(mod.aot_builds())
+    problems = []
+    for r in records:
+        where = f"{r['kernel']} sm_{r['arch']}"
+        usage = dict(re.findall(r"(REG|STACK|LOCAL):(\d+)", r["usage"]))
+        if not usage:
+            problems.append(f"{where}: no resource usage in {r['usage']!r}")
+        elif usage["STACK"] != "0" or usage["LOCAL"] != "0":
+            problems.append(f"{where} spills: {usage}")
+        if r["shared"] > _MAX_SHARED[r["arch"]]:
+            problems.append(f"{where}: shared memory {r['shared']} > {_MAX_SHARED[r['arch']]}")
+        if r["dtype"] != "float32" and not r["mma"]:
+            problems.append(f"{where}: 16-bit build without tensor-core mma")
+    assert not problems, "\n".join(problems)
