@@ -39,25 +39,19 @@ def _run(cfg, hw, batch, norm, k, layout, dtype, seed=0):
     return out
 
 
+FORMS = [pytest.param(True, 3, id="bn-k3"), pytest.param(False, 5, id="paper-k5")]
+
+
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+@pytest.mark.parametrize("dtype", list(DTYPES))
+@pytest.mark.parametrize("norm,k", FORMS)
 @pytest.mark.parametrize("name,cfg", GOOGLENET_CASES)
-def test_googlenet_blocks_fp32(name, cfg):
-    _run(cfg, (5, 4), 2, True, 3, "channels_last", "fp32")
+def test_googlenet_blocks(name, cfg, norm, k, dtype, layout):
+    _run(cfg, (4, 5), 1, norm, k, layout, dtype)
 
 
 @pytest.mark.parametrize("layout", list(LAYOUTS))
-@pytest.mark.parametrize("dtype", ["fp16", "bf16"])
-@pytest.mark.parametrize("name,cfg", [GOOGLENET_CASES[0], GOOGLENET_CASES[-1]])
-def test_googlenet_blocks_16bit(name, cfg, dtype, layout):
-    _run(cfg, (4, 5), 1, True, 3, layout, dtype)
-
-
-@pytest.mark.parametrize("name,cfg", [GOOGLENET_CASES[1], GOOGLENET_CASES[6]])
-def test_paper_form_5x5(name, cfg):
-    _run(cfg, (6, 5), 1, False, 5, "nchw", "fp32")
-
-
-@pytest.mark.parametrize("layout", list(LAYOUTS))
-@pytest.mark.parametrize("norm,k", [(True, 3), (False, 5)], ids=["bn-k3", "paper-k5"])
+@pytest.mark.parametrize("norm,k", FORMS)
 @pytest.mark.parametrize("name,cfg", ODD_CASES)
 def test_odd_shapes(name, cfg, norm, k, layout):
     _run(cfg, odd_spatial(name, cfg.hw), 3, norm, k, layout, "fp32")
