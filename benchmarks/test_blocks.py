@@ -23,7 +23,7 @@ from fused_inception.configs import GOOGLENET_BLOCKS
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 DTYPE = torch.float16 if DEVICE.type == "cuda" else torch.float32
 BATCH = int(os.environ.get("FUSED_INCEPTION_BENCH_BATCH", "8"))
-BACKENDS = [b for b in available_backends() if b == "cpu" or DEVICE.type == "cuda"]
+BACKENDS = [b for b in available_backends() if (b == "cpu") != (DEVICE.type == "cuda")]
 IMPLS = ["eager"] + [f"fused_{b}" for b in BACKENDS]
 
 

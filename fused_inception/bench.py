@@ -180,7 +180,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     if args.repeats is None:
         args.repeats = 3 if args.quick else 15
     if args.backend is None:
-        args.backend = [b for b in available_backends() if b == "cpu" or on_gpu]
+        # On a GPU the GPU backends; the ATen-built "cpu" backend only on the CPU.
+        args.backend = [b for b in available_backends() if (b == "cpu") != on_gpu]
     for b in args.backend:
         reason = backend_unavailable_reason(b)
         if reason is not None:
