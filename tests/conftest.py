@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
+import tempfile
 
 import torch
 
@@ -103,3 +107,22 @@ def assert_close_rel(out: torch.Tensor, ref: torch.Tensor, dtype: torch.dtype) -
     scale = ref.abs().max().item() if ref.numel() else 1.0
     tol = TOLERANCES[dtype]
     assert err <= tol * max(scale, 1e-6), f"max abs err {err:.3e} > {tol:g} * {scale:.3e}"
+
+
+def aot_report(kernels: str) -> list[dict]:
+    """Records of `python -m fused_inception.report --kernels <kernels>` for sm_80 and sm_90.
+
+    Runs in a subprocess without TRITON_INTERPRET (interpreter kernels cannot be compiled); each
+    record carries registers, shared_bytes, local_bytes (cuobjdump STACK + LOCAL: spills),
+    tensor_cores and error.
+    """
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "report.json")
+        cmd = [sys.executable, "-m", "fused_inception.report", "--kernels", kernels]
+        proc = subprocess.run(
+            cmd + ["--json", path], env=env, capture_output=True, text=True, timeout=900
+        )
+        assert os.path.exists(path), proc.stdout[-2000:] + proc.stderr[-2000:]
+        with open(path) as f:
+            return json.load(f)

@@ -11,12 +11,10 @@ import torch
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
-import json  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
 
 import pytest  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
+from conftest import aot_report  # noqa: E402
 
 if not torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET", "0") in ("", "0"):
     pytest.skip("no CUDA device and TRITON_INTERPRET is off", allow_module_level=True)
@@ -34,6 +32,7 @@ if not torch.cuda.is_available() and not fused_inception.triton.INTERPRETER:
 
 import fused_inception.triton.chain_1x1_kxk as chain  # noqa: E402
 from fused_inception.configs import GOOGLENET_BLOCKS  # noqa: E402
+from fused_inception.report import record_problems  # noqa: E402
 from fused_inception.triton.chain_1x1_kxk import (  # noqa: E402
     chain_1x1_kxk,
     prepare_chain,
@@ -182,55 +181,12 @@ def test_argument_errors():
         prepare_chain(w_red, b_red, torch.randn(6, 5, 7, 7), b_kxk)
 
 
-# Uses fused_inception.report (the report's record and checks), plus cuobjdump's STACK: ptxas
-# puts register spills in the stack frame, which cuobjdump lists as STACK with LOCAL:0.
-_AOT_SCRIPT = r"""
-import json, sys
-import triton
-from triton.backends.compiler import GPUTarget
-from triton.compiler import ASTSource
-from fused_inception.report import compile_build, cubin_resources, record_problems
-from fused_inception.triton.chain_1x1_kxk import aot_builds
-
-arch = sys.argv[1]
-for b in aot_builds():
-    record = compile_build(b, arch)
-    problems = record_problems(record)
-    stack = None
-    if record["error"] is None:  # cached: the same compile as compile_build's
-        kernel = triton.compile(
-            ASTSource(b.fn, b.signature, b.constexprs),
-            target=GPUTarget("cuda", int(arch[3:]), 32),
-            options={"num_warps": b.num_warps, "num_stages": b.num_stages, **b.options},
-        )
-        stack = cubin_resources(kernel.asm["cubin"], kernel.metadata.name)["STACK"]
-    print(json.dumps({**record, "stack": stack, "problems": problems}))
-"""
-
-
 def test_aot_builds_compile_without_spills():
     """Every build compiles for sm_80 and sm_90: no stack/local memory, mma for 16-bit."""
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-c", _AOT_SCRIPT, arch],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for arch in ("sm_80", "sm_90")
-    ]
-    records = []
-    for proc in procs:
-        stdout, stderr = proc.communicate(timeout=600)
-        assert proc.returncode == 0, stderr[-3000:]
-        records += [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
-    from fused_inception.triton.chain_1x1_kxk import aot_builds
-
-    assert len(records) == 2 * len(aot_builds())
+    records = aot_report("chain_1x1_kxk")
+    assert len(records) == 2 * len(chain.aot_builds())
     for r in records:
         name = f"{r['kernel']} {r['arch']}"
-        assert not r["problems"], f"{name}: {r['problems']}"
-        assert r["stack"] == 0, f"{name} spills ({r['stack']} bytes of stack): {r}"
+        assert not record_problems(r), f"{name}: {record_problems(r)}"
+        assert r["local_bytes"] == 0, f"{name} spills ({r['local_bytes']} bytes of stack): {r}"
         assert r["dtype"] == "float32" or r["tensor_cores"], f"{name} has no mma/wgmma"

@@ -16,17 +16,13 @@ import torch
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
-import json  # noqa: E402
-import re  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-import textwrap  # noqa: E402
 
 import pytest  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
-from conftest import TOLERANCES  # noqa: E402
+from conftest import TOLERANCES, aot_report  # noqa: E402
 
 from fused_inception.configs import GOOGLENET_BLOCKS  # noqa: E402
+from fused_inception.report import SHARED_LIMIT  # noqa: E402
 
 if not torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1":
     pytest.skip(
@@ -220,59 +216,18 @@ def test_aot_builds_cover_pick_config():
                     assert key in builds
 
 
-# Runs without TRITON_INTERPRET: compiles every build for sm_80 and sm_90, prints one JSON line
-# per (build, arch) with registers, stack/local bytes (spills), shared memory and mma use.
-_AOT_SCRIPT = textwrap.dedent(
-    """
-    import json, os, subprocess, sys, tempfile
-    import triton
-    from triton.backends.compiler import GPUTarget
-    from triton.compiler import ASTSource
-    from fused_inception.triton.conv1x1_slice import aot_attrs, aot_builds
-
-    bin_dir = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin")
-    for build in aot_builds():
-        for arch in (80, 90):
-            src = ASTSource(build.fn, build.signature, build.constexprs, aot_attrs(build))
-            options = dict(num_warps=build.num_warps, num_stages=build.num_stages)
-            options.update(build.options)
-            kernel = triton.compile(src, target=GPUTarget("cuda", arch, 32), options=options)
-            with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
-                f.write(kernel.asm["cubin"])
-                f.flush()
-                usage = subprocess.run(
-                    [os.path.join(bin_dir, "cuobjdump"), "--dump-resource-usage", f.name],
-                    capture_output=True, text=True, check=True,
-                ).stdout
-            ptx = kernel.asm["ptx"]
-            print(json.dumps(dict(
-                kernel=build.kernel, dtype=build.dtype, arch=arch, usage=usage,
-                shared=kernel.metadata.shared, mma=("mma.sync" in ptx) or ("wgmma" in ptx),
-            )), flush=True)
-    """
-)
-# Largest dynamic shared memory per block: A100 (sm_80) 163 KiB, H100 (sm_90) 227 KiB.
-_MAX_SHARED = {80: 163 * 1024, 90: 227 * 1024}
-
-
 def test_aot_compile_sm80_sm90_no_spills():
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    proc = subprocess.run(
-        [sys.executable, "-c", _AOT_SCRIPT], env=env, capture_output=True, text=True, timeout=900
-    )
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    records = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    records = aot_report("conv1x1")
     assert len(records) == 2 * len(mod.aot_builds())
     problems = []
     for r in records:
-        where = f"{r['kernel']} sm_{r['arch']}"
-        usage = dict(re.findall(r"(REG|STACK|LOCAL):(\d+)", r["usage"]))
-        if not usage:
-            problems.append(f"{where}: no resource usage in {r['usage']!r}")
-        elif usage["STACK"] != "0" or usage["LOCAL"] != "0":
-            problems.append(f"{where} spills: {usage}")
-        if r["shared"] > _MAX_SHARED[r["arch"]]:
-            problems.append(f"{where}: shared memory {r['shared']} > {_MAX_SHARED[r['arch']]}")
-        if r["dtype"] != "float32" and not r["mma"]:
+        where = f"{r['kernel']} {r['arch']}"
+        if r["error"] is not None:
+            problems.append(f"{where}: {r['error']}")
+        elif r["local_bytes"] != 0:
+            problems.append(f"{where} spills: {r['local_bytes']} bytes of stack/local memory")
+        if (r["shared_bytes"] or 0) > SHARED_LIMIT[r["arch"]]:
+            problems.append(f"{where}: shared memory {r['shared_bytes']} > limit")
+        if r["dtype"] != "float32" and not r["tensor_cores"]:
             problems.append(f"{where}: 16-bit build without tensor-core mma")
     assert not problems, "\n".join(problems)
