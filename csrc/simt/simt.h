@@ -1,0 +1,506 @@
+// CPU SIMT shim: CUDA C++ kernel sources (.cu) compile as plain C++ (g++ -std=c++20 -x c++) and
+// run on the CPU, so CI executes them without a GPU, also under AddressSanitizer and
+// ThreadSanitizer (DESIGN.md section 4, item 3). Kernels include csrc/cuda/compat.cuh, which
+// includes this header when __CUDACC__ is not defined; tests may call ::simt directly.
+//
+// What kernels get: __global__/__device__/__host__ (empty), __forceinline__ (inline),
+// __launch_bounds__(...) (empty), __align__(n), __shared__ (`static`); dim3/uint3 (CUDA's own,
+// from vector_types.h); thread_local threadIdx, blockIdx, blockDim, gridDim; warpSize;
+// __syncthreads, __syncwarp, __shfl{,_xor,_up,_down}_sync, __ballot_sync, __any_sync,
+// __all_sync, atomicAdd/Max/Min/Exch/CAS, __ldg, min/max; __half and __nv_bfloat16 (CUDA's
+// cuda_fp16.h/cuda_bf16.h); nvcuda::wmma (simt/wmma.h).
+// The host API (namespace simt):
+//   const char* launch(dim3 grid, dim3 block, size_t dynamic_smem_bytes, kernel, args...);
+//   const char* set_max_dynamic_shared(kernel, long long bytes);
+//   const char* last_launch_error();  // returns and clears, like cudaGetLastError
+//   void* dynamic_shared_memory();    // inside a kernel
+// Errors are nullptr or strings that live for the whole program.
+//
+// Execution model of simt::launch:
+//   - the configuration is checked as CUDA does (dims >= 1, <= 1024 threads per block,
+//     block.z <= 64, dynamic shared memory <= 48 KiB unless raised per kernel with
+//     set_max_dynamic_shared, never above 166912 bytes, sm_80's opt-in limit); a bad one
+//     returns "invalid configuration argument: ..." and runs nothing;
+//   - launches are serialized by one global mutex (so `__shared__`, which is `static` here, is
+//     never shared by two launches);
+//   - each launch creates blockDim.x*y*z std::threads; every thread runs the blocks in order
+//     (x fastest, then y, then z) with one std::barrier at the end of each block, so a block's
+//     threads run concurrently and blocks one after another;
+//   - __syncthreads() is one arrival at that barrier; __syncwarp() a barrier of the warp's lanes
+//     (lane = linear thread id % 32, where linear id = x + y*bdx + z*bdx*bdy);
+//   - dynamic shared memory is a heap buffer of exactly the requested size (128-byte aligned),
+//     refilled with 0xFF bytes (NaN for float/half/bf16) before each block.
+// Faults that hardware would turn into wrong results or hangs do not abort: the first one is
+// recorded and returned by launch() as its error string (with the block and thread):
+//   - "__syncthreads mismatch in block (x,y,z): thread ... reached the end of the kernel after
+//     N __syncthreads() calls while thread ... waits in call #N+1 ..." (the launch stops there);
+//   - "wmma::<call>: pointer 0x... is not 256-bit (32-byte) aligned",
+//     "wmma::<call>: ldm L is not a multiple of 8 elements (16 bytes)" (4 for float),
+//     "wmma::<call> called by a partial warp of L lanes ...".
+//
+// Limitations: static `__shared__` variables start zeroed and keep their values from the
+// previous block (hardware gives garbage); __syncwarp, shuffles and votes ignore their mask and
+// must be called by all lanes of the warp (lanes that skip one deadlock); a kernel must not
+// launch kernels.
+#pragma once
+
+#include <cuda_bf16.h>  // also pulls in vector_types.h (dim3, uint3) and host_defines.h
+#include <cuda_fp16.h>
+
+#include <algorithm>
+#include <atomic>
+#include <barrier>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <new>
+#include <set>
+#include <string>
+#include <thread>
+#include <tuple>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+// host_defines.h already made __host__, __device__, __global__, __constant__, __managed__ and
+// __grid_constant__ empty; the rest get their shim meaning here.
+#undef __shared__
+#define __shared__ static
+#undef __forceinline__
+#define __forceinline__ inline
+#undef __noinline__
+#define __noinline__ __attribute__((noinline))
+#undef __align__
+#define __align__(n) __attribute__((aligned(n)))
+#undef __launch_bounds__
+#define __launch_bounds__(...)
+
+inline thread_local uint3 threadIdx{0, 0, 0};
+inline thread_local uint3 blockIdx{0, 0, 0};
+inline thread_local dim3 blockDim{1, 1, 1};
+inline thread_local dim3 gridDim{1, 1, 1};
+constexpr int warpSize = 32;
+
+namespace simt {
+
+// Limits of the devices the kernels target (sm_80 / sm_90 share these, except the opt-in
+// shared memory, where sm_80's smaller 163 KiB is the portable limit).
+inline constexpr unsigned kMaxThreadsPerBlock = 1024;
+inline constexpr unsigned kMaxBlockDimXY = 1024;
+inline constexpr unsigned kMaxBlockDimZ = 64;
+inline constexpr unsigned kMaxGridDimX = 2147483647u;
+inline constexpr unsigned kMaxGridDimYZ = 65535;
+inline constexpr std::size_t kDefaultDynamicSharedLimit = 48 * 1024;
+inline constexpr std::size_t kMaxDynamicShared = 166912;
+inline constexpr std::size_t kDynamicSharedAlignment = 128;
+
+namespace detail {
+
+// Error strings live forever (like cudaGetErrorString's), so launch() can return a pointer.
+inline const char* intern(const std::string& message) {
+  static std::mutex mutex;
+  static std::set<std::string> strings;
+  std::lock_guard<std::mutex> lock(mutex);
+  return strings.insert(message).first->c_str();
+}
+
+inline thread_local const char* last_error = nullptr;
+
+inline const char* record_error(const std::string& message) {
+  last_error = intern(message);
+  return last_error;
+}
+
+inline std::string coords(uint3 v) {
+  return "(" + std::to_string(v.x) + "," + std::to_string(v.y) + "," + std::to_string(v.z) + ")";
+}
+inline std::string coords(dim3 v) { return coords(uint3{v.x, v.y, v.z}); }
+
+struct Launch;
+
+// Runs once per barrier phase, after every thread of the block arrived and before any leaves.
+struct PhaseCompletion {
+  Launch* launch;
+  void operator()() noexcept;
+};
+
+struct Launch {
+  unsigned num_threads = 0;
+  std::size_t dynamic_bytes = 0;
+  std::byte* dynamic_shared = nullptr;
+  std::barrier<PhaseCompletion> block_barrier;
+  std::vector<std::unique_ptr<std::barrier<>>> warp_barriers;
+  std::vector<std::uint64_t> warp_slots;  // 32 per warp, for shuffles and votes
+  // Per thread (indexed by linear thread id), written by that thread before it arrives.
+  std::vector<unsigned> sync_calls;
+  std::vector<unsigned char> at_block_end;
+  std::atomic<bool> stopped{false};
+  std::atomic<bool> faulted{false};
+  std::mutex fault_mutex;
+  std::string fault;
+
+  Launch(unsigned threads, std::size_t bytes)
+      : num_threads(threads),
+        dynamic_bytes(bytes),
+        block_barrier(threads, PhaseCompletion{this}),
+        warp_slots((threads + warpSize - 1) / warpSize * warpSize, 0),
+        sync_calls(threads, 0),
+        at_block_end(threads, 0) {
+    for (unsigned first = 0; first < threads; first += warpSize) {
+      const unsigned lanes = std::min<unsigned>(warpSize, threads - first);
+      warp_barriers.push_back(std::make_unique<std::barrier<>>(lanes));
+    }
+  }
+
+  void report(const std::string& message) {
+    std::lock_guard<std::mutex> lock(fault_mutex);
+    if (!faulted.load(std::memory_order_relaxed)) {
+      fault = message;
+      faulted.store(true, std::memory_order_release);
+    }
+  }
+
+  void poison_dynamic_shared() {
+    if (dynamic_bytes > 0) std::memset(dynamic_shared, 0xFF, dynamic_bytes);
+  }
+};
+
+// The calling thread's place in the running launch (nullptr outside a kernel).
+inline thread_local Launch* current = nullptr;
+inline thread_local unsigned linear_tid = 0;
+
+inline void PhaseCompletion::operator()() noexcept {
+  Launch& l = *launch;
+  unsigned ended = 0;
+  for (unsigned t = 0; t < l.num_threads; ++t) ended += l.at_block_end[t];
+  if (ended == l.num_threads) {
+    l.poison_dynamic_shared();
+  } else if (ended != 0) {
+    unsigned done = 0, waiting = 0;
+    while (!l.at_block_end[done]) ++done;
+    while (l.at_block_end[waiting]) ++waiting;
+    const dim3 bd = blockDim;
+    auto tid = [bd](unsigned lin) {
+      return coords(uint3{lin % bd.x, lin / bd.x % bd.y, lin / (bd.x * bd.y)});
+    };
+    l.report("__syncthreads mismatch in block " + coords(blockIdx) + ": thread " + tid(done) +
+             " reached the end of the kernel after " + std::to_string(l.sync_calls[done]) +
+             " __syncthreads() calls while thread " + tid(waiting) + " waits in call #" +
+             std::to_string(l.sync_calls[waiting]) +
+             " (every thread of a block must reach every __syncthreads)");
+    l.stopped.store(true, std::memory_order_relaxed);
+  }
+}
+
+inline std::mutex& launch_mutex() {
+  static std::mutex mutex;
+  return mutex;
+}
+
+inline std::mutex& attribute_mutex() {
+  static std::mutex mutex;
+  return mutex;
+}
+
+// Max dynamic shared memory per kernel, as set by set_max_dynamic_shared.
+inline std::map<const void*, std::size_t>& dynamic_shared_limits() {
+  static std::map<const void*, std::size_t> limits;
+  return limits;
+}
+
+template <typename... KArgs>
+const void* kernel_key(void (*kernel)(KArgs...)) {
+  return reinterpret_cast<const void*>(kernel);
+}
+
+inline std::string check_configuration(dim3 grid, dim3 block, std::size_t bytes,
+                                       std::size_t bytes_allowed) {
+  const std::string what = "invalid configuration argument: ";
+  if (grid.x < 1 || grid.y < 1 || grid.z < 1)
+    return what + "grid " + coords(grid) + " has a zero dimension";
+  if (grid.x > kMaxGridDimX || grid.y > kMaxGridDimYZ || grid.z > kMaxGridDimYZ)
+    return what + "grid " + coords(grid) + " exceeds (2147483647,65535,65535)";
+  if (block.x < 1 || block.y < 1 || block.z < 1)
+    return what + "block " + coords(block) + " has a zero dimension";
+  const unsigned long long threads = 1ull * block.x * block.y * block.z;
+  if (threads > kMaxThreadsPerBlock)
+    return what + "block " + coords(block) + " has " + std::to_string(threads) +
+           " threads, the limit is 1024";
+  if (block.x > kMaxBlockDimXY || block.y > kMaxBlockDimXY || block.z > kMaxBlockDimZ)
+    return what + "block " + coords(block) + " exceeds (1024,1024,64)";
+  if (bytes > kMaxDynamicShared)
+    return what + std::to_string(bytes) + " bytes of dynamic shared memory exceed " +
+           std::to_string(kMaxDynamicShared) + " (sm_80 opt-in limit)";
+  if (bytes > bytes_allowed)
+    return what + std::to_string(bytes) + " bytes of dynamic shared memory exceed " +
+           std::to_string(bytes_allowed) +
+           " (above 48 KiB requires set_max_dynamic_shared / FI_SET_MAX_DYNAMIC_SHARED)";
+  return {};
+}
+
+inline void end_block() {
+  Launch& l = *current;
+  if (l.stopped.load(std::memory_order_relaxed)) return;
+  l.at_block_end[linear_tid] = 1;
+  l.block_barrier.arrive_and_wait();
+  l.at_block_end[linear_tid] = 0;
+  l.sync_calls[linear_tid] = 0;
+}
+
+}  // namespace detail
+
+// Lets `kernel` be launched with up to `bytes` of dynamic shared memory (the shim's
+// cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes)).
+// Returns nullptr, or an error string (also recorded for last_launch_error()).
+template <typename... KArgs>
+const char* set_max_dynamic_shared(void (*kernel)(KArgs...), long long bytes) {
+  if (bytes < 0 || static_cast<unsigned long long>(bytes) > kMaxDynamicShared) {
+    return detail::record_error("invalid argument: set_max_dynamic_shared(" +
+                                std::to_string(bytes) + " bytes): the limit is " +
+                                std::to_string(kMaxDynamicShared));
+  }
+  std::lock_guard<std::mutex> lock(detail::attribute_mutex());
+  detail::dynamic_shared_limits()[detail::kernel_key(kernel)] = static_cast<std::size_t>(bytes);
+  return nullptr;
+}
+
+// The error of the last failed shim call on this host thread, cleared by reading it (like
+// cudaGetLastError: a later successful call does not clear it). nullptr if none.
+inline const char* last_launch_error() {
+  const char* error = detail::last_error;
+  detail::last_error = nullptr;
+  return error;
+}
+
+// The block's dynamic shared memory (valid inside a kernel only).
+inline void* dynamic_shared_memory() {
+  return detail::current != nullptr ? detail::current->dynamic_shared : nullptr;
+}
+
+// Runs kernel<<<grid, block, dynamic_smem_bytes>>>(args...) on the CPU and returns when it has
+// finished: nullptr on success, else the configuration error (nothing ran) or the first fault.
+template <typename... KArgs, typename... Args>
+const char* launch(dim3 grid, dim3 block, std::size_t dynamic_smem_bytes, void (*kernel)(KArgs...),
+                   Args&&... args) {
+  static_assert(sizeof...(KArgs) == sizeof...(Args), "simt::launch: wrong number of arguments");
+  if (detail::current != nullptr) {
+    return detail::record_error("simt::launch from inside a kernel is not supported");
+  }
+  std::size_t allowed = kDefaultDynamicSharedLimit;
+  {
+    std::lock_guard<std::mutex> lock(detail::attribute_mutex());
+    const auto& limits = detail::dynamic_shared_limits();
+    const auto it = limits.find(detail::kernel_key(kernel));
+    if (it != limits.end() && it->second > allowed) allowed = it->second;
+  }
+  const std::string bad = detail::check_configuration(grid, block, dynamic_smem_bytes, allowed);
+  if (!bad.empty()) return detail::record_error(bad);
+
+  const std::tuple<std::decay_t<KArgs>...> params(std::forward<Args>(args)...);
+  std::lock_guard<std::mutex> serialize(detail::launch_mutex());
+  const unsigned threads = block.x * block.y * block.z;
+  detail::Launch state(threads, dynamic_smem_bytes);
+  // Exactly the requested size on the heap, so AddressSanitizer sees overruns.
+  struct Free {
+    void operator()(std::byte* p) const {
+      ::operator delete[](p, std::align_val_t{kDynamicSharedAlignment});
+    }
+  };
+  std::unique_ptr<std::byte[], Free> smem(static_cast<std::byte*>(
+      ::operator new[](dynamic_smem_bytes, std::align_val_t{kDynamicSharedAlignment})));
+  state.dynamic_shared = smem.get();
+  state.poison_dynamic_shared();
+
+  auto body = [&](unsigned lin) {
+    detail::current = &state;
+    detail::linear_tid = lin;
+    blockDim = block;
+    gridDim = grid;
+    threadIdx = uint3{lin % block.x, lin / block.x % block.y, lin / (block.x * block.y)};
+    for (unsigned bz = 0; bz < grid.z; ++bz) {
+      for (unsigned by = 0; by < grid.y; ++by) {
+        for (unsigned bx = 0; bx < grid.x; ++bx) {
+          if (state.stopped.load(std::memory_order_relaxed)) return;
+          blockIdx = uint3{bx, by, bz};
+          std::apply(kernel, params);
+          detail::end_block();
+        }
+      }
+    }
+    detail::current = nullptr;
+  };
+  {
+    std::vector<std::jthread> workers;
+    workers.reserve(threads);
+    for (unsigned lin = 0; lin < threads; ++lin) workers.emplace_back(body, lin);
+  }
+  if (state.faulted.load(std::memory_order_acquire)) return detail::record_error(state.fault);
+  return nullptr;
+}
+
+// Records a fault of the running launch (first one wins); outside a kernel, prints it.
+inline void report_fault(const std::string& message) {
+  if (detail::current == nullptr) {
+    std::fprintf(stderr, "simt fault outside a kernel: %s\n", message.c_str());
+    return;
+  }
+  detail::current->report(message + " [block " + detail::coords(blockIdx) + ", thread " +
+                          detail::coords(threadIdx) + "]");
+}
+
+// Linear thread id within the block, lane and warp of the calling thread.
+inline unsigned linear_thread_id() { return detail::linear_tid; }
+inline unsigned lane_id() { return detail::linear_tid % warpSize; }
+inline unsigned warp_id() { return detail::linear_tid / warpSize; }
+// Number of lanes in the calling thread's warp (fewer than 32 in a partial last warp).
+inline unsigned warp_lanes() {
+  const unsigned threads = blockDim.x * blockDim.y * blockDim.z;
+  return std::min<unsigned>(warpSize, threads - warp_id() * warpSize);
+}
+
+}  // namespace simt
+
+inline void __syncthreads() {
+  simt::detail::Launch* l = simt::detail::current;
+  if (l == nullptr || l->stopped.load(std::memory_order_relaxed)) return;
+  ++l->sync_calls[simt::detail::linear_tid];
+  l->block_barrier.arrive_and_wait();
+}
+
+inline void __syncwarp(unsigned /*mask*/ = 0xffffffffu) {
+  simt::detail::Launch* l = simt::detail::current;
+  if (l == nullptr || l->stopped.load(std::memory_order_relaxed)) return;
+  l->warp_barriers[simt::warp_id()]->arrive_and_wait();
+}
+
+namespace simt::detail {
+
+// All lanes of the warp publish `value`; each gets the value of lane `source(lane)`, or its
+// own value when source returns an absent lane (as the shuffles do for out-of-range lanes).
+template <typename T, typename Source>
+T warp_exchange(T value, Source source) {
+  static_assert(std::is_trivially_copyable_v<T> && sizeof(T) <= 8,
+                "simt warp shuffles move trivially copyable values of up to 8 bytes");
+  Launch* l = current;
+  if (l == nullptr || l->stopped.load(std::memory_order_relaxed)) return value;
+  const unsigned warp = warp_id(), lane = lane_id(), lanes = warp_lanes();
+  std::uint64_t* slots = &l->warp_slots[warp * warpSize];
+  std::uint64_t bits = 0;
+  std::memcpy(&bits, &value, sizeof(T));
+  slots[lane] = bits;
+  l->warp_barriers[warp]->arrive_and_wait();
+  const unsigned src = source(lane);
+  if (src < lanes) bits = slots[src];
+  l->warp_barriers[warp]->arrive_and_wait();  // nobody overwrites a slot still being read
+  T result = value;
+  if (src < lanes) std::memcpy(&result, &bits, sizeof(T));
+  return result;
+}
+
+// Bit l set when lane l of the calling warp passed a non-zero predicate.
+inline unsigned warp_ballot(int predicate) {
+  Launch* l = current;
+  if (l == nullptr || l->stopped.load(std::memory_order_relaxed)) return predicate != 0;
+  const unsigned warp = warp_id(), lane = lane_id(), lanes = warp_lanes();
+  std::uint64_t* slots = &l->warp_slots[warp * warpSize];
+  slots[lane] = predicate != 0;
+  l->warp_barriers[warp]->arrive_and_wait();
+  unsigned ballot = 0;
+  for (unsigned i = 0; i < lanes; ++i) ballot |= static_cast<unsigned>(slots[i]) << i;
+  l->warp_barriers[warp]->arrive_and_wait();
+  return ballot;
+}
+
+}  // namespace simt::detail
+
+// Warp shuffles and votes (all lanes of the warp must call them; the mask is ignored).
+template <typename T>
+T __shfl_sync(unsigned /*mask*/, T var, int src_lane, int width = warpSize) {
+  return simt::detail::warp_exchange(var, [=](unsigned lane) {
+    return lane / width * width + static_cast<unsigned>(src_lane) % width;
+  });
+}
+template <typename T>
+T __shfl_xor_sync(unsigned /*mask*/, T var, int lane_mask, int width = warpSize) {
+  return simt::detail::warp_exchange(var, [=](unsigned lane) {
+    const unsigned src = lane ^ static_cast<unsigned>(lane_mask);
+    return src / width == lane / width ? src : lane;
+  });
+}
+template <typename T>
+T __shfl_down_sync(unsigned /*mask*/, T var, unsigned delta, int width = warpSize) {
+  return simt::detail::warp_exchange(var, [=](unsigned lane) {
+    return lane % width + delta < static_cast<unsigned>(width) ? lane + delta : lane;
+  });
+}
+template <typename T>
+T __shfl_up_sync(unsigned /*mask*/, T var, unsigned delta, int width = warpSize) {
+  return simt::detail::warp_exchange(
+      var, [=](unsigned lane) { return lane % width >= delta ? lane - delta : lane; });
+}
+inline unsigned __ballot_sync(unsigned /*mask*/, int predicate) {
+  return simt::detail::warp_ballot(predicate);
+}
+inline int __any_sync(unsigned mask, int predicate) { return __ballot_sync(mask, predicate) != 0; }
+inline int __all_sync(unsigned mask, int predicate) {
+  const unsigned lanes = simt::warp_lanes();
+  const unsigned full = lanes == 32 ? 0xffffffffu : (1u << lanes) - 1;
+  return __ballot_sync(mask, predicate) == full;
+}
+
+// Atomics on any memory (threads of a block run concurrently).
+template <typename T>
+T atomicAdd(T* address, T value) {
+  return std::atomic_ref<T>(*address).fetch_add(value);
+}
+template <typename T>
+T atomicMax(T* address, T value) {
+  std::atomic_ref<T> ref(*address);
+  T old = ref.load();
+  while (old < value && !ref.compare_exchange_weak(old, value)) {
+  }
+  return old;
+}
+template <typename T>
+T atomicMin(T* address, T value) {
+  std::atomic_ref<T> ref(*address);
+  T old = ref.load();
+  while (value < old && !ref.compare_exchange_weak(old, value)) {
+  }
+  return old;
+}
+template <typename T>
+T atomicExch(T* address, T value) {
+  return std::atomic_ref<T>(*address).exchange(value);
+}
+template <typename T>
+T atomicCAS(T* address, T compare, T value) {
+  std::atomic_ref<T>(*address).compare_exchange_strong(compare, value);
+  return compare;
+}
+
+template <typename T>
+T __ldg(const T* address) {
+  return *address;
+}
+
+// CUDA's min/max overloads, which device code calls unqualified (fminf/fmaxf for floats).
+#define SIMT_MIN_MAX(T)                            \
+  inline T min(T a, T b) { return b < a ? b : a; } \
+  inline T max(T a, T b) { return a < b ? b : a; }
+SIMT_MIN_MAX(int)
+SIMT_MIN_MAX(unsigned)
+SIMT_MIN_MAX(long long)
+SIMT_MIN_MAX(unsigned long long)
+#undef SIMT_MIN_MAX
+inline float min(float a, float b) { return std::fmin(a, b); }
+inline float max(float a, float b) { return std::fmax(a, b); }
+inline double min(double a, double b) { return std::fmin(a, b); }
+inline double max(double a, double b) { return std::fmax(a, b); }
+
+#include "simt/wmma.h"
