@@ -1,0 +1,49 @@
+"""The CUDA kernels (csrc/cuda/conv1x1_slice.cu, chain_1x1_kxk.cu) executed on the CPU.
+
+tests/cpp/kernel_parity.cpp includes their SIMT-shim builds (csrc/emulated/*.cpp), runs every
+case against a float64 reference computed from the formulas, with NaN-poisoned outputs and a
+channel slice (c0 > 0, pixel stride > cout) so that unwritten and stray elements fail. It is
+built with tests/native.py (no torch) and run plain on the full case list (three dtypes,
+conv1x1 with and without pool, the chain with K = 1, 3, 5, odd shapes, GoogLeNet 3a and 5b
+channel counts) and on a small list under AddressSanitizer(+UBSan) and ThreadSanitizer.
+
+The driver prints "checked <n> cases" and a self-test line (a correct result corrupted three
+ways must fail the check three times), so a run that checks nothing cannot pass.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+
+import native
+import pytest
+
+pytestmark = pytest.mark.skipif(
+    native.missing_reason() is not None, reason=native.missing_reason() or ""
+)
+
+# Number of cases in kernel_parity.cpp's lists (make_cases): keep in step with it.
+CASES = {"all": 63, "small": 6}
+
+
+def _assert_all_passed(result: subprocess.CompletedProcess, cases: int) -> None:
+    assert result.returncode == 0, native.explain(result)
+    assert f"checked {cases} cases, 0 failed" in result.stdout, native.explain(result)
+    assert len(re.findall(r"^ok ", result.stdout, flags=re.M)) == cases, native.explain(result)
+    assert "self-test caught 3 of 3 corruptions" in result.stdout, native.explain(result)
+
+
+def test_kernel_parity_all_cases() -> None:
+    result = native.run(native.build("kernel_parity.cpp"), "all", timeout=300)
+    _assert_all_passed(result, CASES["all"])
+
+
+@pytest.mark.parametrize("sanitizer", ["address", "thread"], ids=["asan", "tsan"])
+def test_kernel_parity_sanitized(sanitizer: str) -> None:
+    result = native.run(
+        native.build("kernel_parity.cpp", sanitizer=sanitizer), "small", timeout=300
+    )
+    _assert_all_passed(result, CASES["small"])
+    for report in ("Sanitizer", "runtime error"):
+        assert report not in result.stderr, native.explain(result)
