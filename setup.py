@@ -1,8 +1,13 @@
 """Build script for fused_inception's compiled extension `fused_inception._C`.
 
-C++ sources (csrc/*.cpp, csrc/cpu/*.cpp) are always built. CUDA sources (csrc/cuda/*.cu) are
-added when nvcc and a CUDA build of torch are present, unless FUSED_INCEPTION_SKIP_CUDA=1.
-No GPU is needed to build: TORCH_CUDA_ARCH_LIST is honoured and defaults to "8.0;9.0".
+- C++ sources (csrc/*.cpp, csrc/cpu/*.cpp) are always built.
+- The CUDA kernels (csrc/cuda/*.cu) are built twice when possible:
+  - with nvcc for the GPU, when nvcc and a CUDA build of torch are present, unless
+    FUSED_INCEPTION_SKIP_CUDA=1. No GPU is needed: TORCH_CUDA_ARCH_LIST is honoured and
+    defaults to "8.0;9.0" when no GPU is visible (e.g. TORCH_CUDA_ARCH_LIST="8.6;8.9+PTX").
+  - as plain C++ against the SIMT shim (csrc/emulated/*.cpp include the .cu files), so that
+    the CPU can execute them (FUSED_INCEPTION_EMULATE_CUDA=1 at run time); this needs only
+    the CUDA headers (cuda_fp16.h, cuda_bf16.h) under CUDA_HOME, not a GPU or nvcc.
 Install with `pip install --no-build-isolation .` so the build uses the torch already installed.
 """
 
@@ -14,6 +19,10 @@ import os
 from setuptools import setup
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
+
+
+# nvcc flags of the CUDA kernels; fused_inception/report.py compiles them with the same ones.
+NVCC_FLAGS = ["-O3", "-std=c++20", "--expt-relaxed-constexpr"]
 
 
 def _env_flag(name: str) -> bool:
@@ -28,27 +37,35 @@ def _extension():
         glob.glob(os.path.join("csrc", "*.cpp")) + glob.glob(os.path.join("csrc", "cpu", "*.cpp"))
     )
     cuda_sources = sorted(glob.glob(os.path.join("csrc", "cuda", "*.cu")))
+    include_dirs = [os.path.join(ROOT, "csrc")]
+    define_macros = []
+    cuda_home = cpp_extension.CUDA_HOME
+    if cuda_home and os.path.exists(os.path.join(cuda_home, "include", "cuda_fp16.h")):
+        cpp_sources += sorted(glob.glob(os.path.join("csrc", "emulated", "*.cpp")))
+        include_dirs.append(os.path.join(cuda_home, "include"))
+        define_macros.append(("FUSED_INCEPTION_WITH_EMULATION", "1"))
     use_cuda = (
         bool(cuda_sources)
         and not _env_flag("FUSED_INCEPTION_SKIP_CUDA")
         and torch.version.cuda is not None
         and cpp_extension.CUDA_HOME is not None
     )
-    cxx_flags = ["-O3", "-std=c++20"]
+    cxx_flags = ["-O3", "-std=c++20", "-pthread"]
     if use_cuda:
         if not os.environ.get("TORCH_CUDA_ARCH_LIST") and not torch.cuda.is_available():
             os.environ["TORCH_CUDA_ARCH_LIST"] = "8.0;9.0"
         return cpp_extension.CUDAExtension(
             "fused_inception._C",
             cpp_sources + cuda_sources,
-            include_dirs=[os.path.join(ROOT, "csrc")],
-            define_macros=[("FUSED_INCEPTION_WITH_CUDA", "1")],
-            extra_compile_args={"cxx": cxx_flags, "nvcc": ["-O3", "-std=c++20"]},
+            include_dirs=include_dirs,
+            define_macros=define_macros + [("FUSED_INCEPTION_WITH_CUDA", "1")],
+            extra_compile_args={"cxx": cxx_flags, "nvcc": NVCC_FLAGS},
         )
     return cpp_extension.CppExtension(
         "fused_inception._C",
         cpp_sources,
-        include_dirs=[os.path.join(ROOT, "csrc")],
+        include_dirs=include_dirs,
+        define_macros=define_macros,
         extra_compile_args={"cxx": cxx_flags},
     )
 

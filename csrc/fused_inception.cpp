@@ -11,6 +11,13 @@
 #include <Python.h>
 #include <torch/library.h>
 
+#include <string>
+#include <vector>
+
+namespace fused_inception {
+std::vector<std::string> cuda_kernel_builds();  // csrc/cuda_ops.cpp
+}  // namespace fused_inception
+
 PyMODINIT_FUNC PyInit__C(void) {
   static PyModuleDef module_def = {
       PyModuleDef_HEAD_INIT,
@@ -32,4 +39,18 @@ TORCH_LIBRARY(fused_inception, m) {
   // slice) = relu(A^T m A + bias), written in place.
   m.def("winograd_f2x3_input(Tensor r, int n, int h, int w) -> Tensor");
   m.def("winograd_f2x3_output_(Tensor m, Tensor bias, Tensor(a!) out, int n, int h, int w) -> ()");
+
+  // The CUDA C++ kernels (csrc/cuda/*.cu, bound in csrc/cuda_ops.cpp): CUDA tensors run the
+  // nvcc build, CPU tensors the same sources compiled against the SIMT shim (csrc/simt/).
+  // x: [N, Cin, H, W] channels_last; out: the block output [N, Ctot, H, W] channels_last, of
+  // which only channels [c0, c0 + Cout) are written. Weights row-major [K, N], biases float32.
+  // conv1x1_slice_: w [Cin, Cout]; out slice = relu(conv1x1(maxpool3x3(x) if pool else x) + b).
+  m.def("conv1x1_slice_(Tensor x, Tensor w, Tensor bias, Tensor(a!) out, int c0, bool pool) -> ()");
+  // chain_1x1_kxk_: w_red [Cin, Cr], w_kxk [K, K, Cr, Cout];
+  // out slice = relu(convKxK(relu(conv1x1(x) + b_red), pad K//2) + b_kxk).
+  m.def(
+      "chain_1x1_kxk_(Tensor x, Tensor w_red, Tensor b_red, Tensor w_kxk, Tensor b_kxk, "
+      "Tensor(a!) out, int c0) -> ()");
+  // Which versions of those kernels this build holds: "cuda" and/or "emulated".
+  m.def("cuda_kernel_builds() -> str[]", &fused_inception::cuda_kernel_builds);
 }

@@ -12,8 +12,10 @@ import torch
 
 # Without a GPU, Triton kernels run on CPU tensors in Triton's interpreter. Triton reads this
 # when the @triton.jit functions are defined, so it is set before fused_inception is imported.
+# Likewise the cuda backend's kernels run on CPU tensors through the SIMT shim.
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
+    os.environ.setdefault("FUSED_INCEPTION_EMULATE_CUDA", "1")
 
 import pytest  # noqa: E402
 from torch import nn  # noqa: E402
@@ -109,8 +111,9 @@ def assert_close_rel(out: torch.Tensor, ref: torch.Tensor, dtype: torch.dtype) -
     assert err <= tol * max(scale, 1e-6), f"max abs err {err:.3e} > {tol:g} * {scale:.3e}"
 
 
-def aot_report(kernels: str) -> list[dict]:
-    """Records of `python -m fused_inception.report --kernels <kernels>` for sm_80 and sm_90.
+def aot_report(kernels: str, backends: tuple[str, ...] = ("triton",)) -> list[dict]:
+    """Records of `python -m fused_inception.report --kernels <kernels> --backends <backends>`
+    for sm_80 and sm_90.
 
     Runs in a subprocess without TRITON_INTERPRET (interpreter kernels cannot be compiled); each
     record carries registers, shared_bytes, local_bytes (cuobjdump STACK + LOCAL: spills),
@@ -120,6 +123,7 @@ def aot_report(kernels: str) -> list[dict]:
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "report.json")
         cmd = [sys.executable, "-m", "fused_inception.report", "--kernels", kernels]
+        cmd += ["--backends", *backends]
         proc = subprocess.run(
             cmd + ["--json", path], env=env, capture_output=True, text=True, timeout=900
         )

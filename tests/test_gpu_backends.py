@@ -1,8 +1,10 @@
-"""FusedInception(backend="triton") end to end: the four Triton kernels writing one output.
+"""The GPU backends end to end: FusedInception(backend="triton" | "cuda"), four kernels
+writing one output (fused_inception/backends/sliced.py).
 
-Without a GPU the kernels run on CPU tensors under TRITON_INTERPRET=1 (set by conftest), so the
-shapes keep GoogLeNet's channel counts but shrink batch and spatial size; on a GPU the same tests
-run the compiled kernels on CUDA tensors.
+Without a GPU the kernels run on CPU tensors: Triton's under TRITON_INTERPRET=1, the CUDA C++
+ones through the SIMT shim under FUSED_INCEPTION_EMULATE_CUDA=1 (conftest sets both), so the
+shapes keep GoogLeNet's channel counts but shrink batch and spatial size. On a GPU the same
+tests run the compiled kernels on CUDA tensors.
 """
 
 from __future__ import annotations
@@ -16,19 +18,34 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from fused_inception import FusedInception, Inception
 from fused_inception.backends import available_backends
 
-pytestmark = pytest.mark.skipif(
-    "triton" not in available_backends(),
-    reason="the triton backend needs a CUDA device or TRITON_INTERPRET=1",
-)
+_HOW = {
+    "triton": "a CUDA device or TRITON_INTERPRET=1",
+    "cuda": "a CUDA device and the nvcc build, or FUSED_INCEPTION_EMULATE_CUDA=1 and the "
+    "emulated build",
+}
+GPU_BACKENDS = [
+    pytest.param(
+        name,
+        marks=pytest.mark.skipif(
+            name not in available_backends(), reason=f"backend {name!r} needs {_HOW[name]}"
+        ),
+    )
+    for name in ("triton", "cuda")
+]
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 LAYOUTS = {"nchw": torch.contiguous_format, "channels_last": torch.channels_last}
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
-def _run(cfg, hw, batch, norm, k, layout, dtype, seed=0):
+@pytest.fixture(params=GPU_BACKENDS)
+def backend(request) -> str:
+    return request.param
+
+
+def _run(backend, cfg, hw, batch, norm, k, layout, dtype, seed=0):
     src = randomize_block(Inception(*cfg.args(), branch3_kernel=k, norm=norm), seed).eval()
-    fused = FusedInception.from_module(src, backend="triton").eval().to(DEVICE, DTYPES[dtype])
+    fused = FusedInception.from_module(src, backend=backend).eval().to(DEVICE, DTYPES[dtype])
     gen = torch.Generator().manual_seed(seed + 1)
     x = torch.randn(batch, cfg.in_channels, *hw, generator=gen).to(DEVICE, DTYPES[dtype])
     x = x.contiguous(memory_format=LAYOUTS[layout])
@@ -46,26 +63,26 @@ FORMS = [pytest.param(True, 3, id="bn-k3"), pytest.param(False, 5, id="paper-k5"
 @pytest.mark.parametrize("dtype", list(DTYPES))
 @pytest.mark.parametrize("norm,k", FORMS)
 @pytest.mark.parametrize("name,cfg", GOOGLENET_CASES)
-def test_googlenet_blocks(name, cfg, norm, k, dtype, layout):
-    _run(cfg, (4, 5), 1, norm, k, layout, dtype)
+def test_googlenet_blocks(backend, name, cfg, norm, k, dtype, layout):
+    _run(backend, cfg, (4, 5), 1, norm, k, layout, dtype)
 
 
 @pytest.mark.parametrize("layout", list(LAYOUTS))
 @pytest.mark.parametrize("norm,k", FORMS)
 @pytest.mark.parametrize("name,cfg", ODD_CASES)
-def test_odd_shapes(name, cfg, norm, k, layout):
-    _run(cfg, odd_spatial(name, cfg.hw), 3, norm, k, layout, "fp32")
+def test_odd_shapes(backend, name, cfg, norm, k, layout):
+    _run(backend, cfg, odd_spatial(name, cfg.hw), 3, norm, k, layout, "fp32")
 
 
 @pytest.mark.parametrize("dtype", list(DTYPES))
-def test_odd_shape_all_dtypes(dtype):
+def test_odd_shape_all_dtypes(backend, dtype):
     cfg = ODD_CASES[0].values[1]
-    _run(cfg, (9, 10), 2, False, 5, "channels_last", dtype)
+    _run(backend, cfg, (9, 10), 2, False, 5, "channels_last", dtype)
 
 
-def test_empty_batch():
+def test_empty_batch(backend):
     cfg = ODD_CASES[0].values[1]
-    block = FusedInception(*cfg.args(), backend="triton").eval().to(DEVICE)
+    block = FusedInception(*cfg.args(), backend=backend).eval().to(DEVICE)
     with torch.no_grad():
         out = block(torch.randn(0, cfg.in_channels, 3, 4, device=DEVICE))
     assert out.shape == (0, cfg.out_channels, 3, 4)
@@ -93,18 +110,24 @@ class _AllocationCounter(TorchDispatchMode):
         return out
 
 
-def test_reduced_tensors_are_not_materialized(monkeypatch):
-    """One forward allocates exactly one tensor (the output) and launches four kernels, none of
-    which receives a reduced tensor: r2/r3 live only inside the chain kernels."""
+class _OperatorCalls(TorchDispatchMode):
+    """Records the fused_inception operators called (name, shapes of their tensor arguments)."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls: list[tuple[str, list[tuple[int, ...]]]] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func.namespace == "fused_inception":
+            shapes = [tuple(a.shape) for a in args if isinstance(a, torch.Tensor)]
+            self.calls.append((func.overloadpacket.__name__, shapes))
+        return func(*args, **(kwargs or {}))
+
+
+def _watch_triton_launches(monkeypatch) -> list[tuple[str, list[tuple[int, ...]]]]:
     import fused_inception.triton.chain_1x1_kxk as chain_mod
     import fused_inception.triton.conv1x1_slice as conv_mod
 
-    cfg = GOOGLENET_CASES[0].values[1]
-    block = randomize_block(FusedInception(*cfg.args(), backend="triton")).eval().to(DEVICE)
-    x = torch.randn(1, cfg.in_channels, 4, 4, device=DEVICE)
-    x = x.contiguous(memory_format=torch.channels_last)
-    with torch.no_grad():
-        block(x)  # packs the weights (cached) outside the counted call
     launches: list[tuple[str, list[tuple[int, ...]]]] = []
     for module in (chain_mod, conv_mod):
         for attr in dir(module):
@@ -118,9 +141,29 @@ def test_reduced_tensors_are_not_materialized(monkeypatch):
                     return _run(*args, **kwargs)
 
                 monkeypatch.setattr(kernel, "run", counted)
-    counter = _AllocationCounter()
-    with torch.no_grad(), counter:
-        out = block(x)
+    return launches
+
+
+def test_reduced_tensors_are_not_materialized(backend, monkeypatch):
+    """One forward allocates exactly one tensor (the output) and launches four kernels, none of
+    which receives a reduced tensor: r2/r3 live only inside the chain kernels."""
+    cfg = GOOGLENET_CASES[0].values[1]
+    block = randomize_block(FusedInception(*cfg.args(), backend=backend)).eval().to(DEVICE)
+    x = torch.randn(1, cfg.in_channels, 4, 4, device=DEVICE)
+    x = x.contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        block(x)  # packs the weights (cached) outside the counted call
+    counter, operators = _AllocationCounter(), _OperatorCalls()
+    if backend == "triton":
+        launches = _watch_triton_launches(monkeypatch)
+        with torch.no_grad(), counter:
+            out = block(x)
+    else:
+        with torch.no_grad(), counter, operators:
+            out = block(x)
+        launches = operators.calls
+        names = [name for name, _ in launches]
+        assert names == ["conv1x1_slice_", "chain_1x1_kxk_", "chain_1x1_kxk_", "conv1x1_slice_"]
     assert counter.allocations == [tuple(out.shape)], counter.allocations
     assert len(launches) == 4, launches
     reduced_shapes = {(1, cfg.ch3x3red, 4, 4), (1, cfg.ch5x5red, 4, 4), (16, cfg.ch3x3red)}

@@ -8,7 +8,9 @@ backend for the input's device.
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
+import os
 from collections.abc import Iterator
 from types import ModuleType
 
@@ -17,10 +19,8 @@ import torch
 BACKENDS = ("cpu", "triton", "cuda")
 BACKEND_CHOICES = ("auto",) + BACKENDS
 
-# Backends that exist by name but are not part of this build yet, with the reason.
-_NOT_BUILT = {
-    "cuda": "the CUDA C++ kernels are not part of this release yet",
-}
+# Set to 1 to run the cuda backend's kernels on CPU tensors through the SIMT shim (csrc/simt/).
+EMULATE_CUDA_ENV = "FUSED_INCEPTION_EMULATE_CUDA"
 
 _poison_outputs = False
 
@@ -67,6 +67,47 @@ def _triton_unavailable_reason() -> str | None:
     return None
 
 
+def emulate_cuda() -> bool:
+    """True if FUSED_INCEPTION_EMULATE_CUDA asks for the cuda backend on CPU tensors."""
+    return os.environ.get(EMULATE_CUDA_ENV, "0").lower() in ("1", "true", "yes", "on")
+
+
+@functools.cache
+def cuda_kernel_builds() -> tuple[str, ...]:
+    """Versions of the CUDA C++ kernels in this build: "cuda" (nvcc) and/or "emulated"."""
+    from .. import _ext
+
+    if not _ext.has_extension() or not hasattr(torch.ops.fused_inception, "cuda_kernel_builds"):
+        return ()  # (an extension built before the CUDA backend existed)
+    return tuple(torch.ops.fused_inception.cuda_kernel_builds())
+
+
+def _cuda_unavailable_reason(device_type: str | None = None) -> str | None:
+    from .. import _ext
+
+    if not _ext.has_extension():
+        return f"the C++ extension did not load ({_ext.extension_error()})"
+    builds = cuda_kernel_builds()
+    gpu = "cuda" in builds and torch.cuda.is_available()
+    emulated = "emulated" in builds and emulate_cuda()
+    if device_type == "cuda" or (device_type is None and not emulated):
+        if gpu:
+            return None
+        if "cuda" not in builds:
+            return "this build has no nvcc-compiled kernels (built without nvcc or CUDA torch)"
+        if device_type is None:
+            return (
+                f"no CUDA device ({EMULATE_CUDA_ENV}=1 runs its kernels on CPU tensors through "
+                f"the SIMT shim)"
+            )
+        return None
+    if emulated:
+        return None
+    if "emulated" not in builds:
+        return "this build has no emulated kernels (built without the CUDA headers)"
+    return f"backend 'cuda' runs on CPU tensors only with {EMULATE_CUDA_ENV}=1 (the SIMT shim)"
+
+
 def backend_unavailable_reason(name: str) -> str | None:
     """None if `name` can run here, else why not."""
     check_backend_name(name)
@@ -74,7 +115,7 @@ def backend_unavailable_reason(name: str) -> str | None:
         return None
     if name == "triton":
         return _triton_unavailable_reason()
-    return _NOT_BUILT.get(name)
+    return _cuda_unavailable_reason()
 
 
 def available_backends() -> list[str]:
@@ -87,8 +128,10 @@ def _load(name: str) -> ModuleType:
 
 
 def _device_error(name: str, device: torch.device) -> str | None:
-    if name == "cuda" and device.type != "cuda":
-        return f"backend 'cuda' needs CUDA tensors, got input on {device}"
+    if name == "cuda":
+        if device.type not in ("cuda", "cpu"):
+            return f"backend 'cuda' needs CUDA tensors, got input on {device}"
+        return _cuda_unavailable_reason(device.type)
     if name == "triton" and device.type != "cuda":
         from ..triton import INTERPRETER
 
@@ -111,7 +154,9 @@ def resolve_backend(name: str, device: torch.device) -> tuple[str, ModuleType]:
         if device.type == "cpu":
             name = "cpu"
         else:
-            for candidate in ("cuda", "triton"):
+            # Triton first: its kernels are software-pipelined (num_stages), the CUDA C++
+            # ones are not; neither order is backed by a GPU measurement yet.
+            for candidate in ("triton", "cuda"):
                 if backend_unavailable_reason(candidate) is None:
                     name = candidate
                     break

@@ -24,6 +24,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
+from ..packing import ChainPacked, prepare_chain  # noqa: F401  (re-exported)
 from . import INTERPRETER, KernelBuild
 
 
@@ -239,45 +240,6 @@ def googlenet_configs() -> dict[str, dict[str, ChainConfig]]:
 
 def _halo_rows(k: int, cfg: ChainConfig) -> int:
     return triton.next_power_of_2((cfg.th + k - 1) * (cfg.tw + k - 1))
-
-
-class ChainPacked(NamedTuple):
-    """Weights of one chain in the kernel's layouts (see the module docstring)."""
-
-    w_red: Tensor
-    b_red: Tensor
-    w_kxk: Tensor
-    b_kxk: Tensor
-
-
-def prepare_chain(
-    w_red: Tensor, b_red: Tensor, w_kxk: Tensor, b_kxk: Tensor, dtype: torch.dtype | None = None
-) -> ChainPacked:
-    """Pack folded weights once.
-
-    w_red: [Cr, Cin, 1, 1]   b_red: [Cr]
-    w_kxk: [Cout, Cr, K, K]  b_kxk: [Cout]
-    dtype: compute dtype of the packed weights (default: w_red's dtype); biases are float32.
-    """
-    if w_red.dim() != 4 or tuple(w_red.shape[2:]) != (1, 1):
-        raise ValueError(f"w_red must be [Cr, Cin, 1, 1], got {tuple(w_red.shape)}")
-    c_red = w_red.shape[0]
-    if w_kxk.dim() != 4 or w_kxk.shape[1] != c_red or w_kxk.shape[2] != w_kxk.shape[3]:
-        raise ValueError(f"w_kxk must be [Cout, {c_red}, K, K], got {tuple(w_kxk.shape)}")
-    if w_kxk.shape[2] not in (3, 5):
-        raise ValueError(f"kernel size must be 3 or 5, got {w_kxk.shape[2]}")
-    if tuple(b_red.shape) != (c_red,) or tuple(b_kxk.shape) != (w_kxk.shape[0],):
-        raise ValueError(
-            f"biases must be [{c_red}] and [{w_kxk.shape[0]}], "
-            f"got {tuple(b_red.shape)} and {tuple(b_kxk.shape)}"
-        )
-    dtype = dtype or w_red.dtype
-    return ChainPacked(
-        w_red=w_red.detach().flatten(1).t().to(dtype).contiguous(),
-        b_red=b_red.detach().float().contiguous(),
-        w_kxk=w_kxk.detach().permute(2, 3, 1, 0).to(dtype).contiguous(),
-        b_kxk=b_kxk.detach().float().contiguous(),
-    )
 
 
 def chain_1x1_kxk(

@@ -40,6 +40,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
+from ..packing import prepare_conv1x1  # noqa: F401  (re-exported)
 from . import INTERPRETER, KernelBuild
 
 
@@ -220,28 +221,6 @@ def _check_int32_tile(t: Tensor, block_m: int, block_c: int) -> None:
             f"a {block_m}-pixel tile of a tensor with shape {tuple(t.shape)} and strides "
             f"{t.stride()} spans {span} elements, more than the kernel's int32 tile offsets"
         )
-
-
-def prepare_conv1x1(
-    weight: Tensor, bias: Tensor | None, dtype: torch.dtype | None = None
-) -> tuple[Tensor, Tensor]:
-    """Pack a (folded) 1x1 conv for conv1x1_slice; done once per weight change.
-
-    weight:   [C_out, C_in, 1, 1]
-    bias:     [C_out] or None (zeros)
-    dtype:    compute dtype of the packed weight (default: weight.dtype)
-    returns:  w_kn [C_in, C_out] contiguous (K-major rows, the GEMM's B operand),
-              bias_fp32 [C_out] float32 contiguous
-    """
-    if weight.dim() != 4 or tuple(weight.shape[2:]) != (1, 1):
-        raise ValueError(f"weight must be [C_out, C_in, 1, 1], got {tuple(weight.shape)}")
-    c_out = weight.shape[0]
-    if bias is None:
-        bias = torch.zeros(c_out, device=weight.device)
-    if tuple(bias.shape) != (c_out,):
-        raise ValueError(f"bias must be [C_out] = [{c_out}], got {tuple(bias.shape)}")
-    w_kn = weight.detach().flatten(1).t().to(dtype or weight.dtype).contiguous()
-    return w_kn, bias.detach().to(torch.float32).contiguous()
 
 
 def conv1x1_slice(

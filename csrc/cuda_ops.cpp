@@ -1,0 +1,242 @@
+// Binding layer of the CUDA C++ kernels: fused_inception::conv1x1_slice_ and
+// fused_inception::chain_1x1_kxk_ turn tensors into the plain structs of csrc/cuda/kernels.h,
+// after checking everything a kernel relies on (a kernel does no checks of its own, so a direct
+// call of an operator with bad arguments must fail here, before any memory is touched).
+//
+// Dispatch:
+//   CUDA tensors -> fused_inception::cuda::*     (nvcc build; FUSED_INCEPTION_WITH_CUDA)
+//   CPU tensors  -> fused_inception::emulated::* (the same .cu sources compiled as plain C++
+//                                                 against the SIMT shim, csrc/simt/; slow, for
+//                                                 testing; FUSED_INCEPTION_WITH_EMULATION)
+// Only c10/cuda headers are included for the CUDA build (not ATen/cuda/CUDAContext.h, which
+// pulls in cusparse.h and doubles the compile time).
+
+#include <ATen/core/Tensor.h>
+#include <c10/util/Exception.h>
+#include <torch/library.h>
+
+#include <cstdint>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#include "cuda/kernels.h"
+
+#if defined(FUSED_INCEPTION_WITH_CUDA)
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#endif
+
+namespace fused_inception {
+namespace {
+
+ScalarKind scalar_kind(const at::Tensor& x, const char* op) {
+  switch (x.scalar_type()) {
+    case at::kFloat:
+      return ScalarKind::kFloat32;
+    case at::kHalf:
+      return ScalarKind::kFloat16;
+    case at::kBFloat16:
+      return ScalarKind::kBFloat16;
+    default:
+      TORCH_CHECK_TYPE(false, op, ": x must be float32, float16 or bfloat16, got ",
+                       x.scalar_type());
+  }
+  return ScalarKind::kFloat32;
+}
+
+// x and out: 4-D [N, C, H, W] in channels_last memory with no gaps (what the kernels index).
+void check_nhwc(const at::Tensor& t, const char* op, const char* name) {
+  TORCH_CHECK_VALUE(t.dim() == 4, op, ": ", name, " must be 4-D [N, C, H, W], got shape ",
+                    t.sizes());
+  TORCH_CHECK_VALUE(t.is_contiguous(at::MemoryFormat::ChannelsLast), op, ": ", name,
+                    " must be channels_last-contiguous (NHWC memory), got strides ", t.strides(),
+                    " for shape ", t.sizes(), "; use .contiguous(memory_format=torch.channels_last)");
+}
+
+void check_operand(const at::Tensor& t, const at::Tensor& x, const char* op, const char* name,
+                   std::vector<int64_t> shape, bool is_bias) {
+  TORCH_CHECK(t.device() == x.device(), op, ": ", name, " is on ", t.device(), " but x is on ",
+              x.device());
+  const auto want = is_bias ? at::kFloat : x.scalar_type();
+  TORCH_CHECK_TYPE(t.scalar_type() == want, op, ": ", name, " must be ", want, " (",
+                   is_bias ? "biases are float32" : "the dtype of x", "), got ", t.scalar_type());
+  TORCH_CHECK_VALUE(t.sizes() == at::IntArrayRef(shape), op, ": ", name, " must have shape ",
+                    at::IntArrayRef(shape), ", got ", t.sizes());
+  TORCH_CHECK_VALUE(t.is_contiguous(), op, ": ", name, " must be contiguous, got strides ",
+                    t.strides());
+}
+
+// out is the whole block output; the branch writes its channels [c0, c0 + cout).
+void check_out(const at::Tensor& out, const at::Tensor& x, const char* op, int64_t c0,
+               int64_t cout) {
+  check_nhwc(out, op, "out");
+  TORCH_CHECK(out.device() == x.device(), op, ": out is on ", out.device(), " but x is on ",
+              x.device());
+  TORCH_CHECK_TYPE(out.scalar_type() == x.scalar_type(), op, ": out must have x's dtype ",
+                   x.scalar_type(), ", got ", out.scalar_type());
+  TORCH_CHECK_VALUE(out.size(0) == x.size(0) && out.size(2) == x.size(2) &&
+                        out.size(3) == x.size(3),
+                    op, ": out must be [", x.size(0), ", C, ", x.size(2), ", ", x.size(3),
+                    "] like x, got ", out.sizes());
+  TORCH_CHECK_VALUE(c0 >= 0 && c0 + cout <= out.size(1), op, ": channels [", c0, ", ", c0 + cout,
+                    ") do not fit in out's ", out.size(1), " channels");
+}
+
+void check_device(const at::Tensor& x, const char* op) {
+  const bool cuda = x.device().is_cuda();
+#if !defined(FUSED_INCEPTION_WITH_CUDA)
+  TORCH_CHECK(!cuda, op, ": this build of fused_inception has no CUDA kernels (built without "
+                         "nvcc or with FUSED_INCEPTION_SKIP_CUDA=1)");
+#endif
+#if !defined(FUSED_INCEPTION_WITH_EMULATION)
+  TORCH_CHECK(cuda, op, ": this build has no emulated (CPU) version of the CUDA kernels (built "
+                        "without CUDA headers)");
+#endif
+  TORCH_CHECK(cuda || x.device().is_cpu(), op, ": x must be a CUDA or CPU tensor, got ",
+              x.device());
+}
+
+// Calls the CUDA launcher for CUDA tensors and the emulated one for CPU tensors.
+template <class Args>
+using Launcher = const char* (*)(const Args&, void*);
+
+template <class Args>
+void launch(const char* op, const at::Tensor& x, const Args& args,
+            std::type_identity_t<Launcher<Args>> cuda_launcher,
+            std::type_identity_t<Launcher<Args>> emulated_launcher) {
+  const char* error = "no kernel for this device in this build";
+  if (x.device().is_cuda()) {
+#if defined(FUSED_INCEPTION_WITH_CUDA)
+    const c10::cuda::CUDAGuard guard(x.device());
+    error = cuda_launcher(args, c10::cuda::getCurrentCUDAStream().stream());
+#endif
+  } else {
+#if defined(FUSED_INCEPTION_WITH_EMULATION)
+    error = emulated_launcher(args, nullptr);
+#endif
+  }
+  (void)cuda_launcher;
+  (void)emulated_launcher;
+  TORCH_CHECK(error == nullptr, op, ": kernel launch failed: ", error);
+}
+
+#if defined(FUSED_INCEPTION_WITH_CUDA)
+#define FI_CUDA_LAUNCHER(name) &cuda::name
+#else
+#define FI_CUDA_LAUNCHER(name) nullptr
+#endif
+#if defined(FUSED_INCEPTION_WITH_EMULATION)
+#define FI_EMULATED_LAUNCHER(name) &emulated::name
+#else
+#define FI_EMULATED_LAUNCHER(name) nullptr
+#endif
+
+void* channel_ptr(const at::Tensor& out, int64_t c0) {
+  return static_cast<char*>(out.data_ptr()) + c0 * out.element_size();
+}
+
+// out[:, c0:c0+Cout] = relu(conv1x1(maxpool3x3(x) if pool else x; w) + bias)
+//   x:    [N, Cin, H, W] channels_last, float32/float16/bfloat16
+//   w:    [Cin, Cout] contiguous, x's dtype
+//   bias: [Cout] float32
+//   out:  [N, Ctot, H, W] channels_last, x's dtype; written in channels [c0, c0 + Cout) only
+void conv1x1_slice_(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias,
+                    const at::Tensor& out, int64_t c0, bool pool) {
+  constexpr const char* op = "fused_inception::conv1x1_slice_";
+  check_nhwc(x, op, "x");
+  check_device(x, op);
+  const ScalarKind kind = scalar_kind(x, op);
+  TORCH_CHECK_VALUE(w.dim() == 2, op, ": w must be 2-D [Cin, Cout], got shape ", w.sizes());
+  const int64_t cin = x.size(1), cout = w.size(1);
+  check_operand(w, x, op, "w", {cin, cout}, false);
+  check_operand(bias, x, op, "bias", {cout}, true);
+  check_out(out, x, op, c0, cout);
+  if (out.numel() == 0 || cout == 0) return;
+
+  Conv1x1SliceArgs args{};
+  args.dtype = kind;
+  args.x = x.data_ptr();
+  args.w = w.data_ptr();
+  args.bias = bias.data_ptr<float>();
+  args.out = channel_ptr(out, c0);
+  args.batch = x.size(0);
+  args.height = x.size(2);
+  args.width = x.size(3);
+  args.cin = cin;
+  args.cout = cout;
+  args.out_pixel_stride = out.size(1);
+  args.pool = pool;
+  launch(op, x, args, FI_CUDA_LAUNCHER(conv1x1_slice), FI_EMULATED_LAUNCHER(conv1x1_slice));
+}
+
+// out[:, c0:c0+Cout] = relu(convKxK(relu(conv1x1(x; w_red) + b_red); w_kxk, pad K//2) + b_kxk)
+//   x:     [N, Cin, H, W] channels_last, float32/float16/bfloat16
+//   w_red: [Cin, Cr] contiguous, x's dtype;     b_red: [Cr] float32
+//   w_kxk: [K, K, Cr, Cout] contiguous, x's dtype, K in {1, 3, 5};  b_kxk: [Cout] float32
+//   out:   [N, Ctot, H, W] channels_last, x's dtype; written in channels [c0, c0 + Cout) only
+void chain_1x1_kxk_(const at::Tensor& x, const at::Tensor& w_red, const at::Tensor& b_red,
+                    const at::Tensor& w_kxk, const at::Tensor& b_kxk, const at::Tensor& out,
+                    int64_t c0) {
+  constexpr const char* op = "fused_inception::chain_1x1_kxk_";
+  check_nhwc(x, op, "x");
+  check_device(x, op);
+  const ScalarKind kind = scalar_kind(x, op);
+  TORCH_CHECK_VALUE(w_red.dim() == 2, op, ": w_red must be 2-D [Cin, Cr], got shape ",
+                    w_red.sizes());
+  TORCH_CHECK_VALUE(w_kxk.dim() == 4, op, ": w_kxk must be 4-D [K, K, Cr, Cout], got shape ",
+                    w_kxk.sizes());
+  const int64_t cin = x.size(1), cr = w_red.size(1), k = w_kxk.size(0), cout = w_kxk.size(3);
+  TORCH_CHECK_VALUE(k == 1 || k == 3 || k == 5, op, ": kernel size K must be 1, 3 or 5, got ", k);
+  check_operand(w_red, x, op, "w_red", {cin, cr}, false);
+  check_operand(b_red, x, op, "b_red", {cr}, true);
+  check_operand(w_kxk, x, op, "w_kxk", {k, k, cr, cout}, false);
+  check_operand(b_kxk, x, op, "b_kxk", {cout}, true);
+  check_out(out, x, op, c0, cout);
+  if (out.numel() == 0 || cout == 0) return;
+
+  ChainArgs args{};
+  args.dtype = kind;
+  args.x = x.data_ptr();
+  args.w_red = w_red.data_ptr();
+  args.b_red = b_red.data_ptr<float>();
+  args.w_kxk = w_kxk.data_ptr();
+  args.b_kxk = b_kxk.data_ptr<float>();
+  args.out = channel_ptr(out, c0);
+  args.batch = x.size(0);
+  args.height = x.size(2);
+  args.width = x.size(3);
+  args.cin = cin;
+  args.cr = cr;
+  args.cout = cout;
+  args.out_pixel_stride = out.size(1);
+  args.k = static_cast<int>(k);
+  launch(op, x, args, FI_CUDA_LAUNCHER(chain_1x1_kxk), FI_EMULATED_LAUNCHER(chain_1x1_kxk));
+}
+
+}  // namespace
+
+// Which versions of the CUDA kernels this build holds: "cuda" (nvcc, device code for the
+// architectures in TORCH_CUDA_ARCH_LIST) and/or "emulated" (the SIMT shim on the CPU).
+std::vector<std::string> cuda_kernel_builds() {
+  std::vector<std::string> builds;
+#if defined(FUSED_INCEPTION_WITH_CUDA)
+  builds.emplace_back("cuda");
+#endif
+#if defined(FUSED_INCEPTION_WITH_EMULATION)
+  builds.emplace_back("emulated");
+#endif
+  return builds;
+}
+
+}  // namespace fused_inception
+
+TORCH_LIBRARY_IMPL(fused_inception, CPU, m) {
+  m.impl("conv1x1_slice_", &fused_inception::conv1x1_slice_);
+  m.impl("chain_1x1_kxk_", &fused_inception::chain_1x1_kxk_);
+}
+
+TORCH_LIBRARY_IMPL(fused_inception, CUDA, m) {
+  m.impl("conv1x1_slice_", &fused_inception::conv1x1_slice_);
+  m.impl("chain_1x1_kxk_", &fused_inception::chain_1x1_kxk_);
+}

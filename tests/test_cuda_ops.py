@@ -1,0 +1,189 @@
+"""The CUDA C++ backend's operators called directly: fused_inception::conv1x1_slice_ and
+fused_inception::chain_1x1_kxk_ (csrc/cuda_ops.cpp).
+
+Without a GPU they run the emulated build (the .cu sources compiled against the SIMT shim) on
+CPU tensors; on a GPU, the nvcc build on CUDA tensors. Every bad argument must be refused with a
+message naming it before a kernel touches memory.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import TOLERANCES, assert_close_rel
+
+from fused_inception import _ext
+from fused_inception.backends import cuda_kernel_builds
+from fused_inception.packing import prepare_chain, prepare_conv1x1
+
+BUILDS = cuda_kernel_builds()
+DEVICE = torch.device("cuda" if torch.cuda.is_available() and "cuda" in BUILDS else "cpu")
+pytestmark = pytest.mark.skipif(
+    ("cuda" if DEVICE.type == "cuda" else "emulated") not in BUILDS,
+    reason=f"this build has no CUDA kernels for {DEVICE} (builds: {BUILDS}; "
+    f"extension error: {_ext.extension_error()})",
+)
+OPS = torch.ops.fused_inception if _ext.has_extension() else None
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def test_builds_match_the_toolchain():
+    """The emulated build exists whenever the CUDA headers do; the nvcc build whenever nvcc and a
+    CUDA torch do (unless FUSED_INCEPTION_SKIP_CUDA was set for the build)."""
+    cuda_home = os.environ.get("CUDA_HOME", "/usr/local/cuda")
+    if os.path.exists(os.path.join(cuda_home, "include", "cuda_fp16.h")):
+        assert "emulated" in BUILDS
+    nvcc = shutil.which("nvcc") or os.path.exists(os.path.join(cuda_home, "bin", "nvcc"))
+    skipped = os.environ.get("FUSED_INCEPTION_SKIP_CUDA", "0") not in ("", "0")
+    if nvcc and torch.version.cuda and not skipped:
+        assert "cuda" in BUILDS
+
+
+def _nhwc(*shape, dtype=torch.float32, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    t = torch.randn(*shape, generator=gen).to(DEVICE, dtype)
+    return t.contiguous(memory_format=torch.channels_last)
+
+
+def _poisoned_out(n, c, h, w, dtype):
+    out = torch.full((n, c, h, w), float("nan"), dtype=dtype, device=DEVICE)
+    return out.contiguous(memory_format=torch.channels_last)
+
+
+def _conv1x1_case(dtype, cin=7, cout=5, hw=(3, 4)):
+    x = _nhwc(2, cin, *hw, dtype=dtype)
+    weight = torch.randn(cout, cin, 1, 1, generator=torch.Generator().manual_seed(1))
+    bias = torch.randn(cout, generator=torch.Generator().manual_seed(2))
+    w, b = (t.to(DEVICE) for t in prepare_conv1x1(weight, bias, dtype=dtype))
+    return x, weight, bias, w, b
+
+
+@pytest.mark.parametrize("pool", [False, True], ids=["b1", "b4-pool"])
+@pytest.mark.parametrize("dtype", list(DTYPES))
+def test_conv1x1_slice_writes_only_its_slice(dtype, pool):
+    x, weight, bias, w, b = _conv1x1_case(DTYPES[dtype])
+    out = _poisoned_out(2, 12, 3, 4, DTYPES[dtype])
+    OPS.conv1x1_slice_(x, w, b, out, 4, pool)
+    a = x.cpu().double()
+    if pool:
+        a = F.max_pool2d(a, 3, 1, 1)
+    ref = F.relu(F.conv2d(a, weight.double(), bias.double()))
+    assert_close_rel(out[:, 4:9].cpu(), ref, DTYPES[dtype])
+    assert torch.isnan(out[:, :4]).all() and torch.isnan(out[:, 9:]).all()
+
+
+@pytest.mark.parametrize("k", [1, 3, 5])
+@pytest.mark.parametrize("dtype", list(DTYPES))
+def test_chain_1x1_kxk_writes_only_its_slice(dtype, k):
+    gen = torch.Generator().manual_seed(3)
+    cin, cr, cout = 6, 5, 9
+    x = _nhwc(1, cin, 9, 10, dtype=DTYPES[dtype])
+    w_red, b_red = torch.randn(cr, cin, 1, 1, generator=gen), torch.randn(cr, generator=gen)
+    w_kxk, b_kxk = torch.randn(cout, cr, k, k, generator=gen), torch.randn(cout, generator=gen)
+    if k == 1:  # prepare_chain serves the block (k = 3 or 5); the operator also takes k = 1
+        packed = [
+            w_red.flatten(1).t(),
+            b_red,
+            w_kxk.permute(2, 3, 1, 0),
+            b_kxk,
+        ]
+        packed = [t.to(DEVICE, DTYPES[dtype] if t.dim() > 1 else torch.float32) for t in packed]
+        packed = [t.contiguous() for t in packed]
+    else:
+        packed = prepare_chain(w_red, b_red, w_kxk, b_kxk, DTYPES[dtype])
+        packed = [t.to(DEVICE) for t in packed]
+    out = _poisoned_out(1, cout + 3, 9, 10, DTYPES[dtype])
+    OPS.chain_1x1_kxk_(x, *packed, out, 1)
+    r = F.relu(F.conv2d(x.cpu().double(), w_red.double(), b_red.double()))
+    ref = F.relu(F.conv2d(r, w_kxk.double(), b_kxk.double(), padding=k // 2))
+    assert_close_rel(out[:, 1 : 1 + cout].cpu(), ref, DTYPES[dtype])
+    assert torch.isnan(out[:, :1]).all() and torch.isnan(out[:, 1 + cout :]).all()
+
+
+def test_tolerances_cover_every_dtype():
+    assert set(DTYPES.values()) <= set(TOLERANCES)
+
+
+def _conv_args(**overrides):
+    x, _, _, w, b = _conv1x1_case(torch.float32)
+    args = {"x": x, "w": w, "bias": b, "out": _poisoned_out(2, 12, 3, 4, torch.float32)}
+    args.update(overrides)
+    return args
+
+
+def _call_conv(args, c0=4, pool=False):
+    OPS.conv1x1_slice_(args["x"], args["w"], args["bias"], args["out"], c0, pool)
+
+
+CONV_ERRORS = [
+    ("x-rank", lambda a: {"x": a["x"][0]}, 0, "x must be 4-D"),
+    ("x-nchw", lambda a: {"x": a["x"].contiguous()}, 0, "channels_last"),
+    ("x-int", lambda a: {"x": a["x"].to(torch.int32)}, 0, "float32, float16 or bfloat16"),
+    ("x-double", lambda a: {"x": a["x"].double()}, 0, "float32, float16 or bfloat16"),
+    ("w-rank", lambda a: {"w": a["w"][None]}, 0, "w must be 2-D"),
+    ("w-cin", lambda a: {"w": a["w"][1:].contiguous()}, 0, "w must have shape [7, 5]"),
+    ("w-dtype", lambda a: {"w": a["w"].half()}, 0, "w must be Float"),
+    ("w-strided", lambda a: {"w": a["w"].t().contiguous().t()}, 0, "w must be contiguous"),
+    ("bias-shape", lambda a: {"bias": a["bias"][:3]}, 0, "bias must have shape [5]"),
+    ("bias-dtype", lambda a: {"bias": a["bias"].double()}, 0, "biases are float32"),
+    ("out-nchw", lambda a: {"out": a["out"].contiguous()}, 0, "out must be channels_last"),
+    ("out-dtype", lambda a: {"out": a["out"].half()}, 0, "out must have x's dtype"),
+    ("out-hw", lambda a: {"out": _poisoned_out(2, 12, 3, 5, torch.float32)}, 0, "like x"),
+    ("slice-past-end", lambda a: {}, 8, "do not fit in out's 12 channels"),
+    ("slice-negative", lambda a: {}, -1, "do not fit"),
+]
+
+
+@pytest.mark.parametrize("change,c0,message", [pytest.param(*c[1:], id=c[0]) for c in CONV_ERRORS])
+def test_conv1x1_slice_rejects_bad_arguments(change, c0, message):
+    args = _conv_args()
+    args.update(change(args))
+    before = args["out"].clone()
+    with pytest.raises((RuntimeError, ValueError, TypeError), match=message.replace("[", r"\[")):
+        _call_conv(args, c0=4 if c0 == 0 else c0)
+    assert torch.equal(args["out"].isnan(), before.isnan()), "out was written before the error"
+
+
+def test_chain_rejects_bad_kernel_size_and_shapes():
+    gen = torch.Generator().manual_seed(0)
+    x = _nhwc(1, 4, 5, 5)
+    w_red, b_red = torch.randn(4, 3, generator=gen), torch.randn(3, generator=gen)
+    out = _poisoned_out(1, 8, 5, 5, torch.float32)
+    w_k2 = torch.randn(2, 2, 3, 8, generator=gen)
+    with pytest.raises(ValueError, match="K must be 1, 3 or 5, got 2"):
+        OPS.chain_1x1_kxk_(x, w_red, b_red, w_k2, torch.randn(8), out, 0)
+    w_k3 = torch.randn(3, 3, 3, 8, generator=gen)
+    with pytest.raises(ValueError, match=r"w_red must have shape \[5, 3\]"):
+        OPS.chain_1x1_kxk_(_nhwc(1, 5, 5, 5), w_red, b_red, w_k3, torch.randn(8), out, 0)
+    with pytest.raises(ValueError, match=r"w_kxk must have shape \[3, 3, 3, 8\]"):
+        OPS.chain_1x1_kxk_(x, w_red, b_red, w_k3[:, :, :2].contiguous(), torch.randn(8), out, 0)
+    with pytest.raises(ValueError, match="do not fit"):
+        OPS.chain_1x1_kxk_(x, w_red, b_red, w_k3, torch.randn(8), out, 1)
+    assert torch.isnan(out).all()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_device_mismatch_is_refused():
+    args = _conv_args()
+    args["w"] = args["w"].cpu() if args["x"].is_cuda else args["w"].cuda()
+    with pytest.raises(RuntimeError, match="w is on"):
+        _call_conv(args)
+
+
+def test_cpu_tensors_only_with_the_emulated_build():
+    if "emulated" not in BUILDS:
+        pytest.skip("no emulated build")
+    args = _conv_args(x=_nhwc(2, 7, 3, 4).cpu())
+    args = {k: v.cpu() for k, v in args.items()}
+    _call_conv(args)
+    assert not torch.isnan(args["out"][:, 4:9]).any()
+
+
+def test_empty_input_writes_nothing():
+    args = _conv_args(x=_nhwc(0, 7, 3, 4), out=_poisoned_out(0, 12, 3, 4, torch.float32))
+    _call_conv(args)
+    assert args["out"].numel() == 0
