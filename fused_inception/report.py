@@ -1,12 +1,16 @@
 """Ahead-of-time resource report: compile every kernel build for real GPUs, without a GPU.
 
     python -m fused_inception.report [--json PATH] [--arch sm_80 sm_90] [--kernels SUBSTRING]
+                                     [--backends triton cuda]
 
-Collects the `aot_builds()` of every module in fused_inception/triton/, compiles each build for
-each architecture with `triton.compile`, and prints one record per (build, arch):
+Compiles every kernel of both GPU backends for each architecture and prints one record per
+(build, arch):
+- triton: the `aot_builds()` of every module in fused_inception/triton/, with `triton.compile`;
+- cuda: every kernel instantiation in csrc/cuda/*.cu, with nvcc -cubin -Xptxas -v
+  (fused_inception/report_cuda.py says how its fields are read).
 
     kernel        KernelBuild.kernel, e.g. "conv1x1_slice[float16,BM=64,BN=64,BK=32]"
-    backend       "triton" (the CUDA C++ backend will add "cuda" records from ptxas)
+    backend       "triton" or "cuda"
     arch          "sm_80" or "sm_90"
     dtype         "float32", "float16" or "bfloat16"
     registers     registers per thread (cuobjdump --dump-resource-usage of the cubin)
@@ -24,9 +28,8 @@ build without tensor cores, or needs more shared memory than one block can have 
 (SHARED_LIMIT; such a kernel compiles but fails at launch). The summary line reads
 "N builds, M failed: ..." and each failing record is listed after it.
 
-Records come from a list of providers (PROVIDERS): each takes the ReportRequest and yields
-records. Only the Triton provider exists; the CUDA backend's provider (nvcc -Xptxas -v) is to be
-added beside it.
+Records come from a list of providers (PROVIDERS, one per backend): each takes the
+ReportRequest and yields records.
 
 Builds compile one after another, in this process: the machines this runs on have 2 shared cores,
 Triton already runs ptxas as a separate process, forking after MLIR has started threads is not
@@ -276,9 +279,15 @@ def triton_records(request: ReportRequest) -> Iterator[dict]:
                 yield compile_build(build, arch)
 
 
+def cuda_records(request: ReportRequest) -> Iterator[dict]:
+    """Records of every CUDA C++ kernel (see fused_inception/report_cuda.py)."""
+    from fused_inception.report_cuda import cuda_records as records
+
+    yield from records(request)
+
+
 RecordProvider = Callable[[ReportRequest], Iterable[dict]]
-# The CUDA backend's provider (records with backend "cuda", from nvcc -Xptxas -v) goes here.
-PROVIDERS: list[RecordProvider] = [triton_records]
+PROVIDERS: dict[str, RecordProvider] = {"triton": triton_records, "cuda": cuda_records}
 
 
 def format_record(record: dict) -> str:
@@ -339,6 +348,13 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--no-cache", action="store_true", help="bypass Triton's cache (true compile times)"
     )
+    parser.add_argument(
+        "--backends",
+        nargs="+",
+        choices=sorted(PROVIDERS),
+        default=list(PROVIDERS),
+        help="whose kernels to compile (default: all)",
+    )
     args = parser.parse_args(argv)
     for arch in args.arch:
         if not re.fullmatch(r"sm_\d+", arch):
@@ -368,7 +384,9 @@ def main(argv: Sequence[str] | None = None, providers: Sequence[RecordProvider] 
     )
     records: list[dict] = []
     print(HEADER, flush=True)
-    for provider in PROVIDERS if providers is None else providers:
+    if providers is None:
+        providers = [PROVIDERS[name] for name in args.backends]
+    for provider in providers:
         for record in provider(request):
             records.append(record)
             print(format_record(record), flush=True)

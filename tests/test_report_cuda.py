@@ -1,0 +1,108 @@
+"""fused_inception.report_cuda: the CUDA C++ kernels' records, read from nvcc/ptxas, no GPU.
+
+tests/cuda/report_probe.cu holds stand-in kernels with known properties (fp32 with static shared
+memory, 16-bit WMMA, one with a local-memory stack frame); the last test compiles the package's
+own kernels (csrc/cuda/*.cu) through the report's command line.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+from conftest import aot_report
+
+from fused_inception.report import record_problems
+from fused_inception.report_cuda import (
+    NVCC_FLAGS,
+    SOURCE_ROOT,
+    compile_source,
+    cuda_home,
+    kernel_dtype,
+    short_kernel_name,
+)
+
+REPO = Path(__file__).resolve().parent.parent
+PROBE = Path(__file__).resolve().parent / "cuda" / "report_probe.cu"
+pytestmark = pytest.mark.skipif(
+    not (cuda_home() / "bin" / "nvcc").exists(), reason=f"no nvcc under {cuda_home()}"
+)
+
+
+def test_nvcc_flags_match_setup_py():
+    tree = ast.parse((REPO / "setup.py").read_text())
+    assigned = [
+        node.value
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Assign)
+        and any(getattr(t, "id", "") == "NVCC_FLAGS" for t in node.targets)
+    ]
+    assert len(assigned) == 1
+    assert tuple(ast.literal_eval(assigned[0])) == NVCC_FLAGS
+
+
+def test_names_and_dtypes():
+    readable = "void fused_inception::cuda::chain_kernel<__nv_bfloat16, 3>(fused_inception::A)"
+    assert short_kernel_name(readable) == "chain_kernel<__nv_bfloat16, 3>"
+    assert kernel_dtype(readable) == "bfloat16"
+    assert kernel_dtype("void k<float, true>(float const*)") == "float32"
+    assert kernel_dtype("void k<__half>(int)") == "float16"
+    assert kernel_dtype("void k(int)") is None
+
+
+@pytest.mark.parametrize("arch", ["sm_80", "sm_90"])
+def test_probe_records(arch):
+    records = {r["kernel"]: r for r in compile_source(PROBE, arch, include=SOURCE_ROOT)}
+    assert set(records) == {
+        "scale_kernel<float>",
+        "wmma_kernel<__half>",
+        "wmma_kernel<__nv_bfloat16>",
+        "local_memory_kernel",
+    }, records
+    for record in records.values():
+        assert record["backend"] == "cuda" and record["arch"] == arch and record["error"] is None
+        assert 0 < record["registers"] <= 255
+    scale = records["scale_kernel<float>"]
+    assert (scale["dtype"], scale["shared_bytes"], scale["local_bytes"]) == ("float32", 512, 0)
+    assert scale["tensor_cores"] is False and record_problems(scale) == []
+    for name, dtype in [
+        ("wmma_kernel<__half>", "float16"),
+        ("wmma_kernel<__nv_bfloat16>", "bfloat16"),
+    ]:
+        assert records[name]["dtype"] == dtype and records[name]["tensor_cores"] is True
+        assert record_problems(records[name]) == []
+    local = records["local_memory_kernel"]
+    assert local["local_bytes"] >= 1024
+    assert any("local memory" in p for p in record_problems(local))
+
+
+def test_compile_error_is_a_record(tmp_path):
+    bad = tmp_path / "bad.cu"
+    bad.write_text("__global__ void k() { undefined_name(); }\n")
+    (record,) = compile_source(bad, "sm_80")
+    assert record["error"] and "undefined_name" in record["error"]
+    assert record_problems(record)
+
+
+def test_package_kernels_compile_without_spills_and_use_tensor_cores():
+    """Every kernel in csrc/cuda/*.cu, both archs, through `python -m fused_inception.report`."""
+    records = aot_report("", backends=("cuda",))
+    assert records, "no CUDA kernels reported"
+    problems = {(r["kernel"], r["arch"]): record_problems(r) for r in records}
+    assert not any(problems.values()), {k: v for k, v in problems.items() if v}
+    seen = {(r["arch"], r["dtype"]) for r in records}
+    for arch in ("sm_80", "sm_90"):
+        for dtype in ("float32", "float16", "bfloat16"):
+            assert (arch, dtype) in seen, f"no {dtype} kernel for {arch}"
+    families = {r["kernel"].split("<")[0] for r in records}
+    assert len(families) >= 2, families
+
+
+def test_dynamic_shared_memory_is_added_and_required():
+    table = {"scale_kernel<float>": 1000, "wmma_kernel<__half>": 0}
+    records = {r["kernel"]: r for r in compile_source(PROBE, "sm_80", dynamic_shared=table)}
+    assert records["scale_kernel<float>"]["shared_bytes"] == 512 + 1000
+    assert records["wmma_kernel<__half>"]["error"] is None
+    missing = records["wmma_kernel<__nv_bfloat16>"]
+    assert "report_probe_shared_memory" in missing["error"] and record_problems(missing)
