@@ -58,3 +58,43 @@ def max_pool3x3_nhwc(x: Tensor) -> Tensor:
     """
     _require_extension("max_pool3x3_nhwc")
     return torch.ops.fused_inception.max_pool3x3_nhwc(x)
+
+
+# Fake (meta) kernels of the C++ operators, so torch.compile and torch.library.opcheck can trace
+# them: each returns an empty tensor with the real kernel's shape, dtype and strides, or None for
+# the operators that write into `out`. The CUDA-kernel operators exist only in builds that have
+# them (csrc/cuda_ops.cpp).
+def _register_fake_kernels() -> None:
+    ns = torch.ops.fused_inception
+
+    @torch.library.register_fake("fused_inception::max_pool3x3_nhwc")
+    def _max_pool3x3_nhwc_fake(x: Tensor) -> Tensor:
+        torch._check(x.dim() == 4, lambda: f"max_pool3x3_nhwc: expected 4-D x, got {x.dim()}-D")
+        return torch.empty(
+            x.shape, dtype=x.dtype, device=x.device, memory_format=torch.channels_last
+        )
+
+    @torch.library.register_fake("fused_inception::winograd_f2x3_input")
+    def _winograd_input_fake(r: Tensor, n: int, h: int, w: int) -> Tensor:
+        tiles = n * ((h + 1) // 2) * ((w + 1) // 2)  # one tile per 2x2 outputs, per image
+        return r.new_empty((tiles, 16, r.shape[1]))
+
+    @torch.library.register_fake("fused_inception::winograd_f2x3_output_")
+    def _winograd_output_fake(m: Tensor, bias: Tensor, out: Tensor, n: int, h: int, w: int):
+        return None
+
+    if hasattr(ns, "conv1x1_slice_"):
+
+        @torch.library.register_fake("fused_inception::conv1x1_slice_")
+        def _conv1x1_slice_fake(x, w, bias, out, c0: int, pool: bool):
+            return None
+
+    if hasattr(ns, "chain_1x1_kxk_"):
+
+        @torch.library.register_fake("fused_inception::chain_1x1_kxk_")
+        def _chain_1x1_kxk_fake(x, w_red, b_red, w_kxk, b_kxk, out, c0: int):
+            return None
+
+
+if _EXTENSION_ERROR is None:
+    _register_fake_kernels()

@@ -30,16 +30,23 @@ def block_units(block: nn.Module) -> tuple[nn.Module, ...]:
     )
 
 
-@torch.no_grad()
-def fold_unit(unit: nn.Module) -> tuple[Tensor, Tensor]:
+def fold_unit(unit: nn.Module, *, differentiable: bool = False) -> tuple[Tensor, Tensor]:
     """conv [-> BN(eval)] as one conv: returns (weight [Cout, Cin, k, k], bias [Cout]).
 
     W' = W * g / sqrt(v + eps), B' = beta + (b - m) * g / sqrt(v + eps), computed in float64
     and cast back to the weight's dtype so the fold adds no rounding of its own.
+
+    differentiable=False (the cached eval path): no autograd, detached results.
+    differentiable=True: plain torch ops on the parameters themselves, so gradients of the
+    folded (weight, bias) reach the conv weight and bias and BN's gamma and beta (the running
+    statistics are buffers), and torch.compile traces it as part of the graph.
     """
+    if not differentiable:
+        with torch.no_grad():
+            weight, bias = fold_unit(unit, differentiable=True)
+        return weight.detach(), bias.detach()
     conv = unit.conv
-    weight = conv.weight.detach()
-    bias = conv.bias.detach() if conv.bias is not None else None
+    weight, bias = conv.weight, conv.bias
     bn = getattr(unit, "bn", None)
     if bn is None:
         if bias is None:
@@ -57,10 +64,15 @@ def fold_unit(unit: nn.Module) -> tuple[Tensor, Tensor]:
     return folded_w, folded_b
 
 
-def fold_block(block: nn.Module) -> FoldedParams:
-    """Fold all six units of an Inception-structured block (BN in eval form)."""
-    pairs = [fold_unit(unit) for unit in block_units(block)]
+def fold_block(block: nn.Module, *, differentiable: bool = False) -> FoldedParams:
+    """Fold all six units of an Inception-structured block (BN in eval form); see fold_unit."""
+    pairs = [fold_unit(unit, differentiable=differentiable) for unit in block_units(block)]
     return FoldedParams(*(t for pair in pairs for t in pair))
+
+
+def has_batch_norm(block: nn.Module) -> bool:
+    """True if any unit of the block has a BatchNorm (torchvision's form)."""
+    return any(getattr(unit, "bn", None) is not None for unit in block_units(block))
 
 
 def _state_tensors(block: nn.Module) -> Iterator[Tensor]:

@@ -12,7 +12,8 @@ import torch
 from torch import Tensor, nn
 
 from .backends import check_backend_name, resolve_backend
-from .folding import block_units, fold_block, param_signature
+from .folding import block_units, fold_block, has_batch_norm, param_signature
+from .ops import inception_block
 from .reference import ConvUnit, Inception
 
 _UNIT_PATHS = ("branch1", "branch2.0", "branch2.1", "branch3.0", "branch3.1", "branch4.1")
@@ -24,14 +25,15 @@ def _warn_composed_once(reason: str) -> None:
     if not _warned_composed:
         _warned_composed = True
         warnings.warn(
-            f"FusedInception: {reason}; running the composed (unfused) PyTorch path, which "
-            "matches torchvision exactly but is not faster. (Shown once.)",
+            f"FusedInception: {reason}, so it runs the composed (unfused) PyTorch path, which "
+            "matches torchvision exactly but is not faster; eval mode and the paper form (no "
+            "BN) run the fused operator. (Shown once.)",
             stacklevel=3,
         )
 
 
 class FusedInception(Inception):
-    """Inception block (GoogLeNet) computed by fused kernels in eval mode.
+    """Inception block (GoogLeNet) computed by fused kernels, for inference and training.
 
     Same constructor arguments and state_dict keys as torchvision.models.googlenet.Inception
     (norm=True) or the paper's conv+bias form (norm=False); `branch3_kernel` is 3 in torchvision
@@ -41,9 +43,17 @@ class FusedInception(Inception):
     out: [N, ch1x1 + ch3x3 + ch5x5 + pool_proj, H, W], channel order b1 | b2 | b3 | b4,
          in x's memory format.
 
-    Eval mode without autograd runs the fused backend ("auto": the best for x's device).
-    Training mode, or an eval forward that autograd must differentiate, runs the composed
-    PyTorch path (exact torchvision semantics, batch statistics included).
+    What runs (README "What runs when"):
+    - eval without autograd: the fused backend ("auto": the best for x's device) on weights
+      folded and packed once, cached until a weight or buffer changes;
+    - training in the paper form (no BN), or an eval forward that autograd records: the
+      operator fused_inception::inception_block (fused forward, recompute-based backward;
+      fused_inception/ops.py) on weights folded with differentiable torch ops;
+    - training with BN: the composed PyTorch path, because BN needs the batch statistics of
+      each conv output before its ReLU, which a single fused pass does not produce. It is
+      exactly torchvision's computation (running-statistic updates included); it says so once.
+    Under torch.compile every mode except BN training calls the operator (no Python caches),
+    so each block is one opaque node of the graph.
     """
 
     def __init__(
@@ -148,7 +158,8 @@ class FusedInception(Inception):
         if not x.is_floating_point():
             raise TypeError(f"FusedInception expects a floating-point input, got {x.dtype}")
         weight = self.branch1.conv.weight
-        if x.dtype != weight.dtype:
+        autocast = torch.is_autocast_enabled(x.device.type) and x.dtype != torch.float64
+        if x.dtype != weight.dtype and not autocast:
             raise TypeError(
                 f"input dtype {x.dtype} does not match the block's parameters ({weight.dtype}); "
                 f"convert one of them, e.g. block.to({x.dtype})"
@@ -171,12 +182,16 @@ class FusedInception(Inception):
 
     def forward(self, x: Tensor) -> Tensor:
         self._check_input(x)
-        if self.training:
-            _warn_composed_once("training mode has no fused backward yet")
+        compiling = torch.compiler.is_compiling()
+        if self.training and has_batch_norm(self):
+            if not compiling:
+                _warn_composed_once("training mode with BatchNorm uses batch statistics")
             return super().forward(x)
-        if self._needs_autograd(x):
-            _warn_composed_once("this eval forward needs autograd (run under torch.no_grad())")
-            return super().forward(x)
+        autocast = torch.is_autocast_enabled(x.device.type) and x.dtype != torch.float64
+        if compiling or autocast or self._needs_autograd(x):
+            # Folding with torch ops keeps BN's gamma/beta and the conv weights in the autograd
+            # graph (and in a compiled graph); the operator's autocast rule sets the dtype.
+            return inception_block(x, *fold_block(self, differentiable=True), self.backend)
         name, impl = resolve_backend(self.backend, x.device)
         return impl.forward(x, self._packed(name, impl))
 

@@ -1,0 +1,225 @@
+"""The block as one PyTorch operator: fused_inception::inception_block, forward and backward.
+
+    out = torch.ops.fused_inception.inception_block(x, *folded_params, backend)
+
+Registered with torch.library.custom_op, so autograd, torch.compile (one opaque node per block,
+traced by its fake kernel) and autocast all see a single operator.
+
+What is fused and what is ATen:
+- forward: the backend's fused kernels (backends/cpu.py, triton, cuda): b1 | b2 | b3 | b4 into
+  one output, no reduced tensor written to memory.
+- backward: ATen primitives. It is dominated by the weight and input gradients of the kxk
+  convolutions and of the 1x1 GEMMs, which cuDNN / oneDNN / BLAS already run near peak; a fused
+  backward kernel would save only the recomputed reduced tensors' round trip, which is small
+  next to those. The backward still shares the forward's structure: the three 1x1 convolutions
+  that read x get their weight gradient from one GEMM and their input gradient from another.
+
+What forward saves: x, the output and the weights (plus the two reduction biases, needed to
+recompute r2/r3); nothing of size N*H*W*C except x and out. Backward recomputes r2 and r3 with
+one GEMM over x and the max-pool (with indices) from x; the ReLU masks of the four branch
+outputs come from the saved output (out > 0, what ReLU's own backward reads) and those of r2/r3
+from the recomputed tensors.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from . import _ext  # noqa: F401  (loads the C++ operators and their fake kernels)
+from .backends import resolve_backend
+from .reference import FoldedParams
+
+# The weights and biases in FoldedParams order, after x.
+_PARAM_NAMES = FoldedParams._fields
+
+
+@torch.library.custom_op("fused_inception::inception_block", mutates_args=())
+def inception_block(
+    x: Tensor,
+    w1: Tensor,
+    b1: Tensor,
+    w2r: Tensor,
+    b2r: Tensor,
+    w2: Tensor,
+    b2: Tensor,
+    w3r: Tensor,
+    b3r: Tensor,
+    w3: Tensor,
+    b3: Tensor,
+    w4: Tensor,
+    b4: Tensor,
+    backend: str,
+) -> Tensor:
+    """The Inception block (DESIGN.md section 2) from folded parameters, on a fused backend.
+
+    x:        [N, Cin, H, W] (NCHW or channels_last)
+    w1, b1:   [c1, Cin, 1, 1], [c1]
+    w2r, b2r: [c2r, Cin, 1, 1], [c2r]
+    w2, b2:   [c2, c2r, 3, 3], [c2]
+    w3r, b3r: [c3r, Cin, 1, 1], [c3r]
+    w3, b3:   [c3, c3r, K, K], [c3]     (K = 3 or 5)
+    w4, b4:   [c4, Cin, 1, 1], [c4]
+    backend:  "cpu", "triton", "cuda" or "auto" (resolved for x's device)
+    out:      [N, c1 + c2 + c3 + c4, H, W] in x's memory format
+
+    The weights are packed for the backend on every call: in training they change every step,
+    and the eval fast path (FusedInception under no_grad) keeps its own packed cache.
+    """
+    _, impl = resolve_backend(backend, x.device)
+    params = FoldedParams(w1, b1, w2r, b2r, w2, b2, w3r, b3r, w3, b3, w4, b4)
+    return impl.forward(x, impl.prepare(params))
+
+
+def output_memory_format(x: Tensor) -> torch.memory_format:
+    """The backends' rule: channels_last out for (strictly) channels_last in, else NCHW."""
+    if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+        return torch.channels_last
+    return torch.contiguous_format
+
+
+@inception_block.register_fake
+def _(x, w1, b1, w2r, b2r, w2, b2, w3r, b3r, w3, b3, w4, b4, backend):
+    torch._check(x.dim() == 4, lambda: f"x must be 4-D [N, Cin, H, W], got {x.dim()}-D")
+    n, _, h, w = x.shape
+    c_out = w1.shape[0] + w2.shape[0] + w3.shape[0] + w4.shape[0]
+    return torch.empty(
+        (n, c_out, h, w), dtype=x.dtype, device=x.device, memory_format=output_memory_format(x)
+    )
+
+
+def _setup_context(ctx, inputs, output) -> None:
+    x, w1, _, w2r, b2r, w2, _, w3r, b3r, w3, _, w4, _, _ = inputs
+    # The activations saved are x and out only; r2/r3 and the pooled x are recomputed.
+    ctx.save_for_backward(x, output, w1, w2r, b2r, w2, w3r, b3r, w3, w4)
+
+
+def _rows(t_nchw: Tensor) -> Tensor:
+    """[N, C, H, W] -> [N*H*W, C] rows of its NHWC form (a view when already channels_last)."""
+    n, c, h, w = t_nchw.shape
+    return t_nchw.contiguous(memory_format=torch.channels_last).permute(0, 2, 3, 1).reshape(-1, c)
+
+
+def _nchw(rows: Tensor, n: int, h: int, w: int) -> Tensor:
+    """[N*H*W, C] rows -> an [N, C, H, W] (channels_last) view."""
+    return rows.reshape(n, h, w, rows.shape[1]).permute(0, 3, 1, 2)
+
+
+def _sum_rows(g_rows: Tensor) -> Tensor:
+    """Bias gradient [C] of [rows, C], accumulated in at least float32."""
+    acc = torch.promote_types(g_rows.dtype, torch.float32)
+    return g_rows.sum(0, dtype=acc).to(g_rows.dtype)
+
+
+def _backward(ctx, grad_out: Tensor):
+    x, out, w1, w2r, b2r, w2, w3r, b3r, w3, w4 = ctx.saved_tensors
+    needs = dict(zip(("x",) + _PARAM_NAMES, ctx.needs_input_grad, strict=False))
+    grads: dict[str, Tensor | None] = dict.fromkeys(needs)
+    n, c_in, h, w = x.shape
+    c1, c2, c3 = w1.shape[0], w2.shape[0], w3.shape[0]
+
+    # Gradient at each branch's pre-activation: ReLU's backward, masked by the saved output.
+    g_rows = _rows(torch.ops.aten.threshold_backward(grad_out, out, 0))
+    g1, g2, g3, g4 = torch.split(g_rows, [c1, c2, c3, w4.shape[0]], dim=1)
+    x_rows = _rows(x)
+
+    # b2, b3: recompute r2 and r3 from x, then the kxk convolutions' backward (ATen
+    # convolution_backward: cuDNN / oneDNN) and the reductions' ReLU masks (r > 0).
+    # x_readers: the 1x1 convs over x (b1, r2, r3) with their pre-activation gradients.
+    x_readers = [("1", g1, w1)]
+    for tag, w_red, b_red, w_kxk, g_kxk in (("2", w2r, b2r, w2, g2), ("3", w3r, b3r, w3, g3)):
+        need_red = needs["x"] or needs[f"w{tag}r"] or needs[f"b{tag}r"]
+        mask = [need_red, needs[f"w{tag}"], needs[f"b{tag}"]]
+        if not any(mask):
+            continue
+        r = _nchw(torch.addmm(b_red, x_rows, w_red.flatten(1).t()).relu_(), n, h, w)
+        k = w_kxk.shape[-1]
+        grad_r, grads[f"w{tag}"], grads[f"b{tag}"] = torch.ops.aten.convolution_backward(
+            _nchw(g_kxk, n, h, w), r, w_kxk, [w_kxk.shape[0]],
+            [1, 1], [k // 2, k // 2], [1, 1], False, [0, 0], 1, mask,
+        )  # fmt: skip
+        if need_red:
+            g_red = _rows(torch.ops.aten.threshold_backward(grad_r, r, 0))
+            x_readers.append((f"{tag}r", g_red, w_red))
+
+    # 1x1 convs over x: weight gradients G^T x in one GEMM, input gradient G W in another.
+    x_readers = [
+        (tag, g, wt)
+        for tag, g, wt in x_readers
+        if needs["x"] or needs[f"w{tag}"] or needs[f"b{tag}"]
+    ]
+    grad_x_rows = None
+    if x_readers:
+        g_cat = torch.cat([g for _, g, _ in x_readers], dim=1)
+        w_cat = torch.cat([wt.flatten(1) for _, _, wt in x_readers])
+        grad_w_cat = g_cat.t().mm(x_rows) if any(needs[f"w{t}"] for t, _, _ in x_readers) else None
+        col = 0
+        for tag, g, wt in x_readers:
+            width = g.shape[1]
+            if needs[f"w{tag}"]:
+                grads[f"w{tag}"] = grad_w_cat[col : col + width].reshape(wt.shape)
+            if needs[f"b{tag}"]:
+                grads[f"b{tag}"] = _sum_rows(g)
+            col += width
+        if needs["x"]:
+            grad_x_rows = g_cat.mm(w_cat)
+
+    # b4: recompute the 3x3/1 max-pool with indices; projection GEMMs; the pool's backward.
+    if needs["x"] or needs["w4"] or needs["b4"]:
+        x_nhwc = x.contiguous(memory_format=torch.channels_last)
+        pool_args = ([3, 3], [1, 1], [1, 1], [1, 1], True)  # ceil_mode as torchvision's
+        pooled, indices = torch.ops.aten.max_pool2d_with_indices(x_nhwc, *pool_args)
+        if needs["w4"]:
+            grads["w4"] = g4.t().mm(_rows(pooled)).reshape(w4.shape)
+        if needs["b4"]:
+            grads["b4"] = _sum_rows(g4)
+        if needs["x"]:
+            grad_pooled = _nchw(g4.mm(w4.flatten(1)), n, h, w)
+            grad_x = torch.ops.aten.max_pool2d_with_indices_backward(
+                grad_pooled, x_nhwc, *pool_args, indices
+            )
+            grad_x_rows = grad_x_rows + _rows(grad_x) if grad_x_rows is not None else _rows(grad_x)
+
+    if needs["x"]:
+        grad_x = _nchw(grad_x_rows, n, h, w)
+        grads["x"] = grad_x.contiguous(memory_format=output_memory_format(x))
+    return tuple(grads[name] for name in ("x",) + _PARAM_NAMES) + (None,)
+
+
+inception_block.register_autograd(_backward, setup_context=_setup_context)
+
+
+def _autocast_kernel(device_type: str):
+    """Autocast rule: run the block in the autocast dtype, as torchvision's block does.
+
+    Under autocast torchvision's block returns the autocast dtype (its convolutions run in it,
+    and BatchNorm and ReLU keep their input's dtype): bfloat16 on the CPU, float16 (or the
+    chosen dtype) on CUDA. torch.library.register_autocast casts to one fixed dtype; this rule
+    reads the active one. float64 tensors are left alone, as autocast does.
+    """
+
+    def kernel(*args):
+        dtype = torch.get_autocast_dtype(device_type)
+        cast = [
+            a.to(dtype)
+            if isinstance(a, Tensor)
+            and a.is_floating_point()
+            and a.dtype != torch.float64
+            and a.device.type == device_type
+            else a
+            for a in args
+        ]
+        with torch.autocast(device_type, enabled=False):
+            return inception_block(*cast)
+
+    return kernel
+
+
+_autocast_lib = torch.library.Library("fused_inception", "IMPL")
+for _device_type, _key in (("cpu", "AutocastCPU"), ("cuda", "AutocastCUDA")):
+    _autocast_lib.impl("inception_block", _autocast_kernel(_device_type), _key)
+
+
+def inception_block_folded(x: Tensor, params: FoldedParams, backend: str = "auto") -> Tensor:
+    """inception_block(x, *params, backend): the operator called with a FoldedParams."""
+    return inception_block(x, *params, backend)

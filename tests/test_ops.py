@@ -1,0 +1,211 @@
+"""The fused_inception:: operators under torch.library.opcheck, and their fake kernels.
+
+opcheck runs each operator for real, under FakeTensorMode (fake kernel: shapes, dtypes and
+strides must match the real output), through AOTAutograd with dynamic shapes, and checks the
+schema's mutation annotations and the autograd registration. Shapes are small: the triton
+backend runs under the interpreter here, the cuda ops through the SIMT shim.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import ODD_CASES, randomize_block
+from torch._subclasses.fake_tensor import FakeTensorMode
+
+from fused_inception import Inception
+from fused_inception.backends import available_backends, cuda_kernel_builds
+from fused_inception.folding import fold_block
+from fused_inception.ops import inception_block
+from fused_inception.packing import prepare_chain, prepare_conv1x1
+
+ops = torch.ops.fused_inception
+SMALL = ODD_CASES[0].values[1]  # 5 -> 3 | 7->9 | 2->6 | 1
+GPU_DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+HAS_CUDA_OPS = "emulated" in cuda_kernel_builds() or (
+    "cuda" in cuda_kernel_builds() and torch.cuda.is_available()
+)
+needs_cuda_ops = pytest.mark.skipif(
+    not HAS_CUDA_OPS,
+    reason="this build has no conv1x1_slice_/chain_1x1_kxk_ kernels runnable here (emulated "
+    "build with FUSED_INCEPTION_EMULATE_CUDA=1, or nvcc build with a GPU)",
+)
+
+# Every operator of the namespace and the test that opchecks it (test_every_operator_is_covered).
+COVERED = {
+    "inception_block": "test_opcheck_inception_block",
+    "max_pool3x3_nhwc": "test_opcheck_max_pool3x3_nhwc",
+    "winograd_f2x3_input": "test_opcheck_winograd_f2x3",
+    "winograd_f2x3_output_": "test_opcheck_winograd_f2x3",
+    "conv1x1_slice_": "test_opcheck_conv1x1_slice_",
+    "chain_1x1_kxk_": "test_opcheck_chain_1x1_kxk_",
+    "cuda_kernel_builds": "test_opcheck_cuda_kernel_builds",
+}
+
+
+def _significant_strides(t: torch.Tensor) -> list[int | None]:
+    """Strides of the dimensions longer than 1 (the others never address memory)."""
+    return [s if n > 1 else None for s, n in zip(t.stride(), t.shape, strict=True)]
+
+
+def _opcheck(op, args) -> None:
+    results = torch.library.opcheck(op, args)
+    assert set(results.values()) == {"SUCCESS"}, results
+
+
+def test_every_operator_is_covered():
+    names = {
+        name.split("::", 1)[1]
+        for name in torch._C._dispatch_get_all_op_names()
+        if name.startswith("fused_inception::")
+    }
+    assert {"inception_block", "max_pool3x3_nhwc"} <= names
+    assert names <= set(COVERED), f"operators without an opcheck test: {names - set(COVERED)}"
+
+
+def _block_args(norm: bool, k: int, batch: int, hw, dtype, device, layout, seed: int = 0):
+    block = randomize_block(Inception(*SMALL.args(), branch3_kernel=k, norm=norm), seed).eval()
+    params = [t.to(device, dtype).requires_grad_() for t in fold_block(block)]
+    gen = torch.Generator().manual_seed(seed + 1)
+    x = torch.randn(batch, SMALL.in_channels, *hw, generator=gen).to(device, dtype)
+    x = x.contiguous(memory_format=layout).requires_grad_()
+    return x, params
+
+
+LAYOUTS = [
+    pytest.param(torch.contiguous_format, id="nchw"),
+    pytest.param(torch.channels_last, id="channels_last"),
+]
+
+
+@pytest.mark.parametrize(
+    "k,dtype,layout",
+    [
+        pytest.param(3, torch.float32, torch.contiguous_format, id="k3-fp32-nchw"),
+        pytest.param(5, torch.float32, torch.channels_last, id="k5-fp32-channels_last"),
+        pytest.param(3, torch.float64, torch.channels_last, id="k3-fp64-channels_last"),
+        pytest.param(5, torch.float64, torch.contiguous_format, id="k5-fp64-nchw"),
+    ],
+)
+def test_opcheck_inception_block_cpu(k, dtype, layout):
+    x, params = _block_args(False, k, 2, (4, 5), dtype, "cpu", layout, seed=k)
+    _opcheck(ops.inception_block.default, (x, *params, "cpu"))
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize(
+    "backend",
+    [
+        pytest.param(
+            name,
+            marks=pytest.mark.skipif(name not in available_backends(), reason=f"no {name}"),
+        )
+        for name in ("triton", "cuda")
+    ],
+)
+def test_opcheck_inception_block(backend, layout):
+    x, params = _block_args(True, 5, 1, (3, 4), torch.float32, GPU_DEVICE, layout, seed=3)
+    _opcheck(ops.inception_block.default, (x, *params, backend))
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_inception_block_fake_matches_real(layout):
+    """The fake kernel's output has the real output's shape, dtype and strides (opcheck checks
+    this too; here the layouts are spelled out, 1x1 images and batch 0 included)."""
+    for batch, hw in ((2, (4, 5)), (1, (1, 1)), (0, (3, 3))):
+        x, params = _block_args(False, 3, batch, hw, torch.float32, "cpu", layout)
+        with torch.no_grad():
+            real = inception_block(x, *params, "cpu")
+            with FakeTensorMode(allow_non_fake_inputs=True) as mode:
+                fake = inception_block(
+                    mode.from_tensor(x), *(mode.from_tensor(p) for p in params), "cpu"
+                )
+        assert fake.shape == real.shape == (batch, SMALL.out_channels, *hw)
+        assert fake.dtype == real.dtype
+        if real.numel():
+            assert _significant_strides(fake) == _significant_strides(real)
+        wants_cl = layout == torch.channels_last and min(hw) > 1 and batch > 0
+        assert real.is_contiguous(
+            memory_format=torch.channels_last if wants_cl else torch.contiguous_format
+        )
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+def test_opcheck_max_pool3x3_nhwc(dtype):
+    x = torch.randn(2, 6, 5, 4).to(dtype).contiguous(memory_format=torch.channels_last)
+    _opcheck(ops.max_pool3x3_nhwc.default, (x,))
+    with FakeTensorMode() as mode:
+        fake = ops.max_pool3x3_nhwc(mode.from_tensor(x))
+    real = ops.max_pool3x3_nhwc(x)
+    assert fake.shape == real.shape and fake.dtype == dtype
+    assert fake.stride() == real.stride()
+
+
+def test_opcheck_winograd_f2x3():
+    """Input transform on a row-strided NHWC slice, output transform into another one."""
+    n, h, w, c_in, c_out = 2, 5, 3, 6, 4
+    r_all = torch.randn(n * h * w, c_in + 3)
+    r = r_all[:, 1 : 1 + c_in]  # channels contiguous, row stride c_in + 3
+    _opcheck(ops.winograd_f2x3_input.default, (r, n, h, w))
+    v = ops.winograd_f2x3_input(r, n, h, w)
+    tiles = n * ((h + 1) // 2) * ((w + 1) // 2)
+    assert v.shape == (tiles, 16, c_in)
+    with FakeTensorMode() as mode:
+        fake_v = ops.winograd_f2x3_input(mode.from_tensor(r), n, h, w)
+    assert fake_v.shape == v.shape and fake_v.stride() == v.stride()
+
+    m = torch.bmm(v.transpose(0, 1), torch.randn(16, c_in, c_out)).contiguous()
+    out = torch.zeros(n * h * w, c_out + 5)[:, 2 : 2 + c_out]
+    _opcheck(ops.winograd_f2x3_output_.default, (m, torch.randn(c_out), out, n, h, w))
+    with FakeTensorMode(allow_non_fake_inputs=True) as mode:
+        args = (mode.from_tensor(m), mode.from_tensor(torch.randn(c_out)), mode.from_tensor(out))
+        assert ops.winograd_f2x3_output_(*args, n, h, w) is None
+
+
+def _cuda_op_inputs(dtype=torch.float32):
+    """x, the block output and branch widths for the cuda kernels' operators (channels_last)."""
+    block = randomize_block(Inception(*SMALL.args(), branch3_kernel=5, norm=False), 4).eval()
+    folded = fold_block(block)
+    x = torch.randn(2, SMALL.in_channels, 4, 3).to(GPU_DEVICE, dtype)
+    x = x.contiguous(memory_format=torch.channels_last)
+    out = torch.zeros(2, SMALL.out_channels, 4, 3, dtype=dtype, device=GPU_DEVICE)
+    out = out.contiguous(memory_format=torch.channels_last)
+    folded = type(folded)(*(t.to(GPU_DEVICE) for t in folded))
+    return x, out, folded
+
+
+@needs_cuda_ops
+@pytest.mark.parametrize("pool", [False, True], ids=["b1", "b4-pool"])
+def test_opcheck_conv1x1_slice_(pool):
+    x, out, p = _cuda_op_inputs()
+    w, bias = (p.w4, p.b4) if pool else (p.w1, p.b1)
+    w_kn, b32 = prepare_conv1x1(w, bias)
+    c0 = out.shape[1] - w.shape[0] if pool else 0
+    _opcheck(ops.conv1x1_slice_.default, (x, w_kn, b32, out, c0, pool))
+
+
+@needs_cuda_ops
+@pytest.mark.parametrize("branch", [2, 3], ids=["b2-3x3", "b3-5x5"])
+def test_opcheck_chain_1x1_kxk_(branch):
+    x, out, p = _cuda_op_inputs()
+    if branch == 2:
+        packed, c0 = prepare_chain(p.w2r, p.b2r, p.w2, p.b2), p.w1.shape[0]
+    else:
+        packed, c0 = prepare_chain(p.w3r, p.b3r, p.w3, p.b3), p.w1.shape[0] + p.w2.shape[0]
+    _opcheck(ops.chain_1x1_kxk_.default, (x, *packed, out, c0))
+
+
+@pytest.mark.skipif(
+    not hasattr(ops, "cuda_kernel_builds"), reason="a build from before the cuda backend"
+)
+def test_opcheck_cuda_kernel_builds():
+    """A build query without tensors (str[] out): schema, autograd and fake-mode checks. The
+    AOTAutograd check is left out: it compares outputs as tensors and cannot compare strings,
+    and no traced graph calls this operator."""
+    results = torch.library.opcheck(
+        ops.cuda_kernel_builds.default,
+        (),
+        test_utils=("test_schema", "test_autograd_registration", "test_faketensor"),
+    )
+    assert set(results.values()) == {"SUCCESS"}, results
+    assert set(ops.cuda_kernel_builds()) <= {"cuda", "emulated"}

@@ -1,0 +1,370 @@
+"""Training with FusedInception: gradients, BN training semantics, saved memory, torch.compile,
+autocast and the paper's GoogLeNet.
+
+Gradients are compared with float64 copies of torchvision's block (BN form, 3x3 branch3) or of
+the reference block (the other forms). The cpu backend runs in float64 too, so its comparisons
+are tight; the GPU backends (fp32 only; under the interpreter / SIMT shim here) are compared at
+the float32 tolerance.
+"""
+
+from __future__ import annotations
+
+import copy
+import warnings
+
+import pytest
+import torch
+from conftest import GOOGLENET_CASES, ODD_CASES, TOLERANCES, assert_close_rel, randomize_block
+from torch import nn
+from torchvision.models.googlenet import Inception as TvInception
+
+import fused_inception
+from fused_inception import FusedInception, Inception, fuse_inception
+from fused_inception.backends import available_backends
+from fused_inception.configs import GOOGLENET_BLOCKS
+from fused_inception.ops import inception_block
+
+CFG_3A = GOOGLENET_BLOCKS["3a"]
+SMALL = ODD_CASES[0].values[1]  # 5 -> 3 | 7->9 | 2->6 | 1
+GPU_DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+OP_NAME = "fused_inception_inception_block"
+
+GPU_BACKENDS = [
+    pytest.param(
+        name,
+        marks=pytest.mark.skipif(name not in available_backends(), reason=f"no {name} backend"),
+    )
+    for name in ("triton", "cuda")
+]
+
+# (norm, branch3 kernel, training): paper form trains through the operator; BN form trains
+# through the composed path (batch statistics) and differentiates eval mode through the operator.
+MODES = [
+    pytest.param(False, 5, True, id="paper-k5-train"),
+    pytest.param(False, 3, True, id="paper-k3-train"),
+    pytest.param(True, 3, True, id="bn-k3-train"),
+    pytest.param(True, 3, False, id="bn-k3-eval"),
+    pytest.param(True, 5, True, id="bn-k5-train"),
+    pytest.param(True, 5, False, id="bn-k5-eval"),
+]
+
+
+def _source_block(cfg, norm: bool, k: int) -> nn.Module:
+    """torchvision's block where it exists (BN form, 3x3 branch3), else the reference module."""
+    if norm and k == 3:
+        return TvInception(*cfg.args())
+    return Inception(*cfg.args(), branch3_kernel=k, norm=norm)
+
+
+def _grads(block: nn.Module, x: torch.Tensor, grad_out: torch.Tensor):
+    out = block(x)
+    grads = torch.autograd.grad(out, [x, *block.parameters()], grad_out)
+    return out, grads
+
+
+def _check_gradients(cfg, hw, batch, norm, k, train, backend, dtype, layout, seed=0):
+    """Output, input/weight/bias gradients and BN running stats against float64 torchvision."""
+    device = torch.device("cpu") if backend == "cpu" else GPU_DEVICE
+    src = randomize_block(_source_block(cfg, norm, k), seed).train(train)
+    ref = copy.deepcopy(src).double()
+    fused = FusedInception.from_module(copy.deepcopy(src), backend=backend).train(train)
+    fused = fused.to(device, dtype)
+    gen = torch.Generator().manual_seed(seed + 1)
+    x64 = torch.randn(batch, cfg.in_channels, *hw, generator=gen, dtype=torch.float64)
+    x64 = x64.contiguous(memory_format=layout).requires_grad_()
+    grad_out = torch.randn(batch, cfg.out_channels, *hw, generator=gen, dtype=torch.float64)
+    x = x64.detach().to(device, dtype).contiguous(memory_format=layout).requires_grad_()
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # BN training says once that it runs the composed path
+        out, grads = _grads(fused, x, grad_out.to(device, dtype))
+    out64, grads64 = _grads(ref, x64, grad_out)
+
+    fused_op = OP_NAME in type(out.grad_fn).__name__
+    assert fused_op == (not (norm and train)), type(out.grad_fn).__name__
+    assert_close_rel(out.cpu(), out64, dtype)
+    names = ["x"] + [name for name, _ in ref.named_parameters()]
+    assert len(grads) == len(grads64) == len(names)
+    for name, g, g64 in zip(names, grads, grads64, strict=True):
+        assert g.dtype == dtype, name
+        try:
+            assert_close_rel(g.cpu(), g64, dtype)
+        except AssertionError as exc:
+            raise AssertionError(f"gradient of {name}: {exc}") from None
+    if min(hw) > 1 and layout == torch.channels_last:
+        assert grads[0].is_contiguous(memory_format=torch.channels_last)
+    for (name, b64), b in zip(ref.named_buffers(), fused.buffers(), strict=True):
+        if b.is_floating_point():
+            assert_close_rel(b.cpu(), b64, dtype)
+        else:
+            assert torch.equal(b.cpu(), b64), name  # num_batches_tracked
+
+
+@pytest.mark.parametrize("norm,k,train", MODES)
+@pytest.mark.parametrize("name,cfg", GOOGLENET_CASES)
+def test_gradients_cpu_googlenet_blocks(name, cfg, norm, k, train):
+    _check_gradients(cfg, (4, 5), 2, norm, k, train, "cpu", torch.float64, torch.contiguous_format)
+
+
+@pytest.mark.parametrize(
+    "layout", [torch.contiguous_format, torch.channels_last], ids=["nchw", "cl"]
+)
+@pytest.mark.parametrize("norm,k,train", MODES)
+@pytest.mark.parametrize("name,cfg", ODD_CASES)
+def test_gradients_cpu_odd_shapes(name, cfg, norm, k, train, layout):
+    hw = (cfg.hw, cfg.hw) if cfg.hw == 1 else (cfg.hw, cfg.hw + 3)
+    _check_gradients(cfg, hw, 3, norm, k, train, "cpu", torch.float64, layout)
+
+
+# Under the interpreter a forward of a GoogLeNet-sized block takes seconds: every config runs
+# once, and the modes that reach the backend (the operator: paper training, BN eval with
+# autograd) spread over them round robin. BN training never calls a backend (composed path).
+OPERATOR_MODES = [mode for mode in MODES if not (mode.values[0] and mode.values[2])]
+_GPU_GOOGLENET = [
+    pytest.param(*case.values, *mode.values, id=f"{case.id}-{mode.id}")
+    for i, case in enumerate(GOOGLENET_CASES)
+    for mode in [OPERATOR_MODES[i % len(OPERATOR_MODES)]]
+]
+
+
+@pytest.mark.parametrize("name,cfg,norm,k,train", _GPU_GOOGLENET)
+@pytest.mark.parametrize("backend", GPU_BACKENDS)
+def test_gradients_gpu_backends_googlenet_blocks(backend, name, cfg, norm, k, train):
+    _check_gradients(cfg, (4, 5), 1, norm, k, train, backend, torch.float32, torch.channels_last)
+
+
+@pytest.mark.parametrize("name,cfg", ODD_CASES)
+@pytest.mark.parametrize("backend", GPU_BACKENDS)
+def test_gradients_gpu_backends_odd_shapes(backend, name, cfg):
+    hw = (cfg.hw, cfg.hw) if cfg.hw == 1 else (cfg.hw, cfg.hw + 3)
+    _check_gradients(cfg, hw, 2, False, 5, True, backend, torch.float32, torch.contiguous_format)
+    _check_gradients(cfg, hw, 1, True, 3, False, backend, torch.float32, torch.channels_last)
+
+
+def _folded_params(cfg, k: int, seed: int) -> list[torch.Tensor]:
+    block = randomize_block(Inception(*cfg.args(), branch3_kernel=k, norm=False), seed).double()
+    return [p.detach().requires_grad_() for p in block.parameters()]
+
+
+@pytest.mark.parametrize("k", [3, 5])
+def test_gradcheck_operator_float64(k):
+    """gradcheck of inception_block on the cpu backend, the one that runs float64.
+
+    The backward is the same ATen code for every backend (it reads only x, out and the weights);
+    the GPU backends' float32 forwards are checked against float64 references above.
+    """
+    cfg = fused_inception.BlockConfig(3, 2, 2, 3, 2, 2, 2, 3)
+    params = _folded_params(cfg, k, seed=k)
+    x = torch.randn(1, 3, 3, 4, dtype=torch.float64, requires_grad=True)
+
+    def fn(x, *params):
+        return inception_block(x, *params, "cpu")
+
+    assert torch.autograd.gradcheck(fn, (x, *params))
+
+
+def test_gradcheck_module_float64_fast_mode():
+    """gradcheck through the module: paper form in training and BN form in eval (the fold)."""
+    for norm, train in ((False, True), (True, False)):
+        block = randomize_block(FusedInception(*SMALL.args(), norm=norm, backend="cpu"), 2)
+        block = block.double().train(train)
+        names = [name for name, _ in block.named_parameters()]
+        params = [p.detach().requires_grad_() for p in block.parameters()]
+        x = torch.randn(2, SMALL.in_channels, 3, 4, dtype=torch.float64, requires_grad=True)
+
+        def fn(x, *values, block=block, names=names):
+            return torch.func.functional_call(block, dict(zip(names, values, strict=True)), x)
+
+        assert torch.autograd.gradcheck(fn, (x, *params), fast_mode=True)
+
+
+def test_partial_gradients_skip_what_is_not_needed():
+    """needs_input_grad: frozen weights, or an input that needs no gradient."""
+    src = randomize_block(Inception(*SMALL.args(), branch3_kernel=5, norm=False), 3).double()
+    fused = FusedInception.from_module(copy.deepcopy(src), backend="cpu").train()
+    x = torch.randn(2, SMALL.in_channels, 4, 4, dtype=torch.float64)
+    grad_out = torch.randn(2, SMALL.out_channels, 4, 4, dtype=torch.float64)
+    for p in list(fused.parameters())[:6]:  # branch1 and branch2 frozen
+        p.requires_grad_(False)
+    trainable = list(fused.parameters())[6:]
+    grads = torch.autograd.grad(fused(x), trainable, grad_out)
+    ref_grads = torch.autograd.grad(src(x), list(src.parameters())[6:], grad_out)
+    for g, g64 in zip(grads, ref_grads, strict=True):
+        assert_close_rel(g, g64, torch.float64)
+    for p in fused.parameters():
+        p.requires_grad_(False)
+    x.requires_grad_()
+    (gx,) = torch.autograd.grad(fused(x), x, grad_out)
+    (gx64,) = torch.autograd.grad(src(x), x, grad_out)
+    assert_close_rel(gx, gx64, torch.float64)
+
+
+def test_bn_training_warns_once_and_paper_training_does_not(monkeypatch):
+    from fused_inception import module
+
+    monkeypatch.setattr(module, "_warned_composed", False)
+    paper = FusedInception(*SMALL.args(), norm=False).train()
+    bn = FusedInception(*SMALL.args()).train()
+    x = torch.randn(2, SMALL.in_channels, 3, 3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        paper(x).sum().backward()
+    with pytest.warns(UserWarning, match="BatchNorm"):
+        bn(x)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        bn(x)
+
+
+def _saved_bytes(block: nn.Module, x: torch.Tensor) -> tuple[int, int]:
+    """(tensors, bytes) that autograd saves for backward, distinct storages counted once."""
+    storages: dict[int, int] = {}
+    count = 0
+
+    def pack(t):
+        nonlocal count
+        count += 1
+        storage = t.untyped_storage()
+        storages[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        block(x)
+    return count, sum(storages.values())
+
+
+def test_saved_memory_is_at_least_2x_smaller_than_torchvision():
+    """One training block saves x, out and the weights; torchvision's saves every branch's conv
+    and BN outputs, the pooled input and its int64 indices. Measured at 3a, batch 8, 28x28."""
+    cfg = CFG_3A
+    x = torch.randn(8, cfg.in_channels, cfg.hw, cfg.hw, requires_grad=True)
+    tv = randomize_block(TvInception(*cfg.args())).train()
+    paper_eager = randomize_block(Inception(*cfg.args(), branch3_kernel=3, norm=False)).train()
+    fused = FusedInception.from_module(copy.deepcopy(paper_eager), backend="cpu").train()
+    fused_count, fused_bytes = _saved_bytes(fused, x)
+    _, tv_bytes = _saved_bytes(tv, x)
+    _, eager_bytes = _saved_bytes(paper_eager, x)
+    assert fused_count == 10  # x, out, w1, w2r, b2r, w2, w3r, b3r, w3, w4
+    activations = (x.numel() + 8 * cfg.out_channels * cfg.hw**2) * 4
+    weights = sum(p.numel() * 4 for n, p in fused.named_parameters() if n.endswith("weight"))
+    assert fused_bytes <= activations + weights + 4 * (cfg.ch3x3red + cfg.ch5x5red)
+    print(f"saved bytes, 3a batch 8: fused {fused_bytes / 2**20:.2f} MiB, torchvision "
+          f"{tv_bytes / 2**20:.2f} MiB ({tv_bytes / fused_bytes:.2f}x), eager paper form "
+          f"{eager_bytes / 2**20:.2f} MiB ({eager_bytes / fused_bytes:.2f}x)")  # fmt: skip
+    assert tv_bytes >= 2 * fused_bytes
+    assert eager_bytes >= 2 * fused_bytes
+
+
+class _SmallNet(nn.Module):
+    """A stem conv, two FusedInception blocks (paper form and BN form) and a classifier."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, SMALL.in_channels, 3, padding=1)
+        self.block1 = FusedInception(*SMALL.args(), branch3_kernel=5, norm=False, backend="cpu")
+        self.block2 = FusedInception(SMALL.out_channels, 4, 3, 5, 2, 3, 2, backend="cpu")
+        self.head = nn.Linear(14, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.block2(self.block1(torch.relu(self.stem(x))))
+        return self.head(x.mean((2, 3)))
+
+
+@pytest.mark.parametrize("train", [True, False], ids=["train", "eval"])
+def test_torch_compile_fullgraph_matches_eager(train):
+    """torch.compile(fullgraph=True): one opaque inception_block node per fused block (paper form
+    in training; both blocks in eval), forward and backward equal to eager."""
+    torch._dynamo.reset()
+    model = randomize_block(_SmallNet(), 6).train(train)
+    x = torch.randn(2, 3, 5, 6, requires_grad=True)
+    graphs = []
+
+    def backend(gm, example_inputs):
+        graphs.append(gm)
+        return torch._dynamo.backends.debugging.aot_eager(gm, example_inputs)
+
+    compiled = torch.compile(model, backend=backend, fullgraph=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        eager_model = copy.deepcopy(model)
+        expected = eager_model(x)
+        got = compiled(x)
+    assert len(graphs) == 1
+    nodes = [n for n in graphs[0].graph.nodes if "inception_block" in str(n.target)]
+    assert len(nodes) == (1 if train else 2)  # BN training runs the composed path
+    assert_close_rel(got, expected, torch.float32)
+    grad_out = torch.randn_like(expected)
+    got_grads = torch.autograd.grad(got, [x, *model.parameters()], grad_out)
+    exp_grads = torch.autograd.grad(expected, [x, *eager_model.parameters()], grad_out)
+    for g, e in zip(got_grads, exp_grads, strict=True):
+        assert_close_rel(g, e, torch.float32)
+    if train:
+        for b, e in zip(model.buffers(), eager_model.buffers(), strict=True):
+            assert torch.equal(b, e)
+
+
+@pytest.mark.parametrize("grad", [True, False], ids=["autograd", "no_grad"])
+@pytest.mark.parametrize("train", [True, False], ids=["train", "eval"])
+@pytest.mark.parametrize("x_dtype", [torch.float32, torch.bfloat16], ids=["x-fp32", "x-bf16"])
+def test_autocast_bf16_dtype_matches_torchvision(train, grad, x_dtype):
+    """Under CPU autocast torchvision's block returns bfloat16 (convs in bf16, BN and ReLU keep
+    it); so must FusedInception, in every mode. On CUDA fp16 the same rule applies: the
+    operator's autocast kernel casts to the active autocast dtype."""
+    tv = randomize_block(TvInception(*SMALL.args()), 8).train(train)
+    fused = FusedInception.from_module(copy.deepcopy(tv), backend="cpu").train(train)
+    x = torch.randn(2, SMALL.in_channels, 4, 5).to(x_dtype)
+    with torch.autocast("cpu", dtype=torch.bfloat16), torch.set_grad_enabled(grad):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            got = fused(x)
+        expected = tv(x)
+    assert got.dtype == expected.dtype == torch.bfloat16
+    assert_close_rel(got.float(), expected.float(), torch.bfloat16)
+
+
+def test_autocast_bf16_paper_form_trains():
+    """Paper form under autocast: bf16 output, float32 parameter gradients close to float32's."""
+    block = randomize_block(FusedInception(*SMALL.args(), norm=False, backend="cpu"), 9).train()
+    x = torch.randn(2, SMALL.in_channels, 4, 5)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = block(x)
+    assert out.dtype == torch.bfloat16
+    grads = torch.autograd.grad(out.float().square().sum(), list(block.parameters()))
+    ref = torch.autograd.grad(block(x).square().sum(), list(block.parameters()))
+    for g, r in zip(grads, ref, strict=True):
+        assert g.dtype == torch.float32
+        assert (g - r).abs().max() <= 4 * TOLERANCES[torch.bfloat16] * r.abs().max()
+
+
+def test_autocast_under_torch_compile():
+    """The operator's autocast rule also applies inside a compiled graph."""
+    torch._dynamo.reset()
+    block = randomize_block(FusedInception(*SMALL.args(), norm=False, backend="cpu"), 12).train()
+    x = torch.randn(2, SMALL.in_channels, 4, 5)
+    compiled = torch.compile(block, backend="aot_eager", fullgraph=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got, expected = compiled(x), block(x)
+    assert got.dtype == expected.dtype == torch.bfloat16
+    assert torch.equal(got, expected)
+
+
+def test_paper_googlenet_gradients_fused_equal_unfused():
+    """The paper's GoogLeNet (224x224, its fixed pools need it) in training mode with
+    googlenet_loss: every parameter's gradient is the same with all nine blocks fused."""
+    torch.manual_seed(10)
+    model = fused_inception.models.googlenet("paper", num_classes=10).double().train()
+    fused = fuse_inception(copy.deepcopy(model), backend="cpu")
+    assert sum(isinstance(m, FusedInception) for m in fused.modules()) == 9
+    x = torch.randn(2, 3, 224, 224, dtype=torch.float64)
+    target = torch.tensor([3, 7])
+    grads = []
+    for net in (model, fused):
+        torch.manual_seed(11)  # the same dropout masks
+        loss = fused_inception.models.googlenet_loss(net(x), target)
+        grads.append(torch.autograd.grad(loss, list(net.parameters())))
+    names = [name for name, _ in model.named_parameters()]
+    for name, g, g_fused in zip(names, *grads, strict=True):
+        try:
+            assert_close_rel(g_fused, g, torch.float64)
+        except AssertionError as exc:
+            raise AssertionError(f"{name}: {exc}") from None
