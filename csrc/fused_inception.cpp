@@ -34,7 +34,7 @@ TORCH_LIBRARY(fused_inception, m) {
   // channels_last tensor of the same shape (padding counts as -inf).
   m.def("max_pool3x3_nhwc(Tensor x) -> Tensor");
   // Winograd F(2x2, 3x3) transforms (csrc/cpu/winograd_f2x3.cpp). r: [N*H*W, C] float32 rows
-  // of an NHWC tensor (channels contiguous, any row stride) -> V: [16, tiles, C], where tiles =
+  // of an NHWC tensor (channels contiguous, any row stride) -> V: [tiles, 16, C], where tiles =
   // N * ceil(H/2) * ceil(W/2). output_: m [16, tiles, Cout] -> out[N*H*W, Cout] (a row-strided
   // slice) = relu(A^T m A + bias), written in place.
   m.def("winograd_f2x3_input(Tensor r, int n, int h, int w) -> Tensor");
