@@ -69,7 +69,7 @@ def build(source: str, sanitizer: str | None = None, defines: dict[str, str] | N
     exe = _BUILD_DIR / f"{Path(source).stem}-{sanitizer or 'plain'}-{digest.hexdigest()[:16]}"
     if not exe.exists():
         _BUILD_DIR.mkdir(parents=True, exist_ok=True)
-        tmp = exe.with_suffix(".tmp")
+        tmp = exe.with_name(f"{exe.name}.{os.getpid()}.tmp")  # parallel test workers
         cmd = [compiler(), *flags, str(CPP_TESTS / source), "-o", str(tmp)]
         result = subprocess.run(cmd, capture_output=True, text=True)
         if result.returncode != 0:

@@ -112,7 +112,7 @@ def _run_report(
 ) -> tuple[subprocess.CompletedProcess, list]:
     out_json = tmp_path / "report.json"
     cmd = [sys.executable, "-m", "fused_inception.report", "--modules", "test_report"]
-    cmd += ["--json", str(out_json), *args]
+    cmd += ["--backends", "triton", "--json", str(out_json), *args]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     records = json.loads(out_json.read_text()) if out_json.exists() else None
     return proc, records
