@@ -51,7 +51,8 @@ void check_nhwc(const at::Tensor& t, const char* op, const char* name) {
                     t.sizes());
   TORCH_CHECK_VALUE(t.is_contiguous(at::MemoryFormat::ChannelsLast), op, ": ", name,
                     " must be channels_last-contiguous (NHWC memory), got strides ", t.strides(),
-                    " for shape ", t.sizes(), "; use .contiguous(memory_format=torch.channels_last)");
+                    " for shape ", t.sizes(),
+                    "; use .contiguous(memory_format=torch.channels_last)");
 }
 
 void check_operand(const at::Tensor& t, const at::Tensor& x, const char* op, const char* name,
@@ -75,23 +76,26 @@ void check_out(const at::Tensor& out, const at::Tensor& x, const char* op, int64
               x.device());
   TORCH_CHECK_TYPE(out.scalar_type() == x.scalar_type(), op, ": out must have x's dtype ",
                    x.scalar_type(), ", got ", out.scalar_type());
-  TORCH_CHECK_VALUE(out.size(0) == x.size(0) && out.size(2) == x.size(2) &&
-                        out.size(3) == x.size(3),
-                    op, ": out must be [", x.size(0), ", C, ", x.size(2), ", ", x.size(3),
-                    "] like x, got ", out.sizes());
-  TORCH_CHECK_VALUE(c0 >= 0 && c0 + cout <= out.size(1), op, ": channels [", c0, ", ", c0 + cout,
-                    ") do not fit in out's ", out.size(1), " channels");
+  TORCH_CHECK_VALUE(
+      out.size(0) == x.size(0) && out.size(2) == x.size(2) && out.size(3) == x.size(3), op,
+      ": out must be [", x.size(0), ", C, ", x.size(2), ", ", x.size(3), "] like x, got ",
+      out.sizes());
+  // (c0 <= size - cout rather than c0 + cout <= size: no overflow for c0 near 2^63)
+  TORCH_CHECK_VALUE(c0 >= 0 && cout <= out.size(1) && c0 <= out.size(1) - cout, op, ": channels [",
+                    c0, ", ", c0, " + ", cout, ") do not fit in out's ", out.size(1), " channels");
 }
 
 void check_device(const at::Tensor& x, const char* op) {
   const bool cuda = x.device().is_cuda();
 #if !defined(FUSED_INCEPTION_WITH_CUDA)
-  TORCH_CHECK(!cuda, op, ": this build of fused_inception has no CUDA kernels (built without "
-                         "nvcc or with FUSED_INCEPTION_SKIP_CUDA=1)");
+  TORCH_CHECK(!cuda, op,
+              ": this build of fused_inception has no CUDA kernels (built without "
+              "nvcc or with FUSED_INCEPTION_SKIP_CUDA=1)");
 #endif
 #if !defined(FUSED_INCEPTION_WITH_EMULATION)
-  TORCH_CHECK(cuda, op, ": this build has no emulated (CPU) version of the CUDA kernels (built "
-                        "without CUDA headers)");
+  TORCH_CHECK(cuda, op,
+              ": this build has no emulated (CPU) version of the CUDA kernels (built "
+              "without CUDA headers)");
 #endif
   TORCH_CHECK(cuda || x.device().is_cpu(), op, ": x must be a CUDA or CPU tensor, got ",
               x.device());

@@ -64,6 +64,17 @@ def max_pool3x3_nhwc(x: Tensor) -> Tensor:
 # them: each returns an empty tensor with the real kernel's shape, dtype and strides, or None for
 # the operators that write into `out`. The CUDA-kernel operators exist only in builds that have
 # them (csrc/cuda_ops.cpp).
+def _check_same_device(op: str, **tensors: Tensor) -> None:
+    # A fake kernel also runs for real when one operand is a meta tensor (Meta outranks CPU and
+    # CUDA in dispatch): refuse mixed devices there instead of silently doing nothing.
+    devices = {name: t.device for name, t in tensors.items()}
+    if len(set(devices.values())) > 1:
+        listed = ", ".join(f"{name} on {device}" for name, device in devices.items())
+        raise RuntimeError(
+            f"fused_inception::{op}: all tensors must be on one device, got {listed}"
+        )
+
+
 def _register_fake_kernels() -> None:
     ns = torch.ops.fused_inception
 
@@ -81,18 +92,23 @@ def _register_fake_kernels() -> None:
 
     @torch.library.register_fake("fused_inception::winograd_f2x3_output_")
     def _winograd_output_fake(m: Tensor, bias: Tensor, out: Tensor, n: int, h: int, w: int):
+        _check_same_device("winograd_f2x3_output_", m=m, bias=bias, out=out)
         return None
 
     if hasattr(ns, "conv1x1_slice_"):
 
         @torch.library.register_fake("fused_inception::conv1x1_slice_")
         def _conv1x1_slice_fake(x, w, bias, out, c0: int, pool: bool):
+            _check_same_device("conv1x1_slice_", x=x, w=w, bias=bias, out=out)
             return None
 
     if hasattr(ns, "chain_1x1_kxk_"):
 
         @torch.library.register_fake("fused_inception::chain_1x1_kxk_")
         def _chain_1x1_kxk_fake(x, w_red, b_red, w_kxk, b_kxk, out, c0: int):
+            _check_same_device(
+                "chain_1x1_kxk_", x=x, w_red=w_red, b_red=b_red, w_kxk=w_kxk, b_kxk=b_kxk, out=out
+            )
             return None
 
 

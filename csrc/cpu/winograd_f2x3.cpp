@@ -94,8 +94,8 @@ void output_tile(const float* m, int64_t tile_stride, const float* bias, float* 
     for (int i = 0; i < 2; ++i) {
       const float y0 = a[i][0] + a[i][1] + a[i][2] + bias[c];
       const float y1 = a[i][1] - a[i][2] - a[i][3] + bias[c];
-      dst[i][0][c] = y0 > 0.f ? y0 : 0.f;
-      dst[i][1][c] = y1 > 0.f ? y1 : 0.f;
+      dst[i][0][c] = y0 < 0.f ? 0.f : y0;  // NaN stays NaN, as in torch.relu
+      dst[i][1][c] = y1 < 0.f ? 0.f : y1;
     }
   }
 }

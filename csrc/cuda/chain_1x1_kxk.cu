@@ -107,7 +107,10 @@ __global__ void __launch_bounds__(tile::kThreads) chain_1x1_kxk_kernel(const Cha
     const int64_t y = y0 + h / kHalo - K / 2, xx = x0 + h % kHalo - K / 2;
     const bool inside =
         h < Tile::kHaloPixels && y >= 0 && y < args.height && xx >= 0 && xx < args.width;
-    halo_offsets[h] = inside ? ((image * args.height + y) * args.width + xx) * args.cin : -1;
+    halo_offsets[h] =
+        inside
+            ? tile::pixel_offset(tile::pixel_index(image, y, xx, args.height, args.width), args.cin)
+            : -1;
   }
   __syncthreads();
 
@@ -125,10 +128,12 @@ __global__ void __launch_bounds__(tile::kThreads) chain_1x1_kxk_kernel(const Cha
     const int64_t offset = halo_offsets[h];
     return offset >= 0 && c < args.cin ? x[offset + c] : tile::from_float<T>(0.0f);
   };
-  // r for halo row h, reduced channel c, from the 1x1's float sum.
+  // r for halo row h, reduced channel c, from the 1x1's float sum. Exactly 0 outside the
+  // image and for the padding channels c >= cr: their sum multiplies x by zero-filled weights,
+  // which is NaN where x holds an inf, and must not reach the taps.
   auto reduced = [&](int h, int64_t c, float sum) -> T {
-    const float bias = c < args.cr ? args.b_red[c] : 0.0f;
-    return tile::from_float<T>(halo_offsets[h] >= 0 ? fmaxf(sum + bias, 0.0f) : 0.0f);
+    const bool real = halo_offsets[h] >= 0 && c < args.cr;
+    return tile::from_float<T>(real ? tile::relu(sum + args.b_red[c]) : 0.0f);
   };
   // w_kxk [K*K, cr, cout] viewed as a [K*K*CK, BN] tile of chunk r0: row t = tap*CK + c.
   auto load_w_kxk = [&](int64_t r0) {
@@ -147,7 +152,9 @@ __global__ void __launch_bounds__(tile::kThreads) chain_1x1_kxk_kernel(const Cha
   };
   auto out_pixel = [&](int ty, int tx) -> int64_t {
     const int64_t y = y0 + ty, xx = x0 + tx;
-    return y < args.height && xx < args.width ? (image * args.height + y) * args.width + xx : -1;
+    return y < args.height && xx < args.width
+               ? tile::pixel_index(image, y, xx, args.height, args.width)
+               : -1;
   };
 
   if constexpr (Tile::kTensorCores) {

@@ -71,7 +71,7 @@ __global__ void __launch_bounds__(tile::kThreads)
   // Per pixel row of the tile: its offset in x (int64: p * cin can pass 2^31) and (y, x).
   for (int m = threadIdx.x; m < kBM; m += tile::kThreads) {
     const int64_t p = m0 + m;
-    row_offsets[m] = p < pixels ? p * args.cin : -1;
+    row_offsets[m] = p < pixels ? tile::pixel_offset(p, args.cin) : -1;
     row_yx[2 * m] = static_cast<int>(p / args.width % args.height);
     row_yx[2 * m + 1] = static_cast<int>(p % args.width);
   }
@@ -91,7 +91,7 @@ __global__ void __launch_bounds__(tile::kThreads)
         if (y + dy < 0 || y + dy >= args.height) continue;
         for (int dx = -1; dx <= 1; ++dx) {
           if (xx + dx < 0 || xx + dx >= args.width) continue;
-          v = fmaxf(v, tile::to_float(x[offset + (dy * args.width + dx) * args.cin + c]));
+          v = tile::max_nan(v, tile::to_float(x[offset + (dy * args.width + dx) * args.cin + c]));
         }
       }
       return tile::from_float<T>(v);  // exact: v is one of the inputs

@@ -45,6 +45,12 @@ inline const char* dispatch_dtype(ScalarKind kind, Launch&& launch) {
   return "unsupported dtype (expected float32, float16 or bfloat16)";
 }
 
+// ReLU and max that propagate NaN as torch.relu and max_pool2d do (fmaxf would drop it).
+__host__ __device__ __forceinline__ float relu(float v) { return v < 0.0f ? 0.0f : v; }
+__host__ __device__ __forceinline__ float max_nan(float a, float b) {
+  return (a > b || a != a) ? a : b;
+}
+
 // Threads per block of every kernel here: 4 warps.
 inline constexpr int kThreads = 128;
 inline constexpr int kWarps = kThreads / 32;
@@ -56,6 +62,21 @@ __host__ __device__ constexpr int round_up(int value, int multiple) {
 // Byte offsets of shared-memory regions: 128-byte aligned (WMMA needs 32).
 __host__ __device__ constexpr std::size_t align128(std::size_t bytes) {
   return (bytes + 127) / 128 * 128;
+}
+
+// Offsets into NHWC tensors, int64 throughout: N*H*W*C passes 2^31 elements at large batches
+// (5b's 832 channels at 7x7 from a batch of about 52,700; 3a's 192 at 28x28 from about 14,300),
+// and so can pixel * pixel_stride of the block output. Every kernel index of x and out goes
+// through these two; tests/cpp/offsets.cpp checks them past 2^31.
+// Linear index of pixel (image, y, x) of an N x height x width grid.
+__host__ __device__ constexpr int64_t pixel_index(int64_t image, int64_t y, int64_t x,
+                                                  int64_t height, int64_t width) {
+  return (image * height + y) * width + x;
+}
+// Element offset of a pixel's first channel in an NHWC tensor with pixel_stride elements per
+// pixel (cin for x; c1 + c3 + c5 + cp for the block output).
+__host__ __device__ constexpr int64_t pixel_offset(int64_t pixel, int64_t pixel_stride) {
+  return pixel * pixel_stride;
 }
 
 template <typename T>
@@ -225,7 +246,8 @@ __device__ __forceinline__ void store_bias_relu(const float* tile, int ldt, cons
     const int m = i / COLS, j = i % COLS;
     const int64_t p = pixel(m);
     if (p >= 0 && n0 + j < cout) {
-      out[p * out_stride + n0 + j] = from_float<T>(fmaxf(tile[m * ldt + j] + bias[n0 + j], 0.0f));
+      out[pixel_offset(p, out_stride) + n0 + j] =
+          from_float<T>(relu(tile[m * ldt + j] + bias[n0 + j]));
     }
   }
 }
@@ -243,7 +265,8 @@ __device__ __forceinline__ void store_micro_tile_bias_relu(const float (&acc)[TM
     if (p < 0) continue;
     FI_UNROLL
     for (int j = 0; j < TN; ++j) {
-      if (col0 + j < cout) out[p * out_stride + col0 + j] = fmaxf(acc[i][j] + bias[col0 + j], 0.0f);
+      if (col0 + j < cout)
+        out[pixel_offset(p, out_stride) + col0 + j] = relu(acc[i][j] + bias[col0 + j]);
     }
   }
 }

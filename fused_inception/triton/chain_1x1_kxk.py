@@ -134,9 +134,11 @@ def _chain_kernel(
                 w_tile = w_tile.to(tl.float32)
             r_acc = tl.dot(x_tile, w_tile, r_acc, input_precision="ieee")
         b_red = tl.load(b_red_ptr + red, mask=red_in, other=0.0)
-        r_halo = tl.maximum(r_acc + b_red[None, :], 0.0)
+        r_halo = tl.maximum(r_acc + b_red[None, :], 0.0, propagate_nan=tl.PropagateNan.ALL)
         # The KxK conv's zero padding applies to r: outside the image r is 0, not relu(b_red).
-        r_halo = tl.where(halo_in[:, None], r_halo, 0.0).to(x_ptr.dtype.element_ty)
+        # Padding channels are 0 too: x (inf somewhere) times their zero weights can be NaN.
+        r_halo = tl.where(halo_in[:, None] & red_in[None, :], r_halo, 0.0)
+        r_halo = r_halo.to(x_ptr.dtype.element_ty)
         if UPCAST:
             r_halo = r_halo.to(tl.float32)
         # A runtime loop over the taps: unrolled, the compiler hoists all K*K gather index
@@ -154,7 +156,7 @@ def _chain_kernel(
             acc = tl.dot(a_tile, w_tap, acc, input_precision="ieee")
 
     b_kxk = tl.load(b_kxk_ptr + cols, mask=col_in, other=0.0)
-    y = tl.maximum(acc + b_kxk[None, :], 0.0)
+    y = tl.maximum(acc + b_kxk[None, :], 0.0, propagate_nan=tl.PropagateNan.ALL)
     out_h = h0 + m_h
     out_w = w0 + m_w
     pix_in = (out_h < H) & (out_w < W)

@@ -131,7 +131,7 @@ def conv1x1_slice_kernel(
                             mask=mask_mk & inside[:, None],
                             other=float("-inf"),
                         )
-                        a = tl.maximum(a, tap)
+                        a = tl.maximum(a, tap, propagate_nan=tl.PropagateNan.ALL)
             a = a.to(x_ptr.dtype.element_ty)  # tl.maximum computes bf16 in fp32 (exact)
         b = tl.load(
             w_k + offs_k[:, None] * C_out + offs_n[None, :],
@@ -146,7 +146,7 @@ def conv1x1_slice_kernel(
         w_k += BLOCK_K * C_out
 
     bias = tl.load(bias_ptr + n0 + offs_n, mask=mask_n, other=0.0)
-    y = tl.maximum(acc + bias[None, :], 0.0)
+    y = tl.maximum(acc + bias[None, :], 0.0, propagate_nan=tl.PropagateNan.ALL)
     # Output offsets only now: computed before the loop they would hold registers throughout.
     out_tile = out_ptr + (img0.to(tl.int64) * stride_on + (c_off + n0).to(tl.int64) * stride_oc)
     out_row = (img - img0) * stride_on + h * stride_oh + w * stride_ow
