@@ -158,15 +158,14 @@ class FusedInception(Inception):
         if not x.is_floating_point():
             raise TypeError(f"FusedInception expects a floating-point input, got {x.dtype}")
         weight = self.branch1.conv.weight
-        autocast = torch.is_autocast_enabled(x.device.type) and x.dtype != torch.float64
-        if x.dtype != weight.dtype and not autocast:
-            raise TypeError(
-                f"input dtype {x.dtype} does not match the block's parameters ({weight.dtype}); "
-                f"convert one of them, e.g. block.to({x.dtype})"
-            )
         if x.device != weight.device:
             raise RuntimeError(
                 f"input is on {x.device} but the block's parameters are on {weight.device}"
+            )
+        if x.dtype != weight.dtype and not _autocast_enabled(x):
+            raise TypeError(
+                f"input dtype {x.dtype} does not match the block's parameters ({weight.dtype}); "
+                f"convert one of them, e.g. block.to({x.dtype})"
             )
 
     def _needs_autograd(self, x: Tensor) -> bool:
@@ -187,8 +186,7 @@ class FusedInception(Inception):
             if not compiling:
                 _warn_composed_once("training mode with BatchNorm uses batch statistics")
             return super().forward(x)
-        autocast = torch.is_autocast_enabled(x.device.type) and x.dtype != torch.float64
-        if compiling or autocast or self._needs_autograd(x):
+        if compiling or _autocast_enabled(x) or self._needs_autograd(x):
             # Folding with torch ops keeps BN's gamma/beta and the conv weights in the autograd
             # graph (and in a compiled graph); the operator's autocast rule sets the dtype.
             return inception_block(x, *fold_block(self, differentiable=True), self.backend)
@@ -199,6 +197,16 @@ class FusedInception(Inception):
         state = self.__dict__.copy()
         state["_packed_cache"] = None  # packed tensors are derived data; rebuilt on demand
         return state
+
+
+def _autocast_enabled(x: Tensor) -> bool:
+    """True under torch.autocast for x's device type (autocast leaves float64 alone)."""
+    if x.dtype == torch.float64:
+        return False
+    try:
+        return torch.is_autocast_enabled(x.device.type)
+    except RuntimeError:  # a device type autocast does not know (meta, ...)
+        return False
 
 
 def inception_structure_error(module: nn.Module) -> str | None:

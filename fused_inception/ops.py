@@ -66,9 +66,58 @@ def inception_block(
     The weights are packed for the backend on every call: in training they change every step,
     and the eval fast path (FusedInception under no_grad) keeps its own packed cache.
     """
-    _, impl = resolve_backend(backend, x.device)
     params = FoldedParams(w1, b1, w2r, b2r, w2, b2, w3r, b3r, w3, b3, w4, b4)
+    check_block_args(x, params)
+    _, impl = resolve_backend(backend, x.device)
     return impl.forward(x, impl.prepare(params))
+
+
+def check_block_args(x: Tensor, p: FoldedParams) -> None:
+    """Refuse, before any kernel runs, arguments the block cannot compute with.
+
+    TypeError for a non-tensor, a non-floating x or a parameter of another dtype; ValueError for
+    a shape that does not chain (x's channels, each 1x1 conv's input, each kxk conv's reduced
+    channels and odd kernel size 3 or 5, the biases' lengths); RuntimeError for a parameter on
+    another device than x. Messages name the argument, the expected and the actual value.
+    """
+    if not isinstance(x, Tensor):
+        raise TypeError(f"inception_block: x must be a torch.Tensor, got {type(x).__name__}")
+    if x.dim() != 4:
+        raise ValueError(f"inception_block: x must be 4-D [N, Cin, H, W], got {tuple(x.shape)}")
+    if not x.is_floating_point():
+        raise TypeError(f"inception_block: x must be floating-point, got {x.dtype}")
+    c_in = x.shape[1]
+    for name, t in zip(_PARAM_NAMES, p, strict=True):
+        if not isinstance(t, Tensor):
+            raise TypeError(f"inception_block: {name} must be a torch.Tensor, got {type(t)}")
+        if t.dtype != x.dtype:
+            raise TypeError(f"inception_block: {name} is {t.dtype}, x is {x.dtype}")
+        if t.device != x.device:
+            raise RuntimeError(f"inception_block: {name} is on {t.device}, x on {x.device}")
+    # (weight, bias, input channels it must read, allowed kernel sizes)
+    convs = {
+        "1": (p.w1, p.b1, c_in, (1,)),
+        "2r": (p.w2r, p.b2r, c_in, (1,)),
+        "2": (p.w2, p.b2, p.w2r.shape[0], (3, 5)),
+        "3r": (p.w3r, p.b3r, c_in, (1,)),
+        "3": (p.w3, p.b3, p.w3r.shape[0], (3, 5)),
+        "4": (p.w4, p.b4, c_in, (1,)),
+    }
+    for tag, (weight, bias, reads, kernels) in convs.items():
+        k = weight.shape[-1] if weight.dim() == 4 else -1
+        if weight.dim() != 4 or weight.shape[1] != reads or weight.shape[2:] != (k, k):
+            raise ValueError(
+                f"inception_block: w{tag} must be [C, {reads}, K, K], got {tuple(weight.shape)}"
+            )
+        if k not in kernels or weight.shape[0] == 0:
+            raise ValueError(
+                f"inception_block: w{tag} must have kernel size {' or '.join(map(str, kernels))} "
+                f"and at least one output channel, got {tuple(weight.shape)}"
+            )
+        if tuple(bias.shape) != (weight.shape[0],):
+            raise ValueError(
+                f"inception_block: b{tag} must be [{weight.shape[0]}], got {tuple(bias.shape)}"
+            )
 
 
 def output_memory_format(x: Tensor) -> torch.memory_format:
@@ -80,7 +129,8 @@ def output_memory_format(x: Tensor) -> torch.memory_format:
 
 @inception_block.register_fake
 def _(x, w1, b1, w2r, b2r, w2, b2, w3r, b3r, w3, b3, w4, b4, backend):
-    torch._check(x.dim() == 4, lambda: f"x must be 4-D [N, Cin, H, W], got {x.dim()}-D")
+    # Also the Meta kernel: a meta parameter next to a CPU x dispatches here, so check devices.
+    check_block_args(x, FoldedParams(w1, b1, w2r, b2r, w2, b2, w3r, b3r, w3, b3, w4, b4))
     n, _, h, w = x.shape
     c_out = w1.shape[0] + w2.shape[0] + w3.shape[0] + w4.shape[0]
     return torch.empty(

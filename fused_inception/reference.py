@@ -125,7 +125,7 @@ class Inception(nn.Module):
     ) -> None:
         super().__init__()
         channels = (in_channels, ch1x1, ch3x3red, ch3x3, ch5x5red, ch5x5, pool_proj)
-        _check_block_args(channels, branch3_kernel)
+        _check_block_args(channels, branch3_kernel, norm)
         self.branch1 = ConvUnit(in_channels, ch1x1, 1, norm)
         self.branch2 = nn.Sequential(
             ConvUnit(in_channels, ch3x3red, 1, norm), ConvUnit(ch3x3red, ch3x3, 3, norm)
@@ -143,10 +143,17 @@ class Inception(nn.Module):
         return torch.cat([self.branch1(x), self.branch2(x), self.branch3(x), self.branch4(x)], 1)
 
 
-def _check_block_args(channels: tuple[int, ...], branch3_kernel: int) -> None:
+def _check_block_args(channels: tuple[int, ...], branch3_kernel: int, norm: bool) -> None:
+    """ValueError/TypeError naming the first invalid constructor argument."""
     names = ("in_channels", "ch1x1", "ch3x3red", "ch3x3", "ch5x5red", "ch5x5", "pool_proj")
     for name, value in zip(names, channels, strict=True):
         if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
             raise ValueError(f"{name} must be a positive int, got {value!r}")
-    if branch3_kernel not in (3, 5):
-        raise ValueError(f"branch3_kernel must be 3 or 5, got {branch3_kernel!r}")
+    if (
+        not isinstance(branch3_kernel, int)
+        or isinstance(branch3_kernel, bool)
+        or branch3_kernel not in (3, 5)
+    ):
+        raise ValueError(f"branch3_kernel must be the int 3 or 5, got {branch3_kernel!r}")
+    if not isinstance(norm, bool):
+        raise TypeError(f"norm must be a bool, got {norm!r}")
