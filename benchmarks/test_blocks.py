@@ -1,12 +1,25 @@
-"""pytest-benchmark suite: GoogLeNet's nine blocks, eager vs fused, grouped per block.
+"""pytest-benchmark suite: GoogLeNet's nine blocks and the whole network, grouped per case.
 
-    pytest benchmarks/                      # not part of the default test run (testpaths=tests)
-    pytest benchmarks/ --benchmark-json out.json -k "4e"
+    pytest -n 0 benchmarks/                 # not part of the default test run (testpaths=tests)
+    pytest -n 0 benchmarks/ --benchmark-json out.json -k "4e"
+    FUSED_INCEPTION_BENCH_COMPILE=0 pytest -n 0 benchmarks/    # without torch.compile
 
-The cases are the ones `python -m fused_inception.bench` times (fused_inception.bench.block_impls);
-pytest-benchmark does the timing and the statistics here. Batch and dtype come from
-FUSED_INCEPTION_BENCH_BATCH (default 8) and the device's default dtype (fp16 on a GPU, fp32 on
-the CPU).
+`-n 0` turns off pytest-xdist (pyproject's addopts use `-n auto`): pytest-benchmark does not
+time under xdist, and parallel workers would share the cores being measured.
+
+The cases are the ones `python -m fused_inception.bench` times (fused_inception.bench_cases:
+same modules, same rotated inputs); pytest-benchmark does the timing and the statistics here.
+Each group (block, layout, batch, dtype) holds torchvision's eager module, FusedInception per
+backend and torch.compile (mode "default") of torchvision's module, compiled by a first call
+outside the timed rounds (its seconds go to the benchmark's extra_info["compile_s"]).
+
+Environment:
+- FUSED_INCEPTION_BENCH_BATCH: batch size (default 8);
+- FUSED_INCEPTION_BENCH_COMPILE=0: leave torch.compile out (each block compiles in 10-30 s on a
+  2-core CPU, the first time; inductor's cache makes later runs faster);
+- FUSED_INCEPTION_BENCH_COMPILE_NETWORK=1: compile the whole network too (off by default:
+  about 140 s per layout on a 2-core CPU).
+The dtype is the device's default (fp16 on a GPU, fp32 on the CPU).
 """
 
 from __future__ import annotations
@@ -17,23 +30,31 @@ import pytest
 import torch
 
 from fused_inception.backends import available_backends
-from fused_inception.bench import LAYOUTS, block_impls
+from fused_inception.bench_cases import LAYOUTS, NETWORK, build_case, compile_impl_name
 from fused_inception.configs import GOOGLENET_BLOCKS
+from fused_inception.timing import first_call_seconds
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 DTYPE = torch.float16 if DEVICE.type == "cuda" else torch.float32
 BATCH = int(os.environ.get("FUSED_INCEPTION_BENCH_BATCH", "8"))
+COMPILE = os.environ.get("FUSED_INCEPTION_BENCH_COMPILE", "1") != "0"
+COMPILE_NETWORK = os.environ.get("FUSED_INCEPTION_BENCH_COMPILE_NETWORK", "0") == "1"
 BACKENDS = [b for b in available_backends() if (b == "cpu") != (DEVICE.type == "cuda")]
-IMPLS = ["eager"] + [f"fused_{b}" for b in BACKENDS]
+IMPLS = ["torchvision_eager"] + [f"fused_{b}" for b in BACKENDS]
+IMPLS += [compile_impl_name("default")] if COMPILE else []
 
 
 @pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("layout", list(LAYOUTS))
-@pytest.mark.parametrize("block", list(GOOGLENET_BLOCKS))
+@pytest.mark.parametrize("block", [*GOOGLENET_BLOCKS, NETWORK])
 def test_block(benchmark, block, layout, impl):
+    if block == NETWORK and impl.startswith("torchvision_compile") and not COMPILE_NETWORK:
+        pytest.skip("compiling the network takes minutes; FUSED_INCEPTION_BENCH_COMPILE_NETWORK=1")
     benchmark.group = f"{block} {layout} batch {BATCH} {str(DTYPE).replace('torch.', '')}"
-    impls = block_impls(GOOGLENET_BLOCKS[block], BATCH, DTYPE, DEVICE, BACKENDS, layout)
-    fn = next(iter(impls.values())) if impl == "eager" else impls[impl]
+    backends = [impl.removeprefix("fused_")] if impl.startswith("fused_") else []
+    modes = ["default"] if impl.startswith("torchvision_compile") else []
+    case = build_case(block, BATCH, DTYPE, DEVICE, layout, backends, modes)
+    fn = case.calls[impl]
 
     def run():
         fn()
@@ -41,4 +62,6 @@ def test_block(benchmark, block, layout, impl):
             torch.cuda.synchronize()
 
     with torch.inference_mode():
+        if case.compiled:
+            benchmark.extra_info["compile_s"] = first_call_seconds(fn, DEVICE)
         benchmark.pedantic(run, warmup_rounds=2, rounds=10, iterations=1)

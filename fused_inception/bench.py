@@ -1,186 +1,304 @@
-"""The main job: throughput of FusedInception against torchvision's eager Inception block.
+"""The main job: throughput of FusedInception against torchvision's Inception block and GoogLeNet,
+eager and under torch.compile, with each time set against the device's roofline.
 
-    python -m fused_inception.bench                 # best device present, default sizes
+    python -m fused_inception.bench                 # best device present, default cases
     python -m fused_inception.bench --device cpu --batch 8 --dtype float32 --json out.json
+    python -m fused_inception.bench --device cuda --plot speedups.svg
 
-For each GoogLeNet block (its 224x224 spatial size), batch size, dtype and input layout
-("nchw" or "channels_last"), it times torchvision's eager block and FusedInception on every
-available backend side by side (interleaved, medians) and reports images/s, the speedup
-against the eager block on the same input, and the achieved GFLOP/s.
+For each GoogLeNet block (3a ... 5b, at their 224x224 sizes) and the whole network, batch size,
+dtype and input layout ("nchw" or "channels_last"), it times side by side (interleaved calls,
+warm-up, medians, rotated inputs; fused_inception.timing) torchvision's eager module,
+FusedInception on every available backend and torch.compile of torchvision's module, and
+reports images/s, the speedup against the eager module on the same input, the achieved TFLOP/s
+and the roofline bound (fused_inception.roofline, fused_inception.peaks).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import json
 import math
+import os
 import platform
 import sys
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Sequence
 
 import torch
 
 from . import __version__
 from .backends import available_backends, backend_unavailable_reason
-from .configs import GOOGLENET_BLOCKS, BlockConfig
-from .module import FusedInception
-from .reference import Inception
-from .timing import median_ms_interleaved
+from .bench_cases import (
+    COMPILE_MODES,
+    DTYPES,
+    LAYOUTS,
+    MIN_ROTATION_BYTES,
+    NETWORK,
+    Case,
+    build_case,
+    compile_impl_name,
+)
+from .configs import GOOGLENET_BLOCKS
+from .peaks import Peak, device_peak
+from .roofline import block_macs, roofline
+from .timing import first_call_seconds, median_ms_interleaved
 
-LAYOUTS = {"nchw": torch.contiguous_format, "channels_last": torch.channels_last}
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+__all__ = ["GOOGLENET_BLOCKS", "block_macs", "main", "parse_args", "case_rows", "summarize"]
 
-
-def block_macs(cfg: BlockConfig, branch3_kernel: int = 3) -> int:
-    """Multiply-adds of one block per image at its GoogLeNet spatial size."""
-    pixels = cfg.hw * cfg.hw
-    per_pixel = (
-        cfg.in_channels * (cfg.ch1x1 + cfg.ch3x3red + cfg.ch5x5red + cfg.pool_proj)
-        + 9 * cfg.ch3x3red * cfg.ch3x3
-        + branch3_kernel**2 * cfg.ch5x5red * cfg.ch5x5
-    )
-    return pixels * per_pixel
-
-
-def _randomize_bn(module: torch.nn.Module, gen: torch.Generator) -> None:
-    # Fresh running statistics so folding is not an identity (init values are 0 and 1).
-    for m in module.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            c = m.num_features
-            m.running_mean.copy_(torch.randn(c, generator=gen) * 0.1)
-            m.running_var.copy_(torch.rand(c, generator=gen) + 0.5)
-            m.weight.data.copy_(torch.rand(c, generator=gen) + 0.5)
-            m.bias.data.copy_(torch.randn(c, generator=gen) * 0.1)
+BLOCK_CHOICES = (*GOOGLENET_BLOCKS, NETWORK)
+# The network costs about 30 blocks per call: fewer timed rounds keep a run within minutes.
+NETWORK_REPEATS_DIVISOR = 3
 
 
-def _eager_block(cfg: BlockConfig):
-    try:
-        from torchvision.models.googlenet import Inception as TvInception
-
-        return TvInception(*cfg.args()), "torchvision"
-    except ImportError:
-        return Inception(*cfg.args()), "reference"
+def network_repeats(repeats: int) -> int:
+    """Timed rounds for the network case: a third of the blocks', at least 3 (or `repeats`)."""
+    return min(repeats, max(3, repeats // NETWORK_REPEATS_DIVISOR))
 
 
-def block_impls(
-    cfg: BlockConfig,
+def _sig(value: float, digits: int = 4) -> float:
+    return float(f"{value:.{digits}g}")
+
+
+def case_rows(
+    block: str,
     batch: int,
     dtype: torch.dtype,
     device: torch.device,
-    backends: Sequence[str],
     layout: str,
-    seed: int = 0,
-) -> dict[str, Callable[[], torch.Tensor]]:
-    """The callables compared for one case: the eager block first, then FusedInception per
-    backend, all computing the same block (same weights, fresh BN statistics) on one input."""
-    gen = torch.Generator().manual_seed(seed)
-    eager, eager_name = _eager_block(cfg)
-    with torch.no_grad():
-        _randomize_bn(eager, gen)
-    fmt = LAYOUTS[layout]
-    eager = eager.eval().to(device=device, dtype=dtype, memory_format=fmt)
-    x = torch.randn(batch, cfg.in_channels, cfg.hw, cfg.hw, generator=gen)
-    x = x.to(device=device, dtype=dtype).contiguous(memory_format=fmt)
-    impls = {f"{eager_name}_eager": lambda: eager(x)}
-    for b in backends:
-        fused = FusedInception.from_module(eager, backend=b).eval()
-        impls[f"fused_{b}"] = lambda m=fused: m(x)
-    return impls
-
-
-def bench_block(
-    name: str,
-    cfg: BlockConfig,
-    batch: int,
-    dtype: torch.dtype,
-    device: torch.device,
-    backends: Sequence[str],
-    repeats: int,
-    min_seconds: float,
+    case: Case,
+    times_ms: Sequence[float],
+    compile_s: dict[str, float],
+    peak: Peak | None,
 ) -> list[dict]:
-    """Rows for one block/batch/dtype: eager and fused, both layouts, timed side by side."""
-    macs = block_macs(cfg) * batch
+    """The rows of one timed case, one per implementation, with the roofline fields.
+
+    times_ms:  median ms per call, in the order of case.calls (the eager module first)
+    compile_s: seconds spent compiling, for the implementations of case.compiled
+    peak:      the device's peak rates (None: roofline fields are None)
+    """
+    itemsize = torch.empty((), dtype=dtype).element_size()
+    flops = case.traffic.flops(batch)
+    bytes_fused = case.traffic.bytes(batch, itemsize, fused=True)
+    bytes_unfused = case.traffic.bytes(batch, itemsize, fused=False)
+    roof: dict[str, float | None] = dict.fromkeys(
+        (
+            "peak_tflops",
+            "peak_gbps",
+            "bound_ms_fused",
+            "bound_ms_unfused",
+            "attainable_tflops_fused",
+            "attainable_tflops_unfused",
+        )
+    )
+    if peak is not None:
+        fused = roofline(flops, bytes_fused, peak.tflops(dtype), peak.gbps)
+        unfused = roofline(flops, bytes_unfused, peak.tflops(dtype), peak.gbps)
+        roof.update(
+            peak_tflops=_sig(peak.tflops(dtype)),
+            peak_gbps=_sig(peak.gbps),
+            bound_ms_fused=_sig(fused.ms),
+            bound_ms_unfused=_sig(unfused.ms),
+            attainable_tflops_fused=_sig(fused.tflops),
+            attainable_tflops_unfused=_sig(unfused.tflops),
+        )
+    base = times_ms[0]
     rows = []
-    for layout in LAYOUTS:
-        impls = block_impls(cfg, batch, dtype, device, backends, layout)
-        with torch.inference_mode():
-            times = median_ms_interleaved(
-                list(impls.values()), device, repeats=repeats, min_seconds=min_seconds
-            )
-        base = times[0]
-        for impl, ms in zip(impls, times, strict=True):
-            rows.append(
-                {
-                    "block": name,
-                    "batch": batch,
-                    "dtype": str(dtype).replace("torch.", ""),
-                    "device": device.type,
-                    "layout": layout,
-                    "impl": impl,
-                    "median_ms": round(ms, 4),
-                    "images_per_s": round(batch / ms * 1e3, 2),
-                    "speedup": round(base / ms, 4),
-                    "gflops": round(2 * macs / ms / 1e6, 2),
-                }
-            )
+    for impl, ms in zip(case.calls, times_ms, strict=True):
+        fraction = None if peak is None else _sig(roof["bound_ms_fused"] / ms)
+        compiled = compile_s.get(impl)
+        rows.append(
+            {
+                "block": block,
+                "batch": batch,
+                "dtype": str(dtype).replace("torch.", ""),
+                "device": device.type,
+                "layout": layout,
+                "impl": impl,
+                "median_ms": round(ms, 4),
+                "images_per_s": _sig(batch / ms * 1e3),
+                "speedup": round(base / ms, 4),
+                "tflops": _sig(flops / ms / 1e9),
+                "compile_s": None if compiled is None else round(compiled, 2),
+                "macs_per_image": case.traffic.macs_per_image,
+                "flops": flops,
+                "bytes_fused": bytes_fused,
+                "bytes_unfused": bytes_unfused,
+                **roof,
+                "roofline_fraction": fraction,
+            }
+        )
     return rows
 
 
 def summarize(rows: list[dict]) -> list[str]:
-    """Geometric mean and minimum of the speedups per (impl, layout, batch, dtype)."""
-    groups: dict[tuple, list[float]] = {}
+    """Per (impl, layout, batch, dtype): geometric mean and minimum of the blocks' speedups,
+    and the network's speedup."""
+    groups: dict[tuple, dict[str, float]] = {}
     for r in rows:
-        if r["impl"].startswith("fused_"):
+        if r["impl"] != "torchvision_eager":
             key = (r["impl"], r["layout"], r["batch"], r["dtype"])
-            groups.setdefault(key, []).append(r["speedup"])
+            groups.setdefault(key, {})[r["block"]] = r["speedup"]
     lines = []
-    for (impl, layout, batch, dtype), s in groups.items():
-        geo = math.exp(sum(math.log(v) for v in s) / len(s))
-        lines.append(
-            f"{impl:12s} {layout:13s} batch {batch:<4d} {dtype:9s} speedup vs eager: "
-            f"geomean {geo:.2f}x, min {min(s):.2f}x over {len(s)} blocks"
-        )
+    for (impl, layout, batch, dtype), by_block in groups.items():
+        text = f"{impl:32s} {layout:13s} batch {batch:<4d} {dtype:9s} speedup vs eager:"
+        blocks = {b: s for b, s in by_block.items() if b != NETWORK}
+        if blocks:
+            geo = math.exp(sum(math.log(v) for v in blocks.values()) / len(blocks))
+            worst = min(blocks, key=blocks.get)
+            text += (
+                f" geomean {geo:.2f}x, min {blocks[worst]:.2f}x ({worst}) over {len(blocks)} blocks"
+            )
+        if NETWORK in by_block:
+            text += f"{';' if blocks else ''} network {by_block[NETWORK]:.2f}x"
+        lines.append(text)
     return lines
 
 
-def _header(device: torch.device, args: argparse.Namespace) -> str:
+def _versions() -> str:
+    parts = [f"fused_inception {__version__}", f"torch {torch.__version__}"]
+    for name in ("torchvision", "triton"):
+        try:  # from the installed metadata: importing triton only for this costs a second
+            parts.append(f"{name} {importlib.metadata.version(name)}")
+        except importlib.metadata.PackageNotFoundError:
+            parts.append(f"{name} absent")
+    parts.append(f"CUDA {torch.version.cuda or 'none'} (torch build)")
+    if torch.cuda.is_available():
+        parts.append(f"cuDNN {torch.backends.cudnn.version()}")
+    parts.append(f"python {platform.python_version()}")
+    return " | ".join(parts)
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _device_text(device: torch.device) -> str:
     if device.type == "cuda":
-        dev = torch.cuda.get_device_name(device)
-    else:
-        dev = f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
-    return (
-        f"fused_inception {__version__} | torch {torch.__version__} | python "
-        f"{platform.python_version()} | device {device.type} ({dev})\n"
-        f"backends: {', '.join(args.backend)} | blocks: {', '.join(args.blocks)} | "
-        f"batch: {args.batch} | dtype: {args.dtype} | repeats: {args.repeats}"
+        p = torch.cuda.get_device_properties(device)
+        return (
+            f"cuda: {p.name} (sm_{p.major}{p.minor}, {p.multi_processor_count} SMs, "
+            f"{p.total_memory / 2**30:.0f} GiB)"
+        )
+    load = os.getloadavg()
+    text = (
+        f"cpu: {_cpu_model()} ({os.cpu_count()} logical cores, torch threads "
+        f"{torch.get_num_threads()}; load average {' '.join(f'{v:.1f}' for v in load)})"
+    )
+    if load[0] > (os.cpu_count() or 1) - 0.5:
+        # Other processes on these cores stall the thread pool's barriers: times swell, by
+        # different factors for different implementations.
+        text += "\nwarning: the cores are busy with other processes; times will be inflated"
+    return text
+
+
+def _peak_text(peak: Peak | None, source: str, dtypes: Sequence[str]) -> str:
+    if peak is None:
+        return f"peak rates: {source}"
+    rates = ", ".join(f"{peak.tflops(DTYPES[d]):.3g} TFLOP/s {d}" for d in dtypes)
+    return f"peak rates: {rates}, {peak.gbps:.4g} GB/s memory -- {source}"
+
+
+def header(args: argparse.Namespace, impls: Sequence[str], peak_line: str) -> str:
+    """What the run measured with: versions, device, peak rates, settings."""
+    device = args.device
+    return "\n".join(
+        [
+            _versions(),
+            f"device: {_device_text(device)}",
+            peak_line,
+            f"cases: {', '.join(args.blocks)} | batch {args.batch} | dtype {args.dtype} | "
+            f"layouts {', '.join(LAYOUTS)}",
+            f"implementations: {', '.join(impls)}",
+            f"timing: {'CUDA events' if device.type == 'cuda' else 'perf_counter'} per call, "
+            f"{args.warmup} warm-up rounds, median of >= {args.repeats} interleaved rounds "
+            f"(network >= {network_repeats(args.repeats)}) and >= {args.min_seconds} s per "
+            f"case; inputs rotated over >= {MIN_ROTATION_BYTES // 2**20} MiB; compilation "
+            "timed apart",
+        ]
     )
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m fused_inception.bench", description=__doc__)
-    p.add_argument("--device", default=None, help="cpu or cuda (default: the best present)")
-    p.add_argument("--blocks", nargs="+", default=list(GOOGLENET_BLOCKS), metavar="BLOCK")
-    p.add_argument("--batch", nargs="+", type=int, default=None)
+    """Parse the command line and fill in the device-dependent defaults."""
+    p = argparse.ArgumentParser(
+        prog="python -m fused_inception.bench",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if present)")
+    p.add_argument(
+        "--blocks",
+        nargs="+",
+        default=None,
+        choices=BLOCK_CHOICES,
+        metavar="BLOCK",
+        help=f"cases among {', '.join(BLOCK_CHOICES)} (default: all)",
+    )
+    p.add_argument("--no-network", action="store_true", help="leave the whole network out")
+    p.add_argument("--batch", nargs="+", type=int, default=None, help="GPU 1 8 32 128, CPU 1 8")
     p.add_argument("--dtype", nargs="+", default=None, choices=list(DTYPES))
-    p.add_argument("--backend", nargs="+", default=None, help="backends to time")
-    p.add_argument("--repeats", type=int, default=None, help="timed rounds (at least)")
+    p.add_argument("--backend", nargs="+", default=None, help="FusedInception backends to time")
+    p.add_argument(
+        "--compile",
+        nargs="+",
+        default=None,
+        choices=COMPILE_MODES,
+        metavar="MODE",
+        help="torch.compile modes of torchvision's block (default: default and max-autotune "
+        "on a GPU, default on the CPU; none with --quick)",
+    )
+    p.add_argument("--no-compile", action="store_true", help="no torch.compile baseline")
+    p.add_argument(
+        "--compile-network",
+        action="store_true",
+        help="compile the whole network too (off by default: about 140 s per layout and batch "
+        "on a 2-core CPU)",
+    )
+    p.add_argument("--repeats", type=int, default=None, help="timed rounds per case (at least)")
     p.add_argument("--json", default=None, metavar="PATH", help="write the rows as JSON")
-    p.add_argument("--quick", action="store_true", help="one small batch, few repeats")
+    p.add_argument("--plot", default=None, metavar="PATH", help="write a speedup chart (.svg)")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="batch 1, 3 rounds, no minimum time, no torch.compile unless --compile is given",
+    )
     args = p.parse_args(argv)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if device.type == "cuda" and not torch.cuda.is_available():
+        p.error("--device cuda: no CUDA device is available")
     args.device = device
-    unknown = [b for b in args.blocks if b not in GOOGLENET_BLOCKS]
-    if unknown:
-        p.error(f"unknown blocks {unknown}; choose from {list(GOOGLENET_BLOCKS)}")
     on_gpu = device.type == "cuda"
+    if args.blocks is None:
+        args.blocks = list(BLOCK_CHOICES)
+    if args.no_network:
+        args.blocks = [b for b in args.blocks if b != NETWORK]
     if args.batch is None:
         args.batch = [1] if args.quick else ([1, 8, 32, 128] if on_gpu else [1, 8])
     if args.dtype is None:
         args.dtype = ["float16", "bfloat16"] if on_gpu else ["float32"]
     if args.repeats is None:
         args.repeats = 3 if args.quick else 15
+    args.warmup = 1 if args.quick else 2
+    args.min_seconds = 0.0 if args.quick else 1.0
+    if args.no_compile or (args.quick and args.compile is None):
+        args.compile = []
+    elif args.compile is None:
+        args.compile = list(COMPILE_MODES) if on_gpu else ["default"]
+    if "max-autotune" in args.compile and not on_gpu:
+        p.error("--compile max-autotune is for a GPU (on the CPU it only adds compile time)")
+    if args.plot and not args.plot.endswith(".svg"):
+        p.error("--plot writes SVG: give a path ending in .svg")
     if args.backend is None:
-        # On a GPU the GPU backends; the ATen-built "cpu" backend only on the CPU.
+        # On a GPU the GPU backends; the ATen-built "cpu" backend only on the CPU (the GPU
+        # backends run on CPU tensors only in emulators, far too slow to time).
         args.backend = [b for b in available_backends() if (b == "cpu") != on_gpu]
     for b in args.backend:
         reason = backend_unavailable_reason(b)
@@ -189,53 +307,111 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
-    device = args.device
-    print(_header(device, args), flush=True)
-    rows: list[dict] = []
-    cases = [(b, n, d) for d in args.dtype for n in args.batch for b in args.blocks]
-    min_seconds = 0.0 if args.quick else 1.0
-    fmt = "{:>5s} {:>5d} {:>8s} {:>13s} {:>18s} {:>10.3f} {:>10.1f} {:>8.2f}x {:>8.1f}"
-    print(
-        f"{'block':>5s} {'batch':>5s} {'dtype':>8s} {'layout':>13s} {'impl':>18s} "
-        f"{'median ms':>10s} {'images/s':>10s} {'speedup':>9s} {'GFLOP/s':>8s}"
+ROW_FORMAT = "{:>7s} {:>5d} {:>8s} {:>13s} {:>32s} {:>10.3f} {:>9.1f} {:>7.2f}x {:>8.4g} {}"
+ROW_HEADER = (
+    f"{'block':>7s} {'batch':>5s} {'dtype':>8s} {'layout':>13s} {'impl':>32s} "
+    f"{'median ms':>10s} {'images/s':>9s} {'speedup':>8s} {'TFLOP/s':>8s} roofline"
+)
+
+
+def _row_text(r: dict) -> str:
+    roof = (
+        "-"
+        if r["roofline_fraction"] is None
+        else f"{r['roofline_fraction']:.0%} of fused bound {r['bound_ms_fused']:.3g} ms "
+        f"(unfused {r['bound_ms_unfused']:.3g} ms)"
     )
-    for i, (block, batch, dtype) in enumerate(cases, 1):
-        print(f"[{i}/{len(cases)}] block {block}, batch {batch}, {dtype}", file=sys.stderr)
-        new = bench_block(
-            block,
-            GOOGLENET_BLOCKS[block],
-            batch,
-            DTYPES[dtype],
+    if r["compile_s"] is not None:
+        roof += f"; compiled in {r['compile_s']:.1f} s"
+    return ROW_FORMAT.format(
+        r["block"],
+        r["batch"],
+        r["dtype"],
+        r["layout"],
+        r["impl"],
+        r["median_ms"],
+        r["images_per_s"],
+        r["speedup"],
+        r["tflops"],
+        roof,
+    )
+
+
+def _progress(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def run_case(
+    args: argparse.Namespace, block: str, batch: int, dtype: str, layout: str, peak: Peak | None
+) -> list[dict]:
+    """Build, compile (timed apart), time and turn into rows one case."""
+    device = args.device
+    modes = args.compile if (block != NETWORK or args.compile_network) else []
+    case = build_case(block, batch, DTYPES[dtype], device, layout, args.backend, modes)
+    compile_s = {}
+    repeats = network_repeats(args.repeats) if block == NETWORK else args.repeats
+    with torch.inference_mode():
+        for name in case.compiled:
+            _progress(f"    compiling {name} ({block}, batch {batch}, {dtype}, {layout}) ...")
+            compile_s[name] = first_call_seconds(case.calls[name], device)
+        times = median_ms_interleaved(
+            list(case.calls.values()),
             device,
-            args.backend,
-            args.repeats,
-            min_seconds,
+            warmup=args.warmup,
+            repeats=repeats,
+            min_seconds=args.min_seconds,
         )
+    for name, ms in zip(case.calls, times, strict=True):
+        if name in compile_s:  # the first call also ran the module once
+            compile_s[name] = max(0.0, compile_s[name] - ms / 1e3)
+    return case_rows(block, batch, DTYPES[dtype], device, layout, case, times, compile_s, peak)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the benchmark (the console script fused-inception-bench); 0 on success."""
+    args = parse_args(argv)
+    start = time.perf_counter()
+    impls = ["torchvision_eager", *(f"fused_{b}" for b in args.backend)]
+    impls += [compile_impl_name(m) for m in args.compile]
+    peak, source = device_peak(args.device, tuple(DTYPES[d] for d in args.dtype))
+    print(header(args, impls, _peak_text(peak, source, args.dtype)), flush=True)
+    print(ROW_HEADER, flush=True)
+    cases = [
+        (block, batch, dtype, layout)
+        for dtype in args.dtype
+        for batch in args.batch
+        for block in args.blocks
+        for layout in LAYOUTS
+    ]
+    rows: list[dict] = []
+    for i, (block, batch, dtype, layout) in enumerate(cases, 1):
+        _progress(
+            f"[{i}/{len(cases)} {time.perf_counter() - start:.0f} s] {block}, batch {batch}, "
+            f"{dtype}, {layout}"
+        )
+        new = run_case(args, block, batch, dtype, layout, peak)
         for r in new:
-            print(
-                fmt.format(
-                    r["block"],
-                    r["batch"],
-                    r["dtype"],
-                    r["layout"],
-                    r["impl"],
-                    r["median_ms"],
-                    r["images_per_s"],
-                    r["speedup"],
-                    r["gflops"],
-                ),
-                flush=True,
-            )
+            print(_row_text(r), flush=True)
         rows.extend(new)
     print()
     for line in summarize(rows):
         print(line)
+    compiled = [r["compile_s"] for r in rows if r["compile_s"] is not None]
+    if compiled:
+        print(
+            f"torch.compile: {len(compiled)} compilations, {sum(compiled):.0f} s in all "
+            f"(max {max(compiled):.1f} s), not included in any median"
+        )
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=1)
         print(f"wrote {len(rows)} rows to {args.json}")
+    if args.plot:
+        from .plot import write_speedup_svg
+
+        write_speedup_svg(rows, args.plot)
+        print(f"wrote the speedup chart to {args.plot}")
+    print(f"finished in {time.perf_counter() - start:.0f} s", flush=True)
     return 0
 
 

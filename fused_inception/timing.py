@@ -3,6 +3,9 @@
 CPU: wall clock around each call, warm-up first, the candidates interleaved call by call so
 that drifts in clock speed or load hit all of them alike, medians reported.
 CUDA: CUDA events around each call after a synchronize, same interleaving.
+Inputs rotate (`cycling`): each candidate walks through several distinct input tensors, together
+larger than the last-level cache, so that no call finds its input already cached. Compilation
+and other first-call costs are measured apart (`first_call_seconds`), never inside a median.
 """
 
 from __future__ import annotations
@@ -26,6 +29,36 @@ def _time_call(fn: Callable[[], object], device: torch.device) -> float:
     t0 = time.perf_counter()
     fn()
     return (time.perf_counter() - t0) * 1e3
+
+
+def cycling(
+    fn: Callable[[torch.Tensor], object], inputs: Sequence[torch.Tensor], start: int = 0
+) -> Callable[[], object]:
+    """A no-argument callable that calls `fn` on inputs[start], inputs[start + 1], ... in turn.
+
+    Give each interleaved candidate a different `start` (spread over the list) so that the input
+    one candidate just read is not the next one's.
+    """
+    position = start
+
+    def call() -> object:
+        nonlocal position
+        x = inputs[position % len(inputs)]
+        position += 1
+        return fn(x)
+
+    return call
+
+
+def first_call_seconds(fn: Callable[[], object], device: torch.device) -> float:
+    """Wall-clock seconds of one call, synchronized: the cost of a first call that compiles."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    t0 = time.perf_counter()
+    fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - t0
 
 
 def median_ms_interleaved(

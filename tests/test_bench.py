@@ -1,34 +1,143 @@
-"""The benchmark CLI runs and writes rows with the documented fields."""
+"""The benchmark CLI runs, writes rows with the documented fields and consistent rooflines, and
+plots them; its cases compare the same function; torch.compile is timed apart."""
 
 from __future__ import annotations
 
 import json
+import math
+import xml.dom.minidom
+
+import pytest
+import torch
 
 from fused_inception import bench
+from fused_inception.bench_cases import build_case
+from fused_inception.configs import BlockConfig
+from fused_inception.plot import write_speedup_svg
+from fused_inception.timing import first_call_seconds
 
 FIELDS = {
-    "block", "batch", "dtype", "device", "layout", "impl",
-    "median_ms", "images_per_s", "speedup", "gflops",
+    "block", "batch", "dtype", "device", "layout", "impl", "median_ms", "images_per_s",
+    "speedup", "tflops", "compile_s", "macs_per_image", "flops", "bytes_fused", "bytes_unfused",
+    "peak_tflops", "peak_gbps", "bound_ms_fused", "bound_ms_unfused", "attainable_tflops_fused",
+    "attainable_tflops_unfused", "roofline_fraction",
 }  # fmt: skip
+TINY = BlockConfig(8, 4, 4, 8, 2, 4, 4, 6)
 
 
-def test_quick_run_writes_json(tmp_path, capsys):
-    path = tmp_path / "rows.json"
-    assert bench.main(["--device", "cpu", "--blocks", "5b", "--quick", "--json", str(path)]) == 0
-    rows = json.loads(path.read_text())
-    assert {(r["layout"], r["impl"]) for r in rows} == {
-        (layout, impl)
+def _close(a: float, b: float, rel: float = 2e-3) -> bool:
+    return math.isclose(a, b, rel_tol=rel)
+
+
+def test_quick_run(tmp_path, capsys):
+    # One run only (its checks below share it; pytest-xdist would repeat a module fixture per
+    # worker): 5b and the network at batch 1, eager and fused_cpu, no torch.compile (--quick).
+    argv = ["--device", "cpu", "--blocks", "5b", "network", "--quick", "--repeats", "1"]
+    argv += ["--json", str(tmp_path / "rows.json"), "--plot", str(tmp_path / "speedups.svg")]
+    assert bench.main(argv) == 0
+    rows = json.loads((tmp_path / "rows.json").read_text())
+    _check_rows(rows)
+    _check_roofline(rows)
+    _check_printed(capsys.readouterr())
+    _check_plot(rows, (tmp_path / "speedups.svg").read_text(), tmp_path)
+
+
+def _check_rows(rows):
+    assert {(r["block"], r["layout"], r["impl"]) for r in rows} == {
+        (block, layout, impl)
+        for block in ("5b", "network")
         for layout in ("nchw", "channels_last")
         for impl in ("torchvision_eager", "fused_cpu")
     }
+    eager = {(r["block"], r["layout"]): r for r in rows if r["impl"] == "torchvision_eager"}
     for r in rows:
         assert set(r) == FIELDS
-        assert r["median_ms"] > 0 and r["images_per_s"] > 0 and r["gflops"] > 0
-        assert r["block"] == "5b" and r["batch"] == 1 and r["dtype"] == "float32"
-    eager = [r for r in rows if r["impl"] == "torchvision_eager"]
-    assert all(r["speedup"] == 1.0 for r in eager)
-    printed = capsys.readouterr().out
-    assert "speedup vs eager: geomean" in printed and "torch " in printed
+        assert r["batch"] == 1 and r["dtype"] == "float32" and r["device"] == "cpu"
+        assert r["median_ms"] > 0 and r["images_per_s"] > 0 and r["tflops"] > 0
+        assert _close(r["images_per_s"], 1e3 / r["median_ms"])
+        assert _close(r["tflops"], r["flops"] / r["median_ms"] / 1e9)
+        assert r["compile_s"] is None
+        base = eager[(r["block"], r["layout"])]
+        assert _close(r["speedup"], base["median_ms"] / r["median_ms"])
+    assert all(r["speedup"] == 1.0 for r in eager.values())
+
+
+def _check_roofline(rows):
+    for r in rows:
+        assert r["flops"] == 2 * r["macs_per_image"] * r["batch"]
+        assert 0 < r["bytes_fused"] < r["bytes_unfused"]
+        assert r["peak_tflops"] > 0 and r["peak_gbps"] > 0
+        compute_ms = r["flops"] / r["peak_tflops"] / 1e9
+        for kind in ("fused", "unfused"):
+            memory_ms = r[f"bytes_{kind}"] / r["peak_gbps"] / 1e6
+            assert _close(r[f"bound_ms_{kind}"], max(compute_ms, memory_ms))
+            assert r[f"attainable_tflops_{kind}"] <= r["peak_tflops"] * (1 + 1e-3)
+        assert r["bound_ms_fused"] <= r["bound_ms_unfused"]
+        assert r["attainable_tflops_fused"] >= r["attainable_tflops_unfused"]
+        assert _close(r["roofline_fraction"], r["bound_ms_fused"] / r["median_ms"])
+    network = next(r for r in rows if r["block"] == "network")
+    block = next(r for r in rows if r["block"] == "5b")
+    assert network["macs_per_image"] > 10 * block["macs_per_image"]
+
+
+def _check_printed(captured):
+    for text in ("torch ", "torchvision ", "triton ", "device: cpu", "torch threads", "peak"):
+        assert text in captured.out
+    assert "speedup vs eager: geomean" in captured.out and "network" in captured.out
+    assert "[4/4" in captured.err  # progress, one line per case
+
+
+def _check_plot(rows, svg, tmp_path):
+    xml.dom.minidom.parseString(svg)  # well-formed
+    for text in (">5b</text>", ">network</text>", ">fused_cpu</text>", "nchw input"):
+        assert text in svg
+    more = [dict(r, block=b) for b in ("3a", "4e", "5b") for r in rows if r["block"] == "5b"]
+    path = tmp_path / "more.svg"
+    write_speedup_svg(more, path)
+    assert all(f">{b}</text>" in path.read_text() for b in ("3a", "4e", "5b"))
+
+
+def test_defaults_follow_the_device():
+    args = bench.parse_args(["--device", "cpu"])
+    assert args.batch == [1, 8] and args.dtype == ["float32"]
+    assert args.blocks == [*bench.GOOGLENET_BLOCKS, "network"]
+    assert args.compile == ["default"] and args.backend == ["cpu"]
+    args = bench.parse_args(["--device", "cpu", "--no-network", "--no-compile"])
+    assert "network" not in args.blocks and args.compile == []
+    assert bench.parse_args(["--device", "cpu", "--quick"]).compile == []
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--device", "cpu", "--compile", "max-autotune"])
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--device", "cpu", "--plot", "out.png"])
+
+
+def test_case_compares_the_same_function_and_compiles_apart():
+    case = build_case(
+        "tiny", 2, torch.float32, torch.device("cpu"), "channels_last", ["cpu"], ["default"],
+        cfg=TINY,
+    )  # fmt: skip
+    assert list(case.calls) == ["torchvision_eager", "fused_cpu", "torchvision_compile"]
+    assert case.compiled == ("torchvision_compile",)
+    assert len(case.inputs) >= 2 and len({x.data_ptr() for x in case.inputs}) == len(case.inputs)
+    assert all(x.is_contiguous(memory_format=torch.channels_last) for x in case.inputs)
+    with torch.inference_mode():
+        assert first_call_seconds(case.calls["torchvision_compile"], torch.device("cpu")) > 0
+        # The inputs are copies of one tensor, so every candidate's output is comparable.
+        outs = {name: call() for name, call in case.calls.items()}
+    ref = outs["torchvision_eager"]
+    assert ref.shape == (2, TINY.out_channels, TINY.hw, TINY.hw)
+    for name, out in outs.items():
+        assert (out - ref).abs().max() <= 1e-4 * ref.abs().max(), name
+
+
+def test_rows_carry_compile_seconds_and_speedups():
+    case = build_case("tiny", 1, torch.float32, torch.device("cpu"), "nchw", ["cpu"], cfg=TINY)
+    rows = bench.case_rows(
+        "tiny", 1, torch.float32, torch.device("cpu"), "nchw", case, [2.0, 1.0], {"x": 1.0},
+        None,
+    )  # fmt: skip
+    assert [r["speedup"] for r in rows] == [1.0, 2.0]
+    assert all(r["roofline_fraction"] is None and r["bound_ms_fused"] is None for r in rows)
 
 
 def test_block_macs_matches_paper_table():

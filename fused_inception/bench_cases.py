@@ -1,0 +1,184 @@
+"""The cases the benchmark times: one Inception block or the whole GoogLeNet, at one batch size,
+dtype and input layout, with every implementation compared on the same weights and inputs.
+
+Implementations (the names the rows carry):
+- "torchvision_eager": torchvision's module as it is (the baseline of every speedup);
+- "fused_<backend>": FusedInception on that backend (a block), or a copy of the network with
+  every block swapped by fuse_inception;
+- "torchvision_compile" (mode "default") and "torchvision_compile_max_autotune": torch.compile
+  of torchvision's module, dynamic=False (one static graph per shape and layout, what a
+  deployment at a fixed batch size gets). Compiling happens on the first call, which the
+  benchmark times apart (Case.compiled names these), never inside a median.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+from .configs import GOOGLENET_BLOCKS, BlockConfig
+from .module import FusedInception, fuse_inception
+from .reference import Inception
+from .roofline import Traffic, block_traffic, network_traffic
+from .timing import cycling
+
+NETWORK = "network"
+IMAGE_HW = 224
+LAYOUTS = {"nchw": torch.contiguous_format, "channels_last": torch.channels_last}
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+COMPILE_MODES = ("default", "max-autotune")
+# Distinct inputs cycled per candidate add up to at least this (beyond a server CPU's L3 and
+# twice a GPU's L2), so no call finds its input in cache from the previous one.
+MIN_ROTATION_BYTES = 64 * 2**20
+
+
+class Case(NamedTuple):
+    """One timed comparison.
+
+    calls:    implementation name -> no-argument callable, each cycling through the shared
+              inputs from its own starting point; the first is torchvision's eager module
+    compiled: names in `calls` whose first call compiles
+    traffic:  work and fewest elements moved (fused_inception.roofline)
+    inputs:   the rotated input tensors, [batch, C, H, W] each, in the case's layout
+    """
+
+    calls: dict[str, Callable[[], torch.Tensor]]
+    compiled: tuple[str, ...]
+    traffic: Traffic
+    inputs: list[torch.Tensor]
+
+
+def compile_impl_name(mode: str) -> str:
+    """Row name of torchvision's module under torch.compile(mode=mode)."""
+    return (
+        "torchvision_compile"
+        if mode == "default"
+        else f"torchvision_compile_{mode}".replace("-", "_")
+    )
+
+
+def randomize_bn(module: nn.Module, gen: torch.Generator) -> None:
+    """Fresh BatchNorm statistics and affine parameters, so folding is not an identity."""
+    with torch.no_grad():
+        for m in module.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                c = m.num_features
+                m.running_mean.copy_(torch.randn(c, generator=gen) * 0.1)
+                m.running_var.copy_(torch.rand(c, generator=gen) + 0.5)
+                m.weight.copy_(torch.rand(c, generator=gen) + 0.5)
+                m.bias.copy_(torch.randn(c, generator=gen) * 0.1)
+
+
+def eager_block(cfg: BlockConfig, gen: torch.Generator) -> nn.Module:
+    """torchvision's Inception block for `cfg` (the package's reference without torchvision)."""
+    try:
+        from torchvision.models.googlenet import Inception as TvInception
+    except ImportError:
+        TvInception = Inception
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(gen.initial_seed())
+        block = TvInception(*cfg.args()).eval()
+    randomize_bn(block, gen)
+    return block
+
+
+def eager_network(gen: torch.Generator) -> nn.Module:
+    """torchvision's GoogLeNet for 1000 classes, no auxiliary heads, in eval mode."""
+    from torchvision.models import googlenet
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(gen.initial_seed())
+        model = googlenet(weights=None, aux_logits=False, init_weights=True).eval()
+    randomize_bn(model, gen)
+    return model
+
+
+@functools.cache
+def _network_traffic() -> Traffic:
+    return network_traffic(eager_network(torch.Generator().manual_seed(0)), IMAGE_HW)
+
+
+def rotation_count(input_bytes: int, device: torch.device) -> int:
+    """How many distinct inputs to cycle: MIN_ROTATION_BYTES, or 2x the GPU's L2, in all."""
+    target = MIN_ROTATION_BYTES
+    if device.type == "cuda":
+        target = max(target, 2 * torch.cuda.get_device_properties(device).L2_cache_size)
+    return max(2, -(-target // max(input_bytes, 1)))
+
+
+def make_inputs(
+    shape: tuple[int, ...],
+    dtype: torch.dtype,
+    device: torch.device,
+    memory_format: torch.memory_format,
+    gen: torch.Generator,
+) -> list[torch.Tensor]:
+    """Distinct input tensors (copies of one random tensor) for `rotation_count` rotation."""
+    x = torch.randn(shape, generator=gen).to(device=device, dtype=dtype)
+    x = x.contiguous(memory_format=memory_format)
+    count = rotation_count(x.numel() * x.element_size(), device)
+    return [x] + [x.clone(memory_format=memory_format) for _ in range(count - 1)]
+
+
+def build_case(
+    block: str,
+    batch: int,
+    dtype: torch.dtype,
+    device: torch.device,
+    layout: str,
+    backends: Sequence[str],
+    compile_modes: Sequence[str] = (),
+    *,
+    cfg: BlockConfig | None = None,
+    seed: int = 0,
+) -> Case:
+    """The implementations compared for one case, on one set of weights and inputs.
+
+    block:         a GoogLeNet block name ("3a" ... "5b") or "network"
+    batch:         images per call
+    dtype, device: of the weights and inputs
+    layout:        "nchw" or "channels_last": the input's memory format (and the modules')
+    backends:      FusedInception backends to include
+    compile_modes: torch.compile modes of torchvision's module to include
+    cfg:           another block configuration to use under the name `block` (tests)
+
+    torch.compile state is reset first (torch._dynamo.reset()), so that compiled modules of
+    earlier cases count toward no recompile limit.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    fmt = LAYOUTS[layout]
+    if block == NETWORK:
+        eager = eager_network(gen)
+        traffic = _network_traffic()
+        shape = (batch, 3, IMAGE_HW, IMAGE_HW)
+    else:
+        cfg = cfg or GOOGLENET_BLOCKS[block]
+        eager = eager_block(cfg, gen)
+        traffic = block_traffic(cfg)
+        shape = (batch, cfg.in_channels, cfg.hw, cfg.hw)
+    eager = eager.to(device=device, dtype=dtype, memory_format=fmt)
+    impls: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {"torchvision_eager": eager}
+    for backend in backends:
+        if block == NETWORK:
+            fused = fuse_inception(copy.deepcopy(eager), backend=backend)
+        else:
+            fused = FusedInception.from_module(eager, backend=backend).eval()
+        impls[f"fused_{backend}"] = fused
+    if compile_modes:
+        torch._dynamo.reset()
+    compiled = []
+    for mode in compile_modes:
+        name = compile_impl_name(mode)
+        impls[name] = torch.compile(eager, mode=mode, dynamic=False)
+        compiled.append(name)
+    inputs = make_inputs(shape, dtype, device, fmt, gen)
+    stride = max(1, len(inputs) // len(impls))
+    calls = {
+        name: cycling(fn, inputs, start=i * stride) for i, (name, fn) in enumerate(impls.items())
+    }
+    return Case(calls, tuple(compiled), traffic, inputs)

@@ -1,0 +1,131 @@
+"""Peak rates of the device the benchmark runs on: a datasheet table for NVIDIA GPUs, a
+measurement for the CPU.
+
+GPU figures are dense (without 2:4 sparsity), at boost clock, from NVIDIA's product
+datasheets (nvidia.com/en-us/data-center/: a100, h100 -- its "H100 SXM / H100 NVL / H100 PCIe"
+table quotes tensor rates with sparsity, halved here --, l4, l40s, products/a10-gpu, v100,
+tesla-t4). GeForce cards have no datasheet: RTX 3090 from NVIDIA's Ampere GA102 GPU
+architecture whitepaper, RTX 4090 from NVIDIA's Ada GPU architecture whitepaper, at FP32
+accumulation (what these kernels and cuDNN use; GeForce tensor cores run it at half the
+FP16-accumulate rate). fp16/bf16 are the dense tensor-core rates; fp32 is the non-tensor FP32
+rate (cuDNN may use TF32 tensor cores for fp32 convolutions, which can beat it). V100 and T4
+have no bf16 tensor cores: bf16 falls back to the FP32 rate there.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from typing import NamedTuple
+
+import torch
+
+
+class Peak(NamedTuple):
+    """A device's peak rates: TFLOP/s per dtype and memory bandwidth in GB/s."""
+
+    name: str
+    fp32_tflops: float
+    fp16_tflops: float
+    bf16_tflops: float | None
+    gbps: float
+
+    def tflops(self, dtype: torch.dtype) -> float:
+        """Peak TFLOP/s for math in `dtype` (bf16 without tensor cores: the fp32 rate)."""
+        if dtype == torch.float16:
+            return self.fp16_tflops
+        if dtype == torch.bfloat16:
+            return self.bf16_tflops or self.fp32_tflops
+        return self.fp32_tflops
+
+
+# Matched in order against torch.cuda.get_device_name() (case-insensitive); first match wins,
+# so the more specific patterns (PCIe, 40GB, NVL) come before their family's default.
+GPU_PEAKS: tuple[tuple[str, Peak], ...] = (
+    (r"H100.*NVL", Peak("H100 NVL", 60.0, 835.0, 835.0, 3900.0)),
+    (r"H100.*PCIe", Peak("H100 PCIe", 51.0, 756.0, 756.0, 2000.0)),
+    (r"H100", Peak("H100 SXM", 67.0, 989.0, 989.0, 3350.0)),
+    (r"A100.*PCIe.*40GB|A100.*40GB.*PCIe", Peak("A100 PCIe 40GB", 19.5, 312.0, 312.0, 1555.0)),
+    (r"A100.*PCIe", Peak("A100 PCIe 80GB", 19.5, 312.0, 312.0, 1935.0)),
+    (r"A100.*40GB", Peak("A100 SXM 40GB", 19.5, 312.0, 312.0, 1555.0)),
+    (r"A100", Peak("A100 SXM 80GB", 19.5, 312.0, 312.0, 2039.0)),
+    (r"L40S", Peak("L40S", 91.6, 362.0, 362.0, 864.0)),
+    (r"\bL4\b", Peak("L4", 30.3, 121.0, 121.0, 300.0)),
+    (r"\bA10\b", Peak("A10", 31.2, 125.0, 125.0, 600.0)),
+    (r"RTX 4090", Peak("GeForce RTX 4090", 82.6, 165.2, 165.2, 1008.0)),
+    (r"RTX 3090(?! Ti)", Peak("GeForce RTX 3090", 35.6, 71.0, 71.0, 936.0)),
+    (r"V100.*PCIe", Peak("V100 PCIe", 14.0, 112.0, None, 900.0)),
+    (r"V100", Peak("V100 SXM2", 15.7, 125.0, None, 900.0)),
+    (r"\bT4\b", Peak("T4", 8.1, 65.0, None, 320.0)),
+)
+
+
+def gpu_peak(device_name: str) -> Peak | None:
+    """The datasheet peak rates for a GPU name as torch.cuda.get_device_name() returns it.
+
+    None for a GPU not in the table (the roofline fields are then left empty).
+    """
+    for pattern, peak in GPU_PEAKS:
+        if re.search(pattern, device_name, flags=re.IGNORECASE):
+            return peak
+    return None
+
+
+def _best_seconds(fn, repeats: int) -> float:
+    fn()  # warm-up: allocation, thread pool, oneDNN/BLAS kernel selection
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def measure_cpu_peak(
+    dtypes: tuple[torch.dtype, ...] = (torch.float32,),
+    *,
+    matmul_n: int = 2048,
+    copy_mib: int = 128,
+    repeats: int = 5,
+) -> Peak:
+    """Measured CPU peaks with torch's current thread count (about a second in all).
+
+    dtypes:   matmul dtypes to measure (the others fall back to the fp32 figure)
+    matmul_n: an n x n @ n x n matmul, 2 n^3 FLOPs; the best of `repeats` runs
+    copy_mib: a copy of that many MiB (far beyond the last-level cache), counted as read +
+              write; the best of `repeats` runs
+
+    What another process uses of the cores at the time is missing from the figures: on a
+    shared machine they are what this process could get, not the hardware's.
+    """
+    gen = torch.Generator().manual_seed(0)
+    rates: dict[torch.dtype, float] = {}
+    for dtype in (torch.float32,) + tuple(d for d in dtypes if d != torch.float32):
+        a = torch.randn(matmul_n, matmul_n, generator=gen).to(dtype)
+        b = torch.randn(matmul_n, matmul_n, generator=gen).to(dtype)
+        seconds = _best_seconds(lambda a=a, b=b: torch.mm(a, b), repeats)
+        rates[dtype] = 2 * matmul_n**3 / seconds / 1e12
+    src = torch.ones(copy_mib * 2**20 // 4)
+    dst = torch.empty_like(src)
+    seconds = _best_seconds(lambda: dst.copy_(src), repeats)
+    gbps = 2 * src.numel() * src.element_size() / seconds / 1e9
+    fp32 = rates[torch.float32]
+    return Peak(
+        "CPU (measured)",
+        fp32,
+        rates.get(torch.float16, fp32),
+        rates.get(torch.bfloat16, fp32),
+        gbps,
+    )
+
+
+def device_peak(device: torch.device, dtypes: tuple[torch.dtype, ...]) -> tuple[Peak | None, str]:
+    """Peak rates for `device` and where they come from (for the header and the rows)."""
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+        peak = gpu_peak(name)
+        if peak is None:
+            return None, f"{name}: not in fused_inception.peaks.GPU_PEAKS, no roofline"
+        return peak, f"datasheet ({peak.name})"
+    peak = measure_cpu_peak(dtypes)
+    return peak, "measured (fp32 matmul, copy)"

@@ -1,0 +1,183 @@
+"""Work and memory traffic of an Inception block (and of GoogLeNet), and their roofline bound.
+
+The roofline model (Williams, Waterman and Patterson, CACM 2009): a kernel that performs F
+floating-point operations and must move B bytes between memory and the chip cannot finish
+sooner than max(F / peak_flops, B / peak_bandwidth). Its attainable rate is F divided by that
+time, min(peak_flops, (F / B) * peak_bandwidth).
+
+Work counts multiply-adds of the convolutions (2 FLOPs each; max-pool comparisons, bias and
+ReLU are not counted, as in the paper's Table 1). Traffic is the fewest bytes each execution
+must move, per call of `batch` images:
+- fused: read x once, read the weights and biases once (BatchNorm folded into them), write the
+  output once; nothing else reaches memory.
+- unfused (one kernel per layer, conv + bias + ReLU fused, as cuDNN or a BN-folding compiler
+  would do it): the fused traffic plus r2 and r3 (the reduced tensors) written and read back,
+  the pooled tensor written and read back, and the four branch outputs written and read back
+  by the concatenation. It is still a lower bound: torchvision's eager block also reads x four
+  times and runs BatchNorm and ReLU as separate passes.
+Element counts are kept per image (activations) and per call (weights) so one Traffic serves
+every batch size and dtype.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+from .configs import BlockConfig
+
+
+class Traffic(NamedTuple):
+    """Multiply-adds and elements moved by one block or network.
+
+    macs_per_image:           multiply-adds per image
+    act_elems_fused:          activation elements read + written per image, fused
+    act_elems_unfused:        the same, unfused
+    weight_elems:             weight and bias elements, read once per call
+    """
+
+    macs_per_image: int
+    act_elems_fused: int
+    act_elems_unfused: int
+    weight_elems: int
+
+    def flops(self, batch: int) -> int:
+        """Floating-point operations of one call (2 per multiply-add)."""
+        return 2 * self.macs_per_image * batch
+
+    def bytes(self, batch: int, itemsize: int, *, fused: bool) -> int:
+        """Fewest bytes one call of `batch` images moves, with elements of `itemsize` bytes."""
+        act = self.act_elems_fused if fused else self.act_elems_unfused
+        return (act * batch + self.weight_elems) * itemsize
+
+    def __add__(self, other: Traffic) -> Traffic:  # type: ignore[override]
+        return Traffic(*(a + b for a, b in zip(self, other, strict=True)))
+
+
+def block_macs(cfg: BlockConfig, branch3_kernel: int = 3) -> int:
+    """Multiply-adds of one block per image at its GoogLeNet spatial size."""
+    pixels = cfg.hw * cfg.hw
+    per_pixel = (
+        cfg.in_channels * (cfg.ch1x1 + cfg.ch3x3red + cfg.ch5x5red + cfg.pool_proj)
+        + 9 * cfg.ch3x3red * cfg.ch3x3
+        + branch3_kernel**2 * cfg.ch5x5red * cfg.ch5x5
+    )
+    return pixels * per_pixel
+
+
+def block_traffic(cfg: BlockConfig, branch3_kernel: int = 3) -> Traffic:
+    """Work and fewest elements moved by one Inception block (see the module docstring)."""
+    pixels = cfg.hw * cfg.hw
+    x = cfg.in_channels * pixels
+    out = cfg.out_channels * pixels
+    reduced = (cfg.ch3x3red + cfg.ch5x5red) * pixels
+    pooled = cfg.in_channels * pixels
+    weights = (
+        cfg.in_channels * (cfg.ch1x1 + cfg.ch3x3red + cfg.ch5x5red + cfg.pool_proj)
+        + 9 * cfg.ch3x3red * cfg.ch3x3
+        + branch3_kernel**2 * cfg.ch5x5red * cfg.ch5x5
+    )
+    biases = cfg.ch1x1 + cfg.ch3x3red + cfg.ch3x3 + cfg.ch5x5red + cfg.ch5x5 + cfg.pool_proj
+    fused = x + out
+    # Written once and read once each: r2/r3, the pooled x, the branch outputs before concat.
+    unfused = fused + 2 * reduced + 2 * pooled + 2 * out
+    return Traffic(block_macs(cfg, branch3_kernel), fused, unfused, weights + biases)
+
+
+def inception_config(module: nn.Module, hw: int) -> tuple[BlockConfig, int]:
+    """BlockConfig and branch3 kernel size of a torchvision-style Inception module at `hw`."""
+
+    def conv(unit: nn.Module) -> nn.Conv2d:
+        return unit.conv
+
+    b2r, b2 = conv(module.branch2[0]), conv(module.branch2[1])
+    b3r, b3 = conv(module.branch3[0]), conv(module.branch3[1])
+    cfg = BlockConfig(
+        conv(module.branch1).in_channels,
+        conv(module.branch1).out_channels,
+        b2r.out_channels,
+        b2.out_channels,
+        b3r.out_channels,
+        b3.out_channels,
+        conv(module.branch4[1]).out_channels,
+        hw,
+    )
+    return cfg, b3.kernel_size[0]
+
+
+def _is_inception(module: nn.Module) -> bool:
+    return all(hasattr(module, f"branch{i}") for i in range(1, 5))
+
+
+def network_traffic(model: nn.Module, image_hw: int = 224) -> Traffic:
+    """Work and fewest elements moved by a GoogLeNet-like model in eval mode.
+
+    model: torchvision's GoogLeNet (eager Inception blocks; fuse a copy, not this one)
+
+    Inception blocks count as in block_traffic (fused or unfused). Every other layer is one
+    kernel: convolutions (BatchNorm folded, ReLU fused), pools and the classifier read their
+    input and weights once and write their output once, in both counts. Found with forward
+    hooks on one eval forward of a 1-image CPU float32 input.
+    """
+    total = Traffic(0, 0, 0, 0)
+    handles = []
+    inner: set[int] = set()
+
+    def block_hook(mod: nn.Module, args: tuple, out: torch.Tensor) -> None:
+        nonlocal total
+        cfg, k = inception_config(mod, args[0].shape[-1])
+        total = total + block_traffic(cfg, k)
+
+    def layer_hook(mod: nn.Module, args: tuple, out: torch.Tensor) -> None:
+        nonlocal total
+        if isinstance(mod, nn.Conv2d):
+            kh, kw = mod.kernel_size
+            macs = out.numel() * mod.in_channels // mod.groups * kh * kw
+        elif isinstance(mod, nn.Linear):
+            macs = out.numel() * mod.in_features
+        else:
+            macs = 0
+        act = args[0].numel() + out.numel()
+        # BatchNorm folds into the conv's weights as one bias per output channel.
+        weights = sum(p.numel() for p in mod.parameters(recurse=False))
+        if isinstance(mod, nn.Conv2d) and mod.bias is None:
+            weights += mod.out_channels
+        total = total + Traffic(macs, act, act, weights)
+
+    for mod in model.modules():
+        if _is_inception(mod):
+            handles.append(mod.register_forward_hook(block_hook))
+            inner.update(id(m) for m in mod.modules())
+    for mod in model.modules():
+        if id(mod) not in inner and isinstance(
+            mod, (nn.Conv2d, nn.Linear, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d)
+        ):
+            handles.append(mod.register_forward_hook(layer_hook))
+    was_training = model.training
+    param = next(model.parameters())
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(torch.zeros(1, 3, image_hw, image_hw, device=param.device, dtype=param.dtype))
+    finally:
+        model.train(was_training)
+        for handle in handles:
+            handle.remove()
+    return total
+
+
+class Bound(NamedTuple):
+    """Roofline bound of one call: the shortest time and the highest rate it allows."""
+
+    ms: float
+    tflops: float
+
+
+def roofline(flops: int, nbytes: int, peak_tflops: float, peak_gbps: float) -> Bound:
+    """max(compute time, memory time) in ms, and the attainable TFLOP/s, for one call."""
+    compute_ms = flops / (peak_tflops * 1e12) * 1e3
+    memory_ms = nbytes / (peak_gbps * 1e9) * 1e3
+    ms = max(compute_ms, memory_ms)
+    return Bound(ms, flops / (ms * 1e-3) / 1e12)
