@@ -286,11 +286,7 @@ const char* launch_chain_1x1_kxk(const ChainArgs& args, void* stream) {
                         ((args.width + Tile::kTile - 1) / Tile::kTile);
   const dim3 grid(static_cast<unsigned>(tiles),
                   static_cast<unsigned>((args.cout + Tile::kBN - 1) / Tile::kBN));
-  if constexpr (Tile::kSmemBytes > 48 * 1024) {
-    FI_SET_MAX_DYNAMIC_SHARED(kernel, static_cast<int>(Tile::kSmemBytes));
-  }
-  FI_LAUNCH(kernel, grid, dim3(tile::kThreads), Tile::kSmemBytes, stream, args);
-  return fi_last_launch_error();
+  return tile::launch<Tile::kSmemBytes>(kernel, grid, stream, args);
 }
 
 template <typename T>

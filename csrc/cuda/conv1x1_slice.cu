@@ -170,11 +170,7 @@ const char* launch_conv1x1_slice(const Conv1x1SliceArgs& args, void* stream) {
   auto kernel = conv1x1_slice_kernel<T, POOL>;
   const dim3 grid(static_cast<unsigned>((pixels + Tile::kBM - 1) / Tile::kBM),
                   static_cast<unsigned>((args.cout + Tile::kBN - 1) / Tile::kBN));
-  if constexpr (Tile::kSmemBytes > 48 * 1024) {
-    FI_SET_MAX_DYNAMIC_SHARED(kernel, static_cast<int>(Tile::kSmemBytes));
-  }
-  FI_LAUNCH(kernel, grid, dim3(tile::kThreads), Tile::kSmemBytes, stream, args);
-  return fi_last_launch_error();
+  return tile::launch<Tile::kSmemBytes>(kernel, grid, stream, args);
 }
 
 template <typename T>

@@ -55,6 +55,17 @@ __host__ __device__ __forceinline__ float max_nan(float a, float b) {
 inline constexpr int kThreads = 128;
 inline constexpr int kWarps = kThreads / 32;
 
+// Launches `kernel` with kThreads threads per block and SMEM_BYTES of dynamic shared memory,
+// opting in above 48 KiB as CUDA requires; nullptr, or the launch's error.
+template <std::size_t SMEM_BYTES, typename Kernel, typename Args>
+inline const char* launch(Kernel kernel, dim3 grid, void* stream, const Args& args) {
+  if constexpr (SMEM_BYTES > 48 * 1024) {
+    FI_SET_MAX_DYNAMIC_SHARED(kernel, static_cast<int>(SMEM_BYTES));
+  }
+  FI_LAUNCH(kernel, grid, dim3(kThreads), SMEM_BYTES, stream, args);
+  return fi_last_launch_error();
+}
+
 __host__ __device__ constexpr int round_up(int value, int multiple) {
   return (value + multiple - 1) / multiple * multiple;
 }
