@@ -95,6 +95,10 @@ def _register_fake_kernels() -> None:
         _check_same_device("winograd_f2x3_output_", m=m, bias=bias, out=out)
         return None
 
+    @torch.library.register_fake("fused_inception::fingerprint")
+    def _fingerprint_fake(tensors: list[Tensor]) -> Tensor:
+        return torch.empty((), dtype=torch.int64, device=tensors[0].device)
+
     if hasattr(ns, "conv1x1_slice_"):
 
         @torch.library.register_fake("fused_inception::conv1x1_slice_")

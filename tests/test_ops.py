@@ -40,6 +40,7 @@ COVERED = {
     "conv1x1_slice_": "test_opcheck_conv1x1_slice_",
     "chain_1x1_kxk_": "test_opcheck_chain_1x1_kxk_",
     "cuda_kernel_builds": "test_opcheck_cuda_kernel_builds",
+    "fingerprint": "test_opcheck_fingerprint",
 }
 
 
@@ -209,3 +210,10 @@ def test_opcheck_cuda_kernel_builds():
     )
     assert set(results.values()) == {"SUCCESS"}, results
     assert set(ops.cuda_kernel_builds()) <= {"cuda", "emulated"}
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.float64, torch.bool])
+def test_opcheck_fingerprint(dtype):
+    """A 0-dim int64 hash of CPU tensors: schema, autograd registration, fake and AOT checks."""
+    tensors = [torch.randn(3, 5).to(dtype), torch.randn(7).to(dtype), torch.randn(0).to(dtype)]
+    _opcheck(ops.fingerprint.default, (tensors,))

@@ -1,0 +1,149 @@
+// fused_inception::fingerprint(Tensor[] tensors) -> Tensor: a 64-bit hash (a 0-dim int64
+// tensor) of the bytes of CPU tensors, so that FusedInception can tell whether any weight or
+// buffer changed since it packed them, including writes that autograd's version counter never
+// sees (`w.data.mul_(2)`, a write through a numpy view, an EMA written with `.data`).
+//
+// Guarantee: changing any single 32-bit word of any tensor always changes the result (proof
+// below); several changes at once collide with probability about 2^-64. Shapes, dtypes and
+// strides are not hashed here: the caller keys on them separately.
+//
+// Hash: the bytes of each tensor's memory span (dense tensors only) are cut into 64 KiB chunks.
+// In a chunk, 32-bit word i goes to lane i % 64, whose state (a, b) is updated with xxHash32's
+// round, a = rotl(a + w * P2, 13) * P1 (mod 2^32, P1 and P2 odd), then b = b + a. For a fixed
+// state a round is a bijection of w, and for a fixed w a bijection of a (odd multiplications
+// and rotations are invertible), so a changed word changes a at its round and every later
+// round keeps it different: the final a differs. b, the sum of a lane's states, makes two
+// different changes agree on both a and b with probability about 2^-64. (A plain
+// a = a * P + w would not do: a flipped top bit adds 2^31 * P^k = 2^31 for every k, so sign
+// flips of two words of one lane would collide.) Each chunk's lanes are combined with its
+// position (tensor, chunk) through splitmix64's finaliser, a bijection, and the chunk values by
+// XOR, so a change in one chunk always changes the result and chunks hash in parallel.
+//
+// Speed: the lane loops vectorise (AVX2: vpmulld, shifts; 64 lanes are 8 independent vector
+// chains, which hides the multiplication latency: 2.6x faster than 16 lanes, measured here)
+// and chunks run in parallel (at::parallel_for); README "Weights, attributes and hooks" has
+// the measured cost.
+
+#include <ATen/Parallel.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/scalar_tensor.h>
+#include <c10/util/Exception.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+namespace fused_inception {
+namespace {
+
+constexpr int64_t kChunkBytes = 64 * 1024;
+constexpr int kLanes = 64;
+// xxHash32's primes (odd).
+constexpr uint32_t kP1 = 0x9E3779B1u;
+constexpr uint32_t kP2 = 0x85EBCA77u;
+constexpr uint32_t kP3 = 0xC2B2AE3Du;
+
+inline uint32_t xxh_round(uint32_t acc, uint32_t w) {
+  acc += w * kP2;
+  return ((acc << 13) | (acc >> 19)) * kP1;
+}
+
+uint64_t mix64(uint64_t z) {  // splitmix64's finaliser: a bijection on 64-bit values
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+#define FI_MULTIVERSION __attribute__((target_clones("avx2", "default")))
+#else
+#define FI_MULTIVERSION
+#endif
+
+// Hash of one chunk of `bytes` bytes at `data` (any alignment).
+FI_MULTIVERSION
+uint64_t chunk_hash(const unsigned char* data, int64_t bytes) {
+  uint32_t a[kLanes], b[kLanes];
+  for (int j = 0; j < kLanes; ++j) {
+    a[j] = kP1 + static_cast<uint32_t>(j);
+    b[j] = kP3 - static_cast<uint32_t>(j);
+  }
+  const int64_t words = bytes / 4;
+  int64_t i = 0;
+  for (; i + kLanes <= words; i += kLanes) {
+    uint32_t w[kLanes];
+    std::memcpy(w, data + 4 * i, sizeof(w));  // unaligned-safe; compiles to vector loads
+    for (int j = 0; j < kLanes; ++j) {
+      a[j] = xxh_round(a[j], w[j]);
+      b[j] += a[j];
+    }
+  }
+  for (int j = 0; i < words; ++i, ++j) {
+    uint32_t w;
+    std::memcpy(&w, data + 4 * i, 4);
+    a[j] = xxh_round(a[j], w);
+    b[j] += a[j];
+  }
+  // Trailing bytes (bytes % 4), zero-extended, as one more word of lane 0 (the byte count goes
+  // into h below, so a trailing zero byte is not the same as no byte).
+  const int64_t tail = bytes % 4;
+  if (tail != 0) {
+    uint32_t w = 0;
+    std::memcpy(&w, data + 4 * words, tail);
+    a[0] = xxh_round(a[0], w);
+    b[0] += a[0];
+  }
+  uint64_t h = static_cast<uint64_t>(bytes);
+  for (int j = 0; j < kLanes; ++j) {
+    h = mix64(h ^ ((static_cast<uint64_t>(a[j]) << 32) | b[j]));
+  }
+  return h;
+}
+
+at::Tensor fingerprint_cpu(const at::TensorList tensors) {
+  struct Span {
+    const unsigned char* data;
+    int64_t bytes;
+  };
+  std::vector<Span> spans;
+  std::vector<int64_t> first_chunk;  // index of each span's first chunk in the flat chunk list
+  int64_t chunks = 0;
+  for (size_t t = 0; t < tensors.size(); ++t) {
+    const at::Tensor& x = tensors[t];
+    TORCH_CHECK_VALUE(x.device().is_cpu(), "fused_inception::fingerprint: tensor ", t, " is on ",
+                      x.device(), "; this operator hashes CPU tensors");
+    TORCH_CHECK_VALUE(x.is_non_overlapping_and_dense(), "fused_inception::fingerprint: tensor ", t,
+                      " is not dense (strides ", x.strides(), " for shape ", x.sizes(),
+                      "); pass .contiguous()");
+    const int64_t bytes = x.numel() * static_cast<int64_t>(x.element_size());
+    // A dense tensor's span starts at its lowest address, which is data_ptr unless a stride is
+    // negative (torch has none) or the tensor is empty.
+    spans.push_back({static_cast<const unsigned char*>(x.data_ptr()), bytes});
+    first_chunk.push_back(chunks);
+    chunks += bytes == 0 ? 1 : (bytes + kChunkBytes - 1) / kChunkBytes;
+  }
+  std::vector<uint64_t> values(static_cast<size_t>(chunks));
+  at::parallel_for(0, chunks, 4, [&](int64_t begin, int64_t end) {
+    size_t t = 0;
+    for (int64_t c = begin; c < end; ++c) {
+      while (t + 1 < spans.size() && first_chunk[t + 1] <= c) ++t;
+      const int64_t offset = (c - first_chunk[t]) * kChunkBytes;
+      const int64_t len = std::min(kChunkBytes, spans[t].bytes - offset);
+      const uint64_t h = len > 0 ? chunk_hash(spans[t].data + offset, len) : 0x5EEDull;
+      values[static_cast<size_t>(c)] = mix64(
+          h ^ mix64((static_cast<uint64_t>(t) << 40) ^ static_cast<uint64_t>(c - first_chunk[t])));
+    }
+  });
+  uint64_t result = mix64(static_cast<uint64_t>(tensors.size()));
+  for (const uint64_t v : values) result ^= v;
+  return at::scalar_tensor(static_cast<int64_t>(result), at::TensorOptions().dtype(at::kLong));
+}
+
+}  // namespace
+}  // namespace fused_inception
+
+TORCH_LIBRARY_IMPL(fused_inception, CPU, m) {
+  m.impl("fingerprint", &fused_inception::fingerprint_cpu);
+}

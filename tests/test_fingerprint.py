@@ -1,0 +1,81 @@
+"""The content fingerprint that keys FusedInception's packed-weight cache
+(fused_inception/fingerprint.py, csrc/cpu/fingerprint.cpp): every single-word change shows."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from fused_inception import fingerprint as fp
+
+DTYPES = [torch.float32, torch.float16, torch.bfloat16, torch.float64, torch.int8]
+HASHES = {"cpp": fp._hash_cpu, "torch-ops": fp._hash_torch}
+
+
+def _tensor(dtype, numel, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    if dtype == torch.int8:
+        return torch.randint(-128, 127, (numel,), generator=gen, dtype=torch.int8)
+    return torch.randn(numel, generator=gen).to(dtype)
+
+
+@pytest.mark.parametrize("impl", list(HASHES))
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_every_single_element_change_changes_the_hash(impl, dtype):
+    # 70 KiB and an odd tail: several 64 KiB chunks of the C++ hash, lanes and trailing bytes.
+    numel = (70 * 1024 + 13) // torch.empty(0, dtype=dtype).element_size()
+    base = _tensor(dtype, numel)
+    other = _tensor(dtype, 5, seed=1)
+    hash_ = HASHES[impl]
+    reference = hash_([other, base])
+    positions = torch.randperm(numel - 4, generator=torch.Generator().manual_seed(2))[:200] + 2
+    seen = {reference}
+    for i in [0, 1, numel - 1, numel - 2, *positions.tolist()]:
+        changed = base.clone()
+        byte = i * base.element_size() + (i % base.element_size())
+        changed.view(torch.uint8)[byte] ^= 1 << (i % 8)  # one bit of element i
+        value = hash_([other, changed])
+        assert value != reference, f"element {i}"
+        seen.add(value)
+    assert len(seen) > 200  # distinct changes give distinct hashes (no collision seen)
+
+
+@pytest.mark.parametrize("impl", list(HASHES))
+def test_order_and_boundaries_matter(impl):
+    hash_ = HASHES[impl]
+    a, b = torch.randn(64), torch.randn(64)
+    assert hash_([a, b]) != hash_([b, a])
+    swapped = a.clone()
+    swapped[[3, 9]] = swapped[[9, 3]]
+    assert hash_([swapped]) != hash_([a])
+    assert hash_([a]) == hash_([a.clone()])
+
+
+def test_the_cpp_hash_does_not_depend_on_the_thread_count():
+    tensors = [torch.randn(300_000), torch.randn(17, 3).half()]
+    previous = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = fp._hash_cpu(tensors)
+        torch.set_num_threads(2)
+        two = fp._hash_cpu(tensors)
+    finally:
+        torch.set_num_threads(previous)
+    assert one == two
+
+
+def test_layout_dtype_device_and_strides_are_part_of_it():
+    w = torch.randn(8, 4, 3, 3)
+    base = fp.fingerprint([w])
+    assert fp.fingerprint([w.clone()]) == base
+    assert fp.fingerprint([w.reshape(4, 8, 3, 3)]) != base
+    assert fp.fingerprint([w.to(memory_format=torch.channels_last)]) != base
+    assert fp.fingerprint([w.double()]) != base
+    assert fp.fingerprint([w.to("meta")]) != base
+    transposed = w.transpose(0, 1)  # not dense in either contiguity: hashed as a copy
+    assert fp.fingerprint([transposed]) != fp.fingerprint([transposed.contiguous() * 2])
+
+
+def test_refuses_what_it_cannot_hash():
+    with pytest.raises(ValueError, match="not dense"):
+        torch.ops.fused_inception.fingerprint([torch.randn(4, 4)[:, ::2]])
