@@ -2,17 +2,19 @@
 
 Kernels never read nn.Module attributes: the module folds BatchNorm (eval statistics) into
 each conv once with `fold_block`, hands the FoldedParams to a backend's `prepare`, and keeps
-the result until `param_signature` says a weight or buffer changed.
+the result until a weight, buffer or attribute changes (FusedInception keys its cache on
+fingerprint.fingerprint and structure.structure_key).
 """
 
 from __future__ import annotations
-
-from collections.abc import Iterator
 
 import torch
 from torch import Tensor, nn
 
 from .reference import FoldedParams
+
+# The units in FoldedParams order, by their module paths in the block.
+UNIT_NAMES = ("branch1", "branch2.0", "branch2.1", "branch3.0", "branch3.1", "branch4.1")
 
 
 def block_units(block: nn.Module) -> tuple[nn.Module, ...]:
@@ -34,7 +36,8 @@ def fold_unit(unit: nn.Module, *, differentiable: bool = False) -> tuple[Tensor,
     """conv [-> BN(eval)] as one conv: returns (weight [Cout, Cin, k, k], bias [Cout]).
 
     W' = W * g / sqrt(v + eps), B' = beta + (b - m) * g / sqrt(v + eps), computed in float64
-    and cast back to the weight's dtype so the fold adds no rounding of its own.
+    and cast back to the weight's dtype so the fold adds no rounding of its own (a folded value
+    beyond the dtype's range becomes inf there: see `fold_overflow`).
 
     differentiable=False (the cached eval path): no autograd, detached results.
     differentiable=True: plain torch ops on the parameters themselves, so gradients of the
@@ -45,23 +48,50 @@ def fold_unit(unit: nn.Module, *, differentiable: bool = False) -> tuple[Tensor,
         with torch.no_grad():
             weight, bias = fold_unit(unit, differentiable=True)
         return weight.detach(), bias.detach()
-    conv = unit.conv
-    weight, bias = conv.weight, conv.bias
-    bn = getattr(unit, "bn", None)
-    if bn is None:
+    weight = unit.conv.weight
+    if getattr(unit, "bn", None) is None:
+        bias = unit.conv.bias
         if bias is None:
             bias = torch.zeros(weight.shape[0], dtype=weight.dtype, device=weight.device)
         return weight, bias
-    w64 = weight.double()
-    b64 = bias.double() if bias is not None else torch.zeros_like(w64[:, 0, 0, 0])
+    w64, b64 = _fold64(unit)
+    return w64.to(weight.dtype), b64.to(weight.dtype)
+
+
+def _fold64(unit: nn.Module) -> tuple[Tensor, Tensor]:
+    """The folded (weight, bias) of a unit with BN, in float64 (differentiable torch ops)."""
+    conv, bn = unit.conv, unit.bn
+    w64 = conv.weight.double()
+    b64 = conv.bias.double() if conv.bias is not None else torch.zeros_like(w64[:, 0, 0, 0])
     mean = bn.running_mean.double()
     var = bn.running_var.double()
     gamma = bn.weight.double() if bn.weight is not None else torch.ones_like(mean)
     beta = bn.bias.double() if bn.bias is not None else torch.zeros_like(mean)
     scale = gamma / torch.sqrt(var + bn.eps)
-    folded_w = (w64 * scale[:, None, None, None]).to(weight.dtype)
-    folded_b = (beta + (b64 - mean) * scale).to(weight.dtype)
-    return folded_w, folded_b
+    return w64 * scale[:, None, None, None], beta + (b64 - mean) * scale
+
+
+def fold_overflow(block: nn.Module, dtype: torch.dtype) -> str | None:
+    """None if every BN-folded weight and bias of `block` is finite in `dtype`, else where not.
+
+    Extreme BN statistics (a tiny running_var) can fold a weight past float16's 65504 although
+    torchvision's unfolded conv -> BN computes finite outputs: such a block must not run the
+    fused kernels in that dtype. Values already non-finite in float64 are not counted (the
+    unfolded block has them too).
+    """
+    with torch.no_grad():
+        for i, unit in enumerate(block_units(block)):
+            if getattr(unit, "bn", None) is None:
+                continue
+            for name, t64 in zip(("weight", "bias"), _fold64(unit), strict=True):
+                lost = torch.isfinite(t64) & ~torch.isfinite(t64.to(dtype))
+                if bool(lost.any()):
+                    peak = t64[lost].abs().max().item()
+                    return (
+                        f"{UNIT_NAMES[i]}: its BatchNorm-folded {name} reaches "
+                        f"{peak:.3g}, beyond {dtype}'s range"
+                    )
+    return None
 
 
 def fold_block(block: nn.Module, *, differentiable: bool = False) -> FoldedParams:
@@ -73,19 +103,3 @@ def fold_block(block: nn.Module, *, differentiable: bool = False) -> FoldedParam
 def has_batch_norm(block: nn.Module) -> bool:
     """True if any unit of the block has a BatchNorm (torchvision's form)."""
     return any(getattr(unit, "bn", None) is not None for unit in block_units(block))
-
-
-def _state_tensors(block: nn.Module) -> Iterator[Tensor]:
-    yield from block.parameters()
-    yield from block.buffers()
-
-
-def param_signature(block: nn.Module) -> tuple:
-    """Changes whenever any parameter or buffer of the block is replaced or modified in place.
-
-    A tensor's `_version` counts in-place writes (optimizer steps, load_state_dict, .copy_());
-    data_ptr, dtype and device catch replacement (.to(), .half(), assigning .data).
-    """
-    return tuple(
-        (t.data_ptr(), t._version, t.dtype, t.device, tuple(t.shape)) for t in _state_tensors(block)
-    )

@@ -12,24 +12,55 @@ import torch
 from torch import Tensor, nn
 
 from .backends import check_backend_name, resolve_backend
-from .folding import block_units, fold_block, has_batch_norm, param_signature
+from .fingerprint import fingerprint
+from .folding import block_units, fold_block, fold_overflow, has_batch_norm
 from .ops import inception_block
-from .reference import ConvUnit, Inception
+from .reference import Inception
+from .structure import bn_in_training, hooked_modules, inception_error, structure_error
+from .structure import structure_key as _structure_key
 
-_UNIT_PATHS = ("branch1", "branch2.0", "branch2.1", "branch3.0", "branch3.1", "branch4.1")
-_warned_composed = False
+# Reasons already warned about (each kind once per process): "bn-training", "hooks", ...
+_warned: set[str] = set()
+
+# Attributes of a module's __dict__ that hold the hook dicts nn.Module.__call__ runs.
+_HOOK_DICTS = (
+    "_forward_hooks",
+    "_forward_hooks_with_kwargs",
+    "_forward_hooks_always_called",
+    "_forward_pre_hooks",
+    "_forward_pre_hooks_with_kwargs",
+    "_backward_hooks",
+    "_backward_pre_hooks",
+)
 
 
-def _warn_composed_once(reason: str) -> None:
-    global _warned_composed
-    if not _warned_composed:
-        _warned_composed = True
+def _warn_composed_once(kind: str, reason: str) -> None:
+    if kind not in _warned:
+        _warned.add(kind)
         warnings.warn(
             f"FusedInception: {reason}, so it runs the composed (unfused) PyTorch path, which "
-            "matches torchvision exactly but is not faster; eval mode and the paper form (no "
-            "BN) run the fused operator. (Shown once.)",
-            stacklevel=3,
+            "matches torchvision exactly but is not faster. (Shown once.)",
+            stacklevel=4,
         )
+
+
+class _EagerState:
+    """What an eager forward knows about a block until its structure or contents change.
+
+    skey:     structure_key of the block when this was built
+    problem:  structure_error then (the block was changed after fusion into something else)
+    weights:  fingerprint of the parameters and buffers that `packed` and `overflow` belong to
+    packed:   backend name -> that backend's packed parameters
+    overflow: compute dtype -> fold_overflow (None: the folded weights fit)
+    """
+
+    __slots__ = ("skey", "problem", "weights", "packed", "overflow")
+
+    def __init__(self, skey: tuple, problem: str | None) -> None:
+        self.skey, self.problem = skey, problem
+        self.weights: tuple | None = None
+        self.packed: dict[str, object] = {}
+        self.overflow: dict[torch.dtype, str | None] = {}
 
 
 class FusedInception(Inception):
@@ -39,22 +70,30 @@ class FusedInception(Inception):
     (norm=True) or the paper's conv+bias form (norm=False); `branch3_kernel` is 3 in torchvision
     and 5 in the paper.
 
-    x:   [N, in_channels, H, W] (NCHW or channels_last)
+    x:   [N, in_channels, H, W] (NCHW or channels_last), H, W >= 1
     out: [N, ch1x1 + ch3x3 + ch5x5 + pool_proj, H, W], channel order b1 | b2 | b3 | b4,
          in x's memory format.
 
     What runs (README "What runs when"):
     - eval without autograd: the fused backend ("auto": the best for x's device) on weights
-      folded and packed once, cached until a weight or buffer changes;
+      folded and packed once, cached until a weight, buffer or attribute changes (the cache is
+      keyed on the weights' bytes, so writes through .data or numpy are seen too);
     - training in the paper form (no BN), or an eval forward that autograd records: the
       operator fused_inception::inception_block (fused forward, recompute-based backward;
       fused_inception/ops.py) on weights folded with differentiable torch ops;
-    - training with BN: the composed PyTorch path, because BN needs the batch statistics of
-      each conv output before its ReLU, which a single fused pass does not produce. It is
-      exactly torchvision's computation (running-statistic updates included); it says so once.
-    Under torch.compile every mode except BN training calls the operator (no Python caches),
-    so each block is one opaque node of the graph.
+    - the composed PyTorch path (exactly torchvision's computation), with a warning once per
+      reason, when the fused kernels would not compute the same thing: BatchNorm in training
+      mode (batch statistics), hooks on a submodule (they fire only there), BN-folded weights
+      beyond the range of a 16-bit dtype, a structure changed after fusion;
+    - standard operators (conv, BN, ReLU, max-pool, cat) under torch.jit.trace / script and
+      ONNX export, one call_module node under torch.fx; the operator under torch.compile and
+      torch.export.
     """
+
+    # TorchScript compiles `forward`'s scripting branch only: the caches, the source module
+    # and the properties computed in Python are not part of a scripted block.
+    __jit_ignored_attributes__ = ["_state", "_source"]
+    __jit_unused_properties__ = ["in_channels", "out_channels"]
 
     def __init__(
         self,
@@ -83,8 +122,8 @@ class FusedInception(Inception):
             norm=norm,
         )
         self.backend = backend
-        self._packed_cache: tuple | None = None
-        self._source: nn.Module | None = None
+        self.__dict__["_state"] = None
+        self.__dict__["_source"] = None
 
     @property
     def in_channels(self) -> int:
@@ -100,39 +139,44 @@ class FusedInception(Inception):
 
     @classmethod
     def from_module(cls, module: nn.Module, backend: str = "auto") -> FusedInception:
-        """A FusedInception computing the same function as an Inception-structured `module`.
+        """A FusedInception computing the same function as an Inception block `module`.
 
         `module` is torchvision's Inception or any module with branch1, branch2[0..1],
         branch3[0..1] and branch4[0..1] (a 3x3/1 max-pool, then a unit), each unit holding
-        `.conv` (with or without bias) and an optional `.bn`. Kernel sizes are read from the
-        weights. The new block shares the source's conv and BN modules (no copy), so its
-        state_dict and named parameters are the source's; deep-copy the source first for an
-        independent block.
+        `.conv` (with or without bias) and an optional `.bn`, whose forward computes the
+        Inception block (checked on a float64 probe: structure.function_error). Kernel sizes
+        are read from the weights. ValueError, saying why, for any other module.
+
+        The new block holds the source's branch modules themselves (no copy), so its state_dict,
+        named parameters and submodule hooks are the source's, and it shares the source's own
+        hooks; deep-copy the source first for an independent block.
         """
         check_backend_name(backend)
-        problem = inception_structure_error(module)
+        problem = inception_error(module)
         if problem is not None:
             raise ValueError(f"cannot fuse {type(module).__name__}: {problem}")
-        units = [ConvUnit.wrap(u.conv, getattr(u, "bn", None)) for u in block_units(module)]
+        return cls._from_checked(module, backend)
+
+    @classmethod
+    def _from_checked(cls, module: nn.Module, backend: str) -> FusedInception:
         fused = cls.__new__(cls)
         nn.Module.__init__(fused)
-        fused.branch1 = units[0]
-        fused.branch2 = nn.Sequential(units[1], units[2])
-        fused.branch3 = nn.Sequential(units[3], units[4])
-        fused.branch4 = nn.Sequential(
-            nn.MaxPool2d(kernel_size=3, stride=1, padding=1, ceil_mode=True), units[5]
-        )
+        for name in ("branch1", "branch2", "branch3", "branch4"):
+            setattr(fused, name, getattr(module, name))
+        for name in _HOOK_DICTS:
+            if name in module.__dict__:
+                fused.__dict__[name] = module.__dict__[name]
         fused.backend = backend
-        fused._packed_cache = None
+        fused.__dict__["_state"] = None
         # Kept for unfuse_inception, outside _modules so state_dict and .to() ignore it.
         fused.__dict__["_source"] = module
-        fused.train(module.training)
+        fused.training = module.training
         return fused
 
     def to_unfused(self) -> nn.Module:
         """The eager block this one computes: the module it was made from, or a reference one.
 
-        Shares this block's conv and BN modules, so nothing is copied either way.
+        Shares this block's submodules, so nothing is copied either way.
         """
         if self._source is not None:
             return self._source
@@ -142,6 +186,114 @@ class FusedInception(Inception):
         block.branch3, block.branch4 = self.branch3, self.branch4
         block.train(self.training)
         return block
+
+    def refresh(self) -> None:
+        """Drop the folded and packed weights; the next forward rebuilds them.
+
+        Never needed for correctness (every weight, buffer and attribute change is seen); it
+        frees the packed copies' memory, e.g. before moving a block to another device.
+        """
+        self.__dict__["_state"] = None
+
+    def forward(self, x: Tensor) -> Tensor:
+        if torch.jit.is_scripting():
+            return self._composed(x)
+        return self._forward_python(x)
+
+    def _composed(self, x: Tensor) -> Tensor:
+        """The block from its submodules: exactly torchvision's computation, any mode."""
+        return torch.cat([self.branch1(x), self.branch2(x), self.branch3(x), self.branch4(x)], 1)
+
+    @torch.jit.unused
+    def _forward_python(self, x: Tensor) -> Tensor:
+        if isinstance(x, torch.fx.Proxy):
+            return self._fx_node(x)
+        if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
+            # Standard operators, reading the parameters as the module holds them: what a
+            # TorchScript or ONNX runtime runs without this package.
+            return self._composed(x)
+        self._check_input(x)
+        if torch.compiler.is_compiling():
+            # No Python caches in a graph; each block is one node of the operator.
+            if bn_in_training(self) or hooked_modules(self):
+                return self._composed(x)
+            return inception_block(x, *fold_block(self, differentiable=True), self.backend)
+        reason = self._composed_reason()
+        recorded = _autocast_enabled(x) or self._needs_autograd(x)
+        if reason is None and not recorded:
+            name, impl = resolve_backend(self.backend, x.device)  # refuses before any work
+        if reason is None:
+            reason = self._overflow_reason(x)
+        if reason is not None:
+            _warn_composed_once(*reason)
+            return self._composed(x)
+        if recorded:
+            # Folding with torch ops keeps BN's gamma/beta and the conv weights in the autograd
+            # graph; the operator's autocast rule sets the dtype.
+            return inception_block(x, *fold_block(self, differentiable=True), self.backend)
+        state = self._weights_state()
+        packed = state.packed.get(name)
+        if packed is None:
+            packed = state.packed[name] = impl.prepare(fold_block(self))
+        return impl.forward(x, packed)
+
+    def _fx_node(self, x: torch.fx.Proxy) -> torch.fx.Proxy:
+        """Under torch.fx tracing: the block as one call_module node (the GraphModule then
+        calls this module, fused), or its standard operators when it is the traced root."""
+        tracer = x.tracer
+        if getattr(tracer, "root", None) is self:
+            return self._composed(x)
+        return tracer.create_proxy("call_module", tracer.path_of_module(self), (x,), {})
+
+    def _structure_state(self) -> _EagerState:
+        """The cached state for the block's current structure (a new one when it changed)."""
+        skey = _structure_key(self)
+        state = self._state
+        if state is None or state.skey != skey:
+            state = _EagerState(skey, structure_error(self))
+            self.__dict__["_state"] = state
+        return state
+
+    def _weights_state(self) -> _EagerState:
+        """The cached state, emptied of packed weights if any weight or buffer changed.
+
+        Inside a CUDA graph capture the weights are not re-hashed (that reads a value back to
+        the host): a captured graph replays the weights it captured.
+        """
+        state = self._structure_state()
+        weight = self.branch1.conv.weight
+        if state.weights is None or not (
+            weight.is_cuda and torch.cuda.is_current_stream_capturing()
+        ):
+            weights = fingerprint(list(self.parameters()) + list(self.buffers()))
+            if weights != state.weights:
+                state.weights = weights
+                state.packed.clear()
+                state.overflow.clear()
+        return state
+
+    def _composed_reason(self) -> tuple[str, str] | None:
+        """(kind, reason) if the fused kernels would not compute what the modules do now."""
+        if bn_in_training(self):
+            return "bn-training", "BatchNorm in training mode uses batch statistics"
+        hooked = hooked_modules(self)
+        if hooked:
+            return "hooks", f"submodules {hooked} have hooks, which fire only when they run"
+        problem = self._structure_state().problem
+        if problem is not None:
+            return "structure", f"it was changed after fusion into another function: {problem}"
+        return None
+
+    def _overflow_reason(self, x: Tensor) -> tuple[str, str] | None:
+        """("overflow", reason) if BN-folded weights do not fit x's compute dtype, else None."""
+        if not has_batch_norm(self) or x.is_meta:
+            return None
+        state = self._weights_state()
+        dtype = torch.get_autocast_dtype(x.device.type) if _autocast_enabled(x) else x.dtype
+        if dtype not in state.overflow:
+            state.overflow[dtype] = fold_overflow(self, dtype)
+        problem = state.overflow[dtype]
+        return None if problem is None else ("overflow", problem)
 
     def _check_input(self, x: Tensor) -> None:
         if not isinstance(x, Tensor):
@@ -154,6 +306,11 @@ class FusedInception(Inception):
             raise ValueError(
                 f"FusedInception expects {self.in_channels} input channels, "
                 f"got {x.shape[1]} (input shape {tuple(x.shape)})"
+            )
+        if x.shape[2] == 0 or x.shape[3] == 0:
+            raise RuntimeError(
+                f"FusedInception expects H >= 1 and W >= 1, got input shape {tuple(x.shape)} "
+                "(torchvision's block refuses an empty image too)"
             )
         if not x.is_floating_point():
             raise TypeError(f"FusedInception expects a floating-point input, got {x.dtype}")
@@ -173,29 +330,9 @@ class FusedInception(Inception):
             return False
         return x.requires_grad or any(p.requires_grad for p in self.parameters())
 
-    def _packed(self, name: str, impl) -> object:
-        key = (name, param_signature(self))
-        if self._packed_cache is None or self._packed_cache[0] != key:
-            self._packed_cache = (key, impl.prepare(fold_block(self)))
-        return self._packed_cache[1]
-
-    def forward(self, x: Tensor) -> Tensor:
-        self._check_input(x)
-        compiling = torch.compiler.is_compiling()
-        if self.training and has_batch_norm(self):
-            if not compiling:
-                _warn_composed_once("training mode with BatchNorm uses batch statistics")
-            return super().forward(x)
-        if compiling or _autocast_enabled(x) or self._needs_autograd(x):
-            # Folding with torch ops keeps BN's gamma/beta and the conv weights in the autograd
-            # graph (and in a compiled graph); the operator's autocast rule sets the dtype.
-            return inception_block(x, *fold_block(self, differentiable=True), self.backend)
-        name, impl = resolve_backend(self.backend, x.device)
-        return impl.forward(x, self._packed(name, impl))
-
     def __getstate__(self):
         state = self.__dict__.copy()
-        state["_packed_cache"] = None  # packed tensors are derived data; rebuilt on demand
+        state["_state"] = None  # packed tensors are derived data; rebuilt on demand
         return state
 
 
@@ -209,101 +346,37 @@ def _autocast_enabled(x: Tensor) -> bool:
         return False
 
 
-def inception_structure_error(module: nn.Module) -> str | None:
-    """None if `module` has the Inception block structure the fused kernels compute, else why."""
-    for name in ("branch1", "branch2", "branch3", "branch4"):
-        if not hasattr(module, name):
-            return f"it has no {name}"
-    try:
-        units = block_units(module)
-        pool = module.branch4[0]
-    except (TypeError, IndexError, AttributeError) as exc:
-        return f"branches are not laid out as branch2[0..1], branch3[0..1], branch4[0..1] ({exc})"
-    if not isinstance(pool, nn.MaxPool2d) or _pair(pool.kernel_size) != (3, 3):
-        return f"branch4[0] must be a 3x3 MaxPool2d, got {pool}"
-    if (
-        _pair(pool.stride) != (1, 1)
-        or _pair(pool.padding) != (1, 1)
-        or _pair(pool.dilation)
-        != (
-            1,
-            1,
-        )
-    ):
-        return f"branch4[0] must be a 3x3 max-pool with stride 1, padding 1, got {pool}"
-    for path, unit in zip(_UNIT_PATHS, units, strict=True):
-        problem = _unit_error(unit)
-        if problem is not None:
-            return f"{path}: {problem}"
-    kernels = [_pair(u.conv.kernel_size) for u in units]
-    for i in (0, 1, 3, 5):
-        if kernels[i] != (1, 1):
-            return f"{_UNIT_PATHS[i]} must be a 1x1 conv, got kernel {kernels[i]}"
-    if kernels[2] != (3, 3):
-        return f"branch2.1 must be a 3x3 conv, got kernel {kernels[2]}"
-    if kernels[4] not in ((3, 3), (5, 5)):
-        return f"branch3.1 must be a 3x3 or 5x5 conv, got kernel {kernels[4]}"
-    c_in = units[0].conv.in_channels
-    for i in (1, 3, 5):
-        if units[i].conv.in_channels != c_in:
-            return f"{_UNIT_PATHS[i]} reads {units[i].conv.in_channels} channels, not {c_in}"
-    for red, conv in ((1, 2), (3, 4)):
-        if units[red].conv.out_channels != units[conv].conv.in_channels:
-            return f"{_UNIT_PATHS[conv]} does not read {_UNIT_PATHS[red]}'s output channels"
-    return None
-
-
-def _pair(value) -> tuple[int, int]:
-    return tuple(value) if isinstance(value, (tuple, list)) else (value, value)
-
-
-def _unit_error(unit: nn.Module) -> str | None:
-    conv = getattr(unit, "conv", None)
-    if not isinstance(conv, nn.Conv2d):
-        return "has no .conv Conv2d"
-    k = _pair(conv.kernel_size)
-    if (
-        _pair(conv.stride) != (1, 1)
-        or _pair(conv.dilation) != (1, 1)
-        or conv.groups != 1
-        or conv.padding_mode != "zeros"
-        or k[0] != k[1]
-        or _pair(conv.padding) != (k[0] // 2, k[1] // 2)
-    ):
-        return f"conv must have stride 1, 'same' zero padding, no dilation or groups, got {conv}"
-    bn = getattr(unit, "bn", None)
-    if bn is not None:
-        if not isinstance(bn, nn.BatchNorm2d):
-            return f".bn must be a BatchNorm2d, got {type(bn).__name__}"
-        if not bn.track_running_stats or bn.running_mean is None:
-            return ".bn has no running statistics, so it cannot be folded for inference"
-    extra = [
-        name
-        for name, child in unit.named_children()
-        if name not in ("conv", "bn") and not isinstance(child, nn.ReLU)
-    ]
-    if extra:
-        return f"unexpected submodules {extra} (a unit is conv [-> bn] -> ReLU)"
-    return None
-
-
 def fuse_inception(model: nn.Module, backend: str = "auto") -> nn.Module:
     """Swap every Inception block inside `model` for a FusedInception, in place.
 
-    The state_dict is unchanged (the fused blocks share the original conv/BN modules).
-    Returns the model, or a FusedInception if `model` itself is an Inception block.
-    Blocks named like Inception blocks but computing something else are left alone, with a
-    warning that says why.
+    A block is a module with branch1..branch4; it is swapped only if it computes the
+    Inception block (FusedInception.from_module's checks), else left alone with a warning that
+    says why. A model without any such block gets a warning too. The state_dict is unchanged
+    (the fused blocks hold the original branch modules). Returns the model, or a
+    FusedInception if `model` itself is an Inception block.
     """
     check_backend_name(backend)
+    if isinstance(model, FusedInception):
+        return model
     if _is_candidate(model):
         return _fuse_one(model, backend, "model") or model
-    for parent in list(model.modules()):
+    found = 0
+    for parent_name, parent in list(model.named_modules()):
         for child_name, child in list(parent.named_children()):
-            if _is_candidate(child):
-                fused = _fuse_one(child, backend, child_name)
+            if isinstance(child, FusedInception):
+                found += 1
+            elif _is_candidate(child):
+                found += 1
+                name = f"{parent_name}.{child_name}" if parent_name else child_name
+                fused = _fuse_one(child, backend, name)
                 if fused is not None:
                     setattr(parent, child_name, fused)
+    if not found:
+        warnings.warn(
+            f"fuse_inception: found no Inception block (a module with branch1..branch4) in "
+            f"{type(model).__name__}; nothing was fused",
+            stacklevel=2,
+        )
     return model
 
 
@@ -325,10 +398,10 @@ def _is_candidate(module: nn.Module) -> bool:
 
 
 def _fuse_one(module: nn.Module, backend: str, name: str) -> FusedInception | None:
-    problem = inception_structure_error(module)
+    problem = inception_error(module)
     if problem is not None:
         warnings.warn(
-            f"fuse_inception: left {name} ({type(module).__name__}) as is: {problem}", stacklevel=2
+            f"fuse_inception: left {name} ({type(module).__name__}) as is: {problem}", stacklevel=3
         )
         return None
-    return FusedInception.from_module(module, backend=backend)
+    return FusedInception._from_checked(module, backend)

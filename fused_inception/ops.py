@@ -78,7 +78,8 @@ def check_block_args(x: Tensor, p: FoldedParams) -> None:
     TypeError for a non-tensor, a non-floating x or a parameter of another dtype; ValueError for
     a shape that does not chain (x's channels, each 1x1 conv's input, each kxk conv's reduced
     channels and odd kernel size 3 or 5, the biases' lengths); RuntimeError for a parameter on
-    another device than x. Messages name the argument, the expected and the actual value.
+    another device than x or an empty image (H or W = 0; an empty batch is fine). Messages name
+    the argument, the expected and the actual value.
     """
     if not isinstance(x, Tensor):
         raise TypeError(f"inception_block: x must be a torch.Tensor, got {type(x).__name__}")
@@ -86,6 +87,11 @@ def check_block_args(x: Tensor, p: FoldedParams) -> None:
         raise ValueError(f"inception_block: x must be 4-D [N, Cin, H, W], got {tuple(x.shape)}")
     if not x.is_floating_point():
         raise TypeError(f"inception_block: x must be floating-point, got {x.dtype}")
+    if x.shape[2] == 0 or x.shape[3] == 0:
+        raise RuntimeError(
+            f"inception_block: x must have H >= 1 and W >= 1, got {tuple(x.shape)} "
+            "(torchvision's block refuses an empty image too)"
+        )
     c_in = x.shape[1]
     for name, t in zip(_PARAM_NAMES, p, strict=True):
         if not isinstance(t, Tensor):

@@ -433,7 +433,7 @@ def test_state_dict_and_module_survive_torch_save():
     torch.save(block, buf)
     buf.seek(0)
     whole = torch.load(buf, weights_only=False)
-    assert whole._packed_cache is None
+    assert whole._state is None
     with torch.no_grad():
         assert torch.equal(fresh(x), expected)
         assert torch.equal(whole(x), expected)

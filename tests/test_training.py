@@ -201,7 +201,7 @@ def test_partial_gradients_skip_what_is_not_needed():
 def test_bn_training_warns_once_and_paper_training_does_not(monkeypatch):
     from fused_inception import module
 
-    monkeypatch.setattr(module, "_warned_composed", False)
+    monkeypatch.setattr(module, "_warned", set())
     paper = FusedInception(*SMALL.args(), norm=False).train()
     bn = FusedInception(*SMALL.args()).train()
     x = torch.randn(2, SMALL.in_channels, 3, 3)

@@ -1,0 +1,232 @@
+"""Which modules FusedInception may replace, and when a fused block must not run its kernels.
+
+A module is replaced only when it provably computes the Inception block (DESIGN in README,
+"The function"), checked two ways, both needed:
+- `structure_error`: the layout the kernels read: branch1, branch2[0..1], branch3[0..1],
+  branch4[0..1]; units conv [-> BatchNorm] -> ReLU with stride 1, 'same' zero padding, 1x1 /
+  3x3 / 3x3-or-5x5 kernels; a 3x3/1 max-pool. Cheap; also run again whenever a fused block's
+  structure changes (`structure_key`).
+- `function_error`: the module's own forward, on a float64 copy with random weights and BN
+  statistics, against `inception_ref` of the same weights. It catches what the layout cannot
+  show: extra logic in a forward (a residual, another concatenation order, a post-concat BN),
+  units that skip the ReLU or use another activation, a forward replaced on the instance.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import Tensor, nn
+
+from .folding import UNIT_NAMES, block_units, fold_block
+from .reference import inception_ref
+
+# float64 probe: relative difference allowed between the module's forward and inception_ref
+# (both in float64; the fold is the only rounding, about 1e-16).
+PROBE_TOLERANCE = 1e-9
+PROBE_HW = (5, 6)
+
+
+def structure_error(module: nn.Module) -> str | None:
+    """None if `module` has the layout the fused kernels compute, else why not."""
+    for name in ("branch1", "branch2", "branch3", "branch4"):
+        if not hasattr(module, name):
+            return f"it has no {name}"
+    try:
+        units = block_units(module)
+        pool = module.branch4[0]
+    except (TypeError, IndexError, AttributeError, KeyError) as exc:
+        return f"branches are not laid out as branch2[0..1], branch3[0..1], branch4[0..1] ({exc})"
+    if not isinstance(pool, nn.MaxPool2d) or _pair(pool.kernel_size) != (3, 3):
+        return f"branch4[0] must be a 3x3 MaxPool2d, got {pool}"
+    if (_pair(pool.stride), _pair(pool.padding), _pair(pool.dilation)) != ((1, 1),) * 3:
+        return f"branch4[0] must be a 3x3 max-pool with stride 1, padding 1, got {pool}"
+    for path, unit in zip(UNIT_NAMES, units, strict=True):
+        problem = _unit_error(unit)
+        if problem is not None:
+            return f"{path}: {problem}"
+    kernels = [_pair(u.conv.kernel_size) for u in units]
+    for i in (0, 1, 3, 5):
+        if kernels[i] != (1, 1):
+            return f"{UNIT_NAMES[i]} must be a 1x1 conv, got kernel {kernels[i]}"
+    if kernels[2] != (3, 3):
+        return f"branch2.1 must be a 3x3 conv, got kernel {kernels[2]}"
+    if kernels[4] not in ((3, 3), (5, 5)):
+        return f"branch3.1 must be a 3x3 or 5x5 conv, got kernel {kernels[4]}"
+    c_in = units[0].conv.in_channels
+    for i in (1, 3, 5):
+        if units[i].conv.in_channels != c_in:
+            return f"{UNIT_NAMES[i]} reads {units[i].conv.in_channels} channels, not {c_in}"
+    for red, conv in ((1, 2), (3, 4)):
+        if units[red].conv.out_channels != units[conv].conv.in_channels:
+            return f"{UNIT_NAMES[conv]} does not read {UNIT_NAMES[red]}'s output channels"
+    extra = [
+        name
+        for name, child in module.named_children()
+        if name not in ("branch1", "branch2", "branch3", "branch4")
+        and any(True for _ in _state(child))
+    ]
+    if extra:
+        return (
+            f"it has submodules with parameters or buffers besides the branches ({extra}), "
+            "which a FusedInception would not keep"
+        )
+    return None
+
+
+def _state(module: nn.Module):
+    yield from module.parameters()
+    yield from module.buffers()
+
+
+def _pair(value) -> tuple:
+    return tuple(value) if isinstance(value, (tuple, list)) else (value, value)
+
+
+def _unit_error(unit: nn.Module) -> str | None:
+    conv = getattr(unit, "conv", None)
+    if not isinstance(conv, nn.Conv2d):
+        what = "nothing" if conv is None else type(conv).__name__
+        hint = ""
+        if isinstance(conv, nn.Sequential):  # torch.ao's fused ConvReLU2d / ConvBn2d / ...
+            hint = (
+                " (units fused for quantization, such as torch.ao's ConvReLU2d from "
+                "fuse_model(), are not supported: fuse the Inception blocks before that)"
+            )
+        return f".conv must be a Conv2d, got {what}{hint}"
+    k = _pair(conv.kernel_size)
+    if (
+        _pair(conv.stride) != (1, 1)
+        or _pair(conv.dilation) != (1, 1)
+        or conv.groups != 1
+        or conv.padding_mode != "zeros"
+        or k[0] != k[1]
+        or k[0] % 2 != 1
+        or not _same_padding(conv.padding, k[0])
+    ):
+        return f"conv must have stride 1, 'same' zero padding, no dilation or groups, got {conv}"
+    bn = getattr(unit, "bn", None)
+    if bn is not None:
+        if not isinstance(bn, nn.BatchNorm2d):
+            return f".bn must be a BatchNorm2d, got {type(bn).__name__}"
+        if not bn.track_running_stats or bn.running_mean is None:
+            return ".bn has no running statistics, so it cannot be folded for inference"
+    extra = [
+        name
+        for name, child in unit.named_children()
+        if name not in ("conv", "bn") and not isinstance(child, nn.ReLU)
+    ]
+    if extra:
+        return f"unexpected submodules {extra} (a unit is conv [-> bn] -> ReLU)"
+    return None
+
+
+def _same_padding(padding, k: int) -> bool:
+    """padding=k//2 on both sides, written as ints or as 'same' (or 'valid' for a 1x1)."""
+    if padding == "same":
+        return True
+    if padding == "valid":
+        return k == 1
+    return _pair(padding) == (k // 2, k // 2)
+
+
+def function_error(module: nn.Module) -> str | None:
+    """None if `module`'s forward computes the Inception block of its units, else why not.
+
+    Runs the module's own forward once on a float64 CPU copy whose weights, biases and BN
+    statistics are replaced by random values (so a zero or identity initialisation cannot hide
+    a difference), hooks removed, in eval mode, against `inception_ref` on the same weights.
+    Requires `structure_error(module) is None`. The module itself is not touched.
+    """
+    try:
+        probe = copy.deepcopy(module)
+    except Exception as exc:  # any module that refuses to be copied is not checked
+        return f"it cannot be copied for the float64 check of its forward ({exc})"
+    probe = probe.to_empty(device="cpu") if _has_meta(probe) else probe.cpu()
+    probe = probe.to(torch.float64).eval()
+    gen = torch.Generator().manual_seed(0x1CE)
+    with torch.no_grad():
+        for m in probe.modules():
+            m._forward_hooks.clear()
+            m._forward_pre_hooks.clear()
+            m._backward_hooks.clear()
+            m._backward_pre_hooks.clear()
+        for p in probe.parameters():
+            fan_in = max(1, p[0].numel()) if p.dim() > 1 else 1
+            p.copy_(torch.randn(p.shape, generator=gen, dtype=torch.float64) / fan_in**0.5)
+        for m in probe.modules():
+            if isinstance(m, nn.BatchNorm2d) and m.running_mean is not None:
+                m.running_mean.copy_(torch.randn(m.num_features, generator=gen) * 0.3)
+                m.running_var.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
+        c_in = block_units(probe)[0].conv.in_channels
+        x = torch.randn(2, c_in, *PROBE_HW, generator=gen, dtype=torch.float64)
+        expected = inception_ref(x, fold_block(probe))
+        try:
+            with torch.autocast("cpu", enabled=False):
+                got = probe(x)
+        except Exception as exc:
+            return f"its forward fails on a float64 probe input ({type(exc).__name__}: {exc})"
+    if not isinstance(got, Tensor) or got.shape != expected.shape:
+        shape = tuple(got.shape) if isinstance(got, Tensor) else type(got).__name__
+        return (
+            f"its forward returns {shape} for a {tuple(x.shape)} input, not the Inception "
+            f"block's {tuple(expected.shape)}"
+        )
+    err = (got.double() - expected).abs().max().item()
+    scale = expected.abs().max().item()
+    if not err <= PROBE_TOLERANCE * scale:  # (NaN fails too)
+        return (
+            "its forward computes another function than the Inception block of its units "
+            f"(relative difference {err / scale:.2g} on a float64 probe: extra logic in "
+            "forward, another activation, another concatenation order?)"
+        )
+    return None
+
+
+def _has_meta(module: nn.Module) -> bool:
+    return any(t.is_meta for t in _state(module))
+
+
+def inception_error(module: nn.Module) -> str | None:
+    """None if `module` may be replaced by a FusedInception: structure, then function."""
+    return structure_error(module) or function_error(module)
+
+
+# Attribute values that define what a module computes: numbers, strings, flags and tuples of
+# them (a conv's stride and padding, a BN's eps, every module's `training`).
+_PLAIN = (bool, int, float, str, tuple, type(None))
+
+
+def structure_key(block: nn.Module) -> tuple:
+    """Changes when a module of `block` is replaced or any plain attribute of one changes.
+
+    Covers `bn.eps = 0.5`, `conv.padding = ...`, a unit swapped for another module, a child put
+    in training mode. Tensors are not part of it (see FusedInception's weight fingerprint).
+    """
+    key = []
+    stack = [block]
+    while stack:
+        m = stack.pop()
+        key.append(id(m))
+        key.append(type(m))
+        key.extend((k, v) for k, v in m.__dict__.items() if k[0] != "_" and isinstance(v, _PLAIN))
+        stack.extend(c for c in m._modules.values() if c is not None)
+    return tuple(key)
+
+
+def hooked_modules(block: nn.Module) -> list[str]:
+    """Names of `block`'s submodules (not block itself) with forward or backward hooks."""
+    return [
+        name
+        for name, m in block.named_modules()
+        if name
+        and (m._forward_hooks or m._forward_pre_hooks or m._backward_hooks or m._backward_pre_hooks)
+    ]
+
+
+def bn_in_training(block: nn.Module) -> bool:
+    """True if any unit's BatchNorm is in training mode (it then uses batch statistics)."""
+    return any(
+        getattr(unit, "bn", None) is not None and unit.bn.training for unit in block_units(block)
+    )
