@@ -4,6 +4,8 @@
   used to be copied into the child locked by a thread the child does not have, and the child's
   first launch waited forever. Run in a subprocess with a timeout, so a deadlock fails the test
   instead of hanging CI.
+- Triton's interpreter is not thread-safe (four threads running forwards at once: three
+  InterpreterErrors); the package serializes its interpreter launches.
 """
 
 from __future__ import annotations
@@ -11,12 +13,15 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
+import torch
 
 import fused_inception
-from fused_inception.backends import cuda_kernel_builds
+from fused_inception import FusedInception
+from fused_inception.backends import available_backends, cuda_kernel_builds
 
 FORK_SCRIPT = r"""
 import os, sys, threading, time
@@ -96,3 +101,29 @@ def test_fork_during_an_emulated_launch_leaves_the_child_working():
         f"exit status {proc.returncode}\nstdout: {proc.stdout[-2000:]}\n"
         f"stderr: {proc.stderr[-3000:]}"
     )
+
+
+@pytest.mark.skipif("triton" not in available_backends(), reason="triton cannot run here")
+def test_triton_forwards_from_four_threads():
+    torch.manual_seed(0)
+    block = FusedInception(8, 4, 4, 6, 2, 3, 3, backend="triton").eval()
+    x = torch.randn(1, 8, 5, 6)
+    with torch.no_grad():
+        expected = block(x)
+    results: list[object] = []
+
+    def run() -> None:
+        try:
+            for _ in range(2):
+                with torch.no_grad():
+                    results.append(torch.equal(block(x), expected))
+        except Exception as exc:  # recorded: an exception in a thread would be lost
+            results.append(exc)
+
+    threads = [threading.Thread(target=run) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=600)
+    assert not any(t.is_alive() for t in threads), "a thread did not finish"
+    assert results == [True] * 8, results

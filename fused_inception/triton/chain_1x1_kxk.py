@@ -25,7 +25,7 @@ import triton.language as tl
 from torch import Tensor
 
 from ..packing import ChainPacked, prepare_chain  # noqa: F401  (re-exported)
-from . import INTERPRETER, KernelBuild
+from . import INTERPRETER, KernelBuild, launch_guard
 
 
 @triton.jit
@@ -309,15 +309,16 @@ def chain_1x1_kxk(
     tiles_w = triton.cdiv(w, cfg.tw)
     tiles_per_image = triton.cdiv(h, cfg.th) * tiles_w
     grid = (n * tiles_per_image, triton.cdiv(c_out, cfg.block_n))
-    _chain_kernel[grid](
-        x, w_red_packed, b_red, w_kxk_packed, b_kxk, out,
-        h, w, c_in, c_red, c_out, tiles_w, tiles_per_image,
-        *_nhwc_strides(x), *_nhwc_strides(out), c_off,
-        K=k, TH=cfg.th, TW=cfg.tw, HALO_ROWS=_halo_rows(k, cfg),
-        BLOCK_N=cfg.block_n, BLOCK_R=cfg.block_r, BLOCK_K=cfg.block_k,
-        UPCAST=INTERPRETER and x.dtype == torch.bfloat16,
-        num_warps=cfg.num_warps, num_stages=cfg.num_stages,
-    )  # fmt: skip
+    with launch_guard():
+        _chain_kernel[grid](
+            x, w_red_packed, b_red, w_kxk_packed, b_kxk, out,
+            h, w, c_in, c_red, c_out, tiles_w, tiles_per_image,
+            *_nhwc_strides(x), *_nhwc_strides(out), c_off,
+            K=k, TH=cfg.th, TW=cfg.tw, HALO_ROWS=_halo_rows(k, cfg),
+            BLOCK_N=cfg.block_n, BLOCK_R=cfg.block_r, BLOCK_K=cfg.block_k,
+            UPCAST=INTERPRETER and x.dtype == torch.bfloat16,
+            num_warps=cfg.num_warps, num_stages=cfg.num_stages,
+        )  # fmt: skip
     return out
 
 

@@ -41,7 +41,7 @@ import triton.language as tl
 from torch import Tensor
 
 from ..packing import prepare_conv1x1  # noqa: F401  (re-exported)
-from . import INTERPRETER, KernelBuild
+from . import INTERPRETER, KernelBuild, launch_guard
 
 
 @triton.jit
@@ -283,27 +283,28 @@ def conv1x1_slice(
     if w_packed.numel() >= 2**31:
         raise ValueError(f"w_packed has {w_packed.numel()} elements, more than int32 offsets")
     grid = (triton.cdiv(m, cfg.block_m), triton.cdiv(c_out, cfg.block_n))
-    conv1x1_slice_kernel[grid](
-        x,
-        w_packed,
-        bias,
-        out,
-        m,
-        c_in,
-        c_out,
-        h,
-        w,
-        *x.stride(),
-        *out.stride(),
-        c_off,
-        POOL=pool,
-        DOT_IN_FP32=INTERPRETER and x.dtype == torch.bfloat16,
-        BLOCK_M=cfg.block_m,
-        BLOCK_N=cfg.block_n,
-        BLOCK_K=cfg.block_k,
-        num_warps=cfg.num_warps,
-        num_stages=cfg.num_stages,
-    )
+    with launch_guard():
+        conv1x1_slice_kernel[grid](
+            x,
+            w_packed,
+            bias,
+            out,
+            m,
+            c_in,
+            c_out,
+            h,
+            w,
+            *x.stride(),
+            *out.stride(),
+            c_off,
+            POOL=pool,
+            DOT_IN_FP32=INTERPRETER and x.dtype == torch.bfloat16,
+            BLOCK_M=cfg.block_m,
+            BLOCK_N=cfg.block_n,
+            BLOCK_K=cfg.block_k,
+            num_warps=cfg.num_warps,
+            num_stages=cfg.num_stages,
+        )
 
 
 # Integer and pointer arguments that the JIT specialises as multiples of 16 for GoogLeNet's
