@@ -49,7 +49,8 @@ TORCH_LIBRARY(fused_inception, m) {
   // The CUDA C++ kernels (csrc/cuda/*.cu, bound in csrc/cuda_ops.cpp): CUDA tensors run the
   // nvcc build, CPU tensors the same sources compiled against the SIMT shim (csrc/simt/).
   // x: [N, Cin, H, W] channels_last; out: the block output [N, Ctot, H, W] channels_last, of
-  // which only channels [c0, c0 + Cout) are written. Weights row-major [K, N], biases float32.
+  // which only channels [c0, c0 + Cout) are written; out must not overlap any input. Weights
+  // row-major [K, N], biases float32.
   // conv1x1_slice_: w [Cin, Cout]; out slice = relu(conv1x1(maxpool3x3(x) if pool else x) + b).
   m.def("conv1x1_slice_(Tensor x, Tensor w, Tensor bias, Tensor(a!) out, int c0, bool pool) -> ()");
   // chain_1x1_kxk_: w_red [Cin, Cr], w_kxk [K, K, Cr, Cout];

@@ -20,7 +20,8 @@
 // coefficients 0, +-1 (and 1/2 in G, applied in float64), so it loses far less accuracy than
 // larger tiles would; the parity tests check it against float64 references at 1e-4.
 //
-// Checks: every product and sum of the caller's integers is overflow-checked.
+// Checks: every product and sum of the caller's integers is overflow-checked, and `out` must not
+// overlap m or bias (csrc/overlap.h).
 //
 // Parallelisation: at::parallel_for over tiles; inside a tile the loop runs over the contiguous
 // channel dimension, compiled twice (AVX2+FMA and baseline) with GCC's target_clones and picked
@@ -35,6 +36,8 @@
 #include <cstdint>
 #include <optional>
 #include <vector>
+
+#include "overlap.h"
 
 namespace fused_inception {
 namespace {
@@ -214,6 +217,8 @@ void winograd_f2x3_output_cpu(const at::Tensor& m, const at::Tensor& bias, const
                   bias.device().is_cpu() && bias.scalar_type() == at::kFloat,
               op, ": bias must be a contiguous float32 CPU tensor [", channels, "], got shape ",
               bias.sizes(), " and dtype ", bias.scalar_type());
+  check_no_overlap(op, out, "m", m);
+  check_no_overlap(op, out, "bias", bias);
   if (m.numel() == 0) return;
   const float* src = m.const_data_ptr<float>();
   const float* b = bias.const_data_ptr<float>();

@@ -26,6 +26,7 @@ from torch import Tensor
 
 from ..packing import ChainPacked, prepare_chain  # noqa: F401  (re-exported)
 from . import INTERPRETER, KernelBuild, launch_guard
+from .guards import check_no_overlap
 
 
 @triton.jit
@@ -261,7 +262,7 @@ def chain_1x1_kxk(
     w_kxk_packed: [K, K, Cr, Cout], x's dtype, contiguous (prepare_chain)
     b_kxk:        [Cout], float32
     out:          [N, Ctot, H, W], x's dtype, any strides (channels_last typical); only channels
-                  [c_off, c_off + Cout) are written
+                  [c_off, c_off + Cout) are written; must not overlap any input
     Returns out.
     """
     if x.dtype not in _TRITON_DTYPES:
@@ -302,6 +303,10 @@ def chain_1x1_kxk(
     for name, t in (("w_red_packed", w_red_packed), ("w_kxk_packed", w_kxk_packed)):
         if not t.is_contiguous():
             raise ValueError(f"{name} must be contiguous (use prepare_chain)")
+    check_no_overlap(
+        "chain_1x1_kxk", out, x=x, w_red_packed=w_red_packed, b_red=b_red,
+        w_kxk_packed=w_kxk_packed, b_kxk=b_kxk,
+    )  # fmt: skip
     if n == 0 or c_out == 0 or h == 0 or w == 0:
         return out
 

@@ -42,6 +42,7 @@ from torch import Tensor
 
 from ..packing import prepare_conv1x1  # noqa: F401  (re-exported)
 from . import INTERPRETER, KernelBuild, launch_guard
+from .guards import check_no_overlap
 
 
 @triton.jit
@@ -232,7 +233,7 @@ def conv1x1_slice(
     w_packed:  [C_in, C_out]       x's dtype, contiguous (from prepare_conv1x1)
     bias:      [C_out]             float32, contiguous
     out:       [N, Ctot, H, W]     x's dtype, any strides; only channels [c_off, c_off + C_out)
-                                   are written; must not overlap x
+                                   are written; must not overlap x, w_packed or bias
     pool:      apply max_pool2d(kernel 3, stride 1, padding 1) to x first (branch 4)
     """
     if not all(isinstance(t, Tensor) for t in (x, w_packed, bias, out)):
@@ -271,6 +272,7 @@ def conv1x1_slice(
         raise ValueError(f"all tensors must be on one device, got {sorted(map(str, devices))}")
     if x.device.type != "cuda" and not INTERPRETER:
         raise ValueError(f"x is on {x.device}; Triton kernels need CUDA (or TRITON_INTERPRET=1)")
+    check_no_overlap("conv1x1_slice", out, x=x, w_packed=w_packed, bias=bias)
     m = n * h * w
     if m == 0 or c_out == 0:
         return
