@@ -42,7 +42,7 @@ from torch import Tensor
 
 from ..packing import prepare_conv1x1  # noqa: F401  (re-exported)
 from . import INTERPRETER, KernelBuild, launch_guard
-from .guards import check_no_overlap
+from .guards import as_channel_offset, check_no_overlap
 
 
 @triton.jit
@@ -263,6 +263,7 @@ def conv1x1_slice(
         raise ValueError(
             f"out must be [N, Ctot, H, W] = [{n}, Ctot, {h}, {w}], got {tuple(out.shape)}"
         )
+    c_off = as_channel_offset("conv1x1_slice", c_off)
     if not 0 <= c_off <= out.shape[1] - c_out:
         raise ValueError(
             f"channel slice [{c_off}, {c_off + c_out}) does not fit out's {out.shape[1]} channels"
@@ -285,6 +286,8 @@ def conv1x1_slice(
     if w_packed.numel() >= 2**31:
         raise ValueError(f"w_packed has {w_packed.numel()} elements, more than int32 offsets")
     grid = (triton.cdiv(m, cfg.block_m), triton.cdiv(c_out, cfg.block_n))
+    if grid[1] > 65535:
+        raise ValueError(f"C_out = {c_out} needs {grid[1]} column blocks, more than CUDA's 65535")
     with launch_guard():
         conv1x1_slice_kernel[grid](
             x,

@@ -7,9 +7,13 @@
   (two storages over the same memory, e.g. from numpy views, pass it), so this check is
   conservative instead, like csrc/overlap.h for the C++ operators: two non-empty tensors may
   overlap if they share a storage or the byte ranges they can address intersect.
+- `as_channel_offset`: c_off must be an integer, not a bool or a float, which the launch would
+  pass on as something else (a float c_off becomes an fp32 kernel argument).
 """
 
 from __future__ import annotations
+
+import operator
 
 from torch import Tensor
 
@@ -51,3 +55,16 @@ def check_no_overlap(op: str, out: Tensor, **inputs: Tensor) -> None:
                 f"{t.stride()} at {t.data_ptr():#x}); the kernel would read values it has "
                 f"already overwritten"
             )
+
+
+def as_channel_offset(op: str, c_off: object) -> int:
+    """c_off as a Python int; TypeError for a bool, a float or anything else not an integer.
+
+    (The launchers then check that [c_off, c_off + C_out) lies within out's channels.)
+    """
+    if isinstance(c_off, bool):
+        raise TypeError(f"{op}: c_off must be an int, got the bool {c_off}")
+    try:
+        return operator.index(c_off)  # int, numpy and torch integers; not floats
+    except TypeError:
+        raise TypeError(f"{op}: c_off must be an int, got {type(c_off).__name__}") from None
