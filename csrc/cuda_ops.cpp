@@ -1,7 +1,9 @@
 // Binding layer of the CUDA C++ kernels: fused_inception::conv1x1_slice_ and
 // fused_inception::chain_1x1_kxk_ turn tensors into the plain structs of csrc/cuda/kernels.h,
 // after checking everything a kernel relies on (a kernel does no checks of its own, so a direct
-// call of an operator with bad arguments must fail here, before any memory is touched).
+// call of an operator with bad arguments must fail here, before any memory is touched). That
+// includes an `out` overlapping any input (csrc/overlap.h): the kernels read x and the weights
+// while other blocks already store into out.
 //
 // Dispatch:
 //   CUDA tensors -> fused_inception::cuda::*     (nvcc build; FUSED_INCEPTION_WITH_CUDA)
@@ -21,6 +23,7 @@
 #include <vector>
 
 #include "cuda/kernels.h"
+#include "overlap.h"
 
 #if defined(FUSED_INCEPTION_WITH_CUDA)
 #include <c10/cuda/CUDAGuard.h>
@@ -156,6 +159,9 @@ void conv1x1_slice_(const at::Tensor& x, const at::Tensor& w, const at::Tensor& 
   check_operand(w, x, op, "w", {cin, cout}, false);
   check_operand(bias, x, op, "bias", {cout}, true);
   check_out(out, x, op, c0, cout);
+  check_no_overlap(op, out, "x", x);
+  check_no_overlap(op, out, "w", w);
+  check_no_overlap(op, out, "bias", bias);
   if (out.numel() == 0 || cout == 0) return;
 
   Conv1x1SliceArgs args{};
@@ -197,6 +203,11 @@ void chain_1x1_kxk_(const at::Tensor& x, const at::Tensor& w_red, const at::Tens
   check_operand(w_kxk, x, op, "w_kxk", {k, k, cr, cout}, false);
   check_operand(b_kxk, x, op, "b_kxk", {cout}, true);
   check_out(out, x, op, c0, cout);
+  check_no_overlap(op, out, "x", x);
+  check_no_overlap(op, out, "w_red", w_red);
+  check_no_overlap(op, out, "b_red", b_red);
+  check_no_overlap(op, out, "w_kxk", w_kxk);
+  check_no_overlap(op, out, "b_kxk", b_kxk);
   if (out.numel() == 0 || cout == 0) return;
 
   ChainArgs args{};

@@ -33,17 +33,24 @@ TORCH_LIBRARY(fused_inception, m) {
   // x: [N, C, H, W], channels_last. Returns max_pool2d(x, 3, stride=1, padding=1) as a new
   // channels_last tensor of the same shape (padding counts as -inf).
   m.def("max_pool3x3_nhwc(Tensor x) -> Tensor");
-  // Winograd F(2x2, 3x3) transforms (csrc/cpu/winograd_f2x3.cpp). r: [N*H*W, C] float32 rows
-  // of an NHWC tensor (channels contiguous, any row stride) -> V: [tiles, 16, C], where tiles =
-  // N * ceil(H/2) * ceil(W/2). output_: m [16, tiles, Cout] -> out[N*H*W, Cout] (a row-strided
-  // slice) = relu(A^T m A + bias), written in place.
-  m.def("winograd_f2x3_input(Tensor r, int n, int h, int w) -> Tensor");
-  m.def("winograd_f2x3_output_(Tensor m, Tensor bias, Tensor(a!) out, int n, int h, int w) -> ()");
+  // Winograd F(2x2, 3x3) transforms (csrc/cpu/winograd_f2x3.cpp) over the flat tile range
+  // [tile_begin, tile_begin + tile_count) of the N * ceil(H/2) * ceil(W/2) tiles (tile_count
+  // None: to the last tile). input: r [N*H*W, C] float32 rows of an NHWC tensor (channels
+  // contiguous, any row stride) -> V [tile_count, 16, C]. output_: m [16, tile_count, Cout] ->
+  // the range's pixels of out [N*H*W, Cout] (a row-strided slice, not overlapping m or bias) =
+  // relu(A^T m A + bias), written in place.
+  m.def(
+      "winograd_f2x3_input(Tensor r, int n, int h, int w, int tile_begin=0, "
+      "int? tile_count=None) -> Tensor");
+  m.def(
+      "winograd_f2x3_output_(Tensor m, Tensor bias, Tensor(a!) out, int n, int h, int w, "
+      "int tile_begin=0, int? tile_count=None) -> ()");
 
   // The CUDA C++ kernels (csrc/cuda/*.cu, bound in csrc/cuda_ops.cpp): CUDA tensors run the
   // nvcc build, CPU tensors the same sources compiled against the SIMT shim (csrc/simt/).
   // x: [N, Cin, H, W] channels_last; out: the block output [N, Ctot, H, W] channels_last, of
-  // which only channels [c0, c0 + Cout) are written. Weights row-major [K, N], biases float32.
+  // which only channels [c0, c0 + Cout) are written; out must not overlap any input. Weights
+  // row-major [K, N], biases float32.
   // conv1x1_slice_: w [Cin, Cout]; out slice = relu(conv1x1(maxpool3x3(x) if pool else x) + b).
   m.def("conv1x1_slice_(Tensor x, Tensor w, Tensor bias, Tensor(a!) out, int c0, bool pool) -> ()");
   // chain_1x1_kxk_: w_red [Cin, Cr], w_kxk [K, K, Cr, Cout];

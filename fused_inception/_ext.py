@@ -86,12 +86,24 @@ def _register_fake_kernels() -> None:
         )
 
     @torch.library.register_fake("fused_inception::winograd_f2x3_input")
-    def _winograd_input_fake(r: Tensor, n: int, h: int, w: int) -> Tensor:
-        tiles = n * ((h + 1) // 2) * ((w + 1) // 2)  # one tile per 2x2 outputs, per image
-        return r.new_empty((tiles, 16, r.shape[1]))
+    def _winograd_input_fake(
+        r: Tensor, n: int, h: int, w: int, tile_begin: int = 0, tile_count: int | None = None
+    ) -> Tensor:
+        if tile_count is None:  # the tiles from tile_begin on; one per 2x2 outputs, per image
+            tile_count = n * ((h + 1) // 2) * ((w + 1) // 2) - tile_begin
+        return r.new_empty((tile_count, 16, r.shape[1]))
 
     @torch.library.register_fake("fused_inception::winograd_f2x3_output_")
-    def _winograd_output_fake(m: Tensor, bias: Tensor, out: Tensor, n: int, h: int, w: int):
+    def _winograd_output_fake(
+        m: Tensor,
+        bias: Tensor,
+        out: Tensor,
+        n: int,
+        h: int,
+        w: int,
+        tile_begin: int = 0,
+        tile_count: int | None = None,
+    ):
         _check_same_device("winograd_f2x3_output_", m=m, bias=bias, out=out)
         return None
 

@@ -86,3 +86,63 @@ def test_operator_errors():
         ops.winograd_f2x3_input(torch.randn(4, 9).t(), 1, 3, 3)
     with pytest.raises(RuntimeError, match="must be \\[16"):
         ops.winograd_f2x3_output_(torch.randn(16, 3, 5), torch.randn(5), torch.empty(9, 5), 1, 3, 3)
+
+
+def test_tile_ranges_compose():
+    """Any split of the tiles into ranges gives what one call over all of them gives, bit for
+    bit; ranges cross image boundaries (2 images of 5x7: 12 tiles each)."""
+    ops = torch.ops.fused_inception
+    n, h, w, c_in, c_out = 2, 5, 7, 6, 5
+    tiles = n * 3 * 4
+    gen = torch.Generator().manual_seed(3)
+    r = torch.randn(n * h * w, c_in + 2, generator=gen)[:, 1 : 1 + c_in]
+    u, bias = torch.randn(16, c_in, c_out, generator=gen), torch.randn(c_out, generator=gen)
+    v_all = ops.winograd_f2x3_input(r, n, h, w)
+    m_all = torch.bmm(v_all.transpose(0, 1), u)
+    out_all = torch.full((n * h * w, c_out), float("nan"))
+    ops.winograd_f2x3_output_(m_all, bias, out_all, n, h, w)
+    bounds = [0, 1, 5, 11, 12, 13, 20, tiles]
+    out = torch.full_like(out_all, float("nan"))
+    for begin, end in zip(bounds[:-1], bounds[1:], strict=True):
+        v = ops.winograd_f2x3_input(r, n, h, w, begin, end - begin)
+        assert torch.equal(v, v_all[begin:end])
+        m = torch.bmm(v.transpose(0, 1), u)
+        ops.winograd_f2x3_output_(m, bias, out, n, h, w, begin, end - begin)
+        if end < tiles:  # rows of tiles after the range are not written yet
+            assert torch.isnan(out).any()
+    assert torch.equal(out, out_all)
+    tail = ops.winograd_f2x3_input(r, n, h, w, 20)  # tile_count None: to the last tile
+    assert torch.equal(tail, v_all[20:])
+
+
+def test_workspace_is_bounded_by_tiles_not_images(monkeypatch):
+    """One 40x40 image is 400 tiles: each transform step holds TILES_PER_CHUNK of them at most
+    (chunks used to be whole images, 3.5 GiB of V and M for one 1024x1024 image into 3a)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class RecordTiles(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.tiles = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            result = func(*args, **(kwargs or {}))
+            if func is torch.ops.fused_inception.winograd_f2x3_input.default:
+                self.tiles.append(result.shape[0])
+            if func is torch.ops.aten.bmm.default:
+                self.tiles.append(result.shape[1])
+            return result
+
+    monkeypatch.setattr(cpu_winograd, "TILES_PER_CHUNK", 98)
+    n, h, w, c_in, c_out = 1, 40, 40, 8, 4
+    r = torch.randn(n * h * w, c_in)
+    weight, bias = torch.randn(c_out, c_in, 3, 3), torch.randn(c_out)
+    u = cpu_winograd.transform_weight(weight)
+    out = torch.full((n * h * w, c_out), float("nan"))
+    with RecordTiles() as mode:
+        cpu_winograd.conv3x3_relu_into(r, u, bias, out, n, h, w)
+    assert mode.tiles and max(mode.tiles) <= 98, mode.tiles
+    assert sum(mode.tiles) == 2 * 400  # every tile once through each step
+    ref = F.relu(F.conv2d(r.double().reshape(1, h, w, c_in).permute(0, 3, 1, 2),
+                          weight.double(), bias.double(), padding=1))  # fmt: skip
+    assert_close_rel(out, ref.permute(0, 2, 3, 1).reshape(n * h * w, c_out), torch.float32)

@@ -35,7 +35,7 @@ needs_cuda_ops = pytest.mark.skipif(
 COVERED = {
     "inception_block": "test_opcheck_inception_block",
     "max_pool3x3_nhwc": "test_opcheck_max_pool3x3_nhwc",
-    "winograd_f2x3_input": "test_opcheck_winograd_f2x3",
+    "winograd_f2x3_input": "test_opcheck_winograd_f2x3",  # and ..._tile_range
     "winograd_f2x3_output_": "test_opcheck_winograd_f2x3",
     "conv1x1_slice_": "test_opcheck_conv1x1_slice_",
     "chain_1x1_kxk_": "test_opcheck_chain_1x1_kxk_",
@@ -161,6 +161,24 @@ def test_opcheck_winograd_f2x3():
     with FakeTensorMode(allow_non_fake_inputs=True) as mode:
         args = (mode.from_tensor(m), mode.from_tensor(torch.randn(c_out)), mode.from_tensor(out))
         assert ops.winograd_f2x3_output_(*args, n, h, w) is None
+
+
+@pytest.mark.parametrize("begin,count", [(2, 3), (4, None), (6, 0)], ids=["mid", "to-end", "none"])
+def test_opcheck_winograd_f2x3_tile_range(begin, count):
+    """The transforms over a range of tiles [begin, begin + count) of 2 images of 5x3 (12
+    tiles); tile_count None runs to the last tile. The fake kernel gives the range's shape."""
+    n, h, w, c_in, c_out = 2, 5, 3, 6, 4
+    r = torch.randn(n * h * w, c_in + 3)[:, 1 : 1 + c_in]
+    _opcheck(ops.winograd_f2x3_input.default, (r, n, h, w, begin, count))
+    v = ops.winograd_f2x3_input(r, n, h, w, begin, count)
+    tiles = 12 - begin if count is None else count
+    assert v.shape == (tiles, 16, c_in)
+    with FakeTensorMode() as mode:
+        fake_v = ops.winograd_f2x3_input(mode.from_tensor(r), n, h, w, begin, count)
+    assert fake_v.shape == v.shape and fake_v.stride() == v.stride()
+    m = torch.bmm(v.transpose(0, 1), torch.randn(16, c_in, c_out)).contiguous()
+    out = torch.zeros(n * h * w, c_out + 5)[:, 2 : 2 + c_out]
+    _opcheck(ops.winograd_f2x3_output_.default, (m, torch.randn(c_out), out, n, h, w, begin, count))
 
 
 def _cuda_op_inputs(dtype=torch.float32):

@@ -190,3 +190,14 @@ def test_aot_builds_compile_without_spills():
         assert not record_problems(r), f"{name}: {record_problems(r)}"
         assert r["local_bytes"] == 0, f"{name} spills ({r['local_bytes']} bytes of stack): {r}"
         assert r["dtype"] == "float32" or r["tensor_cores"], f"{name} has no mma/wgmma"
+
+
+@pytest.mark.parametrize("c_off", [1.0, 1.5, True, None], ids=["float", "fraction", "bool", "none"])
+def test_channel_offset_must_be_an_int(c_off):
+    """c_off is refused before any launch unless it is an integer (a float used to run)."""
+    x, w_red, b_red, w_kxk, b_kxk = _make(1, 4, 5, 6, 3, 2, 2)
+    packed = prepare_chain(w_red, b_red, w_kxk, b_kxk)
+    out = torch.full((1, 8, 2, 2), float("nan"))
+    with pytest.raises(TypeError, match="c_off must be an int"):
+        chain_1x1_kxk(x, *packed, out, c_off)
+    assert torch.isnan(out).all()

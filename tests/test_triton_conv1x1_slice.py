@@ -231,3 +231,15 @@ def test_aot_compile_sm80_sm90_no_spills():
         if r["dtype"] != "float32" and not r["tensor_cores"]:
             problems.append(f"{where}: 16-bit build without tensor-core mma")
     assert not problems, "\n".join(problems)
+
+
+@pytest.mark.parametrize("c_off", [1.0, 1.5, True, None], ids=["float", "fraction", "bool", "none"])
+def test_channel_offset_must_be_an_int(c_off):
+    """c_off is refused before any launch unless it is an integer (a float used to run, as the
+    kernel's fp32 argument)."""
+    x = torch.randn(1, 4, 3, 3, device=DEVICE)
+    w_packed, bias = (t.to(DEVICE) for t in mod.prepare_conv1x1(torch.randn(2, 4, 1, 1), None))
+    out = torch.full((1, 5, 3, 3), float("nan"), device=DEVICE)
+    with pytest.raises(TypeError, match="c_off must be an int"):
+        mod.conv1x1_slice(x, w_packed, bias, out, c_off)
+    assert torch.isnan(out).all()

@@ -7,9 +7,11 @@
 // applies to r, the reduced tensor). The element-wise products over the 16 positions are 16
 // independent GEMMs [T tiles, C] x [C, Cout], which the backend runs as one torch.bmm; these
 // kernels are the two transforms around it:
-//   - winograd_f2x3_input:   r rows [N*H*W, C] (NHWC, any row stride) -> V [16, T, C]
+//   - winograd_f2x3_input:   r rows [N*H*W, C] (NHWC, any row stride) -> V [T, 16, C]
 //   - winograd_f2x3_output_: M [16, T, Cout] -> relu(A^T M A + B) written into out rows
 //     [N*H*W, Cout] (any row stride: a channel slice of the block's output).
+// Both take a flat range of T tiles out of the N*ceil(H/2)*ceil(W/2), so that the caller can
+// bound V and M (16*C floats per tile) whatever the image size (cpu_winograd.py).
 // The weight transform G W G^T happens once, in Python, when parameters are packed.
 //
 // Why: the 3x3 convolutions are most of the block's multiply-adds, and on this CPU they and the
@@ -18,6 +20,9 @@
 // coefficients 0, +-1 (and 1/2 in G, applied in float64), so it loses far less accuracy than
 // larger tiles would; the parity tests check it against float64 references at 1e-4.
 //
+// Checks: every product and sum of the caller's integers is overflow-checked, and `out` must not
+// overlap m or bias (csrc/overlap.h).
+//
 // Parallelisation: at::parallel_for over tiles; inside a tile the loop runs over the contiguous
 // channel dimension, compiled twice (AVX2+FMA and baseline) with GCC's target_clones and picked
 // at load time, so the module still runs on CPUs without AVX2. Offsets are int64.
@@ -25,10 +30,14 @@
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
+#include <c10/util/safe_numerics.h>
 #include <torch/library.h>
 
 #include <cstdint>
+#include <optional>
 #include <vector>
+
+#include "overlap.h"
 
 namespace fused_inception {
 namespace {
@@ -41,13 +50,46 @@ namespace {
 
 constexpr int64_t kTilesPerTask = 16;
 
+// The 2x2-output tiles of an n x h x w image batch, numbered t = (img * tiles_y + ty) * tiles_x
+// + tx, and the flat range [begin, begin + count) of them that one call transforms. The range
+// lets the caller bound the workspace (V and M hold 16 * C values per tile) by chunking in
+// tiles rather than whole images: one 1024x1024 image is 262144 tiles.
 struct TileGrid {
   int64_t batch, height, width, tiles_y, tiles_x;
-  int64_t count() const { return batch * tiles_y * tiles_x; }
+  int64_t begin, count;
 };
 
-TileGrid make_grid(int64_t batch, int64_t height, int64_t width) {
-  return {batch, height, width, (height + 1) / 2, (width + 1) / 2};
+// n, h, w and the range come straight from the caller, so every product and sum of them is
+// checked: a wrapped n*h*w once passed the row check and sent the kernel 2^62 elements away.
+TileGrid make_grid(const char* op, int64_t batch, int64_t height, int64_t width, int64_t tile_begin,
+                   std::optional<int64_t> tile_count) {
+  TORCH_CHECK(batch >= 0 && height >= 1 && width >= 1, op,
+              ": expected n >= 0, h >= 1, w >= 1, got n=", batch, " h=", height, " w=", width);
+  // ceil(h/2) without h + 1, which overflows for h = 2^63 - 1.
+  const int64_t tiles_y = height / 2 + height % 2, tiles_x = width / 2 + width % 2;
+  int64_t tiles = 0;
+  TORCH_CHECK(
+      !c10::mul_overflows(tiles_y, tiles_x, &tiles) && !c10::mul_overflows(batch, tiles, &tiles),
+      op, ": the tile count n*ceil(h/2)*ceil(w/2) = ", batch, " * ", tiles_y, " * ", tiles_x,
+      " overflows int64");
+  // (begin <= tiles - count rather than begin + count <= tiles: no overflow near 2^63)
+  TORCH_CHECK(tile_begin >= 0 && tile_begin <= tiles, op, ": tile_begin must be in [0, ", tiles,
+              "] (the tiles of n=", batch, " h=", height, " w=", width, "), got ", tile_begin);
+  const int64_t count = tile_count.value_or(tiles - tile_begin);
+  TORCH_CHECK(count >= 0 && count <= tiles - tile_begin, op, ": tile_count must be in [0, ",
+              tiles - tile_begin, "] (tiles left after tile_begin=", tile_begin, " of ", tiles,
+              "), got ", count);
+  return {batch, height, width, tiles_y, tiles_x, tile_begin, count};
+}
+
+// n*h*w, the rows of r and out; refused where it overflows int64.
+int64_t pixel_rows(const char* op, const TileGrid& grid) {
+  int64_t plane = 0, rows = 0;
+  TORCH_CHECK(!c10::mul_overflows(grid.height, grid.width, &plane) &&
+                  !c10::mul_overflows(grid.batch, plane, &rows),
+              op, ": n*h*w = ", grid.batch, " * ", grid.height, " * ", grid.width,
+              " overflows int64");
+  return rows;
 }
 
 // V[k][t][c] for k = 4*i + j: (B^T d B)[i][j], B^T = [[1,0,-1,0],[0,1,1,0],[0,-1,1,0],[0,1,0,-1]].
@@ -100,90 +142,101 @@ void output_tile(const float* m, int64_t tile_stride, const float* bias, float* 
   }
 }
 
-void check_rows(const at::Tensor& t, const char* name, int64_t rows) {
-  TORCH_CHECK(t.dim() == 2, "winograd_f2x3: ", name, " must be 2-D [N*H*W, C], got shape ",
-              t.sizes());
-  TORCH_CHECK(t.device().is_cpu(), "winograd_f2x3: ", name, " must be a CPU tensor, got ",
-              t.device());
-  TORCH_CHECK(t.scalar_type() == at::kFloat, "winograd_f2x3: ", name, " must be float32, got ",
+void check_rows(const char* op, const at::Tensor& t, const char* name, int64_t rows) {
+  TORCH_CHECK(t.dim() == 2, op, ": ", name, " must be 2-D [N*H*W, C], got shape ", t.sizes());
+  TORCH_CHECK(t.device().is_cpu(), op, ": ", name, " must be a CPU tensor, got ", t.device());
+  TORCH_CHECK(t.scalar_type() == at::kFloat, op, ": ", name, " must be float32, got ",
               t.scalar_type());
-  TORCH_CHECK(t.size(0) == rows, "winograd_f2x3: ", name, " has ", t.size(0),
+  TORCH_CHECK(t.size(0) == rows, op, ": ", name, " has ", t.size(0),
               " rows, expected N*H*W = ", rows);
-  TORCH_CHECK(t.size(1) <= 1 || t.stride(1) == 1, "winograd_f2x3: ", name,
+  TORCH_CHECK(t.size(1) <= 1 || t.stride(1) == 1, op, ": ", name,
               " must have contiguous channels (stride 1), got strides ", t.strides());
-  TORCH_CHECK(t.size(0) <= 1 || t.stride(0) >= t.size(1), "winograd_f2x3: ", name,
+  TORCH_CHECK(t.size(0) <= 1 || t.stride(0) >= t.size(1), op, ": ", name,
               " rows overlap (row stride ", t.stride(0), " < ", t.size(1), " channels)");
 }
 
-void check_geometry(int64_t batch, int64_t height, int64_t width) {
-  TORCH_CHECK(batch >= 0 && height >= 1 && width >= 1,
-              "winograd_f2x3: expected n >= 0, h >= 1, w >= 1, got n=", batch, " h=", height,
-              " w=", width);
+// Where tile t starts: image, tile row, tile column.
+struct TilePos {
+  int64_t img, ty, tx;
+};
+TilePos tile_pos(const TileGrid& grid, int64_t t) {
+  return {t / (grid.tiles_y * grid.tiles_x), (t / grid.tiles_x) % grid.tiles_y, t % grid.tiles_x};
 }
 
-at::Tensor winograd_f2x3_input_cpu(const at::Tensor& r, int64_t n, int64_t h, int64_t w) {
-  check_geometry(n, h, w);
-  check_rows(r, "r", n * h * w);
-  const TileGrid grid = make_grid(n, h, w);
+// r: [n*h*w, C] -> V: [tile_count, 16, C] for the tiles [tile_begin, tile_begin + tile_count)
+// (all tiles from tile_begin on when tile_count is None). The 4x4 windows read r's rows of
+// any tile, so r is always the whole tensor, whatever the range.
+at::Tensor winograd_f2x3_input_cpu(const at::Tensor& r, int64_t n, int64_t h, int64_t w,
+                                   int64_t tile_begin, std::optional<int64_t> tile_count) {
+  constexpr const char* op = "winograd_f2x3_input";
+  const TileGrid grid = make_grid(op, n, h, w, tile_begin, tile_count);
+  check_rows(op, r, "r", pixel_rows(op, grid));
   const int64_t channels = r.size(1);
-  at::Tensor v = at::empty({grid.count(), 16, channels}, r.options());
+  at::Tensor v = at::empty({grid.count, 16, channels}, r.options());
   if (v.numel() == 0) return v;
   const float* base = r.const_data_ptr<float>();
   const int64_t ld = r.stride(0);
   float* out = v.mutable_data_ptr<float>();
   const std::vector<float> zeros(channels, 0.f);
-  at::parallel_for(0, grid.count(), kTilesPerTask, [&](int64_t begin, int64_t end) {
+  const int64_t first = grid.begin;
+  at::parallel_for(first, first + grid.count, kTilesPerTask, [&](int64_t begin, int64_t end) {
     for (int64_t t = begin; t < end; ++t) {
-      const int64_t img = t / (grid.tiles_y * grid.tiles_x);
-      const int64_t ty = (t / grid.tiles_x) % grid.tiles_y, tx = t % grid.tiles_x;
+      const TilePos p = tile_pos(grid, t);
       const float* src[4][4];
       for (int i = 0; i < 4; ++i) {
-        const int64_t y = 2 * ty - 1 + i;
+        const int64_t y = 2 * p.ty - 1 + i;
         for (int j = 0; j < 4; ++j) {
-          const int64_t x = 2 * tx - 1 + j;
+          const int64_t x = 2 * p.tx - 1 + j;
           const bool inside = y >= 0 && y < h && x >= 0 && x < w;
-          src[i][j] = inside ? base + ((img * h + y) * w + x) * ld : zeros.data();
+          src[i][j] = inside ? base + ((p.img * h + y) * w + x) * ld : zeros.data();
         }
       }
-      input_tile(src, out + t * 16 * channels, channels, channels);
+      input_tile(src, out + (t - first) * 16 * channels, channels, channels);
     }
   });
   return v;
 }
 
+// m: [16, tile_count, Cout] -> out rows of the tiles [tile_begin, tile_begin + tile_count)
+// (out is the whole [n*h*w, Cout] slice; rows of other tiles are not touched).
 void winograd_f2x3_output_cpu(const at::Tensor& m, const at::Tensor& bias, const at::Tensor& out,
-                              int64_t n, int64_t h, int64_t w) {
-  check_geometry(n, h, w);
-  check_rows(out, "out", n * h * w);
-  const TileGrid grid = make_grid(n, h, w);
+                              int64_t n, int64_t h, int64_t w, int64_t tile_begin,
+                              std::optional<int64_t> tile_count) {
+  constexpr const char* op = "winograd_f2x3_output_";
+  const TileGrid grid = make_grid(op, n, h, w, tile_begin, tile_count);
+  TORCH_CHECK(out.dim() == 2, op, ": out must be 2-D [N*H*W, C], got shape ", out.sizes());
   const int64_t channels = out.size(1);
-  TORCH_CHECK(m.dim() == 3 && m.size(0) == 16 && m.size(1) == grid.count() && m.size(2) == channels,
-              "winograd_f2x3_output_: m must be [16, tiles=", grid.count(), ", ", channels,
-              "], got shape ", m.sizes());
-  TORCH_CHECK(m.device().is_cpu() && m.scalar_type() == at::kFloat && m.is_contiguous(),
-              "winograd_f2x3_output_: m must be a contiguous float32 CPU tensor");
+  TORCH_CHECK(m.dim() == 3 && m.size(0) == 16 && m.size(1) == grid.count && m.size(2) == channels,
+              op, ": m must be [16, tiles=", grid.count, ", ", channels, "], got shape ",
+              m.sizes());
+  check_rows(op, out, "out", pixel_rows(op, grid));
+  TORCH_CHECK(m.device().is_cpu() && m.scalar_type() == at::kFloat && m.is_contiguous(), op,
+              ": m must be a contiguous float32 CPU tensor, got ", m.scalar_type(), " on ",
+              m.device(), " with strides ", m.strides());
   TORCH_CHECK(bias.dim() == 1 && bias.size(0) == channels && bias.is_contiguous() &&
                   bias.device().is_cpu() && bias.scalar_type() == at::kFloat,
-              "winograd_f2x3_output_: bias must be a contiguous float32 CPU tensor [", channels,
-              "], got shape ", bias.sizes(), " and dtype ", bias.scalar_type());
+              op, ": bias must be a contiguous float32 CPU tensor [", channels, "], got shape ",
+              bias.sizes(), " and dtype ", bias.scalar_type());
+  check_no_overlap(op, out, "m", m);
+  check_no_overlap(op, out, "bias", bias);
   if (m.numel() == 0) return;
   const float* src = m.const_data_ptr<float>();
   const float* b = bias.const_data_ptr<float>();
   float* base = out.mutable_data_ptr<float>();
   const int64_t ld = out.stride(0);
-  at::parallel_for(0, grid.count(), kTilesPerTask, [&](int64_t begin, int64_t end) {
+  const int64_t first = grid.begin;
+  at::parallel_for(first, first + grid.count, kTilesPerTask, [&](int64_t begin, int64_t end) {
     std::vector<float> scratch(channels);
     for (int64_t t = begin; t < end; ++t) {
-      const int64_t img = t / (grid.tiles_y * grid.tiles_x);
-      const int64_t ty = (t / grid.tiles_x) % grid.tiles_y, tx = t % grid.tiles_x;
+      const TilePos p = tile_pos(grid, t);
       float* dst[2][2];
       for (int i = 0; i < 2; ++i) {
         for (int j = 0; j < 2; ++j) {
-          const int64_t y = 2 * ty + i, x = 2 * tx + j;
-          dst[i][j] = (y < h && x < w) ? base + ((img * h + y) * w + x) * ld : scratch.data();
+          const int64_t y = 2 * p.ty + i, x = 2 * p.tx + j;
+          dst[i][j] = (y < h && x < w) ? base + ((p.img * h + y) * w + x) * ld : scratch.data();
         }
       }
-      output_tile(src + t * channels, grid.count() * channels, b, dst, channels);
+      output_tile(src + (t - first) * channels, grid.count * channels, b, dst, channels);
     }
   });
 }

@@ -284,9 +284,8 @@ const char* launch_chain_1x1_kxk(const ChainArgs& args, void* stream) {
   auto kernel = chain_1x1_kxk_kernel<T, K>;
   const int64_t tiles = args.batch * ((args.height + Tile::kTile - 1) / Tile::kTile) *
                         ((args.width + Tile::kTile - 1) / Tile::kTile);
-  const dim3 grid(static_cast<unsigned>(tiles),
-                  static_cast<unsigned>((args.cout + Tile::kBN - 1) / Tile::kBN));
-  return tile::launch<Tile::kSmemBytes>(kernel, grid, stream, args);
+  return tile::launch<Tile::kSmemBytes>(kernel, tiles, (args.cout + Tile::kBN - 1) / Tile::kBN,
+                                        stream, args);
 }
 
 template <typename T>

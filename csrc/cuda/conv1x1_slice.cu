@@ -168,9 +168,8 @@ const char* launch_conv1x1_slice(const Conv1x1SliceArgs& args, void* stream) {
   const int64_t pixels = args.batch * args.height * args.width;
   if (pixels == 0 || args.cout == 0) return nullptr;
   auto kernel = conv1x1_slice_kernel<T, POOL>;
-  const dim3 grid(static_cast<unsigned>((pixels + Tile::kBM - 1) / Tile::kBM),
-                  static_cast<unsigned>((args.cout + Tile::kBN - 1) / Tile::kBN));
-  return tile::launch<Tile::kSmemBytes>(kernel, grid, stream, args);
+  return tile::launch<Tile::kSmemBytes>(kernel, (pixels + Tile::kBM - 1) / Tile::kBM,
+                                        (args.cout + Tile::kBN - 1) / Tile::kBN, stream, args);
 }
 
 template <typename T>

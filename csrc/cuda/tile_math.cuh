@@ -55,13 +55,22 @@ __host__ __device__ __forceinline__ float max_nan(float a, float b) {
 inline constexpr int kThreads = 128;
 inline constexpr int kWarps = kThreads / 32;
 
-// Launches `kernel` with kThreads threads per block and SMEM_BYTES of dynamic shared memory,
-// opting in above 48 KiB as CUDA requires; nullptr, or the launch's error.
+// Launches `kernel` on a blocks_x x blocks_y grid with kThreads threads per block and
+// SMEM_BYTES of dynamic shared memory, opting in above 48 KiB as CUDA requires; nullptr, or the
+// launch's error. Block counts come as int64 and are checked against CUDA's grid limits here:
+// cast to unsigned first, a count past 2^32 would wrap into a smaller grid that leaves part of
+// the output unwritten instead of failing.
 template <std::size_t SMEM_BYTES, typename Kernel, typename Args>
-inline const char* launch(Kernel kernel, dim3 grid, void* stream, const Args& args) {
+inline const char* launch(Kernel kernel, int64_t blocks_x, int64_t blocks_y, void* stream,
+                          const Args& args) {
+  if (blocks_x < 1 || blocks_x > 2147483647 || blocks_y < 1 || blocks_y > 65535) {
+    return "grid size out of range: the output needs more than CUDA's 2^31 - 1 x 65535 blocks "
+           "(split the batch or the channels)";
+  }
   if constexpr (SMEM_BYTES > 48 * 1024) {
     FI_SET_MAX_DYNAMIC_SHARED(kernel, static_cast<int>(SMEM_BYTES));
   }
+  const dim3 grid(static_cast<unsigned>(blocks_x), static_cast<unsigned>(blocks_y));
   FI_LAUNCH(kernel, grid, dim3(kThreads), SMEM_BYTES, stream, args);
   return fi_last_launch_error();
 }

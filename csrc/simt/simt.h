@@ -22,7 +22,8 @@
 //     set_max_dynamic_shared, never above 166912 bytes, sm_80's opt-in limit); a bad one
 //     returns "invalid configuration argument: ..." and runs nothing;
 //   - launches are serialized by one global mutex (so `__shared__`, which is `static` here, is
-//     never shared by two launches);
+//     never shared by two launches); fork() waits for a running launch to finish, so a child
+//     process can launch too (pthread_atfork handlers, see install_fork_handlers);
 //   - each launch creates blockDim.x*y*z std::threads; every thread runs the blocks in order
 //     (x fastest, then y, then z) with one std::barrier at the end of each block, so a block's
 //     threads run concurrently and blocks one after another;
@@ -46,6 +47,7 @@
 
 #include <cuda_bf16.h>  // also pulls in vector_types.h (dim3, uint3) and host_defines.h
 #include <cuda_fp16.h>
+#include <pthread.h>
 
 #include <algorithm>
 #include <atomic>
@@ -101,11 +103,15 @@ inline constexpr std::size_t kDynamicSharedAlignment = 128;
 
 namespace detail {
 
+inline std::mutex& intern_mutex() {
+  static std::mutex mutex;
+  return mutex;
+}
+
 // Error strings live forever (like cudaGetErrorString's), so launch() can return a pointer.
 inline const char* intern(const std::string& message) {
-  static std::mutex mutex;
   static std::set<std::string> strings;
-  std::lock_guard<std::mutex> lock(mutex);
+  std::lock_guard<std::mutex> lock(intern_mutex());
   return strings.insert(message).first->c_str();
 }
 
@@ -207,6 +213,31 @@ inline std::mutex& attribute_mutex() {
   return mutex;
 }
 
+// fork() copies only the calling thread. If another thread was inside launch() at that moment,
+// the child got launch_mutex locked by a thread it does not have, and its first launch waited
+// forever. These pthread_atfork handlers take every mutex of the shim before fork (waiting for
+// a running launch to finish, so the child also never sees a half-updated limits map or string
+// set) and release them after it in the parent and in the child, where the forking thread's
+// copy owns them. Order: launch_mutex, then the others, as launch() nests them (it interns its
+// error string while holding launch_mutex and never takes launch_mutex while holding another).
+inline void lock_for_fork() {
+  launch_mutex().lock();
+  attribute_mutex().lock();
+  intern_mutex().lock();
+}
+
+inline void unlock_after_fork() {
+  intern_mutex().unlock();
+  attribute_mutex().unlock();
+  launch_mutex().unlock();
+}
+
+// Registers the handlers once per process, before the first launch can hold launch_mutex.
+inline void install_fork_handlers() {
+  static const int registered = pthread_atfork(lock_for_fork, unlock_after_fork, unlock_after_fork);
+  (void)registered;  // a failure (ENOMEM) leaves fork as unsafe as it was, nothing worse
+}
+
 // Max dynamic shared memory per kernel, as set by set_max_dynamic_shared.
 inline std::map<const void*, std::size_t>& dynamic_shared_limits() {
   static std::map<const void*, std::size_t> limits;
@@ -302,6 +333,7 @@ const char* launch(dim3 grid, dim3 block, std::size_t dynamic_smem_bytes, void (
   if (!bad.empty()) return detail::record_error(bad);
 
   const std::tuple<std::decay_t<KArgs>...> params(std::forward<Args>(args)...);
+  detail::install_fork_handlers();
   std::lock_guard<std::mutex> serialize(detail::launch_mutex());
   const unsigned threads = block.x * block.y * block.z;
   detail::Launch state(threads, dynamic_smem_bytes);

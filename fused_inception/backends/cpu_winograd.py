@@ -8,8 +8,12 @@ cores, AVX2), interleaved medians, batch 8, against oneDNN's direct convolution 
 28x28 96->128 7.45 -> 5.0 ms, 28x28 128->192 14.3 -> 9.3 ms, 14x14 128->256 4.9 -> 3.1 ms,
 7x7 192->384 2.7 -> 2.4 ms, 28x28 32->96 1.9 -> 1.6 ms; but 14x14 24->64 is even and
 28x28 16->32 is 1.4x slower. `winograd_pays` holds that policy (images below 7x7 were not
-measured and stay direct). Images are processed in chunks of about TILES_PER_CHUNK tiles so
-that the transformed tiles stay in cache between the three steps.
+measured and stay direct).
+
+The tiles (one per 2x2 outputs, numbered across the whole batch) go through the three steps
+in chunks of TILES_PER_CHUNK, whatever the image size: the transformed tiles stay in cache
+between the steps, and the workspace (V and M, 16 * (Cin + Cout) floats per tile) is bounded.
+It used to be chunked by whole images, which for one 1024x1024 image to block 3a took 3.5 GiB.
 """
 
 from __future__ import annotations
@@ -23,7 +27,11 @@ from .. import _ext
 MIN_PIXELS = 7 * 7
 MIN_IN_CHANNELS = 32
 MIN_OUT_CHANNELS = 64
-TILES_PER_CHUNK = 98
+# 196 tiles: one 28x28 image, the chunk blocks 3a and 3b had when chunks were whole images.
+# Quiet, 98-196 measured alike at batch 8 (within 5%); with other processes on the cores each
+# chunk's three parallel regions can wait for a descheduled thread, so fewer chunks hold up
+# better. V and M then take 196 * 16 * (Cin + Cout) floats: 7.2 MB at most (5b's 192 -> 384).
+TILES_PER_CHUNK = 196
 
 # G of F(2x2, 3x3): U = G W G^T, one 4x4 matrix per (input, output) channel pair.
 _G = torch.tensor(
@@ -62,13 +70,10 @@ def conv3x3_relu_into(
     bias:     [Cout]
     out_rows: [n*h*w, Cout]  the branch's slice of the output rows (any row stride)
     """
-    tiles_per_image = ((h + 1) // 2) * ((w + 1) // 2)
-    per_chunk = max(1, TILES_PER_CHUNK // tiles_per_image)
-    hw = h * w
+    tiles = n * ((h + 1) // 2) * ((w + 1) // 2)
     ops = torch.ops.fused_inception
-    for n0 in range(0, n, per_chunk):
-        n1 = min(n, n0 + per_chunk)
-        rows = slice(n0 * hw, n1 * hw)
-        v = ops.winograd_f2x3_input(r_rows[rows], n1 - n0, h, w)  # [tiles, 16, Cin]
-        m = torch.bmm(v.transpose(0, 1), u)  # [16, tiles, Cout]
-        ops.winograd_f2x3_output_(m, bias, out_rows[rows], n1 - n0, h, w)
+    for t0 in range(0, tiles, TILES_PER_CHUNK):
+        count = min(TILES_PER_CHUNK, tiles - t0)
+        v = ops.winograd_f2x3_input(r_rows, n, h, w, t0, count)  # [count, 16, Cin]
+        m = torch.bmm(v.transpose(0, 1), u)  # [16, count, Cout]
+        ops.winograd_f2x3_output_(m, bias, out_rows, n, h, w, t0, count)

@@ -9,11 +9,25 @@ compiles ahead of time for sm_80 and sm_90.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import threading
 from dataclasses import dataclass, field
 
 # Read once, like Triton itself reads it when the @triton.jit functions are defined.
 INTERPRETER = os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+# Triton's interpreter is not thread-safe: while a kernel runs it swaps the functions of
+# triton.language for its own (process-wide), and a second thread's launch restores or re-swaps
+# them under the first one's feet (four threads at once: three InterpreterErrors). Every launch
+# of this package goes through launch_guard(), which serializes them under the interpreter
+# only; compiled launches on a GPU take no lock.
+_INTERPRETER_LOCK = threading.Lock()
+
+
+def launch_guard() -> contextlib.AbstractContextManager:
+    """The context to hold around one Triton kernel launch (a lock under the interpreter)."""
+    return _INTERPRETER_LOCK if INTERPRETER else contextlib.nullcontext()
 
 
 @dataclass(frozen=True)

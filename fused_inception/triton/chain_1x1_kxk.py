@@ -25,7 +25,8 @@ import triton.language as tl
 from torch import Tensor
 
 from ..packing import ChainPacked, prepare_chain  # noqa: F401  (re-exported)
-from . import INTERPRETER, KernelBuild
+from . import INTERPRETER, KernelBuild, launch_guard
+from .guards import as_channel_offset, check_no_overlap
 
 
 @triton.jit
@@ -261,7 +262,7 @@ def chain_1x1_kxk(
     w_kxk_packed: [K, K, Cr, Cout], x's dtype, contiguous (prepare_chain)
     b_kxk:        [Cout], float32
     out:          [N, Ctot, H, W], x's dtype, any strides (channels_last typical); only channels
-                  [c_off, c_off + Cout) are written
+                  [c_off, c_off + Cout) are written; must not overlap any input
     Returns out.
     """
     if x.dtype not in _TRITON_DTYPES:
@@ -286,6 +287,7 @@ def chain_1x1_kxk(
         )
     if out.shape[0] != n or tuple(out.shape[2:]) != (h, w):
         raise ValueError(f"out must be [{n}, Ctot, {h}, {w}], got {tuple(out.shape)}")
+    c_off = as_channel_offset("chain_1x1_kxk", c_off)
     if not 0 <= c_off <= out.shape[1] - c_out:
         raise ValueError(f"channels [{c_off}, {c_off + c_out}) exceed out's {out.shape[1]}")
     for name, t, dtype in (
@@ -302,6 +304,12 @@ def chain_1x1_kxk(
     for name, t in (("w_red_packed", w_red_packed), ("w_kxk_packed", w_kxk_packed)):
         if not t.is_contiguous():
             raise ValueError(f"{name} must be contiguous (use prepare_chain)")
+    if x.device.type != "cuda" and not INTERPRETER:
+        raise ValueError(f"x is on {x.device}; Triton kernels need CUDA (or TRITON_INTERPRET=1)")
+    check_no_overlap(
+        "chain_1x1_kxk", out, x=x, w_red_packed=w_red_packed, b_red=b_red,
+        w_kxk_packed=w_kxk_packed, b_kxk=b_kxk,
+    )  # fmt: skip
     if n == 0 or c_out == 0 or h == 0 or w == 0:
         return out
 
@@ -309,15 +317,18 @@ def chain_1x1_kxk(
     tiles_w = triton.cdiv(w, cfg.tw)
     tiles_per_image = triton.cdiv(h, cfg.th) * tiles_w
     grid = (n * tiles_per_image, triton.cdiv(c_out, cfg.block_n))
-    _chain_kernel[grid](
-        x, w_red_packed, b_red, w_kxk_packed, b_kxk, out,
-        h, w, c_in, c_red, c_out, tiles_w, tiles_per_image,
-        *_nhwc_strides(x), *_nhwc_strides(out), c_off,
-        K=k, TH=cfg.th, TW=cfg.tw, HALO_ROWS=_halo_rows(k, cfg),
-        BLOCK_N=cfg.block_n, BLOCK_R=cfg.block_r, BLOCK_K=cfg.block_k,
-        UPCAST=INTERPRETER and x.dtype == torch.bfloat16,
-        num_warps=cfg.num_warps, num_stages=cfg.num_stages,
-    )  # fmt: skip
+    if grid[0] >= 2**31 or grid[1] > 65535:
+        raise ValueError(f"the launch grid {grid} exceeds CUDA's (2**31 - 1, 65535)")
+    with launch_guard():
+        _chain_kernel[grid](
+            x, w_red_packed, b_red, w_kxk_packed, b_kxk, out,
+            h, w, c_in, c_red, c_out, tiles_w, tiles_per_image,
+            *_nhwc_strides(x), *_nhwc_strides(out), c_off,
+            K=k, TH=cfg.th, TW=cfg.tw, HALO_ROWS=_halo_rows(k, cfg),
+            BLOCK_N=cfg.block_n, BLOCK_R=cfg.block_r, BLOCK_K=cfg.block_k,
+            UPCAST=INTERPRETER and x.dtype == torch.bfloat16,
+            num_warps=cfg.num_warps, num_stages=cfg.num_stages,
+        )  # fmt: skip
     return out
 
 

@@ -41,7 +41,8 @@ import triton.language as tl
 from torch import Tensor
 
 from ..packing import prepare_conv1x1  # noqa: F401  (re-exported)
-from . import INTERPRETER, KernelBuild
+from . import INTERPRETER, KernelBuild, launch_guard
+from .guards import as_channel_offset, check_no_overlap
 
 
 @triton.jit
@@ -232,7 +233,7 @@ def conv1x1_slice(
     w_packed:  [C_in, C_out]       x's dtype, contiguous (from prepare_conv1x1)
     bias:      [C_out]             float32, contiguous
     out:       [N, Ctot, H, W]     x's dtype, any strides; only channels [c_off, c_off + C_out)
-                                   are written; must not overlap x
+                                   are written; must not overlap x, w_packed or bias
     pool:      apply max_pool2d(kernel 3, stride 1, padding 1) to x first (branch 4)
     """
     if not all(isinstance(t, Tensor) for t in (x, w_packed, bias, out)):
@@ -262,6 +263,7 @@ def conv1x1_slice(
         raise ValueError(
             f"out must be [N, Ctot, H, W] = [{n}, Ctot, {h}, {w}], got {tuple(out.shape)}"
         )
+    c_off = as_channel_offset("conv1x1_slice", c_off)
     if not 0 <= c_off <= out.shape[1] - c_out:
         raise ValueError(
             f"channel slice [{c_off}, {c_off + c_out}) does not fit out's {out.shape[1]} channels"
@@ -271,6 +273,7 @@ def conv1x1_slice(
         raise ValueError(f"all tensors must be on one device, got {sorted(map(str, devices))}")
     if x.device.type != "cuda" and not INTERPRETER:
         raise ValueError(f"x is on {x.device}; Triton kernels need CUDA (or TRITON_INTERPRET=1)")
+    check_no_overlap("conv1x1_slice", out, x=x, w_packed=w_packed, bias=bias)
     m = n * h * w
     if m == 0 or c_out == 0:
         return
@@ -283,27 +286,30 @@ def conv1x1_slice(
     if w_packed.numel() >= 2**31:
         raise ValueError(f"w_packed has {w_packed.numel()} elements, more than int32 offsets")
     grid = (triton.cdiv(m, cfg.block_m), triton.cdiv(c_out, cfg.block_n))
-    conv1x1_slice_kernel[grid](
-        x,
-        w_packed,
-        bias,
-        out,
-        m,
-        c_in,
-        c_out,
-        h,
-        w,
-        *x.stride(),
-        *out.stride(),
-        c_off,
-        POOL=pool,
-        DOT_IN_FP32=INTERPRETER and x.dtype == torch.bfloat16,
-        BLOCK_M=cfg.block_m,
-        BLOCK_N=cfg.block_n,
-        BLOCK_K=cfg.block_k,
-        num_warps=cfg.num_warps,
-        num_stages=cfg.num_stages,
-    )
+    if grid[1] > 65535:
+        raise ValueError(f"C_out = {c_out} needs {grid[1]} column blocks, more than CUDA's 65535")
+    with launch_guard():
+        conv1x1_slice_kernel[grid](
+            x,
+            w_packed,
+            bias,
+            out,
+            m,
+            c_in,
+            c_out,
+            h,
+            w,
+            *x.stride(),
+            *out.stride(),
+            c_off,
+            POOL=pool,
+            DOT_IN_FP32=INTERPRETER and x.dtype == torch.bfloat16,
+            BLOCK_M=cfg.block_m,
+            BLOCK_N=cfg.block_n,
+            BLOCK_K=cfg.block_k,
+            num_warps=cfg.num_warps,
+            num_stages=cfg.num_stages,
+        )
 
 
 # Integer and pointer arguments that the JIT specialises as multiples of 16 for GoogLeNet's
