@@ -58,7 +58,7 @@ TORCH_LIBRARY(fused_inception, m) {
   m.def(
       "chain_1x1_kxk_(Tensor x, Tensor w_red, Tensor b_red, Tensor w_kxk, Tensor b_kxk, "
       "Tensor(a!) out, int c0) -> ()");
-  // A 64-bit hash of the bytes of dense CPU tensors, as a 0-dim int64 tensor
+  // A 64-bit hash of the bytes, dtypes, sizes and strides of CPU tensors, as a 0-dim int64 tensor
   // (csrc/cpu/fingerprint.cpp): FusedInception's check that no weight or buffer changed since
   // it packed them, including writes through .data or numpy that bump no version counter.
   m.def("fingerprint(Tensor[] tensors) -> Tensor");

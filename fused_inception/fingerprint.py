@@ -30,38 +30,37 @@ _MIX1 = 0xBF58476D1CE4E5B9 - 2**64
 _MIX2 = 0x94D049BB133111EB - 2**64
 
 
-def fingerprint(tensors: Sequence[Tensor]) -> tuple:
+def fingerprint(tensors: Sequence[Tensor]) -> object:
     """A value that changes whenever the bytes, dtype, shape, strides or device of any tensor do.
 
     tensors: any tensors (a block's parameters and buffers), any devices, dtypes and strides.
-    returns: a hashable tuple; equal tuples mean equal contents (up to a 2^-64 collision).
+    returns: a hashable value; equal values mean equal contents (up to a 2^-64 collision).
     """
+    if _ext.has_extension() and all(t.device.type == "cpu" for t in tensors):
+        # One C++ call, which hashes the layouts too (the common case: a CPU model).
+        return int(torch.ops.fused_inception.fingerprint(tensors))
     layout = tuple((t.dtype, t.device, tuple(t.shape), t.stride()) for t in tensors)
     by_device: dict[torch.device, list[Tensor]] = {}
     for t in tensors:
         by_device.setdefault(t.device, []).append(t)
-    hashes = tuple((device, _hash(device, group)) for device, group in by_device.items())
-    return layout, hashes
+    return layout, tuple((device, _hash(device, group)) for device, group in by_device.items())
 
 
-def _dense(t: Tensor) -> Tensor:
-    """t itself if its elements fill its memory span (the C++ operator hashes that span)."""
-    dense = t.is_contiguous() or (
-        t.dim() == 4 and t.is_contiguous(memory_format=torch.channels_last)
-    )
-    return t if dense else t.contiguous()
+def version_key(tensors: Sequence[Tensor]) -> tuple:
+    """What autograd's version counters and the storages' addresses say about `tensors`.
+
+    Cheaper than `fingerprint` (no pass over the bytes) but blind to writes that bypass the
+    version counter: through `.data`, numpy views or other aliases with their own counter, and
+    any in-place write to a tensor created under inference_mode (it has no counter).
+    """
+    return tuple((t.data_ptr(), t.dtype, None if t.is_inference() else t._version) for t in tensors)
 
 
 def _hash(device: torch.device, tensors: list[Tensor]) -> int | None:
     if device.type == "meta":
         return None  # no contents: shapes and dtypes are all there is
-    return _hash_cpu(tensors) if device.type == "cpu" else _hash_torch(tensors)
-
-
-def _hash_cpu(tensors: list[Tensor]) -> int:
-    if _ext.has_extension():
-        # .detach(): no autograd bookkeeping around the call; inference tensors are fine.
-        return int(torch.ops.fused_inception.fingerprint([_dense(t).detach() for t in tensors]))
+    if device.type == "cpu" and _ext.has_extension():
+        return int(torch.ops.fused_inception.fingerprint(tensors))
     return _hash_torch(tensors)
 
 

@@ -12,12 +12,17 @@ import torch
 from torch import Tensor, nn
 
 from .backends import check_backend_name, resolve_backend
-from .fingerprint import fingerprint
+from .fingerprint import fingerprint, version_key
 from .folding import block_units, fold_block, fold_overflow, has_batch_norm
 from .ops import inception_block
 from .reference import Inception
 from .structure import bn_in_training, hooked_modules, inception_error, structure_error
 from .structure import structure_key as _structure_key
+
+# How an eval forward tells that the weights changed since they were packed (README "Weights,
+# attributes and hooks"): "content" hashes their bytes (every write is seen), "version" reads
+# autograd's version counters and the storages' addresses (cheaper; blind to .data and numpy).
+WEIGHT_CHECKS = {"content": fingerprint, "version": version_key}
 
 # Reasons already warned about (each kind once per process): "bn-training", "hooks", ...
 _warned: set[str] = set()
@@ -49,16 +54,17 @@ class _EagerState:
 
     skey:     structure_key of the block when this was built
     problem:  structure_error then (the block was changed after fusion into something else)
-    weights:  fingerprint of the parameters and buffers that `packed` and `overflow` belong to
+    tensors:  the block's parameters and buffers (the same objects while skey holds)
+    weights:  WEIGHT_CHECKS value of `tensors` that `packed` and `overflow` belong to
     packed:   backend name -> that backend's packed parameters
     overflow: compute dtype -> fold_overflow (None: the folded weights fit)
     """
 
-    __slots__ = ("skey", "problem", "weights", "packed", "overflow")
+    __slots__ = ("skey", "problem", "tensors", "weights", "packed", "overflow")
 
-    def __init__(self, skey: tuple, problem: str | None) -> None:
-        self.skey, self.problem = skey, problem
-        self.weights: tuple | None = None
+    def __init__(self, skey: tuple, problem: str | None, tensors: list[Tensor]) -> None:
+        self.skey, self.problem, self.tensors = skey, problem, tensors
+        self.weights: object = None
         self.packed: dict[str, object] = {}
         self.overflow: dict[torch.dtype, str | None] = {}
 
@@ -68,7 +74,10 @@ class FusedInception(Inception):
 
     Same constructor arguments and state_dict keys as torchvision.models.googlenet.Inception
     (norm=True) or the paper's conv+bias form (norm=False); `branch3_kernel` is 3 in torchvision
-    and 5 in the paper.
+    and 5 in the paper. `weight_check` says how an eval forward tells that the weights changed
+    since it packed them: "content" (default: a hash of their bytes, every write is seen) or
+    "version" (autograd's version counters: cheaper, blind to writes through .data or numpy;
+    README "Weights, attributes and hooks").
 
     x:   [N, in_channels, H, W] (NCHW or channels_last), H, W >= 1
     out: [N, ch1x1 + ch3x3 + ch5x5 + pool_proj, H, W], channel order b1 | b2 | b3 | b4,
@@ -108,8 +117,10 @@ class FusedInception(Inception):
         branch3_kernel: int = 3,
         norm: bool = True,
         backend: str = "auto",
+        weight_check: str = "content",
     ) -> None:
         check_backend_name(backend)
+        _check_weight_check(weight_check)
         super().__init__(
             in_channels,
             ch1x1,
@@ -122,6 +133,7 @@ class FusedInception(Inception):
             norm=norm,
         )
         self.backend = backend
+        self.weight_check = weight_check
         self.__dict__["_state"] = None
         self.__dict__["_source"] = None
 
@@ -135,10 +147,13 @@ class FusedInception(Inception):
         return sum(units[i].conv.out_channels for i in (0, 2, 4, 5))
 
     def extra_repr(self) -> str:
-        return f"backend={self.backend!r}"
+        check = "" if self.weight_check == "content" else f", weight_check={self.weight_check!r}"
+        return f"backend={self.backend!r}{check}"
 
     @classmethod
-    def from_module(cls, module: nn.Module, backend: str = "auto") -> FusedInception:
+    def from_module(
+        cls, module: nn.Module, backend: str = "auto", *, weight_check: str = "content"
+    ) -> FusedInception:
         """A FusedInception computing the same function as an Inception block `module`.
 
         `module` is torchvision's Inception or any module with branch1, branch2[0..1],
@@ -152,13 +167,14 @@ class FusedInception(Inception):
         hooks; deep-copy the source first for an independent block.
         """
         check_backend_name(backend)
+        _check_weight_check(weight_check)
         problem = inception_error(module)
         if problem is not None:
             raise ValueError(f"cannot fuse {type(module).__name__}: {problem}")
-        return cls._from_checked(module, backend)
+        return cls._from_checked(module, backend, weight_check)
 
     @classmethod
-    def _from_checked(cls, module: nn.Module, backend: str) -> FusedInception:
+    def _from_checked(cls, module: nn.Module, backend: str, weight_check: str) -> FusedInception:
         fused = cls.__new__(cls)
         nn.Module.__init__(fused)
         for name in ("branch1", "branch2", "branch3", "branch4"):
@@ -167,6 +183,7 @@ class FusedInception(Inception):
             if name in module.__dict__:
                 fused.__dict__[name] = module.__dict__[name]
         fused.backend = backend
+        fused.weight_check = weight_check
         fused.__dict__["_state"] = None
         # Kept for unfuse_inception, outside _modules so state_dict and .to() ignore it.
         fused.__dict__["_source"] = module
@@ -190,8 +207,9 @@ class FusedInception(Inception):
     def refresh(self) -> None:
         """Drop the folded and packed weights; the next forward rebuilds them.
 
-        Never needed for correctness (every weight, buffer and attribute change is seen); it
-        frees the packed copies' memory, e.g. before moving a block to another device.
+        With weight_check="content" never needed for correctness (every weight, buffer and
+        attribute change is seen): it frees the packed copies' memory. With "version", call it
+        after a write the version counters miss (through .data or numpy).
         """
         self.__dict__["_state"] = None
 
@@ -250,7 +268,8 @@ class FusedInception(Inception):
         skey = _structure_key(self)
         state = self._state
         if state is None or state.skey != skey:
-            state = _EagerState(skey, structure_error(self))
+            tensors = list(self.parameters()) + list(self.buffers())
+            state = _EagerState(skey, structure_error(self), tensors)
             self.__dict__["_state"] = state
         return state
 
@@ -265,7 +284,7 @@ class FusedInception(Inception):
         if state.weights is None or not (
             weight.is_cuda and torch.cuda.is_current_stream_capturing()
         ):
-            weights = fingerprint(list(self.parameters()) + list(self.buffers()))
+            weights = WEIGHT_CHECKS[self.weight_check](state.tensors)
             if weights != state.weights:
                 state.weights = weights
                 state.packed.clear()
@@ -346,20 +365,24 @@ def _autocast_enabled(x: Tensor) -> bool:
         return False
 
 
-def fuse_inception(model: nn.Module, backend: str = "auto") -> nn.Module:
+def fuse_inception(
+    model: nn.Module, backend: str = "auto", *, weight_check: str = "content"
+) -> nn.Module:
     """Swap every Inception block inside `model` for a FusedInception, in place.
 
     A block is a module with branch1..branch4; it is swapped only if it computes the
     Inception block (FusedInception.from_module's checks), else left alone with a warning that
     says why. A model without any such block gets a warning too. The state_dict is unchanged
     (the fused blocks hold the original branch modules). Returns the model, or a
-    FusedInception if `model` itself is an Inception block.
+    FusedInception if `model` itself is an Inception block. `backend` and `weight_check` are
+    those of FusedInception.
     """
     check_backend_name(backend)
+    _check_weight_check(weight_check)
     if isinstance(model, FusedInception):
         return model
     if _is_candidate(model):
-        return _fuse_one(model, backend, "model") or model
+        return _fuse_one(model, backend, weight_check, "model") or model
     found = 0
     for parent_name, parent in list(model.named_modules()):
         for child_name, child in list(parent.named_children()):
@@ -368,7 +391,7 @@ def fuse_inception(model: nn.Module, backend: str = "auto") -> nn.Module:
             elif _is_candidate(child):
                 found += 1
                 name = f"{parent_name}.{child_name}" if parent_name else child_name
-                fused = _fuse_one(child, backend, name)
+                fused = _fuse_one(child, backend, weight_check, name)
                 if fused is not None:
                     setattr(parent, child_name, fused)
     if not found:
@@ -397,11 +420,20 @@ def _is_candidate(module: nn.Module) -> bool:
     )
 
 
-def _fuse_one(module: nn.Module, backend: str, name: str) -> FusedInception | None:
+def _fuse_one(
+    module: nn.Module, backend: str, weight_check: str, name: str
+) -> FusedInception | None:
     problem = inception_error(module)
     if problem is not None:
         warnings.warn(
             f"fuse_inception: left {name} ({type(module).__name__}) as is: {problem}", stacklevel=3
         )
         return None
-    return FusedInception._from_checked(module, backend)
+    return FusedInception._from_checked(module, backend, weight_check)
+
+
+def _check_weight_check(value: str) -> None:
+    if value not in WEIGHT_CHECKS:
+        raise ValueError(
+            f"unknown weight_check {value!r}; choose one of {', '.join(map(repr, WEIGHT_CHECKS))}"
+        )

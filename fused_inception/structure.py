@@ -199,10 +199,13 @@ _PLAIN = (bool, int, float, str, tuple, type(None))
 
 
 def structure_key(block: nn.Module) -> tuple:
-    """Changes when a module of `block` is replaced or any plain attribute of one changes.
+    """Changes when a module, parameter or buffer of `block` is replaced or added, or any plain
+    attribute of a module changes.
 
     Covers `bn.eps = 0.5`, `conv.padding = ...`, a unit swapped for another module, a child put
-    in training mode. Tensors are not part of it (see FusedInception's weight fingerprint).
+    in training mode, `conv.weight = nn.Parameter(...)`. The tensors' contents are not part of
+    it (see fingerprint.py); their identities are, so a list of them stays valid as long as the
+    key does.
     """
     key = []
     stack = [block]
@@ -211,6 +214,8 @@ def structure_key(block: nn.Module) -> tuple:
         key.append(id(m))
         key.append(type(m))
         key.extend((k, v) for k, v in m.__dict__.items() if k[0] != "_" and isinstance(v, _PLAIN))
+        key.extend(map(id, m._parameters.values()))
+        key.extend(map(id, m._buffers.values()))
         stack.extend(c for c in m._modules.values() if c is not None)
     return tuple(key)
 

@@ -381,3 +381,24 @@ def test_hooks_on_the_block_fire_on_the_fused_path_and_survive_fusion():
     with torch.no_grad():
         assert_close_rel(model(x), ref64(model[0], x), torch.float32)
     assert len(calls) == 2
+
+
+def test_weight_check_version_is_cheaper_and_blind_to_data_writes():
+    """The documented trade-off of weight_check="version": version counters only."""
+    model = nn.Sequential(randomize_block(TvInception(*ARGS)).eval())
+    fuse_inception(model, backend="cpu", weight_check="version")
+    block = model[0]
+    assert block.weight_check == "version" and "weight_check='version'" in repr(block)
+    x = _x()
+    with torch.no_grad():
+        before = block(x)
+        block.branch1.conv.weight.data.mul_(2.0)  # not seen in this mode
+        assert torch.equal(block(x), before)
+        block.refresh()  # what the README says to call after such a write
+        assert_close_rel(block(x), ref64(block, x), torch.float32)
+        block.branch1.conv.weight.mul_(0.5)  # an in-place write autograd counts: seen
+        assert_close_rel(block(x), ref64(block, x), torch.float32)
+    with pytest.raises(ValueError, match="unknown weight_check 'sometimes'"):
+        FusedInception(*ARGS, weight_check="sometimes")
+    with pytest.raises(ValueError, match="unknown weight_check"):
+        fuse_inception(model, weight_check="never")

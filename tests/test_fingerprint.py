@@ -9,7 +9,13 @@ import torch
 from fused_inception import fingerprint as fp
 
 DTYPES = [torch.float32, torch.float16, torch.bfloat16, torch.float64, torch.int8]
-HASHES = {"cpp": fp._hash_cpu, "torch-ops": fp._hash_torch}
+
+
+def _hash_cpp(tensors):
+    return int(torch.ops.fused_inception.fingerprint(tensors))
+
+
+HASHES = {"cpp": _hash_cpp, "torch-ops": fp._hash_torch}
 
 
 def _tensor(dtype, numel, seed=0):
@@ -56,9 +62,9 @@ def test_the_cpp_hash_does_not_depend_on_the_thread_count():
     previous = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
-        one = fp._hash_cpu(tensors)
+        one = _hash_cpp(tensors)
         torch.set_num_threads(2)
-        two = fp._hash_cpu(tensors)
+        two = _hash_cpp(tensors)
     finally:
         torch.set_num_threads(previous)
     assert one == two
@@ -76,6 +82,25 @@ def test_layout_dtype_device_and_strides_are_part_of_it():
     assert fp.fingerprint([transposed]) != fp.fingerprint([transposed.contiguous() * 2])
 
 
-def test_refuses_what_it_cannot_hash():
-    with pytest.raises(ValueError, match="not dense"):
-        torch.ops.fused_inception.fingerprint([torch.randn(4, 4)[:, ::2]])
+def test_a_non_dense_tensor_is_hashed_by_its_elements():
+    base = torch.randn(6, 8)
+    view = base[:, ::2]
+    value = _hash_cpp([view])
+    assert value != _hash_cpp([view.contiguous()])  # other strides
+    base[0, 1] += 1.0  # not an element of the view
+    assert _hash_cpp([view]) == value
+    base[0, 2] += 1.0
+    assert _hash_cpp([view]) != value
+
+
+def test_version_key_sees_version_and_replacement_only():
+    w = torch.nn.Parameter(torch.randn(4, 4))
+    key = fp.version_key([w])
+    w.data.mul_(2.0)  # bypasses the version counter: not seen (what weight_check="content" is for)
+    assert fp.version_key([w]) == key
+    with torch.no_grad():
+        w.mul_(2.0)
+    assert fp.version_key([w]) != key
+    key = fp.version_key([w])
+    w.data = torch.randn(4, 4)
+    assert fp.version_key([w]) != key

@@ -161,7 +161,8 @@ def test_reduced_tensors_are_not_materialized(backend, monkeypatch):
     else:
         with torch.no_grad(), counter, operators:
             out = block(x)
-        launches = operators.calls
+        # (fingerprint hashes the weights for the packed-weight cache: not a kernel of the block)
+        launches = [(name, shapes) for name, shapes in operators.calls if name != "fingerprint"]
         names = [name for name, _ in launches]
         assert names == ["conv1x1_slice_", "chain_1x1_kxk_", "chain_1x1_kxk_", "conv1x1_slice_"]
     assert counter.allocations == [tuple(out.shape)], counter.allocations

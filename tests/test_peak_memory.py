@@ -29,8 +29,9 @@ SIZE = 512
 BLOCK_3A = (192, 64, 96, 128, 16, 32, 32)  # in, 1x1, 3x3 red, 3x3, 5x5 red, 5x5 (3x3), pool
 MIB = 2**20
 # Allocator granularity, the Winograd chunks (16 * (Cin + Cout) floats per tile, TILES_PER_CHUNK
-# tiles), oneDNN's scratch and the thread stacks: well below this.
-SLACK = 32 * MIB
+# tiles), oneDNN's scratch and the thread stacks: 0-6 MiB measured alone, up to 35 MiB while
+# other test workers ran on the same cores (malloc arenas and scratch of busier threads).
+SLACK = 64 * MIB
 
 SCRIPT = r"""
 import resource, sys, torch

@@ -4,8 +4,8 @@
 // sees (`w.data.mul_(2)`, a write through a numpy view, an EMA written with `.data`).
 //
 // Guarantee: changing any single 32-bit word of any tensor always changes the result (proof
-// below); several changes at once collide with probability about 2^-64. Shapes, dtypes and
-// strides are not hashed here: the caller keys on them separately.
+// below); several changes at once collide with probability about 2^-64. Each tensor's dtype,
+// sizes and strides are hashed too (a non-dense tensor is hashed through a dense copy).
 //
 // Hash: the bytes of each tensor's memory span (dense tensors only) are cut into 64 KiB chunks.
 // In a chunk, 32-bit word i goes to lane i % 64, whose state (a, b) is updated with xxHash32's
@@ -102,21 +102,33 @@ uint64_t chunk_hash(const unsigned char* data, int64_t bytes) {
   return h;
 }
 
+// dtype, sizes and strides of a tensor, as one 64-bit value.
+uint64_t layout_hash(const at::Tensor& x) {
+  uint64_t h = mix64(static_cast<uint64_t>(x.scalar_type()) + 1);
+  for (int64_t d = 0; d < x.dim(); ++d) {
+    h = mix64(h ^ static_cast<uint64_t>(x.size(d)));
+    h = mix64(h ^ (static_cast<uint64_t>(x.stride(d)) + 0x51EDull));
+  }
+  return h;
+}
+
 at::Tensor fingerprint_cpu(const at::TensorList tensors) {
   struct Span {
     const unsigned char* data;
     int64_t bytes;
   };
+  std::vector<at::Tensor> copies;  // dense copies of non-dense tensors, alive while hashing
   std::vector<Span> spans;
   std::vector<int64_t> first_chunk;  // index of each span's first chunk in the flat chunk list
+  uint64_t result = mix64(static_cast<uint64_t>(tensors.size()));
   int64_t chunks = 0;
   for (size_t t = 0; t < tensors.size(); ++t) {
-    const at::Tensor& x = tensors[t];
-    TORCH_CHECK_VALUE(x.device().is_cpu(), "fused_inception::fingerprint: tensor ", t, " is on ",
-                      x.device(), "; this operator hashes CPU tensors");
-    TORCH_CHECK_VALUE(x.is_non_overlapping_and_dense(), "fused_inception::fingerprint: tensor ", t,
-                      " is not dense (strides ", x.strides(), " for shape ", x.sizes(),
-                      "); pass .contiguous()");
+    const at::Tensor& given = tensors[t];
+    TORCH_CHECK_VALUE(given.device().is_cpu(), "fused_inception::fingerprint: tensor ", t,
+                      " is on ", given.device(), "; this operator hashes CPU tensors");
+    result ^= mix64(layout_hash(given) ^ (static_cast<uint64_t>(t) << 48));
+    const at::Tensor& x =
+        given.is_non_overlapping_and_dense() ? given : copies.emplace_back(given.contiguous());
     const int64_t bytes = x.numel() * static_cast<int64_t>(x.element_size());
     // A dense tensor's span starts at its lowest address, which is data_ptr unless a stride is
     // negative (torch has none) or the tensor is empty.
@@ -136,7 +148,6 @@ at::Tensor fingerprint_cpu(const at::TensorList tensors) {
           h ^ mix64((static_cast<uint64_t>(t) << 40) ^ static_cast<uint64_t>(c - first_chunk[t])));
     }
   });
-  uint64_t result = mix64(static_cast<uint64_t>(tensors.size()));
   for (const uint64_t v : values) result ^= v;
   return at::scalar_tensor(static_cast<int64_t>(result), at::TensorOptions().dtype(at::kLong));
 }
