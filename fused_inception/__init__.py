@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from .backends import available_backends
 from .configs import GOOGLENET_BLOCKS, BlockConfig
-from .module import FusedInception, fuse_inception, unfuse_inception
+from .module import FusedInception
 from .reference import FoldedParams, Inception, inception_ref
+from .swap import fuse_inception, unfuse_inception
 
 __version__ = "0.1.0"
 

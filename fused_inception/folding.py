@@ -12,24 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from .reference import FoldedParams
-
-# The units in FoldedParams order, by their module paths in the block.
-UNIT_NAMES = ("branch1", "branch2.0", "branch2.1", "branch3.0", "branch3.1", "branch4.1")
-
-
-def block_units(block: nn.Module) -> tuple[nn.Module, ...]:
-    """The six conv units of an Inception-structured block, in FoldedParams order.
-
-    branch1, branch2[0], branch2[1], branch3[0], branch3[1], branch4[1].
-    """
-    return (
-        block.branch1,
-        block.branch2[0],
-        block.branch2[1],
-        block.branch3[0],
-        block.branch3[1],
-        block.branch4[1],
-    )
+from .units import UNIT_NAMES, block_units
 
 
 def fold_unit(unit: nn.Module, *, differentiable: bool = False) -> tuple[Tensor, Tensor]:
@@ -98,8 +81,3 @@ def fold_block(block: nn.Module, *, differentiable: bool = False) -> FoldedParam
     """Fold all six units of an Inception-structured block (BN in eval form); see fold_unit."""
     pairs = [fold_unit(unit, differentiable=differentiable) for unit in block_units(block)]
     return FoldedParams(*(t for pair in pairs for t in pair))
-
-
-def has_batch_norm(block: nn.Module) -> bool:
-    """True if any unit of the block has a BatchNorm (torchvision's form)."""
-    return any(getattr(unit, "bn", None) is not None for unit in block_units(block))

@@ -1,4 +1,4 @@
-"""FusedInception: a drop-in Inception block that runs fused kernels, and the model swappers.
+"""FusedInception: a drop-in Inception block that runs fused kernels (swap.py swaps it in).
 
 Data flows one way: this module validates input, folds BatchNorm and caches each backend's
 packed parameters (until a weight or buffer changes); the backends only see tensors.
@@ -13,11 +13,12 @@ from torch import Tensor, nn
 
 from .backends import check_backend_name, resolve_backend
 from .fingerprint import fingerprint, version_key
-from .folding import block_units, fold_block, fold_overflow, has_batch_norm
+from .folding import fold_block, fold_overflow
 from .ops import inception_block
 from .reference import Inception
 from .structure import bn_in_training, hooked_modules, inception_error, structure_error
 from .structure import structure_key as _structure_key
+from .units import OUTPUT_UNITS, block_units, has_batch_norm
 
 # How an eval forward tells that the weights changed since they were packed (README "Weights,
 # attributes and hooks"): "content" hashes their bytes (every write is seen), "version" reads
@@ -119,8 +120,6 @@ class FusedInception(Inception):
         backend: str = "auto",
         weight_check: str = "content",
     ) -> None:
-        check_backend_name(backend)
-        _check_weight_check(weight_check)
         super().__init__(
             in_channels,
             ch1x1,
@@ -132,10 +131,18 @@ class FusedInception(Inception):
             branch3_kernel=branch3_kernel,
             norm=norm,
         )
+        self._init_fused(backend, weight_check, None)
+
+    def _init_fused(self, backend: str, weight_check: str, source: nn.Module | None) -> None:
+        """The fields a FusedInception adds to an Inception, however it was made."""
+        check_backend_name(backend)
+        check_weight_check(weight_check)
         self.backend = backend
         self.weight_check = weight_check
         self.__dict__["_state"] = None
-        self.__dict__["_source"] = None
+        # The module it was made from, for unfuse_inception; outside _modules so that
+        # state_dict and .to() ignore it.
+        self.__dict__["_source"] = source
 
     @property
     def in_channels(self) -> int:
@@ -144,7 +151,7 @@ class FusedInception(Inception):
     @property
     def out_channels(self) -> int:
         units = block_units(self)
-        return sum(units[i].conv.out_channels for i in (0, 2, 4, 5))
+        return sum(units[i].conv.out_channels for i in OUTPUT_UNITS)
 
     def extra_repr(self) -> str:
         check = "" if self.weight_check == "content" else f", weight_check={self.weight_check!r}"
@@ -167,7 +174,7 @@ class FusedInception(Inception):
         hooks; deep-copy the source first for an independent block.
         """
         check_backend_name(backend)
-        _check_weight_check(weight_check)
+        check_weight_check(weight_check)
         problem = inception_error(module)
         if problem is not None:
             raise ValueError(f"cannot fuse {type(module).__name__}: {problem}")
@@ -175,19 +182,12 @@ class FusedInception(Inception):
 
     @classmethod
     def _from_checked(cls, module: nn.Module, backend: str, weight_check: str) -> FusedInception:
-        fused = cls.__new__(cls)
-        nn.Module.__init__(fused)
-        for name in ("branch1", "branch2", "branch3", "branch4"):
-            setattr(fused, name, getattr(module, name))
-        for name in _HOOK_DICTS:
+        """from_module after its checks (fuse_inception has made them already)."""
+        fused = cls._around(module)
+        fused._init_fused(backend, weight_check, module)
+        for name in _HOOK_DICTS:  # the same dicts: the source's hook handles remove them here too
             if name in module.__dict__:
                 fused.__dict__[name] = module.__dict__[name]
-        fused.backend = backend
-        fused.weight_check = weight_check
-        fused.__dict__["_state"] = None
-        # Kept for unfuse_inception, outside _modules so state_dict and .to() ignore it.
-        fused.__dict__["_source"] = module
-        fused.training = module.training
         return fused
 
     def to_unfused(self) -> nn.Module:
@@ -195,14 +195,7 @@ class FusedInception(Inception):
 
         Shares this block's submodules, so nothing is copied either way.
         """
-        if self._source is not None:
-            return self._source
-        block = Inception.__new__(Inception)
-        nn.Module.__init__(block)
-        block.branch1, block.branch2 = self.branch1, self.branch2
-        block.branch3, block.branch4 = self.branch3, self.branch4
-        block.train(self.training)
-        return block
+        return self._source if self._source is not None else Inception._around(self)
 
     def refresh(self) -> None:
         """Drop the folded and packed weights; the next forward rebuilds them.
@@ -365,74 +358,8 @@ def _autocast_enabled(x: Tensor) -> bool:
         return False
 
 
-def fuse_inception(
-    model: nn.Module, backend: str = "auto", *, weight_check: str = "content"
-) -> nn.Module:
-    """Swap every Inception block inside `model` for a FusedInception, in place.
-
-    A block is a module with branch1..branch4; it is swapped only if it computes the
-    Inception block (FusedInception.from_module's checks), else left alone with a warning that
-    says why. A model without any such block gets a warning too. The state_dict is unchanged
-    (the fused blocks hold the original branch modules). Returns the model, or a
-    FusedInception if `model` itself is an Inception block. `backend` and `weight_check` are
-    those of FusedInception.
-    """
-    check_backend_name(backend)
-    _check_weight_check(weight_check)
-    if isinstance(model, FusedInception):
-        return model
-    if _is_candidate(model):
-        return _fuse_one(model, backend, weight_check, "model") or model
-    found = 0
-    for parent_name, parent in list(model.named_modules()):
-        for child_name, child in list(parent.named_children()):
-            if isinstance(child, FusedInception):
-                found += 1
-            elif _is_candidate(child):
-                found += 1
-                name = f"{parent_name}.{child_name}" if parent_name else child_name
-                fused = _fuse_one(child, backend, weight_check, name)
-                if fused is not None:
-                    setattr(parent, child_name, fused)
-    if not found:
-        warnings.warn(
-            f"fuse_inception: found no Inception block (a module with branch1..branch4) in "
-            f"{type(model).__name__}; nothing was fused",
-            stacklevel=2,
-        )
-    return model
-
-
-def unfuse_inception(model: nn.Module) -> nn.Module:
-    """Reverse fuse_inception: put the eager blocks back (sharing the same parameters)."""
-    if isinstance(model, FusedInception):
-        return model.to_unfused()
-    for parent in list(model.modules()):
-        for child_name, child in list(parent.named_children()):
-            if isinstance(child, FusedInception):
-                setattr(parent, child_name, child.to_unfused())
-    return model
-
-
-def _is_candidate(module: nn.Module) -> bool:
-    return not isinstance(module, FusedInception) and all(
-        hasattr(module, f"branch{i}") for i in range(1, 5)
-    )
-
-
-def _fuse_one(
-    module: nn.Module, backend: str, weight_check: str, name: str
-) -> FusedInception | None:
-    problem = inception_error(module)
-    if problem is not None:
-        warnings.warn(
-            f"fuse_inception: left {name} ({type(module).__name__}) as is: {problem}", stacklevel=3
-        )
-        return None
-    return FusedInception._from_checked(module, backend, weight_check)
-
-
-def _check_weight_check(value: str) -> None:
+def check_weight_check(value: str) -> None:
+    """ValueError listing the choices for an unknown weight_check."""
     if value not in WEIGHT_CHECKS:
         raise ValueError(
             f"unknown weight_check {value!r}; choose one of {', '.join(map(repr, WEIGHT_CHECKS))}"

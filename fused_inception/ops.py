@@ -51,7 +51,7 @@ def inception_block(
     b4: Tensor,
     backend: str,
 ) -> Tensor:
-    """The Inception block (DESIGN.md section 2) from folded parameters, on a fused backend.
+    """The Inception block (docs/design.md section 2) from folded parameters, on a backend.
 
     x:        [N, Cin, H, W] (NCHW or channels_last)
     w1, b1:   [c1, Cin, 1, 1], [c1]
@@ -274,8 +274,3 @@ def _autocast_kernel(device_type: str):
 _autocast_lib = torch.library.Library("fused_inception", "IMPL")
 for _device_type, _key in (("cpu", "AutocastCPU"), ("cuda", "AutocastCUDA")):
     _autocast_lib.impl("inception_block", _autocast_kernel(_device_type), _key)
-
-
-def inception_block_folded(x: Tensor, params: FoldedParams, backend: str = "auto") -> Tensor:
-    """inception_block(x, *params, backend): the operator called with a FoldedParams."""
-    return inception_block(x, *params, backend)

@@ -1,7 +1,7 @@
 """Plain-PyTorch reference of the Inception block: the one source of truth for the function.
 
-`inception_ref` computes DESIGN.md section 2 from folded parameters (conv weight and bias per
-unit, BatchNorm already folded in); `Inception` is the reference module in both forms
+`inception_ref` computes docs/design.md section 2 from folded parameters (conv weight and bias
+per unit, BatchNorm already folded in); `Inception` is the reference module in both forms
 (torchvision's conv -> BN -> ReLU units, or the paper's conv+bias -> ReLU units), with the same
 module names and state_dict keys as `torchvision.models.googlenet.Inception`.
 """
@@ -13,6 +13,8 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from .units import BRANCHES
 
 BN_EPS = 1e-3  # torchvision's BasicConv2d uses BatchNorm2d(eps=0.001)
 
@@ -87,15 +89,6 @@ class ConvUnit(nn.Module):
         )
         self.bn = nn.BatchNorm2d(out_channels, eps=BN_EPS) if norm else None
 
-    @classmethod
-    def wrap(cls, conv: nn.Conv2d, bn: nn.BatchNorm2d | None) -> ConvUnit:
-        """A unit around existing conv/bn modules (shared, not copied)."""
-        unit = cls.__new__(cls)
-        nn.Module.__init__(unit)
-        unit.conv = conv
-        unit.bn = bn
-        return unit
-
     def forward(self, x: Tensor) -> Tensor:
         x = self.conv(x)
         if self.bn is not None:
@@ -138,6 +131,17 @@ class Inception(nn.Module):
             nn.MaxPool2d(kernel_size=3, stride=1, padding=1, ceil_mode=True),
             ConvUnit(in_channels, pool_proj, 1, norm),
         )
+
+    @classmethod
+    def _around(cls, module: nn.Module):
+        """A block of this class that holds `module`'s four branches themselves (no copy), in
+        `module`'s training mode: how blocks are made from other blocks."""
+        block = cls.__new__(cls)
+        nn.Module.__init__(block)
+        for name in BRANCHES:
+            setattr(block, name, getattr(module, name))
+        block.training = module.training
+        return block
 
     def forward(self, x: Tensor) -> Tensor:
         return torch.cat([self.branch1(x), self.branch2(x), self.branch3(x), self.branch4(x)], 1)

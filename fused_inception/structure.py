@@ -19,8 +19,9 @@ import copy
 import torch
 from torch import Tensor, nn
 
-from .folding import UNIT_NAMES, block_units, fold_block
+from .folding import fold_block
 from .reference import inception_ref
+from .units import BRANCHES, UNIT_NAMES, block_units
 
 # float64 probe: relative difference allowed between the module's forward and inception_ref
 # (both in float64; the fold is the only rounding, about 1e-16).
@@ -30,7 +31,7 @@ PROBE_HW = (5, 6)
 
 def structure_error(module: nn.Module) -> str | None:
     """None if `module` has the layout the fused kernels compute, else why not."""
-    for name in ("branch1", "branch2", "branch3", "branch4"):
+    for name in BRANCHES:
         if not hasattr(module, name):
             return f"it has no {name}"
     try:
@@ -64,8 +65,7 @@ def structure_error(module: nn.Module) -> str | None:
     extra = [
         name
         for name, child in module.named_children()
-        if name not in ("branch1", "branch2", "branch3", "branch4")
-        and any(True for _ in _state(child))
+        if name not in BRANCHES and any(True for _ in _state(child))
     ]
     if extra:
         return (

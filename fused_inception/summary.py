@@ -26,16 +26,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from .units import BRANCHES, block_units, has_branches
+
+# Table 1's inception columns, one per conv unit (units.UNIT_NAMES, in that order).
 INCEPTION_COLUMNS = ("1x1", "3x3_reduce", "3x3", "5x5_reduce", "5x5", "pool_proj")
-# Table 1's inception columns, as (branch module path, index within the branch or None).
-_INCEPTION_UNITS = (
-    ("branch1", None),
-    ("branch2", 0),
-    ("branch2", 1),
-    ("branch3", 0),
-    ("branch3", 1),
-    ("branch4", 1),
-)
 
 
 def layer_table(
@@ -174,14 +168,9 @@ def _conv_taps(conv: nn.Conv2d) -> int:
     return conv.in_channels // conv.groups * kh * kw
 
 
-def _is_inception(module: nn.Module) -> bool:
-    return all(hasattr(module, f"branch{i}") for i in range(1, 5))
-
-
-def _unit_weight(module: nn.Module, path: str, index: int | None) -> torch.Tensor:
+def _unit_weight(unit: nn.Module) -> torch.Tensor:
     # By state_dict key ("conv.weight"), so fused blocks that keep the keys but not the
     # nn.Conv2d calls are read the same way.
-    unit = getattr(module, path) if index is None else getattr(module, path)[index]
     return dict(unit.named_parameters())["conv.weight"]
 
 
@@ -197,11 +186,10 @@ def _row(rec: dict[str, Any]) -> dict[str, Any]:
         "macs": rec["macs"],
     }
     if row["type"] == "inception":
-        weights = [_unit_weight(module, path, i) for path, i in _INCEPTION_UNITS]
+        weights = [_unit_weight(unit) for unit in block_units(module)]
         row.update({c: w.shape[0] for c, w in zip(INCEPTION_COLUMNS, weights, strict=True)})
         row["depth"] = max(
-            sum(1 for p in getattr(module, f"branch{i}").parameters() if p.dim() == 4)
-            for i in range(1, 5)
+            sum(1 for p in getattr(module, name).parameters() if p.dim() == 4) for name in BRANCHES
         )
         if rec["hooked"] == 0:
             # A fused block runs its kernels without calling nn.Conv2d; every conv of an
@@ -216,7 +204,7 @@ def _row(rec: dict[str, Any]) -> dict[str, Any]:
 
 
 def _kind(module: nn.Module) -> str:
-    if _is_inception(module):
+    if has_branches(module):
         return "inception"
     kinds = (
         (nn.MaxPool2d, "max pool"),
