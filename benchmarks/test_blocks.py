@@ -7,7 +7,7 @@
 `-n 0` turns off pytest-xdist (pyproject's addopts use `-n auto`): pytest-benchmark does not
 time under xdist, and parallel workers would share the cores being measured.
 
-The cases are the ones `python -m fused_inception.bench` times (fused_inception.bench_cases:
+The cases are the ones `python -m fused_inception.bench` times (fused_inception.bench.cases:
 same modules, same rotated inputs); pytest-benchmark does the timing and the statistics here.
 Each group (block, layout, batch, dtype) holds torchvision's eager module, FusedInception per
 backend and torch.compile (mode "default") of torchvision's module, compiled by a first call
@@ -30,9 +30,9 @@ import pytest
 import torch
 
 from fused_inception.backends import available_backends
-from fused_inception.bench_cases import LAYOUTS, NETWORK, build_case, compile_impl_name
+from fused_inception.bench.cases import LAYOUTS, NETWORK, build_case, compile_impl_name
+from fused_inception.bench.timing import first_call_seconds
 from fused_inception.configs import GOOGLENET_BLOCKS
-from fused_inception.timing import first_call_seconds
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 DTYPE = torch.float16 if DEVICE.type == "cuda" else torch.float32

@@ -7,10 +7,10 @@ eager and under torch.compile, with each time set against the device's roofline.
 
 For each GoogLeNet block (3a ... 5b, at their 224x224 sizes) and the whole network, batch size,
 dtype and input layout ("nchw" or "channels_last"), it times side by side (interleaved calls,
-warm-up, medians, rotated inputs; fused_inception.timing) torchvision's eager module,
+warm-up, medians, rotated inputs; fused_inception.bench.timing) torchvision's eager module,
 FusedInception on every available backend and torch.compile of torchvision's module, and
 reports images/s, the speedup against the eager module on the same input, the achieved TFLOP/s
-and the roofline bound (fused_inception.roofline, fused_inception.peaks).
+and the roofline bound (fused_inception.bench.roofline, fused_inception.bench.peaks).
 """
 
 from __future__ import annotations
@@ -27,9 +27,9 @@ from collections.abc import Sequence
 
 import torch
 
-from . import __version__
-from .backends import available_backends, backend_unavailable_reason
-from .bench_cases import (
+from fused_inception import __version__
+from fused_inception.backends import available_backends, backend_unavailable_reason
+from fused_inception.bench.cases import (
     COMPILE_MODES,
     DTYPES,
     LAYOUTS,
@@ -39,12 +39,12 @@ from .bench_cases import (
     build_case,
     compile_impl_name,
 )
-from .configs import GOOGLENET_BLOCKS
-from .peaks import Peak, device_peak
-from .roofline import block_macs, roofline
-from .timing import first_call_seconds, median_ms_interleaved
+from fused_inception.bench.peaks import Peak, device_peak
+from fused_inception.bench.roofline import roofline
+from fused_inception.bench.timing import first_call_seconds, median_ms_interleaved
+from fused_inception.configs import GOOGLENET_BLOCKS
 
-__all__ = ["GOOGLENET_BLOCKS", "block_macs", "main", "parse_args", "case_rows", "summarize"]
+__all__ = ["main", "parse_args", "case_rows", "summarize"]
 
 BLOCK_CHOICES = (*GOOGLENET_BLOCKS, NETWORK)
 # The network costs about 30 blocks per call: fewer timed rounds keep a run within minutes.
@@ -407,13 +407,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             json.dump(rows, f, indent=1)
         print(f"wrote {len(rows)} rows to {args.json}")
     if args.plot:
-        from .plot import write_speedup_svg
+        from fused_inception.bench.plot import write_speedup_svg
 
         write_speedup_svg(rows, args.plot)
         print(f"wrote the speedup chart to {args.plot}")
     print(f"finished in {time.perf_counter() - start:.0f} s", flush=True)
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

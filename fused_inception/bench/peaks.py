@@ -125,7 +125,7 @@ def device_peak(device: torch.device, dtypes: tuple[torch.dtype, ...]) -> tuple[
         name = torch.cuda.get_device_name(device)
         peak = gpu_peak(name)
         if peak is None:
-            return None, f"{name}: not in fused_inception.peaks.GPU_PEAKS, no roofline"
+            return None, f"{name}: not in fused_inception.bench.peaks.GPU_PEAKS, no roofline"
         return peak, f"datasheet ({peak.name})"
     peak = measure_cpu_peak(dtypes)
     return peak, "measured (fp32 matmul, copy)"

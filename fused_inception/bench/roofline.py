@@ -26,7 +26,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from .configs import BlockConfig
+from fused_inception.configs import BlockConfig
 
 
 class Traffic(NamedTuple):

@@ -21,11 +21,11 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from .configs import GOOGLENET_BLOCKS, BlockConfig
-from .module import FusedInception, fuse_inception
-from .reference import Inception
-from .roofline import Traffic, block_traffic, network_traffic
-from .timing import cycling
+from fused_inception.bench.roofline import Traffic, block_traffic, network_traffic
+from fused_inception.bench.timing import cycling
+from fused_inception.configs import GOOGLENET_BLOCKS, BlockConfig
+from fused_inception.module import FusedInception, fuse_inception
+from fused_inception.reference import Inception
 
 NETWORK = "network"
 IMAGE_HW = 224
@@ -43,7 +43,7 @@ class Case(NamedTuple):
     calls:    implementation name -> no-argument callable, each cycling through the shared
               inputs from its own starting point; the first is torchvision's eager module
     compiled: names in `calls` whose first call compiles
-    traffic:  work and fewest elements moved (fused_inception.roofline)
+    traffic:  work and fewest elements moved (fused_inception.bench.roofline)
     inputs:   the rotated input tensors, [batch, C, H, W] each, in the case's layout
     """
 
