@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -26,10 +25,11 @@ from typing import Any
 from fused_inception.report.cuda import cuda_records
 from fused_inception.report.records import (
     ARCHS,
-    SHARED_LIMIT,
-    SIXTEEN_BIT,
+    PROBLEM_KINDS,
     RecordProvider,
     ReportRequest,
+    arch_number,
+    problems_by_kind,
     record_problems,
 )
 from fused_inception.report.triton import KERNEL_PACKAGE, interpreter_set, triton_records
@@ -62,19 +62,11 @@ HEADER = (
 
 def summary_line(records: Sequence[dict]) -> str:
     """'N builds, M failed: ...' with the count of each kind of failure (a record can have two)."""
-    errors = sum(r["error"] is not None for r in records)
-    spills = sum((r["local_bytes"] or 0) > 0 for r in records)
-    no_tc = sum(
-        r["error"] is None and r["dtype"] in SIXTEEN_BIT and not r["tensor_cores"] for r in records
-    )
-    too_much_shared = sum(
-        (r["shared_bytes"] or 0) > SHARED_LIMIT.get(r["arch"], float("inf")) for r in records
-    )
-    failed = sum(bool(record_problems(r)) for r in records)
-    return (
-        f"{len(records)} builds, {failed} failed: {errors} errors, {spills} spill, "
-        f"{no_tc} 16-bit without tensor cores, {too_much_shared} over the shared-memory limit"
-    )
+    # Counted from the same checks that mark the rows, so the two cannot disagree.
+    kinds = [problems_by_kind(r) for r in records]
+    failed = sum(bool(k) for k in kinds)
+    counts = ", ".join(f"{sum(kind in k for k in kinds)} {kind}" for kind in PROBLEM_KINDS)
+    return f"{len(records)} builds, {failed} failed: {counts}"
 
 
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -104,7 +96,9 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     args = parser.parse_args(argv)
     for arch in args.arch:
-        if not re.fullmatch(r"sm_\d+", arch):
+        try:
+            arch_number(arch)
+        except ValueError:
             parser.error(f"--arch expects names like sm_80, got {arch!r}")
     return args
 
