@@ -28,6 +28,7 @@ from torch import nn
 
 from fused_inception.bench.peaks import Peak
 from fused_inception.configs import BlockConfig
+from fused_inception.folding import block_units
 
 
 class Traffic(NamedTuple):
@@ -106,23 +107,11 @@ def layer_macs(module: nn.Module, out: torch.Tensor) -> int:
 
 def inception_config(module: nn.Module, hw: int) -> tuple[BlockConfig, int]:
     """BlockConfig and branch3 kernel size of a torchvision-style Inception module at `hw`."""
-
-    def conv(unit: nn.Module) -> nn.Conv2d:
-        return unit.conv
-
-    b2r, b2 = conv(module.branch2[0]), conv(module.branch2[1])
-    b3r, b3 = conv(module.branch3[0]), conv(module.branch3[1])
-    cfg = BlockConfig(
-        conv(module.branch1).in_channels,
-        conv(module.branch1).out_channels,
-        b2r.out_channels,
-        b2.out_channels,
-        b3r.out_channels,
-        b3.out_channels,
-        conv(module.branch4[1]).out_channels,
-        hw,
-    )
-    return cfg, b3.kernel_size[0]
+    # block_units' order is BlockConfig's: branch1, branch2 reduce and kxk, branch3 reduce and
+    # kxk, branch4's projection.
+    convs = [unit.conv for unit in block_units(module)]
+    cfg = BlockConfig(convs[0].in_channels, *(conv.out_channels for conv in convs), hw)
+    return cfg, convs[4].kernel_size[0]
 
 
 def _is_inception(module: nn.Module) -> bool:
