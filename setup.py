@@ -21,7 +21,7 @@ from setuptools import setup
 ROOT = os.path.dirname(os.path.abspath(__file__))
 
 
-# nvcc flags of the CUDA kernels; fused_inception/report.py compiles them with the same ones.
+# nvcc flags of the CUDA kernels; fused_inception/report/cuda.py compiles them with the same ones.
 NVCC_FLAGS = ["-O3", "-std=c++20", "--expt-relaxed-constexpr"]
 
 

@@ -7,7 +7,7 @@
 `-n 0` turns off pytest-xdist (pyproject's addopts use `-n auto`): pytest-benchmark does not
 time under xdist, and parallel workers would share the cores being measured.
 
-The cases are the ones `python -m fused_inception.bench` times (fused_inception.bench_cases:
+The cases are the ones `python -m fused_inception.bench` times (fused_inception.bench.cases:
 same modules, same rotated inputs); pytest-benchmark does the timing and the statistics here.
 Each group (block, layout, batch, dtype) holds torchvision's eager module, FusedInception per
 backend and torch.compile (mode "default") of torchvision's module, compiled by a first call
@@ -29,30 +29,38 @@ import os
 import pytest
 import torch
 
-from fused_inception.backends import available_backends
-from fused_inception.bench_cases import LAYOUTS, NETWORK, build_case, compile_impl_name
+from fused_inception.bench.cases import (
+    DTYPES,
+    EAGER,
+    LAYOUTS,
+    NETWORK,
+    build_case,
+    compile_impl_name,
+    default_dtypes,
+    dtype_name,
+    fused_impl_name,
+    timed_backends,
+)
+from fused_inception.bench.timing import first_call_seconds
 from fused_inception.configs import GOOGLENET_BLOCKS
-from fused_inception.timing import first_call_seconds
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-DTYPE = torch.float16 if DEVICE.type == "cuda" else torch.float32
+DTYPE = DTYPES[default_dtypes(DEVICE)[0]]
 BATCH = int(os.environ.get("FUSED_INCEPTION_BENCH_BATCH", "8"))
 COMPILE = os.environ.get("FUSED_INCEPTION_BENCH_COMPILE", "1") != "0"
 COMPILE_NETWORK = os.environ.get("FUSED_INCEPTION_BENCH_COMPILE_NETWORK", "0") == "1"
-BACKENDS = [b for b in available_backends() if (b == "cpu") != (DEVICE.type == "cuda")]
-IMPLS = ["torchvision_eager"] + [f"fused_{b}" for b in BACKENDS]
-IMPLS += [compile_impl_name("default")] if COMPILE else []
+# (row name, FusedInception backends, torch.compile modes): what build_case makes for each.
+IMPLS = [(EAGER, (), ())] + [(fused_impl_name(b), (b,), ()) for b in timed_backends(DEVICE)]
+IMPLS += [(compile_impl_name("default"), (), ("default",))] if COMPILE else []
 
 
-@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("impl, backends, modes", IMPLS, ids=[impl for impl, _, _ in IMPLS])
 @pytest.mark.parametrize("layout", list(LAYOUTS))
 @pytest.mark.parametrize("block", [*GOOGLENET_BLOCKS, NETWORK])
-def test_block(benchmark, block, layout, impl):
-    if block == NETWORK and impl.startswith("torchvision_compile") and not COMPILE_NETWORK:
+def test_block(benchmark, block, layout, impl, backends, modes):
+    if block == NETWORK and modes and not COMPILE_NETWORK:
         pytest.skip("compiling the network takes minutes; FUSED_INCEPTION_BENCH_COMPILE_NETWORK=1")
-    benchmark.group = f"{block} {layout} batch {BATCH} {str(DTYPE).replace('torch.', '')}"
-    backends = [impl.removeprefix("fused_")] if impl.startswith("fused_") else []
-    modes = ["default"] if impl.startswith("torchvision_compile") else []
+    benchmark.group = f"{block} {layout} batch {BATCH} {dtype_name(DTYPE)}"
     case = build_case(block, BATCH, DTYPE, DEVICE, layout, backends, modes)
     fn = case.calls[impl]
 

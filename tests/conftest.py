@@ -22,6 +22,7 @@ from torch import nn  # noqa: E402
 
 from fused_inception import BlockConfig, inception_ref
 from fused_inception.backends import available_backends, poison_outputs
+from fused_inception.bench.cases import randomize_bn
 from fused_inception.configs import GOOGLENET_BLOCKS
 from fused_inception.folding import fold_block
 
@@ -79,13 +80,7 @@ def randomize_block(block: nn.Module, seed: int = 0) -> nn.Module:
     with torch.no_grad():
         for p in block.parameters():
             p.copy_(torch.randn(p.shape, generator=gen) * (1.0 / max(1, p[0].numel()) ** 0.5))
-        for m in block.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                c = m.num_features
-                m.running_mean.copy_(torch.randn(c, generator=gen) * 0.2)
-                m.running_var.copy_(torch.rand(c, generator=gen) + 0.5)
-                m.weight.copy_(torch.rand(c, generator=gen) + 0.5)
-                m.bias.copy_(torch.randn(c, generator=gen) * 0.2)
+    randomize_bn(block, gen, spread=0.2)
     return block
 
 

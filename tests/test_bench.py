@@ -10,11 +10,11 @@ import xml.dom.minidom
 import pytest
 import torch
 
-from fused_inception import bench
-from fused_inception.bench_cases import build_case
-from fused_inception.configs import BlockConfig
-from fused_inception.plot import write_speedup_svg
-from fused_inception.timing import first_call_seconds
+from fused_inception.bench import cli as bench
+from fused_inception.bench.cases import build_case
+from fused_inception.bench.plot import write_speedup_svg
+from fused_inception.bench.timing import first_call_seconds
+from fused_inception.configs import GOOGLENET_BLOCKS, BlockConfig
 
 FIELDS = {
     "block", "batch", "dtype", "device", "layout", "impl", "median_ms", "images_per_s",
@@ -100,7 +100,7 @@ def _check_plot(rows, svg, tmp_path):
 def test_defaults_follow_the_device():
     args = bench.parse_args(["--device", "cpu"])
     assert args.batch == [1, 8] and args.dtype == ["float32"]
-    assert args.blocks == [*bench.GOOGLENET_BLOCKS, "network"]
+    assert args.blocks == [*GOOGLENET_BLOCKS, "network"]
     assert args.compile == ["default"] and args.backend == ["cpu"]
     args = bench.parse_args(["--device", "cpu", "--no-network", "--no-compile"])
     assert "network" not in args.blocks and args.compile == []
@@ -138,9 +138,3 @@ def test_rows_carry_compile_seconds_and_speedups():
     )  # fmt: skip
     assert [r["speedup"] for r in rows] == [1.0, 2.0]
     assert all(r["roofline_fraction"] is None and r["bound_ms_fused"] is None for r in rows)
-
-
-def test_block_macs_matches_paper_table():
-    # Table 1 of the paper (5x5 branch): inception 3a has 128M ops.
-    macs = bench.block_macs(bench.GOOGLENET_BLOCKS["3a"], branch3_kernel=5)
-    assert abs(macs / 1e6 - 128) / 128 < 0.03

@@ -18,16 +18,14 @@ import pytest
 import triton
 import triton.language as tl
 
-from fused_inception.report import (
+from fused_inception.report.cli import main, summary_line
+from fused_inception.report.records import (
     RECORD_FIELDS,
     SHARED_LIMIT,
-    collect_builds,
-    compile_build,
-    main,
     make_record,
     record_problems,
-    summary_line,
 )
+from fused_inception.report.triton import collect_builds, compile_build
 from fused_inception.triton import KernelBuild
 
 TESTS_DIR = os.path.dirname(os.path.abspath(__file__))

@@ -1,4 +1,4 @@
-"""fused_inception.report_cuda: the CUDA C++ kernels' records, read from nvcc/ptxas, no GPU.
+"""fused_inception.report.cuda: the CUDA C++ kernels' records, read from nvcc/ptxas, no GPU.
 
 tests/cuda/report_probe.cu holds stand-in kernels with known properties (fp32 with static shared
 memory, 16-bit WMMA, one with a local-memory stack frame); the last test compiles the package's
@@ -13,8 +13,7 @@ from pathlib import Path
 import pytest
 from conftest import aot_report
 
-from fused_inception.report import record_problems
-from fused_inception.report_cuda import (
+from fused_inception.report.cuda import (
     NVCC_FLAGS,
     SOURCE_ROOT,
     compile_source,
@@ -22,6 +21,7 @@ from fused_inception.report_cuda import (
     kernel_dtype,
     short_kernel_name,
 )
+from fused_inception.report.records import record_problems
 
 REPO = Path(__file__).resolve().parent.parent
 PROBE = Path(__file__).resolve().parent / "cuda" / "report_probe.cu"

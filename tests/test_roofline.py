@@ -5,15 +5,15 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fused_inception.configs import GOOGLENET_BLOCKS
-from fused_inception.peaks import GPU_PEAKS, Peak, gpu_peak, measure_cpu_peak
-from fused_inception.roofline import (
+from fused_inception.bench.peaks import GPU_PEAKS, Peak, gpu_peak, measure_cpu_peak
+from fused_inception.bench.roofline import (
     block_macs,
     block_traffic,
     inception_config,
     network_traffic,
     roofline,
 )
+from fused_inception.configs import GOOGLENET_BLOCKS
 
 # Paper, Table 1 (5x5 branch3, M = 10^6): ops per block. 5a's printed 54M is not what its
 # own widths give (51M; see tests/test_summary.py's PAPER_ERRATA), so 51 here.
@@ -33,7 +33,7 @@ def test_block_macs_match_the_paper(name):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_fused_moves_fewer_bytes(name, dtype):
     traffic = block_traffic(GOOGLENET_BLOCKS[name])
-    itemsize = torch.empty((), dtype=dtype).element_size()
+    itemsize = dtype.itemsize
     for batch in (1, 8, 128):
         fused = traffic.bytes(batch, itemsize, fused=True)
         assert 0 < fused < traffic.bytes(batch, itemsize, fused=False)

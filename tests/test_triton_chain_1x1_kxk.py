@@ -32,7 +32,7 @@ if not torch.cuda.is_available() and not fused_inception.triton.INTERPRETER:
 
 import fused_inception.triton.chain_1x1_kxk as chain  # noqa: E402
 from fused_inception.configs import GOOGLENET_BLOCKS  # noqa: E402
-from fused_inception.report import record_problems  # noqa: E402
+from fused_inception.report.records import record_problems  # noqa: E402
 from fused_inception.triton.chain_1x1_kxk import (  # noqa: E402
     chain_1x1_kxk,
     prepare_chain,

@@ -22,7 +22,7 @@ import torch.nn.functional as F  # noqa: E402
 from conftest import TOLERANCES, aot_report  # noqa: E402
 
 from fused_inception.configs import GOOGLENET_BLOCKS  # noqa: E402
-from fused_inception.report import SHARED_LIMIT  # noqa: E402
+from fused_inception.report.records import SHARED_LIMIT  # noqa: E402
 
 if not torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1":
     pytest.skip(

@@ -39,24 +39,34 @@ class Peak(NamedTuple):
         return self.fp32_tflops
 
 
+def _datasheet(name: str, fp32: float, tensor: float, gbps: float, bf16: bool = True) -> Peak:
+    """A GPU's Peak: one dense tensor-core rate serves fp16 and, where the tensor cores take
+    bf16 (Ampere and newer), bf16; without them bf16 falls back to the FP32 rate."""
+    return Peak(name, fp32, tensor, tensor if bf16 else None, gbps)
+
+
+# Every A100 has the same FP32 and tensor-core rates; its four versions differ in bandwidth.
+_A100 = (19.5, 312.0)
+
 # Matched in order against torch.cuda.get_device_name() (case-insensitive); first match wins,
 # so the more specific patterns (PCIe, 40GB, NVL) come before their family's default.
+# Columns: name, FP32 TFLOP/s, fp16/bf16 tensor-core TFLOP/s (dense), memory GB/s.
 GPU_PEAKS: tuple[tuple[str, Peak], ...] = (
-    (r"H100.*NVL", Peak("H100 NVL", 60.0, 835.0, 835.0, 3900.0)),
-    (r"H100.*PCIe", Peak("H100 PCIe", 51.0, 756.0, 756.0, 2000.0)),
-    (r"H100", Peak("H100 SXM", 67.0, 989.0, 989.0, 3350.0)),
-    (r"A100.*PCIe.*40GB|A100.*40GB.*PCIe", Peak("A100 PCIe 40GB", 19.5, 312.0, 312.0, 1555.0)),
-    (r"A100.*PCIe", Peak("A100 PCIe 80GB", 19.5, 312.0, 312.0, 1935.0)),
-    (r"A100.*40GB", Peak("A100 SXM 40GB", 19.5, 312.0, 312.0, 1555.0)),
-    (r"A100", Peak("A100 SXM 80GB", 19.5, 312.0, 312.0, 2039.0)),
-    (r"L40S", Peak("L40S", 91.6, 362.0, 362.0, 864.0)),
-    (r"\bL4\b", Peak("L4", 30.3, 121.0, 121.0, 300.0)),
-    (r"\bA10\b", Peak("A10", 31.2, 125.0, 125.0, 600.0)),
-    (r"RTX 4090", Peak("GeForce RTX 4090", 82.6, 165.2, 165.2, 1008.0)),
-    (r"RTX 3090(?! Ti)", Peak("GeForce RTX 3090", 35.6, 71.0, 71.0, 936.0)),
-    (r"V100.*PCIe", Peak("V100 PCIe", 14.0, 112.0, None, 900.0)),
-    (r"V100", Peak("V100 SXM2", 15.7, 125.0, None, 900.0)),
-    (r"\bT4\b", Peak("T4", 8.1, 65.0, None, 320.0)),
+    (r"H100.*NVL", _datasheet("H100 NVL", 60.0, 835.0, 3900.0)),
+    (r"H100.*PCIe", _datasheet("H100 PCIe", 51.0, 756.0, 2000.0)),
+    (r"H100", _datasheet("H100 SXM", 67.0, 989.0, 3350.0)),
+    (r"A100.*PCIe.*40GB|A100.*40GB.*PCIe", _datasheet("A100 PCIe 40GB", *_A100, 1555.0)),
+    (r"A100.*PCIe", _datasheet("A100 PCIe 80GB", *_A100, 1935.0)),
+    (r"A100.*40GB", _datasheet("A100 SXM 40GB", *_A100, 1555.0)),
+    (r"A100", _datasheet("A100 SXM 80GB", *_A100, 2039.0)),
+    (r"L40S", _datasheet("L40S", 91.6, 362.0, 864.0)),
+    (r"\bL4\b", _datasheet("L4", 30.3, 121.0, 300.0)),
+    (r"\bA10\b", _datasheet("A10", 31.2, 125.0, 600.0)),
+    (r"RTX 4090", _datasheet("GeForce RTX 4090", 82.6, 165.2, 1008.0)),
+    (r"RTX 3090(?! Ti)", _datasheet("GeForce RTX 3090", 35.6, 71.0, 936.0)),
+    (r"V100.*PCIe", _datasheet("V100 PCIe", 14.0, 112.0, 900.0, bf16=False)),
+    (r"V100", _datasheet("V100 SXM2", 15.7, 125.0, 900.0, bf16=False)),
+    (r"\bT4\b", _datasheet("T4", 8.1, 65.0, 320.0, bf16=False)),
 )
 
 
@@ -125,7 +135,7 @@ def device_peak(device: torch.device, dtypes: tuple[torch.dtype, ...]) -> tuple[
         name = torch.cuda.get_device_name(device)
         peak = gpu_peak(name)
         if peak is None:
-            return None, f"{name}: not in fused_inception.peaks.GPU_PEAKS, no roofline"
+            return None, f"{name}: not in fused_inception.bench.peaks.GPU_PEAKS, no roofline"
         return peak, f"datasheet ({peak.name})"
     peak = measure_cpu_peak(dtypes)
     return peak, "measured (fp32 matmul, copy)"

@@ -7,10 +7,10 @@ eager and under torch.compile, with each time set against the device's roofline.
 
 For each GoogLeNet block (3a ... 5b, at their 224x224 sizes) and the whole network, batch size,
 dtype and input layout ("nchw" or "channels_last"), it times side by side (interleaved calls,
-warm-up, medians, rotated inputs; fused_inception.timing) torchvision's eager module,
+warm-up, medians, rotated inputs; fused_inception.bench.timing) torchvision's eager module,
 FusedInception on every available backend and torch.compile of torchvision's module, and
 reports images/s, the speedup against the eager module on the same input, the achieved TFLOP/s
-and the roofline bound (fused_inception.roofline, fused_inception.peaks).
+and the roofline bound (fused_inception.bench.roofline, fused_inception.bench.peaks).
 """
 
 from __future__ import annotations
@@ -27,24 +27,28 @@ from collections.abc import Sequence
 
 import torch
 
-from . import __version__
-from .backends import available_backends, backend_unavailable_reason
-from .bench_cases import (
+from fused_inception import __version__
+from fused_inception.backends import backend_unavailable_reason
+from fused_inception.bench.cases import (
     COMPILE_MODES,
     DTYPES,
+    EAGER,
     LAYOUTS,
     MIN_ROTATION_BYTES,
     NETWORK,
     Case,
     build_case,
-    compile_impl_name,
+    default_dtypes,
+    dtype_name,
+    impl_names,
+    timed_backends,
 )
-from .configs import GOOGLENET_BLOCKS
-from .peaks import Peak, device_peak
-from .roofline import block_macs, roofline
-from .timing import first_call_seconds, median_ms_interleaved
+from fused_inception.bench.peaks import Peak, device_peak
+from fused_inception.bench.roofline import roofline_fields, significant
+from fused_inception.bench.timing import first_call_seconds, median_ms_interleaved
+from fused_inception.configs import GOOGLENET_BLOCKS
 
-__all__ = ["GOOGLENET_BLOCKS", "block_macs", "main", "parse_args", "case_rows", "summarize"]
+__all__ = ["main", "parse_args", "case_rows", "summarize"]
 
 BLOCK_CHOICES = (*GOOGLENET_BLOCKS, NETWORK)
 # The network costs about 30 blocks per call: fewer timed rounds keep a run within minutes.
@@ -54,10 +58,6 @@ NETWORK_REPEATS_DIVISOR = 3
 def network_repeats(repeats: int) -> int:
     """Timed rounds for the network case: a third of the blocks', at least 3 (or `repeats`)."""
     return min(repeats, max(3, repeats // NETWORK_REPEATS_DIVISOR))
-
-
-def _sig(value: float, digits: int = 4) -> float:
-    return float(f"{value:.{digits}g}")
 
 
 def case_rows(
@@ -77,53 +77,25 @@ def case_rows(
     compile_s: seconds spent compiling, for the implementations of case.compiled
     peak:      the device's peak rates (None: roofline fields are None)
     """
-    itemsize = torch.empty((), dtype=dtype).element_size()
-    flops = case.traffic.flops(batch)
-    bytes_fused = case.traffic.bytes(batch, itemsize, fused=True)
-    bytes_unfused = case.traffic.bytes(batch, itemsize, fused=False)
-    roof: dict[str, float | None] = dict.fromkeys(
-        (
-            "peak_tflops",
-            "peak_gbps",
-            "bound_ms_fused",
-            "bound_ms_unfused",
-            "attainable_tflops_fused",
-            "attainable_tflops_unfused",
-        )
-    )
-    if peak is not None:
-        fused = roofline(flops, bytes_fused, peak.tflops(dtype), peak.gbps)
-        unfused = roofline(flops, bytes_unfused, peak.tflops(dtype), peak.gbps)
-        roof.update(
-            peak_tflops=_sig(peak.tflops(dtype)),
-            peak_gbps=_sig(peak.gbps),
-            bound_ms_fused=_sig(fused.ms),
-            bound_ms_unfused=_sig(unfused.ms),
-            attainable_tflops_fused=_sig(fused.tflops),
-            attainable_tflops_unfused=_sig(unfused.tflops),
-        )
+    roof = roofline_fields(case.traffic, batch, dtype, peak)
     base = times_ms[0]
     rows = []
     for impl, ms in zip(case.calls, times_ms, strict=True):
-        fraction = None if peak is None else _sig(roof["bound_ms_fused"] / ms)
+        fraction = None if peak is None else significant(roof["bound_ms_fused"] / ms)
         compiled = compile_s.get(impl)
         rows.append(
             {
                 "block": block,
                 "batch": batch,
-                "dtype": str(dtype).replace("torch.", ""),
+                "dtype": dtype_name(dtype),
                 "device": device.type,
                 "layout": layout,
                 "impl": impl,
                 "median_ms": round(ms, 4),
-                "images_per_s": _sig(batch / ms * 1e3),
+                "images_per_s": significant(batch / ms * 1e3),
                 "speedup": round(base / ms, 4),
-                "tflops": _sig(flops / ms / 1e9),
+                "tflops": significant(roof["flops"] / ms / 1e9),
                 "compile_s": None if compiled is None else round(compiled, 2),
-                "macs_per_image": case.traffic.macs_per_image,
-                "flops": flops,
-                "bytes_fused": bytes_fused,
-                "bytes_unfused": bytes_unfused,
                 **roof,
                 "roofline_fraction": fraction,
             }
@@ -136,7 +108,7 @@ def summarize(rows: list[dict]) -> list[str]:
     and the network's speedup."""
     groups: dict[tuple, dict[str, float]] = {}
     for r in rows:
-        if r["impl"] != "torchvision_eager":
+        if r["impl"] != EAGER:
             key = (r["impl"], r["layout"], r["batch"], r["dtype"])
             groups.setdefault(key, {})[r["block"]] = r["speedup"]
     lines = []
@@ -283,7 +255,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     if args.batch is None:
         args.batch = [1] if args.quick else ([1, 8, 32, 128] if on_gpu else [1, 8])
     if args.dtype is None:
-        args.dtype = ["float16", "bfloat16"] if on_gpu else ["float32"]
+        args.dtype = default_dtypes(device)
     if args.repeats is None:
         args.repeats = 3 if args.quick else 15
     args.warmup = 1 if args.quick else 2
@@ -297,9 +269,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     if args.plot and not args.plot.endswith(".svg"):
         p.error("--plot writes SVG: give a path ending in .svg")
     if args.backend is None:
-        # On a GPU the GPU backends; the ATen-built "cpu" backend only on the CPU (the GPU
-        # backends run on CPU tensors only in emulators, far too slow to time).
-        args.backend = [b for b in available_backends() if (b == "cpu") != on_gpu]
+        args.backend = timed_backends(device)
     for b in args.backend:
         reason = backend_unavailable_reason(b)
         if reason is not None:
@@ -371,8 +341,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmark (the console script fused-inception-bench); 0 on success."""
     args = parse_args(argv)
     start = time.perf_counter()
-    impls = ["torchvision_eager", *(f"fused_{b}" for b in args.backend)]
-    impls += [compile_impl_name(m) for m in args.compile]
+    impls = impl_names(args.backend, args.compile)
     peak, source = device_peak(args.device, tuple(DTYPES[d] for d in args.dtype))
     print(header(args, impls, _peak_text(peak, source, args.dtype)), flush=True)
     print(ROW_HEADER, flush=True)
@@ -407,13 +376,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             json.dump(rows, f, indent=1)
         print(f"wrote {len(rows)} rows to {args.json}")
     if args.plot:
-        from .plot import write_speedup_svg
+        from fused_inception.bench.plot import write_speedup_svg
 
         write_speedup_svg(rows, args.plot)
         print(f"wrote the speedup chart to {args.plot}")
     print(f"finished in {time.perf_counter() - start:.0f} s", flush=True)
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

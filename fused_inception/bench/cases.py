@@ -21,18 +21,20 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from .configs import GOOGLENET_BLOCKS, BlockConfig
-from .module import FusedInception
-from .reference import Inception
-from .roofline import Traffic, block_traffic, network_traffic
-from .swap import fuse_inception
-from .timing import cycling
+from fused_inception.backends import available_backends
+from fused_inception.bench.roofline import Traffic, block_traffic, network_traffic
+from fused_inception.bench.timing import cycling
+from fused_inception.configs import GOOGLENET_BLOCKS, BlockConfig
+from fused_inception.module import FusedInception
+from fused_inception.reference import Inception
+from fused_inception.swap import fuse_inception
 
 NETWORK = "network"
 IMAGE_HW = 224
 LAYOUTS = {"nchw": torch.contiguous_format, "channels_last": torch.channels_last}
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 COMPILE_MODES = ("default", "max-autotune")
+EAGER = "torchvision_eager"
 # Distinct inputs cycled per candidate add up to at least this (beyond a server CPU's L3 and
 # twice a GPU's L2), so no call finds its input in cache from the previous one.
 MIN_ROTATION_BYTES = 64 * 2**20
@@ -44,7 +46,7 @@ class Case(NamedTuple):
     calls:    implementation name -> no-argument callable, each cycling through the shared
               inputs from its own starting point; the first is torchvision's eager module
     compiled: names in `calls` whose first call compiles
-    traffic:  work and fewest elements moved (fused_inception.roofline)
+    traffic:  work and fewest elements moved (fused_inception.bench.roofline)
     inputs:   the rotated input tensors, [batch, C, H, W] each, in the case's layout
     """
 
@@ -52,6 +54,31 @@ class Case(NamedTuple):
     compiled: tuple[str, ...]
     traffic: Traffic
     inputs: list[torch.Tensor]
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    """The key of `dtype` in DTYPES ("float16" for torch.float16), as rows carry it."""
+    return str(dtype).removeprefix("torch.")
+
+
+def default_dtypes(device: torch.device) -> list[str]:
+    """The dtypes timed by default on `device`: 16-bit on a GPU (tensor cores), fp32 on a CPU."""
+    return ["float16", "bfloat16"] if device.type == "cuda" else ["float32"]
+
+
+def timed_backends(device: torch.device) -> list[str]:
+    """The FusedInception backends worth timing on `device`, best first.
+
+    On a GPU the GPU backends; the ATen-built "cpu" backend only on the CPU (the GPU backends
+    run on CPU tensors only in emulators, far too slow to time).
+    """
+    on_gpu = device.type == "cuda"
+    return [b for b in available_backends() if (b == "cpu") != on_gpu]
+
+
+def fused_impl_name(backend: str) -> str:
+    """Row name of FusedInception on `backend`."""
+    return f"fused_{backend}"
 
 
 def compile_impl_name(mode: str) -> str:
@@ -63,16 +90,26 @@ def compile_impl_name(mode: str) -> str:
     )
 
 
-def randomize_bn(module: nn.Module, gen: torch.Generator) -> None:
-    """Fresh BatchNorm statistics and affine parameters, so folding is not an identity."""
+def impl_names(backends: Sequence[str], compile_modes: Sequence[str] = ()) -> list[str]:
+    """The implementations of a case, in the order build_case makes them (eager first)."""
+    names = [EAGER, *(fused_impl_name(b) for b in backends)]
+    return names + [compile_impl_name(m) for m in compile_modes]
+
+
+def randomize_bn(module: nn.Module, gen: torch.Generator, spread: float = 0.1) -> None:
+    """Fresh BatchNorm statistics and affine parameters, so folding is not an identity.
+
+    Means and biases are normal with standard deviation `spread`; variances and scales
+    uniform in [0.5, 1.5). (The tests' randomize_block uses it too.)
+    """
     with torch.no_grad():
         for m in module.modules():
             if isinstance(m, nn.BatchNorm2d):
                 c = m.num_features
-                m.running_mean.copy_(torch.randn(c, generator=gen) * 0.1)
+                m.running_mean.copy_(torch.randn(c, generator=gen) * spread)
                 m.running_var.copy_(torch.rand(c, generator=gen) + 0.5)
                 m.weight.copy_(torch.rand(c, generator=gen) + 0.5)
-                m.bias.copy_(torch.randn(c, generator=gen) * 0.1)
+                m.bias.copy_(torch.randn(c, generator=gen) * spread)
 
 
 def eager_block(cfg: BlockConfig, gen: torch.Generator) -> nn.Module:
@@ -163,13 +200,13 @@ def build_case(
         traffic = block_traffic(cfg)
         shape = (batch, cfg.in_channels, cfg.hw, cfg.hw)
     eager = eager.to(device=device, dtype=dtype, memory_format=fmt)
-    impls: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {"torchvision_eager": eager}
+    impls: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {EAGER: eager}
     for backend in backends:
         if block == NETWORK:
             fused = fuse_inception(copy.deepcopy(eager), backend=backend)
         else:
             fused = FusedInception.from_module(eager, backend=backend).eval()
-        impls[f"fused_{backend}"] = fused
+        impls[fused_impl_name(backend)] = fused
     if compile_modes:
         torch._dynamo.reset()
     compiled = []

@@ -26,7 +26,9 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from .configs import BlockConfig
+from fused_inception.bench.peaks import Peak
+from fused_inception.configs import BlockConfig
+from fused_inception.units import block_units, has_branches
 
 
 class Traffic(NamedTuple):
@@ -56,15 +58,22 @@ class Traffic(NamedTuple):
         return Traffic(*(a + b for a, b in zip(self, other, strict=True)))
 
 
-def block_macs(cfg: BlockConfig, branch3_kernel: int = 3) -> int:
-    """Multiply-adds of one block per image at its GoogLeNet spatial size."""
-    pixels = cfg.hw * cfg.hw
-    per_pixel = (
+def block_weight_elems(cfg: BlockConfig, branch3_kernel: int = 3) -> int:
+    """Weight elements of a block's six convolutions, biases not included.
+
+    Every convolution of the block runs at stride 1 on the block's resolution, so this is also
+    its multiply-adds per output pixel (block_macs).
+    """
+    return (
         cfg.in_channels * (cfg.ch1x1 + cfg.ch3x3red + cfg.ch5x5red + cfg.pool_proj)
-        + 9 * cfg.ch3x3red * cfg.ch3x3
+        + 3 * 3 * cfg.ch3x3red * cfg.ch3x3
         + branch3_kernel**2 * cfg.ch5x5red * cfg.ch5x5
     )
-    return pixels * per_pixel
+
+
+def block_macs(cfg: BlockConfig, branch3_kernel: int = 3) -> int:
+    """Multiply-adds of one block per image at its GoogLeNet spatial size."""
+    return cfg.hw * cfg.hw * block_weight_elems(cfg, branch3_kernel)
 
 
 def block_traffic(cfg: BlockConfig, branch3_kernel: int = 3) -> Traffic:
@@ -74,41 +83,35 @@ def block_traffic(cfg: BlockConfig, branch3_kernel: int = 3) -> Traffic:
     out = cfg.out_channels * pixels
     reduced = (cfg.ch3x3red + cfg.ch5x5red) * pixels
     pooled = cfg.in_channels * pixels
-    weights = (
-        cfg.in_channels * (cfg.ch1x1 + cfg.ch3x3red + cfg.ch5x5red + cfg.pool_proj)
-        + 9 * cfg.ch3x3red * cfg.ch3x3
-        + branch3_kernel**2 * cfg.ch5x5red * cfg.ch5x5
-    )
-    biases = cfg.ch1x1 + cfg.ch3x3red + cfg.ch3x3 + cfg.ch5x5red + cfg.ch5x5 + cfg.pool_proj
+    # One bias per convolution output channel (BatchNorm folds into it): the concatenated
+    # output's channels plus the two reductions'.
+    biases = cfg.out_channels + cfg.ch3x3red + cfg.ch5x5red
     fused = x + out
     # Written once and read once each: r2/r3, the pooled x, the branch outputs before concat.
     unfused = fused + 2 * reduced + 2 * pooled + 2 * out
-    return Traffic(block_macs(cfg, branch3_kernel), fused, unfused, weights + biases)
+    weights = block_weight_elems(cfg, branch3_kernel) + biases
+    return Traffic(block_macs(cfg, branch3_kernel), fused, unfused, weights)
+
+
+def layer_macs(module: nn.Module, out: torch.Tensor) -> int:
+    """Multiply-adds of one call of a Conv2d or Linear that returned `out` (0 for others).
+
+    Each output element takes one multiply-add per weight of its output channel (or feature):
+    Cin/groups * kh * kw for a convolution, in_features for a linear layer.
+    """
+    if not isinstance(module, (nn.Conv2d, nn.Linear)):
+        return 0
+    weight = module.weight
+    return out.numel() // weight.shape[0] * weight.numel()
 
 
 def inception_config(module: nn.Module, hw: int) -> tuple[BlockConfig, int]:
     """BlockConfig and branch3 kernel size of a torchvision-style Inception module at `hw`."""
-
-    def conv(unit: nn.Module) -> nn.Conv2d:
-        return unit.conv
-
-    b2r, b2 = conv(module.branch2[0]), conv(module.branch2[1])
-    b3r, b3 = conv(module.branch3[0]), conv(module.branch3[1])
-    cfg = BlockConfig(
-        conv(module.branch1).in_channels,
-        conv(module.branch1).out_channels,
-        b2r.out_channels,
-        b2.out_channels,
-        b3r.out_channels,
-        b3.out_channels,
-        conv(module.branch4[1]).out_channels,
-        hw,
-    )
-    return cfg, b3.kernel_size[0]
-
-
-def _is_inception(module: nn.Module) -> bool:
-    return all(hasattr(module, f"branch{i}") for i in range(1, 5))
+    # block_units' order is BlockConfig's: branch1, branch2 reduce and kxk, branch3 reduce and
+    # kxk, branch4's projection.
+    convs = [unit.conv for unit in block_units(module)]
+    cfg = BlockConfig(convs[0].in_channels, *(conv.out_channels for conv in convs), hw)
+    return cfg, convs[4].kernel_size[0]
 
 
 def network_traffic(model: nn.Module, image_hw: int = 224) -> Traffic:
@@ -132,22 +135,15 @@ def network_traffic(model: nn.Module, image_hw: int = 224) -> Traffic:
 
     def layer_hook(mod: nn.Module, args: tuple, out: torch.Tensor) -> None:
         nonlocal total
-        if isinstance(mod, nn.Conv2d):
-            kh, kw = mod.kernel_size
-            macs = out.numel() * mod.in_channels // mod.groups * kh * kw
-        elif isinstance(mod, nn.Linear):
-            macs = out.numel() * mod.in_features
-        else:
-            macs = 0
         act = args[0].numel() + out.numel()
         # BatchNorm folds into the conv's weights as one bias per output channel.
         weights = sum(p.numel() for p in mod.parameters(recurse=False))
         if isinstance(mod, nn.Conv2d) and mod.bias is None:
             weights += mod.out_channels
-        total = total + Traffic(macs, act, act, weights)
+        total = total + Traffic(layer_macs(mod, out), act, act, weights)
 
     for mod in model.modules():
-        if _is_inception(mod):
+        if has_branches(mod):
             handles.append(mod.register_forward_hook(block_hook))
             inner.update(id(m) for m in mod.modules())
     for mod in model.modules():
@@ -168,6 +164,17 @@ def network_traffic(model: nn.Module, image_hw: int = 224) -> Traffic:
     return total
 
 
+# The fields roofline_fields fills from the device's peak rates (None without them).
+PEAK_FIELDS = (
+    "peak_tflops",
+    "peak_gbps",
+    "bound_ms_fused",
+    "bound_ms_unfused",
+    "attainable_tflops_fused",
+    "attainable_tflops_unfused",
+)
+
+
 class Bound(NamedTuple):
     """Roofline bound of one call: the shortest time and the highest rate it allows."""
 
@@ -181,3 +188,38 @@ def roofline(flops: int, nbytes: int, peak_tflops: float, peak_gbps: float) -> B
     memory_ms = nbytes / (peak_gbps * 1e9) * 1e3
     ms = max(compute_ms, memory_ms)
     return Bound(ms, flops / (ms * 1e-3) / 1e12)
+
+
+def significant(value: float, digits: int = 4) -> float:
+    """`value` rounded to `digits` significant digits (the rows' precision)."""
+    return float(f"{value:.{digits}g}")
+
+
+def roofline_fields(traffic: Traffic, batch: int, dtype: torch.dtype, peak: Peak | None) -> dict:
+    """The roofline fields of a benchmark row: one call of `batch` images in `dtype`.
+
+    macs_per_image, flops, bytes_fused and bytes_unfused; then the peak rates and the fused and
+    unfused bounds and attainable rates (None where the device has no peak).
+    """
+    flops = traffic.flops(batch)
+    bytes_fused = traffic.bytes(batch, dtype.itemsize, fused=True)
+    bytes_unfused = traffic.bytes(batch, dtype.itemsize, fused=False)
+    fields: dict = {
+        "macs_per_image": traffic.macs_per_image,
+        "flops": flops,
+        "bytes_fused": bytes_fused,
+        "bytes_unfused": bytes_unfused,
+        **dict.fromkeys(PEAK_FIELDS),
+    }
+    if peak is not None:
+        fused = roofline(flops, bytes_fused, peak.tflops(dtype), peak.gbps)
+        unfused = roofline(flops, bytes_unfused, peak.tflops(dtype), peak.gbps)
+        fields.update(
+            peak_tflops=significant(peak.tflops(dtype)),
+            peak_gbps=significant(peak.gbps),
+            bound_ms_fused=significant(fused.ms),
+            bound_ms_unfused=significant(unfused.ms),
+            attainable_tflops_fused=significant(fused.tflops),
+            attainable_tflops_unfused=significant(unfused.tflops),
+        )
+    return fields

@@ -10,7 +10,8 @@ from __future__ import annotations
 from html import escape
 from pathlib import Path
 
-BASELINE = "torchvision_eager"
+from fused_inception.bench.cases import EAGER as BASELINE
+
 COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2")
 BAR_W, GAP, LEFT, RIGHT, PANEL_H, TOP, BOTTOM = 16, 14, 60, 20, 220, 40, 40
 

@@ -1,4 +1,4 @@
-"""The CUDA C++ kernels' records for `python -m fused_inception.report` (backend "cuda").
+"""The CUDA C++ kernels' records (backend "cuda"): nvcc for a GPU, without one.
 
 Each csrc/cuda/*.cu file is compiled by nvcc for each architecture into a cubin, with the
 flags setup.py uses (NVCC_FLAGS; a test keeps the two equal) and `-Xptxas -v`. One record per
@@ -36,10 +36,11 @@ import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from .report import cuobjdump_path, make_record
+from fused_inception.report.records import ReportRequest, cuobjdump_path, make_record
 
 NVCC_FLAGS = ("-O3", "-std=c++20", "--expt-relaxed-constexpr")  # == setup.py's NVCC_FLAGS
-SOURCE_ROOT = Path(__file__).resolve().parent.parent / "csrc"
+# fused_inception/report/cuda.py -> the repository root's csrc/.
+SOURCE_ROOT = Path(__file__).resolve().parents[2] / "csrc"
 
 _ENTRY_RE = re.compile(r"Compiling entry function '(\S+)' for '(sm_\d+)'")
 _PROPS_RE = re.compile(r"Function properties for (\S+)")
@@ -258,8 +259,8 @@ def cuda_sources() -> list[Path]:
     return sorted((SOURCE_ROOT / "cuda").glob("*.cu"))
 
 
-def cuda_records(request) -> Iterator[dict]:
-    """Records of every CUDA kernel for every requested arch (a ReportRequest)."""
+def cuda_records(request: ReportRequest) -> Iterator[dict]:
+    """Records of every CUDA kernel for every requested arch."""
     sources = cuda_sources()
     if not sources:
         yield make_record(

@@ -1,0 +1,123 @@
+"""The report's records and their checks: what the Triton and the CUDA compile steps share.
+
+A record is a dict with exactly the keys of RECORD_FIELDS (plain JSON, one per build and arch):
+
+    kernel        the build's name, e.g. "conv1x1_slice[float16,BM=64,BN=64,BK=32]" (Triton)
+                  or "conv1x1_slice_kernel<__half, true>" (CUDA)
+    backend       "triton" or "cuda"
+    arch          "sm_80" or "sm_90"
+    dtype         "float32", "float16" or "bfloat16"
+    registers     registers per thread
+    shared_bytes  shared memory per block, static + dynamic
+    local_bytes   local memory per thread (spills land there)
+    tensor_cores  the code holds tensor-core instructions
+    compile_s     wall time of the compile
+    error         None, or why the build (or its module) failed
+
+fused_inception.report.triton and fused_inception.report.cuda say how each fills them in.
+
+A record passes when it compiled, does not spill (local_bytes == 0), uses tensor cores if it is
+a 16-bit build, and needs no more shared memory than one block can have on its arch
+(SHARED_LIMIT; such a kernel compiles but fails at launch).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+ARCHS = ("sm_80", "sm_90")
+RECORD_FIELDS = (
+    "kernel",
+    "backend",
+    "arch",
+    "dtype",
+    "registers",
+    "shared_bytes",
+    "local_bytes",
+    "tensor_cores",
+    "compile_s",
+    "error",
+)
+SIXTEEN_BIT = ("float16", "bfloat16")
+# Most shared memory one block can have (bytes; opt-in maximum): A100 163 KB, H100 227 KB.
+# Triton checks this only at launch, on a device; the report checks it ahead of time.
+SHARED_LIMIT = {"sm_80": 163 * 1024, "sm_90": 227 * 1024}
+# The kinds of failure, as the summary line counts them (a record can fail in several ways).
+PROBLEM_KINDS = ("errors", "spill", "16-bit without tensor cores", "over the shared-memory limit")
+
+
+def arch_number(arch: str) -> int:
+    """80 for "sm_80"; ValueError for a name not of that form."""
+    if not re.fullmatch(r"sm_\d+", arch):
+        raise ValueError(f"arch must look like 'sm_80', got {arch!r}")
+    return int(arch[3:])
+
+
+def make_record(kernel: str, backend: str, arch: str | None, dtype: str | None, **values) -> dict:
+    """A report record with every field of RECORD_FIELDS (unknown values None)."""
+    record = dict.fromkeys(RECORD_FIELDS)
+    record.update(kernel=kernel, backend=backend, arch=arch, dtype=dtype, **values)
+    unknown = set(record) - set(RECORD_FIELDS)
+    if unknown:
+        raise ValueError(f"unknown record fields {sorted(unknown)}; expected {RECORD_FIELDS}")
+    return record
+
+
+def short_error(message: str, limit: int = 160) -> str:
+    """The last non-empty line of an error message (where Triton puts the cause), shortened."""
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    last = lines[-1] if lines else message
+    return last if len(last) <= limit else last[: limit - 3] + "..."
+
+
+def problems_by_kind(record: dict) -> dict[str, str]:
+    """Why a record fails the checks: PROBLEM_KINDS entry -> a short phrase (empty: passes)."""
+    problems = {}
+    if record["error"] is not None:
+        problems["errors"] = f"error: {short_error(record['error'])}"
+    if (record["local_bytes"] or 0) > 0:
+        problems["spill"] = f"spills {record['local_bytes']} bytes of local memory"
+    if record["error"] is None and record["dtype"] in SIXTEEN_BIT and not record["tensor_cores"]:
+        problems["16-bit without tensor cores"] = (
+            f"{record['dtype']} without tensor cores (no mma/wgmma in the PTX)"
+        )
+    limit = SHARED_LIMIT.get(record["arch"])
+    if limit is not None and (record["shared_bytes"] or 0) > limit:
+        shared, arch = record["shared_bytes"], record["arch"]
+        problems["over the shared-memory limit"] = (
+            f"needs {shared} bytes of shared memory, {arch} allows {limit}"
+        )
+    return problems
+
+
+def record_problems(record: dict) -> list[str]:
+    """Why a record fails the report's checks (empty if it passes), one short phrase each."""
+    return list(problems_by_kind(record).values())
+
+
+def cuobjdump_path() -> str:
+    """The cuobjdump shipped inside the triton package (a CUDA toolkit may lack one)."""
+    import triton
+
+    return os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
+
+
+@dataclass(frozen=True)
+class ReportRequest:
+    """What to report: architectures, a kernel-name substring filter, Triton modules to scan."""
+
+    archs: tuple[str, ...] = ARCHS
+    kernels: str | None = None
+    modules: tuple[str, ...] | None = None
+    no_cache: bool = False
+
+    def wants(self, kernel: str) -> bool:
+        """Whether the kernel-name filter keeps `kernel`."""
+        return self.kernels is None or self.kernels in kernel
+
+
+# A source of records, one per backend (fused_inception.report.cli.PROVIDERS).
+RecordProvider = Callable[[ReportRequest], Iterable[dict]]
