@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .bench.roofline import layer_macs
 from .units import BRANCHES, block_units, has_branches
 
 # Table 1's inception columns, one per conv unit (units.UNIT_NAMES, in that order).
@@ -135,9 +136,8 @@ def _trace(model: nn.Module, input_size: tuple[int, ...]) -> list[dict[str, Any]
 
     def count(name: str, child: nn.Module):
         def hook(mod: nn.Module, args: tuple, out: torch.Tensor) -> None:
-            per_out = mod.in_features if isinstance(mod, nn.Linear) else _conv_taps(mod)
             rec = record(name, child)
-            rec["macs"] += out.numel() // batch * per_out
+            rec["macs"] += layer_macs(mod, out) // batch
             rec["hooked"] += 1
 
         return hook
@@ -161,11 +161,6 @@ def _trace(model: nn.Module, input_size: tuple[int, ...]) -> list[dict[str, Any]
         for handle in handles:
             handle.remove()
     return list(records.values())
-
-
-def _conv_taps(conv: nn.Conv2d) -> int:
-    kh, kw = conv.kernel_size
-    return conv.in_channels // conv.groups * kh * kw
 
 
 def _unit_weight(unit: nn.Module) -> torch.Tensor:
