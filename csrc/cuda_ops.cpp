@@ -183,7 +183,7 @@ void conv1x1_slice_(const at::Tensor& x, const at::Tensor& w, const at::Tensor& 
 // out[:, c0:c0+Cout] = relu(convKxK(relu(conv1x1(x; w_red) + b_red); w_kxk, pad K//2) + b_kxk)
 //   x:     [N, Cin, H, W] channels_last, float32/float16/bfloat16
 //   w_red: [Cin, Cr] contiguous, x's dtype;     b_red: [Cr] float32
-//   w_kxk: [K, K, Cr, Cout] contiguous, x's dtype, K in {1, 3, 5};  b_kxk: [Cout] float32
+//   w_kxk: [K, K, Cr, Cout] contiguous, x's dtype, K in {3, 5};   b_kxk: [Cout] float32
 //   out:   [N, Ctot, H, W] channels_last, x's dtype; written in channels [c0, c0 + Cout) only
 void chain_1x1_kxk_(const at::Tensor& x, const at::Tensor& w_red, const at::Tensor& b_red,
                     const at::Tensor& w_kxk, const at::Tensor& b_kxk, const at::Tensor& out,
@@ -197,7 +197,7 @@ void chain_1x1_kxk_(const at::Tensor& x, const at::Tensor& w_red, const at::Tens
   TORCH_CHECK_VALUE(w_kxk.dim() == 4, op, ": w_kxk must be 4-D [K, K, Cr, Cout], got shape ",
                     w_kxk.sizes());
   const int64_t cin = x.size(1), cr = w_red.size(1), k = w_kxk.size(0), cout = w_kxk.size(3);
-  TORCH_CHECK_VALUE(k == 1 || k == 3 || k == 5, op, ": kernel size K must be 1, 3 or 5, got ", k);
+  TORCH_CHECK_VALUE(k == 3 || k == 5, op, ": kernel size K must be 3 or 5, got ", k);
   check_operand(w_red, x, op, "w_red", {cin, cr}, false);
   check_operand(b_red, x, op, "b_red", {cr}, true);
   check_operand(w_kxk, x, op, "w_kxk", {k, k, cr, cout}, false);

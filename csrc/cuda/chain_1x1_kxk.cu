@@ -6,7 +6,8 @@
 //                                        * w_kxk[ky*K + kx, c, j]),          j < cout
 //
 // where r~ is r inside the image and exactly 0 outside it (the KxK conv zero-pads r, so the
-// halo outside the image is 0, not relu(b_red)). r never reaches global memory. K in {1, 3, 5}.
+// halo outside the image is 0, not relu(b_red)). r never reaches global memory. K is 3 or 5,
+// the block's kernel sizes (instantiating more would only add compile time per architecture).
 // The Triton kernel of the same name (fused_inception/triton/chain_1x1_kxk.py) computes the
 // same thing. See chain_1x1_kxk_kernel for grid and tiling.
 #include "cuda/compat.cuh"
@@ -18,6 +19,7 @@ namespace fused_inception::FI_KERNEL_NS {
 // Tile sizes and the dynamic shared-memory layout (byte offsets) of chain_1x1_kxk_kernel<T, K>.
 template <typename T, int K>
 struct ChainTile {
+  static_assert(K == 3 || K == 5, "the block's kxk convolutions are 3x3 or 5x5");
   static constexpr bool kTensorCores = tile::kTensorCores<T>;
   static constexpr int kTile = 8;                                // output tile: 8 x 8 pixels
   static constexpr int kHalo = kTile + K - 1;                    // haloed tile edge
@@ -27,8 +29,8 @@ struct ChainTile {
   static constexpr int kBK = 32;  // input channels per step of the 1x1
   // Reduced channels per chunk: all K*K taps of a chunk's w_kxk [K*K, CK, BN] sit in shared
   // memory at once (one barrier per chunk), which bounds CK (16-bit: 41 KiB for K = 3, 56 KiB
-  // for K = 5; fp32 with half the CK: 36 and 50 KiB). K = 1 takes 32 (64 spills on sm_90).
-  static constexpr int kCK = K == 1 ? 32 : (kTensorCores ? 2 : 1) * (K == 5 ? 8 : 16);
+  // for K = 5; fp32 with half the CK: 36 and 50 KiB).
+  static constexpr int kCK = (kTensorCores ? 2 : 1) * (K == 5 ? 8 : 16);
   // Pitches in elements. 16-bit: x tile [rows][BK], w_red tile [BK][CK], r [rows][CK] (CK a
   // multiple of 16, so every r row starts 32-byte aligned for the m8n32k16 loads), w_kxk
   // [K*K*CK][BN], float staging of the 1x1 [rows][CK] and of the output [64][BN]. fp32: the
@@ -291,14 +293,12 @@ const char* launch_chain_1x1_kxk(const ChainArgs& args, void* stream) {
 template <typename T>
 const char* launch_chain_1x1_kxk(const ChainArgs& args, void* stream) {
   switch (args.k) {
-    case 1:
-      return launch_chain_1x1_kxk<T, 1>(args, stream);
     case 3:
       return launch_chain_1x1_kxk<T, 3>(args, stream);
     case 5:
       return launch_chain_1x1_kxk<T, 5>(args, stream);
     default:
-      return "chain_1x1_kxk: unsupported kernel size k (expected 1, 3 or 5)";
+      return "chain_1x1_kxk: unsupported kernel size k (expected 3 or 5)";
   }
 }
 
@@ -314,13 +314,10 @@ const char* chain_1x1_kxk(const ChainArgs& args, void* stream) {
 // kernel. fused_inception/report_cuda.py compiles this file against the shim to read it
 // (ptxas only sees static shared memory).
 inline void chain_1x1_kxk_shared_memory(void (*emit)(const char* kernel, std::size_t bytes)) {
-  emit("chain_1x1_kxk_kernel<float, 1>", ChainTile<float, 1>::kSmemBytes);
   emit("chain_1x1_kxk_kernel<float, 3>", ChainTile<float, 3>::kSmemBytes);
   emit("chain_1x1_kxk_kernel<float, 5>", ChainTile<float, 5>::kSmemBytes);
-  emit("chain_1x1_kxk_kernel<__half, 1>", ChainTile<__half, 1>::kSmemBytes);
   emit("chain_1x1_kxk_kernel<__half, 3>", ChainTile<__half, 3>::kSmemBytes);
   emit("chain_1x1_kxk_kernel<__half, 5>", ChainTile<__half, 5>::kSmemBytes);
-  emit("chain_1x1_kxk_kernel<__nv_bfloat16, 1>", ChainTile<__nv_bfloat16, 1>::kSmemBytes);
   emit("chain_1x1_kxk_kernel<__nv_bfloat16, 3>", ChainTile<__nv_bfloat16, 3>::kSmemBytes);
   emit("chain_1x1_kxk_kernel<__nv_bfloat16, 5>", ChainTile<__nv_bfloat16, 5>::kSmemBytes);
 }
