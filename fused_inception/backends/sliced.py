@@ -23,9 +23,11 @@ from . import new_output
 SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 # conv1x1(x_nhwc, w [Cin, Cout], bias [Cout], out, c0, pool) and
-# chain(x_nhwc, w_red, b_red, w_kxk, b_kxk, out, c0): each writes out[:, c0 : c0 + Cout].
-Conv1x1Launcher = Callable[[Tensor, Tensor, Tensor, Tensor, int, bool], None]
-ChainLauncher = Callable[[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, int], None]
+# chain(x_nhwc, w_red, b_red, w_kxk, b_kxk, out, c0): each writes out[:, c0 : c0 + Cout] (the
+# Triton launchers and the C++ operators take their arguments in this order; what they return
+# is not used).
+Conv1x1Launcher = Callable[[Tensor, Tensor, Tensor, Tensor, int, bool], object]
+ChainLauncher = Callable[[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, int], object]
 
 
 class SlicedPacked(NamedTuple):
