@@ -5,6 +5,14 @@
 // includes an `out` overlapping any input (csrc/overlap.h): the kernels read x and the weights
 // while other blocks already store into out.
 //
+// Error types, the same in every operator of this package (C++ here and in csrc/cpu/, Python in
+// fused_inception/checks.py and the Triton launchers), one per kind of mistake:
+//   - a wrong dtype                                   -> TypeError    (TORCH_CHECK_TYPE)
+//   - a wrong shape, layout, value or an overlap      -> ValueError   (TORCH_CHECK_VALUE)
+//   - tensors on different devices, or a device this
+//     build or backend cannot run on                  -> RuntimeError (TORCH_CHECK)
+// (A launch that fails on the device is a RuntimeError too.)
+//
 // Dispatch:
 //   CUDA tensors -> fused_inception::cuda::*     (nvcc build; FUSED_INCEPTION_WITH_CUDA)
 //   CPU tensors  -> fused_inception::emulated::* (the same .cu sources compiled as plain C++

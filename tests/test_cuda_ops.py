@@ -108,31 +108,34 @@ def _call_conv(args, c0=4, pool=False):
     OPS.conv1x1_slice_(args["x"], args["w"], args["bias"], args["out"], c0, pool)
 
 
+# (id, change, c0 (0: the valid 4), the error type of fused_inception.checks' convention, match)
 CONV_ERRORS = [
-    ("x-rank", lambda a: {"x": a["x"][0]}, 0, "x must be 4-D"),
-    ("x-nchw", lambda a: {"x": a["x"].contiguous()}, 0, "channels_last"),
-    ("x-int", lambda a: {"x": a["x"].to(torch.int32)}, 0, "float32, float16 or bfloat16"),
-    ("x-double", lambda a: {"x": a["x"].double()}, 0, "float32, float16 or bfloat16"),
-    ("w-rank", lambda a: {"w": a["w"][None]}, 0, "w must be 2-D"),
-    ("w-cin", lambda a: {"w": a["w"][1:].contiguous()}, 0, "w must have shape [7, 5]"),
-    ("w-dtype", lambda a: {"w": a["w"].half()}, 0, "w must be Float"),
-    ("w-strided", lambda a: {"w": a["w"].t().contiguous().t()}, 0, "w must be contiguous"),
-    ("bias-shape", lambda a: {"bias": a["bias"][:3]}, 0, "bias must have shape [5]"),
-    ("bias-dtype", lambda a: {"bias": a["bias"].double()}, 0, "biases are float32"),
-    ("out-nchw", lambda a: {"out": a["out"].contiguous()}, 0, "out must be channels_last"),
-    ("out-dtype", lambda a: {"out": a["out"].half()}, 0, "out must have x's dtype"),
-    ("out-hw", lambda a: {"out": _poisoned_out(2, 12, 3, 5, torch.float32)}, 0, "like x"),
-    ("slice-past-end", lambda a: {}, 8, "do not fit in out's 12 channels"),
-    ("slice-negative", lambda a: {}, -1, "do not fit"),
+    ("x-rank", lambda a: {"x": a["x"][0]}, 0, ValueError, "x must be 4-D"),
+    ("x-nchw", lambda a: {"x": a["x"].contiguous()}, 0, ValueError, "channels_last"),
+    ("x-int", lambda a: {"x": a["x"].to(torch.int32)}, 0, TypeError, "float32, float16 or bf"),
+    ("x-double", lambda a: {"x": a["x"].double()}, 0, TypeError, "float32, float16 or bfloat16"),
+    ("w-rank", lambda a: {"w": a["w"][None]}, 0, ValueError, "w must be 2-D"),
+    ("w-cin", lambda a: {"w": a["w"][1:].contiguous()}, 0, ValueError, "w must have shape [7, 5]"),
+    ("w-dtype", lambda a: {"w": a["w"].half()}, 0, TypeError, "w must be Float"),
+    ("w-strided", lambda a: {"w": a["w"].t().contiguous().t()}, 0, ValueError, "w must be contig"),
+    ("bias-shape", lambda a: {"bias": a["bias"][:3]}, 0, ValueError, "bias must have shape [5]"),
+    ("bias-dtype", lambda a: {"bias": a["bias"].double()}, 0, TypeError, "biases are float32"),
+    ("out-nchw", lambda a: {"out": a["out"].contiguous()}, 0, ValueError, "out must be channels_l"),
+    ("out-dtype", lambda a: {"out": a["out"].half()}, 0, TypeError, "out must have x's dtype"),
+    ("out-hw", lambda a: {"out": _poisoned_out(2, 12, 3, 5, torch.float32)}, 0, ValueError, "like"),
+    ("slice-past-end", lambda a: {}, 8, ValueError, "do not fit in out's 12 channels"),
+    ("slice-negative", lambda a: {}, -1, ValueError, "do not fit"),
 ]
 
 
-@pytest.mark.parametrize("change,c0,message", [pytest.param(*c[1:], id=c[0]) for c in CONV_ERRORS])
-def test_conv1x1_slice_rejects_bad_arguments(change, c0, message):
+@pytest.mark.parametrize(
+    "change,c0,exc,message", [pytest.param(*c[1:], id=c[0]) for c in CONV_ERRORS]
+)
+def test_conv1x1_slice_rejects_bad_arguments(change, c0, exc, message):
     args = _conv_args()
     args.update(change(args))
     before = args["out"].clone()
-    with pytest.raises((RuntimeError, ValueError, TypeError), match=message.replace("[", r"\[")):
+    with pytest.raises(exc, match=message.replace("[", r"\[")):
         _call_conv(args, c0=4 if c0 == 0 else c0)
     assert torch.equal(args["out"].isnan(), before.isnan()), "out was written before the error"
 

@@ -165,20 +165,20 @@ def test_which_nan_and_which_zero_is_kept(dtype: torch.dtype) -> None:
 
 
 def test_rejects_3d_input() -> None:
-    with pytest.raises(RuntimeError, match=r"expected a 4-D tensor \[N, C, H, W\], got 3-D"):
+    with pytest.raises(ValueError, match=r"expected a 4-D tensor \[N, C, H, W\], got 3-D"):
         _ext.max_pool3x3_nhwc(torch.randn(8, 5, 5))
 
 
 def test_rejects_nchw_contiguous_input() -> None:
     x = torch.randn(2, 8, 5, 5)
-    with pytest.raises(RuntimeError, match=r"channels_last-contiguous.*memory_format=torch\."):
+    with pytest.raises(ValueError, match=r"channels_last-contiguous.*memory_format=torch\."):
         _ext.max_pool3x3_nhwc(x)
 
 
 def test_rejects_integer_dtype() -> None:
     x = torch.randint(0, 9, (2, 8, 5, 5)).contiguous(memory_format=torch.channels_last)
     with pytest.raises(
-        RuntimeError, match=r"expected dtype float32, float64, float16 or bfloat16, got Long"
+        TypeError, match=r"expected dtype float32, float64, float16 or bfloat16, got Long"
     ):
         _ext.max_pool3x3_nhwc(x)
 
