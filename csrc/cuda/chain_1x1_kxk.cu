@@ -86,11 +86,9 @@ __global__ void __launch_bounds__(tile::kThreads) chain_1x1_kxk_kernel(const Cha
   constexpr int kTile = Tile::kTile, kHalo = Tile::kHalo, kRows = Tile::kRows;
   constexpr int kBN = Tile::kBN, kBK = Tile::kBK, kCK = Tile::kCK;
   FI_DYNAMIC_SHARED(unsigned char, smem);
-  int64_t* halo_offsets = reinterpret_cast<int64_t*>(smem + Tile::kHaloOffsets);
-  T* x_tile = reinterpret_cast<T*>(smem + Tile::kX);
-  T* w_red_tile = reinterpret_cast<T*>(smem + Tile::kWred);
-  T* r_tile = reinterpret_cast<T*>(smem + Tile::kR);
-  T* w_kxk_tile = reinterpret_cast<T*>(smem + Tile::kWkxk);
+  const auto [halo_offsets, x_tile, w_red_tile, r_tile, w_kxk_tile] =
+      tile::carve<int64_t, T, T, T, T>(smem, Tile::kHaloOffsets, Tile::kX, Tile::kWred, Tile::kR,
+                                       Tile::kWkxk);
 
   const T* x = static_cast<const T*>(args.x);
   const T* w_red = static_cast<const T*>(args.w_red);
@@ -173,15 +171,8 @@ __global__ void __launch_bounds__(tile::kThreads) chain_1x1_kxk_kernel(const Cha
       FI_UNROLL
       for (int f = 0; f < kFragsPerWarp; ++f) tile::zero_fragments(r_acc[f]);
       for (int64_t k0 = 0; k0 < cin_steps; k0 += kBK) {
-        if (x_vec) {
-          tile::copy_tile_vec16<kRows, kBK>(
-              x_tile, Tile::kLdX,
-              [&](int h) { return halo_offsets[h] >= 0 ? x + halo_offsets[h] + k0 : nullptr; },
-              args.cin - k0);
-        } else {
-          tile::fill_tile<kRows, kBK>(x_tile, Tile::kLdX,
-                                      [&](int h, int c) { return x_value(h, k0 + c); });
-        }
+        tile::load_pixel_rows<kRows, kBK>(x_tile, Tile::kLdX, halo_offsets, x, k0, args.cin, x_vec,
+                                          x_value);
         tile::load_matrix_tile<kBK, kCK>(w_red_tile, Tile::kLdWred, w_red, args.cin, args.cr, k0,
                                          r0, w_red_vec);
         __syncthreads();
