@@ -74,12 +74,16 @@ def emulate_cuda() -> bool:
 
 @functools.cache
 def cuda_kernel_builds() -> tuple[str, ...]:
-    """Versions of the CUDA C++ kernels in this build: "cuda" (nvcc) and/or "emulated"."""
+    """Versions of the CUDA C++ kernels in this build: "cuda" (nvcc) and/or "emulated".
+
+    The typed wrapper of the C++ operator fused_inception::cuda_kernel_builds (no tensors, so
+    no fake kernel), here where the backend choice reads it.
+    """
     from .. import _ext
 
-    if not _ext.has_extension() or not hasattr(torch.ops.fused_inception, "cuda_kernel_builds"):
-        return ()  # (an extension built before the CUDA backend existed)
-    return tuple(torch.ops.fused_inception.cuda_kernel_builds())
+    if not _ext.has_op("cuda_kernel_builds"):
+        return ()  # (no extension, or one built before the CUDA backend existed)
+    return tuple(_ext.op("cuda_kernel_builds")())
 
 
 def _cuda_unavailable_reason(device_type: str | None = None) -> str | None:
