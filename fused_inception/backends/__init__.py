@@ -48,6 +48,15 @@ def new_output(shape: tuple[int, ...], like: torch.Tensor, memory_format: torch.
     return out
 
 
+def output_memory_format(x: torch.Tensor) -> torch.memory_format:
+    """The memory format of the block's output for input x, on every backend and in the
+    operator's fake kernel and backward: channels_last for strictly channels_last x (not also
+    contiguous, as 1x1 images and single channels are), else NCHW (torch.contiguous_format)."""
+    if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+        return torch.channels_last
+    return torch.contiguous_format
+
+
 def check_backend_name(name: str) -> str:
     """Validate a backend name; ValueError listing the choices for an unknown one."""
     if name not in BACKEND_CHOICES:

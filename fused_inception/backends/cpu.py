@@ -23,7 +23,7 @@ from torch import Tensor
 
 from ..reference import FoldedParams
 from . import cpu_winograd as winograd
-from . import new_output
+from . import new_output, output_memory_format
 from .cpu_maxpool import max_pool3x3
 
 
@@ -113,9 +113,7 @@ def forward(x: Tensor, packed: CpuPacked) -> Tensor:
     _kxk_into(reduced, packed, out_rows, n, h, w)
     del reduced
 
-    if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
-        return out
-    return out.contiguous()
+    return out.contiguous(memory_format=output_memory_format(x))
 
 
 def _rows(t_nhwc: Tensor) -> Tensor:
