@@ -11,7 +11,9 @@ mistake, so that a caller can tell them apart without reading the message:
 - RuntimeError: tensors on different devices, or a device that this build or backend cannot
                 run on (TORCH_CHECK); a launch that fails on the device is one too.
 
-Messages name the operator, the argument, what was expected and what was given.
+Messages name the operator, the argument, what was expected and what was given. One deliberate
+exception: inception_block (like FusedInception) refuses an image with H or W = 0 with a
+RuntimeError, because torchvision's block does.
 """
 
 from __future__ import annotations

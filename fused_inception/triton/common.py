@@ -36,7 +36,7 @@ _MAX_GRID = (2**31 - 1, 65535)
 
 
 def dtype_name(dtype: torch.dtype) -> str:
-    """ "float32", "float16" or "bfloat16": how reports and build names spell a dtype."""
+    """How reports and build names spell a dtype: "float32", "float16" or "bfloat16"."""
     return str(dtype).removeprefix("torch.")
 
 
