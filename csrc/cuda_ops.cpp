@@ -5,6 +5,14 @@
 // includes an `out` overlapping any input (csrc/overlap.h): the kernels read x and the weights
 // while other blocks already store into out.
 //
+// Error types, the same in every operator of this package (C++ here and in csrc/cpu/, Python in
+// fused_inception/checks.py and the Triton launchers), one per kind of mistake:
+//   - a wrong dtype                                   -> TypeError    (TORCH_CHECK_TYPE)
+//   - a wrong shape, layout, value or an overlap      -> ValueError   (TORCH_CHECK_VALUE)
+//   - tensors on different devices, or a device this
+//     build or backend cannot run on                  -> RuntimeError (TORCH_CHECK)
+// (A launch that fails on the device is a RuntimeError too.)
+//
 // Dispatch:
 //   CUDA tensors -> fused_inception::cuda::*     (nvcc build; FUSED_INCEPTION_WITH_CUDA)
 //   CPU tensors  -> fused_inception::emulated::* (the same .cu sources compiled as plain C++
@@ -18,6 +26,7 @@
 #include <torch/library.h>
 
 #include <cstdint>
+#include <initializer_list>
 #include <string>
 #include <type_traits>
 #include <vector>
@@ -33,7 +42,33 @@
 namespace fused_inception {
 namespace {
 
-ScalarKind scalar_kind(const at::Tensor& x, const char* op) {
+// x and out: 4-D [N, C, H, W] in channels_last memory with no gaps (what the kernels index).
+void check_nhwc(const at::Tensor& t, const char* op, const char* name) {
+  TORCH_CHECK_VALUE(t.dim() == 4, op, ": ", name, " must be 4-D [N, C, H, W], got shape ",
+                    t.sizes());
+  TORCH_CHECK_VALUE(t.is_contiguous(at::MemoryFormat::ChannelsLast), op, ": ", name,
+                    " must be channels_last-contiguous (NHWC memory), got strides ", t.strides(),
+                    " for shape ", t.sizes(),
+                    "; use .contiguous(memory_format=torch.channels_last)");
+}
+
+// x: 4-D [N, C, H, W] in channels_last memory with no gaps (what the kernels index), on a
+// device this build has kernels for, of a dtype they are instantiated for.
+ScalarKind check_x(const char* op, const at::Tensor& x) {
+  check_nhwc(x, op, "x");
+  const bool cuda = x.device().is_cuda();
+#if !defined(FUSED_INCEPTION_WITH_CUDA)
+  TORCH_CHECK(!cuda, op,
+              ": this build of fused_inception has no CUDA kernels (built without "
+              "nvcc or with FUSED_INCEPTION_SKIP_CUDA=1)");
+#endif
+#if !defined(FUSED_INCEPTION_WITH_EMULATION)
+  TORCH_CHECK(cuda, op,
+              ": this build has no emulated (CPU) version of the CUDA kernels (built "
+              "without CUDA headers)");
+#endif
+  TORCH_CHECK(cuda || x.device().is_cpu(), op, ": x must be a CUDA or CPU tensor, got ",
+              x.device());
   switch (x.scalar_type()) {
     case at::kFloat:
       return ScalarKind::kFloat32;
@@ -48,32 +83,34 @@ ScalarKind scalar_kind(const at::Tensor& x, const char* op) {
   return ScalarKind::kFloat32;
 }
 
-// x and out: 4-D [N, C, H, W] in channels_last memory with no gaps (what the kernels index).
-void check_nhwc(const at::Tensor& t, const char* op, const char* name) {
-  TORCH_CHECK_VALUE(t.dim() == 4, op, ": ", name, " must be 4-D [N, C, H, W], got shape ",
-                    t.sizes());
-  TORCH_CHECK_VALUE(t.is_contiguous(at::MemoryFormat::ChannelsLast), op, ": ", name,
-                    " must be channels_last-contiguous (NHWC memory), got strides ", t.strides(),
-                    " for shape ", t.sizes(),
-                    "; use .contiguous(memory_format=torch.channels_last)");
-}
+// A weight (x's dtype) or a bias (float32) of the given shape, contiguous, on x's device.
+struct Operand {
+  const char* name;
+  const at::Tensor& tensor;
+  std::vector<int64_t> shape;
+  bool is_bias;
+};
 
-void check_operand(const at::Tensor& t, const at::Tensor& x, const char* op, const char* name,
-                   std::vector<int64_t> shape, bool is_bias) {
+void check_operand(const char* op, const at::Tensor& x, const Operand& operand) {
+  const at::Tensor& t = operand.tensor;
+  const char* name = operand.name;
   TORCH_CHECK(t.device() == x.device(), op, ": ", name, " is on ", t.device(), " but x is on ",
               x.device());
-  const auto want = is_bias ? at::kFloat : x.scalar_type();
+  const auto want = operand.is_bias ? at::kFloat : x.scalar_type();
   TORCH_CHECK_TYPE(t.scalar_type() == want, op, ": ", name, " must be ", want, " (",
-                   is_bias ? "biases are float32" : "the dtype of x", "), got ", t.scalar_type());
-  TORCH_CHECK_VALUE(t.sizes() == at::IntArrayRef(shape), op, ": ", name, " must have shape ",
-                    at::IntArrayRef(shape), ", got ", t.sizes());
+                   operand.is_bias ? "biases are float32" : "the dtype of x", "), got ",
+                   t.scalar_type());
+  TORCH_CHECK_VALUE(t.sizes() == at::IntArrayRef(operand.shape), op, ": ", name,
+                    " must have shape ", at::IntArrayRef(operand.shape), ", got ", t.sizes());
   TORCH_CHECK_VALUE(t.is_contiguous(), op, ": ", name, " must be contiguous, got strides ",
                     t.strides());
 }
 
-// out is the whole block output; the branch writes its channels [c0, c0 + cout).
-void check_out(const at::Tensor& out, const at::Tensor& x, const char* op, int64_t c0,
-               int64_t cout) {
+// The operands, then out (the whole block output; the branch writes its channels
+// [c0, c0 + cout)), then that out overlaps none of x and the operands.
+void check_operands_and_out(const char* op, const at::Tensor& x, const at::Tensor& out, int64_t c0,
+                            int64_t cout, std::initializer_list<Operand> operands) {
+  for (const Operand& operand : operands) check_operand(op, x, operand);
   check_nhwc(out, op, "out");
   TORCH_CHECK(out.device() == x.device(), op, ": out is on ", out.device(), " but x is on ",
               x.device());
@@ -86,22 +123,8 @@ void check_out(const at::Tensor& out, const at::Tensor& x, const char* op, int64
   // (c0 <= size - cout rather than c0 + cout <= size: no overflow for c0 near 2^63)
   TORCH_CHECK_VALUE(c0 >= 0 && cout <= out.size(1) && c0 <= out.size(1) - cout, op, ": channels [",
                     c0, ", ", c0, " + ", cout, ") do not fit in out's ", out.size(1), " channels");
-}
-
-void check_device(const at::Tensor& x, const char* op) {
-  const bool cuda = x.device().is_cuda();
-#if !defined(FUSED_INCEPTION_WITH_CUDA)
-  TORCH_CHECK(!cuda, op,
-              ": this build of fused_inception has no CUDA kernels (built without "
-              "nvcc or with FUSED_INCEPTION_SKIP_CUDA=1)");
-#endif
-#if !defined(FUSED_INCEPTION_WITH_EMULATION)
-  TORCH_CHECK(cuda, op,
-              ": this build has no emulated (CPU) version of the CUDA kernels (built "
-              "without CUDA headers)");
-#endif
-  TORCH_CHECK(cuda || x.device().is_cpu(), op, ": x must be a CUDA or CPU tensor, got ",
-              x.device());
+  check_no_overlap(op, out, "x", x);
+  for (const Operand& operand : operands) check_no_overlap(op, out, operand.name, operand.tensor);
 }
 
 // Calls the CUDA launcher for CUDA tensors and the emulated one for CPU tensors.
@@ -139,8 +162,22 @@ void launch(const char* op, const at::Tensor& x, const Args& args,
 #define FI_EMULATED_LAUNCHER(name) nullptr
 #endif
 
-void* channel_ptr(const at::Tensor& out, int64_t c0) {
-  return static_cast<char*>(out.data_ptr()) + c0 * out.element_size();
+// The fields every kernel's Args has: the dtype, x, the output slice from channel c0 on and
+// the geometry; the caller adds its weights.
+template <class Args>
+Args slice_args(ScalarKind kind, const at::Tensor& x, const at::Tensor& out, int64_t c0,
+                int64_t cout) {
+  Args args{};
+  args.dtype = kind;
+  args.x = x.data_ptr();
+  args.out = static_cast<char*>(out.data_ptr()) + c0 * out.element_size();
+  args.batch = x.size(0);
+  args.height = x.size(2);
+  args.width = x.size(3);
+  args.cin = x.size(1);
+  args.cout = cout;
+  args.out_pixel_stride = out.size(1);
+  return args;
 }
 
 // out[:, c0:c0+Cout] = relu(conv1x1(maxpool3x3(x) if pool else x; w) + bias)
@@ -151,31 +188,16 @@ void* channel_ptr(const at::Tensor& out, int64_t c0) {
 void conv1x1_slice_(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias,
                     const at::Tensor& out, int64_t c0, bool pool) {
   constexpr const char* op = "fused_inception::conv1x1_slice_";
-  check_nhwc(x, op, "x");
-  check_device(x, op);
-  const ScalarKind kind = scalar_kind(x, op);
+  const ScalarKind kind = check_x(op, x);
   TORCH_CHECK_VALUE(w.dim() == 2, op, ": w must be 2-D [Cin, Cout], got shape ", w.sizes());
   const int64_t cin = x.size(1), cout = w.size(1);
-  check_operand(w, x, op, "w", {cin, cout}, false);
-  check_operand(bias, x, op, "bias", {cout}, true);
-  check_out(out, x, op, c0, cout);
-  check_no_overlap(op, out, "x", x);
-  check_no_overlap(op, out, "w", w);
-  check_no_overlap(op, out, "bias", bias);
+  check_operands_and_out(op, x, out, c0, cout,
+                         {{"w", w, {cin, cout}, false}, {"bias", bias, {cout}, true}});
   if (out.numel() == 0 || cout == 0) return;
 
-  Conv1x1SliceArgs args{};
-  args.dtype = kind;
-  args.x = x.data_ptr();
+  auto args = slice_args<Conv1x1SliceArgs>(kind, x, out, c0, cout);
   args.w = w.data_ptr();
   args.bias = bias.data_ptr<float>();
-  args.out = channel_ptr(out, c0);
-  args.batch = x.size(0);
-  args.height = x.size(2);
-  args.width = x.size(3);
-  args.cin = cin;
-  args.cout = cout;
-  args.out_pixel_stride = out.size(1);
   args.pool = pool;
   launch(op, x, args, FI_CUDA_LAUNCHER(conv1x1_slice), FI_EMULATED_LAUNCHER(conv1x1_slice));
 }
@@ -183,48 +205,32 @@ void conv1x1_slice_(const at::Tensor& x, const at::Tensor& w, const at::Tensor& 
 // out[:, c0:c0+Cout] = relu(convKxK(relu(conv1x1(x; w_red) + b_red); w_kxk, pad K//2) + b_kxk)
 //   x:     [N, Cin, H, W] channels_last, float32/float16/bfloat16
 //   w_red: [Cin, Cr] contiguous, x's dtype;     b_red: [Cr] float32
-//   w_kxk: [K, K, Cr, Cout] contiguous, x's dtype, K in {1, 3, 5};  b_kxk: [Cout] float32
+//   w_kxk: [K, K, Cr, Cout] contiguous, x's dtype, K in {3, 5};  b_kxk: [Cout] float32
 //   out:   [N, Ctot, H, W] channels_last, x's dtype; written in channels [c0, c0 + Cout) only
 void chain_1x1_kxk_(const at::Tensor& x, const at::Tensor& w_red, const at::Tensor& b_red,
                     const at::Tensor& w_kxk, const at::Tensor& b_kxk, const at::Tensor& out,
                     int64_t c0) {
   constexpr const char* op = "fused_inception::chain_1x1_kxk_";
-  check_nhwc(x, op, "x");
-  check_device(x, op);
-  const ScalarKind kind = scalar_kind(x, op);
+  const ScalarKind kind = check_x(op, x);
   TORCH_CHECK_VALUE(w_red.dim() == 2, op, ": w_red must be 2-D [Cin, Cr], got shape ",
                     w_red.sizes());
   TORCH_CHECK_VALUE(w_kxk.dim() == 4, op, ": w_kxk must be 4-D [K, K, Cr, Cout], got shape ",
                     w_kxk.sizes());
   const int64_t cin = x.size(1), cr = w_red.size(1), k = w_kxk.size(0), cout = w_kxk.size(3);
-  TORCH_CHECK_VALUE(k == 1 || k == 3 || k == 5, op, ": kernel size K must be 1, 3 or 5, got ", k);
-  check_operand(w_red, x, op, "w_red", {cin, cr}, false);
-  check_operand(b_red, x, op, "b_red", {cr}, true);
-  check_operand(w_kxk, x, op, "w_kxk", {k, k, cr, cout}, false);
-  check_operand(b_kxk, x, op, "b_kxk", {cout}, true);
-  check_out(out, x, op, c0, cout);
-  check_no_overlap(op, out, "x", x);
-  check_no_overlap(op, out, "w_red", w_red);
-  check_no_overlap(op, out, "b_red", b_red);
-  check_no_overlap(op, out, "w_kxk", w_kxk);
-  check_no_overlap(op, out, "b_kxk", b_kxk);
+  TORCH_CHECK_VALUE(k == 3 || k == 5, op, ": kernel size K must be 3 or 5, got ", k);
+  check_operands_and_out(op, x, out, c0, cout,
+                         {{"w_red", w_red, {cin, cr}, false},
+                          {"b_red", b_red, {cr}, true},
+                          {"w_kxk", w_kxk, {k, k, cr, cout}, false},
+                          {"b_kxk", b_kxk, {cout}, true}});
   if (out.numel() == 0 || cout == 0) return;
 
-  ChainArgs args{};
-  args.dtype = kind;
-  args.x = x.data_ptr();
+  auto args = slice_args<ChainArgs>(kind, x, out, c0, cout);
   args.w_red = w_red.data_ptr();
   args.b_red = b_red.data_ptr<float>();
   args.w_kxk = w_kxk.data_ptr();
   args.b_kxk = b_kxk.data_ptr<float>();
-  args.out = channel_ptr(out, c0);
-  args.batch = x.size(0);
-  args.height = x.size(2);
-  args.width = x.size(3);
-  args.cin = cin;
   args.cr = cr;
-  args.cout = cout;
-  args.out_pixel_stride = out.size(1);
   args.k = static_cast<int>(k);
   launch(op, x, args, FI_CUDA_LAUNCHER(chain_1x1_kxk), FI_EMULATED_LAUNCHER(chain_1x1_kxk));
 }

@@ -8,11 +8,20 @@ See README.md for backends, guarantees and benchmarks.
 
 from __future__ import annotations
 
+from . import fingerprint as _fingerprint  # noqa: F401  (see below)
 from .backends import available_backends
+from .backends import cpu_maxpool as _cpu_maxpool  # noqa: F401
+from .backends import cpu_winograd as _cpu_winograd  # noqa: F401
+from .backends import cuda as _cuda  # noqa: F401
 from .configs import GOOGLENET_BLOCKS, BlockConfig
 from .module import FusedInception
 from .reference import FoldedParams, Inception, inception_ref
 from .swap import fuse_inception, unfuse_inception
+
+# The underscored imports above are the Python homes of the C++ operators (fused_inception/
+# _ext.py lists them): importing them registers every fake kernel, which torch.compile and
+# torch.library.opcheck need as soon as `import fused_inception` has run. None of them imports
+# triton, and each registers nothing when the extension did not load.
 
 __version__ = "0.1.0"
 

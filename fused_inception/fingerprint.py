@@ -7,7 +7,8 @@ keyed on the bytes themselves: a 64-bit hash in which any single changed 32-bit 
 changes the result (and several changes collide with probability about 2^-64).
 
 - CPU tensors: the C++ operator fused_inception::fingerprint (csrc/cpu/fingerprint.cpp):
-  vectorised, parallel, one pass over the bytes.
+  vectorised, parallel, one pass over the bytes (its typed wrapper `fingerprint_cpu` and its
+  fake kernel are here).
 - other devices (CUDA): a few torch operations on the device, then one synchronisation to
   read the 64-bit value: the sum modulo 2^64, over the int64 words of all tensors, of
   mix(word + i * GOLDEN), where mix is splitmix64's finaliser (odd multiplications and
@@ -38,12 +39,24 @@ def fingerprint(tensors: Sequence[Tensor]) -> object:
     """
     if _ext.has_extension() and all(t.device.type == "cpu" for t in tensors):
         # One C++ call, which hashes the layouts too (the common case: a CPU model).
-        return int(torch.ops.fused_inception.fingerprint(tensors))
+        return fingerprint_cpu(tensors)
     layout = tuple((t.dtype, t.device, tuple(t.shape), t.stride()) for t in tensors)
     by_device: dict[torch.device, list[Tensor]] = {}
     for t in tensors:
         by_device.setdefault(t.device, []).append(t)
     return layout, tuple((device, _hash(device, group)) for device, group in by_device.items())
+
+
+def fingerprint_cpu(tensors: Sequence[Tensor]) -> int:
+    """The C++ operator fused_inception::fingerprint: a 64-bit hash (a signed Python int) of the
+    bytes, dtypes, sizes and strides of CPU tensors. RuntimeError for a tensor on another
+    device or a missing extension."""
+    return int(_ext.op("fingerprint")(tensors))
+
+
+@_ext.register_fake("fingerprint")
+def _fingerprint_fake(tensors: list[Tensor]) -> Tensor:
+    return torch.empty((), dtype=torch.int64, device=tensors[0].device)
 
 
 def version_key(tensors: Sequence[Tensor]) -> tuple:
@@ -60,7 +73,7 @@ def _hash(device: torch.device, tensors: list[Tensor]) -> int | None:
     if device.type == "meta":
         return None  # no contents: shapes and dtypes are all there is
     if device.type == "cpu" and _ext.has_extension():
-        return int(torch.ops.fused_inception.fingerprint(tensors))
+        return fingerprint_cpu(tensors)
     return _hash_torch(tensors)
 
 

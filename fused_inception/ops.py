@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 
 from . import _ext  # noqa: F401  (loads the C++ operators and their fake kernels)
-from .backends import resolve_backend
+from .backends import output_memory_format, resolve_backend
 from .reference import FoldedParams
 
 # The weights and biases in FoldedParams order, after x.
@@ -124,13 +124,6 @@ def check_block_args(x: Tensor, p: FoldedParams) -> None:
             raise ValueError(
                 f"inception_block: b{tag} must be [{weight.shape[0]}], got {tuple(bias.shape)}"
             )
-
-
-def output_memory_format(x: Tensor) -> torch.memory_format:
-    """The backends' rule: channels_last out for (strictly) channels_last in, else NCHW."""
-    if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
-        return torch.channels_last
-    return torch.contiguous_format
 
 
 @inception_block.register_fake

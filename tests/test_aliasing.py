@@ -147,7 +147,7 @@ def _place(buf: torch.Tensor, offset: int, like: torch.Tensor) -> torch.Tensor:
 
 def _expect_refusal(case: Case, name: str, out: torch.Tensor, memory: torch.Tensor) -> None:
     before = memory.clone()
-    with pytest.raises((ValueError, RuntimeError), match=f"out overlaps {name}"):
+    with pytest.raises(ValueError, match=f"out overlaps {name}"):  # fused_inception.checks
         case.call(**case.inputs, out=out)
     assert torch.equal(memory, before), "memory was written before the error"
 

@@ -78,13 +78,13 @@ def test_operators_against_conv2d(hw):
 
 def test_operator_errors():
     ops = torch.ops.fused_inception
-    with pytest.raises(RuntimeError, match="N\\*H\\*W"):
+    with pytest.raises(ValueError, match="N\\*H\\*W"):
         ops.winograd_f2x3_input(torch.randn(10, 4), 1, 3, 3)
-    with pytest.raises(RuntimeError, match="float32"):
+    with pytest.raises(TypeError, match="float32"):
         ops.winograd_f2x3_input(torch.randn(9, 4, dtype=torch.float64), 1, 3, 3)
-    with pytest.raises(RuntimeError, match="stride 1"):
+    with pytest.raises(ValueError, match="stride 1"):
         ops.winograd_f2x3_input(torch.randn(4, 9).t(), 1, 3, 3)
-    with pytest.raises(RuntimeError, match="must be \\[16"):
+    with pytest.raises(ValueError, match="must be \\[16"):
         ops.winograd_f2x3_output_(torch.randn(16, 3, 5), torch.randn(5), torch.empty(9, 5), 1, 3, 3)
 
 

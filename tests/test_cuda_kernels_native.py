@@ -4,7 +4,7 @@ tests/cpp/kernel_parity.cpp includes their SIMT-shim builds (csrc/emulated/*.cpp
 case against a float64 reference computed from the formulas, with NaN-poisoned outputs and a
 channel slice (c0 > 0, pixel stride > cout) so that unwritten and stray elements fail. It is
 built with tests/native.py (no torch) and run plain on the full case list (three dtypes,
-conv1x1 with and without pool, the chain with K = 1, 3, 5, odd shapes, GoogLeNet 3a and 5b
+conv1x1 with and without pool, the chain with K = 3 and 5, odd shapes, GoogLeNet 3a and 5b
 channel counts) and on a small list under AddressSanitizer(+UBSan) and ThreadSanitizer.
 
 The driver prints "checked <n> cases" and a self-test line (a correct result corrupted three
@@ -24,7 +24,7 @@ pytestmark = pytest.mark.skipif(
 )
 
 # Number of cases in kernel_parity.cpp's lists (make_cases): keep in step with it.
-CASES = {"all": 63, "small": 6}
+CASES = {"all": 60, "small": 6}
 
 
 def _assert_all_passed(result: subprocess.CompletedProcess, cases: int) -> None:

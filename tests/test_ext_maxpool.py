@@ -1,4 +1,5 @@
-"""fused_inception._C's max_pool3x3_nhwc against torch.nn.functional.max_pool2d(x, 3, 1, 1).
+"""fused_inception::max_pool3x3_nhwc (its wrapper in fused_inception.backends.cpu_maxpool)
+against torch.nn.functional.max_pool2d(x, 3, 1, 1).
 
 The comparison is bitwise: the operator must pick the very element max_pool2d picks, NaN and
 signed zeros included. Exception: bfloat16 NaNs only need to be NaN where max_pool2d's are, since
@@ -20,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from fused_inception import _ext
+from fused_inception.backends.cpu_maxpool import max_pool3x3_nhwc
 
 if not _ext.has_extension():
     _reason = f"fused_inception._C is not built: {_ext.extension_error()}"
@@ -50,7 +52,7 @@ def channels_last_randn(*shape: int, dtype: torch.dtype, gen: torch.Generator) -
 
 
 def assert_same_as_max_pool2d(x: torch.Tensor) -> None:
-    out = _ext.max_pool3x3_nhwc(x)
+    out = max_pool3x3_nhwc(x)
     ref = F.max_pool2d(x, 3, 1, 1)
     where = f"shape {tuple(x.shape)}, dtype {x.dtype}"
     assert out.shape == x.shape, where
@@ -95,7 +97,7 @@ def test_parallel_shapes_match_bitwise(dtype: torch.dtype, shape: tuple[int, ...
 def test_all_negative_input_stays_negative(dtype: torch.dtype) -> None:
     gen = torch.Generator().manual_seed(2)
     x = -(channels_last_randn(2, 17, 5, 3, dtype=dtype, gen=gen).abs() + 1)
-    out = _ext.max_pool3x3_nhwc(x)
+    out = max_pool3x3_nhwc(x)
     assert (out <= -1).all()
     assert_same_as_max_pool2d(x)
 
@@ -103,7 +105,7 @@ def test_all_negative_input_stays_negative(dtype: torch.dtype) -> None:
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
 def test_empty_batch(dtype: torch.dtype) -> None:
     x = torch.randn(0, 8, 3, 5, dtype=dtype).contiguous(memory_format=torch.channels_last)
-    out = _ext.max_pool3x3_nhwc(x)
+    out = max_pool3x3_nhwc(x)
     assert out.shape == F.max_pool2d(x, 3, 1, 1).shape == (0, 8, 3, 5)
     assert out.is_contiguous(memory_format=torch.channels_last)
 
@@ -141,7 +143,7 @@ def test_nan_and_inf_at_edges_and_corners(
     gen = torch.Generator().manual_seed(3)
     x = _place_specials(channels_last_randn(2, channels, *spatial, dtype=dtype, gen=gen))
     assert_same_as_max_pool2d(x)
-    assert torch.isneginf(_ext.max_pool3x3_nhwc(x)[:, channels // 2]).all()
+    assert torch.isneginf(max_pool3x3_nhwc(x)[:, channels // 2]).all()
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
@@ -159,34 +161,34 @@ def test_which_nan_and_which_zero_is_kept(dtype: torch.dtype) -> None:
     x[0, 4:, 1, 0] = 0.0
     x = x.contiguous(memory_format=torch.channels_last)
     assert_same_as_max_pool2d(x)
-    out = _ext.max_pool3x3_nhwc(x)
+    out = max_pool3x3_nhwc(x)
     assert out[0, 0, 1, 1].view(int_t) == nan_bits + one
     assert torch.signbit(out[0, 4, 1, 1])
 
 
 def test_rejects_3d_input() -> None:
-    with pytest.raises(RuntimeError, match=r"expected a 4-D tensor \[N, C, H, W\], got 3-D"):
-        _ext.max_pool3x3_nhwc(torch.randn(8, 5, 5))
+    with pytest.raises(ValueError, match=r"expected a 4-D tensor \[N, C, H, W\], got 3-D"):
+        max_pool3x3_nhwc(torch.randn(8, 5, 5))
 
 
 def test_rejects_nchw_contiguous_input() -> None:
     x = torch.randn(2, 8, 5, 5)
-    with pytest.raises(RuntimeError, match=r"channels_last-contiguous.*memory_format=torch\."):
-        _ext.max_pool3x3_nhwc(x)
+    with pytest.raises(ValueError, match=r"channels_last-contiguous.*memory_format=torch\."):
+        max_pool3x3_nhwc(x)
 
 
 def test_rejects_integer_dtype() -> None:
     x = torch.randint(0, 9, (2, 8, 5, 5)).contiguous(memory_format=torch.channels_last)
     with pytest.raises(
-        RuntimeError, match=r"expected dtype float32, float64, float16 or bfloat16, got Long"
+        TypeError, match=r"expected dtype float32, float64, float16 or bfloat16, got Long"
     ):
-        _ext.max_pool3x3_nhwc(x)
+        max_pool3x3_nhwc(x)
 
 
 _DEFAULT_CAPABILITY_CHECK = textwrap.dedent(
     """
     import torch, torch.nn.functional as F
-    from fused_inception import _ext
+    from fused_inception.backends.cpu_maxpool import max_pool3x3_nhwc
     assert torch.backends.cpu.get_cpu_capability() == "DEFAULT"
     bits = {torch.float32: torch.int32, torch.float64: torch.int64,
             torch.float16: torch.int16, torch.bfloat16: torch.int16}
@@ -198,7 +200,7 @@ _DEFAULT_CAPABILITY_CHECK = textwrap.dedent(
             x[:, 1::4, -1, -1] = float("nan")
             x[:, 2::4, 0, -1] = float("inf")
             x = x.contiguous(memory_format=torch.channels_last)
-            out, ref = _ext.max_pool3x3_nhwc(x), F.max_pool2d(x, 3, 1, 1)
+            out, ref = max_pool3x3_nhwc(x), F.max_pool2d(x, 3, 1, 1)
             assert out.is_contiguous(memory_format=torch.channels_last)
             assert torch.equal(out.view(int_t), ref.view(int_t)), (dtype, shape)
     print("ok")

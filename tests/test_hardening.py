@@ -204,36 +204,39 @@ def _chain_args(k: int = 3):
     return {"x": _nhwc(1, 4, 5, 5), **dict(zip(names, packed, strict=True)), "out": out, "c0": 1}
 
 
+# (id, change, the error type of fused_inception.checks' convention, match)
 CHAIN_ERRORS = [
-    ("x-rank", lambda a: {"x": a["x"][0]}, "x must be 4-D"),
-    ("x-nchw", lambda a: {"x": a["x"].contiguous()}, "channels_last"),
-    ("x-int", lambda a: {"x": a["x"].to(torch.int32)}, "float32, float16 or bfloat16"),
-    ("w_red-rank", lambda a: {"w_red": a["w_red"][None]}, "w_red must be 2-D"),
-    ("w_red-dtype", lambda a: {"w_red": a["w_red"].half()}, "w_red must be Float"),
-    ("w_red-strided", lambda a: {"w_red": a["w_red"].t().contiguous().t()}, "contiguous"),
-    ("b_red-shape", lambda a: {"b_red": a["b_red"][:2]}, r"b_red must have shape \[3\]"),
-    ("b_red-dtype", lambda a: {"b_red": a["b_red"].half()}, "biases are float32"),
-    ("w_kxk-rank", lambda a: {"w_kxk": a["w_kxk"][0]}, "w_kxk must be 4-D"),
-    ("w_kxk-cr", lambda a: {"w_kxk": a["w_kxk"][:, :, :2].contiguous()}, r"\[3, 3, 3, 6\]"),
-    ("w_kxk-nonsquare", lambda a: {"w_kxk": a["w_kxk"][:, :1].contiguous()}, "w_kxk must have"),
-    ("w_kxk-strided", lambda a: {"w_kxk": a["w_kxk"].transpose(0, 1)}, "contiguous"),
-    ("b_kxk-shape", lambda a: {"b_kxk": a["b_kxk"][:5]}, r"b_kxk must have shape \[6\]"),
-    ("out-rank", lambda a: {"out": a["out"][0]}, "out must be 4-D"),
-    ("out-nchw", lambda a: {"out": a["out"].contiguous()}, "out must be channels_last"),
-    ("out-dtype", lambda a: {"out": a["out"].double()}, "out must have x's dtype"),
-    ("out-batch", lambda a: {"out": torch.cat([a["out"]] * 2)}, "like x"),
-    ("c0-past-end", lambda a: {"c0": 4}, "do not fit in out's 9 channels"),
-    ("c0-negative", lambda a: {"c0": -1}, "do not fit"),
+    ("x-rank", lambda a: {"x": a["x"][0]}, ValueError, "x must be 4-D"),
+    ("x-nchw", lambda a: {"x": a["x"].contiguous()}, ValueError, "channels_last"),
+    ("x-int", lambda a: {"x": a["x"].to(torch.int32)}, TypeError, "float32, float16 or bfloat16"),
+    ("w_red-rank", lambda a: {"w_red": a["w_red"][None]}, ValueError, "w_red must be 2-D"),
+    ("w_red-dtype", lambda a: {"w_red": a["w_red"].half()}, TypeError, "w_red must be Float"),
+    ("w_red-strided", lambda a: {"w_red": a["w_red"].t().contiguous().t()}, ValueError, "contig"),
+    ("b_red-shape", lambda a: {"b_red": a["b_red"][:2]}, ValueError, r"b_red must have shape \[3"),
+    ("b_red-dtype", lambda a: {"b_red": a["b_red"].half()}, TypeError, "biases are float32"),
+    ("w_kxk-rank", lambda a: {"w_kxk": a["w_kxk"][0]}, ValueError, "w_kxk must be 4-D"),
+    ("w_kxk-cr", lambda a: {"w_kxk": a["w_kxk"][:, :, :2].contiguous()}, ValueError, r"3, 3, 6\]"),
+    ("w_kxk-nonsquare", lambda a: {"w_kxk": a["w_kxk"][:, :1].contiguous()}, ValueError, "w_kxk"),
+    ("w_kxk-strided", lambda a: {"w_kxk": a["w_kxk"].transpose(0, 1)}, ValueError, "contiguous"),
+    ("b_kxk-shape", lambda a: {"b_kxk": a["b_kxk"][:5]}, ValueError, r"b_kxk must have shape \[6"),
+    ("out-rank", lambda a: {"out": a["out"][0]}, ValueError, "out must be 4-D"),
+    ("out-nchw", lambda a: {"out": a["out"].contiguous()}, ValueError, "out must be channels_last"),
+    ("out-dtype", lambda a: {"out": a["out"].double()}, TypeError, "out must have x's dtype"),
+    ("out-batch", lambda a: {"out": torch.cat([a["out"]] * 2)}, ValueError, "like x"),
+    ("c0-past-end", lambda a: {"c0": 4}, ValueError, "do not fit in out's 9 channels"),
+    ("c0-negative", lambda a: {"c0": -1}, ValueError, "do not fit"),
 ]
 
 
 @needs_emulated_ops
-@pytest.mark.parametrize("change,message", [pytest.param(*c[1:], id=c[0]) for c in CHAIN_ERRORS])
-def test_chain_operator_rejects_bad_arguments(change, message):
+@pytest.mark.parametrize(
+    "change,exc,message", [pytest.param(*c[1:], id=c[0]) for c in CHAIN_ERRORS]
+)
+def test_chain_operator_rejects_bad_arguments(change, exc, message):
     args = _chain_args()
     out = args["out"]
     args.update(change(args))
-    with pytest.raises((RuntimeError, ValueError, TypeError), match=message):
+    with pytest.raises(exc, match=message):
         OPS.chain_1x1_kxk_(*args.values())
     assert torch.isnan(out).all(), "out was written before the error"
 
@@ -261,9 +264,9 @@ def test_winograd_operators_refuse_a_geometry_whose_pixel_count_overflows():
     """n * h * w wraps int64 to the 4 rows given (2**62 + 1 images of 2x2): refused all the same
     (the tile count does not wrap), so the transforms never index past r or out."""
     ops = torch.ops.fused_inception
-    with pytest.raises(RuntimeError, match="overflow"):
+    with pytest.raises(ValueError, match="overflow"):
         ops.winograd_f2x3_input(torch.randn(4, 3), 2**62 + 1, 2, 2)
-    with pytest.raises(RuntimeError, match="m must be"):
+    with pytest.raises(ValueError, match="m must be"):
         ops.winograd_f2x3_output_(torch.randn(16, 1, 3), torch.randn(3), torch.empty(4, 3),
                                   2**62 + 1, 2, 2)  # fmt: skip
 

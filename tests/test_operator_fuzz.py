@@ -1,5 +1,7 @@
 """Every operator of torch.ops.fused_inception, and the Triton launchers, called with extreme
-integer arguments: each call must either succeed or raise a Python exception, never crash.
+integer arguments: each call must either succeed or raise a Python exception, never crash, and
+the exception is the one fused_inception.checks prescribes (an integer out of range is a
+ValueError, a c_off that is not an integer a TypeError).
 
 The calls run in a subprocess, so that a crash (winograd_f2x3_input(r, 1, 3509319856563006202,
 399394659659159466) used to wrap n*h*w to r's row count and read 2^62 elements away: SIGSEGV)
@@ -44,12 +46,13 @@ from fused_inception.packing import prepare_chain, prepare_conv1x1
 INTS, C_OFFS, TRITON, CUDA_OPS = json.loads(sys.argv[1])
 C_OFFS += [torch.tensor(1), torch.tensor(2**40), torch.tensor(1.0)]
 ops = torch.ops.fused_inception
-succeeded = {}
+succeeded, refused = {}, {}
 
 def attempt(name, key, fn, *args):
     try:
         fn(*args)
-    except Exception:
+    except Exception as exc:
+        refused.setdefault(name, {}).setdefault(type(exc).__name__, []).append(key)
         return
     succeeded.setdefault(name, []).append(key)
 
@@ -100,11 +103,11 @@ if TRITON:
         attempt("triton conv1x1_slice", i, lambda c0=c0: conv1x1_slice(x, w, b, new_out(), c0))
         attempt("triton chain_1x1_kxk", i, lambda c0=c0: chain_1x1_kxk(x, *chain, new_out(), c0))
 
-print("FUZZ-RESULT " + json.dumps(succeeded))
+print("FUZZ-RESULT " + json.dumps([succeeded, refused]))
 """
 
 
-def _run() -> dict[str, list]:
+def _run() -> tuple[dict[str, list], dict[str, dict[str, list]]]:
     triton_ok = os.environ.get("TRITON_INTERPRET") == "1" or torch.cuda.is_available()
     cuda_ops = "emulated" in cuda_kernel_builds()
     env = dict(os.environ)
@@ -121,15 +124,23 @@ def _run() -> dict[str, list]:
         f"signal)\nstdout: {proc.stdout[-2000:]}\nstderr: {proc.stderr[-4000:]}"
     )
     line = next(s for s in proc.stdout.splitlines() if s.startswith("FUZZ-RESULT "))
-    return {
+    succeeded, refused = json.loads(line.removeprefix("FUZZ-RESULT "))
+    keys = {
         name: [tuple(k) if isinstance(k, list) else k for k in keys]
-        for name, keys in json.loads(line.removeprefix("FUZZ-RESULT ")).items()
+        for name, keys in succeeded.items()
     }
+    return keys, refused
 
 
 @pytest.fixture(scope="module")
-def fuzz_result() -> dict[str, list]:
+def fuzz_run() -> tuple[dict[str, list], dict[str, dict[str, list]]]:
     return _run()
+
+
+@pytest.fixture(scope="module")
+def fuzz_result(fuzz_run) -> dict[str, list]:
+    """Per operator, the arguments with which the call succeeded."""
+    return fuzz_run[0]
 
 
 def _tiles(n: int, h: int, w: int) -> int:
@@ -181,11 +192,32 @@ def test_triton_launchers_accept_exactly_integer_channel_offsets_that_fit(fuzz_r
     if not (os.environ.get("TRITON_INTERPRET") == "1" or torch.cuda.is_available()):
         pytest.skip("Triton kernels cannot run here")
     offsets = C_OFFS + [torch.tensor(1), torch.tensor(2**40), torch.tensor(1.0)]
-    valid = [
-        i
-        for i, c0 in enumerate(offsets)
-        if (type(c0) is int or (isinstance(c0, torch.Tensor) and not c0.is_floating_point()))
-        and 0 <= int(c0) <= 12 - 5
-    ]
+    valid = [i for i, c0 in enumerate(offsets) if _is_integer(c0) and 0 <= int(c0) <= 12 - 5]
     assert fuzz_result.get("triton conv1x1_slice", []) == valid
     assert fuzz_result.get("triton chain_1x1_kxk", []) == valid
+
+
+def test_integers_out_of_range_are_value_errors(fuzz_run):
+    """Every refused integer argument (geometry, tile range, channel offset) is a ValueError."""
+    _, refused = fuzz_run
+    for name in ("winograd_f2x3_input", "winograd_f2x3_output_", "winograd_f2x3_input/range",
+                 "winograd_f2x3_output_/range", "conv1x1_slice_", "chain_1x1_kxk_"):  # fmt: skip
+        types = set(refused.get(name, {}))
+        assert types <= {"ValueError"}, (name, {t: refused[name][t][:5] for t in types})
+
+
+def _is_integer(c0: object) -> bool:
+    """What the launchers accept as c_off: a Python int or an integer tensor (not a bool)."""
+    return type(c0) is int or (isinstance(c0, torch.Tensor) and not c0.is_floating_point())
+
+
+def test_triton_launchers_refuse_non_integers_with_type_errors(fuzz_run):
+    if not (os.environ.get("TRITON_INTERPRET") == "1" or torch.cuda.is_available()):
+        pytest.skip("Triton kernels cannot run here")
+    _, refused = fuzz_run
+    offsets = C_OFFS + [torch.tensor(1), torch.tensor(2**40), torch.tensor(1.0)]
+    for name in ("triton conv1x1_slice", "triton chain_1x1_kxk"):
+        by_type = refused.get(name, {})
+        assert set(by_type) <= {"TypeError", "ValueError"}, (name, sorted(by_type))
+        assert not any(_is_integer(offsets[i]) for i in by_type.get("TypeError", [])), name
+        assert all(_is_integer(offsets[i]) for i in by_type.get("ValueError", [])), name

@@ -8,6 +8,11 @@ backend runs under the interpreter here, the cuda ops through the SIMT shim.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 from conftest import ODD_CASES, randomize_block
@@ -235,3 +240,60 @@ def test_opcheck_fingerprint(dtype):
     """A 0-dim int64 hash of CPU tensors: schema, autograd registration, fake and AOT checks."""
     tensors = [torch.randn(3, 5).to(dtype), torch.randn(7).to(dtype), torch.randn(0).to(dtype)]
     _opcheck(ops.fingerprint.default, (tensors,))
+
+
+# Run in a fresh interpreter: `import fused_inception` alone must register every fake kernel
+# (the operators' Python homes are imported by the package) without importing triton.
+_FAKES_AFTER_IMPORT = """
+import sys
+import torch
+from torch._subclasses.fake_tensor import FakeTensorMode
+import fused_inception
+assert "triton" not in sys.modules, "import fused_inception imported triton"
+ops = torch.ops.fused_inception
+cl = torch.channels_last
+with FakeTensorMode():
+    x = torch.empty(1, 4, 3, 3).contiguous(memory_format=cl)
+    out = torch.empty(1, 8, 3, 3).contiguous(memory_format=cl)
+    assert ops.max_pool3x3_nhwc(x).shape == x.shape
+    assert ops.winograd_f2x3_input(torch.empty(9, 4), 1, 3, 3).shape == (4, 16, 4)
+    ops.winograd_f2x3_output_(torch.empty(16, 4, 2), torch.empty(2), torch.empty(9, 2), 1, 3, 3)
+    assert ops.fingerprint([x]).dtype == torch.int64
+    if hasattr(ops, "conv1x1_slice_"):
+        ops.conv1x1_slice_(x, torch.empty(4, 2), torch.empty(2), out, 0, False)
+        w_kxk = torch.empty(3, 3, 2, 2)
+        ops.chain_1x1_kxk_(x, torch.empty(4, 2), torch.empty(2), w_kxk, torch.empty(2), out, 0)
+print("ok")
+"""
+
+# And with the extension unloadable, the package still imports and the CPU backend runs.
+_IMPORT_WITHOUT_EXTENSION = """
+import importlib.abc, sys
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name == "fused_inception._C":
+            raise ImportError("blocked by the test")
+sys.meta_path.insert(0, Block())
+import torch
+import fused_inception
+from fused_inception import _ext
+assert not _ext.has_extension() and "blocked by the test" in _ext.extension_error()
+block = fused_inception.FusedInception(8, 2, 2, 4, 2, 2, 2).eval()
+with torch.no_grad():
+    assert block(torch.randn(1, 8, 4, 4)).shape == (1, 10, 4, 4)
+print("ok")
+"""
+
+
+@pytest.mark.skipif(not hasattr(ops, "max_pool3x3_nhwc"), reason="the extension is not built")
+@pytest.mark.parametrize(
+    "script", [_FAKES_AFTER_IMPORT, _IMPORT_WITHOUT_EXTENSION], ids=["fakes", "no-extension"]
+)
+def test_import_fused_inception(script):
+    root = str(Path(__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])}
+    env.pop("TRITON_INTERPRET", None)  # the package must not need triton to import
+    result = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert result.stdout.strip() == "ok", result.stdout[-2000:] + result.stderr[-3000:]

@@ -136,12 +136,8 @@ def test_chain_googlenet(name, branch, k, dtype):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "16-bit"])
 @pytest.mark.parametrize("k", [3, 5])
 def test_gpu_block_sizes(k, dtype, monkeypatch):
-    """The GPU configs themselves (the interpreter otherwise uses larger Cin/Cr chunks)."""
-    monkeypatch.setattr(
-        chain,
-        "pick_config",
-        lambda k, dtype, c_out: chain._GPU_CONFIGS[(k, chain._config_class(dtype, c_out))],
-    )
+    """The GPU configs themselves (the interpreter otherwise uses larger C_in/C_red chunks)."""
+    monkeypatch.setattr(chain, "INTERPRETER_OVERRIDES", {})
     args = _make(1, 40, 40, 70, k, 3, 9, seed=3)
     out = _run(*args, dtype=dtype, layout="nhwc")
     _assert_close(out, _reference(*args, dtype=dtype), dtype)
@@ -166,17 +162,29 @@ def test_batch_zero_returns_without_launch():
 
 
 def test_argument_errors():
+    """Each mistake gets its type (fused_inception.checks): dtype TypeError, shape or value
+    ValueError, devices RuntimeError."""
     x, w_red, b_red, w_kxk, b_kxk = _make(1, 4, 5, 6, 3, 2, 2)
     packed = prepare_chain(w_red, b_red, w_kxk, b_kxk)
     out = torch.empty(1, 8, 2, 2)
-    with pytest.raises(ValueError, match="exceed"):
+    with pytest.raises(ValueError, match="do not fit"):
         chain_1x1_kxk(x, *packed, out, 3)
-    with pytest.raises(TypeError, match="out must be"):
+    with pytest.raises(TypeError, match="out must have x's dtype"):
         chain_1x1_kxk(x, *packed, out.half(), 0)
     with pytest.raises(TypeError, match="float32, float16 or bfloat16"):
         chain_1x1_kxk(x.double(), *packed, out, 0)
+    with pytest.raises(TypeError, match="b_kxk must be torch.float32"):
+        chain_1x1_kxk(x, *packed[:3], packed[3].half(), out, 0)
     with pytest.raises(ValueError, match="w_red_packed"):
         chain_1x1_kxk(x[:, :3], *packed, out, 0)
+    w_k1 = packed[2][:1, :1].contiguous()
+    with pytest.raises(ValueError, match="kernel size K = 3 or 5, got 1"):
+        chain_1x1_kxk(x, packed[0], packed[1], w_k1, packed[3], out, 0)
+    with pytest.raises(ValueError, match="w_kxk_packed must be contiguous"):
+        chain_1x1_kxk(x, packed[0], packed[1], packed[2].transpose(0, 1), packed[3], out, 0)
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="one device, got .*b_red on meta"):
+            chain_1x1_kxk(x, packed[0], packed[1].to("meta"), *packed[2:], out, 0)
     with pytest.raises(ValueError, match="kernel size"):
         prepare_chain(w_red, b_red, torch.randn(6, 5, 7, 7), b_kxk)
 

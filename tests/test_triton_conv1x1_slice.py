@@ -31,6 +31,7 @@ if not torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1":
     )
 
 from fused_inception.triton import conv1x1_slice as mod  # noqa: E402
+from fused_inception.triton.common import kernel_build  # noqa: E402
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
@@ -153,26 +154,42 @@ def test_prepare_layout():
 
 
 def test_argument_errors():
+    """Each mistake gets its type (fused_inception.checks): dtype TypeError, shape or value
+    ValueError."""
     x = torch.randn(1, 4, 3, 3, device=DEVICE)
     w_packed, bias = (t.to(DEVICE) for t in mod.prepare_conv1x1(torch.randn(2, 4, 1, 1), None))
     out = torch.empty(1, 5, 3, 3, device=DEVICE)
     call = mod.conv1x1_slice
     with pytest.raises(TypeError, match="x's dtype"):
         call(x, w_packed.half(), bias, out, 0)
-    with pytest.raises(TypeError, match="bias must be float32"):
+    with pytest.raises(TypeError, match="bias must be torch.float32"):
         call(x, w_packed, bias.double(), out, 0)
     with pytest.raises(TypeError, match="float32, float16 or bfloat16"):
         call(x.double(), w_packed.double(), bias, out.double(), 0)
-    with pytest.raises(ValueError, match="does not fit"):
+    with pytest.raises(TypeError, match="out must have x's dtype"):
+        call(x, w_packed, bias, out.half(), 0)
+    with pytest.raises(ValueError, match="do not fit"):
         call(x, w_packed, bias, out, 4)
-    with pytest.raises(ValueError, match="does not fit"):
+    with pytest.raises(ValueError, match="do not fit"):
         call(x, w_packed, bias, out, -1)
     with pytest.raises(ValueError, match=r"\[C_in, C_out\] = \[4, C_out\]"):
         call(x, w_packed.t().contiguous(), bias, out, 0)
+    with pytest.raises(ValueError, match="w_packed must be contiguous"):
+        call(x, w_packed.t().contiguous().t(), bias, out, 0)
     with pytest.raises(ValueError, match=r"out must be \[N, Ctot, H, W\]"):
         call(x, w_packed, bias, out[:, :, :2], 0)
     with pytest.raises(ValueError, match="4-D"):
         call(x[0], w_packed, bias, out, 0)
+
+
+@pytest.mark.skipif(DEVICE != "cpu", reason="a CPU tensor is refused only without a GPU")
+def test_device_mismatch_is_a_runtime_error():
+    """Tensors on different devices: RuntimeError, as in the C++ operators."""
+    x = torch.randn(1, 4, 3, 3)
+    w_packed, bias = mod.prepare_conv1x1(torch.randn(2, 4, 1, 1), None)
+    out = torch.empty(1, 5, 3, 3)
+    with pytest.raises(RuntimeError, match="one device, got .*bias on meta"):
+        mod.conv1x1_slice(x, w_packed, bias.to("meta"), out, 0)
 
 
 @pytest.mark.skipif(DEVICE != "cpu", reason="meta tensors pass the device check only on the CPU")
@@ -193,27 +210,36 @@ def test_googlenet_table_matches_pick_config():
         if len(cells) == 3 and cells[0] in GOOGLENET_BLOCKS:
             rows[cells[0]] = (cells[1], cells[2])
     assert set(rows) == set(GOOGLENET_BLOCKS)
+
+    def tile(c):
+        return f"{c.block_m}x{c.block_n}x{c.block_k}"
+
     for name, cfg in GOOGLENET_BLOCKS.items():
         m = 32 * cfg.hw * cfg.hw
         for dtype in DTYPES:
-            b1 = mod.pick_config(m, cfg.ch1x1, False, dtype).label
-            b4 = mod.pick_config(m, cfg.pool_proj, True, dtype).label
+            b1 = tile(mod.pick_config(dtype, cfg.ch1x1, m=m, pool=False))
+            b4 = tile(mod.pick_config(dtype, cfg.pool_proj, m=m, pool=True))
             assert rows[name] == (b1, b4), f"block {name}: table {rows[name]} != {(b1, b4)}"
 
 
 def test_aot_builds_cover_pick_config():
     builds = {b.kernel for b in mod.aot_builds()}
-    for dtype, dtype_name in zip(DTYPES, ("float32", "float16", "bfloat16"), strict=True):
+    for dtype in DTYPES:
         for pool in (False, True):
             for m in (1, 4095, 4096, 10**6):
                 for c_out in range(1, 600, 7):
-                    c = mod.pick_config(m, c_out, pool, dtype)
-                    name = "conv1x1_pool_slice" if pool else "conv1x1_slice"
-                    key = (
-                        f"{name}[{dtype_name},BM={c.block_m},BN={c.block_n},BK={c.block_k},"
-                        f"warps={c.num_warps},stages={c.num_stages}]"
-                    )
-                    assert key in builds
+                    cfg = mod.pick_config(dtype, c_out, m=m, pool=pool)
+                    build = kernel_build("conv1x1_slice", mod.conv1x1_slice_kernel, dtype, cfg,
+                                         {"POOL": pool}, {})  # fmt: skip
+                    assert build.kernel in builds
+
+
+def test_gpu_block_sizes(monkeypatch):
+    """The GPU configs themselves (the interpreter otherwise runs one large tile)."""
+    monkeypatch.setattr(mod, "INTERPRETER_OVERRIDES", {})
+    for pool in (False, True):
+        test_parity(ODD["odd-multi-7x20"], pool, torch.float32, "nhwc")
+        test_parity(ODD["odd-c13-1x1"], pool, torch.float16, "nhwc")
 
 
 def test_aot_compile_sm80_sm90_no_spills():

@@ -124,8 +124,8 @@ at::Tensor fingerprint_cpu(const at::TensorList tensors) {
   int64_t chunks = 0;
   for (size_t t = 0; t < tensors.size(); ++t) {
     const at::Tensor& given = tensors[t];
-    TORCH_CHECK_VALUE(given.device().is_cpu(), "fused_inception::fingerprint: tensor ", t,
-                      " is on ", given.device(), "; this operator hashes CPU tensors");
+    TORCH_CHECK(given.device().is_cpu(), "fused_inception::fingerprint: tensor ", t, " is on ",
+                given.device(), "; this operator hashes CPU tensors");
     result ^= mix64(layout_hash(given) ^ (static_cast<uint64_t>(t) << 48));
     const at::Tensor& x =
         given.is_non_overlapping_and_dense() ? given : copies.emplace_back(given.contiguous());

@@ -225,19 +225,20 @@ void max_pool3x3_nhwc_kernel(const scalar_t* x, scalar_t* out, int64_t batch, in
 }
 
 at::Tensor max_pool3x3_nhwc_cpu(const at::Tensor& x) {
-  TORCH_CHECK(x.dim() == 4, "max_pool3x3_nhwc: expected a 4-D tensor [N, C, H, W], got ", x.dim(),
-              "-D with shape ", x.sizes());
+  TORCH_CHECK_VALUE(x.dim() == 4, "max_pool3x3_nhwc: expected a 4-D tensor [N, C, H, W], got ",
+                    x.dim(), "-D with shape ", x.sizes());
   TORCH_CHECK(x.device().is_cpu(), "max_pool3x3_nhwc (CPU kernel): expected a CPU tensor, got ",
               x.device());
   const auto dtype = x.scalar_type();
-  TORCH_CHECK(
+  TORCH_CHECK_TYPE(
       dtype == at::kFloat || dtype == at::kDouble || dtype == at::kHalf || dtype == at::kBFloat16,
       "max_pool3x3_nhwc: expected dtype float32, float64, float16 or bfloat16, got ", dtype);
-  TORCH_CHECK(x.is_contiguous(at::MemoryFormat::ChannelsLast),
-              "max_pool3x3_nhwc: expected a channels_last-contiguous tensor (NHWC in memory), "
-              "got shape ",
-              x.sizes(), " with strides ", x.strides(),
-              "; call x.contiguous(memory_format=torch.channels_last) first");
+  TORCH_CHECK_VALUE(
+      x.is_contiguous(at::MemoryFormat::ChannelsLast),
+      "max_pool3x3_nhwc: expected a channels_last-contiguous tensor (NHWC in memory), "
+      "got shape ",
+      x.sizes(), " with strides ", x.strides(),
+      "; call x.contiguous(memory_format=torch.channels_last) first");
 
   const int64_t batch = x.size(0), channels = x.size(1), height = x.size(2), width = x.size(3);
   at::Tensor out = at::empty(x.sizes(), x.options().memory_format(at::MemoryFormat::ChannelsLast));

@@ -63,32 +63,34 @@ struct TileGrid {
 // checked: a wrapped n*h*w once passed the row check and sent the kernel 2^62 elements away.
 TileGrid make_grid(const char* op, int64_t batch, int64_t height, int64_t width, int64_t tile_begin,
                    std::optional<int64_t> tile_count) {
-  TORCH_CHECK(batch >= 0 && height >= 1 && width >= 1, op,
-              ": expected n >= 0, h >= 1, w >= 1, got n=", batch, " h=", height, " w=", width);
+  TORCH_CHECK_VALUE(batch >= 0 && height >= 1 && width >= 1, op,
+                    ": expected n >= 0, h >= 1, w >= 1, got n=", batch, " h=", height,
+                    " w=", width);
   // ceil(h/2) without h + 1, which overflows for h = 2^63 - 1.
   const int64_t tiles_y = height / 2 + height % 2, tiles_x = width / 2 + width % 2;
   int64_t tiles = 0;
-  TORCH_CHECK(
+  TORCH_CHECK_VALUE(
       !c10::mul_overflows(tiles_y, tiles_x, &tiles) && !c10::mul_overflows(batch, tiles, &tiles),
       op, ": the tile count n*ceil(h/2)*ceil(w/2) = ", batch, " * ", tiles_y, " * ", tiles_x,
       " overflows int64");
   // (begin <= tiles - count rather than begin + count <= tiles: no overflow near 2^63)
-  TORCH_CHECK(tile_begin >= 0 && tile_begin <= tiles, op, ": tile_begin must be in [0, ", tiles,
-              "] (the tiles of n=", batch, " h=", height, " w=", width, "), got ", tile_begin);
+  TORCH_CHECK_VALUE(tile_begin >= 0 && tile_begin <= tiles, op, ": tile_begin must be in [0, ",
+                    tiles, "] (the tiles of n=", batch, " h=", height, " w=", width, "), got ",
+                    tile_begin);
   const int64_t count = tile_count.value_or(tiles - tile_begin);
-  TORCH_CHECK(count >= 0 && count <= tiles - tile_begin, op, ": tile_count must be in [0, ",
-              tiles - tile_begin, "] (tiles left after tile_begin=", tile_begin, " of ", tiles,
-              "), got ", count);
+  TORCH_CHECK_VALUE(count >= 0 && count <= tiles - tile_begin, op, ": tile_count must be in [0, ",
+                    tiles - tile_begin, "] (tiles left after tile_begin=", tile_begin, " of ",
+                    tiles, "), got ", count);
   return {batch, height, width, tiles_y, tiles_x, tile_begin, count};
 }
 
 // n*h*w, the rows of r and out; refused where it overflows int64.
 int64_t pixel_rows(const char* op, const TileGrid& grid) {
   int64_t plane = 0, rows = 0;
-  TORCH_CHECK(!c10::mul_overflows(grid.height, grid.width, &plane) &&
-                  !c10::mul_overflows(grid.batch, plane, &rows),
-              op, ": n*h*w = ", grid.batch, " * ", grid.height, " * ", grid.width,
-              " overflows int64");
+  TORCH_CHECK_VALUE(!c10::mul_overflows(grid.height, grid.width, &plane) &&
+                        !c10::mul_overflows(grid.batch, plane, &rows),
+                    op, ": n*h*w = ", grid.batch, " * ", grid.height, " * ", grid.width,
+                    " overflows int64");
   return rows;
 }
 
@@ -143,16 +145,27 @@ void output_tile(const float* m, int64_t tile_stride, const float* bias, float* 
 }
 
 void check_rows(const char* op, const at::Tensor& t, const char* name, int64_t rows) {
-  TORCH_CHECK(t.dim() == 2, op, ": ", name, " must be 2-D [N*H*W, C], got shape ", t.sizes());
+  TORCH_CHECK_VALUE(t.dim() == 2, op, ": ", name, " must be 2-D [N*H*W, C], got shape ", t.sizes());
   TORCH_CHECK(t.device().is_cpu(), op, ": ", name, " must be a CPU tensor, got ", t.device());
-  TORCH_CHECK(t.scalar_type() == at::kFloat, op, ": ", name, " must be float32, got ",
-              t.scalar_type());
-  TORCH_CHECK(t.size(0) == rows, op, ": ", name, " has ", t.size(0),
-              " rows, expected N*H*W = ", rows);
-  TORCH_CHECK(t.size(1) <= 1 || t.stride(1) == 1, op, ": ", name,
-              " must have contiguous channels (stride 1), got strides ", t.strides());
-  TORCH_CHECK(t.size(0) <= 1 || t.stride(0) >= t.size(1), op, ": ", name,
-              " rows overlap (row stride ", t.stride(0), " < ", t.size(1), " channels)");
+  TORCH_CHECK_TYPE(t.scalar_type() == at::kFloat, op, ": ", name, " must be float32, got ",
+                   t.scalar_type());
+  TORCH_CHECK_VALUE(t.size(0) == rows, op, ": ", name, " has ", t.size(0),
+                    " rows, expected N*H*W = ", rows);
+  TORCH_CHECK_VALUE(t.size(1) <= 1 || t.stride(1) == 1, op, ": ", name,
+                    " must have contiguous channels (stride 1), got strides ", t.strides());
+  TORCH_CHECK_VALUE(t.size(0) <= 1 || t.stride(0) >= t.size(1), op, ": ", name,
+                    " rows overlap (row stride ", t.stride(0), " < ", t.size(1), " channels)");
+}
+
+// m and bias of the output transform: float32 CPU tensors, contiguous, of the given shape.
+void check_dense(const char* op, const at::Tensor& t, const char* name, at::IntArrayRef shape) {
+  TORCH_CHECK_VALUE(t.sizes() == shape, op, ": ", name, " must be ", shape, ", got shape ",
+                    t.sizes());
+  TORCH_CHECK(t.device().is_cpu(), op, ": ", name, " must be a CPU tensor, got ", t.device());
+  TORCH_CHECK_TYPE(t.scalar_type() == at::kFloat, op, ": ", name, " must be float32, got ",
+                   t.scalar_type());
+  TORCH_CHECK_VALUE(t.is_contiguous(), op, ": ", name, " must be contiguous, got strides ",
+                    t.strides());
 }
 
 // Where tile t starts: image, tile row, tile column.
@@ -204,19 +217,11 @@ void winograd_f2x3_output_cpu(const at::Tensor& m, const at::Tensor& bias, const
                               std::optional<int64_t> tile_count) {
   constexpr const char* op = "winograd_f2x3_output_";
   const TileGrid grid = make_grid(op, n, h, w, tile_begin, tile_count);
-  TORCH_CHECK(out.dim() == 2, op, ": out must be 2-D [N*H*W, C], got shape ", out.sizes());
+  TORCH_CHECK_VALUE(out.dim() == 2, op, ": out must be 2-D [N*H*W, C], got shape ", out.sizes());
   const int64_t channels = out.size(1);
-  TORCH_CHECK(m.dim() == 3 && m.size(0) == 16 && m.size(1) == grid.count && m.size(2) == channels,
-              op, ": m must be [16, tiles=", grid.count, ", ", channels, "], got shape ",
-              m.sizes());
+  check_dense(op, m, "m", {16, grid.count, channels});
   check_rows(op, out, "out", pixel_rows(op, grid));
-  TORCH_CHECK(m.device().is_cpu() && m.scalar_type() == at::kFloat && m.is_contiguous(), op,
-              ": m must be a contiguous float32 CPU tensor, got ", m.scalar_type(), " on ",
-              m.device(), " with strides ", m.strides());
-  TORCH_CHECK(bias.dim() == 1 && bias.size(0) == channels && bias.is_contiguous() &&
-                  bias.device().is_cpu() && bias.scalar_type() == at::kFloat,
-              op, ": bias must be a contiguous float32 CPU tensor [", channels, "], got shape ",
-              bias.sizes(), " and dtype ", bias.scalar_type());
+  check_dense(op, bias, "bias", {channels});
   check_no_overlap(op, out, "m", m);
   check_no_overlap(op, out, "bias", bias);
   if (m.numel() == 0) return;

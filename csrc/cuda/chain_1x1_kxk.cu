@@ -6,7 +6,8 @@
 //                                        * w_kxk[ky*K + kx, c, j]),          j < cout
 //
 // where r~ is r inside the image and exactly 0 outside it (the KxK conv zero-pads r, so the
-// halo outside the image is 0, not relu(b_red)). r never reaches global memory. K in {1, 3, 5}.
+// halo outside the image is 0, not relu(b_red)). r never reaches global memory. K is 3 or 5,
+// the block's kernel sizes (instantiating more would only add compile time per architecture).
 // The Triton kernel of the same name (fused_inception/triton/chain_1x1_kxk.py) computes the
 // same thing. See chain_1x1_kxk_kernel for grid and tiling.
 #include "cuda/compat.cuh"
@@ -18,6 +19,7 @@ namespace fused_inception::FI_KERNEL_NS {
 // Tile sizes and the dynamic shared-memory layout (byte offsets) of chain_1x1_kxk_kernel<T, K>.
 template <typename T, int K>
 struct ChainTile {
+  static_assert(K == 3 || K == 5, "the block's kxk convolutions are 3x3 or 5x5");
   static constexpr bool kTensorCores = tile::kTensorCores<T>;
   static constexpr int kTile = 8;                                // output tile: 8 x 8 pixels
   static constexpr int kHalo = kTile + K - 1;                    // haloed tile edge
@@ -27,8 +29,8 @@ struct ChainTile {
   static constexpr int kBK = 32;  // input channels per step of the 1x1
   // Reduced channels per chunk: all K*K taps of a chunk's w_kxk [K*K, CK, BN] sit in shared
   // memory at once (one barrier per chunk), which bounds CK (16-bit: 41 KiB for K = 3, 56 KiB
-  // for K = 5; fp32 with half the CK: 36 and 50 KiB). K = 1 takes 32 (64 spills on sm_90).
-  static constexpr int kCK = K == 1 ? 32 : (kTensorCores ? 2 : 1) * (K == 5 ? 8 : 16);
+  // for K = 5; fp32 with half the CK: 36 and 50 KiB).
+  static constexpr int kCK = (kTensorCores ? 2 : 1) * (K == 5 ? 8 : 16);
   // Pitches in elements. 16-bit: x tile [rows][BK], w_red tile [BK][CK], r [rows][CK] (CK a
   // multiple of 16, so every r row starts 32-byte aligned for the m8n32k16 loads), w_kxk
   // [K*K*CK][BN], float staging of the 1x1 [rows][CK] and of the output [64][BN]. fp32: the
@@ -84,11 +86,9 @@ __global__ void __launch_bounds__(tile::kThreads) chain_1x1_kxk_kernel(const Cha
   constexpr int kTile = Tile::kTile, kHalo = Tile::kHalo, kRows = Tile::kRows;
   constexpr int kBN = Tile::kBN, kBK = Tile::kBK, kCK = Tile::kCK;
   FI_DYNAMIC_SHARED(unsigned char, smem);
-  int64_t* halo_offsets = reinterpret_cast<int64_t*>(smem + Tile::kHaloOffsets);
-  T* x_tile = reinterpret_cast<T*>(smem + Tile::kX);
-  T* w_red_tile = reinterpret_cast<T*>(smem + Tile::kWred);
-  T* r_tile = reinterpret_cast<T*>(smem + Tile::kR);
-  T* w_kxk_tile = reinterpret_cast<T*>(smem + Tile::kWkxk);
+  const auto [halo_offsets, x_tile, w_red_tile, r_tile, w_kxk_tile] =
+      tile::carve<int64_t, T, T, T, T>(smem, Tile::kHaloOffsets, Tile::kX, Tile::kWred, Tile::kR,
+                                       Tile::kWkxk);
 
   const T* x = static_cast<const T*>(args.x);
   const T* w_red = static_cast<const T*>(args.w_red);
@@ -171,15 +171,8 @@ __global__ void __launch_bounds__(tile::kThreads) chain_1x1_kxk_kernel(const Cha
       FI_UNROLL
       for (int f = 0; f < kFragsPerWarp; ++f) tile::zero_fragments(r_acc[f]);
       for (int64_t k0 = 0; k0 < cin_steps; k0 += kBK) {
-        if (x_vec) {
-          tile::copy_tile_vec16<kRows, kBK>(
-              x_tile, Tile::kLdX,
-              [&](int h) { return halo_offsets[h] >= 0 ? x + halo_offsets[h] + k0 : nullptr; },
-              args.cin - k0);
-        } else {
-          tile::fill_tile<kRows, kBK>(x_tile, Tile::kLdX,
-                                      [&](int h, int c) { return x_value(h, k0 + c); });
-        }
+        tile::load_pixel_rows<kRows, kBK>(x_tile, Tile::kLdX, halo_offsets, x, k0, args.cin, x_vec,
+                                          x_value);
         tile::load_matrix_tile<kBK, kCK>(w_red_tile, Tile::kLdWred, w_red, args.cin, args.cr, k0,
                                          r0, w_red_vec);
         __syncthreads();
@@ -291,14 +284,12 @@ const char* launch_chain_1x1_kxk(const ChainArgs& args, void* stream) {
 template <typename T>
 const char* launch_chain_1x1_kxk(const ChainArgs& args, void* stream) {
   switch (args.k) {
-    case 1:
-      return launch_chain_1x1_kxk<T, 1>(args, stream);
     case 3:
       return launch_chain_1x1_kxk<T, 3>(args, stream);
     case 5:
       return launch_chain_1x1_kxk<T, 5>(args, stream);
     default:
-      return "chain_1x1_kxk: unsupported kernel size k (expected 1, 3 or 5)";
+      return "chain_1x1_kxk: unsupported kernel size k (expected 3 or 5)";
   }
 }
 
@@ -314,13 +305,10 @@ const char* chain_1x1_kxk(const ChainArgs& args, void* stream) {
 // kernel. fused_inception/report_cuda.py compiles this file against the shim to read it
 // (ptxas only sees static shared memory).
 inline void chain_1x1_kxk_shared_memory(void (*emit)(const char* kernel, std::size_t bytes)) {
-  emit("chain_1x1_kxk_kernel<float, 1>", ChainTile<float, 1>::kSmemBytes);
   emit("chain_1x1_kxk_kernel<float, 3>", ChainTile<float, 3>::kSmemBytes);
   emit("chain_1x1_kxk_kernel<float, 5>", ChainTile<float, 5>::kSmemBytes);
-  emit("chain_1x1_kxk_kernel<__half, 1>", ChainTile<__half, 1>::kSmemBytes);
   emit("chain_1x1_kxk_kernel<__half, 3>", ChainTile<__half, 3>::kSmemBytes);
   emit("chain_1x1_kxk_kernel<__half, 5>", ChainTile<__half, 5>::kSmemBytes);
-  emit("chain_1x1_kxk_kernel<__nv_bfloat16, 1>", ChainTile<__nv_bfloat16, 1>::kSmemBytes);
   emit("chain_1x1_kxk_kernel<__nv_bfloat16, 3>", ChainTile<__nv_bfloat16, 3>::kSmemBytes);
   emit("chain_1x1_kxk_kernel<__nv_bfloat16, 5>", ChainTile<__nv_bfloat16, 5>::kSmemBytes);
 }

@@ -56,10 +56,8 @@ __global__ void __launch_bounds__(tile::kThreads)
   using Tile = Conv1x1Tile<T>;
   constexpr int kBM = Tile::kBM, kBN = Tile::kBN, kBK = Tile::kBK;
   FI_DYNAMIC_SHARED(unsigned char, smem);
-  int64_t* row_offsets = reinterpret_cast<int64_t*>(smem + Tile::kRowOffsets);
-  int* row_yx = reinterpret_cast<int*>(smem + Tile::kRowYX);
-  T* a_tile = reinterpret_cast<T*>(smem + Tile::kA);
-  T* b_tile = reinterpret_cast<T*>(smem + Tile::kB);
+  const auto [row_offsets, row_yx, a_tile, b_tile] =
+      tile::carve<int64_t, int, T, T>(smem, Tile::kRowOffsets, Tile::kRowYX, Tile::kA, Tile::kB);
 
   const T* x = static_cast<const T*>(args.x);
   const T* w = static_cast<const T*>(args.w);
@@ -108,15 +106,8 @@ __global__ void __launch_bounds__(tile::kThreads)
     tile::AccFragment<16, 16, 16> acc[2][2];
     tile::zero_fragments(acc);
     for (int64_t k0 = 0; k0 < args.cin; k0 += kBK) {
-      if (x_vec) {
-        tile::copy_tile_vec16<kBM, kBK>(
-            a_tile, Tile::kLdA,
-            [&](int m) { return row_offsets[m] >= 0 ? x + row_offsets[m] + k0 : nullptr; },
-            args.cin - k0);
-      } else {
-        tile::fill_tile<kBM, kBK>(a_tile, Tile::kLdA,
-                                  [&](int m, int c) { return a_value(m, k0 + c); });
-      }
+      tile::load_pixel_rows<kBM, kBK>(a_tile, Tile::kLdA, row_offsets, x, k0, args.cin, x_vec,
+                                      a_value);
       tile::load_matrix_tile<kBK, kBN>(b_tile, Tile::kLdB, w, args.cin, args.cout, k0, n0, w_vec);
       __syncthreads();
       const T* const a[2] = {a_tile + (32 * warp_m) * Tile::kLdA,

@@ -47,7 +47,7 @@ struct ChainArgs {
   int64_t batch, height, width;  // N, H, W
   int64_t cin, cr, cout;
   int64_t out_pixel_stride;
-  int k;  // 1, 3 or 5 (odd)
+  int k;  // 3 or 5
 };
 
 namespace cuda {

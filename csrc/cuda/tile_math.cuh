@@ -15,6 +15,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <tuple>
 #include <type_traits>
 
 #include "cuda/compat.cuh"
@@ -73,6 +74,14 @@ inline const char* launch(Kernel kernel, int64_t blocks_x, int64_t blocks_y, voi
   const dim3 grid(static_cast<unsigned>(blocks_x), static_cast<unsigned>(blocks_y));
   FI_LAUNCH(kernel, grid, dim3(kThreads), SMEM_BYTES, stream, args);
   return fi_last_launch_error();
+}
+
+// This block's dynamic shared memory cut into typed regions at a Tile's byte offsets:
+// `const auto [a, b] = carve<T, float>(smem, Tile::kA, Tile::kB);` (P... the element types).
+template <typename... P, typename... Offsets>
+__host__ __device__ inline std::tuple<P*...> carve(unsigned char* smem, Offsets... offsets) {
+  static_assert(sizeof...(P) == sizeof...(Offsets), "one byte offset per region");
+  return {reinterpret_cast<P*>(smem + offsets)...};
 }
 
 __host__ __device__ constexpr int round_up(int value, int multiple) {
@@ -178,6 +187,21 @@ __device__ __forceinline__ void fill_tile_transposed(T* dst, int ld, ValueFn val
   for (int i = threadIdx.x; i < ROWS * COLS; i += kThreads) {
     const int r = i / COLS, c = i % COLS;
     dst[c * ld + r] = value(r, c);
+  }
+}
+
+// A row-major tile of pixel rows x channels [k0, k0 + COLS) (the 16-bit paths' A operand): row
+// r is the pixel at x + offsets[r] (offsets[r] < 0: no pixel, zeros). In 16-byte vectors
+// straight from x when `vec`; else element by element as value(r, k0 + c), which is where a
+// kernel computes more than a load (conv1x1's max-pool) and zero-fills past cin.
+template <int ROWS, int COLS, typename T, typename ValueFn>
+__device__ __forceinline__ void load_pixel_rows(T* dst, int ld, const int64_t* offsets, const T* x,
+                                                int64_t k0, int64_t cin, bool vec, ValueFn value) {
+  if (vec) {
+    copy_tile_vec16<ROWS, COLS>(
+        dst, ld, [&](int r) { return offsets[r] >= 0 ? x + offsets[r] + k0 : nullptr; }, cin - k0);
+  } else {
+    fill_tile<ROWS, COLS>(dst, ld, [&](int r, int c) { return value(r, k0 + c); });
   }
 }
 

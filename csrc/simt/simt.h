@@ -490,21 +490,25 @@ template <typename T>
 T atomicAdd(T* address, T value) {
   return std::atomic_ref<T>(*address).fetch_add(value);
 }
-template <typename T>
-T atomicMax(T* address, T value) {
+namespace simt::detail {
+// Stores value into *address if replaces(current, value), retrying while other threads change
+// it; returns the value found (CUDA's atomicMax and atomicMin).
+template <typename T, typename Replaces>
+T atomic_replace_if(T* address, T value, Replaces replaces) {
   std::atomic_ref<T> ref(*address);
   T old = ref.load();
-  while (old < value && !ref.compare_exchange_weak(old, value)) {
+  while (replaces(old, value) && !ref.compare_exchange_weak(old, value)) {
   }
   return old;
 }
+}  // namespace simt::detail
+template <typename T>
+T atomicMax(T* address, T value) {
+  return simt::detail::atomic_replace_if(address, value, [](T old, T v) { return old < v; });
+}
 template <typename T>
 T atomicMin(T* address, T value) {
-  std::atomic_ref<T> ref(*address);
-  T old = ref.load();
-  while (value < old && !ref.compare_exchange_weak(old, value)) {
-  }
-  return old;
+  return simt::detail::atomic_replace_if(address, value, [](T old, T v) { return v < old; });
 }
 template <typename T>
 T atomicExch(T* address, T value) {

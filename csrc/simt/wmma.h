@@ -133,29 +133,38 @@ void load_matrix_sync(fragment<Use, M, N, K, T, Layout>& frag, const std::type_i
   }
 }
 
+namespace detail {
+
+// Calls element(x, m) for each element x of the calling lane's accumulator fragment, with m the
+// element it stands for in the M x N tile at ptr (row- or column-major, pitch ldm), after the
+// checks hardware needs (load_matrix_sync and store_matrix_sync differ only in the direction).
+template <int N, typename Frag, typename F, typename Element>
+void for_each_accumulator_element(const char* call, Frag& frag, F* ptr, unsigned ldm,
+                                  layout_t layout, Element element) {
+  check_warp(call);
+  check_access<float>(call, ptr, ldm);
+  const unsigned lane = ::simt::lane_id();
+  for (int j = 0; j < Frag::num_elements; ++j) {
+    const unsigned flat = lane + 32 * j, r = flat / N, c = flat % N;
+    element(frag.x[j], layout == mem_row_major ? ptr[r * ldm + c] : ptr[c * ldm + r]);
+  }
+}
+
+}  // namespace detail
+
 // Accumulator: the lane's own elements.
 template <int M, int N, int K>
 void load_matrix_sync(fragment<accumulator, M, N, K, float>& frag, const float* ptr, unsigned ldm,
                       layout_t layout) {
-  detail::check_warp("load_matrix_sync");
-  detail::check_access<float>("load_matrix_sync", ptr, ldm);
-  const unsigned lane = ::simt::lane_id();
-  for (int j = 0; j < fragment<accumulator, M, N, K, float>::num_elements; ++j) {
-    const unsigned flat = lane + 32 * j, r = flat / N, c = flat % N;
-    frag.x[j] = layout == mem_row_major ? ptr[r * ldm + c] : ptr[c * ldm + r];
-  }
+  detail::for_each_accumulator_element<N>("load_matrix_sync", frag, ptr, ldm, layout,
+                                          [](float& x, const float& m) { x = m; });
 }
 
 template <int M, int N, int K>
 void store_matrix_sync(float* ptr, const fragment<accumulator, M, N, K, float>& frag, unsigned ldm,
                        layout_t layout) {
-  detail::check_warp("store_matrix_sync");
-  detail::check_access<float>("store_matrix_sync", ptr, ldm);
-  const unsigned lane = ::simt::lane_id();
-  for (int j = 0; j < fragment<accumulator, M, N, K, float>::num_elements; ++j) {
-    const unsigned flat = lane + 32 * j, r = flat / N, c = flat % N;
-    (layout == mem_row_major ? ptr[r * ldm + c] : ptr[c * ldm + r]) = frag.x[j];
-  }
+  detail::for_each_accumulator_element<N>("store_matrix_sync", frag, ptr, ldm, layout,
+                                          [](const float& x, float& m) { m = x; });
 }
 
 // d = a * b + c (d may be c).

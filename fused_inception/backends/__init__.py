@@ -48,6 +48,15 @@ def new_output(shape: tuple[int, ...], like: torch.Tensor, memory_format: torch.
     return out
 
 
+def output_memory_format(x: torch.Tensor) -> torch.memory_format:
+    """The memory format of the block's output for input x, on every backend and in the
+    operator's fake kernel and backward: channels_last for strictly channels_last x (not also
+    contiguous, as 1x1 images and single channels are), else NCHW (torch.contiguous_format)."""
+    if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+        return torch.channels_last
+    return torch.contiguous_format
+
+
 def check_backend_name(name: str) -> str:
     """Validate a backend name; ValueError listing the choices for an unknown one."""
     if name not in BACKEND_CHOICES:
@@ -74,12 +83,16 @@ def emulate_cuda() -> bool:
 
 @functools.cache
 def cuda_kernel_builds() -> tuple[str, ...]:
-    """Versions of the CUDA C++ kernels in this build: "cuda" (nvcc) and/or "emulated"."""
+    """Versions of the CUDA C++ kernels in this build: "cuda" (nvcc) and/or "emulated".
+
+    The typed wrapper of the C++ operator fused_inception::cuda_kernel_builds (no tensors, so
+    no fake kernel), here where the backend choice reads it.
+    """
     from .. import _ext
 
-    if not _ext.has_extension() or not hasattr(torch.ops.fused_inception, "cuda_kernel_builds"):
-        return ()  # (an extension built before the CUDA backend existed)
-    return tuple(torch.ops.fused_inception.cuda_kernel_builds())
+    if not _ext.has_op("cuda_kernel_builds"):
+        return ()  # (no extension, or one built before the CUDA backend existed)
+    return tuple(_ext.op("cuda_kernel_builds")())
 
 
 def _cuda_unavailable_reason(device_type: str | None = None) -> str | None:

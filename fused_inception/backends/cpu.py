@@ -21,10 +21,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .. import _ext
 from ..reference import FoldedParams
 from . import cpu_winograd as winograd
-from . import new_output
+from . import new_output, output_memory_format
+from .cpu_maxpool import max_pool3x3
 
 
 class CpuPacked(NamedTuple):
@@ -75,12 +75,6 @@ def prepare(p: FoldedParams) -> CpuPacked:
     )
 
 
-def _max_pool3x3(x_nhwc: Tensor) -> Tensor:
-    if x_nhwc.device.type == "cpu" and _ext.has_extension():
-        return _ext.max_pool3x3_nhwc(x_nhwc)
-    return F.max_pool2d(x_nhwc, kernel_size=3, stride=1, padding=1)
-
-
 def forward(x: Tensor, packed: CpuPacked) -> Tensor:
     """Fused eval forward on the CPU.
 
@@ -104,7 +98,7 @@ def forward(x: Tensor, packed: CpuPacked) -> Tensor:
     x_nhwc = x.contiguous(memory_format=torch.channels_last)  # x itself if channels_last
     # b4 first, so the pooled tensor is gone before the GEMM output exists: 3x3/1 max-pool
     # (-inf padding), then the 1x1 projection GEMM straight into its slice.
-    pooled = _max_pool3x3(x_nhwc)
+    pooled = max_pool3x3(x_nhwc)
     b4_slice = out_rows[:, c1 + c2 + c3 :]
     torch.addmm(packed.b4, _rows(pooled), packed.w4, out=b4_slice)
     b4_slice.relu_()
@@ -119,9 +113,7 @@ def forward(x: Tensor, packed: CpuPacked) -> Tensor:
     _kxk_into(reduced, packed, out_rows, n, h, w)
     del reduced
 
-    if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
-        return out
-    return out.contiguous()
+    return out.contiguous(memory_format=output_memory_format(x))
 
 
 def _rows(t_nhwc: Tensor) -> Tensor:

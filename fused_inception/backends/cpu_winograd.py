@@ -14,6 +14,10 @@ The tiles (one per 2x2 outputs, numbered across the whole batch) go through the 
 in chunks of TILES_PER_CHUNK, whatever the image size: the transformed tiles stay in cache
 between the steps, and the workspace (V and M, 16 * (Cin + Cout) floats per tile) is bounded.
 It used to be chunked by whole images, which for one 1024x1024 image to block 3a took 3.5 GiB.
+
+The transforms are the C++ operators fused_inception::winograd_f2x3_input and
+winograd_f2x3_output_ (csrc/cpu/winograd_f2x3.cpp); their typed wrappers and fake kernels are
+here.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import torch
 from torch import Tensor
 
 from .. import _ext
+from ..checks import check_same_device
 
 # Policy thresholds (module attributes so tests can force either path).
 MIN_PIXELS = 7 * 7
@@ -60,6 +65,54 @@ def winograd_pays(h: int, w: int, c_in: int, c_out: int) -> bool:
     return h * w >= MIN_PIXELS and c_in >= MIN_IN_CHANNELS and c_out >= MIN_OUT_CHANNELS
 
 
+def winograd_f2x3_input(
+    r: Tensor, n: int, h: int, w: int, tile_begin: int = 0, tile_count: int | None = None
+) -> Tensor:
+    """V = B^T d B of the tiles [tile_begin, tile_begin + tile_count) (None: to the last tile).
+
+    r: [n*h*w, C] float32 CPU, the NHWC rows of a tensor (channels contiguous, any row stride;
+       the 4x4 windows read rows of any tile, so r is always the whole tensor).
+    Returns V: [tile_count, 16, C]. The tiles (one per 2x2 outputs) are numbered across the
+    batch, n * ceil(h/2) * ceil(w/2) in all.
+    """
+    return _ext.op("winograd_f2x3_input")(r, n, h, w, tile_begin, tile_count)
+
+
+@_ext.register_fake("winograd_f2x3_input")
+def _winograd_f2x3_input_fake(
+    r: Tensor, n: int, h: int, w: int, tile_begin: int = 0, tile_count: int | None = None
+) -> Tensor:
+    if tile_count is None:  # the tiles from tile_begin on; one per 2x2 outputs, per image
+        tile_count = n * ((h + 1) // 2) * ((w + 1) // 2) - tile_begin
+    return r.new_empty((tile_count, 16, r.shape[1]))
+
+
+def winograd_f2x3_output_(
+    m: Tensor,
+    bias: Tensor,
+    out: Tensor,
+    n: int,
+    h: int,
+    w: int,
+    tile_begin: int = 0,
+    tile_count: int | None = None,
+) -> None:
+    """The range's pixels of out = relu(A^T m A + bias), written in place.
+
+    m:    [16, tile_count, C_out] float32 CPU, contiguous (the 16 GEMMs' outputs);
+    bias: [C_out] float32;
+    out:  [n*h*w, C_out] float32 CPU rows (channels contiguous, any row stride: a branch's
+          slice of the block output), not overlapping m or bias; rows of other tiles are not
+          touched.
+    """
+    _ext.op("winograd_f2x3_output_")(m, bias, out, n, h, w, tile_begin, tile_count)
+
+
+@_ext.register_fake("winograd_f2x3_output_")
+def _winograd_f2x3_output_fake(m, bias, out, n, h, w, tile_begin=0, tile_count=None) -> None:
+    check_same_device("fused_inception::winograd_f2x3_output_", m=m, bias=bias, out=out)
+
+
 def conv3x3_relu_into(
     r_rows: Tensor, u: Tensor, bias: Tensor, out_rows: Tensor, n: int, h: int, w: int
 ) -> None:
@@ -71,9 +124,8 @@ def conv3x3_relu_into(
     out_rows: [n*h*w, Cout]  the branch's slice of the output rows (any row stride)
     """
     tiles = n * ((h + 1) // 2) * ((w + 1) // 2)
-    ops = torch.ops.fused_inception
     for t0 in range(0, tiles, TILES_PER_CHUNK):
         count = min(TILES_PER_CHUNK, tiles - t0)
-        v = ops.winograd_f2x3_input(r_rows, n, h, w, t0, count)  # [count, 16, Cin]
+        v = winograd_f2x3_input(r_rows, n, h, w, t0, count)  # [count, 16, Cin]
         m = torch.bmm(v.transpose(0, 1), u)  # [16, count, Cout]
-        ops.winograd_f2x3_output_(m, bias, out_rows, n, h, w, t0, count)
+        winograd_f2x3_output_(m, bias, out_rows, n, h, w, t0, count)

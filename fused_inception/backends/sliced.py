@@ -18,14 +18,16 @@ from torch import Tensor
 
 from ..packing import ChainPacked, prepare_chain, prepare_conv1x1
 from ..reference import FoldedParams
-from . import new_output
+from . import new_output, output_memory_format
 
 SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 # conv1x1(x_nhwc, w [Cin, Cout], bias [Cout], out, c0, pool) and
-# chain(x_nhwc, w_red, b_red, w_kxk, b_kxk, out, c0): each writes out[:, c0 : c0 + Cout].
-Conv1x1Launcher = Callable[[Tensor, Tensor, Tensor, Tensor, int, bool], None]
-ChainLauncher = Callable[[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, int], None]
+# chain(x_nhwc, w_red, b_red, w_kxk, b_kxk, out, c0): each writes out[:, c0 : c0 + Cout] (the
+# Triton launchers and the C++ operators take their arguments in this order; what they return
+# is not used).
+Conv1x1Launcher = Callable[[Tensor, Tensor, Tensor, Tensor, int, bool], object]
+ChainLauncher = Callable[[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, int], object]
 
 
 class SlicedPacked(NamedTuple):
@@ -64,15 +66,11 @@ def forward(
         raise TypeError(f"the {name} backend supports float32, float16 and bfloat16, got {x.dtype}")
     n, _, h, w = x.shape
     c1, c2, c3, c4 = packed.widths
-    channels_last_in = x.is_contiguous(memory_format=torch.channels_last)
-    x_nhwc = x.contiguous(memory_format=torch.channels_last)
     out = new_output((n, c1 + c2 + c3 + c4, h, w), x, torch.channels_last)
-    if out.numel() == 0:
-        return out if channels_last_in else out.contiguous()
-    conv1x1(x_nhwc, *packed.b1, out, 0, False)
-    chain(x_nhwc, *packed.b2, out, c1)
-    chain(x_nhwc, *packed.b3, out, c1 + c2)
-    conv1x1(x_nhwc, *packed.b4, out, c1 + c2 + c3, True)
-    if channels_last_in and not x.is_contiguous():
-        return out
-    return out.contiguous()
+    if out.numel() > 0:
+        x_nhwc = x.contiguous(memory_format=torch.channels_last)
+        conv1x1(x_nhwc, *packed.b1, out, 0, False)
+        chain(x_nhwc, *packed.b2, out, c1)
+        chain(x_nhwc, *packed.b3, out, c1 + c2)
+        conv1x1(x_nhwc, *packed.b4, out, c1 + c2 + c3, True)
+    return out.contiguous(memory_format=output_memory_format(x))

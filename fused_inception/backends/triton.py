@@ -15,10 +15,6 @@ from . import sliced
 from .sliced import prepare  # noqa: F401  (the backend interface)
 
 
-def _conv1x1(x: Tensor, w: Tensor, bias: Tensor, out: Tensor, c0: int, pool: bool) -> None:
-    conv1x1_slice(x, w, bias, out, c0, pool=pool)
-
-
 def forward(x: Tensor, packed: sliced.SlicedPacked) -> Tensor:
     """x [N, Cin, H, W] -> [N, Ctot, H, W] in x's memory format (see sliced.forward)."""
-    return sliced.forward(x, packed, _conv1x1, chain_1x1_kxk, "triton")
+    return sliced.forward(x, packed, conv1x1_slice, chain_1x1_kxk, "triton")

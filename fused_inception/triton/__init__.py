@@ -2,9 +2,13 @@
 
 One file per kernel family: conv1x1_slice.py (a 1x1 conv as a GEMM + bias + ReLU stored into
 a channel slice of the output, optionally with the 3x3/1 max-pool applied while loading A),
-chain_1x1_kxk.py (the 1x1 reduction fused with the following kxk conv + bias + ReLU). Every
-file lists the kernel builds it uses in `aot_builds()`, which `python -m fused_inception.report`
-compiles ahead of time for sm_80 and sm_90.
+chain_1x1_kxk.py (the 1x1 reduction fused with the following kxk conv + bias + ReLU); what they
+share (naming scheme, config selection, argument validation, AOT build records) is in
+common.py. Every family lists the kernel builds it uses in `aot_builds()`, which
+`python -m fused_inception.report` compiles ahead of time for sm_80 and sm_90.
+
+This module itself imports neither triton nor torch, so that the backend registry can ask
+whether the interpreter is on without loading them.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ def launch_guard() -> contextlib.AbstractContextManager:
 class KernelBuild:
     """One compiled configuration of one Triton kernel, for the ahead-of-time report.
 
-    kernel:     record name, e.g. "conv1x1_slice[float16,BM=64,BN=64,BK=32]"
+    kernel:     record name, e.g. "conv1x1_slice[float16,POOL=0,BM=64,BN=64,BK=32,warps=4,stages=3]"
     fn:         the @triton.jit function (a JITFunction; not available under the interpreter)
     signature:  argument name -> Triton type string ("*fp16", "*fp32", "i32", "i64", "fp32",
                 "constexpr"), every argument of fn in order

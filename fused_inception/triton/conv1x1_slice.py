@@ -27,12 +27,12 @@ dtype; warps and stages per tile and dtype in GPU_CONFIGS; a test keeps this tab
 | 5a    | 64x128x32      | 64x128x32              |
 | 5b    | 64x128x32      | 64x128x32              |
 
-Under TRITON_INTERPRET=1 one fixed config (INTERPRETER_CONFIG) runs every shape.
+Under TRITON_INTERPRET=1 one large tile (INTERPRETER_OVERRIDES) runs every shape. The naming
+scheme shared with chain_1x1_kxk.py is described in fused_inception/triton/common.py.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from typing import NamedTuple
 
 import torch
@@ -41,40 +41,21 @@ import triton.language as tl
 from torch import Tensor
 
 from ..packing import prepare_conv1x1  # noqa: F401  (re-exported)
-from . import INTERPRETER, KernelBuild, launch_guard
-from .guards import as_channel_offset, check_no_overlap
+from . import KernelBuild, common, launch_guard
 
 
 @triton.jit
 def conv1x1_slice_kernel(
-    x_ptr,
-    w_ptr,
-    bias_ptr,
-    out_ptr,
-    M,
-    C_in,
-    C_out,
-    H,
-    W,
-    stride_xn,
-    stride_xc,
-    stride_xh,
-    stride_xw,
-    stride_on,
-    stride_oc,
-    stride_oh,
-    stride_ow,
-    c_off,
-    POOL: tl.constexpr,
-    DOT_IN_FP32: tl.constexpr,
-    BLOCK_M: tl.constexpr,
-    BLOCK_N: tl.constexpr,
+    x_ptr, w_ptr, bias_ptr, out_ptr,
+    c_in, c_out, height, width, m,
+    stride_xn, stride_xc, stride_xh, stride_xw, stride_on, stride_oc, stride_oh, stride_ow, c_off,
+    POOL: tl.constexpr, DOT_IN_FP32: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr,
-):
+):  # fmt: skip
     """out[pixel, c_off + j] = relu(bias[j] + sum_c A[pixel, c] * w_kn[c, j]) for one tile.
 
-    Grid: (cdiv(M, BLOCK_M), cdiv(C_out, BLOCK_N)); M = N*H*W pixels in (n, h, w) order.
-    Tile: BLOCK_M pixels x BLOCK_N output channels, K loop over C_in in BLOCK_K steps with an
+    Grid: (cdiv(m, BLOCK_M), cdiv(c_out, BLOCK_N)); m = N*H*W pixels in (n, h, w) order.
+    Tile: BLOCK_M pixels x BLOCK_N output channels, K loop over c_in in BLOCK_K steps with an
     fp32 accumulator (tl.dot: tensor cores for fp16/bf16, exact fp32 FMAs for fp32).
     Reads:  x [N, C_in, H, W] by strides (the BLOCK_M x BLOCK_K A tile; with POOL its 3x3
             neighbourhood, out-of-image neighbours masked to -inf, i.e. ignored),
@@ -85,8 +66,7 @@ def conv1x1_slice_kernel(
     concatenated output; fusing the stride-1 max-pool into the A load saves writing and
     re-reading the pooled tensor (9 loads per A tile, the 8 shifted ones mostly L1/L2 hits;
     each BLOCK_N column block recomputes its pool, hence wide BLOCK_N for the pool branch).
-    DOT_IN_FP32 casts the operands to fp32 before tl.dot (bf16 under the interpreter, whose
-    bf16 tl.dot is wrong); compiled kernels keep 16-bit operands on the tensor cores.
+    DOT_IN_FP32 casts the operands to fp32 before tl.dot (common.dot_in_fp32).
     """
     pid_m = tl.program_id(0)
     pid_n = tl.program_id(1)
@@ -94,26 +74,26 @@ def conv1x1_slice_kernel(
     # 64-bit scalar bases per program (offsets past 2**31 elements in a large batch), 32-bit
     # offsets inside the tile: 64-bit offsets per element would hold two registers each and
     # spill. The launcher checks that every in-tile offset fits in int32 (_check_int32_tile).
-    hw = H * W
+    hw = height * width
     m0 = pid_m * BLOCK_M
     img0 = m0 // hw
-    offs_m = m0 + tl.arange(0, BLOCK_M)  # pixel rows (n, h, w); M < 2**31
-    mask_m = offs_m < M
+    offs_m = m0 + tl.arange(0, BLOCK_M)  # pixel rows (n, h, w); m < 2**31
+    mask_m = offs_m < m
     img = offs_m // hw
-    h = (offs_m % hw) // W
-    w = offs_m % W
+    h = (offs_m % hw) // width
+    w = offs_m % width
     x_tile = x_ptr + img0.to(tl.int64) * stride_xn
     x_row = (img - img0) * stride_xn + h * stride_xh + w * stride_xw
     offs_k = tl.arange(0, BLOCK_K)
     n0 = pid_n * BLOCK_N
     offs_n = tl.arange(0, BLOCK_N)  # output channels n0 + offs_n of this branch
-    mask_n = n0 + offs_n < C_out
+    mask_n = n0 + offs_n < c_out
 
     x_k = x_tile  # advanced by BLOCK_K channels per step, in 64-bit pointer arithmetic
     w_k = w_ptr + n0
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-    for k0 in range(0, C_in, BLOCK_K):
-        mask_k = k0 + offs_k < C_in
+    for k0 in range(0, c_in, BLOCK_K):
+        mask_k = k0 + offs_k < c_in
         mask_mk = mask_m[:, None] & mask_k[None, :]
         x_col = offs_k * stride_xc
         # Masked (pixel, channel) entries load as 0 so that they add nothing to the dot.
@@ -125,7 +105,9 @@ def conv1x1_slice_kernel(
             for dh in tl.static_range(-1, 2):
                 for dw in tl.static_range(-1, 2):
                     if dh != 0 or dw != 0:
-                        inside = (h + dh >= 0) & (h + dh < H) & (w + dw >= 0) & (w + dw < W)
+                        inside = (
+                            (h + dh >= 0) & (h + dh < height) & (w + dw >= 0) & (w + dw < width)
+                        )
                         tap_row = x_row + (dh * stride_xh + dw * stride_xw)
                         tap = tl.load(
                             x_k + tap_row[:, None] + x_col[None, :],
@@ -135,16 +117,13 @@ def conv1x1_slice_kernel(
                         a = tl.maximum(a, tap, propagate_nan=tl.PropagateNan.ALL)
             a = a.to(x_ptr.dtype.element_ty)  # tl.maximum computes bf16 in fp32 (exact)
         b = tl.load(
-            w_k + offs_k[:, None] * C_out + offs_n[None, :],
+            w_k + offs_k[:, None] * c_out + offs_n[None, :],
             mask=mask_k[:, None] & mask_n[None, :],
             other=0.0,
         )
-        if DOT_IN_FP32:
-            a = a.to(tl.float32)
-            b = b.to(tl.float32)
-        acc = tl.dot(a, b, acc, input_precision="ieee")
+        acc = common.dot_acc(a, b, acc, DOT_IN_FP32)
         x_k += BLOCK_K * stride_xc
-        w_k += BLOCK_K * C_out
+        w_k += BLOCK_K * c_out
 
     bias = tl.load(bias_ptr + n0 + offs_n, mask=mask_n, other=0.0)
     y = tl.maximum(acc + bias[None, :], 0.0, propagate_nan=tl.PropagateNan.ALL)
@@ -167,10 +146,6 @@ class Conv1x1Config(NamedTuple):
     num_warps: int
     num_stages: int
 
-    @property
-    def label(self) -> str:
-        return f"{self.block_m}x{self.block_n}x{self.block_k}"
-
 
 # The GPU configs pick_config chooses from (aot_builds compiles each), by (POOL, fp32). Warps
 # and stages are the ones that compile without spills for sm_80 and sm_90 in the JIT's NHWC
@@ -186,18 +161,22 @@ GPU_CONFIGS: dict[tuple[bool, bool], tuple[Conv1x1Config, ...]] = {
     (True, True): tuple(Conv1x1Config(m, n, 32, 8, 1) for m, n in _POOL_TILES),
 }
 # Interpreter cost is per program x loop iteration: one large tile for every shape.
-INTERPRETER_CONFIG = Conv1x1Config(128, 128, 32, 4, 1)
+INTERPRETER_OVERRIDES = {
+    "block_m": 128,
+    "block_n": 128,
+    "block_k": 32,
+    "num_warps": 4,
+    "num_stages": 1,
+}
 
 # Below this many pixel rows, 64-row tiles (more programs for the SMs; 7x7 blocks).
 _LARGE_M = 4096
 # Largest BLOCK_N whose padding wastes at most this share of C_out.
 _MAX_N_WASTE = 0.25
 
-_TORCH_TO_TRITON = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
 
-
-def pick_config(m: int, c_out: int, pool: bool, dtype: torch.dtype) -> Conv1x1Config:
-    """The GPU config for the GEMM [m, Cin] x [Cin, c_out] (tile by shape, warps by dtype)."""
+def pick_config(dtype: torch.dtype, c_out: int, *, m: int, pool: bool) -> Conv1x1Config:
+    """The GPU config for the GEMM [m, C_in] x [C_in, c_out] (tile by shape, warps by dtype)."""
     block_m = 128 if m >= _LARGE_M else 64
     block_n = 32
     for cand in (128, 64):
@@ -212,21 +191,21 @@ def pick_config(m: int, c_out: int, pool: bool, dtype: torch.dtype) -> Conv1x1Co
     raise AssertionError(f"no GPU config for {block_m}x{block_n} (pool={pool})")
 
 
-def _check_int32_tile(t: Tensor, block_m: int, block_c: int) -> None:
+def _check_int32_tile(op: str, t: Tensor, block_m: int, block_c: int) -> None:
     """The kernel's in-tile offsets are int32: the span of one tile of t must fit."""
     n, _, h, w = t.shape
     s_n, s_c, s_h, s_w = (abs(s) for s in t.stride())
     span = ((block_m - 1) // (h * w) + 1) * s_n + h * s_h + w * s_w + block_c * s_c
     if span >= 2**31:
         raise ValueError(
-            f"a {block_m}-pixel tile of a tensor with shape {tuple(t.shape)} and strides "
+            f"{op}: a {block_m}-pixel tile of a tensor with shape {tuple(t.shape)} and strides "
             f"{t.stride()} spans {span} elements, more than the kernel's int32 tile offsets"
         )
 
 
 def conv1x1_slice(
-    x: Tensor, w_packed: Tensor, bias: Tensor, out: Tensor, c_off: int, *, pool: bool = False
-) -> None:
+    x: Tensor, w_packed: Tensor, bias: Tensor, out: Tensor, c_off: int, pool: bool = False
+) -> Tensor:
     """out[:, c_off : c_off + C_out] = relu(conv1x1(maxpool3x3(x) if pool else x) + bias).
 
     x:         [N, C_in, H, W]     fp32/fp16/bf16, any strides (channels_last typical)
@@ -235,87 +214,44 @@ def conv1x1_slice(
     out:       [N, Ctot, H, W]     x's dtype, any strides; only channels [c_off, c_off + C_out)
                                    are written; must not overlap x, w_packed or bias
     pool:      apply max_pool2d(kernel 3, stride 1, padding 1) to x first (branch 4)
+    Returns out. Errors as fused_inception.checks says, before anything is written.
     """
-    if not all(isinstance(t, Tensor) for t in (x, w_packed, bias, out)):
-        raise TypeError("x, w_packed, bias and out must be torch.Tensors")
-    if x.dtype not in _TORCH_TO_TRITON:
-        raise TypeError(f"x must be float32, float16 or bfloat16, got {x.dtype}")
-    if w_packed.dtype != x.dtype or out.dtype != x.dtype:
-        raise TypeError(
-            f"w_packed and out must have x's dtype {x.dtype}, got {w_packed.dtype} and {out.dtype}"
-        )
-    if bias.dtype != torch.float32:
-        raise TypeError(f"bias must be float32, got {bias.dtype}")
-    if x.dim() != 4 or out.dim() != 4:
-        raise ValueError(
-            f"x and out must be 4-D [N, C, H, W], got {tuple(x.shape)} and {tuple(out.shape)}"
-        )
+    op = "conv1x1_slice"
+    operands = [
+        common.Operand("w_packed", w_packed, ("C_in", "C_out")),
+        common.Operand("bias", bias, ("C_out",), True),
+    ]
+    sizes, c_off = common.check_launch_args(op, x, out, c_off, operands)
     n, c_in, h, w = x.shape
-    if w_packed.dim() != 2 or w_packed.shape[0] != c_in or not w_packed.is_contiguous():
-        raise ValueError(
-            f"w_packed must be a contiguous [C_in, C_out] = [{c_in}, C_out] tensor, "
-            f"got {tuple(w_packed.shape)} (contiguous: {w_packed.is_contiguous()})"
-        )
-    c_out = w_packed.shape[1]
-    if tuple(bias.shape) != (c_out,) or not bias.is_contiguous():
-        raise ValueError(f"bias must be contiguous [C_out] = [{c_out}], got {tuple(bias.shape)}")
-    if out.shape[0] != n or tuple(out.shape[2:]) != (h, w):
-        raise ValueError(
-            f"out must be [N, Ctot, H, W] = [{n}, Ctot, {h}, {w}], got {tuple(out.shape)}"
-        )
-    c_off = as_channel_offset("conv1x1_slice", c_off)
-    if not 0 <= c_off <= out.shape[1] - c_out:
-        raise ValueError(
-            f"channel slice [{c_off}, {c_off + c_out}) does not fit out's {out.shape[1]} channels"
-        )
-    devices = {t.device for t in (x, w_packed, bias, out)}
-    if len(devices) != 1:
-        raise ValueError(f"all tensors must be on one device, got {sorted(map(str, devices))}")
-    if x.device.type != "cuda" and not INTERPRETER:
-        raise ValueError(f"x is on {x.device}; Triton kernels need CUDA (or TRITON_INTERPRET=1)")
-    check_no_overlap("conv1x1_slice", out, x=x, w_packed=w_packed, bias=bias)
-    m = n * h * w
+    c_out, m = sizes["C_out"], n * h * w
     if m == 0 or c_out == 0:
-        return
+        return out
     if m >= 2**31:
-        raise ValueError(f"N*H*W = {m} pixels exceeds the kernel's int32 row index")
+        raise ValueError(f"{op}: N*H*W = {m} pixels exceeds the kernel's int32 row index")
 
-    cfg = INTERPRETER_CONFIG if INTERPRETER else pick_config(m, c_out, pool, x.dtype)
-    _check_int32_tile(x, cfg.block_m, cfg.block_k)
-    _check_int32_tile(out, cfg.block_m, cfg.block_n)
+    cfg = common.launch_config(pick_config(x.dtype, c_out, m=m, pool=pool), INTERPRETER_OVERRIDES)
+    _check_int32_tile(op, x, cfg.block_m, cfg.block_k)
+    _check_int32_tile(op, out, cfg.block_m, cfg.block_n)
     if w_packed.numel() >= 2**31:
-        raise ValueError(f"w_packed has {w_packed.numel()} elements, more than int32 offsets")
+        raise ValueError(f"{op}: w_packed has {w_packed.numel()} elements, more than int32 offsets")
     grid = (triton.cdiv(m, cfg.block_m), triton.cdiv(c_out, cfg.block_n))
-    if grid[1] > 65535:
-        raise ValueError(f"C_out = {c_out} needs {grid[1]} column blocks, more than CUDA's 65535")
+    common.check_grid(op, grid)
     with launch_guard():
         conv1x1_slice_kernel[grid](
-            x,
-            w_packed,
-            bias,
-            out,
-            m,
-            c_in,
-            c_out,
-            h,
-            w,
-            *x.stride(),
-            *out.stride(),
-            c_off,
-            POOL=pool,
-            DOT_IN_FP32=INTERPRETER and x.dtype == torch.bfloat16,
-            BLOCK_M=cfg.block_m,
-            BLOCK_N=cfg.block_n,
-            BLOCK_K=cfg.block_k,
-            num_warps=cfg.num_warps,
-            num_stages=cfg.num_stages,
-        )
+            x, w_packed, bias, out,
+            c_in, c_out, h, w, m,
+            *x.stride(), *out.stride(), c_off,
+            POOL=pool, DOT_IN_FP32=common.dot_in_fp32(x.dtype),
+            BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k,
+            num_warps=cfg.num_warps, num_stages=cfg.num_stages,
+        )  # fmt: skip
+    return out
 
 
 # Integer and pointer arguments that the JIT specialises as multiples of 16 for GoogLeNet's
 # blocks in channels_last (16-byte aligned tensors, channel counts and strides multiples of 16).
 AOT_DIVISIBLE_ARGS = (
-    "x_ptr", "w_ptr", "bias_ptr", "out_ptr", "C_in", "C_out", "c_off",
+    "x_ptr", "w_ptr", "bias_ptr", "out_ptr", "c_in", "c_out", "c_off",
     "stride_xn", "stride_xh", "stride_xw", "stride_on", "stride_oh", "stride_ow",
 )  # fmt: skip
 
@@ -323,51 +259,29 @@ AOT_DIVISIBLE_ARGS = (
 def aot_builds() -> list[KernelBuild]:
     """Every build conv1x1_slice launches on a GPU: dtype x POOL x GPU_CONFIGS[POOL, fp32].
 
-    The signature is the JIT's specialisation for channels_last x and out (unit channel
-    strides, stride_xc = stride_oc = 1 as constexprs); the rest of that specialisation, the
-    16-divisibility of AOT_DIVISIBLE_ARGS, goes to ASTSource as `aot_attrs(build)`. Without it
-    the loads are not vectorised and the 128-row tiles spill.
+    The build is the JIT's specialisation for channels_last x and out: unit channel strides
+    (stride_xc = stride_oc = 1 as constexprs) and the 16-divisibility of AOT_DIVISIBLE_ARGS.
+    Without it the loads are not vectorised and the 128-row tiles spill.
     """
-    builds = []
-    for dtype, ty in _TORCH_TO_TRITON.items():
-        for pool in (False, True):
-            for cfg in GPU_CONFIGS[pool, dtype == torch.float32]:
-                signature = {"x_ptr": f"*{ty}", "w_ptr": f"*{ty}", "bias_ptr": "*fp32"}
-                signature["out_ptr"] = f"*{ty}"
-                for name in ("M", "C_in", "C_out", "H", "W"):
-                    signature[name] = "i32"
-                for t in ("x", "o"):
-                    for dim in "nchw":
-                        signature[f"stride_{t}{dim}"] = "i32"
-                signature["c_off"] = "i32"
-                constexprs = {
-                    "stride_xc": 1,
-                    "stride_oc": 1,
-                    "POOL": pool,
-                    "DOT_IN_FP32": False,
-                    "BLOCK_M": cfg.block_m,
-                    "BLOCK_N": cfg.block_n,
-                    "BLOCK_K": cfg.block_k,
-                }
-                signature.update(dict.fromkeys(constexprs, "constexpr"))
-                name = "conv1x1_pool_slice" if pool else "conv1x1_slice"
-                dtype_name = str(dtype).removeprefix("torch.")
-                builds.append(
-                    KernelBuild(
-                        kernel=f"{name}[{dtype_name},BM={cfg.block_m},BN={cfg.block_n},"
-                        f"BK={cfg.block_k},warps={cfg.num_warps},stages={cfg.num_stages}]",
-                        fn=conv1x1_slice_kernel,
-                        signature=signature,
-                        constexprs=constexprs,
-                        dtype=dtype_name,
-                        num_warps=cfg.num_warps,
-                        num_stages=cfg.num_stages,
-                    )
-                )
-    return [dataclasses.replace(b, attrs=aot_attrs(b)) for b in builds]
-
-
-def aot_attrs(build: KernelBuild) -> dict[tuple[int], list[list[object]]]:
-    """ASTSource attrs for `build`: tt.divisibility 16 on AOT_DIVISIBLE_ARGS (see aot_builds)."""
-    names = list(build.signature)
-    return {(names.index(arg),): [["tt.divisibility", 16]] for arg in AOT_DIVISIBLE_ARGS}
+    return [
+        common.kernel_build(
+            "conv1x1_slice",
+            conv1x1_slice_kernel,
+            dtype,
+            cfg,
+            {"POOL": pool},
+            {
+                "stride_xc": 1,
+                "stride_oc": 1,
+                "DOT_IN_FP32": False,
+                "BLOCK_M": cfg.block_m,
+                "BLOCK_N": cfg.block_n,
+                "BLOCK_K": cfg.block_k,
+            },
+            fp32_pointers=("bias_ptr",),
+            divisible=AOT_DIVISIBLE_ARGS,
+        )  # fmt: skip
+        for dtype in common.TRITON_DTYPES
+        for pool in (False, True)
+        for cfg in GPU_CONFIGS[pool, dtype == torch.float32]
+    ]

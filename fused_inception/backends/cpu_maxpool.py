@@ -1,0 +1,47 @@
+"""The CPU backend's 3x3/1 max-pool: the C++ operator fused_inception::max_pool3x3_nhwc
+(csrc/cpu/max_pool3x3.cpp), its typed wrapper and its fake kernel.
+
+Separable and vectorised over the channels of NHWC memory; bit-exact with
+F.max_pool2d(x, 3, 1, 1).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .. import _ext
+
+
+def max_pool3x3_nhwc(x: Tensor) -> Tensor:
+    """3x3 max-pool with stride 1 and padding 1 (padding counts as -inf) of an NHWC tensor.
+
+    Computes exactly `torch.nn.functional.max_pool2d(x, 3, 1, 1)` on the CPU, NaN and infinities
+    included: a window holding a NaN gives its last NaN in row-major order, and of equal maxima
+    (-0.0 and +0.0) the first one. The one difference is in the bits of bfloat16 NaNs: this keeps
+    the input NaN's bits, while torch's vectorised kernels rewrite some of them as 0xFFFF.
+
+    Arguments:
+        x: [N, C, H, W], float32, float64, float16 or bfloat16, on the CPU, channels_last-
+            contiguous (`x.contiguous(memory_format=torch.channels_last)` makes it so).
+    Returns:
+        out: [N, C, H, W], channels_last, same dtype; a new tensor.
+    Raises (fused_inception.checks): TypeError for another dtype, ValueError for another rank
+    or layout, RuntimeError for a tensor not on the CPU or a missing extension.
+    """
+    return _ext.op("max_pool3x3_nhwc")(x)
+
+
+@_ext.register_fake("max_pool3x3_nhwc")
+def _max_pool3x3_nhwc_fake(x: Tensor) -> Tensor:
+    torch._check(x.dim() == 4, lambda: f"max_pool3x3_nhwc: expected 4-D x, got {x.dim()}-D")
+    return torch.empty(x.shape, dtype=x.dtype, device=x.device, memory_format=torch.channels_last)
+
+
+def max_pool3x3(x_nhwc: Tensor) -> Tensor:
+    """max_pool2d(x, 3, stride 1, padding 1) of a channels_last tensor, channels_last: the C++
+    operator on the CPU when the extension loaded, F.max_pool2d otherwise."""
+    if x_nhwc.device.type == "cpu" and _ext.has_extension():
+        return max_pool3x3_nhwc(x_nhwc)
+    return F.max_pool2d(x_nhwc, kernel_size=3, stride=1, padding=1)

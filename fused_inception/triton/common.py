@@ -1,0 +1,210 @@
+"""What the Triton kernel families (conv1x1_slice.py, chain_1x1_kxk.py) share.
+
+Every family follows one scheme:
+- the kernel is `<family>_kernel`; its runtime scalars are lower case (c_in, c_red, c_out,
+  height, width, ..., strides in torch's (n, c, h, w) order as stride_x*/stride_o*, c_off) and
+  its tl.constexpr arguments upper case (BLOCK_*, K, TH, TW, POOL, DOT_IN_FP32);
+- `<Family>Config`, a NamedTuple of tile sizes ending in num_warps and num_stages;
+  `GPU_CONFIGS[(variant, fp32)]` the configs a GPU launch chooses from (the variant is POOL or
+  K), `pick_config(dtype, c_out, *, <variant and shape>)` the GPU choice (also under the
+  interpreter, so tests can check it), and `INTERPRETER_OVERRIDES` the fields a launch under
+  TRITON_INTERPRET=1 replaces (`launch_config`);
+- the launcher `<family>(x, <packed weights>, out, c_off, ...)` validates with
+  `check_launch_args` (error types: fused_inception.checks), launches under `launch_guard()`
+  and returns out;
+- `aot_builds()` lists every GPU build as `kernel_build(...)` records for the report.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import torch
+import triton
+import triton.language as tl
+from torch import Tensor
+
+from ..checks import as_channel_offset, check_no_overlap, check_same_device
+from . import INTERPRETER, KernelBuild
+
+# The dtypes every kernel is built for, and Triton's names of their pointers' element types.
+TRITON_DTYPES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
+
+# CUDA's grid limits: 2**31 - 1 blocks along x, 65535 along y.
+_MAX_GRID = (2**31 - 1, 65535)
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    """How reports and build names spell a dtype: "float32", "float16" or "bfloat16"."""
+    return str(dtype).removeprefix("torch.")
+
+
+def dot_in_fp32(dtype: torch.dtype) -> bool:
+    """DOT_IN_FP32: feed tl.dot fp32 operands. Only bf16 under the interpreter, whose bf16
+    tl.dot is wrong; compiled kernels keep 16-bit operands on the tensor cores."""
+    return INTERPRETER and dtype == torch.bfloat16
+
+
+def launch_config(cfg: NamedTuple, interpreter_overrides: dict[str, int]) -> NamedTuple:
+    """The config a launch uses: cfg on a GPU; under the interpreter, whose cost is per program
+    and loop iteration, cfg with the family's larger chunks (`INTERPRETER_OVERRIDES`)."""
+    return cfg._replace(**interpreter_overrides) if INTERPRETER else cfg
+
+
+@triton.jit
+def dot_acc(a, b, acc, DOT_IN_FP32: tl.constexpr):
+    """acc + a @ b, accumulated in fp32 (tl.dot: tensor cores for fp16/bf16, exact fp32 FMAs
+    for fp32); with DOT_IN_FP32 (`dot_in_fp32`) the operands are cast to fp32 first."""
+    if DOT_IN_FP32:
+        a = a.to(tl.float32)
+        b = b.to(tl.float32)
+    return tl.dot(a, b, acc, input_precision="ieee")
+
+
+class Operand(NamedTuple):
+    """A tensor argument of a launcher besides x and out.
+
+    dims: its shape in symbols, e.g. ("C_in", "C_out"); "C_in" is x's channels, the other
+          symbols are bound by the first operand that has them and must agree after.
+    fp32: biases are float32; every other operand has x's dtype.
+    """
+
+    name: str
+    tensor: Tensor
+    dims: tuple[str, ...]
+    fp32: bool = False
+
+
+def _bind_dims(op: str, operand: Operand, sizes: dict[str, int]) -> None:
+    shape = tuple(operand.tensor.shape)
+    bound = dict(sizes)
+    ok = len(shape) == len(operand.dims)
+    for symbol, size in zip(operand.dims, shape, strict=False):
+        ok = ok and bound.setdefault(symbol, size) == size
+    if not ok:
+        pattern = ", ".join(operand.dims)
+        known = ", ".join(str(sizes.get(symbol, symbol)) for symbol in operand.dims)
+        raise ValueError(f"{op}: {operand.name} must be [{pattern}] = [{known}], got {shape}")
+    sizes.update(bound)
+
+
+def check_launch_args(
+    op: str, x: Tensor, out: Tensor, c_off: object, operands: Sequence[Operand]
+) -> tuple[dict[str, int], int]:
+    """Refuse, before any launch, what the kernels cannot see themselves; (sizes, c_off).
+
+    x:   [N, C_in, H, W], float32/float16/bfloat16, any strides
+    out: [N, Ctot, H, W], x's dtype, any strides; the kernel writes channels [c_off, c_off +
+         C_out) only, which must fit, and out must not overlap x or any operand
+    operands: contiguous, of the shapes their dims say (sizes: the symbols bound, C_out
+         among them); all tensors on one device, CUDA unless under the interpreter.
+    """
+    tensors = {"x": x, "out": out, **{o.name: o.tensor for o in operands}}
+    for name, t in tensors.items():
+        if not isinstance(t, Tensor):
+            raise TypeError(f"{op}: {name} must be a torch.Tensor, got {type(t).__name__}")
+    if x.dtype not in TRITON_DTYPES:
+        raise TypeError(f"{op}: x must be float32, float16 or bfloat16, got {x.dtype}")
+    if x.dim() != 4 or out.dim() != 4:
+        raise ValueError(
+            f"{op}: x and out must be 4-D [N, C, H, W], got {tuple(x.shape)} and {tuple(out.shape)}"
+        )
+    n, c_in, h, w = x.shape
+    sizes = {"C_in": c_in}
+    for operand in operands:
+        want = torch.float32 if operand.fp32 else x.dtype
+        if operand.tensor.dtype != want:
+            why = "biases are float32" if operand.fp32 else "x's dtype"
+            raise TypeError(
+                f"{op}: {operand.name} must be {want} ({why}), got {operand.tensor.dtype}"
+            )
+        _bind_dims(op, operand, sizes)
+        if not operand.tensor.is_contiguous():
+            raise ValueError(
+                f"{op}: {operand.name} must be contiguous (as fused_inception.packing makes it), "
+                f"got strides {operand.tensor.stride()}"
+            )
+    if out.dtype != x.dtype:
+        raise TypeError(f"{op}: out must have x's dtype {x.dtype}, got {out.dtype}")
+    if out.shape[0] != n or tuple(out.shape[2:]) != (h, w):
+        raise ValueError(
+            f"{op}: out must be [N, Ctot, H, W] = [{n}, Ctot, {h}, {w}], got {tuple(out.shape)}"
+        )
+    c_off = as_channel_offset(op, c_off)
+    c_out, c_tot = sizes["C_out"], out.shape[1]
+    if not 0 <= c_off <= c_tot - c_out:
+        raise ValueError(
+            f"{op}: channels [{c_off}, {c_off} + {c_out}) do not fit in out's {c_tot} channels"
+        )
+    check_same_device(op, **tensors)
+    if x.device.type != "cuda" and not INTERPRETER:
+        raise RuntimeError(
+            f"{op}: x is on {x.device}; Triton kernels need CUDA tensors (or TRITON_INTERPRET=1)"
+        )
+    check_no_overlap(op, out, **{k: v for k, v in tensors.items() if k != "out"})
+    return sizes, c_off
+
+
+def check_grid(op: str, grid: tuple[int, int]) -> None:
+    """ValueError for a launch grid past CUDA's limits (a larger one would not run at all)."""
+    if not (grid[0] <= _MAX_GRID[0] and grid[1] <= _MAX_GRID[1]):
+        raise ValueError(
+            f"{op}: the launch grid {grid} exceeds CUDA's {_MAX_GRID}; split the batch or the "
+            f"channels"
+        )
+
+
+# How build names abbreviate config fields.
+_FIELD_NAMES = {
+    "th": "TH", "tw": "TW", "block_m": "BM", "block_n": "BN", "block_r": "BR", "block_k": "BK",
+    "num_warps": "warps", "num_stages": "stages",
+}  # fmt: skip
+
+
+def kernel_build(
+    family: str,
+    fn: object,
+    dtype: torch.dtype,
+    cfg: NamedTuple,
+    variant: dict[str, object],
+    constexprs: dict[str, object],
+    *,
+    fp32_pointers: Sequence[str] = (),
+    divisible: Sequence[str] = (),
+) -> KernelBuild:
+    """The ahead-of-time build of `fn` (a family's kernel) for dtype and cfg.
+
+    variant:    the constexprs that select a kernel variant (POOL, K), named in the build name;
+    constexprs: every other constexpr argument's value.
+    Its signature comes from fn's arguments: "constexpr" for those two, a pointer for each
+    `*_ptr` (to float32 for `fp32_pointers`, else to dtype), "i32" for the rest. `divisible`
+    lists the arguments the JIT specialises as multiples of 16 at run time (tensors 16-byte
+    aligned, sizes and strides multiples of 16 for GoogLeNet's blocks); they reach ASTSource
+    as tt.divisibility attrs, so the AOT build is the kernel that actually runs.
+    The name reads "<family>[<dtype>,<variant>=..,BM=..,...,warps=..,stages=..]".
+    """
+    constexprs = {**variant, **constexprs}
+    ty = TRITON_DTYPES[dtype]
+    signature = {}
+    for arg in fn.arg_names:
+        if arg in constexprs:
+            signature[arg] = "constexpr"
+        elif arg.endswith("_ptr"):
+            signature[arg] = "*fp32" if arg in fp32_pointers else f"*{ty}"
+        else:
+            signature[arg] = "i32"
+    fields = [f"{k}={int(v)}" for k, v in variant.items()]
+    fields += [f"{_FIELD_NAMES[k]}={v}" for k, v in cfg._asdict().items()]
+    names = list(signature)
+    attrs = {(names.index(a),): [["tt.divisibility", 16]] for a in divisible} or None
+    return KernelBuild(
+        kernel=f"{family}[{dtype_name(dtype)},{','.join(fields)}]",
+        fn=fn,
+        signature=signature,
+        constexprs=constexprs,
+        dtype=dtype_name(dtype),
+        num_warps=cfg.num_warps,
+        num_stages=cfg.num_stages,
+        attrs=attrs,
+    )
