@@ -26,8 +26,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from . import _ext  # noqa: F401  (loads the C++ operators and their fake kernels)
-from .backends import output_memory_format, resolve_backend
+from . import _ext  # noqa: F401  (loads the C++ library that declares the operator schemas)
+from .backends import resolve_backend
+from .backends.output import output_memory_format
 from .reference import FoldedParams
 
 # The weights and biases in FoldedParams order, after x.

@@ -21,7 +21,8 @@ import pytest  # noqa: E402
 from torch import nn  # noqa: E402
 
 from fused_inception import BlockConfig, inception_ref
-from fused_inception.backends import available_backends, poison_outputs
+from fused_inception.backends import available_backends
+from fused_inception.backends.output import poison_outputs
 from fused_inception.bench.cases import randomize_bn
 from fused_inception.configs import GOOGLENET_BLOCKS
 from fused_inception.folding import fold_block

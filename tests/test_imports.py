@@ -31,20 +31,9 @@ PACKAGE_DIR = Path(__file__).resolve().parent.parent / PACKAGE
 REPO = PACKAGE_DIR.parent
 SEEDS = (0, 1, 2, 3)
 
-# Cycles that exist outside the tooling and are left to their owners (each a sorted tuple of
-# the modules of one strongly connected component). The test fails if a cycle appears that is
-# not listed, and also if a listed one is gone, so that the list is kept exact.
-KNOWN_CYCLES: set[tuple[str, ...]] = {
-    # backends/__init__.py loads each backend by name (importlib, at first use) and also holds
-    # new_output/poison_outputs, which the backends import from it: backends -> cpu ->
-    # backends, backends -> cuda/triton -> sliced -> backends. Harmless at run time (the
-    # loads happen after backends/__init__ has run); moving new_output and poison_outputs into
-    # a module of their own would remove the cycle.
-    tuple(
-        f"fused_inception.backends{suffix}"
-        for suffix in ("", ".cpu", ".cuda", ".sliced", ".triton")
-    ),
-}
+# Cycles allowed in the package's import graph (each a sorted tuple of the modules of one
+# strongly connected component): none. The test fails on any cycle.
+KNOWN_CYCLES: set[tuple[str, ...]] = set()
 
 
 def _walk(path: Path, prefix: str) -> Iterator[tuple[str, Path, bool]]:

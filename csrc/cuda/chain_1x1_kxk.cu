@@ -302,7 +302,7 @@ const char* chain_1x1_kxk(const ChainArgs& args, void* stream) {
 }
 
 // The dynamic shared memory each instantiation launches with, named as c++filt prints the
-// kernel. fused_inception/report_cuda.py compiles this file against the shim to read it
+// kernel. fused_inception/report/cuda.py compiles this file against the shim to read it
 // (ptxas only sees static shared memory).
 inline void chain_1x1_kxk_shared_memory(void (*emit)(const char* kernel, std::size_t bytes)) {
   emit("chain_1x1_kxk_kernel<float, 3>", ChainTile<float, 3>::kSmemBytes);

@@ -178,7 +178,7 @@ const char* conv1x1_slice(const Conv1x1SliceArgs& args, void* stream) {
 }
 
 // The dynamic shared memory each instantiation launches with, named as c++filt prints the
-// kernel. fused_inception/report_cuda.py compiles this file against the shim to read it
+// kernel. fused_inception/report/cuda.py compiles this file against the shim to read it
 // (ptxas only sees static shared memory).
 inline void conv1x1_slice_shared_memory(void (*emit)(const char* kernel, std::size_t bytes)) {
   emit("conv1x1_slice_kernel<float, false>", Conv1x1Tile<float>::kSmemBytes);

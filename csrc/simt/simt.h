@@ -1,6 +1,6 @@
 // CPU SIMT shim: CUDA C++ kernel sources (.cu) compile as plain C++ (g++ -std=c++20 -x c++) and
 // run on the CPU, so CI executes them without a GPU, also under AddressSanitizer and
-// ThreadSanitizer (DESIGN.md section 4, item 3). Kernels include csrc/cuda/compat.cuh, which
+// ThreadSanitizer (docs/design.md section 6, item 3). Kernels include csrc/cuda/compat.cuh, which
 // includes this header when __CUDACC__ is not defined; tests may call ::simt directly.
 //
 // What kernels get: __global__/__device__/__host__ (empty), __forceinline__ (inline),

@@ -23,8 +23,8 @@ from torch import Tensor
 
 from ..reference import FoldedParams
 from . import cpu_winograd as winograd
-from . import new_output, output_memory_format
 from .cpu_maxpool import max_pool3x3
+from .output import new_output, output_memory_format
 
 
 class CpuPacked(NamedTuple):

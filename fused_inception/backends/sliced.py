@@ -18,7 +18,7 @@ from torch import Tensor
 
 from ..packing import ChainPacked, prepare_chain, prepare_conv1x1
 from ..reference import FoldedParams
-from . import new_output, output_memory_format
+from .output import new_output, output_memory_format
 
 SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 

@@ -178,32 +178,17 @@ INTERPRETER_OVERRIDES = {"block_k": 128, "block_r": 64}
 
 
 def pick_config(dtype: torch.dtype, c_out: int, *, k: int) -> ChainConfig:
-    """The GPU config for a KxK chain into c_out channels (GoogLeNet's: `googlenet_configs()`)."""
+    """The GPU config for a KxK chain into c_out channels.
+
+    For GoogLeNet's nine blocks (16-bit): BLOCK_N 128 for every b2 (C_out 128..384) and for b3
+    of 3b, 4e, 5a, 5b; BLOCK_N 64 for b3 of 3a and 4a-4d; fp32 has one config per K.
+    """
     fp32 = dtype == torch.float32
     block_n = 128 if c_out > 64 and not fp32 else 64
     for cfg in GPU_CONFIGS[k, fp32]:
         if cfg.block_n == block_n:
             return cfg
     raise AssertionError(f"no GPU config for K={k}, BLOCK_N={block_n} (fp32={fp32})")
-
-
-def googlenet_configs() -> dict[str, dict[str, ChainConfig]]:
-    """The block sizes used for GoogLeNet's nine blocks (fp16; K = 5 for b3 as in the paper).
-
-    The table, from the channel counts in fused_inception.configs (GPU, 16-bit):
-        b2 (3x3):        BLOCK_N 128 in all nine blocks (C_out 128..384)
-        b3 (5x5 or 3x3): BLOCK_N 128 in 3b, 4e, 5a, 5b; BLOCK_N 64 in 3a, 4a-4d
-        fp32:            the one fp32 config of K everywhere
-    """
-    from ..configs import GOOGLENET_BLOCKS
-
-    return {
-        name: {
-            "b2": pick_config(torch.float16, cfg.ch3x3, k=3),
-            "b3": pick_config(torch.float16, cfg.ch5x5, k=5),
-        }
-        for name, cfg in GOOGLENET_BLOCKS.items()
-    }
 
 
 def _halo_rows(k: int, cfg: ChainConfig) -> int:

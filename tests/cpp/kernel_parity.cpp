@@ -1,6 +1,6 @@
 // Parity of the CUDA kernels (csrc/cuda/conv1x1_slice.cu, chain_1x1_kxk.cu), run on the CPU
 // through the SIMT shim (their csrc/emulated/*.cpp builds), against a float64 reference computed
-// here straight from the formulas of DESIGN.md section 2. Torch-free, so it also builds under
+// here straight from the formulas of docs/design.md section 2. Torch-free, so it also builds under
 // AddressSanitizer and ThreadSanitizer (tests/test_cuda_kernels_native.py).
 //
 // Usage: kernel_parity all|small [substring]

@@ -1,4 +1,4 @@
-// Stand-in kernels for tests/test_report_cuda.py: what fused_inception/report_cuda.py must
+// Stand-in kernels for tests/test_report_cuda.py: what fused_inception/report/cuda.py must
 // tell apart. Not part of the package.
 #include "cuda/compat.cuh"
 
