@@ -14,7 +14,7 @@ import shutil
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import TOLERANCES, assert_close_rel
+from helpers import TOLERANCES, assert_close_rel
 
 from fused_inception import _ext
 from fused_inception.backends import cuda_kernel_builds

@@ -14,7 +14,7 @@ import time
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from conftest import assert_close_rel, randomize_block
+from helpers import assert_close_rel, randomize_block
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import GOOGLENET_CASES, ODD_CASES, assert_close_rel, odd_spatial, randomize_block
-from conftest import reference_f64 as ref64
+from helpers import GOOGLENET_CASES, ODD_CASES, assert_close_rel, odd_spatial, randomize_block
+from helpers import reference_f64 as ref64
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from fused_inception import FusedInception, Inception

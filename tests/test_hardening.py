@@ -17,8 +17,8 @@ import warnings
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import ODD_CASES, TOLERANCES, assert_close_rel, randomize_block
-from conftest import reference_f64 as ref64
+from helpers import ODD_CASES, TOLERANCES, assert_close_rel, randomize_block
+from helpers import reference_f64 as ref64
 from torch import nn
 from torchvision.models.googlenet import Inception as TvInception
 

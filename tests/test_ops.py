@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import ODD_CASES, randomize_block
+from helpers import ODD_CASES, randomize_block
 from torch._subclasses.fake_tensor import FakeTensorMode
 
 from fused_inception import Inception

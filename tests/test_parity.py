@@ -6,8 +6,8 @@ import copy
 
 import pytest
 import torch
-from conftest import GOOGLENET_CASES, ODD_CASES, assert_close_rel, odd_spatial, randomize_block
-from conftest import reference_f64 as ref64
+from helpers import GOOGLENET_CASES, ODD_CASES, assert_close_rel, odd_spatial, randomize_block
+from helpers import reference_f64 as ref64
 from torchvision.models.googlenet import Inception as TvInception
 
 from fused_inception import FusedInception, Inception

@@ -20,8 +20,8 @@ import copy
 
 import pytest
 import torch
-from conftest import TOLERANCES, assert_close_rel, randomize_block
-from conftest import reference_f64 as ref64
+from helpers import TOLERANCES, assert_close_rel, randomize_block
+from helpers import reference_f64 as ref64
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from torchvision.models.googlenet import Inception as TvInception

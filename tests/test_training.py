@@ -14,7 +14,7 @@ import warnings
 
 import pytest
 import torch
-from conftest import GOOGLENET_CASES, ODD_CASES, TOLERANCES, assert_close_rel, randomize_block
+from helpers import GOOGLENET_CASES, ODD_CASES, TOLERANCES, assert_close_rel, randomize_block
 from torch import nn
 from torchvision.models.googlenet import Inception as TvInception
 

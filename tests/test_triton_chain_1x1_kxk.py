@@ -14,7 +14,7 @@ if not torch.cuda.is_available():
 
 import pytest  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
-from conftest import aot_report  # noqa: E402
+from helpers import aot_report  # noqa: E402
 
 if not torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET", "0") in ("", "0"):
     pytest.skip("no CUDA device and TRITON_INTERPRET is off", allow_module_level=True)

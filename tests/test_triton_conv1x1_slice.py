@@ -19,7 +19,7 @@ if not torch.cuda.is_available():
 
 import pytest  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
-from conftest import TOLERANCES, aot_report  # noqa: E402
+from helpers import TOLERANCES, aot_report  # noqa: E402
 
 from fused_inception.configs import GOOGLENET_BLOCKS  # noqa: E402
 from fused_inception.report.records import SHARED_LIMIT  # noqa: E402
