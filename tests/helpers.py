@@ -20,8 +20,12 @@ import pytest
 import torch
 from torch import nn
 
-from fused_inception import BlockConfig, Inception, inception_ref
-from fused_inception.backends import available_backends, backend_unavailable_reason
+from fused_inception import BlockConfig, FusedInception, Inception, _ext, inception_ref
+from fused_inception.backends import (
+    available_backends,
+    backend_unavailable_reason,
+    cuda_kernel_builds,
+)
 from fused_inception.bench.cases import randomize_bn
 from fused_inception.configs import GOOGLENET_BLOCKS
 from fused_inception.folding import fold_block
@@ -106,6 +110,14 @@ def backend_device(backend: str) -> torch.device:
     return torch.device("cpu") if backend == "cpu" else GPU_DEVICE
 
 
+# The fused_inception:: operators (None without the extension), and a mark for the tests that
+# call the CUDA kernels' operators on CPU tensors (the emulated build, without a GPU).
+OPS = torch.ops.fused_inception if _ext.has_extension() else None
+needs_emulated_ops = pytest.mark.skipif(
+    "emulated" not in cuda_kernel_builds() or GPU, reason="no emulated CUDA kernel build"
+)
+
+
 def backend_params(*names: str) -> list:
     """pytest params of the backends named, each skipped (with the reason) where it cannot run."""
     return [
@@ -132,6 +144,19 @@ def randomize_block(block: nn.Module, seed: int = 0) -> nn.Module:
             p.copy_(torch.randn(p.shape, generator=gen) * (1.0 / max(1, p[0].numel()) ** 0.5))
     randomize_bn(block, gen, spread=0.2)
     return block
+
+
+def tv_block(seed: int = 0, cfg: BlockConfig = SMALL) -> nn.Module:
+    """torchvision's block of `cfg` with random weights, in eval mode."""
+    from torchvision.models.googlenet import Inception as TvInception
+
+    return randomize_block(TvInception(*cfg.args()), seed).eval()
+
+
+def fused_on(src: nn.Module, backend: str) -> FusedInception:
+    """FusedInception from a copy of `src` on `backend`, in eval mode on the backend's device."""
+    fused = FusedInception.from_module(copy.deepcopy(src), backend=backend).eval()
+    return fused.to(backend_device(backend))
 
 
 def randn_channels_last(*shape: int, dtype=torch.float32, generator=None, device="cpu"):

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from helpers import (
     GPU_DTYPES,
+    OPS,
     TOLERANCES,
     assert_close_rel,
     dtype_params,
@@ -34,7 +35,6 @@ pytestmark = pytest.mark.skipif(
     reason=f"this build has no CUDA kernels for {DEVICE} (builds: {BUILDS}; "
     f"extension error: {_ext.extension_error()})",
 )
-OPS = torch.ops.fused_inception if _ext.has_extension() else None
 
 
 def test_builds_match_the_toolchain():
