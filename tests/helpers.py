@@ -110,6 +110,20 @@ def backend_device(backend: str) -> torch.device:
     return torch.device("cpu") if backend == "cpu" else GPU_DEVICE
 
 
+def skip_module_unless_triton_runs() -> None:
+    """Skip the calling test module, at its import, where the Triton kernels cannot run: no CUDA
+    device, and fused_inception was imported without TRITON_INTERPRET=1 (Triton and the package
+    read it only then; tests/conftest.py sets it before the import)."""
+    import fused_inception.triton
+
+    if not GPU and not fused_inception.triton.INTERPRETER:
+        pytest.skip(
+            "no CUDA device and TRITON_INTERPRET was not 1 when fused_inception was imported "
+            "(tests/conftest.py sets it before): the Triton kernels cannot run",
+            allow_module_level=True,
+        )
+
+
 # The fused_inception:: operators (None without the extension), and a mark for the tests that
 # call the CUDA kernels' operators on CPU tensors (the emulated build, without a GPU).
 OPS = torch.ops.fused_inception if _ext.has_extension() else None
@@ -130,6 +144,13 @@ def backend_params(*names: str) -> list:
         )
         for name in names
     ]
+
+
+# Every backend, each skipped where it cannot run: cpu natively; without a GPU, triton under
+# TRITON_INTERPRET=1 and cuda through the SIMT shim (FUSED_INCEPTION_EMULATE_CUDA=1) on CPU
+# tensors, else on CUDA tensors. Shapes stay tiny: the interpreter costs ~10 ms per
+# program-iteration.
+EVERY_BACKEND = backend_params("cpu", "triton", "cuda")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,10 +1,7 @@
-"""Bad input is refused with a clear exception before any kernel runs: the module's input,
-its constructor's arguments, the inception_block operator's arguments, and the C++ operators'
-arguments that test_cuda_ops.py does not already cover (out is never written before the error).
-
-Every backend that runs here is covered: cpu natively; triton under TRITON_INTERPRET=1 and cuda
-through the SIMT shim (FUSED_INCEPTION_EMULATE_CUDA=1) on CPU tensors, or on CUDA tensors when
-a GPU is present. Shapes stay tiny because the interpreter costs ~10 ms per program-iteration.
+"""Bad input is refused with a clear exception before any kernel runs: the module's input (on
+every backend, helpers.EVERY_BACKEND), its constructor's arguments, the inception_block
+operator's arguments, and the C++ operators' arguments that test_cuda_ops.py does not already
+cover (out is never written before the error).
 """
 
 from __future__ import annotations
@@ -16,10 +13,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 from helpers import (
+    EVERY_BACKEND,
     OPS,
     SMALL,
     backend_device,
-    backend_params,
     nan_channels_last,
     needs_emulated_ops,
     randn_channels_last,
@@ -32,9 +29,6 @@ from fused_inception.backends import available_backends
 from fused_inception.folding import fold_block
 from fused_inception.ops import inception_block
 from fused_inception.packing import prepare_chain, prepare_conv1x1
-
-BACKENDS = backend_params("cpu", "triton", "cuda")
-
 
 # ---------------------------------------------------------------------------------------------
 # The module and the inception_block operator, on every backend.
@@ -65,7 +59,7 @@ BAD_INPUTS = [
 
 @pytest.mark.parametrize("mode", ["eval", "train-paper"])
 @pytest.mark.parametrize("make,exc,match", [pytest.param(*c[1:], id=c[0]) for c in BAD_INPUTS])
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", EVERY_BACKEND)
 def test_bad_input_is_refused_before_any_kernel(backend, make, exc, match, mode, monkeypatch):
     block = FusedInception(*SMALL.args(), norm=mode == "eval", backend=backend)
     block.train(mode != "eval")
@@ -74,7 +68,7 @@ def test_bad_input_is_refused_before_any_kernel(backend, make, exc, match, mode,
         block(make())
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", EVERY_BACKEND)
 def test_input_and_weights_on_different_devices(backend, monkeypatch):
     block = FusedInception(*SMALL.args(), backend=backend).eval()
     _no_kernels(monkeypatch)

@@ -1,11 +1,7 @@
-"""Edge inputs against torchvision's block on every backend (float64 on cpu, float32 at its
-tolerance elsewhere): empty batch, 1x1 and 1xW images, strided, sliced, permuted and expanded
-views; NaN and +-inf propagate where torchvision's block propagates them, on the Winograd path
-too.
-
-Every backend that runs here is covered: cpu natively; triton under TRITON_INTERPRET=1 and cuda
-through the SIMT shim (FUSED_INCEPTION_EMULATE_CUDA=1) on CPU tensors, or on CUDA tensors when
-a GPU is present. Shapes stay tiny because the interpreter costs ~10 ms per program-iteration.
+"""Edge inputs against torchvision's block on every backend (helpers.EVERY_BACKEND; float64 on
+cpu, float32 at its tolerance elsewhere): empty batch, 1x1 and 1xW images, strided, sliced,
+permuted and expanded views; NaN and +-inf propagate where torchvision's block propagates them,
+on the Winograd path too.
 """
 
 from __future__ import annotations
@@ -13,19 +9,16 @@ from __future__ import annotations
 import pytest
 import torch
 from helpers import (
+    EVERY_BACKEND,
     SMALL,
     TOLERANCES,
     assert_close_rel,
     backend_device,
-    backend_params,
     fused_on,
     randomize_block,
     tv_block,
 )
 from torchvision.models.googlenet import Inception as TvInception
-
-BACKENDS = backend_params("cpu", "triton", "cuda")
-
 
 EDGE_INPUTS = {
     "empty-batch": lambda n, c: torch.randn(0, c, 4, 5),
@@ -51,7 +44,7 @@ def _expected_memory_format(x: torch.Tensor) -> torch.memory_format:
 
 
 @pytest.mark.parametrize("case", list(EDGE_INPUTS))
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", EVERY_BACKEND)
 def test_edge_inputs_match_torchvision(backend, case):
     tv = tv_block()
     dtype = torch.float64 if backend == "cpu" else torch.float32
@@ -89,7 +82,7 @@ def _compare_nonfinite(out: torch.Tensor, expected: torch.Tensor, check_nan: boo
     assert err <= TOLERANCES[torch.float32] * expected[finite].abs().max().item()
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", EVERY_BACKEND)
 def test_inf_input_propagates_like_torchvision(backend):
     """+-inf reaches the same outputs with the same signs and the finite outputs match. (Where
     torchvision gets inf - inf = NaN, see the NaN test.)"""
@@ -103,7 +96,7 @@ def test_inf_input_propagates_like_torchvision(backend):
     _compare_nonfinite(out, expected, check_nan=False)
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", EVERY_BACKEND)
 def test_nan_input_propagates_like_torchvision(backend):
     """A NaN input gives NaN wherever torchvision's block gives NaN (relu(NaN) = NaN, and
     max_pool2d returns NaN for a window holding one), and nowhere else."""

@@ -16,6 +16,7 @@ from helpers import (
     GPU_DEVICE,
     GPU_DTYPES,
     ODD_CASES,
+    SMALL,
     assert_close_rel,
     backend_params,
     dtype_params,
@@ -67,12 +68,12 @@ def test_odd_shapes(backend, name, cfg, norm, k, layout):
 
 @pytest.mark.parametrize("dtype", dtype_params(*GPU_DTYPES))
 def test_odd_shape_all_dtypes(backend, dtype):
-    cfg = ODD_CASES[0].values[1]
+    cfg = SMALL
     _run(backend, cfg, (9, 10), 2, False, 5, torch.channels_last, dtype)
 
 
 def test_empty_batch(backend):
-    cfg = ODD_CASES[0].values[1]
+    cfg = SMALL
     block = FusedInception(*cfg.args(), backend=backend).eval().to(GPU_DEVICE)
     with torch.no_grad():
         out = block(torch.randn(0, cfg.in_channels, 3, 4, device=GPU_DEVICE))

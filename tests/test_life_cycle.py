@@ -1,10 +1,7 @@
-"""Determinism and the module's life cycle on every backend: repeated forwards bit for bit,
-torch.save and load (state_dict and whole module), deepcopy, conversion to float16 and bfloat16
-after a float32 call, and no stale folded weights after any kind of weight change.
-
-Every backend that runs here is covered: cpu natively; triton under TRITON_INTERPRET=1 and cuda
-through the SIMT shim (FUSED_INCEPTION_EMULATE_CUDA=1) on CPU tensors, or on CUDA tensors when
-a GPU is present. Shapes stay tiny because the interpreter costs ~10 ms per program-iteration.
+"""Determinism and the module's life cycle: repeated forwards bit for bit, torch.save and load
+(state_dict and whole module), deepcopy, conversion to float16 and bfloat16 after a float32 call,
+and no stale folded weights after any kind of weight change; on every backend
+(helpers.EVERY_BACKEND) where a backend is involved.
 """
 
 from __future__ import annotations
@@ -16,10 +13,10 @@ import warnings
 import pytest
 import torch
 from helpers import (
+    EVERY_BACKEND,
     SMALL,
     assert_close_rel,
     backend_device,
-    backend_params,
     dtype_params,
     fused_on,
     randomize_block,
@@ -31,11 +28,9 @@ from fused_inception import FusedInception
 from fused_inception.folding import fold_block
 from fused_inception.ops import inception_block
 
-BACKENDS = backend_params("cpu", "triton", "cuda")
-
 
 @pytest.mark.parametrize("dtype", dtype_params(torch.float32, torch.float16))
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", EVERY_BACKEND)
 def test_repeated_forwards_are_bit_identical(backend, dtype):
     block = fused_on(tv_block(2), backend).to(dtype)
     x = torch.randn(2, SMALL.in_channels, 5, 6).to(backend_device(backend), dtype)
@@ -79,7 +74,7 @@ def test_deepcopy_after_a_call_is_independent():
 
 
 @pytest.mark.parametrize("dtype", dtype_params(torch.float16, torch.bfloat16))
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", EVERY_BACKEND)
 def test_half_and_bfloat16_after_a_float32_call(backend, dtype):
     block = fused_on(tv_block(3), backend)
     x = torch.randn(1, SMALL.in_channels, 4, 5, device=backend_device(backend))
@@ -91,7 +86,7 @@ def test_half_and_bfloat16_after_a_float32_call(backend, dtype):
     assert_close_rel(out.cpu(), ref64(block.cpu(), x.cpu().to(dtype)), dtype)
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", EVERY_BACKEND)
 def test_no_stale_folded_weights(backend):
     """Every kind of weight change after the first call is seen (per backend's packed cache)."""
     block = fused_on(tv_block(4), backend)

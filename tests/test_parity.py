@@ -9,6 +9,7 @@ import torch
 from helpers import (
     GOOGLENET_CASES,
     ODD_CASES,
+    SMALL,
     assert_close_rel,
     backend_device,
     layout_params,
@@ -64,7 +65,7 @@ def test_odd_shapes(name, cfg, batch, norm, k, layout, backend):
 
 
 def test_empty_batch(backend):
-    cfg = ODD_CASES[0].values[1]
+    cfg = SMALL
     block = randomize_block(FusedInception(*cfg.args(), backend=backend)).eval()
     with torch.no_grad():
         out = block(torch.randn(0, cfg.in_channels, 4, 6))
@@ -85,7 +86,7 @@ def test_all_negative_input_keeps_pool_negative(backend):
 def test_reduced_padding_is_zero_not_relu_bias(backend):
     """Zero padding applies to r2/r3: with large positive reduction biases and a negative input,
     relu(B_red) != 0, so a kernel that pads with relu(B_red) would differ at the border."""
-    cfg = ODD_CASES[0].values[1]
+    cfg = SMALL
     src = randomize_block(Inception(*cfg.args(), branch3_kernel=5, norm=False), 4).eval()
     with torch.no_grad():
         src.branch2[0].conv.bias.fill_(3.0)
@@ -98,7 +99,7 @@ def test_reduced_padding_is_zero_not_relu_bias(backend):
 
 
 def test_float64_block_matches_reference(backend):
-    cfg = ODD_CASES[0].values[1]
+    cfg = SMALL
     block = randomize_block(FusedInception(*cfg.args(), branch3_kernel=5), 5).double().eval()
     x = torch.randn(2, cfg.in_channels, 7, 6, dtype=torch.float64)
     with torch.no_grad():

@@ -113,10 +113,7 @@ def _check(case: dict, backend: str) -> None:
     grads64 = torch.autograd.grad(out64, [leaf64, *ref.parameters()], grad_out.double())
     names = ["x"] + [name for name, _ in ref.named_parameters()]
     for name, g, g64 in zip(names, grads, grads64, strict=True):
-        try:
-            assert_close_rel(g.cpu(), g64, dtype)
-        except AssertionError as exc:
-            raise AssertionError(f"gradient of {name}: {exc}") from None
+        assert_close_rel(g.cpu(), g64, dtype, what=f"gradient of {name}")
 
 
 def _input_view(case: dict, leaf: torch.Tensor) -> torch.Tensor:

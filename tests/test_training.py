@@ -83,10 +83,7 @@ def _check_gradients(cfg, hw, batch, norm, k, train, backend, dtype, layout, see
     assert len(grads) == len(grads64) == len(names)
     for name, g, g64 in zip(names, grads, grads64, strict=True):
         assert g.dtype == dtype, name
-        try:
-            assert_close_rel(g.cpu(), g64, dtype)
-        except AssertionError as exc:
-            raise AssertionError(f"gradient of {name}: {exc}") from None
+        assert_close_rel(g.cpu(), g64, dtype, what=f"gradient of {name}")
     if min(hw) > 1 and layout == torch.channels_last:
         assert grads[0].is_contiguous(memory_format=torch.channels_last)
     for (name, b64), b in zip(ref.named_buffers(), fused.buffers(), strict=True):
@@ -357,7 +354,4 @@ def test_paper_googlenet_gradients_fused_equal_unfused():
         grads.append(torch.autograd.grad(loss, list(net.parameters())))
     names = [name for name, _ in model.named_parameters()]
     for name, g, g_fused in zip(names, *grads, strict=True):
-        try:
-            assert_close_rel(g_fused, g, torch.float64)
-        except AssertionError as exc:
-            raise AssertionError(f"{name}: {exc}") from None
+        assert_close_rel(g_fused, g, torch.float64, what=name)

@@ -4,41 +4,24 @@ Runs under TRITON_INTERPRET=1 on the CPU when no GPU is present; the AOT test co
 build for sm_80 and sm_90 in a subprocess without the interpreter.
 """
 
-import os
-
+import pytest
 import torch
-
-if not torch.cuda.is_available():
-    os.environ.setdefault("TRITON_INTERPRET", "1")
-
-
-import pytest  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-from helpers import (  # noqa: E402
+import torch.nn.functional as F
+from helpers import (
     GPU_DTYPES,
     TOLERANCES,
     aot_report,
     dtype_params,
     layout_params,
+    skip_module_unless_triton_runs,
 )
 
-if not torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET", "0") in ("", "0"):
-    pytest.skip("no CUDA device and TRITON_INTERPRET is off", allow_module_level=True)
+from fused_inception.configs import GOOGLENET_BLOCKS
+from fused_inception.report.records import record_problems
 
-import fused_inception.triton  # noqa: E402
-
-if not torch.cuda.is_available() and not fused_inception.triton.INTERPRETER:
-    # TRITON_INTERPRET is read when triton and this package are first imported; something
-    # imported them earlier (tests/conftest.py's available_backends() at collection time).
-    pytest.skip(
-        "triton was imported before TRITON_INTERPRET=1 was set (set it in conftest.py or "
-        "in the environment)",
-        allow_module_level=True,
-    )
+skip_module_unless_triton_runs()
 
 import fused_inception.triton.chain_1x1_kxk as chain  # noqa: E402
-from fused_inception.configs import GOOGLENET_BLOCKS  # noqa: E402
-from fused_inception.report.records import record_problems  # noqa: E402
 from fused_inception.triton.chain_1x1_kxk import (  # noqa: E402
     chain_1x1_kxk,
     prepare_chain,

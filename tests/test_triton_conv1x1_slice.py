@@ -9,32 +9,22 @@ for sm_80 and sm_90 in a subprocess (no interpreter) and checks spills, shared m
 
 from __future__ import annotations
 
-import os
-
+import pytest
 import torch
-
-if not torch.cuda.is_available():
-    os.environ.setdefault("TRITON_INTERPRET", "1")
-
-
-import pytest  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-from helpers import (  # noqa: E402
+import torch.nn.functional as F
+from helpers import (
     GPU_DTYPES,
     aot_report,
     assert_close_rel,
     dtype_params,
     layout_params,
+    skip_module_unless_triton_runs,
 )
 
-from fused_inception.configs import GOOGLENET_BLOCKS  # noqa: E402
-from fused_inception.report.records import SHARED_LIMIT  # noqa: E402
+from fused_inception.configs import GOOGLENET_BLOCKS
+from fused_inception.report.records import SHARED_LIMIT
 
-if not torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1":
-    pytest.skip(
-        "no CUDA device and TRITON_INTERPRET is not 1: the Triton kernels cannot run",
-        allow_module_level=True,
-    )
+skip_module_unless_triton_runs()
 
 from fused_inception.triton import conv1x1_slice as mod  # noqa: E402
 from fused_inception.triton.common import kernel_build  # noqa: E402
