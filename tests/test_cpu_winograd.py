@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import GOOGLENET_CASES, ODD_CASES, assert_close_rel, odd_spatial, randomize_block
-from conftest import reference_f64 as ref64
+from helpers import GOOGLENET_CASES, ODD_CASES, assert_close_rel, odd_spatial, randomize_block
+from helpers import reference_f64 as ref64
 
 from fused_inception import FusedInception, Inception, _ext
 from fused_inception.backends import cpu_winograd

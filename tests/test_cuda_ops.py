@@ -14,7 +14,15 @@ import shutil
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import TOLERANCES, assert_close_rel
+from helpers import (
+    GPU_DTYPES,
+    OPS,
+    TOLERANCES,
+    assert_close_rel,
+    dtype_params,
+    nan_channels_last,
+    randn_channels_last,
+)
 
 from fused_inception import _ext
 from fused_inception.backends import cuda_kernel_builds
@@ -27,8 +35,6 @@ pytestmark = pytest.mark.skipif(
     reason=f"this build has no CUDA kernels for {DEVICE} (builds: {BUILDS}; "
     f"extension error: {_ext.extension_error()})",
 )
-OPS = torch.ops.fused_inception if _ext.has_extension() else None
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 def test_builds_match_the_toolchain():
@@ -45,13 +51,11 @@ def test_builds_match_the_toolchain():
 
 def _nhwc(*shape, dtype=torch.float32, seed=0):
     gen = torch.Generator().manual_seed(seed)
-    t = torch.randn(*shape, generator=gen).to(DEVICE, dtype)
-    return t.contiguous(memory_format=torch.channels_last)
+    return randn_channels_last(*shape, dtype=dtype, generator=gen, device=DEVICE)
 
 
 def _poisoned_out(n, c, h, w, dtype):
-    out = torch.full((n, c, h, w), float("nan"), dtype=dtype, device=DEVICE)
-    return out.contiguous(memory_format=torch.channels_last)
+    return nan_channels_last(n, c, h, w, dtype=dtype, device=DEVICE)
 
 
 def _conv1x1_case(dtype, cin=7, cout=5, hw=(3, 4)):
@@ -63,38 +67,38 @@ def _conv1x1_case(dtype, cin=7, cout=5, hw=(3, 4)):
 
 
 @pytest.mark.parametrize("pool", [False, True], ids=["b1", "b4-pool"])
-@pytest.mark.parametrize("dtype", list(DTYPES))
+@pytest.mark.parametrize("dtype", dtype_params(*GPU_DTYPES))
 def test_conv1x1_slice_writes_only_its_slice(dtype, pool):
-    x, weight, bias, w, b = _conv1x1_case(DTYPES[dtype])
-    out = _poisoned_out(2, 12, 3, 4, DTYPES[dtype])
+    x, weight, bias, w, b = _conv1x1_case(dtype)
+    out = _poisoned_out(2, 12, 3, 4, dtype)
     OPS.conv1x1_slice_(x, w, b, out, 4, pool)
     a = x.cpu().double()
     if pool:
         a = F.max_pool2d(a, 3, 1, 1)
     ref = F.relu(F.conv2d(a, weight.double(), bias.double()))
-    assert_close_rel(out[:, 4:9].cpu(), ref, DTYPES[dtype])
+    assert_close_rel(out[:, 4:9].cpu(), ref, dtype)
     assert torch.isnan(out[:, :4]).all() and torch.isnan(out[:, 9:]).all()
 
 
 @pytest.mark.parametrize("k", [3, 5])
-@pytest.mark.parametrize("dtype", list(DTYPES))
+@pytest.mark.parametrize("dtype", dtype_params(*GPU_DTYPES))
 def test_chain_1x1_kxk_writes_only_its_slice(dtype, k):
     gen = torch.Generator().manual_seed(3)
     cin, cr, cout = 6, 5, 9
-    x = _nhwc(1, cin, 9, 10, dtype=DTYPES[dtype])
+    x = _nhwc(1, cin, 9, 10, dtype=dtype)
     w_red, b_red = torch.randn(cr, cin, 1, 1, generator=gen), torch.randn(cr, generator=gen)
     w_kxk, b_kxk = torch.randn(cout, cr, k, k, generator=gen), torch.randn(cout, generator=gen)
-    packed = [t.to(DEVICE) for t in prepare_chain(w_red, b_red, w_kxk, b_kxk, DTYPES[dtype])]
-    out = _poisoned_out(1, cout + 3, 9, 10, DTYPES[dtype])
+    packed = [t.to(DEVICE) for t in prepare_chain(w_red, b_red, w_kxk, b_kxk, dtype)]
+    out = _poisoned_out(1, cout + 3, 9, 10, dtype)
     OPS.chain_1x1_kxk_(x, *packed, out, 1)
     r = F.relu(F.conv2d(x.cpu().double(), w_red.double(), b_red.double()))
     ref = F.relu(F.conv2d(r, w_kxk.double(), b_kxk.double(), padding=k // 2))
-    assert_close_rel(out[:, 1 : 1 + cout].cpu(), ref, DTYPES[dtype])
+    assert_close_rel(out[:, 1 : 1 + cout].cpu(), ref, dtype)
     assert torch.isnan(out[:, :1]).all() and torch.isnan(out[:, 1 + cout :]).all()
 
 
 def test_tolerances_cover_every_dtype():
-    assert set(DTYPES.values()) <= set(TOLERANCES)
+    assert set(GPU_DTYPES) <= set(TOLERANCES)
 
 
 def _conv_args(**overrides):

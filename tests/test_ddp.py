@@ -14,7 +14,7 @@ import time
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from conftest import assert_close_rel, randomize_block
+from helpers import assert_close_rel, randomize_block
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
@@ -97,7 +97,4 @@ def test_ddp_gloo_two_processes_matches_single_process_unfused(tmp_path):
     for name, p in model.named_parameters():
         assert torch.equal(ranks[0][name], ranks[1][name]), name  # allreduced
         assert p.grad.abs().max() > 0, name
-        try:
-            assert_close_rel(ranks[0][name], p.grad, torch.float64)
-        except AssertionError as exc:
-            raise AssertionError(f"{name}: {exc}") from None
+        assert_close_rel(ranks[0][name], p.grad, torch.float64, what=name)

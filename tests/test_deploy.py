@@ -10,7 +10,7 @@ import warnings
 import pytest
 import torch
 import torchvision
-from conftest import GOOGLENET_CASES, assert_close_rel, randomize_block
+from helpers import GOOGLENET_CASES, assert_close_rel, randomize_block
 from torchvision.models.feature_extraction import create_feature_extractor
 from torchvision.models.googlenet import Inception as TvInception
 

@@ -19,6 +19,7 @@ import textwrap
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import dtype_params
 
 from fused_inception import _ext
 from fused_inception.backends.cpu_maxpool import max_pool3x3_nhwc
@@ -30,8 +31,6 @@ if not _ext.has_extension():
         pytest.fail(_reason, pytrace=False)
     pytest.skip(_reason, allow_module_level=True)
 
-DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
-DTYPE_IDS = ["f32", "f64", "f16", "bf16"]
 _BITS = {
     torch.float32: torch.int32,
     torch.float64: torch.int64,
@@ -72,7 +71,7 @@ def assert_same_as_max_pool2d(x: torch.Tensor) -> None:
 
 
 @pytest.mark.parametrize("channels", CHANNELS, ids=lambda c: f"c{c}")
-@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("dtype", dtype_params())
 def test_random_inputs_match_bitwise(dtype: torch.dtype, channels: int) -> None:
     gen = torch.Generator().manual_seed(channels)
     for i, (h, w) in enumerate(SPATIAL):
@@ -81,7 +80,7 @@ def test_random_inputs_match_bitwise(dtype: torch.dtype, channels: int) -> None:
         assert_same_as_max_pool2d(channels_last_randn(batch, channels, h, w, dtype=dtype, gen=gen))
 
 
-@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("dtype", dtype_params())
 @pytest.mark.parametrize(
     "shape",
     [(5, 67, 14, 13), (2, 480, 14, 14), (8, 832, 7, 7)],
@@ -93,7 +92,7 @@ def test_parallel_shapes_match_bitwise(dtype: torch.dtype, shape: tuple[int, ...
     assert_same_as_max_pool2d(channels_last_randn(*shape, dtype=dtype, gen=gen))
 
 
-@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("dtype", dtype_params())
 def test_all_negative_input_stays_negative(dtype: torch.dtype) -> None:
     gen = torch.Generator().manual_seed(2)
     x = -(channels_last_randn(2, 17, 5, 3, dtype=dtype, gen=gen).abs() + 1)
@@ -102,7 +101,7 @@ def test_all_negative_input_stays_negative(dtype: torch.dtype) -> None:
     assert_same_as_max_pool2d(x)
 
 
-@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("dtype", dtype_params())
 def test_empty_batch(dtype: torch.dtype) -> None:
     x = torch.randn(0, 8, 3, 5, dtype=dtype).contiguous(memory_format=torch.channels_last)
     out = max_pool3x3_nhwc(x)
@@ -134,7 +133,7 @@ def _place_specials(x: torch.Tensor) -> torch.Tensor:
     return x
 
 
-@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("dtype", dtype_params())
 @pytest.mark.parametrize("spatial", [(1, 1), (1, 5), (2, 3), (5, 3), (14, 5)], ids=str)
 @pytest.mark.parametrize("channels", [3, 17, 67], ids=lambda c: f"c{c}")
 def test_nan_and_inf_at_edges_and_corners(
@@ -146,7 +145,7 @@ def test_nan_and_inf_at_edges_and_corners(
     assert torch.isneginf(max_pool3x3_nhwc(x)[:, channels // 2]).all()
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("dtype", dtype_params(torch.float32, torch.float64))
 def test_which_nan_and_which_zero_is_kept(dtype: torch.dtype) -> None:
     # max_pool2d scans a window row by row: of several NaNs the last one wins, of equal values
     # (-0.0, +0.0) the first. NaN payloads and zero signs make the choice visible in the bits.

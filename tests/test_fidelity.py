@@ -11,8 +11,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 import torchvision
-from conftest import assert_close_rel, randomize_block
-from conftest import reference_f64 as ref64
+from helpers import assert_close_rel, randomize_block
+from helpers import reference_f64 as ref64
 from torch import nn
 from torchvision.models.googlenet import BasicConv2d
 from torchvision.models.googlenet import Inception as TvInception

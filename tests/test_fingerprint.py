@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers import DTYPES, dtype_params
 
 from fused_inception import fingerprint as fp
-
-DTYPES = [torch.float32, torch.float16, torch.bfloat16, torch.float64, torch.int8]
-
 
 HASHES = {"cpp": fp.fingerprint_cpu, "torch-ops": fp._hash_torch}
 
@@ -22,7 +20,7 @@ def _tensor(dtype, numel, seed=0):
 
 
 @pytest.mark.parametrize("impl", list(HASHES))
-@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("dtype", dtype_params(*DTYPES.values(), torch.int8))
 def test_every_single_element_change_changes_the_hash(impl, dtype):
     # 70 KiB and an odd tail: several 64 KiB chunks of the C++ hash, lanes and trailing bytes.
     numel = (70 * 1024 + 13) // torch.empty(0, dtype=dtype).element_size()

@@ -11,80 +11,72 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import GOOGLENET_CASES, ODD_CASES, assert_close_rel, odd_spatial, randomize_block
-from conftest import reference_f64 as ref64
+from helpers import (
+    GOOGLENET_CASES,
+    GPU_DEVICE,
+    GPU_DTYPES,
+    ODD_CASES,
+    SMALL,
+    assert_close_rel,
+    backend_params,
+    dtype_params,
+    layout_params,
+    odd_spatial,
+    randomize_block,
+)
+from helpers import reference_f64 as ref64
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from fused_inception import FusedInception, Inception
-from fused_inception.backends import available_backends
-
-_HOW = {
-    "triton": "a CUDA device or TRITON_INTERPRET=1",
-    "cuda": "a CUDA device and the nvcc build, or FUSED_INCEPTION_EMULATE_CUDA=1 and the "
-    "emulated build",
-}
-GPU_BACKENDS = [
-    pytest.param(
-        name,
-        marks=pytest.mark.skipif(
-            name not in available_backends(), reason=f"backend {name!r} needs {_HOW[name]}"
-        ),
-    )
-    for name in ("triton", "cuda")
-]
-
-DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-LAYOUTS = {"nchw": torch.contiguous_format, "channels_last": torch.channels_last}
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
-@pytest.fixture(params=GPU_BACKENDS)
+@pytest.fixture(params=backend_params("triton", "cuda"))
 def backend(request) -> str:
     return request.param
 
 
 def _run(backend, cfg, hw, batch, norm, k, layout, dtype, seed=0):
     src = randomize_block(Inception(*cfg.args(), branch3_kernel=k, norm=norm), seed).eval()
-    fused = FusedInception.from_module(src, backend=backend).eval().to(DEVICE, DTYPES[dtype])
+    fused = FusedInception.from_module(src, backend=backend).eval().to(GPU_DEVICE, dtype)
     gen = torch.Generator().manual_seed(seed + 1)
-    x = torch.randn(batch, cfg.in_channels, *hw, generator=gen).to(DEVICE, DTYPES[dtype])
-    x = x.contiguous(memory_format=LAYOUTS[layout])
+    x = torch.randn(batch, cfg.in_channels, *hw, generator=gen).to(GPU_DEVICE, dtype)
+    x = x.contiguous(memory_format=layout)
     with torch.no_grad():
         out = fused(x)
     assert out.dtype == x.dtype and out.device == x.device
-    assert_close_rel(out.cpu(), ref64(fused.cpu(), x.cpu()), DTYPES[dtype])
+    assert_close_rel(out.cpu(), ref64(fused.cpu(), x.cpu()), dtype)
     return out
 
 
 FORMS = [pytest.param(True, 3, id="bn-k3"), pytest.param(False, 5, id="paper-k5")]
 
 
-@pytest.mark.parametrize("layout", list(LAYOUTS))
-@pytest.mark.parametrize("dtype", list(DTYPES))
+@pytest.mark.parametrize("layout", layout_params())
+@pytest.mark.parametrize("dtype", dtype_params(*GPU_DTYPES))
 @pytest.mark.parametrize("norm,k", FORMS)
 @pytest.mark.parametrize("name,cfg", GOOGLENET_CASES)
 def test_googlenet_blocks(backend, name, cfg, norm, k, dtype, layout):
     _run(backend, cfg, (4, 5), 1, norm, k, layout, dtype)
 
 
-@pytest.mark.parametrize("layout", list(LAYOUTS))
+@pytest.mark.parametrize("layout", layout_params())
 @pytest.mark.parametrize("norm,k", FORMS)
 @pytest.mark.parametrize("name,cfg", ODD_CASES)
 def test_odd_shapes(backend, name, cfg, norm, k, layout):
-    _run(backend, cfg, odd_spatial(name, cfg.hw), 3, norm, k, layout, "fp32")
+    _run(backend, cfg, odd_spatial(name, cfg.hw), 3, norm, k, layout, torch.float32)
 
 
-@pytest.mark.parametrize("dtype", list(DTYPES))
+@pytest.mark.parametrize("dtype", dtype_params(*GPU_DTYPES))
 def test_odd_shape_all_dtypes(backend, dtype):
-    cfg = ODD_CASES[0].values[1]
-    _run(backend, cfg, (9, 10), 2, False, 5, "channels_last", dtype)
+    cfg = SMALL
+    _run(backend, cfg, (9, 10), 2, False, 5, torch.channels_last, dtype)
 
 
 def test_empty_batch(backend):
-    cfg = ODD_CASES[0].values[1]
-    block = FusedInception(*cfg.args(), backend=backend).eval().to(DEVICE)
+    cfg = SMALL
+    block = FusedInception(*cfg.args(), backend=backend).eval().to(GPU_DEVICE)
     with torch.no_grad():
-        out = block(torch.randn(0, cfg.in_channels, 3, 4, device=DEVICE))
+        out = block(torch.randn(0, cfg.in_channels, 3, 4, device=GPU_DEVICE))
     assert out.shape == (0, cfg.out_channels, 3, 4)
 
 
@@ -148,8 +140,8 @@ def test_reduced_tensors_are_not_materialized(backend, monkeypatch):
     """One forward allocates exactly one tensor (the output) and launches four kernels, none of
     which receives a reduced tensor: r2/r3 live only inside the chain kernels."""
     cfg = GOOGLENET_CASES[0].values[1]
-    block = randomize_block(FusedInception(*cfg.args(), backend=backend)).eval().to(DEVICE)
-    x = torch.randn(1, cfg.in_channels, 4, 4, device=DEVICE)
+    block = randomize_block(FusedInception(*cfg.args(), backend=backend)).eval().to(GPU_DEVICE)
+    x = torch.randn(1, cfg.in_channels, 4, 4, device=GPU_DEVICE)
     x = x.contiguous(memory_format=torch.channels_last)
     with torch.no_grad():
         block(x)  # packs the weights (cached) outside the counted call

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 import torchvision
-from conftest import randomize_block
+from helpers import randomize_block
 from torch import nn
 
 from fused_inception.configs import GOOGLENET_BLOCKS

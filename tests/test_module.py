@@ -9,8 +9,8 @@ import warnings
 import pytest
 import torch
 import torchvision
-from conftest import ODD_CASES, assert_close_rel, randomize_block
-from conftest import reference_f64 as ref64
+from helpers import SMALL, assert_close_rel, randomize_block
+from helpers import reference_f64 as ref64
 from torch import nn
 from torchvision.models.googlenet import Inception as TvInception
 
@@ -19,7 +19,6 @@ from fused_inception import FusedInception, Inception, fuse_inception, unfuse_in
 from fused_inception.configs import GOOGLENET_BLOCKS
 
 CFG_3A = GOOGLENET_BLOCKS["3a"]
-SMALL = ODD_CASES[0].values[1]
 
 
 def test_state_dict_keys_match_torchvision():

@@ -15,18 +15,23 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import ODD_CASES, randomize_block
+from helpers import (
+    GPU_DEVICE,
+    SMALL,
+    backend_params,
+    dtype_params,
+    layout_params,
+    randomize_block,
+)
 from torch._subclasses.fake_tensor import FakeTensorMode
 
 from fused_inception import Inception
-from fused_inception.backends import available_backends, cuda_kernel_builds
+from fused_inception.backends import cuda_kernel_builds
 from fused_inception.folding import fold_block
 from fused_inception.ops import inception_block
 from fused_inception.packing import prepare_chain, prepare_conv1x1
 
 ops = torch.ops.fused_inception
-SMALL = ODD_CASES[0].values[1]  # 5 -> 3 | 7->9 | 2->6 | 1
-GPU_DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 HAS_CUDA_OPS = "emulated" in cuda_kernel_builds() or (
     "cuda" in cuda_kernel_builds() and torch.cuda.is_available()
 )
@@ -78,19 +83,13 @@ def _block_args(norm: bool, k: int, batch: int, hw, dtype, device, layout, seed:
     return x, params
 
 
-LAYOUTS = [
-    pytest.param(torch.contiguous_format, id="nchw"),
-    pytest.param(torch.channels_last, id="channels_last"),
-]
-
-
 @pytest.mark.parametrize(
     "k,dtype,layout",
     [
-        pytest.param(3, torch.float32, torch.contiguous_format, id="k3-fp32-nchw"),
-        pytest.param(5, torch.float32, torch.channels_last, id="k5-fp32-channels_last"),
-        pytest.param(3, torch.float64, torch.channels_last, id="k3-fp64-channels_last"),
-        pytest.param(5, torch.float64, torch.contiguous_format, id="k5-fp64-nchw"),
+        pytest.param(3, torch.float32, torch.contiguous_format, id="k3-float32-nchw"),
+        pytest.param(5, torch.float32, torch.channels_last, id="k5-float32-channels_last"),
+        pytest.param(3, torch.float64, torch.channels_last, id="k3-float64-channels_last"),
+        pytest.param(5, torch.float64, torch.contiguous_format, id="k5-float64-nchw"),
     ],
 )
 def test_opcheck_inception_block_cpu(k, dtype, layout):
@@ -98,23 +97,14 @@ def test_opcheck_inception_block_cpu(k, dtype, layout):
     _opcheck(ops.inception_block.default, (x, *params, "cpu"))
 
 
-@pytest.mark.parametrize("layout", LAYOUTS)
-@pytest.mark.parametrize(
-    "backend",
-    [
-        pytest.param(
-            name,
-            marks=pytest.mark.skipif(name not in available_backends(), reason=f"no {name}"),
-        )
-        for name in ("triton", "cuda")
-    ],
-)
+@pytest.mark.parametrize("layout", layout_params())
+@pytest.mark.parametrize("backend", backend_params("triton", "cuda"))
 def test_opcheck_inception_block(backend, layout):
     x, params = _block_args(True, 5, 1, (3, 4), torch.float32, GPU_DEVICE, layout, seed=3)
     _opcheck(ops.inception_block.default, (x, *params, backend))
 
 
-@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("layout", layout_params())
 def test_inception_block_fake_matches_real(layout):
     """The fake kernel's output has the real output's shape, dtype and strides (opcheck checks
     this too; here the layouts are spelled out, 1x1 images and batch 0 included)."""
@@ -136,7 +126,7 @@ def test_inception_block_fake_matches_real(layout):
         )
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+@pytest.mark.parametrize("dtype", dtype_params(torch.float32, torch.bfloat16))
 def test_opcheck_max_pool3x3_nhwc(dtype):
     x = torch.randn(2, 6, 5, 4).to(dtype).contiguous(memory_format=torch.channels_last)
     _opcheck(ops.max_pool3x3_nhwc.default, (x,))
@@ -235,7 +225,9 @@ def test_opcheck_cuda_kernel_builds():
     assert set(ops.cuda_kernel_builds()) <= {"cuda", "emulated"}
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.float64, torch.bool])
+@pytest.mark.parametrize(
+    "dtype", dtype_params(torch.float32, torch.float16, torch.float64, torch.bool)
+)
 def test_opcheck_fingerprint(dtype):
     """A 0-dim int64 hash of CPU tensors: schema, autograd registration, fake and AOT checks."""
     tensors = [torch.randn(3, 5).to(dtype), torch.randn(7).to(dtype), torch.randn(0).to(dtype)]

@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import LAYOUTS
 
 import fused_inception
 from fused_inception import _ext
@@ -109,7 +110,7 @@ def _fused_bound(layout: str) -> int:
     return max(x + out + max(x, y), out + y + b3_direct, 2 * out) + SLACK
 
 
-@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+@pytest.mark.parametrize("layout", list(LAYOUTS))
 def test_fused_peak_memory_is_at_most_the_eager_blocks(layout):
     fused, eager = _growth("fused", layout), _growth("eager", layout)
     bound = _fused_bound(layout)

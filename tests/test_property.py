@@ -20,8 +20,16 @@ import copy
 
 import pytest
 import torch
-from conftest import TOLERANCES, assert_close_rel, randomize_block
-from conftest import reference_f64 as ref64
+from helpers import (
+    GPU,
+    GPU_DTYPES,
+    LAYOUTS,
+    TOLERANCES,
+    assert_close_rel,
+    backend_device,
+    randomize_block,
+)
+from helpers import reference_f64 as ref64
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from torchvision.models.googlenet import Inception as TvInception
@@ -29,15 +37,16 @@ from torchvision.models.googlenet import Inception as TvInception
 from fused_inception import FusedInception, Inception
 from fused_inception.backends import available_backends
 
-GPU = torch.cuda.is_available()
 # Examples per backend: about 1 minute each on 2 loaded cores without a GPU.
 BUDGET = {"cpu": 80, "triton": 16, "cuda": 40}
-DTYPES = {
+# The dtypes drawn on each backend, in the order hypothesis draws from.
+BACKEND_DTYPES = {
     "cpu": [torch.float64, torch.float32, torch.bfloat16],
-    "triton": [torch.float32, torch.float16, torch.bfloat16],
-    "cuda": [torch.float32, torch.float16, torch.bfloat16],
+    "triton": list(GPU_DTYPES),
+    "cuda": list(GPU_DTYPES),
 }
-LAYOUTS = ["nchw", "channels_last", "strided"]
+# The layouts of LAYOUTS, and a strided view.
+DRAWN_LAYOUTS = [*LAYOUTS, "strided"]
 
 
 @st.composite
@@ -50,8 +59,8 @@ def block_cases(draw, backend: str) -> dict:
         "k": draw(st.sampled_from([3, 5])),
         "batch": draw(st.integers(0, 2 if small else 3)),
         "hw": (draw(st.integers(1, 9)), draw(st.integers(1, 6 if small else 9))),
-        "dtype": draw(st.sampled_from(DTYPES[backend])),
-        "layout": draw(st.sampled_from(LAYOUTS)),
+        "dtype": draw(st.sampled_from(BACKEND_DTYPES[backend])),
+        "layout": draw(st.sampled_from(DRAWN_LAYOUTS)),
         "seed": draw(st.integers(0, 2**16)),
     }
 
@@ -64,8 +73,7 @@ def _input(case: dict, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
         leaf = torch.randn(n, c + 2, h, 2 * w, generator=gen, dtype=torch.float64).to(dtype)
         return leaf, leaf[:, 1 : 1 + c, :, ::2]
     leaf = torch.randn(n, c, h, w, generator=gen, dtype=torch.float64).to(dtype)
-    if case["layout"] == "channels_last":
-        leaf = leaf.contiguous(memory_format=torch.channels_last)
+    leaf = leaf.contiguous(memory_format=LAYOUTS[case["layout"]])
     return leaf, leaf
 
 
@@ -78,7 +86,7 @@ def _source(case: dict):
 
 
 def _check(case: dict, backend: str) -> None:
-    device = torch.device("cuda" if backend != "cpu" and GPU else "cpu")
+    device = backend_device(backend)
     dtype = case["dtype"]
     src = _source(case)
     fused = FusedInception.from_module(copy.deepcopy(src), backend=backend).eval()
@@ -105,10 +113,7 @@ def _check(case: dict, backend: str) -> None:
     grads64 = torch.autograd.grad(out64, [leaf64, *ref.parameters()], grad_out.double())
     names = ["x"] + [name for name, _ in ref.named_parameters()]
     for name, g, g64 in zip(names, grads, grads64, strict=True):
-        try:
-            assert_close_rel(g.cpu(), g64, dtype)
-        except AssertionError as exc:
-            raise AssertionError(f"gradient of {name}: {exc}") from None
+        assert_close_rel(g.cpu(), g64, dtype, what=f"gradient of {name}")
 
 
 def _input_view(case: dict, leaf: torch.Tensor) -> torch.Tensor:
@@ -140,4 +145,4 @@ test_property_cuda = _property_test("cuda")
 
 
 def test_tolerances_cover_the_drawn_dtypes():
-    assert {d for ds in DTYPES.values() for d in ds} <= set(TOLERANCES)
+    assert {d for ds in BACKEND_DTYPES.values() for d in ds} <= set(TOLERANCES)

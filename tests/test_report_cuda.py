@@ -11,7 +11,7 @@ import ast
 from pathlib import Path
 
 import pytest
-from conftest import aot_report
+from helpers import aot_report
 
 from fused_inception.report.cuda import (
     NVCC_FLAGS,

@@ -14,28 +14,31 @@ import warnings
 
 import pytest
 import torch
-from conftest import GOOGLENET_CASES, ODD_CASES, TOLERANCES, assert_close_rel, randomize_block
+from helpers import (
+    GOOGLENET_CASES,
+    ODD_CASES,
+    SMALL,
+    TOLERANCES,
+    assert_close_rel,
+    backend_device,
+    backend_params,
+    dtype_params,
+    layout_params,
+    odd_spatial,
+    randomize_block,
+    source_block,
+)
 from torch import nn
 from torchvision.models.googlenet import Inception as TvInception
 
 import fused_inception
 from fused_inception import FusedInception, Inception, fuse_inception
-from fused_inception.backends import available_backends
 from fused_inception.configs import GOOGLENET_BLOCKS
 from fused_inception.ops import inception_block
 
 CFG_3A = GOOGLENET_BLOCKS["3a"]
-SMALL = ODD_CASES[0].values[1]  # 5 -> 3 | 7->9 | 2->6 | 1
-GPU_DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 OP_NAME = "fused_inception_inception_block"
-
-GPU_BACKENDS = [
-    pytest.param(
-        name,
-        marks=pytest.mark.skipif(name not in available_backends(), reason=f"no {name} backend"),
-    )
-    for name in ("triton", "cuda")
-]
+GPU_BACKENDS = backend_params("triton", "cuda")
 
 # (norm, branch3 kernel, training): paper form trains through the operator; BN form trains
 # through the composed path (batch statistics) and differentiates eval mode through the operator.
@@ -49,13 +52,6 @@ MODES = [
 ]
 
 
-def _source_block(cfg, norm: bool, k: int) -> nn.Module:
-    """torchvision's block where it exists (BN form, 3x3 branch3), else the reference module."""
-    if norm and k == 3:
-        return TvInception(*cfg.args())
-    return Inception(*cfg.args(), branch3_kernel=k, norm=norm)
-
-
 def _grads(block: nn.Module, x: torch.Tensor, grad_out: torch.Tensor):
     out = block(x)
     grads = torch.autograd.grad(out, [x, *block.parameters()], grad_out)
@@ -64,8 +60,8 @@ def _grads(block: nn.Module, x: torch.Tensor, grad_out: torch.Tensor):
 
 def _check_gradients(cfg, hw, batch, norm, k, train, backend, dtype, layout, seed=0):
     """Output, input/weight/bias gradients and BN running stats against float64 torchvision."""
-    device = torch.device("cpu") if backend == "cpu" else GPU_DEVICE
-    src = randomize_block(_source_block(cfg, norm, k), seed).train(train)
+    device = backend_device(backend)
+    src = randomize_block(source_block(cfg, norm, k), seed).train(train)
     ref = copy.deepcopy(src).double()
     fused = FusedInception.from_module(copy.deepcopy(src), backend=backend).train(train)
     fused = fused.to(device, dtype)
@@ -87,10 +83,7 @@ def _check_gradients(cfg, hw, batch, norm, k, train, backend, dtype, layout, see
     assert len(grads) == len(grads64) == len(names)
     for name, g, g64 in zip(names, grads, grads64, strict=True):
         assert g.dtype == dtype, name
-        try:
-            assert_close_rel(g.cpu(), g64, dtype)
-        except AssertionError as exc:
-            raise AssertionError(f"gradient of {name}: {exc}") from None
+        assert_close_rel(g.cpu(), g64, dtype, what=f"gradient of {name}")
     if min(hw) > 1 and layout == torch.channels_last:
         assert grads[0].is_contiguous(memory_format=torch.channels_last)
     for (name, b64), b in zip(ref.named_buffers(), fused.buffers(), strict=True):
@@ -106,13 +99,11 @@ def test_gradients_cpu_googlenet_blocks(name, cfg, norm, k, train):
     _check_gradients(cfg, (4, 5), 2, norm, k, train, "cpu", torch.float64, torch.contiguous_format)
 
 
-@pytest.mark.parametrize(
-    "layout", [torch.contiguous_format, torch.channels_last], ids=["nchw", "cl"]
-)
+@pytest.mark.parametrize("layout", layout_params())
 @pytest.mark.parametrize("norm,k,train", MODES)
 @pytest.mark.parametrize("name,cfg", ODD_CASES)
 def test_gradients_cpu_odd_shapes(name, cfg, norm, k, train, layout):
-    hw = (cfg.hw, cfg.hw) if cfg.hw == 1 else (cfg.hw, cfg.hw + 3)
+    hw = odd_spatial(name, cfg.hw)
     _check_gradients(cfg, hw, 3, norm, k, train, "cpu", torch.float64, layout)
 
 
@@ -135,7 +126,7 @@ def test_gradients_gpu_backends_googlenet_blocks(backend, name, cfg, norm, k, tr
 @pytest.mark.parametrize("name,cfg", ODD_CASES)
 @pytest.mark.parametrize("backend", GPU_BACKENDS)
 def test_gradients_gpu_backends_odd_shapes(backend, name, cfg):
-    hw = (cfg.hw, cfg.hw) if cfg.hw == 1 else (cfg.hw, cfg.hw + 3)
+    hw = odd_spatial(name, cfg.hw)
     _check_gradients(cfg, hw, 2, False, 5, True, backend, torch.float32, torch.contiguous_format)
     _check_gradients(cfg, hw, 1, True, 3, False, backend, torch.float32, torch.channels_last)
 
@@ -304,7 +295,7 @@ def test_torch_compile_fullgraph_matches_eager(train):
 
 @pytest.mark.parametrize("grad", [True, False], ids=["autograd", "no_grad"])
 @pytest.mark.parametrize("train", [True, False], ids=["train", "eval"])
-@pytest.mark.parametrize("x_dtype", [torch.float32, torch.bfloat16], ids=["x-fp32", "x-bf16"])
+@pytest.mark.parametrize("x_dtype", dtype_params(torch.float32, torch.bfloat16))
 def test_autocast_bf16_dtype_matches_torchvision(train, grad, x_dtype):
     """Under CPU autocast torchvision's block returns bfloat16 (convs in bf16, BN and ReLU keep
     it); so must FusedInception, in every mode. On CUDA fp16 the same rule applies: the
@@ -363,7 +354,4 @@ def test_paper_googlenet_gradients_fused_equal_unfused():
         grads.append(torch.autograd.grad(loss, list(net.parameters())))
     names = [name for name, _ in model.named_parameters()]
     for name, g, g_fused in zip(names, *grads, strict=True):
-        try:
-            assert_close_rel(g_fused, g, torch.float64)
-        except AssertionError as exc:
-            raise AssertionError(f"{name}: {exc}") from None
+        assert_close_rel(g_fused, g, torch.float64, what=name)

@@ -4,44 +4,30 @@ Runs under TRITON_INTERPRET=1 on the CPU when no GPU is present; the AOT test co
 build for sm_80 and sm_90 in a subprocess without the interpreter.
 """
 
-import os
-
+import pytest
 import torch
+import torch.nn.functional as F
+from helpers import (
+    GPU_DTYPES,
+    TOLERANCES,
+    aot_report,
+    dtype_params,
+    layout_params,
+    skip_module_unless_triton_runs,
+)
 
-if not torch.cuda.is_available():
-    os.environ.setdefault("TRITON_INTERPRET", "1")
+from fused_inception.configs import GOOGLENET_BLOCKS
+from fused_inception.report.records import record_problems
 
-
-import pytest  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-from conftest import aot_report  # noqa: E402
-
-if not torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET", "0") in ("", "0"):
-    pytest.skip("no CUDA device and TRITON_INTERPRET is off", allow_module_level=True)
-
-import fused_inception.triton  # noqa: E402
-
-if not torch.cuda.is_available() and not fused_inception.triton.INTERPRETER:
-    # TRITON_INTERPRET is read when triton and this package are first imported; something
-    # imported them earlier (tests/conftest.py's available_backends() at collection time).
-    pytest.skip(
-        "triton was imported before TRITON_INTERPRET=1 was set (set it in conftest.py or "
-        "in the environment)",
-        allow_module_level=True,
-    )
+skip_module_unless_triton_runs()
 
 import fused_inception.triton.chain_1x1_kxk as chain  # noqa: E402
-from fused_inception.configs import GOOGLENET_BLOCKS  # noqa: E402
-from fused_inception.report.records import record_problems  # noqa: E402
 from fused_inception.triton.chain_1x1_kxk import (  # noqa: E402
     chain_1x1_kxk,
     prepare_chain,
 )
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-TOLERANCES = {torch.float32: 1e-4, torch.float16: 1e-2, torch.bfloat16: 2e-2}
-DTYPES = [pytest.param(d, id=str(d).removeprefix("torch.")) for d in TOLERANCES]
-LAYOUTS = ["nhwc", "nchw"]
 
 
 def _make(n, c_in, c_red, c_out, k, h, w, seed=0, b_red_shift=0.0, x_shift=0.0):
@@ -75,10 +61,9 @@ def _run(x, w_red, b_red, w_kxk, b_kxk, dtype, layout, c_off=3, extra=2):
     c_out = w_kxk.shape[0]
     packed = prepare_chain(w_red, b_red, w_kxk, b_kxk, dtype=dtype)
     packed = [t.to(DEVICE) for t in packed]
-    memory_format = torch.channels_last if layout == "nhwc" else torch.contiguous_format
-    x_dev = x.to(DEVICE, dtype).contiguous(memory_format=memory_format)
+    x_dev = x.to(DEVICE, dtype).contiguous(memory_format=layout)
     out = torch.full((n, c_off + c_out + extra, h, w), float("nan"), dtype=dtype, device=DEVICE)
-    out = out.contiguous(memory_format=memory_format)
+    out = out.contiguous(memory_format=layout)
     chain_1x1_kxk(x_dev, *packed, out, c_off)
     outside = torch.cat([out[:, :c_off], out[:, c_off + c_out :]], dim=1)
     assert torch.isnan(outside).all(), "a column outside the branch slice was written"
@@ -106,8 +91,8 @@ ODD_CASES = [
 ]
 
 
-@pytest.mark.parametrize("layout", LAYOUTS)
-@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("layout", layout_params("channels_last", "nchw"))
+@pytest.mark.parametrize("dtype", dtype_params(*GPU_DTYPES))
 @pytest.mark.parametrize("shape", ODD_CASES)
 def test_chain_odd_shapes(shape, dtype, layout):
     args = _make(*shape)
@@ -123,23 +108,23 @@ GOOGLENET_CHAINS = [
 ]
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("dtype", dtype_params(*GPU_DTYPES))
 @pytest.mark.parametrize("name,branch,k", GOOGLENET_CHAINS)
 def test_chain_googlenet(name, branch, k, dtype):
     cfg = GOOGLENET_BLOCKS[name]
     c_red, c_out = (cfg.ch3x3red, cfg.ch3x3) if branch == "b2" else (cfg.ch5x5red, cfg.ch5x5)
     args = _make(1, cfg.in_channels, c_red, c_out, k, 4, 5, seed=1)
-    out = _run(*args, dtype=dtype, layout="nhwc", c_off=cfg.ch1x1, extra=cfg.pool_proj)
+    out = _run(*args, dtype=dtype, layout=torch.channels_last, c_off=cfg.ch1x1, extra=cfg.pool_proj)
     _assert_close(out, _reference(*args, dtype=dtype), dtype)
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "16-bit"])
+@pytest.mark.parametrize("dtype", dtype_params(torch.float32, torch.float16))
 @pytest.mark.parametrize("k", [3, 5])
 def test_gpu_block_sizes(k, dtype, monkeypatch):
     """The GPU configs themselves (the interpreter otherwise uses larger C_in/C_red chunks)."""
     monkeypatch.setattr(chain, "INTERPRETER_OVERRIDES", {})
     args = _make(1, 40, 40, 70, k, 3, 9, seed=3)
-    out = _run(*args, dtype=dtype, layout="nhwc")
+    out = _run(*args, dtype=dtype, layout=torch.channels_last)
     _assert_close(out, _reference(*args, dtype=dtype), dtype)
 
 
@@ -147,7 +132,7 @@ def test_gpu_block_sizes(k, dtype, monkeypatch):
 def test_zero_padding_applies_to_reduced_tensor(k):
     """Outside the image r is 0, not relu(Br): large positive Br makes the two differ a lot."""
     args = _make(1, 8, 12, 16, k, 5, 6, seed=2, b_red_shift=4.0, x_shift=-1.0)
-    out = _run(*args, dtype=torch.float32, layout="nhwc")
+    out = _run(*args, dtype=torch.float32, layout=torch.channels_last)
     ref = _reference(*args, dtype=torch.float32)
     trap = _reference(*args, dtype=torch.float32, pad_with_relu_bias=True)
     assert (trap - ref).abs().max() > 0.5 * ref.abs().max(), "test has no teeth"

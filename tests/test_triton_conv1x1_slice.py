@@ -9,34 +9,27 @@ for sm_80 and sm_90 in a subprocess (no interpreter) and checks spills, shared m
 
 from __future__ import annotations
 
-import os
-
+import pytest
 import torch
+import torch.nn.functional as F
+from helpers import (
+    GPU_DTYPES,
+    aot_report,
+    assert_close_rel,
+    dtype_params,
+    layout_params,
+    skip_module_unless_triton_runs,
+)
 
-if not torch.cuda.is_available():
-    os.environ.setdefault("TRITON_INTERPRET", "1")
+from fused_inception.configs import GOOGLENET_BLOCKS
+from fused_inception.report.records import SHARED_LIMIT
 
-
-import pytest  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-from conftest import TOLERANCES, aot_report  # noqa: E402
-
-from fused_inception.configs import GOOGLENET_BLOCKS  # noqa: E402
-from fused_inception.report.records import SHARED_LIMIT  # noqa: E402
-
-if not torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1":
-    pytest.skip(
-        "no CUDA device and TRITON_INTERPRET is not 1: the Triton kernels cannot run",
-        allow_module_level=True,
-    )
+skip_module_unless_triton_runs()
 
 from fused_inception.triton import conv1x1_slice as mod  # noqa: E402
 from fused_inception.triton.common import kernel_build  # noqa: E402
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-DTYPES = [torch.float32, torch.float16, torch.bfloat16]
-DTYPE_IDS = ["f32", "f16", "bf16"]
-LAYOUTS = ["nhwc", "nchw"]
 
 # (n, c_in, h, w, c_out, c_tot, c_off). Odd: channels below and not multiples of 16, H != W,
 # 1x1 images; "multi" has 2 row blocks, 2 channel blocks and 2 K steps of the 128x128x32
@@ -69,15 +62,12 @@ def make_input(n, c, h, w, dtype, layout, gen, negative=False):
     x = torch.randn((n, c, h, w), generator=gen, dtype=torch.float64)
     if negative:
         x = -x.abs() - 0.5
-    x = x.to(dtype)
-    if layout == "nhwc":
-        return x.contiguous(memory_format=torch.channels_last).to(DEVICE)
-    return x.contiguous().to(DEVICE)
+    return x.to(dtype).contiguous(memory_format=layout).to(DEVICE)
 
 
 def poisoned_output(n, c_tot, h, w, dtype, layout):
     out = torch.full((n, c_tot, h, w), float("nan"), dtype=dtype, device=DEVICE)
-    return out.contiguous(memory_format=torch.channels_last) if layout == "nhwc" else out
+    return out.contiguous(memory_format=layout)
 
 
 def reference(x, weight, bias, pool):
@@ -94,14 +84,11 @@ def check_slice(out, ref, c_off, dtype):
     assert not torch.isnan(inside).any(), "an element of the slice was not written"
     assert torch.isnan(out[:, :c_off]).all(), "a column left of the slice was written"
     assert torch.isnan(out[:, c_off + c_out :]).all(), "a column right of the slice was written"
-    err = (inside - ref).abs().max().item() if ref.numel() else 0.0
-    scale = ref.abs().max().item() if ref.numel() else 1.0
-    tol = TOLERANCES[dtype]
-    assert err <= tol * max(scale, 1e-6), f"max abs err {err:.3e} > {tol:g} * {scale:.3e}"
+    assert_close_rel(inside, ref, dtype)
 
 
-@pytest.mark.parametrize("layout", LAYOUTS)
-@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("layout", layout_params("channels_last", "nchw"))
+@pytest.mark.parametrize("dtype", dtype_params(*GPU_DTYPES))
 @pytest.mark.parametrize("shape, pool", CASES)
 def test_parity(shape, pool, dtype, layout):
     n, c_in, h, w, c_out, c_tot, c_off = shape
@@ -115,7 +102,7 @@ def test_parity(shape, pool, dtype, layout):
     check_slice(out, reference(x, weight, bias, pool), c_off, dtype)
 
 
-@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("dtype", dtype_params(*GPU_DTYPES))
 def test_pool_padding_is_minus_inf(dtype):
     """All-negative input, identity weights, bias 4: out = 4 + maxpool(x) < 4 everywhere.
 
@@ -123,11 +110,11 @@ def test_pool_padding_is_minus_inf(dtype):
     """
     n, c, h, w = 1, 6, 3, 5
     gen = torch.Generator().manual_seed(1)
-    x = make_input(n, c, h, w, dtype, "nhwc", gen, negative=True)
+    x = make_input(n, c, h, w, dtype, torch.channels_last, gen, negative=True)
     weight = torch.eye(c, dtype=dtype).reshape(c, c, 1, 1)
     bias = torch.full((c,), 4.0)
     w_packed, bias_fp32 = mod.prepare_conv1x1(weight.to(DEVICE), bias.to(DEVICE))
-    out = poisoned_output(n, c + 2, h, w, dtype, "nhwc")
+    out = poisoned_output(n, c + 2, h, w, dtype, torch.channels_last)
     mod.conv1x1_slice(x, w_packed, bias_fp32, out, 1, pool=True)
     check_slice(out, reference(x, weight, bias, True), 1, dtype)
     assert (out[:, 1 : 1 + c].float() < 4.0).all(), "padding won the max (counted as 0?)"
@@ -216,7 +203,7 @@ def test_googlenet_table_matches_pick_config():
 
     for name, cfg in GOOGLENET_BLOCKS.items():
         m = 32 * cfg.hw * cfg.hw
-        for dtype in DTYPES:
+        for dtype in GPU_DTYPES:
             b1 = tile(mod.pick_config(dtype, cfg.ch1x1, m=m, pool=False))
             b4 = tile(mod.pick_config(dtype, cfg.pool_proj, m=m, pool=True))
             assert rows[name] == (b1, b4), f"block {name}: table {rows[name]} != {(b1, b4)}"
@@ -224,7 +211,7 @@ def test_googlenet_table_matches_pick_config():
 
 def test_aot_builds_cover_pick_config():
     builds = {b.kernel for b in mod.aot_builds()}
-    for dtype in DTYPES:
+    for dtype in GPU_DTYPES:
         for pool in (False, True):
             for m in (1, 4095, 4096, 10**6):
                 for c_out in range(1, 600, 7):
@@ -238,8 +225,8 @@ def test_gpu_block_sizes(monkeypatch):
     """The GPU configs themselves (the interpreter otherwise runs one large tile)."""
     monkeypatch.setattr(mod, "INTERPRETER_OVERRIDES", {})
     for pool in (False, True):
-        test_parity(ODD["odd-multi-7x20"], pool, torch.float32, "nhwc")
-        test_parity(ODD["odd-c13-1x1"], pool, torch.float16, "nhwc")
+        test_parity(ODD["odd-multi-7x20"], pool, torch.float32, torch.channels_last)
+        test_parity(ODD["odd-c13-1x1"], pool, torch.float16, torch.channels_last)
 
 
 def test_aot_compile_sm80_sm90_no_spills():
