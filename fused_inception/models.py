@@ -17,6 +17,7 @@ Both use `reference.Inception` for the nine blocks (configs in `configs.GOOGLENE
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
@@ -89,6 +90,17 @@ class InceptionAux(nn.Module):
         return self.fc2(x)
 
 
+class Options(NamedTuple):
+    """googlenet()'s arguments, resolved (dropout None replaced by the variant's default)."""
+
+    num_classes: int
+    aux_logits: bool
+    dropout: float
+    dropout_aux: float
+    transform_input: bool
+    init_weights: bool
+
+
 class GoogLeNet(nn.Module):
     """Trunk, auxiliary taps and head shared by both variants; subclasses build the stem.
 
@@ -100,10 +112,10 @@ class GoogLeNet(nn.Module):
     aux1: InceptionAux | None
     aux2: InceptionAux | None
 
-    def __init__(self, aux_logits: bool, transform_input: bool) -> None:
+    def __init__(self, opts: Options) -> None:
         super().__init__()
-        self.aux_logits = aux_logits
-        self.transform_input = transform_input
+        self.aux_logits = opts.aux_logits
+        self.transform_input = opts.transform_input
         # Spatial size the head's fixed average pool needs (the paper's 7x7); None: adaptive.
         self._head_hw: int | None = None
 
@@ -118,9 +130,8 @@ class GoogLeNet(nn.Module):
             block = Inception(*config.args(), branch3_kernel=branch3_kernel, norm=norm)
             setattr(self, f"inception{key}", block)
 
-    def _add_aux_heads(
-        self, num_classes: int, *, norm: bool, dropout: float, pool: type[nn.Module], **pool_kw
-    ) -> None:
+    def _add_aux_heads(self, opts: Options, *, norm: bool, pool: Callable[[], nn.Module]) -> None:
+        """Register aux1 (on 4a) and aux2 (on 4d), each with a pool from `pool()`, or None."""
         if not self.aux_logits:
             self.aux1 = None
             self.aux2 = None
@@ -128,7 +139,7 @@ class GoogLeNet(nn.Module):
         for name, tap in (("aux1", "4a"), ("aux2", "4d")):
             in_channels = GOOGLENET_BLOCKS[tap].out_channels
             head = InceptionAux(
-                in_channels, num_classes, norm=norm, dropout=dropout, pool=pool(**pool_kw)
+                in_channels, opts.num_classes, norm=norm, dropout=opts.dropout_aux, pool=pool()
             )
             setattr(self, name, head)
 
@@ -176,16 +187,8 @@ class PaperGoogLeNet(GoogLeNet):
     56, maxpool2 28, maxpool3 14, maxpool4 7 (Caffe rounds pooled sizes up: ceil_mode=True).
     """
 
-    def __init__(
-        self,
-        num_classes: int,
-        aux_logits: bool,
-        dropout: float,
-        dropout_aux: float,
-        transform_input: bool,
-        init_weights: bool,
-    ) -> None:
-        super().__init__(aux_logits, transform_input)
+    def __init__(self, opts: Options) -> None:
+        super().__init__(opts)
         stem_out = GOOGLENET_BLOCKS["3a"].in_channels
         self.conv1 = _strided(ConvUnit(3, _STEM_CHANNELS, 7, norm=False), stride=2)
         self.maxpool1 = nn.MaxPool2d(3, stride=2, ceil_mode=True)
@@ -195,14 +198,12 @@ class PaperGoogLeNet(GoogLeNet):
         self.lrn2 = _lrn()
         self.maxpool2 = nn.MaxPool2d(3, stride=2, ceil_mode=True)
         self._add_inception_blocks(norm=False, branch3_kernel=5, maxpool4=3)
-        self._add_aux_heads(
-            num_classes, norm=False, dropout=dropout_aux, pool=nn.AvgPool2d, kernel_size=5, stride=3
-        )
+        self._add_aux_heads(opts, norm=False, pool=lambda: nn.AvgPool2d(5, stride=3))
         self._head_hw = 7
         self.avgpool = nn.AvgPool2d(self._head_hw, stride=1)
-        self.dropout = nn.Dropout(p=dropout)
-        self.fc = nn.Linear(GOOGLENET_BLOCKS["5b"].out_channels, num_classes)
-        if init_weights:
+        self.dropout = nn.Dropout(p=opts.dropout)
+        self.fc = nn.Linear(GOOGLENET_BLOCKS["5b"].out_channels, opts.num_classes)
+        if opts.init_weights:
             self._init_caffe()
 
     def _stem(self, x: Tensor) -> Tensor:
@@ -227,16 +228,8 @@ class TorchvisionGoogLeNet(GoogLeNet):
     x: [N, 3, H, W], H, W >= 15 (adaptive pools) -> see GoogLeNet for outputs.
     """
 
-    def __init__(
-        self,
-        num_classes: int,
-        aux_logits: bool,
-        dropout: float,
-        dropout_aux: float,
-        transform_input: bool,
-        init_weights: bool,
-    ) -> None:
-        super().__init__(aux_logits, transform_input)
+    def __init__(self, opts: Options) -> None:
+        super().__init__(opts)
         stem_out = GOOGLENET_BLOCKS["3a"].in_channels
         self.conv1 = _strided(ConvUnit(3, _STEM_CHANNELS, 7, norm=True), stride=2)
         self.maxpool1 = nn.MaxPool2d(3, stride=2, ceil_mode=True)
@@ -244,17 +237,12 @@ class TorchvisionGoogLeNet(GoogLeNet):
         self.conv3 = ConvUnit(_STEM_CHANNELS, stem_out, 3, norm=True)
         self.maxpool2 = nn.MaxPool2d(3, stride=2, ceil_mode=True)
         self._add_inception_blocks(norm=True, branch3_kernel=3, maxpool4=2)
-        self._add_aux_heads(
-            num_classes,
-            norm=True,
-            dropout=dropout_aux,
-            pool=nn.AdaptiveAvgPool2d,
-            output_size=(_AUX_POOLED_HW, _AUX_POOLED_HW),
-        )
+        pooled = (_AUX_POOLED_HW, _AUX_POOLED_HW)
+        self._add_aux_heads(opts, norm=True, pool=lambda: nn.AdaptiveAvgPool2d(pooled))
         self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
-        self.dropout = nn.Dropout(p=dropout)
-        self.fc = nn.Linear(GOOGLENET_BLOCKS["5b"].out_channels, num_classes)
-        if init_weights:
+        self.dropout = nn.Dropout(p=opts.dropout)
+        self.fc = nn.Linear(GOOGLENET_BLOCKS["5b"].out_channels, opts.num_classes)
+        if opts.init_weights:
             # torchvision's init, in its module order, so a seed gives torchvision's weights.
             for m in self.modules():
                 if isinstance(m, (nn.Conv2d, nn.Linear)):
@@ -299,12 +287,14 @@ def googlenet(
         raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
     cls = PaperGoogLeNet if variant == "paper" else TorchvisionGoogLeNet
     return cls(
-        num_classes=num_classes,
-        aux_logits=aux_logits,
-        dropout=_DEFAULT_DROPOUT[variant] if dropout is None else dropout,
-        dropout_aux=dropout_aux,
-        transform_input=transform_input,
-        init_weights=init_weights,
+        Options(
+            num_classes=num_classes,
+            aux_logits=aux_logits,
+            dropout=_DEFAULT_DROPOUT[variant] if dropout is None else dropout,
+            dropout_aux=dropout_aux,
+            transform_input=transform_input,
+            init_weights=init_weights,
+        )
     )
 
 
