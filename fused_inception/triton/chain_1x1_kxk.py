@@ -235,6 +235,7 @@ def chain_1x1_kxk(
     tiles_per_image = triton.cdiv(h, cfg.th) * tiles_w
     grid = (n * tiles_per_image, triton.cdiv(c_out, cfg.block_n))
     common.check_grid(op, grid)
+    common.note_launch(op, grid, n * h * w * c_red * (c_in + k * k * c_out))
     with launch_guard():
         chain_1x1_kxk_kernel[grid](
             x, w_red_packed, b_red, w_kxk_packed, b_kxk, out,

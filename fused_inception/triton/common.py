@@ -17,6 +17,7 @@ Every family follows one scheme:
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from typing import NamedTuple
 
@@ -46,10 +47,33 @@ def dot_in_fp32(dtype: torch.dtype) -> bool:
     return INTERPRETER and dtype == torch.bfloat16
 
 
+# FUSED_INCEPTION_GPU_CONFIGS=1: under the interpreter too, launch the exact tile
+# configurations a GPU would use (slow, exact), so that the work a GPU would do can be counted
+# here (python -m fused_inception.report --work). Read once, like TRITON_INTERPRET.
+GPU_CONFIGS_ENV = "FUSED_INCEPTION_GPU_CONFIGS"
+FORCE_GPU_CONFIGS = os.environ.get(GPU_CONFIGS_ENV, "0") == "1"
+
+
 def launch_config(cfg: NamedTuple, interpreter_overrides: dict[str, int]) -> NamedTuple:
     """The config a launch uses: cfg on a GPU; under the interpreter, whose cost is per program
-    and loop iteration, cfg with the family's larger chunks (`INTERPRETER_OVERRIDES`)."""
-    return cfg._replace(**interpreter_overrides) if INTERPRETER else cfg
+    and loop iteration, cfg with the family's larger chunks (`INTERPRETER_OVERRIDES`), unless
+    FUSED_INCEPTION_GPU_CONFIGS=1 asks for the GPU's."""
+    if INTERPRETER and not FORCE_GPU_CONFIGS:
+        return cfg._replace(**interpreter_overrides)
+    return cfg
+
+
+# Who wants to hear of every launch (fused_inception.report.work counts the work of a forward):
+# a callable (kernel, grid, useful_macs) or None. Launchers call note_launch just before
+# launching; without a listener it costs one comparison.
+launch_listener = None
+
+
+def note_launch(kernel: str, grid: tuple[int, ...], useful_macs: int) -> None:
+    """Tell the launch listener, if any, that `kernel` is launched on `grid` and that the
+    multiply-adds it exists to compute (the block's useful work it covers) are useful_macs."""
+    if launch_listener is not None:
+        launch_listener(kernel, grid, useful_macs)
 
 
 @triton.jit

@@ -236,6 +236,7 @@ def conv1x1_slice(
         raise ValueError(f"{op}: w_packed has {w_packed.numel()} elements, more than int32 offsets")
     grid = (triton.cdiv(m, cfg.block_m), triton.cdiv(c_out, cfg.block_n))
     common.check_grid(op, grid)
+    common.note_launch(op, grid, m * c_in * c_out)
     with launch_guard():
         conv1x1_slice_kernel[grid](
             x, w_packed, bias, out,
