@@ -5,6 +5,9 @@ layouts: every GEMM's B operand is a row-major [K, N] matrix in the compute dtyp
 float32.
     prepare_conv1x1: w_kn  [Cin, Cout]                  (b1, b4)
     prepare_chain:   w_red [Cin, Cr], w_kxk [K, K, Cr, Cout]  (b2, b3; one [Cr, Cout] per tap)
+    prepare_block:   the whole block for the two launches of the Triton backend (version 2):
+                     w_x [Cin, c1 + c2r + c3r], w_pool [Cin, c4], w2 [9, c2r, c2],
+                     w3 [K*K, c3r, c3]
 """
 
 from __future__ import annotations
@@ -13,6 +16,8 @@ from typing import NamedTuple
 
 import torch
 from torch import Tensor
+
+from .reference import FoldedParams
 
 
 def prepare_conv1x1(
@@ -73,4 +78,49 @@ def prepare_chain(
         b_red=b_red.detach().float().contiguous(),
         w_kxk=w_kxk.detach().permute(2, 3, 1, 0).to(dtype).contiguous(),
         b_kxk=b_kxk.detach().float().contiguous(),
+    )
+
+
+class BlockPacked(NamedTuple):
+    """A whole block's weights for fused_inception/triton/block_1x1.py and block_kxk.py."""
+
+    w_x: Tensor  # [Cin, c1 + c2r + c3r]: the three 1x1 convolutions over x, side by side
+    b_x: Tensor  # [c1 + c2r + c3r] float32
+    w_pool: Tensor  # [Cin, c4]
+    b_pool: Tensor  # [c4] float32
+    w2: Tensor  # [9, c2r, c2]: one [c2r, c2] matrix per tap, taps row-major
+    b2: Tensor  # [c2] float32
+    w3: Tensor  # [K*K, c3r, c3]
+    b3: Tensor  # [c3] float32
+    c1: int
+    c2r: int
+
+
+def prepare_block(p: FoldedParams, dtype: torch.dtype | None = None) -> BlockPacked:
+    """Pack a block's folded weights once (per weight change) in the compute dtype `dtype`
+    (default: the weights' own); biases become float32."""
+    dtype = dtype or p.w1.dtype
+
+    def gemm_b(*weights: Tensor) -> Tensor:  # [Cout, Cin, 1, 1]s -> [Cin, sum Cout]
+        return torch.cat(weights).detach().flatten(1).t().to(dtype).contiguous()
+
+    def taps(weight: Tensor) -> Tensor:  # [Cout, Cr, K, K] -> [K*K, Cr, Cout]
+        k = weight.shape[-1]
+        w = weight.detach().permute(2, 3, 1, 0).reshape(k * k, weight.shape[1], weight.shape[0])
+        return w.to(dtype).contiguous()
+
+    def fp32(*biases: Tensor) -> Tensor:
+        return torch.cat(biases).detach().float().contiguous()
+
+    return BlockPacked(
+        w_x=gemm_b(p.w1, p.w2r, p.w3r),
+        b_x=fp32(p.b1, p.b2r, p.b3r),
+        w_pool=gemm_b(p.w4),
+        b_pool=fp32(p.b4),
+        w2=taps(p.w2),
+        b2=fp32(p.b2),
+        w3=taps(p.w3),
+        b3=fp32(p.b3),
+        c1=p.w1.shape[0],
+        c2r=p.w2r.shape[0],
     )

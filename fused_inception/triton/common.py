@@ -113,6 +113,27 @@ def _bind_dims(op: str, operand: Operand, sizes: dict[str, int]) -> None:
     sizes.update(bound)
 
 
+def _check_operands(
+    op: str, operands: Sequence[Operand], dtype: torch.dtype, ref: str, sizes: dict[str, int]
+) -> dict[str, int]:
+    """Each operand: `dtype` (float32 for biases), the shape its dims say, contiguous; returns
+    `sizes` with every symbol bound."""
+    for operand in operands:
+        want = torch.float32 if operand.fp32 else dtype
+        if operand.tensor.dtype != want:
+            why = "biases are float32" if operand.fp32 else f"{ref}'s dtype"
+            raise TypeError(
+                f"{op}: {operand.name} must be {want} ({why}), got {operand.tensor.dtype}"
+            )
+        _bind_dims(op, operand, sizes)
+        if not operand.tensor.is_contiguous():
+            raise ValueError(
+                f"{op}: {operand.name} must be contiguous (as fused_inception.packing makes it), "
+                f"got strides {operand.tensor.stride()}"
+            )
+    return sizes
+
+
 def check_launch_args(
     op: str, x: Tensor, out: Tensor, c_off: object, operands: Sequence[Operand]
 ) -> tuple[dict[str, int], int]:
@@ -135,20 +156,7 @@ def check_launch_args(
             f"{op}: x and out must be 4-D [N, C, H, W], got {tuple(x.shape)} and {tuple(out.shape)}"
         )
     n, c_in, h, w = x.shape
-    sizes = {"C_in": c_in}
-    for operand in operands:
-        want = torch.float32 if operand.fp32 else x.dtype
-        if operand.tensor.dtype != want:
-            why = "biases are float32" if operand.fp32 else "x's dtype"
-            raise TypeError(
-                f"{op}: {operand.name} must be {want} ({why}), got {operand.tensor.dtype}"
-            )
-        _bind_dims(op, operand, sizes)
-        if not operand.tensor.is_contiguous():
-            raise ValueError(
-                f"{op}: {operand.name} must be contiguous (as fused_inception.packing makes it), "
-                f"got strides {operand.tensor.stride()}"
-            )
+    sizes = _check_operands(op, operands, x.dtype, "x", {"C_in": c_in})
     if out.dtype != x.dtype:
         raise TypeError(f"{op}: out must have x's dtype {x.dtype}, got {out.dtype}")
     if out.shape[0] != n or tuple(out.shape[2:]) != (h, w):
@@ -182,7 +190,8 @@ def check_grid(op: str, grid: tuple[int, int]) -> None:
 # How build names abbreviate config fields.
 _FIELD_NAMES = {
     "th": "TH", "tw": "TW", "block_m": "BM", "block_n": "BN", "block_r": "BR", "block_k": "BK",
-    "num_warps": "warps", "num_stages": "stages",
+    "block_n_pool": "BNP", "block_k_pool": "BKP", "block_n2": "BN2", "block_r2": "BR2",
+    "block_n3": "BN3", "block_r3": "BR3", "num_warps": "warps", "num_stages": "stages",
 }  # fmt: skip
 
 
@@ -232,3 +241,96 @@ def kernel_build(
         num_stages=cfg.num_stages,
         attrs=attrs,
     )
+
+
+# Checks of the version-2 launchers (block_1x1.py, block_kxk.py), which take NHWC rows: x, out
+# and the scratch r are dense row-major [pixels, channels] matrices.
+
+
+def check_rows(op: str, **tensors: Tensor) -> None:
+    """ValueError unless each 4-D tensor is channels_last-contiguous (NHWC rows)."""
+    for name, t in tensors.items():
+        if not t.is_contiguous(memory_format=torch.channels_last):
+            raise ValueError(
+                f"{op}: {name} must be channels_last-contiguous (NHWC rows), got strides "
+                f"{t.stride()} for shape {tuple(t.shape)}; use "
+                f".contiguous(memory_format=torch.channels_last)"
+            )
+
+
+def check_column_split(op: str, name: str, value: object, limit: int) -> int:
+    """A column count that splits a matrix: an int in [0, limit] (TypeError, ValueError)."""
+    value = as_channel_offset(op, value)
+    if not 0 <= value <= limit:
+        raise ValueError(f"{op}: {name} must be in [0, {limit}], got {value}")
+    return value
+
+
+def check_slice(op: str, name: str, offset: object, width: int, total: int) -> int:
+    """A channel offset whose slice [offset, offset + width) fits in `total` channels."""
+    offset = as_channel_offset(op, offset)
+    if not 0 <= offset <= total - width:
+        raise ValueError(
+            f"{op}: channels [{offset}, {offset} + {width}) ({name}) do not fit in out's "
+            f"{total} channels"
+        )
+    return offset
+
+
+def check_scratch(
+    op: str, r: Tensor, shape: tuple[int, int], x: Tensor, out: Tensor, operands: Sequence[Operand]
+) -> None:
+    """The scratch rows r that block_1x1 writes: x's dtype and device, `shape`, contiguous, and
+    overlapping neither x, out nor any operand."""
+    if not isinstance(r, Tensor):
+        raise TypeError(f"{op}: r must be a torch.Tensor, got {type(r).__name__}")
+    if r.dtype != x.dtype:
+        raise TypeError(f"{op}: r must have x's dtype {x.dtype}, got {r.dtype}")
+    if tuple(r.shape) != tuple(shape) or not r.is_contiguous():
+        raise ValueError(
+            f"{op}: r must be a contiguous {list(shape)} matrix, got shape {tuple(r.shape)} "
+            f"and strides {r.stride()}"
+        )
+    check_same_device(op, x=x, r=r)
+    check_no_overlap(op, out, r=r)
+    check_no_overlap(op, r, x=x, **{o.name: o.tensor for o in operands})
+
+
+def check_scratch_launch(
+    op: str, r: Tensor, out: Tensor, operands: Sequence[Operand]
+) -> dict[str, int]:
+    """check_launch_args for a launcher that reads the scratch rows r [N*H*W, C] instead of x:
+    out [N, C_tot, H, W] NHWC rows of r's dtype; operands as check_launch_args; (sizes)."""
+    if not isinstance(r, Tensor):
+        raise TypeError(f"{op}: r must be a torch.Tensor, got {type(r).__name__}")
+    if r.dtype not in TRITON_DTYPES:
+        raise TypeError(f"{op}: r must be float32, float16 or bfloat16, got {r.dtype}")
+    n, _, h, w = out.shape
+    if r.dim() != 2 or r.shape[0] != n * h * w or not r.is_contiguous():
+        raise ValueError(
+            f"{op}: r must be contiguous rows [N*H*W, C] = [{n * h * w}, C] for out "
+            f"{tuple(out.shape)}, got shape {tuple(r.shape)} and strides {r.stride()}"
+        )
+    sizes = _check_operands(op, operands, r.dtype, "r", {})
+    if out.dtype != r.dtype:
+        raise TypeError(f"{op}: out must have r's dtype {r.dtype}, got {out.dtype}")
+    check_rows(op, out=out)
+    tensors = {"r": r, "out": out, **{o.name: o.tensor for o in operands}}
+    check_same_device(op, **tensors)
+    if r.device.type != "cuda" and not INTERPRETER:
+        raise RuntimeError(
+            f"{op}: r is on {r.device}; Triton kernels need CUDA tensors (or TRITON_INTERPRET=1)"
+        )
+    check_no_overlap(op, out, **{k: v for k, v in tensors.items() if k != "out"})
+    return sizes
+
+
+def check_int32_tile(op: str, block_m: int, *row_widths: int, width: int) -> None:
+    """The kernels' in-tile offsets are int32: a tile of block_m rows plus `width` rows of
+    neighbours (the pool's or the taps' reach), times the widest row, must fit."""
+    span = (block_m + width + 1) * max(row_widths)
+    if span >= 2**31:
+        raise ValueError(
+            f"{op}: a {block_m}-row tile with rows of {max(row_widths)} elements spans {span} "
+            f"elements, more than the kernel's int32 tile offsets"
+        )

@@ -1,0 +1,288 @@
+"""The block's kxk convolutions, b2 (3x3 over r2) and b3 (KxK over r3), in one launch.
+
+    b2 = relu(conv3x3(r2; W2, pad 1) + B2),   b3 = relu(convKxK(r3; W3, pad K//2) + B3)
+
+r2 | r3 are the scratch rows [M = N*H*W, c2r + c3r] that block_1x1.py wrote. Each program is
+an implicit GEMM over one BLOCK_M-pixel tile and BLOCK_N output channels of one branch: for
+every tap (dy, dx) and chunk of reduced channels it loads the A operand straight from the rows
+of the pixels (h + dy, w + dx), masked to 0 outside the image (the kxk convolution's zero
+padding applies to r), and adds its product with the tap's [c_red, c_out] weights. Taps are
+taken by address, so no reduced value is recomputed and nothing is shuffled between lanes;
+the 8 (or 24) shifted loads of a tile are mostly L1/L2 hits of its neighbours' rows.
+
+Packed weights (`fused_inception.packing.prepare_block`): w2 [9, c2r, c2] and w3 [K*K, c3r,
+c3] (one [c_red, c_out] GEMM B operand per tap, row-major taps) in the compute dtype, biases
+float32.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+import triton
+import triton.language as tl
+from torch import Tensor
+
+from . import KernelBuild, common, launch_guard
+from .block_1x1 import block_size
+
+
+@triton.jit
+def _branch_taps(
+    r_tile, r_row, r_col0, c_r, w_ptr, c_out, n0, kernel, h, w, height, width, mask_m, c_rows,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_R: tl.constexpr,
+    DOT_IN_FP32: tl.constexpr,
+):  # fmt: skip
+    """The fp32 accumulator [BLOCK_M, BLOCK_N] of one branch's kxk convolution over r."""
+    pad = kernel // 2
+    cols = n0 + tl.arange(0, BLOCK_N)
+    mask_n = cols < c_out
+    offs_r = tl.arange(0, BLOCK_R)
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    # A runtime loop over the taps (K is 3 or 5 at run time): unrolled, 25 sets of tap
+    # offsets would stay live across the channel loop.
+    for tap in range(0, kernel * kernel):
+        dy = tap // kernel - pad
+        dx = tap % kernel - pad
+        inside = mask_m & (h + dy >= 0) & (h + dy < height) & (w + dx >= 0) & (w + dx < width)
+        tap_row = r_row + (dy * width + dx) * c_rows
+        for c0 in range(0, c_r, BLOCK_R):
+            c = c0 + offs_r
+            mask_c = c < c_r
+            a = tl.load(
+                r_tile + tap_row[:, None] + (r_col0 + c)[None, :],
+                mask=inside[:, None] & mask_c[None, :],
+                other=0.0,
+            )
+            b = tl.load(
+                w_ptr + (tap * c_r + c)[:, None] * c_out + cols[None, :],
+                mask=mask_c[:, None] & mask_n[None, :],
+                other=0.0,
+            )
+            acc = common.dot_acc(a, b, acc, DOT_IN_FP32)
+    return acc
+
+
+@triton.jit
+def _branch(
+    r_tile, r_row, r_col0, c_r, w_ptr, bias_ptr, c_out, n0, kernel, out_tile, out_row, c_off,
+    h, w, height, width, mask_m, c_rows,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_R: tl.constexpr,
+    DOT_IN_FP32: tl.constexpr,
+):  # fmt: skip
+    """out[:, c_off + n0 + j] = relu(kxk(r)[:, n0 + j] + bias[n0 + j]) for one tile.
+
+    Its own function so that the two branches of block_kxk_kernel's `if` share no variable
+    (Triton requires a variable set in both arms of an `if` to have one type there).
+    """
+    acc = _branch_taps(
+        r_tile, r_row, r_col0, c_r, w_ptr, c_out, n0, kernel, h, w, height, width, mask_m,
+        c_rows, BLOCK_M, BLOCK_N, BLOCK_R, DOT_IN_FP32,
+    )  # fmt: skip
+    cols = n0 + tl.arange(0, BLOCK_N)
+    mask_n = cols < c_out
+    bias = tl.load(bias_ptr + cols, mask=mask_n, other=0.0)
+    y = tl.maximum(acc + bias[None, :], 0.0, propagate_nan=tl.PropagateNan.ALL)
+    tl.store(
+        out_tile + out_row[:, None] + (c_off + cols)[None, :],
+        y.to(out_tile.dtype.element_ty),
+        mask=mask_m[:, None] & mask_n[None, :],
+    )
+
+
+@triton.jit
+def block_kxk_kernel(
+    r_ptr, w2_ptr, b2_ptr, w3_ptr, b3_ptr, out_ptr,
+    m, height, width, c2r, c3r, c2, c3, k3, c_tot, off2, off3, tiles2,
+    BLOCK_M: tl.constexpr, BLOCK_N2: tl.constexpr, BLOCK_R2: tl.constexpr,
+    BLOCK_N3: tl.constexpr, BLOCK_R3: tl.constexpr, DOT_IN_FP32: tl.constexpr,
+):  # fmt: skip
+    """One BLOCK_M-pixel tile x one block of output channels of b2 (pid_n < tiles2) or b3.
+
+    Grid:   (cdiv(m, BLOCK_M), tiles2 + tiles3), pid_n fastest (a tile's programs share its
+            r rows in L2).
+    Reads:  r [m, c2r + c3r] (r2 in columns [0, c2r), r3 after), w2 [9, c2r, c2],
+            w3 [k3*k3, c3r, c3], b2, b3 float32.
+    Writes: out[:, off2:off2 + c2] (b2) or out[:, off3:off3 + c3] (b3); out is the block
+            output as NHWC rows [m, c_tot].
+    """
+    pid_m = tl.program_id(0)
+    pid_n = tl.program_id(1)
+    m0 = pid_m * BLOCK_M
+    offs_m = tl.arange(0, BLOCK_M)
+    mask_m = m0 + offs_m < m
+    hw = height * width
+    h = ((m0 + offs_m) % hw) // width
+    w = (m0 + offs_m) % width
+    c_rows = c2r + c3r
+    r_tile = r_ptr + m0.to(tl.int64) * c_rows
+    r_row = offs_m * c_rows
+    out_tile = out_ptr + m0.to(tl.int64) * c_tot
+    out_row = offs_m * c_tot
+    if pid_n < tiles2:
+        _branch(
+            r_tile, r_row, 0, c2r, w2_ptr, b2_ptr, c2, pid_n * BLOCK_N2, 3, out_tile, out_row,
+            off2, h, w, height, width, mask_m, c_rows, BLOCK_M, BLOCK_N2, BLOCK_R2, DOT_IN_FP32,
+        )  # fmt: skip
+    else:
+        _branch(
+            r_tile, r_row, c2r, c3r, w3_ptr, b3_ptr, c3, (pid_n - tiles2) * BLOCK_N3, k3,
+            out_tile, out_row, off3, h, w, height, width, mask_m, c_rows, BLOCK_M, BLOCK_N3,
+            BLOCK_R3, DOT_IN_FP32,
+        )  # fmt: skip
+
+
+class BlockKxkConfig(NamedTuple):
+    """Tile sizes and launch options of one build of block_kxk_kernel."""
+
+    block_m: int
+    block_n2: int
+    block_r2: int
+    block_n3: int
+    block_r3: int
+    num_warps: int
+    num_stages: int
+
+
+# Output blocks: the largest candidate within 15% of the least padding (block_1x1.block_size);
+# reduction chunks: the least padding (they do not change the bytes per MAC).
+_BLOCK_N = (128, 64, 32)
+_BLOCK_R = (64, 32, 16)
+# Under the interpreter each program x loop iteration costs ~10 ms: larger channel chunks.
+INTERPRETER_OVERRIDES = {"block_r2": 64, "block_r3": 64}
+
+
+def pick_config(dtype: torch.dtype, *, c2r: int, c2: int, c3r: int, c3: int) -> BlockKxkConfig:
+    """The GPU config of the kxk launch: tiles by channel counts, warps by dtype.
+
+    16-bit: 128-pixel tiles on the tensor cores, 8 warps, 3 stages; fp32 (FMAs, operands in
+    registers): 64 x 64 tiles, 16-channel chunks.
+    """
+    if dtype == torch.float32:
+        return BlockKxkConfig(64, 64, 16, 64, 16, 8, 2)
+    block_n2, block_n3 = block_size(c2, _BLOCK_N), block_size(c3, _BLOCK_N)
+    return BlockKxkConfig(
+        128,
+        block_n2,
+        block_size(c2r, _block_r(block_n2), slack=0.0),
+        block_n3,
+        block_size(c3r, _block_r(block_n3), slack=0.0),
+        8,
+        3,
+    )
+
+
+def _block_r(block_n: int) -> tuple[int, ...]:
+    # A 128 x 128 accumulator with 64-channel chunks of A spills on sm_80 (255 registers).
+    return _BLOCK_R[1:] if block_n == 128 else _BLOCK_R
+
+
+def block_kxk(
+    r: Tensor,
+    w2: Tensor,
+    b2: Tensor,
+    w3: Tensor,
+    b3: Tensor,
+    out: Tensor,
+    c2r: int,
+    off2: int,
+    off3: int,
+) -> Tensor:
+    """b2 -> out[:, off2:off2 + c2], b3 -> out[:, off3:off3 + c3]; one launch.
+
+    r:   [N*H*W, c2r + c3r]  the reduced tensors r2 | r3 as NHWC rows (block_1x1's scratch)
+    w2:  [9, c2r, c2]        r's dtype, contiguous; b2 [c2] float32
+    w3:  [K*K, c3r, c3]      r's dtype, contiguous, K = 3 or 5; b3 [c3] float32
+    out: [N, C_tot, H, W]    r's dtype, channels_last-contiguous; only the two slices written
+    Returns out. Errors as fused_inception.checks says, before anything is written.
+    """
+    op = "block_kxk"
+    if not isinstance(out, Tensor) or out.dim() != 4:
+        raise ValueError(f"{op}: out must be a 4-D tensor [N, C_tot, H, W]")
+    n, c_tot, h, w = out.shape
+    operands = [
+        common.Operand("w2", w2, ("T2", "C2r", "C2")),
+        common.Operand("b2", b2, ("C2",), True),
+        common.Operand("w3", w3, ("T3", "C3r", "C3")),
+        common.Operand("b3", b3, ("C3",), True),
+    ]
+    sizes = common.check_scratch_launch(op, r, out, operands)
+    c2, c3 = sizes["C2"], sizes["C3"]
+    c2r = common.check_column_split(op, "c2r", c2r, r.shape[1])
+    c3r = r.shape[1] - c2r
+    if (sizes["T2"], sizes["C2r"], sizes["C3r"]) != (9, c2r, c3r) or sizes["T3"] not in (9, 25):
+        raise ValueError(
+            f"{op}: w2 must be [9, {c2r}, C2] and w3 [9 or 25, {c3r}, C3] for r's c2r = {c2r} "
+            f"and c3r = {c3r} columns, got {tuple(w2.shape)} and {tuple(w3.shape)}"
+        )
+    k3 = 3 if sizes["T3"] == 9 else 5
+    off2 = common.check_slice(op, "off2", off2, c2, c_tot)
+    off3 = common.check_slice(op, "off3", off3, c3, c_tot)
+    if off2 < off3 + c3 and off3 < off2 + c2:
+        raise ValueError(f"{op}: the slices [{off2}, +{c2}) and [{off3}, +{c3}) overlap")
+    m = n * h * w
+    if m == 0:
+        return out
+    cfg = common.launch_config(
+        pick_config(r.dtype, c2r=c2r, c2=c2, c3r=c3r, c3=c3), INTERPRETER_OVERRIDES
+    )
+    common.check_int32_tile(op, cfg.block_m, c2r + c3r, c_tot, width=2 * w + 2)
+    tiles2 = triton.cdiv(c2, cfg.block_n2)
+    grid = (triton.cdiv(m, cfg.block_m), tiles2 + triton.cdiv(c3, cfg.block_n3))
+    common.check_grid(op, grid)
+    common.note_launch(op, grid, m * (9 * c2r * c2 + k3 * k3 * c3r * c3))
+    with launch_guard():
+        block_kxk_kernel[grid](
+            r, w2, b2, w3, b3, out,
+            m, h, w, c2r, c3r, c2, c3, k3, c_tot, off2, off3, tiles2,
+            BLOCK_M=cfg.block_m, BLOCK_N2=cfg.block_n2, BLOCK_R2=cfg.block_r2,
+            BLOCK_N3=cfg.block_n3, BLOCK_R3=cfg.block_r3,
+            DOT_IN_FP32=common.dot_in_fp32(r.dtype),
+            num_warps=cfg.num_warps, num_stages=cfg.num_stages,
+        )  # fmt: skip
+    return out
+
+
+def aot_builds() -> list[KernelBuild]:
+    """Every build block_kxk launches for GoogLeNet's nine blocks on a GPU, per dtype."""
+    from ..configs import GOOGLENET_BLOCKS
+
+    configs = {
+        (dtype, pick_config(dtype, c2r=c.ch3x3red, c2=c.ch3x3, c3r=c.ch5x5red, c3=c.ch5x5))
+        for dtype in common.TRITON_DTYPES
+        for c in GOOGLENET_BLOCKS.values()
+    }
+    return [
+        common.kernel_build(
+            "block_kxk",
+            block_kxk_kernel,
+            dtype,
+            cfg,
+            {},
+            {
+                "DOT_IN_FP32": False,
+                "BLOCK_M": cfg.block_m,
+                "BLOCK_N2": cfg.block_n2,
+                "BLOCK_R2": cfg.block_r2,
+                "BLOCK_N3": cfg.block_n3,
+                "BLOCK_R3": cfg.block_r3,
+            },
+            fp32_pointers=("b2_ptr", "b3_ptr"),
+            divisible=(
+                "r_ptr",
+                "w2_ptr",
+                "b2_ptr",
+                "w3_ptr",
+                "b3_ptr",
+                "out_ptr",
+                "c2r",
+                "c2",
+                "c3",
+                "c_tot",
+                "off2",
+                "off3",
+            ),
+        )  # fmt: skip
+        for dtype, cfg in sorted(configs, key=lambda dc: (str(dc[0]), dc[1]))
+    ]
