@@ -68,8 +68,9 @@ def may_overlap(a: Tensor, b: Tensor) -> bool:
     return a_first < b_end and b_first < a_end
 
 
-def check_no_overlap(op: str, out: Tensor, **inputs: Tensor) -> None:
-    """ValueError naming out and the input if out may overlap any of `inputs`.
+def check_no_overlap(op: str, out: Tensor, /, *, written: str = "out", **inputs: Tensor) -> None:
+    """ValueError naming out (or the `written` name) and the input if out may overlap any of
+    `inputs`.
 
     Why: the kernels load x and the weights while other programs already store into out, so
     such a call gives wrong results silently.
@@ -77,10 +78,10 @@ def check_no_overlap(op: str, out: Tensor, **inputs: Tensor) -> None:
     for name, t in inputs.items():
         if may_overlap(out, t):
             raise ValueError(
-                f"{op}: out overlaps {name} in memory (expected out not to share storage with "
-                f"{name}, got out with shape {tuple(out.shape)} and strides {out.stride()} at "
-                f"{out.data_ptr():#x}, {name} with shape {tuple(t.shape)} and strides "
-                f"{t.stride()} at {t.data_ptr():#x}); the kernel would read values it has "
+                f"{op}: {written} overlaps {name} in memory (expected {written} not to share "
+                f"storage with {name}, got {written} with shape {tuple(out.shape)} and strides "
+                f"{out.stride()} at {out.data_ptr():#x}, {name} with shape {tuple(t.shape)} and "
+                f"strides {t.stride()} at {t.data_ptr():#x}); the kernel would read values it has "
                 f"already overwritten"
             )
 

@@ -23,8 +23,8 @@ from fused_inception import _ext
 from fused_inception.backends import cuda_kernel_builds
 
 # conftest sets TRITON_INTERPRET=1 without a GPU, before fused_inception.triton is imported.
-from fused_inception.triton.chain_1x1_kxk import chain_1x1_kxk
-from fused_inception.triton.conv1x1_slice import conv1x1_slice
+from fused_inception.triton.block_1x1 import block_1x1
+from fused_inception.triton.block_kxk import block_kxk
 
 GPU = torch.cuda.is_available()
 DEVICE = torch.device("cuda" if GPU else "cpu")
@@ -84,32 +84,37 @@ def _cases() -> dict[str, Callable[[], Case]]:
             lambda m, bias, out: OPS.winograd_f2x3_output_(m, bias, out, 1, 5, 5),
         )
 
-    def triton_conv():
-        t = _conv_tensors()
-        t = {"x": t["x"], "w_packed": t["w"], "bias": t["bias"].to(DEVICE)}
-        return Case(
-            t,
-            _cl(1, 8, 5, 5),
-            lambda x, w_packed, bias, out: conv1x1_slice(x, w_packed, bias, out, 0, pool=True),
-        )
-
-    def triton_chain():
-        t = _chain_tensors()
+    def triton_1x1():
+        # x [1, 8, 5, 5] -> b1 (2 channels), r (4 columns), b4 (2) into out [1, 8, 5, 5].
         t = {
-            "x": t["x"],
-            "w_red_packed": t["w_red"],
-            "b_red": t["b_red"],
-            "w_kxk_packed": t["w_kxk"],
-            "b_kxk": t["b_kxk"],
+            "x": _cl(1, 8, 5, 5),
+            "w_x": torch.randn(8, 6, device=DEVICE),
+            "b_x": torch.randn(6, device=DEVICE),
+            "w_pool": torch.randn(8, 2, device=DEVICE),
+            "b_pool": torch.randn(2, device=DEVICE),
+            "r": torch.empty(25, 4, device=DEVICE),
         }
-        return Case(t, _cl(1, 8, 5, 5), lambda out, **a: chain_1x1_kxk(*a.values(), out, 0))
+        return Case(t, _cl(1, 8, 5, 5), lambda out, **a: block_1x1(**a, out=out, c1=2, pool_off=6))
+
+    def triton_kxk():
+        # r [25, 6] (r2: 4 columns, r3: 2) -> b2 (4 channels), b3 (2) into out [1, 8, 5, 5].
+        t = {
+            "r": torch.randn(25, 6, device=DEVICE),
+            "w2": torch.randn(9, 4, 4, device=DEVICE),
+            "b2": torch.randn(4, device=DEVICE),
+            "w3": torch.randn(25, 2, 2, device=DEVICE),
+            "b3": torch.randn(2, device=DEVICE),
+        }
+        return Case(
+            t, _cl(1, 8, 5, 5), lambda out, **a: block_kxk(**a, out=out, c2r=4, off2=0, off3=6)
+        )
 
     return {
         "conv1x1_slice_": cpp_conv,
         "chain_1x1_kxk_": cpp_chain,
         "winograd_f2x3_output_": winograd,
-        "triton-conv1x1_slice": triton_conv,
-        "triton-chain_1x1_kxk": triton_chain,
+        "triton-block_1x1": triton_1x1,
+        "triton-block_kxk": triton_kxk,
     }
 
 

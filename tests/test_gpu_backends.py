@@ -117,11 +117,11 @@ class _OperatorCalls(TorchDispatchMode):
 
 
 def _watch_triton_launches(monkeypatch) -> list[tuple[str, list[tuple[int, ...]]]]:
-    import fused_inception.triton.chain_1x1_kxk as chain_mod
-    import fused_inception.triton.conv1x1_slice as conv_mod
+    import fused_inception.triton.block_1x1 as block_1x1
+    import fused_inception.triton.block_kxk as block_kxk
 
     launches: list[tuple[str, list[tuple[int, ...]]]] = []
-    for module in (chain_mod, conv_mod):
+    for module in (block_1x1, block_kxk):
         for attr in dir(module):
             kernel = getattr(module, attr)
             if type(kernel).__name__ in ("JITFunction", "InterpretedFunction", "Autotuner"):
@@ -136,9 +136,11 @@ def _watch_triton_launches(monkeypatch) -> list[tuple[str, list[tuple[int, ...]]
     return launches
 
 
-def test_reduced_tensors_are_not_materialized(backend, monkeypatch):
-    """One forward allocates exactly one tensor (the output) and launches four kernels, none of
-    which receives a reduced tensor: r2/r3 live only inside the chain kernels."""
+def test_what_one_forward_allocates_and_launches(backend, monkeypatch):
+    """cuda (version 1): one allocation (the output) and four launches, none of which receives
+    a reduced tensor (r2/r3 live only inside the chain kernels). triton (version 2): two
+    launches and two allocations, the output and the scratch rows r2 | r3 that the first
+    launch writes and the second reads; no pooled tensor, no branch output, no concatenation."""
     cfg = GOOGLENET_CASES[0].values[1]
     block = randomize_block(FusedInception(*cfg.args(), backend=backend)).eval().to(GPU_DEVICE)
     x = torch.randn(1, cfg.in_channels, 4, 4, device=GPU_DEVICE)
@@ -146,19 +148,22 @@ def test_reduced_tensors_are_not_materialized(backend, monkeypatch):
     with torch.no_grad():
         block(x)  # packs the weights (cached) outside the counted call
     counter, operators = _AllocationCounter(), _OperatorCalls()
+    scratch = (16, cfg.ch3x3red + cfg.ch5x5red)
     if backend == "triton":
         launches = _watch_triton_launches(monkeypatch)
         with torch.no_grad(), counter:
             out = block(x)
-    else:
-        with torch.no_grad(), counter, operators:
-            out = block(x)
-        # (fingerprint hashes the weights for the packed-weight cache: not a kernel of the block)
-        launches = [(name, shapes) for name, shapes in operators.calls if name != "fingerprint"]
-        names = [name for name, _ in launches]
-        assert names == ["conv1x1_slice_", "chain_1x1_kxk_", "chain_1x1_kxk_", "conv1x1_slice_"]
+        assert [name for name, _ in launches] == ["block_1x1_kernel", "block_kxk_kernel"]
+        assert sorted(counter.allocations) == sorted([tuple(out.shape), scratch])
+        assert scratch in launches[0][1] and scratch in launches[1][1]
+        return
+    with torch.no_grad(), counter, operators:
+        out = block(x)
+    # (fingerprint hashes the weights for the packed-weight cache: not a kernel of the block)
+    launches = [(name, shapes) for name, shapes in operators.calls if name != "fingerprint"]
+    names = [name for name, _ in launches]
+    assert names == ["conv1x1_slice_", "chain_1x1_kxk_", "chain_1x1_kxk_", "conv1x1_slice_"]
     assert counter.allocations == [tuple(out.shape)], counter.allocations
-    assert len(launches) == 4, launches
     reduced_shapes = {(1, cfg.ch3x3red, 4, 4), (1, cfg.ch5x5red, 4, 4), (16, cfg.ch3x3red)}
     for name, shapes in launches:
         assert not reduced_shapes & set(shapes), (name, shapes)

@@ -51,42 +51,59 @@ def test_cuda_kernels_write_output_offsets_past_2_31(tmp_path, op):
     assert (out[:, c0 - 1] == 0).all() and (out[:, c0 + 5] == 0).all()
 
 
-def _big_batch_views(tmp_path, c_in: int, c_tot: int, h: int, w: int):
-    """x [3, c_in, h, w] and out [3, c_tot, h, w], NHWC inside each image, image stride
-    BIG_STRIDE: image 2 starts past element 2**31 of both."""
-    x_all = _sparse(tmp_path, "x.bin", 2 * BIG_STRIDE + c_in * h * w)
-    out_all = _sparse(tmp_path, "o.bin", 2 * BIG_STRIDE + c_tot * h * w)
-    x = x_all.as_strided((3, c_in, h, w), (BIG_STRIDE, 1, w * c_in, c_in))
-    out = out_all.as_strided((3, c_tot, h, w), (BIG_STRIDE, 1, w * c_tot, c_tot))
-    x.copy_(torch.randn(3, c_in, h, w, generator=torch.Generator().manual_seed(1)))
-    out.fill_(float("nan"))
-    return x, out
+# Pixel stride of the Triton test's x and out: a tile of 128 rows (plus the pool's and the
+# taps' reach) still fits int32 in-tile offsets, but pixel row 256 starts past element 2**31.
+PIXEL_STRIDE = 2**23 + 16
+
+
+def _rows_past_2_31(tmp_path, name: str, channels: int, n: int, h: int, w: int) -> torch.Tensor:
+    """[n, channels, h, w] NHWC rows PIXEL_STRIDE elements apart, in a sparse file."""
+    s = PIXEL_STRIDE
+    storage = _sparse(tmp_path, name, n * h * w * s)
+    return storage.as_strided((n, channels, h, w), (h * w * s, 1, w * s, s))
 
 
 @pytest.mark.skipif("triton" not in available_backends() or GPU, reason="interpreter only")
-@pytest.mark.parametrize("kernel", ["conv1x1", "chain-k3"])
-def test_triton_kernels_address_images_past_2_31(tmp_path, kernel):
-    """Image 2 of x and of out starts at element 2 * (2**30 + 64) > 2**31: the kernels' image
-    offsets (program id x image stride) must be int64; the interpreter computes int32 products
-    in int32, so an int32 offset would point 2**32 elements away."""
-    from fused_inception.triton.chain_1x1_kxk import chain_1x1_kxk
-    from fused_inception.triton.conv1x1_slice import conv1x1_slice
+def test_triton_kernels_address_rows_past_2_31(tmp_path):
+    """Pixel rows 256..383 of x and of out start past element 2**31: the kernels' tile bases
+    (first row x pixel stride) must be int64; the interpreter computes int32 products in
+    int32, so an int32 base would point 2**32 elements away."""
+    from fused_inception.triton.block_1x1 import block_1x1
+    from fused_inception.triton.block_kxk import block_kxk
 
-    c_in, c_tot, c0, h, w = 4, 9, 2, 8, 16  # 128 pixels per image: one interpreter tile
-    x, out = _big_batch_views(tmp_path, c_in, c_tot, h, w)
+    n, c_in, c1, c2r, c3r, c2, c3, c4, h, w = 3, 4, 2, 3, 2, 5, 3, 2, 8, 16
+    c_tot = c1 + c2 + c3 + c4
+    x = _rows_past_2_31(tmp_path, "x.bin", c_in, n, h, w)
+    out = _rows_past_2_31(tmp_path, "o.bin", c_tot, n, h, w)
     gen = torch.Generator().manual_seed(2)
-    if kernel == "conv1x1":
-        weight, bias = torch.randn(5, c_in, 1, 1, generator=gen), torch.randn(5, generator=gen)
-        conv1x1_slice(x, *prepare_conv1x1(weight, bias, dtype=torch.float32), out, c0)
-        ref = F.relu(F.conv2d(x.double(), weight.double(), bias.double()))
-    else:
-        w_red, b_red = torch.randn(3, c_in, 1, 1, generator=gen), torch.randn(3, generator=gen)
-        w_kxk, b_kxk = torch.randn(5, 3, 3, 3, generator=gen), torch.randn(5, generator=gen)
-        chain_1x1_kxk(x, *prepare_chain(w_red, b_red, w_kxk, b_kxk, torch.float32), out, c0)
-        r = F.relu(F.conv2d(x.double(), w_red.double(), b_red.double()))
-        ref = F.relu(F.conv2d(r, w_kxk.double(), b_kxk.double(), padding=1))
-    assert_close_rel(out[:, c0 : c0 + 5], ref, torch.float32)
-    assert out[:, :c0].isnan().all() and out[:, c0 + 5 :].isnan().all()
+    x.copy_(torch.randn(n, c_in, h, w, generator=gen))
+    out.fill_(float("nan"))
+    w_x, b_x = torch.randn(c1 + c2r + c3r, c_in, generator=gen), torch.randn(c1 + c2r + c3r)
+    w4, b4 = torch.randn(c4, c_in, generator=gen), torch.randn(c4, generator=gen) + 1.0
+    w2, b2 = torch.randn(c2, c2r, 3, 3, generator=gen), torch.randn(c2, generator=gen)
+    w3, b3 = torch.randn(c3, c3r, 5, 5, generator=gen), torch.randn(c3, generator=gen)
+    r = torch.empty(n * h * w, c2r + c3r)
+    block_1x1(x, w_x.t().contiguous(), b_x, w4.t().contiguous(), b4, out, r, c1, c1 + c2 + c3)
+
+    def taps(weight):
+        k = weight.shape[-1]
+        return weight.permute(2, 3, 1, 0).reshape(k * k, weight.shape[1], -1).contiguous()
+
+    block_kxk(r, taps(w2), b2, taps(w3), b3, out, c2r, c1, c1 + c2)
+    x64 = x.double()
+    reduced = F.relu(F.conv2d(x64, w_x.double()[c1:, :, None, None], b_x.double()[c1:]))
+    ref = torch.cat(
+        [
+            F.relu(F.conv2d(x64, w_x.double()[:c1, :, None, None], b_x.double()[:c1])),
+            F.relu(F.conv2d(reduced[:, :c2r], w2.double(), b2.double(), padding=1)),
+            F.relu(F.conv2d(reduced[:, c2r:], w3.double(), b3.double(), padding=2)),
+            F.relu(
+                F.conv2d(F.max_pool2d(x64, 3, 1, 1), w4.double()[:, :, None, None], b4.double())
+            ),
+        ],
+        1,
+    )
+    assert_close_rel(out, ref, torch.float32)
 
 
 def test_winograd_output_rows_past_2_31(tmp_path):

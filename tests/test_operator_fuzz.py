@@ -95,13 +95,21 @@ if CUDA_OPS:
             attempt("conv1x1_slice_", [c0, pool], ops.conv1x1_slice_, x, w, b, new_out(), c0, pool)
         attempt("chain_1x1_kxk_", [c0], ops.chain_1x1_kxk_, x, *chain, new_out(), c0)
 
-# The Triton launchers (interpreter on CPU tensors).
+# The Triton launchers (interpreter on CPU tensors), with the same valid offsets [0, 7]:
+# block_1x1's pool slice (5 channels of 12; c1 = 0), block_kxk's b2 slice (5 channels of 15,
+# b3's 3 channels at 12).
 if TRITON:
-    from fused_inception.triton.chain_1x1_kxk import chain_1x1_kxk
-    from fused_inception.triton.conv1x1_slice import conv1x1_slice
+    from fused_inception.triton.block_1x1 import block_1x1
+    from fused_inception.triton.block_kxk import block_kxk
+    w_x, b_x, r = torch.randn(7, 7), torch.randn(7), torch.empty(24, 7)
+    r_in, w2, w3 = torch.randn(24, 4), torch.randn(9, 2, 5), torch.randn(9, 2, 3)
+    def out15():
+        return torch.zeros(2, 15, 3, 4).contiguous(memory_format=torch.channels_last)
     for i, c0 in enumerate(C_OFFS):
-        attempt("triton conv1x1_slice", i, lambda c0=c0: conv1x1_slice(x, w, b, new_out(), c0))
-        attempt("triton chain_1x1_kxk", i, lambda c0=c0: chain_1x1_kxk(x, *chain, new_out(), c0))
+        attempt("triton block_1x1", i,
+                lambda c0=c0: block_1x1(x, w_x, b_x, w, b, new_out(), r, 0, c0))
+        attempt("triton block_kxk", i,
+                lambda c0=c0: block_kxk(r_in, w2, b[:5], w3, b[:3], out15(), 2, c0, 12))
 
 print("FUZZ-RESULT " + json.dumps([succeeded, refused]))
 """
@@ -193,8 +201,8 @@ def test_triton_launchers_accept_exactly_integer_channel_offsets_that_fit(fuzz_r
         pytest.skip("Triton kernels cannot run here")
     offsets = C_OFFS + [torch.tensor(1), torch.tensor(2**40), torch.tensor(1.0)]
     valid = [i for i, c0 in enumerate(offsets) if _is_integer(c0) and 0 <= int(c0) <= 12 - 5]
-    assert fuzz_result.get("triton conv1x1_slice", []) == valid
-    assert fuzz_result.get("triton chain_1x1_kxk", []) == valid
+    assert fuzz_result.get("triton block_1x1", []) == valid
+    assert fuzz_result.get("triton block_kxk", []) == valid
 
 
 def test_integers_out_of_range_are_value_errors(fuzz_run):
@@ -216,7 +224,7 @@ def test_triton_launchers_refuse_non_integers_with_type_errors(fuzz_run):
         pytest.skip("Triton kernels cannot run here")
     _, refused = fuzz_run
     offsets = C_OFFS + [torch.tensor(1), torch.tensor(2**40), torch.tensor(1.0)]
-    for name in ("triton conv1x1_slice", "triton chain_1x1_kxk"):
+    for name in ("triton block_1x1", "triton block_kxk"):
         by_type = refused.get(name, {})
         assert set(by_type) <= {"TypeError", "ValueError"}, (name, sorted(by_type))
         assert not any(_is_integer(offsets[i]) for i in by_type.get("TypeError", [])), name

@@ -8,8 +8,9 @@
 // where r~ is r inside the image and exactly 0 outside it (the KxK conv zero-pads r, so the
 // halo outside the image is 0, not relu(b_red)). r never reaches global memory. K is 3 or 5,
 // the block's kernel sizes (instantiating more would only add compile time per architecture).
-// The Triton kernel of the same name (fused_inception/triton/chain_1x1_kxk.py) computes the
-// same thing. See chain_1x1_kxk_kernel for grid and tiling.
+// (Version 1 of the CUDA backend; the Triton backend's version 2 splits the work differently:
+// fused_inception/triton/block_1x1.py and block_kxk.py.) See chain_1x1_kxk_kernel for grid
+// and tiling.
 #include "cuda/compat.cuh"
 #include "cuda/kernels.h"
 #include "cuda/tile_math.cuh"

@@ -6,8 +6,8 @@
 //
 // with A = x (b1), or with POOL the 3x3 stride-1 max-pool of x (padding counts as -inf: an
 // all-negative neighbourhood stays negative), computed while the A tile is loaded into shared
-// memory (nothing pooled is stored). See conv1x1_slice_kernel for grid and tiling; the Triton
-// kernel of the same name (fused_inception/triton/conv1x1_slice.py) computes the same thing.
+// memory (nothing pooled is stored). See conv1x1_slice_kernel for grid and tiling. (Version 1
+// of the CUDA backend; the Triton backend's version 2 is fused_inception/triton/block_1x1.py.)
 #include "cuda/compat.cuh"
 #include "cuda/kernels.h"
 #include "cuda/tile_math.cuh"

@@ -72,8 +72,8 @@ def _gemm_x(
 
 @triton.jit
 def _pool_projection(
-    x_tile, x_row, w_pool_ptr, b_pool_ptr, out_tile, out_row, m0, offs_m, mask_m, c_in, height,
-    width, c_pool, pool_off, n0,
+    x_tile, x_row, w_pool_ptr, b_pool_ptr, out_tile, out_row, m0, offs_m, mask_m, c_in,
+    stride_xm, height, width, c_pool, pool_off, n0,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
     DOT_IN_FP32: tl.constexpr,
 ):  # fmt: skip
@@ -100,7 +100,7 @@ def _pool_projection(
                 if dh != 0 or dw != 0:
                     inside = (h + dh >= 0) & (h + dh < height) & (w + dw >= 0) & (w + dw < width)
                     tap = tl.load(
-                        x_tile + (x_row + (dh * width + dw) * c_in)[:, None] + k[None, :],
+                        x_tile + (x_row + (dh * width + dw) * stride_xm)[:, None] + k[None, :],
                         mask=mask_mk & inside[:, None],
                         other=float("-inf"),
                     )
@@ -124,7 +124,7 @@ def _pool_projection(
 @triton.jit
 def block_1x1_kernel(
     x_ptr, w_x_ptr, b_x_ptr, w_pool_ptr, b_pool_ptr, out_ptr, r_ptr,
-    m, c_in, height, width, n_x, c1, c_red, c_pool, c_tot, pool_off, tiles_x,
+    m, c_in, height, width, n_x, c1, c_red, c_pool, stride_xm, stride_om, pool_off, tiles_x,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_N_POOL: tl.constexpr,
     BLOCK_K: tl.constexpr, BLOCK_K_POOL: tl.constexpr, DOT_IN_FP32: tl.constexpr,
 ):  # fmt: skip
@@ -132,11 +132,11 @@ def block_1x1_kernel(
 
     Grid:   (cdiv(m, BLOCK_M), tiles_x + tiles_pool); m = N*H*W pixels in (n, h, w) order;
             pid_n fastest, so the programs of one pixel tile run together and share x in L2.
-    Reads:  x [m, c_in] (NHWC rows), w_x [c_in, n_x], b_x [n_x] fp32, w_pool [c_in, c_pool],
-            b_pool [c_pool] fp32.
+    Reads:  x [m, c_in] (NHWC rows, stride_xm elements apart), w_x [c_in, n_x], b_x [n_x] fp32,
+            w_pool [c_in, c_pool], b_pool [c_pool] fp32.
     Writes: out[:, 0:c1] (b1) and r[:, 0:c_red] (r2 | r3, c_red = n_x - c1) from the fused
             GEMM; out[:, pool_off:pool_off + c_pool] (b4) from the pool programs. out is the
-            block output as NHWC rows [m, c_tot].
+            block output as NHWC rows (stride_om elements apart).
     Offsets: a 64-bit base per program (m0 rows in), 32-bit offsets inside the tile (the
     launcher checks they fit): 64-bit offsets per element would double their registers. The
     two kinds of program are separate functions: the arms of an `if` share no variable.
@@ -146,10 +146,10 @@ def block_1x1_kernel(
     m0 = pid_m * BLOCK_M
     offs_m = tl.arange(0, BLOCK_M)
     mask_m = m0 + offs_m < m
-    x_tile = x_ptr + m0.to(tl.int64) * c_in
-    x_row = offs_m * c_in
-    out_tile = out_ptr + m0.to(tl.int64) * c_tot
-    out_row = offs_m * c_tot
+    x_tile = x_ptr + m0.to(tl.int64) * stride_xm
+    x_row = offs_m * stride_xm
+    out_tile = out_ptr + m0.to(tl.int64) * stride_om
+    out_row = offs_m * stride_om
     if pid_n < tiles_x:
         _gemm_x(
             x_tile, x_row, w_x_ptr, b_x_ptr, out_tile, out_row, r_ptr, m0, offs_m, mask_m, c_in,
@@ -158,7 +158,7 @@ def block_1x1_kernel(
     else:
         _pool_projection(
             x_tile, x_row, w_pool_ptr, b_pool_ptr, out_tile, out_row, m0, offs_m, mask_m, c_in,
-            height, width, c_pool, pool_off, (pid_n - tiles_x) * BLOCK_N_POOL, BLOCK_M,
+            stride_xm, height, width, c_pool, pool_off, (pid_n - tiles_x) * BLOCK_N_POOL, BLOCK_M,
             BLOCK_N_POOL, BLOCK_K_POOL, DOT_IN_FP32,
         )  # fmt: skip
 
@@ -180,6 +180,7 @@ class Block1x1Config(NamedTuple):
 # Channel steps: the least-padding one. The pool programs take 16-channel steps: their nine
 # shifted A tiles and the masks of the eight neighbours stay live across the step, and wider
 # steps spill (measured by the compile report for sm_80 and sm_90).
+_BLOCK_M = (128, 64)
 _BLOCK_N = (128, 64, 32)
 _BLOCK_K = (64, 32, 16)
 _BLOCK_K_POOL = 16
@@ -193,11 +194,12 @@ def block_size(size: int, candidates: tuple[int, ...], slack: float = 0.15) -> i
     return max(b for b in candidates if triton.cdiv(size, b) * b <= least * (1 + slack))
 
 
-def pick_config(dtype: torch.dtype, *, c_in: int, n_x: int, c_pool: int) -> Block1x1Config:
+def pick_config(dtype: torch.dtype, *, m: int, c_in: int, n_x: int, c_pool: int) -> Block1x1Config:
     """The GPU config for the block's 1x1 GEMMs: tiles by channel counts, warps by dtype.
 
-    16-bit: 128-pixel tiles (tensor cores), 8 warps, 3 stages for the GEMM over x (the pool's
-    loop is not pipelined); fp32 runs tl.dot on FMAs with its operands in registers: 64 x 64
+    16-bit: 128-pixel tiles, or 64 where that pads the m pixel rows much less (the 7x7 blocks
+    at small batches), 8 warps, 3 stages for the GEMM over x (the pool's loop is not
+    pipelined); fp32 runs tl.dot on FMAs with its operands in registers: 64 x 64
     tiles and 16-channel steps compile without spills.
     """
     if dtype == torch.float32:
@@ -206,7 +208,13 @@ def pick_config(dtype: torch.dtype, *, c_in: int, n_x: int, c_pool: int) -> Bloc
     # 128 x 128 accumulators with 64-channel steps spill on sm_80 (measured): 32 at most.
     steps = _BLOCK_K[1:] if max(block_n, block_n_pool) == 128 else _BLOCK_K
     return Block1x1Config(
-        128, block_n, block_n_pool, block_size(c_in, steps, slack=0.0), _BLOCK_K_POOL, 8, 3
+        block_size(m, _BLOCK_M, slack=0.05),
+        block_n,
+        block_n_pool,
+        block_size(c_in, steps, slack=0.0),
+        _BLOCK_K_POOL,
+        8,
+        3,
     )
 
 
@@ -223,12 +231,13 @@ def block_1x1(
 ) -> Tensor:
     """b1 -> out[:, :c1], r2 | r3 -> r, b4 -> out[:, pool_off:]; one launch.
 
-    x:      [N, C_in, H, W]   fp32/fp16/bf16, channels_last-contiguous
+    x:      [N, C_in, H, W]   fp32/fp16/bf16, NHWC rows: channels contiguous, one pixel stride
+                              (channels_last-contiguous, or a channel slice of such a tensor)
     w_x:    [C_in, n_x]       x's dtype, contiguous; columns [0, c1) give b1, the rest r2 | r3
     b_x:    [n_x]             float32
     w_pool: [C_in, c4]        x's dtype, contiguous
     b_pool: [c4]              float32
-    out:    [N, C_tot, H, W]  x's dtype, channels_last-contiguous; channels [0, c1) and
+    out:    [N, C_tot, H, W]  x's dtype, NHWC rows like x; channels [0, c1) and
                               [pool_off, pool_off + c4) are written
     r:      [N*H*W, n_x - c1] x's dtype, contiguous scratch rows (the reduced tensors)
     Returns out. Errors as fused_inception.checks says, before anything is written.
@@ -242,16 +251,16 @@ def block_1x1(
     ]
     sizes, pool_off = common.check_launch_args(op, x, out, pool_off, operands)
     n, c_in, h, w = x.shape
-    n_x, c_pool, c_tot, m = sizes["N_x"], sizes["C_out"], out.shape[1], n * h * w
+    n_x, c_pool, m = sizes["N_x"], sizes["C_out"], n * h * w
     c1 = common.check_column_split(op, "c1", c1, min(n_x, pool_off))
-    common.check_rows(op, x=x, out=out)
+    stride_xm, stride_om = common.pixel_stride(op, "x", x), common.pixel_stride(op, "out", out)
     common.check_scratch(op, r, (m, n_x - c1), x, out, operands)
     if m == 0:
         return out
     cfg = common.launch_config(
-        pick_config(x.dtype, c_in=c_in, n_x=n_x, c_pool=c_pool), INTERPRETER_OVERRIDES
+        pick_config(x.dtype, m=m, c_in=c_in, n_x=n_x, c_pool=c_pool), INTERPRETER_OVERRIDES
     )
-    common.check_int32_tile(op, cfg.block_m, c_in, c_tot, n_x - c1, width=w)
+    common.check_int32_tile(op, cfg.block_m, stride_xm, stride_om, n_x - c1, width=w)
     tiles_x = triton.cdiv(n_x, cfg.block_n)
     grid = (triton.cdiv(m, cfg.block_m), tiles_x + triton.cdiv(c_pool, cfg.block_n_pool))
     common.check_grid(op, grid)
@@ -259,7 +268,7 @@ def block_1x1(
     with launch_guard():
         block_1x1_kernel[grid](
             x, w_x, b_x, w_pool, b_pool, out, r,
-            m, c_in, h, w, n_x, c1, n_x - c1, c_pool, c_tot, pool_off, tiles_x,
+            m, c_in, h, w, n_x, c1, n_x - c1, c_pool, stride_xm, stride_om, pool_off, tiles_x,
             BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_N_POOL=cfg.block_n_pool,
             BLOCK_K=cfg.block_k, BLOCK_K_POOL=cfg.block_k_pool,
             DOT_IN_FP32=common.dot_in_fp32(x.dtype),
@@ -268,15 +277,20 @@ def block_1x1(
     return out
 
 
+# The batch sizes whose builds the compile report checks (tiles depend on the pixel count).
+AOT_BATCHES = (1, 8, 32, 128)
+
+
 def aot_builds() -> list[KernelBuild]:
-    """Every build block_1x1 launches for GoogLeNet's nine blocks on a GPU, per dtype."""
+    """Every build block_1x1 launches for GoogLeNet's nine blocks on a GPU at AOT_BATCHES."""
     from ..configs import GOOGLENET_BLOCKS
 
     configs = {
-        (dtype, pick_config(dtype, c_in=c.in_channels, n_x=c.ch1x1 + c.ch3x3red + c.ch5x5red,
-                            c_pool=c.pool_proj))
+        (dtype, pick_config(dtype, m=batch * c.hw**2, c_in=c.in_channels,
+                            n_x=c.ch1x1 + c.ch3x3red + c.ch5x5red, c_pool=c.pool_proj))
         for dtype in common.TRITON_DTYPES
         for c in GOOGLENET_BLOCKS.values()
+        for batch in AOT_BATCHES
     }  # fmt: skip
     return [
         common.kernel_build(
@@ -305,7 +319,8 @@ def aot_builds() -> list[KernelBuild]:
                 "c_in",
                 "c1",
                 "c_pool",
-                "c_tot",
+                "stride_xm",
+                "stride_om",
                 "pool_off",
             ),
         )  # fmt: skip

@@ -94,7 +94,7 @@ def _branch(
 @triton.jit
 def block_kxk_kernel(
     r_ptr, w2_ptr, b2_ptr, w3_ptr, b3_ptr, out_ptr,
-    m, height, width, c2r, c3r, c2, c3, k3, c_tot, off2, off3, tiles2,
+    m, height, width, c2r, c3r, c2, c3, k3, stride_om, off2, off3, tiles2,
     BLOCK_M: tl.constexpr, BLOCK_N2: tl.constexpr, BLOCK_R2: tl.constexpr,
     BLOCK_N3: tl.constexpr, BLOCK_R3: tl.constexpr, DOT_IN_FP32: tl.constexpr,
 ):  # fmt: skip
@@ -105,7 +105,7 @@ def block_kxk_kernel(
     Reads:  r [m, c2r + c3r] (r2 in columns [0, c2r), r3 after), w2 [9, c2r, c2],
             w3 [k3*k3, c3r, c3], b2, b3 float32.
     Writes: out[:, off2:off2 + c2] (b2) or out[:, off3:off3 + c3] (b3); out is the block
-            output as NHWC rows [m, c_tot].
+            output as NHWC rows (stride_om elements apart).
     """
     pid_m = tl.program_id(0)
     pid_n = tl.program_id(1)
@@ -118,8 +118,8 @@ def block_kxk_kernel(
     c_rows = c2r + c3r
     r_tile = r_ptr + m0.to(tl.int64) * c_rows
     r_row = offs_m * c_rows
-    out_tile = out_ptr + m0.to(tl.int64) * c_tot
-    out_row = offs_m * c_tot
+    out_tile = out_ptr + m0.to(tl.int64) * stride_om
+    out_row = offs_m * stride_om
     if pid_n < tiles2:
         _branch(
             r_tile, r_row, 0, c2r, w2_ptr, b2_ptr, c2, pid_n * BLOCK_N2, 3, out_tile, out_row,
@@ -147,23 +147,27 @@ class BlockKxkConfig(NamedTuple):
 
 # Output blocks: the largest candidate within 15% of the least padding (block_1x1.block_size);
 # reduction chunks: the least padding (they do not change the bytes per MAC).
+_BLOCK_M = (128, 64)
 _BLOCK_N = (128, 64, 32)
 _BLOCK_R = (64, 32, 16)
 # Under the interpreter each program x loop iteration costs ~10 ms: larger channel chunks.
 INTERPRETER_OVERRIDES = {"block_r2": 64, "block_r3": 64}
 
 
-def pick_config(dtype: torch.dtype, *, c2r: int, c2: int, c3r: int, c3: int) -> BlockKxkConfig:
+def pick_config(
+    dtype: torch.dtype, *, m: int, c2r: int, c2: int, c3r: int, c3: int
+) -> BlockKxkConfig:
     """The GPU config of the kxk launch: tiles by channel counts, warps by dtype.
 
-    16-bit: 128-pixel tiles on the tensor cores, 8 warps, 3 stages; fp32 (FMAs, operands in
+    16-bit: 128-pixel tiles (64 where that pads the m pixel rows much less), 8 warps,
+    3 stages; fp32 (FMAs, operands in
     registers): 64 x 64 tiles, 16-channel chunks.
     """
     if dtype == torch.float32:
         return BlockKxkConfig(64, 64, 16, 64, 16, 8, 2)
     block_n2, block_n3 = block_size(c2, _BLOCK_N), block_size(c3, _BLOCK_N)
     return BlockKxkConfig(
-        128,
+        block_size(m, _BLOCK_M, slack=0.05),
         block_n2,
         block_size(c2r, _block_r(block_n2), slack=0.0),
         block_n3,
@@ -194,7 +198,8 @@ def block_kxk(
     r:   [N*H*W, c2r + c3r]  the reduced tensors r2 | r3 as NHWC rows (block_1x1's scratch)
     w2:  [9, c2r, c2]        r's dtype, contiguous; b2 [c2] float32
     w3:  [K*K, c3r, c3]      r's dtype, contiguous, K = 3 or 5; b3 [c3] float32
-    out: [N, C_tot, H, W]    r's dtype, channels_last-contiguous; only the two slices written
+    out: [N, C_tot, H, W]    r's dtype, NHWC rows (channels contiguous, one pixel stride); only
+                             the two slices written
     Returns out. Errors as fused_inception.checks says, before anything is written.
     """
     op = "block_kxk"
@@ -225,9 +230,10 @@ def block_kxk(
     if m == 0:
         return out
     cfg = common.launch_config(
-        pick_config(r.dtype, c2r=c2r, c2=c2, c3r=c3r, c3=c3), INTERPRETER_OVERRIDES
+        pick_config(r.dtype, m=m, c2r=c2r, c2=c2, c3r=c3r, c3=c3), INTERPRETER_OVERRIDES
     )
-    common.check_int32_tile(op, cfg.block_m, c2r + c3r, c_tot, width=2 * w + 2)
+    stride_om = common.pixel_stride(op, "out", out)
+    common.check_int32_tile(op, cfg.block_m, c2r + c3r, stride_om, width=2 * w + 2)
     tiles2 = triton.cdiv(c2, cfg.block_n2)
     grid = (triton.cdiv(m, cfg.block_m), tiles2 + triton.cdiv(c3, cfg.block_n3))
     common.check_grid(op, grid)
@@ -235,7 +241,7 @@ def block_kxk(
     with launch_guard():
         block_kxk_kernel[grid](
             r, w2, b2, w3, b3, out,
-            m, h, w, c2r, c3r, c2, c3, k3, c_tot, off2, off3, tiles2,
+            m, h, w, c2r, c3r, c2, c3, k3, stride_om, off2, off3, tiles2,
             BLOCK_M=cfg.block_m, BLOCK_N2=cfg.block_n2, BLOCK_R2=cfg.block_r2,
             BLOCK_N3=cfg.block_n3, BLOCK_R3=cfg.block_r3,
             DOT_IN_FP32=common.dot_in_fp32(r.dtype),
@@ -245,14 +251,17 @@ def block_kxk(
 
 
 def aot_builds() -> list[KernelBuild]:
-    """Every build block_kxk launches for GoogLeNet's nine blocks on a GPU, per dtype."""
+    """Every build block_kxk launches for GoogLeNet's nine blocks on a GPU at AOT_BATCHES."""
     from ..configs import GOOGLENET_BLOCKS
+    from .block_1x1 import AOT_BATCHES
 
     configs = {
-        (dtype, pick_config(dtype, c2r=c.ch3x3red, c2=c.ch3x3, c3r=c.ch5x5red, c3=c.ch5x5))
+        (dtype, pick_config(dtype, m=batch * c.hw**2, c2r=c.ch3x3red, c2=c.ch3x3,
+                            c3r=c.ch5x5red, c3=c.ch5x5))
         for dtype in common.TRITON_DTYPES
         for c in GOOGLENET_BLOCKS.values()
-    }
+        for batch in AOT_BATCHES
+    }  # fmt: skip
     return [
         common.kernel_build(
             "block_kxk",
@@ -279,7 +288,7 @@ def aot_builds() -> list[KernelBuild]:
                 "c2r",
                 "c2",
                 "c3",
-                "c_tot",
+                "stride_om",
                 "off2",
                 "off3",
             ),

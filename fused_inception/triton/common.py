@@ -1,17 +1,16 @@
-"""What the Triton kernel families (conv1x1_slice.py, chain_1x1_kxk.py) share.
+"""What the Triton kernel families (block_1x1.py, block_kxk.py) share.
 
 Every family follows one scheme:
-- the kernel is `<family>_kernel`; its runtime scalars are lower case (c_in, c_red, c_out,
-  height, width, ..., strides in torch's (n, c, h, w) order as stride_x*/stride_o*, c_off) and
-  its tl.constexpr arguments upper case (BLOCK_*, K, TH, TW, POOL, DOT_IN_FP32);
+- the kernel is `<family>_kernel`; its runtime scalars are lower case (m, c_in, c1, c2r, ...,
+  height, width, pixel strides stride_xm / stride_om) and its tl.constexpr arguments upper
+  case (BLOCK_*, DOT_IN_FP32); tensors are NHWC rows [pixels, channels] (`pixel_stride`);
 - `<Family>Config`, a NamedTuple of tile sizes ending in num_warps and num_stages;
-  `GPU_CONFIGS[(variant, fp32)]` the configs a GPU launch chooses from (the variant is POOL or
-  K), `pick_config(dtype, c_out, *, <variant and shape>)` the GPU choice (also under the
+  `pick_config(dtype, *, m, <channel counts>)` the GPU choice by shape (also under the
   interpreter, so tests can check it), and `INTERPRETER_OVERRIDES` the fields a launch under
-  TRITON_INTERPRET=1 replaces (`launch_config`);
-- the launcher `<family>(x, <packed weights>, out, c_off, ...)` validates with
-  `check_launch_args` (error types: fused_inception.checks), launches under `launch_guard()`
-  and returns out;
+  TRITON_INTERPRET=1 replaces (`launch_config`; FUSED_INCEPTION_GPU_CONFIGS=1 keeps the GPU's);
+- the launcher `<family>(<tensors>, out, <offsets>)` validates with `check_launch_args` /
+  `check_scratch_launch` (error types: fused_inception.checks), announces itself with
+  `note_launch`, launches under `launch_guard()` and returns out;
 - `aot_builds()` lists every GPU build as `kernel_build(...)` records for the report.
 """
 
@@ -243,19 +242,25 @@ def kernel_build(
     )
 
 
-# Checks of the version-2 launchers (block_1x1.py, block_kxk.py), which take NHWC rows: x, out
-# and the scratch r are dense row-major [pixels, channels] matrices.
+# Checks of the version-2 launchers (block_1x1.py, block_kxk.py), which take NHWC rows: x and
+# out row-major [pixels, channels] with a pixel stride, the scratch r dense.
 
 
-def check_rows(op: str, **tensors: Tensor) -> None:
-    """ValueError unless each 4-D tensor is channels_last-contiguous (NHWC rows)."""
-    for name, t in tensors.items():
-        if not t.is_contiguous(memory_format=torch.channels_last):
-            raise ValueError(
-                f"{op}: {name} must be channels_last-contiguous (NHWC rows), got strides "
-                f"{t.stride()} for shape {tuple(t.shape)}; use "
-                f".contiguous(memory_format=torch.channels_last)"
-            )
+def pixel_stride(op: str, name: str, t: Tensor) -> int:
+    """The distance between pixels of the 4-D tensor t [N, C, H, W] taken as NHWC rows: its
+    channels contiguous and every pixel that many elements after the previous one (so a
+    channels_last-contiguous tensor, or a channel slice of one); ValueError otherwise."""
+    n, c, h, w = t.shape
+    s = t.stride(3) if w > 1 else (t.stride(2) if h > 1 else max(c, t.stride(0)))
+    want = (h * w * s, 1, w * s, s)
+    strided = [a == b for size, a, b in zip(t.shape, t.stride(), want, strict=True) if size > 1]
+    if s < c or not all(strided):
+        raise ValueError(
+            f"{op}: {name} must be NHWC rows (channels contiguous, one stride between pixels, "
+            f"e.g. channels_last-contiguous), got strides {t.stride()} for shape "
+            f"{tuple(t.shape)}; use .contiguous(memory_format=torch.channels_last)"
+        )
+    return s
 
 
 def check_column_split(op: str, name: str, value: object, limit: int) -> int:
@@ -293,7 +298,7 @@ def check_scratch(
         )
     check_same_device(op, x=x, r=r)
     check_no_overlap(op, out, r=r)
-    check_no_overlap(op, r, x=x, **{o.name: o.tensor for o in operands})
+    check_no_overlap(op, r, written="r", x=x, **{o.name: o.tensor for o in operands})
 
 
 def check_scratch_launch(
@@ -314,7 +319,7 @@ def check_scratch_launch(
     sizes = _check_operands(op, operands, r.dtype, "r", {})
     if out.dtype != r.dtype:
         raise TypeError(f"{op}: out must have r's dtype {r.dtype}, got {out.dtype}")
-    check_rows(op, out=out)
+    pixel_stride(op, "out", out)
     tensors = {"r": r, "out": out, **{o.name: o.tensor for o in operands}}
     check_same_device(op, **tensors)
     if r.device.type != "cuda" and not INTERPRETER:
