@@ -138,7 +138,7 @@ def run_counts(cases: Sequence[tuple[str, int]], batch: int, jobs: int) -> list[
 HEADER = (
     f"{'block':<5} {'k':>1} {'kernel':<22} {'launch':>6} {'progs':>6} {'exec/use':>8} "
     f"{'gath/MAC':>8} {'B/FLOP':>7} {'waves A100/H100':>15} {'MODEL ms @N A100/H100':>21} "
-    f"{'MODEL ms @128 A100/H100':>23}"
+    f"{'MODEL ms @128 A100/H100':>23} {'bound':>7}"
 )
 
 
@@ -163,14 +163,15 @@ def format_rows(result: dict) -> list[str]:
             f"{_num(row['loaded_bytes_per_flop'], '.4f'):>7} "
             f"{_pair(row['model'], 'waves', n, '.2f'):>15} "
             f"{_pair(row['model'], 'ms', n, '.4f'):>21} "
-            f"{_pair(row['model'], 'ms', MODEL_BATCH, '.4f'):>23}"
+            f"{_pair(row['model'], 'ms', MODEL_BATCH, '.4f'):>23} "
+            f"{row['model'][f'H100@{MODEL_BATCH}']['bound']:>7}"
         )
     unf = result["unfused"]
     launches = unf[f"H100@{n}"]["launches"]
     rows.append(
         f"{result['block']:<5} {result['k']:>1} {'unfused cuDNN-class':<22} {launches:>6} "
         f"{'-':>6} {'1.000':>8} {'0':>8} {'-':>7} {'-':>15} {_pair(unf, 'ms', n, '.4f'):>21} "
-        f"{_pair(unf, 'ms', MODEL_BATCH, '.4f'):>23}"
+        f"{_pair(unf, 'ms', MODEL_BATCH, '.4f'):>23} {unf[f'H100@{MODEL_BATCH}']['bound']:>7}"
     )
     return rows
 
@@ -205,7 +206,8 @@ def assumptions_text() -> str:
         [
             "MODEL assumptions (roofline estimates from counted work, not measurements):",
             f"  GPUs: {gpus}",
-            f"  MMA at {wm.MMA_EFFICIENCY:.0%} of dense fp16 peak, wave-quantized; DRAM at "
+            f"  MMA at {wm.MMA_EFFICIENCY:.0%} of dense fp16 peak, quantized per SM (x ceil(progs"
+            f" / SMs) / (progs / SMs)); DRAM at "
             f"{wm.DRAM_EFFICIENCY:.0%} of peak; gathers >= 1 shuffle lane per element "
             f"({wm.SHUFFLE_LANES_PER_CLOCK} lanes/clock/SM), added to MMA time; L2 time = "
             f"bytes loaded+stored / L2->SM bandwidth; {wm.LAUNCH_OVERHEAD_US:g} us per launch",
@@ -218,7 +220,8 @@ def assumptions_text() -> str:
             + " (the configs of batch N)",
             "  exec/use: executed tensor-core MACs / useful MACs; gath/MAC: gathered elements per "
             "useful MAC; B/FLOP: bytes loaded per useful FLOP; a kernel row sums its launches' "
-            "waves and times",
+            f"waves and times; bound: the largest term (compute, L2, DRAM) on the H100 at batch "
+            f"{MODEL_BATCH}",
         ]
     )
 
@@ -253,6 +256,11 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         metavar="PATH",
         help="records of python -m fused_inception.report --json, for CTAs per SM",
     )
+    parser.add_argument(
+        "--counts",
+        metavar="PATH",
+        help="re-analyse the counts of an earlier --json (same batch) instead of counting",
+    )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--cases", nargs="*", default=[], help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
@@ -272,19 +280,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         with open(args.compile_json) as f:
             records = json.load(f)
     cases = [(b, k) for b in args.blocks for k in args.kernel_sizes]
-    print(
-        f"counting {len(cases)} cases at batch {args.batch} in {args.jobs} processes "
-        "(TRITON_INTERPRET=1, FUSED_INCEPTION_GPU_CONFIGS=1)",
-        file=sys.stderr,
-        flush=True,
-    )
     start = time.perf_counter()
-    try:
-        counts = run_counts(cases, args.batch, args.jobs)
-    except RuntimeError as exc:
-        print(f"work report: {exc}", file=sys.stderr)
-        return 1
-    seconds = time.perf_counter() - start
+    if args.counts:
+        with open(args.counts) as f:
+            earlier = json.load(f)
+        wanted = set(cases)
+        counts = [r for r in earlier["results"] if (r["block"], r["k"]) in wanted]
+        args.batch, args.jobs = earlier["batch"], earlier["jobs"]
+        seconds = earlier["count_wall_s"]
+    else:
+        print(
+            f"counting {len(cases)} cases at batch {args.batch} in {args.jobs} processes "
+            "(TRITON_INTERPRET=1, FUSED_INCEPTION_GPU_CONFIGS=1)",
+            file=sys.stderr,
+            flush=True,
+        )
+        try:
+            counts = run_counts(cases, args.batch, args.jobs)
+        except RuntimeError as exc:
+            print(f"work report: {exc}", file=sys.stderr)
+            return 1
+        seconds = time.perf_counter() - start
     results = [analyse(case, records) for case in counts]
     print(
         f"fp16, batch {args.batch}, channels_last, norm=False, eval forward; "

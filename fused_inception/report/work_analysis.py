@@ -60,7 +60,7 @@ def analyse(case: dict, records: Sequence[dict] = ()) -> dict:
     """Per kernel and block: the counted work, the MODEL times, the unfused MODEL, the verdict."""
     n, k = case["batch"], case["k"]
     cfg = GOOGLENET_BLOCKS[case["block"]]
-    activation = {key for keys in case["activation_keys"] for key in keys}
+    activation = {key for keys in case.get("activation_keys", []) for key in keys}
     launches = case["launches"]
     models: dict[str, dict] = {}
     for gpu_name, gpu in wm.GPUS.items():
@@ -111,6 +111,7 @@ def analyse(case: dict, records: Sequence[dict] = ()) -> dict:
     return {
         **{key: case[key] for key in ("block", "k", "batch", "dtype", "hw", "count_s")},
         "block_useful_macs": case["block_useful_macs"],
+        "activation_keys": case.get("activation_keys", []),
         "listener_calls": case["listener_calls"],
         "output_finite": case["output_finite"],
         "kernels": kernels,
@@ -126,6 +127,10 @@ _SUMMED = ("launches", "programs", "useful_macs", "mma_macs", "other_dot_macs", 
 _SUMMED += ("loaded_bytes", "stored_bytes")
 
 
+# Summed over a row's launches; "bound" names the largest of compute, L2 and DRAM time.
+_MODEL_SUMMED = ("ms", "waves", "dram_bytes", "compute_ms", "l2_ms", "dram_ms")
+
+
 def _empty_row(function: str) -> dict:
     return {"functions": [function] if function else [], **dict.fromkeys(_SUMMED, 0), "model": {}}
 
@@ -137,9 +142,11 @@ def _add_launch(row: dict, launch: dict, model: dict) -> None:
     if launch["function"] not in row["functions"]:
         row["functions"].append(launch["function"])
     for m, t in model.items():
-        entry = row["model"].setdefault(m, {"ms": 0.0, "waves": 0.0, "dram_bytes": 0.0})
-        for key in entry:
+        entry = row["model"].setdefault(m, dict.fromkeys(_MODEL_SUMMED, 0.0))
+        for key in _MODEL_SUMMED:
             entry[key] += t[key]
+        terms = {"compute": entry["compute_ms"], "L2": entry["l2_ms"], "DRAM": entry["dram_ms"]}
+        entry["bound"] = max(terms, key=terms.get)
 
 
 def _ratios(row: dict) -> None:

@@ -7,10 +7,13 @@ time them. The assumptions (also written into the work report's JSON, `ASSUMPTIO
   SXM: 989 TFLOP/s, 3350 GB/s); 108 / 132 SMs; L2 40 / 50 MB; boost clocks 1.41 / 1.98 GHz.
 - Tensor-core work runs at MMA_EFFICIENCY of the dense fp16 peak (other dot work at that share
   of the FP32 peak); DRAM at DRAM_EFFICIENCY of its peak bandwidth.
-- Wave quantization (fused kernels): a launch of P programs with C CTAs per SM runs
-  ceil(P / (SMs * C)) full waves, so its compute time is the counted work times
-  ceil(waves) / waves. C comes from the compile report's registers and shared memory when given,
-  else 1.
+- Waves (reported): programs / (SMs * C), C the CTAs per SM from the compile report's
+  registers, shared memory and threads when given (--compile-json), else 1.
+- Quantization (fused kernels' compute time): programs are spread evenly over the SMs and an
+  SM's throughput is the same however many CTAs share it, so the busiest SM runs
+  ceil(P / SMs) programs' work: the counted work times ceil(P / SMs) / (P / SMs). A launch of
+  fewer programs than SMs leaves SMs idle (one CTA is assumed to reach an SM's share of the
+  efficiency above).
 - Gathers: each gathered element costs at least one warp-shuffle lane; an SM shuffles
   SHUFFLE_LANES_PER_CLOCK lanes per clock. Added to the MMA time (not overlapped): a lower bound
   on what tl.gather costs.
@@ -76,8 +79,10 @@ ASSUMPTIONS = {
     "launch_overhead_us": LAUNCH_OVERHEAD_US,
     "shuffle_lanes_per_clock_per_sm": SHUFFLE_LANES_PER_CLOCK,
     "gpus": {k: {**g._asdict(), "peak": g.peak._asdict()} for k, g in GPUS.items()},
-    "occupancy": "CTAs per SM from the compile report (registers, shared memory, threads) when "
-    "--compile-json is given and a build matches the launch, else 1",
+    "occupancy": "waves = programs / (SMs x CTAs per SM), CTAs per SM from the compile report "
+    "(registers, shared memory, threads) when --compile-json is given and a build matches the "
+    "launch, else 1",
+    "quantization": "compute time x ceil(programs / SMs) / (programs / SMs): the busiest SM",
     "dram_rule": "unique bytes per tensor per launch; a later launch's read hits L2 if at most "
     "L2-capacity bytes of distinct tensors were touched since (LRU on whole tensors); writes "
     "always reach DRAM",
@@ -141,11 +146,11 @@ class LaunchWork(NamedTuple):
 
 
 def launch_ms(gpu: Gpu, work: LaunchWork, dram: float, *, quantize: bool = True) -> dict:
-    """MODEL time of one launch (ms) and its parts: compute (MMA + gather, wave-quantized),
+    """MODEL time of one launch (ms) and its parts: compute (MMA + gather, quantized per SM),
     L2, DRAM, waves; see the module docstring."""
-    slots = gpu.sms * work.ctas_per_sm
-    waves = work.programs / slots if work.programs else 0.0
-    quant = math.ceil(waves) / waves if quantize and waves else 1.0
+    waves = work.programs / (gpu.sms * work.ctas_per_sm) if work.programs else 0.0
+    per_sm = work.programs / gpu.sms
+    quant = math.ceil(per_sm) / per_sm if quantize and per_sm else 1.0
     peak = gpu.peak
     mma_s = 2 * work.mma_macs / (MMA_EFFICIENCY * peak.fp16_tflops * 1e12)
     other_s = 2 * work.other_macs / (MMA_EFFICIENCY * peak.fp32_tflops * 1e12)
@@ -217,4 +222,14 @@ def unfused_ms(gpu: Gpu, cfg: BlockConfig, k: int, batch: int, itemsize: int = 2
         t = launch_ms(gpu, LaunchWork(macs, 0.0, 0.0, 0.0, 0, 1), dram, quantize=False)
         parts.append({"kernel": name, **t})
         total += t["ms"]
-    return {"ms": total, "launches": len(seq), "dram_bytes": sum(drams), "parts": parts}
+    compute = sum(p["compute_ms"] for p in parts)
+    dram = sum(p["dram_ms"] for p in parts)
+    return {
+        "ms": total,
+        "launches": len(seq),
+        "dram_bytes": sum(drams),
+        "compute_ms": compute,
+        "dram_ms": dram,
+        "bound": "compute" if compute >= dram else "DRAM",
+        "parts": parts,
+    }
