@@ -205,10 +205,15 @@ def test_work_report_5b_batch1(tmp_path):
         assert total["loaded_bytes_per_flop"] == pytest.approx(
             total["loaded_bytes"] / (2 * total["useful_macs"])
         )
-        # Each output element written exactly once, all bytes attributed to a tensor.
+        # Each output element stored exactly once (the output found by its address, whatever
+        # the kernels call it), and every byte attributed to a tensor argument.
+        out_key = r["activation_keys"][1][0]
+        out_uses = [t for launch in launches for t in launch["tensors"].values()]
+        out_uses = [t for t in out_uses if t["key"][0] == out_key]
         out_bytes = cfg.out_channels * cfg.hw * cfg.hw * 2
-        assert sum(launch["tensors"]["out"]["written_bytes"] for launch in launches) == out_bytes
-        assert total["stored_bytes"] == out_bytes
+        assert sum(t["written_bytes"] for t in out_uses) == out_bytes
+        assert sum(t["stored_bytes"] for t in out_uses) == out_bytes
+        assert total["stored_bytes"] >= out_bytes
         assert all(launch["unattributed_bytes"] == 0 for launch in launches)
         # The MODEL: positive times, the verdict from the same numbers.
         for key in ("A100@1", "H100@1", "A100@128", "H100@128"):

@@ -69,10 +69,10 @@ def count_case(block: str, k: int, batch: int) -> dict:
     module = module.eval().to(torch.float16)
     x = torch.randn(batch, cfg.in_channels, cfg.hw, cfg.hw).to(torch.float16)
     x = x.contiguous(memory_format=torch.channels_last)
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     with torch.no_grad(), count_work() as log:
         out = module(x)
-    seconds = time.perf_counter() - start
+    seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
     return {
         "block": block,
         "k": k,
@@ -84,6 +84,7 @@ def count_case(block: str, k: int, batch: int) -> dict:
         "activation_keys": [[x.data_ptr()], [out.data_ptr()]],
         "output_finite": bool(torch.isfinite(out).all()),
         "count_s": round(seconds, 2),
+        "count_cpu_s": round(cpu_seconds, 2),
         "launches": [launch.as_dict() for launch in log.launches],
     }
 
@@ -96,7 +97,11 @@ def _child(args: argparse.Namespace) -> int:
     for case in args.cases:
         block, k = case.split(":")
         result = count_case(block, int(k), args.batch)
-        print(f"  counted {block} k={k} in {result['count_s']} s", file=sys.stderr, flush=True)
+        print(
+            f"  counted {block} k={k} in {result['count_s']} s ({result['count_cpu_s']} s CPU)",
+            file=sys.stderr,
+            flush=True,
+        )
         results.append(result)
     with open(args.out, "w") as f:
         json.dump(results, f)
@@ -315,7 +320,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(assumptions_text())
     print(
         f"counted in {seconds:.1f} s wall ({args.jobs} processes; per case: "
-        + ", ".join(f"{r['block']}/{r['k']} {r['count_s']:.1f}s" for r in results)
+        + ", ".join(
+            f"{r['block']}/{r['k']} {r['count_s']:.0f}s ({r.get('count_cpu_s', 0):.0f}s CPU)"
+            for r in results
+        )
         + ")"
     )
     if args.json:

@@ -49,8 +49,9 @@ def match_build(records: Sequence[dict], launch: dict, arch: str, dtype: str) ->
             key, _, value = part.partition("=")
             key = names.get(key, key)
             if key in params and params[key] is not None:
+                want = params[key]
                 compared += 1
-                ok += int(params[key]) == int(value)
+                ok += str(int(want) if isinstance(want, (bool, int)) else want) == value
         if compared and ok == compared:
             return rec
     return None
@@ -110,6 +111,7 @@ def analyse(case: dict, records: Sequence[dict] = ()) -> dict:
         _ratios(row)
     return {
         **{key: case[key] for key in ("block", "k", "batch", "dtype", "hw", "count_s")},
+        "count_cpu_s": case.get("count_cpu_s"),
         "block_useful_macs": case["block_useful_macs"],
         "activation_keys": case.get("activation_keys", []),
         "listener_calls": case["listener_calls"],
