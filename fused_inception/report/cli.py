@@ -2,6 +2,10 @@
 
     python -m fused_inception.report [--json PATH] [--arch sm_80 sm_90] [--kernels SUBSTRING]
                                      [--backends triton cuda] [--modules MODULE ...] [--no-cache]
+    python -m fused_inception.report --work [--batch N] [--blocks 3a ...] [--json PATH] ...
+
+--work runs the work report instead (fused_inception.report.work: the GPU configurations' work
+counted under the interpreter, and a roofline MODEL of their GPU time); its options are its own.
 
 Records come from one provider per backend (PROVIDERS: fused_inception.report.triton and
 fused_inception.report.cuda), each taking the ReportRequest and yielding records
@@ -88,6 +92,11 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--no-cache", action="store_true", help="bypass Triton's cache (true compile times)"
     )
     parser.add_argument(
+        "--work",
+        action="store_true",
+        help="run the work report instead (its own options: --work --help)",
+    )
+    parser.add_argument(
         "--backends",
         nargs="+",
         choices=sorted(PROVIDERS),
@@ -110,6 +119,11 @@ def main(argv: Sequence[str] | None = None, providers: Sequence[RecordProvider] 
                set, the report runs again in a subprocess without it and returns its status.
     """
     argv = list(sys.argv[1:] if argv is None else argv)
+    if "--work" in argv:
+        # Its own child processes set TRITON_INTERPRET; this process needs no interpreter.
+        from fused_inception.report.work import main as work_main
+
+        return work_main([arg for arg in argv if arg != "--work"])
     if providers is None and interpreter_set():
         # Compilation needs real @triton.jit functions: run again in a clean interpreter.
         env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}

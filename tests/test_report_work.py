@@ -1,0 +1,223 @@
+"""The work report (python -m fused_inception.report --work): its counters on a toy Triton kernel
+whose work is known, its MODEL's rules, and one real run whose numbers must agree."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+import triton
+import triton.language as tl
+from helpers import skip_module_unless_triton_runs
+
+from fused_inception.bench.roofline import block_macs
+from fused_inception.configs import GOOGLENET_BLOCKS
+from fused_inception.report import work_model as wm
+from fused_inception.report.work_analysis import match_build
+from fused_inception.triton import common
+
+skip_module_unless_triton_runs()
+
+# ---------------------------------------------------------------------------------------------
+# The counters, on a kernel whose work is known.
+
+M, N, K = 16, 32, 16  # tl.dot tile [M, K] x [K, N]
+ROWS = 11  # rows of A (and of the output) whose mask is true
+PROGRAMS = 3
+
+
+@triton.jit
+def _toy_kernel(a_ptr, b_ptr, idx_ptr, out_ptr, rows, M: tl.constexpr, N: tl.constexpr,
+                K: tl.constexpr, F32: tl.constexpr):  # fmt: skip
+    pid = tl.program_id(0)
+    m = tl.arange(0, M)
+    n = tl.arange(0, N)
+    k = tl.arange(0, K)
+    row_in = m < rows
+    a = tl.load(a_ptr + m[:, None] * K + k[None, :], mask=row_in[:, None], other=0.0)
+    b = tl.load(b_ptr + k[:, None] * N + n[None, :])
+    b = b + tl.load(b_ptr + k[:, None] * N + n[None, :])  # the same bytes loaded twice
+    if F32:
+        acc = tl.dot(a.to(tl.float32), b.to(tl.float32), input_precision="ieee")
+    else:
+        acc = tl.dot(a, b)
+    idx = tl.load(idx_ptr + m)
+    g = tl.gather(acc, tl.broadcast_to(idx[:, None], (M, N)), 0)
+    tl.store(out_ptr + pid * M * N + m[:, None] * N + n[None, :], g, mask=row_in[:, None])
+
+
+def _toy_tensors():
+    gen = torch.Generator().manual_seed(0)
+    a = torch.randn(M, K, generator=gen).half()
+    b = torch.randn(K, N, generator=gen).half()
+    idx = torch.randint(0, M, (M,), generator=gen, dtype=torch.int32)
+    out = torch.full((PROGRAMS, M, N), float("nan"))
+    return a, b, idx, out
+
+
+@pytest.mark.parametrize("f32", [False, True], ids=["fp16-dot", "fp32-dot"])
+def test_counters_on_toy_kernel(f32):
+    from triton.runtime import interpreter
+
+    from fused_inception.report.counting import count_work
+
+    a, b, idx, out = _toy_tensors()
+    originals = {
+        name: getattr(interpreter.InterpreterBuilder, name)
+        for name in ("create_dot", "create_masked_load", "create_masked_store", "create_gather")
+    }
+    with count_work() as log:
+        common.note_launch("toy", (PROGRAMS,), 1234)
+        _toy_kernel[(PROGRAMS,)](a, b, idx, out, ROWS, M=M, N=N, K=K, F32=f32, num_warps=2)
+        _toy_kernel[(1,)](a, b, idx, out, ROWS, M=M, N=N, K=K, F32=f32)  # not announced
+    # Restored afterwards: nothing counted, listener gone.
+    assert common.launch_listener is None
+    for name, fn in originals.items():
+        assert getattr(interpreter.InterpreterBuilder, name) is fn
+
+    # The kernel computed what it computes (counting changes nothing).
+    a_in = a.float().clone()
+    a_in[ROWS:] = 0  # masked rows load as 0
+    ref = ((a_in @ (2 * b.float()))[idx.long()])[:ROWS]
+    torch.testing.assert_close(out[:, :ROWS], ref.expand(PROGRAMS, ROWS, N), rtol=1e-2, atol=1e-2)
+
+    assert log.listener_calls == 1 and len(log.launches) == 2
+    first, second = log.launches
+    assert (first.kernel, first.useful_macs, first.listener_grid) == ("toy", 1234, (PROGRAMS,))
+    assert (second.kernel, second.useful_macs) == ("_toy_kernel", None)
+    assert first.function == second.function == "_toy_kernel"
+    assert first.grid == (PROGRAMS,) and first.programs == PROGRAMS and second.programs == 1
+    assert first.num_warps == 2
+    assert first.constexprs == {"M": M, "N": N, "K": K, "F32": f32}
+
+    macs = PROGRAMS * M * N * K
+    assert (first.mma_macs, first.other_dot_macs) == ((0, macs) if f32 else (macs, 0))
+    assert first.gathered == PROGRAMS * M * N
+    t = first.tensors
+    assert set(t) == {"a", "b", "idx", "out"}
+    assert t["a"].loaded_bytes == PROGRAMS * ROWS * K * 2
+    assert t["a"].read_bytes == ROWS * K * 2  # masked rows never touched
+    assert t["b"].loaded_bytes == PROGRAMS * 2 * K * N * 2 and t["b"].read_bytes == K * N * 2
+    assert t["idx"].loaded_bytes == PROGRAMS * M * 4 and t["idx"].read_bytes == M * 4
+    assert t["out"].stored_bytes == t["out"].written_bytes == PROGRAMS * ROWS * N * 4
+    assert t["out"].loaded_bytes == 0 and t["a"].stored_bytes == 0
+    assert first.loaded_bytes == sum(u.loaded_bytes for u in t.values())
+    assert first.stored_bytes == PROGRAMS * ROWS * N * 4
+    assert first.unattributed_bytes == 0
+    assert t["a"].key == (a.data_ptr(), a.numel() * 2)
+    assert second.mma_macs + second.other_dot_macs == M * N * K
+
+
+def test_count_work_restores_after_an_error():
+    from triton.runtime import interpreter
+
+    from fused_inception.report.counting import count_work
+
+    dot = interpreter.InterpreterBuilder.create_dot
+    with pytest.raises(ZeroDivisionError), count_work():
+        1 / 0  # noqa: B018
+    assert interpreter.InterpreterBuilder.create_dot is dot
+    assert common.launch_listener is None
+
+
+# ---------------------------------------------------------------------------------------------
+# The MODEL's rules.
+
+
+def test_dram_rule_l2_reuse_and_writes():
+    x = wm.Access("x", read=100.0, written=0.0, size=100.0)
+    big = wm.Access("big", read=1000.0, written=0.0, size=1000.0)
+    out = wm.Access("out", read=0.0, written=50.0, size=50.0)
+    # Second read of x: an L2 hit while everything since fits (150 <= 200 bytes of L2).
+    assert wm.dram_bytes([[x, out], [x, out]], l2_bytes=200) == [150.0, 50.0]
+    # A large tensor in between evicts it.
+    assert wm.dram_bytes([[x], [big], [x]], l2_bytes=200) == [100.0, 1000.0, 100.0]
+
+
+def test_ctas_per_sm_limits():
+    a100 = wm.GPUS["A100"]
+    assert wm.ctas_per_sm(a100, 4, 128, 0) == 4  # registers: 65536 / (128 * 128)
+    assert wm.ctas_per_sm(a100, 4, 32, 100 * 1024) == 1  # shared memory
+    assert wm.ctas_per_sm(a100, 8, 32, 0) == 8  # threads: 2048 / 256
+
+
+@pytest.mark.parametrize("k", [3, 5])
+def test_unfused_sequence_does_the_block_macs(k):
+    cfg = GOOGLENET_BLOCKS["4e"]
+    seq = wm.unfused_sequence(cfg, k, batch=2, itemsize=2)
+    assert sum(macs for _, macs, _ in seq) == 2 * block_macs(cfg, k)
+    assert len(seq) == 8 and seq[-1][0].startswith("concat")
+    h100 = wm.unfused_ms(wm.GPUS["H100"], cfg, k, 128)
+    assert h100["launches"] == 8 and h100["ms"] > 8 * wm.LAUNCH_OVERHEAD_US * 1e-3
+
+
+def test_match_build_reads_the_build_name():
+    launch = {
+        "function": "chain_1x1_kxk_kernel",
+        "constexprs": {"K": 3, "TH": 8, "BLOCK_N": 128, "BLOCK_R": 32},
+        "num_warps": 8,
+        "num_stages": 2,
+    }
+    name = "chain_1x1_kxk[float16,K=3,TH=8,TW=8,BN={},BR=32,BK=32,warps=8,stages=2]"
+    records = [
+        {"kernel": name.format(64), "arch": "sm_90", "registers": 200, "shared_bytes": 1},
+        {"kernel": name.format(128), "arch": "sm_80", "registers": 100, "shared_bytes": 2},
+        {"kernel": name.format(128), "arch": "sm_90", "registers": 150, "shared_bytes": 3},
+    ]
+    assert match_build(records, launch, "sm_90", "float16")["registers"] == 150
+    assert match_build(records, launch, "sm_90", "bfloat16") is None
+
+
+# ---------------------------------------------------------------------------------------------
+# One real run: 5b at batch 1 (both branch-3 kernels), its numbers against each other.
+
+
+def test_work_report_5b_batch1(tmp_path):
+    path = tmp_path / "work.json"
+    cmd = [sys.executable, "-m", "fused_inception.report", "--work", "--blocks", "5b"]
+    cmd += ["--batch", "1", "--json", str(path)]
+    env = {k: v for k, v in os.environ.items() if k != "FUSED_INCEPTION_GPU_CONFIGS"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "MODEL" in proc.stdout and "verdict 5b k=3" in proc.stdout
+    assert "verdict 5b k=5" in proc.stdout
+    report = json.loads(path.read_text())
+    cfg = GOOGLENET_BLOCKS["5b"]
+    assert [r["k"] for r in report["results"]] == [3, 5]
+    for r in report["results"]:
+        total, launches = r["total"], r["launches"]
+        assert r["output_finite"]
+        # Useful work: the block's multiply-adds, announced by the launchers.
+        assert total["useful_macs"] == r["block_useful_macs"] == block_macs(cfg, r["k"])
+        # Every launch was announced, and every announced launch ran.
+        assert r["listener_calls"] == total["launches"] == len(launches) >= 1
+        assert all(launch["useful_macs"] is not None for launch in launches)
+        # The kernels' rows add up to the block's.
+        for key in ("launches", "programs", "useful_macs", "mma_macs", "gathered", "loaded_bytes"):
+            assert sum(row[key] for row in r["kernels"].values()) == total[key], key
+        assert total["programs"] == sum(launch["programs"] for launch in launches)
+        assert total["mma_macs"] >= total["useful_macs"]
+        assert total["exec_per_useful"] == pytest.approx(total["mma_macs"] / total["useful_macs"])
+        assert total["loaded_bytes_per_flop"] == pytest.approx(
+            total["loaded_bytes"] / (2 * total["useful_macs"])
+        )
+        # Each output element stored exactly once (the output found by its address, whatever
+        # the kernels call it), and every byte attributed to a tensor argument.
+        out_key = r["activation_keys"][1][0]
+        out_uses = [t for launch in launches for t in launch["tensors"].values()]
+        out_uses = [t for t in out_uses if t["key"][0] == out_key]
+        out_bytes = cfg.out_channels * cfg.hw * cfg.hw * 2
+        assert sum(t["written_bytes"] for t in out_uses) == out_bytes
+        assert sum(t["stored_bytes"] for t in out_uses) == out_bytes
+        assert total["stored_bytes"] >= out_bytes
+        assert all(launch["unattributed_bytes"] == 0 for launch in launches)
+        # The MODEL: positive times, the verdict from the same numbers.
+        for key in ("A100@1", "H100@1", "A100@128", "H100@128"):
+            assert total["model"][key]["ms"] > 0 and r["unfused"][key]["ms"] > 0
+        v = r["verdict"]
+        assert v["launches"]["value"] == total["launches"]
+        assert v["h100_ms_vs_unfused"]["value"] == pytest.approx(total["model"]["H100@128"]["ms"])
