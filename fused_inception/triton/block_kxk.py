@@ -24,7 +24,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from . import KernelBuild, common, launch_guard
+from . import KernelBuild, common, launch_guard, tiles
 from .block_1x1 import block_size
 
 
@@ -145,41 +145,42 @@ class BlockKxkConfig(NamedTuple):
     num_stages: int
 
 
-# Output blocks: the largest candidate within 15% of the least padding (block_1x1.block_size);
-# reduction chunks: the least padding (they do not change the bytes per MAC).
-_BLOCK_M = (128, 64)
-_BLOCK_N = (128, 64, 32)
+# Reduction chunks: the least padding (they do not change the bytes per MAC). Pixel rows and
+# output blocks: fused_inception/triton/tiles.py.
 _BLOCK_R = (64, 32, 16)
 # Under the interpreter each program x loop iteration costs ~10 ms: larger channel chunks.
 INTERPRETER_OVERRIDES = {"block_r2": 64, "block_r3": 64}
 
 
 def pick_config(
-    dtype: torch.dtype, *, m: int, c2r: int, c2: int, c3r: int, c3: int
+    dtype: torch.dtype, *, m: int, c2r: int, c2: int, c3r: int, c3: int, k3: int
 ) -> BlockKxkConfig:
-    """The GPU config of the kxk launch: tiles by channel counts, warps by dtype.
+    """The GPU config of the kxk launch over m pixel rows, by shape and dtype.
 
-    16-bit: 128-pixel tiles (64 where that pads the m pixel rows much less), 8 warps,
-    3 stages; fp32 (FMAs, operands in
-    registers): 64 x 64 tiles, 16-channel chunks.
+    16-bit: pixel rows and output blocks by the roofline model of tiles.py (both branches'
+    implicit GEMMs, K = taps x reduced channels), reduction chunks by least padding, 8 warps,
+    3 stages; fp32 (FMAs, operands in registers): 64 x 64 tiles, 16-channel chunks.
     """
     if dtype == torch.float32:
         return BlockKxkConfig(64, 64, 16, 64, 16, 8, 2)
-    block_n2, block_n3 = block_size(c2, _BLOCK_N), block_size(c3, _BLOCK_N)
-    return BlockKxkConfig(
-        block_size(m, _BLOCK_M, slack=0.05),
-        block_n2,
-        block_size(c2r, _block_r(block_n2), slack=0.0),
-        block_n3,
-        block_size(c3r, _block_r(block_n3), slack=0.0),
-        8,
-        3,
+    block_r2, block_r3 = (block_size(c, _BLOCK_R) for c in (c2r, c3r))
+    block_m, (block_n2, block_n3) = tiles.choose(
+        m,
+        [
+            tiles.Gemm(c2, 9 * _padded(c2r, block_r2), 1),
+            tiles.Gemm(c3, k3 * k3 * _padded(c3r, block_r3), 1),
+        ],
     )
-
-
-def _block_r(block_n: int) -> tuple[int, ...]:
     # A 128 x 128 accumulator with 64-channel chunks of A spills on sm_80 (255 registers).
-    return _BLOCK_R[1:] if block_n == 128 else _BLOCK_R
+    if block_n2 == 128 and block_r2 == 64:
+        block_r2 = block_size(c2r, _BLOCK_R[1:])
+    if block_n3 == 128 and block_r3 == 64:
+        block_r3 = block_size(c3r, _BLOCK_R[1:])
+    return BlockKxkConfig(block_m, block_n2, block_r2, block_n3, block_r3, 8, 3)
+
+
+def _padded(size: int, block: int) -> int:
+    return -(-size // block) * block
 
 
 def block_kxk(
@@ -230,7 +231,7 @@ def block_kxk(
     if m == 0:
         return out
     cfg = common.launch_config(
-        pick_config(r.dtype, m=m, c2r=c2r, c2=c2, c3r=c3r, c3=c3), INTERPRETER_OVERRIDES
+        pick_config(r.dtype, m=m, c2r=c2r, c2=c2, c3r=c3r, c3=c3, k3=k3), INTERPRETER_OVERRIDES
     )
     stride_om = common.pixel_stride(op, "out", out)
     common.check_int32_tile(op, cfg.block_m, c2r + c3r, stride_om, width=2 * w + 2)
@@ -257,10 +258,11 @@ def aot_builds() -> list[KernelBuild]:
 
     configs = {
         (dtype, pick_config(dtype, m=batch * c.hw**2, c2r=c.ch3x3red, c2=c.ch3x3,
-                            c3r=c.ch5x5red, c3=c.ch5x5))
+                            c3r=c.ch5x5red, c3=c.ch5x5, k3=k3))
         for dtype in common.TRITON_DTYPES
         for c in GOOGLENET_BLOCKS.values()
         for batch in AOT_BATCHES
+        for k3 in (3, 5)
     }  # fmt: skip
     return [
         common.kernel_build(
