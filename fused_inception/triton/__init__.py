@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 # Read once, like Triton itself reads it when the @triton.jit functions are defined.
@@ -32,6 +33,44 @@ _INTERPRETER_LOCK = threading.Lock()
 def launch_guard() -> contextlib.AbstractContextManager:
     """The context to hold around one Triton kernel launch (a lock under the interpreter)."""
     return _INTERPRETER_LOCK if INTERPRETER else contextlib.nullcontext()
+
+
+# Who receives every launch instead of Triton (common.launch), or None. The AOT report
+# (fused_inception.report.triton) sets one to record the exact arguments of real forwards, so
+# that it compiles the specialization Triton's JIT would compile for them; see
+# intercept_launches.
+_launch_interceptor: Callable | None = None
+
+
+@contextlib.contextmanager
+def intercept_launches(interceptor: Callable) -> Iterator[None]:
+    """While active, common.launch calls interceptor(kernel, grid, args, options) and launches
+    nothing (options: the constexpr keyword arguments, num_warps and num_stages, exactly as the
+    launch would pass them to `kernel[grid](*args, **options)`).
+
+    Since nothing runs, CPU tensors are accepted without the interpreter (cpu_tensors_allowed):
+    the report runs the triton backend's forward on CPU tensors of GoogLeNet's real shapes, whose
+    sizes, strides and 16-byte-aligned data pointers are what the JIT specializes on. Not
+    reentrant, and process-wide (the report captures in one thread)."""
+    global _launch_interceptor
+    if _launch_interceptor is not None:
+        raise RuntimeError("launches are already intercepted")
+    _launch_interceptor = interceptor
+    try:
+        yield
+    finally:
+        _launch_interceptor = None
+
+
+def launch_interceptor() -> Callable | None:
+    """The active interceptor of intercept_launches, or None."""
+    return _launch_interceptor
+
+
+def cpu_tensors_allowed() -> bool:
+    """Whether the triton backend and its launchers accept CPU tensors: under the interpreter
+    (which runs the kernels on them) or while launches are intercepted (nothing runs)."""
+    return INTERPRETER or _launch_interceptor is not None
 
 
 @dataclass(frozen=True)

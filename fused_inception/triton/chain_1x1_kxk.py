@@ -27,7 +27,7 @@ import triton.language as tl
 from torch import Tensor
 
 from ..packing import ChainPacked, prepare_chain  # noqa: F401  (re-exported)
-from . import KernelBuild, common, launch_guard
+from . import KernelBuild, common
 
 
 @triton.jit
@@ -235,17 +235,24 @@ def chain_1x1_kxk(
     tiles_per_image = triton.cdiv(h, cfg.th) * tiles_w
     grid = (n * tiles_per_image, triton.cdiv(c_out, cfg.block_n))
     common.check_grid(op, grid)
-    common.note_launch(op, grid, n * h * w * c_red * (c_in + k * k * c_out))
-    with launch_guard():
-        chain_1x1_kxk_kernel[grid](
+    common.launch(
+        chain_1x1_kxk_kernel,
+        grid,
+        (
             x, w_red_packed, b_red, w_kxk_packed, b_kxk, out,
             c_in, c_red, c_out, h, w, tiles_w, tiles_per_image,
             *x.stride(), *out.stride(), c_off,
+        ),
+        dict(
             K=k, TH=cfg.th, TW=cfg.tw, HALO_ROWS=_halo_rows(k, cfg),
             BLOCK_N=cfg.block_n, BLOCK_R=cfg.block_r, BLOCK_K=cfg.block_k,
             DOT_IN_FP32=common.dot_in_fp32(x.dtype),
-            num_warps=cfg.num_warps, num_stages=cfg.num_stages,
-        )  # fmt: skip
+        ),
+        num_warps=cfg.num_warps,
+        num_stages=cfg.num_stages,
+        op=op,
+        useful_macs=n * h * w * c_red * (c_in + k * k * c_out),
+    )  # fmt: skip
     return out
 
 

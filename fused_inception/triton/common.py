@@ -10,8 +10,9 @@ Every family follows one scheme:
   interpreter, so tests can check it), and `INTERPRETER_OVERRIDES` the fields a launch under
   TRITON_INTERPRET=1 replaces (`launch_config`);
 - the launcher `<family>(x, <packed weights>, out, c_off, ...)` validates with
-  `check_launch_args` (error types: fused_inception.checks), launches under `launch_guard()`
-  and returns out;
+  `check_launch_args` (error types: fused_inception.checks), starts the kernel with `launch`
+  (never `kernel[grid](...)` itself: `launch` tells the launch listener, holds `launch_guard()`
+  and lets the AOT report intercept the launch) and returns out;
 - `aot_builds()` lists every GPU build as `kernel_build(...)` records for the report.
 """
 
@@ -27,7 +28,7 @@ import triton.language as tl
 from torch import Tensor
 
 from ..checks import as_channel_offset, check_no_overlap, check_same_device
-from . import INTERPRETER, KernelBuild
+from . import INTERPRETER, KernelBuild, cpu_tensors_allowed, launch_guard, launch_interceptor
 
 # The dtypes every kernel is built for, and Triton's names of their pointers' element types.
 TRITON_DTYPES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
@@ -64,8 +65,8 @@ def launch_config(cfg: NamedTuple, interpreter_overrides: dict[str, int]) -> Nam
 
 
 # Who wants to hear of every launch (fused_inception.report.work counts the work of a forward):
-# a callable (kernel, grid, useful_macs) or None. Launchers call note_launch just before
-# launching; without a listener it costs one comparison.
+# a callable (kernel, grid, useful_macs) or None. `launch` calls note_launch just before it
+# launches; without a listener it costs one comparison.
 launch_listener = None
 
 
@@ -74,6 +75,38 @@ def note_launch(kernel: str, grid: tuple[int, ...], useful_macs: int) -> None:
     multiply-adds it exists to compute (the block's useful work it covers) are useful_macs."""
     if launch_listener is not None:
         launch_listener(kernel, grid, useful_macs)
+
+
+def launch(
+    kernel: object,
+    grid: tuple[int, ...],
+    args: Sequence[object],
+    constexprs: dict[str, object],
+    *,
+    num_warps: int,
+    num_stages: int,
+    op: str,
+    useful_macs: int,
+) -> None:
+    """Start `kernel[grid](*args, **constexprs, num_warps=..., num_stages=...)`: the one way
+    every launcher of this package starts a Triton kernel.
+
+    args:        the runtime arguments, in the kernel's order (tensors and ints, as the JIT
+                 sees them: it specializes on their values, see fused_inception.report.triton)
+    constexprs:  the tl.constexpr arguments by name
+    op, useful_macs: what note_launch tells the launch listener (the launcher's name and the
+                 multiply-adds the launch exists to compute)
+    Holds launch_guard() around the launch. While fused_inception.triton.intercept_launches is
+    active, the interceptor receives (kernel, grid, args, options) instead and nothing runs.
+    """
+    note_launch(op, grid, useful_macs)
+    options = {**constexprs, "num_warps": num_warps, "num_stages": num_stages}
+    interceptor = launch_interceptor()
+    if interceptor is not None:
+        interceptor(kernel, tuple(grid), tuple(args), options)
+        return
+    with launch_guard():
+        kernel[grid](*args, **options)
 
 
 @triton.jit
@@ -122,7 +155,8 @@ def check_launch_args(
     out: [N, Ctot, H, W], x's dtype, any strides; the kernel writes channels [c_off, c_off +
          C_out) only, which must fit, and out must not overlap x or any operand
     operands: contiguous, of the shapes their dims say (sizes: the symbols bound, C_out
-         among them); all tensors on one device, CUDA unless under the interpreter.
+         among them); all tensors on one device, CUDA unless under the interpreter
+         or while launches are intercepted (cpu_tensors_allowed).
     """
     tensors = {"x": x, "out": out, **{o.name: o.tensor for o in operands}}
     for name, t in tensors.items():
@@ -162,7 +196,7 @@ def check_launch_args(
             f"{op}: channels [{c_off}, {c_off} + {c_out}) do not fit in out's {c_tot} channels"
         )
     check_same_device(op, **tensors)
-    if x.device.type != "cuda" and not INTERPRETER:
+    if x.device.type != "cuda" and not cpu_tensors_allowed():
         raise RuntimeError(
             f"{op}: x is on {x.device}; Triton kernels need CUDA tensors (or TRITON_INTERPRET=1)"
         )

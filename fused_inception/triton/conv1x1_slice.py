@@ -41,7 +41,7 @@ import triton.language as tl
 from torch import Tensor
 
 from ..packing import prepare_conv1x1  # noqa: F401  (re-exported)
-from . import KernelBuild, common, launch_guard
+from . import KernelBuild, common
 
 
 @triton.jit
@@ -236,16 +236,23 @@ def conv1x1_slice(
         raise ValueError(f"{op}: w_packed has {w_packed.numel()} elements, more than int32 offsets")
     grid = (triton.cdiv(m, cfg.block_m), triton.cdiv(c_out, cfg.block_n))
     common.check_grid(op, grid)
-    common.note_launch(op, grid, m * c_in * c_out)
-    with launch_guard():
-        conv1x1_slice_kernel[grid](
+    common.launch(
+        conv1x1_slice_kernel,
+        grid,
+        (
             x, w_packed, bias, out,
             c_in, c_out, h, w, m,
             *x.stride(), *out.stride(), c_off,
+        ),
+        dict(
             POOL=pool, DOT_IN_FP32=common.dot_in_fp32(x.dtype),
             BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k,
-            num_warps=cfg.num_warps, num_stages=cfg.num_stages,
-        )  # fmt: skip
+        ),
+        num_warps=cfg.num_warps,
+        num_stages=cfg.num_stages,
+        op=op,
+        useful_macs=m * c_in * c_out,
+    )  # fmt: skip
     return out
 
 
