@@ -119,13 +119,24 @@ def cubin_resources(cubin: bytes, function: str) -> dict[str, int]:
     return {k: max(r.get(k, 0) for r in per_function.values()) for k in keys}
 
 
-def _compile(build: KernelBuild, arch: str) -> Any:
-    import triton
+def compile_inputs(build: KernelBuild, arch: str) -> tuple[Any, Any, dict]:
+    """(source, target, options): what the report hands to triton.compile for build on arch."""
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
+
+    source = ASTSource(
+        fn=build.fn, signature=build.signature, constexprs=build.constexprs, attrs=build.attrs
+    )
+    target = GPUTarget("cuda", arch_number(arch), 32)
+    options = {"num_warps": build.num_warps, "num_stages": build.num_stages, **build.options}
+    return source, target, options
+
+
+def _compile(build: KernelBuild, arch: str) -> Any:
+    import triton
     from triton.runtime.jit import JITFunction
 
-    capability = arch_number(arch)
+    arch_number(arch)
     if interpreter_set():
         raise RuntimeError(
             "TRITON_INTERPRET is set: @triton.jit functions are interpreter objects and cannot be "
@@ -136,11 +147,7 @@ def _compile(build: KernelBuild, arch: str) -> Any:
             f"fn is a {type(build.fn).__name__}, expected a @triton.jit JITFunction "
             "(was the module imported under TRITON_INTERPRET=1?)"
         )
-    source = ASTSource(
-        fn=build.fn, signature=build.signature, constexprs=build.constexprs, attrs=build.attrs
-    )
-    target = GPUTarget("cuda", capability, 32)
-    options = {"num_warps": build.num_warps, "num_stages": build.num_stages, **build.options}
+    source, target, options = compile_inputs(build, arch)
     return triton.compile(source, target=target, options=options)
 
 
