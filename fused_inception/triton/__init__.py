@@ -83,9 +83,16 @@ class KernelBuild:
                 "constexpr"), every argument of fn in order
     constexprs: constexpr argument name -> value
     dtype:      "float32", "float16" or "bfloat16" (tensor cores are required for 16-bit)
-    attrs:      ASTSource attrs, e.g. {(arg_index,): [["tt.divisibility", 16]]}: the hints the
-                JIT derives at run time for GoogLeNet's channels_last shapes, so the AOT build
-                is the kernel that actually runs
+    attrs:      ASTSource attrs, e.g. {(arg_index,): [["tt.divisibility", 16]]}
+    options:    more options for triton.compile (a captured build: all of the JIT's)
+    archs:      the archs this build is for (None: every arch); a build captured from a launch
+                is the JIT's specialization for one arch
+    launches:   the captured launches that run this build, e.g. "3a torchvision float16 N=8
+                channels_last" (empty for a build as aot_builds() lists it)
+
+    A kernel module's aot_builds() lists its configs with the specialization kernel_build
+    assumes; the report (fused_inception.report.triton) replaces each config that GoogLeNet's
+    forwards launch by the specializations Triton's JIT computes for those launches.
     """
 
     kernel: str
@@ -97,3 +104,5 @@ class KernelBuild:
     num_stages: int = 2
     options: dict[str, object] = field(default_factory=dict)
     attrs: dict | None = None
+    archs: tuple[str, ...] | None = None
+    launches: tuple[str, ...] = ()

@@ -231,16 +231,21 @@ def kernel_build(
     fp32_pointers: Sequence[str] = (),
     divisible: Sequence[str] = (),
 ) -> KernelBuild:
-    """The ahead-of-time build of `fn` (a family's kernel) for dtype and cfg.
+    """The ahead-of-time build of `fn` (a family's kernel) for dtype and cfg: one config.
 
     variant:    the constexprs that select a kernel variant (POOL, K), named in the build name;
-    constexprs: every other constexpr argument's value.
+    constexprs: every other constexpr argument's value (an int argument given here is compiled
+                as that constant, as the JIT does with ints equal to 1).
     Its signature comes from fn's arguments: "constexpr" for those two, a pointer for each
     `*_ptr` (to float32 for `fp32_pointers`, else to dtype), "i32" for the rest. `divisible`
-    lists the arguments the JIT specialises as multiples of 16 at run time (tensors 16-byte
-    aligned, sizes and strides multiples of 16 for GoogLeNet's blocks); they reach ASTSource
-    as tt.divisibility attrs, so the AOT build is the kernel that actually runs.
+    lists the arguments to mark as multiples of 16 (tt.divisibility attrs).
     The name reads "<family>[<dtype>,<variant>=..,BM=..,...,warps=..,stages=..]".
+
+    That signature is an assumption. Triton's JIT specializes on each launch's argument values
+    (fused_inception.report.specialization), so the report compiles, for every config that
+    GoogLeNet's forwards launch, the specializations the JIT computes for those launches
+    (matched to this build by fn, the tl.constexpr values, num_warps, num_stages and the
+    pointer types), and this build as it is only for a config no captured launch uses.
     """
     constexprs = {**variant, **constexprs}
     ty = TRITON_DTYPES[dtype]
