@@ -29,10 +29,11 @@ So the specialization is Triton's, computed by Triton, for the arguments the pac
 
 Which argument values matter, and why CPU tensors at real shapes represent GPU launches:
 - channel counts, H, W and the strides of the NHWC tensors the kernels read are those of the
-  real blocks (only the batch N enters strides of no kernel; it enters N*H*W and grid sizes);
-- N*H*W is a multiple of 16 for every batch at 28x28, for batches divisible by 4 at 14x14 and
-  by 16 at 7x7: the captured batches (CAPTURE_BATCHES, the benchmark's GPU batch sizes) cover
-  each of those cases;
+  real blocks; the batch N enters no argument but conv1x1_slice's m = N*H*W (and the grid,
+  which the JIT does not specialize on);
+- m is a multiple of 16 for every batch at 28x28, for batches divisible by 4 at 14x14 and by
+  16 at 7x7, and never 1: the captured batches (CAPTURE_BATCHES, the benchmark's GPU batch
+  sizes) have each of those cases, so every batch size runs a captured specialization;
 - the pointers: every tensor the kernels get is a whole allocation (x, the packed weights, the
   output; channel slices are passed as an offset), 64-byte aligned by torch's CPU allocator
   and 512-byte aligned by its CUDA caching allocator: both multiples of 16. An input that is a
