@@ -92,7 +92,7 @@ def launch(
     every launcher of this package starts a Triton kernel.
 
     args:        the runtime arguments, in the kernel's order (tensors and ints, as the JIT
-                 sees them: it specializes on their values, see fused_inception.report.triton)
+                 sees them: it specializes on their values, see report.specialization)
     constexprs:  the tl.constexpr arguments by name
     op, useful_macs: what note_launch tells the launch listener (the launcher's name and the
                  multiply-adds the launch exists to compute)
