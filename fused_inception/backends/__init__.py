@@ -32,10 +32,10 @@ def _triton_unavailable_reason() -> str | None:
     try:
         import triton  # noqa: F401
 
-        from ..triton import INTERPRETER
+        from ..triton import cpu_tensors_allowed
     except ImportError as exc:
         return f"triton cannot be imported ({exc})"
-    if not (INTERPRETER or torch.cuda.is_available()):
+    if not (cpu_tensors_allowed() or torch.cuda.is_available()):
         return "no CUDA device (TRITON_INTERPRET=1 runs its kernels on CPU tensors)"
     return None
 
@@ -110,9 +110,9 @@ def _device_error(name: str, device: torch.device) -> str | None:
             return f"backend 'cuda' needs CUDA tensors, got input on {device}"
         return _cuda_unavailable_reason(device.type)
     if name == "triton" and device.type != "cuda":
-        from ..triton import INTERPRETER
+        from ..triton import cpu_tensors_allowed
 
-        if not (INTERPRETER and device.type == "cpu"):
+        if not (cpu_tensors_allowed() and device.type == "cpu"):
             return (
                 f"backend 'triton' needs CUDA tensors (or CPU tensors with TRITON_INTERPRET=1), "
                 f"got input on {device}"

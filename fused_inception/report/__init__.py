@@ -9,7 +9,9 @@ the arch allows. CI runs it.
 
 Modules, in the order they import each other (no cycle; this file imports none of them):
 - records: the record fields, their checks, the request, cuobjdump: what both compilers share;
-- triton:  the Triton builds (`aot_builds()` of fused_inception.triton), with triton.compile;
+- specialization: what Triton's JIT compiles for the launches of real forwards (captured);
+- triton:  the Triton builds (those specializations, and the configs of `aot_builds()` of
+           fused_inception.triton that no launch uses), with triton.compile;
 - cuda:    the CUDA C++ kernels (csrc/cuda/*.cu), with nvcc -cubin -Xptxas -v;
 - cli:     the providers of both, arguments, the printed table, JSON, main.
 """

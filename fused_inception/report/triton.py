@@ -1,7 +1,19 @@
 """The Triton kernels' records (backend "triton"): `triton.compile` for a GPU, without one.
 
-Every module of fused_inception.triton that defines `aot_builds()` lists its KernelBuilds; each
-is compiled for each arch and read:
+What is compiled is what runs. Triton's JIT does not compile a kernel as written but one
+specialization per distinct launch (ints equal to 1 as constants, ints and pointers divisible by
+16 marked so; fused_inception.report.specialization explains it). So the report captures the
+launches of FusedInception(backend="triton") forwards of GoogLeNet's nine blocks (both forms,
+every dtype, both input layouts, batches 1, 8, 32, 128) and takes each distinct specialization,
+as the JIT computes it, for each arch: one build each, named after the config that
+`aot_builds()` lists for it (every module of fused_inception.triton that defines one) plus what
+the JIT specialized, e.g.
+"chain_1x1_kxk[float16,K=3,...,stages=2]{stride_xc=1,stride_oc=1;not16=height,width,tiles_w}":
+the arguments the JIT made constants, then the ints and pointers it did not mark divisible by
+16 (`specialization_tag`). A config of `aot_builds()` that no captured launch uses (it serves
+other shapes) is compiled as listed, with the specialization its KernelBuild assumes (no tag);
+a launched config that `aot_builds()` does not list is compiled too, named from its kernel.
+Each build is compiled for each arch and read:
 
     registers     cuobjdump --dump-resource-usage of the cubin (REG)
     shared_bytes  Triton's dynamic shared memory (metadata.shared) + static shared (SHARED)
@@ -12,10 +24,11 @@ is compiled for each arch and read:
     tensor_cores  the PTX holds mma.sync / wgmma.mma_async instructions
     compile_s     wall time of the compile (a Triton cache hit is fast; no_cache forces it)
 
-Builds compile one after another, in this process: the machines this runs on have 2 shared
-cores, Triton already runs ptxas as a separate process, forking after MLIR has started threads
-is not safe, and spawned workers would each re-import torch and the kernel modules. Reruns hit
-Triton's cache.
+The capture runs the forwards on CPU tensors with nothing launched, in this process (about
+15 s on 2 cores). Builds compile one after another, in this process: the machines this runs on
+have 2 shared cores, Triton already runs ptxas as a separate process, forking after MLIR has
+started threads is not safe, and spawned workers would each re-import torch and the kernel
+modules. Reruns hit Triton's cache.
 
 @triton.jit functions defined under TRITON_INTERPRET=1 are interpreter objects that cannot be
 compiled (interpreter_set() says so; the command line then re-runs itself without it).
@@ -30,18 +43,26 @@ import os
 import pkgutil
 import re
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 from fused_inception.report.records import (
+    ARCHS,
     ReportRequest,
     arch_number,
     cuobjdump_path,
     make_record,
 )
-from fused_inception.triton import KernelBuild
+from fused_inception.report.specialization import (
+    CapturedSpecialization,
+    JitSpecialization,
+    capture_specializations,
+    googlenet_forwards,
+)
+from fused_inception.triton import INTERPRETER, KernelBuild
 
 KERNEL_PACKAGE = "fused_inception.triton"
 
@@ -61,10 +82,10 @@ def _module_error(module_name: str, exc: BaseException) -> dict:
     return make_record(module_name, "triton", None, None, error=f"{type(exc).__name__}: {exc}")
 
 
-def collect_builds(
+def listed_builds(
     modules: Sequence[str] | None = None, errors: list[dict] | None = None
 ) -> list[KernelBuild]:
-    """The KernelBuilds of every module's `aot_builds()`.
+    """The KernelBuilds of every module's `aot_builds()`, as listed (the configs).
 
     modules: module names to import (default: every module of fused_inception.triton that
              defines `aot_builds`).
@@ -87,6 +108,162 @@ def collect_builds(
                 raise
             errors.append(_module_error(name, exc))
     return builds
+
+
+def collect_builds(
+    modules: Sequence[str] | None = None,
+    errors: list[dict] | None = None,
+    *,
+    archs: Sequence[str] = ARCHS,
+    capture: bool | None = None,
+) -> list[KernelBuild]:
+    """The builds the report compiles: the JIT's specializations of GoogLeNet's launches, named
+    after their configs, and the configs no launch uses, as listed (see the module docstring).
+
+    modules: as for listed_builds; captured specializations of kernels defined elsewhere are
+             left out.
+    errors:  as for listed_builds; a capture that fails is appended as an error record too (the
+             configs are then compiled as listed).
+    archs:   the archs to capture the specializations for (each captured build has one).
+    capture: whether to capture (default: when the kernels are JITFunctions, i.e. the package
+             was not imported under TRITON_INTERPRET=1, and `modules` has a module of
+             fused_inception.triton); without it, listed_builds.
+    """
+    configs = listed_builds(modules, errors)
+    if capture is None:
+        ours = modules is None or any(m.startswith(f"{KERNEL_PACKAGE}.") for m in modules)
+        capture = ours and not INTERPRETER
+    if not capture:
+        return configs
+    try:
+        captured = capture_specializations(googlenet_forwards(), archs)
+    except Exception as exc:
+        if errors is None:
+            raise
+        errors.append(_module_error("fused_inception.report.specialization (capture)", exc))
+        return configs
+    if modules is not None:
+        captured = [c for c in captured if c.spec.fn.__module__ in modules]
+    return specialized_builds(configs, captured)
+
+
+def specialized_builds(
+    configs: Sequence[KernelBuild], captured: Sequence[CapturedSpecialization]
+) -> list[KernelBuild]:
+    """One build per captured specialization, after the config it belongs to (in the order of
+    `configs`; a config that none belongs to stays as listed), then those of unlisted configs."""
+    per_config: list[list[KernelBuild]] = [[] for _ in configs]
+    unlisted: list[KernelBuild] = []
+    for entry in captured:
+        index = _config_index(configs, entry.spec)
+        config = configs[index] if index is not None else None
+        build = _captured_build(entry, config)
+        (per_config[index] if index is not None else unlisted).append(build)
+    arch_order = {arch: i for i, arch in enumerate(ARCHS)}
+
+    def order(build: KernelBuild) -> tuple:
+        return build.kernel, arch_order.get(build.archs[0], len(ARCHS)), build.archs[0]
+
+    builds: list[KernelBuild] = []
+    for config, specialized in zip(configs, per_config, strict=True):
+        builds.extend(sorted(specialized, key=order) if specialized else [config])
+    return builds + sorted(unlisted, key=order)
+
+
+def _constexpr_names(fn: Any) -> set[str]:
+    """The arguments declared tl.constexpr (the JIT also makes some others constants)."""
+    return {p.name for p in fn.params if p.is_constexpr}
+
+
+def _by_name(fn: Any, constexprs: dict) -> dict:
+    """constexprs keyed by argument name (ASTSource takes names or paths: (index,) for a plain
+    argument); the paths into tuple arguments stay paths."""
+    return {
+        fn.arg_names[k[0]] if isinstance(k, tuple) and len(k) == 1 else k: v
+        for k, v in constexprs.items()
+    }
+
+
+def _config_index(configs: Sequence[KernelBuild], spec: JitSpecialization) -> int | None:
+    """The config of `configs` that `spec` is a specialization of: same function, same values
+    of its tl.constexpr arguments, num_warps, num_stages and pointer types (dtypes)."""
+    names = _constexpr_names(spec.fn)
+    want = {k: v for k, v in _by_name(spec.fn, spec.constexprs).items() if k in names}
+    warps_stages = (spec.options["num_warps"], spec.options["num_stages"])
+    pointers = {a: t for a, t in spec.signature.items() if t.startswith("*")}
+    for index, config in enumerate(configs):
+        if (
+            config.fn is spec.fn
+            and {k: v for k, v in _by_name(config.fn, config.constexprs).items() if k in names}
+            == want
+            and (config.num_warps, config.num_stages) == warps_stages
+            and all(config.signature.get(a) == t for a, t in pointers.items())
+        ):
+            return index
+    return None
+
+
+# Argument types the JIT marks tt.divisibility=16 when their value is a multiple of 16.
+_DIVISIBILITY_TYPES = ("i32", "i64", "u32", "u64")
+
+
+def specialization_tag(spec: JitSpecialization) -> str:
+    """What the JIT specialized beyond the declared tl.constexprs, e.g.
+    "{stride_xc=1,stride_oc=1;not16=height,width}": the arguments it made constants (with
+    their values), integer arguments it typed other than i32 ("m:i64"), then, after "not16=",
+    the int and pointer arguments it did not mark divisible by 16 (all others are)."""
+    declared = _constexpr_names(spec.fn)
+    parts = []
+    constants = [
+        f"{k}={v}" for k, v in _by_name(spec.fn, spec.constexprs).items() if k not in declared
+    ]
+    if constants:
+        parts.append(",".join(constants))
+    wide = [f"{a}:{t}" for a, t in spec.signature.items() if t in _DIVISIBILITY_TYPES[1:]]
+    if wide:
+        parts.append(",".join(wide))
+    not16 = [
+        a
+        for i, (a, t) in enumerate(spec.signature.items())
+        if (t.startswith("*") or t in _DIVISIBILITY_TYPES) and not spec.attrs.get((i,))
+    ]
+    if not16:
+        parts.append("not16=" + ",".join(not16))
+    return "{" + ";".join(parts) + "}"
+
+
+_POINTER_DTYPES = {"*fp32": "float32", "*fp16": "float16", "*bf16": "bfloat16"}
+
+
+def _unlisted_name(spec: JitSpecialization) -> tuple[str, str]:
+    """(name, dtype) of a specialization whose config aot_builds() does not list: the family
+    (the kernel's name without "_kernel"), the first pointer's dtype, the constexprs."""
+    first = next((t for t in spec.signature.values() if t.startswith("*")), "")
+    dtype = _POINTER_DTYPES.get(first, first.lstrip("*") or "none")
+    declared = _constexpr_names(spec.fn)
+    fields = [f"{k}={v}" for k, v in _by_name(spec.fn, spec.constexprs).items() if k in declared]
+    fields += [f"warps={spec.options['num_warps']}", f"stages={spec.options['num_stages']}"]
+    family = spec.fn.__name__.removesuffix("_kernel")
+    return f"{family}[{dtype},{','.join(fields)}]", dtype
+
+
+def _captured_build(entry: CapturedSpecialization, config: KernelBuild | None) -> KernelBuild:
+    """The KernelBuild that compiles exactly entry's specialization, for its arch only."""
+    spec = entry.spec
+    name, dtype = (config.kernel, config.dtype) if config else _unlisted_name(spec)
+    return KernelBuild(
+        kernel=name + specialization_tag(spec),
+        fn=spec.fn,
+        signature=dict(spec.signature),
+        constexprs=_by_name(spec.fn, spec.constexprs),
+        dtype=dtype,
+        num_warps=spec.options["num_warps"],
+        num_stages=spec.options["num_stages"],
+        options=dict(spec.options),
+        attrs=dict(spec.attrs),
+        archs=(spec.arch,),
+        launches=tuple(entry.launches),
+    )
 
 
 def cubin_resources(cubin: bytes, function: str) -> dict[str, int]:
@@ -119,13 +296,30 @@ def cubin_resources(cubin: bytes, function: str) -> dict[str, int]:
     return {k: max(r.get(k, 0) for r in per_function.values()) for k in keys}
 
 
-def _compile(build: KernelBuild, arch: str) -> Any:
-    import triton
+def compile_inputs(build: KernelBuild, arch: str) -> tuple[Any, Any, dict]:
+    """(source, target, options): what the report hands to triton.compile for build on arch.
+
+    A captured build carries the JIT's own signature, constexprs, attrs and options, so these
+    are the arguments JITFunction._do_compile gives triton.compile for that launch.
+    """
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
+
+    source = ASTSource(
+        fn=build.fn, signature=build.signature, constexprs=build.constexprs, attrs=build.attrs
+    )
+    target = GPUTarget("cuda", arch_number(arch), 32)
+    options = {"num_warps": build.num_warps, "num_stages": build.num_stages, **build.options}
+    return source, target, options
+
+
+def _compile(build: KernelBuild, arch: str) -> Any:
+    import triton
     from triton.runtime.jit import JITFunction
 
-    capability = arch_number(arch)
+    arch_number(arch)
+    if build.archs is not None and arch not in build.archs:
+        raise ValueError(f"this build is the specialization for {', '.join(build.archs)}")
     if interpreter_set():
         raise RuntimeError(
             "TRITON_INTERPRET is set: @triton.jit functions are interpreter objects and cannot be "
@@ -136,11 +330,7 @@ def _compile(build: KernelBuild, arch: str) -> Any:
             f"fn is a {type(build.fn).__name__}, expected a @triton.jit JITFunction "
             "(was the module imported under TRITON_INTERPRET=1?)"
         )
-    source = ASTSource(
-        fn=build.fn, signature=build.signature, constexprs=build.constexprs, attrs=build.attrs
-    )
-    target = GPUTarget("cuda", capability, 32)
-    options = {"num_warps": build.num_warps, "num_stages": build.num_stages, **build.options}
+    source, target, options = compile_inputs(build, arch)
     return triton.compile(source, target=target, options=options)
 
 
@@ -178,8 +368,17 @@ def compile_build(build: KernelBuild, arch: str) -> dict:
 def triton_records(request: ReportRequest) -> Iterator[dict]:
     """Records of every Triton build (module import failures first, as error records)."""
     errors: list[dict] = []
-    builds = collect_builds(request.modules, errors)
+    builds = collect_builds(request.modules, errors, archs=request.archs)
     yield from errors
+    captured = sum(bool(b.launches) for b in builds)
+    if captured:
+        listed = sum(not b.launches for b in builds)
+        print(
+            f"triton: {captured} builds are the JIT's specializations of captured launches "
+            f"(GoogLeNet forwards), {listed} configs no captured launch uses are compiled as "
+            "listed",
+            file=sys.stderr,
+        )
     if request.no_cache:
         from triton import knobs
 
@@ -187,4 +386,5 @@ def triton_records(request: ReportRequest) -> Iterator[dict]:
     for build in builds:
         if request.wants(build.kernel):
             for arch in request.archs:
-                yield compile_build(build, arch)
+                if build.archs is None or arch in build.archs:
+                    yield compile_build(build, arch)

@@ -24,7 +24,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from . import KernelBuild, common, launch_guard, tiles
+from . import KernelBuild, common, tiles
 from .block_1x1 import block_size
 
 
@@ -91,7 +91,9 @@ def _branch(
     )
 
 
-@triton.jit
+# m (N*H*W) only bounds the masks: not specializing it on divisibility by 16 keeps one build
+# per configuration for every batch size (fused_inception/report/specialization.py).
+@triton.jit(do_not_specialize=["m"])
 def block_kxk_kernel(
     r_ptr, w2_ptr, b2_ptr, w3_ptr, b3_ptr, out_ptr,
     m, height, width, c2r, c3r, c2, c3, k3, stride_om, off2, off3, tiles2,
@@ -164,8 +166,9 @@ def pick_config(
     if dtype == torch.float32:
         return BlockKxkConfig(64, 64, 16, 64, 16, 8, 2)
     block_r2, block_r3 = (block_size(c, _BLOCK_R) for c in (c2r, c3r))
-    block_m, (block_n2, block_n3) = tiles.choose(
-        m,
+    block_m = tiles.block_m(m)
+    block_n2, block_n3 = tiles.widths(
+        block_m,
         [
             tiles.Gemm(c2, 9 * _padded(c2r, block_r2), 1),
             tiles.Gemm(c3, k3 * k3 * _padded(c3r, block_r3), 1),
@@ -238,30 +241,34 @@ def block_kxk(
     tiles2 = triton.cdiv(c2, cfg.block_n2)
     grid = (triton.cdiv(m, cfg.block_m), tiles2 + triton.cdiv(c3, cfg.block_n3))
     common.check_grid(op, grid)
-    common.note_launch(op, grid, m * (9 * c2r * c2 + k3 * k3 * c3r * c3))
-    with launch_guard():
-        block_kxk_kernel[grid](
-            r, w2, b2, w3, b3, out,
-            m, h, w, c2r, c3r, c2, c3, k3, stride_om, off2, off3, tiles2,
-            BLOCK_M=cfg.block_m, BLOCK_N2=cfg.block_n2, BLOCK_R2=cfg.block_r2,
-            BLOCK_N3=cfg.block_n3, BLOCK_R3=cfg.block_r3,
-            DOT_IN_FP32=common.dot_in_fp32(r.dtype),
-            num_warps=cfg.num_warps, num_stages=cfg.num_stages,
-        )  # fmt: skip
+    common.launch(
+        block_kxk_kernel,
+        grid,
+        (r, w2, b2, w3, b3, out, m, h, w, c2r, c3r, c2, c3, k3, stride_om, off2, off3, tiles2),
+        {
+            "BLOCK_M": cfg.block_m, "BLOCK_N2": cfg.block_n2, "BLOCK_R2": cfg.block_r2,
+            "BLOCK_N3": cfg.block_n3, "BLOCK_R3": cfg.block_r3,
+            "DOT_IN_FP32": common.dot_in_fp32(r.dtype),
+        },
+        num_warps=cfg.num_warps,
+        num_stages=cfg.num_stages,
+        op=op,
+        useful_macs=m * (9 * c2r * c2 + k3 * k3 * c3r * c3),
+    )  # fmt: skip
     return out
 
 
 def aot_builds() -> list[KernelBuild]:
-    """Every build block_kxk launches for GoogLeNet's nine blocks on a GPU at AOT_BATCHES."""
+    """Every build block_kxk can launch for GoogLeNet's nine blocks on a GPU (any batch)."""
     from ..configs import GOOGLENET_BLOCKS
-    from .block_1x1 import AOT_BATCHES
+    from .block_1x1 import AOT_ROWS
 
     configs = {
-        (dtype, pick_config(dtype, m=batch * c.hw**2, c2r=c.ch3x3red, c2=c.ch3x3,
+        (dtype, pick_config(dtype, m=m, c2r=c.ch3x3red, c2=c.ch3x3,
                             c3r=c.ch5x5red, c3=c.ch5x5, k3=k3))
         for dtype in common.TRITON_DTYPES
         for c in GOOGLENET_BLOCKS.values()
-        for batch in AOT_BATCHES
+        for m in AOT_ROWS
         for k3 in (3, 5)
     }  # fmt: skip
     return [

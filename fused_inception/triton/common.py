@@ -9,8 +9,9 @@ Every family follows one scheme:
   interpreter, so tests can check it), and `INTERPRETER_OVERRIDES` the fields a launch under
   TRITON_INTERPRET=1 replaces (`launch_config`; FUSED_INCEPTION_GPU_CONFIGS=1 keeps the GPU's);
 - the launcher `<family>(<tensors>, out, <offsets>)` validates with `check_launch_args` /
-  `check_scratch_launch` (error types: fused_inception.checks), announces itself with
-  `note_launch`, launches under `launch_guard()` and returns out;
+  `check_scratch_launch` (error types: fused_inception.checks), starts the kernel with `launch`
+  (never `kernel[grid](...)` itself: `launch` tells the launch listener, holds `launch_guard()`
+  and lets the AOT report intercept the launch) and returns out;
 - `aot_builds()` lists every GPU build as `kernel_build(...)` records for the report.
 """
 
@@ -26,7 +27,7 @@ import triton.language as tl
 from torch import Tensor
 
 from ..checks import as_channel_offset, check_no_overlap, check_same_device
-from . import INTERPRETER, KernelBuild
+from . import INTERPRETER, KernelBuild, cpu_tensors_allowed, launch_guard, launch_interceptor
 
 # The dtypes every kernel is built for, and Triton's names of their pointers' element types.
 TRITON_DTYPES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
@@ -63,8 +64,8 @@ def launch_config(cfg: NamedTuple, interpreter_overrides: dict[str, int]) -> Nam
 
 
 # Who wants to hear of every launch (fused_inception.report.work counts the work of a forward):
-# a callable (kernel, grid, useful_macs) or None. Launchers call note_launch just before
-# launching; without a listener it costs one comparison.
+# a callable (kernel, grid, useful_macs) or None. `launch` calls note_launch just before it
+# launches; without a listener it costs one comparison.
 launch_listener = None
 
 
@@ -73,6 +74,38 @@ def note_launch(kernel: str, grid: tuple[int, ...], useful_macs: int) -> None:
     multiply-adds it exists to compute (the block's useful work it covers) are useful_macs."""
     if launch_listener is not None:
         launch_listener(kernel, grid, useful_macs)
+
+
+def launch(
+    kernel: object,
+    grid: tuple[int, ...],
+    args: Sequence[object],
+    constexprs: dict[str, object],
+    *,
+    num_warps: int,
+    num_stages: int,
+    op: str,
+    useful_macs: int,
+) -> None:
+    """Start `kernel[grid](*args, **constexprs, num_warps=..., num_stages=...)`: the one way
+    every launcher of this package starts a Triton kernel.
+
+    args:        the runtime arguments, in the kernel's order (tensors and ints, as the JIT
+                 sees them: it specializes on their values, see report.specialization)
+    constexprs:  the tl.constexpr arguments by name
+    op, useful_macs: what note_launch tells the launch listener (the launcher's name and the
+                 multiply-adds the launch exists to compute)
+    Holds launch_guard() around the launch. While fused_inception.triton.intercept_launches is
+    active, the interceptor receives (kernel, grid, args, options) instead and nothing runs.
+    """
+    note_launch(op, grid, useful_macs)
+    options = {**constexprs, "num_warps": num_warps, "num_stages": num_stages}
+    interceptor = launch_interceptor()
+    if interceptor is not None:
+        interceptor(kernel, tuple(grid), tuple(args), options)
+        return
+    with launch_guard():
+        kernel[grid](*args, **options)
 
 
 @triton.jit
@@ -142,7 +175,8 @@ def check_launch_args(
     out: [N, Ctot, H, W], x's dtype, any strides; the kernel writes channels [c_off, c_off +
          C_out) only, which must fit, and out must not overlap x or any operand
     operands: contiguous, of the shapes their dims say (sizes: the symbols bound, C_out
-         among them); all tensors on one device, CUDA unless under the interpreter.
+         among them); all tensors on one device, CUDA unless under the interpreter
+         or while launches are intercepted (cpu_tensors_allowed).
     """
     tensors = {"x": x, "out": out, **{o.name: o.tensor for o in operands}}
     for name, t in tensors.items():
@@ -169,7 +203,7 @@ def check_launch_args(
             f"{op}: channels [{c_off}, {c_off} + {c_out}) do not fit in out's {c_tot} channels"
         )
     check_same_device(op, **tensors)
-    if x.device.type != "cuda" and not INTERPRETER:
+    if x.device.type != "cuda" and not cpu_tensors_allowed():
         raise RuntimeError(
             f"{op}: x is on {x.device}; Triton kernels need CUDA tensors (or TRITON_INTERPRET=1)"
         )
@@ -205,16 +239,21 @@ def kernel_build(
     fp32_pointers: Sequence[str] = (),
     divisible: Sequence[str] = (),
 ) -> KernelBuild:
-    """The ahead-of-time build of `fn` (a family's kernel) for dtype and cfg.
+    """The ahead-of-time build of `fn` (a family's kernel) for dtype and cfg: one config.
 
     variant:    the constexprs that select a kernel variant (POOL, K), named in the build name;
-    constexprs: every other constexpr argument's value.
+    constexprs: every other constexpr argument's value (an int argument given here is compiled
+                as that constant, as the JIT does with ints equal to 1).
     Its signature comes from fn's arguments: "constexpr" for those two, a pointer for each
     `*_ptr` (to float32 for `fp32_pointers`, else to dtype), "i32" for the rest. `divisible`
-    lists the arguments the JIT specialises as multiples of 16 at run time (tensors 16-byte
-    aligned, sizes and strides multiples of 16 for GoogLeNet's blocks); they reach ASTSource
-    as tt.divisibility attrs, so the AOT build is the kernel that actually runs.
+    lists the arguments to mark as multiples of 16 (tt.divisibility attrs).
     The name reads "<family>[<dtype>,<variant>=..,BM=..,...,warps=..,stages=..]".
+
+    That signature is an assumption. Triton's JIT specializes on each launch's argument values
+    (fused_inception.report.specialization), so the report compiles, for every config that
+    GoogLeNet's forwards launch, the specializations the JIT computes for those launches
+    (matched to this build by fn, the tl.constexpr values, num_warps, num_stages and the
+    pointer types), and this build as it is only for a config no captured launch uses.
     """
     constexprs = {**variant, **constexprs}
     ty = TRITON_DTYPES[dtype]
@@ -322,7 +361,7 @@ def check_scratch_launch(
     pixel_stride(op, "out", out)
     tensors = {"r": r, "out": out, **{o.name: o.tensor for o in operands}}
     check_same_device(op, **tensors)
-    if r.device.type != "cuda" and not INTERPRETER:
+    if r.device.type != "cuda" and not cpu_tensors_allowed():
         raise RuntimeError(
             f"{op}: r is on {r.device}; Triton kernels need CUDA tensors (or TRITON_INTERPRET=1)"
         )

@@ -1,19 +1,23 @@
 """Tile sizes by a roofline model: how block_1x1 and block_kxk pick BLOCK_M and BLOCK_N.
 
-Each GEMM of a launch (M pixel rows x N output channels x K reduction) costs, for a tile of
-BLOCK_M x BLOCK_N, the larger of
-    compute:  2 * Mp * Np * Kp / PEAK_FLOPS               (the padded MACs the tensor cores run)
-    loads:    bytes / LOAD_BYTES_PER_S, bytes = 2 * (reloads * Mp * Kp * Np / BLOCK_N
-                                                     + Kp * Np * Mp / BLOCK_M)
-(Mp, Np, Kp: the sizes padded to whole tiles; A is loaded once per column block, `reloads`
-times for the pool's shifted A tiles and the kxk taps, B once per row block; 16-bit). Wide
-tiles load fewer bytes per MAC, tiles that fit the channel counts run fewer padded MACs; the
-model weighs the two. Its constants are an H100 SXM's (75% of the dense fp16 tensor-core peak;
-an assumed 7.5 TB/s from L2 to the SMs, the figure fused_inception/report/work_model.py uses),
-so the choice is a model's until a GPU measures it. The tiles a launch shares (BLOCK_M of
-the GEMMs in one kernel) are chosen together; the accumulator of one program is at most
-128 x 128 fp32 (BLOCK_M * BLOCK_N <= 16384: larger ones spill, measured by the compile report),
-and no choice pads a GEMM's M x N by more than MAX_PADDING.
+BLOCK_M (pixel rows) is 128, or 64 where 128 would pad the m rows more (small images at small
+batches: 392 rows of 5b at batch 8 make 448 in 64-row tiles, 512 in 128-row ones).
+
+BLOCK_N (output channels) is chosen per GEMM of a launch (M pixel rows x N output channels x
+K reduction) by the larger of
+    compute:  2 * M * Np * Kp / PEAK_FLOPS               (the padded MACs the tensor cores run)
+    loads:    bytes / LOAD_BYTES_PER_S, bytes = 2 * (reloads * M * Kp * Np / BLOCK_N
+                                                     + Kp * Np * M / BLOCK_M)
+(Np, Kp: the sizes padded to whole tiles; A is loaded once per column block, `reloads` times
+for the pool's shifted A tiles, B once per row block; 16-bit), for a large M, so that the
+choice depends on the channel counts only and every configuration a batch size can run is one
+of the two (per BLOCK_M) that the compile report checks. Wide blocks load fewer bytes per MAC,
+blocks that fit the channel counts run fewer padded MACs; the model weighs the two. Its
+constants are an H100 SXM's (75% of the dense fp16 tensor-core peak; an assumed 7.5 TB/s from
+L2 to the SMs, the figure fused_inception/report/work_model.py uses), so the choice is a
+model's until a GPU measures it. A program's accumulator is at most 128 x 128 fp32
+(BLOCK_M * BLOCK_N <= 16384; larger ones, 256 x 64 included, spill on sm_80: compile report),
+and no choice pads N by more than MAX_PADDING when a candidate does not.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from collections.abc import Sequence
 from typing import NamedTuple
 
 PEAK_FLOPS = 0.75 * 989e12
+MODEL_ROWS = 1 << 20  # "a large M": the choice of BLOCK_N does not depend on the batch
 LOAD_BYTES_PER_S = 7.5e12
 MAX_ACCUMULATOR = 128 * 128
 MAX_PADDING = 1.25
@@ -44,41 +49,26 @@ def _cdiv(a: int, b: int) -> int:
     return -(-a // b)
 
 
-def _cost(m: int, g: Gemm, block_m: int, block_n: int) -> float:
-    mp, np_ = _cdiv(m, block_m) * block_m, _cdiv(g.n, block_n) * block_n
-    kp = _cdiv(g.k, g.k_step) * g.k_step
-    compute = 2 * mp * np_ * kp / PEAK_FLOPS
-    loads = 2 * (g.reloads * mp * kp * np_ // block_n + kp * np_ * mp // block_m)
+def _cost(g: Gemm, block_m: int, block_n: int) -> float:
+    m = MODEL_ROWS
+    np_, kp = _cdiv(g.n, block_n) * block_n, _cdiv(g.k, g.k_step) * g.k_step
+    compute = 2 * m * np_ * kp / PEAK_FLOPS
+    loads = 2 * (g.reloads * m * kp * np_ // block_n + kp * np_ * m // block_m)
     return max(compute, loads / LOAD_BYTES_PER_S)
 
 
-def _padding(m: int, n: int, block_m: int, block_n: int) -> float:
-    return _cdiv(m, block_m) * block_m * _cdiv(n, block_n) * block_n / (m * n)
+def block_m(m: int) -> int:
+    """128 pixel rows per tile, or 64 where that pads the m rows at least 5% less."""
+    padded = {b: _cdiv(m, b) * b for b in BLOCK_M}
+    return 128 if padded[128] <= 1.05 * padded[64] else 64
 
 
-def choose(m: int, gemms: Sequence[Gemm]) -> tuple[int, tuple[int, ...]]:
-    """(BLOCK_M, one BLOCK_N per GEMM) with the least modelled time for a launch of `gemms`
-    over m rows (see the module docstring); padding is bounded by MAX_PADDING unless nothing
-    meets it (m or n smaller than the smallest tile)."""
-    return _choose(m, gemms, MAX_PADDING) or _choose(m, gemms, float("inf"))
-
-
-def _choose(m: int, gemms: Sequence[Gemm], max_padding: float):
-    best: tuple[float, int, tuple[int, ...]] | None = None
-    for block_m in BLOCK_M:
-        total, widths = 0.0, []
-        for g in gemms:
-            options = [
-                (_cost(m, g, block_m, bn), -bn, bn)
-                for bn in BLOCK_N
-                if block_m * bn <= MAX_ACCUMULATOR and _padding(m, g.n, block_m, bn) <= max_padding
-            ]
-            if not options:
-                break
-            cost, _, bn = min(options)
-            total += cost
-            widths.append(bn)
-        else:
-            if best is None or total < best[0]:
-                best = (total, block_m, tuple(widths))
-    return None if best is None else (best[1], best[2])
+def widths(block_m: int, gemms: Sequence[Gemm]) -> tuple[int, ...]:
+    """One BLOCK_N per GEMM: the least modelled time (module docstring) among the candidates
+    whose accumulator fits and whose padding of N is within MAX_PADDING (any, if none is)."""
+    chosen = []
+    for g in gemms:
+        fits = [bn for bn in BLOCK_N if block_m * bn <= MAX_ACCUMULATOR]
+        bounded = [bn for bn in fits if _cdiv(g.n, bn) * bn <= MAX_PADDING * g.n] or fits
+        chosen.append(min(bounded, key=lambda bn: (_cost(g, block_m, bn), -bn)))
+    return tuple(chosen)
