@@ -147,7 +147,7 @@ def test_kxk_zero_padding_applies_to_r():
 
 def test_gpu_configs_by_shape():
     """16-bit tiles: accumulators of at most 128 x 128, output blocks that pad their channels
-    by at most tiles.MAX_PADDING where a candidate does, channel steps that pad least, the
+    by at most tiles.MAX_PADDING[BLOCK_M] where a candidate does, channel steps that pad least, the
     same blocks at every batch size but for BLOCK_M (128, or 64 where that pads the pixel
     rows less); fp32 one tile."""
     for c in GOOGLENET_BLOCKS.values():
@@ -170,8 +170,9 @@ def test_gpu_configs_by_shape():
                 (kxk.block_m, kxk.block_n3, c.ch5x5),
             ):
                 assert block_m * block_n <= tiles.MAX_ACCUMULATOR
-                if any(-(-n // b) * b <= tiles.MAX_PADDING * n for b in tiles.BLOCK_N):
-                    assert -(-n // block_n) * block_n <= tiles.MAX_PADDING * n, (c, n, block_n)
+                limit = tiles.MAX_PADDING[block_m] * n
+                if any(-(-n // b) * b <= limit for b in tiles.BLOCK_N):
+                    assert -(-n // block_n) * block_n <= limit, (c, n, block_n)
             for c_red, block in ((c.ch3x3red, kxk.block_r2), (c.ch5x5red, kxk.block_r3)):
                 assert -(-c_red // block) * block == -(-c_red // 16) * 16  # least padding
         assert all(len(v) == 1 for v in configs.values()), configs  # batch changes BLOCK_M only

@@ -17,7 +17,11 @@ constants are an H100 SXM's (75% of the dense fp16 tensor-core peak; an assumed 
 L2 to the SMs, the figure fused_inception/report/work_model.py uses), so the choice is a
 model's until a GPU measures it. A program's accumulator is at most 128 x 128 fp32
 (BLOCK_M * BLOCK_N <= 16384; larger ones, 256 x 64 included, spill on sm_80: compile report),
-and no choice pads N by more than MAX_PADDING when a candidate does not.
+and no choice pads N by more than MAX_PADDING[BLOCK_M] when a candidate does not: 1.25 with
+128-row tiles, 1.10 with 64-row tiles, which tiles.block_m takes only where the pixel rows
+already pad by several percent (7x7 images at small batches: 392 rows of batch 8 run as 448),
+so that the executed MACs stay within 1.25x of the useful ones (5a at batch 8: 448 columns of
+its 1x1 GEMM in 128-wide blocks would run 1.14 x 1.14 = 1.31x).
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ PEAK_FLOPS = 0.75 * 989e12
 MODEL_ROWS = 1 << 20  # "a large M": the choice of BLOCK_N does not depend on the batch
 LOAD_BYTES_PER_S = 7.5e12
 MAX_ACCUMULATOR = 128 * 128
-MAX_PADDING = 1.25
+MAX_PADDING = {128: 1.25, 64: 1.10}
 # 256-row tiles spill on sm_80 in both kernels (compile report), even at 256 x 64.
 BLOCK_M = (128, 64)
 BLOCK_N = (128, 64, 32)
@@ -65,10 +69,12 @@ def block_m(m: int) -> int:
 
 def widths(block_m: int, gemms: Sequence[Gemm]) -> tuple[int, ...]:
     """One BLOCK_N per GEMM: the least modelled time (module docstring) among the candidates
-    whose accumulator fits and whose padding of N is within MAX_PADDING (any, if none is)."""
+    whose accumulator fits and whose padding of N is within MAX_PADDING[block_m] (any, if none
+    is)."""
     chosen = []
     for g in gemms:
         fits = [bn for bn in BLOCK_N if block_m * bn <= MAX_ACCUMULATOR]
-        bounded = [bn for bn in fits if _cdiv(g.n, bn) * bn <= MAX_PADDING * g.n] or fits
+        limit = MAX_PADDING[block_m] * g.n
+        bounded = [bn for bn in fits if _cdiv(g.n, bn) * bn <= limit] or fits
         chosen.append(min(bounded, key=lambda bn: (_cost(g, block_m, bn), -bn)))
     return tuple(chosen)
