@@ -3,9 +3,12 @@
     python -m fused_inception.report [--json PATH] [--arch sm_80 sm_90] [--kernels SUBSTRING]
                                      [--backends triton cuda] [--modules MODULE ...] [--no-cache]
     python -m fused_inception.report --work [--batch N] [--blocks 3a ...] [--json PATH] ...
+    python -m fused_inception.report --tuning [--write] [--check] [--blocks 3a ...] ...
 
 --work runs the work report instead (fused_inception.report.work: the GPU configurations' work
 counted under the interpreter, and a roofline MODEL of their GPU time); its options are its own.
+--tuning compiles the autotuning candidates and writes or checks the table autotune prunes by
+(fused_inception.report.tuning).
 
 Records come from one provider per backend (PROVIDERS: fused_inception.report.triton and
 fused_inception.report.cuda), each taking the ReportRequest and yielding records
@@ -97,6 +100,11 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="run the work report instead (its own options: --work --help)",
     )
     parser.add_argument(
+        "--tuning",
+        action="store_true",
+        help="compile the autotuning candidates instead (its own options: --tuning --help)",
+    )
+    parser.add_argument(
         "--backends",
         nargs="+",
         choices=sorted(PROVIDERS),
@@ -124,6 +132,15 @@ def main(argv: Sequence[str] | None = None, providers: Sequence[RecordProvider] 
         from fused_inception.report.work import main as work_main
 
         return work_main([arg for arg in argv if arg != "--work"])
+    if "--tuning" in argv:
+        # Compiles like the report itself: needs real @triton.jit functions.
+        if interpreter_set():
+            env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+            print("TRITON_INTERPRET is set; re-running the report without it", file=sys.stderr)
+            return subprocess.call([sys.executable, "-m", "fused_inception.report", *argv], env=env)
+        from fused_inception.report.tuning import main as tuning_main
+
+        return tuning_main([arg for arg in argv if arg != "--tuning"])
     if providers is None and interpreter_set():
         # Compilation needs real @triton.jit functions: run again in a clean interpreter.
         env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}

@@ -29,7 +29,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from . import KernelBuild, common, tiles
+from . import KernelBuild, autotune, common, tiles
 
 
 @triton.jit
@@ -193,8 +193,11 @@ def block_size(size: int, candidates: tuple[int, ...], slack: float = 0.0) -> in
     return max(b for b in candidates if triton.cdiv(size, b) * b <= least * (1 + slack))
 
 
-def pick_config(dtype: torch.dtype, *, m: int, c_in: int, n_x: int, c_pool: int) -> Block1x1Config:
-    """The GPU config for the block's 1x1 GEMMs over m pixel rows, by shape and dtype.
+def pick_config(
+    dtype: torch.dtype, *, m: int, c_in: int, n_x: int, c_pool: int, block_m: int | None = None
+) -> Block1x1Config:
+    """The GPU config for the block's 1x1 GEMMs over m pixel rows, by shape and dtype
+    (block_m: the pixel rows per tile, by default tiles.block_m(m)).
 
     16-bit: pixel rows and output blocks by the roofline model of tiles.py (the GEMM over x and
     the pool's, whose A tile is loaded nine times), channel steps by least padding, 8 warps,
@@ -204,7 +207,7 @@ def pick_config(dtype: torch.dtype, *, m: int, c_in: int, n_x: int, c_pool: int)
     if dtype == torch.float32:
         return Block1x1Config(64, 64, 64, 16, 16, 8, 2)
     block_k = block_size(c_in, _BLOCK_K)
-    block_m = tiles.block_m(m)
+    block_m = tiles.block_m(m) if block_m is None else block_m
     block_n, block_n_pool = tiles.widths(
         block_m,
         [tiles.Gemm(n_x, c_in, block_k), tiles.Gemm(c_pool, c_in, _BLOCK_K_POOL, reloads=9)],
@@ -213,6 +216,35 @@ def pick_config(dtype: torch.dtype, *, m: int, c_in: int, n_x: int, c_pool: int)
         # 128 x 128 accumulators with 64-channel steps spill on sm_80 (measured): 32 at most.
         block_k = block_size(c_in, _BLOCK_K[1:])
     return Block1x1Config(block_m, block_n, block_n_pool, block_k, _BLOCK_K_POOL, 8, 3)
+
+
+def tuning_candidates(
+    dtype: torch.dtype, *, m: int, c_in: int, n_x: int, c_pool: int
+) -> list[Block1x1Config]:
+    """The configs autotuning times on a GPU (fused_inception/triton/autotune.py), the pick
+    first: the other pixel-row tile (its own output blocks), half-width output blocks for the
+    GEMM over x or for the pool's, 4 warps, 2 or 4 pipeline stages. fp32: the pick only."""
+    pick = pick_config(dtype, m=m, c_in=c_in, n_x=n_x, c_pool=c_pool)
+    if dtype == torch.float32:
+        return [pick]
+    other_m = 64 if pick.block_m == 128 else 128
+    other = pick_config(dtype, m=m, c_in=c_in, n_x=n_x, c_pool=c_pool, block_m=other_m)
+    return common.tuning_neighbours(pick, other, ("block_n", "block_n_pool"))
+
+
+def _grid(cfg: Block1x1Config, m: int, n_x: int, c_pool: int) -> tuple[int, int]:
+    """(pixel tiles, column tiles of the GEMM over x + those of the pool's)."""
+    tiles_x = triton.cdiv(n_x, cfg.block_n)
+    return triton.cdiv(m, cfg.block_m), tiles_x + triton.cdiv(c_pool, cfg.block_n_pool)
+
+
+def _check_config(
+    cfg: Block1x1Config, m: int, width: int, n_x: int, c_red: int, c_pool: int,
+    stride_xm: int, stride_om: int,
+) -> None:  # fmt: skip
+    """The launcher's checks of one config for this shape (ValueError if it cannot launch)."""
+    common.check_int32_tile("block_1x1", cfg.block_m, stride_xm, stride_om, c_red, width=width)
+    common.check_grid("block_1x1", _grid(cfg, m, n_x, c_pool))
 
 
 def block_1x1(
@@ -254,28 +286,32 @@ def block_1x1(
     common.check_scratch(op, r, (m, n_x - c1), x, out, operands)
     if m == 0:
         return out
-    cfg = common.launch_config(
-        pick_config(x.dtype, m=m, c_in=c_in, n_x=n_x, c_pool=c_pool), INTERPRETER_OVERRIDES
+    shape = {"m": m, "c_in": c_in, "n_x": n_x, "c_pool": c_pool}
+    pick = common.launch_config(pick_config(x.dtype, **shape), INTERPRETER_OVERRIDES)
+
+    def check(cfg: Block1x1Config) -> None:
+        _check_config(cfg, m, w, n_x, n_x - c1, c_pool, stride_xm, stride_om)
+
+    check(pick)  # raises for the caller; a candidate that fails it is left out
+
+    def run(cfg: Block1x1Config) -> None:
+        tiles_x = triton.cdiv(n_x, cfg.block_n)
+        scalars = (m, c_in, h, w, n_x, c1, n_x - c1, c_pool, stride_xm, stride_om, pool_off)
+        args = (x, w_x, b_x, w_pool, b_pool, out, r, *scalars, tiles_x)
+        grid = _grid(cfg, m, n_x, c_pool)
+        common.launch_with(
+            block_1x1_kernel, grid, args, cfg, x.dtype, op=op, useful_macs=m * c_in * (n_x + c_pool)
+        )
+
+    def candidates() -> list[Block1x1Config]:
+        found = tuning_candidates(x.dtype, **shape)
+        return [common.launch_config(c, INTERPRETER_OVERRIDES) for c in found]
+
+    key = (m, c_in, h, w, n_x, c1, c_pool, stride_xm, stride_om, pool_off)
+    cfg = autotune.choose(
+        "block_1x1", key, x.device, common.dtype_name(x.dtype), pick, candidates, check, run
     )
-    common.check_int32_tile(op, cfg.block_m, stride_xm, stride_om, n_x - c1, width=w)
-    tiles_x = triton.cdiv(n_x, cfg.block_n)
-    grid = (triton.cdiv(m, cfg.block_m), tiles_x + triton.cdiv(c_pool, cfg.block_n_pool))
-    common.check_grid(op, grid)
-    common.launch(
-        block_1x1_kernel,
-        grid,
-        (x, w_x, b_x, w_pool, b_pool, out, r,
-         m, c_in, h, w, n_x, c1, n_x - c1, c_pool, stride_xm, stride_om, pool_off, tiles_x),
-        {
-            "BLOCK_M": cfg.block_m, "BLOCK_N": cfg.block_n, "BLOCK_N_POOL": cfg.block_n_pool,
-            "BLOCK_K": cfg.block_k, "BLOCK_K_POOL": cfg.block_k_pool,
-            "DOT_IN_FP32": common.dot_in_fp32(x.dtype),
-        },
-        num_warps=cfg.num_warps,
-        num_stages=cfg.num_stages,
-        op=op,
-        useful_macs=m * c_in * (n_x + c_pool),
-    )  # fmt: skip
+    run(cfg)
     return out
 
 

@@ -24,7 +24,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from . import KernelBuild, common, tiles
+from . import KernelBuild, autotune, common, tiles
 from .block_1x1 import block_size
 
 
@@ -155,9 +155,18 @@ INTERPRETER_OVERRIDES = {"block_r2": 64, "block_r3": 64}
 
 
 def pick_config(
-    dtype: torch.dtype, *, m: int, c2r: int, c2: int, c3r: int, c3: int, k3: int
+    dtype: torch.dtype,
+    *,
+    m: int,
+    c2r: int,
+    c2: int,
+    c3r: int,
+    c3: int,
+    k3: int,
+    block_m: int | None = None,
 ) -> BlockKxkConfig:
-    """The GPU config of the kxk launch over m pixel rows, by shape and dtype.
+    """The GPU config of the kxk launch over m pixel rows, by shape and dtype (block_m: the
+    pixel rows per tile, by default tiles.block_m(m)).
 
     16-bit: pixel rows and output blocks by the roofline model of tiles.py (both branches'
     implicit GEMMs, K = taps x reduced channels), reduction chunks by least padding, 8 warps,
@@ -166,7 +175,7 @@ def pick_config(
     if dtype == torch.float32:
         return BlockKxkConfig(64, 64, 16, 64, 16, 8, 2)
     block_r2, block_r3 = (block_size(c, _BLOCK_R) for c in (c2r, c3r))
-    block_m = tiles.block_m(m)
+    block_m = tiles.block_m(m) if block_m is None else block_m
     block_n2, block_n3 = tiles.widths(
         block_m,
         [
@@ -184,6 +193,34 @@ def pick_config(
 
 def _padded(size: int, block: int) -> int:
     return -(-size // block) * block
+
+
+def tuning_candidates(
+    dtype: torch.dtype, *, m: int, c2r: int, c2: int, c3r: int, c3: int, k3: int
+) -> list[BlockKxkConfig]:
+    """The configs autotuning times on a GPU (fused_inception/triton/autotune.py), the pick
+    first: the other pixel-row tile (its own output blocks), half-width output blocks for b2
+    or for b3, 4 warps, 2 or 4 pipeline stages. fp32: the pick only."""
+    shape = {"m": m, "c2r": c2r, "c2": c2, "c3r": c3r, "c3": c3, "k3": k3}
+    pick = pick_config(dtype, **shape)
+    if dtype == torch.float32:
+        return [pick]
+    other = pick_config(dtype, **shape, block_m=64 if pick.block_m == 128 else 128)
+    return common.tuning_neighbours(pick, other, ("block_n2", "block_n3"))
+
+
+def _grid(cfg: BlockKxkConfig, m: int, c2: int, c3: int) -> tuple[int, int]:
+    """(pixel tiles, column tiles of b2 + those of b3)."""
+    tiles2 = triton.cdiv(c2, cfg.block_n2)
+    return triton.cdiv(m, cfg.block_m), tiles2 + triton.cdiv(c3, cfg.block_n3)
+
+
+def _check_config(
+    cfg: BlockKxkConfig, m: int, width: int, c_red: int, c2: int, c3: int, stride_om: int
+) -> None:
+    """The launcher's checks of one config for this shape (ValueError if it cannot launch)."""
+    common.check_int32_tile("block_kxk", cfg.block_m, c_red, stride_om, width=2 * width + 2)
+    common.check_grid("block_kxk", _grid(cfg, m, c2, c3))
 
 
 def block_kxk(
@@ -233,28 +270,51 @@ def block_kxk(
     m = n * h * w
     if m == 0:
         return out
-    cfg = common.launch_config(
-        pick_config(r.dtype, m=m, c2r=c2r, c2=c2, c3r=c3r, c3=c3, k3=k3), INTERPRETER_OVERRIDES
-    )
+    shape = {"m": m, "c2r": c2r, "c2": c2, "c3r": c3r, "c3": c3, "k3": k3}
+    pick = common.launch_config(pick_config(r.dtype, **shape), INTERPRETER_OVERRIDES)
     stride_om = common.pixel_stride(op, "out", out)
-    common.check_int32_tile(op, cfg.block_m, c2r + c3r, stride_om, width=2 * w + 2)
-    tiles2 = triton.cdiv(c2, cfg.block_n2)
-    grid = (triton.cdiv(m, cfg.block_m), tiles2 + triton.cdiv(c3, cfg.block_n3))
-    common.check_grid(op, grid)
-    common.launch(
-        block_kxk_kernel,
-        grid,
-        (r, w2, b2, w3, b3, out, m, h, w, c2r, c3r, c2, c3, k3, stride_om, off2, off3, tiles2),
-        {
-            "BLOCK_M": cfg.block_m, "BLOCK_N2": cfg.block_n2, "BLOCK_R2": cfg.block_r2,
-            "BLOCK_N3": cfg.block_n3, "BLOCK_R3": cfg.block_r3,
-            "DOT_IN_FP32": common.dot_in_fp32(r.dtype),
-        },
-        num_warps=cfg.num_warps,
-        num_stages=cfg.num_stages,
-        op=op,
-        useful_macs=m * (9 * c2r * c2 + k3 * k3 * c3r * c3),
-    )  # fmt: skip
+
+    def check(cfg: BlockKxkConfig) -> None:
+        _check_config(cfg, m, w, c2r + c3r, c2, c3, stride_om)
+
+    check(pick)  # raises for the caller; a candidate that fails it is left out
+
+    def run(cfg: BlockKxkConfig) -> None:
+        tiles2 = triton.cdiv(c2, cfg.block_n2)
+        args = (
+            r,
+            w2,
+            b2,
+            w3,
+            b3,
+            out,
+            m,
+            h,
+            w,
+            c2r,
+            c3r,
+            c2,
+            c3,
+            k3,
+            stride_om,
+            off2,
+            off3,
+            tiles2,
+        )
+        macs = m * (9 * c2r * c2 + k3 * k3 * c3r * c3)
+        common.launch_with(
+            block_kxk_kernel, _grid(cfg, m, c2, c3), args, cfg, r.dtype, op=op, useful_macs=macs
+        )
+
+    def candidates() -> list[BlockKxkConfig]:
+        found = tuning_candidates(r.dtype, **shape)
+        return [common.launch_config(c, INTERPRETER_OVERRIDES) for c in found]
+
+    key = (m, h, w, c2r, c3r, c2, c3, k3, stride_om, off2, off3)
+    cfg = autotune.choose(
+        "block_kxk", key, r.device, common.dtype_name(r.dtype), pick, candidates, check, run
+    )
+    run(cfg)
     return out
 
 

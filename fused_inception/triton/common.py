@@ -10,8 +10,10 @@ Every family follows one scheme:
   TRITON_INTERPRET=1 replaces (`launch_config`; FUSED_INCEPTION_GPU_CONFIGS=1 keeps the GPU's);
 - the launcher `<family>(<tensors>, out, <offsets>)` validates with `check_launch_args` /
   `check_scratch_launch` (error types: fused_inception.checks), starts the kernel with `launch`
-  (never `kernel[grid](...)` itself: `launch` tells the launch listener, holds `launch_guard()`
-  and lets the AOT report intercept the launch) and returns out;
+  or `launch_with` (never `kernel[grid](...)` itself: `launch` tells the launch listener, holds
+  `launch_guard()` and lets the AOT report intercept the launch), the config chosen by
+  `autotune.choose` among `tuning_candidates(...)` (the pick unless a GPU tunes), and returns
+  out;
 - `aot_builds()` lists every GPU build as `kernel_build(...)` records for the report.
 """
 
@@ -63,6 +65,25 @@ def launch_config(cfg: NamedTuple, interpreter_overrides: dict[str, int]) -> Nam
     return cfg
 
 
+def tuning_neighbours(
+    pick: NamedTuple, other_block_m: NamedTuple, width_fields: Sequence[str]
+) -> list[NamedTuple]:
+    """A family's autotuning candidates (fused_inception/triton/autotune.py), the pick first:
+    the config for the other BLOCK_M, 4 warps, 2 or 4 pipeline stages, and half the width of
+    each output block in width_fields that is wider than 32; no duplicates."""
+    found = [
+        pick,
+        other_block_m,
+        pick._replace(num_warps=4),
+        pick._replace(num_stages=2),
+        pick._replace(num_stages=4),
+    ]
+    for name in width_fields:
+        if getattr(pick, name) > 32:
+            found.append(pick._replace(**{name: getattr(pick, name) // 2}))
+    return list(dict.fromkeys(found))
+
+
 # Who wants to hear of every launch (fused_inception.report.work counts the work of a forward):
 # a callable (kernel, grid, useful_macs) or None. `launch` calls note_launch just before it
 # launches; without a listener it costs one comparison.
@@ -106,6 +127,35 @@ def launch(
         return
     with launch_guard():
         kernel[grid](*args, **options)
+
+
+def launch_with(
+    kernel: object,
+    grid: tuple[int, ...],
+    args: Sequence[object],
+    cfg: NamedTuple,
+    dtype: torch.dtype,
+    *,
+    op: str,
+    useful_macs: int,
+) -> None:
+    """`launch` with a family config: each tile field of cfg is the tl.constexpr of its name in
+    upper case (block_n_pool -> BLOCK_N_POOL), num_warps and num_stages the launch options, and
+    DOT_IN_FP32 follows dtype. The tuning report reads configs back by the same rule."""
+    tiles = {k.upper(): v for k, v in cfg._asdict().items() if k not in _LAUNCH_OPTIONS}
+    launch(
+        kernel,
+        grid,
+        args,
+        {**tiles, "DOT_IN_FP32": dot_in_fp32(dtype)},
+        num_warps=cfg.num_warps,
+        num_stages=cfg.num_stages,
+        op=op,
+        useful_macs=useful_macs,
+    )
+
+
+_LAUNCH_OPTIONS = ("num_warps", "num_stages")
 
 
 @triton.jit
