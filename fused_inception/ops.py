@@ -7,7 +7,7 @@ traced by its fake kernel) and autocast all see a single operator.
 
 What is fused and what is ATen:
 - forward: the backend's fused kernels (backends/cpu.py, triton, cuda): b1 | b2 | b3 | b4 into
-  one output, no reduced tensor written to memory.
+  one output (the triton backend passes r2 | r3 between its two launches in a scratch).
 - backward: ATen primitives. It is dominated by the weight and input gradients of the kxk
   convolutions and of the 1x1 GEMMs, which cuDNN / oneDNN / BLAS already run near peak; a fused
   backward kernel would save only the recomputed reduced tensors' round trip, which is small
