@@ -130,7 +130,8 @@ def full_report(tmp_path_factory):
 def test_records_have_every_field_and_sane_values(full_report):
     _, records = full_report
     documented = "kernel backend arch dtype registers shared_bytes local_bytes tensor_cores"
-    assert RECORD_FIELDS == (*documented.split(), "compile_s", "error")
+    counts = ("mma_instructions", "shuffle_instructions")
+    assert RECORD_FIELDS == (*documented.split(), *counts, "compile_s", "error")
     assert len(records) == len(aot_builds()) * len(ARCHS)
     for (name, dtype, arch), r in records.items():
         assert tuple(r) == RECORD_FIELDS
@@ -144,6 +145,9 @@ def test_records_have_every_field_and_sane_values(full_report):
         assert 0 <= r["shared_bytes"] <= SHARED_LIMIT[arch]
         assert isinstance(r["tensor_cores"], bool)
         assert r["local_bytes"] == 0 or name == "test_spill"
+        # SASS counts: tensor-core instructions exactly where the PTX has mma.
+        assert (r["mma_instructions"] > 0) == r["tensor_cores"], r
+        assert r["shuffle_instructions"] >= 0
 
 
 def test_dot_uses_tensor_cores_and_elementwise_does_not(full_report):
@@ -224,18 +228,27 @@ def test_second_record_provider_and_checks_on_synthetic_records(monkeypatch, tmp
     good = dict(registers=96, shared_bytes=4096, local_bytes=0, tensor_cores=True, compile_s=1.0)
     spill = {**good, "local_bytes": 64}
     too_big = {**good, "shared_bytes": SHARED_LIMIT["sm_80"] + 1}
+    shuffles = {**good, "mma_instructions": 100, "shuffle_instructions": 3}
 
     def cuda_provider(request):
         yield make_record("cuda_ok", "cuda", "sm_80", "float16", error=None, **good)
         yield make_record("cuda_spill", "cuda", "sm_90", "bfloat16", error=None, **spill)
         yield make_record("cuda_smem", "cuda", "sm_80", "float32", error=None, **too_big)
+        yield make_record("cuda_shfl", "cuda", "sm_90", "float16", error=None, **shuffles)
+        # Shuffles are checked in 16-bit builds only (fp32 runs no tensor-core instruction).
+        yield make_record("cuda_shfl32", "cuda", "sm_90", "float32", error=None, **shuffles)
 
     out_json = tmp_path / "r.json"
     assert main(["--json", str(out_json)], providers=[cuda_provider]) == 1
     records = json.loads(out_json.read_text())
-    assert [r["backend"] for r in records] == ["cuda"] * 3
+    assert [r["backend"] for r in records] == ["cuda"] * 5
     assert record_problems(records[0]) == []
-    assert "3 builds, 2 failed" in capsys.readouterr().out
+    assert record_problems(records[3]) == [
+        "3 SHFL for 100 tensor-core instructions in the SASS (at most 2%)"
+    ]
+    assert record_problems(records[4]) == []
+    assert record_problems({**records[3], "shuffle_instructions": 2}) == []
+    assert "5 builds, 3 failed" in capsys.readouterr().out
     assert summary_line(records).endswith("1 over the shared-memory limit")
     assert main([], providers=[lambda request: iter(records[:1])]) == 0
     with pytest.raises(ValueError, match="unknown record fields"):

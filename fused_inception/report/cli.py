@@ -16,7 +16,8 @@ fused_inception.report.cuda), each taking the ReportRequest and yielding records
 per record; then the summary line "N builds, M failed: ..." and each failing record.
 
 The exit status is 1 if any record fails its checks (a compile error, a spill, a 16-bit build
-without tensor cores, more shared memory than the arch allows), else 0.
+without tensor cores or with more than 2% as many shuffles as tensor-core instructions in its
+SASS, more shared memory than the arch allows), else 0.
 """
 
 from __future__ import annotations
@@ -57,13 +58,14 @@ def format_record(record: dict) -> str:
         f"{record['kernel']:<62} {record['backend']:<6} {show(record['arch']):<5} "
         f"{show(record['dtype']):<8} {show(record['registers']):>4} "
         f"{show(record['shared_bytes']):>7} {show(record['local_bytes']):>5} {tc:>3} "
+        f"{show(record['mma_instructions']):>4} {show(record['shuffle_instructions']):>4} "
         f"{show(record['compile_s']):>7}  {status}"
     )
 
 
 HEADER = (
     f"{'kernel':<62} {'backend':<6} {'arch':<5} {'dtype':<8} {'regs':>4} {'shared':>7} "
-    f"{'local':>5} {'tc':>3} {'time_s':>7}  status"
+    f"{'local':>5} {'tc':>3} {'mma':>4} {'shfl':>4} {'time_s':>7}  status"
 )
 
 

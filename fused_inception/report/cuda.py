@@ -20,6 +20,8 @@ flags setup.py uses (NVCC_FLAGS; a test keeps the two equal) and `-Xptxas -v`. O
                   A kernel missing from it is an error record.
     local_bytes   N, the stack frame (spill stores land there; any stack frame is local memory)
     tensor_cores  the function's SASS (cuobjdump -sass) holds HMMA instructions
+    mma_instructions, shuffle_instructions
+                  HMMA/HGMMA and SHFL instructions in the function's SASS (records.sass_counts)
     compile_s     wall time of the file's nvcc run for that arch (shared by its kernels)
 
 The sources are read from the source tree (csrc/ beside the package); nvcc from CUDA_HOME.
@@ -36,7 +38,12 @@ import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from fused_inception.report.records import ReportRequest, cuobjdump_path, make_record
+from fused_inception.report.records import (
+    ReportRequest,
+    cuobjdump_path,
+    make_record,
+    sass_counts,
+)
 
 NVCC_FLAGS = ("-O3", "-std=c++20", "--expt-relaxed-constexpr")  # == setup.py's NVCC_FLAGS
 # fused_inception/report/cuda.py -> the repository root's csrc/.
@@ -49,7 +56,6 @@ _FRAME_RE = re.compile(
 )
 _USED_RE = re.compile(r"Used (\d+) registers")
 _SMEM_RE = re.compile(r"(\d+) bytes smem")
-_SASS_FUNCTION_RE = re.compile(r"^\s*Function : (\S+)\s*$")
 _DTYPES = {"float": "float32", "__half": "float16", "__nv_bfloat16": "bfloat16"}
 
 
@@ -96,17 +102,6 @@ def parse_ptxas(log: str) -> dict[str, dict[str, int]]:
             smem = _SMEM_RE.search(line)
             functions[current]["smem"] = int(smem.group(1)) if smem else 0
     return functions
-
-
-def sass_tensor_core_functions(sass: str) -> set[str]:
-    """Mangled names of the functions whose SASS holds HMMA (tensor-core) instructions."""
-    found, current = set(), None
-    for line in sass.splitlines():
-        if m := _SASS_FUNCTION_RE.match(line):
-            current = m.group(1)
-        elif current is not None and "HMMA" in line:
-            found.add(current)
-    return found
 
 
 def demangle(names: Sequence[str]) -> dict[str, str]:
@@ -189,7 +184,7 @@ def compile_source(
         message = f"no kernels found in the ptxas output of {source.name}"
         yield make_record(source.name, "cuda", arch, None, compile_s=compile_s, error=message)
         return
-    tensor_core = sass_tensor_core_functions(sass)
+    sass_by_function = sass_counts(sass)
     readable = demangle(sorted(functions))
     for mangled in sorted(functions, key=lambda n: readable[n]):
         info = functions[mangled]
@@ -208,7 +203,9 @@ def compile_source(
             registers=info.get("registers"),
             shared_bytes=info.get("smem", 0) + dynamic,
             local_bytes=info.get("stack_frame", 0),
-            tensor_cores=mangled in tensor_core,
+            tensor_cores=sass_by_function.get(mangled, {}).get("mma", 0) > 0,
+            mma_instructions=sass_by_function.get(mangled, {}).get("mma"),
+            shuffle_instructions=sass_by_function.get(mangled, {}).get("shuffles"),
             compile_s=compile_s,
             error=error,
         )

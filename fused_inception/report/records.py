@@ -11,14 +11,18 @@ A record is a dict with exactly the keys of RECORD_FIELDS (plain JSON, one per b
     shared_bytes  shared memory per block, static + dynamic
     local_bytes   local memory per thread (spills land there)
     tensor_cores  the code holds tensor-core instructions
+    mma_instructions      tensor-core instructions in the SASS (HMMA, HGMMA), static count
+    shuffle_instructions  warp shuffles in the SASS (SHFL), static count
     compile_s     wall time of the compile
     error         None, or why the build (or its module) failed
 
 fused_inception.report.triton and fused_inception.report.cuda say how each fills them in.
 
 A record passes when it compiled, does not spill (local_bytes == 0), uses tensor cores if it is
-a 16-bit build, and needs no more shared memory than one block can have on its arch
-(SHARED_LIMIT; such a kernel compiles but fails at launch).
+a 16-bit build, has at most MAX_SHUFFLE_SHARE shuffles per tensor-core instruction in its SASS
+if it is a 16-bit build (taps taken through registers by shuffles cost about 4x their MMA:
+version 1 of the Triton kernels), and needs no more shared memory than one block can have on
+its arch (SHARED_LIMIT; such a kernel compiles but fails at launch).
 """
 
 from __future__ import annotations
@@ -38,6 +42,8 @@ RECORD_FIELDS = (
     "shared_bytes",
     "local_bytes",
     "tensor_cores",
+    "mma_instructions",
+    "shuffle_instructions",
     "compile_s",
     "error",
 )
@@ -46,7 +52,17 @@ SIXTEEN_BIT = ("float16", "bfloat16")
 # Triton checks this only at launch, on a device; the report checks it ahead of time.
 SHARED_LIMIT = {"sm_80": 163 * 1024, "sm_90": 227 * 1024}
 # The kinds of failure, as the summary line counts them (a record can fail in several ways).
-PROBLEM_KINDS = ("errors", "spill", "16-bit without tensor cores", "over the shared-memory limit")
+PROBLEM_KINDS = (
+    "errors",
+    "spill",
+    "16-bit without tensor cores",
+    "shuffles",
+    "over the shared-memory limit",
+)
+# Most SHFL per HMMA/HGMMA instruction in a 16-bit build's SASS (static counts).
+MAX_SHUFFLE_SHARE = 0.02
+_SASS_FUNCTION_RE = re.compile(r"^\s*Function : (\S+)\s*$")
+_SASS_OPCODE_RE = re.compile(r"/\*[0-9a-f]{4,}\*/\s+(?:@!?U?P[T0-9]+\s+)?([A-Z][A-Z0-9]*)")
 
 
 def arch_number(arch: str) -> int:
@@ -84,6 +100,12 @@ def problems_by_kind(record: dict) -> dict[str, str]:
         problems["16-bit without tensor cores"] = (
             f"{record['dtype']} without tensor cores (no mma/wgmma in the PTX)"
         )
+    mma, shuffles = record["mma_instructions"], record["shuffle_instructions"]
+    if record["dtype"] in SIXTEEN_BIT and mma and (shuffles or 0) > MAX_SHUFFLE_SHARE * mma:
+        problems["shuffles"] = (
+            f"{shuffles} SHFL for {mma} tensor-core instructions in the SASS "
+            f"(at most {MAX_SHUFFLE_SHARE:.0%})"
+        )
     limit = SHARED_LIMIT.get(record["arch"])
     if limit is not None and (record["shared_bytes"] or 0) > limit:
         shared, arch = record["shared_bytes"], record["arch"]
@@ -96,6 +118,23 @@ def problems_by_kind(record: dict) -> dict[str, str]:
 def record_problems(record: dict) -> list[str]:
     """Why a record fails the report's checks (empty if it passes), one short phrase each."""
     return list(problems_by_kind(record).values())
+
+
+def sass_counts(sass: str) -> dict[str, dict[str, int]]:
+    """Per function of `cuobjdump -sass` output (mangled name): {"mma": HMMA + HGMMA
+    instructions, "shuffles": SHFL instructions}, static counts."""
+    counts: dict[str, dict[str, int]] = {}
+    current = None
+    for line in sass.splitlines():
+        if m := _SASS_FUNCTION_RE.match(line):
+            current = counts.setdefault(m.group(1), {"mma": 0, "shuffles": 0})
+        elif current is not None and (op := _SASS_OPCODE_RE.search(line)):
+            name = op.group(1)
+            if name in ("HMMA", "HGMMA"):
+                current["mma"] += 1
+            elif name == "SHFL":
+                current["shuffles"] += 1
+    return counts
 
 
 def cuobjdump_path() -> str:

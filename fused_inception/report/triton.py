@@ -22,6 +22,8 @@ Each build is compiled for each arch and read:
                   counts only .local variables and stays 0 when a kernel spills. Triton kernels
                   inline everything, so a stack frame means spills.
     tensor_cores  the PTX holds mma.sync / wgmma.mma_async instructions
+    mma_instructions, shuffle_instructions
+                  HMMA/HGMMA and SHFL instructions in the SASS (records.sass_counts)
     compile_s     wall time of the compile (a Triton cache hit is fast; no_cache forces it)
 
 The capture runs the forwards on CPU tensors with nothing launched, in this process (about
@@ -55,6 +57,7 @@ from fused_inception.report.records import (
     arch_number,
     cuobjdump_path,
     make_record,
+    sass_counts,
 )
 from fused_inception.report.specialization import (
     CapturedSpecialization,
@@ -267,20 +270,31 @@ def _captured_build(entry: CapturedSpecialization, config: KernelBuild | None) -
 
 
 def cubin_resources(cubin: bytes, function: str) -> dict[str, int]:
-    """REG, STACK, SHARED (static) and LOCAL of `function` in a cubin, per cuobjdump.
+    """REG, STACK, SHARED (static) and LOCAL of `function` in a cubin, per cuobjdump, and MMA
+    and SHFL, its static counts of tensor-core instructions and warp shuffles in the SASS.
 
-    Falls back to the maximum over all functions if `function` is not listed by that name.
+    Falls back to the maximum (the sum for MMA and SHFL) over all functions if `function` is
+    not listed by that name.
     """
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "kernel.cubin")
         with open(path, "wb") as f:
             f.write(cubin)
-        out = subprocess.run(
-            [cuobjdump_path(), "--dump-resource-usage", path],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
+        out, sass = (
+            subprocess.run(
+                [cuobjdump_path(), flag, path], capture_output=True, text=True, check=True
+            ).stdout
+            for flag in ("--dump-resource-usage", "-sass")
+        )
+    counts = sass_counts(sass)
+    code = counts.get(function) or {
+        k: sum(c[k] for c in counts.values()) for k in ("mma", "shuffles")
+    }
+    return {**_resource_usage(out, function), "MMA": code["mma"], "SHFL": code["shuffles"]}
+
+
+def _resource_usage(out: str, function: str) -> dict[str, int]:
+    """REG, STACK, SHARED and LOCAL of `function` in `cuobjdump --dump-resource-usage` output."""
     per_function: dict[str, dict[str, int]] = {}
     current = None
     for line in out.splitlines():
@@ -360,6 +374,8 @@ def compile_build(build: KernelBuild, arch: str) -> dict:
         shared_bytes=int(compiled.metadata.shared) + resources.get("SHARED", 0),
         local_bytes=resources.get("STACK", 0) + resources.get("LOCAL", 0),
         tensor_cores=bool(_MMA_RE.search(compiled.asm["ptx"])),
+        mma_instructions=resources["MMA"],
+        shuffle_instructions=resources["SHFL"],
         compile_s=round(compile_s, 3),
         error=None,
     )
