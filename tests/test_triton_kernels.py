@@ -281,3 +281,19 @@ def test_aot_builds_compile_without_spills():
         f"{r['kernel']} {r['arch']}: {record_problems(r)}" for r in records if record_problems(r)
     ]
     assert not problems, "\n".join(problems)
+
+
+class _CudaLike:
+    """What device_guard reads of a tensor on the second GPU (no GPU needed to build it)."""
+
+    is_cuda = True
+    device = torch.device("cuda", 1)
+
+
+def test_launches_run_on_the_input_device():
+    """Triton launches on the current device: the backend makes x's device current first."""
+    from fused_inception.backends import triton as backend
+
+    guard = backend.device_guard(_CudaLike())
+    assert isinstance(guard, torch.cuda.device) and guard.idx == 1
+    assert not isinstance(backend.device_guard(torch.zeros(1)), torch.cuda.device)

@@ -10,6 +10,8 @@ Runs on CUDA tensors, or on CPU tensors under TRITON_INTERPRET=1 (how CI execute
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from torch import Tensor
 
@@ -25,6 +27,13 @@ SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 def prepare(p: FoldedParams) -> BlockPacked:
     """Pack folded parameters once (cached by the module until the weights change)."""
     return prepare_block(p)
+
+
+def device_guard(x: Tensor) -> contextlib.AbstractContextManager:
+    """x's CUDA device made current around the launches: Triton launches on the current
+    device and its stream, so a tensor on cuda:1 while cuda:0 is current would otherwise be
+    read by kernels running on cuda:0. A no-op for CPU tensors (the interpreter)."""
+    return torch.cuda.device(x.device) if x.is_cuda else contextlib.nullcontext()
 
 
 def forward(x: Tensor, packed: BlockPacked) -> Tensor:
@@ -45,11 +54,12 @@ def forward(x: Tensor, packed: BlockPacked) -> Tensor:
     out = new_output((n, c1 + c2 + c3 + c4, h, w), x, torch.channels_last)
     if out.numel() != 0:
         r = new_output((n * h * w, packed.w_x.shape[1] - c1), x, torch.contiguous_format)
-        block_1x1(
-            x_rows, packed.w_x, packed.b_x, packed.w_pool, packed.b_pool, out, r, c1,
-            c1 + c2 + c3,
-        )  # fmt: skip
-        block_kxk(r, packed.w2, packed.b2, packed.w3, packed.b3, out, c2r, c1, c1 + c2)
+        with device_guard(x):
+            block_1x1(
+                x_rows, packed.w_x, packed.b_x, packed.w_pool, packed.b_pool, out, r, c1,
+                c1 + c2 + c3,
+            )  # fmt: skip
+            block_kxk(r, packed.w2, packed.b2, packed.w3, packed.b3, out, c2r, c1, c1 + c2)
     if output_memory_format(x) == torch.channels_last:
         return out
     return out.contiguous()
