@@ -4,7 +4,9 @@
 - The CUDA kernels (csrc/cuda/*.cu) are built twice when possible:
   - with nvcc for the GPU, when nvcc and a CUDA build of torch are present, unless
     FUSED_INCEPTION_SKIP_CUDA=1. No GPU is needed: TORCH_CUDA_ARCH_LIST is honoured and
-    defaults to "8.0;9.0" when no GPU is visible (e.g. TORCH_CUDA_ARCH_LIST="8.6;8.9+PTX").
+    defaults to "8.0;9.0+PTX" when no GPU is visible: sm_80 and sm_90 code, plus sm_90 PTX that
+    the driver compiles for newer GPUs (sm_100, sm_120), which would otherwise get "no kernel
+    image is available" (e.g. TORCH_CUDA_ARCH_LIST="8.6;8.9+PTX").
   - as plain C++ against the SIMT shim (csrc/emulated/*.cpp include the .cu files), so that
     the CPU can execute them (FUSED_INCEPTION_EMULATE_CUDA=1 at run time); this needs only
     the CUDA headers (cuda_fp16.h, cuda_bf16.h) under CUDA_HOME, not a GPU or nvcc.
@@ -53,7 +55,7 @@ def _extension():
     cxx_flags = ["-O3", "-std=c++20", "-pthread"]
     if use_cuda:
         if not os.environ.get("TORCH_CUDA_ARCH_LIST") and not torch.cuda.is_available():
-            os.environ["TORCH_CUDA_ARCH_LIST"] = "8.0;9.0"
+            os.environ["TORCH_CUDA_ARCH_LIST"] = "8.0;9.0+PTX"
         return cpp_extension.CUDAExtension(
             "fused_inception._C",
             cpp_sources + cuda_sources,

@@ -101,7 +101,7 @@ def test_misuse_is_reported() -> None:
 @pytest.mark.parametrize("sanitizer", [None, "thread"], ids=["plain", "tsan"])
 def test_compat_macros_indices_and_order(sanitizer: str | None) -> None:
     result = _run("shim_compat.cpp", sanitizer)
-    _assert_clean(result, "OK: compat macros, block order, indices, dynamic shared memory")
+    _assert_clean(result, "OK: launch hygiene, compat macros, block order, indices")
 
 
 def test_kernel_file_compiles_with_nvcc(tmp_path) -> None:

@@ -57,10 +57,10 @@ inline constexpr int kThreads = 128;
 inline constexpr int kWarps = kThreads / 32;
 
 // Launches `kernel` on a blocks_x x blocks_y grid with kThreads threads per block and
-// SMEM_BYTES of dynamic shared memory, opting in above 48 KiB as CUDA requires; nullptr, or the
-// launch's error. Block counts come as int64 and are checked against CUDA's grid limits here:
-// cast to unsigned first, a count past 2^32 would wrap into a smaller grid that leaves part of
-// the output unwritten instead of failing.
+// SMEM_BYTES of dynamic shared memory, opting in above 48 KiB as CUDA requires (once per kernel
+// and device); nullptr, or this launch's error (fi_launch). Block counts come as int64 and are
+// checked against CUDA's grid limits here: cast to unsigned first, a count past 2^32 would wrap
+// into a smaller grid that leaves part of the output unwritten instead of failing.
 template <std::size_t SMEM_BYTES, typename Kernel, typename Args>
 inline const char* launch(Kernel kernel, int64_t blocks_x, int64_t blocks_y, void* stream,
                           const Args& args) {
@@ -69,11 +69,10 @@ inline const char* launch(Kernel kernel, int64_t blocks_x, int64_t blocks_y, voi
            "(split the batch or the channels)";
   }
   if constexpr (SMEM_BYTES > 48 * 1024) {
-    FI_SET_MAX_DYNAMIC_SHARED(kernel, static_cast<int>(SMEM_BYTES));
+    if (const char* error = fi_opt_in_dynamic_shared(kernel, SMEM_BYTES)) return error;
   }
   const dim3 grid(static_cast<unsigned>(blocks_x), static_cast<unsigned>(blocks_y));
-  FI_LAUNCH(kernel, grid, dim3(kThreads), SMEM_BYTES, stream, args);
-  return fi_last_launch_error();
+  return fi_launch(kernel, grid, dim3(kThreads), SMEM_BYTES, stream, args);
 }
 
 // This block's dynamic shared memory cut into typed regions at a Tile's byte offsets:

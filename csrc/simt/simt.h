@@ -244,6 +244,9 @@ inline std::map<const void*, std::size_t>& dynamic_shared_limits() {
   return limits;
 }
 
+// How many times set_max_dynamic_shared succeeded (tests check it is called once per kernel).
+inline std::atomic<unsigned> set_max_dynamic_shared_calls{0};
+
 template <typename... KArgs>
 const void* kernel_key(void (*kernel)(KArgs...)) {
   return reinterpret_cast<const void*>(kernel);
@@ -297,6 +300,7 @@ const char* set_max_dynamic_shared(void (*kernel)(KArgs...), long long bytes) {
   }
   std::lock_guard<std::mutex> lock(detail::attribute_mutex());
   detail::dynamic_shared_limits()[detail::kernel_key(kernel)] = static_cast<std::size_t>(bytes);
+  ++detail::set_max_dynamic_shared_calls;
   return nullptr;
 }
 

@@ -98,9 +98,62 @@ const char* run_record(dim3 grid, dim3 block, std::size_t smem, Seen* seen, unsi
   return fi_last_launch_error();
 }
 
+// The same kernel through fi_opt_in_dynamic_shared and fi_launch (how csrc/cuda launches).
+const char* run_record_checked(dim3 grid, dim3 block, std::size_t smem, Seen* seen, unsigned* order,
+                               unsigned* order_count, void* stream) {
+  if (const char* error = fi_opt_in_dynamic_shared(record, 64 * 1024)) return error;
+  return fi_launch(record, grid, block, smem, stream, seen, order, order_count);
+}
+
 }  // namespace fused_inception::FI_KERNEL_NS
 
-namespace fi = fused_inception::emulated;  // FI_KERNEL_NS must be `emulated` here
+namespace fi = fused_inception::emulated;
+
+// fi_launch returns its own launch's error and leaves an earlier one alone; the opt-in is set
+// once per kernel and checked against the device's limit.
+static int check_launch_hygiene() {
+  int failures = 0;
+  std::vector<fi::Seen> seen(64);
+  std::vector<unsigned> order(4);
+  unsigned count = 0;
+  // An earlier launch's error, left unread (as another library's could be).
+  static_cast<void>(simt::launch(dim3(1), dim3(2048), 64, fi::record, nullptr, nullptr, &count));
+  const unsigned calls_before = simt::detail::set_max_dynamic_shared_calls.load();
+  for (int i = 0; i < 3; ++i) {
+    count = 0;
+    const char* error = fi::run_record_checked(dim3(1), dim3(64), 64 * 1024, seen.data(),
+                                               order.data(), &count, nullptr);
+    if (error != nullptr || count != 1) {
+      std::printf("FAIL: checked launch %d blamed: %s\n", i, error ? error : "(count)");
+      ++failures;
+    }
+  }
+  const unsigned calls = simt::detail::set_max_dynamic_shared_calls.load() - calls_before;
+  if (calls != 1) {
+    std::printf("FAIL: the opt-in was set %u times for 3 launches of one kernel\n", calls);
+    ++failures;
+  }
+  const char* left = fi_last_launch_error();
+  if (left == nullptr || std::strstr(left, "2048 threads") == nullptr) {
+    std::printf("FAIL: the earlier launch's error was consumed by fi_launch\n");
+    ++failures;
+  }
+  // A failing fi_launch reports its own error and leaves none behind.
+  const char* bad =
+      fi::run_record_checked(dim3(1), dim3(2048), 0, seen.data(), order.data(), &count, nullptr);
+  if (bad == nullptr || std::strstr(bad, "2048 threads") == nullptr ||
+      fi_last_launch_error() != nullptr) {
+    std::printf("FAIL: a bad fi_launch gave %s or left its error\n", bad ? bad : "no error");
+    ++failures;
+  }
+  const char* too_big = fi_opt_in_dynamic_shared(fi::record, 200000);
+  if (too_big == nullptr || std::strstr(too_big, "needs 200000 bytes") == nullptr ||
+      std::strstr(too_big, "allows 166912") == nullptr) {
+    std::printf("FAIL: opt-in above the limit gave %s\n", too_big ? too_big : "no error");
+    ++failures;
+  }
+  return failures;
+}  // FI_KERNEL_NS must be `emulated` here
 
 int main() {
   int failures = 0;
@@ -202,9 +255,11 @@ int main() {
     std::printf("FAIL: last error not cleared by reading it\n");
     ++failures;
   }
+  failures += check_launch_hygiene();
   if (failures != 0) return 1;
   std::printf(
-      "OK: compat macros, block order, indices, dynamic shared memory, __syncwarp, warp "
+      "OK: launch hygiene, compat macros, block order, indices, dynamic shared memory, __syncwarp, "
+      "warp "
       "built-ins\n");
   return 0;
 }
