@@ -49,8 +49,14 @@ def _dependencies() -> list[Path]:
     )
 
 
-def build(source: str, sanitizer: str | None = None, defines: dict[str, str] | None = None) -> Path:
-    """Compile tests/cpp/<source> (it may #include csrc files) and return the executable."""
+def build(
+    source: str,
+    sanitizer: str | None = None,
+    defines: dict[str, str] | None = None,
+    system_includes: tuple[Path, ...] = (),
+) -> Path:
+    """Compile tests/cpp/<source> (it may #include csrc files) and return the executable.
+    system_includes: extra -isystem directories (third-party headers, exempt from -Werror)."""
     flags = [
         "-std=c++20",
         "-pthread",
@@ -59,6 +65,7 @@ def build(source: str, sanitizer: str | None = None, defines: dict[str, str] | N
         "-Werror",
         f"-I{CSRC}",
         f"-isystem{CUDA_HOME / 'include'}",
+        *(f"-isystem{d}" for d in system_includes),
         *SANITIZER_FLAGS[sanitizer],
         *(f"-D{k}={v}" for k, v in sorted((defines or {}).items())),
     ]

@@ -50,9 +50,11 @@
 #include <pthread.h>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <barrier>
 #include <cmath>
+#include <condition_variable>
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
@@ -101,6 +103,41 @@ inline constexpr std::size_t kDefaultDynamicSharedLimit = 48 * 1024;
 inline constexpr std::size_t kMaxDynamicShared = 166912;
 inline constexpr std::size_t kDynamicSharedAlignment = 128;
 
+// Bank-conflict counts of one kind of warp-wide shared-memory access (simt/ptx.h describes the
+// bank model): a conflict-free access takes one wavefront per phase, a conflicted one `degree`.
+struct SharedAccessStats {
+  std::uint64_t instructions = 0;  // warp-wide accesses
+  std::uint64_t phases = 0;        // the wavefronts they take without bank conflicts
+  std::uint64_t wavefronts = 0;    // the wavefronts they take: the sum of the phases' degrees
+  unsigned max_degree = 0;         // the largest degree of one phase
+
+  void add(const SharedAccessStats& other) {
+    instructions += other.instructions;
+    phases += other.phases;
+    wavefronts += other.wavefronts;
+    max_degree = std::max(max_degree, other.max_degree);
+  }
+};
+
+// What one launch executed, counted by the emulated PTX instructions of simt/ptx.h.
+struct LaunchStats {
+  std::uint64_t mma_macs = 0;         // multiply-adds of mma.sync (16*8*16 per warp-wide mma)
+  std::uint64_t cp_async_copies = 0;  // completed 16-byte cp.async copies
+  std::uint64_t cp_async_bytes = 0;   // global bytes they read (the sum of src_bytes)
+  SharedAccessStats ldmatrix;         // ldmatrix (one phase per 8x8 matrix)
+  SharedAccessStats shared_loads;     // lds32 / lds128
+  SharedAccessStats shared_stores;    // sts32 / sts128
+
+  void add(const LaunchStats& other) {
+    mma_macs += other.mma_macs;
+    cp_async_copies += other.cp_async_copies;
+    cp_async_bytes += other.cp_async_bytes;
+    ldmatrix.add(other.ldmatrix);
+    shared_loads.add(other.shared_loads);
+    shared_stores.add(other.shared_stores);
+  }
+};
+
 namespace detail {
 
 inline std::mutex& intern_mutex() {
@@ -129,6 +166,20 @@ inline std::string coords(dim3 v) { return coords(uint3{v.x, v.y, v.z}); }
 
 struct Launch;
 
+// Rendezvous of one warp's lanes in a warp-collective operation of simt/ptx.h (see
+// warp_collective there): the operands each lane published, the lanes present, and a
+// generation count that tells waiting lanes their operation completed.
+struct WarpCollective {
+  std::mutex mutex;
+  std::condition_variable wake;
+  std::array<const void*, 32> operands{};
+  std::array<const char*, 32> names{};
+  unsigned present = 0;  // bit l: lane l waits in the current operation
+  std::uint64_t generation = 0;
+  bool completed_ok = false;
+  std::atomic<unsigned> waiting{0};  // lanes asleep in wake
+};
+
 // Runs once per barrier phase, after every thread of the block arrived and before any leaves.
 struct PhaseCompletion {
   Launch* launch;
@@ -145,6 +196,12 @@ struct Launch {
   // Per thread (indexed by linear thread id), written by that thread before it arrives.
   std::vector<unsigned> sync_calls;
   std::vector<unsigned char> at_block_end;
+  // Per thread: 1 while it waits at the block barrier (__syncthreads or the end of the block),
+  // so lanes waiting in a warp collective can tell that it will not join them.
+  std::vector<std::atomic<unsigned char>> at_block_barrier;
+  std::vector<std::unique_ptr<WarpCollective>> warp_collectives;
+  std::mutex stats_mutex;
+  LaunchStats stats;  // the threads' counters, merged when they finish
   std::atomic<bool> stopped{false};
   std::atomic<bool> faulted{false};
   std::mutex fault_mutex;
@@ -156,10 +213,12 @@ struct Launch {
         block_barrier(threads, PhaseCompletion{this}),
         warp_slots((threads + warpSize - 1) / warpSize * warpSize, 0),
         sync_calls(threads, 0),
-        at_block_end(threads, 0) {
+        at_block_end(threads, 0),
+        at_block_barrier(threads) {
     for (unsigned first = 0; first < threads; first += warpSize) {
       const unsigned lanes = std::min<unsigned>(warpSize, threads - first);
       warp_barriers.push_back(std::make_unique<std::barrier<>>(lanes));
+      warp_collectives.push_back(std::make_unique<WarpCollective>());
     }
   }
 
@@ -179,9 +238,16 @@ struct Launch {
 // The calling thread's place in the running launch (nullptr outside a kernel).
 inline thread_local Launch* current = nullptr;
 inline thread_local unsigned linear_tid = 0;
+// The calling thread's counters in the running launch; the host thread's copy of the last
+// launch's totals (simt::last_launch_stats).
+inline thread_local LaunchStats thread_stats;
+inline thread_local LaunchStats last_stats;
 
 inline void PhaseCompletion::operator()() noexcept {
   Launch& l = *launch;
+  // Every thread arrived, so none waits in a warp collective any more: clear the flags before
+  // any thread leaves, or a collective right after the barrier could see a stale one.
+  for (auto& flag : l.at_block_barrier) flag.store(0, std::memory_order_relaxed);
   unsigned ended = 0;
   for (unsigned t = 0; t < l.num_threads; ++t) ended += l.at_block_end[t];
   if (ended == l.num_threads) {
@@ -277,11 +343,29 @@ inline std::string check_configuration(dim3 grid, dim3 block, std::size_t bytes,
   return {};
 }
 
+// Marks the calling thread as waiting at the block barrier and wakes the lanes of its warp that
+// wait in a warp collective, so they find it there instead of waiting for it forever. The
+// seq_cst flag and counter make sure one side sees the other (simt/ptx.h, warp_collective).
+inline void arrive_at_block_barrier(Launch& l) {
+  l.at_block_barrier[linear_tid].store(1);
+  WarpCollective& warp = *l.warp_collectives[linear_tid / warpSize];
+  if (warp.waiting.load() != 0) {
+    std::lock_guard<std::mutex> lock(warp.mutex);
+    warp.wake.notify_all();
+  }
+  l.block_barrier.arrive_and_wait();
+}
+
+// Defined in simt/ptx.h: faults for the calling thread's work left at the end of a block
+// (cp.async copies never waited for).
+inline void check_block_end();
+
 inline void end_block() {
   Launch& l = *current;
   if (l.stopped.load(std::memory_order_relaxed)) return;
+  check_block_end();
   l.at_block_end[linear_tid] = 1;
-  l.block_barrier.arrive_and_wait();
+  arrive_at_block_barrier(l);
   l.at_block_end[linear_tid] = 0;
   l.sync_calls[linear_tid] = 0;
 }
@@ -312,6 +396,9 @@ inline const char* last_launch_error() {
   return error;
 }
 
+// The counters of the last launch on this host thread (zero if it faulted before running).
+inline LaunchStats last_launch_stats() { return detail::last_stats; }
+
 // The block's dynamic shared memory (valid inside a kernel only).
 inline void* dynamic_shared_memory() {
   return detail::current != nullptr ? detail::current->dynamic_shared : nullptr;
@@ -336,6 +423,7 @@ const char* launch(dim3 grid, dim3 block, std::size_t dynamic_smem_bytes, void (
   const std::string bad = detail::check_configuration(grid, block, dynamic_smem_bytes, allowed);
   if (!bad.empty()) return detail::record_error(bad);
 
+  detail::last_stats = LaunchStats{};
   const std::tuple<std::decay_t<KArgs>...> params(std::forward<Args>(args)...);
   detail::install_fork_handlers();
   std::lock_guard<std::mutex> serialize(detail::launch_mutex());
@@ -358,15 +446,28 @@ const char* launch(dim3 grid, dim3 block, std::size_t dynamic_smem_bytes, void (
     blockDim = block;
     gridDim = grid;
     threadIdx = uint3{lin % block.x, lin / block.x % block.y, lin / (block.x * block.y)};
-    for (unsigned bz = 0; bz < grid.z; ++bz) {
-      for (unsigned by = 0; by < grid.y; ++by) {
-        for (unsigned bx = 0; bx < grid.x; ++bx) {
-          if (state.stopped.load(std::memory_order_relaxed)) return;
-          blockIdx = uint3{bx, by, bz};
-          std::apply(kernel, params);
-          detail::end_block();
+    detail::thread_stats = LaunchStats{};
+    [&] {
+      for (unsigned bz = 0; bz < grid.z; ++bz) {
+        for (unsigned by = 0; by < grid.y; ++by) {
+          for (unsigned bx = 0; bx < grid.x; ++bx) {
+            if (state.stopped.load(std::memory_order_relaxed)) return;
+            blockIdx = uint3{bx, by, bz};
+            std::apply(kernel, params);
+            detail::end_block();
+          }
         }
       }
+    }();
+    if (state.stopped.load(std::memory_order_relaxed)) {
+      // Threads of this block may still wait at a barrier (a fault stopped the launch while
+      // they waited): leaving for good counts as arriving, so they are released.
+      state.block_barrier.arrive_and_drop();
+      state.warp_barriers[lin / warpSize]->arrive_and_drop();
+    }
+    {
+      std::lock_guard<std::mutex> lock(state.stats_mutex);
+      state.stats.add(detail::thread_stats);
     }
     detail::current = nullptr;
   };
@@ -375,6 +476,7 @@ const char* launch(dim3 grid, dim3 block, std::size_t dynamic_smem_bytes, void (
     workers.reserve(threads);
     for (unsigned lin = 0; lin < threads; ++lin) workers.emplace_back(body, lin);
   }
+  detail::last_stats = state.stats;
   if (state.faulted.load(std::memory_order_acquire)) return detail::record_error(state.fault);
   return nullptr;
 }
@@ -405,7 +507,7 @@ inline void __syncthreads() {
   simt::detail::Launch* l = simt::detail::current;
   if (l == nullptr || l->stopped.load(std::memory_order_relaxed)) return;
   ++l->sync_calls[simt::detail::linear_tid];
-  l->block_barrier.arrive_and_wait();
+  simt::detail::arrive_at_block_barrier(*l);
 }
 
 inline void __syncwarp(unsigned /*mask*/ = 0xffffffffu) {
@@ -543,4 +645,5 @@ inline float max(float a, float b) { return std::fmax(a, b); }
 inline double min(double a, double b) { return std::fmin(a, b); }
 inline double max(double a, double b) { return std::fmax(a, b); }
 
+#include "simt/ptx.h"
 #include "simt/wmma.h"
