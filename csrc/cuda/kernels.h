@@ -50,14 +50,57 @@ struct ChainArgs {
   int k;  // 3 or 5
 };
 
+// Version 2 (16-bit, tensor-core mainloops: mma.sync m16n8k16, ldmatrix, cp.async pipelines),
+// the same split as the Triton backend: two launches per block, M = N*H*W pixel rows.
+//
+// block_1x1: every 1x1 convolution over x, and the pool branch.
+//   [b1 | r2 | r3] = relu(x @ w_x + b_x): columns [0, c1) into out's channels [0, c1), columns
+//   [c1, n_x) into the scratch rows r [M, n_x - c1] (contiguous); and
+//   b4 = relu(maxpool3x3(x) @ w_pool + b_pool) (3x3/1, padding counts as -inf) into out's
+//   channels [pool_off, pool_off + c_pool).
+struct Block1x1Args {
+  ScalarKind dtype;              // kFloat16 or kBFloat16
+  const void* x;                 // NHWC rows: pixel p starts at x + p * x_pixel_stride
+  const void* w_x;               // [c_in, n_x] row-major
+  const float* b_x;              // [n_x]
+  const void* w_pool;            // [c_in, c_pool] row-major
+  const float* b_pool;           // [c_pool]
+  void* out;                     // channel 0 of pixel 0 of the block output
+  void* r;                       // [M, n_x - c1] row-major scratch
+  int64_t batch, height, width;  // N, H, W (M = N*H*W)
+  int64_t c_in, n_x, c1, c_pool;
+  int64_t x_pixel_stride, out_pixel_stride, pool_off;
+};
+
+// block_kxk: b2 = relu(conv3x3(r2) + b2) into out's channels [off2, off2 + c2) and
+// b3 = relu(convKxK(r3) + b3) (K = k3, 3 or 5) into [off3, off3 + c3); zero padding (taps
+// outside the image contribute 0). r2 is columns [0, c2r) of r, r3 columns [c2r, c2r + c3r).
+struct BlockKxkArgs {
+  ScalarKind dtype;              // kFloat16 or kBFloat16
+  const void* r;                 // [M, c2r + c3r] row-major (block_1x1's scratch)
+  const void* w2;                // [9, c2r, c2]: tap t = ky*3 + kx, then a row-major [c2r, c2]
+  const float* b2;               // [c2]
+  const void* w3;                // [k3*k3, c3r, c3]
+  const float* b3;               // [c3]
+  void* out;                     // channel 0 of pixel 0 of the block output
+  int64_t batch, height, width;  // N, H, W
+  int64_t c2r, c3r, c2, c3;
+  int64_t out_pixel_stride, off2, off3;
+  int k3;  // 3 or 5
+};
+
 namespace cuda {
 const char* conv1x1_slice(const Conv1x1SliceArgs& args, void* stream);
 const char* chain_1x1_kxk(const ChainArgs& args, void* stream);
+const char* block_1x1(const Block1x1Args& args, void* stream);
+const char* block_kxk(const BlockKxkArgs& args, void* stream);
 }  // namespace cuda
 
 namespace emulated {
 const char* conv1x1_slice(const Conv1x1SliceArgs& args, void* stream);
 const char* chain_1x1_kxk(const ChainArgs& args, void* stream);
+const char* block_1x1(const Block1x1Args& args, void* stream);
+const char* block_kxk(const BlockKxkArgs& args, void* stream);
 }  // namespace emulated
 
 }  // namespace fused_inception
