@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -105,3 +106,18 @@ def explain(result: subprocess.CompletedProcess, limit: int = 6000) -> str:
         f"exit code {result.returncode}\n--- stdout\n{result.stdout[-limit:]}"
         f"\n--- stderr\n{result.stderr[-limit:]}"
     )
+
+
+def assert_cases_passed(result: subprocess.CompletedProcess, cases: int) -> None:
+    """A parity driver's run (tests/cpp/parity_common.h run_cases) checked `cases` cases, all
+    "ok", and its self-test caught every corruption: a run that checks nothing cannot pass."""
+    assert result.returncode == 0, explain(result)
+    assert f"checked {cases} cases, 0 failed" in result.stdout, explain(result)
+    assert len(re.findall(r"^ok ", result.stdout, flags=re.M)) == cases, explain(result)
+    assert "self-test caught 3 of 3 corruptions" in result.stdout, explain(result)
+
+
+def assert_no_sanitizer_report(result: subprocess.CompletedProcess) -> None:
+    """No AddressSanitizer/ThreadSanitizer/UBSan report in a sanitized run's stderr."""
+    for report in ("Sanitizer", "runtime error"):
+        assert report not in result.stderr, explain(result)
