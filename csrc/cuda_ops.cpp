@@ -52,11 +52,9 @@ void check_nhwc(const at::Tensor& t, const char* op, const char* name) {
                     "; use .contiguous(memory_format=torch.channels_last)");
 }
 
-// x: 4-D [N, C, H, W] in channels_last memory with no gaps (what the kernels index), on a
-// device this build has kernels for, of a dtype they are instantiated for.
-ScalarKind check_x(const char* op, const at::Tensor& x) {
-  check_nhwc(x, op, "x");
-  const bool cuda = x.device().is_cuda();
+// t on a device this build has kernels for, of a dtype they are instantiated for.
+ScalarKind check_kind(const char* op, const at::Tensor& t, const char* name) {
+  const bool cuda = t.device().is_cuda();
 #if !defined(FUSED_INCEPTION_WITH_CUDA)
   TORCH_CHECK(!cuda, op,
               ": this build of fused_inception has no CUDA kernels (built without "
@@ -67,9 +65,9 @@ ScalarKind check_x(const char* op, const at::Tensor& x) {
               ": this build has no emulated (CPU) version of the CUDA kernels (built "
               "without CUDA headers)");
 #endif
-  TORCH_CHECK(cuda || x.device().is_cpu(), op, ": x must be a CUDA or CPU tensor, got ",
-              x.device());
-  switch (x.scalar_type()) {
+  TORCH_CHECK(cuda || t.device().is_cpu(), op, ": ", name, " must be a CUDA or CPU tensor, got ",
+              t.device());
+  switch (t.scalar_type()) {
     case at::kFloat:
       return ScalarKind::kFloat32;
     case at::kHalf:
@@ -77,10 +75,17 @@ ScalarKind check_x(const char* op, const at::Tensor& x) {
     case at::kBFloat16:
       return ScalarKind::kBFloat16;
     default:
-      TORCH_CHECK_TYPE(false, op, ": x must be float32, float16 or bfloat16, got ",
-                       x.scalar_type());
+      TORCH_CHECK_TYPE(false, op, ": ", name, " must be float32, float16 or bfloat16, got ",
+                       t.scalar_type());
   }
   return ScalarKind::kFloat32;
+}
+
+// x: 4-D [N, C, H, W] in channels_last memory with no gaps (what the kernels index), on a
+// device this build has kernels for, of a dtype they are instantiated for.
+ScalarKind check_x(const char* op, const at::Tensor& x) {
+  check_nhwc(x, op, "x");
+  return check_kind(op, x, "x");
 }
 
 // A weight (x's dtype) or a bias (float32) of the given shape, contiguous, on x's device.
@@ -235,6 +240,162 @@ void chain_1x1_kxk_(const at::Tensor& x, const at::Tensor& w_red, const at::Tens
   launch(op, x, args, FI_CUDA_LAUNCHER(chain_1x1_kxk), FI_EMULATED_LAUNCHER(chain_1x1_kxk));
 }
 
+// Version 2 (16-bit only): x, out and the scratch r as the Triton launchers take them.
+ScalarKind check_sixteen_bit(const char* op, const at::Tensor& t, const char* name) {
+  const ScalarKind kind = check_kind(op, t, name);
+  TORCH_CHECK_TYPE(kind != ScalarKind::kFloat32, op,
+                   ": runs float16 and bfloat16 (float32 runs conv1x1_slice_ and "
+                   "chain_1x1_kxk_), got ",
+                   t.scalar_type());
+  return kind;
+}
+
+// out: the block output [N, Ctot, H, W] in NHWC memory, on t's device and of t's dtype, with
+// N*H*W == m pixels, written in channel slices [offset, offset + width) that must fit.
+void check_block_out(const char* op, const at::Tensor& t, const at::Tensor& out, int64_t m,
+                     std::initializer_list<std::pair<int64_t, int64_t>> slices) {
+  check_nhwc(out, op, "out");
+  TORCH_CHECK(out.device() == t.device(), op, ": out is on ", out.device(), " but the input is on ",
+              t.device());
+  TORCH_CHECK_TYPE(out.scalar_type() == t.scalar_type(), op, ": out must have the input's dtype ",
+                   t.scalar_type(), ", got ", out.scalar_type());
+  TORCH_CHECK_VALUE(out.size(0) * out.size(2) * out.size(3) == m, op, ": out has ",
+                    out.size(0) * out.size(2) * out.size(3), " pixels, the input ", m);
+  for (const auto& [offset, width] : slices) {
+    TORCH_CHECK_VALUE(offset >= 0 && width <= out.size(1) && offset <= out.size(1) - width, op,
+                      ": channels [", offset, ", ", offset, " + ", width, ") do not fit in out's ",
+                      out.size(1), " channels");
+  }
+}
+
+// Two channel slices [a, a + wa) and [b, b + wb) of out must not overlap.
+void check_disjoint(const char* op, int64_t a, int64_t wa, int64_t b, int64_t wb) {
+  TORCH_CHECK_VALUE(wa == 0 || wb == 0 || a + wa <= b || b + wb <= a, op, ": the slices [", a,
+                    ", +", wa, ") and [", b, ", +", wb, ") overlap");
+}
+
+// The scratch r [m, cols]: contiguous, t's dtype and device.
+void check_scratch(const char* op, const at::Tensor& t, const at::Tensor& r, int64_t m,
+                   int64_t cols) {
+  TORCH_CHECK(r.device() == t.device(), op, ": r is on ", r.device(), " but x is on ", t.device());
+  TORCH_CHECK_TYPE(r.scalar_type() == t.scalar_type(), op, ": r must have x's dtype ",
+                   t.scalar_type(), ", got ", r.scalar_type());
+  TORCH_CHECK_VALUE(r.dim() == 2 && r.size(0) == m && r.size(1) == cols, op, ": r must be [", m,
+                    ", ", cols, "], got ", r.sizes());
+  TORCH_CHECK_VALUE(r.is_contiguous(), op, ": r must be contiguous, got strides ", r.strides());
+}
+
+// out[:, :c1] = b1, r = r2 | r3, out[:, pool_off:pool_off + C4] = b4 (see the schema)
+void block_1x1_(const at::Tensor& x, const at::Tensor& w_x, const at::Tensor& b_x,
+                const at::Tensor& w_pool, const at::Tensor& b_pool, const at::Tensor& out,
+                const at::Tensor& r, int64_t c1, int64_t pool_off) {
+  constexpr const char* op = "fused_inception::block_1x1_";
+  check_nhwc(x, op, "x");
+  const ScalarKind kind = check_sixteen_bit(op, x, "x");
+  TORCH_CHECK_VALUE(w_x.dim() == 2 && w_pool.dim() == 2, op,
+                    ": w_x and w_pool must be 2-D [Cin, N], got shapes ", w_x.sizes(), " and ",
+                    w_pool.sizes());
+  const int64_t c_in = x.size(1), n_x = w_x.size(1), c_pool = w_pool.size(1);
+  const int64_t m = x.size(0) * x.size(2) * x.size(3);
+  for (const Operand& operand :
+       {Operand{"w_x", w_x, {c_in, n_x}, false}, Operand{"b_x", b_x, {n_x}, true},
+        Operand{"w_pool", w_pool, {c_in, c_pool}, false},
+        Operand{"b_pool", b_pool, {c_pool}, true}}) {
+    check_operand(op, x, operand);
+  }
+  TORCH_CHECK_VALUE(c1 >= 0 && c1 <= n_x, op, ": c1 must be in [0, ", n_x, "], got ", c1);
+  check_block_out(op, x, out, m, {{0, c1}, {pool_off, c_pool}});
+  TORCH_CHECK_VALUE(
+      out.size(0) == x.size(0) && out.size(2) == x.size(2) && out.size(3) == x.size(3), op,
+      ": out must be [", x.size(0), ", C, ", x.size(2), ", ", x.size(3), "] like x, got ",
+      out.sizes());
+  check_disjoint(op, 0, c1, pool_off, c_pool);
+  check_scratch(op, x, r, m, n_x - c1);
+  for (const auto& [name, input] : {std::pair<const char*, const at::Tensor&>{"x", x},
+                                    {"w_x", w_x},
+                                    {"b_x", b_x},
+                                    {"w_pool", w_pool},
+                                    {"b_pool", b_pool}}) {
+    check_no_overlap(op, out, name, input);
+    check_no_overlap(op, r, name, input, "r");
+  }
+  check_no_overlap(op, out, "r", r);
+  if (m == 0) return;
+
+  const Block1x1Args args{.dtype = kind,
+                          .x = x.data_ptr(),
+                          .w_x = w_x.data_ptr(),
+                          .b_x = b_x.data_ptr<float>(),
+                          .w_pool = w_pool.data_ptr(),
+                          .b_pool = b_pool.data_ptr<float>(),
+                          .out = out.data_ptr(),
+                          .r = r.data_ptr(),
+                          .batch = x.size(0),
+                          .height = x.size(2),
+                          .width = x.size(3),
+                          .c_in = c_in,
+                          .n_x = n_x,
+                          .c1 = c1,
+                          .c_pool = c_pool,
+                          .x_pixel_stride = c_in,
+                          .out_pixel_stride = out.size(1),
+                          .pool_off = pool_off};
+  launch(op, x, args, FI_CUDA_LAUNCHER(block_1x1), FI_EMULATED_LAUNCHER(block_1x1));
+}
+
+// out[:, off2:off2 + C2] = b2, out[:, off3:off3 + C3] = b3 (see the schema)
+void block_kxk_(const at::Tensor& r, const at::Tensor& w2, const at::Tensor& b2,
+                const at::Tensor& w3, const at::Tensor& b3, const at::Tensor& out, int64_t c2r,
+                int64_t off2, int64_t off3) {
+  constexpr const char* op = "fused_inception::block_kxk_";
+  TORCH_CHECK_VALUE(r.dim() == 2, op, ": r must be 2-D [N*H*W, c2r + c3r], got shape ", r.sizes());
+  TORCH_CHECK_VALUE(r.is_contiguous(), op, ": r must be contiguous, got strides ", r.strides());
+  const ScalarKind kind = check_sixteen_bit(op, r, "r");
+  TORCH_CHECK_VALUE(w2.dim() == 3 && w3.dim() == 3, op,
+                    ": w2 and w3 must be 3-D [taps, Cr, C], got shapes ", w2.sizes(), " and ",
+                    w3.sizes());
+  TORCH_CHECK_VALUE(c2r >= 0 && c2r <= r.size(1), op, ": c2r must be in [0, ", r.size(1), "], got ",
+                    c2r);
+  const int64_t c3r = r.size(1) - c2r, c2 = w2.size(2), c3 = w3.size(2), taps3 = w3.size(0);
+  TORCH_CHECK_VALUE(taps3 == 9 || taps3 == 25, op, ": w3 must have 9 or 25 taps (3x3 or 5x5), got ",
+                    taps3);
+  for (const Operand& operand :
+       {Operand{"w2", w2, {9, c2r, c2}, false}, Operand{"b2", b2, {c2}, true},
+        Operand{"w3", w3, {taps3, c3r, c3}, false}, Operand{"b3", b3, {c3}, true}}) {
+    check_operand(op, r, operand);
+  }
+  check_block_out(op, r, out, r.size(0), {{off2, c2}, {off3, c3}});
+  check_disjoint(op, off2, c2, off3, c3);
+  for (const auto& [name, input] : {std::pair<const char*, const at::Tensor&>{"r", r},
+                                    {"w2", w2},
+                                    {"b2", b2},
+                                    {"w3", w3},
+                                    {"b3", b3}}) {
+    check_no_overlap(op, out, name, input);
+  }
+  if (r.size(0) == 0) return;
+
+  const BlockKxkArgs args{.dtype = kind,
+                          .r = r.data_ptr(),
+                          .w2 = w2.data_ptr(),
+                          .b2 = b2.data_ptr<float>(),
+                          .w3 = w3.data_ptr(),
+                          .b3 = b3.data_ptr<float>(),
+                          .out = out.data_ptr(),
+                          .batch = out.size(0),
+                          .height = out.size(2),
+                          .width = out.size(3),
+                          .c2r = c2r,
+                          .c3r = c3r,
+                          .c2 = c2,
+                          .c3 = c3,
+                          .out_pixel_stride = out.size(1),
+                          .off2 = off2,
+                          .off3 = off3,
+                          .k3 = taps3 == 9 ? 3 : 5};
+  launch(op, r, args, FI_CUDA_LAUNCHER(block_kxk), FI_EMULATED_LAUNCHER(block_kxk));
+}
+
 }  // namespace
 
 // Which versions of the CUDA kernels this build holds: "cuda" (nvcc, device code for the
@@ -255,9 +416,13 @@ std::vector<std::string> cuda_kernel_builds() {
 TORCH_LIBRARY_IMPL(fused_inception, CPU, m) {
   m.impl("conv1x1_slice_", &fused_inception::conv1x1_slice_);
   m.impl("chain_1x1_kxk_", &fused_inception::chain_1x1_kxk_);
+  m.impl("block_1x1_", &fused_inception::block_1x1_);
+  m.impl("block_kxk_", &fused_inception::block_kxk_);
 }
 
 TORCH_LIBRARY_IMPL(fused_inception, CUDA, m) {
   m.impl("conv1x1_slice_", &fused_inception::conv1x1_slice_);
   m.impl("chain_1x1_kxk_", &fused_inception::chain_1x1_kxk_);
+  m.impl("block_1x1_", &fused_inception::block_1x1_);
+  m.impl("block_kxk_", &fused_inception::block_kxk_);
 }

@@ -58,6 +58,18 @@ TORCH_LIBRARY(fused_inception, m) {
   m.def(
       "chain_1x1_kxk_(Tensor x, Tensor w_red, Tensor b_red, Tensor w_kxk, Tensor b_kxk, "
       "Tensor(a!) out, int c0) -> ()");
+  // Version 2 (16-bit, tensor-core mainloops; csrc/cuda/block_1x1.cu, block_kxk.cu), the Triton
+  // backend's two launches with its arguments. block_1x1_: [b1 | r2 | r3] = relu(x @ w_x + b_x)
+  // with b1 into out's channels [0, c1) and r2 | r3 into the scratch r [N*H*W, n_x - c1], and
+  // b4 = relu(maxpool3x3(x) @ w_pool + b_pool) into [pool_off, pool_off + C4).
+  m.def(
+      "block_1x1_(Tensor x, Tensor w_x, Tensor b_x, Tensor w_pool, Tensor b_pool, Tensor(a!) out, "
+      "Tensor(b!) r, int c1, int pool_off) -> ()");
+  // block_kxk_: b2 = relu(conv3x3(r[:, :c2r]) + b2) into [off2, off2 + C2) and b3 =
+  // relu(convKxK(r[:, c2r:]) + b3) into [off3, off3 + C3); w2 [9, c2r, C2], w3 [K*K, c3r, C3].
+  m.def(
+      "block_kxk_(Tensor r, Tensor w2, Tensor b2, Tensor w3, Tensor b3, Tensor(a!) out, int c2r, "
+      "int off2, int off3) -> ()");
   // A 64-bit hash of the bytes, dtypes, sizes and strides of CPU tensors, as a 0-dim int64 tensor
   // (csrc/cpu/fingerprint.cpp): FusedInception's check that no weight or buffer changed since
   // it packed them, including writes through .data or numpy that bump no version counter.

@@ -53,15 +53,16 @@ inline bool may_overlap(const at::Tensor& a, const at::Tensor& b) {
   return a_first < b_end && b_first < a_end;
 }
 
-// Refuses an `out` that may overlap the input `name` (call after the device checks: tensors on
-// different devices are compared by address like any others).
+// Refuses an output (`out`, or the one named out_name) that may overlap the input `name` (call
+// after the device checks: tensors on different devices are compared by address like any
+// others).
 inline void check_no_overlap(const char* op, const at::Tensor& out, const char* name,
-                             const at::Tensor& input) {
-  TORCH_CHECK_VALUE(!may_overlap(out, input), op, ": out overlaps ", name,
-                    " in memory (expected out not to share storage with ", name, ", got out at ",
-                    out.data_ptr(), " with shape ", out.sizes(), " and strides ", out.strides(),
-                    ", ", name, " at ", input.data_ptr(), " with shape ", input.sizes(),
-                    " and strides ", input.strides(),
+                             const at::Tensor& input, const char* out_name = "out") {
+  TORCH_CHECK_VALUE(!may_overlap(out, input), op, ": ", out_name, " overlaps ", name,
+                    " in memory (expected ", out_name, " not to share storage with ", name,
+                    ", got ", out_name, " at ", out.data_ptr(), " with shape ", out.sizes(),
+                    " and strides ", out.strides(), ", ", name, " at ", input.data_ptr(),
+                    " with shape ", input.sizes(), " and strides ", input.strides(),
                     "); the kernel would read values it has already overwritten");
 }
 

@@ -130,6 +130,14 @@ OPS = torch.ops.fused_inception if _ext.has_extension() else None
 needs_emulated_ops = pytest.mark.skipif(
     "emulated" not in cuda_kernel_builds() or GPU, reason="no emulated CUDA kernel build"
 )
+# Where tests of the CUDA kernels' operators run them: the nvcc build on a GPU, else the
+# emulated build on CPU tensors; and a mark that skips them where this build has neither.
+CUDA_OPS_DEVICE = torch.device("cuda" if GPU and "cuda" in cuda_kernel_builds() else "cpu")
+needs_cuda_ops = pytest.mark.skipif(
+    ("cuda" if CUDA_OPS_DEVICE.type == "cuda" else "emulated") not in cuda_kernel_builds(),
+    reason=f"this build has no CUDA kernels for {CUDA_OPS_DEVICE} (builds: "
+    f"{cuda_kernel_builds()}; extension error: {_ext.extension_error()})",
+)
 
 
 def backend_params(*names: str) -> list:

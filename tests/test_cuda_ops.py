@@ -15,26 +15,23 @@ import pytest
 import torch
 import torch.nn.functional as F
 from helpers import (
+    CUDA_OPS_DEVICE,
     GPU_DTYPES,
     OPS,
     TOLERANCES,
     assert_close_rel,
     dtype_params,
     nan_channels_last,
+    needs_cuda_ops,
     randn_channels_last,
 )
 
-from fused_inception import _ext
 from fused_inception.backends import cuda_kernel_builds
 from fused_inception.packing import prepare_chain, prepare_conv1x1
 
 BUILDS = cuda_kernel_builds()
-DEVICE = torch.device("cuda" if torch.cuda.is_available() and "cuda" in BUILDS else "cpu")
-pytestmark = pytest.mark.skipif(
-    ("cuda" if DEVICE.type == "cuda" else "emulated") not in BUILDS,
-    reason=f"this build has no CUDA kernels for {DEVICE} (builds: {BUILDS}; "
-    f"extension error: {_ext.extension_error()})",
-)
+DEVICE = CUDA_OPS_DEVICE
+pytestmark = needs_cuda_ops
 
 
 def test_builds_match_the_toolchain():

@@ -137,33 +137,41 @@ def _watch_triton_launches(monkeypatch) -> list[tuple[str, list[tuple[int, ...]]
 
 
 def test_what_one_forward_allocates_and_launches(backend, monkeypatch):
-    """cuda (version 1): one allocation (the output) and four launches, none of which receives
-    a reduced tensor (r2/r3 live only inside the chain kernels). triton (version 2): two
-    launches and two allocations, the output and the scratch rows r2 | r3 that the first
-    launch writes and the second reads; no pooled tensor, no branch output, no concatenation."""
+    """Version 2 (triton, and cuda in 16-bit): two launches and two allocations, the output and
+    the scratch rows r2 | r3 that the first launch writes and the second reads; no pooled
+    tensor, no branch output, no concatenation. cuda float32 (version 1): one allocation (the
+    output) and four launches, none of which receives a reduced tensor."""
     cfg = GOOGLENET_CASES[0].values[1]
-    block = randomize_block(FusedInception(*cfg.args(), backend=backend)).eval().to(GPU_DEVICE)
-    x = torch.randn(1, cfg.in_channels, 4, 4, device=GPU_DEVICE)
-    x = x.contiguous(memory_format=torch.channels_last)
-    with torch.no_grad():
-        block(x)  # packs the weights (cached) outside the counted call
-    counter, operators = _AllocationCounter(), _OperatorCalls()
     scratch = (16, cfg.ch3x3red + cfg.ch5x5red)
-    if backend == "triton":
-        launches = _watch_triton_launches(monkeypatch)
-        with torch.no_grad(), counter:
-            out = block(x)
-        assert [name for name, _ in launches] == ["block_1x1_kernel", "block_kxk_kernel"]
-        assert sorted(counter.allocations) == sorted([tuple(out.shape), scratch])
-        assert scratch in launches[0][1] and scratch in launches[1][1]
-        return
-    with torch.no_grad(), counter, operators:
-        out = block(x)
-    # (fingerprint hashes the weights for the packed-weight cache: not a kernel of the block)
-    launches = [(name, shapes) for name, shapes in operators.calls if name != "fingerprint"]
-    names = [name for name, _ in launches]
-    assert names == ["conv1x1_slice_", "chain_1x1_kxk_", "chain_1x1_kxk_", "conv1x1_slice_"]
-    assert counter.allocations == [tuple(out.shape)], counter.allocations
-    reduced_shapes = {(1, cfg.ch3x3red, 4, 4), (1, cfg.ch5x5red, 4, 4), (16, cfg.ch3x3red)}
-    for name, shapes in launches:
-        assert not reduced_shapes & set(shapes), (name, shapes)
+    for dtype in (torch.float16, torch.float32):
+        block = randomize_block(FusedInception(*cfg.args(), backend=backend)).eval()
+        block = block.to(GPU_DEVICE, dtype)
+        x = torch.randn(1, cfg.in_channels, 4, 4, device=GPU_DEVICE, dtype=dtype)
+        x = x.contiguous(memory_format=torch.channels_last)
+        with torch.no_grad():
+            block(x)  # packs the weights (cached) outside the counted call
+        counter, operators = _AllocationCounter(), _OperatorCalls()
+        if backend == "triton":
+            launches = _watch_triton_launches(monkeypatch)
+            with torch.no_grad(), counter:
+                out = block(x)
+            assert [name for name, _ in launches[-2:]] == ["block_1x1_kernel", "block_kxk_kernel"]
+            assert len(launches) == 2
+            monkeypatch.undo()
+        else:
+            with torch.no_grad(), counter, operators:
+                out = block(x)
+            # (fingerprint hashes the weights for the packed-weight cache: not a block kernel)
+            launches = [(name, shapes) for name, shapes in operators.calls if name != "fingerprint"]
+        names = [name for name, _ in launches]
+        if backend == "triton" or dtype == torch.float16:
+            if backend == "cuda":
+                assert names == ["block_1x1_", "block_kxk_"], names
+            assert sorted(counter.allocations) == sorted([tuple(out.shape), scratch])
+            assert scratch in launches[0][1] and scratch in launches[1][1]
+            continue
+        assert names == ["conv1x1_slice_", "chain_1x1_kxk_", "chain_1x1_kxk_", "conv1x1_slice_"]
+        assert counter.allocations == [tuple(out.shape)], counter.allocations
+        reduced_shapes = {(1, cfg.ch3x3red, 4, 4), (1, cfg.ch5x5red, 4, 4), (16, cfg.ch3x3red)}
+        for name, shapes in launches:
+            assert not reduced_shapes & set(shapes), (name, shapes)

@@ -1,21 +1,37 @@
-"""CUDA C++ backend: the whole eval-mode block as four launches of the kernels in csrc/cuda/.
+"""CUDA C++ backend: the whole eval-mode block in the kernels of csrc/cuda/.
 
-The operators fused_inception::conv1x1_slice_ (b1, and b4 with the max-pool fused) and
-fused_inception::chain_1x1_kxk_ (b2, b3) are bound in csrc/cuda_ops.cpp, which checks every
-argument before a kernel runs; their typed wrappers and fake kernels are here. CUDA tensors run
-the nvcc build; CPU tensors run the same sources compiled as plain C++ against the SIMT shim
-(csrc/simt/), which is how CI executes them; that needs FUSED_INCEPTION_EMULATE_CUDA=1, because
-it is slow and only meant for tests.
+float16 and bfloat16 run version 2, two launches with tensor-core mainloops (mma.sync,
+ldmatrix, cp.async pipelines): the operators fused_inception::block_1x1_ and block_kxk_, in
+the Triton backend's structure (backends/blockwise.py). float32 runs version 1, four launches
+on CUDA cores: fused_inception::conv1x1_slice_ (b1, and b4 with the max-pool fused) and
+chain_1x1_kxk_ (b2, b3; backends/sliced.py). All are bound in csrc/cuda_ops.cpp, which checks
+every argument before a kernel runs; their typed wrappers and fake kernels are here.
+CUDA tensors run the nvcc build; CPU tensors run the same sources compiled as plain C++ against
+the SIMT shim (csrc/simt/), which is how CI executes them; that needs
+FUSED_INCEPTION_EMULATE_CUDA=1, because it is slow and only meant for tests.
 """
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 
 from .. import _ext
 from ..checks import check_same_device
-from . import sliced
-from .sliced import prepare  # noqa: F401  (the backend interface)
+from ..packing import BlockPacked, prepare_block
+from ..reference import FoldedParams
+from . import blockwise, sliced
+
+SIXTEEN_BIT = (torch.float16, torch.bfloat16)
+SUPPORTED_DTYPES = (torch.float32, *SIXTEEN_BIT)
+
+
+def prepare(p: FoldedParams) -> BlockPacked | sliced.SlicedPacked:
+    """Pack folded parameters once (cached by the module until the weights change): version
+    2's layouts for 16-bit weights, version 1's for float32."""
+    if p.w1.dtype in SIXTEEN_BIT:
+        return prepare_block(p)
+    return sliced.prepare(p)
 
 
 def conv1x1_slice_(x: Tensor, w: Tensor, bias: Tensor, out: Tensor, c0: int, pool: bool) -> None:
@@ -50,6 +66,45 @@ def _chain_1x1_kxk_fake(x, w_red, b_red, w_kxk, b_kxk, out, c0) -> None:
     check_same_device("fused_inception::chain_1x1_kxk_", **tensors)
 
 
-def forward(x: Tensor, packed: sliced.SlicedPacked) -> Tensor:
-    """x [N, Cin, H, W] -> [N, Ctot, H, W] in x's memory format (see sliced.forward)."""
+def block_1x1_(
+    x: Tensor, w_x: Tensor, b_x: Tensor, w_pool: Tensor, b_pool: Tensor, out: Tensor, r: Tensor,
+    c1: int, pool_off: int,
+) -> None:  # fmt: skip
+    """b1 -> out[:, :c1], r2 | r3 -> r, b4 -> out[:, pool_off:pool_off + C4] (float16/bfloat16).
+
+    x, out [N, C, H, W] channels_last; w_x [C_in, n_x] and w_pool [C_in, C4] in x's dtype, b_x
+    and b_pool float32 (packing.prepare_block); r [N*H*W, n_x - c1] contiguous, x's dtype.
+    """
+    _ext.op("block_1x1_")(x, w_x, b_x, w_pool, b_pool, out, r, c1, pool_off)
+
+
+@_ext.register_fake("block_1x1_")
+def _block_1x1_fake(x, w_x, b_x, w_pool, b_pool, out, r, c1, pool_off) -> None:
+    tensors = {"x": x, "w_x": w_x, "b_x": b_x, "w_pool": w_pool, "b_pool": b_pool, "out": out}
+    check_same_device("fused_inception::block_1x1_", **tensors, r=r)
+
+
+def block_kxk_(
+    r: Tensor, w2: Tensor, b2: Tensor, w3: Tensor, b3: Tensor, out: Tensor, c2r: int, off2: int,
+    off3: int,
+) -> None:  # fmt: skip
+    """b2 -> out[:, off2:off2 + C2], b3 -> out[:, off3:off3 + C3] (float16/bfloat16).
+
+    r [N*H*W, c2r + c3r] (block_1x1_'s scratch); w2 [9, c2r, C2], w3 [K*K, c3r, C3] in r's
+    dtype, b2 and b3 float32; out [N, C, H, W] channels_last.
+    """
+    _ext.op("block_kxk_")(r, w2, b2, w3, b3, out, c2r, off2, off3)
+
+
+@_ext.register_fake("block_kxk_")
+def _block_kxk_fake(r, w2, b2, w3, b3, out, c2r, off2, off3) -> None:
+    tensors = {"r": r, "w2": w2, "b2": b2, "w3": w3, "b3": b3, "out": out}
+    check_same_device("fused_inception::block_kxk_", **tensors)
+
+
+def forward(x: Tensor, packed: BlockPacked | sliced.SlicedPacked) -> Tensor:
+    """x [N, Cin, H, W] -> [N, Ctot, H, W] in x's memory format: two launches for 16-bit
+    (blockwise.forward), four for float32 (sliced.forward)."""
+    if isinstance(packed, BlockPacked):
+        return blockwise.forward(x, packed, block_1x1_, block_kxk_, "cuda", SIXTEEN_BIT)
     return sliced.forward(x, packed, conv1x1_slice_, chain_1x1_kxk_, "cuda")

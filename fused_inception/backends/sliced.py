@@ -1,6 +1,7 @@
 """The block as four fused kernels writing into channel slices of one output.
 
-The GPU backends (triton, cuda) share this structure and differ only in the kernels:
+The cuda backend runs float32 this way (version 1; 16-bit and the triton backend run
+backends/blockwise.py, version 2):
 - b1: a conv1x1_slice kernel (GEMM + bias + ReLU) into channels [0, c1);
 - b2, b3: a chain_1x1_kxk kernel (1x1 reduction + kxk conv + ReLU, the reduced tile with its
   halo kept on chip) into [c1, c1 + c2) and [c1 + c2, c1 + c2 + c3);

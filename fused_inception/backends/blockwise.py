@@ -1,0 +1,71 @@
+"""The block as two launches writing into channel slices of one output (version 2).
+
+The GPU backends share this structure and differ only in the kernels (the Triton launchers of
+fused_inception/triton/block_1x1.py and block_kxk.py, or the CUDA operators
+fused_inception::block_1x1_ and block_kxk_, which take the same arguments):
+1. block_1x1(x, w_x, b_x, w_pool, b_pool, out, r, c1, pool_off): every 1x1 convolution over x
+   as one GEMM, b1 into out's channels [0, c1) and the reduced tensors r2 | r3 into the scratch
+   rows r [N*H*W, c2r + c3r]; b4 from the 3x3/1 max-pool taken while x is loaded, into the last
+   c4 channels. x is read by this launch only.
+2. block_kxk(r, w2, b2, w3, b3, out, c2r, off2, off3): b2 and b3, the kxk convolutions over r2
+   and r3 (zero padding), into their slices.
+The one temporary is r.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+from ..packing import BlockPacked
+from .output import new_output, output_memory_format
+
+Block1x1Launcher = Callable[..., object]
+BlockKxkLauncher = Callable[..., object]
+
+
+def device_guard(x: Tensor) -> contextlib.AbstractContextManager:
+    """x's CUDA device made current around the launches: Triton launches on the current
+    device and its stream, so a tensor on cuda:1 while cuda:0 is current would otherwise be
+    read by kernels running on cuda:0 (the CUDA operators guard themselves too). A no-op for
+    CPU tensors."""
+    return torch.cuda.device(x.device) if x.is_cuda else contextlib.nullcontext()
+
+
+def forward(
+    x: Tensor,
+    packed: BlockPacked,
+    block_1x1: Block1x1Launcher,
+    block_kxk: BlockKxkLauncher,
+    name: str,
+    dtypes: tuple[torch.dtype, ...],
+) -> Tensor:
+    """Fused eval forward in two launches.
+
+    x:   [N, Cin, H, W] (NCHW or channels_last), one of `dtypes`
+    out: [N, c1 + c2 + c3 + c4, H, W] in x's memory format (output_memory_format)
+
+    The kernels run on NHWC rows, so NCHW input is converted once and the output back.
+    """
+    if x.dtype not in dtypes:
+        names = ", ".join(str(d).removeprefix("torch.") for d in dtypes)
+        raise TypeError(f"the {name} backend supports {names} here, got {x.dtype}")
+    n, _, h, w = x.shape
+    c1, c2r = packed.c1, packed.c2r
+    c2, c3, c4 = packed.b2.shape[0], packed.b3.shape[0], packed.b_pool.shape[0]
+    x_rows = x.contiguous(memory_format=torch.channels_last)
+    out = new_output((n, c1 + c2 + c3 + c4, h, w), x, torch.channels_last)
+    if out.numel() != 0:
+        r = new_output((n * h * w, packed.w_x.shape[1] - c1), x, torch.contiguous_format)
+        with device_guard(x):
+            block_1x1(
+                x_rows, packed.w_x, packed.b_x, packed.w_pool, packed.b_pool, out, r, c1,
+                c1 + c2 + c3,
+            )  # fmt: skip
+            block_kxk(r, packed.w2, packed.b2, packed.w3, packed.b3, out, c2r, c1, c1 + c2)
+    if output_memory_format(x) == torch.channels_last:
+        return out
+    return out.contiguous()
