@@ -8,29 +8,32 @@
 // (M = N*H*W pixel rows, 3x3/1 max-pool with -inf padding). fp32 accumulation on the tensor
 // cores (mma.sync m16n8k16), bias + ReLU in fp32 (NaN propagates as in torch.relu).
 //
-// Grid: (ceil(M / 64), tiles_x + tiles_pool), 128 threads. Block (bx, by) owns pixel rows
-// [64 bx, 64 bx + 64) and, for by < tiles_x, columns [BN by, BN by + BN) of the GEMM over x, else
+// Grid: (ceil(M / BM), tiles_x + tiles_pool), 128 threads, BM x BN tiles of 64 or 128 each
+// (block_1x1_plan: 128 x 128 for GoogLeNet's blocks at batch 8, so that B is re-read once per
+// 128 pixel rows and x once per 128 columns). Block (bx, by) owns pixel rows
+// [BM bx, BM bx + BM) and, for by < tiles_x, columns [BN by, BN by + BN) of the GEMM over x, else
 // columns [BN (by - tiles_x), ...) of the pool projection. Separate CTAs for the pool, as in the
-// Triton kernel, rather than pooling the GEMM CTAs' x tile: a GEMM CTA stages 64 rows of x, but
+// Triton kernel, rather than pooling the GEMM CTAs' x tile: a GEMM CTA stages BM rows of x, but
 // the pool needs those rows plus a halo of W + 1 rows on each side, which only the pool CTAs load.
-// A pool CTA stages x rows [64 bx - W - 1, 64 bx + 64 + W + 1) once per channel step with
-// cp.async (64 + 2W + 2 rows: 1.91x the tile's own rows at W = 28, 1.47x at 14, 1.25x at 7,
-// i.e. 122 x 64 B = 7.8 KB instead of 9 x 4 KB = 36.9 KB for the nine shifted tiles that
-// version 1 and the Triton kernel load) and takes the max of the nine taps from shared memory.
-// The only extra global traffic of the split is that extra halo per pool CTA.
+// A pool CTA stages x rows [BM bx - W - 1, BM bx + BM + W + 1) once per channel step with
+// cp.async (BM + 2W + 2 rows: 1.45x the tile's own rows at BM = 128 and W = 28, 1.23x at 14,
+// 1.13x at 7, i.e. 186 x 64 B = 11.9 KB instead of 9 x 8 KB = 73.7 KB for the nine shifted
+// tiles that version 1 and the Triton kernel load) and takes the max of the nine taps from
+// shared memory. The only extra global traffic of the split is that extra halo per pool CTA.
 //
-// Warps: 2 x 2, each a 32 x BN/2 tile = 2 x BN/16 fragments of m16n8 with fp32 accumulators.
-// Fragments whose rows start past M or whose columns start past the branch's width are skipped
-// (warp-uniform), and so are k16 halves past c_in: executed MACs exceed the useful ones only by
-// rounding M to 16 rows and the channel counts to 8 (GoogLeNet's: none).
+// Warps: 2 x 2, each a BM/2 x BN/2 tile = BM/32 x BN/16 fragments of m16n8 with fp32
+// accumulators (at most 64 x 64: 128 registers a thread). Fragments whose rows start past M or
+// whose columns start past the branch's width are skipped (warp-uniform), and so are k16 halves
+// past c_in: executed MACs exceed the useful ones only by rounding M to 16 rows and the channel
+// counts to 8 (GoogLeNet's: none).
 //
 // Shared memory (16-bit elements; all row strides odd multiples of 16 bytes modulo 128, so the
 // 8 rows of every ldmatrix / lds128 / sts128 phase fall in 8 distinct 16-byte bank groups:
 // conflict-free, counted by the SIMT shim's bank model):
-//   A [64][32 + 8] per stage (80-byte rows: 16-byte chunk 5r + c mod 8 is distinct for 8
+//   A [BM][32 + 8] per stage (80-byte rows: 16-byte chunk 5r + c mod 8 is distinct for 8
 //     consecutive rows r), B [32][BN + 8] per stage (144 or 272-byte rows: chunk 9r or 17r);
-//   pool CTAs: the haloed x rows [64 + 2W + 2][40] per stage, the pooled A tile [64][40] twice
-//     and B with one stage more (see pool_tile).
+//   pool CTAs: the haloed x rows [BM + 2W + 2][40] per stage, the pooled A tile [BM][40] twice
+//     and B with one stage more (see pool_tile): 97.6 KB at 128 x 128, the largest.
 // Pipelines: 3 stages of cp.async 16-byte copies with commit/wait_group, one __syncthreads per
 // 32-channel step. Channel counts not multiple of 8, unaligned pointers or pixel strides, and
 // (pool) images wider than 28 take element loads with zero fill instead of cp.async.
@@ -41,15 +44,17 @@
 
 namespace fused_inception::FI_KERNEL_NS {
 
-// Tile sizes and dynamic shared-memory layout (byte offsets) of block_1x1_kernel<T, BN>
+// Tile sizes and dynamic shared-memory layout (byte offsets) of block_1x1_kernel<T, BM, BN>
 // (sizeof(T) == 2). The GEMM CTAs' and the pool CTAs' regions overlap (a CTA is one kind).
-template <int BN>
+template <int BM, int BN>
 struct Block1x1Tile {
-  static constexpr int kBM = 64, kBN = BN, kBK = 32, kStages = 3;
-  static constexpr int kWarpN = BN / 2;       // columns per warp (2 x 2 warps)
-  static constexpr int kFragsN = kWarpN / 8;  // m16n8 fragments per warp row
-  static constexpr int kLdA = kBK + 8;        // 80-byte rows
-  static constexpr int kLdB = BN + 8;         // 144- or 272-byte rows
+  static constexpr int kBM = BM, kBN = BN, kBK = 32, kStages = 3;
+  static constexpr int kWarpM = BM / 2;        // rows per warp (2 x 2 warps)
+  static constexpr int kWarpN = BN / 2;        // columns per warp
+  static constexpr int kFragsM = kWarpM / 16;  // m16n8 fragments per warp column
+  static constexpr int kFragsN = kWarpN / 8;   // m16n8 fragments per warp row
+  static constexpr int kLdA = kBK + 8;         // 80-byte rows
+  static constexpr int kLdB = BN + 8;          // 144- or 272-byte rows
   // Widest image whose pool halo is staged in shared memory (GoogLeNet's widest is 28).
   static constexpr int kMaxHaloWidth = 28;
   static constexpr int kHaloRows = kBM + 2 * kMaxHaloWidth + 2;
@@ -68,15 +73,44 @@ struct Block1x1Tile {
   static constexpr std::size_t kSmemBytes = kGemmBytes > kPoolBytes ? kGemmBytes : kPoolBytes;
   static_assert(kABytes % 16 == 0 && kBBytes % 16 == 0 && kHaloBytes % 16 == 0);
   static_assert(tile::kThreads % kBM == 0 && (kBM * kBK / 8) % tile::kThreads == 0);
+  static_assert(kFragsM >= 1 && kFragsN % 2 == 0);
 };
 
-// The output-column width of the tiles for a block (the host-side tile chooser). Fragments past
-// a branch's width are skipped, so padding columns cost idle warps, not MACs; wider tiles read x
-// fewer times (once per column tile). 128 when that leaves at most 12.5% more padded columns
-// than 64 (GoogLeNet: 4e, 5a, 5b), else 64.
-inline int block_1x1_tile_n(int64_t n_x, int64_t c_pool) {
-  auto padded = [&](int64_t bn) { return (n_x + bn - 1) / bn * bn + (c_pool + bn - 1) / bn * bn; };
-  return 8 * padded(128) <= 9 * padded(64) ? 128 : 64;
+// Host-chosen tiling of one launch (block_1x1_plan), passed to the kernel by value. The grid is
+// (tiles_m, tiles_y): CTA (bx, by) owns M tile tile_m_begin + bx and column tile
+// tile_y_begin + by, the GEMM over x for column tiles [0, tiles_x), the pool projection after.
+// The whole launch starts both at 0; the tests launch a few tiles alone to count them.
+struct Block1x1Plan {
+  int bm, bn;            // pixel rows (64 or 128) and output columns (64 or 128) per tile
+  int64_t tiles_m;       // M tiles launched (ceil(M / bm) for the whole of M)
+  int64_t tile_m_begin;  // the first of them
+  int64_t tiles_x;       // column tiles of the GEMM over x: ceil(n_x / bn)
+  int64_t tiles_pool;    // column tiles of the pool projection: ceil(c_pool / bn)
+  int64_t tiles_y;       // column tiles launched (tiles_x + tiles_pool for the whole launch)
+  int64_t tile_y_begin;  // the first of them
+};
+
+// The tiling of a launch (the host-side tile chooser). Rows past M and columns past a branch's
+// width are skipped fragment by fragment and zero-filled by cp.async without reading global
+// memory, so a taller or wider tile costs idle warps in the tiles at the ends, never MACs or
+// loads, and it loads fewer bytes: B once per M tile (1/BM of a byte per useful FLOP), x once
+// per column tile (1/BN), the pool's halo once per M tile. Both are 128 unless 64 covers every
+// row (M <= 64), or every column of both GEMMs (n_x, c_pool <= 64). At batch 8 GoogLeNet's nine
+// blocks all run 128 x 128 and load 0.017 (4e) to 0.024 (3a) bytes per useful FLOP (counted on
+// the shim by tests/test_cuda_block_1x1.py), where 128 x 64 tiles would load 0.025-0.029 and
+// version 2's 64-row tiles 0.025 (4e) to 0.039 (3a). The 5% row-padding rule of
+// fused_inception/triton/tiles.py, whose padded rows do cost MACs, would give 5a and 5b at
+// batch 8 (392 rows) 64-row tiles and 0.026-0.027 bytes per FLOP.
+inline Block1x1Plan block_1x1_plan(const Block1x1Args& args) {
+  const int64_t pixels = args.batch * args.height * args.width;
+  Block1x1Plan plan{};
+  plan.bm = pixels <= 64 ? 64 : 128;
+  plan.bn = args.n_x <= 64 && args.c_pool <= 64 ? 64 : 128;
+  plan.tiles_m = (pixels + plan.bm - 1) / plan.bm;
+  plan.tiles_x = (args.n_x + plan.bn - 1) / plan.bn;
+  plan.tiles_pool = (args.c_pool + plan.bn - 1) / plan.bn;
+  plan.tiles_y = plan.tiles_x + plan.tiles_pool;
+  return plan;
 }
 
 namespace block_1x1_detail {
@@ -137,26 +171,29 @@ __device__ __forceinline__ void store_pair(T* dst, float v0, float v1, bool both
   }
 }
 
-// One 32-channel step of a warp's 32 x BN/2 tile: acc += A[rows, 0:32] * B[0:32, cols] from
-// shared memory (A [64][kLdA] row-major, B [32][kLdB] k-major) via ldmatrix and mma.sync.
+// One 32-channel step of a warp's BM/2 x BN/2 tile: acc += A[rows, 0:32] * B[0:32, cols] from
+// shared memory (A [BM][kLdA] row-major, B [32][kLdB] k-major) via ldmatrix and mma.sync.
 // rows_left / cols_left / k_left: the valid rows, columns and channels from the warp's first row,
 // column and the step's first channel; fragments and k16 halves past them are skipped.
-template <typename T, int BN>
-__device__ __forceinline__ void warp_mma_step(float (&acc)[2][Block1x1Tile<BN>::kFragsN][4],
-                                              const T* a_tile, const T* b_tile, int64_t rows_left,
-                                              int64_t cols_left, int64_t k_left) {
-  using Tile = Block1x1Tile<BN>;
+template <int BM, int BN>
+using Accumulators = float[Block1x1Tile<BM, BN>::kFragsM][Block1x1Tile<BM, BN>::kFragsN][4];
+
+template <typename T, int BM, int BN>
+__device__ __forceinline__ void warp_mma_step(Accumulators<BM, BN>& acc, const T* a_tile,
+                                              const T* b_tile, int64_t rows_left, int64_t cols_left,
+                                              int64_t k_left) {
+  using Tile = Block1x1Tile<BM, BN>;
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-  const int warp_row = 32 * (warp / 2), warp_col = Tile::kWarpN * (warp % 2);
+  const int warp_row = Tile::kWarpM * (warp / 2), warp_col = Tile::kWarpN * (warp % 2);
   // ldmatrix x4 row addresses: lanes 8i..8i+7 give matrix i's rows; matrices (rows 0-7 | 8-15)
   // x (k 0-7 | 8-15) for A (a[0..3] of the mma), (k 0-7 | 8-15) x (n 0-7 | 8-15) for B^T.
   const int quad_row = lane % 8 + 8 * (lane / 8 % 2), quad_col = 8 * (lane / 16);
   FI_UNROLL
   for (int kk = 0; kk < Tile::kBK; kk += 16) {
     if (kk >= k_left) break;
-    std::uint32_t a[2][4];
+    std::uint32_t a[Tile::kFragsM][4];
     FI_UNROLL
-    for (int i = 0; i < 2; ++i) {
+    for (int i = 0; i < Tile::kFragsM; ++i) {
       if (16 * i < rows_left) {
         fi::ptx::ldmatrix_x4(a[i],
                              a_tile + (warp_row + 16 * i + quad_row) * Tile::kLdA + kk + quad_col);
@@ -170,7 +207,7 @@ __device__ __forceinline__ void warp_mma_step(float (&acc)[2][Block1x1Tile<BN>::
           b, b_tile + (kk + quad_row) * Tile::kLdB + warp_col + 16 * jj + quad_col);
       const std::uint32_t b_lo[2] = {b[0], b[1]}, b_hi[2] = {b[2], b[3]};
       FI_UNROLL
-      for (int i = 0; i < 2; ++i) {
+      for (int i = 0; i < Tile::kFragsM; ++i) {
         if (16 * i >= rows_left) continue;
         fi::ptx::mma_m16n8k16_f32<T>(acc[i][2 * jj], a[i], b_lo, acc[i][2 * jj]);
         if (16 * jj + 8 < cols_left) {
@@ -185,11 +222,11 @@ __device__ __forceinline__ void warp_mma_step(float (&acc)[2][Block1x1Tile<BN>::
 // q outside [0, M) or channels past c_in) into dst [ROWS][kLdA]: 16-byte cp.async copies when
 // `vec` (c_in and the stride multiples of 8, x aligned), element loads otherwise. Four threads
 // read one pixel's 64 contiguous bytes.
-template <typename T, int BN>
+template <typename T, int BM, int BN>
 __device__ __forceinline__ void load_x_rows(T* dst, int rows, const T* x, int64_t x_stride,
                                             int64_t row0, int64_t pixels, int64_t k0, int64_t c_in,
                                             bool vec) {
-  using Tile = Block1x1Tile<BN>;
+  using Tile = Block1x1Tile<BM, BN>;
   constexpr int kChunks = Tile::kBK / 8;
   if (vec) {
     for (int i = threadIdx.x; i < rows * kChunks; i += tile::kThreads) {
@@ -211,10 +248,10 @@ __device__ __forceinline__ void load_x_rows(T* dst, int rows, const T* x, int64_
 
 // Rows [k0, k0 + 32) x columns [n0, n0 + BN) of the row-major w [c_in, n_cols] into
 // dst [32][kLdB], zero outside; cp.async when `vec` (n_cols a multiple of 8, w aligned).
-template <typename T, int BN>
+template <typename T, int BM, int BN>
 __device__ __forceinline__ void load_w_rows(T* dst, const T* w, int64_t k0, int64_t c_in,
                                             int64_t n0, int64_t n_cols, bool vec) {
-  using Tile = Block1x1Tile<BN>;
+  using Tile = Block1x1Tile<BM, BN>;
   constexpr int kChunks = BN / 8;
   if (vec) {
     for (int i = threadIdx.x; i < Tile::kBK * kChunks; i += tile::kThreads) {
@@ -234,16 +271,16 @@ __device__ __forceinline__ void load_w_rows(T* dst, const T* w, int64_t k0, int6
 // The warp's accumulators + bias, ReLU, stored as T: column n0 + j (j < n_cols - n0) of row
 // m0 + i (< M) goes to dst(pixel, column) (a pointer); a fragment's pair of adjacent columns in
 // one 32-bit store where `same(column)` says they share a destination (else one store each).
-template <typename T, int BN, typename Dst, typename Same>
-__device__ __forceinline__ void store_tile(const float (&acc)[2][Block1x1Tile<BN>::kFragsN][4],
-                                           const float* bias, int64_t m0, int64_t pixels,
-                                           int64_t n0, int64_t n_cols, Dst dst, Same same) {
-  using Tile = Block1x1Tile<BN>;
+template <typename T, int BM, int BN, typename Dst, typename Same>
+__device__ __forceinline__ void store_tile(const Accumulators<BM, BN>& acc, const float* bias,
+                                           int64_t m0, int64_t pixels, int64_t n0, int64_t n_cols,
+                                           Dst dst, Same same) {
+  using Tile = Block1x1Tile<BM, BN>;
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-  const int64_t row0 = m0 + 32 * (warp / 2) + lane / 4;
+  const int64_t row0 = m0 + Tile::kWarpM * (warp / 2) + lane / 4;
   const int64_t col0 = n0 + Tile::kWarpN * (warp % 2) + 2 * (lane % 4);
   FI_UNROLL
-  for (int i = 0; i < 2; ++i) {
+  for (int i = 0; i < Tile::kFragsM; ++i) {
     FI_UNROLL
     for (int j = 0; j < Tile::kFragsN; ++j) {
       const int64_t col = col0 + 8 * j;
@@ -263,14 +300,14 @@ __device__ __forceinline__ void store_tile(const float (&acc)[2][Block1x1Tile<BN
   }
 }
 
-// A GEMM CTA: columns [n0, n0 + BN) of relu(x @ w_x + b_x) for pixel rows [m0, m0 + 64).
+// A GEMM CTA: columns [n0, n0 + BN) of relu(x @ w_x + b_x) for pixel rows [m0, m0 + BM).
 // Multi-stage pipeline: step kt's copies were issued kStages - 1 steps earlier; the barrier
 // after its wait makes them visible and also ends every warp's reads of the stage the next
 // copies overwrite (that of step kt - 1).
-template <typename T, int BN>
+template <typename T, int BM, int BN>
 __device__ __forceinline__ void gemm_tile(const Block1x1Args& args, unsigned char* smem, int64_t m0,
                                           int64_t n0) {
-  using Tile = Block1x1Tile<BN>;
+  using Tile = Block1x1Tile<BM, BN>;
   const auto [a_stages, b_stages] = tile::carve<T, T>(smem, Tile::kGemmA, Tile::kGemmB);
   const T* x = static_cast<const T*>(args.x);
   const T* w = static_cast<const T*>(args.w_x);
@@ -281,34 +318,34 @@ __device__ __forceinline__ void gemm_tile(const Block1x1Args& args, unsigned cha
   auto load_step = [&](int64_t kt) {
     if (kt < steps) {
       const int s = static_cast<int>(kt % Tile::kStages);
-      load_x_rows<T, BN>(a_stages + s * Tile::kBM * Tile::kLdA, Tile::kBM, x, args.x_pixel_stride,
-                         m0, pixels, kt * Tile::kBK, args.c_in, x_vec);
-      load_w_rows<T, BN>(b_stages + s * Tile::kBK * Tile::kLdB, w, kt * Tile::kBK, args.c_in, n0,
-                         args.n_x, w_vec);
+      load_x_rows<T, BM, BN>(a_stages + s * Tile::kBM * Tile::kLdA, Tile::kBM, x,
+                             args.x_pixel_stride, m0, pixels, kt * Tile::kBK, args.c_in, x_vec);
+      load_w_rows<T, BM, BN>(b_stages + s * Tile::kBK * Tile::kLdB, w, kt * Tile::kBK, args.c_in,
+                             n0, args.n_x, w_vec);
     }
     fi::ptx::cp_async_commit();  // an empty group past the end keeps the wait count uniform
   };
   for (int s = 0; s < Tile::kStages - 1; ++s) load_step(s);
 
   const int warp = threadIdx.x / 32;
-  const int64_t rows_left = pixels - m0 - 32 * (warp / 2);
+  const int64_t rows_left = pixels - m0 - Tile::kWarpM * (warp / 2);
   const int64_t cols_left = args.n_x - n0 - Tile::kWarpN * (warp % 2);
-  float acc[2][Tile::kFragsN][4] = {};
+  Accumulators<BM, BN> acc = {};
   for (int64_t kt = 0; kt < steps; ++kt) {
     fi::ptx::cp_async_wait<Tile::kStages - 2>();
     __syncthreads();
     load_step(kt + Tile::kStages - 1);
     const int s = static_cast<int>(kt % Tile::kStages);
-    warp_mma_step<T, BN>(acc, a_stages + s * Tile::kBM * Tile::kLdA,
-                         b_stages + s * Tile::kBK * Tile::kLdB, rows_left, cols_left,
-                         args.c_in - kt * Tile::kBK);
+    warp_mma_step<T, BM, BN>(acc, a_stages + s * Tile::kBM * Tile::kLdA,
+                             b_stages + s * Tile::kBK * Tile::kLdB, rows_left, cols_left,
+                             args.c_in - kt * Tile::kBK);
   }
   fi::ptx::cp_async_wait<0>();
 
   T* out = static_cast<T*>(args.out);
   T* r = static_cast<T*>(args.r);
   const int64_t c1 = args.c1, c_red = args.n_x - args.c1;
-  store_tile<T, BN>(
+  store_tile<T, BM, BN>(
       acc, args.b_x, m0, pixels, n0, args.n_x,
       [&](int64_t p, int64_t col) {
         return col < c1 ? out + tile::pixel_offset(p, args.out_pixel_stride) + col
@@ -318,15 +355,15 @@ __device__ __forceinline__ void gemm_tile(const Block1x1Args& args, unsigned cha
 }
 
 // A pool CTA: columns [n0, n0 + BN) of relu(maxpool3x3(x) @ w_pool + b_pool) for pixel rows
-// [m0, m0 + 64). Per 32-channel step: the haloed x rows arrive by cp.async (kStages deep),
+// [m0, m0 + BM). Per 32-channel step: the haloed x rows arrive by cp.async (kStages deep),
 // each thread pools its pixel row's chunks from shared memory into a pooled A tile, and the
 // warps multiply the pooled tile of the previous step, so one barrier per step separates the
 // pooled tile's writes (step kt, into buffer kt % 2) from its reads (step kt + 1), and the B
 // stage of step kt stays in use one step longer (kStages + 1 B buffers).
-template <typename T, int BN>
+template <typename T, int BM, int BN>
 __device__ __forceinline__ void pool_tile(const Block1x1Args& args, unsigned char* smem, int64_t m0,
                                           int64_t n0) {
-  using Tile = Block1x1Tile<BN>;
+  using Tile = Block1x1Tile<BM, BN>;
   const auto [halo_stages, pooled, b_stages] =
       tile::carve<T, T, T>(smem, Tile::kPoolHalo, Tile::kPoolA, Tile::kPoolB);
   const T* x = static_cast<const T*>(args.x);
@@ -341,12 +378,12 @@ __device__ __forceinline__ void pool_tile(const Block1x1Args& args, unsigned cha
   auto load_step = [&](int64_t kt) {
     if (kt < steps) {
       if (x_vec) {
-        load_x_rows<T, BN>(halo_stages + (kt % Tile::kStages) * Tile::kHaloRows * Tile::kLdA,
-                           halo_rows, x, args.x_pixel_stride, m0 - width - 1, pixels,
-                           kt * Tile::kBK, args.c_in, true);
+        load_x_rows<T, BM, BN>(halo_stages + (kt % Tile::kStages) * Tile::kHaloRows * Tile::kLdA,
+                               halo_rows, x, args.x_pixel_stride, m0 - width - 1, pixels,
+                               kt * Tile::kBK, args.c_in, true);
       }
-      load_w_rows<T, BN>(b_stages + kt % (Tile::kStages + 1) * Tile::kBK * Tile::kLdB, w,
-                         kt * Tile::kBK, args.c_in, n0, args.c_pool, w_vec);
+      load_w_rows<T, BM, BN>(b_stages + kt % (Tile::kStages + 1) * Tile::kBK * Tile::kLdB, w,
+                             kt * Tile::kBK, args.c_in, n0, args.c_pool, w_vec);
     }
     fi::ptx::cp_async_commit();
   };
@@ -366,7 +403,7 @@ __device__ __forceinline__ void pool_tile(const Block1x1Args& args, unsigned cha
       }
     }
   }
-  // Max over the 3x3 window into pooled [64][kLdA]: from the staged halo (tap (dy, dx) of row m
+  // Max over the 3x3 window into pooled [BM][kLdA]: from the staged halo (tap (dy, dx) of row m
   // is halo row m + W + 1 + dy W + dx; every lane reads all nine, as lds128 is warp-wide, and
   // keeps those inside the image), or element by element from global memory.
   auto pool_step = [&](int64_t kt, T* dst) {
@@ -407,9 +444,9 @@ __device__ __forceinline__ void pool_tile(const Block1x1Args& args, unsigned cha
   };
 
   const int warp = threadIdx.x / 32;
-  const int64_t rows_left = pixels - m0 - 32 * (warp / 2);
+  const int64_t rows_left = pixels - m0 - Tile::kWarpM * (warp / 2);
   const int64_t cols_left = args.c_pool - n0 - Tile::kWarpN * (warp % 2);
-  float acc[2][Tile::kFragsN][4] = {};
+  Accumulators<BM, BN> acc = {};
   for (int64_t kt = 0; kt <= steps; ++kt) {
     fi::ptx::cp_async_wait<Tile::kStages - 2>();
     __syncthreads();
@@ -417,15 +454,15 @@ __device__ __forceinline__ void pool_tile(const Block1x1Args& args, unsigned cha
     if (kt < steps) pool_step(kt, pooled + kt % 2 * Tile::kBM * Tile::kLdA);
     if (kt >= 1) {
       const int64_t prev = kt - 1;
-      warp_mma_step<T, BN>(acc, pooled + prev % 2 * Tile::kBM * Tile::kLdA,
-                           b_stages + prev % (Tile::kStages + 1) * Tile::kBK * Tile::kLdB,
-                           rows_left, cols_left, args.c_in - prev * Tile::kBK);
+      warp_mma_step<T, BM, BN>(acc, pooled + prev % 2 * Tile::kBM * Tile::kLdA,
+                               b_stages + prev % (Tile::kStages + 1) * Tile::kBK * Tile::kLdB,
+                               rows_left, cols_left, args.c_in - prev * Tile::kBK);
     }
   }
   fi::ptx::cp_async_wait<0>();
 
   T* out = static_cast<T*>(args.out);
-  store_tile<T, BN>(
+  store_tile<T, BM, BN>(
       acc, args.b_pool, m0, pixels, n0, args.c_pool,
       [&](int64_t q, int64_t col) {
         return out + tile::pixel_offset(q, args.out_pixel_stride) + args.pool_off + col;
@@ -435,57 +472,76 @@ __device__ __forceinline__ void pool_tile(const Block1x1Args& args, unsigned cha
 
 }  // namespace block_1x1_detail
 
-// Grid (ceil(M / 64), ceil(n_x / BN) + ceil(c_pool / BN)), 128 threads: blockIdx.y picks the
-// kind of CTA (GEMM over x, or pool projection) and its column tile; see the top of the file.
+// Grid (plan.tiles_m, plan.tiles_y), 128 threads: the column tile picks the kind of CTA (GEMM
+// over x, or pool projection); see the top of the file and Block1x1Plan.
 // Reads x, w_x, b_x, w_pool, b_pool; writes out[:, 0:c1], r, out[:, pool_off:pool_off + c_pool].
-template <typename T, int BN>
-__global__ void __launch_bounds__(tile::kThreads) block_1x1_kernel(const Block1x1Args args) {
-  using Tile = Block1x1Tile<BN>;
+template <typename T, int BM, int BN>
+__global__ void __launch_bounds__(tile::kThreads)
+    block_1x1_kernel(const Block1x1Args args, const Block1x1Plan plan) {
   FI_DYNAMIC_SHARED(unsigned char, smem);
-  const int64_t m0 = static_cast<int64_t>(blockIdx.x) * Tile::kBM;
-  const int64_t tiles_x = (args.n_x + BN - 1) / BN;
-  const int64_t by = blockIdx.y;
-  if (by < tiles_x) {
-    block_1x1_detail::gemm_tile<T, BN>(args, smem, m0, by * BN);
+  const int64_t m0 = (plan.tile_m_begin + static_cast<int64_t>(blockIdx.x)) * BM;
+  const int64_t by = plan.tile_y_begin + static_cast<int64_t>(blockIdx.y);
+  if (by < plan.tiles_x) {
+    block_1x1_detail::gemm_tile<T, BM, BN>(args, smem, m0, by * BN);
   } else {
-    block_1x1_detail::pool_tile<T, BN>(args, smem, m0, (by - tiles_x) * BN);
+    block_1x1_detail::pool_tile<T, BM, BN>(args, smem, m0, (by - plan.tiles_x) * BN);
   }
 }
 
 namespace {
 
-template <typename T, int BN>
-const char* launch_block_1x1(const Block1x1Args& args, void* stream) {
-  using Tile = Block1x1Tile<BN>;
-  const int64_t pixels = args.batch * args.height * args.width;
-  const int64_t column_tiles = (args.n_x + BN - 1) / BN + (args.c_pool + BN - 1) / BN;
-  if (pixels == 0 || column_tiles == 0) return nullptr;
-  auto kernel = block_1x1_kernel<T, BN>;
-  return tile::launch<Tile::kSmemBytes>(kernel, (pixels + Tile::kBM - 1) / Tile::kBM, column_tiles,
-                                        stream, args);
+template <typename T, int BM, int BN>
+const char* launch_block_1x1(const Block1x1Args& args, const Block1x1Plan& plan, void* stream) {
+  using Tile = Block1x1Tile<BM, BN>;
+  if (plan.tiles_m > 2147483647 || plan.tiles_y > 65535) {
+    return "grid size out of range: the output needs more than CUDA's 2^31 - 1 x 65535 blocks "
+           "(split the batch or the channels)";
+  }
+  auto kernel = block_1x1_kernel<T, BM, BN>;
+  if constexpr (Tile::kSmemBytes > 48 * 1024) {
+    if (const char* error = fi_opt_in_dynamic_shared(kernel, Tile::kSmemBytes)) return error;
+  }
+  const dim3 grid(static_cast<unsigned>(plan.tiles_m), static_cast<unsigned>(plan.tiles_y));
+  return fi_launch(kernel, grid, dim3(tile::kThreads), Tile::kSmemBytes, stream, args, plan);
 }
 
 }  // namespace
 
-const char* block_1x1(const Block1x1Args& args, void* stream) {
+// Launches block_1x1 with an explicit plan (the tests force tilings and count single tiles).
+const char* block_1x1_with_plan(const Block1x1Args& args, const Block1x1Plan& plan, void* stream) {
   return tile::dispatch_dtype(args.dtype, [&](auto element) -> const char* {
     using T = decltype(element);
     if constexpr (!tile::kTensorCores<T>) {
       return "block_1x1 takes float16 or bfloat16 (float32 runs on version 1's kernels)";
+    } else if ((plan.bm != 64 && plan.bm != 128) || (plan.bn != 64 && plan.bn != 128)) {
+      return "block_1x1: unsupported tile (expected 64 or 128 rows and columns)";
+    } else if (plan.tiles_m == 0 || plan.tiles_y == 0) {
+      return nullptr;
+    } else if (plan.bm == 64) {
+      return plan.bn == 64 ? launch_block_1x1<T, 64, 64>(args, plan, stream)
+                           : launch_block_1x1<T, 64, 128>(args, plan, stream);
     } else {
-      return block_1x1_tile_n(args.n_x, args.c_pool) == 128 ? launch_block_1x1<T, 128>(args, stream)
-                                                            : launch_block_1x1<T, 64>(args, stream);
+      return plan.bn == 64 ? launch_block_1x1<T, 128, 64>(args, plan, stream)
+                           : launch_block_1x1<T, 128, 128>(args, plan, stream);
     }
   });
+}
+
+const char* block_1x1(const Block1x1Args& args, void* stream) {
+  return block_1x1_with_plan(args, block_1x1_plan(args), stream);
 }
 
 // The dynamic shared memory each instantiation launches with, named as c++filt prints the
 // kernel (read by fused_inception/report/cuda.py; ptxas only sees static shared memory).
 inline void block_1x1_shared_memory(void (*emit)(const char* kernel, std::size_t bytes)) {
-  emit("block_1x1_kernel<__half, 64>", Block1x1Tile<64>::kSmemBytes);
-  emit("block_1x1_kernel<__half, 128>", Block1x1Tile<128>::kSmemBytes);
-  emit("block_1x1_kernel<__nv_bfloat16, 64>", Block1x1Tile<64>::kSmemBytes);
-  emit("block_1x1_kernel<__nv_bfloat16, 128>", Block1x1Tile<128>::kSmemBytes);
+  emit("block_1x1_kernel<__half, 64, 64>", Block1x1Tile<64, 64>::kSmemBytes);
+  emit("block_1x1_kernel<__half, 64, 128>", Block1x1Tile<64, 128>::kSmemBytes);
+  emit("block_1x1_kernel<__half, 128, 64>", Block1x1Tile<128, 64>::kSmemBytes);
+  emit("block_1x1_kernel<__half, 128, 128>", Block1x1Tile<128, 128>::kSmemBytes);
+  emit("block_1x1_kernel<__nv_bfloat16, 64, 64>", Block1x1Tile<64, 64>::kSmemBytes);
+  emit("block_1x1_kernel<__nv_bfloat16, 64, 128>", Block1x1Tile<64, 128>::kSmemBytes);
+  emit("block_1x1_kernel<__nv_bfloat16, 128, 64>", Block1x1Tile<128, 64>::kSmemBytes);
+  emit("block_1x1_kernel<__nv_bfloat16, 128, 128>", Block1x1Tile<128, 128>::kSmemBytes);
 }
 
 }  // namespace fused_inception::FI_KERNEL_NS

@@ -5,24 +5,29 @@
 //
 // Usage:
 //   block_1x1_parity all|small [substring]
-//     every case (GoogLeNet channel counts at 5x6 pixels, odd shapes, both dtypes), or a few
-//     small ones for the sanitizer builds. Inputs are random and never zero; x's pixels carry
-//     NaN channels past c_in (a stride > c_in that the kernel must skip); out and r are poisoned
-//     with NaN (0xFF bytes) before the launch. Then b1, r and b4 must each hold
-//     max|out - ref| <= tol * max|ref|, and every element outside them (other channels, the
-//     elements before out's first channel and after both buffers) must still be poison.
-//     Prints one line per case, a self-test line and "checked <n> cases, <f> failed".
+//     every case (GoogLeNet channel counts at 5x6 pixels, odd shapes, both dtypes, the four
+//     tilings 64 | 128 x 64 | 128, some forced), or a few small ones for the sanitizer builds.
+//     Inputs are random and never zero; x's pixels carry NaN channels past c_in (a stride > c_in
+//     that the kernel must skip); out and r are poisoned with NaN (0xFF bytes) before the launch.
+//     Then b1, r and b4 must each hold max|out - ref| <= tol * max|ref|, and every element outside
+//     them (other channels, the elements before out's first channel and after both buffers) must
+//     still be poison. Prints one line per case, a self-test line and "checked <n> cases, <f>
+//     failed".
 //   block_1x1_parity counters <name> <batch> <height> <width> <c_in> <c1> <c2r> <c3r> <c_pool>
-//     one GoogLeNet block in fp16: checks it as above and prints the launch's counters
-//     (simt::last_launch_stats): executed / useful MACs, global bytes loaded by cp.async per
-//     useful FLOP, the largest bank-conflict degree of ldmatrix, lds and sts; fails when
-//     MACs exceed 1.25x, a degree exceeds 1, or cp.async loaded less than x and the weights.
+//     one GoogLeNet block in fp16 at the tiling block_1x1_plan chooses: launches one CTA of each
+//     distinct tiling (see run_counters), checks their outputs as above and prints the whole
+//     launch's counters (simt::last_launch_stats of each CTA times its class's CTA count):
+//     executed / useful MACs, global bytes loaded by cp.async per useful FLOP, the largest
+//     bank-conflict degree of ldmatrix, lds and sts; fails when MACs exceed 1.25x, a degree
+//     exceeds 1, or cp.async loaded less than x and the weights.
 #include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <map>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -33,6 +38,7 @@
 namespace {
 
 namespace fi = fused_inception;
+namespace fin = fused_inception::emulated;
 using parity::random_bias;
 using parity::random_tensor;
 using parity::Rng;
@@ -47,6 +53,7 @@ struct Case {
   int64_t out_lead = 3;   // elements of the buffer before out's channel 0
   int64_t out_gap = 5;    // channels between b1 and b4 (the block's b2 | b3)
   bool negative = false;  // all-negative x (pool windows without a positive value)
+  int bm = 0, bn = 0;     // a forced tiling (0: block_1x1_plan's)
 };
 
 constexpr int64_t kTail = 11;  // poisoned elements after out's and r's last pixel
@@ -68,90 +75,139 @@ bool poisoned(const T& v) {
   return std::all_of(bytes, bytes + sizeof(T), [](unsigned char b) { return b == 0xFF; });
 }
 
-// A case's reference, its buffers after the launch and the launch's error.
+// A case's random inputs (x with NaN channels past c_in) and the launch's arguments.
+template <typename T>
+struct Inputs {
+  Tensor<T> x, w_x, w_pool;
+  std::vector<float> b_x, b_pool;
+  int64_t pixels, x_stride, n_x;
+};
+
+template <typename T>
+Inputs<T> make_inputs(const Case& cs, uint64_t seed) {
+  Rng rng(seed);
+  Inputs<T> in;
+  in.pixels = cs.batch * cs.height * cs.width;
+  in.x_stride = cs.c_in + cs.x_extra;
+  in.n_x = cs.c1 + cs.c_red;
+  in.x = random_tensor<T>(rng, in.pixels * in.x_stride, 1.0, cs.negative);
+  for (int64_t p = 0; p < in.pixels; ++p) {
+    for (int64_t c = cs.c_in; c < in.x_stride; ++c) {
+      in.x.data[p * in.x_stride + c] = parity::from_double<T>(NAN);
+    }
+  }
+  const double w_scale = 1.0 / std::sqrt(static_cast<double>(cs.c_in));
+  in.w_x = random_tensor<T>(rng, cs.c_in * in.n_x, w_scale);
+  in.w_pool = random_tensor<T>(rng, cs.c_in * cs.c_pool, w_scale);
+  in.b_x = random_bias(rng, in.n_x);
+  in.b_pool = random_bias(rng, cs.c_pool);
+  return in;
+}
+
+// A case's reference (rows the launch computes; all of them by default), its buffers after the
+// launch and the launch's error.
 template <typename T>
 struct Run {
   std::vector<double> ref_b1, ref_r, ref_b4;  // [M, c1], [M, c_red], [M, c_pool]
   std::vector<T> out, r;                      // out_lead + M * stride + kTail, M * c_red + kTail
   int64_t pixels, stride, pool_off;
+  bool partial = false;  // only some tiles launched: elements with a NaN reference are not checked
   const char* error;
 };
 
+// The float64 reference of pixel p into run's ref_* rows.
 template <typename T>
-Run<T> run_case(const Case& cs, uint64_t seed) {
-  Rng rng(seed);
-  const int64_t pixels = cs.batch * cs.height * cs.width, x_stride = cs.c_in + cs.x_extra;
-  const int64_t n_x = cs.c1 + cs.c_red;
-  Tensor<T> x = random_tensor<T>(rng, pixels * x_stride, 1.0, cs.negative);
-  for (int64_t p = 0; p < pixels; ++p) {
-    for (int64_t c = cs.c_in; c < x_stride; ++c) {
-      x.data[p * x_stride + c] = parity::from_double<T>(NAN);
+void reference_pixel(const Case& cs, const Inputs<T>& in, int64_t p, Run<T>& run) {
+  const int64_t y = p / cs.width % cs.height, xx = p % cs.width;
+  std::vector<double> pooled(cs.c_in);
+  for (int64_t c = 0; c < cs.c_in; ++c) {
+    pooled[c] = -INFINITY;
+    for (int64_t dy = -1; dy <= 1; ++dy) {
+      for (int64_t dx = -1; dx <= 1; ++dx) {
+        if (y + dy < 0 || y + dy >= cs.height || xx + dx < 0 || xx + dx >= cs.width) continue;
+        pooled[c] = std::max(pooled[c], in.x.ref[(p + dy * cs.width + dx) * in.x_stride + c]);
+      }
     }
   }
-  const double w_scale = 1.0 / std::sqrt(static_cast<double>(cs.c_in));
-  const Tensor<T> w_x = random_tensor<T>(rng, cs.c_in * n_x, w_scale);
-  const Tensor<T> w_pool = random_tensor<T>(rng, cs.c_in * cs.c_pool, w_scale);
-  const std::vector<float> b_x = random_bias(rng, n_x), b_pool = random_bias(rng, cs.c_pool);
+  for (int64_t j = 0; j < in.n_x; ++j) {
+    double s = in.b_x[j];
+    for (int64_t c = 0; c < cs.c_in; ++c) {
+      s += in.x.ref[p * in.x_stride + c] * in.w_x.ref[c * in.n_x + j];
+    }
+    s = std::max(s, 0.0);
+    if (j < cs.c1) {
+      run.ref_b1[p * cs.c1 + j] = s;
+    } else {
+      run.ref_r[p * cs.c_red + j - cs.c1] = s;
+    }
+  }
+  for (int64_t j = 0; j < cs.c_pool; ++j) {
+    double s = in.b_pool[j];
+    for (int64_t c = 0; c < cs.c_in; ++c) s += pooled[c] * in.w_pool.ref[c * cs.c_pool + j];
+    run.ref_b4[p * cs.c_pool + j] = std::max(s, 0.0);
+  }
+}
 
-  Run<T> run;
+// Poisoned buffers for a case and the arguments that point the kernel at them.
+template <typename T>
+fi::Block1x1Args prepare(const Case& cs, const Inputs<T>& in, Run<T>& run) {
+  const int64_t pixels = in.pixels;
   run.pixels = pixels;
   run.pool_off = cs.c1 + cs.out_gap;
   run.stride = run.pool_off + cs.c_pool + 2;
-  run.ref_b1.resize(pixels * cs.c1);
-  run.ref_r.resize(pixels * cs.c_red);
-  run.ref_b4.resize(pixels * cs.c_pool);
-  std::vector<double> pooled(cs.c_in);
-  for (int64_t p = 0; p < pixels; ++p) {
-    const int64_t y = p / cs.width % cs.height, xx = p % cs.width;
-    for (int64_t c = 0; c < cs.c_in; ++c) {
-      pooled[c] = -INFINITY;
-      for (int64_t dy = -1; dy <= 1; ++dy) {
-        for (int64_t dx = -1; dx <= 1; ++dx) {
-          if (y + dy < 0 || y + dy >= cs.height || xx + dx < 0 || xx + dx >= cs.width) continue;
-          pooled[c] = std::max(pooled[c], x.ref[(p + dy * cs.width + dx) * x_stride + c]);
-        }
-      }
-    }
-    for (int64_t j = 0; j < n_x; ++j) {
-      double s = b_x[j];
-      for (int64_t c = 0; c < cs.c_in; ++c) s += x.ref[p * x_stride + c] * w_x.ref[c * n_x + j];
-      s = std::max(s, 0.0);
-      if (j < cs.c1) {
-        run.ref_b1[p * cs.c1 + j] = s;
-      } else {
-        run.ref_r[p * cs.c_red + j - cs.c1] = s;
-      }
-    }
-    for (int64_t j = 0; j < cs.c_pool; ++j) {
-      double s = b_pool[j];
-      for (int64_t c = 0; c < cs.c_in; ++c) s += pooled[c] * w_pool.ref[c * cs.c_pool + j];
-      run.ref_b4[p * cs.c_pool + j] = std::max(s, 0.0);
-    }
-  }
+  run.ref_b1.assign(pixels * cs.c1, NAN);
+  run.ref_r.assign(pixels * cs.c_red, NAN);
+  run.ref_b4.assign(pixels * cs.c_pool, NAN);
   run.out.resize(cs.out_lead + pixels * run.stride + kTail);
   run.r.resize(pixels * cs.c_red + kTail);
   std::memset(static_cast<void*>(run.out.data()), 0xFF, run.out.size() * sizeof(T));
   std::memset(static_cast<void*>(run.r.data()), 0xFF, run.r.size() * sizeof(T));
   fi::Block1x1Args args{};
   args.dtype = cs.dtype;
-  args.x = x.data.data();
-  args.w_x = w_x.data.data();
-  args.b_x = b_x.data();
-  args.w_pool = w_pool.data.data();
-  args.b_pool = b_pool.data();
+  args.x = in.x.data.data();
+  args.w_x = in.w_x.data.data();
+  args.b_x = in.b_x.data();
+  args.w_pool = in.w_pool.data.data();
+  args.b_pool = in.b_pool.data();
   args.out = run.out.data() + cs.out_lead;
   args.r = run.r.data();
   args.batch = cs.batch;
   args.height = cs.height;
   args.width = cs.width;
   args.c_in = cs.c_in;
-  args.n_x = n_x;
+  args.n_x = in.n_x;
   args.c1 = cs.c1;
   args.c_pool = cs.c_pool;
-  args.x_pixel_stride = x_stride;
+  args.x_pixel_stride = in.x_stride;
   args.out_pixel_stride = run.stride;
   args.pool_off = run.pool_off;
-  run.error = fi::emulated::block_1x1(args, nullptr);
+  return args;
+}
+
+// The plan a case runs: block_1x1_plan's, or its forced tile sizes.
+fin::Block1x1Plan case_plan(const Case& cs, const fi::Block1x1Args& args) {
+  fin::Block1x1Plan plan = fin::block_1x1_plan(args);
+  if (cs.bm != 0) {
+    const int64_t pixels = args.batch * args.height * args.width;
+    plan.bm = cs.bm;
+    plan.bn = cs.bn;
+    plan.tiles_m = (pixels + cs.bm - 1) / cs.bm;
+    plan.tiles_x = (args.n_x + cs.bn - 1) / cs.bn;
+    plan.tiles_pool = (args.c_pool + cs.bn - 1) / cs.bn;
+    plan.tiles_y = plan.tiles_x + plan.tiles_pool;
+  }
+  return plan;
+}
+
+template <typename T>
+Run<T> run_case(const Case& cs, uint64_t seed) {
+  const Inputs<T> in = make_inputs<T>(cs, seed);
+  Run<T> run;
+  const fi::Block1x1Args args = prepare(cs, in, run);
+  for (int64_t p = 0; p < in.pixels; ++p) reference_pixel(cs, in, p, run);
+  const fin::Block1x1Plan plan = case_plan(cs, args);
+  run.error = cs.bm != 0 ? fin::block_1x1_with_plan(args, plan, nullptr)
+                         : fi::emulated::block_1x1(args, nullptr);
   return run;
 }
 
@@ -166,6 +222,7 @@ Check check_run(const Case& cs, const Run<T>& run) {
     return r;
   }
   auto compare = [&](int branch, const T& v, double expected, const std::string& where) {
+    if (run.partial && std::isnan(expected)) return;
     if (std::isnan(to_double(v))) r.fail(where + " is NaN (not written)");
     r.max_err[branch] = std::max(r.max_err[branch], std::fabs(to_double(v) - expected));
     r.max_ref[branch] = std::max(r.max_ref[branch], std::fabs(expected));
@@ -222,6 +279,9 @@ std::vector<Case> make_cases(bool all) {
     add(kHalf, "n2-3x5-c32-16+24-8-stride40", {"", kHalf, 2, 3, 5, 32, 16, 24, 8, 8});
     add(kBf16, "odd-n1-3x4-c13-5+33-5-lead1", {"", kBf16, 1, 3, 4, 13, 5, 33, 5, 0, 1, 2});
     add(kHalf, "negative-n1-2x3-c16-8+8-16", {"", kHalf, 1, 2, 3, 16, 8, 8, 16, 0, 3, 5, true});
+    // 128 x 128 tiles (forced): two M tiles, the last of 2 rows.
+    add(kBf16, "n1-5x26-c16-8+8-8-tile128x128",
+        {"", kBf16, 1, 5, 26, 16, 8, 8, 8, 8, 3, 5, false, 128, 128});
     return cases;
   }
   for (const fi::ScalarKind d : {kHalf, kBf16}) {
@@ -245,6 +305,18 @@ std::vector<Case> make_cases(bool all) {
     // No reductions (r empty), and no b1 (all of x's columns into r).
     add(d, "n1-3x3-c16-24+0-8", {"", d, 1, 3, 3, 16, 24, 0, 8});
     add(d, "n1-3x3-c16-0+24-8", {"", d, 1, 3, 3, 16, 0, 24, 8});
+    // 128-row tiles: 128 x 128 (two M tiles, the last of 12 rows; a second column tile of 8
+    // columns), the same shape forced into 64 x 64 tiles, 64 x 128 and 128 x 128 forced on
+    // cases above (the widest staged halo in a 128-row tile), and odd channel counts (element
+    // loads for the GEMM and the pool) in one partial 128 x 128 tile.
+    add(d, "n2-10x7-c96-64+72-80", {"", d, 2, 10, 7, 96, 64, 72, 80});
+    add(d, "n2-10x7-c96-64+72-80-tile64x64",
+        {"", d, 2, 10, 7, 96, 64, 72, 80, 0, 3, 5, false, 64, 64});
+    add(d, "n2-9x8-c64-24+40-16-tile64x128",
+        {"", d, 2, 9, 8, 64, 24, 40, 16, 0, 3, 5, false, 64, 128});
+    add(d, "n1-3x28-c32-8+8-16-tile128x128",
+        {"", d, 1, 3, 28, 32, 8, 8, 16, 0, 3, 5, false, 128, 128});
+    add(d, "odd-n1-5x17-c13-37+35-67-lead1", {"", d, 1, 5, 17, 13, 37, 35, 67, 0, 1, 2});
   }
   return cases;
 }
@@ -275,6 +347,56 @@ void describe(const Case& cs, const Check& r, double ms) {
               tolerance(cs.dtype), ms, r.ok ? "" : ": ", r.why.c_str());
 }
 
+// The launch's counters from a few CTAs, one per distinct tiling (a full launch at batch 8 would
+// take minutes on the shim). A CTA's work (MACs, the bytes cp.async reads, its shared-memory
+// accesses) depends on its kind, the columns of its column tile and, in M, on the rows of its
+// tile (GEMM CTAs) and also the halo rows inside [0, M) before and after it (pool CTAs); the
+// data never changes it. So the tiles are grouped into classes by those numbers (classes():
+// interior tiles, the first, the last, the partial ones), the first CTA of each class is launched
+// alone and its counters are multiplied by the class's CTA count: the launch's exact MACs,
+// cp.async bytes and access counts (conflict degrees are maxima, unchanged), checked against full
+// launches when this was written. The counted CTAs' outputs are also checked against the
+// float64 reference of their rows and columns.
+struct Counted {
+  double macs = 0, bytes = 0, ldmatrix = 0, lds = 0, sts = 0;
+  unsigned degree[3] = {0, 0, 0};  // ldmatrix, lds, sts
+  int ctas = 0;
+};
+
+template <typename T>
+const char* count_class(const fi::Block1x1Args& args, fin::Block1x1Plan plan, int64_t m_tile,
+                        int64_t y_tile, int64_t copies, Counted& c) {
+  if (copies == 0) return nullptr;
+  plan.tile_m_begin = m_tile;
+  plan.tiles_m = 1;
+  plan.tile_y_begin = y_tile;
+  plan.tiles_y = 1;
+  if (const char* error = fin::block_1x1_with_plan(args, plan, nullptr)) return error;
+  const simt::LaunchStats st = simt::last_launch_stats();
+  const double n = static_cast<double>(copies);
+  c.macs += n * static_cast<double>(st.mma_macs);
+  c.bytes += n * static_cast<double>(st.cp_async_bytes);
+  c.ldmatrix += n * static_cast<double>(st.ldmatrix.instructions);
+  c.lds += n * static_cast<double>(st.shared_loads.instructions);
+  c.sts += n * static_cast<double>(st.shared_stores.instructions);
+  c.degree[0] = std::max(c.degree[0], st.ldmatrix.max_degree);
+  c.degree[1] = std::max(c.degree[1], st.shared_loads.max_degree);
+  c.degree[2] = std::max(c.degree[2], st.shared_stores.max_degree);
+  ++c.ctas;
+  return nullptr;
+}
+
+// Tiles that do the same work, by a key: key -> (the first such tile, their number).
+using Key = std::vector<int64_t>;
+using Classes = std::map<Key, std::pair<int64_t, int64_t>>;
+
+template <typename KeyOf>
+Classes classes(int64_t tiles, KeyOf key_of) {
+  Classes out;
+  for (int64_t t = 0; t < tiles; ++t) ++out.try_emplace(key_of(t), t, 0).first->second.second;
+  return out;
+}
+
 int run_counters(char** argv) {
   int64_t v[8];
   for (int i = 0; i < 8; ++i) v[i] = std::stoll(argv[3 + i]);
@@ -282,33 +404,78 @@ int run_counters(char** argv) {
   const Case cs{argv[2], fi::ScalarKind::kFloat16, batch, height, width, c_in, c1, c2r + c3r,
                 c_pool};
   const auto start = std::chrono::steady_clock::now();
-  const Run<__half> run = run_case<__half>(cs, 7);
-  const simt::LaunchStats stats = simt::last_launch_stats();
+  const Inputs<__half> in = make_inputs<__half>(cs, 7);
+  Run<__half> run;
+  run.partial = true;
+  const fi::Block1x1Args args = prepare(cs, in, run);
+  const fin::Block1x1Plan plan = fin::block_1x1_plan(args);
+  const int64_t tiles_m = plan.tiles_m, bm = plan.bm, bn = plan.bn, halo = width + 1;
+  // Classes of M tiles and of column tiles, by what a CTA loads and multiplies: GEMM CTAs by
+  // the tile's rows, pool CTAs also by the halo rows inside [0, M) before and after it.
+  auto rows_in = [&](int64_t t) { return std::min(bm, in.pixels - t * bm); };
+  const Classes gemm_rows = classes(tiles_m, [&](int64_t t) { return Key{rows_in(t)}; });
+  const Classes pool_rows = classes(tiles_m, [&](int64_t t) {
+    const int64_t after = std::clamp(in.pixels - (t + 1) * bm, int64_t{0}, halo);
+    return Key{std::min(halo, t * bm), rows_in(t), after};
+  });
+  const Classes gemm_cols =
+      classes(plan.tiles_x, [&](int64_t j) { return Key{std::min(bn, in.n_x - j * bn)}; });
+  const Classes pool_cols =
+      classes(plan.tiles_pool, [&](int64_t j) { return Key{std::min(bn, c_pool - j * bn)}; });
+  Counted c;
+  const char* error = nullptr;
+  std::set<std::pair<int64_t, int64_t>> launched;  // (M tile, column tile) of the counted CTAs
+  auto count = [&](const Classes& rows, const Classes& cols, int64_t y0) {
+    for (const auto& [row_key, row_class] : rows) {
+      for (const auto& [col_key, col_class] : cols) {
+        if (error != nullptr) return;
+        const int64_t mt = row_class.first, yt = y0 + col_class.first;
+        error = count_class<__half>(args, plan, mt, yt, row_class.second * col_class.second, c);
+        launched.insert({mt, yt});
+      }
+    }
+  };
+  count(gemm_rows, gemm_cols, 0);
+  count(pool_rows, pool_cols, plan.tiles_x);
   const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+
+  // The reference of the counted CTAs' rows, NaN outside their columns.
+  std::vector<char> counted_tile(tiles_m, 0);
+  for (const auto& cta : launched) counted_tile[cta.first] = 1;
+  for (int64_t p = 0; p < in.pixels; ++p) {
+    if (counted_tile[p / bm]) reference_pixel(cs, in, p, run);
+    for (int64_t j = 0; j < in.n_x; ++j) {
+      if (launched.count({p / bm, j / bn})) continue;
+      double& ref = j < c1 ? run.ref_b1[p * c1 + j] : run.ref_r[p * cs.c_red + j - c1];
+      ref = NAN;
+    }
+    for (int64_t j = 0; j < c_pool; ++j) {
+      if (!launched.count({p / bm, plan.tiles_x + j / bn})) run.ref_b4[p * c_pool + j] = NAN;
+    }
+  }
+  run.error = error;
   const Check check = check_run(cs, run);
-  const int64_t pixels = run.pixels, n_x = c1 + c2r + c3r;
+
+  const int64_t pixels = in.pixels, n_x = in.n_x;
   const double useful = static_cast<double>(pixels * c_in * (n_x + c_pool));
-  const double ratio = static_cast<double>(stats.mma_macs) / useful;
+  const double ratio = c.macs / useful;
   const double once = 2.0 * static_cast<double>(pixels * c_in + c_in * (n_x + c_pool));
-  const unsigned degree = std::max(
-      {stats.ldmatrix.max_degree, stats.shared_loads.max_degree, stats.shared_stores.max_degree});
+  const unsigned degree = std::max({c.degree[0], c.degree[1], c.degree[2]});
   std::printf(
-      "counters %s batch %lld %lldx%lld tile_n %d M %lld: executed/useful MACs %.4f, cp.async "
-      "bytes %llu (%.2fx x+w once), bytes/useful FLOP %.4f, max conflict degree ldmatrix %u "
-      "lds %u sts %u (%llu ldmatrix, %llu lds, %llu sts), %.1f s\n",
+      "counters %s batch %lld %lldx%lld tile %dx%d grid %lldx%lld M %lld (%d CTAs counted): "
+      "executed/useful MACs %.4f, cp.async bytes %.0f (%.2fx x+w once), bytes/useful FLOP "
+      "%.4f, max conflict degree ldmatrix %u lds %u sts %u (%.0f ldmatrix, %.0f lds, %.0f sts), "
+      "%.1f s\n",
       cs.name.c_str(), static_cast<long long>(batch), static_cast<long long>(height),
-      static_cast<long long>(width), fi::emulated::block_1x1_tile_n(n_x, c_pool),
-      static_cast<long long>(pixels), ratio, static_cast<unsigned long long>(stats.cp_async_bytes),
-      stats.cp_async_bytes / once, stats.cp_async_bytes / (2.0 * useful), stats.ldmatrix.max_degree,
-      stats.shared_loads.max_degree, stats.shared_stores.max_degree,
-      static_cast<unsigned long long>(stats.ldmatrix.instructions),
-      static_cast<unsigned long long>(stats.shared_loads.instructions),
-      static_cast<unsigned long long>(stats.shared_stores.instructions), s);
+      static_cast<long long>(width), plan.bm, plan.bn, static_cast<long long>(plan.tiles_m),
+      static_cast<long long>(plan.tiles_y), static_cast<long long>(pixels), c.ctas, ratio, c.bytes,
+      c.bytes / once, c.bytes / (2.0 * useful), c.degree[0], c.degree[1], c.degree[2], c.ldmatrix,
+      c.lds, c.sts, s);
   bool ok = check.ok;
   if (!check.ok) std::printf("FAIL parity: %s\n", check.why.c_str());
   if (!(ratio >= 1.0 && ratio <= 1.25)) ok = false, std::printf("FAIL executed/useful MACs\n");
   if (degree != 1) ok = false, std::printf("FAIL bank conflicts (degree %u)\n", degree);
-  if (!(stats.cp_async_bytes >= once)) ok = false, std::printf("FAIL cp.async bytes < x + w\n");
+  if (!(c.bytes >= once)) ok = false, std::printf("FAIL cp.async bytes < x + w\n");
   return ok ? 0 : 1;
 }
 
