@@ -29,7 +29,7 @@ from fused_inception import Inception
 from fused_inception.backends import cuda_kernel_builds
 from fused_inception.folding import fold_block
 from fused_inception.ops import inception_block
-from fused_inception.packing import prepare_chain, prepare_conv1x1
+from fused_inception.packing import prepare_block, prepare_chain, prepare_conv1x1
 
 ops = torch.ops.fused_inception
 HAS_CUDA_OPS = "emulated" in cuda_kernel_builds() or (
@@ -49,6 +49,8 @@ COVERED = {
     "winograd_f2x3_output_": "test_opcheck_winograd_f2x3",
     "conv1x1_slice_": "test_opcheck_conv1x1_slice_",
     "chain_1x1_kxk_": "test_opcheck_chain_1x1_kxk_",
+    "block_1x1_": "test_opcheck_block_1x1_",
+    "block_kxk_": "test_opcheck_block_kxk_",
     "cuda_kernel_builds": "test_opcheck_cuda_kernel_builds",
     "fingerprint": "test_opcheck_fingerprint",
 }
@@ -207,6 +209,28 @@ def test_opcheck_chain_1x1_kxk_(branch):
     else:
         packed, c0 = prepare_chain(p.w3r, p.b3r, p.w3, p.b3), p.w1.shape[0] + p.w2.shape[0]
     _opcheck(ops.chain_1x1_kxk_.default, (x, *packed, out, c0))
+
+
+@needs_cuda_ops
+def test_opcheck_block_1x1_():
+    x, out, p = _cuda_op_inputs(torch.float16)
+    packed = prepare_block(p, torch.float16)
+    r = torch.zeros(2 * 4 * 3, packed.w_x.shape[1] - packed.c1, dtype=torch.float16)
+    pool_off = out.shape[1] - packed.w_pool.shape[1]
+    args = (x, packed.w_x, packed.b_x, packed.w_pool, packed.b_pool, out, r.to(x.device))
+    _opcheck(ops.block_1x1_.default, (*args, packed.c1, pool_off))
+
+
+@needs_cuda_ops
+def test_opcheck_block_kxk_():
+    x, out, p = _cuda_op_inputs(torch.float16)
+    packed = prepare_block(p, torch.float16)
+    gen = torch.Generator().manual_seed(5)
+    r = torch.randn(2 * 4 * 3, packed.w_x.shape[1] - packed.c1, generator=gen)
+    r = r.to(x.device, torch.float16)
+    c1, c2 = packed.c1, packed.b2.shape[0]
+    args = (r, packed.w2, packed.b2, packed.w3, packed.b3, out, packed.c2r, c1, c1 + c2)
+    _opcheck(ops.block_kxk_.default, args)
 
 
 @pytest.mark.skipif(

@@ -51,8 +51,9 @@ def forward(
     The kernels run on NHWC rows, so NCHW input is converted once and the output back.
     """
     if x.dtype not in dtypes:
-        names = ", ".join(str(d).removeprefix("torch.") for d in dtypes)
-        raise TypeError(f"the {name} backend supports {names} here, got {x.dtype}")
+        names = [str(d).removeprefix("torch.") for d in dtypes]
+        listed = " and ".join([", ".join(names[:-1]), names[-1]] if len(names) > 1 else names)
+        raise TypeError(f"the {name} backend supports {listed}, got {x.dtype}")
     n, _, h, w = x.shape
     c1, c2r = packed.c1, packed.c2r
     c2, c3, c4 = packed.b2.shape[0], packed.b3.shape[0], packed.b_pool.shape[0]
