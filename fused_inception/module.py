@@ -232,7 +232,7 @@ class FusedInception(Inception):
         reason = self._composed_reason()
         recorded = _autocast_enabled(x) or self._needs_autograd(x)
         if reason is None and not recorded:
-            name, impl = resolve_backend(self.backend, x.device)  # refuses before any work
+            name, impl = resolve_backend(self.backend, x.device, x.dtype)  # refuses before any work
         if reason is None:
             reason = self._overflow_reason(x)
         if reason is not None:

@@ -69,7 +69,7 @@ def inception_block(
     """
     params = FoldedParams(w1, b1, w2r, b2r, w2, b2, w3r, b3r, w3, b3, w4, b4)
     check_block_args(x, params)
-    _, impl = resolve_backend(backend, x.device)
+    _, impl = resolve_backend(backend, x.device, x.dtype)
     return impl.forward(x, impl.prepare(params))
 
 

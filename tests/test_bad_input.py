@@ -266,3 +266,23 @@ def test_slice_offset_near_int64_max_is_refused():
         [sys.executable, "-c", _C0_OVERFLOW], capture_output=True, text=True, timeout=300
     )
     assert result.stdout.strip() == "refused", result.stdout[-2000:] + result.stderr[-2000:]
+
+
+def test_auto_runs_float64_on_the_aten_path():
+    """A drop-in block runs any floating dtype: "auto" takes the cpu backend (ATen primitives,
+    any device) for a dtype the GPU kernels do not compute in, also on a CUDA device; a GPU
+    backend named explicitly refuses it (test_gpu_backend_refuses_float64)."""
+    from fused_inception.backends import resolve_backend
+
+    assert resolve_backend("auto", torch.device("cuda"), torch.float64)[0] == "cpu"
+    assert resolve_backend("auto", torch.device("cpu"), torch.float16)[0] == "cpu"
+    try:
+        name, _ = resolve_backend("auto", torch.device("cuda"), torch.float16)
+    except RuntimeError as exc:  # no GPU backend can run on a CUDA device here
+        assert "not available" in str(exc)
+    else:
+        assert name in ("triton", "cuda")
+    block = FusedInception(*SMALL.args()).eval().double()
+    x = torch.randn(1, SMALL.in_channels, 4, 4, dtype=torch.float64)
+    with torch.no_grad():
+        assert block(x).dtype == torch.float64

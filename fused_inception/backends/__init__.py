@@ -120,15 +120,23 @@ def _device_error(name: str, device: torch.device) -> str | None:
     return None
 
 
-def resolve_backend(name: str, device: torch.device) -> tuple[str, ModuleType]:
-    """The backend that runs a block whose input lives on `device`.
+# What the GPU kernels (triton, cuda) compute in; "auto" runs any other dtype on the cpu backend.
+GPU_KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
-    Raises ValueError for an unknown name and RuntimeError for a backend that is not available
-    or cannot run on `device`.
+
+def resolve_backend(
+    name: str, device: torch.device, dtype: torch.dtype | None = None
+) -> tuple[str, ModuleType]:
+    """The backend that runs a block whose input lives on `device` (and has `dtype`).
+
+    "auto" takes the cpu backend (ATen primitives, any device) for a dtype the GPU kernels do
+    not compute in (float64), as a drop-in block must; a backend named explicitly raises its
+    own TypeError for it. Raises ValueError for an unknown name and RuntimeError for a backend
+    that is not available or cannot run on `device`.
     """
     check_backend_name(name)
     if name == "auto":
-        if device.type == "cpu":
+        if device.type == "cpu" or (dtype is not None and dtype not in GPU_KERNEL_DTYPES):
             name = "cpu"
         else:
             # Triton first: its kernels are software-pipelined (num_stages), the CUDA C++
