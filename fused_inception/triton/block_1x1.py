@@ -112,13 +112,7 @@ def _pool_projection(
             other=0.0,
         )
         acc = common.dot_acc(a, b, acc, DOT_IN_FP32)
-    bias = tl.load(b_pool_ptr + cols, mask=mask_n, other=0.0)
-    y = tl.maximum(acc + bias[None, :], 0.0, propagate_nan=tl.PropagateNan.ALL)
-    tl.store(
-        out_tile + out_row[:, None] + (pool_off + cols)[None, :],
-        y.to(out_tile.dtype.element_ty),
-        mask=mask_m[:, None] & mask_n[None, :],
-    )
+    common.bias_relu_store(acc, b_pool_ptr, cols, mask_n, out_tile, out_row, pool_off, mask_m)
 
 
 # m (N*H*W) only bounds the masks: not specializing it on divisibility by 16 keeps one build

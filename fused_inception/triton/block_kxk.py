@@ -81,14 +81,7 @@ def _branch(
         c_rows, BLOCK_M, BLOCK_N, BLOCK_R, DOT_IN_FP32,
     )  # fmt: skip
     cols = n0 + tl.arange(0, BLOCK_N)
-    mask_n = cols < c_out
-    bias = tl.load(bias_ptr + cols, mask=mask_n, other=0.0)
-    y = tl.maximum(acc + bias[None, :], 0.0, propagate_nan=tl.PropagateNan.ALL)
-    tl.store(
-        out_tile + out_row[:, None] + (c_off + cols)[None, :],
-        y.to(out_tile.dtype.element_ty),
-        mask=mask_m[:, None] & mask_n[None, :],
-    )
+    common.bias_relu_store(acc, bias_ptr, cols, cols < c_out, out_tile, out_row, c_off, mask_m)
 
 
 # m (N*H*W) only bounds the masks: not specializing it on divisibility by 16 keeps one build

@@ -159,6 +159,19 @@ _LAUNCH_OPTIONS = ("num_warps", "num_stages")
 
 
 @triton.jit
+def bias_relu_store(acc, bias_ptr, cols, mask_n, out_tile, out_row, col_off, mask_m):
+    """out[rows, col_off + cols] = relu(acc + bias[cols]) in out's dtype (NaN propagates as in
+    torch.relu); the epilogue of every kernel that writes one channel slice of the output."""
+    bias = tl.load(bias_ptr + cols, mask=mask_n, other=0.0)
+    y = tl.maximum(acc + bias[None, :], 0.0, propagate_nan=tl.PropagateNan.ALL)
+    tl.store(
+        out_tile + out_row[:, None] + (col_off + cols)[None, :],
+        y.to(out_tile.dtype.element_ty),
+        mask=mask_m[:, None] & mask_n[None, :],
+    )
+
+
+@triton.jit
 def dot_acc(a, b, acc, DOT_IN_FP32: tl.constexpr):
     """acc + a @ b, accumulated in fp32 (tl.dot: tensor cores for fp16/bf16, exact fp32 FMAs
     for fp32); with DOT_IN_FP32 (`dot_in_fp32`) the operands are cast to fp32 first."""

@@ -23,6 +23,7 @@
 
 #include "cuda/kernels.h"
 #include "emulated/block_kxk.cpp"
+#include "parity_common.h"
 
 namespace {
 
@@ -40,17 +41,6 @@ struct Values {
   }
 };
 
-double as_double(__half v) { return __half2float(v); }
-double as_double(__nv_bfloat16 v) { return __bfloat162float(v); }
-template <typename T>
-T as_t(double v) {
-  if constexpr (std::is_same_v<T, __half>) {
-    return __float2half_rn(static_cast<float>(v));
-  } else {
-    return __float2bfloat16_rn(static_cast<float>(v));
-  }
-}
-
 // `count` values of the dtype at an element offset `shift` into their buffer (shift 1 makes
 // the pointer 2 bytes off 16-byte alignment: the kernel's element-load path), with their
 // float64 copies.
@@ -62,8 +52,8 @@ struct Buffer {
   Buffer(Values& rng, int64_t count, double scale, int shift_) : shift(shift_) {
     storage.resize(count + 8);
     for (int64_t i = 0; i < count; ++i) {
-      storage[shift + i] = as_t<T>(scale * rng.next());
-      value.push_back(as_double(storage[shift + i]));
+      storage[shift + i] = parity::from_double<T>(scale * rng.next());
+      value.push_back(parity::to_double(storage[shift + i]));
     }
   }
   const T* data() const { return storage.data() + shift; }
@@ -155,7 +145,7 @@ bool run_case(const Case& cs, uint64_t seed) {
         }
         continue;
       }
-      const double v = as_double(out[i]);
+      const double v = parity::to_double(out[i]);
       const double e = slice == 0 ? ref2[p * cs.c2 + c - cs.off2] : ref3[p * cs.c3 + c - off3];
       if (std::isnan(v)) {
         why = "channel " + std::to_string(c) + " of pixel " + std::to_string(p) + " is NaN";
