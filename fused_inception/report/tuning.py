@@ -37,8 +37,6 @@ from fused_inception.report.specialization import (
     googlenet_forwards,
 )
 
-FAMILIES = ("block_1x1", "block_kxk")
-
 
 def _config_classes() -> dict[str, Any]:
     from fused_inception.triton.block_1x1 import Block1x1Config
