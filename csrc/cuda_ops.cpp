@@ -27,8 +27,12 @@
 
 #include <cstdint>
 #include <initializer_list>
+#include <iterator>
+#include <mutex>
 #include <string>
+#include <tuple>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "cuda/kernels.h"
@@ -132,6 +136,60 @@ void check_operands_and_out(const char* op, const at::Tensor& x, const at::Tenso
   for (const Operand& operand : operands) check_no_overlap(op, out, operand.name, operand.tensor);
 }
 
+// The inputs a launch reads through cp.async, by name: what the shim's counters attribute
+// bytes to (emulated_counters_stop).
+using Regions = std::initializer_list<std::pair<const char*, const at::Tensor*>>;
+
+#if defined(FUSED_INCEPTION_WITH_EMULATION)
+// The emulated launches' counters while counting is on (emulated_counters_start .. _stop):
+// per launch, "op|region names" and emulated::kLaunchCounters values.
+struct CounterLog {
+  std::mutex mutex;
+  bool on = false;
+  std::vector<std::string> launches;
+  std::vector<int64_t> values;
+};
+
+CounterLog& counter_log() {
+  static CounterLog log;
+  return log;
+}
+
+bool counting() {
+  CounterLog& log = counter_log();
+  const std::lock_guard<std::mutex> lock(log.mutex);
+  return log.on;
+}
+
+// Runs the emulated launcher; while counting, with the regions and its counters logged.
+template <class Args>
+const char* launch_emulated(const char* op, const Args& args,
+                            const char* (*launcher)(const Args&, void*), const Regions& regions) {
+  if (!counting()) return launcher(args, nullptr);
+  std::vector<const void*> bases;
+  std::vector<int64_t> bytes;
+  std::string name = std::string(op) + "|";
+  for (const auto& [region, tensor] : regions) {
+    bases.push_back(tensor->data_ptr());
+    bytes.push_back(static_cast<int64_t>(tensor->numel() * tensor->element_size()));
+    name += std::string(bases.size() > 1 ? "," : "") + region;
+  }
+  const char* error =
+      emulated::count_regions(bases.data(), bytes.data(), static_cast<int>(bases.size()));
+  if (error == nullptr) error = launcher(args, nullptr);
+  if (error != nullptr) return error;
+  int64_t values[emulated::kLaunchCounters];
+  emulated::last_launch_counters(values);
+  CounterLog& log = counter_log();
+  const std::lock_guard<std::mutex> lock(log.mutex);
+  if (log.on) {
+    log.launches.push_back(std::move(name));
+    log.values.insert(log.values.end(), values, values + emulated::kLaunchCounters);
+  }
+  return nullptr;
+}
+#endif
+
 // Calls the CUDA launcher for CUDA tensors and the emulated one for CPU tensors.
 template <class Args>
 using Launcher = const char* (*)(const Args&, void*);
@@ -139,7 +197,7 @@ using Launcher = const char* (*)(const Args&, void*);
 template <class Args>
 void launch(const char* op, const at::Tensor& x, const Args& args,
             std::type_identity_t<Launcher<Args>> cuda_launcher,
-            std::type_identity_t<Launcher<Args>> emulated_launcher) {
+            std::type_identity_t<Launcher<Args>> emulated_launcher, const Regions& regions = {}) {
   const char* error = "no kernel for this device in this build";
   if (x.device().is_cuda()) {
 #if defined(FUSED_INCEPTION_WITH_CUDA)
@@ -148,9 +206,10 @@ void launch(const char* op, const at::Tensor& x, const Args& args,
 #endif
   } else {
 #if defined(FUSED_INCEPTION_WITH_EMULATION)
-    error = emulated_launcher(args, nullptr);
+    error = launch_emulated(op, args, emulated_launcher, regions);
 #endif
   }
+  (void)regions;
   (void)cuda_launcher;
   (void)emulated_launcher;
   TORCH_CHECK(error == nullptr, op, ": kernel launch failed: ", error);
@@ -340,7 +399,8 @@ void block_1x1_(const at::Tensor& x, const at::Tensor& w_x, const at::Tensor& b_
                           .x_pixel_stride = c_in,
                           .out_pixel_stride = out.size(1),
                           .pool_off = pool_off};
-  launch(op, x, args, FI_CUDA_LAUNCHER(block_1x1), FI_EMULATED_LAUNCHER(block_1x1));
+  launch(op, x, args, FI_CUDA_LAUNCHER(block_1x1), FI_EMULATED_LAUNCHER(block_1x1),
+         {{"x", &x}, {"w_x", &w_x}, {"w_pool", &w_pool}});
 }
 
 // out[:, off2:off2 + C2] = b2, out[:, off3:off3 + C3] = b3 (see the schema)
@@ -393,7 +453,8 @@ void block_kxk_(const at::Tensor& r, const at::Tensor& w2, const at::Tensor& b2,
                           .off2 = off2,
                           .off3 = off3,
                           .k3 = taps3 == 9 ? 3 : 5};
-  launch(op, r, args, FI_CUDA_LAUNCHER(block_kxk), FI_EMULATED_LAUNCHER(block_kxk));
+  launch(op, r, args, FI_CUDA_LAUNCHER(block_kxk), FI_EMULATED_LAUNCHER(block_kxk),
+         {{"r", &r}, {"w2", &w2}, {"w3", &w3}});
 }
 
 }  // namespace
@@ -409,6 +470,41 @@ std::vector<std::string> cuda_kernel_builds() {
   builds.emplace_back("emulated");
 #endif
   return builds;
+}
+
+// Counting the emulated launches (python -m fused_inception.report --work): start clears the
+// log and turns it on; stop turns it off and returns the launches ("op|region,names"), the
+// counter names and the values (one row of names.size() per launch). Every emulated launch
+// of the process is logged meanwhile, from any thread.
+void emulated_counters_start() {
+#if defined(FUSED_INCEPTION_WITH_EMULATION)
+  CounterLog& log = counter_log();
+  const std::lock_guard<std::mutex> lock(log.mutex);
+  log.on = true;
+  log.launches.clear();
+  log.values.clear();
+#else
+  TORCH_CHECK(false,
+              "fused_inception::emulated_counters_start: this build has no emulated "
+              "(CPU) version of the CUDA kernels (built without CUDA headers)");
+#endif
+}
+
+std::tuple<std::vector<std::string>, std::vector<std::string>, std::vector<int64_t>>
+emulated_counters_stop() {
+#if defined(FUSED_INCEPTION_WITH_EMULATION)
+  CounterLog& log = counter_log();
+  const std::lock_guard<std::mutex> lock(log.mutex);
+  log.on = false;
+  return {std::move(log.launches),
+          std::vector<std::string>(std::begin(emulated::kLaunchCounterNames),
+                                   std::end(emulated::kLaunchCounterNames)),
+          std::move(log.values)};
+#else
+  TORCH_CHECK(false,
+              "fused_inception::emulated_counters_stop: this build has no emulated "
+              "(CPU) version of the CUDA kernels (built without CUDA headers)");
+#endif
 }
 
 }  // namespace fused_inception

@@ -11,11 +11,16 @@
 #include <Python.h>
 #include <torch/library.h>
 
+#include <cstdint>
 #include <string>
+#include <tuple>
 #include <vector>
 
 namespace fused_inception {
 std::vector<std::string> cuda_kernel_builds();  // csrc/cuda_ops.cpp
+void emulated_counters_start();                 // csrc/cuda_ops.cpp
+std::tuple<std::vector<std::string>, std::vector<std::string>, std::vector<int64_t>>
+emulated_counters_stop();  // csrc/cuda_ops.cpp
 }  // namespace fused_inception
 
 PyMODINIT_FUNC PyInit__C(void) {
@@ -76,4 +81,10 @@ TORCH_LIBRARY(fused_inception, m) {
   m.def("fingerprint(Tensor[] tensors) -> Tensor");
   // Which versions of those kernels this build holds: "cuda" and/or "emulated".
   m.def("cuda_kernel_builds() -> str[]", &fused_inception::cuda_kernel_builds);
+  // Counting the emulated (SIMT shim) launches of those kernels: start clears the log and turns
+  // it on; stop turns it off and returns (launches "op|region names", counter names, values:
+  // one row of counters per launch), csrc/cuda_ops.cpp.
+  m.def("emulated_counters_start() -> ()", &fused_inception::emulated_counters_start);
+  m.def("emulated_counters_stop() -> (str[], str[], int[])",
+        &fused_inception::emulated_counters_stop);
 }

@@ -14,6 +14,7 @@ import triton
 import triton.language as tl
 from helpers import skip_module_unless_triton_runs
 
+from fused_inception.backends import cuda_kernel_builds
 from fused_inception.bench.roofline import block_macs
 from fused_inception.configs import GOOGLENET_BLOCKS
 from fused_inception.report import work_model as wm
@@ -177,17 +178,22 @@ def test_match_build_reads_the_build_name():
 
 
 def test_work_report_5b_batch1(tmp_path):
+    """Both backends where this build can run them (cuda: on the SIMT shim)."""
+    backends = ["triton"] + (["cuda"] if "emulated" in cuda_kernel_builds() else [])
     path = tmp_path / "work.json"
     cmd = [sys.executable, "-m", "fused_inception.report", "--work", "--blocks", "5b"]
-    cmd += ["--batch", "1", "--json", str(path)]
+    cmd += ["--batch", "1", "--json", str(path), "--backends", *backends]
     env = {k: v for k, v in os.environ.items() if k != "FUSED_INCEPTION_GPU_CONFIGS"}
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert "MODEL" in proc.stdout and "verdict 5b k=3" in proc.stdout
-    assert "verdict 5b k=5" in proc.stdout
+    assert "MODEL" in proc.stdout
+    for backend in backends:
+        assert f"verdict {backend} 5b k=3" in proc.stdout
+        assert f"verdict {backend} 5b k=5" in proc.stdout
     report = json.loads(path.read_text())
     cfg = GOOGLENET_BLOCKS["5b"]
-    assert [r["k"] for r in report["results"]] == [3, 5]
+    cases = [(r["backend"], r["k"]) for r in report["results"]]
+    assert cases == [(b, k) for b in backends for k in (3, 5)]
     for r in report["results"]:
         total, launches = r["total"], r["launches"]
         assert r["output_finite"]
@@ -221,3 +227,8 @@ def test_work_report_5b_batch1(tmp_path):
         v = r["verdict"]
         assert v["launches"]["value"] == total["launches"]
         assert v["h100_ms_vs_unfused"]["value"] == pytest.approx(total["model"]["H100@128"]["ms"])
+        # The shim's bank-conflict degree is a target of the cuda rows only.
+        assert ("bank_conflict_degree" in v) == (r["backend"] == "cuda")
+        if r["backend"] == "cuda":
+            assert v["bank_conflict_degree"]["value"] == 1
+            assert all(launch["unattributed_bytes"] == 0 for launch in launches)

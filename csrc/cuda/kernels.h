@@ -101,6 +101,27 @@ const char* conv1x1_slice(const Conv1x1SliceArgs& args, void* stream);
 const char* chain_1x1_kxk(const ChainArgs& args, void* stream);
 const char* block_1x1(const Block1x1Args& args, void* stream);
 const char* block_kxk(const BlockKxkArgs& args, void* stream);
+
+// Counting on the shim (csrc/emulated/counters.cpp; what python -m fused_inception.report
+// --work reads through csrc/cuda_ops.cpp). count_regions: the next emulated launch on this host
+// thread attributes the global bytes its cp.async copies read to these n ranges (at most
+// kCountedRegions), in order; nullptr or the error. last_launch_counters: the counters of the
+// last emulated launch on this host thread, kLaunchCounterNames order, into out.
+inline constexpr int kCountedRegions = 8;
+inline constexpr const char* kLaunchCounterNames[] = {
+    "blocks",           "threads_per_block",   "dynamic_shared_bytes",
+    "mma_macs",         "cp_async_copies",     "cp_async_bytes",
+    "region0_bytes",    "region1_bytes",       "region2_bytes",
+    "region3_bytes",    "region4_bytes",       "region5_bytes",
+    "region6_bytes",    "region7_bytes",       "ldmatrix_instructions",
+    "ldmatrix_phases",  "ldmatrix_wavefronts", "ldmatrix_max_degree",
+    "lds_instructions", "lds_phases",          "lds_wavefronts",
+    "lds_max_degree",   "sts_instructions",    "sts_phases",
+    "sts_wavefronts",   "sts_max_degree"};
+inline constexpr int kLaunchCounters =
+    static_cast<int>(sizeof(kLaunchCounterNames) / sizeof(kLaunchCounterNames[0]));
+const char* count_regions(const void* const* bases, const int64_t* bytes, int n);
+void last_launch_counters(int64_t* out);
 }  // namespace emulated
 
 }  // namespace fused_inception

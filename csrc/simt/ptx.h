@@ -340,6 +340,15 @@ inline void complete(const std::vector<AsyncCopy>& group) {
     std::memset(static_cast<std::byte*>(copy.dst) + copy.src_bytes, 0, 16 - copy.src_bytes);
     ::simt::detail::thread_stats.cp_async_copies += 1;
     ::simt::detail::thread_stats.cp_async_bytes += copy.src_bytes;
+    const auto* src = static_cast<const std::byte*>(copy.src);
+    if (const ::simt::detail::Launch* launch = ::simt::detail::current) {
+      for (std::size_t i = 0; i < launch->regions.size(); ++i) {
+        if (src >= launch->regions[i].begin && src < launch->regions[i].end) {
+          ::simt::detail::thread_stats.region_bytes[i] += copy.src_bytes;
+          break;
+        }
+      }
+    }
   }
 }
 

@@ -119,19 +119,27 @@ struct SharedAccessStats {
   }
 };
 
+// Global-memory regions a launch attributes its cp.async bytes to (simt::count_regions).
+inline constexpr std::size_t kCountedRegions = 8;
+
 // What one launch executed, counted by the emulated PTX instructions of simt/ptx.h.
 struct LaunchStats {
   std::uint64_t mma_macs = 0;         // multiply-adds of mma.sync (16*8*16 per warp-wide mma)
   std::uint64_t cp_async_copies = 0;  // completed 16-byte cp.async copies
   std::uint64_t cp_async_bytes = 0;   // global bytes they read (the sum of src_bytes)
-  SharedAccessStats ldmatrix;         // ldmatrix (one phase per 8x8 matrix)
-  SharedAccessStats shared_loads;     // lds32 / lds128
-  SharedAccessStats shared_stores;    // sts32 / sts128
+  // cp_async_bytes by the region (simt::count_regions) holding the copy's first source byte.
+  std::array<std::uint64_t, kCountedRegions> region_bytes{};
+  SharedAccessStats ldmatrix;       // ldmatrix (one phase per 8x8 matrix)
+  SharedAccessStats shared_loads;   // lds32 / lds128
+  SharedAccessStats shared_stores;  // sts32 / sts128
+  // The launch's configuration (set by simt::launch, not summed).
+  std::uint64_t blocks = 0, threads_per_block = 0, dynamic_shared_bytes = 0;
 
   void add(const LaunchStats& other) {
     mma_macs += other.mma_macs;
     cp_async_copies += other.cp_async_copies;
     cp_async_bytes += other.cp_async_bytes;
+    for (std::size_t i = 0; i < kCountedRegions; ++i) region_bytes[i] += other.region_bytes[i];
     ldmatrix.add(other.ldmatrix);
     shared_loads.add(other.shared_loads);
     shared_stores.add(other.shared_stores);
@@ -186,9 +194,16 @@ struct PhaseCompletion {
   void operator()() noexcept;
 };
 
+// A global-memory range [begin, end) whose cp.async bytes are counted apart.
+struct Region {
+  const std::byte* begin = nullptr;
+  const std::byte* end = nullptr;
+};
+
 struct Launch {
   unsigned num_threads = 0;
   std::size_t dynamic_bytes = 0;
+  std::vector<Region> regions;  // of this launch (simt::count_regions), read-only while it runs
   std::byte* dynamic_shared = nullptr;
   std::barrier<PhaseCompletion> block_barrier;
   std::vector<std::unique_ptr<std::barrier<>>> warp_barriers;
@@ -242,6 +257,8 @@ inline thread_local unsigned linear_tid = 0;
 // launch's totals (simt::last_launch_stats).
 inline thread_local LaunchStats thread_stats;
 inline thread_local LaunchStats last_stats;
+// The regions the next launch on this host thread counts (simt::count_regions).
+inline thread_local std::vector<Region> next_regions;
 
 inline void PhaseCompletion::operator()() noexcept {
   Launch& l = *launch;
@@ -399,6 +416,23 @@ inline const char* last_launch_error() {
 // The counters of the last launch on this host thread (zero if it faulted before running).
 inline LaunchStats last_launch_stats() { return detail::last_stats; }
 
+// The next launch on this host thread attributes the global bytes its cp.async copies read to
+// these ranges (base, bytes), in order, up to kCountedRegions (LaunchStats::region_bytes[i]: the
+// copies whose first source byte lies in range i, the first range that holds it); bytes outside
+// every range count only in cp_async_bytes. Used once: the launch takes the list.
+inline const char* count_regions(const std::vector<std::pair<const void*, std::size_t>>& ranges) {
+  if (ranges.size() > kCountedRegions) {
+    return detail::record_error("count_regions: " + std::to_string(ranges.size()) +
+                                " ranges, at most " + std::to_string(kCountedRegions));
+  }
+  detail::next_regions.clear();
+  for (const auto& [base, bytes] : ranges) {
+    const auto* begin = static_cast<const std::byte*>(base);
+    detail::next_regions.push_back({begin, begin + bytes});
+  }
+  return nullptr;
+}
+
 // The block's dynamic shared memory (valid inside a kernel only).
 inline void* dynamic_shared_memory() {
   return detail::current != nullptr ? detail::current->dynamic_shared : nullptr;
@@ -410,6 +444,8 @@ template <typename... KArgs, typename... Args>
 const char* launch(dim3 grid, dim3 block, std::size_t dynamic_smem_bytes, void (*kernel)(KArgs...),
                    Args&&... args) {
   static_assert(sizeof...(KArgs) == sizeof...(Args), "simt::launch: wrong number of arguments");
+  std::vector<detail::Region> regions = std::move(detail::next_regions);  // this launch's, even
+  detail::next_regions.clear();                                           // if it fails
   if (detail::current != nullptr) {
     return detail::record_error("simt::launch from inside a kernel is not supported");
   }
@@ -429,6 +465,7 @@ const char* launch(dim3 grid, dim3 block, std::size_t dynamic_smem_bytes, void (
   std::lock_guard<std::mutex> serialize(detail::launch_mutex());
   const unsigned threads = block.x * block.y * block.z;
   detail::Launch state(threads, dynamic_smem_bytes);
+  state.regions = std::move(regions);
   // Exactly the requested size on the heap, so AddressSanitizer sees overruns.
   struct Free {
     void operator()(std::byte* p) const {
@@ -477,6 +514,9 @@ const char* launch(dim3 grid, dim3 block, std::size_t dynamic_smem_bytes, void (
     for (unsigned lin = 0; lin < threads; ++lin) workers.emplace_back(body, lin);
   }
   detail::last_stats = state.stats;
+  detail::last_stats.blocks = std::uint64_t{grid.x} * grid.y * grid.z;
+  detail::last_stats.threads_per_block = threads;
+  detail::last_stats.dynamic_shared_bytes = dynamic_smem_bytes;
   if (state.faulted.load(std::memory_order_acquire)) return detail::record_error(state.fault);
   return nullptr;
 }

@@ -26,6 +26,12 @@ SIXTEEN_BIT = (torch.float16, torch.bfloat16)
 SUPPORTED_DTYPES = (torch.float32, *SIXTEEN_BIT)
 
 
+# Who wants to hear of every version-2 operator call (fused_inception.report.shim_counting
+# counts the work of a forward on the shim): a callable (op, args) or None, called just before
+# the operator with its name ("block_1x1_" or "block_kxk_") and its arguments.
+launch_listener = None
+
+
 def prepare(p: FoldedParams) -> BlockPacked | sliced.SlicedPacked:
     """Pack folded parameters once (cached by the module until the weights change): version
     2's layouts for 16-bit weights, version 1's for float32."""
@@ -75,7 +81,10 @@ def block_1x1_(
     x, out [N, C, H, W] channels_last; w_x [C_in, n_x] and w_pool [C_in, C4] in x's dtype, b_x
     and b_pool float32 (packing.prepare_block); r [N*H*W, n_x - c1] contiguous, x's dtype.
     """
-    _ext.op("block_1x1_")(x, w_x, b_x, w_pool, b_pool, out, r, c1, pool_off)
+    args = (x, w_x, b_x, w_pool, b_pool, out, r, c1, pool_off)
+    if launch_listener is not None:
+        launch_listener("block_1x1_", args)
+    _ext.op("block_1x1_")(*args)
 
 
 @_ext.register_fake("block_1x1_")
@@ -93,7 +102,10 @@ def block_kxk_(
     r [N*H*W, c2r + c3r] (block_1x1_'s scratch); w2 [9, c2r, C2], w3 [K*K, c3r, C3] in r's
     dtype, b2 and b3 float32; out [N, C, H, W] channels_last.
     """
-    _ext.op("block_kxk_")(r, w2, b2, w3, b3, out, c2r, off2, off3)
+    args = (r, w2, b2, w3, b3, out, c2r, off2, off3)
+    if launch_listener is not None:
+        launch_listener("block_kxk_", args)
+    _ext.op("block_kxk_")(*args)
 
 
 @_ext.register_fake("block_kxk_")

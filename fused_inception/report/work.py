@@ -1,24 +1,28 @@
-"""The work report: what the Triton backend's GPU tile configurations execute, counted on a CPU.
+"""The work report: what the GPU backends' kernels execute, counted on a CPU.
 
-    python -m fused_inception.report --work [--batch N] [--blocks 3a ...] [--json PATH]
-                                            [--jobs J] [--compile-json PATH]
+    python -m fused_inception.report --work [--batch N] [--blocks 3a ...] [--kernel-sizes 3 5]
+                                            [--backends triton cuda] [--json PATH]
+                                            [--jobs J] [--compile-json PATH] [--counts PATH]
 
 For each GoogLeNet block (fused_inception.configs, at its real spatial size) and both branch-3
 kernel sizes (3: torchvision, 5: the paper), one eval forward of FusedInception(...,
-branch3_kernel=k, norm=False, backend="triton") in fp16 on a channels_last batch of N random
-images (default 8), with random weights, runs under Triton's interpreter with the exact GPU
-tile configurations (TRITON_INTERPRET=1 and FUSED_INCEPTION_GPU_CONFIGS=1, set in the child
-processes before fused_inception is imported; this process needs neither). Every launch is
-counted by fused_inception.report.counting; whatever kernels the backend launches are counted,
-named as their launchers announce them.
+branch3_kernel=k, norm=False, backend=B) in fp16 on a channels_last batch of N random images
+(default 8), with random weights, per backend B:
+- triton: under Triton's interpreter with the exact GPU tile configurations (TRITON_INTERPRET=1
+  and FUSED_INCEPTION_GPU_CONFIGS=1), every launch counted by fused_inception.report.counting,
+  named as the launchers announce them;
+- cuda: the CUDA C++ kernels on the SIMT shim (FUSED_INCEPTION_EMULATE_CUDA=1), every launch
+  counted by the shim's emulated PTX (fused_inception.report.shim_counting says what is counted
+  and what derived), with the shared-memory bank-conflict degree.
+The variables are set in the child processes before fused_inception is imported; this process
+needs none of them.
 
-Printed per block, k and kernel: launches, programs, executed / useful tensor-core MACs,
-gathered elements per useful MAC, bytes loaded per useful FLOP (FLOP = 2 MAC), waves on an
-A100 and an H100, and a MODEL time on both at batch N and 128 (fused_inception.report.
+Printed per backend, block, k and kernel: launches, programs, executed / useful tensor-core
+MACs, gathered elements per useful MAC, bytes loaded per useful FLOP (FLOP = 2 MAC), waves on
+an A100 and an H100, and a MODEL time on both at batch N and 128 (fused_inception.report.
 work_model states every assumption); then the unfused cuDNN-class sequence's MODEL time and a
 verdict on the targets (TARGETS). --json writes every count and estimate. Exit status 0 (the
-verdicts are information, not a failure), 1 if a count fails.
-"""
+verdicts are information, not a failure), 1 if a count fails."""
 
 from __future__ import annotations
 
@@ -36,7 +40,12 @@ from fused_inception.report import work_model as wm
 from fused_inception.report.work_analysis import MODEL_BATCH, TARGETS, analyse
 
 KERNEL_SIZES = (3, 5)
-WORK_ENV = {"TRITON_INTERPRET": "1", "FUSED_INCEPTION_GPU_CONFIGS": "1"}
+BACKENDS = ("triton", "cuda")
+WORK_ENV = {
+    "TRITON_INTERPRET": "1",
+    "FUSED_INCEPTION_GPU_CONFIGS": "1",
+    "FUSED_INCEPTION_EMULATE_CUDA": "1",
+}
 
 
 def work_env() -> dict[str, str]:
@@ -51,29 +60,36 @@ def work_env() -> dict[str, str]:
 # The child: count the cases it is given.
 
 
-def count_case(block: str, k: int, batch: int) -> dict:
-    """Count one forward of `block` with branch3_kernel k at batch `batch` (needs the interpreter
-    and FUSED_INCEPTION_GPU_CONFIGS=1 from before the import)."""
+def count_case(block: str, k: int, batch: int, backend: str = "triton") -> dict:
+    """Count one forward of `block` with branch3_kernel k at batch `batch` on `backend`: triton
+    under the interpreter (needs FUSED_INCEPTION_GPU_CONFIGS=1 from before the import), cuda on
+    the SIMT shim (needs FUSED_INCEPTION_EMULATE_CUDA=1)."""
     import torch
 
     from fused_inception import FusedInception
     from fused_inception.bench.roofline import block_macs
     from fused_inception.report.counting import count_work
+    from fused_inception.report.shim_counting import count_shim
     from fused_inception.triton import common
 
-    if not common.FORCE_GPU_CONFIGS:
+    if backend == "triton" and not common.FORCE_GPU_CONFIGS:
         raise RuntimeError(f"count_case needs {common.GPU_CONFIGS_ENV}=1 before the import")
     cfg = GOOGLENET_BLOCKS[block]
     torch.manual_seed(0)
-    module = FusedInception(*cfg.args(), branch3_kernel=k, norm=False, backend="triton")
+    module = FusedInception(*cfg.args(), branch3_kernel=k, norm=False, backend=backend)
     module = module.eval().to(torch.float16)
     x = torch.randn(batch, cfg.in_channels, cfg.hw, cfg.hw).to(torch.float16)
     x = x.contiguous(memory_format=torch.channels_last)
     start, cpu_start = time.perf_counter(), time.process_time()
-    with torch.no_grad(), count_work() as log:
+    counter = count_work() if backend == "triton" else count_shim()
+    with torch.no_grad(), counter as log:
         out = module(x)
     seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
+    launches = [launch if isinstance(launch, dict) else launch.as_dict() for launch in log.launches]
+    # The scratch rows r [N*H*W, c2r + c3r] scale with the batch like x and out.
+    scratch = [t["key"][0] for launch in launches for n, t in launch["tensors"].items() if n == "r"]
     return {
+        "backend": backend,
         "block": block,
         "k": k,
         "batch": batch,
@@ -81,11 +97,11 @@ def count_case(block: str, k: int, batch: int) -> dict:
         "hw": cfg.hw,
         "block_useful_macs": block_macs(cfg, k) * batch,
         "listener_calls": log.listener_calls,
-        "activation_keys": [[x.data_ptr()], [out.data_ptr()]],
+        "activation_keys": [[x.data_ptr()], [out.data_ptr()], sorted(set(scratch))],
         "output_finite": bool(torch.isfinite(out).all()),
         "count_s": round(seconds, 2),
         "count_cpu_s": round(cpu_seconds, 2),
-        "launches": [launch.as_dict() for launch in log.launches],
+        "launches": launches,
     }
 
 
@@ -95,10 +111,11 @@ def _child(args: argparse.Namespace) -> int:
     torch.set_num_threads(1)
     results = []
     for case in args.cases:
-        block, k = case.split(":")
-        result = count_case(block, int(k), args.batch)
+        backend, block, k = case.split(":")
+        result = count_case(block, int(k), args.batch, backend)
         print(
-            f"  counted {block} k={k} in {result['count_s']} s ({result['count_cpu_s']} s CPU)",
+            f"  counted {backend} {block} k={k} in {result['count_s']} s "
+            f"({result['count_cpu_s']} s CPU)",
             file=sys.stderr,
             flush=True,
         )
@@ -108,24 +125,28 @@ def _child(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_counts(cases: Sequence[tuple[str, int]], batch: int, jobs: int) -> list[dict]:
-    """Count every (block, k) in `jobs` child processes (largest cases spread first)."""
+def run_counts(cases: Sequence[tuple[str, str, int]], batch: int, jobs: int) -> list[dict]:
+    """Count every (backend, block, k) in `jobs` child processes (largest cases spread first)."""
     from fused_inception.bench.roofline import block_macs
 
-    order = sorted(cases, key=lambda c: -block_macs(GOOGLENET_BLOCKS[c[0]], c[1]))
-    groups: list[list[tuple[str, int]]] = [[] for _ in range(max(1, min(jobs, len(cases))))]
-    loads = [0] * len(groups)
+    def cost(case: tuple[str, str, int]) -> float:
+        # The shim takes about twice the interpreter's time per MAC (measured here).
+        return block_macs(GOOGLENET_BLOCKS[case[1]], case[2]) * (2 if case[0] == "cuda" else 1)
+
+    order = sorted(cases, key=lambda c: -cost(c))
+    groups: list[list[tuple[str, str, int]]] = [[] for _ in range(max(1, min(jobs, len(cases))))]
+    loads = [0.0] * len(groups)
     for case in order:
         i = loads.index(min(loads))
         groups[i].append(case)
-        loads[i] += block_macs(GOOGLENET_BLOCKS[case[0]], case[1])
+        loads[i] += cost(case)
     with tempfile.TemporaryDirectory() as tmp:
         procs = []
         for i, group in enumerate(groups):
             out = os.path.join(tmp, f"counts{i}.json")
             cmd = [sys.executable, "-m", "fused_inception.report.work", "--child"]
             cmd += ["--batch", str(batch), "--out", out, "--cases"]
-            cmd += [f"{b}:{k}" for b, k in group]
+            cmd += [f"{backend}:{b}:{k}" for backend, b, k in group]
             procs.append((subprocess.Popen(cmd, env=work_env()), out))
         results = []
         for proc, out in procs:
@@ -134,16 +155,16 @@ def run_counts(cases: Sequence[tuple[str, int]], batch: int, jobs: int) -> list[
             with open(out) as f:
                 results += json.load(f)
     rank = {case: i for i, case in enumerate(cases)}
-    return sorted(results, key=lambda r: rank[(r["block"], r["k"])])
+    return sorted(results, key=lambda r: rank[(r["backend"], r["block"], r["k"])])
 
 
 # ---------------------------------------------------------------------------------------------
 # The table.
 
 HEADER = (
-    f"{'block':<5} {'k':>1} {'kernel':<22} {'launch':>6} {'progs':>6} {'exec/use':>8} "
-    f"{'gath/MAC':>8} {'B/FLOP':>7} {'waves A100/H100':>15} {'MODEL ms @N A100/H100':>21} "
-    f"{'MODEL ms @128 A100/H100':>23} {'bound':>7}"
+    f"{'backend':<7} {'block':<5} {'k':>1} {'kernel':<22} {'launch':>6} {'progs':>6} "
+    f"{'exec/use':>8} {'gath/MAC':>8} {'B/FLOP':>7} {'waves A100/H100':>15} "
+    f"{'MODEL ms @N A100/H100':>21} {'MODEL ms @128 A100/H100':>23} {'bound':>7}"
 )
 
 
@@ -160,9 +181,10 @@ def format_rows(result: dict) -> list[str]:
     n = result["batch"]
     rows = []
     named = [(name, row) for name, row in result["kernels"].items()]
+    head = f"{result['backend']:<7} {result['block']:<5} {result['k']:>1}"
     for name, row in [*named, ("fused (all launches)", result["total"])]:
         rows.append(
-            f"{result['block']:<5} {result['k']:>1} {name[:22]:<22} {row['launches']:>6} "
+            f"{head} {name[:22]:<22} {row['launches']:>6} "
             f"{row['programs']:>6} {_num(row['exec_per_useful'], '.3f'):>8} "
             f"{_num(row['gathered_per_mac'], '.4f'):>8} "
             f"{_num(row['loaded_bytes_per_flop'], '.4f'):>7} "
@@ -174,7 +196,7 @@ def format_rows(result: dict) -> list[str]:
     unf = result["unfused"]
     launches = unf[f"H100@{n}"]["launches"]
     rows.append(
-        f"{result['block']:<5} {result['k']:>1} {'unfused cuDNN-class':<22} {launches:>6} "
+        f"{head} {'unfused cuDNN-class':<22} {launches:>6} "
         f"{'-':>6} {'1.000':>8} {'0':>8} {'-':>7} {'-':>15} {_pair(unf, 'ms', n, '.4f'):>21} "
         f"{_pair(unf, 'ms', MODEL_BATCH, '.4f'):>23} {unf[f'H100@{MODEL_BATCH}']['bound']:>7}"
     )
@@ -191,13 +213,16 @@ def verdict_line(result: dict) -> str:
         ("launches", v["launches"], "d", "<="),
         (f"H100 MODEL ms @{MODEL_BATCH} vs unfused", v["h100_ms_vs_unfused"], ".4f", "<"),
     ]
+    if "bank_conflict_degree" in v:
+        parts.append(("bank-conflict degree", v["bank_conflict_degree"], "d", "<="))
     text = [
         f"{name} {_num(c['value'], fmt)} {op} {format(c['limit'], fmt)} "
         f"{'ok' if c['met'] else 'MISS'}"
         for name, c, fmt, op in parts
     ]
     met = sum(c["met"] for c in v.values())
-    return f"verdict {result['block']} k={result['k']}: {met}/{len(v)} met: " + "; ".join(text)
+    head = f"verdict {result['backend']} {result['block']} k={result['k']}"
+    return f"{head}: {met}/{len(v)} met: " + "; ".join(text)
 
 
 def assumptions_text() -> str:
@@ -217,7 +242,11 @@ def assumptions_text() -> str:
             f"({wm.SHUFFLE_LANES_PER_CLOCK} lanes/clock/SM), added to MMA time; L2 time = "
             f"bytes loaded+stored / L2->SM bandwidth; {wm.LAUNCH_OVERHEAD_US:g} us per launch",
             "  a launch = max(MMA + gather, L2, DRAM) + overhead; waves = programs / (SMs x CTAs "
-            "per SM), CTAs per SM from --compile-json records, else 1",
+            "per SM), CTAs per SM from --compile-json records (Triton builds), else 1 (always 1 "
+            "for cuda launches)",
+            "  cuda rows: counted on the SIMT shim (MMA MACs, cp.async bytes per tensor, bank "
+            "conflicts); stored bytes derived from the output slices (plain stores are not "
+            "counted); bias reads not counted",
             "  DRAM: " + wm.ASSUMPTIONS["dram_rule"],
             "  unfused: " + wm.ASSUMPTIONS["unfused"],
             f"  batch {MODEL_BATCH}: "
@@ -248,6 +277,14 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         choices=KERNEL_SIZES,
         default=list(KERNEL_SIZES),
         help="branch-3 kernel sizes (default 3 5)",
+    )
+    parser.add_argument(
+        "--backends",
+        nargs="+",
+        choices=BACKENDS,
+        default=list(BACKENDS),
+        help="triton (counted under the interpreter) and/or cuda (counted on the SIMT shim); "
+        "default both",
     )
     parser.add_argument("--json", metavar="PATH", help="write every count and estimate")
     parser.add_argument(
@@ -284,19 +321,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.compile_json:
         with open(args.compile_json) as f:
             records = json.load(f)
-    cases = [(b, k) for b in args.blocks for k in args.kernel_sizes]
+    cases = [(be, b, k) for be in args.backends for b in args.blocks for k in args.kernel_sizes]
     start = time.perf_counter()
     if args.counts:
         with open(args.counts) as f:
             earlier = json.load(f)
         wanted = set(cases)
-        counts = [r for r in earlier["results"] if (r["block"], r["k"]) in wanted]
+        counts = [
+            r
+            for r in earlier["results"]
+            if (r.get("backend", "triton"), r["block"], r["k"]) in wanted
+        ]
         args.batch, args.jobs = earlier["batch"], earlier["jobs"]
         seconds = earlier["count_wall_s"]
     else:
         print(
             f"counting {len(cases)} cases at batch {args.batch} in {args.jobs} processes "
-            "(TRITON_INTERPRET=1, FUSED_INCEPTION_GPU_CONFIGS=1)",
+            "(triton: TRITON_INTERPRET=1, FUSED_INCEPTION_GPU_CONFIGS=1; cuda: the SIMT shim, "
+            "FUSED_INCEPTION_EMULATE_CUDA=1)",
             file=sys.stderr,
             flush=True,
         )
@@ -321,7 +363,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(
         f"counted in {seconds:.1f} s wall ({args.jobs} processes; per case: "
         + ", ".join(
-            f"{r['block']}/{r['k']} {r['count_s']:.0f}s ({r.get('count_cpu_s', 0):.0f}s CPU)"
+            f"{r['backend']} {r['block']}/{r['k']} {r['count_s']:.0f}s "
+            f"({r.get('count_cpu_s', 0):.0f}s CPU)"
             for r in results
         )
         + ")"

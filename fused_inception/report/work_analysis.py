@@ -17,6 +17,7 @@ TARGETS = {
     "gathered": 0,
     "bytes_per_flop": 0.025,
     "launches": 2,
+    "bank_conflict_degree": 1,  # counted on the shim only (cuda backend)
 }
 
 
@@ -110,6 +111,7 @@ def analyse(case: dict, records: Sequence[dict] = ()) -> dict:
     for row in (*kernels.values(), total):
         _ratios(row)
     return {
+        "backend": case.get("backend", "triton"),
         **{key: case[key] for key in ("block", "k", "batch", "dtype", "hw", "count_s")},
         "count_cpu_s": case.get("count_cpu_s"),
         "block_useful_macs": case["block_useful_macs"],
@@ -119,7 +121,7 @@ def analyse(case: dict, records: Sequence[dict] = ()) -> dict:
         "kernels": kernels,
         "total": total,
         "unfused": {m: v["unfused"] for m, v in models.items()},
-        "verdict": verdict(total, k, models),
+        "verdict": verdict(total, k, models, launches),
         "launches": launches,
         "model_launches": {m: v["launches"] for m, v in models.items()},
     }
@@ -158,8 +160,9 @@ def _ratios(row: dict) -> None:
     row["loaded_bytes_per_flop"] = row["loaded_bytes"] / (2 * useful) if useful else None
 
 
-def verdict(total: dict, k: int, models: dict) -> dict:
-    """Each target: (value, limit, met)."""
+def verdict(total: dict, k: int, models: dict, launches: Sequence[dict] = ()) -> dict:
+    """Each target: (value, limit, met); the shim's launches (cuda backend) add the largest
+    shared-memory bank-conflict degree of any access kind."""
     fused = models[f"H100@{MODEL_BATCH}"]["fused_ms"]
     unfused = models[f"H100@{MODEL_BATCH}"]["unfused"]["ms"]
     checks = {
@@ -169,6 +172,9 @@ def verdict(total: dict, k: int, models: dict) -> dict:
         "launches": (total["launches"], TARGETS["launches"]),
         "h100_ms_vs_unfused": (fused, unfused),
     }
+    degrees = [d for launch in launches for d in launch.get("bank_conflict_degree", {}).values()]
+    if degrees:
+        checks["bank_conflict_degree"] = (max(degrees), TARGETS["bank_conflict_degree"])
     out = {}
     for key, (value, limit) in checks.items():
         met = value is not None and (

@@ -86,15 +86,21 @@ void check_groups() {
         for (unsigned i = 0; i < 16; ++i)
           src[((b * kThreads + t) * kChunks + c) * 16 + i] = source_byte(b, t, c, i);
   const unsigned char* src_end = src.get() + kBlocks * kThreads * kChunks * 16;
+  // Each block's half of the source is a region (the copies of block b read only its half).
+  const std::size_t half = kThreads * kChunks * 16;
+  if (simt::count_regions({{src.get(), half}, {src.get() + half, half}}) != nullptr) {
+    fail("count_regions refused two ranges");
+  }
   ptx_check::expect_ok(
       "groups", FI_LAUNCH(groups, dim3(kBlocks), dim3(kThreads), kThreads * kChunks * 16, nullptr,
                           src.get(), src_end, seen.get()));
   const simt::LaunchStats stats = simt::last_launch_stats();
   // Chunks visible after each step, in order.
   const int visible[kSteps] = {0, 1, 2, 3, 4, 5};
-  unsigned long long bytes = 0;
+  unsigned long long bytes = 0, block_bytes[kBlocks] = {0, 0};
   for (int slot = 0; slot < kBlocks * kThreads; ++slot) {
     bytes += 4 * 16 + slot % kThreads % 17;
+    block_bytes[slot / kThreads] += 4 * 16 + slot % kThreads % 17;
     for (int step = 0; step < kSteps; ++step) {
       for (int c = 0; c < kChunks; ++c) {
         const int got = seen[(slot * kSteps + step) * kChunks + c];
@@ -117,6 +123,30 @@ void check_groups() {
          static_cast<unsigned long long>(stats.cp_async_copies),
          static_cast<unsigned long long>(stats.cp_async_bytes), kBlocks * kThreads * kChunks,
          bytes);
+  }
+  for (int b = 0; b < kBlocks; ++b) {
+    if (stats.region_bytes[b] != block_bytes[b]) {
+      fail("region %d: %llu bytes, expected %llu", b,
+           static_cast<unsigned long long>(stats.region_bytes[b]), block_bytes[b]);
+    }
+  }
+  if (stats.blocks != kBlocks || stats.threads_per_block != kThreads ||
+      stats.dynamic_shared_bytes != kThreads * kChunks * 16) {
+    fail("launch configuration in the stats: %llu blocks of %llu threads, %llu shared bytes",
+         static_cast<unsigned long long>(stats.blocks),
+         static_cast<unsigned long long>(stats.threads_per_block),
+         static_cast<unsigned long long>(stats.dynamic_shared_bytes));
+  }
+  // The regions belong to that launch only: the next one counts none.
+  ptx_check::expect_ok("groups again",
+                       FI_LAUNCH(groups, dim3(kBlocks), dim3(kThreads), kThreads * kChunks * 16,
+                                 nullptr, src.get(), src_end, seen.get()));
+  const simt::LaunchStats again = simt::last_launch_stats();
+  if (again.cp_async_bytes != bytes || again.region_bytes[0] != 0 || again.region_bytes[1] != 0) {
+    fail("a later launch without regions: %llu bytes, regions %llu and %llu",
+         static_cast<unsigned long long>(again.cp_async_bytes),
+         static_cast<unsigned long long>(again.region_bytes[0]),
+         static_cast<unsigned long long>(again.region_bytes[1]));
   }
 }
 
