@@ -58,49 +58,59 @@ def match_build(records: Sequence[dict], launch: dict, arch: str, dtype: str) ->
     return None
 
 
+def fused_model(case: dict, gpu_name: str, batch: int, records: Sequence[dict] = ()) -> dict:
+    """MODEL of the fused launches of a counted case (or of an analysed result, which keeps
+    the case's keys) on wm.GPUS[gpu_name] at `batch`, scaled from the counted batch: each
+    launch's times, their sum "fused_ms", and the unfused sequence's MODEL "unfused"."""
+    n, k = case["batch"], case["k"]
+    gpu = wm.GPUS[gpu_name]
+    activation = {key for keys in case.get("activation_keys", []) for key in keys}
+    s = batch / n
+    accesses, works = [], []
+    for launch in case["launches"]:
+        acc = []
+        for name, t in launch["tensors"].items():
+            f = s if _scales(name, t, n, activation) else 1.0
+            acc.append(
+                wm.Access(
+                    tuple(t["key"]), t["read_bytes"] * f, t["written_bytes"] * f,
+                    t["span_bytes"] * f,
+                )
+            )  # fmt: skip
+        accesses.append(acc)
+        rec = match_build(records, launch, wm.ARCH_OF[gpu_name], case["dtype"])
+        ctas = 1
+        if rec is not None and launch["num_warps"]:
+            ctas = wm.ctas_per_sm(
+                gpu, launch["num_warps"], rec["registers"], rec["shared_bytes"] or 0
+            )
+        works.append(
+            wm.LaunchWork(
+                launch["mma_macs"] * s, launch["other_dot_macs"] * s,
+                launch["gathered"] * s,
+                (launch["loaded_bytes"] + launch["stored_bytes"]) * s,
+                math.ceil(launch["programs"] * s), ctas,
+            )
+        )  # fmt: skip
+    drams = wm.dram_bytes(accesses, gpu.l2_bytes)
+    times = [wm.launch_ms(gpu, w, d) for w, d in zip(works, drams, strict=True)]
+    cfg = GOOGLENET_BLOCKS[case["block"]]
+    return {
+        "launches": times,
+        "fused_ms": sum(t["ms"] for t in times),
+        "unfused": wm.unfused_ms(gpu, cfg, k, batch, 2),
+    }
+
+
 def analyse(case: dict, records: Sequence[dict] = ()) -> dict:
     """Per kernel and block: the counted work, the MODEL times, the unfused MODEL, the verdict."""
     n, k = case["batch"], case["k"]
-    cfg = GOOGLENET_BLOCKS[case["block"]]
-    activation = {key for keys in case.get("activation_keys", []) for key in keys}
     launches = case["launches"]
-    models: dict[str, dict] = {}
-    for gpu_name, gpu in wm.GPUS.items():
-        for batch in (n, MODEL_BATCH):
-            s = batch / n
-            accesses, works = [], []
-            for launch in launches:
-                acc = []
-                for name, t in launch["tensors"].items():
-                    f = s if _scales(name, t, n, activation) else 1.0
-                    acc.append(
-                        wm.Access(
-                            tuple(t["key"]), t["read_bytes"] * f, t["written_bytes"] * f,
-                            t["span_bytes"] * f,
-                        )
-                    )  # fmt: skip
-                accesses.append(acc)
-                rec = match_build(records, launch, wm.ARCH_OF[gpu_name], case["dtype"])
-                ctas = 1
-                if rec is not None and launch["num_warps"]:
-                    ctas = wm.ctas_per_sm(
-                        gpu, launch["num_warps"], rec["registers"], rec["shared_bytes"] or 0
-                    )
-                works.append(
-                    wm.LaunchWork(
-                        launch["mma_macs"] * s, launch["other_dot_macs"] * s,
-                        launch["gathered"] * s,
-                        (launch["loaded_bytes"] + launch["stored_bytes"]) * s,
-                        math.ceil(launch["programs"] * s), ctas,
-                    )
-                )  # fmt: skip
-            drams = wm.dram_bytes(accesses, gpu.l2_bytes)
-            times = [wm.launch_ms(gpu, w, d) for w, d in zip(works, drams, strict=True)]
-            models[f"{gpu_name}@{batch}"] = {
-                "launches": times,
-                "fused_ms": sum(t["ms"] for t in times),
-                "unfused": wm.unfused_ms(gpu, cfg, k, batch, 2),
-            }
+    models = {
+        f"{gpu_name}@{batch}": fused_model(case, gpu_name, batch, records)
+        for gpu_name in wm.GPUS
+        for batch in (n, MODEL_BATCH)
+    }
     kernels: dict[str, dict] = {}
     for i, launch in enumerate(launches):
         row = kernels.setdefault(launch["kernel"], _empty_row(launch["function"]))
