@@ -333,12 +333,20 @@ def test_fused_model_from_a_work_report(tmp_path):
     launch |= {"loaded_bytes": 1e6, "stored_bytes": 1e5, "programs": 64, "num_warps": 0}
     launch |= {"constexprs": {}, "num_stages": 3, "function": "block_1x1_kernel"}
     result = {"block": "5b", "k": 3, "batch": 8, "dtype": "float16", "launches": [launch]}
+    # The cuda backend's counts of the same block: twice the MMA work, so a slower MODEL.
+    slower = {**launch, "mma_macs": 2e9 * 8}
+    cuda = {**result, "backend": "cuda", "launches": [slower]}
     path = tmp_path / "work.json"
-    path.write_text(json.dumps({"batch": 8, "results": [result]}))
+    path.write_text(json.dumps({"batch": 8, "results": [result, cuda]}))
     work = gbench.load_work(str(path))
+    assert set(work) == {("triton", "5b", 3), ("cuda", "5b", 3)}  # no backend: triton
     at8 = gbench.model_fields("5b", 8, "float16", "A100", work)
     at32 = gbench.model_fields("5b", 32, "float16", "A100", work)
     assert 0 < at8["model_fused_ms"] < at32["model_fused_ms"]
+    cuda8 = gbench.model_fields("5b", 8, "float16", "A100", work, backend="cuda")
+    assert cuda8["model_fused_ms"] > at8["model_fused_ms"]
+    assert cuda8["model_unfused_ms"] == at8["model_unfused_ms"]
+    assert gbench.model_fields("5b", 8, "float16", "A100", work, "cpu")["model_fused_ms"] is None
     assert at32["model_unfused_ms"] > at8["model_unfused_ms"] > 0
     assert gbench.model_fields("network", 8, "float16", "A100", work)["model_fused_ms"] is None
     assert gbench.model_fields("5b", 8, "float16", None, work)["model_unfused_ms"] is None

@@ -63,19 +63,21 @@ def model_gpu_for(device_name: str) -> str | None:
     return None
 
 
-def load_work(path: str) -> dict[tuple[str, int], dict]:
-    """The analysed results of a work report's --json, by (block, branch-3 kernel size)."""
+def load_work(path: str) -> dict[tuple[str, str, int], dict]:
+    """The analysed results of a work report's --json, by (backend, block, branch-3 kernel
+    size); results of reports from before the cuda rows are the triton backend's."""
     with open(path) as f:
         data = json.load(f)
     if not isinstance(data, dict) or "results" not in data:
         raise ValueError(f"{path}: not the JSON of `python -m fused_inception.report --work`")
-    return {(r["block"], r["k"]): r for r in data["results"]}
+    return {(r.get("backend", "triton"), r["block"], r["k"]): r for r in data["results"]}
 
 
 def model_fields(
-    block: str, batch: int, dtype: str, gpu: str | None, work: dict | None
+    block: str, batch: int, dtype: str, gpu: str | None, work: dict | None, backend: str = "triton"
 ) -> dict[str, float | str | None]:
-    """model_gpu, model_unfused_ms and model_fused_ms of one case (None where not modelled)."""
+    """model_gpu, model_unfused_ms and model_fused_ms (of `backend`'s counted launches) of one
+    case (None where not modelled)."""
     fields = {"model_gpu": gpu, "model_unfused_ms": None, "model_fused_ms": None}
     if gpu is None or block == NETWORK or DTYPES[dtype].itemsize != 2:
         return fields
@@ -83,7 +85,7 @@ def model_fields(
     fields["model_unfused_ms"] = round(
         work_model.unfused_ms(work_model.GPUS[gpu], cfg, BRANCH3_KERNEL, batch, 2)["ms"], 5
     )
-    counted = (work or {}).get((block, BRANCH3_KERNEL))
+    counted = (work or {}).get((backend, block, BRANCH3_KERNEL))
     if counted is not None:
         fields["model_fused_ms"] = round(fused_model(counted, gpu, batch)["fused_ms"], 5)
     return fields
@@ -145,8 +147,10 @@ def run_bench(
                     args.compile = []
                 new = run_case(args, block, batch, dtype, LAYOUT, peak)
                 compile_spent += sum(r["compile_s"] or 0.0 for r in new)
-                fields = model_fields(block, batch, dtype, model_gpu, work)
-                rows += [with_model(r, fields) for r in new]
+                for r in new:
+                    backend = r["impl"].removeprefix("fused_")  # the fused rows' backend
+                    fields = model_fields(block, batch, dtype, model_gpu, work, backend)
+                    rows.append(with_model(r, fields))
                 log("  " + case_line(rows[-len(new) :]))
     return rows, skipped
 
