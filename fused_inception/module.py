@@ -24,6 +24,17 @@ from .units import OUTPUT_UNITS, block_units, has_batch_norm
 # attributes and hooks"): "content" hashes their bytes (every write is seen), "version" reads
 # autograd's version counters and the storages' addresses (cheaper; blind to .data and numpy).
 WEIGHT_CHECKS = {"content": fingerprint, "version": version_key}
+# "auto" (the default): "content" for weights on the CPU, "version" on other devices, where a
+# content check reads a hash back to the host (a synchronisation per block forward).
+WEIGHT_CHECK_CHOICES = ("auto", *WEIGHT_CHECKS)
+
+
+def resolve_weight_check(value: str, device: torch.device) -> str:
+    """The check an eval forward with weights on `device` makes for weight_check `value`."""
+    if value == "auto":
+        return "content" if device.type == "cpu" else "version"
+    return value
+
 
 # Reasons already warned about (each kind once per process): "bn-training", "hooks", ...
 _warned: set[str] = set()
@@ -76,9 +87,10 @@ class FusedInception(Inception):
     Same constructor arguments and state_dict keys as torchvision.models.googlenet.Inception
     (norm=True) or the paper's conv+bias form (norm=False); `branch3_kernel` is 3 in torchvision
     and 5 in the paper. `weight_check` says how an eval forward tells that the weights changed
-    since it packed them: "content" (default: a hash of their bytes, every write is seen) or
-    "version" (autograd's version counters: cheaper, blind to writes through .data or numpy;
-    README "Weights, attributes and hooks").
+    since it packed them: "content" (a hash of their bytes, every write is seen), "version"
+    (autograd's version counters: cheaper, blind to writes through .data or numpy) or "auto"
+    (default: "content" for CPU weights, "version" for CUDA weights, where hashing would read
+    a value back to the host on every forward); README "Weights, attributes and hooks".
 
     x:   [N, in_channels, H, W] (NCHW or channels_last), H, W >= 1
     out: [N, ch1x1 + ch3x3 + ch5x5 + pool_proj, H, W], channel order b1 | b2 | b3 | b4,
@@ -118,7 +130,7 @@ class FusedInception(Inception):
         branch3_kernel: int = 3,
         norm: bool = True,
         backend: str = "auto",
-        weight_check: str = "content",
+        weight_check: str = "auto",
     ) -> None:
         super().__init__(
             in_channels,
@@ -154,12 +166,12 @@ class FusedInception(Inception):
         return sum(units[i].conv.out_channels for i in OUTPUT_UNITS)
 
     def extra_repr(self) -> str:
-        check = "" if self.weight_check == "content" else f", weight_check={self.weight_check!r}"
+        check = "" if self.weight_check == "auto" else f", weight_check={self.weight_check!r}"
         return f"backend={self.backend!r}{check}"
 
     @classmethod
     def from_module(
-        cls, module: nn.Module, backend: str = "auto", *, weight_check: str = "content"
+        cls, module: nn.Module, backend: str = "auto", *, weight_check: str = "auto"
     ) -> FusedInception:
         """A FusedInception computing the same function as an Inception block `module`.
 
@@ -200,9 +212,10 @@ class FusedInception(Inception):
     def refresh(self) -> None:
         """Drop the folded and packed weights; the next forward rebuilds them.
 
-        With weight_check="content" never needed for correctness (every weight, buffer and
-        attribute change is seen): it frees the packed copies' memory. With "version", call it
-        after a write the version counters miss (through .data or numpy).
+        With weight_check="content" ("auto" on the CPU) never needed for correctness (every
+        weight, buffer and attribute change is seen): it frees the packed copies' memory. With
+        "version" ("auto" on a GPU), call it after a write the version counters miss (through
+        .data or numpy).
         """
         self.__dict__["_state"] = None
 
@@ -277,7 +290,8 @@ class FusedInception(Inception):
         if state.weights is None or not (
             weight.is_cuda and torch.cuda.is_current_stream_capturing()
         ):
-            weights = WEIGHT_CHECKS[self.weight_check](state.tensors)
+            check = resolve_weight_check(self.weight_check, weight.device)
+            weights = WEIGHT_CHECKS[check](state.tensors)
             if weights != state.weights:
                 state.weights = weights
                 state.packed.clear()
@@ -360,7 +374,6 @@ def _autocast_enabled(x: Tensor) -> bool:
 
 def check_weight_check(value: str) -> None:
     """ValueError listing the choices for an unknown weight_check."""
-    if value not in WEIGHT_CHECKS:
-        raise ValueError(
-            f"unknown weight_check {value!r}; choose one of {', '.join(map(repr, WEIGHT_CHECKS))}"
-        )
+    if value not in WEIGHT_CHECK_CHOICES:
+        choices = ", ".join(map(repr, WEIGHT_CHECK_CHOICES))
+        raise ValueError(f"unknown weight_check {value!r}; choose one of {choices}")

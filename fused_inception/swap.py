@@ -20,7 +20,7 @@ from .units import has_branches
 
 
 def fuse_inception(
-    model: nn.Module, backend: str = "auto", *, weight_check: str = "content"
+    model: nn.Module, backend: str = "auto", *, weight_check: str = "auto"
 ) -> nn.Module:
     """Swap every Inception block inside `model` for a FusedInception, in place.
 

@@ -398,6 +398,7 @@ def test_weight_check_version_is_cheaper_and_blind_to_data_writes():
         assert_close_rel(block(x), ref64(block, x), torch.float32)
         block.branch1.conv.weight.mul_(0.5)  # an in-place write autograd counts: seen
         assert_close_rel(block(x), ref64(block, x), torch.float32)
+    assert repr(FusedInception(*ARGS)).count("weight_check") == 0  # the default, "auto"
     with pytest.raises(ValueError, match="unknown weight_check 'sometimes'"):
         FusedInception(*ARGS, weight_check="sometimes")
     with pytest.raises(ValueError, match="unknown weight_check"):

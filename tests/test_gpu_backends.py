@@ -28,6 +28,7 @@ from helpers import reference_f64 as ref64
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from fused_inception import FusedInception, Inception
+from fused_inception.module import resolve_weight_check
 
 
 @pytest.fixture(params=backend_params("triton", "cuda"))
@@ -116,6 +117,28 @@ class _OperatorCalls(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
+class _HostSyncs(TorchDispatchMode):
+    """Records the operators that make the host wait for the device on a GPU: reading a value
+    back (item, bool, equal, nonzero's data-dependent size) or copying across devices."""
+
+    SYNCING = {"_local_scalar_dense", "is_nonzero", "equal", "nonzero", "masked_select", "unique"}
+    SYNCING |= {"_unique2", "allclose", "tolist"}
+
+    def __init__(self):
+        super().__init__()
+        self.syncs: list[str] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        name = func.overloadpacket.__name__
+        devices = {a.device for a in args if isinstance(a, torch.Tensor)}
+        out = func(*args, **(kwargs or {}))
+        if isinstance(out, torch.Tensor):
+            devices.add(out.device)
+        if name in self.SYNCING or len(devices) > 1:
+            self.syncs.append(name)
+        return out
+
+
 def _watch_triton_launches(monkeypatch) -> list[tuple[str, list[tuple[int, ...]]]]:
     import fused_inception.triton.block_1x1 as block_1x1
     import fused_inception.triton.block_kxk as block_kxk
@@ -175,3 +198,29 @@ def test_what_one_forward_allocates_and_launches(backend, monkeypatch):
         reduced_shapes = {(1, cfg.ch3x3red, 4, 4), (1, cfg.ch5x5red, 4, 4), (16, cfg.ch3x3red)}
         for name, shapes in launches:
             assert not reduced_shapes & set(shapes), (name, shapes)
+
+
+def test_eval_forward_never_syncs_the_host(backend):
+    """An eval forward makes no host synchronisation (CUDA graph and "reduce-overhead" friendly):
+    with the weight check a CUDA device uses by default ("auto" resolves to "version" there),
+    no operator reads a value back or copies across devices. The detector is shown to see one:
+    the content check (the default on the CPU) reads its hash back with item()."""
+    assert resolve_weight_check("auto", torch.device("cuda")) == "version"
+    assert resolve_weight_check("auto", torch.device("cpu")) == "content"
+    cfg = GOOGLENET_CASES[0].values[1]
+    check = "auto" if GPU_DEVICE.type == "cuda" else "version"
+    for dtype in (torch.float16, torch.float32):
+        block = FusedInception(*cfg.args(), backend=backend, weight_check=check)
+        block = randomize_block(block).eval().to(GPU_DEVICE, dtype)
+        x = torch.randn(1, cfg.in_channels, 4, 4, device=GPU_DEVICE, dtype=dtype)
+        x = x.contiguous(memory_format=torch.channels_last)
+        with torch.no_grad():
+            block(x)  # packs the weights once
+            with _HostSyncs() as mode:
+                block(x)
+        assert mode.syncs == [], (dtype, mode.syncs)
+    if GPU_DEVICE.type == "cpu":
+        block.weight_check = "content"
+        with torch.no_grad(), _HostSyncs() as mode:
+            block(x)
+        assert "_local_scalar_dense" in mode.syncs
