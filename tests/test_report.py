@@ -130,7 +130,8 @@ def full_report(tmp_path_factory):
 def test_records_have_every_field_and_sane_values(full_report):
     _, records = full_report
     documented = "kernel backend arch dtype registers shared_bytes local_bytes tensor_cores"
-    counts = ("mma_instructions", "shuffle_instructions")
+    counts = ("mma_instructions", "shuffle_instructions", "ldmatrix_instructions")
+    counts += ("async_copy_instructions",)
     assert RECORD_FIELDS == (*documented.split(), *counts, "compile_s", "error")
     assert len(records) == len(aot_builds()) * len(ARCHS)
     for (name, dtype, arch), r in records.items():
@@ -148,6 +149,7 @@ def test_records_have_every_field_and_sane_values(full_report):
         # SASS counts: tensor-core instructions exactly where the PTX has mma.
         assert (r["mma_instructions"] > 0) == r["tensor_cores"], r
         assert r["shuffle_instructions"] >= 0
+        assert r["ldmatrix_instructions"] >= 0 and r["async_copy_instructions"] >= 0
 
 
 def test_dot_uses_tensor_cores_and_elementwise_does_not(full_report):
@@ -248,8 +250,19 @@ def test_second_record_provider_and_checks_on_synthetic_records(monkeypatch, tmp
     ]
     assert record_problems(records[4]) == []
     assert record_problems({**records[3], "shuffle_instructions": 2}) == []
+    # The CUDA kernels with hand-written pipelines need LDSM and LDGSTS in 16-bit builds.
+    piped = {**records[0], "kernel": "block_kxk_kernel<__half, 3>"}
+    piped |= {"ldmatrix_instructions": 12, "async_copy_instructions": 0}
+    assert record_problems(piped) == [
+        "12 LDSM and 0 LDGSTS/UTMALDG in the SASS (its mainloop needs both)"
+    ]
+    assert record_problems({**piped, "async_copy_instructions": 4}) == []
+    assert record_problems({**piped, "backend": "triton"}) == []  # Triton's pipelines are its own
+    assert record_problems({**piped, "dtype": "float32"}) == []
     assert "5 builds, 3 failed" in capsys.readouterr().out
-    assert summary_line(records).endswith("1 over the shared-memory limit")
+    assert summary_line(records).endswith(
+        "1 over the shared-memory limit, 0 no ldmatrix or cp.async"
+    )
     assert main([], providers=[lambda request: iter(records[:1])]) == 0
     with pytest.raises(ValueError, match="unknown record fields"):
         make_record("k", "cuda", "sm_80", "float16", regs=1)

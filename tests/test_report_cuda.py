@@ -21,7 +21,7 @@ from fused_inception.report.cuda import (
     kernel_dtype,
     short_kernel_name,
 )
-from fused_inception.report.records import record_problems
+from fused_inception.report.records import PIPELINED_KERNELS, record_problems
 
 REPO = Path(__file__).resolve().parent.parent
 PROBE = Path(__file__).resolve().parent / "cuda" / "report_probe.cu"
@@ -97,6 +97,13 @@ def test_package_kernels_compile_without_spills_and_use_tensor_cores():
             assert (arch, dtype) in seen, f"no {dtype} kernel for {arch}"
     families = {r["kernel"].split("<")[0] for r in records}
     assert len(families) >= 2, families
+    # Version 2's mainloops: ldmatrix fragment loads and cp.async copies in every 16-bit build
+    # (record_problems requires them too; this says they were counted at all).
+    piped = [r for r in records if r["kernel"].split("<")[0] in PIPELINED_KERNELS]
+    assert {r["kernel"].split("<")[0] for r in piped} == set(PIPELINED_KERNELS)
+    for r in piped:
+        if r["dtype"] != "float32":
+            assert r["ldmatrix_instructions"] > 0 and r["async_copy_instructions"] > 0, r
 
 
 def test_dynamic_shared_memory_is_added_and_required():

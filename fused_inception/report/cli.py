@@ -59,13 +59,14 @@ def format_record(record: dict) -> str:
         f"{show(record['dtype']):<8} {show(record['registers']):>4} "
         f"{show(record['shared_bytes']):>7} {show(record['local_bytes']):>5} {tc:>3} "
         f"{show(record['mma_instructions']):>4} {show(record['shuffle_instructions']):>4} "
+        f"{show(record['ldmatrix_instructions']):>4} {show(record['async_copy_instructions']):>4} "
         f"{show(record['compile_s']):>7}  {status}"
     )
 
 
 HEADER = (
     f"{'kernel':<62} {'backend':<6} {'arch':<5} {'dtype':<8} {'regs':>4} {'shared':>7} "
-    f"{'local':>5} {'tc':>3} {'mma':>4} {'shfl':>4} {'time_s':>7}  status"
+    f"{'local':>5} {'tc':>3} {'mma':>4} {'shfl':>4} {'ldsm':>4} {'ldgs':>4} {'time_s':>7}  status"
 )
 
 

@@ -20,8 +20,9 @@ flags setup.py uses (NVCC_FLAGS; a test keeps the two equal) and `-Xptxas -v`. O
                   A kernel missing from it is an error record.
     local_bytes   N, the stack frame (spill stores land there; any stack frame is local memory)
     tensor_cores  the function's SASS (cuobjdump -sass) holds HMMA instructions
-    mma_instructions, shuffle_instructions
-                  HMMA/HGMMA and SHFL instructions in the function's SASS (records.sass_counts)
+    mma_instructions, shuffle_instructions, ldmatrix_instructions, async_copy_instructions
+                  HMMA/HGMMA, SHFL, LDSM and LDGSTS instructions in the function's SASS
+                  (records.sass_counts)
     compile_s     wall time of the file's nvcc run for that arch (shared by its kernels)
 
 The sources are read from the source tree (csrc/ beside the package); nvcc from CUDA_HOME.
@@ -206,6 +207,8 @@ def compile_source(
             tensor_cores=sass_by_function.get(mangled, {}).get("mma", 0) > 0,
             mma_instructions=sass_by_function.get(mangled, {}).get("mma"),
             shuffle_instructions=sass_by_function.get(mangled, {}).get("shuffles"),
+            ldmatrix_instructions=sass_by_function.get(mangled, {}).get("ldmatrix"),
+            async_copy_instructions=sass_by_function.get(mangled, {}).get("async_copies"),
             compile_s=compile_s,
             error=error,
         )

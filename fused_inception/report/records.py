@@ -13,6 +13,9 @@ A record is a dict with exactly the keys of RECORD_FIELDS (plain JSON, one per b
     tensor_cores  the code holds tensor-core instructions
     mma_instructions      tensor-core instructions in the SASS (HMMA, HGMMA), static count
     shuffle_instructions  warp shuffles in the SASS (SHFL), static count
+    ldmatrix_instructions shared -> register fragment loads in the SASS (LDSM), static count
+    async_copy_instructions  global -> shared asynchronous copies in the SASS (LDGSTS: cp.async;
+                  UTMALDG, UBLKCP: TMA), static count
     compile_s     wall time of the compile
     error         None, or why the build (or its module) failed
 
@@ -22,7 +25,9 @@ A record passes when it compiled, does not spill (local_bytes == 0), uses tensor
 a 16-bit build, has at most MAX_SHUFFLE_SHARE shuffles per tensor-core instruction in its SASS
 if it is a 16-bit build (taps taken through registers by shuffles cost about 4x their MMA:
 version 1 of the Triton kernels), and needs no more shared memory than one block can have on
-its arch (SHARED_LIMIT; such a kernel compiles but fails at launch).
+its arch (SHARED_LIMIT; such a kernel compiles but fails at launch). The CUDA kernels with
+hand-written tensor-core mainloops (PIPELINED_KERNELS) must also load their fragments with
+ldmatrix and fill shared memory with asynchronous copies, in their 16-bit builds.
 """
 
 from __future__ import annotations
@@ -44,6 +49,8 @@ RECORD_FIELDS = (
     "tensor_cores",
     "mma_instructions",
     "shuffle_instructions",
+    "ldmatrix_instructions",
+    "async_copy_instructions",
     "compile_s",
     "error",
 )
@@ -58,9 +65,16 @@ PROBLEM_KINDS = (
     "16-bit without tensor cores",
     "shuffles",
     "over the shared-memory limit",
+    "no ldmatrix or cp.async",
 )
+# The CUDA kernels whose mainloops are csrc/cuda/ptx.cuh's (ldmatrix fragments, a cp.async
+# pipeline): a 16-bit build of one without LDSM or LDGSTS in its SASS fails.
+PIPELINED_KERNELS = ("block_1x1_kernel", "block_kxk_kernel")
+_ASYNC_COPY_OPCODES = ("LDGSTS", "UTMALDG", "UBLKCP")
 # Most SHFL per HMMA/HGMMA instruction in a 16-bit build's SASS (static counts).
 MAX_SHUFFLE_SHARE = 0.02
+# The keys of sass_counts' per-function dicts.
+SASS_KINDS = ("mma", "shuffles", "ldmatrix", "async_copies")
 _SASS_FUNCTION_RE = re.compile(r"^\s*Function : (\S+)\s*$")
 _SASS_OPCODE_RE = re.compile(r"/\*[0-9a-f]{4,}\*/\s+(?:@!?U?P[T0-9]+\s+)?([A-Z][A-Z0-9]*)")
 
@@ -106,6 +120,17 @@ def problems_by_kind(record: dict) -> dict[str, str]:
             f"{shuffles} SHFL for {mma} tensor-core instructions in the SASS "
             f"(at most {MAX_SHUFFLE_SHARE:.0%})"
         )
+    if (
+        record["backend"] == "cuda"
+        and record["error"] is None
+        and record["dtype"] in SIXTEEN_BIT
+        and record["kernel"].split("<")[0] in PIPELINED_KERNELS
+        and not (record["ldmatrix_instructions"] and record["async_copy_instructions"])
+    ):
+        problems["no ldmatrix or cp.async"] = (
+            f"{record['ldmatrix_instructions']} LDSM and {record['async_copy_instructions']} "
+            "LDGSTS/UTMALDG in the SASS (its mainloop needs both)"
+        )
     limit = SHARED_LIMIT.get(record["arch"])
     if limit is not None and (record["shared_bytes"] or 0) > limit:
         shared, arch = record["shared_bytes"], record["arch"]
@@ -122,19 +147,20 @@ def record_problems(record: dict) -> list[str]:
 
 def sass_counts(sass: str) -> dict[str, dict[str, int]]:
     """Per function of `cuobjdump -sass` output (mangled name): {"mma": HMMA + HGMMA
-    instructions, "shuffles": SHFL instructions}, static counts."""
+    instructions, "shuffles": SHFL, "ldmatrix": LDSM, "async_copies": LDGSTS + UTMALDG +
+    UBLKCP}, static counts."""
+    kinds = {"HMMA": "mma", "HGMMA": "mma", "SHFL": "shuffles", "LDSM": "ldmatrix"}
+    kinds |= dict.fromkeys(_ASYNC_COPY_OPCODES, "async_copies")
     counts: dict[str, dict[str, int]] = {}
     current = None
     for line in sass.splitlines():
         if m := _SASS_FUNCTION_RE.match(line):
-            current = counts.setdefault(m.group(1), {"mma": 0, "shuffles": 0})
+            current = counts.setdefault(m.group(1), dict.fromkeys(SASS_KINDS, 0))
         elif current is not None and (op := _SASS_OPCODE_RE.search(line)):
-            name = op.group(1)
-            if name in ("HMMA", "HGMMA"):
-                current["mma"] += 1
-            elif name == "SHFL":
-                current["shuffles"] += 1
+            if (kind := kinds.get(op.group(1))) is not None:
+                current[kind] += 1
     return counts
+
 
 
 def cuobjdump_path() -> str:

@@ -22,8 +22,9 @@ Each build is compiled for each arch and read:
                   counts only .local variables and stays 0 when a kernel spills. Triton kernels
                   inline everything, so a stack frame means spills.
     tensor_cores  the PTX holds mma.sync / wgmma.mma_async instructions
-    mma_instructions, shuffle_instructions
-                  HMMA/HGMMA and SHFL instructions in the SASS (records.sass_counts)
+    mma_instructions, shuffle_instructions, ldmatrix_instructions, async_copy_instructions
+                  HMMA/HGMMA, SHFL, LDSM and LDGSTS/UTMALDG instructions in the SASS
+                  (records.sass_counts)
     compile_s     wall time of the compile (a Triton cache hit is fast; no_cache forces it)
 
 The capture runs the forwards on CPU tensors with nothing launched, in this process (about
@@ -53,6 +54,7 @@ from typing import Any
 
 from fused_inception.report.records import (
     ARCHS,
+    SASS_KINDS,
     ReportRequest,
     arch_number,
     cuobjdump_path,
@@ -271,7 +273,8 @@ def _captured_build(entry: CapturedSpecialization, config: KernelBuild | None) -
 
 def cubin_resources(cubin: bytes, function: str) -> dict[str, int]:
     """REG, STACK, SHARED (static) and LOCAL of `function` in a cubin, per cuobjdump, and MMA
-    and SHFL, its static counts of tensor-core instructions and warp shuffles in the SASS.
+    SHFL, LDSM and LDGSTS, its static counts of tensor-core instructions, warp shuffles,
+    ldmatrix and asynchronous copies in the SASS.
 
     Falls back to the maximum (the sum for MMA and SHFL) over all functions if `function` is
     not listed by that name.
@@ -287,10 +290,14 @@ def cubin_resources(cubin: bytes, function: str) -> dict[str, int]:
             for flag in ("--dump-resource-usage", "-sass")
         )
     counts = sass_counts(sass)
-    code = counts.get(function) or {
-        k: sum(c[k] for c in counts.values()) for k in ("mma", "shuffles")
+    code = counts.get(function) or {k: sum(c[k] for c in counts.values()) for k in SASS_KINDS}
+    return {
+        **_resource_usage(out, function),
+        "MMA": code["mma"],
+        "SHFL": code["shuffles"],
+        "LDSM": code["ldmatrix"],
+        "LDGSTS": code["async_copies"],
     }
-    return {**_resource_usage(out, function), "MMA": code["mma"], "SHFL": code["shuffles"]}
 
 
 def _resource_usage(out: str, function: str) -> dict[str, int]:
@@ -376,6 +383,8 @@ def compile_build(build: KernelBuild, arch: str) -> dict:
         tensor_cores=bool(_MMA_RE.search(compiled.asm["ptx"])),
         mma_instructions=resources["MMA"],
         shuffle_instructions=resources["SHFL"],
+        ldmatrix_instructions=resources["LDSM"],
+        async_copy_instructions=resources["LDGSTS"],
         compile_s=round(compile_s, 3),
         error=None,
     )
