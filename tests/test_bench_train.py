@@ -48,10 +48,11 @@ def test_train_arguments():
     assert args.train and args.train_only and args.train_batch == [2] and args.compile == []
     args = bench.parse_args(["--device", "cpu", "--train", "--quick", "--forms", "paper"])
     assert args.train_batch == [1] and args.forms == ["paper"] and args.compile == []
-    with pytest.raises(SystemExit):
-        bench.parse_args(["--device", "cpu", "--train", "--forms", "caffe"])
-    with pytest.raises(SystemExit):
-        bench.parse_args(["--device", "cpu", "--train", "--train-layouts", "nhwc"])
+    assert bench.parse_args(["--device", "cpu"]).threads is None
+    assert bench.parse_args(["--device", "cpu", "--threads", "1"]).threads == 1
+    for bad in (["--forms", "caffe"], ["--train-layouts", "nhwc"], ["--threads", "0"]):
+        with pytest.raises(SystemExit):
+            bench.parse_args(["--device", "cpu", "--train", *bad])
 
 
 def test_train_run(tmp_path, capsys):

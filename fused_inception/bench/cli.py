@@ -299,6 +299,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         choices=list(LAYOUTS),
         help="input layouts of the training steps (default channels_last)",
     )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch.set_num_threads for the run (default: torch's). On cores shared with other "
+        "busy processes, 1 avoids the thread pool's barrier stalls that swell multi-threaded "
+        "times by different factors per implementation",
+    )
     p.add_argument("--repeats", type=int, default=None, help="timed rounds per case (at least)")
     p.add_argument("--json", default=None, metavar="PATH", help="write the rows as JSON")
     p.add_argument("--plot", default=None, metavar="PATH", help="write a speedup chart (.svg)")
@@ -334,6 +342,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         args.compile = list(COMPILE_MODES) if on_gpu else ["default"]
     if "max-autotune" in args.compile and not on_gpu:
         p.error("--compile max-autotune is for a GPU (on the CPU it only adds compile time)")
+    if args.threads is not None and args.threads < 1:
+        p.error("--threads must be at least 1")
     if args.plot and not args.plot.endswith(".svg"):
         p.error("--plot writes SVG: give a path ending in .svg")
     if args.backend is None:
@@ -440,6 +450,8 @@ def _time_case(
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmark (the console script fused-inception-bench); 0 on success."""
     args = parse_args(argv)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     start = time.perf_counter()
     impls = impl_names(args.backend, args.compile)
     peak, source = device_peak(args.device, tuple(DTYPES[d] for d in args.dtype))
