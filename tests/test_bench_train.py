@@ -55,6 +55,7 @@ def test_train_arguments():
             bench.parse_args(["--device", "cpu", "--train", *bad])
 
 
+@pytest.mark.filterwarnings("ignore:FusedInception.*BatchNorm")
 def test_train_run(tmp_path, capsys):
     # One run (its checks share it): 5b, inference rows and training rows of both forms at
     # batch 1, eager and fused_cpu, no torch.compile (--quick), JSON and plot.
