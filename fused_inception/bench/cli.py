@@ -11,6 +11,9 @@ warm-up, medians, rotated inputs; fused_inception.bench.timing) torchvision's ea
 FusedInception on every available backend and torch.compile of torchvision's module, and
 reports images/s, the speedup against the eager module on the same input, the achieved TFLOP/s
 and the roofline bound (fused_inception.bench.roofline, fused_inception.bench.peaks).
+
+With --train (or --train-only) it also times training steps of both forms, the paper's and
+torchvision's (fused_inception.bench.train), with the bytes each step saves for backward.
 """
 
 from __future__ import annotations
