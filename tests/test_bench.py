@@ -18,7 +18,8 @@ from fused_inception.configs import GOOGLENET_BLOCKS, BlockConfig
 
 FIELDS = {
     "block", "batch", "dtype", "device", "layout", "impl", "median_ms", "images_per_s",
-    "speedup", "tflops", "compile_s", "macs_per_image", "flops", "bytes_fused", "bytes_unfused",
+    "speedup", "tflops", "compile_s", "mode", "form", "saved_bytes", "macs_per_image", "flops",
+    "bytes_fused", "bytes_unfused",
     "peak_tflops", "peak_gbps", "bound_ms_fused", "bound_ms_unfused", "attainable_tflops_fused",
     "attainable_tflops_unfused", "roofline_fraction",
 }  # fmt: skip

@@ -11,6 +11,9 @@ warm-up, medians, rotated inputs; fused_inception.bench.timing) torchvision's ea
 FusedInception on every available backend and torch.compile of torchvision's module, and
 reports images/s, the speedup against the eager module on the same input, the achieved TFLOP/s
 and the roofline bound (fused_inception.bench.roofline, fused_inception.bench.peaks).
+
+With --train (or --train-only) it also times training steps of both forms, the paper's and
+torchvision's (fused_inception.bench.train), with the bytes each step saves for backward.
 """
 
 from __future__ import annotations
@@ -44,8 +47,15 @@ from fused_inception.bench.cases import (
     timed_backends,
 )
 from fused_inception.bench.peaks import Peak, device_peak
-from fused_inception.bench.roofline import roofline_fields, significant
+from fused_inception.bench.roofline import Traffic, roofline_fields, significant
 from fused_inception.bench.timing import first_call_seconds, median_ms_interleaved
+from fused_inception.bench.train import (
+    BASELINES,
+    FORMS,
+    TRAIN_MACS_FACTOR,
+    build_train_case,
+    train_impl_names,
+)
 from fused_inception.configs import GOOGLENET_BLOCKS
 
 __all__ = ["main", "parse_args", "case_rows", "summarize"]
@@ -70,14 +80,28 @@ def case_rows(
     times_ms: Sequence[float],
     compile_s: dict[str, float],
     peak: Peak | None,
+    *,
+    mode: str = "inference",
+    form: str = "torchvision",
+    saved_bytes: dict[str, int] | None = None,
 ) -> list[dict]:
     """The rows of one timed case, one per implementation, with the roofline fields.
 
-    times_ms:  median ms per call, in the order of case.calls (the eager module first)
-    compile_s: seconds spent compiling, for the implementations of case.compiled
-    peak:      the device's peak rates (None: roofline fields are None)
+    times_ms:    median ms per call, in the order of case.calls (the eager module first)
+    compile_s:   seconds spent compiling, for the implementations of case.compiled
+    peak:        the device's peak rates (None: roofline fields are None)
+    mode:        "inference" (a forward) or "train" (a training step, fused_inception.bench.train:
+                 flops count TRAIN_MACS_FACTOR x the forward's, no roofline)
+    form:        "torchvision" (BN units, 3x3 branch3) or "paper" (conv + bias, 5x5)
+    saved_bytes: per implementation, the bytes a training step saves for backward
     """
-    roof = roofline_fields(case.traffic, batch, dtype, peak)
+    traffic: Traffic = case.traffic
+    if mode == "train":
+        traffic = traffic._replace(macs_per_image=traffic.macs_per_image * TRAIN_MACS_FACTOR)
+        peak = None
+    roof = roofline_fields(traffic, batch, dtype, peak)
+    if mode == "train":  # a step's bytes moved are not modelled
+        roof.update(bytes_fused=None, bytes_unfused=None)
     base = times_ms[0]
     rows = []
     for impl, ms in zip(case.calls, times_ms, strict=True):
@@ -85,6 +109,8 @@ def case_rows(
         compiled = compile_s.get(impl)
         rows.append(
             {
+                "mode": mode,
+                "form": form,
                 "block": block,
                 "batch": batch,
                 "dtype": dtype_name(dtype),
@@ -96,6 +122,7 @@ def case_rows(
                 "speedup": round(base / ms, 4),
                 "tflops": significant(roof["flops"] / ms / 1e9),
                 "compile_s": None if compiled is None else round(compiled, 2),
+                "saved_bytes": None if saved_bytes is None else saved_bytes[impl],
                 **roof,
                 "roofline_fraction": fraction,
             }
@@ -104,16 +131,18 @@ def case_rows(
 
 
 def summarize(rows: list[dict]) -> list[str]:
-    """Per (impl, layout, batch, dtype): geometric mean and minimum of the blocks' speedups,
-    and the network's speedup."""
+    """Per (mode, form, impl, layout, batch, dtype): geometric mean and minimum of the blocks'
+    speedups, and the network's speedup. Training rows' lines start with "train <form>"."""
     groups: dict[tuple, dict[str, float]] = {}
     for r in rows:
-        if r["impl"] != EAGER:
-            key = (r["impl"], r["layout"], r["batch"], r["dtype"])
+        mode, form = r.get("mode", "inference"), r.get("form", "torchvision")
+        if r["impl"] != (BASELINES[form] if mode == "train" else EAGER):
+            key = (mode, form, r["impl"], r["layout"], r["batch"], r["dtype"])
             groups.setdefault(key, {})[r["block"]] = r["speedup"]
     lines = []
-    for (impl, layout, batch, dtype), by_block in groups.items():
-        text = f"{impl:32s} {layout:13s} batch {batch:<4d} {dtype:9s} speedup vs eager:"
+    for (mode, form, impl, layout, batch, dtype), by_block in groups.items():
+        name = f"train {form} {impl}" if mode == "train" else impl
+        text = f"{name:32s} {layout:13s} batch {batch:<4d} {dtype:9s} speedup vs eager:"
         blocks = {b: s for b, s in by_block.items() if b != NETWORK}
         if blocks:
             geo = math.exp(sum(math.log(v) for v in blocks.values()) / len(blocks))
@@ -186,9 +215,9 @@ def header(args: argparse.Namespace, impls: Sequence[str], peak_line: str) -> st
             _versions(),
             f"device: {_device_text(device)}",
             peak_line,
-            f"cases: {', '.join(args.blocks)} | batch {args.batch} | dtype {args.dtype} | "
-            f"layouts {', '.join(LAYOUTS)}",
-            f"implementations: {', '.join(impls)}",
+            f"cases: {', '.join(args.blocks)} | dtype {args.dtype}",
+            *([] if args.train_only else _inference_header(args, impls)),
+            *(_train_header(args) if args.train else []),
             f"timing: {'CUDA events' if device.type == 'cuda' else 'perf_counter'} per call, "
             f"{args.warmup} warm-up rounds, median of >= {args.repeats} interleaved rounds "
             f"(network >= {network_repeats(args.repeats)}) and >= {args.min_seconds} s per "
@@ -196,6 +225,26 @@ def header(args: argparse.Namespace, impls: Sequence[str], peak_line: str) -> st
             "timed apart",
         ]
     )
+
+
+def _inference_header(args: argparse.Namespace, impls: Sequence[str]) -> list[str]:
+    return [
+        f"forward (inference): batch {' '.join(map(str, args.batch))} | layouts "
+        f"{', '.join(LAYOUTS)} | {', '.join(impls)}"
+    ]
+
+
+def _train_header(args: argparse.Namespace) -> list[str]:
+    forms = "; ".join(
+        f"{form}: {', '.join(train_impl_names(form, args.backend, args.compile))}"
+        for form in args.forms
+    )
+    return [
+        f"training steps{' only' if args.train_only else ''}: batch "
+        f"{' '.join(map(str, args.train_batch))} | layouts {', '.join(args.train_layouts)} | "
+        f"{forms}; 16-bit dtypes under torch.autocast (float32 weights); saved MiB: distinct "
+        "storages saved for backward, parameters left out",
+    ]
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -234,6 +283,33 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="compile the whole network too (off by default: about 140 s per layout and batch "
         "on a 2-core CPU)",
     )
+    p.add_argument(
+        "--train",
+        action="store_true",
+        help="also time training steps (forward, backward; the network also an SGD step) of "
+        "both forms: the paper's (no BN, 5x5) and torchvision's (BN in training mode)",
+    )
+    p.add_argument(
+        "--train-only", action="store_true", help="only the training steps (implies --train)"
+    )
+    p.add_argument(
+        "--forms", nargs="+", default=list(FORMS), choices=FORMS, help="training forms (both)"
+    )
+    p.add_argument(
+        "--train-layouts",
+        nargs="+",
+        default=["channels_last"],
+        choices=list(LAYOUTS),
+        help="input layouts of the training steps (default channels_last)",
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch.set_num_threads for the run (default: torch's). On cores shared with other "
+        "busy processes, 1 avoids the thread pool's barrier stalls that swell multi-threaded "
+        "times by different factors per implementation",
+    )
     p.add_argument("--repeats", type=int, default=None, help="timed rounds per case (at least)")
     p.add_argument("--json", default=None, metavar="PATH", help="write the rows as JSON")
     p.add_argument("--plot", default=None, metavar="PATH", help="write a speedup chart (.svg)")
@@ -252,6 +328,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         args.blocks = list(BLOCK_CHOICES)
     if args.no_network:
         args.blocks = [b for b in args.blocks if b != NETWORK]
+    args.train = args.train or args.train_only
+    # Training steps: batch 32 on a GPU, 8 on the CPU, unless --batch (or --quick) says.
+    args.train_batch = args.batch or ([1] if args.quick else ([32] if on_gpu else [8]))
     if args.batch is None:
         args.batch = [1] if args.quick else ([1, 8, 32, 128] if on_gpu else [1, 8])
     if args.dtype is None:
@@ -266,6 +345,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         args.compile = list(COMPILE_MODES) if on_gpu else ["default"]
     if "max-autotune" in args.compile and not on_gpu:
         p.error("--compile max-autotune is for a GPU (on the CPU it only adds compile time)")
+    if args.threads is not None and args.threads < 1:
+        p.error("--threads must be at least 1")
     if args.plot and not args.plot.endswith(".svg"):
         p.error("--plot writes SVG: give a path ending in .svg")
     if args.backend is None:
@@ -284,27 +365,33 @@ ROW_HEADER = (
 )
 
 
+TRAIN_FORMAT = (
+    "{:>7s} {:>11s} {:>5d} {:>8s} {:>13s} {:>24s} {:>10.3f} {:>9.1f} {:>7.2f}x {:>9.2f} {}"
+)
+TRAIN_HEADER = (
+    f"training steps:\n{'block':>7s} {'form':>11s} {'batch':>5s} {'dtype':>8s} {'layout':>13s} "
+    f"{'impl':>24s} {'median ms':>10s} {'images/s':>9s} {'speedup':>8s} {'saved MiB':>9s} "
+    "TFLOP/s (3x forward)"
+)
+
+
 def _row_text(r: dict) -> str:
+    """One printed line: ROW_FORMAT for a forward's row, TRAIN_FORMAT for a training step's."""
+    train = r.get("mode") == "train"
+    compiled = "" if r["compile_s"] is None else f"; compiled in {r['compile_s']:.1f} s"
+    fields = [r["block"], *([r["form"]] if train else []), r["batch"], r["dtype"], r["layout"]]
+    fields += [r["impl"], r["median_ms"], r["images_per_s"], r["speedup"]]
+    if train:
+        return TRAIN_FORMAT.format(
+            *fields, r["saved_bytes"] / 2**20, f"{r['tflops']:.4g}{compiled}"
+        )
     roof = (
         "-"
         if r["roofline_fraction"] is None
         else f"{r['roofline_fraction']:.0%} of fused bound {r['bound_ms_fused']:.3g} ms "
         f"(unfused {r['bound_ms_unfused']:.3g} ms)"
     )
-    if r["compile_s"] is not None:
-        roof += f"; compiled in {r['compile_s']:.1f} s"
-    return ROW_FORMAT.format(
-        r["block"],
-        r["batch"],
-        r["dtype"],
-        r["layout"],
-        r["impl"],
-        r["median_ms"],
-        r["images_per_s"],
-        r["speedup"],
-        r["tflops"],
-        roof,
-    )
+    return ROW_FORMAT.format(*fields, r["tflops"], roof + compiled)
 
 
 def _progress(text: str) -> None:
@@ -318,47 +405,93 @@ def run_case(
     device = args.device
     modes = args.compile if (block != NETWORK or args.compile_network) else []
     case = build_case(block, batch, DTYPES[dtype], device, layout, args.backend, modes)
+    with torch.inference_mode():
+        times, compile_s = _time_case(args, case, block, f"{block}, batch {batch}, {dtype}")
+    return case_rows(block, batch, DTYPES[dtype], device, layout, case, times, compile_s, peak)
+
+
+def run_train_case(
+    args: argparse.Namespace, block: str, form: str, batch: int, dtype: str, layout: str
+) -> list[dict]:
+    """Build, compile (timed apart), time and measure the saved memory of one training case."""
+    device = args.device
+    modes = args.compile if (block != NETWORK or args.compile_network) else []
+    case = build_train_case(block, form, batch, DTYPES[dtype], device, layout, args.backend, modes)
+    label = f"train {form} {block}, batch {batch}, {dtype}"
+    with torch.enable_grad():
+        times, compile_s = _time_case(args, case, block, label)
+        saved = {name: measure() for name, measure in case.saved.items()}
+    return case_rows(
+        block, batch, DTYPES[dtype], device, layout, case, times, compile_s, None,
+        mode="train", form=form, saved_bytes=saved,
+    )  # fmt: skip
+
+
+def _time_case(
+    args: argparse.Namespace, case, block: str, label: str
+) -> tuple[list[float], dict[str, float]]:
+    """Compile (the first call, timed apart), then the interleaved medians of case.calls:
+    (ms per call in case.calls' order, seconds compiling per compiled implementation)."""
     compile_s = {}
     repeats = network_repeats(args.repeats) if block == NETWORK else args.repeats
-    with torch.inference_mode():
-        for name in case.compiled:
-            _progress(f"    compiling {name} ({block}, batch {batch}, {dtype}, {layout}) ...")
-            compile_s[name] = first_call_seconds(case.calls[name], device)
-        times = median_ms_interleaved(
-            list(case.calls.values()),
-            device,
-            warmup=args.warmup,
-            repeats=repeats,
-            min_seconds=args.min_seconds,
-        )
+    for name in case.compiled:
+        _progress(f"    compiling {name} ({label}) ...")
+        compile_s[name] = first_call_seconds(case.calls[name], args.device)
+    times = median_ms_interleaved(
+        list(case.calls.values()),
+        args.device,
+        warmup=args.warmup,
+        repeats=repeats,
+        min_seconds=args.min_seconds,
+    )
     for name, ms in zip(case.calls, times, strict=True):
         if name in compile_s:  # the first call also ran the module once
             compile_s[name] = max(0.0, compile_s[name] - ms / 1e3)
-    return case_rows(block, batch, DTYPES[dtype], device, layout, case, times, compile_s, peak)
+    return times, compile_s
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmark (the console script fused-inception-bench); 0 on success."""
     args = parse_args(argv)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     start = time.perf_counter()
     impls = impl_names(args.backend, args.compile)
     peak, source = device_peak(args.device, tuple(DTYPES[d] for d in args.dtype))
     print(header(args, impls, _peak_text(peak, source, args.dtype)), flush=True)
-    print(ROW_HEADER, flush=True)
-    cases = [
-        (block, batch, dtype, layout)
-        for dtype in args.dtype
-        for batch in args.batch
-        for block in args.blocks
-        for layout in LAYOUTS
-    ]
+    if not args.train_only:
+        print(ROW_HEADER, flush=True)
+    cases: list[tuple] = []
+    if not args.train_only:
+        cases += [
+            (None, block, batch, dtype, layout)
+            for dtype in args.dtype
+            for batch in args.batch
+            for block in args.blocks
+            for layout in LAYOUTS
+        ]
+    if args.train:
+        cases += [
+            (form, block, batch, dtype, layout)
+            for dtype in args.dtype
+            for batch in args.train_batch
+            for block in args.blocks
+            for form in args.forms
+            for layout in args.train_layouts
+        ]
     rows: list[dict] = []
-    for i, (block, batch, dtype, layout) in enumerate(cases, 1):
+    for i, (form, block, batch, dtype, layout) in enumerate(cases, 1):
+        what = "" if form is None else f"train {form} "
         _progress(
-            f"[{i}/{len(cases)} {time.perf_counter() - start:.0f} s] {block}, batch {batch}, "
-            f"{dtype}, {layout}"
+            f"[{i}/{len(cases)} {time.perf_counter() - start:.0f} s] {what}{block}, "
+            f"batch {batch}, {dtype}, {layout}"
         )
-        new = run_case(args, block, batch, dtype, layout, peak)
+        if form is None:
+            new = run_case(args, block, batch, dtype, layout, peak)
+        else:
+            if not any(r["mode"] == "train" for r in rows):
+                print(TRAIN_HEADER, flush=True)
+            new = run_train_case(args, block, form, batch, dtype, layout)
         for r in new:
             print(_row_text(r), flush=True)
         rows.extend(new)

@@ -2,7 +2,8 @@
 
 Plain SVG text, no plotting library: one panel per (layout, batch, dtype), one group of bars
 per block (and the network), one bar per implementation; a dashed line marks 1.0x (the eager
-module itself, which gets no bar).
+module itself, which gets no bar). Training rows (mode "train") get panels of their own, one
+per form, against that form's eager module.
 """
 
 from __future__ import annotations
@@ -11,21 +12,32 @@ from html import escape
 from pathlib import Path
 
 from fused_inception.bench.cases import EAGER as BASELINE
+from fused_inception.bench.train import BASELINES as TRAIN_BASELINES
 
 COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2")
 BAR_W, GAP, LEFT, RIGHT, PANEL_H, TOP, BOTTOM = 16, 14, 60, 20, 220, 40, 40
 
 
+def _is_baseline(r: dict) -> bool:
+    if r.get("mode") == "train":
+        return r["impl"] == TRAIN_BASELINES[r["form"]]
+    return r["impl"] == BASELINE
+
+
 def _panels(rows: list[dict]) -> dict[tuple, list[dict]]:
+    """Rows other than the baselines, per (title prefix, layout, batch, dtype): training rows
+    get a panel per form ("train paper: ..."), inference rows none ("")."""
     panels: dict[tuple, list[dict]] = {}
     for r in rows:
-        if r["impl"] != BASELINE:
-            panels.setdefault((r["layout"], r["batch"], r["dtype"]), []).append(r)
+        if not _is_baseline(r):
+            prefix = f"train {r['form']}: " if r.get("mode") == "train" else ""
+            panels.setdefault((prefix, r["layout"], r["batch"], r["dtype"]), []).append(r)
     return panels
 
 
 def _panel_svg(key: tuple, rows: list[dict], impls: list[str], y0: int, width: int) -> list[str]:
-    layout, batch, dtype = key
+    prefix, layout, batch, dtype = key
+    baseline = TRAIN_BASELINES[rows[0]["form"]] if prefix else BASELINE
     blocks = list(dict.fromkeys(r["block"] for r in rows))
     speedup = {(r["block"], r["impl"]): r["speedup"] for r in rows}
     top = max(1.2, max(speedup.values()) * 1.15)
@@ -36,7 +48,8 @@ def _panel_svg(key: tuple, rows: list[dict], impls: list[str], y0: int, width: i
 
     out = [
         f'<text x="{LEFT}" y="{y0 + 24}" font-size="14" font-weight="bold">'
-        f"{escape(layout)} input, batch {batch}, {escape(dtype)}: speedup vs {BASELINE}</text>",
+        f"{escape(prefix + layout)} input, batch {batch}, {escape(dtype)}: speedup vs "
+        f"{escape(baseline)}</text>",
         f'<line x1="{LEFT}" y1="{plot_top}" x2="{LEFT}" y2="{plot_bottom}" stroke="black"/>',
         f'<line x1="{LEFT}" y1="{plot_bottom}" x2="{width - RIGHT}" y2="{plot_bottom}" '
         'stroke="black"/>',
@@ -82,7 +95,7 @@ def write_speedup_svg(rows: list[dict], path: str | Path) -> None:
     panels = _panels(rows)
     if not panels:
         raise ValueError("no rows to plot besides the eager baseline")
-    impls = list(dict.fromkeys(r["impl"] for r in rows if r["impl"] != BASELINE))
+    impls = list(dict.fromkeys(r["impl"] for r in rows if not _is_baseline(r)))
     groups = max(len({r["block"] for r in p}) for p in panels.values())
     width = LEFT + GAP + groups * (len(impls) * BAR_W + GAP) + RIGHT
     width = max(width, 480)
