@@ -162,7 +162,6 @@ def sass_counts(sass: str) -> dict[str, dict[str, int]]:
     return counts
 
 
-
 def cuobjdump_path() -> str:
     """The cuobjdump shipped inside the triton package (a CUDA toolkit may lack one)."""
     import triton
