@@ -53,6 +53,8 @@ COVERED = {
     "block_kxk_": "test_opcheck_block_kxk_",
     "cuda_kernel_builds": "test_opcheck_cuda_kernel_builds",
     "fingerprint": "test_opcheck_fingerprint",
+    "emulated_counters_start": "test_opcheck_emulated_counters",
+    "emulated_counters_stop": "test_opcheck_emulated_counters",
 }
 
 
@@ -247,6 +249,21 @@ def test_opcheck_cuda_kernel_builds():
     )
     assert set(results.values()) == {"SUCCESS"}, results
     assert set(ops.cuda_kernel_builds()) <= {"cuda", "emulated"}
+
+
+@pytest.mark.skipif(
+    "emulated" not in cuda_kernel_builds(), reason="no emulated build of the CUDA kernels"
+)
+def test_opcheck_emulated_counters():
+    """The shim's launch log (report --work's cuda rows), operators without tensors: schema,
+    autograd and fake-mode checks, as for cuda_kernel_builds; stop leaves counting off."""
+    for op in (ops.emulated_counters_start.default, ops.emulated_counters_stop.default):
+        results = torch.library.opcheck(
+            op, (), test_utils=("test_schema", "test_autograd_registration", "test_faketensor")
+        )
+        assert set(results.values()) == {"SUCCESS"}, results
+    launches, names, values = ops.emulated_counters_stop()
+    assert launches == [] and values == [] and names[0] == "blocks"
 
 
 @pytest.mark.parametrize(

@@ -313,17 +313,27 @@ def test_autocast_bf16_dtype_matches_torchvision(train, grad, x_dtype):
 
 
 def test_autocast_bf16_paper_form_trains():
-    """Paper form under autocast: bf16 output, float32 parameter gradients close to float32's."""
+    """Paper form under autocast: bf16 output, float32 parameter gradients equal to the eager
+    block's under the same autocast (the drop-in's promise) and, over all parameters, close to
+    float32's. (On this tiny input a bf16-rounded value on the other side of a ReLU's zero
+    moves single gradients by up to ~13% of their largest element, for eager PyTorch just
+    the same, so the float32 comparison is normwise over all parameters, on a fixed input.)"""
     block = randomize_block(FusedInception(*SMALL.args(), norm=False, backend="cpu"), 9).train()
-    x = torch.randn(2, SMALL.in_channels, 4, 5)
+    params = list(block.parameters())
+    x = torch.randn(2, SMALL.in_channels, 4, 5, generator=torch.Generator().manual_seed(0))
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = block(x)
-    assert out.dtype == torch.bfloat16
-    grads = torch.autograd.grad(out.float().square().sum(), list(block.parameters()))
-    ref = torch.autograd.grad(block(x).square().sum(), list(block.parameters()))
-    for g, r in zip(grads, ref, strict=True):
+        eager = block.to_unfused()(x)
+    assert out.dtype == eager.dtype == torch.bfloat16
+    grads = torch.autograd.grad(out.float().square().sum(), params)
+    eager_grads = torch.autograd.grad(eager.float().square().sum(), params)
+    ref = torch.autograd.grad(block(x).square().sum(), params)
+    for g, e in zip(grads, eager_grads, strict=True):
         assert g.dtype == torch.float32
-        assert (g - r).abs().max() <= 4 * TOLERANCES[torch.bfloat16] * r.abs().max()
+        assert_close_rel(g, e, torch.bfloat16)
+    flat = torch.cat([g.flatten() for g in grads])
+    flat_ref = torch.cat([r.flatten() for r in ref])
+    assert (flat - flat_ref).norm() <= TOLERANCES[torch.bfloat16] * flat_ref.norm()
 
 
 def test_autocast_under_torch_compile():
