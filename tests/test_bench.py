@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from fused_inception.bench import cli as bench
-from fused_inception.bench.cases import build_case
+from fused_inception.bench.cases import OrtParityError, build_case, ort_unavailable_reason
 from fused_inception.bench.plot import write_speedup_svg
 from fused_inception.bench.timing import first_call_seconds
 from fused_inception.configs import GOOGLENET_BLOCKS, BlockConfig
@@ -33,7 +33,9 @@ def _close(a: float, b: float, rel: float = 2e-3) -> bool:
 def test_quick_run(tmp_path, capsys):
     # One run only (its checks below share it; pytest-xdist would repeat a module fixture per
     # worker): 5b and the network at batch 1, eager and fused_cpu, no torch.compile (--quick).
+    # --no-onnxruntime: its rows are tested apart (test_onnxruntime_rows).
     argv = ["--device", "cpu", "--blocks", "5b", "network", "--quick", "--repeats", "1"]
+    argv += ["--no-onnxruntime"]
     argv += ["--json", str(tmp_path / "rows.json"), "--plot", str(tmp_path / "speedups.svg")]
     assert bench.main(argv) == 0
     rows = json.loads((tmp_path / "rows.json").read_text())
@@ -139,3 +141,55 @@ def test_rows_carry_compile_seconds_and_speedups():
     )  # fmt: skip
     assert [r["speedup"] for r in rows] == [1.0, 2.0]
     assert all(r["roofline_fraction"] is None and r["bound_ms_fused"] is None for r in rows)
+
+
+def _needs_onnxruntime():
+    reason = ort_unavailable_reason(torch.device("cpu"), torch.float32)
+    if reason is not None:
+        pytest.skip(reason)
+
+
+def test_onnxruntime_is_a_default_cpu_baseline_unless_switched_off():
+    _needs_onnxruntime()
+    assert bench.parse_args(["--device", "cpu"]).onnxruntime
+    args = bench.parse_args(["--device", "cpu", "--no-onnxruntime"])
+    assert not args.onnxruntime and args.ort_skipped == {"float32": "--no-onnxruntime"}
+
+
+def test_onnxruntime_rows(tmp_path, capsys):
+    _needs_onnxruntime()
+    argv = ["--device", "cpu", "--blocks", "5b", "--no-network", "--quick", "--repeats", "1"]
+    assert bench.main([*argv, "--json", str(tmp_path / "rows.json")]) == 0
+    rows = json.loads((tmp_path / "rows.json").read_text())
+    assert {(r["layout"], r["impl"]) for r in rows} == {
+        (layout, impl)
+        for layout in ("nchw", "channels_last")
+        for impl in ("torchvision_eager", "fused_cpu", "onnxruntime")
+    }
+    for layout in ("nchw", "channels_last"):
+        by_impl = {r["impl"]: r for r in rows if r["layout"] == layout}
+        ort, eager = by_impl["onnxruntime"], by_impl["torchvision_eager"]
+        assert set(ort) == FIELDS and ort["median_ms"] > 0 and ort["batch"] == 1
+        assert _close(ort["speedup"], eager["median_ms"] / ort["median_ms"])
+        assert ort["compile_s"] > 0 and eager["compile_s"] is None  # export seconds, apart
+    out = capsys.readouterr().out
+    assert "exported in" in out and "onnxruntime: 2 exports" in out
+    bench.main([*argv, "--no-onnxruntime", "--json", str(tmp_path / "off.json")])
+    off = json.loads((tmp_path / "off.json").read_text())
+    assert off and all(r["impl"] != "onnxruntime" for r in off)
+
+
+def test_onnxruntime_parity_is_checked_before_timing(monkeypatch):
+    _needs_onnxruntime()
+    import onnxruntime
+
+    run = onnxruntime.InferenceSession.run
+
+    def corrupted(self, *args, **kwargs):
+        return [out * (1 + 1e-3) + 1e-3 for out in run(self, *args, **kwargs)]
+
+    monkeypatch.setattr(onnxruntime.InferenceSession, "run", corrupted)
+    with pytest.raises(OrtParityError, match="tiny, batch 1, float32, nchw"):
+        build_case(
+            "tiny", 1, torch.float32, torch.device("cpu"), "nchw", [], onnxruntime=True, cfg=TINY
+        )

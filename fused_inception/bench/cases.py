@@ -8,13 +8,25 @@ Implementations (the names the rows carry):
 - "torchvision_compile" (mode "default") and "torchvision_compile_max_autotune": torch.compile
   of torchvision's module, dynamic=False (one static graph per shape and layout, what a
   deployment at a fixed batch size gets). Compiling happens on the first call, which the
-  benchmark times apart (Case.compiled names these), never inside a median.
+  benchmark times apart (Case.compiled names these), never inside a median;
+- "onnxruntime": torchvision's module exported once per case to ONNX (the legacy
+  torch.onnx.export, opset 17, static shapes) and run by an ONNX Runtime InferenceSession
+  (CPUExecutionProvider, or CUDAExecutionProvider on a GPU when ONNX Runtime has it). Its input
+  is an NCHW numpy array holding the case's input values (channels_last inputs are made
+  contiguous once, before timing); its output comes back as a tensor. Exporting and creating
+  the session happen in build_case (Case.setup_s), never inside a median; the output is
+  checked against the eager module's first (ORT_TOLERANCES; else OrtParityError).
 """
 
 from __future__ import annotations
 
 import copy
 import functools
+import importlib.util
+import os
+import tempfile
+import time
+import warnings
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
@@ -35,6 +47,10 @@ LAYOUTS = {"nchw": torch.contiguous_format, "channels_last": torch.channels_last
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 COMPILE_MODES = ("default", "max-autotune")
 EAGER = "torchvision_eager"
+ORT = "onnxruntime"
+ONNX_OPSET = 17
+# The package's tolerances, normwise: max|out - ref| <= tolerance * max|ref|.
+ORT_TOLERANCES = {torch.float32: 1e-4, torch.float16: 1e-2}
 # Distinct inputs cycled per candidate add up to at least this (beyond a server CPU's L3 and
 # twice a GPU's L2), so no call finds its input in cache from the previous one.
 MIN_ROTATION_BYTES = 64 * 2**20
@@ -48,12 +64,19 @@ class Case(NamedTuple):
     compiled: names in `calls` whose first call compiles
     traffic:  work and fewest elements moved (fused_inception.bench.roofline)
     inputs:   the rotated input tensors, [batch, C, H, W] each, in the case's layout
+    setup_s:  seconds of one-off setup outside the timing per implementation (the onnxruntime
+              row: exporting to ONNX and creating the session)
     """
 
     calls: dict[str, Callable[[], torch.Tensor]]
     compiled: tuple[str, ...]
     traffic: Traffic
     inputs: list[torch.Tensor]
+    setup_s: dict[str, float] = {}
+
+
+class OrtParityError(AssertionError):
+    """ONNX Runtime's output of a case differs from the eager module's beyond ORT_TOLERANCES."""
 
 
 def dtype_name(dtype: torch.dtype) -> str:
@@ -90,10 +113,73 @@ def compile_impl_name(mode: str) -> str:
     )
 
 
-def impl_names(backends: Sequence[str], compile_modes: Sequence[str] = ()) -> list[str]:
+def impl_names(
+    backends: Sequence[str], compile_modes: Sequence[str] = (), onnxruntime: bool = False
+) -> list[str]:
     """The implementations of a case, in the order build_case makes them (eager first)."""
     names = [EAGER, *(fused_impl_name(b) for b in backends)]
-    return names + [compile_impl_name(m) for m in compile_modes]
+    return names + [compile_impl_name(m) for m in compile_modes] + [ORT] * onnxruntime
+
+
+def ort_unavailable_reason(device: torch.device, dtype: torch.dtype) -> str | None:
+    """Why the onnxruntime row cannot be timed on `device` in `dtype` (None: it can)."""
+    if importlib.util.find_spec("onnxruntime") is None or importlib.util.find_spec("onnx") is None:
+        return "onnxruntime or onnx is not installed (pip install fused_inception[bench])"
+    if dtype not in (torch.float32, torch.float16):
+        return f"{dtype_name(dtype)} has no numpy dtype to feed ONNX Runtime"
+    if device.type == "cuda":
+        import onnxruntime
+
+        if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
+            return "this onnxruntime has no CUDAExecutionProvider"
+    return None
+
+
+def ort_session(module: nn.Module, example: torch.Tensor, device: torch.device):
+    """An ONNX Runtime InferenceSession of `module` (in eval mode) exported for `example`'s
+    static shape: opset ONNX_OPSET, all graph optimizations, torch's thread count."""
+    import onnxruntime as ort
+
+    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # the legacy exporter's notice
+        path = os.path.join(tmp, "model.onnx")
+        torch.onnx.export(module, (example,), path, opset_version=ONNX_OPSET, dynamo=False)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = torch.get_num_threads()
+        options.inter_op_num_threads = 1
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        provider = "CUDAExecutionProvider" if device.type == "cuda" else "CPUExecutionProvider"
+        return ort.InferenceSession(path, options, providers=[provider])
+
+
+def ort_call(session, device: torch.device) -> Callable[[object], torch.Tensor]:
+    """session.run on one NCHW numpy array, its output as a tensor on `device`."""
+    name = session.get_inputs()[0].name
+
+    def run(x) -> torch.Tensor:
+        (out,) = session.run(None, {name: x})
+        return torch.from_numpy(out).to(device)
+
+    return run
+
+
+def check_ort_parity(label: str, out: torch.Tensor, ref: torch.Tensor) -> None:
+    """Raise OrtParityError naming the case `label` unless `out` matches `ref` within
+    ORT_TOLERANCES[ref.dtype] (normwise; a shape mismatch or NaN fails too)."""
+    tol = ORT_TOLERANCES[ref.dtype]
+    ref = ref.detach().float().cpu()
+    out = out.detach().float().cpu()
+    if out.shape != ref.shape:
+        raise OrtParityError(
+            f"{label}: onnxruntime output shape {tuple(out.shape)} != eager {tuple(ref.shape)}"
+        )
+    err = (out - ref).abs().max().item()
+    scale = max(ref.abs().max().item(), 1e-6)
+    if not err <= tol * scale:  # (NaN fails too)
+        raise OrtParityError(
+            f"{label}: onnxruntime output differs from torchvision's eager module: max abs err "
+            f"{err:.3e} > {tol:g} * {scale:.3e}"
+        )
 
 
 def randomize_bn(module: nn.Module, gen: torch.Generator, spread: float = 0.1) -> None:
@@ -172,6 +258,7 @@ def build_case(
     backends: Sequence[str],
     compile_modes: Sequence[str] = (),
     *,
+    onnxruntime: bool = False,
     cfg: BlockConfig | None = None,
     seed: int = 0,
 ) -> Case:
@@ -183,6 +270,8 @@ def build_case(
     layout:        "nchw" or "channels_last": the input's memory format (and the modules')
     backends:      FusedInception backends to include
     compile_modes: torch.compile modes of torchvision's module to include
+    onnxruntime:   include the "onnxruntime" row (see ort_unavailable_reason; exported, its
+                   session created and its output checked against eager's here)
     cfg:           another block configuration to use under the name `block` (tests)
 
     torch.compile state is reset first (torch._dynamo.reset()), so that compiled modules of
@@ -215,8 +304,20 @@ def build_case(
         impls[name] = torch.compile(eager, mode=mode, dynamic=False)
         compiled.append(name)
     inputs = make_inputs(shape, dtype, device, fmt, gen)
-    stride = max(1, len(inputs) // len(impls))
+    stride = max(1, len(inputs) // (len(impls) + onnxruntime))
     calls = {
         name: cycling(fn, inputs, start=i * stride) for i, (name, fn) in enumerate(impls.items())
     }
-    return Case(calls, tuple(compiled), traffic, inputs)
+    setup_s = {}
+    if onnxruntime:
+        t0 = time.perf_counter()
+        session = ort_session(eager, inputs[0].contiguous(), device)
+        setup_s[ORT] = time.perf_counter() - t0
+        # The same values in NCHW numpy arrays (a view of an NCHW CPU input), made once here.
+        arrays = [x.detach().cpu().contiguous().numpy() for x in inputs]
+        run = ort_call(session, device)
+        with torch.inference_mode():
+            label = f"{block}, batch {batch}, {dtype_name(dtype)}, {layout}"
+            check_ort_parity(label, run(arrays[0]), eager(inputs[0]))
+        calls[ORT] = cycling(run, arrays, start=len(impls) * stride)
+    return Case(calls, tuple(compiled), traffic, inputs, setup_s)

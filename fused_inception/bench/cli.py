@@ -39,11 +39,13 @@ from fused_inception.bench.cases import (
     LAYOUTS,
     MIN_ROTATION_BYTES,
     NETWORK,
+    ORT,
     Case,
     build_case,
     default_dtypes,
     dtype_name,
     impl_names,
+    ort_unavailable_reason,
     timed_backends,
 )
 from fused_inception.bench.peaks import Peak, device_peak
@@ -228,9 +230,20 @@ def header(args: argparse.Namespace, impls: Sequence[str], peak_line: str) -> st
 
 
 def _inference_header(args: argparse.Namespace, impls: Sequence[str]) -> list[str]:
+    skipped = {reason for reason in args.ort_skipped.values() if reason is not None}
+    ort = (
+        f"{ORT}: the same eager module exported once per case (ONNX opset 17), NCHW numpy "
+        f"input, {torch.get_num_threads()} intra-op threads; export + session seconds in "
+        "compile_s"
+        if args.onnxruntime
+        else f"no {ORT}"
+    )
+    if skipped:
+        ort += f" ({'; '.join(sorted(skipped))})"
     return [
         f"forward (inference): batch {' '.join(map(str, args.batch))} | layouts "
-        f"{', '.join(LAYOUTS)} | {', '.join(impls)}"
+        f"{', '.join(LAYOUTS)} | {', '.join(impls)}",
+        ort,
     ]
 
 
@@ -277,6 +290,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "on a GPU, default on the CPU; none with --quick)",
     )
     p.add_argument("--no-compile", action="store_true", help="no torch.compile baseline")
+    p.add_argument(
+        "--no-onnxruntime",
+        action="store_true",
+        help="no ONNX Runtime baseline (default: included where onnxruntime is installed and "
+        "the device is the CPU, or a GPU with ONNX Runtime's CUDAExecutionProvider)",
+    )
     p.add_argument(
         "--compile-network",
         action="store_true",
@@ -349,6 +368,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         p.error("--threads must be at least 1")
     if args.plot and not args.plot.endswith(".svg"):
         p.error("--plot writes SVG: give a path ending in .svg")
+    # The onnxruntime row, per dtype (bfloat16 has none): None where it runs, else why not.
+    args.ort_skipped = {
+        d: "--no-onnxruntime" if args.no_onnxruntime else ort_unavailable_reason(device, DTYPES[d])
+        for d in args.dtype
+    }
+    args.onnxruntime = any(reason is None for reason in args.ort_skipped.values())
     if args.backend is None:
         args.backend = timed_backends(device)
     for b in args.backend:
@@ -378,7 +403,8 @@ TRAIN_HEADER = (
 def _row_text(r: dict) -> str:
     """One printed line: ROW_FORMAT for a forward's row, TRAIN_FORMAT for a training step's."""
     train = r.get("mode") == "train"
-    compiled = "" if r["compile_s"] is None else f"; compiled in {r['compile_s']:.1f} s"
+    verb = "exported" if r["impl"] == ORT else "compiled"
+    compiled = "" if r["compile_s"] is None else f"; {verb} in {r['compile_s']:.1f} s"
     fields = [r["block"], *([r["form"]] if train else []), r["batch"], r["dtype"], r["layout"]]
     fields += [r["impl"], r["median_ms"], r["images_per_s"], r["speedup"]]
     if train:
@@ -404,9 +430,13 @@ def run_case(
     """Build, compile (timed apart), time and turn into rows one case."""
     device = args.device
     modes = args.compile if (block != NETWORK or args.compile_network) else []
-    case = build_case(block, batch, DTYPES[dtype], device, layout, args.backend, modes)
+    ort = args.ort_skipped[dtype] is None
+    case = build_case(
+        block, batch, DTYPES[dtype], device, layout, args.backend, modes, onnxruntime=ort
+    )
     with torch.inference_mode():
         times, compile_s = _time_case(args, case, block, f"{block}, batch {batch}, {dtype}")
+    compile_s.update(case.setup_s)  # exporting to ONNX, apart from the timing like compiling
     return case_rows(block, batch, DTYPES[dtype], device, layout, case, times, compile_s, peak)
 
 
@@ -456,7 +486,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     start = time.perf_counter()
-    impls = impl_names(args.backend, args.compile)
+    impls = impl_names(args.backend, args.compile, args.onnxruntime)
     peak, source = device_peak(args.device, tuple(DTYPES[d] for d in args.dtype))
     print(header(args, impls, _peak_text(peak, source, args.dtype)), flush=True)
     if not args.train_only:
@@ -498,7 +528,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     print()
     for line in summarize(rows):
         print(line)
-    compiled = [r["compile_s"] for r in rows if r["compile_s"] is not None]
+    compiled = [r["compile_s"] for r in rows if r["compile_s"] is not None and r["impl"] != ORT]
+    exported = [r["compile_s"] for r in rows if r["compile_s"] is not None and r["impl"] == ORT]
+    if exported:
+        print(
+            f"onnxruntime: {len(exported)} exports and sessions, {sum(exported):.0f} s in all "
+            f"(max {max(exported):.1f} s), not included in any median"
+        )
     if compiled:
         print(
             f"torch.compile: {len(compiled)} compilations, {sum(compiled):.0f} s in all "
