@@ -11,7 +11,12 @@ import pytest
 import torch
 
 from fused_inception.bench import cli as bench
-from fused_inception.bench.cases import OrtParityError, build_case, ort_unavailable_reason
+from fused_inception.bench.cases import (
+    OrtParityError,
+    build_case,
+    ort_session,
+    ort_unavailable_reason,
+)
 from fused_inception.bench.plot import write_speedup_svg
 from fused_inception.bench.timing import first_call_seconds
 from fused_inception.configs import GOOGLENET_BLOCKS, BlockConfig
@@ -193,3 +198,14 @@ def test_onnxruntime_parity_is_checked_before_timing(monkeypatch):
         build_case(
             "tiny", 1, torch.float32, torch.device("cpu"), "nchw", [], onnxruntime=True, cfg=TINY
         )
+
+
+def test_onnxruntime_threads_do_not_spin():
+    # Spinning idle threads took the 2 cores from the interleaved torch calls (2-3x slower).
+    _needs_onnxruntime()
+    block = torch.nn.Conv2d(4, 4, 1).eval()
+    options = ort_session(block, torch.randn(1, 4, 2, 2), torch.device("cpu")).get_session_options()
+    assert options.intra_op_num_threads == torch.get_num_threads()
+    assert options.inter_op_num_threads == 1
+    for pool in ("intra_op", "inter_op"):
+        assert options.get_session_config_entry(f"session.{pool}.allow_spinning") == "0"
