@@ -128,7 +128,7 @@ def check_block_args(x: Tensor, p: FoldedParams) -> None:
 
 
 @inception_block.register_fake
-def _(x, w1, b1, w2r, b2r, w2, b2, w3r, b3r, w3, b3, w4, b4, backend):
+def _inception_block_fake(x, w1, b1, w2r, b2r, w2, b2, w3r, b3r, w3, b3, w4, b4, backend):
     # Also the Meta kernel: a meta parameter next to a CPU x dispatches here, so check devices.
     check_block_args(x, FoldedParams(w1, b1, w2r, b2r, w2, b2, w3r, b3r, w3, b3, w4, b4))
     n, _, h, w = x.shape
@@ -138,10 +138,83 @@ def _(x, w1, b1, w2r, b2r, w2, b2, w3r, b3r, w3, b3, w4, b4, backend):
     )
 
 
+@torch.library.custom_op("fused_inception::inception_block_saving", mutates_args=())
+def inception_block_saving(
+    x: Tensor,
+    w1: Tensor,
+    b1: Tensor,
+    w2r: Tensor,
+    b2r: Tensor,
+    w2: Tensor,
+    b2: Tensor,
+    w3r: Tensor,
+    b3r: Tensor,
+    w3: Tensor,
+    b3: Tensor,
+    w4: Tensor,
+    b4: Tensor,
+    backend: str,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """inception_block that also returns the reduced tensors, which its backward then reads
+    instead of recomputing them (FusedInception(recompute=False)).
+
+    Arguments as inception_block's. Returns (out, r2, r3): out as inception_block's;
+    r2 = relu(conv1x1(x; w2r) + b2r) [N, c2r, H, W] and r3 likewise [N, c3r, H, W], both
+    channels_last, not differentiable. The backends that produce them in their forward pass
+    them on (cpu; triton and cuda for their two-launch kernels); otherwise one GEMM over x
+    computes them here, the work the backward would have recomputed.
+    """
+    params = FoldedParams(w1, b1, w2r, b2r, w2, b2, w3r, b3r, w3, b3, w4, b4)
+    check_block_args(x, params)
+    _, impl = resolve_backend(backend, x.device, x.dtype)
+    packed = impl.prepare(params)
+    saving = getattr(impl, "forward_saving", None)
+    result = saving(x, packed) if saving is not None else None
+    if result is not None:
+        return result
+    r2, r3 = _reduce(_rows(x), w2r, b2r, w3r, b3r)
+    n, _, h, w = x.shape
+    return impl.forward(x, packed), _nchw(r2, n, h, w), _nchw(r3, n, h, w)
+
+
+@inception_block_saving.register_fake
+def _(x, w1, b1, w2r, b2r, w2, b2, w3r, b3r, w3, b3, w4, b4, backend):
+    out = _inception_block_fake(x, w1, b1, w2r, b2r, w2, b2, w3r, b3r, w3, b3, w4, b4, backend)
+    n, _, h, w = x.shape
+
+    def reduced(c: int) -> Tensor:
+        return torch.empty(
+            (n, c, h, w), dtype=x.dtype, device=x.device, memory_format=torch.channels_last
+        )
+
+    return out, reduced(w2r.shape[0]), reduced(w3r.shape[0])
+
+
 def _setup_context(ctx, inputs, output) -> None:
     x, w1, _, w2r, b2r, w2, _, w3r, b3r, w3, _, w4, _, _ = inputs
     # The activations saved are x and out only; r2/r3 and the pooled x are recomputed.
     ctx.save_for_backward(x, output, w1, w2r, b2r, w2, w3r, b3r, w3, w4)
+    ctx.saved_reduced = False
+
+
+def _setup_context_saving(ctx, inputs, output) -> None:
+    x, w1, _, w2r, b2r, w2, _, w3r, b3r, w3, _, w4, _, _ = inputs
+    out, r2, r3 = output
+    # x, out and the reduced tensors; the pooled x is recomputed.
+    ctx.save_for_backward(x, out, w1, w2r, b2r, w2, w3r, b3r, w3, w4, r2, r3)
+    ctx.saved_reduced = True
+    ctx.mark_non_differentiable(r2, r3)
+
+
+def _reduce(x_rows: Tensor, w2r: Tensor, b2r: Tensor, w3r: Tensor, b3r: Tensor):
+    """relu(x @ [w2r | w3r] + [b2r | b3r]) as two contiguous row tensors [N*H*W, c2r / c3r]."""
+    w_red = torch.cat([w2r.flatten(1), w3r.flatten(1)])
+    r = torch.addmm(torch.cat([b2r, b3r]), x_rows, w_red.t()).relu_()
+    c2r = w2r.shape[0]
+    # Copies (clone: a view of a one-row r is contiguous already): the operator's outputs
+    # must not share memory.
+    fmt = torch.contiguous_format
+    return r[:, :c2r].clone(memory_format=fmt), r[:, c2r:].clone(memory_format=fmt)
 
 
 def _rows(t_nchw: Tensor) -> Tensor:
@@ -161,8 +234,13 @@ def _sum_rows(g_rows: Tensor) -> Tensor:
     return g_rows.sum(0, dtype=acc).to(g_rows.dtype)
 
 
+def _backward_saving(ctx, grad_out: Tensor, _grad_r2, _grad_r3):
+    return _backward(ctx, grad_out)
+
+
 def _backward(ctx, grad_out: Tensor):
-    x, out, w1, w2r, b2r, w2, w3r, b3r, w3, w4 = ctx.saved_tensors
+    saved = ctx.saved_tensors
+    x, out, w1, w2r, b2r, w2, w3r, b3r, w3, w4 = saved[:10]
     needs = dict(zip(("x",) + _PARAM_NAMES, ctx.needs_input_grad, strict=False))
     grads: dict[str, Tensor | None] = dict.fromkeys(needs)
     n, c_in, h, w = x.shape
@@ -173,16 +251,22 @@ def _backward(ctx, grad_out: Tensor):
     g1, g2, g3, g4 = torch.split(g_rows, [c1, c2, c3, w4.shape[0]], dim=1)
     x_rows = _rows(x)
 
-    # b2, b3: recompute r2 and r3 from x, then the kxk convolutions' backward (ATen
-    # convolution_backward: cuDNN / oneDNN) and the reductions' ReLU masks (r > 0).
+    # b2, b3: r2 and r3 (saved by inception_block_saving, else recomputed from x in one GEMM),
+    # then the kxk convolutions' backward (ATen convolution_backward: cuDNN / oneDNN) and the
+    # reductions' ReLU masks (r > 0).
     # x_readers: the 1x1 convs over x (b1, r2, r3) with their pre-activation gradients.
+    if ctx.saved_reduced:
+        reduced = {"2": saved[10], "3": saved[11]}
+    else:
+        r2, r3 = _reduce(x_rows, w2r, b2r, w3r, b3r)
+        reduced = {"2": _nchw(r2, n, h, w), "3": _nchw(r3, n, h, w)}
     x_readers = [("1", g1, w1)]
-    for tag, w_red, b_red, w_kxk, g_kxk in (("2", w2r, b2r, w2, g2), ("3", w3r, b3r, w3, g3)):
+    for tag, w_red, w_kxk, g_kxk in (("2", w2r, w2, g2), ("3", w3r, w3, g3)):
         need_red = needs["x"] or needs[f"w{tag}r"] or needs[f"b{tag}r"]
         mask = [need_red, needs[f"w{tag}"], needs[f"b{tag}"]]
         if not any(mask):
             continue
-        r = _nchw(torch.addmm(b_red, x_rows, w_red.flatten(1).t()).relu_(), n, h, w)
+        r = reduced[tag]
         k = w_kxk.shape[-1]
         grad_r, grads[f"w{tag}"], grads[f"b{tag}"] = torch.ops.aten.convolution_backward(
             _nchw(g_kxk, n, h, w), r, w_kxk, [w_kxk.shape[0]],
@@ -237,9 +321,10 @@ def _backward(ctx, grad_out: Tensor):
 
 
 inception_block.register_autograd(_backward, setup_context=_setup_context)
+inception_block_saving.register_autograd(_backward_saving, setup_context=_setup_context_saving)
 
 
-def _autocast_kernel(device_type: str):
+def _autocast_kernel(device_type: str, op):
     """Autocast rule: run the block in the autocast dtype, as torchvision's block does.
 
     Under autocast torchvision's block returns the autocast dtype (its convolutions run in it,
@@ -260,11 +345,15 @@ def _autocast_kernel(device_type: str):
             for a in args
         ]
         with torch.autocast(device_type, enabled=False):
-            return inception_block(*cast)
+            return op(*cast)
 
     return kernel
 
 
 _autocast_lib = torch.library.Library("fused_inception", "IMPL")
 for _device_type, _key in (("cpu", "AutocastCPU"), ("cuda", "AutocastCUDA")):
-    _autocast_lib.impl("inception_block", _autocast_kernel(_device_type), _key)
+    for _name, _op in (
+        ("inception_block", inception_block),
+        ("inception_block_saving", inception_block_saving),
+    ):
+        _autocast_lib.impl(_name, _autocast_kernel(_device_type, _op), _key)

@@ -14,13 +14,17 @@ import warnings
 from torch import nn
 
 from .backends import check_backend_name
-from .module import FusedInception, check_weight_check
+from .module import FusedInception, check_recompute, check_weight_check
 from .structure import inception_error
 from .units import has_branches
 
 
 def fuse_inception(
-    model: nn.Module, backend: str = "auto", *, weight_check: str = "auto"
+    model: nn.Module,
+    backend: str = "auto",
+    *,
+    weight_check: str = "auto",
+    recompute: bool | None = None,
 ) -> nn.Module:
     """Swap every Inception block inside `model` for a FusedInception, in place.
 
@@ -28,15 +32,17 @@ def fuse_inception(
     Inception block (FusedInception.from_module's checks), else left alone with a warning that
     says why. A model without any such block gets a warning too. The state_dict is unchanged
     (the fused blocks hold the original branch modules). Returns the model, or a
-    FusedInception if `model` itself is an Inception block. `backend` and `weight_check` are
-    those of FusedInception.
+    FusedInception if `model` itself is an Inception block. `backend`, `weight_check` and
+    `recompute` are those of FusedInception.
     """
     check_backend_name(backend)
     check_weight_check(weight_check)
+    check_recompute(recompute)
+    options = (backend, weight_check, recompute)
     if isinstance(model, FusedInception):
         return model
     if _is_candidate(model):
-        return _fuse_one(model, backend, weight_check, "model") or model
+        return _fuse_one(model, options, "model") or model
     found = 0
     for parent_name, parent in list(model.named_modules()):
         for child_name, child in list(parent.named_children()):
@@ -45,7 +51,7 @@ def fuse_inception(
             elif _is_candidate(child):
                 found += 1
                 name = f"{parent_name}.{child_name}" if parent_name else child_name
-                fused = _fuse_one(child, backend, weight_check, name)
+                fused = _fuse_one(child, options, name)
                 if fused is not None:
                     setattr(parent, child_name, fused)
     if not found:
@@ -72,13 +78,11 @@ def _is_candidate(module: nn.Module) -> bool:
     return not isinstance(module, FusedInception) and has_branches(module)
 
 
-def _fuse_one(
-    module: nn.Module, backend: str, weight_check: str, name: str
-) -> FusedInception | None:
+def _fuse_one(module: nn.Module, options: tuple, name: str) -> FusedInception | None:
     problem = inception_error(module)
     if problem is not None:
         warnings.warn(
             f"fuse_inception: left {name} ({type(module).__name__}) as is: {problem}", stacklevel=3
         )
         return None
-    return FusedInception._from_checked(module, backend, weight_check)
+    return FusedInception._from_checked(module, *options)

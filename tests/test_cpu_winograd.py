@@ -1,4 +1,5 @@
-"""The CPU backend's Winograd F(2x2, 3x3) path: forced on and off, against float64 references."""
+"""The CPU backend's float32 convolution paths (oneDNN, Winograd F(2x2, 3x3), direct), each
+forced in turn, against float64 references."""
 
 from __future__ import annotations
 
@@ -9,16 +10,21 @@ from helpers import GOOGLENET_CASES, ODD_CASES, assert_close_rel, odd_spatial, r
 from helpers import reference_f64 as ref64
 
 from fused_inception import FusedInception, Inception, _ext
-from fused_inception.backends import cpu_winograd
+from fused_inception.backends import cpu_onednn, cpu_winograd
 
 pytestmark = pytest.mark.skipif(
     not _ext.has_extension(), reason=f"fused_inception._C is not built: {_ext.extension_error()}"
 )
 
 
-@pytest.fixture(params=["winograd", "direct"])
+@pytest.fixture(params=["onednn", "winograd", "direct"])
 def conv_path(request, monkeypatch):
-    """Force every eligible 3x3 conv onto one path (the default policy uses both)."""
+    """Force every eligible 3x3 conv onto one path: oneDNN (float32's default where torch has
+    oneDNN), or without it Winograd or the direct convolution (the policy there uses both)."""
+    monkeypatch.setattr(cpu_onednn, "ENABLED", request.param == "onednn")
+    onednn_calls = []
+    real_conv = cpu_onednn.conv
+    monkeypatch.setattr(cpu_onednn, "conv", lambda *a: (onednn_calls.append(1), real_conv(*a))[1])
     if request.param == "winograd":
         monkeypatch.setattr(cpu_winograd, "MIN_PIXELS", 0)
         monkeypatch.setattr(cpu_winograd, "MIN_IN_CHANNELS", 0)
@@ -33,6 +39,7 @@ def conv_path(request, monkeypatch):
     )
     yield request.param
     assert bool(calls) == (request.param == "winograd"), f"{len(calls)} Winograd calls"
+    assert bool(onednn_calls) == (request.param == "onednn"), f"{len(onednn_calls)} oneDNN calls"
 
 
 def _parity(cfg, hw, batch, norm, k, layout):

@@ -18,6 +18,7 @@ import torch
 from helpers import (
     GPU_DEVICE,
     SMALL,
+    assert_close_rel,
     backend_params,
     dtype_params,
     layout_params,
@@ -44,6 +45,7 @@ needs_cuda_ops = pytest.mark.skipif(
 # Every operator of the namespace and the test that opchecks it (test_every_operator_is_covered).
 COVERED = {
     "inception_block": "test_opcheck_inception_block",
+    "inception_block_saving": "test_opcheck_inception_block_saving",
     "max_pool3x3_nhwc": "test_opcheck_max_pool3x3_nhwc",
     "winograd_f2x3_input": "test_opcheck_winograd_f2x3",  # and ..._tile_range
     "winograd_f2x3_output_": "test_opcheck_winograd_f2x3",
@@ -106,6 +108,35 @@ def test_opcheck_inception_block_cpu(k, dtype, layout):
 def test_opcheck_inception_block(backend, layout):
     x, params = _block_args(True, 5, 1, (3, 4), torch.float32, GPU_DEVICE, layout, seed=3)
     _opcheck(ops.inception_block.default, (x, *params, backend))
+
+
+@pytest.mark.parametrize("layout", layout_params())
+@pytest.mark.parametrize("backend", ["cpu", *backend_params("triton", "cuda")])
+def test_opcheck_inception_block_saving(backend, layout):
+    """The saving variant on every backend (cuda float32 takes its ATen fallback for r2/r3),
+    and its fake kernel's shapes and strides against the real outputs, 1x1 images and batch 0
+    included."""
+    device = "cpu" if backend == "cpu" else GPU_DEVICE
+    x, params = _block_args(False, 5, 2, (4, 5), torch.float32, device, layout, seed=5)
+    _opcheck(ops.inception_block_saving.default, (x, *params, backend))
+    for batch, hw in ((2, (4, 5)), (1, (1, 1)), (0, (3, 3))):
+        x, params = _block_args(False, 3, batch, hw, torch.float32, device, layout)
+        with torch.no_grad():
+            real = ops.inception_block_saving(x, *params, backend)
+            with FakeTensorMode(allow_non_fake_inputs=True) as mode:
+                fake = ops.inception_block_saving(
+                    mode.from_tensor(x), *(mode.from_tensor(p) for p in params), backend
+                )
+        plain = inception_block(x, *params, backend)
+        torch.testing.assert_close(real[0], plain, rtol=0, atol=0)
+        w2r, b2r, w3r, b3r = params[2], params[3], params[6], params[7]
+        for r, w, b in ((real[1], w2r, b2r), (real[2], w3r, b3r)):
+            want = torch.nn.functional.conv2d(x.double(), w.double(), b.double()).relu()
+            assert_close_rel(r.cpu(), want.cpu(), torch.float32)
+        for f, r in zip(fake, real, strict=True):
+            assert f.shape == r.shape and f.dtype == r.dtype
+            if r.numel():
+                assert _significant_strides(f) == _significant_strides(r)
 
 
 @pytest.mark.parametrize("layout", layout_params())

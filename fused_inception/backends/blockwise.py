@@ -42,13 +42,16 @@ def forward(
     block_kxk: BlockKxkLauncher,
     name: str,
     dtypes: tuple[torch.dtype, ...],
-) -> Tensor:
+    keep_reduced: bool = False,
+) -> Tensor | tuple[Tensor, Tensor, Tensor]:
     """Fused eval forward in two launches.
 
     x:   [N, Cin, H, W] (NCHW or channels_last), one of `dtypes`
     out: [N, c1 + c2 + c3 + c4, H, W] in x's memory format (output_memory_format)
 
     The kernels run on NHWC rows, so NCHW input is converted once and the output back.
+    keep_reduced: also return r2 and r3 (copies of the scratch's columns, [N, c, H, W]
+    channels_last), for a backward that does not recompute them.
     """
     if x.dtype not in dtypes:
         names = [str(d).removeprefix("torch.") for d in dtypes]
@@ -67,6 +70,21 @@ def forward(
                 c1 + c2 + c3,
             )  # fmt: skip
             block_kxk(r, packed.w2, packed.b2, packed.w3, packed.b3, out, c2r, c1, c1 + c2)
-    if output_memory_format(x) == torch.channels_last:
+    if output_memory_format(x) != torch.channels_last:
+        out = out.contiguous()
+    if not keep_reduced:
         return out
-    return out.contiguous()
+    if out.numel() == 0:
+        r = x.new_zeros((n * h * w, packed.w_x.shape[1] - c1))
+    return out, _nhwc(_copy(r[:, :c2r]), n, h, w), _nhwc(_copy(r[:, c2r:]), n, h, w)
+
+
+def _copy(rows: Tensor) -> Tensor:
+    """A contiguous copy of some columns of r (clone, not contiguous(): a view of a one-row r
+    is contiguous already, and the operator's outputs must not share memory)."""
+    return rows.clone(memory_format=torch.contiguous_format)
+
+
+def _nhwc(rows: Tensor, n: int, h: int, w: int) -> Tensor:
+    """[N*H*W, C] contiguous rows -> the [N, C, H, W] channels_last tensor they are."""
+    return rows.view(n, h, w, rows.shape[1]).permute(0, 3, 1, 2)

@@ -120,3 +120,14 @@ def forward(x: Tensor, packed: BlockPacked | sliced.SlicedPacked) -> Tensor:
     if isinstance(packed, BlockPacked):
         return blockwise.forward(x, packed, block_1x1_, block_kxk_, "cuda", SIXTEEN_BIT)
     return sliced.forward(x, packed, conv1x1_slice_, chain_1x1_kxk_, "cuda")
+
+
+def forward_saving(
+    x: Tensor, packed: BlockPacked | sliced.SlicedPacked
+) -> tuple[Tensor, Tensor, Tensor] | None:
+    """forward, also returning r2 and r3 where the kernels produce them (16-bit: version 2's
+    scratch); None for float32, whose version-1 kernels keep them on chip."""
+    if not isinstance(packed, BlockPacked):
+        return None
+    args = (x, packed, block_1x1_, block_kxk_, "cuda", SIXTEEN_BIT)
+    return blockwise.forward(*args, keep_reduced=True)

@@ -31,3 +31,9 @@ def prepare(p: FoldedParams) -> BlockPacked:
 def forward(x: Tensor, packed: BlockPacked) -> Tensor:
     """x [N, Cin, H, W] -> [N, Ctot, H, W] in x's memory format (blockwise.forward)."""
     return blockwise.forward(x, packed, block_1x1, block_kxk, "triton", SUPPORTED_DTYPES)
+
+
+def forward_saving(x: Tensor, packed: BlockPacked) -> tuple[Tensor, Tensor, Tensor]:
+    """forward, also returning r2 and r3 (blockwise.forward's keep_reduced)."""
+    args = (x, packed, block_1x1, block_kxk, "triton", SUPPORTED_DTYPES)
+    return blockwise.forward(*args, keep_reduced=True)
