@@ -267,12 +267,17 @@ class FusedInception(Inception):
             if bn_in_training(self) or hooked_modules(self):
                 return self._composed(x)
             return self._operator(x)
-        reason = self._composed_reason()
+        # The structure and the weights are checked once per forward (each walks the modules
+        # or hashes the weights: a large part of a batch-1 forward's time).
+        structure = self._structure_state()
+        reason = self._composed_reason(structure)
         recorded = _autocast_enabled(x) or self._needs_autograd(x)
+        state = None
         if reason is None and not recorded:
             name, impl = resolve_backend(self.backend, x.device, x.dtype)  # refuses before any work
+            state = self._weights_state(structure)
         if reason is None:
-            reason = self._overflow_reason(x)
+            reason = self._overflow_reason(x, state, structure)
         if reason is not None:
             _warn_composed_once(*reason)
             return self._composed(x)
@@ -280,7 +285,6 @@ class FusedInception(Inception):
             # Folding with torch ops keeps BN's gamma/beta and the conv weights in the autograd
             # graph; the operator's autocast rule sets the dtype.
             return self._operator(x)
-        state = self._weights_state()
         packed = state.packed.get(name)
         if packed is None:
             packed = state.packed[name] = impl.prepare(fold_block(self))
@@ -315,13 +319,14 @@ class FusedInception(Inception):
             self.__dict__["_state"] = state
         return state
 
-    def _weights_state(self) -> _EagerState:
-        """The cached state, emptied of packed weights if any weight or buffer changed.
+    def _weights_state(self, structure: _EagerState | None = None) -> _EagerState:
+        """The cached state, emptied of packed weights if any weight or buffer changed
+        (`structure`: _structure_state() if already taken in this forward).
 
         Inside a CUDA graph capture the weights are not re-hashed (that reads a value back to
         the host): a captured graph replays the weights it captured.
         """
-        state = self._structure_state()
+        state = structure if structure is not None else self._structure_state()
         weight = self.branch1.conv.weight
         if state.weights is None or not (
             weight.is_cuda and torch.cuda.is_current_stream_capturing()
@@ -334,23 +339,27 @@ class FusedInception(Inception):
                 state.overflow.clear()
         return state
 
-    def _composed_reason(self) -> tuple[str, str] | None:
+    def _composed_reason(self, structure: _EagerState | None = None) -> tuple[str, str] | None:
         """(kind, reason) if the fused kernels would not compute what the modules do now."""
         if bn_in_training(self):
             return "bn-training", "BatchNorm in training mode uses batch statistics"
         hooked = hooked_modules(self)
         if hooked:
             return "hooks", f"submodules {hooked} have hooks, which fire only when they run"
-        problem = self._structure_state().problem
+        problem = (structure if structure is not None else self._structure_state()).problem
         if problem is not None:
             return "structure", f"it was changed after fusion into another function: {problem}"
         return None
 
-    def _overflow_reason(self, x: Tensor) -> tuple[str, str] | None:
-        """("overflow", reason) if BN-folded weights do not fit x's compute dtype, else None."""
+    def _overflow_reason(
+        self, x: Tensor, state: _EagerState | None = None, structure: _EagerState | None = None
+    ) -> tuple[str, str] | None:
+        """("overflow", reason) if BN-folded weights do not fit x's compute dtype, else None
+        (`state`, `structure`: _weights_state() / _structure_state() if already taken)."""
         if not has_batch_norm(self) or x.is_meta:
             return None
-        state = self._weights_state()
+        if state is None:
+            state = self._weights_state(structure)
         dtype = torch.get_autocast_dtype(x.device.type) if _autocast_enabled(x) else x.dtype
         if dtype not in state.overflow:
             state.overflow[dtype] = fold_overflow(self, dtype)
