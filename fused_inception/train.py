@@ -39,13 +39,19 @@ from torch.utils.data import DataLoader
 from .models import VARIANTS, googlenet_loss
 from .progress import Progress
 from .recipe import optim
-from .recipe.common import add_data_args, build_model, open_data, pick_device, positive_int
+from .recipe.common import (
+    PAPER_SIZE,
+    add_data_args,
+    build_model,
+    check_size_and_device,
+    open_data,
+    positive_int,
+)
 from .recipe.data import Augmented, epoch_batches
 from .recipe.transforms import TrainTransform
 
 CHECKPOINT_NAME = "checkpoint.pt"
 CHECKPOINT_FORMAT = 1
-PAPER_IMAGE_SIZE = 224
 
 
 class TrainResult(NamedTuple):
@@ -67,7 +73,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--epochs", type=positive_int, default=1)
     p.add_argument("--batch-size", type=positive_int, default=32, help="per process (32)")
     p.add_argument(
-        "--image-size", type=positive_int, default=PAPER_IMAGE_SIZE, help="training crops (224)"
+        "--image-size", type=positive_int, default=PAPER_SIZE, help="training crops (224)"
     )
     p.add_argument("--lr", type=float, default=optim.LR, help=f"base rate ({optim.LR})")
     p.add_argument("--momentum", type=float, default=optim.MOMENTUM)
@@ -104,14 +110,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--log-every", type=positive_int, default=10, metavar="STEPS")
     add_data_args(p, synthetic_images=256)
     args = p.parse_args(argv)
-    if args.variant == "paper" and args.image_size != PAPER_IMAGE_SIZE:
-        p.error(f"--variant paper needs --image-size {PAPER_IMAGE_SIZE} (its 7x7 average pool)")
     if args.resume is not None and not os.path.isfile(args.resume):
         p.error(f"--resume {args.resume}: no such file")
-    try:
-        args.device = pick_device(args.device)
-    except ValueError as e:
-        p.error(str(e))
+    check_size_and_device(p, args, args.image_size, "--image-size")
     return args
 
 

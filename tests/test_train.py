@@ -128,9 +128,10 @@ def test_bad_arguments_exit_2(argv, message):
     assert info.value.code == 2
 
 
-def test_command_line_help_and_missing_data(tmp_path):
-    help_run = _cli("--help")
-    assert help_run.returncode == 0 and "--checkpoint-dir" in help_run.stdout
+def test_command_line_help_and_missing_data(tmp_path, capsys):
+    with pytest.raises(SystemExit) as info:
+        train_cli.parse_args(["--help"])
+    assert info.value.code == 0 and "--checkpoint-dir" in capsys.readouterr().out
     missing = _cli("--data", str(tmp_path / "nowhere"), "--variant", "torchvision")
     assert missing.returncode == 1
     assert "does not exist" in missing.stderr

@@ -14,6 +14,7 @@ from ..module import FusedInception
 from ..swap import fuse_inception
 from .data import SyntheticImages, image_folder
 
+PAPER_SIZE = 224  # the paper variant's input size
 SYNTHETIC_HW = (256, 320)  # landscape, like most ImageNet photos
 
 
@@ -65,6 +66,19 @@ def open_data(args: argparse.Namespace, seed: int = 0) -> tuple[Dataset, int]:
     h, w = args.synthetic_size
     dataset = SyntheticImages(args.synthetic_images, args.synthetic_classes, h, w, seed=seed)
     return dataset, args.synthetic_classes
+
+
+def check_size_and_device(
+    p: argparse.ArgumentParser, args: argparse.Namespace, size: int, flag: str
+) -> None:
+    """Parser errors (exit 2) for the paper variant at another size than 224 and for an absent
+    device; args.device becomes a torch.device."""
+    if args.variant == "paper" and size != PAPER_SIZE:
+        p.error(f"--variant paper needs {flag} {PAPER_SIZE} (its 7x7 average pool)")
+    try:
+        args.device = pick_device(args.device)
+    except ValueError as e:
+        p.error(str(e))
 
 
 def pick_device(name: str | None) -> torch.device:

@@ -6,7 +6,9 @@ side becomes int(scale * long / short), torchvision's Resize rule), cropped, res
 
 - 1 crop:   shorter side 256, the center 224x224 crop.
 - 10 crops: shorter side 256, the 4 corner 224x224 crops and the center one (torchvision's
-            TenCrop geometry on the resized image), each also mirrored.
+            TenCrop geometry on the resized image), each also mirrored. (TenCrop crops the
+            mirrored image instead: its mirrored center starts a pixel to the right when the
+            width left over is odd.)
 - 144 crops (the paper): for each scale 256, 288, 320, 352 the left, center and right squares
             of side `scale` (top, center and bottom for portrait images; a square image gives
             the same square three times); from each square its 4 corner 224x224 crops, its
