@@ -1,6 +1,6 @@
 """python -m fused_inception.evaluate: the table's rows, fused and unfused agreeing, torchvision
 weights loaded from a file giving torchvision's own predictions, a train checkpoint's averaged
-model, and clear errors. Crops of 56 (scales 64-88) keep the 144-crop runs quick."""
+model, and clear errors. Crops of 28 (scales 32-44) keep the 144-crop runs quick."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from fused_inception import train as train_cli
 from fused_inception.bench.cases import randomize_bn
 from fused_inception.recipe import EvalTransform, SyntheticImages, multicrop_predict
 
-TINY = ["--crop-size", "56", "--synthetic-size", "70", "90", "--threads", "1"]
+TINY = ["--crop-size", "28", "--synthetic-size", "70", "90", "--threads", "1"]
 
 
 def _evaluate(*argv: str) -> evaluate_cli.EvalResult:
@@ -54,7 +54,7 @@ def test_torchvision_weights_from_disk(tmp_path):
     # torchvision's model on the same crops, with the input transform its weights expect.
     tv.eval().transform_input = True
     data = SyntheticImages(2, 10, 70, 90)
-    crops = torch.stack([EvalTransform(10, 56)(data[i][0]) for i in range(2)])
+    crops = torch.stack([EvalTransform(10, 28)(data[i][0]) for i in range(2)])
     with torch.no_grad():
         expected = multicrop_predict(tv, crops)
     assert result.probs[("unfused", 10)].shape == (2, 1000)
