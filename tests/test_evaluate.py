@@ -4,10 +4,6 @@ model, and clear errors. Crops of 28 (scales 32-44) keep the 144-crop runs quick
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import pytest
 import torch
 from helpers import assert_close_rel
@@ -78,18 +74,12 @@ def test_checkpoint_uses_the_averaged_model(tmp_path):
     assert not torch.equal(last["fc.weight"], averaged["fc.weight"])
 
 
-def _cli(*argv: str) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
-    return subprocess.run([sys.executable, "-m", "fused_inception.evaluate", *argv],
-                          capture_output=True, text=True, env=env, timeout=120)  # fmt: skip
-
-
 def test_command_line(tmp_path, capsys):
     with pytest.raises(SystemExit) as info:
         evaluate_cli.parse_args(["--help"])
     assert info.value.code == 0 and "--crops" in capsys.readouterr().out
-    missing = _cli("--data", str(tmp_path / "nowhere"))
-    assert missing.returncode == 1 and "does not exist" in missing.stderr
+    assert evaluate_cli.main(["--data", str(tmp_path / "nowhere")]) == 1
+    assert "does not exist" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

@@ -221,7 +221,8 @@ def header(args: argparse.Namespace, impls: Sequence[str], peak_line: str) -> st
             _versions(),
             f"device: {_device_text(device)}",
             peak_line,
-            f"cases: {', '.join(args.blocks)} | dtype {args.dtype}",
+            f"cases: {', '.join(args.blocks) if args.inference or args.train else NETWORK} | "
+            f"dtype {args.dtype}",
             *(_inference_header(args, impls) if args.inference else []),
             *(_train_header(args) if args.train else []),
             *([_MULTICROP_HEADER] if args.multicrop else []),
