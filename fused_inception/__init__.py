@@ -39,8 +39,9 @@ __all__ = [
 
 
 def __getattr__(name: str):
-    # Submodules with heavier imports load on first use: fused_inception.models, .summary.
-    if name in ("models", "summary", "bench"):
+    # Submodules with heavier imports load on first use: fused_inception.models, .summary,
+    # .recipe (the paper's training recipe and test-time crops), .train and .evaluate.
+    if name in ("models", "summary", "bench", "recipe", "train", "evaluate"):
         import importlib
 
         return importlib.import_module(f".{name}", __name__)

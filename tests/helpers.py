@@ -12,9 +12,11 @@ from __future__ import annotations
 import copy
 import json
 import os
+import socket
 import subprocess
 import sys
 import tempfile
+import time
 
 import pytest
 import torch
@@ -245,3 +247,28 @@ def aot_report(kernels: str, backends: tuple[str, ...] = ("triton",)) -> list[di
         assert os.path.exists(path), proc.stdout[-2000:] + proc.stderr[-2000:]
         with open(path) as f:
             return json.load(f)
+
+
+# ---------------------------------------------------------------------------------------------
+# Multi-process tests (DDP with gloo on loopback).
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago (the rendezvous port of a test)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def spawn_and_join(fn, args: tuple, nprocs: int, timeout_s: float) -> None:
+    """torch.multiprocessing.spawn(fn, args, nprocs) and wait; kill the workers and fail after
+    `timeout_s` seconds (a worker's exception is raised by join)."""
+    import torch.multiprocessing as mp
+
+    ctx = mp.spawn(fn, args=args, nprocs=nprocs, join=False)
+    deadline = time.monotonic() + timeout_s
+    while not ctx.join(timeout=1):
+        if time.monotonic() > deadline:
+            for p in ctx.processes:
+                p.kill()
+            raise AssertionError(f"{nprocs} workers did not finish in {timeout_s} s")

@@ -8,13 +8,10 @@ full batch (float64, so the comparison is tight).
 from __future__ import annotations
 
 import os
-import socket
-import time
 
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
-from helpers import assert_close_rel, randomize_block
+from helpers import assert_close_rel, free_port, randomize_block, spawn_and_join
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
@@ -72,20 +69,8 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
         dist.destroy_process_group()
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_ddp_gloo_two_processes_matches_single_process_unfused(tmp_path):
-    ctx = mp.spawn(_worker, args=(_free_port(), str(tmp_path)), nprocs=WORLD_SIZE, join=False)
-    deadline = time.monotonic() + TIMEOUT_S
-    while not ctx.join(timeout=1):
-        if time.monotonic() > deadline:
-            for p in ctx.processes:
-                p.kill()
-            raise AssertionError(f"DDP workers did not finish in {TIMEOUT_S} s")
+    spawn_and_join(_worker, (free_port(), str(tmp_path)), WORLD_SIZE, TIMEOUT_S)
 
     model = unfuse_inception(_model())
     assert not any(isinstance(m, FusedInception) for m in model.modules())

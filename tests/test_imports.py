@@ -103,7 +103,11 @@ def test_every_module_imports_in_a_fresh_interpreter(seed):
     assert f"package: {PACKAGE_DIR / '__init__.py'}" in proc.stdout  # this checkout's
 
 
-@pytest.mark.parametrize("command", ["fused_inception.bench", "fused_inception.report"])
+@pytest.mark.parametrize(
+    "command",
+    ["fused_inception.bench", "fused_inception.report", "fused_inception.train",
+     "fused_inception.evaluate"],
+)  # fmt: skip
 def test_command_line_help(command):
     proc = _run(["-m", command, "--help"])
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

@@ -14,6 +14,8 @@ and the roofline bound (fused_inception.bench.roofline, fused_inception.bench.pe
 
 With --train (or --train-only) it also times training steps of both forms, the paper's and
 torchvision's (fused_inception.bench.train), with the bytes each step saves for backward.
+With --multicrop (or --multicrop-only) it also times the paper's 144-crop evaluation of one
+image, eager against fused (fused_inception.bench.multicrop).
 """
 
 from __future__ import annotations
@@ -48,6 +50,8 @@ from fused_inception.bench.cases import (
     ort_unavailable_reason,
     timed_backends,
 )
+from fused_inception.bench.multicrop import CROPS, build_multicrop_case
+from fused_inception.bench.multicrop import MODE as MULTICROP
 from fused_inception.bench.peaks import Peak, device_peak
 from fused_inception.bench.roofline import Traffic, roofline_fields, significant
 from fused_inception.bench.timing import first_call_seconds, median_ms_interleaved
@@ -143,7 +147,7 @@ def summarize(rows: list[dict]) -> list[str]:
             groups.setdefault(key, {})[r["block"]] = r["speedup"]
     lines = []
     for (mode, form, impl, layout, batch, dtype), by_block in groups.items():
-        name = f"train {form} {impl}" if mode == "train" else impl
+        name = {"train": f"train {form} {impl}", MULTICROP: f"{CROPS}-crop {impl}"}.get(mode, impl)
         text = f"{name:32s} {layout:13s} batch {batch:<4d} {dtype:9s} speedup vs eager:"
         blocks = {b: s for b, s in by_block.items() if b != NETWORK}
         if blocks:
@@ -217,9 +221,11 @@ def header(args: argparse.Namespace, impls: Sequence[str], peak_line: str) -> st
             _versions(),
             f"device: {_device_text(device)}",
             peak_line,
-            f"cases: {', '.join(args.blocks)} | dtype {args.dtype}",
-            *([] if args.train_only else _inference_header(args, impls)),
+            f"cases: {', '.join(args.blocks) if args.inference or args.train else NETWORK} | "
+            f"dtype {args.dtype}",
+            *(_inference_header(args, impls) if args.inference else []),
             *(_train_header(args) if args.train else []),
+            *([_MULTICROP_HEADER] if args.multicrop else []),
             f"timing: {'CUDA events' if device.type == 'cuda' else 'perf_counter'} per call, "
             f"{args.warmup} warm-up rounds, median of >= {args.repeats} interleaved rounds "
             f"(network >= {network_repeats(args.repeats)}) and >= {args.min_seconds} s per "
@@ -227,6 +233,12 @@ def header(args: argparse.Namespace, impls: Sequence[str], peak_line: str) -> st
             "timed apart",
         ]
     )
+
+
+_MULTICROP_HEADER = (
+    f"{CROPS}-crop evaluation: torchvision's GoogLeNet, one image per call = a forward pass "
+    f"over its {CROPS} crops (batch {CROPS}) + the mean of their softmaxes; images/s counts images"
+)
 
 
 def _inference_header(args: argparse.Namespace, impls: Sequence[str]) -> list[str]:
@@ -315,6 +327,24 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--forms", nargs="+", default=list(FORMS), choices=FORMS, help="training forms (both)"
     )
     p.add_argument(
+        "--multicrop",
+        action="store_true",
+        help=f"also time the paper's {CROPS}-crop evaluation of one image (the network at batch "
+        f"{CROPS}), eager and fused",
+    )
+    p.add_argument(
+        "--multicrop-only",
+        action="store_true",
+        help=f"only the {CROPS}-crop evaluation (implies --multicrop)",
+    )
+    p.add_argument(
+        "--multicrop-layouts",
+        nargs="+",
+        default=list(LAYOUTS),
+        choices=list(LAYOUTS),
+        help=f"input layouts of the {CROPS}-crop evaluation (default both)",
+    )
+    p.add_argument(
         "--train-layouts",
         nargs="+",
         default=["channels_last"],
@@ -348,6 +378,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     if args.no_network:
         args.blocks = [b for b in args.blocks if b != NETWORK]
     args.train = args.train or args.train_only
+    args.multicrop = args.multicrop or args.multicrop_only
+    if args.train_only and args.multicrop_only:
+        p.error(
+            "--train-only and --multicrop-only exclude each other: use --train-only --multicrop"
+        )
+    args.inference = not (args.train_only or args.multicrop_only)
     # Training steps: batch 32 on a GPU, 8 on the CPU, unless --batch (or --quick) says.
     args.train_batch = args.batch or ([1] if args.quick else ([32] if on_gpu else [8]))
     if args.batch is None:
@@ -417,7 +453,9 @@ def _row_text(r: dict) -> str:
         else f"{r['roofline_fraction']:.0%} of fused bound {r['bound_ms_fused']:.3g} ms "
         f"(unfused {r['bound_ms_unfused']:.3g} ms)"
     )
-    return ROW_FORMAT.format(*fields, r["tflops"], roof + compiled)
+    # A multicrop row's images/s is about 0.1-100 (one image is 144 crops): more decimals.
+    fmt = ROW_FORMAT.replace("9.1f", "9.3f") if r.get("mode") == MULTICROP else ROW_FORMAT
+    return fmt.format(*fields, r["tflops"], roof + compiled)
 
 
 def _progress(text: str) -> None:
@@ -438,6 +476,21 @@ def run_case(
         times, compile_s = _time_case(args, case, block, f"{block}, batch {batch}, {dtype}")
     compile_s.update(case.setup_s)  # exporting to ONNX, apart from the timing like compiling
     return case_rows(block, batch, DTYPES[dtype], device, layout, case, times, compile_s, peak)
+
+
+def run_multicrop_case(
+    args: argparse.Namespace, dtype: str, layout: str, peak: Peak | None
+) -> list[dict]:
+    """Time the 144-crop evaluation of one image, eager and fused; rows of mode "multicrop"."""
+    case = build_multicrop_case(DTYPES[dtype], args.device, layout, args.backend)
+    with torch.inference_mode():
+        times, _ = _time_case(args, case, NETWORK, f"{CROPS}-crop evaluation, {dtype}")
+    rows = case_rows(
+        NETWORK, CROPS, DTYPES[dtype], args.device, layout, case, times, {}, peak, mode=MULTICROP
+    )
+    for r in rows:  # one image per call
+        r["images_per_s"] = significant(1e3 / r["median_ms"])
+    return rows
 
 
 def run_train_case(
@@ -489,10 +542,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     impls = impl_names(args.backend, args.compile, args.onnxruntime)
     peak, source = device_peak(args.device, tuple(DTYPES[d] for d in args.dtype))
     print(header(args, impls, _peak_text(peak, source, args.dtype)), flush=True)
-    if not args.train_only:
+    if args.inference:
         print(ROW_HEADER, flush=True)
     cases: list[tuple] = []
-    if not args.train_only:
+    if args.inference:
         cases += [
             (None, block, batch, dtype, layout)
             for dtype in args.dtype
@@ -509,15 +562,26 @@ def main(argv: Sequence[str] | None = None) -> int:
             for form in args.forms
             for layout in args.train_layouts
         ]
+    if args.multicrop:
+        cases += [
+            (MULTICROP, NETWORK, CROPS, dtype, layout)
+            for dtype in args.dtype
+            for layout in args.multicrop_layouts
+        ]
     rows: list[dict] = []
     for i, (form, block, batch, dtype, layout) in enumerate(cases, 1):
-        what = "" if form is None else f"train {form} "
+        what = {None: "", MULTICROP: f"{CROPS}-crop "}.get(form, f"train {form} ")
         _progress(
             f"[{i}/{len(cases)} {time.perf_counter() - start:.0f} s] {what}{block}, "
             f"batch {batch}, {dtype}, {layout}"
         )
         if form is None:
             new = run_case(args, block, batch, dtype, layout, peak)
+        elif form == MULTICROP:
+            if not any(r["mode"] == MULTICROP for r in rows):
+                print(f"{CROPS}-crop evaluation (batch: the crops of one image; images/s: images):")
+                print(ROW_HEADER, flush=True)
+            new = run_multicrop_case(args, dtype, layout, peak)
         else:
             if not any(r["mode"] == "train" for r in rows):
                 print(TRAIN_HEADER, flush=True)

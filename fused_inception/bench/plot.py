@@ -31,6 +31,7 @@ def _panels(rows: list[dict]) -> dict[tuple, list[dict]]:
     for r in rows:
         if not _is_baseline(r):
             prefix = f"train {r['form']}: " if r.get("mode") == "train" else ""
+            prefix = "144-crop evaluation: " if r.get("mode") == "multicrop" else prefix
             panels.setdefault((prefix, r["layout"], r["batch"], r["dtype"]), []).append(r)
     return panels
 
