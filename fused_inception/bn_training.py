@@ -41,6 +41,12 @@ from torch import Tensor, nn
 from .backends.output import new_output, output_memory_format
 from .units import block_units
 
+# FusedInception's bn_training choices: which path a forward with BatchNorm in training mode
+# takes. "auto": the fused path where it was measured faster than torchvision's modules (the
+# CPU, float32 and float64), else the composed one.
+BN_TRAINING_CHOICES = ("auto", "fused", "composed")
+_AUTO_DTYPES = (torch.float32, torch.float64)
+
 # max_pool2d_with_indices arguments of torchvision's branch4 pool: 3x3, stride 1, padding 1,
 # dilation 1, ceil_mode=True.
 _POOL_ARGS = ([3, 3], [1, 1], [1, 1], [1, 1], True)
@@ -52,33 +58,44 @@ _X_READERS = (0, 1, 3)
 # ATen's float32 CPU convolution (forward and backward) to oneDNN: for a single-threaded 1x1
 # conv at batch < 16 ATen otherwise picks its im2col + BLAS path ("THNN is faster when
 # single-threaded", Convolution.cpp), which on this project's AMD CPU (MKL's sgemm) took twice
-# oneDNN's time, forward and backward (measured at 3a, 4e, 5b's 1x1 shapes, batch 8).
-_DILATION_1X1 = [2, 2]
+# oneDNN's time, forward and backward (measured at 3a, 4e, 5b's 1x1 shapes, batch 8). Other
+# devices keep dilation 1.
+def _dilation_1x1(x: Tensor) -> list[int]:
+    return [2, 2] if x.device.type == "cpu" else [1, 1]
 
 
 def _conv1x1(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
     """[N, Cin, H, W] channels_last, [C, Cin, 1, 1] -> [N, C, H, W] channels_last."""
-    y = torch.convolution(x, weight, bias, [1, 1], [0, 0], _DILATION_1X1, False, [0, 0], 1)
+    y = torch.convolution(x, weight, bias, [1, 1], [0, 0], _dilation_1x1(x), False, [0, 0], 1)
     return y.contiguous(memory_format=torch.channels_last)
 
 
-def _conv1x1_backward(dy_rows: Tensor, x: Tensor, weight: Tensor, shape) -> tuple[Tensor, Tensor]:
-    """(grad of x [N, Cin, H, W] channels_last, grad of weight [C, Cin, 1, 1]) of _conv1x1."""
+def _conv1x1_backward(
+    dy_rows: Tensor, x: Tensor, weight: Tensor, shape, need_x: bool
+) -> tuple[Tensor | None, Tensor]:
+    """(grad of x [N, Cin, H, W] channels_last or None if not need_x, grad of weight
+    [C, Cin, 1, 1]) of _conv1x1."""
     grad_x, grad_w, _ = torch.ops.aten.convolution_backward(
-        _nchw(dy_rows, *shape), x, weight, None, [1, 1], [0, 0], _DILATION_1X1, False, [0, 0], 1,
-        [True, True, False],
+        _nchw(dy_rows, *shape), x, weight, None, [1, 1], [0, 0], _dilation_1x1(x), False,
+        [0, 0], 1, [need_x, True, False],
     )  # fmt: skip
-    return grad_x.contiguous(memory_format=torch.channels_last), grad_w
+    if grad_x is not None:
+        grad_x = grad_x.contiguous(memory_format=torch.channels_last)
+    return grad_x, grad_w
 
 
 class UnitParams(NamedTuple):
-    """One conv -> BatchNorm -> ReLU unit's parameters.
+    """One conv -> BatchNorm -> ReLU unit's parameters and BatchNorm state.
 
-    weight: [C_out, C_in, K, K]   conv weight
-    bias:   [C_out] or None       conv bias (torchvision's convs have none)
-    gamma:  [C_out] or None       BN weight (None: affine=False)
-    beta:   [C_out] or None       BN bias
-    eps:    BN eps
+    weight:        [C_out, C_in, K, K]   conv weight
+    bias:          [C_out] or None       conv bias (torchvision's convs have none)
+    gamma:         [C_out] or None       BN weight (None: affine=False)
+    beta:          [C_out] or None       BN bias
+    eps:           BN eps
+    running_mean:  [C_out] or None       updated in place (None: no running statistics)
+    running_var:   [C_out] or None       updated in place, with the unbiased batch variance
+    factor:        the running statistics' update factor (BatchNorm2d's
+                   exponential_average_factor: momentum, or 1 / num_batches_tracked)
     """
 
     weight: Tensor
@@ -86,6 +103,9 @@ class UnitParams(NamedTuple):
     gamma: Tensor | None
     beta: Tensor | None
     eps: float
+    running_mean: Tensor | None
+    running_var: Tensor | None
+    factor: float
 
 
 def _rows(t: Tensor) -> Tensor:
@@ -95,15 +115,13 @@ def _rows(t: Tensor) -> Tensor:
 
 def _nchw(rows: Tensor, n: int, h: int, w: int) -> Tensor:
     """[N*H*W, C] rows -> an [N, C, H, W] channels_last view (strided if rows is a slice)."""
-    return rows.view(n, h, w, rows.shape[1]).permute(0, 3, 1, 2) if rows.is_contiguous() else (
-        rows.unflatten(0, (n, h, w)).permute(0, 3, 1, 2)
-    )
+    return rows.unflatten(0, (n, h, w)).permute(0, 3, 1, 2)
 
 
 def _cat(tensors: list[Tensor | None], like: list[Tensor], fill: float) -> Tensor:
     """The per-unit vectors stacked, a missing one (None) as `fill` of its unit's length."""
     parts = [
-        t if t is not None else torch.full_like(ref, fill) for t, ref in zip(tensors, like, strict=True)
+        torch.full_like(ref, fill) if t is None else t for t, ref in zip(tensors, like, strict=True)
     ]
     return parts[0] if len(parts) == 1 else torch.cat(parts)
 
@@ -125,15 +143,50 @@ class _Group(NamedTuple):
     shift: Tensor
 
 
+def _batch_stats(y: Tensor, units: list[UnitParams]) -> tuple[Tensor, Tensor]:
+    """(mean, biased variance) per channel of y ([N, C, H, W] channels_last, the stacked units'
+    pre-BN output), the units' running statistics updated.
+
+    ATen's batch_norm_update_stats is the reduction and the update BatchNorm2d's CPU kernel
+    runs, so both come out bitwise as torch's (per channel, however many channels are stacked).
+    Stacked units with running statistics and one factor are updated in one call, through
+    their buffers stacked and copied back.
+    """
+    tracked = [u.running_mean is not None for u in units]
+    if not any(tracked):
+        return torch.batch_norm_update_stats(y, None, None, 0.0)
+    if all(tracked) and len({u.factor for u in units}) == 1:
+        if len(units) == 1:
+            u = units[0]
+            return torch.batch_norm_update_stats(y, u.running_mean, u.running_var, u.factor)
+        running_mean = torch.cat([u.running_mean for u in units])
+        running_var = torch.cat([u.running_var for u in units])
+        mean, var = torch.batch_norm_update_stats(y, running_mean, running_var, units[0].factor)
+        couts = [u.weight.shape[0] for u in units]
+        for u, m, v in zip(units, running_mean.split(couts), running_var.split(couts), strict=True):
+            u.running_mean.copy_(m)
+            u.running_var.copy_(v)
+        return mean, var
+    # Units with different factors or some without running statistics: one call each.
+    stats, lo = [], 0
+    for u in units:
+        hi = lo + u.weight.shape[0]
+        stats.append(
+            torch.batch_norm_update_stats(y[:, lo:hi], u.running_mean, u.running_var, u.factor)
+        )
+        lo = hi
+    return torch.cat([m for m, _ in stats]), torch.cat([v for _, v in stats])
+
+
 def _group(y: Tensor, units: list[UnitParams]) -> _Group:
     """Statistics of y ([N, C, H, W] channels_last, the stacked units' pre-BN output)."""
-    mean, var = torch.batch_norm_update_stats(y, None, None, 0.0)
+    mean, var = _batch_stats(y, units)
     couts = [u.weight.shape[0] for u in units]
     eps = torch.cat([var.new_full((c,), u.eps) for c, u in zip(couts, units, strict=True)])
     invstd = (var + eps).sqrt().reciprocal()
-    ones = [mean.new_empty(c) for c in couts]
-    gamma = _cat([u.gamma for u in units], ones, 1.0)
-    beta = _cat([u.beta for u in units], ones, 0.0)
+    like = [mean.new_empty(c) for c in couts]
+    gamma = _cat([u.gamma for u in units], like, 1.0)
+    beta = _cat([u.beta for u in units], like, 0.0)
     scale = gamma * invstd
     return _Group(mean, var, invstd, gamma, scale, beta - mean * scale)
 
@@ -167,15 +220,14 @@ def _bn_backward(g_rows: Tensor, y_rows: Tensor, grp: _Group, shape) -> tuple[Te
 
 
 class _BNTrainingBlock(torch.autograd.Function):
-    """The block in training mode: forward and backward (module docstring). Outputs the block
-    output and, not differentiable, the batch means and biased variances of the six units."""
+    """The block in training mode: forward and backward (module docstring). `state` holds each
+    unit's (eps, running_mean, running_var, factor); the running statistics are updated."""
 
     @staticmethod
-    def forward(ctx, x: Tensor, eps: tuple[float, ...], *flat: Tensor | None):
-        units = [UnitParams(*flat[4 * i : 4 * i + 4], eps[i]) for i in range(6)]
+    def forward(ctx, x: Tensor, state: tuple[tuple, ...], *flat: Tensor | None):
+        units = [UnitParams(*flat[4 * i : 4 * i + 4], *state[i]) for i in range(6)]
         n, c_in, h, w = x.shape
         x_cl = x.contiguous(memory_format=torch.channels_last)
-        x_rows = _rows(x_cl)
         readers = [units[i] for i in _X_READERS]
         c1, c2r, c3r = (u.weight.shape[0] for u in readers)
         c2, c3, c4 = units[2].weight.shape[0], units[4].weight.shape[0], units[5].weight.shape[0]
@@ -224,17 +276,10 @@ class _BNTrainingBlock(torch.autograd.Function):
         ctx.has_bias = [u.bias is not None for u in units]
         ctx.affine = [u.gamma is not None for u in units]
         ctx.x_format = output_memory_format(x)
-        split = [c1, c2r, c3r]
-        means = [*g_red.mean.split(split), grp2.mean, grp3.mean, g4.mean]
-        vars_ = [*g_red.var.split(split), grp2.var, grp3.var, g4.var]
-        means = [means[j] for j in (0, 1, 3, 2, 4, 5)]  # UNIT_NAMES order
-        vars_ = [vars_[j] for j in (0, 1, 3, 2, 4, 5)]
-        stats = torch.cat(means + vars_)
-        ctx.mark_non_differentiable(stats)
-        return out, stats
+        return out.contiguous(memory_format=ctx.x_format)
 
     @staticmethod
-    def backward(ctx, grad_out: Tensor, _grad_stats):
+    def backward(ctx, grad_out: Tensor):
         # Each temporary is dropped as soon as it is used: every saved tensor stays alive until
         # this returns, so the step's peak memory is the saved set plus what is alive here.
         x_cl, out, y_red, r2, y2, r3, y3, pooled, indices, y4, *weights = ctx.saved_tensors
@@ -246,6 +291,7 @@ class _BNTrainingBlock(torch.autograd.Function):
         grads: list[Tensor | None] = [None] * 24  # weight, bias, gamma, beta per unit
         grad_rows = _rows(grad_out.contiguous(memory_format=torch.channels_last))
         out_rows = _rows(out)
+        need_x = ctx.needs_input_grad[0]
 
         # The pool branch: ReLU and BN backward, projection GEMMs, the max-pool's backward.
         col = c1 + c2 + c3
@@ -254,12 +300,14 @@ class _BNTrainingBlock(torch.autograd.Function):
         )
         w4 = weights[5]
         grads[21] = dy4.sum(0) if ctx.has_bias[5] else None
-        grad_pooled, grads[20] = _conv1x1_backward(dy4, pooled, w4, shape)
+        grad_pooled, grads[20] = _conv1x1_backward(dy4, pooled, w4, shape, need_x)
         del dy4
-        grad_x = torch.ops.aten.max_pool2d_with_indices_backward(
-            grad_pooled, x_cl, *_POOL_ARGS, indices
-        )
-        del grad_pooled
+        grad_x = None
+        if need_x:
+            grad_x = torch.ops.aten.max_pool2d_with_indices_backward(
+                grad_pooled, x_cl, *_POOL_ARGS, indices
+            )
+            del grad_pooled
 
         # kxk units: ReLU and BN backward, conv backward, then the reductions' ReLU masks into
         # one buffer next to b1's gradient, for one BN backward of the three 1x1 units.
@@ -293,13 +341,14 @@ class _BNTrainingBlock(torch.autograd.Function):
         ):  # fmt: skip
             grads[4 * i + 1 : 4 * i + 4] = [dy.sum(0) if ctx.has_bias[i] else None, dg, db]
         w_red = torch.cat([weights[i] for i in _X_READERS])
-        grad_x_red, grad_w_red = _conv1x1_backward(dy_red, x_cl, w_red, shape)
+        grad_x_red, grad_w_red = _conv1x1_backward(dy_red, x_cl, w_red, shape, need_x)
         del dy_red
         for i, gw in zip(_X_READERS, grad_w_red.split(split), strict=True):
             grads[4 * i] = gw
-        grad_x += grad_x_red
-        del grad_x_red
-        grad_x = grad_x.contiguous(memory_format=ctx.x_format)
+        if need_x:
+            grad_x += grad_x_red
+            del grad_x_red
+            grad_x = grad_x.contiguous(memory_format=ctx.x_format)
         for i, affine in enumerate(ctx.affine):
             if not affine:
                 grads[4 * i + 2] = grads[4 * i + 3] = None
@@ -307,52 +356,40 @@ class _BNTrainingBlock(torch.autograd.Function):
 
 
 def bn_training_units(block: nn.Module) -> list[UnitParams]:
-    """The six units' parameters of a block whose units all have a BatchNorm2d."""
-    return [
-        UnitParams(u.conv.weight, u.conv.bias, u.bn.weight, u.bn.bias, u.bn.eps)
-        for u in block_units(block)
-    ]
+    """The six units' parameters and BatchNorm state of a block whose units all have a
+    BatchNorm2d in training mode, counting this batch as BatchNorm2d's forward does.
 
-
-def bn_training_block(x: Tensor, units: list[UnitParams]) -> tuple[Tensor, list[Tensor], list[Tensor]]:
-    """The block with batch statistics, differentiable in x and every parameter.
-
-    x:      [N, Cin, H, W] (NCHW or channels_last), N*H*W >= 2
-    units:  the six units' parameters in UNIT_NAMES order
-    out:    [N, c1 + c2 + c3 + c4, H, W] in x's memory format (backends/output.py)
-    means:  six [C_unit] batch means (not differentiable)
-    vars:   six [C_unit] biased batch variances (not differentiable)
+    num_batches_tracked += 1 for each BatchNorm that tracks running statistics; factor =
+    momentum, or 1 / num_batches_tracked when momentum is None (a cumulative average);
+    running statistics None for a BatchNorm with track_running_stats=False.
     """
-    flat = [t for u in units for t in u[:4]]
-    eps = tuple(float(u.eps) for u in units)
-    out, stats = _BNTrainingBlock.apply(x, eps, *flat)
-    out = out.contiguous(memory_format=output_memory_format(x))
-    couts = [u.weight.shape[0] for u in units]
-    parts = stats.split(couts * 2)
-    return out, list(parts[:6]), list(parts[6:])
-
-
-def update_running_stats(
-    bns: list[nn.BatchNorm2d], means: list[Tensor], variances: list[Tensor], count: int
-) -> None:
-    """What BatchNorm2d's training forward does to its buffers, from the batch statistics.
-
-    num_batches_tracked += 1; factor = momentum, or 1 / num_batches_tracked when momentum is
-    None (a cumulative average); running_mean = (1 - factor) * running_mean + factor * mean;
-    running_var likewise with the unbiased variance (var * count / (count - 1)). Nothing for
-    a BatchNorm with track_running_stats=False.
-    """
-    with torch.no_grad():
-        for bn, mean, var in zip(bns, means, variances, strict=True):
-            if not bn.track_running_stats or bn.running_mean is None:
-                continue
-            factor = 0.0 if bn.momentum is None else bn.momentum
+    units = []
+    for unit in block_units(block):
+        bn = unit.bn
+        running_mean = running_var = None
+        factor = 0.0 if bn.momentum is None else bn.momentum
+        if bn.track_running_stats:
+            running_mean, running_var = bn.running_mean, bn.running_var
             if bn.num_batches_tracked is not None:
                 bn.num_batches_tracked.add_(1)
                 if bn.momentum is None:
                     factor = 1.0 / float(bn.num_batches_tracked)
-            bn.running_mean.mul_(1 - factor).add_(mean, alpha=factor)
-            bn.running_var.mul_(1 - factor).add_(var, alpha=factor * count / (count - 1))
+        params = (unit.conv.weight, unit.conv.bias, bn.weight, bn.bias)
+        units.append(UnitParams(*params, bn.eps, running_mean, running_var, factor))
+    return units
+
+
+def bn_training_block(x: Tensor, units: list[UnitParams]) -> Tensor:
+    """The block with batch statistics, differentiable in x and every parameter; the units'
+    running statistics updated in place (as BatchNorm2d's training forward does).
+
+    x:      [N, Cin, H, W] (NCHW or channels_last), N*H*W >= 2
+    units:  the six units in UNIT_NAMES order (bn_training_units)
+    out:    [N, c1 + c2 + c3 + c4, H, W] in x's memory format (backends/output.py)
+    """
+    flat = [t for u in units for t in u[:4]]
+    state = tuple((float(u.eps), u.running_mean, u.running_var, u.factor) for u in units)
+    return _BNTrainingBlock.apply(x, state, *flat)
 
 
 def bn_training_forward(block: nn.Module, x: Tensor) -> Tensor:
@@ -362,7 +399,40 @@ def bn_training_forward(block: nn.Module, x: Tensor) -> Tensor:
     x:   [N, Cin, H, W] (NCHW or channels_last), N*H*W >= 2
     out: [N, Cout, H, W] in x's memory format
     """
-    out, means, variances = bn_training_block(x, bn_training_units(block))
-    bns = [unit.bn for unit in block_units(block)]
-    update_running_stats(bns, means, variances, x.shape[0] * x.shape[2] * x.shape[3])
-    return out
+    with torch.no_grad():
+        units = bn_training_units(block)
+    return bn_training_block(x, units)
+
+
+def check_bn_training(value: str) -> None:
+    """ValueError listing the choices for an unknown bn_training."""
+    if value not in BN_TRAINING_CHOICES:
+        choices = ", ".join(map(repr, BN_TRAINING_CHOICES))
+        raise ValueError(f"unknown bn_training {value!r}; choose one of {choices}")
+
+
+def bn_training_composed_reason(
+    block: nn.Module, x: Tensor, mode: str, autocast: bool
+) -> tuple[str, str] | None:
+    """None if a block with a BatchNorm in training mode runs the fused path on x under
+    bn_training `mode` (autocast: whether torch.autocast is on for x), else ("bn-training",
+    why it runs the composed modules)."""
+    units = block_units(block)
+    why = None
+    if mode == "composed":
+        why = "bn_training='composed'"
+    elif not all(getattr(u, "bn", None) is not None and u.bn.training for u in units):
+        why = "only some units have a BatchNorm in training mode"
+    elif autocast:
+        why = "under autocast"
+    elif x.shape[0] * x.shape[2] * x.shape[3] < 2:
+        why = "one value per channel (BatchNorm2d refuses it)"
+    elif mode == "auto" and (x.device.type != "cpu" or x.dtype not in _AUTO_DTYPES):
+        why = (
+            f"the fused training path is the default only on the CPU in float32 and float64, "
+            f"where it was measured faster (x is {x.dtype} on {x.device.type}; "
+            "bn_training='fused' forces it)"
+        )
+    if why is None:
+        return None
+    return "bn-training", f"BatchNorm in training mode uses batch statistics ({why})"

@@ -12,6 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from .backends import check_backend_name, resolve_backend
+from .bn_training import bn_training_composed_reason, bn_training_forward, check_bn_training
 from .fingerprint import fingerprint, version_key
 from .folding import fold_block, fold_overflow
 from .ops import inception_block
@@ -131,6 +132,7 @@ class FusedInception(Inception):
         norm: bool = True,
         backend: str = "auto",
         weight_check: str = "auto",
+        bn_training: str = "auto",
     ) -> None:
         super().__init__(
             in_channels,
@@ -143,14 +145,18 @@ class FusedInception(Inception):
             branch3_kernel=branch3_kernel,
             norm=norm,
         )
-        self._init_fused(backend, weight_check, None)
+        self._init_fused(backend, weight_check, None, bn_training)
 
-    def _init_fused(self, backend: str, weight_check: str, source: nn.Module | None) -> None:
+    def _init_fused(
+        self, backend: str, weight_check: str, source: nn.Module | None, bn_training: str = "auto"
+    ) -> None:
         """The fields a FusedInception adds to an Inception, however it was made."""
         check_backend_name(backend)
         check_weight_check(weight_check)
+        check_bn_training(bn_training)
         self.backend = backend
         self.weight_check = weight_check
+        self.bn_training = bn_training
         self.__dict__["_state"] = None
         # The module it was made from, for unfuse_inception; outside _modules so that
         # state_dict and .to() ignore it.
@@ -167,11 +173,18 @@ class FusedInception(Inception):
 
     def extra_repr(self) -> str:
         check = "" if self.weight_check == "auto" else f", weight_check={self.weight_check!r}"
+        if self.bn_training != "auto":
+            check += f", bn_training={self.bn_training!r}"
         return f"backend={self.backend!r}{check}"
 
     @classmethod
     def from_module(
-        cls, module: nn.Module, backend: str = "auto", *, weight_check: str = "auto"
+        cls,
+        module: nn.Module,
+        backend: str = "auto",
+        *,
+        weight_check: str = "auto",
+        bn_training: str = "auto",
     ) -> FusedInception:
         """A FusedInception computing the same function as an Inception block `module`.
 
@@ -187,16 +200,19 @@ class FusedInception(Inception):
         """
         check_backend_name(backend)
         check_weight_check(weight_check)
+        check_bn_training(bn_training)
         problem = inception_error(module)
         if problem is not None:
             raise ValueError(f"cannot fuse {type(module).__name__}: {problem}")
-        return cls._from_checked(module, backend, weight_check)
+        return cls._from_checked(module, backend, weight_check, bn_training)
 
     @classmethod
-    def _from_checked(cls, module: nn.Module, backend: str, weight_check: str) -> FusedInception:
+    def _from_checked(
+        cls, module: nn.Module, backend: str, weight_check: str, bn_training: str = "auto"
+    ) -> FusedInception:
         """from_module after its checks (fuse_inception has made them already)."""
         fused = cls._around(module)
-        fused._init_fused(backend, weight_check, module)
+        fused._init_fused(backend, weight_check, module, bn_training)
         for name in _HOOK_DICTS:  # the same dicts: the source's hook handles remove them here too
             if name in module.__dict__:
                 fused.__dict__[name] = module.__dict__[name]
@@ -242,7 +258,9 @@ class FusedInception(Inception):
             if bn_in_training(self) or hooked_modules(self):
                 return self._composed(x)
             return inception_block(x, *fold_block(self, differentiable=True), self.backend)
-        reason = self._composed_reason()
+        reason = self._composed_reason(x)
+        if reason is None and bn_in_training(self):
+            return bn_training_forward(self, x)
         recorded = _autocast_enabled(x) or self._needs_autograd(x)
         if reason is None and not recorded:
             name, impl = resolve_backend(self.backend, x.device, x.dtype)  # refuses before any work
@@ -298,10 +316,12 @@ class FusedInception(Inception):
                 state.overflow.clear()
         return state
 
-    def _composed_reason(self) -> tuple[str, str] | None:
+    def _composed_reason(self, x: Tensor) -> tuple[str, str] | None:
         """(kind, reason) if the fused kernels would not compute what the modules do now."""
         if bn_in_training(self):
-            return "bn-training", "BatchNorm in training mode uses batch statistics"
+            reason = bn_training_composed_reason(self, x, self.bn_training, _autocast_enabled(x))
+            if reason is not None:
+                return reason
         hooked = hooked_modules(self)
         if hooked:
             return "hooks", f"submodules {hooked} have hooks, which fire only when they run"
