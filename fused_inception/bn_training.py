@@ -58,10 +58,15 @@ _X_READERS = (0, 1, 3)
 # ATen's float32 CPU convolution (forward and backward) to oneDNN: for a single-threaded 1x1
 # conv at batch < 16 ATen otherwise picks its im2col + BLAS path ("THNN is faster when
 # single-threaded", Convolution.cpp), which on this project's AMD CPU (MKL's sgemm) took twice
-# oneDNN's time, forward and backward (measured at 3a, 4e, 5b's 1x1 shapes, batch 8). Other
-# devices keep dilation 1.
+# oneDNN's time, forward and backward (measured at 3a, 4e, 5b's 1x1 shapes, batch 8). Below
+# about 200 rows (N*H*W; 5b at batch 1 and 2: 49 and 98) oneDNN's weight gradient was the slower
+# one, so small inputs keep dilation 1, as do other devices.
+_ONEDNN_MIN_ROWS = 196
+
+
 def _dilation_1x1(x: Tensor) -> list[int]:
-    return [2, 2] if x.device.type == "cpu" else [1, 1]
+    rows = x.shape[0] * x.shape[2] * x.shape[3]
+    return [2, 2] if x.device.type == "cpu" and rows >= _ONEDNN_MIN_ROWS else [1, 1]
 
 
 def _conv1x1(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:

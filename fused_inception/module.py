@@ -92,6 +92,10 @@ class FusedInception(Inception):
     (autograd's version counters: cheaper, blind to writes through .data or numpy) or "auto"
     (default: "content" for CPU weights, "version" for CUDA weights, where hashing would read
     a value back to the host on every forward); README "Weights, attributes and hooks".
+    `bn_training` says what a forward with BatchNorm in training mode runs: "fused" (the fused
+    BN-training path, fused_inception/bn_training.py), "composed" (torchvision's modules) or
+    "auto" (default: "fused" on the CPU in float32 and float64, where it was measured faster,
+    "composed" elsewhere); README "Training with BatchNorm".
 
     x:   [N, in_channels, H, W] (NCHW or channels_last), H, W >= 1
     out: [N, ch1x1 + ch3x3 + ch5x5 + pool_proj, H, W], channel order b1 | b2 | b3 | b4,
@@ -104,10 +108,13 @@ class FusedInception(Inception):
     - training in the paper form (no BN), or an eval forward that autograd records: the
       operator fused_inception::inception_block (fused forward, recompute-based backward;
       fused_inception/ops.py) on weights folded with differentiable torch ops;
+    - training with every unit's BatchNorm in training mode: the fused BN-training path
+      (batch statistics, running statistics and backward as torchvision's; see bn_training);
     - the composed PyTorch path (exactly torchvision's computation), with a warning once per
       reason, when the fused kernels would not compute the same thing: BatchNorm in training
-      mode (batch statistics), hooks on a submodule (they fire only there), BN-folded weights
-      beyond the range of a 16-bit dtype, a structure changed after fusion;
+      mode where bn_training does not choose the fused path (or only some units' BN in
+      training mode), hooks on a submodule (they fire only there), BN-folded weights beyond
+      the range of a 16-bit dtype, a structure changed after fusion;
     - standard operators (conv, BN, ReLU, max-pool, cat) under torch.jit.trace / script and
       ONNX export, one call_module node under torch.fx; the operator under torch.compile and
       torch.export.
