@@ -8,26 +8,27 @@ BatchNorm2d with batch statistics -> ReLU; docs/design.md section 2 with BN unfo
 the BatchNorms' running statistics as BatchNorm2d does; only the order of the work differs:
 
 - forward: x as rows [N*H*W, Cin] (its channels_last form); the three 1x1 convs that read x
-  (b1, the reductions r2 and r3) as one GEMM against their stacked weights; one reduction for
-  the batch statistics of all their channels (ATen's batch_norm_update_stats, the reduction
-  BatchNorm2d itself runs); normalise + affine + ReLU straight into b1's slice of the block
-  output (allocated once, channels_last: no cat) and into r2 / r3; the kxk convs (ATen /
-  oneDNN) on r2 / r3, their statistics, normalised into their slices; the 3x3/1 max-pool
-  (ceil_mode as torchvision's) with indices, the projection GEMM, its statistics, its slice.
-- backward: ReLU's backward for the four branches in one pass over the output (masks from the
-  saved output), BatchNorm's backward (ATen's native_batch_norm_backward) once for the three
-  x-reading units' stacked channels, once per other unit; the kxk convs through ATen's
-  convolution_backward; the three 1x1 convs over x as one GEMM for their weight gradients and
-  one for their input gradient; the pool branch through its GEMMs and the max-pool's backward.
+  (b1, the reductions r2 and r3) as one 1x1 convolution (a GEMM, oneDNN's on the CPU) with
+  their stacked weights; one reduction for the batch statistics of all their channels (ATen's
+  batch_norm_update_stats, the reduction and running-statistic update BatchNorm2d itself
+  runs); normalise + affine + ReLU straight into b1's slice of the block output (allocated
+  once, channels_last: no cat) and into r2 / r3; the kxk convs (ATen / oneDNN) on r2 / r3,
+  their statistics, normalised into their slices; the 3x3/1 max-pool (ceil_mode as
+  torchvision's) with indices, the projection, its statistics, its slice.
+- backward: ReLU's backward per output slice (masks from the saved output) and for r2 / r3,
+  BatchNorm's backward (ATen's native_batch_norm_backward) once for the three x-reading units'
+  stacked channels, once per other unit; the kxk convs through ATen's convolution_backward;
+  one input-gradient and one weight-gradient computation for the three 1x1 convs over x; the
+  pool branch through the projection's backward and the max-pool's.
 
 Saved for backward: x, the output, the pre-BN outputs of every unit (the stacked 1x1s, the two
 kxk convs, the projection), r2 and r3, the pooled input and its indices, the batch statistics
-and the weights: about what torchvision's modules save, without the four branch outputs' copies
-in the cat.
+and the weights: what torchvision's modules save, without the four branch outputs besides the
+output.
 
 A torch.autograd.Function rather than a torch.library custom op: its backward needs the
 forward's intermediates (pre-BN outputs, r2/r3, statistics), which a custom op could only save
-by returning them as outputs, and the running statistics are updated by the caller. Under
+by returning them as outputs, and its forward updates the running statistics in place. Under
 torch.compile FusedInception traces the composed modules instead (inductor fuses those itself).
 """
 
@@ -42,15 +43,19 @@ from .backends.output import new_output, output_memory_format
 from .units import block_units
 
 # FusedInception's bn_training choices: which path a forward with BatchNorm in training mode
-# takes. "auto": the fused path where it was measured faster than torchvision's modules (the
-# CPU, float32 and float64), else the composed one.
+# takes. "auto": the fused path where it was measured faster than torchvision's modules, else
+# the composed one. Measured (README "Training steps", single-threaded training steps, float32,
+# channels_last, this project's 2-core AMD CPU): batch 8 1.14-1.40x on every block, batch 4
+# 1.07-1.22x on the four blocks timed, batch 2 0.80-1.08x, batch 1 0.68-1.03x. So "auto" is the
+# fused path on the CPU in float32 from batch 4.
 BN_TRAINING_CHOICES = ("auto", "fused", "composed")
-_AUTO_DTYPES = (torch.float32, torch.float64)
+_AUTO_DTYPES = (torch.float32,)
+_AUTO_MIN_BATCH = 4
 
 # max_pool2d_with_indices arguments of torchvision's branch4 pool: 3x3, stride 1, padding 1,
 # dilation 1, ceil_mode=True.
 _POOL_ARGS = ([3, 3], [1, 1], [1, 1], [1, 1], True)
-# Unit indices (UNIT_NAMES order) of the 1x1 convs over x, computed as one GEMM.
+# Unit indices (UNIT_NAMES order) of the 1x1 convs over x, computed as one 1x1 convolution.
 _X_READERS = (0, 1, 3)
 
 
@@ -60,13 +65,15 @@ _X_READERS = (0, 1, 3)
 # single-threaded", Convolution.cpp), which on this project's AMD CPU (MKL's sgemm) took twice
 # oneDNN's time, forward and backward (measured at 3a, 4e, 5b's 1x1 shapes, batch 8). Below
 # about 200 rows (N*H*W; 5b at batch 1 and 2: 49 and 98) oneDNN's weight gradient was the slower
-# one, so small inputs keep dilation 1, as do other devices.
+# one, so small inputs keep dilation 1, as do other devices and dtypes (float64 would take
+# ATen's slow dilated-convolution loop: oneDNN has no float64).
 _ONEDNN_MIN_ROWS = 196
 
 
 def _dilation_1x1(x: Tensor) -> list[int]:
     rows = x.shape[0] * x.shape[2] * x.shape[3]
-    return [2, 2] if x.device.type == "cpu" and rows >= _ONEDNN_MIN_ROWS else [1, 1]
+    onednn = x.device.type == "cpu" and x.dtype == torch.float32 and rows >= _ONEDNN_MIN_ROWS
+    return [2, 2] if onednn else [1, 1]
 
 
 def _conv1x1(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
@@ -239,7 +246,7 @@ class _BNTrainingBlock(torch.autograd.Function):
         out = new_output((n, c1 + c2 + c3 + c4, h, w), x, torch.channels_last)
         out_rows = _rows(out)
 
-        # The three 1x1 convs over x: one GEMM, one statistics pass over its channels.
+        # The three 1x1 convs over x: one convolution, one statistics pass over its channels.
         w_red = torch.cat([u.weight for u in readers])
         b_red = None
         if any(u.bias is not None for u in readers):
@@ -264,7 +271,7 @@ class _BNTrainingBlock(torch.autograd.Function):
             r_bufs.append((r, y, grp))
             col += c_kxk
 
-        # The pool branch: 3x3/1 max-pool with indices, projection GEMM, statistics, slice.
+        # The pool branch: 3x3/1 max-pool with indices, projection, statistics, slice.
         pooled, indices = torch.ops.aten.max_pool2d_with_indices(x_cl, *_POOL_ARGS)
         pooled = pooled.contiguous(memory_format=torch.channels_last)
         unit = units[5]
@@ -298,7 +305,7 @@ class _BNTrainingBlock(torch.autograd.Function):
         out_rows = _rows(out)
         need_x = ctx.needs_input_grad[0]
 
-        # The pool branch: ReLU and BN backward, projection GEMMs, the max-pool's backward.
+        # The pool branch: ReLU and BN backward, the projection's and the max-pool's backward.
         col = c1 + c2 + c3
         dy4, grads[22], grads[23] = _bn_backward(
             _relu_backward(grad_rows, out_rows, col, out_rows.shape[1]), y4, g4, shape
@@ -336,7 +343,7 @@ class _BNTrainingBlock(torch.autograd.Function):
             col += c_kxk
             lo += c_r
 
-        # The three 1x1 convs over x: one BN backward, one GEMM per gradient.
+        # The three 1x1 convs over x: one BN backward, one convolution backward.
         dy_red, dgamma, dbeta = _bn_backward(g_red_rows, y_red, g_red, shape)
         del g_red_rows
         split = [c1, c2r, c3r]
@@ -432,11 +439,13 @@ def bn_training_composed_reason(
         why = "under autocast"
     elif x.shape[0] * x.shape[2] * x.shape[3] < 2:
         why = "one value per channel (BatchNorm2d refuses it)"
-    elif mode == "auto" and (x.device.type != "cpu" or x.dtype not in _AUTO_DTYPES):
+    elif mode == "auto" and (
+        x.device.type != "cpu" or x.dtype not in _AUTO_DTYPES or x.shape[0] < _AUTO_MIN_BATCH
+    ):
         why = (
-            f"the fused training path is the default only on the CPU in float32 and float64, "
-            f"where it was measured faster (x is {x.dtype} on {x.device.type}; "
-            "bn_training='fused' forces it)"
+            f"the fused training path is the default only on the CPU in float32 from batch "
+            f"{_AUTO_MIN_BATCH}, where it was measured faster (x is {x.dtype}, batch "
+            f"{x.shape[0]}, on {x.device.type}; bn_training='fused' forces it)"
         )
     if why is None:
         return None

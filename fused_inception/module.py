@@ -94,7 +94,7 @@ class FusedInception(Inception):
     a value back to the host on every forward); README "Weights, attributes and hooks".
     `bn_training` says what a forward with BatchNorm in training mode runs: "fused" (the fused
     BN-training path, fused_inception/bn_training.py), "composed" (torchvision's modules) or
-    "auto" (default: "fused" on the CPU in float32 and float64, where it was measured faster,
+    "auto" (default: "fused" on the CPU in float32 from batch 4, where it was measured faster,
     "composed" elsewhere); README "Training with BatchNorm".
 
     x:   [N, in_channels, H, W] (NCHW or channels_last), H, W >= 1

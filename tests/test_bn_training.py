@@ -49,13 +49,13 @@ CASES = [
 ]
 
 
-def _pair(cfg, k: int, seed: int = 0, momentum: float | None = 0.1, **options):
+def _pair(cfg, k: int, seed: int = 0, momentum: float | None = 0.1, bn_training="fused"):
     """(reference block, FusedInception of a copy), float64, training mode, random weights and
     BN statistics."""
     ref = randomize_block(source_block(cfg, True, k), seed).double().train()
     for unit in block_units(ref):
         unit.bn.momentum = momentum
-    fused = FusedInception.from_module(copy.deepcopy(ref), **options).train()
+    fused = FusedInception.from_module(copy.deepcopy(ref), bn_training=bn_training).train()
     return ref, fused
 
 
@@ -130,10 +130,12 @@ def test_units_with_their_own_eps_and_momentum():
     _check_steps(ref, fused, SMALL, (4, 5), 3, torch.contiguous_format, steps=2)
 
 
-def test_float32_channels_last():
+@pytest.mark.parametrize("layout", layout_params())
+def test_float32(layout):
+    """float32 at 1e-4; 196 rows (4 x 7 x 7), so the 1x1 convolutions take oneDNN's path."""
     cfg = GOOGLENET_BLOCKS["4e"]
     ref, fused = _pair(cfg, 3)
-    _check_steps(ref, fused, cfg, (7, 7), 4, torch.channels_last, dtype=torch.float32)
+    _check_steps(ref, fused, cfg, (7, 7), 4, layout, dtype=torch.float32)
 
 
 def test_conv_bias_and_no_affine():
@@ -152,7 +154,7 @@ def test_conv_bias_and_no_affine():
         if i % 2:
             bn = unit.bn
             unit.bn = nn.BatchNorm2d(bn.num_features, eps=bn.eps, affine=False).double().train()
-    fused = FusedInception.from_module(copy.deepcopy(ref)).train()
+    fused = FusedInception.from_module(copy.deepcopy(ref), bn_training="fused").train()
     _check_steps(ref, fused, SMALL, (4, 5), 3, torch.channels_last)
 
 
@@ -194,6 +196,20 @@ def test_partial_gradients_and_retain_graph():
     for g1, g2, g64 in zip(first, second, expected, strict=True):
         assert torch.equal(g1, g2)
         assert_close_rel(g1, g64, torch.float64)
+
+
+@pytest.mark.filterwarnings("ignore:FusedInception")
+def test_auto_is_the_fused_path_on_the_cpu_in_float32_from_batch_4():
+    _, fused = _pair(SMALL, 3, bn_training="auto")
+    fused = fused.float()
+    for batch, dtype, fused_path in (
+        (4, torch.float32, True),
+        (3, torch.float32, False),
+        (4, torch.float64, False),
+    ):
+        x = torch.randn(batch, SMALL.in_channels, 4, 5).to(dtype)
+        out = fused.to(dtype)(x)
+        assert (FUSED_NODE in type(out.grad_fn).__name__) == fused_path, (batch, dtype)
 
 
 def test_the_option_chooses_the_path(monkeypatch):

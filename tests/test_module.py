@@ -169,9 +169,9 @@ def test_weight_changes_after_first_call_are_seen():
         assert_close_rel(block(x), ref64(other, x), torch.float32)
 
 
-@pytest.mark.parametrize("bn_training", ["composed", "auto"])
+@pytest.mark.parametrize("bn_training", ["composed", "fused"])
 def test_training_mode_matches_torchvision(bn_training):
-    """bn_training="composed" runs torchvision's modules: bitwise equal. "auto" (here the fused
+    """bn_training="composed" runs torchvision's modules: bitwise equal. "fused" (the fused
     BN-training path, tests/test_bn_training.py) computes its convs with other kernels: float32
     close."""
     tv = randomize_block(TvInception(*CFG_3A.args())).train()

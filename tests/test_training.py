@@ -65,8 +65,8 @@ def _check_gradients(cfg, hw, batch, norm, k, train, backend, dtype, layout, see
     device = backend_device(backend)
     src = randomize_block(source_block(cfg, norm, k), seed).train(train)
     ref = copy.deepcopy(src).double()
-    fused = FusedInception.from_module(copy.deepcopy(src), backend=backend).train(train)
-    fused = fused.to(device, dtype)
+    fused = FusedInception.from_module(copy.deepcopy(src), backend=backend, bn_training="fused")
+    fused = fused.train(train).to(device, dtype)
     gen = torch.Generator().manual_seed(seed + 1)
     x64 = torch.randn(batch, cfg.in_channels, *hw, generator=gen, dtype=torch.float64)
     x64 = x64.contiguous(memory_format=layout).requires_grad_()
@@ -197,7 +197,7 @@ def test_bn_training_composed_warns_once_and_fused_training_does_not(monkeypatch
 
     monkeypatch.setattr(module, "_warned", set())
     paper = FusedInception(*SMALL.args(), norm=False).train()
-    bn_fused = FusedInception(*SMALL.args()).train()
+    bn_fused = FusedInception(*SMALL.args(), bn_training="fused").train()
     bn = FusedInception(*SMALL.args(), bn_training="composed").train()
     x = torch.randn(2, SMALL.in_channels, 3, 3)
     with warnings.catch_warnings():

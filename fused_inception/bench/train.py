@@ -17,8 +17,9 @@ Forms (the rows' "form"):
   backward, fused_inception/ops.py).
 - "torchvision": torchvision's Inception block (BN in training mode) and
   `torchvision.models.googlenet(weights=None, aux_logits=True, init_weights=True)`. The fused
-  rows run FusedInception's BN-training path (fused_inception/bn_training.py; on the CPU in
-  float32 by default, the composed PyTorch path elsewhere: README "What runs when").
+  rows run FusedInception's BN-training path (fused_inception/bn_training.py; by default on
+  the CPU in float32 from batch 4, the composed PyTorch path elsewhere: README "What runs
+  when").
 
 Implementations (the rows' "impl"): "<eager>" (torchvision_eager or reference_eager, the
 baseline of the form's speedups), "fused_<backend>" (FusedInception.from_module of a copy of
