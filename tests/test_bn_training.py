@@ -262,3 +262,26 @@ def test_saved_memory_is_no_more_than_torchvision():
     fused_bytes = saved_bytes(lambda: fused(x).backward(grad_out), fused)
     ref_bytes = saved_bytes(lambda: ref(x).backward(grad_out), ref)
     assert fused_bytes <= 1.05 * ref_bytes, (fused_bytes, ref_bytes)
+
+
+def test_gradcheck_float64():
+    """gradcheck of the autograd Function itself (x and every parameter), on a tiny block; no
+    running statistics (each gradcheck call would update them)."""
+    from fused_inception.bn_training import UnitParams, bn_training_block, bn_training_units
+
+    ref, _ = _pair(SMALL, 3)
+    units = [  # conv weight, BN weight and bias (torchvision's convs have no bias)
+        UnitParams(u.weight, None, u.gamma, u.beta, u.eps, None, None, 0.0)
+        for u in bn_training_units(ref)
+    ]
+    x = torch.randn(2, SMALL.in_channels, 3, 4, dtype=torch.float64, requires_grad=True)
+    tensors = [t.detach().requires_grad_() for u in units for t in (u.weight, u.gamma, u.beta)]
+
+    def fn(x, *flat):
+        rebuilt = [
+            u._replace(weight=flat[3 * i], gamma=flat[3 * i + 1], beta=flat[3 * i + 2])
+            for i, u in enumerate(units)
+        ]
+        return bn_training_block(x, rebuilt)
+
+    assert torch.autograd.gradcheck(fn, (x, *tensors), fast_mode=True)
