@@ -124,6 +124,8 @@ class FusedInception(Inception):
     # and the properties computed in Python are not part of a scripted block.
     __jit_ignored_attributes__ = ["_state", "_source"]
     __jit_unused_properties__ = ["in_channels", "out_channels"]
+    # The default for blocks pickled before the option existed (an instance attribute otherwise).
+    bn_training = "auto"
 
     def __init__(
         self,
