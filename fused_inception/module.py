@@ -12,6 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from .backends import check_backend_name, resolve_backend
+from .bn_training import bn_training_composed_reason, bn_training_forward, check_bn_training
 from .fingerprint import fingerprint, version_key
 from .folding import fold_block, fold_overflow
 from .ops import inception_block, inception_block_saving
@@ -96,6 +97,10 @@ class FusedInception(Inception):
     less memory), False keeps r2 and r3 too (no recompute; (c2r + c3r) / Ctot more saved
     activations, 23% for block 4e), None (default) the faster of the two, False (README
     "Training steps" has the measurement).
+    `bn_training` says what a forward with BatchNorm in training mode runs: "fused" (the fused
+    BN-training path, fused_inception/bn_training.py), "composed" (torchvision's modules) or
+    "auto" (default: "fused" on the CPU in float32 from batch 4, where it was measured faster,
+    "composed" elsewhere); README "Training with BatchNorm".
 
     x:   [N, in_channels, H, W] (NCHW or channels_last), H, W >= 1
     out: [N, ch1x1 + ch3x3 + ch5x5 + pool_proj, H, W], channel order b1 | b2 | b3 | b4,
@@ -108,10 +113,13 @@ class FusedInception(Inception):
     - training in the paper form (no BN), or an eval forward that autograd records: the
       operator fused_inception::inception_block (fused forward, recompute-based backward;
       fused_inception/ops.py) on weights folded with differentiable torch ops;
+    - training with every unit's BatchNorm in training mode: the fused BN-training path
+      (batch statistics, running statistics and backward as torchvision's; see bn_training);
     - the composed PyTorch path (exactly torchvision's computation), with a warning once per
       reason, when the fused kernels would not compute the same thing: BatchNorm in training
-      mode (batch statistics), hooks on a submodule (they fire only there), BN-folded weights
-      beyond the range of a 16-bit dtype, a structure changed after fusion;
+      mode where bn_training does not choose the fused path (or only some units' BN in
+      training mode), hooks on a submodule (they fire only there), BN-folded weights beyond
+      the range of a 16-bit dtype, a structure changed after fusion;
     - standard operators (conv, BN, ReLU, max-pool, cat) under torch.jit.trace / script and
       ONNX export, one call_module node under torch.fx; the operator under torch.compile and
       torch.export.
@@ -123,6 +131,8 @@ class FusedInception(Inception):
     # A class default for blocks pickled before the option existed.
     recompute: bool | None = None
     __jit_unused_properties__ = ["in_channels", "out_channels"]
+    # The default for blocks pickled before the option existed (an instance attribute otherwise).
+    bn_training = "auto"
 
     def __init__(
         self,
@@ -139,6 +149,7 @@ class FusedInception(Inception):
         backend: str = "auto",
         weight_check: str = "auto",
         recompute: bool | None = None,
+        bn_training: str = "auto",
     ) -> None:
         super().__init__(
             in_channels,
@@ -151,7 +162,7 @@ class FusedInception(Inception):
             branch3_kernel=branch3_kernel,
             norm=norm,
         )
-        self._init_fused(backend, weight_check, None, recompute)
+        self._init_fused(backend, weight_check, None, recompute, bn_training)
 
     def _init_fused(
         self,
@@ -159,14 +170,17 @@ class FusedInception(Inception):
         weight_check: str,
         source: nn.Module | None,
         recompute: bool | None = None,
+        bn_training: str = "auto",
     ) -> None:
         """The fields a FusedInception adds to an Inception, however it was made."""
         check_backend_name(backend)
         check_weight_check(weight_check)
         check_recompute(recompute)
+        check_bn_training(bn_training)
         self.backend = backend
         self.weight_check = weight_check
         self.recompute = recompute
+        self.bn_training = bn_training
         self.__dict__["_state"] = None
         # The module it was made from, for unfuse_inception; outside _modules so that
         # state_dict and .to() ignore it.
@@ -183,6 +197,8 @@ class FusedInception(Inception):
 
     def extra_repr(self) -> str:
         check = "" if self.weight_check == "auto" else f", weight_check={self.weight_check!r}"
+        if self.bn_training != "auto":
+            check += f", bn_training={self.bn_training!r}"
         recompute = "" if self.recompute is None else f", recompute={self.recompute}"
         return f"backend={self.backend!r}{check}{recompute}"
 
@@ -194,6 +210,7 @@ class FusedInception(Inception):
         *,
         weight_check: str = "auto",
         recompute: bool | None = None,
+        bn_training: str = "auto",
     ) -> FusedInception:
         """A FusedInception computing the same function as an Inception block `module`.
 
@@ -210,18 +227,24 @@ class FusedInception(Inception):
         check_backend_name(backend)
         check_weight_check(weight_check)
         check_recompute(recompute)
+        check_bn_training(bn_training)
         problem = inception_error(module)
         if problem is not None:
             raise ValueError(f"cannot fuse {type(module).__name__}: {problem}")
-        return cls._from_checked(module, backend, weight_check, recompute)
+        return cls._from_checked(module, backend, weight_check, recompute, bn_training)
 
     @classmethod
     def _from_checked(
-        cls, module: nn.Module, backend: str, weight_check: str, recompute: bool | None = None
+        cls,
+        module: nn.Module,
+        backend: str,
+        weight_check: str,
+        recompute: bool | None = None,
+        bn_training: str = "auto",
     ) -> FusedInception:
         """from_module after its checks (fuse_inception has made them already)."""
         fused = cls._around(module)
-        fused._init_fused(backend, weight_check, module, recompute)
+        fused._init_fused(backend, weight_check, module, recompute, bn_training)
         for name in _HOOK_DICTS:  # the same dicts: the source's hook handles remove them here too
             if name in module.__dict__:
                 fused.__dict__[name] = module.__dict__[name]
@@ -270,7 +293,9 @@ class FusedInception(Inception):
         # The structure and the weights are checked once per forward (each walks the modules
         # or hashes the weights: a large part of a batch-1 forward's time).
         structure = self._structure_state()
-        reason = self._composed_reason(structure)
+        reason = self._composed_reason(x, structure)
+        if reason is None and bn_in_training(self):
+            return bn_training_forward(self, x)
         recorded = _autocast_enabled(x) or self._needs_autograd(x)
         state = None
         if reason is None and not recorded:
@@ -339,10 +364,14 @@ class FusedInception(Inception):
                 state.overflow.clear()
         return state
 
-    def _composed_reason(self, structure: _EagerState | None = None) -> tuple[str, str] | None:
+    def _composed_reason(
+        self, x: Tensor, structure: _EagerState | None = None
+    ) -> tuple[str, str] | None:
         """(kind, reason) if the fused kernels would not compute what the modules do now."""
         if bn_in_training(self):
-            return "bn-training", "BatchNorm in training mode uses batch statistics"
+            reason = bn_training_composed_reason(self, x, self.bn_training, _autocast_enabled(x))
+            if reason is not None:
+                return reason
         hooked = hooked_modules(self)
         if hooked:
             return "hooks", f"submodules {hooked} have hooks, which fire only when they run"

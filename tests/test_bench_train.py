@@ -92,9 +92,11 @@ def test_train_run(tmp_path, capsys):
     # The fused operator saves x, out and the weights; the eager paper-form block saves every
     # branch's conv output, the pooled input and its indices.
     assert paper["fused_cpu"]["saved_bytes"] < paper["reference_eager"]["saved_bytes"] / 2
-    # torchvision's form with BN training falls back to the composed path: the same tensors.
+    # torchvision's form with BN training runs the fused BN-training path, which saves what
+    # torchvision's modules save (the pre-BN outputs, r2/r3, the pool's input and indices, the
+    # output instead of the four branch outputs), no more.
     tv = {r["impl"]: r for r in train if r["form"] == "torchvision"}
-    assert tv["fused_cpu"]["saved_bytes"] == tv["torchvision_eager"]["saved_bytes"]
+    assert tv["fused_cpu"]["saved_bytes"] <= tv["torchvision_eager"]["saved_bytes"]
     for r in rows:
         if r["mode"] == "inference":
             assert r["saved_bytes"] is None and r["form"] == "torchvision"

@@ -16,9 +16,10 @@ Forms (the rows' "form"):
   rows run the operator fused_inception::inception_block (fused forward, recompute-based
   backward, fused_inception/ops.py).
 - "torchvision": torchvision's Inception block (BN in training mode) and
-  `torchvision.models.googlenet(weights=None, aux_logits=True, init_weights=True)`. BN in
-  training mode needs batch statistics the fused pass does not produce, so the fused rows run
-  the composed PyTorch path (README "What runs when"): they measure that fallback's overhead.
+  `torchvision.models.googlenet(weights=None, aux_logits=True, init_weights=True)`. The fused
+  rows run FusedInception's BN-training path (fused_inception/bn_training.py; by default on
+  the CPU in float32 from batch 4, the composed PyTorch path elsewhere: README "What runs
+  when").
 
 Implementations (the rows' "impl"): "<eager>" (torchvision_eager or reference_eager, the
 baseline of the form's speedups), "fused_<backend>" (FusedInception.from_module of a copy of
