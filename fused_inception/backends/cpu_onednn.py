@@ -70,11 +70,6 @@ def conv(x_nhwc: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
     )
 
 
-def matmul_nt(a: Tensor, b: Tensor) -> Tensor:
-    """a @ b^T by oneDNN's inner product (a [M, K], b [N, K], both contiguous float32) -> [M, N]."""
-    return torch.ops.mkldnn._linear_pointwise(a, b, None, "none", [], "")
-
-
 class Weights:
     """A block's convolution weights for oneDNN: plain, plus reordered copies per input shape.
 
