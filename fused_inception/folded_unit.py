@@ -174,6 +174,8 @@ class FoldedConvUnit(nn.Module):
         if folded is None:
             return self._composed(x)
         weight, bias = folded
+        if _onednn_conv_relu_fits(self.conv, x):
+            return _onednn_conv_relu(self.conv, x, weight, bias)
         return F.relu_(self.conv._conv_forward(x, weight, bias))
 
     def _standard_ops(self, x: Tensor) -> bool:
@@ -231,6 +233,41 @@ class FoldedConvUnit(nn.Module):
         state = self.__dict__.copy()
         state["_state"] = None  # the folded tensors are derived data; rebuilt on demand
         return state
+
+
+def _onednn_conv_relu_fits(conv: nn.Conv2d, x: Tensor) -> bool:
+    """True where oneDNN's convolution with a fused ReLU (the operator inductor uses on the CPU)
+    computes conv -> ReLU: float32 CPU tensors, zero padding given as numbers."""
+    return (
+        _ONEDNN_CONV_RELU is not None
+        and x.device.type == "cpu"
+        and x.dtype == torch.float32
+        and torch.backends.mkldnn.is_available()
+        and torch.backends.mkldnn.enabled
+        and conv.padding_mode == "zeros"
+        and not isinstance(conv.padding, str)
+    )
+
+
+def _onednn_conv_relu(conv: nn.Conv2d, x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
+    """ReLU(conv(x, weight, bias)) in one oneDNN call, in the weight's memory format.
+
+    x: [N, Cin, H, W]  weight: [Cout, Cin / groups, kh, kw]  bias: [Cout]
+    out: [N, Cout, H', W']
+
+    Against F.conv2d then an in-place ReLU it saves the ReLU's pass over the output, and for
+    a 1x1 convolution in channels_last ATen's slower path (GoogLeNet's conv2 at batch 8, one
+    thread, on this project's CPU: 2.3 ms against 7.8 ms, in one interleaved measurement).
+    """
+    if weight.is_contiguous(memory_format=torch.channels_last):
+        x = x.contiguous(memory_format=torch.channels_last)
+    return _ONEDNN_CONV_RELU(
+        x, weight, bias, list(conv.padding), list(conv.stride), list(conv.dilation),
+        conv.groups, "relu", [], "",
+    )  # fmt: skip
+
+
+_ONEDNN_CONV_RELU = getattr(torch.ops.mkldnn, "_convolution_pointwise", None)
 
 
 class _Unit(nn.Module):

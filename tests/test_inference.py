@@ -222,6 +222,26 @@ def test_hooks_on_a_folded_units_conv_fire(googlenets):
     handle.remove()
 
 
+UNIT_CASES = [
+    pytest.param({"kernel_size": 7, "stride": 2, "padding": 3}, id="7x7-stride2"),
+    pytest.param({"kernel_size": 1}, id="1x1"),
+    pytest.param({"kernel_size": 3, "padding": "same", "dilation": 2}, id="3x3-same-dilated"),
+    pytest.param({"kernel_size": 3, "padding": 1, "groups": 2}, id="3x3-groups2"),
+]
+
+
+@pytest.mark.parametrize("fmt", layout_params())
+@pytest.mark.parametrize("kwargs", UNIT_CASES)
+def test_folded_unit_matches_basicconv2d(kwargs, fmt):
+    torch.manual_seed(24)
+    unit = randomize_block(BasicConv2d(6, 10, **kwargs)).eval().to(memory_format=fmt)
+    x = torch.randn(3, 6, 11, 9).contiguous(memory_format=fmt)
+    for dtype in (torch.float32, torch.float64):  # (oneDNN's conv + ReLU, then ATen's conv)
+        folded = FoldedConvUnit.from_module(copy.deepcopy(unit).to(dtype))
+        with torch.no_grad():
+            assert_close_rel(folded(x.to(dtype)), _f64(unit, x), dtype)
+
+
 # --- bad input ----------------------------------------------------------------------------------
 
 
