@@ -34,6 +34,7 @@ from fused_inception.bench.cases import (
     EAGER,
     LAYOUTS,
     NETWORK,
+    PREPARED_FOLDED,
     build_case,
     compile_impl_name,
     default_dtypes,
@@ -56,6 +57,8 @@ IMPLS += [(compile_impl_name("default"), (), ("default",))] if COMPILE else []
 # The network prepared by prepare_for_inference (no such row for a block).
 PREPARED = [prepared_impl_name(b) for b in timed_backends(DEVICE)]
 IMPLS += [(name, (b,), ()) for name, b in zip(PREPARED, timed_backends(DEVICE), strict=True)]
+PREPARED.append(PREPARED_FOLDED)
+IMPLS += [(PREPARED_FOLDED, (), ())]
 
 
 @pytest.mark.parametrize("impl, backends, modes", IMPLS, ids=[impl for impl, _, _ in IMPLS])

@@ -1,7 +1,8 @@
 """Preparing a whole model for inference in one call, and undoing it.
 
     prepare_for_inference(model)    fused Inception blocks, BN folded into the other conv units
-                                    (GoogLeNet's stem and auxiliary heads), channels_last, eval
+                                    (GoogLeNet's stem and auxiliary heads), channels_last, eval;
+                                    blocks="folded": the blocks' units folded instead of fused
     unprepare_for_inference(model)  back to the original modules, NCHW parameters
 
 Both edit the model in place, as fuse_inception does (swap.py), and keep its state_dict: the
@@ -23,6 +24,8 @@ from .swap import fuse_inception, unfuse_inception
 from .units import has_branches
 
 MEMORY_FORMATS = (torch.channels_last, torch.contiguous_format)
+# What the Inception blocks become: FusedInception, or eager blocks of folded units.
+BLOCK_MODES = ("fused", "folded")
 # Where a prepared model keeps what unprepare_for_inference restores (outside state_dict).
 _PREPARED = "_fused_inception_prepared"
 
@@ -40,11 +43,15 @@ def prepare_for_inference(
     memory_format: torch.memory_format = torch.channels_last,
     backend: str = "auto",
     weight_check: str = "auto",
+    blocks: str = "fused",
 ) -> nn.Module:
     """Prepare `model` (e.g. torchvision's GoogLeNet) for CPU or GPU inference, in place.
 
-    1. every Inception block becomes a FusedInception on `backend` (fuse_inception; blocks it
-       cannot fuse stay as they are, with a warning saying why);
+    1. blocks="fused" (default): every Inception block becomes a FusedInception on `backend`
+       (fuse_inception; blocks it cannot fuse stay as they are, with a warning saying why).
+       blocks="folded": the blocks stay eager modules (FusedInception blocks are unfused) and
+       their six units are folded as in 2., so each runs one convolution with BatchNorm and
+       ReLU fused (oneDNN on the CPU: ONNX Runtime's treatment of the block);
     2. every other conv -> BatchNorm -> ReLU unit (torchvision's BasicConv2d: GoogLeNet's
        conv1/conv2/conv3 stem and the auxiliary heads' conv) becomes a FoldedConvUnit, which
        computes one convolution with BatchNorm folded in (eval statistics, cached until a weight
@@ -69,6 +76,7 @@ def prepare_for_inference(
     memory_format: torch.channels_last or torch.contiguous_format
     backend:       FusedInception backend ("auto", "cpu", "triton", "cuda")
     weight_check:  how fused blocks and folded units see weight changes (FusedInception's)
+    blocks:        "fused" or "folded" (see 1.)
     returns:       the prepared model (`model` itself, or the new module when `model` is itself
                    an Inception block or a conv unit)
     """
@@ -86,6 +94,8 @@ def prepare_for_inference(
         )
     check_backend_name(backend)
     check_weight_check(weight_check)
+    if blocks not in BLOCK_MODES:
+        raise ValueError(f"blocks must be one of {BLOCK_MODES}, got {blocks!r}")
     device = None if device is None else torch.device(device)
     info = model.__dict__.get(_PREPARED) or _Prepared(training=model.training)
     if not any(isinstance(m, FusedInception) or has_branches(m) for m in model.modules()):
@@ -94,8 +104,10 @@ def prepare_for_inference(
             "with branch1..branch4); only BatchNorm folding and the memory format apply",
             stacklevel=2,
         )
-    else:
+    elif blocks == "fused":
         model = fuse_inception(model, backend, weight_check=weight_check)
+    else:
+        model = unfuse_inception(model)
     model = _fold_units(model, weight_check)
     model.to(device=device, memory_format=memory_format)
     model.eval()

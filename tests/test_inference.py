@@ -123,6 +123,23 @@ def test_nchw_memory_format_and_the_paper_variant():
         assert_close_rel(out, _f64(model, x), torch.float32)
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["float64", "float32"])
+def test_folded_blocks_mode(dtype):
+    model = _torchvision(seed=25, dtype=dtype)
+    prepared = _prepared(model, blocks="folded")
+    assert not any(isinstance(m, FusedInception) for m in prepared.modules())
+    units = [m for m in prepared.modules() if isinstance(m, FoldedConvUnit)]
+    assert len(units) == 3 + 9 * 6 + 2  # stem, blocks, auxiliary heads
+    assert isinstance(prepared.inception4e.branch2[1], FoldedConvUnit)
+    _assert_same_state(prepared, model)
+    x = _input(dtype, seed=26, fmt=torch.channels_last)
+    with torch.no_grad():
+        assert_close_rel(prepared(x), _f64(model, x), dtype)
+    restored = unprepare_for_inference(prepared)
+    assert type(restored.inception4e.branch2[1]) is BasicConv2d
+    _assert_same_state(restored, model)
+
+
 # --- state_dict and weight changes --------------------------------------------------------------
 
 
@@ -250,6 +267,8 @@ def test_bad_input_is_refused_clearly():
         prepare_for_inference({})
     with pytest.raises(ValueError, match="memory_format must be"):
         prepare_for_inference(nn.Conv2d(1, 1, 1), memory_format=torch.channels_last_3d)
+    with pytest.raises(ValueError, match="blocks must be one of"):
+        prepare_for_inference(nn.Conv2d(1, 1, 1), blocks="all")
     with pytest.raises(ValueError, match="unknown backend"):
         prepare_for_inference(nn.Conv2d(1, 1, 1), backend="fast")
     with pytest.raises(ValueError, match="was not prepared"):

@@ -8,6 +8,7 @@ Implementations (the names the rows carry):
 - "prepared_<backend>" (the network only): a copy of the network prepared by
   prepare_for_inference on that backend (fused blocks, BatchNorm folded into the stem's
   convolutions, channels_last, eval), the same in both input layouts (it takes NCHW input);
+  "prepared_folded" the same with blocks="folded" (eager blocks of BN-folded conv+ReLU units);
 - "torchvision_compile" (mode "default") and "torchvision_compile_max_autotune": torch.compile
   of torchvision's module, dynamic=False (one static graph per shape and layout, what a
   deployment at a fixed batch size gets). Compiling happens on the first call, which the
@@ -52,6 +53,7 @@ DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.
 COMPILE_MODES = ("default", "max-autotune")
 EAGER = "torchvision_eager"
 ORT = "onnxruntime"
+PREPARED_FOLDED = "prepared_folded"
 ONNX_OPSET = 17
 # The package's tolerances, normwise: max|out - ref| <= tolerance * max|ref|.
 ORT_TOLERANCES = {torch.float32: 1e-4, torch.float16: 1e-2}
@@ -130,9 +132,9 @@ def impl_names(
     network: bool = False,
 ) -> list[str]:
     """The implementations of a case, in the order build_case makes them (eager first);
-    network=True: the network case's, with its prepared_<backend> rows."""
+    network=True: the network case's, with its prepared_<backend> and prepared_folded rows."""
     names = [EAGER, *(fused_impl_name(b) for b in backends)]
-    names += [prepared_impl_name(b) for b in backends] if network else []
+    names += [*(prepared_impl_name(b) for b in backends), PREPARED_FOLDED] if network else []
     return names + [compile_impl_name(m) for m in compile_modes] + [ORT] * onnxruntime
 
 
@@ -319,6 +321,7 @@ def build_case(
         for backend in backends:
             prepared = prepare_for_inference(copy.deepcopy(eager), backend=backend)
             impls[prepared_impl_name(backend)] = prepared
+        impls[PREPARED_FOLDED] = prepare_for_inference(copy.deepcopy(eager), blocks="folded")
     if compile_modes:
         torch._dynamo.reset()
     compiled = []
