@@ -150,6 +150,8 @@ def test_state_dict_is_unchanged_and_loading_one_takes_effect():
     x = _input(seed=7)
     with torch.no_grad():
         prepared(x)  # folds and packs the weights first
+        clone = copy.deepcopy(prepared)  # (the packed weights are not copied: rebuilt)
+        assert_close_rel(clone(x), _f64(model, x), torch.float32)
         other = _torchvision(seed=8)
         prepared.load_state_dict(other.state_dict())
         assert_close_rel(prepared(x), _f64(other, x), torch.float32)
