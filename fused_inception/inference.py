@@ -20,6 +20,7 @@ from torch import nn
 from .backends import check_backend_name
 from .folded_unit import FoldedConvUnit, unit_error
 from .module import FusedInception, check_weight_check
+from .nhwc_pool import NhwcMaxPool3x3, is_pool3x3
 from .swap import fuse_inception, unfuse_inception
 from .units import has_branches
 
@@ -51,7 +52,8 @@ def prepare_for_inference(
        (fuse_inception; blocks it cannot fuse stay as they are, with a warning saying why).
        blocks="folded": the blocks stay eager modules (FusedInception blocks are unfused) and
        their six units are folded as in 2., so each runs one convolution with BatchNorm and
-       ReLU fused (oneDNN on the CPU: ONNX Runtime's treatment of the block);
+       ReLU fused (oneDNN on the CPU: ONNX Runtime's treatment of the block), and their 3x3/1
+       max-pools become NhwcMaxPool3x3 (the cpu backend's NHWC pool, bit-exact);
     2. every other conv -> BatchNorm -> ReLU unit (torchvision's BasicConv2d: GoogLeNet's
        conv1/conv2/conv3 stem and the auxiliary heads' conv) becomes a FoldedConvUnit, which
        computes one convolution with BatchNorm folded in (eval statistics, cached until a weight
@@ -144,7 +146,7 @@ def unprepare_for_inference(
         model = model.to_unfused()
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
-            if isinstance(child, FoldedConvUnit):
+            if isinstance(child, (FoldedConvUnit, NhwcMaxPool3x3)):
                 setattr(parent, name, child.to_unfused())
     model.to(memory_format=memory_format)
     return model.train(info.training)
@@ -156,9 +158,10 @@ def is_prepared(model: nn.Module) -> bool:
 
 
 def _fold_units(model: nn.Module, weight_check: str) -> nn.Module:
-    """Swap every conv -> BN -> ReLU unit outside the fused blocks for a FoldedConvUnit; a
-    candidate (a module with .conv and .bn) whose forward computes something else stays as it
-    is, with a warning."""
+    """Swap every conv -> BN -> ReLU unit outside the fused blocks for a FoldedConvUnit (a
+    candidate, a module with .conv and .bn, whose forward computes something else stays as it
+    is, with a warning) and every 3x3/1 max-pool there (the folded blocks' branch4 pools) for
+    an NhwcMaxPool3x3."""
     if _is_candidate(model):
         return _fold_one(model, weight_check, "model") or model
     stack = [("", model)]
@@ -168,6 +171,9 @@ def _fold_units(model: nn.Module, weight_check: str) -> nn.Module:
             path = f"{prefix}{name}"
             if isinstance(child, (FusedInception, FoldedConvUnit)):
                 continue  # their units are theirs
+            if is_pool3x3(child):
+                setattr(parent, name, NhwcMaxPool3x3.from_module(child))
+                continue
             if _is_candidate(child):
                 folded = _fold_one(child, weight_check, path)
                 if folded is not None:

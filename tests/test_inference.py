@@ -24,6 +24,7 @@ from fused_inception import (
     unprepare_for_inference,
 )
 from fused_inception.models import googlenet
+from fused_inception.nhwc_pool import NhwcMaxPool3x3
 
 HW = 64  # the smallest size at which every pool of torchvision's GoogLeNet sees a real map
 
@@ -131,12 +132,14 @@ def test_folded_blocks_mode(dtype):
     units = [m for m in prepared.modules() if isinstance(m, FoldedConvUnit)]
     assert len(units) == 3 + 9 * 6 + 2  # stem, blocks, auxiliary heads
     assert isinstance(prepared.inception4e.branch2[1], FoldedConvUnit)
+    assert isinstance(prepared.inception3a.branch4[0], NhwcMaxPool3x3)
     _assert_same_state(prepared, model)
     x = _input(dtype, seed=26, fmt=torch.channels_last)
     with torch.no_grad():
         assert_close_rel(prepared(x), _f64(model, x), dtype)
     restored = unprepare_for_inference(prepared)
     assert type(restored.inception4e.branch2[1]) is BasicConv2d
+    assert type(restored.inception3a.branch4[0]) is nn.MaxPool2d
     _assert_same_state(restored, model)
 
 
@@ -259,6 +262,20 @@ def test_folded_unit_matches_basicconv2d(kwargs, fmt):
         folded = FoldedConvUnit.from_module(copy.deepcopy(unit).to(dtype))
         with torch.no_grad():
             assert_close_rel(folded(x.to(dtype)), _f64(unit, x), dtype)
+
+
+@pytest.mark.parametrize("fmt", layout_params())
+def test_nhwc_pool_is_torchs_pool(fmt):
+    pool = nn.MaxPool2d(3, stride=1, padding=1, ceil_mode=True)
+    fast = NhwcMaxPool3x3.from_module(pool)
+    x = torch.randn(2, 5, 7, 6).contiguous(memory_format=fmt).requires_grad_()
+    with torch.no_grad():
+        assert torch.equal(fast(x), pool(x))
+    fast(x).sum().backward()  # with autograd recording: ATen's pool
+    assert x.grad is not None
+    assert fast.to_unfused() is pool
+    with pytest.raises(ValueError, match="3x3 MaxPool2d"):
+        NhwcMaxPool3x3.from_module(nn.MaxPool2d(3, stride=2))
 
 
 # --- bad input ----------------------------------------------------------------------------------
