@@ -34,11 +34,13 @@ from fused_inception.bench.cases import (
     EAGER,
     LAYOUTS,
     NETWORK,
+    PREPARED_FOLDED,
     build_case,
     compile_impl_name,
     default_dtypes,
     dtype_name,
     fused_impl_name,
+    prepared_impl_name,
     timed_backends,
 )
 from fused_inception.bench.timing import first_call_seconds
@@ -52,6 +54,11 @@ COMPILE_NETWORK = os.environ.get("FUSED_INCEPTION_BENCH_COMPILE_NETWORK", "0") =
 # (row name, FusedInception backends, torch.compile modes): what build_case makes for each.
 IMPLS = [(EAGER, (), ())] + [(fused_impl_name(b), (b,), ()) for b in timed_backends(DEVICE)]
 IMPLS += [(compile_impl_name("default"), (), ("default",))] if COMPILE else []
+# The network prepared by prepare_for_inference (no such row for a block).
+PREPARED = [prepared_impl_name(b) for b in timed_backends(DEVICE)]
+IMPLS += [(name, (b,), ()) for name, b in zip(PREPARED, timed_backends(DEVICE), strict=True)]
+PREPARED.append(PREPARED_FOLDED)
+IMPLS += [(PREPARED_FOLDED, (), ())]
 
 
 @pytest.mark.parametrize("impl, backends, modes", IMPLS, ids=[impl for impl, _, _ in IMPLS])
@@ -60,6 +67,8 @@ IMPLS += [(compile_impl_name("default"), (), ("default",))] if COMPILE else []
 def test_block(benchmark, block, layout, impl, backends, modes):
     if block == NETWORK and modes and not COMPILE_NETWORK:
         pytest.skip("compiling the network takes minutes; FUSED_INCEPTION_BENCH_COMPILE_NETWORK=1")
+    if block != NETWORK and impl in PREPARED:
+        pytest.skip("prepare_for_inference rows are timed for the whole network only")
     benchmark.group = f"{block} {layout} batch {BATCH} {dtype_name(DTYPE)}"
     case = build_case(block, BATCH, DTYPE, DEVICE, layout, backends, modes)
     fn = case.calls[impl]

@@ -2,6 +2,7 @@
 
     from fused_inception import FusedInception, fuse_inception
     model = fuse_inception(torchvision.models.googlenet(weights=None).eval())
+    model = prepare_for_inference(model)  # also BN folded in the stem, channels_last, eval
 
 See README.md for backends, guarantees and benchmarks.
 """
@@ -14,6 +15,8 @@ from .backends import cpu_maxpool as _cpu_maxpool  # noqa: F401
 from .backends import cpu_winograd as _cpu_winograd  # noqa: F401
 from .backends import cuda as _cuda  # noqa: F401
 from .configs import GOOGLENET_BLOCKS, BlockConfig
+from .folded_unit import FoldedConvUnit
+from .inference import is_prepared, prepare_for_inference, unprepare_for_inference
 from .module import FusedInception
 from .reference import FoldedParams, Inception, inception_ref
 from .swap import fuse_inception, unfuse_inception
@@ -28,13 +31,17 @@ __version__ = "0.1.0"
 __all__ = [
     "GOOGLENET_BLOCKS",
     "BlockConfig",
+    "FoldedConvUnit",
     "FoldedParams",
     "FusedInception",
     "Inception",
     "available_backends",
     "fuse_inception",
     "inception_ref",
+    "is_prepared",
+    "prepare_for_inference",
     "unfuse_inception",
+    "unprepare_for_inference",
 ]
 
 

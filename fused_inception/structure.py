@@ -106,6 +106,12 @@ def _unit_error(unit: nn.Module) -> str | None:
         or not _same_padding(conv.padding, k[0])
     ):
         return f"conv must have stride 1, 'same' zero padding, no dilation or groups, got {conv}"
+    return unit_parts_error(unit)
+
+
+def unit_parts_error(unit: nn.Module) -> str | None:
+    """None if a conv unit's `.bn` (if any) is a BatchNorm2d with running statistics and its
+    other children are ReLUs, else why not (the checks every foldable unit needs)."""
     bn = getattr(unit, "bn", None)
     if bn is not None:
         if not isinstance(bn, nn.BatchNorm2d):

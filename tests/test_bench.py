@@ -37,7 +37,8 @@ def _close(a: float, b: float, rel: float = 2e-3) -> bool:
 
 def test_quick_run(tmp_path, capsys):
     # One run only (its checks below share it; pytest-xdist would repeat a module fixture per
-    # worker): 5b and the network at batch 1, eager and fused_cpu, no torch.compile (--quick).
+    # worker): 5b and the network at batch 1, eager and fused_cpu (the network also
+    # prepared_cpu and prepared_folded), no torch.compile (--quick).
     # --no-onnxruntime: its rows are tested apart (test_onnxruntime_rows).
     argv = ["--device", "cpu", "--blocks", "5b", "network", "--quick", "--repeats", "1"]
     argv += ["--no-onnxruntime"]
@@ -51,11 +52,13 @@ def test_quick_run(tmp_path, capsys):
 
 
 def _check_rows(rows):
+    # The network also has the row of prepare_for_inference's model.
     assert {(r["block"], r["layout"], r["impl"]) for r in rows} == {
         (block, layout, impl)
         for block in ("5b", "network")
         for layout in ("nchw", "channels_last")
-        for impl in ("torchvision_eager", "fused_cpu")
+        for impl in ("torchvision_eager", "fused_cpu", "prepared_cpu", "prepared_folded")
+        if not impl.startswith("prepared") or block == "network"
     }
     eager = {(r["block"], r["layout"]): r for r in rows if r["impl"] == "torchvision_eager"}
     for r in rows:

@@ -5,6 +5,10 @@ Implementations (the names the rows carry):
 - "torchvision_eager": torchvision's module as it is (the baseline of every speedup);
 - "fused_<backend>": FusedInception on that backend (a block), or a copy of the network with
   every block swapped by fuse_inception;
+- "prepared_<backend>" (the network only): a copy of the network prepared by
+  prepare_for_inference on that backend (fused blocks, BatchNorm folded into the stem's
+  convolutions, channels_last, eval), the same in both input layouts (it takes NCHW input);
+  "prepared_folded" the same with blocks="folded" (eager blocks of BN-folded conv+ReLU units);
 - "torchvision_compile" (mode "default") and "torchvision_compile_max_autotune": torch.compile
   of torchvision's module, dynamic=False (one static graph per shape and layout, what a
   deployment at a fixed batch size gets). Compiling happens on the first call, which the
@@ -37,6 +41,7 @@ from fused_inception.backends import available_backends
 from fused_inception.bench.roofline import Traffic, block_traffic, network_traffic
 from fused_inception.bench.timing import cycling
 from fused_inception.configs import GOOGLENET_BLOCKS, BlockConfig
+from fused_inception.inference import prepare_for_inference
 from fused_inception.module import FusedInception
 from fused_inception.reference import Inception
 from fused_inception.swap import fuse_inception
@@ -48,6 +53,7 @@ DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.
 COMPILE_MODES = ("default", "max-autotune")
 EAGER = "torchvision_eager"
 ORT = "onnxruntime"
+PREPARED_FOLDED = "prepared_folded"
 ONNX_OPSET = 17
 # The package's tolerances, normwise: max|out - ref| <= tolerance * max|ref|.
 ORT_TOLERANCES = {torch.float32: 1e-4, torch.float16: 1e-2}
@@ -104,6 +110,11 @@ def fused_impl_name(backend: str) -> str:
     return f"fused_{backend}"
 
 
+def prepared_impl_name(backend: str) -> str:
+    """Row name of the network prepared by prepare_for_inference on `backend`."""
+    return f"prepared_{backend}"
+
+
 def compile_impl_name(mode: str) -> str:
     """Row name of torchvision's module under torch.compile(mode=mode)."""
     return (
@@ -114,10 +125,16 @@ def compile_impl_name(mode: str) -> str:
 
 
 def impl_names(
-    backends: Sequence[str], compile_modes: Sequence[str] = (), onnxruntime: bool = False
+    backends: Sequence[str],
+    compile_modes: Sequence[str] = (),
+    onnxruntime: bool = False,
+    *,
+    network: bool = False,
 ) -> list[str]:
-    """The implementations of a case, in the order build_case makes them (eager first)."""
+    """The implementations of a case, in the order build_case makes them (eager first);
+    network=True: the network case's, with its prepared_<backend> and prepared_folded rows."""
     names = [EAGER, *(fused_impl_name(b) for b in backends)]
+    names += [*(prepared_impl_name(b) for b in backends), PREPARED_FOLDED] if network else []
     return names + [compile_impl_name(m) for m in compile_modes] + [ORT] * onnxruntime
 
 
@@ -300,6 +317,11 @@ def build_case(
         else:
             fused = FusedInception.from_module(eager, backend=backend).eval()
         impls[fused_impl_name(backend)] = fused
+    if block == NETWORK:
+        for backend in backends:
+            prepared = prepare_for_inference(copy.deepcopy(eager), backend=backend)
+            impls[prepared_impl_name(backend)] = prepared
+        impls[PREPARED_FOLDED] = prepare_for_inference(copy.deepcopy(eager), blocks="folded")
     if compile_modes:
         torch._dynamo.reset()
     compiled = []

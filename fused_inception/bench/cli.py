@@ -539,7 +539,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     start = time.perf_counter()
-    impls = impl_names(args.backend, args.compile, args.onnxruntime)
+    impls = impl_names(args.backend, args.compile, args.onnxruntime, network=NETWORK in args.blocks)
     peak, source = device_peak(args.device, tuple(DTYPES[d] for d in args.dtype))
     print(header(args, impls, _peak_text(peak, source, args.dtype)), flush=True)
     if args.inference:
