@@ -38,6 +38,10 @@ TORCH_LIBRARY(fused_inception, m) {
   // x: [N, C, H, W], channels_last. Returns max_pool2d(x, 3, stride=1, padding=1) as a new
   // channels_last tensor of the same shape (padding counts as -inf).
   m.def("max_pool3x3_nhwc(Tensor x) -> Tensor");
+  // grad_out, x: [N, C, H, W], channels_last, same dtype. Returns the gradient of
+  // max_pool3x3_nhwc(x) with respect to x (what max_pool2d_with_indices_backward returns for
+  // max_pool2d_with_indices(x, 3, 1, 1)'s indices) as a new channels_last tensor.
+  m.def("max_pool3x3_nhwc_backward(Tensor grad_out, Tensor x) -> Tensor");
   // Winograd F(2x2, 3x3) transforms (csrc/cpu/winograd_f2x3.cpp) over the flat tile range
   // [tile_begin, tile_begin + tile_count) of the N * ceil(H/2) * ceil(W/2) tiles (tile_count
   // None: to the last tile). input: r [N*H*W, C] float32 rows of an NHWC tensor (channels

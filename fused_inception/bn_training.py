@@ -14,7 +14,8 @@ the BatchNorms' running statistics as BatchNorm2d does; only the order of the wo
   runs); normalise + affine + ReLU straight into b1's slice of the block output (allocated
   once, channels_last: no cat) and into r2 / r3; the kxk convs (ATen / oneDNN) on r2 / r3,
   their statistics, normalised into their slices; the 3x3/1 max-pool (ceil_mode as
-  torchvision's) with indices, the projection, its statistics, its slice.
+  torchvision's; on the CPU the package's pool, whose backward needs no indices), the
+  projection, its statistics, its slice.
 - backward: ReLU's backward per output slice (masks from the saved output) and for r2 / r3,
   BatchNorm's backward (ATen's native_batch_norm_backward) once for the three x-reading units'
   stacked channels, once per other unit; the kxk convs through ATen's convolution_backward;
@@ -22,9 +23,9 @@ the BatchNorms' running statistics as BatchNorm2d does; only the order of the wo
   pool branch through the projection's backward and the max-pool's.
 
 Saved for backward: x, the output, the pre-BN outputs of every unit (the stacked 1x1s, the two
-kxk convs, the projection), r2 and r3, the pooled input and its indices, the batch statistics
-and the weights: what torchvision's modules save, without the four branch outputs besides the
-output.
+kxk convs, the projection), r2 and r3, the pooled input (and its indices off the CPU), the batch
+statistics and the weights: what torchvision's modules save, without the four branch outputs
+besides the output.
 
 A torch.autograd.Function rather than a torch.library custom op: its backward needs the
 forward's intermediates (pre-BN outputs, r2/r3, statistics), which a custom op could only save
@@ -39,6 +40,8 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
+from . import _ext
+from .backends.cpu_maxpool import max_pool3x3, max_pool3x3_nhwc_backward
 from .backends.output import new_output, output_memory_format
 from .units import block_units
 
@@ -51,6 +54,17 @@ from .units import block_units
 BN_TRAINING_CHOICES = ("auto", "fused", "composed")
 _AUTO_DTYPES = (torch.float32,)
 _AUTO_MIN_BATCH = 4
+
+
+def _own_pool(x_cl: Tensor) -> bool:
+    """Whether the package's 3x3/1 max-pool and its index-free backward run for x_cl (CPU,
+    channels_last, extension loaded)."""
+    return (
+        x_cl.device.type == "cpu"
+        and x_cl.is_contiguous(memory_format=torch.channels_last)
+        and _ext.has_op("max_pool3x3_nhwc_backward")
+    )
+
 
 # max_pool2d_with_indices arguments of torchvision's branch4 pool: 3x3, stride 1, padding 1,
 # dilation 1, ceil_mode=True.
@@ -271,8 +285,14 @@ class _BNTrainingBlock(torch.autograd.Function):
             r_bufs.append((r, y, grp))
             col += c_kxk
 
-        # The pool branch: 3x3/1 max-pool with indices, projection, statistics, slice.
-        pooled, indices = torch.ops.aten.max_pool2d_with_indices(x_cl, *_POOL_ARGS)
+        # The pool branch: 3x3/1 max-pool, projection, statistics, slice. On the CPU the
+        # package's pool, whose backward needs no indices (cpu_maxpool.py); else ATen's with
+        # indices.
+        indices = None
+        if _own_pool(x_cl):
+            pooled = max_pool3x3(x_cl)
+        else:
+            pooled, indices = torch.ops.aten.max_pool2d_with_indices(x_cl, *_POOL_ARGS)
         pooled = pooled.contiguous(memory_format=torch.channels_last)
         unit = units[5]
         y4 = _rows(_conv1x1(pooled, unit.weight, unit.bias))
@@ -315,7 +335,11 @@ class _BNTrainingBlock(torch.autograd.Function):
         grad_pooled, grads[20] = _conv1x1_backward(dy4, pooled, w4, shape, need_x)
         del dy4
         grad_x = None
-        if need_x:
+        if need_x and indices is None:
+            grad_pooled = grad_pooled.contiguous(memory_format=torch.channels_last)
+            grad_x = max_pool3x3_nhwc_backward(grad_pooled, x_cl)
+            del grad_pooled
+        elif need_x:
             grad_x = torch.ops.aten.max_pool2d_with_indices_backward(
                 grad_pooled, x_cl, *_POOL_ARGS, indices
             )

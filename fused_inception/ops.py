@@ -26,9 +26,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from . import _ext  # noqa: F401  (loads the C++ library that declares the operator schemas)
+from . import _ext  # (also loads the C++ library that declares the operator schemas)
 from .backends import cpu_onednn as onednn
 from .backends import resolve_backend
+from .backends.cpu_maxpool import max_pool3x3, max_pool3x3_nhwc_backward
 from .backends.output import output_memory_format
 from .reference import FoldedParams
 
@@ -335,20 +336,31 @@ def _backward(ctx, grad_out: Tensor):
         if needs["x"]:
             grad_x_rows = _input_grad_rows(g_cat, w_cat, n, h, w)
 
-    # b4: recompute the 3x3/1 max-pool with indices; projection GEMMs; the pool's backward.
+    # b4: the 3x3/1 max-pool recomputed; projection GEMMs; the pool's backward. On the CPU the
+    # package's pool and its index-free backward (csrc/cpu/max_pool3x3.cpp: the same gradient
+    # as ATen's, without recomputing and storing int64 indices); elsewhere ATen's with indices.
     if needs["x"] or needs["w4"] or needs["b4"]:
         x_nhwc = x.contiguous(memory_format=torch.channels_last)
+        own_pool = x.device.type == "cpu" and _ext.has_op("max_pool3x3_nhwc_backward")
         pool_args = ([3, 3], [1, 1], [1, 1], [1, 1], True)  # ceil_mode as torchvision's
-        pooled, indices = torch.ops.aten.max_pool2d_with_indices(x_nhwc, *pool_args)
+        indices = None
+        if own_pool:
+            pooled = max_pool3x3(x_nhwc) if needs["w4"] else None
+        else:
+            pooled, indices = torch.ops.aten.max_pool2d_with_indices(x_nhwc, *pool_args)
         if needs["w4"]:
             grads["w4"] = _weight_grad(g4, _rows(pooled), n, h, w).reshape(w4.shape)
         if needs["b4"]:
             grads["b4"] = _sum_rows(g4)
         if needs["x"]:
             grad_pooled = _nchw(_input_grad_rows(g4, w4.flatten(1), n, h, w), n, h, w)
-            grad_x = torch.ops.aten.max_pool2d_with_indices_backward(
-                grad_pooled, x_nhwc, *pool_args, indices
-            )
+            if own_pool:
+                grad_pooled = grad_pooled.contiguous(memory_format=torch.channels_last)
+                grad_x = max_pool3x3_nhwc_backward(grad_pooled, x_nhwc)
+            else:
+                grad_x = torch.ops.aten.max_pool2d_with_indices_backward(
+                    grad_pooled, x_nhwc, *pool_args, indices
+                )
             grad_x_rows = grad_x_rows + _rows(grad_x) if grad_x_rows is not None else _rows(grad_x)
 
     if needs["x"]:

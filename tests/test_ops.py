@@ -47,6 +47,7 @@ COVERED = {
     "inception_block": "test_opcheck_inception_block",
     "inception_block_saving": "test_opcheck_inception_block_saving",
     "max_pool3x3_nhwc": "test_opcheck_max_pool3x3_nhwc",
+    "max_pool3x3_nhwc_backward": "test_opcheck_max_pool3x3_nhwc_backward",
     "winograd_f2x3_input": "test_opcheck_winograd_f2x3",  # and ..._tile_range
     "winograd_f2x3_output_": "test_opcheck_winograd_f2x3",
     "conv1x1_slice_": "test_opcheck_conv1x1_slice_",
@@ -170,6 +171,16 @@ def test_opcheck_max_pool3x3_nhwc(dtype):
     real = ops.max_pool3x3_nhwc(x)
     assert fake.shape == real.shape and fake.dtype == dtype
     assert fake.stride() == real.stride()
+
+
+@pytest.mark.skipif(
+    not hasattr(ops, "max_pool3x3_nhwc_backward"), reason="the extension is not built"
+)
+def test_opcheck_max_pool3x3_nhwc_backward():
+    gen = torch.Generator().manual_seed(4)
+    x = torch.randn(2, 5, 4, 6, generator=gen).contiguous(memory_format=torch.channels_last)
+    g = torch.randn(2, 5, 4, 6, generator=gen).contiguous(memory_format=torch.channels_last)
+    _opcheck(ops.max_pool3x3_nhwc_backward.default, (g, x))
 
 
 def test_opcheck_winograd_f2x3():

@@ -20,6 +20,7 @@
 // GoogLeNet shapes), so an input row is reduced horizontally once per task, not three times.
 
 #include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
 #include <ATen/Version.h>
 #include <ATen/core/Tensor.h>
@@ -40,6 +41,7 @@
 
 #include <array>
 #include <cstdint>
+#include <limits>
 #include <memory>
 #include <string>
 #include <type_traits>
@@ -125,6 +127,46 @@ int64_t max_of_runs_avx2(scalar_t* out, const Runs<scalar_t>& src, int64_t len) 
       m = take_max(m, Vec::loadu(src[k] + i));
     }
     m.store(out + i);
+  }
+  return i;
+}
+
+// Backward, pass 1 over channels [0, len) of one output pixel: the tap (0..8, as a float) that
+// torch's rule selects among the window's `count` in-image elements `src[j]` with tap `tap_of[j]`.
+// Returns where it stopped (the scalar loop finishes).
+int64_t select_taps_avx2(float* taps, const float* const* src, const float* tap_of, int count,
+                         int64_t len) {
+  using Vec = at::vec::Vectorized<float>;
+  constexpr int64_t kWidth = Vec::size();
+  int64_t i = 0;
+  for (; i + kWidth <= len; i += kWidth) {
+    Vec m = Vec(-std::numeric_limits<float>::infinity());
+    Vec t = Vec(tap_of[0]);
+    for (int j = 0; j < count; ++j) {
+      const Vec v = Vec::loadu(src[j] + i);
+      const Vec take = (v > m) | v.isnan();
+      m = Vec::blendv(m, v, take);
+      t = Vec::blendv(t, Vec(tap_of[j]), take);
+    }
+    t.store(taps + i);
+  }
+  return i;
+}
+
+// Backward, pass 2 over channels [0, len) of one input pixel: the sum, in the order given, of
+// the `count` neighbouring outputs' gradients `grad[j]` whose selected tap is `tap_is[j]`.
+int64_t gather_grads_avx2(float* out, const float* const* taps, const float* const* grad,
+                          const float* tap_is, int count, int64_t len) {
+  using Vec = at::vec::Vectorized<float>;
+  constexpr int64_t kWidth = Vec::size();
+  int64_t i = 0;
+  for (; i + kWidth <= len; i += kWidth) {
+    Vec acc = Vec(0.0f);
+    for (int j = 0; j < count; ++j) {
+      const Vec hit = Vec::loadu(taps[j] + i) == Vec(tap_is[j]);
+      acc = acc + Vec::blendv(Vec(0.0f), Vec::loadu(grad[j] + i), hit);
+    }
+    acc.store(out + i);
   }
   return i;
 }
@@ -253,9 +295,145 @@ at::Tensor max_pool3x3_nhwc_cpu(const at::Tensor& x) {
   return out;
 }
 
+// The backward (max_pool3x3_nhwc_backward): the gradient max_pool2d_with_indices_backward
+// returns for max_pool2d_with_indices(x, 3, 1, 1)'s indices, without storing indices. Per image:
+//   1. for every output pixel and channel, the tap (0..8, row-major in its window) torch's rule
+//      selects: the window's in-image elements scanned in row-major order with take_max, the
+//      running max starting at -inf and the tap at the first element (an all -inf window
+//      selects it), kept as a float (exact) so that the AVX2 path compares and blends it with
+//      the values in the same lanes;
+//   2. for every input pixel and channel, the sum of the gradients of its up to nine
+//      neighbouring outputs whose selected tap is this pixel, added in the outputs' row-major
+//      order: the order in which torch's kernel accumulates them, so float32 and float64 match
+//      it bit for bit (16-bit dtypes accumulate in float32 and round once).
+// float32 takes the AVX2 path where the forward does; the scalar loops do the rest.
+template <typename scalar_t>
+void max_pool3x3_backward_image(const scalar_t* grad_out, const scalar_t* x, scalar_t* grad_in,
+                                float* taps, int64_t height, int64_t width, int64_t channels) {
+  using opmath_t = at::opmath_type<scalar_t>;
+  const int64_t c = channels;
+  for (int64_t h = 0; h < height; ++h) {
+    for (int64_t w = 0; w < width; ++w) {
+      const scalar_t* src[9];
+      float tap_of[9];
+      int count = 0;
+      for (int64_t ih = h - 1; ih <= h + 1; ++ih) {
+        for (int64_t iw = w - 1; iw <= w + 1; ++iw) {
+          if (ih >= 0 && ih < height && iw >= 0 && iw < width) {
+            src[count] = x + (ih * width + iw) * c;
+            tap_of[count++] = static_cast<float>((ih - h + 1) * 3 + (iw - w + 1));
+          }
+        }
+      }
+      float* tap = taps + (h * width + w) * c;
+      int64_t done = 0;
+#ifdef FUSED_INCEPTION_AVX2_PATH
+      if constexpr (std::is_same_v<scalar_t, float>) {
+        if (use_avx2_path()) {
+          done = select_taps_avx2(tap, src, tap_of, count, c);
+        }
+      }
+#endif
+      for (int64_t i = done; i < c; ++i) {
+        opmath_t m = -std::numeric_limits<opmath_t>::infinity();
+        float t = tap_of[0];
+        for (int j = 0; j < count; ++j) {
+          const opmath_t v = static_cast<opmath_t>(src[j][i]);
+          if (v > m || v != v) {
+            m = v;
+            t = tap_of[j];
+          }
+        }
+        tap[i] = t;
+      }
+    }
+  }
+  for (int64_t h = 0; h < height; ++h) {
+    for (int64_t w = 0; w < width; ++w) {
+      const float* tap_rows[9];
+      const scalar_t* grad_rows[9];
+      float tap_is[9];
+      int count = 0;
+      for (int64_t oh = h - 1; oh <= h + 1; ++oh) {
+        for (int64_t ow = w - 1; ow <= w + 1; ++ow) {
+          if (oh >= 0 && oh < height && ow >= 0 && ow < width) {
+            tap_rows[count] = taps + (oh * width + ow) * c;
+            grad_rows[count] = grad_out + (oh * width + ow) * c;
+            tap_is[count++] = static_cast<float>((h - oh + 1) * 3 + (w - ow + 1));
+          }
+        }
+      }
+      scalar_t* dst = grad_in + (h * width + w) * c;
+      int64_t done = 0;
+#ifdef FUSED_INCEPTION_AVX2_PATH
+      if constexpr (std::is_same_v<scalar_t, float>) {
+        if (use_avx2_path()) {
+          done = gather_grads_avx2(dst, tap_rows, grad_rows, tap_is, count, c);
+        }
+      }
+#endif
+      for (int64_t i = done; i < c; ++i) {
+        opmath_t acc = opmath_t(0);
+        for (int j = 0; j < count; ++j) {
+          if (tap_rows[j][i] == tap_is[j]) {
+            acc += static_cast<opmath_t>(grad_rows[j][i]);
+          }
+        }
+        dst[i] = static_cast<scalar_t>(acc);
+      }
+    }
+  }
+}
+
+at::Tensor max_pool3x3_nhwc_backward_cpu(const at::Tensor& grad_out, const at::Tensor& x) {
+  TORCH_CHECK_VALUE(x.dim() == 4, "max_pool3x3_nhwc_backward: expected a 4-D x [N, C, H, W], got ",
+                    x.dim(), "-D with shape ", x.sizes());
+  TORCH_CHECK_VALUE(grad_out.sizes() == x.sizes(),
+                    "max_pool3x3_nhwc_backward: grad_out must have x's shape ", x.sizes(), ", got ",
+                    grad_out.sizes());
+  TORCH_CHECK(x.device().is_cpu() && grad_out.device().is_cpu(),
+              "max_pool3x3_nhwc_backward (CPU kernel): expected CPU tensors, got x on ", x.device(),
+              " and grad_out on ", grad_out.device());
+  const auto dtype = x.scalar_type();
+  TORCH_CHECK_TYPE(
+      dtype == at::kFloat || dtype == at::kDouble || dtype == at::kHalf || dtype == at::kBFloat16,
+      "max_pool3x3_nhwc_backward: expected dtype float32, float64, float16 or bfloat16, got ",
+      dtype);
+  TORCH_CHECK_TYPE(grad_out.scalar_type() == dtype, "max_pool3x3_nhwc_backward: grad_out is ",
+                   grad_out.scalar_type(), ", x is ", dtype);
+  for (const at::Tensor* t : {&x, &grad_out}) {
+    TORCH_CHECK_VALUE(t->is_contiguous(at::MemoryFormat::ChannelsLast),
+                      "max_pool3x3_nhwc_backward: expected channels_last-contiguous tensors (NHWC "
+                      "in memory), got shape ",
+                      t->sizes(), " with strides ", t->strides());
+  }
+  const int64_t batch = x.size(0), channels = x.size(1), height = x.size(2), width = x.size(3);
+  at::Tensor grad_in =
+      at::empty(x.sizes(), x.options().memory_format(at::MemoryFormat::ChannelsLast));
+  if (grad_in.numel() == 0) {
+    return grad_in;
+  }
+  const int64_t image = height * width * channels;
+  AT_DISPATCH_FLOATING_TYPES_AND2(
+      at::kHalf, at::kBFloat16, dtype, "max_pool3x3_nhwc_backward", [&] {
+        const scalar_t* g = grad_out.const_data_ptr<scalar_t>();
+        const scalar_t* xp = x.const_data_ptr<scalar_t>();
+        scalar_t* gi = grad_in.mutable_data_ptr<scalar_t>();
+        at::parallel_for(0, batch, 1, [&](int64_t begin, int64_t end) {
+          std::unique_ptr<float[]> taps(new float[image]);
+          for (int64_t n = begin; n < end; ++n) {
+            max_pool3x3_backward_image(g + n * image, xp + n * image, gi + n * image, taps.get(),
+                                       height, width, channels);
+          }
+        });
+      });
+  return grad_in;
+}
+
 }  // namespace
 }  // namespace fused_inception
 
 TORCH_LIBRARY_IMPL(fused_inception, CPU, m) {
   m.impl("max_pool3x3_nhwc", &fused_inception::max_pool3x3_nhwc_cpu);
+  m.impl("max_pool3x3_nhwc_backward", &fused_inception::max_pool3x3_nhwc_backward_cpu);
 }

@@ -39,6 +39,35 @@ def _max_pool3x3_nhwc_fake(x: Tensor) -> Tensor:
     return torch.empty(x.shape, dtype=x.dtype, device=x.device, memory_format=torch.channels_last)
 
 
+def max_pool3x3_nhwc_backward(grad_out: Tensor, x: Tensor) -> Tensor:
+    """The gradient of max_pool3x3_nhwc(x) with respect to x, without stored indices.
+
+    What `max_pool2d_with_indices_backward` returns for the indices of
+    `max_pool2d_with_indices(x, 3, 1, 1)` on the CPU (float32 and float64 bit for bit; 16-bit
+    dtypes accumulate in float32): each output's gradient goes to the element its window
+    selects (row-major scan; a NaN replaces the running max, another value only if strictly
+    greater), an element's gradient is the sum of those that selected it, in row-major order.
+    float32 runs AVX2 code where the forward does.
+
+    Arguments:
+        grad_out: [N, C, H, W], x's dtype, channels_last-contiguous.
+        x:        [N, C, H, W], as for max_pool3x3_nhwc.
+    Returns:
+        grad_x: [N, C, H, W], channels_last, a new tensor.
+    Raises: TypeError for another dtype (or grad_out's differing), ValueError for another rank,
+    shape or layout, RuntimeError for tensors not on the CPU.
+    """
+    return _ext.op("max_pool3x3_nhwc_backward")(grad_out, x)
+
+
+@_ext.register_fake("max_pool3x3_nhwc_backward")
+def _max_pool3x3_nhwc_backward_fake(grad_out: Tensor, x: Tensor) -> Tensor:
+    torch._check(
+        x.dim() == 4, lambda: f"max_pool3x3_nhwc_backward: expected 4-D x, got {x.dim()}-D"
+    )
+    return torch.empty(x.shape, dtype=x.dtype, device=x.device, memory_format=torch.channels_last)
+
+
 def max_pool3x3(x_nhwc: Tensor) -> Tensor:
     """max_pool2d(x, 3, stride 1, padding 1) of a channels_last tensor, channels_last: the C++
     operator on the CPU when the extension loaded, F.max_pool2d otherwise."""

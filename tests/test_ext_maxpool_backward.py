@@ -1,0 +1,101 @@
+"""fused_inception::max_pool3x3_nhwc_backward (its wrapper in fused_inception.backends.cpu_maxpool)
+against ATen's max_pool2d_with_indices_backward for max_pool2d_with_indices(x, 3, 1, 1).
+
+float32 and float64 compare bit for bit: the operator must send each output's gradient to the
+element ATen's indices name (ties, NaN, infinities and all -inf windows included) and add an
+element's gradients in ATen's order. float16 and bfloat16 accumulate in float32 here (ATen
+rounds after every add), so they compare with the float64 gradient within their rounding.
+Channel counts below, at and above the AVX2 width (8 floats) run the vector and scalar loops.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+from helpers import dtype_params
+
+from fused_inception import _ext
+from fused_inception.backends.cpu_maxpool import max_pool3x3_nhwc_backward
+
+if not _ext.has_op("max_pool3x3_nhwc_backward"):
+    _reason = f"fused_inception._C is not built or too old: {_ext.extension_error()}"
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        pytest.fail(_reason, pytrace=False)
+    pytest.skip(_reason, allow_module_level=True)
+
+_BITS = {torch.float32: torch.int32, torch.float64: torch.int64}
+POOL_ARGS = ([3, 3], [1, 1], [1, 1], [1, 1], True)
+SHAPES = [(2, 5, 4, 6), (1, 17, 1, 1), (3, 8, 1, 7), (1, 3, 9, 1), (2, 67, 14, 14), (8, 33, 7, 7)]
+
+
+def _channels_last(t: torch.Tensor) -> torch.Tensor:
+    return t.contiguous(memory_format=torch.channels_last)
+
+
+def _reference(grad_out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    _, indices = torch.ops.aten.max_pool2d_with_indices(x, *POOL_ARGS)
+    return torch.ops.aten.max_pool2d_with_indices_backward(grad_out, x, *POOL_ARGS, indices)
+
+
+def _check(grad_out: torch.Tensor, x: torch.Tensor) -> None:
+    got = max_pool3x3_nhwc_backward(grad_out, x)
+    where = f"shape {tuple(x.shape)}, dtype {x.dtype}"
+    assert got.shape == x.shape and got.dtype == x.dtype, where
+    assert got.is_contiguous(memory_format=torch.channels_last), where
+    if x.dtype in _BITS:
+        want = _channels_last(_reference(grad_out, x))
+        same = got.view(_BITS[x.dtype]) == want.view(_BITS[x.dtype])
+        assert bool(same.all()), f"{where}: {int((~same).sum())} elements differ in their bits"
+    else:  # against the float64 gradient of the same (exactly representable) values
+        want64 = _reference(grad_out.double(), x.double())
+        scale = want64.abs().max().item()
+        torch.testing.assert_close(got.double(), want64, rtol=1e-2, atol=1e-2 * scale)
+
+
+def _inputs(shape, dtype, seed, kind):
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(shape, generator=gen, dtype=torch.float64)
+    if kind == "ties":  # what a ReLU's output gives: many equal maxima (zeros), small integers
+        x = torch.round(x * 2).clamp_min(0)
+    grad_out = torch.randn(shape, generator=gen, dtype=torch.float64)
+    return _channels_last(grad_out.to(dtype)), _channels_last(x.to(dtype))
+
+
+@pytest.mark.parametrize("kind", ["random", "ties"])
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("dtype", dtype_params())
+def test_matches_aten(dtype, shape, kind):
+    _check(*_inputs(shape, dtype, 0, kind))
+
+
+@pytest.mark.parametrize("channels", [3, 8, 19])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_nan_inf_and_all_minus_inf_windows(dtype, channels):
+    """A NaN wins its windows (the last one in row-major order); +inf beats everything else;
+    a window of -inf only selects its first element."""
+    grad_out, x = _inputs((2, channels, 6, 5), dtype, 1, "random")
+    x = x.clone()
+    x[0, :, 2, 2] = float("nan")
+    x[0, :, 2, 3] = float("nan")
+    x[0, 1, 0, 0] = float("inf")
+    x[0, 2, 4, 4] = float("-inf")
+    x[1, 1] = float("-inf")  # a whole channel: every window all -inf
+    x[1, 2, :, :2] = float("-inf")
+    _check(grad_out, x)
+
+
+def test_empty_batch():
+    grad_out, x = _inputs((0, 3, 4, 4), torch.float32, 2, "random")
+    assert max_pool3x3_nhwc_backward(grad_out, x).shape == x.shape
+
+
+def test_rejects_bad_arguments():
+    grad_out, x = _inputs((1, 3, 4, 4), torch.float32, 3, "random")
+    with pytest.raises(ValueError, match="channels_last"):
+        max_pool3x3_nhwc_backward(grad_out.contiguous(), x.contiguous())
+    with pytest.raises(ValueError, match="shape"):
+        max_pool3x3_nhwc_backward(grad_out[:, :2], x)
+    with pytest.raises(TypeError, match="grad_out is"):
+        max_pool3x3_nhwc_backward(grad_out.double(), x)
