@@ -257,8 +257,8 @@ class FoldedConvUnit(nn.Module):
 
 
 def _onednn_conv_relu_fits(conv: nn.Conv2d, x: Tensor) -> bool:
-    """True where oneDNN's convolution with a fused ReLU (the operator inductor uses on the CPU)
-    computes conv -> ReLU: float32 CPU tensors, zero padding given as numbers."""
+    """True where oneDNN's convolution (the operator inductor uses on the CPU) computes the
+    unit's conv: float32 CPU tensors, zero padding given as numbers."""
     return (
         _ONEDNN_CONV_RELU is not None
         and _ONEDNN_REORDER is not None
@@ -272,19 +272,21 @@ def _onednn_conv_relu_fits(conv: nn.Conv2d, x: Tensor) -> bool:
 
 
 def _onednn_conv_relu(conv: nn.Conv2d, x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
-    """ReLU(conv(x, weight, bias)) in one oneDNN call, in x's memory format.
+    """ReLU(conv(x, weight, bias)): oneDNN's convolution, then torch's in-place ReLU, in x's
+    memory format. Not oneDNN's fused ReLU: it maps NaN to 0, where torch's ReLU (and so
+    torchvision's unit) keeps NaN (backends/cpu_onednn.py).
 
     x: [N, Cin, H, W]  weight: [Cout, Cin / groups, kh, kw], dense or oneDNN-reordered
     bias: [Cout]       out: [N, Cout, H', W']
 
-    Against F.conv2d then an in-place ReLU it saves the ReLU's pass over the output, and for
-    a 1x1 convolution in channels_last ATen's slower path (GoogLeNet's conv2 at batch 8, one
-    thread, on this project's CPU: 2.3 ms against 7.8 ms, in one interleaved measurement).
+    Against F.conv2d it avoids, for a 1x1 convolution in channels_last, ATen's slower path
+    (GoogLeNet's conv2 at batch 8, one thread, on this project's CPU: 2.3 ms against 7.8 ms
+    with oneDNN's fused ReLU, in one interleaved measurement).
     """
     return _ONEDNN_CONV_RELU(
         x, weight, bias, list(conv.padding), list(conv.stride), list(conv.dilation),
-        conv.groups, "relu", [], "",
-    )  # fmt: skip
+        conv.groups, "none", [], "",
+    ).relu_()  # fmt: skip
 
 
 _ONEDNN_CONV_RELU = getattr(torch.ops.mkldnn, "_convolution_pointwise", None)

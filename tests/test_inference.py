@@ -265,6 +265,21 @@ def test_folded_unit_matches_basicconv2d(kwargs, fmt):
 
 
 @pytest.mark.parametrize("fmt", layout_params())
+def test_folded_unit_keeps_nan_as_torchvisions_unit_does(fmt):
+    """oneDNN's fused ReLU maps NaN to 0; the unit's ReLU is torch's, which keeps it."""
+    torch.manual_seed(25)
+    unit = randomize_block(BasicConv2d(3, 4, kernel_size=3, padding=1)).eval()
+    unit = unit.to(memory_format=fmt)
+    x = torch.randn(1, 3, 5, 5)
+    x[0, 0, 2, 2] = float("nan")
+    x = x.contiguous(memory_format=fmt)
+    folded = FoldedConvUnit.from_module(copy.deepcopy(unit))
+    with torch.no_grad():
+        want, got = unit(x), folded(x)
+    assert torch.equal(torch.isnan(got), torch.isnan(want)) and bool(torch.isnan(want).any())
+
+
+@pytest.mark.parametrize("fmt", layout_params())
 def test_nhwc_pool_is_torchs_pool(fmt):
     pool = nn.MaxPool2d(3, stride=1, padding=1, ceil_mode=True)
     fast = NhwcMaxPool3x3.from_module(pool)
