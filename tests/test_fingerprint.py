@@ -98,3 +98,81 @@ def test_version_key_sees_version_and_replacement_only():
     key = fp.version_key([w])
     w.data = torch.randn(4, 4)
     assert fp.version_key([w]) != key
+
+
+# A transcription of csrc/cpu/fingerprint.cpp's function in numpy (uint32 lanes, Python ints
+# for the 64-bit mixing): the C++ operator, whichever of its AVX-512 / AVX2 / baseline builds
+# this CPU runs, must compute exactly this value.
+_M64 = 2**64 - 1
+_P1, _P2, _P3 = 0x9E3779B1, 0x85EBCA77, 0xC2B2AE3D
+_CHUNK, _LANES = 64 * 1024, 64
+
+
+def _mix64(z: int) -> int:
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _M64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _M64
+    return z ^ (z >> 31)
+
+
+def _chunk_hash(data: bytes) -> int:
+    np = pytest.importorskip("numpy")
+    lanes = np.arange(_LANES, dtype=np.uint32)
+    a, b = np.uint32(_P1) + lanes, np.uint32(_P3) - lanes
+    words = np.frombuffer(data[: len(data) // 4 * 4], dtype="<u4")
+    tail = len(data) % 4
+    if tail:
+        words = np.append(words, np.uint32(int.from_bytes(data[-tail:], "little")))
+    with np.errstate(over="ignore"):
+        for start in range(0, len(words), _LANES):
+            w = words[start : start + _LANES]
+            if start + _LANES > len(words) - (1 if tail else 0) and tail:
+                # the trailing-bytes word goes to lane 0, after the whole and partial rows
+                whole = w[:-1]
+                a[: len(whole)], b[: len(whole)] = _round(a[: len(whole)], b[: len(whole)], whole)
+                a[:1], b[:1] = _round(a[:1], b[:1], w[-1:])
+            else:
+                a[: len(w)], b[: len(w)] = _round(a[: len(w)], b[: len(w)], w)
+    h = len(data)
+    for j in range(_LANES):
+        h = _mix64(h ^ ((int(a[j]) << 32) | int(b[j])))
+    return h
+
+
+def _round(a, b, w):
+    np = pytest.importorskip("numpy")
+    acc = a + w * np.uint32(_P2)
+    acc = ((acc << np.uint32(13)) | (acc >> np.uint32(19))) * np.uint32(_P1)
+    return acc, b + acc
+
+
+def _layout_hash(t: torch.Tensor, dtype_code: int) -> int:
+    h = _mix64(dtype_code + 1)
+    for d in range(t.dim()):
+        h = _mix64(h ^ (t.size(d) & _M64))
+        h = _mix64(h ^ ((t.stride(d) + 0x51ED) & _M64))
+    return h
+
+
+def _reference_fingerprint(tensors: list[torch.Tensor], dtype_codes: list[int]) -> int:
+    result = _mix64(len(tensors))
+    for i, (t, code) in enumerate(zip(tensors, dtype_codes, strict=True)):
+        result ^= _mix64(_layout_hash(t, code) ^ (i << 48))
+        data = t.contiguous().view(torch.uint8).numpy().tobytes() if t.numel() else b""
+        chunks = [data[o : o + _CHUNK] for o in range(0, len(data), _CHUNK)] or [b""]
+        for c, chunk in enumerate(chunks):
+            h = _chunk_hash(chunk) if chunk else 0x5EED
+            result ^= _mix64(h ^ _mix64((i << 40) ^ c))
+    return result - 2**64 if result >= 2**63 else result
+
+
+def test_the_cpp_hash_is_the_documented_function():
+    # Several 64 KiB chunks, partial lane rows and a 3-byte tail; c10's ScalarType codes:
+    # Float 6, Half 5, Byte 0.
+    tensors = [
+        _tensor(torch.float32, (130 * 1024 + 44) // 4, seed=3),
+        _tensor(torch.float16, 77, seed=4),
+        torch.randint(0, 255, (3,), generator=torch.Generator().manual_seed(5), dtype=torch.uint8),
+        torch.empty(0),
+    ]
+    codes = [6, 5, 0, 6]
+    assert fp.fingerprint_cpu(tensors) == _reference_fingerprint(tensors, codes)
