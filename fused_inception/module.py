@@ -17,7 +17,13 @@ from .fingerprint import fingerprint, version_key
 from .folding import fold_block, fold_overflow
 from .ops import inception_block, inception_block_saving
 from .reference import Inception
-from .structure import bn_in_training, hooked_modules, inception_error, structure_error
+from .structure import (
+    StructureSnapshot,
+    bn_in_training,
+    hooked_modules,
+    inception_error,
+    structure_error,
+)
 from .structure import structure_key as _structure_key
 from .units import OUTPUT_UNITS, block_units, has_batch_norm
 
@@ -71,15 +77,18 @@ class _EagerState:
     weights:  WEIGHT_CHECKS value of `tensors` that `packed` and `overflow` belong to
     packed:   backend name -> that backend's packed parameters
     overflow: compute dtype -> fold_overflow (None: the folded weights fit)
+    snapshot: StructureSnapshot that says skey still holds without recomputing it, and caches
+              hooked_modules and bn_in_training meanwhile
     """
 
-    __slots__ = ("skey", "problem", "tensors", "weights", "packed", "overflow")
+    __slots__ = ("skey", "problem", "tensors", "weights", "packed", "overflow", "snapshot")
 
     def __init__(self, skey: tuple, problem: str | None, tensors: list[Tensor]) -> None:
         self.skey, self.problem, self.tensors = skey, problem, tensors
         self.weights: object = None
         self.packed: dict[str, object] = {}
         self.overflow: dict[torch.dtype, str | None] = {}
+        self.snapshot: StructureSnapshot | None = None
 
 
 class FusedInception(Inception):
@@ -294,7 +303,7 @@ class FusedInception(Inception):
         # or hashes the weights: a large part of a batch-1 forward's time).
         structure = self._structure_state()
         reason = self._composed_reason(x, structure)
-        if reason is None and bn_in_training(self):
+        if reason is None and structure.snapshot.bn_training:
             return bn_training_forward(self, x)
         recorded = _autocast_enabled(x) or self._needs_autograd(x)
         state = None
@@ -336,12 +345,16 @@ class FusedInception(Inception):
 
     def _structure_state(self) -> _EagerState:
         """The cached state for the block's current structure (a new one when it changed)."""
-        skey = _structure_key(self)
         state = self._state
+        if state is not None and state.snapshot is not None and state.snapshot.matches():
+            return state
+        skey = _structure_key(self)
         if state is None or state.skey != skey:
             tensors = list(self.parameters()) + list(self.buffers())
             state = _EagerState(skey, structure_error(self), tensors)
             self.__dict__["_state"] = state
+        # Taken after the assignment: the block's own __dict__ (holding _state) is part of it.
+        state.snapshot = StructureSnapshot(self)
         return state
 
     def _weights_state(self, structure: _EagerState | None = None) -> _EagerState:
@@ -368,14 +381,15 @@ class FusedInception(Inception):
         self, x: Tensor, structure: _EagerState | None = None
     ) -> tuple[str, str] | None:
         """(kind, reason) if the fused kernels would not compute what the modules do now."""
-        if bn_in_training(self):
+        structure = structure if structure is not None else self._structure_state()
+        if structure.snapshot.bn_training:
             reason = bn_training_composed_reason(self, x, self.bn_training, _autocast_enabled(x))
             if reason is not None:
                 return reason
-        hooked = hooked_modules(self)
+        hooked = structure.snapshot.hooked
         if hooked:
             return "hooks", f"submodules {hooked} have hooks, which fire only when they run"
-        problem = (structure if structure is not None else self._structure_state()).problem
+        problem = structure.problem
         if problem is not None:
             return "structure", f"it was changed after fusion into another function: {problem}"
         return None

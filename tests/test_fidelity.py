@@ -247,6 +247,45 @@ def test_structure_changed_after_fusion_runs_what_the_modules_compute():
         assert not torch.allclose(out, ref64(block, x).float(), atol=1e-3)
 
 
+def _set_param(m, name):
+    setattr(m, name, nn.Parameter(getattr(m, name).detach().clone()))
+
+
+# Each change a forward must notice; the snapshot that spares recomputing structure_key on
+# every forward must see all of them (and a hook's addition).
+STRUCTURE_CHANGES = {
+    "bn eps": lambda b: setattr(b.branch1.bn, "eps", 0.5),
+    "conv padding": lambda b: setattr(b.branch2[1].conv, "padding", (0, 0)),
+    "unit replaced": lambda b: b.branch2.__setitem__(1, BasicConv2d(5, 6, kernel_size=1)),
+    "child train()": lambda b: b.branch3[1].bn.train(),
+    "weight replaced": lambda b: _set_param(b.branch4[1].conv, "weight"),
+    "parameter dict entry replaced": lambda b: b.branch1.conv._parameters.__setitem__(
+        "weight", nn.Parameter(b.branch1.conv.weight.detach().clone())
+    ),
+    "buffer registered": lambda b: b.branch3[0].bn.register_buffer("extra", torch.ones(3)),
+    "plain attribute added": lambda b: setattr(b.branch1.conv, "foo", 3),
+    "block attribute": lambda b: setattr(b, "weight_check", "version"),
+    "forward hook": lambda b: b.branch2[0].conv.register_forward_hook(lambda *a: None),
+    "forward pre-hook": lambda b: b.branch4[0].register_forward_pre_hook(lambda *a: None),
+    "child deleted": lambda b: delattr(b.branch3[1], "bn"),
+}
+
+
+@pytest.mark.parametrize("change", list(STRUCTURE_CHANGES))
+def test_the_structure_snapshot_sees_every_change(change):
+    from fused_inception.structure import StructureSnapshot, hooked_modules, structure_key
+
+    block = randomize_block(FusedInception(*ARGS, backend="cpu")).eval()
+    snapshot = StructureSnapshot(block)
+    key, hooked = structure_key(block), hooked_modules(block)
+    assert snapshot.matches() and not hooked and not snapshot.bn_training
+    STRUCTURE_CHANGES[change](block)
+    assert structure_key(block) != key or hooked_modules(block) != hooked  # the change matters
+    assert not snapshot.matches()
+    again = StructureSnapshot(block)
+    assert again.matches() and again.hooked == hooked_modules(block)
+
+
 def test_a_child_bn_in_training_mode_is_honoured():
     block = randomize_block(FusedInception(*ARGS, backend="cpu")).eval()
     tv = randomize_block(TvInception(*ARGS)).eval()
