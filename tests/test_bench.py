@@ -39,9 +39,10 @@ def test_quick_run(tmp_path, capsys):
     # One run only (its checks below share it; pytest-xdist would repeat a module fixture per
     # worker): 5b and the network at batch 1, eager and fused_cpu (the network also
     # prepared_cpu and prepared_folded), no torch.compile (--quick).
-    # --no-onnxruntime: its rows are tested apart (test_onnxruntime_rows).
+    # --no-onnxruntime: its rows are tested apart (test_onnxruntime_rows); --no-train: the
+    # training rows too (tests/test_bench_train.py).
     argv = ["--device", "cpu", "--blocks", "5b", "network", "--quick", "--repeats", "1"]
-    argv += ["--no-onnxruntime"]
+    argv += ["--no-onnxruntime", "--no-train"]
     argv += ["--json", str(tmp_path / "rows.json"), "--plot", str(tmp_path / "speedups.svg")]
     assert bench.main(argv) == 0
     rows = json.loads((tmp_path / "rows.json").read_text())
@@ -96,6 +97,7 @@ def _check_printed(captured):
         assert text in captured.out
     assert "speedup vs eager: geomean" in captured.out and "network" in captured.out
     assert "[4/4" in captured.err  # progress, one line per case
+    assert "training steps: left out (--no-train)" in captured.out
 
 
 def _check_plot(rows, svg, tmp_path):
@@ -113,6 +115,7 @@ def test_defaults_follow_the_device():
     assert args.batch == [1, 8] and args.dtype == ["float32"]
     assert args.blocks == [*GOOGLENET_BLOCKS, "network"]
     assert args.compile == ["default"] and args.backend == ["cpu"]
+    assert args.train and args.train_compile == ["default"]
     args = bench.parse_args(["--device", "cpu", "--no-network", "--no-compile"])
     assert "network" not in args.blocks and args.compile == []
     assert bench.parse_args(["--device", "cpu", "--quick"]).compile == []
@@ -167,6 +170,7 @@ def test_onnxruntime_is_a_default_cpu_baseline_unless_switched_off():
 def test_onnxruntime_rows(tmp_path, capsys):
     _needs_onnxruntime()
     argv = ["--device", "cpu", "--blocks", "5b", "--no-network", "--quick", "--repeats", "1"]
+    argv += ["--no-train"]
     assert bench.main([*argv, "--json", str(tmp_path / "rows.json")]) == 0
     rows = json.loads((tmp_path / "rows.json").read_text())
     assert {(r["layout"], r["impl"]) for r in rows} == {

@@ -1,6 +1,7 @@
-"""The benchmark's training rows (`--train`): both forms, every field, speedups from the same
-run, the memory a step saves for backward (smaller fused in the paper form), the network's
-optimizer step, and torch.compile left out cleanly with --no-compile."""
+"""The benchmark's training rows (in the default run; `--no-train` leaves them out): both forms,
+every field, speedups from the same run, the memory a step saves for backward (smaller fused in
+the paper form), the network's optimizer step, their torch.compile modes, and torch.compile left
+out cleanly with --no-compile."""
 
 from __future__ import annotations
 
@@ -36,23 +37,60 @@ def _tiny_case(form, layout, backends, modes=()):
 
 
 def test_train_arguments():
-    args = bench.parse_args(["--device", "cpu"])
-    assert not args.train and not args.train_only
-    args = bench.parse_args(["--device", "cpu", "--train"])
-    assert args.train and not args.train_only
-    # The issue's measurement setting on the CPU: batch 8, float32, channels_last, both forms.
-    assert args.train_batch == [8] and args.dtype == ["float32"]
-    assert args.train_layouts == ["channels_last"] and args.forms == ["paper", "torchvision"]
-    assert args.batch == [1, 8]  # the inference rows keep theirs
+    # The default run (the main job) times the training steps; --train is that default.
+    for argv in ([], ["--train"]):
+        args = bench.parse_args(["--device", "cpu", *argv])
+        assert args.train and not args.train_only and args.inference
+        # The issue's measurement setting on the CPU: batch 8, float32, channels_last, both forms.
+        assert args.train_batch == [8] and args.dtype == ["float32"]
+        assert args.train_layouts == ["channels_last"] and args.forms == ["paper", "torchvision"]
+        assert args.batch == [1, 8]  # the inference rows keep theirs
+        assert args.compile == ["default"] and args.train_compile == ["default"]
+    args = bench.parse_args(["--device", "cpu", "--no-train"])
+    assert not args.train and args.inference and args.train_compile == ["default"]
     args = bench.parse_args(["--device", "cpu", "--train-only", "--batch", "2", "--no-compile"])
-    assert args.train and args.train_only and args.train_batch == [2] and args.compile == []
-    args = bench.parse_args(["--device", "cpu", "--train", "--quick", "--forms", "paper"])
-    assert args.train_batch == [1] and args.forms == ["paper"] and args.compile == []
+    assert args.train and args.train_only and args.train_batch == [2]
+    assert args.compile == [] and args.train_compile == [] and not args.inference
+    args = bench.parse_args(["--device", "cpu", "--quick", "--forms", "paper"])
+    assert args.train and args.train_batch == [1] and args.forms == ["paper"]
+    assert args.compile == [] and args.train_compile == []
+    # --compile given: the training rows use its modes too, --quick or not.
+    args = bench.parse_args(["--device", "cpu", "--quick", "--compile", "default"])
+    assert args.compile == ["default"] and args.train_compile == ["default"]
+    # --multicrop-only times only the multi-crop rows, unless --train asks for the steps too.
+    assert not bench.parse_args(["--device", "cpu", "--multicrop-only"]).train
+    assert bench.parse_args(["--device", "cpu", "--multicrop-only", "--train"]).train
     assert bench.parse_args(["--device", "cpu"]).threads is None
     assert bench.parse_args(["--device", "cpu", "--threads", "1"]).threads == 1
     for bad in (["--forms", "caffe"], ["--train-layouts", "nhwc"], ["--threads", "0"]):
         with pytest.raises(SystemExit):
             bench.parse_args(["--device", "cpu", "--train", *bad])
+
+
+@pytest.mark.parametrize("other", ["--train-only", "--train"])
+def test_no_train_excludes_asking_for_training(other, capsys):
+    with pytest.raises(SystemExit) as info:
+        bench.parse_args(["--device", "cpu", "--no-train", other])
+    assert info.value.code == 2
+    assert f"--no-train and {other} exclude each other" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("on_gpu", [False, True], ids=["cpu", "gpu"])
+def test_training_compiles_default_mode_unless_told(on_gpu):
+    # Without --compile: the forward's rows get every mode on a GPU (default only on the
+    # CPU), the training steps "default" only (max-autotune on forward-and-backward graphs
+    # would take far too long to compile).
+    inference, train = bench.compile_modes(None, no_compile=False, quick=False, on_gpu=on_gpu)
+    assert inference == (["default", "max-autotune"] if on_gpu else ["default"])
+    assert train == ["default"]
+    # --compile names the modes of both; --no-compile and --quick leave both out.
+    given = ["max-autotune"] if on_gpu else ["default"]
+    assert bench.compile_modes(given, no_compile=False, quick=True, on_gpu=on_gpu) == (
+        given, given
+    )  # fmt: skip
+    for no_compile, quick in ((True, False), (False, True), (True, True)):
+        modes = bench.compile_modes(None, no_compile=no_compile, quick=quick, on_gpu=on_gpu)
+        assert modes == ([], [])
 
 
 @pytest.mark.filterwarnings("ignore:FusedInception.*BatchNorm")
@@ -101,6 +139,7 @@ def test_train_run(tmp_path, capsys):
         if r["mode"] == "inference":
             assert r["saved_bytes"] is None and r["form"] == "torchvision"
     out = capsys.readouterr().out
+    assert "training steps included (--no-train leaves them out)" in out
     assert "training steps:" in out and "saved MiB" in out
     assert "train paper fused_cpu" in out and "train torchvision fused_cpu" in out
     svg = (tmp_path / "speedups.svg").read_text()
@@ -113,8 +152,8 @@ def test_compile_rows_only_when_asked():
     case = _tiny_case("paper", "nchw", ["cpu"], ["default"])
     assert list(case.calls) == ["reference_eager", "fused_cpu", "reference_compile"]
     assert case.compiled == ("reference_compile",)
-    args = bench.parse_args(["--device", "cpu", "--train", "--no-compile"])
-    case = _tiny_case("torchvision", "nchw", args.backend, args.compile)
+    args = bench.parse_args(["--device", "cpu", "--no-compile"])
+    case = _tiny_case("torchvision", "nchw", args.backend, args.train_compile)
     assert list(case.calls) == ["torchvision_eager", "fused_cpu"] and case.compiled == ()
     assert isinstance(case.modules["fused_cpu"], FusedInception)
     # Each implementation trains its own copy of the weights.

@@ -12,8 +12,11 @@ FusedInception on every available backend and torch.compile of torchvision's mod
 reports images/s, the speedup against the eager module on the same input, the achieved TFLOP/s
 and the roofline bound (fused_inception.bench.roofline, fused_inception.bench.peaks).
 
-With --train (or --train-only) it also times training steps of both forms, the paper's and
-torchvision's (fused_inception.bench.train), with the bytes each step saves for backward.
+It also times training steps of both forms, the paper's and torchvision's
+(fused_inception.bench.train), with the bytes each step saves for backward: part of the default
+run (--no-train leaves them out, --train-only times nothing else). Their torch.compile rows use
+mode "default" unless --compile names the modes (max-autotune on training graphs would take far
+too long to compile); compiling the forward and backward graphs is much of their cost.
 With --multicrop (or --multicrop-only) it also times the paper's 144-crop evaluation of one
 image, eager against fused (fused_inception.bench.multicrop).
 """
@@ -64,9 +67,11 @@ from fused_inception.bench.train import (
 )
 from fused_inception.configs import GOOGLENET_BLOCKS
 
-__all__ = ["main", "parse_args", "case_rows", "summarize"]
+__all__ = ["main", "parse_args", "compile_modes", "case_rows", "summarize"]
 
 BLOCK_CHOICES = (*GOOGLENET_BLOCKS, NETWORK)
+# The training rows' torch.compile modes unless --compile names them.
+TRAIN_DEFAULT_COMPILE = ("default",)
 # The network costs about 30 blocks per call: fewer timed rounds keep a run within minutes.
 NETWORK_REPEATS_DIVISOR = 3
 
@@ -145,10 +150,17 @@ def summarize(rows: list[dict]) -> list[str]:
         if r["impl"] != (BASELINES[form] if mode == "train" else EAGER):
             key = (mode, form, r["impl"], r["layout"], r["batch"], r["dtype"])
             groups.setdefault(key, {})[r["block"]] = r["speedup"]
+    names = {
+        key: {"train": f"train {key[1]} {key[2]}", MULTICROP: f"{CROPS}-crop {key[2]}"}.get(
+            key[0], key[2]
+        )
+        for key in groups
+    }
+    width = max([32, *map(len, names.values())])  # one column, training names included
     lines = []
-    for (mode, form, impl, layout, batch, dtype), by_block in groups.items():
-        name = {"train": f"train {form} {impl}", MULTICROP: f"{CROPS}-crop {impl}"}.get(mode, impl)
-        text = f"{name:32s} {layout:13s} batch {batch:<4d} {dtype:9s} speedup vs eager:"
+    for key, by_block in groups.items():
+        _, _, _, layout, batch, dtype = key
+        text = f"{names[key]:{width}s} {layout:13s} batch {batch:<4d} {dtype:9s} speedup vs eager:"
         blocks = {b: s for b, s in by_block.items() if b != NETWORK}
         if blocks:
             geo = math.exp(sum(math.log(v) for v in blocks.values()) / len(blocks))
@@ -213,6 +225,25 @@ def _peak_text(peak: Peak | None, source: str, dtypes: Sequence[str]) -> str:
     return f"peak rates: {rates}, {peak.gbps:.4g} GB/s memory -- {source}"
 
 
+def compile_modes(
+    given: Sequence[str] | None, *, no_compile: bool, quick: bool, on_gpu: bool
+) -> tuple[list[str], list[str]]:
+    """The torch.compile modes of the inference rows and of the training rows.
+
+    given:      --compile's modes (None: not passed)
+    no_compile: --no-compile; quick: --quick (no compile rows unless --compile is given)
+    on_gpu:     the device is a GPU (the inference rows then default to every mode)
+
+    Unless --compile names them, the training rows use only "default": compiling forward and
+    backward graphs is their main cost, and max-autotune would multiply it.
+    """
+    if no_compile or (quick and given is None):
+        return [], []
+    if given is not None:
+        return list(given), list(given)
+    return (list(COMPILE_MODES) if on_gpu else ["default"]), list(TRAIN_DEFAULT_COMPILE)
+
+
 def header(args: argparse.Namespace, impls: Sequence[str], peak_line: str) -> str:
     """What the run measured with: versions, device, peak rates, settings."""
     device = args.device
@@ -225,6 +256,7 @@ def header(args: argparse.Namespace, impls: Sequence[str], peak_line: str) -> st
             f"dtype {args.dtype}",
             *(_inference_header(args, impls) if args.inference else []),
             *(_train_header(args) if args.train else []),
+            *(["training steps: left out (--no-train)"] if args.no_train else []),
             *([_MULTICROP_HEADER] if args.multicrop else []),
             f"timing: {'CUDA events' if device.type == 'cuda' else 'perf_counter'} per call, "
             f"{args.warmup} warm-up rounds, median of >= {args.repeats} interleaved rounds "
@@ -261,11 +293,12 @@ def _inference_header(args: argparse.Namespace, impls: Sequence[str]) -> list[st
 
 def _train_header(args: argparse.Namespace) -> list[str]:
     forms = "; ".join(
-        f"{form}: {', '.join(train_impl_names(form, args.backend, args.compile))}"
+        f"{form}: {', '.join(train_impl_names(form, args.backend, args.train_compile))}"
         for form in args.forms
     )
+    included = " only" if args.train_only else " included (--no-train leaves them out)"
     return [
-        f"training steps{' only' if args.train_only else ''}: batch "
+        f"training steps{included}: batch "
         f"{' '.join(map(str, args.train_batch))} | layouts {', '.join(args.train_layouts)} | "
         f"{forms}; 16-bit dtypes under torch.autocast (float32 weights); saved MiB: distinct "
         "storages saved for backward, parameters left out",
@@ -298,8 +331,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=None,
         choices=COMPILE_MODES,
         metavar="MODE",
-        help="torch.compile modes of torchvision's block (default: default and max-autotune "
-        "on a GPU, default on the CPU; none with --quick)",
+        help="torch.compile modes of torchvision's block and of the training steps' eager "
+        "modules (default: the forward's default and max-autotune on a GPU, default on the "
+        "CPU; the training steps' default only; none with --quick)",
     )
     p.add_argument("--no-compile", action="store_true", help="no torch.compile baseline")
     p.add_argument(
@@ -317,12 +351,18 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--train",
         action="store_true",
-        help="also time training steps (forward, backward; the network also an SGD step) of "
-        "both forms: the paper's (no BN, 5x5) and torchvision's (BN in training mode)",
+        help="time training steps too: the default, kept for compatibility (with "
+        "--multicrop-only: the 144-crop evaluation and the training steps)",
     )
     p.add_argument(
-        "--train-only", action="store_true", help="only the training steps (implies --train)"
+        "--no-train",
+        action="store_true",
+        help="leave out the training steps (forward, backward; the network also an SGD step) "
+        "of both forms, the paper's (no BN, 5x5) and torchvision's (BN in training mode), "
+        "which the default run times; their compile rows use mode default unless --compile "
+        "is given",
     )
+    p.add_argument("--train-only", action="store_true", help="only the training steps")
     p.add_argument(
         "--forms", nargs="+", default=list(FORMS), choices=FORMS, help="training forms (both)"
     )
@@ -377,12 +417,17 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         args.blocks = list(BLOCK_CHOICES)
     if args.no_network:
         args.blocks = [b for b in args.blocks if b != NETWORK]
-    args.train = args.train or args.train_only
-    args.multicrop = args.multicrop or args.multicrop_only
+    if args.no_train and (args.train or args.train_only):
+        flag = "--train-only" if args.train_only else "--train"
+        p.error(f"--no-train and {flag} exclude each other: give one of them")
     if args.train_only and args.multicrop_only:
         p.error(
             "--train-only and --multicrop-only exclude each other: use --train-only --multicrop"
         )
+    # Training steps are in the default run; --multicrop-only times only the multi-crop rows
+    # (and the training steps where --train asks for them, as before they were the default).
+    args.train = args.train_only or (args.train if args.multicrop_only else not args.no_train)
+    args.multicrop = args.multicrop or args.multicrop_only
     args.inference = not (args.train_only or args.multicrop_only)
     # Training steps: batch 32 on a GPU, 8 on the CPU, unless --batch (or --quick) says.
     args.train_batch = args.batch or ([1] if args.quick else ([32] if on_gpu else [8]))
@@ -394,10 +439,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         args.repeats = 3 if args.quick else 15
     args.warmup = 1 if args.quick else 2
     args.min_seconds = 0.0 if args.quick else 1.0
-    if args.no_compile or (args.quick and args.compile is None):
-        args.compile = []
-    elif args.compile is None:
-        args.compile = list(COMPILE_MODES) if on_gpu else ["default"]
+    args.compile, args.train_compile = compile_modes(
+        args.compile, no_compile=args.no_compile, quick=args.quick, on_gpu=on_gpu
+    )
     if "max-autotune" in args.compile and not on_gpu:
         p.error("--compile max-autotune is for a GPU (on the CPU it only adds compile time)")
     if args.threads is not None and args.threads < 1:
@@ -498,7 +542,7 @@ def run_train_case(
 ) -> list[dict]:
     """Build, compile (timed apart), time and measure the saved memory of one training case."""
     device = args.device
-    modes = args.compile if (block != NETWORK or args.compile_network) else []
+    modes = args.train_compile if (block != NETWORK or args.compile_network) else []
     case = build_train_case(block, form, batch, DTYPES[dtype], device, layout, args.backend, modes)
     label = f"train {form} {block}, batch {batch}, {dtype}"
     with torch.enable_grad():
