@@ -42,6 +42,9 @@ TORCH_LIBRARY(fused_inception, m) {
   // max_pool3x3_nhwc(x) with respect to x (what max_pool2d_with_indices_backward returns for
   // max_pool2d_with_indices(x, 3, 1, 1)'s indices) as a new channels_last tensor.
   m.def("max_pool3x3_nhwc_backward(Tensor grad_out, Tensor x) -> Tensor");
+  // grad_in, grad_out, x: [N, C, H, W], channels_last, same dtype; grad_in shares no memory with
+  // the others. grad_in += max_pool3x3_nhwc_backward(grad_out, x), in one pass.
+  m.def("max_pool3x3_nhwc_backward_add_(Tensor(a!) grad_in, Tensor grad_out, Tensor x) -> ()");
   // Winograd F(2x2, 3x3) transforms (csrc/cpu/winograd_f2x3.cpp) over the flat tile range
   // [tile_begin, tile_begin + tile_count) of the N * ceil(H/2) * ceil(W/2) tiles (tile_count
   // None: to the last tile). input: r [N*H*W, C] float32 rows of an NHWC tensor (channels

@@ -17,7 +17,10 @@ import torch
 from helpers import dtype_params
 
 from fused_inception import _ext
-from fused_inception.backends.cpu_maxpool import max_pool3x3_nhwc_backward
+from fused_inception.backends.cpu_maxpool import (
+    max_pool3x3_nhwc_backward,
+    max_pool3x3_nhwc_backward_add_,
+)
 
 if not _ext.has_op("max_pool3x3_nhwc_backward"):
     _reason = f"fused_inception._C is not built or too old: {_ext.extension_error()}"
@@ -99,3 +102,35 @@ def test_rejects_bad_arguments():
         max_pool3x3_nhwc_backward(grad_out[:, :2], x)
     with pytest.raises(TypeError, match="grad_out is"):
         max_pool3x3_nhwc_backward(grad_out.double(), x)
+
+
+@pytest.mark.parametrize("kind", ["random", "ties"])
+@pytest.mark.parametrize("shape", SHAPES[:2] + SHAPES[4:], ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("dtype", dtype_params())
+def test_add_is_the_backward_plus_the_accumulator(dtype, shape, kind):
+    # grad_in += backward(grad_out, x) in place: the same bits as computing the pool's gradient
+    # (rounded to the dtype) and adding it with torch, in every dtype.
+    grad_out, x = _inputs(shape, dtype, 4, kind)
+    acc = _channels_last(torch.randn(shape, generator=torch.Generator().manual_seed(5)).to(dtype))
+    want = acc + max_pool3x3_nhwc_backward(grad_out, x)
+    address = acc.data_ptr()
+    max_pool3x3_nhwc_backward_add_(acc, grad_out, x)
+    assert acc.data_ptr() == address
+    bits = [t.permute(0, 2, 3, 1).view(torch.uint8) for t in (acc, want)]  # NaN-safe, exact
+    assert torch.equal(*bits)
+
+
+def test_add_rejects_bad_accumulators_before_writing():
+    grad_out, x = _inputs((1, 3, 4, 4), torch.float32, 6, "random")
+    acc = _channels_last(torch.randn(1, 3, 4, 4))
+    before = acc.clone()
+    for bad, error, match in [
+        (acc.contiguous(), ValueError, "channels_last"),
+        (acc[:, :2], ValueError, "grad_in must have x's shape"),
+        (acc.double(), TypeError, "grad_in is"),
+    ]:
+        with pytest.raises(error, match=match):
+            max_pool3x3_nhwc_backward_add_(bad, grad_out, x)
+    with pytest.raises(ValueError, match="share memory"):
+        max_pool3x3_nhwc_backward_add_(grad_out, grad_out, x)
+    assert torch.equal(acc, before)

@@ -48,6 +48,7 @@ COVERED = {
     "inception_block_saving": "test_opcheck_inception_block_saving",
     "max_pool3x3_nhwc": "test_opcheck_max_pool3x3_nhwc",
     "max_pool3x3_nhwc_backward": "test_opcheck_max_pool3x3_nhwc_backward",
+    "max_pool3x3_nhwc_backward_add_": "test_opcheck_max_pool3x3_nhwc_backward",
     "winograd_f2x3_input": "test_opcheck_winograd_f2x3",  # and ..._tile_range
     "winograd_f2x3_output_": "test_opcheck_winograd_f2x3",
     "conv1x1_slice_": "test_opcheck_conv1x1_slice_",
@@ -181,6 +182,8 @@ def test_opcheck_max_pool3x3_nhwc_backward():
     x = torch.randn(2, 5, 4, 6, generator=gen).contiguous(memory_format=torch.channels_last)
     g = torch.randn(2, 5, 4, 6, generator=gen).contiguous(memory_format=torch.channels_last)
     _opcheck(ops.max_pool3x3_nhwc_backward.default, (g, x))
+    acc = torch.randn(2, 5, 4, 6, generator=gen).contiguous(memory_format=torch.channels_last)
+    _opcheck(ops.max_pool3x3_nhwc_backward_add_.default, (acc, g, x))
 
 
 def test_opcheck_winograd_f2x3():

@@ -45,6 +45,7 @@
 #include <memory>
 #include <string>
 #include <type_traits>
+#include <vector>
 
 namespace fused_inception {
 namespace {
@@ -156,7 +157,7 @@ int64_t select_taps_avx2(float* taps, const float* const* src, const float* tap_
 // Backward, pass 2 over channels [0, len) of one input pixel: the sum, in the order given, of
 // the `count` neighbouring outputs' gradients `grad[j]` whose selected tap is `tap_is[j]`.
 int64_t gather_grads_avx2(float* out, const float* const* taps, const float* const* grad,
-                          const float* tap_is, int count, int64_t len) {
+                          const float* tap_is, int count, int64_t len, bool accumulate) {
   using Vec = at::vec::Vectorized<float>;
   constexpr int64_t kWidth = Vec::size();
   int64_t i = 0;
@@ -165,6 +166,9 @@ int64_t gather_grads_avx2(float* out, const float* const* taps, const float* con
     for (int j = 0; j < count; ++j) {
       const Vec hit = Vec::loadu(taps[j] + i) == Vec(tap_is[j]);
       acc = acc + Vec::blendv(Vec(0.0f), Vec::loadu(grad[j] + i), hit);
+    }
+    if (accumulate) {
+      acc = Vec::loadu(out + i) + acc;
     }
     acc.store(out + i);
   }
@@ -305,11 +309,14 @@ at::Tensor max_pool3x3_nhwc_cpu(const at::Tensor& x) {
 //   2. for every input pixel and channel, the sum of the gradients of its up to nine
 //      neighbouring outputs whose selected tap is this pixel, added in the outputs' row-major
 //      order: the order in which torch's kernel accumulates them, so float32 and float64 match
-//      it bit for bit (16-bit dtypes accumulate in float32 and round once).
+//      it bit for bit (16-bit dtypes accumulate in float32 and round once); with `accumulate`
+//      that sum, rounded to scalar_t, is added to grad_in's value as torch's add would
+//      (max_pool3x3_nhwc_backward_add_: no separate gradient tensor and no extra pass).
 // float32 takes the AVX2 path where the forward does; the scalar loops do the rest.
 template <typename scalar_t>
 void max_pool3x3_backward_image(const scalar_t* grad_out, const scalar_t* x, scalar_t* grad_in,
-                                float* taps, int64_t height, int64_t width, int64_t channels) {
+                                float* taps, int64_t height, int64_t width, int64_t channels,
+                                bool accumulate) {
   using opmath_t = at::opmath_type<scalar_t>;
   const int64_t c = channels;
   for (int64_t h = 0; h < height; ++h) {
@@ -368,7 +375,7 @@ void max_pool3x3_backward_image(const scalar_t* grad_out, const scalar_t* x, sca
 #ifdef FUSED_INCEPTION_AVX2_PATH
       if constexpr (std::is_same_v<scalar_t, float>) {
         if (use_avx2_path()) {
-          done = gather_grads_avx2(dst, tap_rows, grad_rows, tap_is, count, c);
+          done = gather_grads_avx2(dst, tap_rows, grad_rows, tap_is, count, c, accumulate);
         }
       }
 #endif
@@ -379,55 +386,103 @@ void max_pool3x3_backward_image(const scalar_t* grad_out, const scalar_t* x, sca
             acc += static_cast<opmath_t>(grad_rows[j][i]);
           }
         }
-        dst[i] = static_cast<scalar_t>(acc);
+        const scalar_t sum = static_cast<scalar_t>(acc);
+        dst[i] =
+            accumulate
+                ? static_cast<scalar_t>(static_cast<opmath_t>(dst[i]) + static_cast<opmath_t>(sum))
+                : sum;
       }
     }
   }
 }
 
-at::Tensor max_pool3x3_nhwc_backward_cpu(const at::Tensor& grad_out, const at::Tensor& x) {
-  TORCH_CHECK_VALUE(x.dim() == 4, "max_pool3x3_nhwc_backward: expected a 4-D x [N, C, H, W], got ",
-                    x.dim(), "-D with shape ", x.sizes());
-  TORCH_CHECK_VALUE(grad_out.sizes() == x.sizes(),
-                    "max_pool3x3_nhwc_backward: grad_out must have x's shape ", x.sizes(), ", got ",
-                    grad_out.sizes());
-  TORCH_CHECK(x.device().is_cpu() && grad_out.device().is_cpu(),
-              "max_pool3x3_nhwc_backward (CPU kernel): expected CPU tensors, got x on ", x.device(),
-              " and grad_out on ", grad_out.device());
+// Argument checks shared by max_pool3x3_nhwc_backward and its accumulating form (`op`: the
+// operator's name in the messages); grad_in (may be null) is the accumulator.
+void check_backward_args(const char* op, const at::Tensor& grad_out, const at::Tensor& x,
+                         const at::Tensor* grad_in) {
+  TORCH_CHECK_VALUE(x.dim() == 4, op, ": expected a 4-D x [N, C, H, W], got ", x.dim(),
+                    "-D with shape ", x.sizes());
+  TORCH_CHECK_VALUE(grad_out.sizes() == x.sizes(), op, ": grad_out must have x's shape ", x.sizes(),
+                    ", got ", grad_out.sizes());
+  if (grad_in != nullptr) {
+    TORCH_CHECK_VALUE(grad_in->sizes() == x.sizes(), op, ": grad_in must have x's shape ",
+                      x.sizes(), ", got ", grad_in->sizes());
+  }
+  TORCH_CHECK(x.device().is_cpu() && grad_out.device().is_cpu() &&
+                  (grad_in == nullptr || grad_in->device().is_cpu()),
+              op, " (CPU kernel): expected CPU tensors, got x on ", x.device(), " and grad_out on ",
+              grad_out.device(), grad_in != nullptr ? " and grad_in on " : "",
+              grad_in != nullptr ? grad_in->device().str() : "");
   const auto dtype = x.scalar_type();
   TORCH_CHECK_TYPE(
       dtype == at::kFloat || dtype == at::kDouble || dtype == at::kHalf || dtype == at::kBFloat16,
-      "max_pool3x3_nhwc_backward: expected dtype float32, float64, float16 or bfloat16, got ",
-      dtype);
-  TORCH_CHECK_TYPE(grad_out.scalar_type() == dtype, "max_pool3x3_nhwc_backward: grad_out is ",
-                   grad_out.scalar_type(), ", x is ", dtype);
-  for (const at::Tensor* t : {&x, &grad_out}) {
-    TORCH_CHECK_VALUE(t->is_contiguous(at::MemoryFormat::ChannelsLast),
-                      "max_pool3x3_nhwc_backward: expected channels_last-contiguous tensors (NHWC "
-                      "in memory), got shape ",
+      op, ": expected dtype float32, float64, float16 or bfloat16, got ", dtype);
+  TORCH_CHECK_TYPE(grad_out.scalar_type() == dtype, op, ": grad_out is ", grad_out.scalar_type(),
+                   ", x is ", dtype);
+  if (grad_in != nullptr) {
+    TORCH_CHECK_TYPE(grad_in->scalar_type() == dtype, op, ": grad_in is ", grad_in->scalar_type(),
+                     ", x is ", dtype);
+  }
+  for (const at::Tensor* t : {&x, &grad_out, grad_in}) {
+    if (t == nullptr) {
+      continue;
+    }
+    TORCH_CHECK_VALUE(t->is_contiguous(at::MemoryFormat::ChannelsLast), op,
+                      ": expected channels_last-contiguous tensors (NHWC in memory), got shape ",
                       t->sizes(), " with strides ", t->strides());
   }
-  const int64_t batch = x.size(0), channels = x.size(1), height = x.size(2), width = x.size(3);
-  at::Tensor grad_in =
-      at::empty(x.sizes(), x.options().memory_format(at::MemoryFormat::ChannelsLast));
-  if (grad_in.numel() == 0) {
-    return grad_in;
+  if (grad_in != nullptr && grad_in->numel() > 0) {
+    for (const at::Tensor* t : {&x, &grad_out}) {
+      TORCH_CHECK_VALUE(!grad_in->is_same(*t) && grad_in->data_ptr() != t->data_ptr(), op,
+                        ": grad_in must not share memory with x or grad_out");
+    }
   }
+}
+
+// The taps of one image (a float per output element), kept per thread between calls: a fresh
+// buffer of an image's size on every call costs page faults (a 28x28x192 image is 147 pages).
+float* taps_buffer(int64_t elements) {
+  thread_local std::vector<float> buffer;
+  if (static_cast<int64_t>(buffer.size()) < elements) {
+    buffer.resize(static_cast<size_t>(elements));
+  }
+  return buffer.data();
+}
+
+void max_pool3x3_backward_into(const at::Tensor& grad_out, const at::Tensor& x, at::Tensor& grad_in,
+                               bool accumulate) {
+  if (grad_in.numel() == 0) {
+    return;
+  }
+  const int64_t batch = x.size(0), channels = x.size(1), height = x.size(2), width = x.size(3);
   const int64_t image = height * width * channels;
   AT_DISPATCH_FLOATING_TYPES_AND2(
-      at::kHalf, at::kBFloat16, dtype, "max_pool3x3_nhwc_backward", [&] {
+      at::kHalf, at::kBFloat16, x.scalar_type(), "max_pool3x3_nhwc_backward", [&] {
         const scalar_t* g = grad_out.const_data_ptr<scalar_t>();
         const scalar_t* xp = x.const_data_ptr<scalar_t>();
         scalar_t* gi = grad_in.mutable_data_ptr<scalar_t>();
         at::parallel_for(0, batch, 1, [&](int64_t begin, int64_t end) {
-          std::unique_ptr<float[]> taps(new float[image]);
+          float* taps = taps_buffer(image);
           for (int64_t n = begin; n < end; ++n) {
-            max_pool3x3_backward_image(g + n * image, xp + n * image, gi + n * image, taps.get(),
-                                       height, width, channels);
+            max_pool3x3_backward_image(g + n * image, xp + n * image, gi + n * image, taps, height,
+                                       width, channels, accumulate);
           }
         });
       });
+}
+
+at::Tensor max_pool3x3_nhwc_backward_cpu(const at::Tensor& grad_out, const at::Tensor& x) {
+  check_backward_args("max_pool3x3_nhwc_backward", grad_out, x, nullptr);
+  at::Tensor grad_in =
+      at::empty(x.sizes(), x.options().memory_format(at::MemoryFormat::ChannelsLast));
+  max_pool3x3_backward_into(grad_out, x, grad_in, false);
   return grad_in;
+}
+
+void max_pool3x3_nhwc_backward_add_cpu(at::Tensor& grad_in, const at::Tensor& grad_out,
+                                       const at::Tensor& x) {
+  check_backward_args("max_pool3x3_nhwc_backward_add_", grad_out, x, &grad_in);
+  max_pool3x3_backward_into(grad_out, x, grad_in, true);
 }
 
 }  // namespace
@@ -436,4 +491,5 @@ at::Tensor max_pool3x3_nhwc_backward_cpu(const at::Tensor& grad_out, const at::T
 TORCH_LIBRARY_IMPL(fused_inception, CPU, m) {
   m.impl("max_pool3x3_nhwc", &fused_inception::max_pool3x3_nhwc_cpu);
   m.impl("max_pool3x3_nhwc_backward", &fused_inception::max_pool3x3_nhwc_backward_cpu);
+  m.impl("max_pool3x3_nhwc_backward_add_", &fused_inception::max_pool3x3_nhwc_backward_add_cpu);
 }

@@ -35,7 +35,8 @@ from .output import new_output, output_memory_format
 class CpuPacked(NamedTuple):
     """Folded parameters in the layouts the CPU path wants.
 
-    w_x:  [Cin, c1 + c2r + c3r]  the three 1x1 convs that read x, K-major for addmm
+    w_x:  [Cin, c1 + c2r + c3r]  the three 1x1 convs that read x, K-major for addmm (on the
+          oneDNN path w_x, w2, w3 and w4 are views of `onednn`'s weights, not read as data)
     b_x:  [c1 + c2r + c3r]
     w2:   [c2, c2r, 3, 3] channels_last       b2: [c2]
     w3:   [c3, c3r, K, K] channels_last       b3: [c3]
@@ -63,21 +64,23 @@ class CpuPacked(NamedTuple):
 
 
 def prepare(p: FoldedParams) -> CpuPacked:
-    """Pack folded parameters once (cached by the module until the weights change)."""
-    w_x = torch.cat([p.w1, p.w2r, p.w3r]).flatten(1).t().contiguous()
+    """Pack folded parameters once (cached by the module until the weights change; a training
+    forward packs on every call, so the oneDNN path copies each weight at most once)."""
     b_x = torch.cat([p.b1, p.b2r, p.b3r]).contiguous()
-    use_onednn = onednn.available(p.w1.dtype) and p.w1.device.type == "cpu"
-    weights = None
-    if use_onednn:
-        plain = {"x": w_x.t().reshape(-1, w_x.shape[0], 1, 1), "2": p.w2, "3": p.w3, "pool": p.w4}
+    if onednn.available(p.w1.dtype) and p.w1.device.type == "cpu":
+        # One copy (the concatenation; the kxk and pool weights only if not channels_last
+        # already); CpuPacked's addmm layouts are views of these, read for their shapes only.
+        plain = {"x": torch.cat([p.w1, p.w2r, p.w3r]), "2": p.w2, "3": p.w3, "pool": p.w4}
         weights = onednn.Weights({k: onednn.conv_weight(w.detach()) for k, w in plain.items()})
-
-    def winograd_weight(weight: Tensor) -> Tensor | None:
-        ok = not use_onednn and winograd.available_for(weight)
-        return winograd.transform_weight(weight) if ok else None
-
+        w = weights.plain
+        return CpuPacked(
+            w_x=w["x"].flatten(1).t(), b_x=b_x, w2=w["2"], b2=p.b2.contiguous(),
+            w3=w["3"], b3=p.b3.contiguous(), w4=w["pool"].flatten(1).t(), b4=p.b4.contiguous(),
+            c1=p.w1.shape[0], c2r=p.w2r.shape[0], c3r=p.w3r.shape[0], u2=None, u3=None,
+            onednn=weights,
+        )  # fmt: skip
     return CpuPacked(
-        w_x=w_x,
+        w_x=torch.cat([p.w1, p.w2r, p.w3r]).flatten(1).t().contiguous(),
         b_x=b_x,
         w2=p.w2.contiguous(memory_format=torch.channels_last),
         b2=p.b2.contiguous(),
@@ -88,10 +91,14 @@ def prepare(p: FoldedParams) -> CpuPacked:
         c1=p.w1.shape[0],
         c2r=p.w2r.shape[0],
         c3r=p.w3r.shape[0],
-        u2=winograd_weight(p.w2),
-        u3=winograd_weight(p.w3),
-        onednn=weights,
+        u2=_winograd_weight(p.w2),
+        u3=_winograd_weight(p.w3),
+        onednn=None,
     )
+
+
+def _winograd_weight(weight: Tensor) -> Tensor | None:
+    return winograd.transform_weight(weight) if winograd.available_for(weight) else None
 
 
 def forward(x: Tensor, packed: CpuPacked) -> Tensor:

@@ -68,6 +68,28 @@ def _max_pool3x3_nhwc_backward_fake(grad_out: Tensor, x: Tensor) -> Tensor:
     return torch.empty(x.shape, dtype=x.dtype, device=x.device, memory_format=torch.channels_last)
 
 
+def max_pool3x3_nhwc_backward_add_(grad_in: Tensor, grad_out: Tensor, x: Tensor) -> None:
+    """grad_in += max_pool3x3_nhwc_backward(grad_out, x), in one pass and in place (the same
+    values as the two operations: the pool's gradient is rounded to x's dtype, then added).
+
+    Arguments:
+        grad_in:  [N, C, H, W], x's dtype, channels_last-contiguous, sharing no memory with
+                  grad_out or x; updated in place.
+        grad_out: [N, C, H, W], x's dtype, channels_last-contiguous.
+        x:        [N, C, H, W], as for max_pool3x3_nhwc.
+    Raises: as max_pool3x3_nhwc_backward, and ValueError for a grad_in of another shape or
+    layout or one that shares memory with the others.
+    """
+    _ext.op("max_pool3x3_nhwc_backward_add_")(grad_in, grad_out, x)
+
+
+@_ext.register_fake("max_pool3x3_nhwc_backward_add_")
+def _max_pool3x3_nhwc_backward_add_fake(grad_in: Tensor, grad_out: Tensor, x: Tensor) -> None:
+    torch._check(
+        x.dim() == 4, lambda: f"max_pool3x3_nhwc_backward_add_: expected 4-D x, got {x.dim()}-D"
+    )
+
+
 def max_pool3x3(x_nhwc: Tensor) -> Tensor:
     """max_pool2d(x, 3, stride 1, padding 1) of a channels_last tensor, channels_last: the C++
     operator on the CPU when the extension loaded, F.max_pool2d otherwise."""

@@ -40,7 +40,15 @@ def available(dtype: torch.dtype) -> bool:
 
 
 def conv_weight(weight: Tensor) -> Tensor:
-    """weight [Cout, Cin, K, K] as the plain channels_last tensor the operator reads."""
+    """weight [Cout, Cin, K, K] as the plain channels_last tensor the operator reads.
+
+    A contiguous 1x1 weight is already in that order in memory (Cout-major, then Cin): it is
+    returned as a view with channels_last strides rather than copied (a training step packs
+    its weights on every call; the copy was a fresh weight-sized buffer each time).
+    """
+    c_out, c_in, kh, kw = weight.shape
+    if kh == 1 and kw == 1 and weight.is_contiguous():
+        return weight.view(c_out, 1, 1, c_in).permute(0, 3, 1, 2)
     return weight.contiguous(memory_format=torch.channels_last)
 
 
