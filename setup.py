@@ -52,7 +52,11 @@ def _extension():
         and torch.version.cuda is not None
         and cpp_extension.CUDA_HOME is not None
     )
-    cxx_flags = ["-O3", "-std=c++20", "-pthread"]
+    # -fopenmp: at::parallel_for (the CPU operators' loops over images and chunks) is an OpenMP
+    # loop compiled into this extension; without the flag it silently runs on one thread. The
+    # library it links, libgomp.so.1, is the one torch has already loaded (same soname).
+    cxx_flags = ["-O3", "-std=c++20", "-pthread", "-fopenmp"]
+    link_flags = ["-fopenmp"]
     if use_cuda:
         if not os.environ.get("TORCH_CUDA_ARCH_LIST") and not torch.cuda.is_available():
             os.environ["TORCH_CUDA_ARCH_LIST"] = "8.0;9.0+PTX"
@@ -62,6 +66,7 @@ def _extension():
             include_dirs=include_dirs,
             define_macros=define_macros + [("FUSED_INCEPTION_WITH_CUDA", "1")],
             extra_compile_args={"cxx": cxx_flags, "nvcc": NVCC_FLAGS},
+            extra_link_args=link_flags,
         )
     return cpp_extension.CppExtension(
         "fused_inception._C",
@@ -69,6 +74,7 @@ def _extension():
         include_dirs=include_dirs,
         define_macros=define_macros,
         extra_compile_args={"cxx": cxx_flags},
+        extra_link_args=link_flags,
     )
 
 

@@ -375,3 +375,13 @@ def test_import_fused_inception(script):
         [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300
     )
     assert result.stdout.strip() == "ok", result.stdout[-2000:] + result.stderr[-3000:]
+
+
+@pytest.mark.skipif(not hasattr(ops, "max_pool3x3_nhwc"), reason="the extension is not built")
+def test_the_extension_runs_its_parallel_loops_on_threads():
+    # at::parallel_for is an OpenMP loop compiled into the extension: built without -fopenmp it
+    # silently runs on one thread (the CPU operators did, until setup.py passed the flag). With
+    # the flag, the compiled loops call libgomp's GOMP_parallel.
+    from fused_inception import _C
+
+    assert b"GOMP_parallel" in Path(_C.__file__).read_bytes()
