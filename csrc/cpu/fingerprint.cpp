@@ -38,6 +38,8 @@
 #include <cstring>
 #include <vector>
 
+#include "cpu/parallel.h"
+
 namespace fused_inception {
 namespace {
 
@@ -140,7 +142,7 @@ at::Tensor fingerprint_cpu(const at::TensorList tensors) {
     chunks += bytes == 0 ? 1 : (bytes + kChunkBytes - 1) / kChunkBytes;
   }
   std::vector<uint64_t> values(static_cast<size_t>(chunks));
-  at::parallel_for(0, chunks, 4, [&](int64_t begin, int64_t end) {
+  fused_inception::parallel_for(0, chunks, 4, [&](int64_t begin, int64_t end) {
     size_t t = 0;
     for (int64_t c = begin; c < end; ++c) {
       while (t + 1 < spans.size() && first_chunk[t + 1] <= c) ++t;

@@ -29,6 +29,8 @@
 #include <c10/util/Half.h>
 #include <torch/library.h>
 
+#include "cpu/parallel.h"
+
 // Not used here directly: the capability-independent headers that vec.h includes, included first
 // so that their inline functions are compiled for the baseline ISA, not in the AVX2 block below.
 #include <ATen/NumericUtils.h>
@@ -244,7 +246,7 @@ void max_pool3x3_nhwc_kernel(const scalar_t* x, scalar_t* out, int64_t batch, in
                              int64_t width, int64_t channels) {
   const int64_t row_len = width * channels;  // one (n, h) row of NHWC memory
   const int64_t grain = at::divup(kGrainElements, row_len);
-  at::parallel_for(0, batch * height, grain, [&](int64_t begin, int64_t end) {
+  fused_inception::parallel_for(0, batch * height, grain, [&](int64_t begin, int64_t end) {
     // Ring buffer: slot g % 3 holds the horizontal max of global input row g = n*H + h.
     std::unique_ptr<scalar_t[]> ring(new scalar_t[3 * row_len]);
     std::array<int64_t, 3> ring_row = {-1, -1, -1};
@@ -461,7 +463,7 @@ void max_pool3x3_backward_into(const at::Tensor& grad_out, const at::Tensor& x, 
         const scalar_t* g = grad_out.const_data_ptr<scalar_t>();
         const scalar_t* xp = x.const_data_ptr<scalar_t>();
         scalar_t* gi = grad_in.mutable_data_ptr<scalar_t>();
-        at::parallel_for(0, batch, 1, [&](int64_t begin, int64_t end) {
+        fused_inception::parallel_for(0, batch, 1, [&](int64_t begin, int64_t end) {
           float* taps = taps_buffer(image);
           for (int64_t n = begin; n < end; ++n) {
             max_pool3x3_backward_image(g + n * image, xp + n * image, gi + n * image, taps, height,

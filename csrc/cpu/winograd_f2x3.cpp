@@ -37,6 +37,7 @@
 #include <optional>
 #include <vector>
 
+#include "cpu/parallel.h"
 #include "overlap.h"
 
 namespace fused_inception {
@@ -192,21 +193,22 @@ at::Tensor winograd_f2x3_input_cpu(const at::Tensor& r, int64_t n, int64_t h, in
   float* out = v.mutable_data_ptr<float>();
   const std::vector<float> zeros(channels, 0.f);
   const int64_t first = grid.begin;
-  at::parallel_for(first, first + grid.count, kTilesPerTask, [&](int64_t begin, int64_t end) {
-    for (int64_t t = begin; t < end; ++t) {
-      const TilePos p = tile_pos(grid, t);
-      const float* src[4][4];
-      for (int i = 0; i < 4; ++i) {
-        const int64_t y = 2 * p.ty - 1 + i;
-        for (int j = 0; j < 4; ++j) {
-          const int64_t x = 2 * p.tx - 1 + j;
-          const bool inside = y >= 0 && y < h && x >= 0 && x < w;
-          src[i][j] = inside ? base + ((p.img * h + y) * w + x) * ld : zeros.data();
+  fused_inception::parallel_for(
+      first, first + grid.count, kTilesPerTask, [&](int64_t begin, int64_t end) {
+        for (int64_t t = begin; t < end; ++t) {
+          const TilePos p = tile_pos(grid, t);
+          const float* src[4][4];
+          for (int i = 0; i < 4; ++i) {
+            const int64_t y = 2 * p.ty - 1 + i;
+            for (int j = 0; j < 4; ++j) {
+              const int64_t x = 2 * p.tx - 1 + j;
+              const bool inside = y >= 0 && y < h && x >= 0 && x < w;
+              src[i][j] = inside ? base + ((p.img * h + y) * w + x) * ld : zeros.data();
+            }
+          }
+          input_tile(src, out + (t - first) * 16 * channels, channels, channels);
         }
-      }
-      input_tile(src, out + (t - first) * 16 * channels, channels, channels);
-    }
-  });
+      });
   return v;
 }
 
@@ -230,20 +232,21 @@ void winograd_f2x3_output_cpu(const at::Tensor& m, const at::Tensor& bias, const
   float* base = out.mutable_data_ptr<float>();
   const int64_t ld = out.stride(0);
   const int64_t first = grid.begin;
-  at::parallel_for(first, first + grid.count, kTilesPerTask, [&](int64_t begin, int64_t end) {
-    std::vector<float> scratch(channels);
-    for (int64_t t = begin; t < end; ++t) {
-      const TilePos p = tile_pos(grid, t);
-      float* dst[2][2];
-      for (int i = 0; i < 2; ++i) {
-        for (int j = 0; j < 2; ++j) {
-          const int64_t y = 2 * p.ty + i, x = 2 * p.tx + j;
-          dst[i][j] = (y < h && x < w) ? base + ((p.img * h + y) * w + x) * ld : scratch.data();
+  fused_inception::parallel_for(
+      first, first + grid.count, kTilesPerTask, [&](int64_t begin, int64_t end) {
+        std::vector<float> scratch(channels);
+        for (int64_t t = begin; t < end; ++t) {
+          const TilePos p = tile_pos(grid, t);
+          float* dst[2][2];
+          for (int i = 0; i < 2; ++i) {
+            for (int j = 0; j < 2; ++j) {
+              const int64_t y = 2 * p.ty + i, x = 2 * p.tx + j;
+              dst[i][j] = (y < h && x < w) ? base + ((p.img * h + y) * w + x) * ld : scratch.data();
+            }
+          }
+          output_tile(src + (t - first) * channels, grid.count * channels, b, dst, channels);
         }
-      }
-      output_tile(src + (t - first) * channels, grid.count * channels, b, dst, channels);
-    }
-  });
+      });
 }
 
 }  // namespace
