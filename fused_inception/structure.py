@@ -271,7 +271,8 @@ class StructureSnapshot:
                     or (m is not block and _has_hooks(m) != hooked)
                 ):
                     return False
-        except RuntimeError:  # a tensor attribute replaced: compared by value, ambiguous
+        except Exception:  # noqa: BLE001  a replaced tensor or array attribute, compared by
+            # value, raises (an ambiguous truth value) or any __eq__ may: count it as a change
             return False
         return True
 
