@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from .folding import fold_unit
 from .module import _HOOK_DICTS, WEIGHT_CHECKS, check_weight_check, resolve_weight_check
-from .structure import hooked_modules, structure_key, unit_parts_error
+from .structure import StructureSnapshot, structure_state, unit_parts_error
 
 # float64 probe of a unit's own forward against relu(bn(conv(x))) (the fold is the only rounding).
 PROBE_TOLERANCE = 1e-9
@@ -86,12 +86,14 @@ def _function_error(module: nn.Module) -> str | None:
 
 
 class _FoldState:
-    """The folded weights of a unit until its structure (skey) or contents (weights) change."""
+    """The folded weights of a unit until its structure (skey, re-checked by `snapshot`, which
+    also knows its hooks) or contents (weights) change."""
 
-    __slots__ = ("skey", "tensors", "weights", "folded", "packed")
+    __slots__ = ("skey", "snapshot", "tensors", "weights", "folded", "packed")
 
     def __init__(self, skey: tuple, tensors: list[Tensor]) -> None:
         self.skey, self.tensors = skey, tensors
+        self.snapshot: StructureSnapshot | None = None
         self.weights: object = None
         # dtype of the folded pair -> (weight, bias), or None: the fold overflows that dtype
         self.folded: dict[torch.dtype, tuple[Tensor, Tensor] | None] = {}
@@ -172,7 +174,12 @@ class FoldedConvUnit(nn.Module):
     def _forward_python(self, x: Tensor) -> Tensor:
         if self._standard_ops(x):
             return self._composed(x)
-        folded = self._folded(x.dtype)
+        state = structure_state(
+            self, lambda skey: _FoldState(skey, list(self.parameters()) + list(self.buffers()))
+        )
+        if state.snapshot.hooked:  # hooks on conv or bn fire only when they run
+            return self._composed(x)
+        folded = self._folded(state, x.dtype)
         if folded is None:
             return self._composed(x)
         weight, bias = folded
@@ -199,7 +206,8 @@ class FoldedConvUnit(nn.Module):
         return packed[key]
 
     def _standard_ops(self, x: Tensor) -> bool:
-        """True where the composed path must run (see the class docstring)."""
+        """True where the composed path must run (see the class docstring), hooks aside: those
+        come with the structure check in _forward_python."""
         if isinstance(x, torch.fx.Proxy) or not isinstance(x, Tensor):
             return True
         if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
@@ -213,18 +221,11 @@ class FoldedConvUnit(nn.Module):
             x.requires_grad or any(p.requires_grad for p in self.parameters())
         ):
             return True
-        if torch.is_autocast_enabled(x.device.type):
-            return True
-        return bool(hooked_modules(self))
+        return torch.is_autocast_enabled(x.device.type)
 
-    def _folded(self, dtype: torch.dtype) -> tuple[Tensor, Tensor] | None:
-        """The folded (weight, bias) in `dtype`, from the cache or folded now; None (warned once)
-        if the fold does not fit `dtype`."""
-        skey = structure_key(self)
-        state = self._state
-        if state is None or state.skey != skey:
-            state = _FoldState(skey, list(self.parameters()) + list(self.buffers()))
-            self.__dict__["_state"] = state
+    def _folded(self, state: _FoldState, dtype: torch.dtype) -> tuple[Tensor, Tensor] | None:
+        """The folded (weight, bias) in `dtype`, from `state`'s cache or folded now; None (warned
+        once) if the fold does not fit `dtype`."""
         check = resolve_weight_check(self.weight_check, self.conv.weight.device)
         weights = WEIGHT_CHECKS[check](state.tensors)
         if weights != state.weights:

@@ -23,8 +23,8 @@ from .structure import (
     hooked_modules,
     inception_error,
     structure_error,
+    structure_state,
 )
-from .structure import structure_key as _structure_key
 from .units import OUTPUT_UNITS, block_units, has_batch_norm
 
 # How an eval forward tells that the weights changed since they were packed (README "Weights,
@@ -78,13 +78,26 @@ class _EagerState:
     packed:   backend name -> that backend's packed parameters
     overflow: compute dtype -> fold_overflow (None: the folded weights fit)
     snapshot: StructureSnapshot that says skey still holds without recomputing it, and caches
-              hooked_modules and bn_in_training meanwhile
+              hooked_modules meanwhile
+    bn_training: bn_in_training then (every unit's `training` is part of skey)
     """
 
-    __slots__ = ("skey", "problem", "tensors", "weights", "packed", "overflow", "snapshot")
+    __slots__ = (
+        "skey",
+        "problem",
+        "tensors",
+        "weights",
+        "packed",
+        "overflow",
+        "snapshot",
+        "bn_training",
+    )
 
-    def __init__(self, skey: tuple, problem: str | None, tensors: list[Tensor]) -> None:
+    def __init__(
+        self, skey: tuple, problem: str | None, tensors: list[Tensor], bn_training: bool
+    ) -> None:
         self.skey, self.problem, self.tensors = skey, problem, tensors
+        self.bn_training = bn_training
         self.weights: object = None
         self.packed: dict[str, object] = {}
         self.overflow: dict[torch.dtype, str | None] = {}
@@ -303,7 +316,7 @@ class FusedInception(Inception):
         # or hashes the weights: a large part of a batch-1 forward's time).
         structure = self._structure_state()
         reason = self._composed_reason(x, structure)
-        if reason is None and structure.snapshot.bn_training:
+        if reason is None and structure.bn_training:
             return bn_training_forward(self, x)
         recorded = _autocast_enabled(x) or self._needs_autograd(x)
         state = None
@@ -345,17 +358,15 @@ class FusedInception(Inception):
 
     def _structure_state(self) -> _EagerState:
         """The cached state for the block's current structure (a new one when it changed)."""
-        state = self._state
-        if state is not None and state.snapshot is not None and state.snapshot.matches():
-            return state
-        skey = _structure_key(self)
-        if state is None or state.skey != skey:
-            tensors = list(self.parameters()) + list(self.buffers())
-            state = _EagerState(skey, structure_error(self), tensors)
-            self.__dict__["_state"] = state
-        # Taken after the assignment: the block's own __dict__ (holding _state) is part of it.
-        state.snapshot = StructureSnapshot(self)
-        return state
+        return structure_state(
+            self,
+            lambda skey: _EagerState(
+                skey,
+                structure_error(self),
+                list(self.parameters()) + list(self.buffers()),
+                bn_in_training(self),
+            ),
+        )
 
     def _weights_state(self, structure: _EagerState | None = None) -> _EagerState:
         """The cached state, emptied of packed weights if any weight or buffer changed
@@ -382,7 +393,7 @@ class FusedInception(Inception):
     ) -> tuple[str, str] | None:
         """(kind, reason) if the fused kernels would not compute what the modules do now."""
         structure = structure if structure is not None else self._structure_state()
-        if structure.snapshot.bn_training:
+        if structure.bn_training:
             reason = bn_training_composed_reason(self, x, self.bn_training, _autocast_enabled(x))
             if reason is not None:
                 return reason

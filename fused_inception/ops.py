@@ -29,18 +29,12 @@ from torch import Tensor
 from . import _ext  # (also loads the C++ library that declares the operator schemas)
 from .backends import cpu_onednn as onednn
 from .backends import resolve_backend
-from .backends.cpu_maxpool import (
-    max_pool3x3,
-    max_pool3x3_nhwc_backward,
-    max_pool3x3_nhwc_backward_add_,
-)
+from .backends.cpu_maxpool import max_pool3x3, max_pool3x3_nhwc_backward_add_
 from .backends.output import output_memory_format
 from .reference import FoldedParams
 
 # The weights and biases in FoldedParams order, after x.
 _PARAM_NAMES = FoldedParams._fields
-# The in-place pool backward (missing from extensions built before it).
-POOL_BACKWARD_ADD = "max_pool3x3_nhwc_backward_add_"
 
 
 @torch.library.custom_op("fused_inception::inception_block", mutates_args=())
@@ -347,7 +341,7 @@ def _backward(ctx, grad_out: Tensor):
     # as ATen's, without recomputing and storing int64 indices); elsewhere ATen's with indices.
     if needs["x"] or needs["w4"] or needs["b4"]:
         x_nhwc = x.contiguous(memory_format=torch.channels_last)
-        own_pool = x.device.type == "cpu" and _ext.has_op("max_pool3x3_nhwc_backward")
+        own_pool = x.device.type == "cpu" and _ext.has_op("max_pool3x3_nhwc_backward_add_")
         pool_args = ([3, 3], [1, 1], [1, 1], [1, 1], True)  # ceil_mode as torchvision's
         indices = None
         if own_pool:
@@ -360,23 +354,18 @@ def _backward(ctx, grad_out: Tensor):
             grads["b4"] = _sum_rows(g4)
         if needs["x"]:
             grad_pooled = _nchw(_input_grad_rows(g4, w4.flatten(1), n, h, w), n, h, w)
-            if own_pool and grad_x_rows is not None and _ext.has_op(POOL_BACKWARD_ADD):
+            # grad_x_rows exists: b1 reads x, so x_readers is never empty when x needs a grad.
+            if own_pool:
                 # Added into the 1x1 convs' input gradient in the same pass: no pool-gradient
                 # tensor and no add (each a fresh x-sized buffer, page faults included).
                 grad_pooled = grad_pooled.contiguous(memory_format=torch.channels_last)
                 grad_x_rows = grad_x_rows.contiguous()
                 max_pool3x3_nhwc_backward_add_(_nchw(grad_x_rows, n, h, w), grad_pooled, x_nhwc)
-                grad_x = None
-            elif own_pool:
-                grad_pooled = grad_pooled.contiguous(memory_format=torch.channels_last)
-                grad_x = max_pool3x3_nhwc_backward(grad_pooled, x_nhwc)
             else:
-                grad_x = torch.ops.aten.max_pool2d_with_indices_backward(
-                    grad_pooled, x_nhwc, *pool_args, indices
-                )
-            if grad_x is not None:
-                grad_x_rows = (
-                    grad_x_rows + _rows(grad_x) if grad_x_rows is not None else _rows(grad_x)
+                grad_x_rows = grad_x_rows + _rows(
+                    torch.ops.aten.max_pool2d_with_indices_backward(
+                        grad_pooled, x_nhwc, *pool_args, indices
+                    )
                 )
 
     if needs["x"]:

@@ -227,19 +227,19 @@ def structure_key(block: nn.Module) -> tuple:
 
 
 class StructureSnapshot:
-    """A cheap re-check that `structure_key(block)`, `hooked_modules(block)` and
-    `bn_in_training(block)` still hold what they held when the snapshot was taken.
+    """A cheap re-check that `structure_key(block)` and `hooked_modules(block)` (`hooked`) still
+    hold what they held when the snapshot was taken.
 
     structure_key builds a tuple of a few hundred items on every call (about 50 us for a block,
     a large part of a batch-1 forward); matches() compares each module's `__dict__` with a
     shallow copy (C-level: the values are mostly the same objects, and a changed plain
     attribute, `training` included, compares unequal) and the identities of its parameters,
-    buffers and children, and whether it has hooks: about 3x faster. It errs one way only:
-    True means all three are unchanged; False may be spurious (a tensor-valued attribute
+    buffers and children, and whether it has hooks: about 2x faster. It errs one way only:
+    True means both are unchanged; False may be spurious (a tensor-valued attribute
     replaced by an equal one), and the caller then recomputes structure_key.
     """
 
-    __slots__ = ("_block", "_entries", "hooked", "bn_training")
+    __slots__ = ("_block", "_entries", "hooked")
 
     def __init__(self, block: nn.Module) -> None:
         # Strong references: the ids compared stay those of live objects (no id reuse).
@@ -256,10 +256,9 @@ class StructureSnapshot:
             for m in _walk(block)
         ]
         self.hooked = hooked_modules(block)
-        self.bn_training = bn_in_training(block)
 
     def matches(self) -> bool:
-        """True if nothing structure_key, hooked_modules or bn_in_training read has changed."""
+        """True if nothing structure_key or hooked_modules read has changed."""
         block = self._block
         try:
             for m, d, params, buffers, children, hooked in self._entries:
@@ -275,6 +274,26 @@ class StructureSnapshot:
             # value, raises (an ambiguous truth value) or any __eq__ may: count it as a change
             return False
         return True
+
+
+def structure_state(module: nn.Module, make_state):
+    """The state cached in `module.__dict__["_state"]` for the module's current structure.
+
+    Kept while a StructureSnapshot of the module still matches; otherwise kept if
+    structure_key(module) equals the state's `skey`, else replaced by make_state(skey). The
+    state gets a fresh `snapshot` either way (taken after the assignment: the module's own
+    `__dict__`, which holds `_state`, is part of it). FusedInception and FoldedConvUnit cache
+    their folded weights this way; a state needs `skey` and `snapshot` attributes.
+    """
+    state = module.__dict__.get("_state")
+    if state is not None and state.snapshot is not None and state.snapshot.matches():
+        return state
+    skey = structure_key(module)
+    if state is None or state.skey != skey:
+        state = make_state(skey)
+        module.__dict__["_state"] = state
+    state.snapshot = StructureSnapshot(module)
+    return state
 
 
 def _walk(block: nn.Module) -> list[nn.Module]:
