@@ -5,12 +5,16 @@ float32 and float64 compare bit for bit: the operator must send each output's gr
 element ATen's indices name (ties, NaN, infinities and all -inf windows included) and add an
 element's gradients in ATen's order. float16 and bfloat16 accumulate in float32 here (ATen
 rounds after every add), so they compare with the float64 gradient within their rounding.
-Channel counts below, at and above the AVX2 width (8 floats) run the vector and scalar loops.
+Channel counts below, at and above the vector widths (8 and 16 floats) run the vector and scalar
+loops; test_other_vector_widths_match_aten runs the AVX2 and scalar loops as well.
 """
 
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+import textwrap
 
 import pytest
 import torch
@@ -134,3 +138,55 @@ def test_add_rejects_bad_accumulators_before_writing():
     with pytest.raises(ValueError, match="share memory"):
         max_pool3x3_nhwc_backward_add_(grad_out, grad_out, x)
     assert torch.equal(acc, before)
+
+
+_CAPABILITY_CHECK = textwrap.dedent(
+    """
+    import sys, torch
+    from fused_inception.backends.cpu_maxpool import (
+        max_pool3x3_nhwc_backward, max_pool3x3_nhwc_backward_add_)
+    assert torch.backends.cpu.get_cpu_capability() == sys.argv[1], (
+        torch.backends.cpu.get_cpu_capability())
+    args = ([3, 3], [1, 1], [1, 1], [1, 1], True)
+    gen = torch.Generator().manual_seed(7)
+    for shape in [(2, 67, 14, 13), (3, 17, 5, 3), (1, 40, 1, 9), (2, 33, 7, 1), (1, 3, 1, 2)]:
+        for kind in ("random", "ties"):
+            x = torch.randn(shape, generator=gen)
+            if kind == "ties":
+                x = torch.round(x * 2).clamp_min(0)
+            x[:, ::5, 0, 0] = float("nan")
+            x[:, 1::5, -1, -1] = float("inf")
+            x[:, 2::5] = float("-inf")
+            x = x.contiguous(memory_format=torch.channels_last)
+            g = torch.randn(shape, generator=gen).contiguous(memory_format=torch.channels_last)
+            _, idx = torch.ops.aten.max_pool2d_with_indices(x, *args)
+            want = torch.ops.aten.max_pool2d_with_indices_backward(g, x, *args, idx)
+            got = max_pool3x3_nhwc_backward(g, x)
+            assert torch.equal(got.view(torch.int32), want.view(torch.int32)), (shape, kind)
+            acc = torch.randn(shape, generator=gen).contiguous(memory_format=torch.channels_last)
+            expected = acc + got
+            max_pool3x3_nhwc_backward_add_(acc, g, x)
+            assert torch.equal(acc.view(torch.int32), expected.view(torch.int32)), (shape, kind)
+    print("ok")
+    """
+)
+
+
+@pytest.mark.parametrize("capability", ["DEFAULT", "AVX2"])
+def test_other_vector_widths_match_aten(capability):
+    # The float32 loops are AVX-512 (16 lanes) where torch runs its AVX-512 kernels, as on CI;
+    # torch's capability setting selects the AVX2 (8 lanes) and scalar loops, which must give the
+    # same bits (ties, NaN, infinities, -inf channels; widths below, at and above 8 and 16).
+    if capability == "AVX2" and not torch.backends.cpu.get_cpu_capability().startswith("AVX"):
+        pytest.skip(f"this CPU runs torch at capability {torch.backends.cpu.get_cpu_capability()}")
+    package_root = os.path.dirname(os.path.dirname(os.path.abspath(_ext.__file__)))
+    python_path = os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "ATEN_CPU_CAPABILITY": capability.lower(), "PYTHONPATH": python_path}
+    result = subprocess.run(
+        [sys.executable, "-c", _CAPABILITY_CHECK, capability],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-3000:]
