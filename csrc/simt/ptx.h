@@ -61,6 +61,12 @@ inline std::string hex(const void* p) {
 // arrive calls execute(lanes), lanes[l] pointing to lane l's operands, while the others sleep,
 // so every lane's operands stay alive and every lane sees the results written into them (the
 // mutex orders the accesses for ThreadSanitizer). Returns false after a fault.
+// A lane that leaves without the operation completing (the launch stopped, or it found a lane
+// waiting at the block barrier) withdraws its operands first, under the mutex: w.present then
+// only ever holds lanes that wait here, whose operands are alive. (Leaving them published let a
+// lane arriving late, which had read `stopped` as false just before, complete the warp and
+// execute on a returned lane's dead stack frame: the rare SIGSEGV of the lane_at_syncthreads
+// and lane_leaves tests.)
 template <typename Operands, typename Execute>
 bool warp_collective(const char* name, const Operands& mine, Execute execute) {
   Launch* l = ::simt::detail::current;
@@ -77,6 +83,9 @@ bool warp_collective(const char* name, const Operands& mine, Execute execute) {
   WarpCollective& w = *l->warp_collectives[warp_id()];
   const unsigned lane = lane_id();
   std::unique_lock<std::mutex> lock(w.mutex);
+  // Read again under the mutex: the fault that stopped the launch may have come after the check
+  // above, and lanes that saw it have left (withdrawn, see above).
+  if (l->stopped.load()) return false;
   w.operands[lane] = &mine;
   w.names[lane] = name;
   w.present |= 1u << lane;
@@ -118,6 +127,10 @@ bool warp_collective(const char* name, const Operands& mine, Execute execute) {
   });
   w.waiting.fetch_sub(1);
   if (w.generation != generation) return w.completed_ok;
+  // Not completed: withdraw before this frame (and `mine`) can go away.
+  w.present &= ~(1u << lane);
+  w.operands[lane] = nullptr;
+  w.names[lane] = nullptr;
   if (absent_lane < 32) {
     report_fault(std::string(name) + ": lane " + std::to_string(absent_lane) + " of warp " +
                  std::to_string(warp_id()) +

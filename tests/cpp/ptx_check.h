@@ -39,14 +39,15 @@ inline void expect_ok(const char* name, const char* error) {
   if (error != nullptr) fail("%s: launch error: %s", name, error);
 }
 
-// The launch must have failed with an error containing `needle`; the error is printed so the
-// Python test can check the whole message.
-inline void expect_error(const char* name, const char* error, const char* needle) {
+// The launch must have failed with an error containing `needle`; the error is printed (unless
+// `print` is false) so the Python test can check the whole message.
+inline void expect_error(const char* name, const char* error, const char* needle,
+                         bool print = true) {
   if (error == nullptr) {
     fail("%s: launch succeeded, expected an error containing \"%s\"", name, needle);
   } else if (std::strstr(error, needle) == nullptr) {
     fail("%s: error \"%s\" does not contain \"%s\"", name, error, needle);
-  } else {
+  } else if (print) {
     std::printf("error %s: %s\n", name, error);
   }
 }

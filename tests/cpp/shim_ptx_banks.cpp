@@ -5,8 +5,13 @@
 //                 ("stats ..."). tests/test_shim_ptx.py derives the expected bank-conflict
 //                 degrees from the offsets. Loaded data must match what was stored.
 //   collective-K: misuse of warp-collective calls that must be a launch fault and must not hang
-//                 (K = 1..6), and K = 0, the correct twin.
+//                 (K = 1..6), and K = 0, the correct twin. In every case, a lane that returned
+//                 from the collective must no longer be published in it (see check_withdrawn).
+//   repeat-N:     cases 2 and 3 (a lane missing from the warp's mma) N times each, in one process:
+//                 stress for the fault path, whose race used to crash one run in a few hundred.
+#include <atomic>
 #include <cstdint>
+#include <mutex>
 #include <string>
 
 #include "cuda/compat.cuh"
@@ -114,6 +119,20 @@ void check_banks() {
   for (const unsigned stride : {16u, 64u, 32u}) check_store_load<16>(stride, out.get());
 }
 
+// Lanes found still published in their warp's collective after they returned from it.
+std::atomic<unsigned> still_published{0};
+
+// After a warp collective returned, the calling lane's operands (in its returned frame) must be
+// withdrawn: the lane that completes a warp's operation executes it on the operands of every
+// published lane. Lanes that left a faulted mma used to stay published, so a lane of another
+// warp arriving late could execute on their dead frames (a rare SIGSEGV of cases 2 and 3).
+// White-box: reads the shim's rendezvous state under its mutex.
+void check_withdrawn() {
+  simt::detail::WarpCollective& w = *simt::detail::current->warp_collectives[simt::warp_id()];
+  std::lock_guard<std::mutex> lock(w.mutex);
+  if (w.present >> simt::lane_id() & 1u) ++still_published;
+}
+
 // Case 0 is correct: every lane of every warp calls the mma. The others misuse it.
 __global__ void collective(int which, float* out) {
   FI_DYNAMIC_SHARED(unsigned char, smem);
@@ -135,11 +154,12 @@ __global__ void collective(int which, float* out) {
   } else if (!(which == 3 && culprit)) {
     fi::ptx::mma_m16n8k16_f32<__half>(d, a, b, c);
   }
+  check_withdrawn();
   __syncthreads();  // lane 31 of case 3 waits here while its warp waits in the mma
   out[threadIdx.x] = d[0];
 }
 
-void check_collective(int which) {
+void check_collective(int which, bool print = true) {
   static const char* const expected[] = {
       nullptr,
       "mma.sync.m16n8k16.f32.f16 called by a partial warp of 16 lanes",
@@ -153,8 +173,13 @@ void check_collective(int which) {
   auto out = ptx_check::buffer<float>(64);
   const std::string name = "collective-" + std::to_string(which);
   const unsigned threads = which == 1 ? 48 : 64;
+  still_published = 0;
   const char* error =
       FI_LAUNCH(collective, dim3(2), dim3(threads), 1024, nullptr, which, out.get());
+  if (still_published != 0) {
+    fail("%s: %u lanes still published in the collective after returning from it", name.c_str(),
+         still_published.load());
+  }
   if (which == 0) {
     ptx_check::expect_ok(name.c_str(), error);
     // Lane l holds D[l / 4][2 (l % 4)]: row l / 4 of A has ones in columns 0 and 1 only when
@@ -167,8 +192,16 @@ void check_collective(int which) {
     std::printf("stats collective-0 macs %llu\n",
                 static_cast<unsigned long long>(simt::last_launch_stats().mma_macs));
   } else {
-    ptx_check::expect_error(name.c_str(), error, expected[which]);
+    ptx_check::expect_error(name.c_str(), error, expected[which], print);
   }
+}
+
+void repeat_collective(int times) {
+  for (int i = 0; i < times && ptx_check::failures == 0; ++i) {
+    check_collective(2, false);
+    check_collective(3, false);
+  }
+  std::printf("repeated cases 2 and 3 %d times each\n", times);
 }
 
 }  // namespace
@@ -183,6 +216,10 @@ int main(int argc, char** argv) {
     check_collective(std::stoi(mode.substr(11)));
     return ptx_check::finish("OK: collective case checked");
   }
-  std::printf("usage: %s banks|collective-K\n", argv[0]);
+  if (mode.rfind("repeat-", 0) == 0) {
+    repeat_collective(std::stoi(mode.substr(7)));
+    return ptx_check::finish("OK: collective faults repeated");
+  }
+  std::printf("usage: %s banks|collective-K|repeat-N\n", argv[0]);
   return 2;
 }
