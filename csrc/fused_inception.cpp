@@ -45,6 +45,15 @@ TORCH_LIBRARY(fused_inception, m) {
   // grad_in, grad_out, x: [N, C, H, W], channels_last, same dtype; grad_in shares no memory with
   // the others. grad_in += max_pool3x3_nhwc_backward(grad_out, x), in one pass.
   m.def("max_pool3x3_nhwc_backward_add_(Tensor(a!) grad_in, Tensor grad_out, Tensor x) -> ()");
+  // The CPU backend's float32 eval block on oneDNN convolutions in one call
+  // (csrc/cpu/block_onednn.cpp): x [N, Cin, H, W] float32, any memory format; w_x the three 1x1
+  // convolutions over x stacked [c1 + c2r + c3r, Cin, 1, 1], w2 [c2, c2r, 3, 3], w3 [c3, c3r, K,
+  // K], w_pool [c4, Cin, 1, 1], each plain channels_last or reordered by oneDNN for this input
+  // shape; biases 1-D. Returns the block output [N, c1 + c2 + c3 + c4, H, W] in x's memory
+  // format (NaN-filled before it is written when poison).
+  m.def(
+      "inception_block_onednn(Tensor x, Tensor w_x, Tensor b_x, Tensor w2, Tensor b2, Tensor w3, "
+      "Tensor b3, Tensor w_pool, Tensor b_pool, int c1, int c2r, bool poison=False) -> Tensor");
   // Winograd F(2x2, 3x3) transforms (csrc/cpu/winograd_f2x3.cpp) over the flat tile range
   // [tile_begin, tile_begin + tile_count) of the N * ceil(H/2) * ceil(W/2) tiles (tile_count
   // None: to the last tile). input: r [N*H*W, C] float32 rows of an NHWC tensor (channels

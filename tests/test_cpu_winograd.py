@@ -10,21 +10,33 @@ from helpers import GOOGLENET_CASES, ODD_CASES, assert_close_rel, odd_spatial, r
 from helpers import reference_f64 as ref64
 
 from fused_inception import FusedInception, Inception, _ext
-from fused_inception.backends import cpu_onednn, cpu_winograd
+from fused_inception.backends import cpu, cpu_onednn, cpu_winograd
+from fused_inception.backends.output import poison_outputs
+from fused_inception.configs import GOOGLENET_BLOCKS
+from fused_inception.folding import fold_block
 
 pytestmark = pytest.mark.skipif(
     not _ext.has_extension(), reason=f"fused_inception._C is not built: {_ext.extension_error()}"
 )
 
 
-@pytest.fixture(params=["onednn", "winograd", "direct"])
+@pytest.fixture(params=["onednn", "onednn-python", "winograd", "direct"])
 def conv_path(request, monkeypatch):
     """Force every eligible 3x3 conv onto one path: oneDNN (float32's default where torch has
-    oneDNN), or without it Winograd or the direct convolution (the policy there uses both)."""
-    monkeypatch.setattr(cpu_onednn, "ENABLED", request.param == "onednn")
+    oneDNN; "onednn" the eval forward's C++ operator inception_block_onednn, "onednn-python" the
+    same block from Python, as training's forward runs it), or without it Winograd or the direct
+    convolution (the policy there uses both)."""
+    on_onednn = request.param.startswith("onednn")
+    monkeypatch.setattr(cpu_onednn, "ENABLED", on_onednn)
     onednn_calls = []
     real_conv = cpu_onednn.conv
     monkeypatch.setattr(cpu_onednn, "conv", lambda *a: (onednn_calls.append(1), real_conv(*a))[1])
+    block_calls = []
+    if request.param == "onednn-python":
+        monkeypatch.setattr(cpu, "_BLOCK_OP", None)
+    elif cpu._BLOCK_OP is not None:
+        real_block = cpu._BLOCK_OP
+        monkeypatch.setattr(cpu, "_BLOCK_OP", lambda *a: (block_calls.append(1), real_block(*a))[1])
     if request.param == "winograd":
         monkeypatch.setattr(cpu_winograd, "MIN_PIXELS", 0)
         monkeypatch.setattr(cpu_winograd, "MIN_IN_CHANNELS", 0)
@@ -39,7 +51,10 @@ def conv_path(request, monkeypatch):
     )
     yield request.param
     assert bool(calls) == (request.param == "winograd"), f"{len(calls)} Winograd calls"
-    assert bool(onednn_calls) == (request.param == "onednn"), f"{len(onednn_calls)} oneDNN calls"
+    assert bool(onednn_calls) == (request.param == "onednn-python"), (
+        f"{len(onednn_calls)} oneDNN calls from Python"
+    )
+    assert bool(block_calls) == (request.param == "onednn"), f"{len(block_calls)} operator calls"
 
 
 def _parity(cfg, hw, batch, norm, k, layout):
@@ -60,6 +75,33 @@ def test_googlenet_blocks(name, cfg, conv_path):
 @pytest.mark.parametrize("norm,k", [(True, 3), (False, 5)], ids=["bn-k3", "paper-k5"])
 def test_odd_shapes(name, cfg, norm, k, conv_path):
     _parity(cfg, odd_spatial(name, cfg.hw), 3, norm, k, torch.contiguous_format)
+
+
+@pytest.mark.skipif(
+    cpu._BLOCK_OP is None or not cpu_onednn.available(torch.float32),
+    reason="no inception_block_onednn operator or no oneDNN in this build",
+)
+@pytest.mark.parametrize("name", ["3a", "4e", "5b"])
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last], ids=str)
+def test_block_operator_is_the_python_path(name, layout):
+    """The eval forward's C++ operator and the same block from Python give the same bits, with
+    plain weights (a shape's first call) and reordered ones (later calls), batch 1 and 2, on
+    input holding NaN and infinities (the ReLU must keep NaN, as torch's does)."""
+    cfg = GOOGLENET_BLOCKS[name]
+    src = randomize_block(Inception(*cfg.args(), branch3_kernel=5, norm=False)).eval()
+    packed = cpu.prepare(fold_block(FusedInception.from_module(src, backend="cpu")))
+    for batch in (1, 2):
+        x = torch.randn(batch, cfg.in_channels, cfg.hw, cfg.hw).contiguous(memory_format=layout)
+        x[0, 3, 2, 2] = float("nan")
+        x[-1, 5, 0, :] = float("inf")
+        for call in range(3):
+            with torch.no_grad(), poison_outputs():
+                got = cpu.forward(x, packed)
+                want = cpu._forward(x, packed, keep_reduced=False)[0]
+            where = f"batch {batch}, call {call}"
+            assert got.stride() == want.stride(), where
+            assert got.isnan().any(), where
+            assert torch.equal(got.view(torch.int32), want.view(torch.int32)), where
 
 
 @pytest.mark.parametrize("hw", [(1, 1), (1, 4), (2, 2), (3, 5), (6, 7)])

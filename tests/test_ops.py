@@ -26,8 +26,8 @@ from helpers import (
 )
 from torch._subclasses.fake_tensor import FakeTensorMode
 
-from fused_inception import Inception
-from fused_inception.backends import cuda_kernel_builds
+from fused_inception import Inception, _ext
+from fused_inception.backends import cpu_onednn, cuda_kernel_builds
 from fused_inception.folding import fold_block
 from fused_inception.ops import inception_block
 from fused_inception.packing import prepare_block, prepare_chain, prepare_conv1x1
@@ -46,6 +46,7 @@ needs_cuda_ops = pytest.mark.skipif(
 COVERED = {
     "inception_block": "test_opcheck_inception_block",
     "inception_block_saving": "test_opcheck_inception_block_saving",
+    "inception_block_onednn": "test_opcheck_inception_block_onednn",
     "max_pool3x3_nhwc": "test_opcheck_max_pool3x3_nhwc",
     "max_pool3x3_nhwc_backward": "test_opcheck_max_pool3x3_nhwc_backward",
     "max_pool3x3_nhwc_backward_add_": "test_opcheck_max_pool3x3_nhwc_backward",
@@ -184,6 +185,39 @@ def test_opcheck_max_pool3x3_nhwc_backward():
     _opcheck(ops.max_pool3x3_nhwc_backward.default, (g, x))
     acc = torch.randn(2, 5, 4, 6, generator=gen).contiguous(memory_format=torch.channels_last)
     _opcheck(ops.max_pool3x3_nhwc_backward_add_.default, (acc, g, x))
+
+
+@pytest.mark.skipif(
+    not _ext.has_op("inception_block_onednn") or not cpu_onednn.available(torch.float32),
+    reason="no inception_block_onednn operator or no oneDNN in this build",
+)
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last], ids=str)
+def test_opcheck_inception_block_onednn(layout):
+    """The CPU backend's eval block in one C++ call, with plain (channels_last) weights: the
+    opaque reordered ones cannot enter FakeTensorMode. Values: tests/test_cpu_winograd.py."""
+    gen = torch.Generator().manual_seed(8)
+    c_in, c1, c2r, c2, c3r, c3, c4 = 6, 3, 4, 5, 2, 3, 4
+
+    def weight(c_out, c, k):
+        w = torch.randn(c_out, c, k, k, generator=gen)
+        return w.contiguous(memory_format=torch.channels_last)
+
+    args = (
+        torch.randn(2, c_in, 5, 4, generator=gen).contiguous(memory_format=layout),
+        weight(c1 + c2r + c3r, c_in, 1), torch.randn(c1 + c2r + c3r, generator=gen),
+        weight(c2, c2r, 3), torch.randn(c2, generator=gen),
+        weight(c3, c3r, 5), torch.randn(c3, generator=gen),
+        weight(c4, c_in, 1), torch.randn(c4, generator=gen),
+        c1, c2r, True,
+    )  # fmt: skip
+    _opcheck(ops.inception_block_onednn.default, args)
+    out = ops.inception_block_onednn(*args)
+    assert out.shape == (2, c1 + c2 + c3 + c4, 5, 4) and not out.isnan().any()
+    with FakeTensorMode() as mode:
+        fake = ops.inception_block_onednn(
+            *(mode.from_tensor(a) if isinstance(a, torch.Tensor) else a for a in args)
+        )
+    assert fake.shape == out.shape and fake.stride() == out.stride()
 
 
 def test_opcheck_winograd_f2x3():

@@ -25,11 +25,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .. import _ext
 from ..reference import FoldedParams
 from . import cpu_onednn as onednn
 from . import cpu_winograd as winograd
 from .cpu_maxpool import max_pool3x3
-from .output import new_output, output_memory_format
+from .output import new_output, output_memory_format, output_poisoned
 
 
 class CpuPacked(NamedTuple):
@@ -102,8 +103,36 @@ def _winograd_weight(weight: Tensor) -> Tensor | None:
 
 
 def forward(x: Tensor, packed: CpuPacked) -> Tensor:
-    """Fused eval forward on the CPU (see _forward)."""
+    """Fused eval forward on the CPU (see _forward).
+
+    float32 on oneDNN is one call of the C++ operator fused_inception::inception_block_onednn
+    (csrc/cpu/block_onednn.cpp), _forward_onednn's computation without its per-operator Python
+    overhead, which matters at batch 1; _forward_onednn itself stays for forward_saving and
+    builds without the operator.
+    """
+    if packed.onednn is not None and x.dtype == torch.float32 and _BLOCK_OP is not None:
+        weights, shape = packed.onednn, tuple(x.shape)
+        r_shape = (shape[0], packed.c2r, shape[2], shape[3])  # r3's differs in channels only
+        r3_shape = (shape[0], packed.c3r, shape[2], shape[3])
+        return _BLOCK_OP(
+            x, weights.get("x", shape), packed.b_x, weights.get("2", r_shape), packed.b2,
+            weights.get("3", r3_shape), packed.b3, weights.get("pool", shape), packed.b4,
+            packed.c1, packed.c2r, output_poisoned(),
+        )  # fmt: skip
     return _forward(x, packed, keep_reduced=False)[0]
+
+
+# The operator's overload, resolved once (None in builds without it).
+_BLOCK_OP = (
+    _ext.op("inception_block_onednn").default if _ext.has_op("inception_block_onednn") else None
+)
+
+
+@_ext.register_fake("inception_block_onednn")
+def _inception_block_onednn_fake(x, w_x, b_x, w2, b2, w3, b3, w_pool, b_pool, c1, c2r, poison):
+    n, _, h, w = x.shape
+    shape = (n, c1 + b2.shape[0] + b3.shape[0] + b_pool.shape[0], h, w)
+    return x.new_empty(shape).contiguous(memory_format=output_memory_format(x))
 
 
 def forward_saving(x: Tensor, packed: CpuPacked) -> tuple[Tensor, Tensor, Tensor]:

@@ -29,6 +29,11 @@ def poison_outputs(enabled: bool = True) -> Iterator[None]:
         _poison_outputs = previous
 
 
+def output_poisoned() -> bool:
+    """True while poison_outputs is on (for operators that allocate their output in C++)."""
+    return _poison_outputs
+
+
 def new_output(shape: tuple[int, ...], like: torch.Tensor, memory_format: torch.memory_format):
     """Allocate a backend's output (NaN-filled while poison_outputs is on)."""
     out = torch.empty(shape, dtype=like.dtype, device=like.device, memory_format=memory_format)
