@@ -337,7 +337,7 @@ def _backward(ctx, grad_out: Tensor):
             grad_x_rows = _input_grad_rows(g_cat, w_cat, n, h, w)
 
     # b4: the 3x3/1 max-pool recomputed; projection GEMMs; the pool's backward. On the CPU the
-    # package's pool and its index-free backward (csrc/cpu/max_pool3x3.cpp: the same gradient
+    # package's pool and its index-free backward (csrc/cpu/max_pool3x3*.cpp: the same gradient
     # as ATen's, without recomputing and storing int64 indices); elsewhere ATen's with indices.
     if needs["x"] or needs["w4"] or needs["b4"]:
         x_nhwc = x.contiguous(memory_format=torch.channels_last)

@@ -1,5 +1,6 @@
 """The CPU backend's 3x3/1 max-pool: the C++ operator fused_inception::max_pool3x3_nhwc
-(csrc/cpu/max_pool3x3.cpp), its typed wrapper and its fake kernel.
+(csrc/cpu/max_pool3x3.cpp) and its index-free backward (csrc/cpu/max_pool3x3_backward.cpp),
+their typed wrappers and fake kernels.
 
 Separable and vectorised over the channels of NHWC memory; bit-exact with
 F.max_pool2d(x, 3, 1, 1).
@@ -47,7 +48,8 @@ def max_pool3x3_nhwc_backward(grad_out: Tensor, x: Tensor) -> Tensor:
     dtypes accumulate in float32): each output's gradient goes to the element its window
     selects (row-major scan; a NaN replaces the running max, another value only if strictly
     greater), an element's gradient is the sum of those that selected it, in row-major order.
-    float32 runs AVX2 code where the forward does.
+    float32 runs AVX-512 or AVX2 loops as torch's CPU capability allows (the scalar loops at
+    capability `default`; all give the same bits).
 
     Arguments:
         grad_out: [N, C, H, W], x's dtype, channels_last-contiguous.
