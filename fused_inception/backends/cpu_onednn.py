@@ -36,6 +36,7 @@ def available(dtype: torch.dtype) -> bool:
         and torch.backends.mkldnn.is_available()
         and torch.backends.mkldnn.enabled
         and hasattr(torch.ops.mkldnn, "_convolution_pointwise")
+        and hasattr(torch.ops.mkldnn, "_reorder_convolution_weight")
     )
 
 
@@ -52,30 +53,51 @@ def conv_weight(weight: Tensor) -> Tensor:
     return weight.contiguous(memory_format=torch.channels_last)
 
 
-def reorder(weight: Tensor, input_shape: tuple[int, int, int, int]) -> Tensor:
-    """weight [Cout, Cin, K, K] float32 reordered for inputs of `input_shape` (an opaque oneDNN
-    tensor; zero padding K // 2, stride 1)."""
-    pad = weight.shape[-1] // 2
-    return torch._C._nn.mkldnn_reorder_conv2d_weight(
-        weight.contiguous().to_mkldnn(), [pad, pad], [1, 1], [1, 1], 1, list(input_shape)
+def reorder(
+    weight: Tensor,
+    input_shape: tuple[int, int, int, int],
+    padding: tuple[int, int] | None = None,
+    stride: tuple[int, int] = (1, 1),
+    dilation: tuple[int, int] = (1, 1),
+    groups: int = 1,
+) -> Tensor:
+    """weight [Cout, Cin / groups, kh, kw] float32 reordered into the blocked layout oneDNN picks
+    for inputs of `input_shape` and this convolution's geometry (an opaque oneDNN tensor;
+    padding None: zero padding K // 2)."""
+    padding = _same_padding(weight) if padding is None else padding
+    return torch.ops.mkldnn._reorder_convolution_weight(
+        weight, list(padding), list(stride), list(dilation), groups, list(input_shape)
     )
 
 
-def conv(x_nhwc: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
-    """conv2d(x, weight, bias, stride 1, zero padding K // 2) by oneDNN, bias in its epilogue.
+def conv(
+    x: Tensor,
+    weight: Tensor,
+    bias: Tensor | None,
+    padding: tuple[int, int] | None = None,
+    stride: tuple[int, int] = (1, 1),
+    dilation: tuple[int, int] = (1, 1),
+    groups: int = 1,
+) -> Tensor:
+    """conv2d(x, weight, bias, stride, zero padding, dilation, groups) by oneDNN, bias in its
+    epilogue (padding None: K // 2, "same" for odd K at stride 1).
 
-    The ReLU is left to the caller's copy into the output slice (torch.clamp_min): oneDNN's
-    fused ReLU maps NaN to 0, where torch's ReLU (and so torchvision's block) keeps NaN.
+    The ReLU is left to the caller (torch's clamp_min or relu_): oneDNN's fused ReLU maps NaN
+    to 0, where torch's ReLU (and so torchvision's block) keeps NaN.
 
-    x_nhwc: [N, Cin, H, W] float32, channels_last-contiguous
-    weight: [Cout, Cin, K, K] (conv_weight or reorder)
-    bias:   [Cout]
-    Returns [N, Cout, H, W] channels_last.
+    x:      [N, Cin, H, W] float32 (channels_last: the output is too)
+    weight: [Cout, Cin / groups, kh, kw] (conv_weight, a dense weight, or reorder's)
+    bias:   [Cout] or None
+    Returns [N, Cout, H', W'].
     """
-    pad = weight.shape[-1] // 2
+    padding = _same_padding(weight) if padding is None else padding
     return torch.ops.mkldnn._convolution_pointwise(
-        x_nhwc, weight, bias, [pad, pad], [1, 1], [1, 1], 1, "none", [], ""
+        x, weight, bias, list(padding), list(stride), list(dilation), groups, "none", [], ""
     )
+
+
+def _same_padding(weight: Tensor) -> tuple[int, int]:
+    return weight.shape[-2] // 2, weight.shape[-1] // 2
 
 
 class Weights:
