@@ -41,7 +41,7 @@ import torch
 from torch import Tensor, nn
 
 from . import _ext
-from .backends.cpu_maxpool import max_pool3x3, max_pool3x3_nhwc_backward
+from .backends.cpu_maxpool import max_pool3x3, max_pool3x3_nhwc_backward_add_
 from .backends.output import new_output, output_memory_format
 from .units import block_units
 
@@ -62,7 +62,7 @@ def _own_pool(x_cl: Tensor) -> bool:
     return (
         x_cl.device.type == "cpu"
         and x_cl.is_contiguous(memory_format=torch.channels_last)
-        and _ext.has_op("max_pool3x3_nhwc_backward")
+        and _ext.has_op("max_pool3x3_nhwc_backward_add_")
     )
 
 
@@ -334,11 +334,12 @@ class _BNTrainingBlock(torch.autograd.Function):
         grads[21] = dy4.sum(0) if ctx.has_bias[5] else None
         grad_pooled, grads[20] = _conv1x1_backward(dy4, pooled, w4, shape, need_x)
         del dy4
+        # The max-pool's backward: with the package's operator it is added into the 1x1
+        # convolutions' input gradient at the end (no tensor of its own, no separate add;
+        # grad_pooled, x-sized, stays alive until then instead); else ATen's, with indices, now.
         grad_x = None
         if need_x and indices is None:
             grad_pooled = grad_pooled.contiguous(memory_format=torch.channels_last)
-            grad_x = max_pool3x3_nhwc_backward(grad_pooled, x_cl)
-            del grad_pooled
         elif need_x:
             grad_x = torch.ops.aten.max_pool2d_with_indices_backward(
                 grad_pooled, x_cl, *_POOL_ARGS, indices
@@ -381,7 +382,11 @@ class _BNTrainingBlock(torch.autograd.Function):
         del dy_red
         for i, gw in zip(_X_READERS, grad_w_red.split(split), strict=True):
             grads[4 * i] = gw
-        if need_x:
+        if need_x and grad_x is None:
+            max_pool3x3_nhwc_backward_add_(grad_x_red, grad_pooled, x_cl)
+            del grad_pooled
+            grad_x = grad_x_red.contiguous(memory_format=ctx.x_format)
+        elif need_x:
             grad_x += grad_x_red
             del grad_x_red
             grad_x = grad_x.contiguous(memory_format=ctx.x_format)
