@@ -218,6 +218,16 @@ def test_opcheck_inception_block_onednn(layout):
             *(mode.from_tensor(a) if isinstance(a, torch.Tensor) else a for a in args)
         )
     assert fake.shape == out.shape and fake.stride() == out.stride()
+    # Bad arguments: a clear error before any convolution runs.
+    bad_cases = [
+        ((args[0].double(),) + args[1:], "float32 CPU x"),
+        ((args[0][0],) + args[1:], "4-D x"),
+        (args[:9] + (c1, c2r + c3r, True), "leave channels of b_x for r3"),
+        (args[:2] + (args[2][:, None],) + args[3:], "1-D biases"),
+    ]
+    for bad, match in bad_cases:
+        with pytest.raises((ValueError, RuntimeError), match=match):
+            ops.inception_block_onednn(*bad)
 
 
 def test_opcheck_winograd_f2x3():

@@ -128,13 +128,6 @@ _BLOCK_OP = (
 )
 
 
-@_ext.register_fake("inception_block_onednn")
-def _inception_block_onednn_fake(x, w_x, b_x, w2, b2, w3, b3, w_pool, b_pool, c1, c2r, poison):
-    n, _, h, w = x.shape
-    shape = (n, c1 + b2.shape[0] + b3.shape[0] + b_pool.shape[0], h, w)
-    return x.new_empty(shape).contiguous(memory_format=output_memory_format(x))
-
-
 def forward_saving(x: Tensor, packed: CpuPacked) -> tuple[Tensor, Tensor, Tensor]:
     """forward, also returning r2 and r3 (after their ReLU) for a backward that does not
     recompute them: ([N, Ctot, H, W], [N, c2r, H, W], [N, c3r, H, W]), the last two

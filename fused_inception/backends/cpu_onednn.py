@@ -21,6 +21,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from .. import _ext
+from .output import output_memory_format
+
 # Off: the CPU backend takes its other float32 path (addmm GEMMs, Winograd where it pays);
 # tests switch it to cover both paths.
 ENABLED = True
@@ -131,3 +134,12 @@ def relu_channels_last(t: Tensor) -> Tensor:
     """relu(t) as a new channels_last-contiguous tensor (t: a channel slice of one)."""
     out = torch.empty_like(t, memory_format=torch.channels_last)
     return torch.clamp_min(t, 0, out=out)
+
+
+# The fake kernel of fused_inception::inception_block_onednn (csrc/cpu/block_onednn.cpp, the
+# eval block that backends/cpu.py calls), here because this module is imported with the package.
+@_ext.register_fake("inception_block_onednn")
+def _inception_block_onednn_fake(x, w_x, b_x, w2, b2, w3, b3, w_pool, b_pool, c1, c2r, poison):
+    n, _, h, w = x.shape
+    shape = (n, c1 + b2.shape[0] + b3.shape[0] + b_pool.shape[0], h, w)
+    return x.new_empty(shape).contiguous(memory_format=output_memory_format(x))
