@@ -20,7 +20,6 @@
 // GoogLeNet shapes), so an input row is reduced horizontally once per task, not three times.
 
 #include <ATen/Dispatch.h>
-#include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
 #include <ATen/Version.h>
 #include <ATen/core/Tensor.h>
@@ -43,11 +42,9 @@
 
 #include <array>
 #include <cstdint>
-#include <limits>
 #include <memory>
 #include <string>
 #include <type_traits>
-#include <vector>
 
 namespace fused_inception {
 namespace {

@@ -122,7 +122,9 @@ void gather_scalar(scalar_t* dst, const Gather<scalar_t>& g, int64_t begin, int6
 //
 // Each is the scalar loop above over whole vectors: the same comparisons (v > m ordered, or v
 // unordered: NaN), the same selections and the same additions in the same order. (GCC's vector
-// extensions were tried first: it compiled `(v > m) | (v != v)` lane by lane.)
+// extensions were tried first: it compiled `(v > m) | (v != v)` lane by lane.) The AVX-512 and
+// AVX2 functions are the same loop written twice, once per ISA: their masks differ in kind
+// (__mmask16 against a vector), and a shared template would not take either target attribute.
 
 #if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__)
 #define FUSED_INCEPTION_VECTOR_BACKWARD 1
@@ -310,11 +312,12 @@ int column_spans(int64_t width, std::array<ColumnSpan, 3>& spans) {
 }
 
 // Scratch of one task: rings of three rows (W*C elements each) of horizontal values (opmath),
-// horizontal columns and taps (float). Kept per thread between calls: fresh buffers on every
-// call cost page faults.
+// horizontal columns and taps (float), and one row of opmath values (16-bit inputs widened).
+// Kept per thread between calls: fresh buffers on every call cost page faults.
 template <typename value_t>
 struct Rings {
   value_t* hval;
+  value_t* widened;
   float* hcol;
   float* taps;
 };
@@ -322,42 +325,39 @@ struct Rings {
 template <typename value_t>
 Rings<value_t> rings(int64_t row_len) {
   thread_local std::vector<unsigned char> buffer;
-  const size_t bytes = static_cast<size_t>(3 * row_len) * (sizeof(value_t) + 2 * sizeof(float));
+  const size_t rows = static_cast<size_t>(row_len);
+  const size_t bytes = 4 * rows * sizeof(value_t) + 6 * rows * sizeof(float);
   if (buffer.size() < bytes) {
     buffer.resize(bytes);
   }
   // value_t first: the floats after it stay aligned for both 4- and 8-byte value types.
-  auto* base = buffer.data();
-  auto* hval = reinterpret_cast<value_t*>(base);
-  auto* hcol = reinterpret_cast<float*>(base + 3 * row_len * sizeof(value_t));
-  return {hval, hcol, hcol + 3 * row_len};
+  auto* hval = reinterpret_cast<value_t*>(buffer.data());
+  auto* hcol = reinterpret_cast<float*>(hval + 4 * rows);
+  return {hval, hval + 3 * rows, hcol, hcol + 3 * rows};
 }
 
 template <typename scalar_t>
 void backward_image(const scalar_t* grad_out, const scalar_t* x, scalar_t* grad_in, int64_t height,
                     int64_t width, int64_t channels, bool accumulate) {
-  using opmath_t = at::opmath_type<scalar_t>;
-  // Values are selected in opmath_t (exact copies): float for float32 and the 16-bit types.
-  using value_t = std::conditional_t<std::is_same_v<scalar_t, double>, double, float>;
-  static_assert(std::is_same_v<value_t, opmath_t>);
+  // Values are selected in opmath (exact copies): float for float32 and the 16-bit types.
+  using value_t = at::opmath_type<scalar_t>;
   const int64_t c = channels;
   const int64_t row_len = width * c;
   const Rings<value_t> ring = rings<value_t>(row_len);
   std::array<ColumnSpan, 3> spans;
   const int span_count = column_spans(width, spans);
 
-  // 16-bit inputs are widened to float once per row (into `widened`); float and double rows
+  // 16-bit inputs are widened to float once per row (into ring.widened); float and double rows
   // are read in place.
-  std::vector<value_t> widened(std::is_same_v<scalar_t, value_t> ? 0 : row_len);
   auto horizontal = [&](int64_t ih) {
     const value_t* row;
     if constexpr (std::is_same_v<scalar_t, value_t>) {
       row = x + ih * row_len;
     } else {
       for (int64_t i = 0; i < row_len; ++i) {
-        widened[i] = static_cast<value_t>(x[ih * row_len + i]);
+        ring.widened[i] = static_cast<value_t>(x[ih * row_len + i]);
       }
-      row = widened.data();
+      row = ring.widened;
     }
     value_t* hval = ring.hval + (ih % 3) * row_len;
     float* hcol = ring.hcol + (ih % 3) * row_len;

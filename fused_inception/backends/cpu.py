@@ -112,10 +112,10 @@ def forward(x: Tensor, packed: CpuPacked) -> Tensor:
     """
     if packed.onednn is not None and x.dtype == torch.float32 and _BLOCK_OP is not None:
         weights, shape = packed.onednn, tuple(x.shape)
-        r_shape = (shape[0], packed.c2r, shape[2], shape[3])  # r3's differs in channels only
+        r2_shape = (shape[0], packed.c2r, shape[2], shape[3])  # the kxk convolutions' inputs
         r3_shape = (shape[0], packed.c3r, shape[2], shape[3])
         return _BLOCK_OP(
-            x, weights.get("x", shape), packed.b_x, weights.get("2", r_shape), packed.b2,
+            x, weights.get("x", shape), packed.b_x, weights.get("2", r2_shape), packed.b2,
             weights.get("3", r3_shape), packed.b3, weights.get("pool", shape), packed.b4,
             packed.c1, packed.c2r, output_poisoned(),
         )  # fmt: skip
