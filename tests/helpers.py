@@ -252,6 +252,26 @@ def assert_same_pool_bits(out: torch.Tensor, ref: torch.Tensor, where: str) -> N
     )
 
 
+def run_at_capability(script: str, capability: str) -> None:
+    """Run `script` (Python source that prints "ok") in a subprocess whose torch runs at CPU
+    capability `capability` ("DEFAULT", "AVX2", ...; passed as sys.argv[1] too), importing this
+    checkout's fused_inception: the operators' AVX2 and scalar loops, which a machine running
+    torch's AVX-512 kernels would never take otherwise."""
+    if capability != "DEFAULT" and not torch.backends.cpu.get_cpu_capability().startswith("AVX"):
+        pytest.skip(f"this CPU runs torch at capability {torch.backends.cpu.get_cpu_capability()}")
+    package_root = os.path.dirname(os.path.dirname(os.path.abspath(_ext.__file__)))
+    python_path = os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "ATEN_CPU_CAPABILITY": capability.lower(), "PYTHONPATH": python_path}
+    result = subprocess.run(
+        [sys.executable, "-c", script, capability],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-3000:]
+
+
 # ---------------------------------------------------------------------------------------------
 # Ahead-of-time compilation.
 

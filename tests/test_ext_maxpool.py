@@ -12,14 +12,12 @@ this operator does everywhere). The subprocess test runs torch and this operator
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import textwrap
 
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import BITS, assert_same_pool_bits, dtype_params
+from helpers import BITS, assert_same_pool_bits, dtype_params, run_at_capability
 
 from fused_inception import _ext
 from fused_inception.backends.cpu_maxpool import max_pool3x3_nhwc
@@ -189,14 +187,4 @@ _DEFAULT_CAPABILITY_CHECK = textwrap.dedent(
 def test_portable_path_without_avx2() -> None:
     # At capability `default` the operator takes its portable (non-AVX2) loops; CI has AVX2, so
     # without this test those loops would never run.
-    package_root = os.path.dirname(os.path.dirname(os.path.abspath(_ext.__file__)))
-    python_path = os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))
-    env = {**os.environ, "ATEN_CPU_CAPABILITY": "default", "PYTHONPATH": python_path}
-    result = subprocess.run(
-        [sys.executable, "-c", _DEFAULT_CAPABILITY_CHECK],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-3000:]
+    run_at_capability(_DEFAULT_CAPABILITY_CHECK, "DEFAULT")

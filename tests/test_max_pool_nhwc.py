@@ -14,8 +14,6 @@ import copy
 import io
 import itertools
 import os
-import subprocess
-import sys
 import textwrap
 import warnings
 
@@ -23,7 +21,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 import torchvision
-from helpers import BITS, assert_close_rel, assert_same_pool_bits, dtype_params, randomize_block
+from helpers import (
+    BITS,
+    assert_close_rel,
+    assert_same_pool_bits,
+    dtype_params,
+    randomize_block,
+    run_at_capability,
+)
 from torch import nn
 
 from fused_inception import _ext, nhwc_pool, prepare_for_inference, unprepare_for_inference
@@ -284,19 +289,7 @@ def test_other_vector_widths_match_max_pool2d(capability):
     # float32 runs AVX-512 loops where torch runs its AVX-512 kernels (as here and on CI); torch's
     # capability setting selects the AVX2 loops and the scalar ones (at DEFAULT torch's bfloat16
     # NaN bits match too).
-    if capability == "AVX2" and not torch.backends.cpu.get_cpu_capability().startswith("AVX"):
-        pytest.skip(f"this CPU runs torch at capability {torch.backends.cpu.get_cpu_capability()}")
-    package_root = os.path.dirname(os.path.dirname(os.path.abspath(_ext.__file__)))
-    python_path = os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))
-    env = {**os.environ, "ATEN_CPU_CAPABILITY": capability.lower(), "PYTHONPATH": python_path}
-    result = subprocess.run(
-        [sys.executable, "-c", _CAPABILITY_CHECK, capability],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-3000:]
+    run_at_capability(_CAPABILITY_CHECK, capability)
 
 
 # --- the module -----------------------------------------------------------------------------
