@@ -1,6 +1,7 @@
 // What the NHWC max-pool forward kernels share (csrc/cpu/max_pool3x3.cpp, max_pool_nhwc.cpp):
 // torch's update rule (take_max) and its elementwise reduction over up to three equally long
-// runs of values (max_of_runs), vectorised with at::vec::Vectorized (AVX2) plus a scalar loop.
+// runs of values (max_of_runs): float32 in AVX-512 or AVX2 loops as torch's CPU capability
+// allows, the other dtypes in AVX2 (at::vec::Vectorized), a scalar loop for the rest.
 //
 // Why the separable scheme both kernels use gives max_pool2d's bits: torch scans a window in
 // row-major order with take_max, whose result is the last NaN of the window if it holds one,

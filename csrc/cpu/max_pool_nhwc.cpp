@@ -16,12 +16,14 @@
 //   1. horizontal: for each input row, hrow[ow] = max over the in-image columns of window ow;
 //   2. vertical:   for each output row, out[ow] = max over hrow of the window's in-image rows.
 // In NHWC a column is C contiguous values, so each step reduces runs of C values elementwise
-// (AVX2 plus a scalar remainder, any C). With stride 1 the columns whose window lies inside the
-// row form one long run whose kernel_w sources are that run shifted by C.
+// (max_of_runs: AVX-512 or AVX2 plus a scalar remainder, any C). With stride 1 the columns whose
+// window lies inside the row form one long run whose kernel_w sources are that run shifted by C;
+// with a larger stride, one call reduces a step of columns, a block of C values each. The input
+// is prefetched ahead of the horizontal pass (see kPrefetchBytes).
 // Parallelisation: fused_inception::parallel_for over output rows (n, oh). Each task keeps the
 // horizontal maxima of the last kernel_h input rows it reduced in a ring (kernel_h * OW*C
-// values; 43 KB for GoogLeNet's largest pool in float32), so with stride < kernel the rows that
-// consecutive windows share are reduced once per task.
+// values; 43-81 KB for GoogLeNet's stem pools in float32), so with stride < kernel the rows
+// that consecutive windows share are reduced once per task.
 
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
@@ -88,27 +90,40 @@ void max_of_many_runs(scalar_t* out, const scalar_t* const* src, int64_t count, 
   }
 }
 
-// Output columns per step of the horizontal pass: between steps it prefetches the part of the
-// next input row that the step's columns correspond to.
+// Output columns per step of the horizontal pass: between steps it prefetches.
 constexpr int64_t kColumnsPerStep = 8;
 
+// How far the horizontal pass prefetches the input ahead of the columns it reads. Without any
+// prefetch the loads of the strided windows waited on memory (perf: most samples on them) and
+// on GoogLeNet's stem shapes (2 threads) the pool ran 1.0-1.4x faster than ATen's, with it
+// about 2x; 4, 8 and 16 KB and a whole row ahead measured alike within this machine's noise.
+constexpr int64_t kPrefetchBytes = 8192;
+
+// Where a task's prefetch of the input stands: rows follow each other in memory, so it runs on
+// from the end of one row into the next (the next one reduced, unless the stride skips rows).
+struct Prefetch {
+  const char* input;  // the input's first byte
+  int64_t size;       // its bytes
+  int64_t done = 0;   // the lines before this offset are prefetched
+};
+
 // hrow[ow*C + c] = max over the in-image columns iw of window ow of row_in[iw*C + c], for one
-// input row; src: scratch for cols.kernel pointers. next_row (or null): the input row reduced
-// after this one, prefetched as this one advances (a step's share of it per step). Without it
-// the loads of the strided windows waited on memory (perf: most samples on them): on GoogLeNet's
-// stem shapes (2 threads) the pool ran 1.0-1.4x faster than ATen's instead of about 2x.
+// input row; src: scratch for cols.kernel pointers; ahead: the task's prefetch, kept
+// kPrefetchBytes beyond the columns read.
 template <typename scalar_t>
 void horizontal_max(scalar_t* hrow, const scalar_t* row_in, const Axis& cols, int64_t channels,
-                    const scalar_t** src, const scalar_t* next_row) {
+                    const scalar_t** src, Prefetch& ahead) {
   const int64_t c = channels;
-  const int64_t next_bytes = next_row == nullptr ? 0 : cols.in * c * int64_t(sizeof(scalar_t));
-  int64_t prefetched = 0;
-  const auto prefetch_until = [&](int64_t ow) {  // the share of the next row for columns < ow
-    const char* next = reinterpret_cast<const char*>(next_row);
-    const int64_t until = next_bytes * ow / cols.out;
-    for (; prefetched < until; prefetched += 64) {
-      __builtin_prefetch(next + prefetched, 0, 3);
+  const int64_t row_offset = reinterpret_cast<const char*>(row_in) - ahead.input;
+  const int64_t row_bytes = cols.in * c * int64_t(sizeof(scalar_t));
+  const auto prefetch_until = [&](int64_t ow) {  // kPrefetchBytes beyond the columns < ow
+    const int64_t until =
+        std::min(ahead.size, row_offset + row_bytes * ow / cols.out + kPrefetchBytes);
+    int64_t line = std::max(ahead.done, row_offset);
+    for (; line < until; line += 64) {
+      __builtin_prefetch(ahead.input + line, 0, 3);
     }
+    ahead.done = std::max(ahead.done, line);
   };
   // Columns ow_full .. ow_end-1 have whole windows; the others lose columns to the left padding
   // or the row's end.
@@ -158,6 +173,8 @@ void max_pool_nhwc_kernel(const scalar_t* x, scalar_t* out, int64_t batch, int64
     std::vector<int64_t> ring_row(ring_size, -1);
     std::vector<const scalar_t*> column_src(cols.kernel);
     std::vector<const scalar_t*> row_src(rows.kernel);
+    Prefetch ahead{reinterpret_cast<const char*>(x),
+                   batch * rows.in * in_row_len * int64_t(sizeof(scalar_t))};
     for (int64_t r = begin; r < end; ++r) {
       const int64_t n = r / rows.out, oh = r % rows.out;
       const int64_t first = rows.first(oh), count = rows.last(oh) - first;
@@ -165,9 +182,7 @@ void max_pool_nhwc_kernel(const scalar_t* x, scalar_t* out, int64_t batch, int64
         const int64_t g = n * rows.in + first + j;
         scalar_t* slot = ring.get() + (g % ring_size) * out_row_len;
         if (ring_row[g % ring_size] != g) {
-          const int64_t next = g + 1 < batch * rows.in ? g + 1 : g;
-          horizontal_max(slot, x + g * in_row_len, cols, channels, column_src.data(),
-                         next != g ? x + next * in_row_len : nullptr);
+          horizontal_max(slot, x + g * in_row_len, cols, channels, column_src.data(), ahead);
           ring_row[g % ring_size] = g;
         }
         row_src[j] = slot;
