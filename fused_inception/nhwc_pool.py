@@ -157,7 +157,7 @@ class NhwcMaxPool3x3(NhwcMaxPool2d):
 
     x:   [N, C, H, W]
     out: [N, C, H, W], exactly F.max_pool2d(x, 3, 1, 1), as NhwcMaxPool2d computes it.
-    (fused_inception::max_pool_nhwc, with its prefetch, measured 1.3-1.5x faster than
+    (fused_inception::max_pool_nhwc, with its prefetch, measured 1.2-1.5x faster than
     max_pool3x3_nhwc at GoogLeNet's batch-8 branch4 shapes, 2 threads.)
     """
 
