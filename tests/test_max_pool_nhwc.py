@@ -125,6 +125,31 @@ def test_googlenet_pools_match_bitwise(name, shape, kernel, stride, padding, cei
     check(randn_cl(shape, dtype, gen), kernel, stride, padding, ceil_mode)
 
 
+@pytest.mark.parametrize("dtype", dtype_params())
+def test_kernels_larger_than_3_match_bitwise(dtype):
+    # More than three runs per window row or column: folded into the output three, then two,
+    # at a time.
+    gen = torch.Generator().manual_seed(9)
+    for kernel, stride, padding, ceil_mode in itertools.product(
+        [4, 5, (5, 2), (1, 6)], [1, 2, 3], [0, 1, (2, 0)], [False, True]
+    ):
+        if any(p > k // 2 for k, p in zip(_pair(kernel), _pair(padding), strict=True)):
+            continue
+        check(randn_cl((2, 9, 9, 11), dtype, gen), kernel, stride, padding, ceil_mode)
+
+
+@pytest.mark.parametrize(
+    "shape,kernel,stride,padding",
+    [((3, 64, 41, 40), 3, 2, 0), ((2, 832, 14, 14), 2, 2, 0), ((5, 67, 20, 19), 3, 2, 1)],
+    ids=["64ch_3x3s2", "832ch_2x2s2", "67ch_3x3s2p1"],
+)
+def test_parallel_tasks_match_bitwise(shape, kernel, stride, padding):
+    # Enough output rows for several parallel tasks, whose boundaries fall inside an image (each
+    # task starts its ring empty).
+    gen = torch.Generator().manual_seed(10)
+    check(randn_cl(shape, torch.float32, gen), kernel, stride, padding, True)
+
+
 def _with_specials(x: torch.Tensor) -> torch.Tensor:
     """NaN, +inf, -inf on a grid that puts several in some windows and none in others, ties of
     -0.0 and +0.0, and a channel that is all -inf."""
