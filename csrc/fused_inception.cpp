@@ -38,6 +38,12 @@ TORCH_LIBRARY(fused_inception, m) {
   // x: [N, C, H, W], channels_last. Returns max_pool2d(x, 3, stride=1, padding=1) as a new
   // channels_last tensor of the same shape (padding counts as -inf).
   m.def("max_pool3x3_nhwc(Tensor x) -> Tensor");
+  // x: [N, C, H, W], channels_last. Returns max_pool2d(x, kernel_size, stride, padding,
+  // dilation=1, ceil_mode) (padding counts as -inf; kernel_size, stride, padding as (height,
+  // width)) as a new channels_last tensor [N, C, OH, OW] (csrc/cpu/max_pool_nhwc.cpp).
+  m.def(
+      "max_pool_nhwc(Tensor x, int[2] kernel_size, int[2] stride, int[2] padding, "
+      "bool ceil_mode) -> Tensor");
   // grad_out, x: [N, C, H, W], channels_last, same dtype. Returns the gradient of
   // max_pool3x3_nhwc(x) with respect to x (what max_pool2d_with_indices_backward returns for
   // max_pool2d_with_indices(x, 3, 1, 1)'s indices) as a new channels_last tensor.

@@ -1,7 +1,8 @@
 """Preparing a whole model for inference in one call, and undoing it.
 
     prepare_for_inference(model)    fused Inception blocks, BN folded into the other conv units
-                                    (GoogLeNet's stem and auxiliary heads), channels_last, eval;
+                                    (GoogLeNet's stem and auxiliary heads), NHWC max-pools,
+                                    channels_last, eval;
                                     blocks="folded": the blocks' units folded instead of fused
     unprepare_for_inference(model)  back to the original modules, NCHW parameters
 
@@ -20,7 +21,7 @@ from torch import nn
 from .backends import check_backend_name
 from .folded_unit import FoldedConvUnit, unit_error
 from .module import FusedInception, check_weight_check
-from .nhwc_pool import NhwcMaxPool3x3, is_pool3x3
+from .nhwc_pool import NhwcMaxPool2d, nhwc_pool
 from .swap import fuse_inception, unfuse_inception
 from .units import has_branches
 
@@ -58,7 +59,9 @@ def prepare_for_inference(
        conv1/conv2/conv3 stem and the auxiliary heads' conv) becomes a FoldedConvUnit, which
        computes one convolution with BatchNorm folded in (eval statistics, cached until a weight
        or buffer changes). Units without BatchNorm (the paper's conv + bias) stay as they are:
-       there is nothing to fold;
+       there is nothing to fold. Every other nn.MaxPool2d without indices, dilation 1
+       (GoogLeNet's maxpool1..4: 3x3 and 2x2, stride 2, ceil_mode) becomes an NhwcMaxPool2d:
+       the cpu backend's NHWC pool on channels_last CPU input, bit-exact with ATen's;
     3. the model moves to `device` (None: where it is) and its 4-D parameters and buffers to
        `memory_format` (default channels_last). The model still takes NCHW input: the first
        convolution produces channels_last from it (channels_last input works too), and the
@@ -103,7 +106,8 @@ def prepare_for_inference(
     if not any(isinstance(m, FusedInception) or has_branches(m) for m in model.modules()):
         warnings.warn(
             f"prepare_for_inference: {type(model).__name__} has no Inception block (a module "
-            "with branch1..branch4); only BatchNorm folding and the memory format apply",
+            "with branch1..branch4); only BatchNorm folding, the NHWC max-pools and the memory "
+            "format apply",
             stacklevel=2,
         )
     elif blocks == "fused":
@@ -146,7 +150,7 @@ def unprepare_for_inference(
         model = model.to_unfused()
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
-            if isinstance(child, (FoldedConvUnit, NhwcMaxPool3x3)):
+            if isinstance(child, (FoldedConvUnit, NhwcMaxPool2d)):
                 setattr(parent, name, child.to_unfused())
     model.to(memory_format=memory_format)
     return model.train(info.training)
@@ -160,8 +164,8 @@ def is_prepared(model: nn.Module) -> bool:
 def _fold_units(model: nn.Module, weight_check: str) -> nn.Module:
     """Swap every conv -> BN -> ReLU unit outside the fused blocks for a FoldedConvUnit (a
     candidate, a module with .conv and .bn, whose forward computes something else stays as it
-    is, with a warning) and every 3x3/1 max-pool there (the folded blocks' branch4 pools) for
-    an NhwcMaxPool3x3."""
+    is, with a warning) and every nn.MaxPool2d there that nhwc_pool takes (GoogLeNet's stem
+    pools; the folded blocks' branch4 pools) for the package's NHWC pool."""
     if _is_candidate(model):
         return _fold_one(model, weight_check, "model") or model
     stack = [("", model)]
@@ -171,8 +175,9 @@ def _fold_units(model: nn.Module, weight_check: str) -> nn.Module:
             path = f"{prefix}{name}"
             if isinstance(child, (FusedInception, FoldedConvUnit)):
                 continue  # their units are theirs
-            if is_pool3x3(child):
-                setattr(parent, name, NhwcMaxPool3x3.from_module(child))
+            pool = nhwc_pool(child)
+            if pool is not None:
+                setattr(parent, name, pool)
                 continue
             if _is_candidate(child):
                 folded = _fold_one(child, weight_check, path)

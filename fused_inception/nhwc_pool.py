@@ -1,50 +1,83 @@
-"""NhwcMaxPool3x3: an nn.MaxPool2d(3, stride=1, padding=1) that runs the CPU backend's NHWC
-max-pool (fused_inception::max_pool3x3_nhwc, bit-exact with F.max_pool2d) on channels_last CPU
-input, ATen's max-pool otherwise.
+"""NhwcMaxPool2d: an nn.MaxPool2d that runs the CPU backend's NHWC max-pool
+(fused_inception::max_pool_nhwc, bit-exact with F.max_pool2d) on channels_last CPU input,
+ATen's max-pool otherwise; NhwcMaxPool3x3, the same made only from 3x3/1 pools.
 
-prepare_for_inference(blocks="folded") swaps it in for the Inception blocks' branch4 pools:
-ATen's channels_last 3x3/1 max-pool was 16% of the folded network's time on this project's CPU
-(README "The whole network, prepared by prepare_for_inference"); the package's is 3-7x faster.
+prepare_for_inference swaps them in for every nn.MaxPool2d outside the fused blocks (nhwc_pool):
+GoogLeNet's stem pools (maxpool1-3: 3x3 stride 2, maxpool4: 2x2 stride 2, ceil_mode) and, with
+blocks="folded", the blocks' branch4 pools (3x3/1). ATen's channels_last max-pool computes int64
+indices it then drops; the 3x3/1 pools were 16% of the folded network's time on this project's
+CPU (README "The whole network, prepared by `prepare_for_inference`"), the stem pools 5-9 ms of a
+74 ms batch-8 forward. The package's pools are about 2x faster (README, same section).
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import _ext
-from .backends.cpu_maxpool import max_pool3x3_nhwc
+from .backends.cpu_maxpool import max_pool_nhwc, pooled_size
 
 _DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
+
+
+def _pairs(pool: nn.MaxPool2d) -> list[tuple[int, int]]:
+    """kernel_size, stride, padding, dilation of `pool`, each as (height, width)."""
+    fields = (pool.kernel_size, pool.stride, pool.padding, pool.dilation)
+    return [tuple(v) if isinstance(v, (tuple, list)) else (v, v) for v in fields]
+
+
+def fits_nhwc_pool(module: nn.Module) -> bool:
+    """True for an nn.MaxPool2d (that exact type) computing what NhwcMaxPool2d does: no indices,
+    dilation 1, padding at most half the kernel (F.max_pool2d's own limit)."""
+    if type(module) is not nn.MaxPool2d or module.return_indices:
+        return False
+    kernel, _, padding, dilation = _pairs(module)
+    halves = all(0 <= p <= k // 2 for k, p in zip(kernel, padding, strict=True))
+    return dilation == (1, 1) and halves
 
 
 def is_pool3x3(module: nn.Module) -> bool:
     """True for an nn.MaxPool2d computing a 3x3 max-pool with stride 1 and padding 1 (ceil_mode
     changes nothing at stride 1), without indices."""
-    if type(module) is not nn.MaxPool2d or module.return_indices:
-        return False
-    fields = (module.kernel_size, module.stride, module.padding, module.dilation)
-    pairs = [tuple(v) if isinstance(v, (tuple, list)) else (v, v) for v in fields]
-    return pairs == [(3, 3), (1, 1), (1, 1), (1, 1)]
+    return fits_nhwc_pool(module) and _pairs(module) == [(3, 3), (1, 1), (1, 1), (1, 1)]
 
 
-class NhwcMaxPool3x3(nn.MaxPool2d):
-    """nn.MaxPool2d(3, stride=1, padding=1), the package's NHWC kernel where it applies.
+def nhwc_pool(module: nn.Module) -> NhwcMaxPool2d | None:
+    """The NHWC pool that replaces `module` (NhwcMaxPool3x3 for a 3x3/1 pool, NhwcMaxPool2d for
+    any other that fits_nhwc_pool), or None where it stays as it is."""
+    if is_pool3x3(module):
+        return NhwcMaxPool3x3.from_module(module)
+    if fits_nhwc_pool(module):
+        return NhwcMaxPool2d.from_module(module)
+    return None
+
+
+class NhwcMaxPool2d(nn.MaxPool2d):
+    """nn.MaxPool2d (dilation 1, no indices), the package's NHWC kernel where it applies.
 
     x:   [N, C, H, W]
-    out: [N, C, H, W], exactly F.max_pool2d(x, 3, 1, 1); channels_last from the package's
-         kernel (CPU, channels_last-contiguous x, float32/float64/float16/bfloat16, no
-         autograd recording), else whatever ATen's max-pool returns.
+    out: [N, C, OH, OW], exactly F.max_pool2d(x, kernel_size, stride, padding,
+         ceil_mode=ceil_mode); channels_last from the package's kernel (CPU, channels_last-
+         contiguous x, float32/float64/float16/bfloat16, no autograd recording, eager mode),
+         else whatever ATen's max-pool returns (also under TorchScript, tracing, ONNX export,
+         torch.fx and torch.compile).
     """
 
     __jit_ignored_attributes__ = ["_source"]
 
     @classmethod
-    def from_module(cls, pool: nn.MaxPool2d) -> NhwcMaxPool3x3:
-        """The same pool (is_pool3x3(pool) must hold); to_unfused() gives `pool` back."""
-        if not is_pool3x3(pool):
-            raise ValueError(f"expected a 3x3 MaxPool2d with stride 1 and padding 1, got {pool}")
-        new = cls(3, stride=1, padding=1, ceil_mode=pool.ceil_mode)
+    def from_module(cls, pool: nn.MaxPool2d) -> NhwcMaxPool2d:
+        """The same pool (fits_nhwc_pool(pool) must hold); to_unfused() gives `pool` back."""
+        if not fits_nhwc_pool(pool):
+            raise ValueError(
+                "expected an nn.MaxPool2d without indices, with dilation 1 and padding at most "
+                f"half the kernel, got {pool}"
+            )
+        new = cls(
+            pool.kernel_size, pool.stride, pool.padding, pool.dilation, ceil_mode=pool.ceil_mode
+        )
         new.training = pool.training
         new.__dict__["_source"] = pool
         return new
@@ -53,16 +86,41 @@ class NhwcMaxPool3x3(nn.MaxPool2d):
         """The pool this one was made from (or a plain one with the same arguments)."""
         source = self.__dict__.get("_source")
         if source is None:
-            source = nn.MaxPool2d(3, stride=1, padding=1, ceil_mode=self.ceil_mode)
+            source = nn.MaxPool2d(
+                self.kernel_size,
+                self.stride,
+                self.padding,
+                self.dilation,
+                return_indices=self.return_indices,
+                ceil_mode=self.ceil_mode,
+            )
         source.training = self.training
         return source
 
     def forward(self, x: Tensor) -> Tensor:
         if torch.jit.is_scripting():
-            return super().forward(x)
-        if self._kernel_fits(x):
-            return max_pool3x3_nhwc(x)
-        return super().forward(x)
+            return self._aten(x)
+        return self._forward_python(x)
+
+    def _aten(self, x: Tensor) -> Tensor:
+        """nn.MaxPool2d's forward (F.max_pool2d: super().forward does not script)."""
+        return F.max_pool2d(
+            x,
+            self.kernel_size,
+            self.stride,
+            self.padding,
+            self.dilation,
+            ceil_mode=self.ceil_mode,
+            return_indices=self.return_indices,
+        )
+
+    @torch.jit.unused
+    def _forward_python(self, x: Tensor) -> Tensor:
+        return self._nhwc(x) if self._kernel_fits(x) else self._aten(x)
+
+    @torch.jit.unused
+    def _nhwc(self, x: Tensor) -> Tensor:
+        return max_pool_nhwc(x, self.kernel_size, self.stride, self.padding, self.ceil_mode)
 
     @torch.jit.unused
     def _kernel_fits(self, x: Tensor) -> bool:
@@ -74,11 +132,38 @@ class NhwcMaxPool3x3(nn.MaxPool2d):
             return False
         if torch.is_grad_enabled() and x.requires_grad:
             return False
-        return (
+        if not (
             x.device.type == "cpu"
             and x.dim() == 4
             and x.dtype in _DTYPES
             and x.is_contiguous(memory_format=torch.channels_last)
-            and x.shape[2] > 0
-            and x.shape[3] > 0
+        ):
+            return False
+        # Arguments changed since from_module, or an input too small: ATen's pool (and errors).
+        (kh, kw), (sh, sw), (ph, pw), dilation = _pairs(self)
+        if self.return_indices or dilation != (1, 1):
+            return False
+        if not (0 <= ph <= kh // 2 and 0 <= pw <= kw // 2 and min(sh, sw) >= 1):
+            return False
+        return (
+            pooled_size(x.shape[2], kh, sh, ph, self.ceil_mode) >= 1
+            and pooled_size(x.shape[3], kw, sw, pw, self.ceil_mode) >= 1
         )
+
+
+class NhwcMaxPool3x3(NhwcMaxPool2d):
+    """nn.MaxPool2d(3, stride=1, padding=1), the package's NHWC kernel where it applies: the
+    Inception blocks' branch4 pool, NhwcMaxPool2d made only from such pools.
+
+    x:   [N, C, H, W]
+    out: [N, C, H, W], exactly F.max_pool2d(x, 3, 1, 1), as NhwcMaxPool2d computes it.
+    (fused_inception::max_pool_nhwc, with its prefetch, measured 1.2-1.5x faster than
+    max_pool3x3_nhwc at GoogLeNet's batch-8 branch4 shapes, 2 threads.)
+    """
+
+    @classmethod
+    def from_module(cls, pool: nn.MaxPool2d) -> NhwcMaxPool3x3:
+        """The same pool (is_pool3x3(pool) must hold); to_unfused() gives `pool` back."""
+        if not is_pool3x3(pool):
+            raise ValueError(f"expected a 3x3 MaxPool2d with stride 1 and padding 1, got {pool}")
+        return super().from_module(pool)

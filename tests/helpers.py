@@ -224,6 +224,54 @@ def assert_close_rel(
     assert err <= tol * max(scale, 1e-6), f"{where}max abs err {err:.3e} > {tol:g} * {scale:.3e}"
 
 
+# Integer views of each float dtype, to compare tensors bit for bit.
+BITS = {
+    torch.float32: torch.int32,
+    torch.float64: torch.int64,
+    torch.float16: torch.int16,
+    torch.bfloat16: torch.int16,
+}
+
+
+def assert_same_pool_bits(out: torch.Tensor, ref: torch.Tensor, where: str) -> None:
+    """out is max_pool2d's result `ref` bit for bit: shape, dtype, NaN payloads and zero signs.
+    Exception: bfloat16 NaNs need only be NaN where ref's are (torch's AVX2/AVX512 pools rewrite
+    some of their bits; the package's pools keep the input's)."""
+    assert out.shape == ref.shape, f"shape {tuple(out.shape)} != {tuple(ref.shape)} ({where})"
+    assert out.dtype == ref.dtype, where
+    out_bits, ref_bits = out.view(BITS[out.dtype]), ref.view(BITS[out.dtype])
+    if out.dtype == torch.bfloat16:
+        assert torch.equal(out.isnan(), ref.isnan()), f"NaN positions differ: {where}"
+        both_nan = out.isnan() & ref.isnan()
+        out_bits, ref_bits = out_bits.masked_fill(both_nan, 0), ref_bits.masked_fill(both_nan, 0)
+    mismatch = out_bits != ref_bits
+    assert not mismatch.any(), (
+        f"{int(mismatch.sum())} of {out.numel()} elements differ ({where}); first at "
+        f"{mismatch.nonzero()[0].tolist()}: got {out[mismatch][0].item()}, "
+        f"want {ref[mismatch][0].item()}"
+    )
+
+
+def run_at_capability(script: str, capability: str) -> None:
+    """Run `script` (Python source that prints "ok") in a subprocess whose torch runs at CPU
+    capability `capability` ("DEFAULT", "AVX2", ...; passed as sys.argv[1] too), importing this
+    checkout's fused_inception: the operators' AVX2 and scalar loops, which a machine running
+    torch's AVX-512 kernels would never take otherwise."""
+    if capability != "DEFAULT" and not torch.backends.cpu.get_cpu_capability().startswith("AVX"):
+        pytest.skip(f"this CPU runs torch at capability {torch.backends.cpu.get_cpu_capability()}")
+    package_root = os.path.dirname(os.path.dirname(os.path.abspath(_ext.__file__)))
+    python_path = os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "ATEN_CPU_CAPABILITY": capability.lower(), "PYTHONPATH": python_path}
+    result = subprocess.run(
+        [sys.executable, "-c", script, capability],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-3000:]
+
+
 # ---------------------------------------------------------------------------------------------
 # Ahead-of-time compilation.
 

@@ -12,14 +12,12 @@ this operator does everywhere). The subprocess test runs torch and this operator
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import textwrap
 
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import dtype_params
+from helpers import BITS, assert_same_pool_bits, dtype_params, run_at_capability
 
 from fused_inception import _ext
 from fused_inception.backends.cpu_maxpool import max_pool3x3_nhwc
@@ -30,13 +28,6 @@ if not _ext.has_extension():
         # CI builds the extension before the tests: there a missing one is a failure, not a skip.
         pytest.fail(_reason, pytrace=False)
     pytest.skip(_reason, allow_module_level=True)
-
-_BITS = {
-    torch.float32: torch.int32,
-    torch.float64: torch.int64,
-    torch.float16: torch.int16,
-    torch.bfloat16: torch.int16,
-}
 
 # Channel counts below, at and around the vector widths (8 floats, 4 doubles, 16 halves on AVX2),
 # so that both the vector loop and the scalar remainder run.
@@ -52,22 +43,8 @@ def channels_last_randn(*shape: int, dtype: torch.dtype, gen: torch.Generator) -
 
 def assert_same_as_max_pool2d(x: torch.Tensor) -> None:
     out = max_pool3x3_nhwc(x)
-    ref = F.max_pool2d(x, 3, 1, 1)
-    where = f"shape {tuple(x.shape)}, dtype {x.dtype}"
-    assert out.shape == x.shape, where
-    assert out.dtype == x.dtype, where
-    assert out.is_contiguous(memory_format=torch.channels_last), where
-    out_bits, ref_bits = out.view(_BITS[x.dtype]), ref.view(_BITS[x.dtype])
-    if x.dtype == torch.bfloat16:
-        assert torch.equal(out.isnan(), ref.isnan()), f"NaN positions differ: {where}"
-        both_nan = out.isnan() & ref.isnan()
-        out_bits, ref_bits = out_bits.masked_fill(both_nan, 0), ref_bits.masked_fill(both_nan, 0)
-    mismatch = out_bits != ref_bits
-    assert not mismatch.any(), (
-        f"{int(mismatch.sum())} of {out.numel()} elements differ ({where}); first at "
-        f"{mismatch.nonzero()[0].tolist()}: got {out[mismatch][0].item()}, "
-        f"want {ref[mismatch][0].item()}"
-    )
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    assert_same_pool_bits(out, F.max_pool2d(x, 3, 1, 1), f"shape {tuple(x.shape)}, {x.dtype}")
 
 
 @pytest.mark.parametrize("channels", CHANNELS, ids=lambda c: f"c{c}")
@@ -149,7 +126,7 @@ def test_nan_and_inf_at_edges_and_corners(
 def test_which_nan_and_which_zero_is_kept(dtype: torch.dtype) -> None:
     # max_pool2d scans a window row by row: of several NaNs the last one wins, of equal values
     # (-0.0, +0.0) the first. NaN payloads and zero signs make the choice visible in the bits.
-    int_t, one = _BITS[dtype], 1
+    int_t, one = BITS[dtype], 1
     nan_bits = torch.tensor(float("nan"), dtype=dtype).view(int_t)
     x = torch.full((1, 9, 3, 3), -1.0, dtype=dtype)
     bits = x.view(int_t)
@@ -210,14 +187,4 @@ _DEFAULT_CAPABILITY_CHECK = textwrap.dedent(
 def test_portable_path_without_avx2() -> None:
     # At capability `default` the operator takes its portable (non-AVX2) loops; CI has AVX2, so
     # without this test those loops would never run.
-    package_root = os.path.dirname(os.path.dirname(os.path.abspath(_ext.__file__)))
-    python_path = os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))
-    env = {**os.environ, "ATEN_CPU_CAPABILITY": "default", "PYTHONPATH": python_path}
-    result = subprocess.run(
-        [sys.executable, "-c", _DEFAULT_CAPABILITY_CHECK],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-3000:]
+    run_at_capability(_DEFAULT_CAPABILITY_CHECK, "DEFAULT")

@@ -12,13 +12,11 @@ loops; test_other_vector_widths_match_aten runs the AVX2 and scalar loops as wel
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import textwrap
 
 import pytest
 import torch
-from helpers import dtype_params
+from helpers import dtype_params, run_at_capability
 
 from fused_inception import _ext
 from fused_inception.backends.cpu_maxpool import (
@@ -177,16 +175,4 @@ def test_other_vector_widths_match_aten(capability):
     # The float32 loops are AVX-512 (16 lanes) where torch runs its AVX-512 kernels, as on CI;
     # torch's capability setting selects the AVX2 (8 lanes) and scalar loops, which must give the
     # same bits (ties, NaN, infinities, -inf channels; widths below, at and above 8 and 16).
-    if capability == "AVX2" and not torch.backends.cpu.get_cpu_capability().startswith("AVX"):
-        pytest.skip(f"this CPU runs torch at capability {torch.backends.cpu.get_cpu_capability()}")
-    package_root = os.path.dirname(os.path.dirname(os.path.abspath(_ext.__file__)))
-    python_path = os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))
-    env = {**os.environ, "ATEN_CPU_CAPABILITY": capability.lower(), "PYTHONPATH": python_path}
-    result = subprocess.run(
-        [sys.executable, "-c", _CAPABILITY_CHECK, capability],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-3000:]
+    run_at_capability(_CAPABILITY_CHECK, capability)

@@ -24,7 +24,7 @@ from fused_inception import (
     unprepare_for_inference,
 )
 from fused_inception.models import googlenet
-from fused_inception.nhwc_pool import NhwcMaxPool3x3
+from fused_inception.nhwc_pool import NhwcMaxPool2d, NhwcMaxPool3x3
 
 HW = 64  # the smallest size at which every pool of torchvision's GoogLeNet sees a real map
 
@@ -133,6 +133,7 @@ def test_folded_blocks_mode(dtype):
     assert len(units) == 3 + 9 * 6 + 2  # stem, blocks, auxiliary heads
     assert isinstance(prepared.inception4e.branch2[1], FoldedConvUnit)
     assert isinstance(prepared.inception3a.branch4[0], NhwcMaxPool3x3)
+    assert type(prepared.maxpool1) is NhwcMaxPool2d  # the stem's 3x3 stride-2 pool
     _assert_same_state(prepared, model)
     x = _input(dtype, seed=26, fmt=torch.channels_last)
     with torch.no_grad():
@@ -179,6 +180,7 @@ def test_round_trip_restores_torchvision_modules():
     assert not is_prepared(restored) and restored.training  # the flag it had before
     assert type(restored.conv1) is BasicConv2d and type(restored.aux2.conv) is BasicConv2d
     assert type(restored.inception4c) is TvInception
+    assert type(restored.maxpool4) is nn.MaxPool2d
     assert not any(isinstance(m, (FoldedConvUnit, FusedInception)) for m in restored.modules())
     assert all(p.is_contiguous() for p in restored.parameters())
     _assert_same_state(restored, model)

@@ -50,6 +50,7 @@ COVERED = {
     "max_pool3x3_nhwc": "test_opcheck_max_pool3x3_nhwc",
     "max_pool3x3_nhwc_backward": "test_opcheck_max_pool3x3_nhwc_backward",
     "max_pool3x3_nhwc_backward_add_": "test_opcheck_max_pool3x3_nhwc_backward",
+    "max_pool_nhwc": "test_opcheck_max_pool_nhwc",
     "winograd_f2x3_input": "test_opcheck_winograd_f2x3",  # and ..._tile_range
     "winograd_f2x3_output_": "test_opcheck_winograd_f2x3",
     "conv1x1_slice_": "test_opcheck_conv1x1_slice_",
@@ -171,6 +172,27 @@ def test_opcheck_max_pool3x3_nhwc(dtype):
     with FakeTensorMode() as mode:
         fake = ops.max_pool3x3_nhwc(mode.from_tensor(x))
     real = ops.max_pool3x3_nhwc(x)
+    assert fake.shape == real.shape and fake.dtype == dtype
+    assert fake.stride() == real.stride()
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ([3, 3], [2, 2], [0, 0], True),
+        ([2, 2], [2, 2], [0, 0], True),
+        ([3, 2], [1, 2], [1, 0], False),
+    ],
+    ids=["3x3s2_ceil", "2x2s2_ceil", "3x2_s1x2_pad1x0"],
+)
+@pytest.mark.parametrize("dtype", dtype_params(torch.float32, torch.bfloat16))
+def test_opcheck_max_pool_nhwc(dtype, args):
+    # Sizes where ceil_mode adds an output (7 -> 3 + 1) and where it does not (6).
+    x = torch.randn(2, 6, 7, 6).to(dtype).contiguous(memory_format=torch.channels_last)
+    _opcheck(ops.max_pool_nhwc.default, (x, *args))
+    with FakeTensorMode() as mode:
+        fake = ops.max_pool_nhwc(mode.from_tensor(x), *args)
+    real = ops.max_pool_nhwc(x, *args)
     assert fake.shape == real.shape and fake.dtype == dtype
     assert fake.stride() == real.stride()
 

@@ -1,12 +1,14 @@
-"""The CPU backend's 3x3/1 max-pool: the C++ operator fused_inception::max_pool3x3_nhwc
-(csrc/cpu/max_pool3x3.cpp) and its index-free backward (csrc/cpu/max_pool3x3_backward.cpp),
-their typed wrappers and fake kernels.
+"""The CPU backend's NHWC max-pools: the C++ operators fused_inception::max_pool3x3_nhwc
+(csrc/cpu/max_pool3x3.cpp, the 3x3/1 pool of the Inception block), its index-free backward
+(csrc/cpu/max_pool3x3_backward.cpp) and max_pool_nhwc (csrc/cpu/max_pool_nhwc.cpp, any kernel,
+stride, padding and ceil_mode: GoogLeNet's stem pools), their typed wrappers and fake kernels.
 
-Separable and vectorised over the channels of NHWC memory; bit-exact with
-F.max_pool2d(x, 3, 1, 1).
+Separable and vectorised over the channels of NHWC memory; bit-exact with F.max_pool2d.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -38,6 +40,76 @@ def max_pool3x3_nhwc(x: Tensor) -> Tensor:
 def _max_pool3x3_nhwc_fake(x: Tensor) -> Tensor:
     torch._check(x.dim() == 4, lambda: f"max_pool3x3_nhwc: expected 4-D x, got {x.dim()}-D")
     return torch.empty(x.shape, dtype=x.dtype, device=x.device, memory_format=torch.channels_last)
+
+
+def _pair(value: int | Sequence[int], name: str) -> list[int]:
+    """(height, width) from an int or a pair of ints, as F.max_pool2d takes them."""
+    pair = [value, value] if isinstance(value, int) else list(value)
+    if len(pair) != 2 or not all(isinstance(v, int) for v in pair):
+        raise ValueError(f"max_pool_nhwc: expected {name} as an int or 2 ints, got {value!r}")
+    return pair
+
+
+def pooled_size(size: int, kernel: int, stride: int, padding: int, ceil_mode: bool) -> int:
+    """Output length of a max-pool along one dimension (dilation 1): ATen's
+    pooling_output_shape, which with ceil_mode drops a last window that would start in the
+    right padding."""
+    out = (size + 2 * padding - kernel + (stride - 1 if ceil_mode else 0)) // stride + 1
+    if ceil_mode and (out - 1) * stride >= size + padding:
+        out -= 1
+    return out
+
+
+def max_pool_nhwc(
+    x: Tensor,
+    kernel_size: int | Sequence[int],
+    stride: int | Sequence[int] | None = None,
+    padding: int | Sequence[int] = 0,
+    ceil_mode: bool = False,
+) -> Tensor:
+    """Max-pool of an NHWC tensor with any kernel, stride and padding (dilation 1, no indices).
+
+    Computes exactly `torch.nn.functional.max_pool2d(x, kernel_size, stride, padding,
+    ceil_mode=ceil_mode)` on the CPU, output size, NaN and infinities included: padding is never
+    selected, a window holding a NaN gives its last NaN in row-major order, and of equal maxima
+    (-0.0 and +0.0) the first one. As for max_pool3x3_nhwc, bfloat16 NaNs keep the input NaN's
+    bits where torch's vectorised kernels may write 0xFFFF.
+
+    Arguments:
+        x:           [N, C, H, W], float32, float64, float16 or bfloat16, on the CPU,
+                     channels_last-contiguous.
+        kernel_size: int or (kH, kW), >= 1.
+        stride:      int or (sH, sW), >= 1; None (default): kernel_size, as F.max_pool2d.
+        padding:     int or (pH, pW), 0 <= p <= k // 2 (-inf padding).
+        ceil_mode:   round the output size up (the last window still starts inside the input or
+                     its left padding).
+    Returns:
+        out: [N, C, OH, OW] (pooled_size of each dimension), channels_last, x's dtype; a new
+             tensor.
+    Raises: TypeError for another dtype, ValueError for another rank or layout, bad pool
+    arguments or an empty output, RuntimeError for a tensor not on the CPU or a missing
+    extension.
+    """
+    kernel = _pair(kernel_size, "kernel_size")
+    strides = kernel if stride is None else _pair(stride, "stride")
+    return _ext.op("max_pool_nhwc")(x, kernel, strides, _pair(padding, "padding"), ceil_mode)
+
+
+@_ext.register_fake("max_pool_nhwc")
+def _max_pool_nhwc_fake(
+    x: Tensor, kernel_size: list[int], stride: list[int], padding: list[int], ceil_mode: bool
+) -> Tensor:
+    torch._check(x.dim() == 4, lambda: f"max_pool_nhwc: expected 4-D x, got {x.dim()}-D")
+    out_h, out_w = (
+        pooled_size(x.shape[2 + i], kernel_size[i], stride[i], padding[i], ceil_mode)
+        for i in range(2)
+    )
+    return torch.empty(
+        (x.shape[0], x.shape[1], out_h, out_w),
+        dtype=x.dtype,
+        device=x.device,
+        memory_format=torch.channels_last,
+    )
 
 
 def max_pool3x3_nhwc_backward(grad_out: Tensor, x: Tensor) -> Tensor:
