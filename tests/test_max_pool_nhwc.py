@@ -332,21 +332,38 @@ def test_other_vector_widths_match_max_pool2d(capability):
 )
 def test_module_is_torchs_pool(pool, monkeypatch):
     calls = []
-    real = nhwc_pool.max_pool_nhwc
-    monkeypatch.setattr(nhwc_pool, "max_pool_nhwc", lambda *a: calls.append(1) or real(*a))
+    for name in ("max_pool_nhwc", "max_pool3x3_nhwc"):  # (NhwcMaxPool3x3 runs the latter)
+        real = getattr(nhwc_pool, name)
+        monkeypatch.setattr(
+            nhwc_pool, name, lambda *a, _real=real, _name=name: calls.append(_name) or _real(*a)
+        )
     fast = nhwc_pool.nhwc_pool(pool)
     assert isinstance(fast, NhwcMaxPool2d)
     assert isinstance(fast, NhwcMaxPool3x3) == (pool.stride == 1 and pool.kernel_size == 3)
     x = torch.randn(2, 5, 7, 6).contiguous(memory_format=torch.channels_last)
     with torch.no_grad():
         assert_same_pool_bits(fast(x), pool(x), str(pool))
-        assert len(calls) == 1  # the package's kernel ran
+        # the package's kernel ran: the 3x3/1 operator for a 3x3/1 pool, else the general one
+        kernel = "max_pool3x3_nhwc" if isinstance(fast, NhwcMaxPool3x3) else "max_pool_nhwc"
+        assert calls == [kernel]
         fast(x.contiguous())  # NCHW input: ATen's pool
         assert len(calls) == 1
     x.requires_grad_()
     fast(x).sum().backward()  # with autograd recording: ATen's pool
     assert x.grad is not None and len(calls) == 1
     assert fast.to_unfused() is pool
+
+
+def test_pool3x3_module_follows_changed_arguments():
+    """An NhwcMaxPool3x3 whose stride is changed after from_module stops running the 3x3/1
+    operator and computes the new pool (the general one), as nn.MaxPool2d would."""
+    pool = nn.MaxPool2d(3, stride=1, padding=1)
+    fast = NhwcMaxPool3x3.from_module(pool)
+    x = torch.randn(2, 4, 9, 8).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        fast.stride = pool.stride = 2
+        assert_same_pool_bits(fast(x), pool(x), "stride 2")
+        assert fast(x).shape[2:] == (5, 4)
 
 
 def test_module_refuses_other_pools():
