@@ -35,7 +35,6 @@
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
-#include <ATen/Version.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
 #include <c10/util/BFloat16.h>
@@ -47,11 +46,11 @@
 #include <cstdint>
 #include <cstring>
 #include <limits>
-#include <string>
 #include <type_traits>
 #include <vector>
 
 #include "cpu/parallel.h"
+#include "cpu/vector_isa.h"
 
 namespace fused_inception {
 namespace {
@@ -228,36 +227,16 @@ FI_TARGET_AVX2 int64_t gather_avx2(float* dst, const Gather<float>& g, int64_t l
 
 #endif  // vector loops
 
-// Lanes of the float32 vector loops: 16 or 8 as torch's CPU capability allows (and the CPU
-// has), 0 (scalar loops only) at capability "default" or without the vector code.
-int vector_lanes() {
-#ifdef FUSED_INCEPTION_VECTOR_BACKWARD
-  static const int lanes = [] {
-    const std::string capability = at::get_cpu_capability();
-    if (capability == "AVX512" && __builtin_cpu_supports("avx512f")) {
-      return 16;
-    }
-    if ((capability == "AVX512" || capability == "AVX2") && __builtin_cpu_supports("avx2")) {
-      return 8;
-    }
-    return 0;
-  }();
-  return lanes;
-#else
-  return 0;
-#endif
-}
-
 template <typename value_t>
 void select_run(value_t* out_value, float* out_tap, const Selection<value_t>& s, int64_t len) {
   int64_t done = 0;
 #ifdef FUSED_INCEPTION_VECTOR_BACKWARD
   if constexpr (std::is_same_v<value_t, float>) {
-    switch (vector_lanes()) {
-      case 16:
+    switch (vector_isa()) {
+      case VectorIsa::kAvx512:
         done = select_avx512(out_value, out_tap, s, len);
         break;
-      case 8:
+      case VectorIsa::kAvx2:
         done = select_avx2(out_value, out_tap, s, len);
         break;
       default:
@@ -273,11 +252,11 @@ void gather_run(scalar_t* dst, const Gather<scalar_t>& g, int64_t len, bool accu
   int64_t done = 0;
 #ifdef FUSED_INCEPTION_VECTOR_BACKWARD
   if constexpr (std::is_same_v<scalar_t, float>) {
-    switch (vector_lanes()) {
-      case 16:
+    switch (vector_isa()) {
+      case VectorIsa::kAvx512:
         done = gather_avx512(dst, g, len, accumulate);
         break;
-      case 8:
+      case VectorIsa::kAvx2:
         done = gather_avx2(dst, g, len, accumulate);
         break;
       default:

@@ -11,7 +11,6 @@
 // same as torch's. Include this header after every other ATen header of the file (see below).
 #pragma once
 
-#include <ATen/Version.h>
 #include <ATen/core/Tensor.h>
 
 // Not used here directly: the capability-independent headers that vec.h includes, included first
@@ -28,8 +27,9 @@
 
 #include <array>
 #include <cstdint>
-#include <string>
 #include <type_traits>
+
+#include "cpu/vector_isa.h"
 
 namespace fused_inception {
 namespace {
@@ -171,28 +171,6 @@ FUSED_INCEPTION_AVX512_TARGET void max_of_runs_avx512(float* out, const Runs<flo
 
 namespace fused_inception {
 namespace {
-
-// Which vector loops max_of_runs takes: those of torch's CPU capability (ATEN_CPU_CAPABILITY
-// lowers it) that this build has and the CPU supports; kNone: the scalar loops alone.
-enum class VectorIsa { kNone, kAvx2, kAvx512 };
-
-VectorIsa vector_isa() {
-#ifdef FUSED_INCEPTION_AVX2_PATH
-  static const VectorIsa isa = [] {
-    const std::string capability = at::get_cpu_capability();
-    if (capability == "AVX512" && __builtin_cpu_supports("avx512f")) {
-      return VectorIsa::kAvx512;
-    }
-    if ((capability == "AVX512" || capability == "AVX2") && __builtin_cpu_supports("avx2")) {
-      return VectorIsa::kAvx2;
-    }
-    return VectorIsa::kNone;
-  }();
-  return isa;
-#else
-  return VectorIsa::kNone;
-#endif
-}
 
 // Where max_of_runs repeats its reduction: block b (of count) reads each src[k] + b * src_step
 // and writes out + b * out_step. One block (the default) is one run; the pool's horizontal pass

@@ -18,8 +18,8 @@
 // In NHWC a column is C contiguous values, so each step reduces runs of C values elementwise
 // (max_of_runs: AVX-512 or AVX2 plus a scalar remainder, any C). With stride 1 the columns whose
 // window lies inside the row form one long run whose kernel_w sources are that run shifted by C;
-// with a larger stride, one call reduces a step of columns, a block of C values each. The input
-// is prefetched ahead of the horizontal pass (see kPrefetchBytes).
+// with a larger stride, one call reduces a step of columns, a block of C values each, and the
+// input is prefetched ahead of the steps (see kPrefetchBytes).
 // Parallelisation: fused_inception::parallel_for over output rows (n, oh). Each task keeps the
 // horizontal maxima of the last kernel_h input rows it reduced in a ring (kernel_h * OW*C
 // values; 43-81 KB for GoogLeNet's stem pools in float32), so with stride < kernel the rows
@@ -142,18 +142,18 @@ void horizontal_max(scalar_t* hrow, const scalar_t* row_in, const Axis& cols, in
     max_of_many_runs(hrow + ow * c, src, window(ow), c);
   }
   // Whole windows: each column's sources are the previous column's advanced by stride*C. With
-  // stride 1 a step is one long run, otherwise one block of C values per column.
-  for (int64_t ow = ow_full; ow < ow_end; ow += kColumnsPerStep) {
-    const int64_t step = std::min(kColumnsPerStep, ow_end - ow);
-    prefetch_until(ow + step);
-    const int64_t count = window(ow);
-    if (cols.stride == 1) {
-      max_of_many_runs(hrow + ow * c, src, count, step * c);
-    } else {
-      max_of_many_runs(hrow + ow * c, src, count, c, Blocks{step, cols.stride * c, c});
+  // stride 1 they are all one long run (the row read in order, which the hardware prefetches);
+  // otherwise one block of C values per column, a step of columns at a time between prefetches.
+  if (cols.stride == 1 && ow_full < ow_end) {
+    max_of_many_runs(hrow + ow_full * c, src, window(ow_full), (ow_end - ow_full) * c);
+  } else {
+    for (int64_t ow = ow_full; ow < ow_end; ow += kColumnsPerStep) {
+      const int64_t step = std::min(kColumnsPerStep, ow_end - ow);
+      prefetch_until(ow + step);
+      max_of_many_runs(hrow + ow * c, src, window(ow), c, Blocks{step, cols.stride * c, c});
     }
+    prefetch_until(cols.out);
   }
-  prefetch_until(cols.out);
   for (int64_t ow = ow_end; ow < cols.out; ++ow) {
     max_of_many_runs(hrow + ow * c, src, window(ow), c);
   }
