@@ -80,6 +80,7 @@ class _EagerState:
     snapshot: StructureSnapshot that says skey still holds without recomputing it, and caches
               hooked_modules meanwhile
     bn_training: bn_in_training then (every unit's `training` is part of skey)
+    has_bn:   has_batch_norm then (which units have a BatchNorm is part of skey)
     """
 
     __slots__ = (
@@ -91,13 +92,19 @@ class _EagerState:
         "overflow",
         "snapshot",
         "bn_training",
+        "has_bn",
     )
 
     def __init__(
-        self, skey: tuple, problem: str | None, tensors: list[Tensor], bn_training: bool
+        self,
+        skey: tuple,
+        problem: str | None,
+        tensors: list[Tensor],
+        bn_training: bool,
+        has_bn: bool,
     ) -> None:
         self.skey, self.problem, self.tensors = skey, problem, tensors
-        self.bn_training = bn_training
+        self.bn_training, self.has_bn = bn_training, has_bn
         self.weights: object = None
         self.packed: dict[str, object] = {}
         self.overflow: dict[torch.dtype, str | None] = {}
@@ -365,6 +372,7 @@ class FusedInception(Inception):
                 structure_error(self),
                 list(self.parameters()) + list(self.buffers()),
                 bn_in_training(self),
+                has_batch_norm(self),
             ),
         )
 
@@ -410,7 +418,8 @@ class FusedInception(Inception):
     ) -> tuple[str, str] | None:
         """("overflow", reason) if BN-folded weights do not fit x's compute dtype, else None
         (`state`, `structure`: _weights_state() / _structure_state() if already taken)."""
-        if not has_batch_norm(self) or x.is_meta:
+        structure = structure if structure is not None else self._structure_state()
+        if not structure.has_bn or x.is_meta:
             return None
         if state is None:
             state = self._weights_state(structure)

@@ -52,7 +52,12 @@ def test_order_and_boundaries_matter(impl):
 
 
 def test_the_cpp_hash_does_not_depend_on_the_thread_count():
-    tensors = [torch.randn(300_000), torch.randn(17, 3).half()]
+    # Large and small tensors mixed (the threads take parts of about equal bytes), and a list
+    # below the size that is hashed on the calling thread.
+    tensors = [torch.randn(17, 3).half(), torch.randn(300_000), torch.randn(5), torch.randn(70_000)]
+    tensors += [torch.randn(64) for _ in range(30)] + [torch.empty(0)]
+    small = [torch.randn(64) for _ in range(30)]
+    assert _same_at_one_and_two_threads(small)
     previous = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
@@ -62,6 +67,28 @@ def test_the_cpp_hash_does_not_depend_on_the_thread_count():
     finally:
         torch.set_num_threads(previous)
     assert one == two
+    assert one == _reference_fingerprint(tensors, [5, 6, 6, 6] + [6] * 30 + [6])
+
+
+def _same_at_one_and_two_threads(tensors) -> bool:
+    previous = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = fp.fingerprint_cpu(tensors)
+        torch.set_num_threads(2)
+        return fp.fingerprint_cpu(tensors) == one
+    finally:
+        torch.set_num_threads(previous)
+
+
+def test_a_cpu_list_with_a_tensor_elsewhere_takes_the_general_path():
+    # The C++ operator refuses a non-CPU tensor; fingerprint() then hashes by device.
+    w, m = torch.randn(8, 4), torch.empty(3, device="meta")
+    with pytest.raises(RuntimeError, match="tensor 1 is on meta"):
+        fp.fingerprint_cpu([w, m])
+    mixed = fp.fingerprint([w, m])
+    assert mixed == fp.fingerprint([w.clone(), m])
+    assert mixed != fp.fingerprint([w * 2, m])
 
 
 def test_layout_dtype_device_and_strides_are_part_of_it():
@@ -106,6 +133,7 @@ def test_version_key_sees_version_and_replacement_only():
 _M64 = 2**64 - 1
 _P1, _P2, _P3 = 0x9E3779B1, 0x85EBCA77, 0xC2B2AE3D
 _CHUNK, _LANES = 64 * 1024, 64
+_GOLDEN = 0x9E3779B97F4A7C15
 
 
 def _mix64(z: int) -> int:
@@ -132,9 +160,9 @@ def _chunk_hash(data: bytes) -> int:
                 a[:1], b[:1] = _round(a[:1], b[:1], w[-1:])
             else:
                 a[: len(w)], b[: len(w)] = _round(a[: len(w)], b[: len(w)], w)
-    h = len(data)
+    h = _mix64(len(data))
     for j in range(_LANES):
-        h = _mix64(h ^ ((int(a[j]) << 32) | int(b[j])))
+        h ^= _mix64((((int(a[j]) << 32) | int(b[j])) + j * _GOLDEN) & _M64)
     return h
 
 
