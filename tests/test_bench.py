@@ -18,7 +18,7 @@ from fused_inception.bench.cases import (
     ort_unavailable_reason,
 )
 from fused_inception.bench.plot import write_speedup_svg
-from fused_inception.bench.timing import first_call_seconds
+from fused_inception.bench.timing import first_call_seconds, median_ms_interleaved
 from fused_inception.configs import GOOGLENET_BLOCKS, BlockConfig
 
 FIELDS = {
@@ -98,6 +98,27 @@ def _check_printed(captured):
     assert "speedup vs eager: geomean" in captured.out and "network" in captured.out
     assert "[4/4" in captured.err  # progress, one line per case
     assert "training steps: left out (--no-train)" in captured.out
+    assert "interleaved rounds of one call each" in captured.out
+
+
+def test_run_length_times_runs_of_calls_in_a_row():
+    calls = []
+    fns = [lambda: calls.append("a"), lambda: calls.append("b")]
+    device = torch.device("cpu")
+    times = median_ms_interleaved(fns, device, warmup=1, repeats=2, run_length=3)
+    assert len(times) == 2 and all(t >= 0 for t in times)
+    assert "".join(calls) == "ab" + "aaabbb" * 2  # warm-up: one call each
+    calls.clear()
+    median_ms_interleaved(fns, device, warmup=0, repeats=2)
+    assert "".join(calls) == "abab"
+    with pytest.raises(ValueError, match="run_length must be at least 1"):
+        median_ms_interleaved(fns, device, run_length=0)
+    assert bench.parse_args(["--device", "cpu", "--run-length", "10"]).run_length == 10
+    assert bench.parse_args(["--device", "cpu"]).run_length == 1
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--device", "cpu", "--run-length", "0"])
+    args = bench.parse_args(["--device", "cpu", "--run-length", "10", "--no-train"])
+    assert "interleaved rounds of 10 calls in a row each" in bench.header(args, ["eager"], "peak")
 
 
 def _check_plot(rows, svg, tmp_path):

@@ -260,11 +260,16 @@ def header(args: argparse.Namespace, impls: Sequence[str], peak_line: str) -> st
             *([_MULTICROP_HEADER] if args.multicrop else []),
             f"timing: {'CUDA events' if device.type == 'cuda' else 'perf_counter'} per call, "
             f"{args.warmup} warm-up rounds, median of >= {args.repeats} interleaved rounds "
+            f"of {_calls_text(args.run_length)} "
             f"(network >= {network_repeats(args.repeats)}) and >= {args.min_seconds} s per "
             f"case; inputs rotated over >= {MIN_ROTATION_BYTES // 2**20} MiB; compilation "
             "timed apart",
         ]
     )
+
+
+def _calls_text(run_length: int) -> str:
+    return "one call each" if run_length == 1 else f"{run_length} calls in a row each"
 
 
 _MULTICROP_HEADER = (
@@ -400,6 +405,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "times by different factors per implementation",
     )
     p.add_argument("--repeats", type=int, default=None, help="timed rounds per case (at least)")
+    p.add_argument(
+        "--run-length",
+        type=int,
+        default=1,
+        metavar="K",
+        help="calls of each implementation in a row per round (default 1: every call follows "
+        "the other implementations' calls, caches taken by them; e.g. 10: as in a loop serving "
+        "one model, its weights left in the caches by its own last call)",
+    )
     p.add_argument("--json", default=None, metavar="PATH", help="write the rows as JSON")
     p.add_argument("--plot", default=None, metavar="PATH", help="write a speedup chart (.svg)")
     p.add_argument(
@@ -444,6 +458,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     if "max-autotune" in args.compile and not on_gpu:
         p.error("--compile max-autotune is for a GPU (on the CPU it only adds compile time)")
+    if args.run_length < 1:
+        p.error("--run-length must be at least 1")
     if args.threads is not None and args.threads < 1:
         p.error("--threads must be at least 1")
     if args.plot and not args.plot.endswith(".svg"):
@@ -570,6 +586,7 @@ def _time_case(
         warmup=args.warmup,
         repeats=repeats,
         min_seconds=args.min_seconds,
+        run_length=args.run_length,
     )
     for name, ms in zip(case.calls, times, strict=True):
         if name in compile_s:  # the first call also ran the module once

@@ -1,7 +1,8 @@
 """Timing primitives shared by the benchmark CLI and the pytest-benchmark suite.
 
-CPU: wall clock around each call, warm-up first, the candidates interleaved call by call so
-that drifts in clock speed or load hit all of them alike, medians reported.
+CPU: wall clock around each call, warm-up first, the candidates interleaved call by call (or in
+short runs of calls each, `run_length`) so that drifts in clock speed or load hit all of them
+alike, medians reported.
 CUDA: CUDA events around each call after a synchronize, same interleaving.
 Inputs rotate (`cycling`): each candidate walks through several distinct input tensors, together
 larger than the last-level cache, so that no call finds its input already cached. Compilation
@@ -68,12 +69,18 @@ def median_ms_interleaved(
     warmup: int = 2,
     repeats: int = 10,
     min_seconds: float = 0.0,
+    run_length: int = 1,
 ) -> list[float]:
     """Median milliseconds per call of each of `fns`, measured interleaved.
 
-    Each round calls every function once in turn; at least `repeats` rounds are run, more
-    until `min_seconds` of rounds have passed.
+    Each round calls every function in turn, `run_length` times in a row (each call timed); at
+    least `repeats` rounds are run, more until `min_seconds` of rounds have passed. With
+    run_length 1 every call follows the other candidates' calls, which have taken the caches;
+    with several, most calls follow calls of the same function, as in a loop that serves one
+    model (the median is over every call, the first of each run included).
     """
+    if run_length < 1:
+        raise ValueError(f"run_length must be at least 1, got {run_length}")
     for _ in range(warmup):
         for fn in fns:
             fn()
@@ -84,6 +91,7 @@ def median_ms_interleaved(
     rounds = 0
     while rounds < repeats or time.perf_counter() - start < min_seconds:
         for i, fn in enumerate(fns):
-            samples[i].append(_time_call(fn, device))
+            for _ in range(run_length):
+                samples[i].append(_time_call(fn, device))
         rounds += 1
     return [statistics.median(s) for s in samples]
