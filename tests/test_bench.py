@@ -113,8 +113,13 @@ def test_run_length_times_runs_of_calls_in_a_row():
     assert "".join(calls) == "abab"
     with pytest.raises(ValueError, match="run_length must be at least 1"):
         median_ms_interleaved(fns, device, run_length=0)
-    assert bench.parse_args(["--device", "cpu", "--run-length", "10"]).run_length == 10
-    assert bench.parse_args(["--device", "cpu"]).run_length == 1
+    # Runs of 10 calls on the CPU by default (3 rounds), one call per round with --quick.
+    default = bench.parse_args(["--device", "cpu"])
+    assert (default.run_length, default.repeats) == (bench.CPU_RUN_LENGTH, 3) == (10, 3)
+    quick = bench.parse_args(["--device", "cpu", "--quick"])
+    assert (quick.run_length, quick.repeats) == (1, 3)
+    one = bench.parse_args(["--device", "cpu", "--run-length", "1"])
+    assert (one.run_length, one.repeats) == (1, 15)
     with pytest.raises(SystemExit):
         bench.parse_args(["--device", "cpu", "--run-length", "0"])
     args = bench.parse_args(["--device", "cpu", "--run-length", "10", "--no-train"])

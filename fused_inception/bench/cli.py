@@ -76,6 +76,10 @@ TRAIN_DEFAULT_COMPILE = ("default",)
 NETWORK_REPEATS_DIVISOR = 3
 
 
+# Calls of each implementation in a row per timed round on the CPU (see --run-length).
+CPU_RUN_LENGTH = 10
+
+
 def network_repeats(repeats: int) -> int:
     """Timed rounds for the network case: a third of the blocks', at least 3 (or `repeats`)."""
     return min(repeats, max(3, repeats // NETWORK_REPEATS_DIVISOR))
@@ -408,11 +412,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--run-length",
         type=int,
-        default=1,
+        default=None,
         metavar="K",
-        help="calls of each implementation in a row per round (default 1: every call follows "
-        "the other implementations' calls, caches taken by them; e.g. 10: as in a loop serving "
-        "one model, its weights left in the caches by its own last call)",
+        help="calls of each implementation in a row per round (default: 10 on the CPU, as in "
+        "a loop that serves one model; 1 on a GPU and with --quick). With 1 on the CPU, torch's "
+        "OpenMP threads still spin from the call before when ONNX Runtime's call starts and "
+        "take its cores (2x its time at batch 8 on 2 cores, measured)",
     )
     p.add_argument("--json", default=None, metavar="PATH", help="write the rows as JSON")
     p.add_argument("--plot", default=None, metavar="PATH", help="write a speedup chart (.svg)")
@@ -449,8 +454,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         args.batch = [1] if args.quick else ([1, 8, 32, 128] if on_gpu else [1, 8])
     if args.dtype is None:
         args.dtype = default_dtypes(device)
+    if args.run_length is None:
+        args.run_length = 1 if on_gpu or args.quick else CPU_RUN_LENGTH
     if args.repeats is None:
-        args.repeats = 3 if args.quick else 15
+        args.repeats = 3 if args.quick else (15 if args.run_length == 1 else 3)
     args.warmup = 1 if args.quick else 2
     args.min_seconds = 0.0 if args.quick else 1.0
     args.compile, args.train_compile = compile_modes(
