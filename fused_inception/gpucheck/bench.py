@@ -127,6 +127,7 @@ def run_bench(
         repeats=plan.repeats,
         warmup=plan.warmup,
         min_seconds=plan.min_seconds,
+        run_length=1,  # one call per round, the benchmark's GPU default (CUDA events per call)
         # The ONNX Runtime row is a CPU baseline (the benchmark's); the GPU check has none.
         ort_skipped=dict.fromkeys(plan.dtypes, "not part of the GPU check"),
     )
