@@ -28,12 +28,12 @@ def _pairs(pool: nn.MaxPool2d) -> list[tuple[int, int]]:
     return [tuple(v) if isinstance(v, (tuple, list)) else (v, v) for v in fields]
 
 
-def _arguments_fit(pool: nn.MaxPool2d) -> bool:
+def _arguments_fit(pool: nn.MaxPool2d, pairs: list[tuple[int, int]] | None = None) -> bool:
     """True if the package's kernel computes `pool`'s arguments: no indices, dilation 1, padding
-    at most half the kernel (F.max_pool2d's own limit)."""
+    at most half the kernel (F.max_pool2d's own limit). pairs: _pairs(pool) if already taken."""
     if pool.return_indices:
         return False
-    kernel, _, padding, dilation = _pairs(pool)
+    kernel, _, padding, dilation = _pairs(pool) if pairs is None else pairs
     halves = all(0 <= p <= k // 2 for k, p in zip(kernel, padding, strict=True))
     return dilation == (1, 1) and halves
 
@@ -146,8 +146,9 @@ class NhwcMaxPool2d(nn.MaxPool2d):
         ):
             return False
         # Arguments changed since from_module, or an input too small: ATen's pool (and errors).
-        (kh, kw), (sh, sw), (ph, pw), _ = _pairs(self)
-        if not _arguments_fit(self) or min(sh, sw) < 1:
+        pairs = _pairs(self)
+        (kh, kw), (sh, sw), (ph, pw), _ = pairs
+        if not _arguments_fit(self, pairs) or min(sh, sw) < 1:
             return False
         return (
             pooled_size(x.shape[2], kh, sh, ph, self.ceil_mode) >= 1

@@ -57,26 +57,21 @@ def test_the_cpp_hash_does_not_depend_on_the_thread_count():
     tensors = [torch.randn(17, 3).half(), torch.randn(300_000), torch.randn(5), torch.randn(70_000)]
     tensors += [torch.randn(64) for _ in range(30)] + [torch.empty(0)]
     small = [torch.randn(64) for _ in range(30)]
-    assert _same_at_one_and_two_threads(small)
-    previous = torch.get_num_threads()
-    try:
-        torch.set_num_threads(1)
-        one = fp.fingerprint_cpu(tensors)
-        torch.set_num_threads(2)
-        two = fp.fingerprint_cpu(tensors)
-    finally:
-        torch.set_num_threads(previous)
+    one, two = _at_one_and_two_threads(small)
+    assert one == two
+    one, two = _at_one_and_two_threads(tensors)
     assert one == two
     assert one == _reference_fingerprint(tensors, [5, 6, 6, 6] + [6] * 30 + [6])
 
 
-def _same_at_one_and_two_threads(tensors) -> bool:
+def _at_one_and_two_threads(tensors) -> tuple[int, int]:
+    """fingerprint_cpu(tensors) with 1 and with 2 torch threads."""
     previous = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
         one = fp.fingerprint_cpu(tensors)
         torch.set_num_threads(2)
-        return fp.fingerprint_cpu(tensors) == one
+        return one, fp.fingerprint_cpu(tensors)
     finally:
         torch.set_num_threads(previous)
 

@@ -457,7 +457,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     if args.run_length is None:
         args.run_length = 1 if on_gpu or args.quick else CPU_RUN_LENGTH
     if args.repeats is None:
-        args.repeats = 3 if args.quick else (15 if args.run_length == 1 else 3)
+        args.repeats = 15 if args.run_length == 1 and not args.quick else 3
     args.warmup = 1 if args.quick else 2
     args.min_seconds = 0.0 if args.quick else 1.0
     args.compile, args.train_compile = compile_modes(
