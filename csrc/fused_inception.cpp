@@ -55,11 +55,19 @@ TORCH_LIBRARY(fused_inception, m) {
   // (csrc/cpu/block_onednn.cpp): x [N, Cin, H, W] float32, any memory format; w_x the three 1x1
   // convolutions over x stacked [c1 + c2r + c3r, Cin, 1, 1], w2 [c2, c2r, 3, 3], w3 [c3, c3r, K,
   // K], w_pool [c4, Cin, 1, 1], each plain channels_last or reordered by oneDNN for this input
-  // shape; biases 1-D. Returns the block output [N, c1 + c2 + c3 + c4, H, W] in x's memory
-  // format (NaN-filled before it is written when poison).
+  // shape; biases 1-D. winograd2 / winograd3: that branch's 3x3 convolution runs as Winograd
+  // F(2x2, 3x3), its weight then the transformed [16 * c, c_red, 1, 1] (grouped: group k is
+  // U[k]^T), in chunks of winograd_tiles tiles. Returns the block output [N, c1 + c2 + c3 + c4, H,
+  // W] in x's memory format (NaN-filled before it is written when poison).
   m.def(
       "inception_block_onednn(Tensor x, Tensor w_x, Tensor b_x, Tensor w2, Tensor b2, Tensor w3, "
-      "Tensor b3, Tensor w_pool, Tensor b_pool, int c1, int c2r, bool poison=False) -> Tensor");
+      "Tensor b3, Tensor w_pool, Tensor b_pool, int c1, int c2r, bool poison=False, "
+      "bool winograd2=False, bool winograd3=False, int winograd_tiles=0) -> Tensor");
+  // relu(conv3x3(x, W, pad 1) + bias) by Winograd F(2x2, 3x3) on a grouped oneDNN GEMM
+  // (csrc/cpu/block_onednn.cpp): x [N, C, H, W] float32, weight the transformed [16 * Cout, C,
+  // 1, 1] (plain or reordered by oneDNN for one chunk [1, 16 * C, 1, tiles]), bias [Cout], in
+  // chunks of `tiles` tiles. Returns [N, Cout, H, W] in x's memory format.
+  m.def("conv3x3_relu_winograd(Tensor x, Tensor weight, Tensor bias, int tiles) -> Tensor");
   // Winograd F(2x2, 3x3) transforms (csrc/cpu/winograd_f2x3.cpp) over the flat tile range
   // [tile_begin, tile_begin + tile_count) of the N * ceil(H/2) * ceil(W/2) tiles (tile_count
   // None: to the last tile). input: r [N*H*W, C] float32 rows of an NHWC tensor (channels

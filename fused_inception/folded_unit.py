@@ -16,7 +16,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from . import _ext
 from .backends import cpu_onednn as onednn
+from .backends import cpu_winograd as winograd
 from .folding import fold_unit
 from .module import _HOOK_DICTS, WEIGHT_CHECKS, check_weight_check, resolve_weight_check
 from .structure import StructureSnapshot, structure_state, unit_parts_error
@@ -187,22 +189,34 @@ class FoldedConvUnit(nn.Module):
         if _onednn_conv_relu_fits(self.conv, x):
             if weight.is_contiguous(memory_format=torch.channels_last):
                 x = x.contiguous(memory_format=torch.channels_last)
+            if _winograd_fits(self.conv, x):
+                # channels_last in and so out, as oneDNN's direct convolution returns it
+                x = x.contiguous(memory_format=torch.channels_last)
+                n, _, h, w = x.shape
+                chunk = winograd.onednn_chunk(n, h, w)
+                return _WINOGRAD_OP(x, self._packed(weight, x.shape, chunk), bias, chunk)
             return _onednn_conv_relu(self.conv, x, self._packed(weight, x.shape), bias)
         return F.relu_(self.conv._conv_forward(x, weight, bias))
 
-    def _packed(self, weight: Tensor, shape: torch.Size) -> Tensor:
+    def _packed(self, weight: Tensor, shape: torch.Size, chunk: int | None = None) -> Tensor:
         """The folded float32 weight in the blocked layout oneDNN picks for inputs of `shape`
         (reordered once per shape while the weights stay: ONNX Runtime prepacks its weights
-        the same way; a dense weight is reordered on every call)."""
+        the same way; a dense weight is reordered on every call). With `chunk`: the Winograd
+        weight (cpu_winograd.grouped_weight) reordered for its grouped GEMM of `chunk` tiles."""
         packed = self._state.packed
-        key = tuple(shape)
+        key = (tuple(shape), chunk)
         if key not in packed:
             if len(packed) >= _PACKED_SHAPES:
                 packed.clear()
             conv = self.conv
-            packed[key] = onednn.reorder(
-                weight, shape, conv.padding, conv.stride, conv.dilation, conv.groups
-            )
+            if chunk is None:
+                packed[key] = onednn.reorder(
+                    weight, shape, conv.padding, conv.stride, conv.dilation, conv.groups
+                )
+            else:
+                grouped = onednn.conv_weight(winograd.grouped_weight(weight))
+                gemm_input = (1, 16 * conv.in_channels, 1, chunk)
+                packed[key] = onednn.reorder(grouped, gemm_input, (0, 0), groups=16)
         return packed[key]
 
     def _standard_ops(self, x: Tensor) -> bool:
@@ -266,6 +280,30 @@ def _onednn_conv_relu_fits(conv: nn.Conv2d, x: Tensor) -> bool:
         and conv.padding_mode == "zeros"
         and not isinstance(conv.padding, str)
     )
+
+
+def _winograd_fits(conv: nn.Conv2d, x: Tensor) -> bool:
+    """True where the unit's convolution runs as Winograd F(2x2, 3x3) on a grouped oneDNN GEMM
+    (fused_inception::conv3x3_relu_winograd): 3x3, stride 1, padding 1, no dilation or groups,
+    and wide enough to pay (cpu_winograd.onednn_winograd_pays: GoogLeNet's conv3, 64 -> 192 at
+    56x56, is)."""
+    return (
+        _WINOGRAD_OP is not None
+        and winograd.ONEDNN_ENABLED
+        and tuple(conv.kernel_size) == (3, 3)
+        and tuple(conv.stride) == (1, 1)
+        and tuple(conv.padding) == (1, 1)
+        and tuple(conv.dilation) == (1, 1)
+        and conv.groups == 1
+        and winograd.onednn_winograd_pays(
+            x.shape[2], x.shape[3], conv.in_channels, conv.out_channels
+        )
+    )
+
+
+_WINOGRAD_OP = (
+    _ext.op("conv3x3_relu_winograd").default if _ext.has_op("conv3x3_relu_winograd") else None
+)
 
 
 def _onednn_conv_relu(conv: nn.Conv2d, x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:

@@ -20,13 +20,20 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-@pytest.fixture(params=["onednn", "onednn-python", "winograd", "direct"])
+@pytest.fixture(params=["onednn", "onednn-winograd", "onednn-python", "winograd", "direct"])
 def conv_path(request, monkeypatch):
     """Force every eligible 3x3 conv onto one path: oneDNN (float32's default where torch has
-    oneDNN; "onednn" the eval forward's C++ operator inception_block_onednn, "onednn-python" the
-    same block from Python, as training's forward runs it), or without it Winograd or the direct
-    convolution (the policy there uses both)."""
+    oneDNN; "onednn" the eval forward's C++ operator inception_block_onednn with its own policy,
+    Winograd on a grouped oneDNN GEMM for the wide 3x3s and direct convolutions otherwise;
+    "onednn-winograd" the operator with every 3x3 as Winograd, in chunks of 5 tiles with a
+    padded last one; "onednn-python" the same block from Python, as training's forward runs
+    it, all direct), or without it Winograd or the direct convolution (the policy there uses
+    both)."""
     on_onednn = request.param.startswith("onednn")
+    if request.param == "onednn-winograd":
+        monkeypatch.setattr(cpu_winograd, "ONEDNN_MIN_IN_CHANNELS", 0)
+        monkeypatch.setattr(cpu_winograd, "ONEDNN_MIN_OUT_CHANNELS", 0)
+        monkeypatch.setattr(cpu_winograd, "ONEDNN_TILES_PER_CHUNK", 5)
     monkeypatch.setattr(cpu_onednn, "ENABLED", on_onednn)
     onednn_calls = []
     real_conv = cpu_onednn.conv
@@ -54,7 +61,9 @@ def conv_path(request, monkeypatch):
     assert bool(onednn_calls) == (request.param == "onednn-python"), (
         f"{len(onednn_calls)} oneDNN calls from Python"
     )
-    assert bool(block_calls) == (request.param == "onednn"), f"{len(block_calls)} operator calls"
+    assert bool(block_calls) == (request.param in ("onednn", "onednn-winograd")), (
+        f"{len(block_calls)} operator calls"
+    )
 
 
 def _parity(cfg, hw, batch, norm, k, layout):
@@ -83,10 +92,12 @@ def test_odd_shapes(name, cfg, norm, k, conv_path):
 )
 @pytest.mark.parametrize("name", ["3a", "4e", "5b"])
 @pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last], ids=str)
-def test_block_operator_is_the_python_path(name, layout):
-    """The eval forward's C++ operator and the same block from Python give the same bits, with
-    plain weights (a shape's first call) and reordered ones (later calls), batch 1 and 2, on
-    input holding NaN and infinities (the ReLU must keep NaN, as torch's does)."""
+def test_block_operator_is_the_python_path(name, layout, monkeypatch):
+    """With its 3x3s on direct convolutions, the eval forward's C++ operator and the same block
+    from Python give the same bits, with plain weights (a shape's first call) and reordered ones
+    (later calls), batch 1 and 2, on input holding NaN and infinities (the ReLU must keep NaN,
+    as torch's does). Its Winograd path is checked against float64 in the parity tests."""
+    monkeypatch.setattr(cpu_winograd, "ONEDNN_ENABLED", False)
     cfg = GOOGLENET_BLOCKS[name]
     src = randomize_block(Inception(*cfg.args(), branch3_kernel=5, norm=False)).eval()
     packed = cpu.prepare(fold_block(FusedInception.from_module(src, backend="cpu")))
@@ -102,6 +113,70 @@ def test_block_operator_is_the_python_path(name, layout):
             assert got.stride() == want.stride(), where
             assert got.isnan().any(), where
             assert torch.equal(got.view(torch.int32), want.view(torch.int32)), where
+
+
+@pytest.mark.skipif(
+    cpu._BLOCK_OP is None or not cpu_onednn.available(torch.float32),
+    reason="no inception_block_onednn operator or no oneDNN in this build",
+)
+@pytest.mark.parametrize("batch", [1, 8])
+def test_operator_takes_winograd_for_the_wide_3x3s(batch, monkeypatch):
+    """By default the eval operator runs b2's 3x3 of every GoogLeNet block (64-192 -> 128-384
+    channels) as Winograd, and b3's narrow 3x3 (16-48 input channels) directly; the transformed
+    weight is reordered for one chunk of tiles from a shape's second call on, and the output
+    matches float64 on poisoned outputs with NaN kept where torchvision keeps it."""
+    flags = []
+    real = cpu._BLOCK_OP
+    monkeypatch.setattr(cpu, "_BLOCK_OP", lambda *a: (flags.append(a[12:]), real(*a))[1])
+    for name, cfg in GOOGLENET_BLOCKS.items():
+        src = randomize_block(Inception(*cfg.args(), branch3_kernel=3, norm=True)).eval()
+        fused = FusedInception.from_module(src, backend="cpu").eval()
+        x = torch.randn(batch, cfg.in_channels, cfg.hw, cfg.hw).contiguous(
+            memory_format=torch.channels_last
+        )
+        x[0, 1, cfg.hw // 2, 3] = float("nan")
+        with torch.no_grad(), poison_outputs():
+            outs = [fused(x) for _ in range(2)]
+            ref = ref64(src, x)
+        tiles = batch * ((cfg.hw + 1) // 2) ** 2
+        assert flags[-1] == (True, False, min(tiles, cpu_winograd.ONEDNN_TILES_PER_CHUNK)), name
+        for out in outs:
+            assert torch.equal(out.isnan(), ref.isnan()), name
+            finite = ref.isfinite()
+            assert_close_rel(out[finite], ref[finite], torch.float32)
+
+
+@pytest.mark.skipif(
+    cpu._BLOCK_OP is None or not cpu_onednn.available(torch.float32),
+    reason="no inception_block_onednn operator or no oneDNN in this build",
+)
+def test_operator_refuses_bad_winograd_arguments():
+    """A Winograd branch needs the transformed [16 * c, c_red, 1, 1] weight and a positive
+    chunk: anything else is refused by name before any convolution runs."""
+    cfg = GOOGLENET_BLOCKS["4a"]
+    src = randomize_block(Inception(*cfg.args(), branch3_kernel=3, norm=False)).eval()
+    packed = cpu.prepare(fold_block(FusedInception.from_module(src, backend="cpu")))
+    plain = packed.onednn.plain
+    grouped = cpu_onednn.conv_weight(cpu_winograd.grouped_weight(plain["2"]))
+    x = torch.randn(1, cfg.in_channels, 6, 6).contiguous(memory_format=torch.channels_last)
+    args = [x, plain["x"], packed.b_x, grouped, packed.b2, plain["3"], packed.b3, plain["pool"],
+            packed.b4, packed.c1, packed.c2r, False, True, False, 4]  # fmt: skip
+    out = cpu._BLOCK_OP(*args)
+    ref = ref64(src, x)
+    assert_close_rel(out, ref, torch.float32)
+    for index, value, match in [
+        (3, plain["2"], "w2 must be the transformed weight"),
+        (3, grouped[:-16], "w2 must be the transformed weight"),
+        (14, 0, "winograd_tiles must be positive"),
+    ]:
+        bad = list(args)
+        bad[index] = value
+        with pytest.raises(ValueError, match=match):
+            cpu._BLOCK_OP(*bad)
+    bad = list(args)
+    bad[13] = True  # b3 as Winograd with its direct weight
+    with pytest.raises(ValueError, match="w3 must be the transformed weight"):
+        cpu._BLOCK_OP(*bad)
 
 
 @pytest.mark.parametrize("hw", [(1, 1), (1, 4), (2, 2), (3, 5), (6, 7)])
@@ -195,3 +270,35 @@ def test_workspace_is_bounded_by_tiles_not_images(monkeypatch):
     ref = F.relu(F.conv2d(r.double().reshape(1, h, w, c_in).permute(0, 3, 1, 2),
                           weight.double(), bias.double(), padding=1))  # fmt: skip
     assert_close_rel(out, ref.permute(0, 2, 3, 1).reshape(n * h * w, c_out), torch.float32)
+
+
+@pytest.mark.skipif(
+    cpu._BLOCK_OP is None or not cpu_onednn.available(torch.float32),
+    reason="no inception_block_onednn operator or no oneDNN in this build",
+)
+def test_operator_workspace_across_modes_and_sizes(monkeypatch):
+    """The per-thread Winograd workspace is plain memory: a call under inference_mode, then
+    no_grad, then inference_mode again all work and agree (a cached inference tensor could not
+    be written outside inference mode), and a chunk beyond the cached size (16 MiB) takes a
+    per-call buffer with the same result."""
+    cfg = GOOGLENET_BLOCKS["3a"]
+    src = randomize_block(Inception(*cfg.args(), branch3_kernel=3, norm=True)).eval()
+    fused = FusedInception.from_module(src, backend="cpu").eval()
+    x = torch.randn(1, cfg.in_channels, 20, 20).contiguous(memory_format=torch.channels_last)
+    ref = ref64(src, x)
+    outs = []
+    for mode in (torch.inference_mode, torch.no_grad, torch.inference_mode):
+        with mode():
+            outs.append(fused(x))
+    big = torch.randn(1, cfg.in_channels, 128, 128).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        small_chunks = fused(big)
+    monkeypatch.setattr(cpu_winograd, "ONEDNN_TILES_PER_CHUNK", 4096)  # V alone 24 MiB
+    big_fused = FusedInception.from_module(src, backend="cpu").eval()
+    with torch.no_grad():
+        one_chunk = big_fused(big)
+    for out in outs:
+        assert torch.equal(out, outs[0])
+    assert_close_rel(outs[0], ref, torch.float32)
+    assert_close_rel(one_chunk, ref64(src, big), torch.float32)
+    assert_close_rel(small_chunks, ref64(src, big), torch.float32)

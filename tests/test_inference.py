@@ -23,6 +23,7 @@ from fused_inception import (
     prepare_for_inference,
     unprepare_for_inference,
 )
+from fused_inception.backends import cpu_onednn
 from fused_inception.models import googlenet
 from fused_inception.nhwc_pool import NhwcMaxPool2d, NhwcMaxPool3x3
 
@@ -267,14 +268,58 @@ def test_folded_unit_matches_basicconv2d(kwargs, fmt):
 
 
 @pytest.mark.parametrize("fmt", layout_params())
+def test_folded_unit_runs_a_wide_3x3_as_winograd(fmt, monkeypatch):
+    """A 3x3/1/1 unit of 64+ channels in and out (GoogLeNet's conv3) runs as Winograd F(2x2, 3x3)
+    on a grouped oneDNN GEMM, in chunks of 7 tiles here (a padded last one): float64 parity,
+    NaN where torchvision's unit has it, the direct path's output layout; a narrow or strided
+    3x3 stays on the direct convolution."""
+    from fused_inception import folded_unit
+    from fused_inception.backends import cpu_winograd
+
+    if folded_unit._WINOGRAD_OP is None or not cpu_onednn.available(torch.float32):
+        pytest.skip("no conv3x3_relu_winograd operator or no oneDNN in this build")
+    monkeypatch.setattr(cpu_winograd, "ONEDNN_TILES_PER_CHUNK", 7)
+    calls = []
+    real = folded_unit._WINOGRAD_OP
+    monkeypatch.setattr(folded_unit, "_WINOGRAD_OP", lambda *a: (calls.append(a[3]), real(*a))[1])
+    unit, x = _unit_and_nan_input(64, 72, (2, 64, 9, 11), (1, 5, 4, 4), fmt, seed=26)
+    folded = FoldedConvUnit.from_module(copy.deepcopy(unit))
+    with torch.no_grad():
+        got = [folded(x) for _ in range(2)]  # packed on the first call, reused on the second
+        want = unit(x)
+    assert calls == [7, 7]
+    monkeypatch.setattr(cpu_winograd, "ONEDNN_ENABLED", False)
+    with torch.no_grad():
+        direct = FoldedConvUnit.from_module(copy.deepcopy(unit))(x)
+    assert len(calls) == 2
+    for out in got:
+        assert torch.equal(torch.isnan(out), torch.isnan(want)) and bool(torch.isnan(want).any())
+        finite = want.isfinite()
+        assert_close_rel(out[finite], _f64(unit, x)[finite], torch.float32)
+        assert out.stride() == direct.stride()
+    monkeypatch.setattr(cpu_winograd, "ONEDNN_ENABLED", True)
+    narrow = BasicConv2d(16, 72, kernel_size=3, padding=1)
+    strided = BasicConv2d(64, 72, kernel_size=3, padding=1, stride=2)
+    for module in (narrow, strided):
+        x = torch.randn(1, module.conv.in_channels, 8, 8)
+        with torch.no_grad():
+            FoldedConvUnit.from_module(randomize_block(module).eval())(x)
+    assert len(calls) == 2
+
+
+def _unit_and_nan_input(c_in, c_out, shape, nan_at, fmt, seed):
+    """A random 3x3/1/1 BasicConv2d in eval mode and an input with one NaN, both in fmt."""
+    torch.manual_seed(seed)
+    unit = randomize_block(BasicConv2d(c_in, c_out, kernel_size=3, padding=1)).eval()
+    x = torch.randn(*shape)
+    x[nan_at] = float("nan")
+    return unit.to(memory_format=fmt), x.contiguous(memory_format=fmt)
+
+
+@pytest.mark.parametrize("fmt", layout_params())
 def test_folded_unit_keeps_nan_as_torchvisions_unit_does(fmt):
     """oneDNN's fused ReLU maps NaN to 0; the unit's ReLU is torch's, which keeps it."""
-    torch.manual_seed(25)
-    unit = randomize_block(BasicConv2d(3, 4, kernel_size=3, padding=1)).eval()
-    unit = unit.to(memory_format=fmt)
-    x = torch.randn(1, 3, 5, 5)
-    x[0, 0, 2, 2] = float("nan")
-    x = x.contiguous(memory_format=fmt)
+    unit, x = _unit_and_nan_input(3, 4, (1, 3, 5, 5), (0, 0, 2, 2), fmt, seed=25)
     folded = FoldedConvUnit.from_module(copy.deepcopy(unit))
     with torch.no_grad():
         want, got = unit(x), folded(x)

@@ -47,6 +47,7 @@ COVERED = {
     "inception_block": "test_opcheck_inception_block",
     "inception_block_saving": "test_opcheck_inception_block_saving",
     "inception_block_onednn": "test_opcheck_inception_block_onednn",
+    "conv3x3_relu_winograd": "test_opcheck_conv3x3_relu_winograd",
     "max_pool3x3_nhwc": "test_opcheck_max_pool3x3_nhwc",
     "max_pool3x3_nhwc_backward": "test_opcheck_max_pool3x3_nhwc_backward",
     "max_pool3x3_nhwc_backward_add_": "test_opcheck_max_pool3x3_nhwc_backward",
@@ -250,6 +251,45 @@ def test_opcheck_inception_block_onednn(layout):
     for bad, match in bad_cases:
         with pytest.raises((ValueError, RuntimeError), match=match):
             ops.inception_block_onednn(*bad)
+
+
+@pytest.mark.skipif(
+    not _ext.has_op("conv3x3_relu_winograd") or not cpu_onednn.available(torch.float32),
+    reason="no conv3x3_relu_winograd operator or no oneDNN in this build",
+)
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last], ids=str)
+def test_opcheck_conv3x3_relu_winograd(layout):
+    """A prepared network's standalone Winograd 3x3 (plain grouped weight; values against
+    float64 in tests/test_inference.py), in chunks of 4 tiles with a padded last one."""
+    from fused_inception.backends import cpu_winograd
+
+    gen = torch.Generator().manual_seed(9)
+    x = torch.randn(2, 5, 5, 6, generator=gen).contiguous(memory_format=layout)
+    weight, bias = torch.randn(7, 5, 3, 3, generator=gen), torch.randn(7, generator=gen)
+    grouped = cpu_onednn.conv_weight(cpu_winograd.grouped_weight(weight))
+    args = (x, grouped, bias, 4)
+    _opcheck(ops.conv3x3_relu_winograd.default, args)
+    out = ops.conv3x3_relu_winograd(*args)
+    ref = torch.nn.functional.conv2d(x.double(), weight.double(), bias.double(), padding=1)
+    ref = torch.relu(ref)
+    assert_close_rel(out, ref, torch.float32)
+    assert out.is_contiguous(memory_format=layout)
+    with FakeTensorMode() as mode:
+        fake = ops.conv3x3_relu_winograd(
+            *(mode.from_tensor(a) if isinstance(a, torch.Tensor) else a for a in args)
+        )
+    assert fake.shape == out.shape and fake.stride() == out.stride()
+    bad_cases = [
+        ((x.double(), grouped, bias, 4), "float32 CPU x"),
+        ((x[0], grouped, bias, 4), "4-D x"),
+        ((x, weight, bias, 4), "weight must be the transformed weight"),
+        ((x, grouped, bias[:-1], 4), "weight must be the transformed weight"),
+        ((x, grouped, bias[:, None], 4), "1-D bias"),
+        ((x, grouped, bias, 0), "tiles must be positive"),
+    ]
+    for bad, match in bad_cases:
+        with pytest.raises((ValueError, RuntimeError), match=match):
+            ops.conv3x3_relu_winograd(*bad)
 
 
 def test_opcheck_winograd_f2x3():

@@ -10,7 +10,9 @@ What makes it faster than the eager block (measured by `python -m fused_inceptio
 - float32 runs every convolution (the GEMM over x, the kxk ones, the pool's projection) as a
   oneDNN convolution (cpu_onednn.py), its ReLU applied as it is copied into its slice: 2-2.5x
   the throughput of torch's MKL GEMMs on the AMD CPUs measured, where it also beats Winograd
-  on MKL's batched GEMMs;
+  on MKL's batched GEMMs; the eval operator runs the wide 3x3s (b2's) as Winograd F(2x2, 3x3)
+  with its 16 GEMMs as one grouped oneDNN convolution, which does beat the direct one
+  (cpu_winograd.onednn_winograd_pays);
 - without oneDNN (or for float64 / 16-bit), the 3x3 convolutions run as Winograd F(2x2, 3x3)
   where that pays (cpu_winograd.py), 2.25x fewer multiply-adds, and the GEMMs as addmm;
 - the pool branch's max-pool is this package's separable C++ operator.
@@ -107,19 +109,41 @@ def forward(x: Tensor, packed: CpuPacked) -> Tensor:
 
     float32 on oneDNN is one call of the C++ operator fused_inception::inception_block_onednn
     (csrc/cpu/block_onednn.cpp), _forward_onednn's computation without its per-operator Python
-    overhead, which matters at batch 1; _forward_onednn itself stays for forward_saving and
-    builds without the operator.
+    overhead, which matters at batch 1, and with the wide 3x3 convolutions as Winograd
+    F(2x2, 3x3) on a grouped oneDNN GEMM (the transformed weight made on first use and
+    reordered for one chunk of tiles from a shape's second call on, as the other weights are);
+    _forward_onednn itself (direct convolutions only) stays for forward_saving and builds
+    without the operator.
     """
     if packed.onednn is not None and x.dtype == torch.float32 and _BLOCK_OP is not None:
         weights, shape = packed.onednn, tuple(x.shape)
-        r2_shape = (shape[0], packed.c2r, shape[2], shape[3])  # the kxk convolutions' inputs
-        r3_shape = (shape[0], packed.c3r, shape[2], shape[3])
+        n, _, h, w = shape
+        chunk = winograd.onednn_chunk(n, h, w)
+        kxk, use_winograd = [], []
+        for tag, c_red in (("2", packed.c2r), ("3", packed.c3r)):
+            plain = weights.plain[tag]
+            use_winograd.append(_onednn_winograd(plain, h, w))
+            if use_winograd[-1]:  # the transformed weight, reordered for one chunk's V
+                make = lambda p=plain: onednn.conv_weight(winograd.grouped_weight(p))  # noqa: E731
+                kxk.append(weights.derived(tag + "w", make, (1, 16 * c_red, 1, chunk), groups=16))
+            else:  # reordered for the kxk convolution's input, r2 or r3
+                kxk.append(weights.get(tag, (n, c_red, h, w)))
         return _BLOCK_OP(
-            x, weights.get("x", shape), packed.b_x, weights.get("2", r2_shape), packed.b2,
-            weights.get("3", r3_shape), packed.b3, weights.get("pool", shape), packed.b4,
-            packed.c1, packed.c2r, output_poisoned(),
+            x, weights.get("x", shape), packed.b_x, kxk[0], packed.b2, kxk[1], packed.b3,
+            weights.get("pool", shape), packed.b4, packed.c1, packed.c2r, output_poisoned(),
+            use_winograd[0], use_winograd[1], chunk,
         )  # fmt: skip
     return _forward(x, packed, keep_reduced=False)[0]
+
+
+def _onednn_winograd(weight: Tensor, h: int, w: int) -> bool:
+    """Whether the eval operator runs this kxk weight's convolution as Winograd F(2x2, 3x3)."""
+    c_out, c_in, kh, kw = weight.shape
+    return (
+        winograd.ONEDNN_ENABLED
+        and (kh, kw) == (3, 3)
+        and winograd.onednn_winograd_pays(h, w, c_in, c_out)
+    )
 
 
 # The operator's overload, resolved once (None in builds without it).

@@ -5,7 +5,9 @@ AMD processors, while oneDNN (which torch also ships) JIT-compiles AVX-512 kerne
 finds. Measured on this project's CI machine (2 AMD EPYC cores with AVX-512, 1 thread, fp32):
 the 1x1 GEMM of block 4e at batch 8 ([1568, 528] x [528, 448]) 6.4 ms with addmm, 2.8 ms as a
 oneDNN 1x1 convolution; torch.bmm of the Winograd GEMMs 25-50 GMAC/s against oneDNN's direct
-3x3 convolution at about 130 GMAC/s, so direct convolutions beat Winograd F(2x2, 3x3) there.
+3x3 convolution at about 130 GMAC/s, so direct convolutions beat Winograd F(2x2, 3x3) on bmm.
+(The eval operator's Winograd runs its GEMMs as a grouped oneDNN convolution instead:
+cpu_winograd.onednn_winograd_pays.)
 And F.conv2d does not take oneDNN for a 1x1 convolution with one thread and batch < 16 (torch's
 heuristic sends it to its im2col + MKL path), so the operator is called directly.
 
@@ -116,6 +118,16 @@ class Weights:
         self.plain = plain
         # (name, input shape) -> its reordered weight, or None after the shape's first use.
         self._reordered: dict[tuple, Tensor | None] = {}
+        self._groups: dict[str, int] = {}  # of the derived weights with groups > 1
+
+    def derived(self, name: str, make, input_shape: tuple[int, ...], groups: int = 1) -> Tensor:
+        """get(name, input_shape) for a weight made from the others on its first use
+        (`make()`: e.g. a Winograd-transformed weight) and kept with the plain ones; `groups`
+        is its convolution's group count (for the reorder)."""
+        if name not in self.plain:
+            self.plain[name] = make()
+            self._groups[name] = groups
+        return self.get(name, input_shape)
 
     def get(self, name: str, input_shape: tuple[int, ...]) -> Tensor:
         key = (name, tuple(input_shape))
@@ -126,7 +138,9 @@ class Weights:
             return self.plain[name]
         weight = self._reordered[key]
         if weight is None:
-            weight = self._reordered[key] = reorder(self.plain[name], input_shape)
+            weight = self._reordered[key] = reorder(
+                self.plain[name], input_shape, groups=self._groups.get(name, 1)
+            )
         return weight
 
 
@@ -139,7 +153,17 @@ def relu_channels_last(t: Tensor) -> Tensor:
 # The fake kernel of fused_inception::inception_block_onednn (csrc/cpu/block_onednn.cpp, the
 # eval block that backends/cpu.py calls), here because this module is imported with the package.
 @_ext.register_fake("inception_block_onednn")
-def _inception_block_onednn_fake(x, w_x, b_x, w2, b2, w3, b3, w_pool, b_pool, c1, c2r, poison):
+def _inception_block_onednn_fake(
+    x, w_x, b_x, w2, b2, w3, b3, w_pool, b_pool, c1, c2r, poison, winograd2=False,
+    winograd3=False, winograd_tiles=0,
+):  # fmt: skip
     n, _, h, w = x.shape
     shape = (n, c1 + b2.shape[0] + b3.shape[0] + b_pool.shape[0], h, w)
     return x.new_empty(shape).contiguous(memory_format=output_memory_format(x))
+
+
+@_ext.register_fake("conv3x3_relu_winograd")
+def _conv3x3_relu_winograd_fake(x, weight, bias, tiles):
+    n, _, h, w = x.shape
+    out = x.new_empty((n, bias.shape[0], h, w))
+    return out.contiguous(memory_format=output_memory_format(x))
