@@ -44,6 +44,7 @@
 #include <optional>
 #include <vector>
 
+#include "cpu/max_pool3x3.h"
 #include "cpu/winograd_f2x3.h"
 
 namespace fused_inception {
@@ -66,10 +67,11 @@ at::Tensor onednn_conv(const at::Tensor& x, const at::Tensor& weight,
                  c10::List<std::optional<at::Scalar>>(), std::nullopt);
 }
 
-// out = conv1x1(x, weight) (groups groups, no bias) by oneDNN, written into out: oneDNN's
-// in-place form adds the convolution to `out`, which is zeroed first.
-void onednn_conv1x1_into(const at::Tensor& out, const at::Tensor& x, const at::Tensor& weight,
-                         int64_t groups) {
+// out = conv2d(x, weight) + bias by oneDNN (stride 1, zero padding K // 2, `groups` groups),
+// written into out (a dense channels_last tensor): oneDNN's in-place form adds the convolution
+// to `out`, which is zeroed first (in cache, 4 MB in 0.025 ms here).
+void onednn_conv_into(const at::Tensor& out, const at::Tensor& x, const at::Tensor& weight,
+                      const std::optional<at::Tensor>& bias, int64_t groups = 1) {
   static const auto op =
       c10::Dispatcher::singleton()
           .findSchemaOrThrow("mkldnn::_convolution_pointwise_", "binary")
@@ -78,12 +80,73 @@ void onednn_conv1x1_into(const at::Tensor& out, const at::Tensor& x, const at::T
                              at::IntArrayRef, int64_t, c10::string_view, std::optional<at::Scalar>,
                              std::optional<c10::string_view>, c10::List<std::optional<at::Scalar>>,
                              std::optional<c10::string_view>)>();
-  const int64_t zeros[2] = {0, 0}, ones[2] = {1, 1};
+  const int64_t pad = weight.size(3) / 2;
+  const int64_t padding[2] = {pad, pad}, ones[2] = {1, 1};
   at::Tensor dst = out;
   dst.zero_();
-  op.call(dst, x, weight, std::nullopt, zeros, ones, ones, groups, "add", std::nullopt,
-          std::nullopt, c10::List<std::optional<at::Scalar>>(), std::nullopt);
+  op.call(dst, x, weight, bias, padding, ones, ones, groups, "add", std::nullopt, std::nullopt,
+          c10::List<std::optional<at::Scalar>>(), std::nullopt);
 }
+
+// One block call's temporaries (x's NHWC copy, the pooled x, b4, y, the direct branches' r and
+// convolution outputs, an NCHW output's Winograd staging), carved in turn from one per-thread
+// buffer that is reused from call to call. Fresh multi-MB tensors per call were served by glibc
+// with new pages whenever its heap had been trimmed: up to 4,000-5,000 page faults per batch-8
+// call of 3a and 3b on NCHW input, 18 and 26 ms against 6.5 and 13 ms without them. The
+// buffer grows to the largest call's need (known after that call) up to kMaxScratch bytes per
+// thread; what does not fit is allocated as usual. Tensors from it live only inside the call.
+constexpr int64_t kMaxScratch = int64_t{64} << 20;
+
+class Scratch {
+ public:
+  explicit Scratch(const at::TensorOptions& options) : options_(options) {
+    State& s = state();
+    if (s.want > s.capacity) {  // grow to the largest need seen, before anything is carved
+      s.data.reset();
+      s.capacity = 0;
+      s.data.reset(static_cast<float*>(std::aligned_alloc(64, s.want * sizeof(float))));
+      if (s.data != nullptr) s.capacity = s.want;
+    }
+    TORCH_CHECK(!s.busy, "inception_block_onednn: scratch in use on this thread (re-entered)");
+    s.busy = true;
+  }
+  ~Scratch() {
+    State& s = state();
+    s.busy = false;
+    if (need_ * int64_t{sizeof(float)} <= kMaxScratch) s.want = std::max(s.want, need_);
+  }
+  Scratch(const Scratch&) = delete;
+  Scratch& operator=(const Scratch&) = delete;
+
+  // An uninitialised [n, c, h, w] channels_last float32 tensor.
+  at::Tensor nhwc(int64_t n, int64_t c, int64_t h, int64_t w) {
+    const int64_t numel = (n * c * h * w + 15) / 16 * 16;  // 64-byte steps
+    need_ += numel;
+    State& s = state();
+    if (used_ + numel > s.capacity) {
+      return at::empty({n, c, h, w}, options_.memory_format(at::MemoryFormat::ChannelsLast));
+    }
+    float* data = s.data.get() + used_;
+    used_ += numel;
+    return at::from_blob(data, {n, c, h, w}, {h * w * c, 1, w * c, c}, options_);
+  }
+
+ private:
+  struct Free {
+    void operator()(float* p) const { std::free(p); }
+  };
+  struct State {
+    std::unique_ptr<float, Free> data;
+    int64_t capacity = 0, want = 0;  // floats
+    bool busy = false;
+  };
+  static State& state() {
+    static thread_local State s;
+    return s;
+  }
+  at::TensorOptions options_;
+  int64_t used_ = 0, need_ = 0;
+};
 
 // The Winograd workspace: V or M of one chunk, [1, channels, 1, count] channels_last (an NHWC
 // image of `count` pixels). Each thread keeps the largest buffer it has needed, up to
@@ -121,13 +184,6 @@ at::Tensor workspace(WorkspaceBuffer& cached, int64_t channels, int64_t count,
     cached.numel = numel;
   }
   return at::from_blob(cached.data.get(), sizes, strides, options);
-}
-
-at::Tensor max_pool3x3(const at::Tensor& x) {
-  static const auto op = c10::Dispatcher::singleton()
-                             .findSchemaOrThrow("fused_inception::max_pool3x3_nhwc", "")
-                             .typed<at::Tensor(const at::Tensor&)>();
-  return op.call(x);
 }
 
 // relu(src) into dst (a channel slice of the output, or a fresh tensor).
@@ -176,7 +232,7 @@ void winograd_branch(const at::Tensor& y, int64_t col, int64_t c_red, bool relu_
     // for one GEMM size makes oneDNN reorder it back on every call of another size (4e's
     // 392-tile weight on 32 tiles: 40x slower).
     std::fill(v_data + count * 16 * c_red, v_data + size * 16 * c_red, 0.f);
-    onednn_conv1x1_into(m, v, w_grouped, 16);  // M [T, 16, Cout]
+    onednn_conv_into(m, v, w_grouped, std::nullopt, 16);  // M [T, 16, Cout]
     winograd::output_tiles(grid, m.const_data_ptr<float>(), 16 * c_out, c_out, b, out,
                            out_rows.stride(0), c_out);
   }
@@ -235,12 +291,21 @@ at::Tensor inception_block_onednn_cpu(const at::Tensor& x, const at::Tensor& w_x
     return out;
   }
   {
-    const at::Tensor x_nhwc = x.contiguous(at::MemoryFormat::ChannelsLast);
+    Scratch scratch(x.options());
+    at::Tensor x_nhwc = x;
+    if (!x.is_contiguous(at::MemoryFormat::ChannelsLast)) {
+      x_nhwc = scratch.nhwc(n, x.size(1), h, w);
+      x_nhwc.copy_(x);
+    }
     {
-      const at::Tensor b4 = onednn_conv(max_pool3x3(x_nhwc), w_pool, b_pool);
+      const at::Tensor pooled = scratch.nhwc(n, x.size(1), h, w);
+      max_pool3x3_nhwc_into(x_nhwc, pooled);
+      const at::Tensor b4 = scratch.nhwc(n, c4, h, w);
+      onednn_conv_into(b4, pooled, w_pool, b_pool);
       relu_into(out.narrow(1, c1 + c2 + c3, c4), b4);
     }
-    const at::Tensor y = onednn_conv(x_nhwc, w_x, b_x);  // b1 | r2 | r3
+    const at::Tensor y = scratch.nhwc(n, c_x, h, w);  // b1 | r2 | r3
+    onednn_conv_into(y, x_nhwc, w_x, b_x);
     if (c1 > 0) {
       relu_into(out.narrow(1, 0, c1), y.narrow(1, 0, c1));
     }
@@ -256,18 +321,16 @@ at::Tensor inception_block_onednn_cpu(const at::Tensor& x, const at::Tensor& w_x
     for (const auto& br : branches) {
       const at::Tensor slice = out.narrow(1, br.c_out_col, br.c);
       if (br.winograd) {
-        const at::Tensor dst =
-            channels_last ? slice
-                          : at::empty({n, br.c, h, w},
-                                      out.options().memory_format(at::MemoryFormat::ChannelsLast));
+        const at::Tensor dst = channels_last ? slice : scratch.nhwc(n, br.c, h, w);
         winograd_branch(y, br.col, br.c_red, /*relu_input=*/true, br.weight, br.bias, dst,
                         winograd_tiles);
         if (!channels_last) slice.copy_(dst);
       } else {
-        at::Tensor r = at::empty({n, br.c_red, h, w},
-                                 out.options().memory_format(at::MemoryFormat::ChannelsLast));
+        const at::Tensor r = scratch.nhwc(n, br.c_red, h, w);
         relu_into(r, y.narrow(1, br.col, br.c_red));
-        relu_into(slice, onednn_conv(r, br.weight, br.bias));
+        const at::Tensor z = scratch.nhwc(n, br.c, h, w);
+        onednn_conv_into(z, r, br.weight, br.bias);
+        relu_into(slice, z);
       }
     }
   }

@@ -35,6 +35,7 @@
 
 #include "cpu/parallel.h"
 // Last: its AVX2 block defines torch's CPU_CAPABILITY macros (see there).
+#include "cpu/max_pool3x3.h"
 #include "cpu/max_pool_common.h"
 
 namespace fused_inception {
@@ -89,22 +90,29 @@ void max_pool3x3_nhwc_kernel(const scalar_t* x, scalar_t* out, int64_t batch, in
 
 at::Tensor max_pool3x3_nhwc_cpu(const at::Tensor& x) {
   check_pool_input(x, "max_pool3x3_nhwc");
-
-  const int64_t batch = x.size(0), channels = x.size(1), height = x.size(2), width = x.size(3);
   at::Tensor out = at::empty(x.sizes(), x.options().memory_format(at::MemoryFormat::ChannelsLast));
-  if (out.numel() == 0) {
-    return out;
-  }
-  AT_DISPATCH_FLOATING_TYPES_AND2(
-      at::kHalf, at::kBFloat16, x.scalar_type(), "max_pool3x3_nhwc", [&] {
-        max_pool3x3_nhwc_kernel<scalar_t>(x.const_data_ptr<scalar_t>(),
-                                          out.mutable_data_ptr<scalar_t>(), batch, height, width,
-                                          channels);
-      });
+  max_pool3x3_nhwc_into(x, out);
   return out;
 }
 
 }  // namespace
+
+void max_pool3x3_nhwc_into(const at::Tensor& x, const at::Tensor& out) {
+  check_pool_input(x, "max_pool3x3_nhwc");
+  TORCH_CHECK(out.sizes() == x.sizes() && out.scalar_type() == x.scalar_type() &&
+                  out.is_contiguous(at::MemoryFormat::ChannelsLast),
+              "max_pool3x3_nhwc_into: out must be a channels_last tensor of x's shape and dtype");
+  if (out.numel() == 0) {
+    return;
+  }
+  AT_DISPATCH_FLOATING_TYPES_AND2(
+      at::kHalf, at::kBFloat16, x.scalar_type(), "max_pool3x3_nhwc", [&] {
+        max_pool3x3_nhwc_kernel<scalar_t>(x.const_data_ptr<scalar_t>(),
+                                          out.mutable_data_ptr<scalar_t>(), x.size(0), x.size(2),
+                                          x.size(3), x.size(1));
+      });
+}
+
 }  // namespace fused_inception
 
 TORCH_LIBRARY_IMPL(fused_inception, CPU, m) {
