@@ -302,3 +302,26 @@ def test_operator_workspace_across_modes_and_sizes(monkeypatch):
     assert_close_rel(outs[0], ref, torch.float32)
     assert_close_rel(one_chunk, ref64(src, big), torch.float32)
     assert_close_rel(small_chunks, ref64(src, big), torch.float32)
+
+
+@pytest.mark.skipif(
+    cpu._BLOCK_OP is None or not cpu_onednn.available(torch.float32),
+    reason="no inception_block_onednn operator or no oneDNN in this build",
+)
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last], ids=str)
+def test_operator_scratch_is_reused_safely(layout):
+    """The operator's temporaries come from a per-thread buffer that grows to the largest call:
+    calls of growing and shrinking sizes each match float64, and an output already returned is
+    never written by a later call (it is not carved from the buffer)."""
+    cfg = GOOGLENET_BLOCKS["4a"]
+    src = randomize_block(Inception(*cfg.args(), branch3_kernel=5, norm=False)).eval()
+    fused = FusedInception.from_module(src, backend="cpu").eval()
+    kept = []
+    for batch, hw in [(1, 6), (3, 14), (2, 9), (3, 14), (1, 6), (4, 17)]:
+        x = torch.randn(batch, cfg.in_channels, hw, hw).contiguous(memory_format=layout)
+        with torch.no_grad(), poison_outputs():
+            out = fused(x)
+        assert_close_rel(out, ref64(src, x), torch.float32)
+        kept.append((out, out.clone()))
+    for out, copy in kept:
+        assert torch.equal(out, copy)
