@@ -277,10 +277,11 @@ def test_workspace_is_bounded_by_tiles_not_images(monkeypatch):
     reason="no inception_block_onednn operator or no oneDNN in this build",
 )
 def test_operator_workspace_across_modes_and_sizes(monkeypatch):
-    """The per-thread Winograd workspace is plain memory: a call under inference_mode, then
-    no_grad, then inference_mode again all work and agree (a cached inference tensor could not
-    be written outside inference mode), and a chunk beyond the cached size (16 MiB) takes a
-    per-call buffer with the same result."""
+    """The per-thread scratch (Winograd's V and M included) is plain memory: a call under
+    inference_mode, then no_grad, then inference_mode again all work and agree (a cached
+    inference tensor could not be written outside inference mode), and a call whose
+    temporaries pass the scratch's 64 MiB (one 4096-tile chunk: V and M alone 56 MiB) takes
+    per-call buffers for the rest with the same result."""
     cfg = GOOGLENET_BLOCKS["3a"]
     src = randomize_block(Inception(*cfg.args(), branch3_kernel=3, norm=True)).eval()
     fused = FusedInception.from_module(src, backend="cpu").eval()
@@ -293,7 +294,7 @@ def test_operator_workspace_across_modes_and_sizes(monkeypatch):
     big = torch.randn(1, cfg.in_channels, 128, 128).contiguous(memory_format=torch.channels_last)
     with torch.no_grad():
         small_chunks = fused(big)
-    monkeypatch.setattr(cpu_winograd, "ONEDNN_TILES_PER_CHUNK", 4096)  # V alone 24 MiB
+    monkeypatch.setattr(cpu_winograd, "ONEDNN_TILES_PER_CHUNK", 4096)
     big_fused = FusedInception.from_module(src, backend="cpu").eval()
     with torch.no_grad():
         one_chunk = big_fused(big)

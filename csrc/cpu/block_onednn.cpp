@@ -50,23 +50,6 @@
 namespace fused_inception {
 namespace {
 
-// conv2d(x, weight) + bias by oneDNN: stride 1, zero padding K // 2, `groups` groups.
-at::Tensor onednn_conv(const at::Tensor& x, const at::Tensor& weight,
-                       const std::optional<at::Tensor>& bias, int64_t groups = 1) {
-  static const auto op =
-      c10::Dispatcher::singleton()
-          .findSchemaOrThrow("mkldnn::_convolution_pointwise", "")
-          .typed<at::Tensor(const at::Tensor&, const at::Tensor&, const std::optional<at::Tensor>&,
-                            at::IntArrayRef, at::IntArrayRef, at::IntArrayRef, int64_t,
-                            c10::string_view, c10::List<std::optional<at::Scalar>>,
-                            std::optional<c10::string_view>)>();
-  const int64_t pad = weight.size(3) / 2;
-  const int64_t padding[2] = {pad, pad};
-  const int64_t ones[2] = {1, 1};
-  return op.call(x, weight, bias, padding, ones, ones, groups, "none",
-                 c10::List<std::optional<at::Scalar>>(), std::nullopt);
-}
-
 // out = conv2d(x, weight) + bias by oneDNN (stride 1, zero padding K // 2, `groups` groups),
 // written into out (a dense channels_last tensor): oneDNN's in-place form adds the convolution
 // to `out`, which is zeroed first (in cache, 4 MB in 0.025 ms here).
@@ -88,13 +71,13 @@ void onednn_conv_into(const at::Tensor& out, const at::Tensor& x, const at::Tens
           c10::List<std::optional<at::Scalar>>(), std::nullopt);
 }
 
-// One block call's temporaries (x's NHWC copy, the pooled x, b4, y, the direct branches' r and
-// convolution outputs, an NCHW output's Winograd staging), carved in turn from one per-thread
-// buffer that is reused from call to call. Fresh multi-MB tensors per call were served by glibc
-// with new pages whenever its heap had been trimmed: up to 4,000-5,000 page faults per batch-8
-// call of 3a and 3b on NCHW input, 18 and 26 ms against 6.5 and 13 ms without them. The
-// buffer grows to the largest call's need (known after that call) up to kMaxScratch bytes per
-// thread; what does not fit is allocated as usual. Tensors from it live only inside the call.
+// One operator call's temporaries (x's NHWC copy, the pooled x, b4, y, the direct branches' r
+// and convolution outputs, Winograd's V and M and an NCHW output's Winograd staging), carved in
+// turn from one per-thread buffer that is reused from call to call. Fresh multi-MB tensors per call
+// were served by glibc with new pages whenever its heap had been trimmed: up to 4,000-5,000 page
+// faults per batch-8 call of 3a and 3b on NCHW input, 18 and 26 ms against 6.5 and 13 ms without
+// them. The buffer grows to the largest call's need (known after that call) up to kMaxScratch bytes
+// per thread; what does not fit is allocated as usual. Tensors from it live only inside the call.
 constexpr int64_t kMaxScratch = int64_t{64} << 20;
 
 class Scratch {
@@ -107,7 +90,7 @@ class Scratch {
       s.data.reset(static_cast<float*>(std::aligned_alloc(64, s.want * sizeof(float))));
       if (s.data != nullptr) s.capacity = s.want;
     }
-    TORCH_CHECK(!s.busy, "inception_block_onednn: scratch in use on this thread (re-entered)");
+    TORCH_CHECK(!s.busy, "fused_inception: CPU scratch in use on this thread (re-entered)");
     s.busy = true;
   }
   ~Scratch() {
@@ -148,59 +131,12 @@ class Scratch {
   int64_t used_ = 0, need_ = 0;
 };
 
-// The Winograd workspace: V or M of one chunk, [1, channels, 1, count] channels_last (an NHWC
-// image of `count` pixels). Each thread keeps the largest buffer it has needed, up to
-// kMaxCachedWorkspace bytes each, and reuses it: fresh buffers of a few MB per chunk were
-// served by glibc with new pages (hundreds of page faults per batch-1 block call, a quarter of
-// its time); larger ones are allocated per call. The buffer is plain memory wrapped per call
-// (from_blob), not a cached tensor: a tensor made under InferenceMode could not be written
-// outside it.
-constexpr int64_t kMaxCachedWorkspace = int64_t{16} << 20;
-
-struct WorkspaceBuffer {
-  struct Free {
-    void operator()(float* p) const { std::free(p); }
-  };
-  std::unique_ptr<float, Free> data;
-  int64_t numel = 0;
-};
-
-at::Tensor workspace(WorkspaceBuffer& cached, int64_t channels, int64_t count,
-                     const at::TensorOptions& options) {
-  const int64_t numel = channels * count;
-  const std::vector<int64_t> sizes{1, channels, 1, count};
-  const std::vector<int64_t> strides{numel, 1, numel, channels};
-  if (numel * int64_t{sizeof(float)} > kMaxCachedWorkspace) {
-    return at::empty({numel}, options).as_strided(sizes, strides);
-  }
-  if (cached.numel < numel) {
-    cached.data.reset();  // free the old one first
-    cached.numel = 0;
-    // 64-byte aligned, a multiple of 64 bytes (numel * 4 <= 16 MiB: no overflow)
-    const size_t bytes = (static_cast<size_t>(numel) * sizeof(float) + 63) / 64 * 64;
-    cached.data.reset(static_cast<float*>(std::aligned_alloc(64, bytes)));
-    TORCH_CHECK(cached.data != nullptr, "inception_block_onednn: could not allocate ", bytes,
-                " bytes of Winograd workspace");
-    cached.numel = numel;
-  }
-  return at::from_blob(cached.data.get(), sizes, strides, options);
-}
-
 // relu(src) into dst (a channel slice of the output, or a fresh tensor).
 void relu_into(const at::Tensor& dst, const at::Tensor& src) {
   at::Tensor out = dst;
   at::clamp_min_out(out, src, 0);
 }
 
-// dst = relu(conv3x3(relu(r), W, pad 1) + bias) (relu(r): with relu_input, else r) by Winograd
-// F(2x2, 3x3) (csrc/cpu/
-// winograd_f2x3.h), r being `c_red` channels of y from channel `col` on (y: [N, C, H, W]
-// channels_last), dst a channels_last tensor or channel slice [N, Cout, H, W]. The 16 GEMMs of
-// each chunk of `chunk` tiles are one grouped oneDNN 1x1 convolution: V [T, 16, c_red] is an
-// NHWC image of T pixels and 16 * c_red channels, `w_grouped` the transformed weight
-// [16 * Cout, c_red, 1, 1] (group k: U[k]^T), and its output M [T, 16, Cout] is read in place
-// by the output transform. The input transform applies r's ReLU, so no ReLU'd copy of r is
-// stored. V and M hold 16 * (c_red + Cout) floats per tile of one chunk at a time.
 // t [N, C, H, W] as its [N*H*W, C] NHWC rows: a view where t is channels_last (or a channel
 // slice of such a tensor), else a channels_last copy.
 at::Tensor nhwc_rows(const at::Tensor& t) {
@@ -208,10 +144,18 @@ at::Tensor nhwc_rows(const at::Tensor& t) {
   return rows.size(1) <= 1 || rows.stride(1) == 1 ? rows : rows.contiguous();
 }
 
-void winograd_branch(const at::Tensor& y, int64_t col, int64_t c_red, bool relu_input,
-                     const at::Tensor& w_grouped, const at::Tensor& bias, const at::Tensor& dst,
-                     int64_t chunk) {
-  constexpr const char* op = "inception_block_onednn";
+// dst = relu(conv3x3(r', W, pad 1) + bias), r' = relu(r) with relu_input, else r, by Winograd
+// F(2x2, 3x3) (csrc/cpu/winograd_f2x3.h), r being `c_red` channels of y from channel `col` on
+// (y: [N, C, H, W] channels_last), dst a channels_last tensor or channel slice [N, Cout, H, W].
+// The 16 GEMMs of each chunk of `chunk` tiles are one grouped oneDNN 1x1 convolution: V [T, 16,
+// c_red] is an NHWC image of T pixels and 16 * c_red channels, `w_grouped` the transformed
+// weight [16 * Cout, c_red, 1, 1] (group k: U[k]^T), and its output M [T, 16, Cout] is read in
+// place by the output transform. With relu_input the input transform applies r's ReLU, so no
+// ReLU'd copy of r is stored. V and M (16 * (c_red + Cout) floats per tile of one chunk) come
+// from the call's scratch and are reused from chunk to chunk.
+void winograd_branch(const char* op, Scratch& scratch, const at::Tensor& y, int64_t col,
+                     int64_t c_red, bool relu_input, const at::Tensor& w_grouped,
+                     const at::Tensor& bias, const at::Tensor& dst, int64_t chunk) {
   const int64_t n = y.size(0), h = y.size(2), w = y.size(3), c_out = dst.size(1);
   const winograd::TileGrid all = winograd::make_grid(op, n, h, w, 0, std::nullopt);
   const at::Tensor r_rows = nhwc_rows(y).narrow(1, col, c_red), out_rows = nhwc_rows(dst);
@@ -219,14 +163,13 @@ void winograd_branch(const at::Tensor& y, int64_t col, int64_t c_red, bool relu_
   const float* r = r_rows.const_data_ptr<float>();
   float* out = out_rows.mutable_data_ptr<float>();
   const float* b = bias.const_data_ptr<float>();
-  static thread_local WorkspaceBuffer cached_v, cached_m;
   const int64_t size = std::min(chunk, all.count);  // every GEMM has this many tiles
+  const at::Tensor v = scratch.nhwc(1, 16 * c_red, 1, size);
+  const at::Tensor m = scratch.nhwc(1, 16 * c_out, 1, size);
+  float* v_data = v.mutable_data_ptr<float>();
   for (int64_t begin = 0; begin < all.count; begin += size) {
     const int64_t count = std::min(size, all.count - begin);
     const winograd::TileGrid grid = winograd::make_grid(op, n, h, w, begin, count);
-    const at::Tensor v = workspace(cached_v, 16 * c_red, size, y.options());
-    const at::Tensor m = workspace(cached_m, 16 * c_out, size, y.options());
-    float* v_data = v.mutable_data_ptr<float>();
     winograd::input_tiles(grid, r, r_rows.stride(0), c_red, relu_input, v_data);
     // The last chunk is padded with zero tiles, whose outputs are not read: a weight reordered
     // for one GEMM size makes oneDNN reorder it back on every call of another size (4e's
@@ -322,8 +265,8 @@ at::Tensor inception_block_onednn_cpu(const at::Tensor& x, const at::Tensor& w_x
       const at::Tensor slice = out.narrow(1, br.c_out_col, br.c);
       if (br.winograd) {
         const at::Tensor dst = channels_last ? slice : scratch.nhwc(n, br.c, h, w);
-        winograd_branch(y, br.col, br.c_red, /*relu_input=*/true, br.weight, br.bias, dst,
-                        winograd_tiles);
+        winograd_branch("inception_block_onednn", scratch, y, br.col, br.c_red,
+                        /*relu_input=*/true, br.weight, br.bias, dst, winograd_tiles);
         if (!channels_last) slice.copy_(dst);
       } else {
         const at::Tensor r = scratch.nhwc(n, br.c_red, h, w);
@@ -361,7 +304,9 @@ at::Tensor conv3x3_relu_winograd_cpu(const at::Tensor& x, const at::Tensor& weig
     return channels_last ? out : out.contiguous();
   }
   const at::Tensor x_nhwc = x.contiguous(at::MemoryFormat::ChannelsLast);
-  winograd_branch(x_nhwc, 0, c_in, /*relu_input=*/false, weight, bias.contiguous(), out, tiles);
+  Scratch scratch(x.options());
+  winograd_branch(op, scratch, x_nhwc, 0, c_in, /*relu_input=*/false, weight, bias.contiguous(),
+                  out, tiles);
   return channels_last ? out : out.contiguous();
 }
 

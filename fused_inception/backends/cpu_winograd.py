@@ -83,9 +83,10 @@ def winograd_pays(h: int, w: int, c_in: int, c_out: int) -> bool:
 # 2.25x fewer multiply-adds pay there too. Off: every 3x3 convolution of that path is oneDNN's
 # direct one (tests switch it to cover both).
 ONEDNN_ENABLED = True
-# Tiles per grouped convolution (V and M then take 16 * (Cin + Cout) floats per tile, 1.4 MB
-# for 3a's 96 -> 128); one 56x56 batch-8 convolution of 6272 tiles ran 2.3x slower than
-# direct, in chunks it does not.
+# Tiles per grouped convolution (V and M then take 16 * (Cin + Cout) floats per tile, 2.8 MB
+# for 3a's 96 -> 128). Measured at batch 8 and 1 on 3a, 4e and 5b: 64-784 within 10% of each
+# other, 196 the best or level; one 56x56 batch-8 convolution of all 6272 tiles ran 2.4x
+# slower than the direct one, in chunks 1.8x faster.
 ONEDNN_TILES_PER_CHUNK = 196
 ONEDNN_MIN_IN_CHANNELS = 64
 ONEDNN_MIN_OUT_CHANNELS = 64
