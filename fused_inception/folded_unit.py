@@ -214,9 +214,8 @@ class FoldedConvUnit(nn.Module):
                     weight, shape, conv.padding, conv.stride, conv.dilation, conv.groups
                 )
             else:
-                grouped = onednn.conv_weight(winograd.grouped_weight(weight))
-                gemm_input = (1, 16 * conv.in_channels, 1, chunk)
-                packed[key] = onednn.reorder(grouped, gemm_input, (0, 0), groups=16)
+                gemm_input = winograd.onednn_gemm_input(conv.in_channels, chunk)
+                packed[key] = onednn.reorder(winograd.grouped_weight(weight), gemm_input, groups=16)
         return packed[key]
 
     def _standard_ops(self, x: Tensor) -> bool:
@@ -289,15 +288,11 @@ def _winograd_fits(conv: nn.Conv2d, x: Tensor) -> bool:
     56x56, is)."""
     return (
         _WINOGRAD_OP is not None
-        and winograd.ONEDNN_ENABLED
-        and tuple(conv.kernel_size) == (3, 3)
         and tuple(conv.stride) == (1, 1)
         and tuple(conv.padding) == (1, 1)
         and tuple(conv.dilation) == (1, 1)
         and conv.groups == 1
-        and winograd.onednn_winograd_pays(
-            x.shape[2], x.shape[3], conv.in_channels, conv.out_channels
-        )
+        and winograd.onednn_takes(conv.weight.shape, x.shape[2], x.shape[3])
     )
 
 

@@ -23,6 +23,8 @@
 // maxima of its last three input rows in a small ring buffer (3*W*C values, in L2 for the
 // GoogLeNet shapes), so an input row is reduced horizontally once per task, not three times.
 
+#include "cpu/max_pool3x3.h"
+
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
@@ -35,7 +37,6 @@
 
 #include "cpu/parallel.h"
 // Last: its AVX2 block defines torch's CPU_CAPABILITY macros (see there).
-#include "cpu/max_pool3x3.h"
 #include "cpu/max_pool_common.h"
 
 namespace fused_inception {
@@ -89,6 +90,8 @@ void max_pool3x3_nhwc_kernel(const scalar_t* x, scalar_t* out, int64_t batch, in
 }
 
 at::Tensor max_pool3x3_nhwc_cpu(const at::Tensor& x) {
+  // Checked before the allocation, which would fail less clearly on a bad x (the check in
+  // max_pool3x3_nhwc_into, for its other callers, repeats it: a few comparisons).
   check_pool_input(x, "max_pool3x3_nhwc");
   at::Tensor out = at::empty(x.sizes(), x.options().memory_format(at::MemoryFormat::ChannelsLast));
   max_pool3x3_nhwc_into(x, out);

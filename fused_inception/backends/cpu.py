@@ -122,10 +122,11 @@ def forward(x: Tensor, packed: CpuPacked) -> Tensor:
         kxk, use_winograd = [], []
         for tag, c_red in (("2", packed.c2r), ("3", packed.c3r)):
             plain = weights.plain[tag]
-            use_winograd.append(_onednn_winograd(plain, h, w))
+            use_winograd.append(winograd.onednn_takes(plain.shape, h, w))
             if use_winograd[-1]:  # the transformed weight, reordered for one chunk's V
-                make = lambda p=plain: onednn.conv_weight(winograd.grouped_weight(p))  # noqa: E731
-                kxk.append(weights.derived(tag + "w", make, (1, 16 * c_red, 1, chunk), groups=16))
+                make = lambda p=plain: winograd.grouped_weight(p)  # noqa: E731
+                gemm_input = winograd.onednn_gemm_input(c_red, chunk)
+                kxk.append(weights.derived(tag + "w", make, gemm_input, groups=16))
             else:  # reordered for the kxk convolution's input, r2 or r3
                 kxk.append(weights.get(tag, (n, c_red, h, w)))
         return _BLOCK_OP(
@@ -134,16 +135,6 @@ def forward(x: Tensor, packed: CpuPacked) -> Tensor:
             use_winograd[0], use_winograd[1], chunk,
         )  # fmt: skip
     return _forward(x, packed, keep_reduced=False)[0]
-
-
-def _onednn_winograd(weight: Tensor, h: int, w: int) -> bool:
-    """Whether the eval operator runs this kxk weight's convolution as Winograd F(2x2, 3x3)."""
-    c_out, c_in, kh, kw = weight.shape
-    return (
-        winograd.ONEDNN_ENABLED
-        and (kh, kw) == (3, 3)
-        and winograd.onednn_winograd_pays(h, w, c_in, c_out)
-    )
 
 
 # The operator's overload, resolved once (None in builds without it).

@@ -29,6 +29,7 @@ from torch import Tensor
 
 from .. import _ext
 from ..checks import check_same_device
+from .cpu_onednn import conv_weight
 
 # Policy thresholds (module attributes so tests can force either path).
 MIN_PIXELS = 7 * 7
@@ -103,17 +104,33 @@ def onednn_winograd_pays(h: int, w: int, c_in: int, c_out: int) -> bool:
     return c_in >= ONEDNN_MIN_IN_CHANNELS and c_out >= ONEDNN_MIN_OUT_CHANNELS and h * w >= 4
 
 
+def onednn_takes(weight_shape: tuple[int, ...], h: int, w: int) -> bool:
+    """Whether the oneDNN path runs a stride-1, padding-1 convolution of this weight shape
+    [Cout, Cin, kh, kw] on h x w images as Winograd F(2x2, 3x3): switched on, 3x3, and paying
+    (the eval block operator's kxk branches and a prepared network's FoldedConvUnit)."""
+    c_out, c_in, kh, kw = weight_shape
+    return ONEDNN_ENABLED and (kh, kw) == (3, 3) and onednn_winograd_pays(h, w, c_in, c_out)
+
+
 def grouped_weight(weight: Tensor) -> Tensor:
     """weight [Cout, Cin, 3, 3] -> the grouped 1x1 weight [16 * Cout, Cin, 1, 1] whose group k
-    is U[k]^T (U = transform_weight(weight)): the oneDNN path's 16 Winograd GEMMs as one
-    grouped convolution over V [T, 16, Cin] seen as an NHWC image of 16 * Cin channels."""
+    is U[k]^T (U = transform_weight(weight)), as the plain channels_last weight oneDNN reads:
+    the oneDNN path's 16 Winograd GEMMs as one grouped convolution over V [T, 16, Cin] seen as
+    an NHWC image of 16 * Cin channels (onednn_gemm_input)."""
     c_out, c_in = weight.shape[:2]
-    return transform_weight(weight).transpose(1, 2).reshape(16 * c_out, c_in, 1, 1)
+    grouped = transform_weight(weight).transpose(1, 2).reshape(16 * c_out, c_in, 1, 1)
+    return conv_weight(grouped)
 
 
 def onednn_chunk(n: int, h: int, w: int) -> int:
     """Tiles per grouped convolution for an n x h x w batch (all of them if fewer)."""
     return max(1, min(ONEDNN_TILES_PER_CHUNK, n * ((h + 1) // 2) * ((w + 1) // 2)))
+
+
+def onednn_gemm_input(c_in: int, chunk: int) -> tuple[int, int, int, int]:
+    """The input shape of the grouped convolution over one chunk's V, for reordering its
+    weight: [1, 16 * Cin, 1, chunk] (chunk tiles as the pixels of one image)."""
+    return (1, 16 * c_in, 1, chunk)
 
 
 def winograd_f2x3_input(
