@@ -279,6 +279,11 @@ def test_opcheck_conv3x3_relu_winograd(layout):
             *(mode.from_tensor(a) if isinstance(a, torch.Tensor) else a for a in args)
         )
     assert fake.shape == out.shape and fake.stride() == out.stride()
+    # No input channels: the sum over none is 0, so relu(bias) everywhere (it once returned
+    # raw memory).
+    x0 = x[:, :0]
+    out0 = ops.conv3x3_relu_winograd(x0, cpu_winograd.grouped_weight(weight[:, :0]), bias, 4)
+    assert torch.equal(out0, torch.relu(bias).view(1, 7, 1, 1).expand(2, 7, 5, 6))
     bad_cases = [
         ((x.double(), grouped, bias, 4), "float32 CPU x"),
         ((x[0], grouped, bias, 4), "4-D x"),

@@ -300,7 +300,11 @@ at::Tensor conv3x3_relu_winograd_cpu(const at::Tensor& x, const at::Tensor& weig
   const bool channels_last = x.is_contiguous(at::MemoryFormat::ChannelsLast) && !x.is_contiguous();
   at::Tensor out =
       at::empty({n, c_out, h, w}, x.options().memory_format(at::MemoryFormat::ChannelsLast));
-  if (out.numel() == 0 || c_in == 0) {
+  if (out.numel() == 0) {
+    return channels_last ? out : out.contiguous();
+  }
+  if (c_in == 0) {  // no input channels: the convolution is its bias
+    out.copy_(bias.clamp_min(0).view({1, c_out, 1, 1}));
     return channels_last ? out : out.contiguous();
   }
   const at::Tensor x_nhwc = x.contiguous(at::MemoryFormat::ChannelsLast);
