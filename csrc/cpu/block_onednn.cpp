@@ -45,6 +45,7 @@
 #include <vector>
 
 #include "cpu/max_pool3x3.h"
+#include "cpu/transpose.h"
 #include "cpu/winograd_f2x3.h"
 
 namespace fused_inception {
@@ -135,6 +136,42 @@ class Scratch {
 void relu_into(const at::Tensor& dst, const at::Tensor& src) {
   at::Tensor out = dst;
   at::clamp_min_out(out, src, 0);
+}
+
+// True if t [N, C, H, W] has its h * w pixels `pixel` apart (H and W merge into one dimension).
+bool pixels_merge(const at::Tensor& t, int64_t pixel) {
+  return t.stride(3) == pixel && t.stride(2) == t.size(3) * pixel;
+}
+
+// dst = src, or relu(src) with relu, where src is NHWC (channels_last, or a channel slice of such
+// a tensor) and dst a channel slice of an NCHW output: a transposing copy (transpose.h) rather
+// than ATen's strided one, 5-10x slower at these shapes. Other strides take ATen's copy.
+void store_nchw(const at::Tensor& dst, const at::Tensor& src, bool relu) {
+  const int64_t n = src.size(0), c = src.size(1), hw = src.size(2) * src.size(3);
+  if (src.stride(1) == 1 && pixels_merge(src, src.stride(3)) && pixels_merge(dst, 1)) {
+    transpose_copy(src.const_data_ptr<float>(), src.stride(0), src.stride(3),
+                   dst.mutable_data_ptr<float>(), dst.stride(0), dst.stride(1), n, hw, c, relu);
+  } else if (relu) {
+    relu_into(dst, src);
+  } else {
+    at::Tensor out = dst;
+    out.copy_(src);
+  }
+}
+
+// x [N, C, H, W] as a channels_last tensor: x itself where it is one, else a copy in the call's
+// scratch (an NCHW x by the transposing copy).
+at::Tensor nhwc_input(Scratch& scratch, const at::Tensor& x) {
+  if (x.is_contiguous(at::MemoryFormat::ChannelsLast)) return x;
+  const at::Tensor out = scratch.nhwc(x.size(0), x.size(1), x.size(2), x.size(3));
+  const int64_t c = x.size(1), hw = x.size(2) * x.size(3);
+  if (x.is_contiguous()) {
+    transpose_copy(x.const_data_ptr<float>(), c * hw, hw, out.mutable_data_ptr<float>(), hw * c, c,
+                   x.size(0), c, hw, /*relu=*/false);
+  } else {
+    out.copy_(x);
+  }
+  return out;
 }
 
 // t [N, C, H, W] as its [N*H*W, C] NHWC rows: a view where t is channels_last (or a channel
@@ -233,24 +270,28 @@ at::Tensor inception_block_onednn_cpu(const at::Tensor& x, const at::Tensor& w_x
   if (out.numel() == 0) {
     return out;
   }
+  // relu(src) into its slice of out: for NCHW out, by the transposing copy.
+  const auto store_relu = [&](const at::Tensor& slice, const at::Tensor& src) {
+    if (channels_last) {
+      relu_into(slice, src);
+    } else {
+      store_nchw(slice, src, /*relu=*/true);
+    }
+  };
   {
     Scratch scratch(x.options());
-    at::Tensor x_nhwc = x;
-    if (!x.is_contiguous(at::MemoryFormat::ChannelsLast)) {
-      x_nhwc = scratch.nhwc(n, x.size(1), h, w);
-      x_nhwc.copy_(x);
-    }
+    const at::Tensor x_nhwc = nhwc_input(scratch, x);
     {
       const at::Tensor pooled = scratch.nhwc(n, x.size(1), h, w);
       max_pool3x3_nhwc_into(x_nhwc, pooled);
       const at::Tensor b4 = scratch.nhwc(n, c4, h, w);
       onednn_conv_into(b4, pooled, w_pool, b_pool);
-      relu_into(out.narrow(1, c1 + c2 + c3, c4), b4);
+      store_relu(out.narrow(1, c1 + c2 + c3, c4), b4);
     }
     const at::Tensor y = scratch.nhwc(n, c_x, h, w);  // b1 | r2 | r3
     onednn_conv_into(y, x_nhwc, w_x, b_x);
     if (c1 > 0) {
-      relu_into(out.narrow(1, 0, c1), y.narrow(1, 0, c1));
+      store_relu(out.narrow(1, 0, c1), y.narrow(1, 0, c1));
     }
     // b2 and b3: Winograd reads its r from y (with the ReLU), the direct convolution a ReLU'd
     // dense copy; the Winograd transform writes into a channels_last output's slice directly,
@@ -267,13 +308,13 @@ at::Tensor inception_block_onednn_cpu(const at::Tensor& x, const at::Tensor& w_x
         const at::Tensor dst = channels_last ? slice : scratch.nhwc(n, br.c, h, w);
         winograd_branch("inception_block_onednn", scratch, y, br.col, br.c_red,
                         /*relu_input=*/true, br.weight, br.bias, dst, winograd_tiles);
-        if (!channels_last) slice.copy_(dst);
+        if (!channels_last) store_nchw(slice, dst, /*relu=*/false);
       } else {
         const at::Tensor r = scratch.nhwc(n, br.c_red, h, w);
         relu_into(r, y.narrow(1, br.col, br.c_red));
         const at::Tensor z = scratch.nhwc(n, br.c, h, w);
         onednn_conv_into(z, r, br.weight, br.bias);
-        relu_into(slice, z);
+        store_relu(slice, z);
       }
     }
   }
@@ -298,20 +339,25 @@ at::Tensor conv3x3_relu_winograd_cpu(const at::Tensor& x, const at::Tensor& weig
   check_grouped_weight(op, weight, "weight", c_out, c_in);
   TORCH_CHECK_VALUE(tiles > 0, op, ": tiles must be positive, got ", tiles);
   const bool channels_last = x.is_contiguous(at::MemoryFormat::ChannelsLast) && !x.is_contiguous();
-  at::Tensor out =
-      at::empty({n, c_out, h, w}, x.options().memory_format(at::MemoryFormat::ChannelsLast));
+  at::Tensor out = at::empty(
+      {n, c_out, h, w}, x.options().memory_format(channels_last ? at::MemoryFormat::ChannelsLast
+                                                                : at::MemoryFormat::Contiguous));
   if (out.numel() == 0) {
-    return channels_last ? out : out.contiguous();
+    return out;
   }
   if (c_in == 0) {  // no input channels: the convolution is its bias
     out.copy_(bias.clamp_min(0).view({1, c_out, 1, 1}));
-    return channels_last ? out : out.contiguous();
+    return out;
   }
-  const at::Tensor x_nhwc = x.contiguous(at::MemoryFormat::ChannelsLast);
+  // NCHW x: moved into NHWC, and the result staged in NHWC and moved into out, by the
+  // transposing copies.
   Scratch scratch(x.options());
+  const at::Tensor x_nhwc = nhwc_input(scratch, x);
+  const at::Tensor dst = channels_last ? out : scratch.nhwc(n, c_out, h, w);
   winograd_branch(op, scratch, x_nhwc, 0, c_in, /*relu_input=*/false, weight, bias.contiguous(),
-                  out, tiles);
-  return channels_last ? out : out.contiguous();
+                  dst, tiles);
+  if (!channels_last) store_nchw(out, dst, /*relu=*/false);
+  return out;
 }
 
 }  // namespace
