@@ -145,7 +145,7 @@ bool pixels_merge(const at::Tensor& t, int64_t pixel) {
 
 // dst = src, or relu(src) with relu, where src is NHWC (channels_last, or a channel slice of such
 // a tensor) and dst a channel slice of an NCHW output: a transposing copy (transpose.h) rather
-// than ATen's strided one, 5-10x slower at these shapes. Other strides take ATen's copy.
+// than ATen's strided one, 2.9-5.5x slower at batch 8. Other strides take ATen's copy.
 void store_nchw(const at::Tensor& dst, const at::Tensor& src, bool relu) {
   const int64_t n = src.size(0), c = src.size(1), hw = src.size(2) * src.size(3);
   if (src.stride(1) == 1 && pixels_merge(src, src.stride(3)) && pixels_merge(dst, 1)) {

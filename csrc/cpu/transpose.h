@@ -2,9 +2,9 @@
 // (csrc/cpu/block_onednn.cpp): x from NCHW into its NHWC working copy, and each branch's NHWC
 // result into its channel slice of an NCHW output, with the branch's ReLU on the way.
 //
-// Why not Tensor::copy_: ATen's strided copy moves these layouts at 8-20 GB/s here (2 threads,
-// batch 8), 5-10x below a plain copy; at batch 8 on NCHW input the two conversions took about a
-// quarter of block 3a's call. Blocks of 8 x 8 values are transposed in AVX2 registers instead.
+// Why not Tensor::copy_: ATen's strided copy moved these layouts at 7-19 GB/s (2 threads, batch
+// 8, an AVX2 EPYC), these copies, 8 x 8 blocks transposed in AVX2 registers, at 36-62 GB/s in
+// the same run (2.9-5.5x; README "Backends").
 #pragma once
 
 #include <cstdint>
