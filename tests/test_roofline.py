@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 import torch
 
+from fused_inception.bench import peaks
 from fused_inception.bench.peaks import GPU_PEAKS, Peak, gpu_peak, measure_cpu_peak
 from fused_inception.bench.roofline import (
     block_macs,
@@ -124,3 +127,24 @@ def test_measure_cpu_peak_is_positive():
     assert isinstance(peak, Peak)
     assert peak.fp32_tflops > 0 and peak.bf16_tflops > 0 and peak.gbps > 0
     assert peak.fp16_tflops == peak.fp32_tflops  # not measured: falls back to fp32
+
+
+def test_a_slow_matmul_is_measured_on_a_small_product(monkeypatch):
+    """A dtype whose matmul is slow (bf16 without a CPU kernel for it) stops growing n once one
+    product takes _MATMUL_TARGET_S; a fast one is measured at matmul_n."""
+    sizes = []
+
+    def slow_mm(a, b):  # 2 ms at n = 256, 16 ms at 512
+        sizes.append(a.shape[0])
+        time.sleep(0.002 * (a.shape[0] / 256) ** 3)
+        return a
+
+    monkeypatch.setattr(peaks, "_MATMUL_TARGET_S", 0.01)
+    monkeypatch.setattr(peaks.torch, "mm", slow_mm)
+    tflops = peaks._matmul_tflops(torch.bfloat16, 2048, 3, torch.Generator())
+    assert sizes == [256, 256, 512, 512] + [512] * 4  # (warm-up, one) per size; then 1 + 3
+    assert 0.5 < tflops / (2 * 512**3 / 0.016 / 1e12) <= 1.0
+    sizes.clear()
+    monkeypatch.setattr(peaks, "_MATMUL_TARGET_S", 1e9)  # every product fast: up to matmul_n
+    peaks._matmul_tflops(torch.float32, 1024, 2, torch.Generator())
+    assert sizes == [256, 256, 512, 512, 1024, 1024, 1024]

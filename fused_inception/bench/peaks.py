@@ -91,6 +91,29 @@ def _best_seconds(fn, repeats: int) -> float:
     return best
 
 
+# A matmul size is doubled from _MATMUL_START_N towards matmul_n while one product takes less
+# than this, so a dtype without a fast CPU kernel is measured on a small product. (torch's bf16
+# and fp16 matmuls on an AVX2-only Zen 3 core run 1.0-1.4 GFLOP/s at n = 256-1024: a 2048
+# product takes about 17 s, and the fixed-size measurement took minutes per call.)
+_MATMUL_TARGET_S = 0.05
+_MATMUL_START_N = 256
+
+
+def _matmul_tflops(dtype: torch.dtype, max_n: int, repeats: int, gen: torch.Generator) -> float:
+    """TFLOP/s of the best of `repeats` n x n products: n doubles from _MATMUL_START_N (or
+    max_n, when smaller) up to max_n while one product takes less than _MATMUL_TARGET_S."""
+
+    def product(n: int):
+        a = torch.randn(n, n, generator=gen).to(dtype)
+        b = torch.randn(n, n, generator=gen).to(dtype)
+        return lambda: torch.mm(a, b)
+
+    n = min(_MATMUL_START_N, max_n)
+    while n < max_n and _best_seconds(product(n), 1) < _MATMUL_TARGET_S:
+        n = min(2 * n, max_n)
+    return 2 * n**3 / _best_seconds(product(n), repeats) / 1e12
+
+
 def measure_cpu_peak(
     dtypes: tuple[torch.dtype, ...] = (torch.float32,),
     *,
@@ -101,7 +124,8 @@ def measure_cpu_peak(
     """Measured CPU peaks with torch's current thread count (about a second in all).
 
     dtypes:   matmul dtypes to measure (the others fall back to the fp32 figure)
-    matmul_n: an n x n @ n x n matmul, 2 n^3 FLOPs; the best of `repeats` runs
+    matmul_n: the largest n of the n x n @ n x n matmul (2 n^3 FLOPs), the best of `repeats`
+              runs; smaller where one product takes over _MATMUL_TARGET_S
     copy_mib: a copy of that many MiB (far beyond the last-level cache), counted as read +
               write; the best of `repeats` runs
 
@@ -111,10 +135,7 @@ def measure_cpu_peak(
     gen = torch.Generator().manual_seed(0)
     rates: dict[torch.dtype, float] = {}
     for dtype in (torch.float32,) + tuple(d for d in dtypes if d != torch.float32):
-        a = torch.randn(matmul_n, matmul_n, generator=gen).to(dtype)
-        b = torch.randn(matmul_n, matmul_n, generator=gen).to(dtype)
-        seconds = _best_seconds(lambda a=a, b=b: torch.mm(a, b), repeats)
-        rates[dtype] = 2 * matmul_n**3 / seconds / 1e12
+        rates[dtype] = _matmul_tflops(dtype, matmul_n, repeats, gen)
     src = torch.ones(copy_mib * 2**20 // 4)
     dst = torch.empty_like(src)
     seconds = _best_seconds(lambda: dst.copy_(src), repeats)
