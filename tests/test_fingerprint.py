@@ -3,9 +3,12 @@
 
 from __future__ import annotations
 
+import os
+import textwrap
+
 import pytest
 import torch
-from helpers import DTYPES, dtype_params
+from helpers import DTYPES, dtype_params, run_at_capability
 
 from fused_inception import fingerprint as fp
 
@@ -188,14 +191,50 @@ def _reference_fingerprint(tensors: list[torch.Tensor], dtype_codes: list[int]) 
     return result - 2**64 if result >= 2**63 else result
 
 
-def test_the_cpp_hash_is_the_documented_function():
-    # Several 64 KiB chunks, partial lane rows and a 3-byte tail; c10's ScalarType codes:
-    # Float 6, Half 5, Byte 0.
+def _documented_case() -> tuple[list[torch.Tensor], list[int]]:
+    """Tensors and their c10 ScalarType codes (Float 6, Half 5, Byte 0): several 64 KiB chunks,
+    a chunk of 8 rows of 64 words, one of 17 rows (past one 16-row block of the AVX2 loop) and a
+    partial row, partial lane rows and a 3-byte tail, an empty tensor."""
     tensors = [
         _tensor(torch.float32, (130 * 1024 + 44) // 4, seed=3),
         _tensor(torch.float16, 77, seed=4),
         torch.randint(0, 255, (3,), generator=torch.Generator().manual_seed(5), dtype=torch.uint8),
         torch.empty(0),
+        _tensor(torch.float32, 17 * 64 + 29, seed=6),
     ]
-    codes = [6, 5, 0, 6]
+    return tensors, [6, 5, 0, 6, 6]
+
+
+def test_the_cpp_hash_is_the_documented_function():
+    tensors, codes = _documented_case()
     assert fp.fingerprint_cpu(tensors) == _reference_fingerprint(tensors, codes)
+
+
+_AT_CAPABILITY = textwrap.dedent(
+    """
+    import sys, torch
+    sys.path.insert(0, "TESTS")
+    import test_fingerprint as t
+    from fused_inception import fingerprint as fp
+    assert torch.backends.cpu.get_cpu_capability() == sys.argv[1]
+    tensors, codes = t._documented_case()
+    assert fp.fingerprint_cpu(tensors) == t._reference_fingerprint(tensors, codes)
+    big = t._tensor(torch.float32, 300_000, seed=7)  # several chunks hashed in parallel
+    changed = big.clone()
+    changed.view(torch.int32)[123_457] ^= 1 << 31
+    assert fp.fingerprint_cpu([big]) != fp.fingerprint_cpu([changed])
+    print("ok")
+    """
+)
+
+
+@pytest.mark.parametrize("capability", ["DEFAULT", "AVX2", "AVX512"])
+def test_each_build_is_the_documented_function(capability):
+    # The operator picks its loop from torch's capability: the plain loop at DEFAULT, the
+    # AVX2 intrinsics at AVX2, the AVX-512 vectorisation at AVX512. CI's machine runs only one
+    # of them in-process; these subprocesses run the others against the numpy transcription.
+    current = torch.backends.cpu.get_cpu_capability()
+    if capability == "AVX512" and current != "AVX512":
+        pytest.skip(f"this CPU runs torch at capability {current}")
+    tests_dir = os.path.dirname(os.path.abspath(__file__))
+    run_at_capability(_AT_CAPABILITY.replace("TESTS", tests_dir), capability)

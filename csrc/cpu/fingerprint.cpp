@@ -22,12 +22,21 @@
 // change in one chunk always changes the result and chunks hash in parallel.
 //
 // Speed: the lane loops vectorise (64 lanes are independent vector chains, which hides the
-// multiplication latency: 2.6x faster than 16 lanes with AVX2, measured here), compiled for
-// AVX-512 (vpmulld and vprold on 16 lanes: 2.0x AVX2's speed, 41 against 20 GB/s on one core
-// of the CI machine's AMD EPYC), AVX2 (rotations as two shifts and an or) and baseline, picked
-// at load time; the three compute the same function (tests/test_fingerprint.py checks it
-// against a numpy transcription). Chunks run in parallel (at::parallel_for); README "Weights,
-// attributes and hooks" has the measured cost.
+// multiplication latency: 2.6x faster than 16 lanes with AVX2, measured on a Zen 5 EPYC). Three
+// builds compute the same function (tests/test_fingerprint.py checks each against a numpy
+// transcription, at every capability this CPU allows), picked once per process from torch's
+// CPU capability like the other operators' loops (cpu/vector_isa.h):
+// - AVX-512: the compiler's vectorisation of the plain loop (vpmulld and vprold on 16 lanes,
+//   the 64 lanes' a and b in 8 of the 32 registers; 41 GB/s on one core of a Zen 5 EPYC);
+// - AVX2: written out with intrinsics. The compiler's vectorisation of the plain loop keeps
+//   the 16 registers' worth of state on the stack (AVX2 has 16 in all) and runs at 14-15 GB/s
+//   on a Zen 3 EPYC core. Here the chunk is taken in blocks of 16 rows of 64 words (4 KiB, in
+//   L1): lanes 0-31 over the block's rows, then lanes 32-63 over the same rows, each half's
+//   state in 8 registers: 38-40 GB/s on the same core from L2 or a 3 MB buffer, 2.5-2.6x
+//   (memory-bound beyond L3: 21 against 14 GB/s at 27 MB);
+// - baseline (capability "default"): the plain loop for SSE2.
+// Chunks run in parallel (at::parallel_for); README "Weights, attributes and hooks" has the
+// measured cost.
 
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
@@ -41,6 +50,12 @@
 #include <vector>
 
 #include "cpu/parallel.h"
+#include "cpu/vector_isa.h"
+
+#if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__)
+#include <immintrin.h>
+#define FI_X86 1
+#endif
 
 namespace fused_inception {
 namespace {
@@ -65,35 +80,32 @@ inline uint64_t mix64(uint64_t z) {  // splitmix64's finaliser: a bijection on 6
   return z ^ (z >> 31);
 }
 
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
-#define FI_MULTIVERSION __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define FI_MULTIVERSION
-#endif
+// One round of every lane in a[, b] for words `w` (lane j takes w[j], j < count).
+inline __attribute__((always_inline)) void rounds(uint32_t* a, uint32_t* b, const unsigned char* w,
+                                                  int count) {
+  for (int j = 0; j < count; ++j) {
+    uint32_t word;
+    std::memcpy(&word, w + 4 * j, 4);
+    a[j] = xxh_round(a[j], word);
+    b[j] += a[j];
+  }
+}
 
-// Hash of one chunk of `bytes` bytes at `data` (any alignment).
-FI_MULTIVERSION
-uint64_t chunk_hash(const unsigned char* data, int64_t bytes) {
-  uint32_t a[kLanes], b[kLanes];
+// The lanes' start states.
+inline __attribute__((always_inline)) void start_lanes(uint32_t* a, uint32_t* b) {
   for (int j = 0; j < kLanes; ++j) {
     a[j] = kP1 + static_cast<uint32_t>(j);
     b[j] = kP3 - static_cast<uint32_t>(j);
   }
+}
+
+// The rest of a chunk after its first `rows` whole rows of 64 words, and the chunk's value.
+inline __attribute__((always_inline)) uint64_t finish(uint32_t* a, uint32_t* b,
+                                                      const unsigned char* data, int64_t bytes,
+                                                      int64_t rows) {
   const int64_t words = bytes / 4;
-  int64_t i = 0;
-  for (; i + kLanes <= words; i += kLanes) {
-    uint32_t w[kLanes];
-    std::memcpy(w, data + 4 * i, sizeof(w));  // unaligned-safe; compiles to vector loads
-    for (int j = 0; j < kLanes; ++j) {
-      a[j] = xxh_round(a[j], w[j]);
-      b[j] += a[j];
-    }
-  }
-  for (int j = 0; i < words; ++i, ++j) {
-    uint32_t w;
-    std::memcpy(&w, data + 4 * i, 4);
-    a[j] = xxh_round(a[j], w);
-    b[j] += a[j];
+  for (int64_t i = rows * kLanes; i < words; i += kLanes) {
+    rounds(a, b, data + 4 * i, static_cast<int>(std::min<int64_t>(kLanes, words - i)));
   }
   // Trailing bytes (bytes % 4), zero-extended, as one more word of lane 0 (the byte count goes
   // into h below, so a trailing zero byte is not the same as no byte).
@@ -113,6 +125,97 @@ uint64_t chunk_hash(const unsigned char* data, int64_t bytes) {
     h ^= mix64(lane + static_cast<uint64_t>(j) * kGolden);
   }
   return h;
+}
+
+// Hash of one chunk of `bytes` bytes at `data` (any alignment): the plain loop, which the
+// compiler vectorises for the target it is built for.
+inline __attribute__((always_inline)) uint64_t chunk_hash_plain(const unsigned char* data,
+                                                                int64_t bytes) {
+  uint32_t a[kLanes], b[kLanes];
+  start_lanes(a, b);
+  const int64_t rows = bytes / (4 * kLanes);
+  for (int64_t r = 0; r < rows; ++r) {
+    uint32_t w[kLanes];
+    std::memcpy(w, data + 4 * kLanes * r, sizeof(w));  // unaligned-safe; vector loads
+    for (int j = 0; j < kLanes; ++j) {
+      a[j] = xxh_round(a[j], w[j]);
+      b[j] += a[j];
+    }
+  }
+  return finish(a, b, data, bytes, rows);
+}
+
+uint64_t chunk_hash_baseline(const unsigned char* data, int64_t bytes) {
+  return chunk_hash_plain(data, bytes);
+}
+
+#ifdef FI_X86
+__attribute__((target("avx512f"))) uint64_t chunk_hash_avx512(const unsigned char* data,
+                                                              int64_t bytes) {
+  return chunk_hash_plain(data, bytes);
+}
+
+// Rows per block of the AVX2 loop: 16 x 256 bytes, read from memory by the first half's pass
+// and from L1 by the second's.
+constexpr int64_t kAvx2BlockRows = 16;
+
+// One round of 8 lanes (acc, sum) on the 8 words at w.
+__attribute__((target("avx2"), always_inline)) inline void round8(__m256i& acc, __m256i& sum,
+                                                                  const unsigned char* w,
+                                                                  __m256i p1, __m256i p2) {
+  const __m256i word = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w));
+  __m256i t = _mm256_add_epi32(acc, _mm256_mullo_epi32(word, p2));
+  t = _mm256_or_si256(_mm256_slli_epi32(t, 13), _mm256_srli_epi32(t, 19));
+  acc = _mm256_mullo_epi32(t, p1);
+  sum = _mm256_add_epi32(sum, acc);
+}
+
+__attribute__((target("avx2"))) uint64_t chunk_hash_avx2(const unsigned char* data, int64_t bytes) {
+  alignas(32) uint32_t a[kLanes];
+  alignas(32) uint32_t b[kLanes];
+  start_lanes(a, b);
+  const int64_t rows = bytes / (4 * kLanes);
+  const __m256i p1 = _mm256_set1_epi32(static_cast<int>(kP1));
+  const __m256i p2 = _mm256_set1_epi32(static_cast<int>(kP2));
+  for (int64_t r0 = 0; r0 < rows; r0 += kAvx2BlockRows) {
+    const int64_t r1 = std::min(rows, r0 + kAvx2BlockRows);
+    for (int half = 0; half < 2; ++half) {  // lanes 32 * half .. 32 * half + 31
+      auto* ah = reinterpret_cast<__m256i*>(a + 32 * half);
+      auto* bh = reinterpret_cast<__m256i*>(b + 32 * half);
+      __m256i a0 = _mm256_load_si256(ah), a1 = _mm256_load_si256(ah + 1);
+      __m256i a2 = _mm256_load_si256(ah + 2), a3 = _mm256_load_si256(ah + 3);
+      __m256i b0 = _mm256_load_si256(bh), b1 = _mm256_load_si256(bh + 1);
+      __m256i b2 = _mm256_load_si256(bh + 2), b3 = _mm256_load_si256(bh + 3);
+      const unsigned char* w = data + 4 * kLanes * r0 + 128 * half;
+      for (int64_t r = r0; r < r1; ++r, w += 4 * kLanes) {
+        round8(a0, b0, w, p1, p2);
+        round8(a1, b1, w + 32, p1, p2);
+        round8(a2, b2, w + 64, p1, p2);
+        round8(a3, b3, w + 96, p1, p2);
+      }
+      _mm256_store_si256(ah, a0), _mm256_store_si256(ah + 1, a1);
+      _mm256_store_si256(ah + 2, a2), _mm256_store_si256(ah + 3, a3);
+      _mm256_store_si256(bh, b0), _mm256_store_si256(bh + 1, b1);
+      _mm256_store_si256(bh + 2, b2), _mm256_store_si256(bh + 3, b3);
+    }
+  }
+  return finish(a, b, data, bytes, rows);
+}
+#endif
+
+// Hash of one chunk, by the build of the process's vector ISA.
+uint64_t chunk_hash(const unsigned char* data, int64_t bytes) {
+#ifdef FI_X86
+  switch (vector_isa()) {
+    case VectorIsa::kAvx512:
+      return chunk_hash_avx512(data, bytes);
+    case VectorIsa::kAvx2:
+      return chunk_hash_avx2(data, bytes);
+    case VectorIsa::kNone:
+      break;
+  }
+#endif
+  return chunk_hash_baseline(data, bytes);
 }
 
 // dtype, sizes and strides of a tensor, as one 64-bit value.
