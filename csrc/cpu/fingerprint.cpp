@@ -52,9 +52,8 @@
 #include "cpu/parallel.h"
 #include "cpu/vector_isa.h"
 
-#if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__)
+#ifdef FI_X86_VECTOR
 #include <immintrin.h>
-#define FI_X86 1
 #endif
 
 namespace fused_inception {
@@ -149,7 +148,7 @@ uint64_t chunk_hash_baseline(const unsigned char* data, int64_t bytes) {
   return chunk_hash_plain(data, bytes);
 }
 
-#ifdef FI_X86
+#ifdef FI_X86_VECTOR
 __attribute__((target("avx512f"))) uint64_t chunk_hash_avx512(const unsigned char* data,
                                                               int64_t bytes) {
   return chunk_hash_plain(data, bytes);
@@ -193,10 +192,14 @@ __attribute__((target("avx2"))) uint64_t chunk_hash_avx2(const unsigned char* da
         round8(a2, b2, w + 64, p1, p2);
         round8(a3, b3, w + 96, p1, p2);
       }
-      _mm256_store_si256(ah, a0), _mm256_store_si256(ah + 1, a1);
-      _mm256_store_si256(ah + 2, a2), _mm256_store_si256(ah + 3, a3);
-      _mm256_store_si256(bh, b0), _mm256_store_si256(bh + 1, b1);
-      _mm256_store_si256(bh + 2, b2), _mm256_store_si256(bh + 3, b3);
+      _mm256_store_si256(ah, a0);
+      _mm256_store_si256(ah + 1, a1);
+      _mm256_store_si256(ah + 2, a2);
+      _mm256_store_si256(ah + 3, a3);
+      _mm256_store_si256(bh, b0);
+      _mm256_store_si256(bh + 1, b1);
+      _mm256_store_si256(bh + 2, b2);
+      _mm256_store_si256(bh + 3, b3);
     }
   }
   return finish(a, b, data, bytes, rows);
@@ -205,7 +208,7 @@ __attribute__((target("avx2"))) uint64_t chunk_hash_avx2(const unsigned char* da
 
 // Hash of one chunk, by the build of the process's vector ISA.
 uint64_t chunk_hash(const unsigned char* data, int64_t bytes) {
-#ifdef FI_X86
+#ifdef FI_X86_VECTOR
   switch (vector_isa()) {
     case VectorIsa::kAvx512:
       return chunk_hash_avx512(data, bytes);

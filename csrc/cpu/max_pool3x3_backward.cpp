@@ -125,7 +125,7 @@ void gather_scalar(scalar_t* dst, const Gather<scalar_t>& g, int64_t begin, int6
 // AVX2 functions are the same loop written twice, once per ISA: their masks differ in kind
 // (__mmask16 against a vector), and a shared template would not take either target attribute.
 
-#if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__)
+#ifdef FI_X86_VECTOR
 #define FUSED_INCEPTION_VECTOR_BACKWARD 1
 #include <immintrin.h>
 

@@ -28,7 +28,7 @@ void transpose_scalar(const float* src, int64_t src_ld, float* dst, int64_t dst_
   }
 }
 
-#if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__)
+#ifdef FI_X86_VECTOR
 #define FUSED_INCEPTION_VECTOR_TRANSPOSE 1
 #include <immintrin.h>
 

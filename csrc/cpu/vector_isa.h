@@ -8,13 +8,19 @@
 
 #include <string>
 
+// Set where the hand-written x86 vector loops compile (GCC or Clang on x86-64): the operators'
+// files guard their intrinsics with it.
+#if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__)
+#define FI_X86_VECTOR 1
+#endif
+
 namespace fused_inception {
 namespace {
 
 enum class VectorIsa { kNone, kAvx2, kAvx512 };
 
 inline VectorIsa vector_isa() {
-#if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__)
+#ifdef FI_X86_VECTOR
   static const VectorIsa isa = [] {
     const std::string capability = at::get_cpu_capability();
     if (capability == "AVX512" && __builtin_cpu_supports("avx512f")) {

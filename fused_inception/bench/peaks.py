@@ -109,9 +109,11 @@ def _matmul_tflops(dtype: torch.dtype, max_n: int, repeats: int, gen: torch.Gene
         return lambda: torch.mm(a, b)
 
     n = min(_MATMUL_START_N, max_n)
-    while n < max_n and _best_seconds(product(n), 1) < _MATMUL_TARGET_S:
+    mm = product(n)
+    while n < max_n and _best_seconds(mm, 1) < _MATMUL_TARGET_S:
         n = min(2 * n, max_n)
-    return 2 * n**3 / _best_seconds(product(n), repeats) / 1e12
+        mm = product(n)
+    return 2 * n**3 / _best_seconds(mm, repeats) / 1e12
 
 
 def measure_cpu_peak(
