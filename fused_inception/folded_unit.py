@@ -292,7 +292,7 @@ def _winograd_fits(conv: nn.Conv2d, x: Tensor) -> bool:
         and tuple(conv.padding) == (1, 1)
         and tuple(conv.dilation) == (1, 1)
         and conv.groups == 1
-        and winograd.onednn_takes(conv.weight.shape, x.shape[2], x.shape[3])
+        and winograd.onednn_takes(conv.weight.shape, x.shape[0], x.shape[2], x.shape[3])
     )
 
 

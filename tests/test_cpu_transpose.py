@@ -54,6 +54,7 @@ def test_nchw_output_is_the_channels_last_output(cfg, h, w, winograd, monkeypatc
     if winograd:  # every 3x3 through Winograd: its NCHW output is staged, then copied
         monkeypatch.setattr(cpu_winograd, "ONEDNN_MIN_IN_CHANNELS", 0)
         monkeypatch.setattr(cpu_winograd, "ONEDNN_MIN_OUT_CHANNELS", 0)
+        monkeypatch.setattr(cpu_winograd, "ONEDNN_MIN_TILES", 0)
     else:
         monkeypatch.setattr(cpu_winograd, "ONEDNN_ENABLED", False)
     src, packed = _packed(cfg)
@@ -109,6 +110,7 @@ _PORTABLE_CHECK = textwrap.dedent(
     from fused_inception.folding import fold_block
     assert torch.backends.cpu.get_cpu_capability() == sys.argv[1]
     cpu_winograd.ONEDNN_MIN_IN_CHANNELS = cpu_winograd.ONEDNN_MIN_OUT_CHANNELS = 0
+    cpu_winograd.ONEDNN_MIN_TILES = 0
     gen = torch.Generator().manual_seed(5)
     for cfg, h, w in [(BlockConfig(13, 17, 11, 19, 3, 5, 7, 1), 9, 13),
                       (BlockConfig(24, 8, 8, 16, 8, 8, 16, 14), 14, 14)]:

@@ -33,6 +33,7 @@ def conv_path(request, monkeypatch):
     if request.param == "onednn-winograd":
         monkeypatch.setattr(cpu_winograd, "ONEDNN_MIN_IN_CHANNELS", 0)
         monkeypatch.setattr(cpu_winograd, "ONEDNN_MIN_OUT_CHANNELS", 0)
+        monkeypatch.setattr(cpu_winograd, "ONEDNN_MIN_TILES", 0)
         monkeypatch.setattr(cpu_winograd, "ONEDNN_TILES_PER_CHUNK", 5)
     monkeypatch.setattr(cpu_onednn, "ENABLED", on_onednn)
     onednn_calls = []
@@ -122,7 +123,8 @@ def test_block_operator_is_the_python_path(name, layout, monkeypatch):
 @pytest.mark.parametrize("batch", [1, 8])
 def test_operator_takes_winograd_for_the_wide_3x3s(batch, monkeypatch):
     """By default the eval operator runs b2's 3x3 of every GoogLeNet block (64-192 -> 128-384
-    channels) as Winograd, and b3's narrow 3x3 (16-48 input channels) directly; the transformed
+    channels) as Winograd where the batch has at least ONEDNN_MIN_TILES 2x2 tiles (not 5a and
+    5b at batch 1: 16 tiles), and b3's narrow 3x3 (16-48 input channels) directly; the transformed
     weight is reordered for one chunk of tiles from a shape's second call on, and the output
     matches float64 on poisoned outputs with NaN kept where torchvision keeps it."""
     flags = []
@@ -139,7 +141,10 @@ def test_operator_takes_winograd_for_the_wide_3x3s(batch, monkeypatch):
             outs = [fused(x) for _ in range(2)]
             ref = ref64(src, x)
         tiles = batch * ((cfg.hw + 1) // 2) ** 2
-        assert flags[-1] == (True, False, min(tiles, cpu_winograd.ONEDNN_TILES_PER_CHUNK)), name
+        wide = tiles >= cpu_winograd.ONEDNN_MIN_TILES
+        assert wide == (batch == 8 or cfg.hw > 7), name
+        chunk = min(tiles, cpu_winograd.ONEDNN_TILES_PER_CHUNK)
+        assert flags[-1] == (wide, False, chunk), name
         for out in outs:
             assert torch.equal(out.isnan(), ref.isnan()), name
             finite = ref.isfinite()

@@ -122,7 +122,7 @@ def forward(x: Tensor, packed: CpuPacked) -> Tensor:
         kxk, use_winograd = [], []
         for tag, c_red in (("2", packed.c2r), ("3", packed.c3r)):
             plain = weights.plain[tag]
-            use_winograd.append(winograd.onednn_takes(plain.shape, h, w))
+            use_winograd.append(winograd.onednn_takes(plain.shape, n, h, w))
             if use_winograd[-1]:  # the transformed weight, reordered for one chunk's V
                 make = lambda p=plain: winograd.grouped_weight(p)  # noqa: E731
                 gemm_input = winograd.onednn_gemm_input(c_red, chunk)

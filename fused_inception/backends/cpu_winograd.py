@@ -91,25 +91,39 @@ ONEDNN_ENABLED = True
 ONEDNN_TILES_PER_CHUNK = 196
 ONEDNN_MIN_IN_CHANNELS = 64
 ONEDNN_MIN_OUT_CHANNELS = 64
+# Fewer 2x2 tiles than this in the whole batch (n * ceil(h/2) * ceil(w/2)) and each of the 16
+# GEMMs has too few rows to pay for the transforms and the 16/9 larger weight: 5a/5b at batch 1
+# (7x7, 16 tiles) ran 0.90-0.97x of the direct convolution, 14x14 at batch 1 (49 tiles)
+# 1.09-1.16x, 7x7 at batch 8 (128 tiles) 1.07x (README "Winograd").
+ONEDNN_MIN_TILES = 32
 
 
-def onednn_winograd_pays(h: int, w: int, c_in: int, c_out: int) -> bool:
-    """Whether F(2,3) on oneDNN's grouped GEMM beats oneDNN's direct convolution + ReLU store.
+def onednn_winograd_pays(n: int, h: int, w: int, c_in: int, c_out: int) -> bool:
+    """Whether F(2,3) on oneDNN's grouped GEMM beats oneDNN's direct convolution + ReLU store
+    for an n x c_in x h x w input.
 
     Measured (2 AMD EPYC Zen 5 cores, AVX-512, 2 threads, interleaved medians): 1.35-2.1x faster
     at batch 8 and 1.35-1.95x at batch 1 for every GoogLeNet 3x3 of 64 or more input channels
     (28x28 96 -> 128: 5.0 -> 2.8 ms at batch 8); the 16-48 channel ones of the torchvision
-    blocks' b3 are level or slower (0.84-1.35x), so they stay direct.
+    blocks' b3 are level or slower (0.84-1.35x), so they stay direct. Below ONEDNN_MIN_TILES
+    tiles (7x7 images at batch 1) it is slower on both the AVX-512 and an AVX2-only Zen 3 CPU.
     """
-    return c_in >= ONEDNN_MIN_IN_CHANNELS and c_out >= ONEDNN_MIN_OUT_CHANNELS and h * w >= 4
+    tiles = n * ((h + 1) // 2) * ((w + 1) // 2)
+    return (
+        c_in >= ONEDNN_MIN_IN_CHANNELS
+        and c_out >= ONEDNN_MIN_OUT_CHANNELS
+        and h * w >= 4
+        and tiles >= ONEDNN_MIN_TILES
+    )
 
 
-def onednn_takes(weight_shape: tuple[int, ...], h: int, w: int) -> bool:
+def onednn_takes(weight_shape: tuple[int, ...], n: int, h: int, w: int) -> bool:
     """Whether the oneDNN path runs a stride-1, padding-1 convolution of this weight shape
-    [Cout, Cin, kh, kw] on h x w images as Winograd F(2x2, 3x3): switched on, 3x3, and paying
-    (the eval block operator's kxk branches and a prepared network's FoldedConvUnit)."""
+    [Cout, Cin, kh, kw] on an n x Cin x h x w input as Winograd F(2x2, 3x3): switched on, 3x3,
+    and paying (the eval block operator's kxk branches and a prepared network's
+    FoldedConvUnit)."""
     c_out, c_in, kh, kw = weight_shape
-    return ONEDNN_ENABLED and (kh, kw) == (3, 3) and onednn_winograd_pays(h, w, c_in, c_out)
+    return ONEDNN_ENABLED and (kh, kw) == (3, 3) and onednn_winograd_pays(n, h, w, c_in, c_out)
 
 
 def grouped_weight(weight: Tensor) -> Tensor:
