@@ -1,10 +1,12 @@
 // Entry point of the compiled extension fused_inception._C, and the one place where the
 // schemas of all fused_inception operators are declared.
 //
-// The Python module is deliberately empty: importing it loads this shared library, whose static
-// initialisers register the schemas below (TORCH_LIBRARY) and the kernels of each backend
-// (TORCH_LIBRARY_IMPL in csrc/cpu/*.cpp, later csrc/cuda/*). Python then calls the operators
-// through the dispatcher as torch.ops.fused_inception.<name>. Only <Python.h> and
+// Importing the Python module loads this shared library, whose static initialisers register
+// the schemas below (TORCH_LIBRARY) and the kernels of each backend (TORCH_LIBRARY_IMPL in
+// csrc/cpu/*.cpp, later csrc/cuda/*). Python then calls the operators through the dispatcher as
+// torch.ops.fused_inception.<name>. The module's one Python function, snapshot_matches
+// (csrc/structure_check.cpp), takes no tensors: it is the per-forward structure check, where
+// the dispatcher's argument handling would cost more than the check. Only <Python.h> and
 // <torch/library.h> are included: pybind11 and torch/extension.h would multiply compile times
 // and are not needed to register operators.
 
@@ -21,15 +23,27 @@ std::vector<std::string> cuda_kernel_builds();  // csrc/cuda_ops.cpp
 void emulated_counters_start();                 // csrc/cuda_ops.cpp
 std::tuple<std::vector<std::string>, std::vector<std::string>, std::vector<int64_t>>
 emulated_counters_stop();  // csrc/cuda_ops.cpp
+PyObject* snapshot_matches(PyObject* self, PyObject* const* args,
+                           Py_ssize_t nargs);  // csrc/structure_check.cpp
 }  // namespace fused_inception
+
+namespace {
+PyMethodDef g_methods[] = {
+    {"snapshot_matches", reinterpret_cast<PyCFunction>(fused_inception::snapshot_matches),
+     METH_FASTCALL,
+     "snapshot_matches(block, entries) -> True, False or None: StructureSnapshot.matches in C "
+     "(fused_inception/structure.py); None where only the Python loop can tell."},
+    {nullptr, nullptr, 0, nullptr},
+};
+}  // namespace
 
 PyMODINIT_FUNC PyInit__C(void) {
   static PyModuleDef module_def = {
       PyModuleDef_HEAD_INIT,
       "_C",  // m_name
       "fused_inception's compiled operators; call them as torch.ops.fused_inception.*",
-      -1,       // m_size: no per-module state
-      nullptr,  // m_methods: none, everything goes through the dispatcher
+      -1,         // m_size: no per-module state
+      g_methods,  // the structure check; everything else goes through the dispatcher
   };
   return PyModule_Create(&module_def);
 }

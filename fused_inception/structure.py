@@ -19,6 +19,7 @@ import copy
 import torch
 from torch import Tensor, nn
 
+from . import _ext
 from .folding import fold_block
 from .reference import inception_ref
 from .units import BRANCHES, UNIT_NAMES, block_units
@@ -237,6 +238,11 @@ class StructureSnapshot:
     buffers and children, and whether it has hooks: about 2x faster. It errs one way only:
     True means both are unchanged; False may be spurious (a tensor-valued attribute
     replaced by an equal one), and the caller then recomputes structure_key.
+
+    With the extension, matches() is one C call (fused_inception._C.snapshot_matches,
+    csrc/structure_check.cpp) making the same comparisons: 38-40 us -> a few us for a block
+    (the Python loop, `_matches_python`, stays for builds without it and for the rare module
+    whose parameter, buffer or child dict is not an exact dict).
     """
 
     __slots__ = ("_block", "_entries", "hooked")
@@ -259,6 +265,14 @@ class StructureSnapshot:
 
     def matches(self) -> bool:
         """True if nothing structure_key or hooked_modules read has changed."""
+        if _SNAPSHOT_MATCHES is not None:
+            same = _SNAPSHOT_MATCHES(self._block, self._entries)
+            if same is not None:
+                return same
+        return self._matches_python()
+
+    def _matches_python(self) -> bool:
+        """matches() as a Python loop (the C function's specification)."""
         block = self._block
         try:
             for m, d, params, buffers, children, hooked in self._entries:
@@ -274,6 +288,10 @@ class StructureSnapshot:
             # value, raises (an ambiguous truth value) or any __eq__ may: count it as a change
             return False
         return True
+
+
+# The C structure check (None without the extension).
+_SNAPSHOT_MATCHES = _ext.snapshot_matches_function()
 
 
 def structure_state(module: nn.Module, make_state):

@@ -274,22 +274,68 @@ STRUCTURE_CHANGES = {
 }
 
 
+STRUCTURE_CHANGES["backward hook"] = lambda b: b.branch3[1].bn.register_full_backward_hook(
+    lambda *a: None
+)
+STRUCTURE_CHANGES["pre-existing hook removed"] = lambda b: b._test_handle.remove()
+
+
+@pytest.mark.parametrize("impl", ["c", "python"])
 @pytest.mark.parametrize("change", list(STRUCTURE_CHANGES))
-def test_the_structure_snapshot_sees_every_change(change):
+def test_the_structure_snapshot_sees_every_change(change, impl):
+    """Both implementations of the check (the C one, csrc/structure_check.cpp, where the
+    extension is built, and the Python loop it stands for) see every change, and agree."""
+    from fused_inception import _ext
     from fused_inception.structure import StructureSnapshot, hooked_modules, structure_key
 
+    if impl == "c" and _ext.snapshot_matches_function() is None:
+        pytest.skip(f"no C structure check: {_ext.extension_error()}")
     block = randomize_block(FusedInception(*ARGS, backend="cpu")).eval()
     block.branch1.conv.table = np.arange(3.0)  # attributes whose == is elementwise
     block.branch1.bn.scale = torch.ones(3)
+    block._test_handle = block.branch4[1].bn.register_forward_hook(lambda *a: None)
     snapshot = StructureSnapshot(block)
+    c_check = _ext.snapshot_matches_function()
+    matches = (
+        (lambda: c_check(block, snapshot._entries)) if impl == "c" else snapshot._matches_python
+    )
     key, hooked = structure_key(block), hooked_modules(block)
-    assert snapshot.matches() and not hooked
+    assert matches() is True and snapshot.matches() is True
+    assert hooked == ["branch4.1.bn"]
     STRUCTURE_CHANGES[change](block)
     if "attribute replaced" not in change:  # those are not in the key: a spurious change
         assert structure_key(block) != key or hooked_modules(block) != hooked
-    assert not snapshot.matches()
+    assert matches() is False and snapshot.matches() is False
     again = StructureSnapshot(block)
-    assert again.matches() and again.hooked == hooked_modules(block)
+    assert again.matches() and again._matches_python()
+    assert again.hooked == hooked_modules(block)
+
+
+def test_the_c_structure_check_defers_where_python_order_may_differ():
+    """A parameter dict that is not an exact dict (an OrderedDict, whose .values() order
+    Python reads differently from the C iteration) makes the C check answer None, and
+    matches() then takes the Python loop: same answers before and after a replacement."""
+    from collections import OrderedDict
+
+    from fused_inception import _ext
+    from fused_inception.structure import StructureSnapshot
+
+    c_check = _ext.snapshot_matches_function()
+    if c_check is None:
+        pytest.skip(f"no C structure check: {_ext.extension_error()}")
+    block = randomize_block(FusedInception(*ARGS, backend="cpu")).eval()
+    conv = block.branch2[1].conv
+    conv.__dict__["_parameters"] = OrderedDict(conv._parameters)
+    snapshot = StructureSnapshot(block)
+    assert c_check(block, snapshot._entries) is None
+    assert snapshot.matches()
+    _set_param(conv, "weight")
+    assert c_check(block, snapshot._entries) is None
+    assert not snapshot.matches()
+    with pytest.raises(TypeError, match="snapshot_matches"):
+        c_check(block, [(block,)])
+    with pytest.raises(TypeError, match="snapshot_matches"):
+        c_check(block)
 
 
 def test_a_child_bn_in_training_mode_is_honoured():

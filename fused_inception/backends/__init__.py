@@ -100,6 +100,7 @@ def available_backends() -> list[str]:
     return [name for name in BACKENDS if backend_unavailable_reason(name) is None]
 
 
+@functools.cache
 def _load(name: str) -> ModuleType:
     return importlib.import_module(f".{name}", __name__)
 
@@ -134,6 +135,9 @@ def resolve_backend(
     own TypeError for it. Raises ValueError for an unknown name and RuntimeError for a backend
     that is not available or cannot run on `device`.
     """
+    if device.type == "cpu" and (name == "auto" or name == "cpu"):
+        # The common case, once per block forward: nothing below can refuse it.
+        return "cpu", _load("cpu")
     check_backend_name(name)
     if name == "auto":
         if device.type == "cpu" or (dtype is not None and dtype not in GPU_KERNEL_DTYPES):
