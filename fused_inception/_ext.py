@@ -1,8 +1,8 @@
 """Loads the compiled extension `fused_inception._C`.
 
 Importing `_C` registers the operators with PyTorch's dispatcher (`torch.ops.fused_inception.*`);
-the module's one Python function is the structure check `snapshot_matches`
-(`snapshot_matches_function()`). When it is missing (not built) or does not load
+the module's Python functions are the per-forward checks `snapshot_matches` and
+`version_key` (`c_function(name)`). When it is missing (not built) or does not load
 (for example, built against another torch), this module still imports: `has_extension()` is then
 False and `extension_error()` says why, for the error messages of the callers.
 
@@ -62,12 +62,13 @@ def op(name: str) -> Callable:
     return getattr(torch.ops.fused_inception, name)
 
 
-def snapshot_matches_function() -> Callable | None:
-    """`_C.snapshot_matches` (the C StructureSnapshot check, csrc/structure_check.cpp), or None
-    when the extension is missing or was built without it."""
+def c_function(name: str) -> Callable | None:
+    """`_C.<name>`, one of the module's Python functions (the per-forward checks
+    `snapshot_matches`, csrc/structure_check.cpp, and `version_key`, csrc/version_key.cpp), or
+    None when the extension is missing or was built without it."""
     if _EXTENSION_ERROR is not None:
         return None
-    return getattr(_C, "snapshot_matches", None)
+    return getattr(_C, name, None)
 
 
 def register_fake(name: str) -> Callable[[Callable], Callable]:

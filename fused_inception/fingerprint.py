@@ -80,8 +80,24 @@ def version_key(tensors: Sequence[Tensor]) -> tuple:
     Cheaper than `fingerprint` (no pass over the bytes) but blind to writes that bypass the
     version counter: through `.data`, numpy views or other aliases with their own counter, and
     any in-place write to a tensor created under inference_mode (it has no counter).
+
+    With the extension, one C call (fused_inception._C.version_key: a flat tuple of data
+    pointer, scalar type and version, or -1, per tensor; 13 us -> about 2 us for a block's 36
+    tensors); `_version_key_python` otherwise, and for what the C one leaves to it.
     """
+    if _VERSION_KEY is not None:
+        key = _VERSION_KEY(tensors)
+        if key is not None:
+            return key
+    return _version_key_python(tensors)
+
+
+def _version_key_python(tensors: Sequence[Tensor]) -> tuple:
+    """version_key as Python (the C function's specification)."""
     return tuple((t.data_ptr(), t.dtype, None if t.is_inference() else t._version) for t in tensors)
+
+
+_VERSION_KEY = _ext.c_function("version_key")
 
 
 def _hash(device: torch.device, tensors: list[Tensor]) -> int | None:

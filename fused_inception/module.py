@@ -313,7 +313,8 @@ class FusedInception(Inception):
             # Standard operators, reading the parameters as the module holds them: what a
             # TorchScript or ONNX runtime runs without this package.
             return self._composed(x)
-        self._check_input(x)
+        conv = self.branch1.conv
+        self._check_input(x, conv)
         if torch.compiler.is_compiling():
             # No Python caches in a graph; each block is one node of the operator.
             if bn_in_training(self) or hooked_modules(self):
@@ -325,13 +326,14 @@ class FusedInception(Inception):
         reason = self._composed_reason(x, structure)
         if reason is None and structure.bn_training:
             return bn_training_forward(self, x)
-        recorded = _autocast_enabled(x) or self._needs_autograd(x)
+        autocast = _autocast_enabled(x)
+        recorded = autocast or self._needs_autograd(x)
         state = None
         if reason is None and not recorded:
             name, impl = resolve_backend(self.backend, x.device, x.dtype)  # refuses before any work
-            state = self._weights_state(structure)
+            state = self._weights_state(structure, conv.weight)
         if reason is None:
-            reason = self._overflow_reason(x, state, structure)
+            reason = self._overflow_reason(x, state, structure, autocast)
         if reason is not None:
             _warn_composed_once(*reason)
             return self._composed(x)
@@ -376,15 +378,19 @@ class FusedInception(Inception):
             ),
         )
 
-    def _weights_state(self, structure: _EagerState | None = None) -> _EagerState:
+    def _weights_state(
+        self, structure: _EagerState | None = None, weight: Tensor | None = None
+    ) -> _EagerState:
         """The cached state, emptied of packed weights if any weight or buffer changed
-        (`structure`: _structure_state() if already taken in this forward).
+        (`structure`: _structure_state() if already taken in this forward; `weight`:
+        branch1.conv.weight if already read).
 
         Inside a CUDA graph capture the weights are not re-hashed (that reads a value back to
         the host): a captured graph replays the weights it captured.
         """
         state = structure if structure is not None else self._structure_state()
-        weight = self.branch1.conv.weight
+        if weight is None:
+            weight = self.branch1.conv.weight
         if state.weights is None or not (
             weight.is_cuda and torch.cuda.is_current_stream_capturing()
         ):
@@ -414,31 +420,41 @@ class FusedInception(Inception):
         return None
 
     def _overflow_reason(
-        self, x: Tensor, state: _EagerState | None = None, structure: _EagerState | None = None
+        self,
+        x: Tensor,
+        state: _EagerState | None = None,
+        structure: _EagerState | None = None,
+        autocast: bool | None = None,
     ) -> tuple[str, str] | None:
         """("overflow", reason) if BN-folded weights do not fit x's compute dtype, else None
-        (`state`, `structure`: _weights_state() / _structure_state() if already taken)."""
+        (`state`, `structure`, `autocast`: _weights_state() / _structure_state() /
+        _autocast_enabled(x) if already taken)."""
         structure = structure if structure is not None else self._structure_state()
         if not structure.has_bn or x.is_meta:
             return None
         if state is None:
             state = self._weights_state(structure)
-        dtype = torch.get_autocast_dtype(x.device.type) if _autocast_enabled(x) else x.dtype
+        if autocast is None:
+            autocast = _autocast_enabled(x)
+        dtype = torch.get_autocast_dtype(x.device.type) if autocast else x.dtype
         if dtype not in state.overflow:
             state.overflow[dtype] = fold_overflow(self, dtype)
         problem = state.overflow[dtype]
         return None if problem is None else ("overflow", problem)
 
-    def _check_input(self, x: Tensor) -> None:
+    def _check_input(self, x: Tensor, conv: nn.Module | None = None) -> None:
+        """The input errors, before any work (`conv`: branch1.conv if already read)."""
         if not isinstance(x, Tensor):
             raise TypeError(f"FusedInception expects a torch.Tensor, got {type(x).__name__}")
         if x.dim() != 4:
             raise ValueError(
                 f"FusedInception expects a 4-D input [N, C, H, W], got shape {tuple(x.shape)}"
             )
-        if x.shape[1] != self.in_channels:
+        if conv is None:
+            conv = self.branch1.conv
+        if x.shape[1] != conv.in_channels:
             raise ValueError(
-                f"FusedInception expects {self.in_channels} input channels, "
+                f"FusedInception expects {conv.in_channels} input channels, "
                 f"got {x.shape[1]} (input shape {tuple(x.shape)})"
             )
         if x.shape[2] == 0 or x.shape[3] == 0:
@@ -448,7 +464,7 @@ class FusedInception(Inception):
             )
         if not x.is_floating_point():
             raise TypeError(f"FusedInception expects a floating-point input, got {x.dtype}")
-        weight = self.branch1.conv.weight
+        weight = conv.weight
         if x.device != weight.device:
             raise RuntimeError(
                 f"input is on {x.device} but the block's parameters are on {weight.device}"

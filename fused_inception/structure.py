@@ -291,7 +291,7 @@ class StructureSnapshot:
 
 
 # The C structure check (None without the extension).
-_SNAPSHOT_MATCHES = _ext.snapshot_matches_function()
+_SNAPSHOT_MATCHES = _ext.c_function("snapshot_matches")
 
 
 def structure_state(module: nn.Module, make_state):

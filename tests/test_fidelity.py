@@ -288,14 +288,14 @@ def test_the_structure_snapshot_sees_every_change(change, impl):
     from fused_inception import _ext
     from fused_inception.structure import StructureSnapshot, hooked_modules, structure_key
 
-    if impl == "c" and _ext.snapshot_matches_function() is None:
+    if impl == "c" and _ext.c_function("snapshot_matches") is None:
         pytest.skip(f"no C structure check: {_ext.extension_error()}")
     block = randomize_block(FusedInception(*ARGS, backend="cpu")).eval()
     block.branch1.conv.table = np.arange(3.0)  # attributes whose == is elementwise
     block.branch1.bn.scale = torch.ones(3)
     block._test_handle = block.branch4[1].bn.register_forward_hook(lambda *a: None)
     snapshot = StructureSnapshot(block)
-    c_check = _ext.snapshot_matches_function()
+    c_check = _ext.c_function("snapshot_matches")
     matches = (
         (lambda: c_check(block, snapshot._entries)) if impl == "c" else snapshot._matches_python
     )
@@ -320,7 +320,7 @@ def test_the_c_structure_check_defers_where_python_order_may_differ():
     from fused_inception import _ext
     from fused_inception.structure import StructureSnapshot
 
-    c_check = _ext.snapshot_matches_function()
+    c_check = _ext.c_function("snapshot_matches")
     if c_check is None:
         pytest.skip(f"no C structure check: {_ext.extension_error()}")
     block = randomize_block(FusedInception(*ARGS, backend="cpu")).eval()

@@ -112,17 +112,70 @@ def test_a_non_dense_tensor_is_hashed_by_its_elements():
     assert fp.fingerprint_cpu([view]) != value
 
 
-def test_version_key_sees_version_and_replacement_only():
+def _c_version_key(tensors):
+    from fused_inception import _ext
+
+    c_key = _ext.c_function("version_key")
+    if c_key is None:
+        pytest.skip(f"no C version_key: {_ext.extension_error()}")
+    key = c_key(tensors)
+    assert isinstance(key, tuple) and len(key) == 3 * len(tensors)
+    return key
+
+
+VERSION_KEYS = {"c": _c_version_key, "python": fp._version_key_python}
+
+
+@pytest.mark.parametrize("impl", list(VERSION_KEYS))
+def test_version_key_sees_version_and_replacement_only(impl):
+    version_key = VERSION_KEYS[impl]
     w = torch.nn.Parameter(torch.randn(4, 4))
-    key = fp.version_key([w])
+    b = torch.randn(6)[2:]  # a view: its address is the storage's plus the offset
+    key = version_key([w, b])
     w.data.mul_(2.0)  # bypasses the version counter: not seen (what weight_check="content" is for)
-    assert fp.version_key([w]) == key
+    assert version_key([w, b]) == key
     with torch.no_grad():
         w.mul_(2.0)
-    assert fp.version_key([w]) != key
-    key = fp.version_key([w])
+    assert version_key([w, b]) != key
+    key = version_key([w, b])
     w.data = torch.randn(4, 4)
-    assert fp.version_key([w]) != key
+    assert version_key([w, b]) != key
+    key = version_key([w, b])
+    w.data = w.data.double()  # the same values in another dtype
+    assert version_key([w, b]) != key
+    key = version_key([w, b])
+    b.add_(1.0)  # a write through the view bumps the version its base shares
+    assert version_key([w, b]) != key
+    assert version_key([b, w]) != version_key([w, b])  # the order is part of it
+    if impl == "c":
+        assert key[3] == b.data_ptr() and key[5] == b._version - 1
+    with torch.inference_mode():
+        frozen = torch.randn(3)  # no version counter: only replacement is seen
+    key = version_key([frozen])
+    with torch.inference_mode():
+        frozen.add_(1.0)
+    assert version_key([frozen]) == key
+
+
+def test_version_key_defers_what_c_cannot_read():
+    """A tensor without storage or a non-tensor makes the C function answer None, and
+    version_key then gives Python's answer (its error for a non-tensor)."""
+    from fused_inception import _ext
+
+    c_key = _ext.c_function("version_key")
+    if c_key is None:
+        pytest.skip(f"no C version_key: {_ext.extension_error()}")
+    w = torch.randn(3)
+    assert c_key([w, 3]) is None
+    with pytest.raises(AttributeError):
+        fp.version_key([w, 3])
+    with pytest.raises(TypeError, match="list or tuple"):
+        c_key(3)
+    sparse = torch.eye(3).to_sparse()  # no storage of its own
+    assert c_key([w, sparse]) is None
+    assert c_key([]) == () and c_key((w,)) == c_key([w])
+    meta = torch.empty(2, device="meta")
+    assert fp.version_key([meta]) == c_key([meta])
 
 
 # A transcription of csrc/cpu/fingerprint.cpp's function in numpy (uint32 lanes, Python ints
