@@ -2,7 +2,7 @@
 // weight check of weight_check="version" (the default for weights on a GPU).
 //
 // The Python generator asked each of a block's 36 parameters and buffers for data_ptr(), dtype,
-// is_inference() and _version: 13 us per block forward on the CPUs measured (about 30 us in a
+// is_inference() and _version: 13-15 us per block forward on the CPUs measured (about 30 us in a
 // batch-1 forward, with cold caches), of the same order as a GPU block's kernels at batch 1.
 // Here the same facts come from the tensors directly: a flat tuple of three ints per tensor,
 // (data pointer, scalar type, version counter or -1 for an inference tensor, which has none).
