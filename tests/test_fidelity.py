@@ -311,6 +311,46 @@ def test_the_structure_snapshot_sees_every_change(change, impl):
     assert again.hooked == hooked_modules(block)
 
 
+@pytest.mark.parametrize("check", ["version", "content"])
+def test_cached_forwards_take_the_c_checks(check, monkeypatch):
+    """With the extension built, a block's and a folded unit's cached eval forwards check the
+    structure and (weight_check="version") the versions in C: the Python loops, their
+    fallbacks, are not run. A C function that always deferred would leave every other test
+    passing, only slower; this one fails. The outputs still follow a weight write."""
+    from fused_inception import _ext, fingerprint
+    from fused_inception.folded_unit import FoldedConvUnit
+    from fused_inception.structure import StructureSnapshot
+
+    if _ext.c_function("snapshot_matches") is None or _ext.c_function("version_key") is None:
+        pytest.skip(f"no C checks in this build: {_ext.extension_error()}")
+    block = randomize_block(FusedInception(*ARGS, backend="cpu", weight_check=check)).eval()
+    source = BasicConv2d(16, 8, kernel_size=3, padding=1).eval()
+    with torch.no_grad():
+        source.bn.running_mean.uniform_(-0.5, 0.5)
+        source.bn.running_var.uniform_(0.5, 2.0)
+    unit = FoldedConvUnit.from_module(source, weight_check=check).eval()
+
+    def unit_ref(x):
+        return copy.deepcopy(unit).double()._composed(x.double()).float()
+
+    x = _x()
+    with torch.no_grad():
+        block(x), unit(x)  # the first forwards build the snapshots and fold the weights
+
+        def python_ran(*args, **kwargs):
+            raise AssertionError("the Python fallback ran")
+
+        monkeypatch.setattr(StructureSnapshot, "_matches_python", python_ran)
+        monkeypatch.setattr(fingerprint, "_version_key_python", python_ran)
+        for _ in range(2):
+            assert_close_rel(block(x), ref64(block, x).float(), torch.float32)
+            assert_close_rel(unit(x), unit_ref(x), torch.float32)
+        block.branch2[1].conv.weight.mul_(-1.5)  # seen by both checks (a versioned write)
+        unit.conv.weight.mul_(-1.5)
+        assert_close_rel(block(x), ref64(block, x).float(), torch.float32)
+        assert_close_rel(unit(x), unit_ref(x), torch.float32)
+
+
 def test_the_c_structure_check_defers_where_python_order_may_differ():
     """A parameter dict that is not an exact dict (an OrderedDict, whose .values() order
     Python reads differently from the C iteration) makes the C check answer None, and
