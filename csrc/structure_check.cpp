@@ -73,10 +73,8 @@ int has_hooks(PyObject* md) {
 // dict == copy, as Python's dict comparison answers it (-1: it raised). A module's __dict__ and
 // its snapshot copy normally hold the same keys in the same order, so they are walked side by
 // side (no hash lookups; values compared by identity first, as PyObject_RichCompareBool does);
-// where the keys differ in order, the full comparison decides.
+// where the keys differ in order, the full comparison decides. Both must be dicts.
 int dicts_equal(PyObject* dict, PyObject* copy) {
-  if (!PyDict_Check(dict) || !PyDict_Check(copy))
-    return PyObject_RichCompareBool(dict, copy, Py_EQ);
   if (PyDict_GET_SIZE(dict) != PyDict_GET_SIZE(copy)) return 0;
   Py_ssize_t pos_a = 0, pos_b = 0;
   PyObject *key_a, *value_a, *key_b, *value_b;
@@ -102,12 +100,11 @@ Verdict entry_matches(PyObject* block, PyObject* entry) {
   PyObject* module = PyTuple_GET_ITEM(entry, 0);
   PyObject* md = PyObject_GenericGetDict(module, nullptr);  // the instance dict, new reference
   if (md == nullptr) return kError;
+  PyObject* copy = PyTuple_GET_ITEM(entry, 1);
   Verdict verdict = kSame;
-  int equal = dicts_equal(md, PyTuple_GET_ITEM(entry, 1));
-  if (equal < 0) {
-    PyErr_Clear();  // an attribute compared by value raised: count it as a change
-    verdict = kChanged;
-  } else if (equal == 0 || !PyDict_Check(md)) {
+  const int equal = PyDict_Check(md) && PyDict_Check(copy) ? dicts_equal(md, copy) : 0;
+  if (equal != 1) {
+    if (equal < 0) PyErr_Clear();  // an attribute compared by value raised: a change too
     verdict = kChanged;
   }
   for (int i = 0; i < 3 && verdict == kSame; ++i) {

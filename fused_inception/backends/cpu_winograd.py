@@ -94,8 +94,13 @@ ONEDNN_MIN_OUT_CHANNELS = 64
 # Fewer 2x2 tiles than this in the whole batch (n * ceil(h/2) * ceil(w/2)) and each of the 16
 # GEMMs has too few rows to pay for the transforms and the 16/9 larger weight: 5a/5b at batch 1
 # (7x7, 16 tiles) ran 0.90-0.97x of the direct convolution, 14x14 at batch 1 (49 tiles)
-# 1.09-1.16x, 7x7 at batch 8 (128 tiles) 1.07x (README "Winograd").
+# 1.09-1.16x, 7x7 at batch 8 (128 tiles) 1.07x (README "Backends").
 ONEDNN_MIN_TILES = 32
+
+
+def winograd_tiles(n: int, h: int, w: int) -> int:
+    """F(2x2, 3x3) tiles of an n x h x w batch: one per 2x2 outputs, per image."""
+    return n * ((h + 1) // 2) * ((w + 1) // 2)
 
 
 def onednn_winograd_pays(n: int, h: int, w: int, c_in: int, c_out: int) -> bool:
@@ -108,12 +113,11 @@ def onednn_winograd_pays(n: int, h: int, w: int, c_in: int, c_out: int) -> bool:
     blocks' b3 are level or slower (0.84-1.35x), so they stay direct. Below ONEDNN_MIN_TILES
     tiles (7x7 images at batch 1) it is slower on both the AVX-512 and an AVX2-only Zen 3 CPU.
     """
-    tiles = n * ((h + 1) // 2) * ((w + 1) // 2)
     return (
         c_in >= ONEDNN_MIN_IN_CHANNELS
         and c_out >= ONEDNN_MIN_OUT_CHANNELS
         and h * w >= 4
-        and tiles >= ONEDNN_MIN_TILES
+        and winograd_tiles(n, h, w) >= ONEDNN_MIN_TILES
     )
 
 
@@ -138,7 +142,7 @@ def grouped_weight(weight: Tensor) -> Tensor:
 
 def onednn_chunk(n: int, h: int, w: int) -> int:
     """Tiles per grouped convolution for an n x h x w batch (all of them if fewer)."""
-    return max(1, min(ONEDNN_TILES_PER_CHUNK, n * ((h + 1) // 2) * ((w + 1) // 2)))
+    return max(1, min(ONEDNN_TILES_PER_CHUNK, winograd_tiles(n, h, w)))
 
 
 def onednn_gemm_input(c_in: int, chunk: int) -> tuple[int, int, int, int]:
@@ -164,9 +168,8 @@ def winograd_f2x3_input(
 def _winograd_f2x3_input_fake(
     r: Tensor, n: int, h: int, w: int, tile_begin: int = 0, tile_count: int | None = None
 ) -> Tensor:
-    if tile_count is None:  # the tiles from tile_begin on; one per 2x2 outputs, per image
-        tile_count = n * ((h + 1) // 2) * ((w + 1) // 2) - tile_begin
-    return r.new_empty((tile_count, 16, r.shape[1]))
+    count = winograd_tiles(n, h, w) - tile_begin if tile_count is None else tile_count
+    return r.new_empty((count, 16, r.shape[1]))
 
 
 def winograd_f2x3_output_(
@@ -205,7 +208,7 @@ def conv3x3_relu_into(
     bias:     [Cout]
     out_rows: [n*h*w, Cout]  the branch's slice of the output rows (any row stride)
     """
-    tiles = n * ((h + 1) // 2) * ((w + 1) // 2)
+    tiles = winograd_tiles(n, h, w)
     for t0 in range(0, tiles, TILES_PER_CHUNK):
         count = min(TILES_PER_CHUNK, tiles - t0)
         v = winograd_f2x3_input(r_rows, n, h, w, t0, count)  # [count, 16, Cin]
