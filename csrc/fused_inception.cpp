@@ -74,10 +74,11 @@ TORCH_LIBRARY(fused_inception, m) {
   // (csrc/cpu/block_onednn.cpp): x [N, Cin, H, W] float32, any memory format; w_x the three 1x1
   // convolutions over x stacked [c1 + c2r + c3r, Cin, 1, 1], w2 [c2, c2r, 3, 3], w3 [c3, c3r, K,
   // K], w_pool [c4, Cin, 1, 1], each plain channels_last or reordered by oneDNN for this input
-  // shape; biases 1-D. winograd2 / winograd3: that branch's 3x3 convolution runs as Winograd
-  // F(2x2, 3x3), its weight then the transformed [16 * c, c_red, 1, 1] (grouped: group k is
-  // U[k]^T), in chunks of winograd_tiles tiles. Returns the block output [N, c1 + c2 + c3 + c4, H,
-  // W] in x's memory format (NaN-filled before it is written when poison).
+  // shape, or (3-D) the panels of conv_bias_relu_nhwc's kernel, which then computes that
+  // convolution; biases 1-D. winograd2 / winograd3: that branch's 3x3 convolution runs as
+  // Winograd F(2x2, 3x3), its weight then the transformed [16 * c, c_red, 1, 1] (grouped: group
+  // k is U[k]^T), in chunks of winograd_tiles tiles. Returns the block output [N, c1 + c2 + c3 +
+  // c4, H, W] in x's memory format (NaN-filled before it is written when poison).
   m.def(
       "inception_block_onednn(Tensor x, Tensor w_x, Tensor b_x, Tensor w2, Tensor b2, Tensor w3, "
       "Tensor b3, Tensor w_pool, Tensor b_pool, int c1, int c2r, bool poison=False, "
@@ -87,6 +88,12 @@ TORCH_LIBRARY(fused_inception, m) {
   // 1, 1] (plain or reordered by oneDNN for one chunk [1, 16 * C, 1, tiles]), bias [Cout], in
   // chunks of `tiles` tiles. Returns [N, Cout, H, W] in x's memory format.
   m.def("conv3x3_relu_winograd(Tensor x, Tensor weight, Tensor bias, int tiles) -> Tensor");
+  // relu(convKxK(x, W, stride 1, zero padding K // 2) + bias) by the package's own kernel
+  // (csrc/cpu/gemm_panels.cpp): x [N, C, H, W] float32 with channels_last pixel rows (or a
+  // channel slice of such a tensor), panels the weight [Cout, K, K, C] packed as [ceil(Cout /
+  // 16), K * K * C, 16] (zero past Cout; K odd, at most 7, read from the shape), bias [Cout].
+  // Returns [N, Cout, H, W] channels_last.
+  m.def("conv_bias_relu_nhwc(Tensor x, Tensor panels, Tensor bias) -> Tensor");
   // Winograd F(2x2, 3x3) transforms (csrc/cpu/winograd_f2x3.cpp) over the flat tile range
   // [tile_begin, tile_begin + tile_count) of the N * ceil(H/2) * ceil(W/2) tiles (tile_count
   // None: to the last tile). input: r [N*H*W, C] float32 rows of an NHWC tensor (channels

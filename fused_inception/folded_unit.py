@@ -100,8 +100,9 @@ class _FoldState:
         self.weights: object = None
         # dtype of the folded pair -> (weight, bias), or None: the fold overflows that dtype
         self.folded: dict[torch.dtype, tuple[Tensor, Tensor] | None] = {}
-        # input shape -> the float32 folded weight reordered for oneDNN (_onednn_conv_relu)
-        self.packed: dict[tuple[int, ...], Tensor] = {}
+        # (input shape, Winograd chunk) -> the float32 folded weight reordered for oneDNN
+        # (_onednn_conv_relu), and "panels" -> the own GEMM's (_own_gemm_conv_relu)
+        self.packed: dict[tuple | str, Tensor] = {}
 
 
 class FoldedConvUnit(nn.Module):
@@ -189,6 +190,8 @@ class FoldedConvUnit(nn.Module):
         if _onednn_conv_relu_fits(self.conv, x):
             if weight.is_contiguous(memory_format=torch.channels_last):
                 x = x.contiguous(memory_format=torch.channels_last)
+            if _own_gemm_fits(self.conv, x):  # channels_last in and out
+                return _own_gemm_conv_relu(x, self._panels(weight), bias)
             if _winograd_fits(self.conv, x):
                 # channels_last in and so out, as oneDNN's direct convolution returns it
                 x = x.contiguous(memory_format=torch.channels_last)
@@ -217,6 +220,14 @@ class FoldedConvUnit(nn.Module):
                 gemm_input = winograd.onednn_gemm_input(conv.in_channels, chunk)
                 packed[key] = onednn.reorder(winograd.grouped_weight(weight), gemm_input, groups=16)
         return packed[key]
+
+    def _panels(self, weight: Tensor) -> Tensor:
+        """The folded 1x1 weight as the own GEMM's panels (cpu_onednn.pack_panels), kept while
+        the weights stay."""
+        packed = self._state.packed
+        if "panels" not in packed:
+            packed["panels"] = onednn.pack_panels(weight)
+        return packed["panels"]
 
     def _standard_ops(self, x: Tensor) -> bool:
         """True where the composed path must run (see the class docstring), hooks aside: those
@@ -295,6 +306,31 @@ def _winograd_fits(conv: nn.Conv2d, x: Tensor) -> bool:
         and winograd.onednn_takes(conv.weight.shape, x.shape[0], x.shape[2], x.shape[3])
     )
 
+
+def _own_gemm_fits(conv: nn.Conv2d, x: Tensor) -> bool:
+    """True where the unit's convolution runs on the package's own kernel (cpu_onednn.own_gemm:
+    csrc/cpu/gemm_panels.cpp): a plain 1x1 convolution (stride 1, no padding, dilation or groups,
+    e.g. GoogLeNet's conv2) on channels_last x (moved there for a channels_last weight, which a
+    1x1 weight always is), so the channels_last output is the one oneDNN's would be."""
+    return (
+        _GEMM_OP is not None
+        and onednn.own_gemm()
+        and tuple(conv.kernel_size) == (1, 1)
+        and tuple(conv.stride) == (1, 1)
+        and tuple(conv.padding) == (0, 0)
+        and tuple(conv.dilation) == (1, 1)
+        and conv.groups == 1
+        and x.is_contiguous(memory_format=torch.channels_last)
+    )
+
+
+def _own_gemm_conv_relu(x: Tensor, panels: Tensor, bias: Tensor) -> Tensor:
+    """relu(conv1x1(x) + bias) for channels_last x by the own kernel: [N, Cout, H, W]
+    channels_last, written once (bias and ReLU in the kernel's epilogue)."""
+    return _GEMM_OP(x, panels, bias)
+
+
+_GEMM_OP = _ext.op("conv_bias_relu_nhwc").default if _ext.has_op("conv_bias_relu_nhwc") else None
 
 _WINOGRAD_OP = (
     _ext.op("conv3x3_relu_winograd").default if _ext.has_op("conv3x3_relu_winograd") else None

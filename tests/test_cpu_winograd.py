@@ -20,16 +20,21 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-@pytest.fixture(params=["onednn", "onednn-winograd", "onednn-python", "winograd", "direct"])
+@pytest.fixture(
+    params=["onednn", "onednn-own-gemm", "onednn-winograd", "onednn-python", "winograd", "direct"]
+)
 def conv_path(request, monkeypatch):
     """Force every eligible 3x3 conv onto one path: oneDNN (float32's default where torch has
     oneDNN; "onednn" the eval forward's C++ operator inception_block_onednn with its own policy,
-    Winograd on a grouped oneDNN GEMM for the wide 3x3s and direct convolutions otherwise;
-    "onednn-winograd" the operator with every 3x3 as Winograd, in chunks of 5 tiles with a
-    padded last one; "onednn-python" the same block from Python, as training's forward runs
-    it, all direct), or without it Winograd or the direct convolution (the policy there uses
-    both)."""
+    Winograd on a grouped oneDNN GEMM for the wide 3x3s and direct convolutions otherwise, and
+    its 1x1 convolutions on oneDNN; "onednn-own-gemm" the same with the 1x1s on the package's
+    own GEMM (csrc/cpu/gemm_panels.cpp); "onednn-winograd" the operator with every 3x3 as
+    Winograd, in chunks of 5 tiles with a padded last one, on the own GEMM; "onednn-python" the
+    same block from Python, as training's forward runs it, all direct), or without it Winograd
+    or the direct convolution (the policy there uses both)."""
     on_onednn = request.param.startswith("onednn")
+    own_gemm = request.param in ("onednn-own-gemm", "onednn-winograd")
+    monkeypatch.setattr(cpu_onednn, "OWN_GEMM", own_gemm)
     if request.param == "onednn-winograd":
         monkeypatch.setattr(cpu_winograd, "ONEDNN_MIN_IN_CHANNELS", 0)
         monkeypatch.setattr(cpu_winograd, "ONEDNN_MIN_OUT_CHANNELS", 0)
@@ -44,7 +49,9 @@ def conv_path(request, monkeypatch):
         monkeypatch.setattr(cpu, "_BLOCK_OP", None)
     elif cpu._BLOCK_OP is not None:
         real_block = cpu._BLOCK_OP
-        monkeypatch.setattr(cpu, "_BLOCK_OP", lambda *a: (block_calls.append(1), real_block(*a))[1])
+        monkeypatch.setattr(
+            cpu, "_BLOCK_OP", lambda *a: (block_calls.append(a[1].dim()), real_block(*a))[1]
+        )
     if request.param == "winograd":
         monkeypatch.setattr(cpu_winograd, "MIN_PIXELS", 0)
         monkeypatch.setattr(cpu_winograd, "MIN_IN_CHANNELS", 0)
@@ -62,9 +69,11 @@ def conv_path(request, monkeypatch):
     assert bool(onednn_calls) == (request.param == "onednn-python"), (
         f"{len(onednn_calls)} oneDNN calls from Python"
     )
-    assert bool(block_calls) == (request.param in ("onednn", "onednn-winograd")), (
-        f"{len(block_calls)} operator calls"
-    )
+    assert bool(block_calls) == (
+        request.param in ("onednn", "onednn-own-gemm", "onednn-winograd")
+    ), f"{len(block_calls)} operator calls"
+    if block_calls and _ext.has_op("conv_bias_relu_nhwc"):  # w_x as panels (3-D) or oneDNN's (4-D)
+        assert set(block_calls) == {3 if own_gemm else 4}
 
 
 def _parity(cfg, hw, batch, norm, k, layout):
@@ -99,6 +108,7 @@ def test_block_operator_is_the_python_path(name, layout, monkeypatch):
     (later calls), batch 1 and 2, on input holding NaN and infinities (the ReLU must keep NaN,
     as torch's does). Its Winograd path is checked against float64 in the parity tests."""
     monkeypatch.setattr(cpu_winograd, "ONEDNN_ENABLED", False)
+    monkeypatch.setattr(cpu_onednn, "OWN_GEMM", False)  # (own GEMM: tests/test_gemm_panels.py)
     cfg = GOOGLENET_BLOCKS[name]
     src = randomize_block(Inception(*cfg.args(), branch3_kernel=5, norm=False)).eval()
     packed = cpu.prepare(fold_block(FusedInception.from_module(src, backend="cpu")))

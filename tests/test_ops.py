@@ -48,6 +48,7 @@ COVERED = {
     "inception_block_saving": "test_opcheck_inception_block_saving",
     "inception_block_onednn": "test_opcheck_inception_block_onednn",
     "conv3x3_relu_winograd": "test_opcheck_conv3x3_relu_winograd",
+    "conv_bias_relu_nhwc": "test_opcheck_conv_bias_relu_nhwc",
     "max_pool3x3_nhwc": "test_opcheck_max_pool3x3_nhwc",
     "max_pool3x3_nhwc_backward": "test_opcheck_max_pool3x3_nhwc_backward",
     "max_pool3x3_nhwc_backward_add_": "test_opcheck_max_pool3x3_nhwc_backward",
@@ -295,6 +296,41 @@ def test_opcheck_conv3x3_relu_winograd(layout):
     for bad, match in bad_cases:
         with pytest.raises((ValueError, RuntimeError), match=match):
             ops.conv3x3_relu_winograd(*bad)
+
+
+@pytest.mark.skipif(
+    not _ext.has_op("conv_bias_relu_nhwc"), reason="no conv_bias_relu_nhwc operator"
+)
+def test_opcheck_conv_bias_relu_nhwc():
+    """The own convolution kernel (values and errors: tests/test_gemm_panels.py), and the eval
+    block operator with its 1x1 and direct KxK weights as the kernel's panels."""
+    gen = torch.Generator().manual_seed(10)
+    x = torch.randn(2, 7, 5, 3, generator=gen).contiguous(memory_format=torch.channels_last)
+    weight, bias = torch.randn(21, 7, 3, 3, generator=gen), torch.randn(21, generator=gen)
+    args = (x, cpu_onednn.pack_panels(weight), bias)
+    _opcheck(ops.conv_bias_relu_nhwc.default, args)
+    with FakeTensorMode() as mode:
+        fake = ops.conv_bias_relu_nhwc(*(mode.from_tensor(t) for t in args))
+    out = ops.conv_bias_relu_nhwc(*args)
+    assert fake.shape == out.shape == (2, 21, 5, 3) and fake.stride() == out.stride()
+    if not _ext.has_op("inception_block_onednn") or not cpu_onednn.available(torch.float32):
+        return
+    c_in, c1, c2r, c2, c3r, c3, c4 = 6, 3, 4, 5, 2, 3, 4
+    for layout in (torch.contiguous_format, torch.channels_last):
+        block = (
+            torch.randn(2, c_in, 5, 4, generator=gen).contiguous(memory_format=layout),
+            cpu_onednn.pack_panels(torch.randn(c1 + c2r + c3r, c_in, generator=gen)),
+            torch.randn(c1 + c2r + c3r, generator=gen),
+            cpu_onednn.pack_panels(torch.randn(c2, c2r, 3, 3, generator=gen)),
+            torch.randn(c2, generator=gen),
+            cpu_onednn.pack_panels(torch.randn(c3, c3r, 5, 5, generator=gen)),
+            torch.randn(c3, generator=gen),
+            cpu_onednn.pack_panels(torch.randn(c4, c_in, generator=gen)),
+            torch.randn(c4, generator=gen),
+            c1, c2r, True,
+        )  # fmt: skip
+        _opcheck(ops.inception_block_onednn.default, block)
+        assert not ops.inception_block_onednn(*block).isnan().any()
 
 
 def test_opcheck_winograd_f2x3():

@@ -42,8 +42,10 @@
 #include <limits>
 #include <memory>
 #include <optional>
+#include <string>
 #include <vector>
 
+#include "cpu/gemm_panels.h"
 #include "cpu/max_pool3x3.h"
 #include "cpu/transpose.h"
 #include "cpu/winograd_f2x3.h"
@@ -227,6 +229,46 @@ void check_grouped_weight(const char* op, const at::Tensor& weight, const char* 
                     ", ", c_red, ", 1, 1], got shape ", weight.sizes());
 }
 
+// A KxK weight (K = `kernel`; 0: none fits) given as gemm_panels.h's panels [ceil(c / 16),
+// K * K * c_in, 16] for c outputs.
+void check_panels(const char* op, const at::Tensor& weight, const char* name, int64_t c,
+                  int64_t c_in, int64_t kernel) {
+  TORCH_CHECK_VALUE(kernel > 0 && weight.dim() == 3 && weight.size(0) == (c + 15) / 16 &&
+                        weight.size(1) == kernel * kernel * c_in && weight.size(2) == 16,
+                    op, ": as panels, ", name, " must be [", (c + 15) / 16, ", ",
+                    kernel > 0 ? std::to_string(kernel * kernel * c_in)
+                               : "K * K * " + std::to_string(c_in) + " (K odd, at most 7)",
+                    ", 16] for ", c, " outputs from ", c_in, " channels, got shape ",
+                    weight.sizes());
+  TORCH_CHECK(
+      weight.device().is_cpu() && weight.scalar_type() == at::kFloat && weight.is_contiguous(), op,
+      ": panels ", name, " must be a contiguous float32 CPU tensor");
+}
+
+// The kernel size K of a kxk branch's panels [P, K * K * c_in, 16]: the odd K that fits, else 0.
+int64_t panels_kernel(const at::Tensor& weight, int64_t c_in) {
+  for (int64_t k = 1; k <= kMaxKernel; k += 2) {
+    if (weight.dim() == 3 && weight.size(1) == k * k * c_in) return k;
+  }
+  return 0;
+}
+
+// Columns [begin, begin + t.size(1)) of a GEMM into t [N, C, H, W], whose pixels are `row`
+// floats apart (a channels_last tensor, or a channel slice of one).
+ColumnRange columns_into(const at::Tensor& t, int64_t begin, int64_t row) {
+  return ColumnRange{begin, begin + t.size(1), t.mutable_data_ptr<float>(), row};
+}
+
+// relu(convKxK(src, W, pad K / 2) + bias) over src's pixels (channels_last, `src_row` floats
+// apart) by gemm_panels.h's kernel, W as panels, its columns into `ranges`.
+void conv_into(const at::Tensor& src, int64_t src_row, int64_t kernel, const at::Tensor& panels,
+               const at::Tensor& bias, const std::vector<ColumnRange>& ranges) {
+  const at::Tensor b = bias.contiguous();
+  conv_bias_relu(ConvInput{src.const_data_ptr<float>(), src_row, src.size(0), src.size(2),
+                           src.size(3), src.size(1), static_cast<int>(kernel)},
+                 panels.const_data_ptr<float>(), b.size(0), b.const_data_ptr<float>(), ranges);
+}
+
 at::Tensor inception_block_onednn_cpu(const at::Tensor& x, const at::Tensor& w_x,
                                       const at::Tensor& b_x, const at::Tensor& w2,
                                       const at::Tensor& b2, const at::Tensor& w3,
@@ -253,7 +295,19 @@ at::Tensor inception_block_onednn_cpu(const at::Tensor& x, const at::Tensor& w_x
                     winograd_tiles);
   if (winograd2) check_grouped_weight("inception_block_onednn", w2, "w2", c2, c2r);
   if (winograd3) check_grouped_weight("inception_block_onednn", w3, "w3", c3, c3r);
-  const int64_t n = x.size(0), h = x.size(2), w = x.size(3);
+  const int64_t n = x.size(0), c_in = x.size(1), h = x.size(2), w = x.size(3);
+  // A 3-D w_x or w_pool is panels for the package's own GEMM (gemm_panels.h), which stores
+  // each branch's columns with their ReLU; a 4-D one is oneDNN's convolution weight.
+  const bool own_gemm_x = w_x.dim() == 3, own_gemm_pool = w_pool.dim() == 3;
+  if (own_gemm_x) check_panels("inception_block_onednn", w_x, "w_x", c_x, c_in, 1);
+  if (own_gemm_pool) check_panels("inception_block_onednn", w_pool, "w_pool", c4, c_in, 1);
+  // A 3-D w2 or w3 (not Winograd): that branch's KxK convolution on the same kernel.
+  const int64_t kernel2 = winograd2 ? 0 : panels_kernel(w2, c2r);
+  const int64_t kernel3 = winograd3 ? 0 : panels_kernel(w3, c3r);
+  if (!winograd2 && w2.dim() == 3)
+    check_panels("inception_block_onednn", w2, "w2", c2, c2r, kernel2);
+  if (!winograd3 && w3.dim() == 3)
+    check_panels("inception_block_onednn", w3, "w3", c3, c3r, kernel3);
   const int64_t c_total = c1 + c2 + c3 + c4;
 
   // The output in x's memory format: channels_last for strictly channels_last x (not also
@@ -282,39 +336,81 @@ at::Tensor inception_block_onednn_cpu(const at::Tensor& x, const at::Tensor& w_x
     Scratch scratch(x.options());
     const at::Tensor x_nhwc = nhwc_input(scratch, x);
     {
-      const at::Tensor pooled = scratch.nhwc(n, x.size(1), h, w);
+      const at::Tensor pooled = scratch.nhwc(n, c_in, h, w);
       max_pool3x3_nhwc_into(x_nhwc, pooled);
-      const at::Tensor b4 = scratch.nhwc(n, c4, h, w);
-      onednn_conv_into(b4, pooled, w_pool, b_pool);
-      store_relu(out.narrow(1, c1 + c2 + c3, c4), b4);
+      const at::Tensor slice = out.narrow(1, c1 + c2 + c3, c4);
+      if (own_gemm_pool) {  // b4 with its ReLU straight into a channels_last output's slice
+        const at::Tensor dst = channels_last ? slice : scratch.nhwc(n, c4, h, w);
+        conv_into(pooled, c_in, 1, w_pool, b_pool, {columns_into(dst, 0, dst.stride(3))});
+        if (!channels_last) store_nchw(slice, dst, /*relu=*/false);
+      } else {
+        const at::Tensor b4 = scratch.nhwc(n, c4, h, w);
+        onednn_conv_into(b4, pooled, w_pool, b_pool);
+        store_relu(slice, b4);
+      }
     }
-    const at::Tensor y = scratch.nhwc(n, c_x, h, w);  // b1 | r2 | r3
-    onednn_conv_into(y, x_nhwc, w_x, b_x);
-    if (c1 > 0) {
-      store_relu(out.narrow(1, 0, c1), y.narrow(1, 0, c1));
+    // b1 | r2 | r3 = conv1x1(x): by the own GEMM, b1 with its ReLU into its slice (or NHWC
+    // staging for an NCHW output) and relu(r2), relu(r3) into dense buffers; by oneDNN, into
+    // y, whose b1 columns are then copied with the ReLU.
+    struct Reduced {
+      at::Tensor source;  // holds r at channel `col`
+      int64_t col;
+      bool relu;  // whether r's ReLU is still to be applied
+    };
+    Reduced reduced[2];
+    if (own_gemm_x) {
+      const at::Tensor b1 = channels_last ? out.narrow(1, 0, c1) : scratch.nhwc(n, c1, h, w);
+      const at::Tensor r2 = scratch.nhwc(n, c2r, h, w), r3 = scratch.nhwc(n, c3r, h, w);
+      conv_into(x_nhwc, c_in, 1, w_x, b_x,
+                {columns_into(b1, 0, b1.stride(3)), columns_into(r2, c1, c2r),
+                 columns_into(r3, c1 + c2r, c3r)});
+      if (!channels_last && c1 > 0) store_nchw(out.narrow(1, 0, c1), b1, /*relu=*/false);
+      reduced[0] = {r2, 0, false};
+      reduced[1] = {r3, 0, false};
+    } else {
+      const at::Tensor y = scratch.nhwc(n, c_x, h, w);
+      onednn_conv_into(y, x_nhwc, w_x, b_x);
+      if (c1 > 0) {
+        store_relu(out.narrow(1, 0, c1), y.narrow(1, 0, c1));
+      }
+      reduced[0] = {y, c1, true};
+      reduced[1] = {y, c1 + c2r, true};
     }
-    // b2 and b3: Winograd reads its r from y (with the ReLU), the direct convolution a ReLU'd
-    // dense copy; the Winograd transform writes into a channels_last output's slice directly,
-    // or into a channels_last temporary copied into an NCHW output's slice.
+    // b2 and b3: Winograd reads its r in place (applying the ReLU if still due), the direct
+    // convolution a dense ReLU'd r (a ReLU'd copy from y); the Winograd transform writes into a
+    // channels_last output's slice directly, or into a channels_last temporary copied into an
+    // NCHW output's slice.
     const struct {
-      int64_t col, c_red, c_out_col, c;
+      const Reduced& r;
+      int64_t c_red, c_out_col, c;
       const at::Tensor &weight, &bias;
       bool winograd;
-    } branches[2] = {{c1, c2r, c1, c2, w2, b2, winograd2},
-                     {c1 + c2r, c3r, c1 + c2, c3, w3, b3, winograd3}};
+      int64_t own_kernel;  // > 0: the branch's KxK convolution on gemm_panels.h's kernel
+    } branches[2] = {{reduced[0], c2r, c1, c2, w2, b2, winograd2, kernel2},
+                     {reduced[1], c3r, c1 + c2, c3, w3, b3, winograd3, kernel3}};
     for (const auto& br : branches) {
       const at::Tensor slice = out.narrow(1, br.c_out_col, br.c);
       if (br.winograd) {
         const at::Tensor dst = channels_last ? slice : scratch.nhwc(n, br.c, h, w);
-        winograd_branch("inception_block_onednn", scratch, y, br.col, br.c_red,
-                        /*relu_input=*/true, br.weight, br.bias, dst, winograd_tiles);
+        winograd_branch("inception_block_onednn", scratch, br.r.source, br.r.col, br.c_red,
+                        br.r.relu, br.weight, br.bias, dst, winograd_tiles);
         if (!channels_last) store_nchw(slice, dst, /*relu=*/false);
       } else {
-        const at::Tensor r = scratch.nhwc(n, br.c_red, h, w);
-        relu_into(r, y.narrow(1, br.col, br.c_red));
-        const at::Tensor z = scratch.nhwc(n, br.c, h, w);
-        onednn_conv_into(z, r, br.weight, br.bias);
-        store_relu(slice, z);
+        at::Tensor r = br.r.source;
+        if (br.r.relu) {
+          r = scratch.nhwc(n, br.c_red, h, w);
+          relu_into(r, br.r.source.narrow(1, br.r.col, br.c_red));
+        }
+        if (br.own_kernel > 0) {  // bias and ReLU stored by the kernel, as for b1 and b4
+          const at::Tensor dst = channels_last ? slice : scratch.nhwc(n, br.c, h, w);
+          conv_into(r, br.c_red, br.own_kernel, br.weight, br.bias,
+                    {columns_into(dst, 0, dst.stride(3))});
+          if (!channels_last) store_nchw(slice, dst, /*relu=*/false);
+        } else {
+          const at::Tensor z = scratch.nhwc(n, br.c, h, w);
+          onednn_conv_into(z, r, br.weight, br.bias);
+          store_relu(slice, z);
+        }
       }
     }
   }

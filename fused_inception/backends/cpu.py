@@ -119,6 +119,7 @@ def forward(x: Tensor, packed: CpuPacked) -> Tensor:
         weights, shape = packed.onednn, tuple(x.shape)
         n, _, h, w = shape
         chunk = winograd.onednn_chunk(n, h, w)
+        own = onednn.own_gemm()  # the 1x1s and direct KxKs on the own kernel, as panels
         kxk, use_winograd = [], []
         for tag, c_red in (("2", packed.c2r), ("3", packed.c3r)):
             plain = weights.plain[tag]
@@ -127,12 +128,17 @@ def forward(x: Tensor, packed: CpuPacked) -> Tensor:
                 make = lambda p=plain: winograd.grouped_weight(p)  # noqa: E731
                 gemm_input = winograd.onednn_gemm_input(c_red, chunk)
                 kxk.append(weights.derived(tag + "w", make, gemm_input, groups=16))
+            elif own:
+                kxk.append(weights.panels(tag))
             else:  # reordered for the kxk convolution's input, r2 or r3
                 kxk.append(weights.get(tag, (n, c_red, h, w)))
+        if own:
+            w_x, w_pool = weights.panels("x"), weights.panels("pool")
+        else:
+            w_x, w_pool = weights.get("x", shape), weights.get("pool", shape)
         return _BLOCK_OP(
-            x, weights.get("x", shape), packed.b_x, kxk[0], packed.b2, kxk[1], packed.b3,
-            weights.get("pool", shape), packed.b4, packed.c1, packed.c2r, output_poisoned(),
-            use_winograd[0], use_winograd[1], chunk,
+            x, w_x, packed.b_x, kxk[0], packed.b2, kxk[1], packed.b3, w_pool, packed.b4,
+            packed.c1, packed.c2r, output_poisoned(), use_winograd[0], use_winograd[1], chunk,
         )  # fmt: skip
     return _forward(x, packed, keep_reduced=False)[0]
 

@@ -31,6 +31,10 @@ from .output import output_memory_format
 ENABLED = True
 # Reordered weights are kept for this many input shapes per packed block (oldest dropped).
 MAX_SHAPES = 4
+# Whether the eval operator runs the block's 1x1 convolutions (over x and over the pooled x)
+# and its direct KxK ones on the package's own kernel (csrc/cpu/gemm_panels.cpp) instead of
+# oneDNN: None decides by the CPU (own_gemm); tests set True or False to cover both paths.
+OWN_GEMM: bool | None = None
 
 
 def available(dtype: torch.dtype) -> bool:
@@ -43,6 +47,30 @@ def available(dtype: torch.dtype) -> bool:
         and hasattr(torch.ops.mkldnn, "_convolution_pointwise")
         and hasattr(torch.ops.mkldnn, "_reorder_convolution_weight")
     )
+
+
+def own_gemm() -> bool:
+    """True if the eval operator runs its 1x1 convolutions and its direct KxK ones on the
+    package's own kernel (OWN_GEMM, or by default where torch's CPU capability is AVX2: measured
+    on an AVX2 Zen 3, faster than oneDNN there, README "Backends"; on AVX-512 CPUs oneDNN runs
+    twice the vector width and stays)."""
+    if not _ext.has_op("conv_bias_relu_nhwc"):
+        return False
+    if OWN_GEMM is not None:
+        return OWN_GEMM
+    return torch.backends.cpu.get_cpu_capability() == "AVX2"
+
+
+def pack_panels(weight: Tensor) -> Tensor:
+    """A convolution weight [Cout, Cin, K, K] (or a 1x1's [Cout, Cin]) as the own kernel's
+    panels [ceil(Cout / 16), K * K * Cin, 16]: panel p, row (ky * K + kx) * Cin + ci, lane j
+    holds weight[16p + j, ci, ky, kx], zero past Cout."""
+    w = weight.detach()
+    w = w.permute(0, 2, 3, 1).reshape(w.shape[0], -1) if w.dim() == 4 else w
+    c_out, k = w.shape
+    panels = w.new_zeros((-(-c_out // 16) * 16, k))
+    panels[:c_out] = w
+    return panels.view(panels.shape[0] // 16, 16, k).transpose(1, 2).contiguous()
 
 
 def conv_weight(weight: Tensor) -> Tensor:
@@ -119,6 +147,13 @@ class Weights:
         # (name, input shape) -> its reordered weight, or None after the shape's first use.
         self._reordered: dict[tuple, Tensor | None] = {}
         self._groups: dict[str, int] = {}  # of the derived weights with groups > 1
+        self._panels: dict[str, Tensor] = {}  # name -> the own kernel's panels (pack_panels)
+
+    def panels(self, name: str) -> Tensor:
+        """The weight `name` as the own kernel's panels (pack_panels), made on first use."""
+        if name not in self._panels:
+            self._panels[name] = pack_panels(self.plain[name])
+        return self._panels[name]
 
     def derived(self, name: str, make, input_shape: tuple[int, ...], groups: int = 1) -> Tensor:
         """get(name, input_shape) for a weight made from the others on its first use
@@ -167,3 +202,9 @@ def _conv3x3_relu_winograd_fake(x, weight, bias, tiles):
     n, _, h, w = x.shape
     out = x.new_empty((n, bias.shape[0], h, w))
     return out.contiguous(memory_format=output_memory_format(x))
+
+
+@_ext.register_fake("conv_bias_relu_nhwc")
+def _conv_bias_relu_nhwc_fake(x, panels, bias):
+    n, _, h, w = x.shape
+    return x.new_empty((n, bias.shape[0], h, w)).contiguous(memory_format=torch.channels_last)

@@ -1,0 +1,309 @@
+"""The package's own convolution kernel (csrc/cpu/gemm_panels.cpp, fused_inception::
+conv_bias_relu_nhwc: a GEMM over NHWC pixel rows, KxK taps as shifted rows) and the paths that
+run on it: the eval block operator's 1x1 and direct KxK convolutions and a prepared network's
+1x1 units, against float64 references, at every vector width this CPU allows."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+from helpers import assert_close_rel, randomize_block, reference_f64, run_at_capability
+from torchvision.models.googlenet import BasicConv2d
+
+from fused_inception import FoldedConvUnit, FusedInception, Inception, _ext, folded_unit
+from fused_inception.backends import cpu, cpu_onednn
+from fused_inception.backends.output import poison_outputs
+from fused_inception.configs import GOOGLENET_BLOCKS
+
+pytestmark = pytest.mark.skipif(
+    not _ext.has_op("conv_bias_relu_nhwc"), reason="this build has no conv_bias_relu_nhwc operator"
+)
+ops = torch.ops.fused_inception
+
+
+def _gemm(a: torch.Tensor, panels: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """relu(a @ W + bias) for a [M, K] (rows contiguous) through the operator: a's rows as the
+    pixels of a 1 x M image, whose output [1, N, 1, M] is read back as [M, N] rows."""
+    m, k = a.shape
+    x = a.as_strided((1, k, 1, m), (a.stride(0) * m, 1, a.stride(0) * m, a.stride(0)))
+    return ops.conv_bias_relu_nhwc(x, panels, bias).permute(0, 2, 3, 1).reshape(m, -1)
+
+
+def _reference(a: torch.Tensor, w: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    return torch.relu(a.double() @ w.double().t() + bias.double())
+
+
+# (m, k, n): every tail of the 6-row tile (m % 6), panels cut by n (n % 16), k of 0 and 1, and
+# shapes with several row chunks (k * m * 4 bytes over 256 KiB).
+SHAPES = [
+    (1, 1, 1),
+    (2, 7, 15),
+    (3, 16, 16),
+    (4, 33, 17),
+    (5, 64, 31),
+    (6, 5, 33),
+    (7, 0, 20),
+    (13, 19, 48),
+    (49, 832, 40),
+    (300, 512, 72),
+    (1000, 96, 24),
+]
+
+
+@pytest.mark.parametrize("m,k,n", SHAPES, ids=lambda v: str(v))
+def test_values_against_float64(m, k, n):
+    gen = torch.Generator().manual_seed(m * 1000 + k * 10 + n)
+    a = torch.randn(m, k, generator=gen)
+    w, bias = torch.randn(n, k, generator=gen), torch.randn(n, generator=gen)
+    out = _gemm(a, cpu_onednn.pack_panels(w), bias)
+    assert out.shape == (m, n) and out.is_contiguous()
+    assert_close_rel(out, _reference(a, w, bias), torch.float32)
+    if m * n >= 30:  # both sides of the ReLU were taken
+        assert (out == 0).any() and (out > 0).any()
+
+
+def test_strided_rows_and_panel_layout():
+    """Rows of a wider tensor (lda > k, a channel slice of an NHWC image), and the panels'
+    layout itself: panel p, row k, lane j is w[16p + j, k], zero past the last channel."""
+    gen = torch.Generator().manual_seed(3)
+    wide = torch.randn(20, 50, generator=gen)
+    a = wide[:, 7:30]  # 23 channels, rows 50 floats apart
+    w, bias = torch.randn(19, 23, generator=gen), torch.randn(19, generator=gen)
+    panels = cpu_onednn.pack_panels(w.view(19, 23, 1, 1))
+    assert panels.shape == (2, 23, 16)
+    assert torch.equal(panels[1, 4, 2], w[18, 4]) and torch.equal(panels[0, 9, 5], w[5, 9])
+    assert not panels[1, :, 3:].any()
+    assert_close_rel(_gemm(a, panels, bias), _reference(a, w, bias), torch.float32)
+
+
+def test_nan_and_infinities_follow_torch():
+    """A NaN in a row makes that row's outputs NaN (the ReLU keeps NaN, as torch.relu does);
+    +inf and -inf sums give inf and 0."""
+    gen = torch.Generator().manual_seed(5)
+    a = torch.randn(9, 12, generator=gen)
+    w = torch.rand(18, 12, generator=gen) + 0.5  # positive: an infinite input keeps its sign
+    bias = torch.randn(18, generator=gen)
+    a[2, 3] = float("nan")
+    a[4, 0] = float("inf")
+    a[7, 5] = float("-inf")
+    out = _gemm(a, cpu_onednn.pack_panels(w), bias)
+    want = torch.relu(a @ w.t() + bias)
+    assert torch.equal(out.isnan(), want.isnan()) and out[2].isnan().all()
+    assert torch.equal(out[4], want[4]) and (out[4] == float("inf")).all()
+    assert (out[7] == 0).all()
+    finite = want.isfinite()
+    assert_close_rel(out[finite], _reference(a, w, bias)[finite], torch.float32)
+
+
+@pytest.mark.parametrize("kernel", [1, 3, 5, 7])
+@pytest.mark.parametrize("hw", [(1, 1), (1, 4), (3, 5), (7, 7), (6, 9)], ids=str)
+def test_kxk_convolution_against_float64(kernel, hw):
+    """KxK, stride 1, zero padding K // 2: taps outside the image read zeros (images smaller
+    than the kernel included), on batches whose tiles span images."""
+    gen = torch.Generator().manual_seed(kernel * 100 + hw[0] * 10 + hw[1])
+    c_in, c_out = 5, 19
+    x = torch.randn(3, c_in, *hw, generator=gen).contiguous(memory_format=torch.channels_last)
+    weight = torch.randn(c_out, c_in, kernel, kernel, generator=gen)
+    bias = torch.randn(c_out, generator=gen)
+    out = ops.conv_bias_relu_nhwc(x, cpu_onednn.pack_panels(weight), bias)
+    ref = F.conv2d(x.double(), weight.double(), bias.double(), padding=kernel // 2).relu()
+    assert out.shape == ref.shape and out.is_contiguous(memory_format=torch.channels_last)
+    assert_close_rel(out, ref, torch.float32)
+
+
+def test_channel_slice_input():
+    """x may be a channel slice of a channels_last tensor (pixel rows wider than C)."""
+    gen = torch.Generator().manual_seed(6)
+    wide = torch.randn(2, 30, 5, 6, generator=gen).contiguous(memory_format=torch.channels_last)
+    x = wide[:, 4:17]
+    weight, bias = torch.randn(18, 13, 3, 3, generator=gen), torch.randn(18, generator=gen)
+    out = ops.conv_bias_relu_nhwc(x, cpu_onednn.pack_panels(weight), bias)
+    ref = F.conv2d(x.double(), weight.double(), bias.double(), padding=1).relu()
+    assert_close_rel(out, ref, torch.float32)
+
+
+def test_bad_arguments_are_refused():
+    gen = torch.Generator().manual_seed(7)
+    x = torch.randn(2, 8, 4, 5, generator=gen).contiguous(memory_format=torch.channels_last)
+    w, bias = torch.randn(5, 8, 3, 3, generator=gen), torch.randn(5, generator=gen)
+    panels = cpu_onednn.pack_panels(w)
+    cases = [
+        ((x.double(), panels, bias), "float32 CPU"),
+        ((x[0], panels, bias), r"expected x \[N, C, H, W\]"),
+        ((x, panels[:, :40], bias), r"panels must be \[1, K \* K \* 8, 16\]"),
+        ((x, panels, torch.randn(17)), r"panels must be \[2, K \* K \* 8, 16\]"),
+        ((x, cpu_onednn.pack_panels(torch.randn(5, 8, 9, 9)), bias), "at most 7"),
+        ((x.contiguous(), panels, bias), "pixels must be rows of contiguous channels"),
+    ]
+    for args, match in cases:
+        with pytest.raises((ValueError, RuntimeError), match=match):
+            ops.conv_bias_relu_nhwc(*args)
+
+
+_CAPABILITY_CHECK = """
+import sys, torch
+import fused_inception
+from fused_inception.backends import cpu_onednn
+capability = torch.backends.cpu.get_cpu_capability()
+assert capability == sys.argv[1], capability
+gen = torch.Generator().manual_seed(11)
+def rand(*shape):  # the same values at every capability (randn's vector loop is not)
+    return torch.randint(-2**20, 2**20, shape, generator=gen).float() / 2**19
+for name, shape, kernel, c_out in (("a", (1, 40, 1, 7), 1, 33), ("b", (2, 30, 6, 5), 3, 50)):
+    x = rand(*shape).contiguous(memory_format=torch.channels_last)
+    w, bias = rand(c_out, shape[1], kernel, kernel), rand(c_out)
+    x[0, 2, 0, 1] = float("nan")
+    out = torch.ops.fused_inception.conv_bias_relu_nhwc(x, cpu_onednn.pack_panels(w), bias)
+    print(out.view(torch.int32).flatten().tolist(), file=open(sys.argv[2] + f"/{name}.txt", "w"))
+print("ok")
+"""
+
+
+def test_vector_and_plain_loops_give_the_same_bits(tmp_path):
+    """The AVX2 kernel and the plain loop (capability DEFAULT) both take one FMA chain per
+    output in k order: the same bits, NaN included."""
+    if torch.backends.cpu.get_cpu_capability() == "DEFAULT":
+        pytest.skip("this CPU runs torch without vector capability: one loop only")
+    outputs = {}
+    for capability in ("DEFAULT", torch.backends.cpu.get_cpu_capability()):
+        where = tmp_path / capability
+        where.mkdir()
+        script = _CAPABILITY_CHECK.replace("sys.argv[2]", repr(str(where)))
+        run_at_capability(script, capability)
+        outputs[capability] = sorted(p.read_text() for p in where.iterdir())
+    first, second = outputs.values()
+    assert first == second and len(first) == 2
+
+
+@pytest.fixture
+def own_gemm_calls(monkeypatch):
+    """Forces the own GEMM on and records the eval operator's calls that pass it panels."""
+    monkeypatch.setattr(cpu_onednn, "OWN_GEMM", True)
+    calls = []
+    real = cpu._BLOCK_OP
+    if real is None or not cpu_onednn.available(torch.float32):
+        pytest.skip("no inception_block_onednn operator or no oneDNN in this build")
+    monkeypatch.setattr(
+        cpu,
+        "_BLOCK_OP",
+        lambda *a: (calls.append(tuple(a[i].dim() for i in (1, 3, 5, 7))), real(*a))[1],
+    )
+    return calls
+
+
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last], ids=str)
+@pytest.mark.parametrize("name,norm,k", [("3a", True, 3), ("4b", False, 5), ("5b", True, 3)])
+def test_block_operator_on_the_own_kernel(name, norm, k, layout, own_gemm_calls):
+    """The eval operator with its 1x1 GEMMs and its direct KxK convolutions on panels (4b's r3
+    ends mid-panel; the narrow b3s, 4b's paper-form 5x5 included, and 5b's b2 at batch 1 are
+    direct, the other wide 3x3s Winograd) against float64, NaN where the reference has it, and
+    the oneDNN path's output layout; every branch but a Winograd one is stored by the kernel
+    itself, into a poisoned output."""
+    cfg = GOOGLENET_BLOCKS[name]
+    src = randomize_block(Inception(*cfg.args(), branch3_kernel=k, norm=norm)).eval()
+    fused = FusedInception.from_module(copy.deepcopy(src), backend="cpu").eval()
+    for batch in (1, 2):
+        x = torch.randn(batch, cfg.in_channels, cfg.hw, cfg.hw)
+        x[0, 1, 3, 3] = float("nan")
+        x = x.contiguous(memory_format=layout)
+        with torch.no_grad(), poison_outputs():
+            got = fused(x)
+        want = reference_f64(src, x)
+        assert torch.equal(got.isnan(), want.isnan()) and bool(want.isnan().any())
+        finite = want.isfinite()
+        assert_close_rel(got[finite], want[finite], torch.float32)
+        cpu_onednn.OWN_GEMM = False
+        with torch.no_grad():
+            onednn = fused(x)
+        cpu_onednn.OWN_GEMM = True
+        assert got.stride() == onednn.stride()
+    own = [dims for dims in own_gemm_calls if dims[0] == 3]
+    assert len(own) == 2 and all(dims[3] == 3 for dims in own)  # w_x and w_pool as panels
+    assert all(dims[2] == 3 for dims in own)  # b3 (narrow: never Winograd)
+    if name == "5b":  # at batch 1 (16 tiles) b2's 3x3 is direct too
+        assert own[0][1] == 3
+
+
+def test_block_operator_refuses_bad_panels():
+    if cpu._BLOCK_OP is None:
+        pytest.skip("no inception_block_onednn operator in this build")
+    gen = torch.Generator().manual_seed(8)
+    c_in, c1, c2r, c2, c3r, c3, c4 = 6, 3, 4, 5, 2, 3, 4
+    x = torch.randn(1, c_in, 4, 4, generator=gen)
+    w_x = cpu_onednn.pack_panels(torch.randn(c1 + c2r + c3r, c_in, generator=gen))
+    w_pool = cpu_onednn.pack_panels(torch.randn(c4, c_in, generator=gen))
+    w2 = cpu_onednn.pack_panels(torch.randn(c2, c2r, 3, 3, generator=gen))
+    w3 = torch.randn(c3, c3r, 5, 5, generator=gen)  # oneDNN's, beside the panels
+    b = [torch.randn(c, generator=gen) for c in (c1 + c2r + c3r, c2, c3, c4)]
+    good = (x, w_x, b[0], w2, b[1], w3, b[2], w_pool, b[3], c1, c2r)
+    assert ops.inception_block_onednn(*good).shape == (1, c1 + c2 + c3 + c4, 4, 4)
+    bad = [
+        (good[:3] + (w2[:, :30],) + good[4:], r"w2 must be \[1, K \* K \* 4 \(K odd"),
+        (good[:3] + (w2[:, :, :8].contiguous(),) + good[4:], r"w2 must be \[1, 36, 16\]"),
+        (good[:1] + (w_x[:, :5],) + good[2:], r"w_x must be \[1, 6, 16\]"),
+        (good[:7] + (w_pool.double(),) + good[8:], "w_pool must be a contiguous float32"),
+        (
+            good[:7] + (cpu_onednn.pack_panels(torch.randn(20, c_in)),) + good[8:],
+            r"w_pool must be \[1, 6, 16\] for 4 outputs",
+        ),
+    ]
+    for args, match in bad:
+        with pytest.raises((ValueError, RuntimeError), match=match):
+            ops.inception_block_onednn(*args)
+
+
+@pytest.mark.parametrize("fmt", [torch.contiguous_format, torch.channels_last], ids=str)
+def test_folded_1x1_unit_on_the_own_gemm(fmt, monkeypatch):
+    """A prepared network's 1x1 unit (GoogLeNet's conv2) runs on the own GEMM: float64 parity,
+    NaN kept, the output layout of oneDNN's path (channels_last: a 1x1 weight is channels_last
+    in either format, so x is moved to it); strided or padded 1x1 units stay on oneDNN's
+    convolution."""
+    monkeypatch.setattr(cpu_onednn, "OWN_GEMM", True)
+    if folded_unit._GEMM_OP is None or not cpu_onednn.available(torch.float32):
+        pytest.skip("no conv_bias_relu_nhwc operator or no oneDNN in this build")
+    calls = []
+    real = folded_unit._GEMM_OP
+    monkeypatch.setattr(folded_unit, "_GEMM_OP", lambda *a: (calls.append(1), real(*a))[1])
+    torch.manual_seed(27)
+    unit = randomize_block(BasicConv2d(24, 40, kernel_size=1)).eval().to(memory_format=fmt)
+    x = torch.randn(2, 24, 7, 9)
+    x[1, 3, 2, 2] = float("nan")
+    x_cl = x.contiguous(memory_format=torch.channels_last)
+    folded = FoldedConvUnit.from_module(copy.deepcopy(unit))
+    with torch.no_grad():
+        got = [folded(x_cl) for _ in range(2)]
+        want = unit(x_cl)
+        ref = unit.double()(x_cl.double())
+    assert len(calls) == 2
+    for out in got:
+        assert out.is_contiguous(memory_format=torch.channels_last)
+        assert torch.equal(out.isnan(), want.isnan()) and bool(want.isnan().any())
+        finite = ref.isfinite()
+        assert_close_rel(out[finite], ref[finite], torch.float32)
+    with torch.no_grad():
+        other = folded(x.contiguous())  # NCHW x: moved to channels_last as oneDNN's path does
+        cpu_onednn.OWN_GEMM = False
+        onednn = folded(x.contiguous())
+        cpu_onednn.OWN_GEMM = True
+    assert len(calls) == 3 and other.stride() == onednn.stride()
+    for kwargs in ({"stride": 2}, {"padding": 1}):
+        strided = randomize_block(BasicConv2d(24, 40, kernel_size=1, **kwargs)).eval()
+        with torch.no_grad():
+            FoldedConvUnit.from_module(strided)(x_cl)
+    assert len(calls) == 3
+
+
+def test_policy_follows_the_cpu(monkeypatch):
+    """By default the own GEMM runs where torch's CPU capability is AVX2 (measured there),
+    not on AVX-512 (oneDNN's wider kernels, unmeasured against it) or without vectors;
+    OWN_GEMM overrides."""
+    monkeypatch.setattr(cpu_onednn, "OWN_GEMM", None)
+    for capability, want in (("AVX2", True), ("AVX512", False), ("DEFAULT", False)):
+        monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda c=capability: c)
+        assert cpu_onednn.own_gemm() is want
+    for forced in (True, False):
+        monkeypatch.setattr(cpu_onednn, "OWN_GEMM", forced)
+        assert cpu_onednn.own_gemm() is forced
