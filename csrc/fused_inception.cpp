@@ -88,12 +88,14 @@ TORCH_LIBRARY(fused_inception, m) {
   // 1, 1] (plain or reordered by oneDNN for one chunk [1, 16 * C, 1, tiles]), bias [Cout], in
   // chunks of `tiles` tiles. Returns [N, Cout, H, W] in x's memory format.
   m.def("conv3x3_relu_winograd(Tensor x, Tensor weight, Tensor bias, int tiles) -> Tensor");
-  // relu(convKxK(x, W, stride 1, zero padding K // 2) + bias) by the package's own kernel
+  // relu(convKxK(x, W, stride, zero padding) + bias) by the package's own kernel
   // (csrc/cpu/gemm_panels.cpp): x [N, C, H, W] float32 with channels_last pixel rows (or a
   // channel slice of such a tensor), panels the weight [Cout, K, K, C] packed as [ceil(Cout /
-  // 16), K * K * C, 16] (zero past Cout; K odd, at most 7, read from the shape), bias [Cout].
-  // Returns [N, Cout, H, W] channels_last.
-  m.def("conv_bias_relu_nhwc(Tensor x, Tensor panels, Tensor bias) -> Tensor");
+  // 16), K * K * C, 16] (zero past Cout; K odd, at most 7, read from the shape), bias [Cout],
+  // padding at most K // 2 (-1: K // 2). Returns [N, Cout, H', W'] channels_last.
+  m.def(
+      "conv_bias_relu_nhwc(Tensor x, Tensor panels, Tensor bias, int stride=1, int padding=-1) "
+      "-> Tensor");
   // Winograd F(2x2, 3x3) transforms (csrc/cpu/winograd_f2x3.cpp) over the flat tile range
   // [tile_begin, tile_begin + tile_count) of the N * ceil(H/2) * ceil(W/2) tiles (tile_count
   // None: to the last tile). input: r [N*H*W, C] float32 rows of an NHWC tensor (channels

@@ -114,6 +114,32 @@ def test_kxk_convolution_against_float64(kernel, hw):
     assert_close_rel(out, ref, torch.float32)
 
 
+# (channels, kernel, stride, padding, image): few channels take the kernel rows as taps of a
+# zero-padded copy (GoogLeNet's conv1 is 3 channels, 7x7, stride 2, padding 3), more channels
+# the per-pixel taps; strides, padding below K // 2 and images that end mid-stride.
+STRIDED = [
+    (3, 7, 2, 3, (17, 13)),
+    (3, 5, 2, 1, (9, 9)),
+    (1, 3, 3, 1, (7, 7)),
+    (4, 3, 1, 0, (6, 7)),
+    (20, 3, 2, 1, (9, 8)),
+    (16, 5, 3, 2, (11, 10)),
+    (5, 1, 2, 0, (5, 6)),
+]
+
+
+@pytest.mark.parametrize("c,kernel,stride,padding,hw", STRIDED, ids=lambda v: str(v))
+def test_strided_and_padded_convolution_against_float64(c, kernel, stride, padding, hw):
+    gen = torch.Generator().manual_seed(c * 1000 + kernel * 100 + stride * 10 + padding)
+    x = torch.randn(2, c, *hw, generator=gen).contiguous(memory_format=torch.channels_last)
+    weight = torch.randn(21, c, kernel, kernel, generator=gen)
+    bias = torch.randn(21, generator=gen)
+    out = ops.conv_bias_relu_nhwc(x, cpu_onednn.pack_panels(weight), bias, stride, padding)
+    ref = F.conv2d(x.double(), weight.double(), bias.double(), stride=stride, padding=padding)
+    assert out.shape == ref.shape and out.is_contiguous(memory_format=torch.channels_last)
+    assert_close_rel(out, ref.relu(), torch.float32)
+
+
 def test_channel_slice_input():
     """x may be a channel slice of a channels_last tensor (pixel rows wider than C)."""
     gen = torch.Generator().manual_seed(6)
@@ -130,6 +156,7 @@ def test_bad_arguments_are_refused():
     x = torch.randn(2, 8, 4, 5, generator=gen).contiguous(memory_format=torch.channels_last)
     w, bias = torch.randn(5, 8, 3, 3, generator=gen), torch.randn(5, generator=gen)
     panels = cpu_onednn.pack_panels(w)
+    big_kernel = cpu_onednn.pack_panels(torch.randn(5, 8, 5, 5))  # 5x5 on a 1-row image
     cases = [
         ((x.double(), panels, bias), "float32 CPU"),
         ((x[0], panels, bias), r"expected x \[N, C, H, W\]"),
@@ -137,6 +164,12 @@ def test_bad_arguments_are_refused():
         ((x, panels, torch.randn(17)), r"panels must be \[2, K \* K \* 8, 16\]"),
         ((x, cpu_onednn.pack_panels(torch.randn(5, 8, 9, 9)), bias), "at most 7"),
         ((x.contiguous(), panels, bias), "pixels must be rows of contiguous channels"),
+        ((x, panels, bias, 0), "stride must be 1 to 8"),
+        ((x, panels, bias, 1, 2), r"padding at most K // 2 = 1"),
+        (
+            (x[:, :, :1].contiguous(memory_format=torch.channels_last), big_kernel, bias, 1, 0),
+            "not fit",
+        ),
     ]
     for args, match in cases:
         with pytest.raises((ValueError, RuntimeError), match=match):
@@ -256,11 +289,11 @@ def test_block_operator_refuses_bad_panels():
 
 
 @pytest.mark.parametrize("fmt", [torch.contiguous_format, torch.channels_last], ids=str)
-def test_folded_1x1_unit_on_the_own_gemm(fmt, monkeypatch):
-    """A prepared network's 1x1 unit (GoogLeNet's conv2) runs on the own GEMM: float64 parity,
-    NaN kept, the output layout of oneDNN's path (channels_last: a 1x1 weight is channels_last
-    in either format, so x is moved to it); strided or padded 1x1 units stay on oneDNN's
-    convolution."""
+def test_folded_units_on_the_own_kernel(fmt, monkeypatch):
+    """A prepared network's 1x1 unit (GoogLeNet's conv2) runs on the own kernel: float64
+    parity, NaN kept, the output layout of oneDNN's path (channels_last: a 1x1 weight is
+    channels_last in either format, so x is moved to it); strided or padded 1x1 units and a 3x3
+    on 24 channels stay on oneDNN's convolution, a first layer's 7x7/2 on 3 channels does not."""
     monkeypatch.setattr(cpu_onednn, "OWN_GEMM", True)
     if folded_unit._GEMM_OP is None or not cpu_onednn.available(torch.float32):
         pytest.skip("no conv_bias_relu_nhwc operator or no oneDNN in this build")
@@ -289,11 +322,19 @@ def test_folded_1x1_unit_on_the_own_gemm(fmt, monkeypatch):
         onednn = folded(x.contiguous())
         cpu_onednn.OWN_GEMM = True
     assert len(calls) == 3 and other.stride() == onednn.stride()
-    for kwargs in ({"stride": 2}, {"padding": 1}):
-        strided = randomize_block(BasicConv2d(24, 40, kernel_size=1, **kwargs)).eval()
+    for kwargs in ({"stride": 2}, {"padding": 1}, {"kernel_size": 3, "padding": 1}):
+        other_unit = randomize_block(BasicConv2d(24, 40, **{"kernel_size": 1, **kwargs})).eval()
         with torch.no_grad():
-            FoldedConvUnit.from_module(strided)(x_cl)
+            FoldedConvUnit.from_module(other_unit)(x_cl)
     assert len(calls) == 3
+    # A first layer (GoogLeNet's conv1: 3 channels, 7x7, stride 2, padding 3) takes it too.
+    stem = randomize_block(BasicConv2d(3, 20, kernel_size=7, stride=2, padding=3)).eval()
+    image = torch.randn(2, 3, 23, 19).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        got = FoldedConvUnit.from_module(copy.deepcopy(stem))(image)
+        ref = stem.double()(image.double())
+    assert len(calls) == 4 and got.is_contiguous(memory_format=torch.channels_last)
+    assert_close_rel(got, ref, torch.float32)
 
 
 def test_policy_follows_the_cpu(monkeypatch):

@@ -21,6 +21,7 @@
 
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
+#include <ATen/ops/zeros.h>
 #include <c10/util/Exception.h>
 #include <torch/library.h>
 
@@ -42,6 +43,8 @@ constexpr int kPanel = 16;
 constexpr int kRows = 6;
 constexpr int kMaxTaps = kMaxKernel * kMaxKernel;
 constexpr int64_t kChunkBytes = 256 * 1024;
+// Below this many channels a KxK convolution takes its kernel rows as taps (ConvInput::merged).
+constexpr int64_t kMergeChannels = 16;
 
 // The 16 columns of the panel starting at column col0: where they go.
 struct PanelStore {
@@ -82,25 +85,27 @@ void store_row(const PanelStore& s, int64_t i, const float* values) {
   }
 }
 
-// The A rows of a 6-row tile: rows[t * kRows + r] is row i0 + r's pixel under tap t (or the
-// zero row), for `count` rows; the others point at the zero row.
+// The A rows of a 6-row tile: rows[t * kRows + r] is output row i0 + r's pixel under tap t (or
+// the zero row), for `count` rows; the others point at the zero row.
 void tile_rows(const ConvInput& x, const float* zeros, int64_t i0, int count, const float** rows) {
-  const int taps = x.kernel * x.kernel, half = x.kernel / 2;
+  const int k = x.kernel, taps = x.merged ? k : k * k, pad = x.padding();
+  const int64_t oh = x.out_h(), ow = x.out_w();
   for (int r = 0; r < kRows; ++r) {
     const int64_t i = i0 + r;
     if (r >= count) {
       for (int t = 0; t < taps; ++t) rows[t * kRows + r] = zeros;
       continue;
     }
-    if (x.kernel == 1) {
+    if (k == 1 && x.stride == 1 && pad == 0) {  // a 1x1 convolution: x's rows
       rows[r] = x.data + i * x.ld;
       continue;
     }
-    const int64_t px = i % x.w, py = (i / x.w) % x.h;
+    const int64_t ox = i % ow, oy = (i / ow) % oh, b = i / (ow * oh);
+    const int64_t y0 = oy * x.stride - pad, x0 = ox * x.stride - pad;
     for (int t = 0; t < taps; ++t) {
-      const int64_t dy = t / x.kernel - half, dx = t % x.kernel - half;
-      const bool inside = py + dy >= 0 && py + dy < x.h && px + dx >= 0 && px + dx < x.w;
-      rows[t * kRows + r] = inside ? x.data + (i + dy * x.w + dx) * x.ld : zeros;
+      const int64_t y = y0 + (x.merged ? t : t / k), xx = x0 + (x.merged ? 0 : t % k);
+      const bool inside = x.merged || (y >= 0 && y < x.h && xx >= 0 && xx < x.w);
+      rows[t * kRows + r] = inside ? x.data + ((b * x.h + y) * x.w + xx) * x.ld : zeros;
     }
   }
 }
@@ -222,7 +227,7 @@ int64_t pixel_rows(const at::Tensor& x) {
 }
 
 at::Tensor conv_bias_relu_nhwc_cpu(const at::Tensor& x, const at::Tensor& panels,
-                                   const at::Tensor& bias) {
+                                   const at::Tensor& bias, int64_t stride, int64_t padding) {
   constexpr const char* op = "conv_bias_relu_nhwc";
   TORCH_CHECK_VALUE(x.dim() == 4 && panels.dim() == 3 && bias.dim() == 1, op,
                     ": expected x [N, C, H, W], panels [P, K * K * C, 16] and bias [Cout], got ",
@@ -235,23 +240,39 @@ at::Tensor conv_bias_relu_nhwc_cpu(const at::Tensor& x, const at::Tensor& panels
   const int64_t c_out = bias.size(0), n_panels = (c_out + kPanel - 1) / kPanel;
   int kernel = 0;
   for (int k = 1; k <= kMaxKernel; k += 2) {
-    if (panels.size(1) == k * k * c) kernel = k;
+    if (kernel == 0 && panels.size(1) == k * k * c) kernel = k;  // (c = 0: K = 1)
   }
   TORCH_CHECK_VALUE(kernel > 0 && panels.size(0) == n_panels && panels.size(2) == kPanel, op,
                     ": panels must be [", n_panels, ", K * K * ", c, ", 16] (K odd, at most ",
                     kMaxKernel, ") for ", c_out, " outputs from ", c, " channels, got ",
                     panels.sizes());
+  const int64_t pad = padding < 0 ? kernel / 2 : padding;
+  TORCH_CHECK_VALUE(stride >= 1 && stride <= 8 && pad <= kernel / 2, op,
+                    ": stride must be 1 to 8 and padding at most K // 2 = ", kernel / 2, ", got ",
+                    stride, " and ", padding);
   const int64_t ld = pixel_rows(x);
   TORCH_CHECK_VALUE(ld >= 0, op,
                     ": x's pixels must be rows of contiguous channels (channels_last), got "
                     "strides ",
                     x.strides());
+  ConvInput in{x.const_data_ptr<float>(), ld, n, h, w, c, kernel, static_cast<int>(stride),
+               static_cast<int>(pad)};
+  const int64_t oh = in.out_h(), ow = in.out_w();
+  TORCH_CHECK_VALUE(oh >= 0 && ow >= 0, op, ": a ", kernel, "x", kernel, " kernel does not fit a ",
+                    h, "x", w, " image with padding ", pad);
   at::Tensor out =
-      at::empty({n, c_out, h, w}, x.options().memory_format(at::MemoryFormat::ChannelsLast));
+      at::empty({n, c_out, oh, ow}, x.options().memory_format(at::MemoryFormat::ChannelsLast));
   if (out.numel() == 0) return out;
+  // Few channels (a first layer: 3): a zero-padded copy, whose kernel rows are whole taps.
+  at::Tensor padded;
+  if (kernel > 1 && c < kMergeChannels) {
+    padded = at::zeros({n, h + 2 * pad, w + 2 * pad, c}, x.options());
+    padded.narrow(1, pad, h).narrow(2, pad, w).copy_(x.permute({0, 2, 3, 1}));
+    in = ConvInput{padded.const_data_ptr<float>(), c, n,   h + 2 * pad, w + 2 * pad, c, kernel,
+                   static_cast<int>(stride),       0, true};
+  }
   const at::Tensor p = panels.contiguous(), b = bias.contiguous();
-  conv_bias_relu(ConvInput{x.const_data_ptr<float>(), ld, n, h, w, c, kernel},
-                 p.const_data_ptr<float>(), c_out, b.const_data_ptr<float>(),
+  conv_bias_relu(in, p.const_data_ptr<float>(), c_out, b.const_data_ptr<float>(),
                  {ColumnRange{0, c_out, out.mutable_data_ptr<float>(), c_out}});
   return out;
 }
@@ -260,12 +281,15 @@ at::Tensor conv_bias_relu_nhwc_cpu(const at::Tensor& x, const at::Tensor& panels
 
 void conv_bias_relu(const ConvInput& x, const float* panels, int64_t n_out, const float* bias,
                     const std::vector<ColumnRange>& ranges) {
-  const int64_t m = x.n * x.h * x.w;
+  TORCH_CHECK(x.kernel >= 1 && x.kernel <= kMaxKernel && x.kernel % 2 == 1 && x.stride >= 1 &&
+                  (!x.merged || (x.pad == 0 && x.ld == x.c)),
+              "conv_bias_relu: unsupported convolution (kernel ", x.kernel, ", stride ", x.stride,
+              ", padding ", x.pad, ")");
+  const int64_t m = x.n * x.out_h() * x.out_w();
   if (m <= 0 || n_out <= 0) return;
-  TORCH_CHECK(x.kernel >= 1 && x.kernel <= kMaxKernel && x.kernel % 2 == 1,
-              "conv_bias_relu: unsupported kernel size ", x.kernel);
-  const int taps = x.kernel * x.kernel;
-  const int64_t n_panels = (n_out + kPanel - 1) / kPanel, k = taps * x.c;
+  const int taps = x.merged ? x.kernel : x.kernel * x.kernel;
+  const int64_t c_tap = x.merged ? x.kernel * x.c : x.c;  // floats per tap
+  const int64_t n_panels = (n_out + kPanel - 1) / kPanel, k = taps * c_tap;
   // Rows per chunk: a multiple of 6 whose A rows take about kChunkBytes, spread evenly.
   const int64_t most = std::max<int64_t>(kRows, kChunkBytes / (4 * std::max<int64_t>(k, 1)));
   const int64_t chunks = (m + most - 1) / most;
@@ -287,11 +311,11 @@ void conv_bias_relu(const ConvInput& x, const float* panels, int64_t n_out, cons
         tile_rows(x, zeros.data(), i, count, rows);
 #ifdef FI_X86_VECTOR
         if (vector) {
-          tile_vector(rows, taps, x.c, panel, bias16, store, i, count);
+          tile_vector(rows, taps, c_tap, panel, bias16, store, i, count);
           continue;
         }
 #endif
-        tile_plain(rows, taps, x.c, panel, bias16, store, i, count);
+        tile_plain(rows, taps, c_tap, panel, bias16, store, i, count);
       }
     }
   });

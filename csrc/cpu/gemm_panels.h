@@ -4,12 +4,12 @@
 //
 //   C[i, j] = relu(sum_t sum_c A_t[i, c] * B[t * C + c, j] + bias[j]),   i < m, j < n
 //
-// A_t: the pixel rows of x [N, H, W, C] shifted by tap t = (dy, dx) of a K x K kernel, stride 1,
-// zero padding K / 2 (for K = 1, x's rows: a 1x1 convolution). B: the weight [n, K, K, C] packed
-// as "panels" [ceil(n / 16), K * K * C, 16] (panel p holds output channels 16p .. 16p + 15, zero
-// past n; fused_inception/backends/cpu_onednn.py, pack_panels). C's columns go to one or more
-// destinations (ColumnRange): e.g. b1's into the block output's channel slice and r2's and r3's
-// into their own buffers. The ReLU keeps NaN, as torch's does.
+// A_t: the pixel rows of x [N, H, W, C] under tap t = (dy, dx) of a K x K kernel (stride 1 and
+// zero padding K / 2 unless ConvInput says otherwise; for K = 1, x's rows: a 1x1 convolution). B:
+// the weight [n, K, K, C] packed as "panels" [ceil(n / 16), K * K * C, 16] (panel p holds output
+// channels 16p .. 16p + 15, zero past n; fused_inception/backends/cpu_onednn.py, pack_panels). C's
+// columns go to one or more destinations (ColumnRange): e.g. b1's into the block output's channel
+// slice and r2's and r3's into their own buffers. The ReLU keeps NaN, as torch's does.
 #pragma once
 
 #include <cstdint>
@@ -25,11 +25,21 @@ struct ColumnRange {
 };
 
 // x as the GEMM's A: pixel (b, y, x) of an [n, h, w] image with c channels at
-// data + ((b * h + y) * w + x) * ld; `kernel` K (odd, at most kMaxKernel).
+// data + ((b * h + y) * w + x) * ld; `kernel` K (odd, at most kMaxKernel), `stride` and zero
+// padding `pad` (-1: K / 2) on each side. With `merged` (pad 0 and ld == c only), a kernel row's
+// K pixels are one tap of K * c contiguous floats: for few channels (a network's first layer on
+// a zero-padded copy), K taps of K * c instead of K * K taps of c.
 struct ConvInput {
   const float* data;
   int64_t ld, n, h, w, c;
   int kernel;
+  int stride = 1;
+  int pad = -1;
+  bool merged = false;
+
+  int padding() const { return pad < 0 ? kernel / 2 : pad; }
+  int64_t out_h() const { return (h + 2 * padding() - kernel) / stride + 1; }
+  int64_t out_w() const { return (w + 2 * padding() - kernel) / stride + 1; }
 };
 
 constexpr int kMaxKernel = 7;
