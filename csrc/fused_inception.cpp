@@ -77,7 +77,8 @@ TORCH_LIBRARY(fused_inception, m) {
   // shape, or (3-D) the panels of conv_bias_relu_nhwc's kernel, which then computes that
   // convolution; biases 1-D. winograd2 / winograd3: that branch's 3x3 convolution runs as
   // Winograd F(2x2, 3x3), its weight then the transformed [16 * c, c_red, 1, 1] (grouped: group
-  // k is U[k]^T), in chunks of winograd_tiles tiles. Returns the block output [N, c1 + c2 + c3 +
+  // k is U[k]^T) or the own kernel's panels of each U[k], [16, ceil(c / 16), c_red, 16], in
+  // chunks of winograd_tiles tiles. Returns the block output [N, c1 + c2 + c3 +
   // c4, H, W] in x's memory format (NaN-filled before it is written when poison).
   m.def(
       "inception_block_onednn(Tensor x, Tensor w_x, Tensor b_x, Tensor w2, Tensor b2, Tensor w3, "

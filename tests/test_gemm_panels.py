@@ -219,10 +219,17 @@ def own_gemm_calls(monkeypatch):
     real = cpu._BLOCK_OP
     if real is None or not cpu_onednn.available(torch.float32):
         pytest.skip("no inception_block_onednn operator or no oneDNN in this build")
+
+    def kind(w: torch.Tensor) -> str:  # how the operator takes a weight
+        if w.dim() == 3:
+            return "panels"
+        winograd_panels = w.layout == torch.strided and w.shape[0] == 16 and w.shape[3] == 16
+        return "winograd-panels" if winograd_panels else "onednn"
+
     monkeypatch.setattr(
         cpu,
         "_BLOCK_OP",
-        lambda *a: (calls.append(tuple(a[i].dim() for i in (1, 3, 5, 7))), real(*a))[1],
+        lambda *a: (calls.append(tuple(kind(a[i]) for i in (1, 3, 5, 7))), real(*a))[1],
     )
     return calls
 
@@ -232,9 +239,9 @@ def own_gemm_calls(monkeypatch):
 def test_block_operator_on_the_own_kernel(name, norm, k, layout, own_gemm_calls):
     """The eval operator with its 1x1 GEMMs and its direct KxK convolutions on panels (4b's r3
     ends mid-panel; the narrow b3s, 4b's paper-form 5x5 included, and 5b's b2 at batch 1 are
-    direct, the other wide 3x3s Winograd) against float64, NaN where the reference has it, and
-    the oneDNN path's output layout; every branch but a Winograd one is stored by the kernel
-    itself, into a poisoned output."""
+    direct, the other wide 3x3s Winograd, whose 16 GEMMs also run on the kernel) against
+    float64, NaN where the reference has it, and the oneDNN path's output layout; every branch
+    but a Winograd one is stored by the kernel itself, into a poisoned output."""
     cfg = GOOGLENET_BLOCKS[name]
     src = randomize_block(Inception(*cfg.args(), branch3_kernel=k, norm=norm)).eval()
     fused = FusedInception.from_module(copy.deepcopy(src), backend="cpu").eval()
@@ -253,11 +260,13 @@ def test_block_operator_on_the_own_kernel(name, norm, k, layout, own_gemm_calls)
             onednn = fused(x)
         cpu_onednn.OWN_GEMM = True
         assert got.stride() == onednn.stride()
-    own = [dims for dims in own_gemm_calls if dims[0] == 3]
-    assert len(own) == 2 and all(dims[3] == 3 for dims in own)  # w_x and w_pool as panels
-    assert all(dims[2] == 3 for dims in own)  # b3 (narrow: never Winograd)
-    if name == "5b":  # at batch 1 (16 tiles) b2's 3x3 is direct too
-        assert own[0][1] == 3
+    own = [call for call in own_gemm_calls if call[0] == "panels"]  # (not the oneDNN calls)
+    assert len(own) == 2 and own_gemm_calls.count(("onednn",) * 4) == 2
+    for w_x, w2, w3, w_pool in own:
+        assert w_x == w_pool == w3 == "panels"  # b3 is narrow: never Winograd
+        assert w2 == ("panels" if name == "5b" and w2 != "winograd-panels" else "winograd-panels")
+    if name == "5b":  # at batch 1 (16 tiles) b2's 3x3 is direct, at batch 2 (32) Winograd
+        assert [call[1] for call in own] == ["panels", "winograd-panels"]
 
 
 def test_block_operator_refuses_bad_panels():
@@ -286,6 +295,15 @@ def test_block_operator_refuses_bad_panels():
     for args, match in bad:
         with pytest.raises((ValueError, RuntimeError), match=match):
             ops.inception_block_onednn(*args)
+    # Winograd's 16 GEMMs as panels [16, ceil(c2 / 16), c2r, 16]
+    from fused_inception.backends import cpu_winograd
+
+    u2 = cpu_winograd.grouped_panels(torch.randn(c2, c2r, 3, 3, generator=gen))
+    winograd = good[:3] + (u2,) + good[4:] + (False, True, False, 4)
+    assert ops.inception_block_onednn(*winograd).shape == (1, c1 + c2 + c3 + c4, 4, 4)
+    wide = cpu_winograd.grouped_panels(torch.randn(20, c2r, 3, 3))
+    with pytest.raises(ValueError, match=r"w2 as panels must be \[16, 1, 4, 16\]"):
+        ops.inception_block_onednn(*(winograd[:3] + (wide,) + winograd[4:]))
 
 
 @pytest.mark.parametrize("fmt", [torch.contiguous_format, torch.channels_last], ids=str)

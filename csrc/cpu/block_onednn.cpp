@@ -15,7 +15,11 @@
 //     b3 = relu(convKxK(relu(r3), w3) + b3)                     -> channels [c1+c2, c1+c2+c3)
 // Convolutions are mkldnn::_convolution_pointwise (bias in oneDNN's epilogue, zero padding
 // K // 2, stride 1); each ReLU is torch's clamp_min applied while copying into the slice, not
-// oneDNN's fused ReLU, which maps NaN to 0 where torch keeps it.
+// oneDNN's fused ReLU, which maps NaN to 0 where torch keeps it. A weight given as panels (3-D;
+// for Winograd [16, P, c_red, 16]) runs on the package's own kernel instead (cpu/gemm_panels.h,
+// the default on AVX2 CPUs: backends/cpu_onednn.py, own_gemm), which stores relu(b1) and
+// relu(b4) straight into their slices (channels_last output), relu(r2) and relu(r3) into dense
+// buffers, and a direct KxK branch into its slice, with no ReLU copies.
 // A 3x3 branch flagged winograd2 / winograd3 runs as Winograd F(2x2, 3x3) instead
 // (winograd_branch below): its input transform reads r straight from y with the ReLU, its 16
 // GEMMs are one grouped oneDNN 1x1 convolution per chunk of tiles (oneDNN's AVX-512 kernels;
@@ -183,15 +187,23 @@ at::Tensor nhwc_rows(const at::Tensor& t) {
   return rows.size(1) <= 1 || rows.stride(1) == 1 ? rows : rows.contiguous();
 }
 
+// Whether a Winograd weight is given as the own kernel's panels [16, P, c_red, 16] (oneDNN's
+// grouped 1x1 weight is [16 * Cout, c_red, 1, 1]: its last size is 1).
+bool is_winograd_panels(const at::Tensor& weight) {
+  return weight.dim() == 4 && weight.size(0) == 16 && weight.size(3) == 16 &&
+         weight.layout() == at::kStrided;
+}
+
 // dst = relu(conv3x3(r', W, pad 1) + bias), r' = relu(r) with relu_input, else r, by Winograd
 // F(2x2, 3x3) (csrc/cpu/winograd_f2x3.h), r being `c_red` channels of y from channel `col` on
 // (y: [N, C, H, W] channels_last), dst a channels_last tensor or channel slice [N, Cout, H, W].
 // The 16 GEMMs of each chunk of `chunk` tiles are one grouped oneDNN 1x1 convolution: V [T, 16,
 // c_red] is an NHWC image of T pixels and 16 * c_red channels, `w_grouped` the transformed
 // weight [16 * Cout, c_red, 1, 1] (group k: U[k]^T), and its output M [T, 16, Cout] is read in
-// place by the output transform. With relu_input the input transform applies r's ReLU, so no
-// ReLU'd copy of r is stored. V and M (16 * (c_red + Cout) floats per tile of one chunk) come
-// from the call's scratch and are reused from chunk to chunk.
+// place by the output transform. With `w_grouped` as panels [16, P, c_red, 16] the 16 GEMMs run
+// on the own kernel instead, in one parallel loop (gemm_panels.h, gemms). With relu_input the input
+// transform applies r's ReLU, so no ReLU'd copy of r is stored. V and M (16 * (c_red + Cout) floats
+// per tile of one chunk) come from the call's scratch and are reused from chunk to chunk.
 void winograd_branch(const char* op, Scratch& scratch, const at::Tensor& y, int64_t col,
                      int64_t c_red, bool relu_input, const at::Tensor& w_grouped,
                      const at::Tensor& bias, const at::Tensor& dst, int64_t chunk) {
@@ -206,23 +218,50 @@ void winograd_branch(const char* op, Scratch& scratch, const at::Tensor& y, int6
   const at::Tensor v = scratch.nhwc(1, 16 * c_red, 1, size);
   const at::Tensor m = scratch.nhwc(1, 16 * c_out, 1, size);
   float* v_data = v.mutable_data_ptr<float>();
+  float* m_data = m.mutable_data_ptr<float>();
+  // w_grouped as gemm_panels.h's panels [16, ceil(Cout / 16), c_red, 16] (group k: U[k]), or
+  // oneDNN's grouped 1x1 weight [16 * Cout, c_red, 1, 1].
+  const bool own_gemm = is_winograd_panels(w_grouped);
+  const int64_t group_floats = own_gemm ? w_grouped[0].numel() : 0;
   for (int64_t begin = 0; begin < all.count; begin += size) {
     const int64_t count = std::min(size, all.count - begin);
     const winograd::TileGrid grid = winograd::make_grid(op, n, h, w, begin, count);
     winograd::input_tiles(grid, r, r_rows.stride(0), c_red, relu_input, v_data);
-    // The last chunk is padded with zero tiles, whose outputs are not read: a weight reordered
-    // for one GEMM size makes oneDNN reorder it back on every call of another size (4e's
-    // 392-tile weight on 32 tiles: 40x slower).
-    std::fill(v_data + count * 16 * c_red, v_data + size * 16 * c_red, 0.f);
-    onednn_conv_into(m, v, w_grouped, std::nullopt, 16);  // M [T, 16, Cout]
+    if (own_gemm) {  // the 16 GEMMs M[., k, :] = V[., k, :] U[k] in one parallel loop
+      std::vector<GemmJob> jobs;
+      for (int64_t k = 0; k < 16; ++k) {
+        jobs.push_back(GemmJob{ConvInput{v_data + k * c_red, 16 * c_red, 1, 1, count, c_red, 1},
+                               w_grouped.const_data_ptr<float>() + k * group_floats,
+                               c_out,
+                               nullptr,
+                               {ColumnRange{0, c_out, m_data + k * c_out, 16 * c_out}}});
+      }
+      gemms(jobs, /*relu=*/false);
+    } else {
+      // The last chunk is padded with zero tiles, whose outputs are not read: a weight
+      // reordered for one GEMM size makes oneDNN reorder it back on every call of another size
+      // (4e's 392-tile weight on 32 tiles: 40x slower).
+      std::fill(v_data + count * 16 * c_red, v_data + size * 16 * c_red, 0.f);
+      onednn_conv_into(m, v, w_grouped, std::nullopt, 16);  // M [T, 16, Cout]
+    }
     winograd::output_tiles(grid, m.const_data_ptr<float>(), 16 * c_out, c_out, b, out,
                            out_rows.stride(0), c_out);
   }
 }
 
-// A Winograd weight must be [16 * c, c_red, 1, 1] for a branch of c outputs from c_red inputs.
+// A Winograd weight must be [16 * c, c_red, 1, 1] for a branch of c outputs from c_red inputs,
+// or its 16 groups as gemm_panels.h's panels [16, ceil(c / 16), c_red, 16].
 void check_grouped_weight(const char* op, const at::Tensor& weight, const char* name, int64_t c,
                           int64_t c_red) {
+  if (is_winograd_panels(weight)) {
+    TORCH_CHECK_VALUE(weight.size(1) == (c + 15) / 16 && weight.size(2) == c_red, op,
+                      ": with Winograd, ", name, " as panels must be [16, ", (c + 15) / 16, ", ",
+                      c_red, ", 16], got shape ", weight.sizes());
+    TORCH_CHECK(
+        weight.device().is_cpu() && weight.scalar_type() == at::kFloat && weight.is_contiguous(),
+        op, ": panels ", name, " must be a contiguous float32 CPU tensor");
+    return;
+  }
   TORCH_CHECK_VALUE(weight.dim() == 4 && weight.size(0) == 16 * c && weight.size(1) == c_red &&
                         weight.size(2) == 1 && weight.size(3) == 1,
                     op, ": with Winograd, ", name, " must be the transformed ", "weight [16 * ", c,

@@ -115,7 +115,7 @@ inline float relu_keep_nan(float v) { return std::isnan(v) ? v : std::max(0.f, v
 
 // One tile of one panel: the plain loop, FMAs in (tap, channel) order as the vector kernel.
 void tile_plain(const float* const* rows, int taps, int64_t c, const float* panel,
-                const float* bias16, const PanelStore& s, int64_t i0, int count) {
+                const float* bias16, bool relu, const PanelStore& s, int64_t i0, int count) {
   for (int r = 0; r < count; ++r) {
     float acc[kPanel] = {};
     for (int t = 0; t < taps; ++t) {
@@ -125,7 +125,10 @@ void tile_plain(const float* const* rows, int taps, int64_t c, const float* pane
         for (int j = 0; j < kPanel; ++j) acc[j] = std::fma(a[k], b[k * kPanel + j], acc[j]);
       }
     }
-    for (int j = 0; j < kPanel; ++j) acc[j] = relu_keep_nan(acc[j] + bias16[j]);
+    for (int j = 0; j < kPanel; ++j) {
+      acc[j] += bias16[j];
+      if (relu) acc[j] = relu_keep_nan(acc[j]);
+    }
     store_row(s, i0 + r, acc);
   }
 }
@@ -145,7 +148,7 @@ void tile_plain(const float* const* rows, int taps, int64_t c, const float* pane
 template <int ROWS>
 __attribute__((target("avx2,fma"))) void tile_avx2(const float* const* rows, int taps, int64_t c,
                                                    const float* panel, const float* bias16,
-                                                   const PanelStore& s, int64_t i0) {
+                                                   bool relu, const PanelStore& s, int64_t i0) {
   static_assert(ROWS >= 1 && ROWS <= kRows);
   __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00;
   __m256 c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
@@ -169,9 +172,11 @@ __attribute__((target("avx2,fma"))) void tile_avx2(const float* const* rows, int
   const __m256 bias0 = _mm256_loadu_ps(bias16), bias1 = _mm256_loadu_ps(bias16 + 8);
   const __m256 zero = _mm256_setzero_ps();
   for (int r = 0; r < ROWS; ++r) {
-    // max(0, v) returns v, its second operand, when v is NaN: torch's ReLU keeps NaN.
-    const __m256 y0 = _mm256_max_ps(zero, _mm256_add_ps(acc[r][0], bias0));
-    const __m256 y1 = _mm256_max_ps(zero, _mm256_add_ps(acc[r][1], bias1));
+    __m256 y0 = _mm256_add_ps(acc[r][0], bias0), y1 = _mm256_add_ps(acc[r][1], bias1);
+    if (relu) {  // max(0, v) returns v, its second operand, when v is NaN: torch's ReLU keeps it
+      y0 = _mm256_max_ps(zero, y0);
+      y1 = _mm256_max_ps(zero, y1);
+    }
     if (s.whole != nullptr) {
       float* dst = s.whole->dst + (i0 + r) * s.whole->ldc + (s.col0 - s.whole->begin);
       _mm256_storeu_ps(dst, y0);
@@ -187,20 +192,20 @@ __attribute__((target("avx2,fma"))) void tile_avx2(const float* const* rows, int
 
 // Full 6-row tiles, and one of 1-5 rows at a chunk's end.
 void tile_vector(const float* const* rows, int taps, int64_t c, const float* panel,
-                 const float* bias16, const PanelStore& s, int64_t i0, int count) {
+                 const float* bias16, bool relu, const PanelStore& s, int64_t i0, int count) {
   switch (count) {
     case 6:
-      return tile_avx2<6>(rows, taps, c, panel, bias16, s, i0);
+      return tile_avx2<6>(rows, taps, c, panel, bias16, relu, s, i0);
     case 5:
-      return tile_avx2<5>(rows, taps, c, panel, bias16, s, i0);
+      return tile_avx2<5>(rows, taps, c, panel, bias16, relu, s, i0);
     case 4:
-      return tile_avx2<4>(rows, taps, c, panel, bias16, s, i0);
+      return tile_avx2<4>(rows, taps, c, panel, bias16, relu, s, i0);
     case 3:
-      return tile_avx2<3>(rows, taps, c, panel, bias16, s, i0);
+      return tile_avx2<3>(rows, taps, c, panel, bias16, relu, s, i0);
     case 2:
-      return tile_avx2<2>(rows, taps, c, panel, bias16, s, i0);
+      return tile_avx2<2>(rows, taps, c, panel, bias16, relu, s, i0);
     default:
-      return tile_avx2<1>(rows, taps, c, panel, bias16, s, i0);
+      return tile_avx2<1>(rows, taps, c, panel, bias16, relu, s, i0);
   }
 }
 #undef FI_TILE_ROW
@@ -281,41 +286,71 @@ at::Tensor conv_bias_relu_nhwc_cpu(const at::Tensor& x, const at::Tensor& panels
 
 void conv_bias_relu(const ConvInput& x, const float* panels, int64_t n_out, const float* bias,
                     const std::vector<ColumnRange>& ranges) {
-  TORCH_CHECK(x.kernel >= 1 && x.kernel <= kMaxKernel && x.kernel % 2 == 1 && x.stride >= 1 &&
-                  (!x.merged || (x.pad == 0 && x.ld == x.c)),
-              "conv_bias_relu: unsupported convolution (kernel ", x.kernel, ", stride ", x.stride,
-              ", padding ", x.pad, ")");
-  const int64_t m = x.n * x.out_h() * x.out_w();
-  if (m <= 0 || n_out <= 0) return;
-  const int taps = x.merged ? x.kernel : x.kernel * x.kernel;
-  const int64_t c_tap = x.merged ? x.kernel * x.c : x.c;  // floats per tap
-  const int64_t n_panels = (n_out + kPanel - 1) / kPanel, k = taps * c_tap;
-  // Rows per chunk: a multiple of 6 whose A rows take about kChunkBytes, spread evenly.
-  const int64_t most = std::max<int64_t>(kRows, kChunkBytes / (4 * std::max<int64_t>(k, 1)));
-  const int64_t chunks = (m + most - 1) / most;
-  const int64_t chunk_rows = ((m + chunks - 1) / chunks + kRows - 1) / kRows * kRows;
-  const std::vector<float> zeros(std::max<int64_t>(x.c, 1), 0.f);  // padding's row
+  gemms({GemmJob{x, panels, n_out, bias, ranges}}, /*relu=*/true);
+}
+
+void gemms(const std::vector<GemmJob>& jobs, bool relu) {
+  // Per job: its tasks (chunks x panels) start at first[j] in one flat range.
+  struct Plan {
+    int taps;
+    int64_t c_tap, k, n_panels, chunk_rows, m, first;
+  };
+  std::vector<Plan> plans;
+  int64_t total = 0;
+  int64_t widest = 1;  // channels of the widest job, for the zero row
+  for (const GemmJob& job : jobs) {
+    const ConvInput& x = job.x;
+    TORCH_CHECK(x.kernel >= 1 && x.kernel <= kMaxKernel && x.kernel % 2 == 1 && x.stride >= 1 &&
+                    (!x.merged || (x.pad == 0 && x.ld == x.c)),
+                "conv_bias_relu: unsupported convolution (kernel ", x.kernel, ", stride ", x.stride,
+                ", padding ", x.pad, ")");
+    Plan plan{};
+    plan.taps = x.merged ? x.kernel : x.kernel * x.kernel;
+    plan.c_tap = x.merged ? x.kernel * x.c : x.c;  // floats per tap
+    plan.k = plan.taps * plan.c_tap;
+    plan.m = std::max<int64_t>(0, x.n * x.out_h() * x.out_w());
+    plan.n_panels = job.n_out > 0 && plan.m > 0 ? (job.n_out + kPanel - 1) / kPanel : 0;
+    // Rows per chunk: a multiple of 6 whose A rows take about kChunkBytes, spread evenly.
+    const int64_t most = std::max<int64_t>(kRows, kChunkBytes / (4 * std::max<int64_t>(plan.k, 1)));
+    const int64_t chunks = plan.n_panels > 0 ? (plan.m + most - 1) / most : 0;
+    plan.chunk_rows = chunks > 0 ? ((plan.m + chunks - 1) / chunks + kRows - 1) / kRows * kRows : 1;
+    plan.first = total;
+    total += chunks * plan.n_panels;
+    widest = std::max(widest, plan.c_tap);
+    plans.push_back(plan);
+  }
+  if (total == 0) return;
+  const std::vector<float> zeros(widest, 0.f);  // padding's row
   [[maybe_unused]] const bool vector = vectorised();
-  parallel_for(0, chunks * n_panels, 1, [&](int64_t begin, int64_t end) {
+  parallel_for(0, total, 1, [&](int64_t begin, int64_t end) {
     const float* rows[kMaxTaps * kRows];
+    size_t j = 0;
     for (int64_t task = begin; task < end; ++task) {
-      const int64_t chunk = task / n_panels, p = task % n_panels;
+      while (j + 1 < plans.size() && task >= plans[j + 1].first) ++j;
+      while (task < plans[j].first) --j;
+      const Plan& plan = plans[j];
+      const GemmJob& job = jobs[j];
+      const int64_t local = task - plan.first;
+      const int64_t chunk = local / plan.n_panels, p = local % plan.n_panels;
       const int64_t col0 = p * kPanel;
       float bias16[kPanel] = {};
-      std::memcpy(bias16, bias + col0, sizeof(float) * std::min<int64_t>(kPanel, n_out - col0));
-      const PanelStore store = panel_store(ranges, col0, n_out);
-      const float* panel = panels + p * k * kPanel;
-      const int64_t stop = std::min(m, (chunk + 1) * chunk_rows);
-      for (int64_t i = chunk * chunk_rows; i < stop; i += kRows) {
+      if (job.bias != nullptr) {
+        std::memcpy(bias16, job.bias + col0,
+                    sizeof(float) * std::min<int64_t>(kPanel, job.n_out - col0));
+      }
+      const PanelStore store = panel_store(job.ranges, col0, job.n_out);
+      const float* panel = job.panels + p * plan.k * kPanel;
+      const int64_t stop = std::min(plan.m, (chunk + 1) * plan.chunk_rows);
+      for (int64_t i = chunk * plan.chunk_rows; i < stop; i += kRows) {
         const int count = static_cast<int>(std::min<int64_t>(kRows, stop - i));
-        tile_rows(x, zeros.data(), i, count, rows);
+        tile_rows(job.x, zeros.data(), i, count, rows);
 #ifdef FI_X86_VECTOR
         if (vector) {
-          tile_vector(rows, taps, c_tap, panel, bias16, store, i, count);
+          tile_vector(rows, plan.taps, plan.c_tap, panel, bias16, relu, store, i, count);
           continue;
         }
 #endif
-        tile_plain(rows, taps, c_tap, panel, bias16, store, i, count);
+        tile_plain(rows, plan.taps, plan.c_tap, panel, bias16, relu, store, i, count);
       }
     }
   });

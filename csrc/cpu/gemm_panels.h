@@ -51,4 +51,17 @@ constexpr int kMaxKernel = 7;
 void conv_bias_relu(const ConvInput& x, const float* panels, int64_t n_out, const float* bias,
                     const std::vector<ColumnRange>& ranges);
 
+// One GEMM of a batch (gemms below): A from x, B as panels, bias (nullptr: none), C into ranges.
+struct GemmJob {
+  ConvInput x;
+  const float* panels;
+  int64_t n_out;
+  const float* bias;
+  std::vector<ColumnRange> ranges;
+};
+
+// Several independent GEMMs in one parallel loop over all their (chunk, panel) tasks, with the
+// ReLU or without (e.g. Winograd's 16 GEMMs, whose sums are transformed afterwards).
+void gemms(const std::vector<GemmJob>& jobs, bool relu);
+
 }  // namespace fused_inception

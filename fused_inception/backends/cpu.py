@@ -124,7 +124,10 @@ def forward(x: Tensor, packed: CpuPacked) -> Tensor:
         for tag, c_red in (("2", packed.c2r), ("3", packed.c3r)):
             plain = weights.plain[tag]
             use_winograd.append(winograd.onednn_takes(plain.shape, n, h, w))
-            if use_winograd[-1]:  # the transformed weight, reordered for one chunk's V
+            if use_winograd[-1] and own:  # the transformed weight's 16 GEMMs as panels
+                make = lambda p=plain: winograd.grouped_panels(p)  # noqa: E731
+                kxk.append(weights.panels(tag + "w", make))
+            elif use_winograd[-1]:  # the transformed weight, reordered for one chunk's V
                 make = lambda p=plain: winograd.grouped_weight(p)  # noqa: E731
                 gemm_input = winograd.onednn_gemm_input(c_red, chunk)
                 kxk.append(weights.derived(tag + "w", make, gemm_input, groups=16))

@@ -149,10 +149,11 @@ class Weights:
         self._groups: dict[str, int] = {}  # of the derived weights with groups > 1
         self._panels: dict[str, Tensor] = {}  # name -> the own kernel's panels (pack_panels)
 
-    def panels(self, name: str) -> Tensor:
-        """The weight `name` as the own kernel's panels (pack_panels), made on first use."""
+    def panels(self, name: str, make=None) -> Tensor:
+        """The weight `name` as the own kernel's panels (pack_panels), made on first use; with
+        `make`, the panels `make()` returns (e.g. a Winograd-transformed weight's)."""
         if name not in self._panels:
-            self._panels[name] = pack_panels(self.plain[name])
+            self._panels[name] = make() if make is not None else pack_panels(self.plain[name])
         return self._panels[name]
 
     def derived(self, name: str, make, input_shape: tuple[int, ...], groups: int = 1) -> Tensor:

@@ -140,6 +140,15 @@ def grouped_weight(weight: Tensor) -> Tensor:
     return conv_weight(grouped)
 
 
+def grouped_panels(weight: Tensor) -> Tensor:
+    """weight [Cout, Cin, 3, 3] -> the 16 Winograd GEMMs' weights U[k] as the package's own
+    kernel's panels [16, ceil(Cout / 16), Cin, 16] (cpu_onednn.pack_panels of each U[k]^T), what
+    the eval operator's Winograd branch takes instead of grouped_weight on the own kernel."""
+    from .cpu_onednn import pack_panels
+
+    return torch.stack([pack_panels(u) for u in transform_weight(weight).transpose(1, 2)])
+
+
 def onednn_chunk(n: int, h: int, w: int) -> int:
     """Tiles per grouped convolution for an n x h x w batch (all of them if fewer)."""
     return max(1, min(ONEDNN_TILES_PER_CHUNK, winograd_tiles(n, h, w)))
