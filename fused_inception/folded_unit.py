@@ -101,7 +101,7 @@ class _FoldState:
         # dtype of the folded pair -> (weight, bias), or None: the fold overflows that dtype
         self.folded: dict[torch.dtype, tuple[Tensor, Tensor] | None] = {}
         # (input shape, Winograd chunk) -> the float32 folded weight reordered for oneDNN
-        # (_onednn_conv_relu), and "panels" -> the own GEMM's (_own_gemm_conv_relu)
+        # (_onednn_conv_relu), and "panels" -> the own kernel's (_own_gemm_conv_relu)
         self.packed: dict[tuple | str, Tensor] = {}
 
 
@@ -222,8 +222,8 @@ class FoldedConvUnit(nn.Module):
         return packed[key]
 
     def _panels(self, weight: Tensor) -> Tensor:
-        """The folded 1x1 weight as the own GEMM's panels (cpu_onednn.pack_panels), kept while
-        the weights stay."""
+        """The folded weight as the own kernel's panels (cpu_onednn.pack_panels), kept while the
+        weights stay."""
         packed = self._state.packed
         if "panels" not in packed:
             packed["panels"] = onednn.pack_panels(weight)
