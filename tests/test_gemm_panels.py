@@ -366,3 +366,35 @@ def test_policy_follows_the_cpu(monkeypatch):
     for forced in (True, False):
         monkeypatch.setattr(cpu_onednn, "OWN_GEMM", forced)
         assert cpu_onednn.own_gemm() is forced
+
+
+@pytest.mark.parametrize("own", [False, True], ids=["onednn", "own-kernel"])
+def test_block_operator_reads_strided_biases(own):
+    """Biases that are views with a stride (every other element of a longer tensor) give the
+    same output as their dense copies, on oneDNN's convolutions and Winograd's output
+    transform (which read a strided bias as dense before 2026-12-03) and on the own kernel."""
+    if cpu._BLOCK_OP is None or not cpu_onednn.available(torch.float32):
+        pytest.skip("no inception_block_onednn operator or no oneDNN in this build")
+    from fused_inception.backends import cpu_winograd
+
+    gen = torch.Generator().manual_seed(12)
+    c_in, c1, c2r, c2, c3r, c3, c4 = 6, 3, 4, 5, 2, 3, 4
+
+    def weight(c_out, c, k):
+        w = torch.randn(c_out, c, k, k, generator=gen)
+        return cpu_onednn.pack_panels(w) if own else cpu_onednn.conv_weight(w)
+
+    raw2 = torch.randn(c2, c2r, 3, 3, generator=gen)
+    w2 = cpu_winograd.grouped_panels(raw2) if own else cpu_winograd.grouped_weight(raw2)
+    biases = [torch.randn(2 * c, generator=gen)[::2] for c in (c1 + c2r + c3r, c2, c3, c4)]
+    x = torch.randn(2, c_in, 5, 4, generator=gen).contiguous(memory_format=torch.channels_last)
+    weights = (weight(c1 + c2r + c3r, c_in, 1), w2, weight(c3, c3r, 3), weight(c4, c_in, 1))
+
+    def run(b):
+        return ops.inception_block_onednn(
+            x, weights[0], b[0], weights[1], b[1], weights[2], b[2], weights[3], b[3],
+            c1, c2r, True, True, False, 4,
+        )  # fmt: skip
+
+    assert not biases[0].is_contiguous()
+    assert torch.equal(run(biases), run([b.contiguous() for b in biases]))

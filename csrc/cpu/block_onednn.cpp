@@ -302,7 +302,7 @@ ColumnRange columns_into(const at::Tensor& t, int64_t begin, int64_t row) {
 // apart) by gemm_panels.h's kernel, W as panels, its columns into `ranges`.
 void conv_into(const at::Tensor& src, int64_t src_row, int64_t kernel, const at::Tensor& panels,
                const at::Tensor& bias, const std::vector<ColumnRange>& ranges) {
-  const at::Tensor b = bias.contiguous();
+  const at::Tensor b = bias.contiguous();  // (a no-op for the operator's dense biases)
   conv_bias_relu(ConvInput{src.const_data_ptr<float>(), src_row, src.size(0), src.size(2),
                            src.size(3), src.size(1), static_cast<int>(kernel)},
                  panels.const_data_ptr<float>(), b.size(0), b.const_data_ptr<float>(), ranges);
@@ -325,6 +325,10 @@ at::Tensor inception_block_onednn_cpu(const at::Tensor& x, const at::Tensor& w_x
                       b->sizes());
   }
   const int64_t c_x = b_x.size(0), c2 = b2.size(0), c3 = b3.size(0), c4 = b_pool.size(0);
+  // The biases as every kernel here reads them: dense (oneDNN's convolution, the own kernel and
+  // Winograd's output transform all read a strided bias as if it were dense).
+  const at::Tensor bias_x = b_x.contiguous(), bias2 = b2.contiguous(), bias3 = b3.contiguous(),
+                   bias_pool = b_pool.contiguous();
   const int64_t c3r = c_x - c1 - c2r;
   TORCH_CHECK_VALUE(c1 >= 0 && c2r > 0 && c3r > 0,
                     "inception_block_onednn: c1 + c2r must leave channels of b_x for r3, got c1 ",
@@ -380,11 +384,11 @@ at::Tensor inception_block_onednn_cpu(const at::Tensor& x, const at::Tensor& w_x
       const at::Tensor slice = out.narrow(1, c1 + c2 + c3, c4);
       if (own_gemm_pool) {  // b4 with its ReLU straight into a channels_last output's slice
         const at::Tensor dst = channels_last ? slice : scratch.nhwc(n, c4, h, w);
-        conv_into(pooled, c_in, 1, w_pool, b_pool, {columns_into(dst, 0, dst.stride(3))});
+        conv_into(pooled, c_in, 1, w_pool, bias_pool, {columns_into(dst, 0, dst.stride(3))});
         if (!channels_last) store_nchw(slice, dst, /*relu=*/false);
       } else {
         const at::Tensor b4 = scratch.nhwc(n, c4, h, w);
-        onednn_conv_into(b4, pooled, w_pool, b_pool);
+        onednn_conv_into(b4, pooled, w_pool, bias_pool);
         store_relu(slice, b4);
       }
     }
@@ -400,7 +404,7 @@ at::Tensor inception_block_onednn_cpu(const at::Tensor& x, const at::Tensor& w_x
     if (own_gemm_x) {
       const at::Tensor b1 = channels_last ? out.narrow(1, 0, c1) : scratch.nhwc(n, c1, h, w);
       const at::Tensor r2 = scratch.nhwc(n, c2r, h, w), r3 = scratch.nhwc(n, c3r, h, w);
-      conv_into(x_nhwc, c_in, 1, w_x, b_x,
+      conv_into(x_nhwc, c_in, 1, w_x, bias_x,
                 {columns_into(b1, 0, b1.stride(3)), columns_into(r2, c1, c2r),
                  columns_into(r3, c1 + c2r, c3r)});
       if (!channels_last && c1 > 0) store_nchw(out.narrow(1, 0, c1), b1, /*relu=*/false);
@@ -408,7 +412,7 @@ at::Tensor inception_block_onednn_cpu(const at::Tensor& x, const at::Tensor& w_x
       reduced[1] = {r3, 0, false};
     } else {
       const at::Tensor y = scratch.nhwc(n, c_x, h, w);
-      onednn_conv_into(y, x_nhwc, w_x, b_x);
+      onednn_conv_into(y, x_nhwc, w_x, bias_x);
       if (c1 > 0) {
         store_relu(out.narrow(1, 0, c1), y.narrow(1, 0, c1));
       }
@@ -425,8 +429,8 @@ at::Tensor inception_block_onednn_cpu(const at::Tensor& x, const at::Tensor& w_x
       const at::Tensor &weight, &bias;
       bool winograd;
       int64_t own_kernel;  // > 0: the branch's KxK convolution on gemm_panels.h's kernel
-    } branches[2] = {{reduced[0], c2r, c1, c2, w2, b2, winograd2, kernel2},
-                     {reduced[1], c3r, c1 + c2, c3, w3, b3, winograd3, kernel3}};
+    } branches[2] = {{reduced[0], c2r, c1, c2, w2, bias2, winograd2, kernel2},
+                     {reduced[1], c3r, c1 + c2, c3, w3, bias3, winograd3, kernel3}};
     for (const auto& br : branches) {
       const at::Tensor slice = out.narrow(1, br.c_out_col, br.c);
       if (br.winograd) {
