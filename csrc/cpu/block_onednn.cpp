@@ -249,6 +249,13 @@ void winograd_branch(const char* op, Scratch& scratch, const at::Tensor& y, int6
   }
 }
 
+// Panels (any of the own kernel's weights) are read as dense float32 CPU memory.
+void check_panels_data(const char* op, const at::Tensor& weight, const char* name) {
+  TORCH_CHECK(
+      weight.device().is_cpu() && weight.scalar_type() == at::kFloat && weight.is_contiguous(), op,
+      ": panels ", name, " must be a contiguous float32 CPU tensor");
+}
+
 // A Winograd weight must be [16 * c, c_red, 1, 1] for a branch of c outputs from c_red inputs,
 // or its 16 groups as gemm_panels.h's panels [16, ceil(c / 16), c_red, 16].
 void check_grouped_weight(const char* op, const at::Tensor& weight, const char* name, int64_t c,
@@ -257,9 +264,7 @@ void check_grouped_weight(const char* op, const at::Tensor& weight, const char* 
     TORCH_CHECK_VALUE(weight.size(1) == (c + 15) / 16 && weight.size(2) == c_red, op,
                       ": with Winograd, ", name, " as panels must be [16, ", (c + 15) / 16, ", ",
                       c_red, ", 16], got shape ", weight.sizes());
-    TORCH_CHECK(
-        weight.device().is_cpu() && weight.scalar_type() == at::kFloat && weight.is_contiguous(),
-        op, ": panels ", name, " must be a contiguous float32 CPU tensor");
+    check_panels_data(op, weight, name);
     return;
   }
   TORCH_CHECK_VALUE(weight.dim() == 4 && weight.size(0) == 16 * c && weight.size(1) == c_red &&
@@ -279,23 +284,14 @@ void check_panels(const char* op, const at::Tensor& weight, const char* name, in
                                : "K * K * " + std::to_string(c_in) + " (K odd, at most 7)",
                     ", 16] for ", c, " outputs from ", c_in, " channels, got shape ",
                     weight.sizes());
-  TORCH_CHECK(
-      weight.device().is_cpu() && weight.scalar_type() == at::kFloat && weight.is_contiguous(), op,
-      ": panels ", name, " must be a contiguous float32 CPU tensor");
+  check_panels_data(op, weight, name);
 }
 
-// The kernel size K of a kxk branch's panels [P, K * K * c_in, 16]: the odd K that fits, else 0.
-int64_t panels_kernel(const at::Tensor& weight, int64_t c_in) {
-  for (int64_t k = 1; k <= kMaxKernel; k += 2) {
-    if (weight.dim() == 3 && weight.size(1) == k * k * c_in) return k;
-  }
-  return 0;
-}
-
-// Columns [begin, begin + t.size(1)) of a GEMM into t [N, C, H, W], whose pixels are `row`
-// floats apart (a channels_last tensor, or a channel slice of one).
-ColumnRange columns_into(const at::Tensor& t, int64_t begin, int64_t row) {
-  return ColumnRange{begin, begin + t.size(1), t.mutable_data_ptr<float>(), row};
+// Columns [begin, begin + t.size(1)) of a GEMM into t [N, C, H, W], a channels_last tensor or a
+// channel slice of one (its pixels stride(3) floats apart: the operator's scratch and output
+// keep that stride even where W is 1).
+ColumnRange columns_into(const at::Tensor& t, int64_t begin) {
+  return ColumnRange{begin, begin + t.size(1), t.mutable_data_ptr<float>(), t.stride(3)};
 }
 
 // relu(convKxK(src, W, pad K / 2) + bias) over src's pixels (channels_last, `src_row` floats
@@ -345,8 +341,8 @@ at::Tensor inception_block_onednn_cpu(const at::Tensor& x, const at::Tensor& w_x
   if (own_gemm_x) check_panels("inception_block_onednn", w_x, "w_x", c_x, c_in, 1);
   if (own_gemm_pool) check_panels("inception_block_onednn", w_pool, "w_pool", c4, c_in, 1);
   // A 3-D w2 or w3 (not Winograd): that branch's KxK convolution on the same kernel.
-  const int64_t kernel2 = winograd2 ? 0 : panels_kernel(w2, c2r);
-  const int64_t kernel3 = winograd3 ? 0 : panels_kernel(w3, c3r);
+  const int64_t kernel2 = !winograd2 && w2.dim() == 3 ? panels_kernel(w2.size(1), c2r) : 0;
+  const int64_t kernel3 = !winograd3 && w3.dim() == 3 ? panels_kernel(w3.size(1), c3r) : 0;
   if (!winograd2 && w2.dim() == 3)
     check_panels("inception_block_onednn", w2, "w2", c2, c2r, kernel2);
   if (!winograd3 && w3.dim() == 3)
@@ -384,7 +380,7 @@ at::Tensor inception_block_onednn_cpu(const at::Tensor& x, const at::Tensor& w_x
       const at::Tensor slice = out.narrow(1, c1 + c2 + c3, c4);
       if (own_gemm_pool) {  // b4 with its ReLU straight into a channels_last output's slice
         const at::Tensor dst = channels_last ? slice : scratch.nhwc(n, c4, h, w);
-        conv_into(pooled, c_in, 1, w_pool, bias_pool, {columns_into(dst, 0, dst.stride(3))});
+        conv_into(pooled, c_in, 1, w_pool, bias_pool, {columns_into(dst, 0)});
         if (!channels_last) store_nchw(slice, dst, /*relu=*/false);
       } else {
         const at::Tensor b4 = scratch.nhwc(n, c4, h, w);
@@ -405,8 +401,7 @@ at::Tensor inception_block_onednn_cpu(const at::Tensor& x, const at::Tensor& w_x
       const at::Tensor b1 = channels_last ? out.narrow(1, 0, c1) : scratch.nhwc(n, c1, h, w);
       const at::Tensor r2 = scratch.nhwc(n, c2r, h, w), r3 = scratch.nhwc(n, c3r, h, w);
       conv_into(x_nhwc, c_in, 1, w_x, bias_x,
-                {columns_into(b1, 0, b1.stride(3)), columns_into(r2, c1, c2r),
-                 columns_into(r3, c1 + c2r, c3r)});
+                {columns_into(b1, 0), columns_into(r2, c1), columns_into(r3, c1 + c2r)});
       if (!channels_last && c1 > 0) store_nchw(out.narrow(1, 0, c1), b1, /*relu=*/false);
       reduced[0] = {r2, 0, false};
       reduced[1] = {r3, 0, false};
@@ -446,8 +441,7 @@ at::Tensor inception_block_onednn_cpu(const at::Tensor& x, const at::Tensor& w_x
         }
         if (br.own_kernel > 0) {  // bias and ReLU stored by the kernel, as for b1 and b4
           const at::Tensor dst = channels_last ? slice : scratch.nhwc(n, br.c, h, w);
-          conv_into(r, br.c_red, br.own_kernel, br.weight, br.bias,
-                    {columns_into(dst, 0, dst.stride(3))});
+          conv_into(r, br.c_red, br.own_kernel, br.weight, br.bias, {columns_into(dst, 0)});
           if (!channels_last) store_nchw(slice, dst, /*relu=*/false);
         } else {
           const at::Tensor z = scratch.nhwc(n, br.c, h, w);

@@ -243,10 +243,7 @@ at::Tensor conv_bias_relu_nhwc_cpu(const at::Tensor& x, const at::Tensor& panels
   }
   const int64_t n = x.size(0), c = x.size(1), h = x.size(2), w = x.size(3);
   const int64_t c_out = bias.size(0), n_panels = (c_out + kPanel - 1) / kPanel;
-  int kernel = 0;
-  for (int k = 1; k <= kMaxKernel; k += 2) {
-    if (kernel == 0 && panels.size(1) == k * k * c) kernel = k;  // (c = 0: K = 1)
-  }
+  const int kernel = panels_kernel(panels.size(1), c);
   TORCH_CHECK_VALUE(kernel > 0 && panels.size(0) == n_panels && panels.size(2) == kPanel, op,
                     ": panels must be [", n_panels, ", K * K * ", c, ", 16] (K odd, at most ",
                     kMaxKernel, ") for ", c_out, " outputs from ", c, " channels, got ",
@@ -283,6 +280,13 @@ at::Tensor conv_bias_relu_nhwc_cpu(const at::Tensor& x, const at::Tensor& panels
 }
 
 }  // namespace
+
+int panels_kernel(int64_t rows, int64_t c_in) {
+  for (int k = 1; k <= kMaxKernel; k += 2) {
+    if (rows == k * k * c_in) return k;
+  }
+  return 0;
+}
 
 void conv_bias_relu(const ConvInput& x, const float* panels, int64_t n_out, const float* bias,
                     const std::vector<ColumnRange>& ranges) {

@@ -44,6 +44,10 @@ struct ConvInput {
 
 constexpr int kMaxKernel = 7;
 
+// The kernel size K of panels with `rows` rows for c_in input channels: the smallest odd K up to
+// kMaxKernel with K * K * c_in == rows, else 0 (for c_in = 0, K = 1).
+int panels_kernel(int64_t rows, int64_t c_in);
+
 // C = relu(conv(x) + bias) as above, into `ranges` (covering [0, n_out) without overlap, in
 // column order). Parallel over (row chunk, panel) tasks (fused_inception::parallel_for). The
 // vector kernel is AVX2 + FMA where cpu/vector_isa.h allows it, else a plain loop; both take one

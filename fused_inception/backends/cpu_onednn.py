@@ -35,6 +35,7 @@ MAX_SHAPES = 4
 # and its direct KxK ones on the package's own kernel (csrc/cpu/gemm_panels.cpp) instead of
 # oneDNN: None decides by the CPU (own_gemm); tests set True or False to cover both paths.
 OWN_GEMM: bool | None = None
+_HAS_OWN_KERNEL = _ext.has_op("conv_bias_relu_nhwc")  # (asked once: own_gemm runs per forward)
 
 
 def available(dtype: torch.dtype) -> bool:
@@ -54,7 +55,7 @@ def own_gemm() -> bool:
     package's own kernel (OWN_GEMM, or by default where torch's CPU capability is AVX2: measured
     on an AVX2 Zen 3, faster than oneDNN there, README "Backends"; on AVX-512 CPUs oneDNN runs
     twice the vector width and stays)."""
-    if not _ext.has_op("conv_bias_relu_nhwc"):
+    if not _HAS_OWN_KERNEL:
         return False
     if OWN_GEMM is not None:
         return OWN_GEMM
