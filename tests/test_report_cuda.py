@@ -8,17 +8,20 @@ own kernels (csrc/cuda/*.cu) through the report's command line.
 from __future__ import annotations
 
 import ast
+import subprocess
 from pathlib import Path
 
 import pytest
 from helpers import aot_report
 
+from fused_inception.report import cuda as report_cuda
 from fused_inception.report.cuda import (
     NVCC_FLAGS,
     SOURCE_ROOT,
     compile_source,
     cuda_home,
     kernel_dtype,
+    nvcc_path,
     short_kernel_name,
 )
 from fused_inception.report.records import PIPELINED_KERNELS, record_problems
@@ -83,6 +86,57 @@ def test_compile_error_is_a_record(tmp_path):
     (record,) = compile_source(bad, "sm_80")
     assert record["error"] and "undefined_name" in record["error"]
     assert record_problems(record)
+
+
+_CACHED_KERNEL = """#include "probe_value.cuh"
+__global__ void cached_kernel(float* out) { out[threadIdx.x] = kValue * threadIdx.x; }
+"""
+
+
+def test_nvcc_outputs_are_cached_until_an_input_changes(tmp_path, monkeypatch):
+    """A second compile of the same file reuses nvcc's outputs (the same records, no nvcc run);
+    a changed header under the include root, a changed file beside the source, or the cache
+    turned off runs nvcc again; a failed compile is never cached."""
+    monkeypatch.setenv("FUSED_INCEPTION_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv("FUSED_INCEPTION_NVCC_CACHE", raising=False)
+    include, sources = tmp_path / "include", tmp_path / "sources"
+    include.mkdir()
+    sources.mkdir()
+    (include / "probe_value.cuh").write_text("constexpr float kValue = 2.0f;\n")
+    source = sources / "cached.cu"
+    source.write_text(_CACHED_KERNEL)
+    runs = []
+    real_run = subprocess.run
+
+    def counting_run(cmd, *args, **kwargs):
+        if cmd[0] == nvcc_path() and "-cubin" in cmd:
+            runs.append(cmd)
+        return real_run(cmd, *args, **kwargs)
+
+    monkeypatch.setattr(report_cuda.subprocess, "run", counting_run)
+
+    def compile_now() -> list[dict]:
+        return list(compile_source(source, "sm_80", include=include))
+
+    first = compile_now()
+    assert len(runs) == 1 and [r["kernel"] for r in first] == ["cached_kernel"]
+    assert not first[0]["error"] and first[0]["registers"] > 0
+    assert compile_now() == first and len(runs) == 1  # from the cache
+    (include / "probe_value.cuh").write_text("constexpr float kValue = 3.0f;\n")
+    assert compile_now()[0]["kernel"] == "cached_kernel" and len(runs) == 2
+    (sources / "notes.h").write_text("// beside the source\n")
+    compile_now()
+    assert len(runs) == 3
+    compile_now()
+    assert len(runs) == 3
+    monkeypatch.setenv("FUSED_INCEPTION_NVCC_CACHE", "0")
+    compile_now()
+    assert len(runs) == 4
+    monkeypatch.delenv("FUSED_INCEPTION_NVCC_CACHE")
+    source.write_text("__global__ void k() { undefined_name(); }\n")
+    for expected_runs in (5, 6):
+        (record,) = compile_now()
+        assert "undefined_name" in record["error"] and len(runs) == expected_runs
 
 
 def test_package_kernels_compile_without_spills_and_use_tensor_cores():

@@ -23,13 +23,25 @@ flags setup.py uses (NVCC_FLAGS; a test keeps the two equal) and `-Xptxas -v`. O
     mma_instructions, shuffle_instructions, ldmatrix_instructions, async_copy_instructions
                   HMMA/HGMMA, SHFL, LDSM and LDGSTS instructions in the function's SASS
                   (records.sass_counts)
-    compile_s     wall time of the file's nvcc run for that arch (shared by its kernels)
+    compile_s     wall time of the file's nvcc run for that arch (shared by its kernels; from
+                  the cache below, the run that filled it)
 
 The sources are read from the source tree (csrc/ beside the package); nvcc from CUDA_HOME.
+
+nvcc's outputs (its ptxas log and the cubin's SASS) are cached per (file, arch) under
+$FUSED_INCEPTION_CACHE_DIR/nvcc (default ~/.cache/fused_inception/nvcc), keyed by a SHA-256 of
+everything the compile reads that can change: the source file, every header and source under
+the include root (csrc/), the command line, and the versions of nvcc, cuobjdump and the host
+compiler. The records are parsed from the cached text as from a fresh run, so a hit gives the
+same records; CI's report step then reuses the compiles its test suite just did (3-4 minutes of
+nvcc). FUSED_INCEPTION_NVCC_CACHE=0 turns the cache off.
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import json
 import os
 import re
 import shutil
@@ -144,6 +156,88 @@ def short_kernel_name(readable: str) -> str:
     return head.split("::")[-1] + sep + tail
 
 
+# What nvcc may read under the include root (the rest of csrc/ is host code it never includes).
+_INCLUDED_SUFFIXES = (".h", ".cuh", ".hpp", ".inc", ".cu", ".cpp")
+
+
+def nvcc_cache_dir() -> Path | None:
+    """Where nvcc's outputs are cached (see the module's docstring); None when turned off."""
+    if os.environ.get("FUSED_INCEPTION_NVCC_CACHE", "1") == "0":
+        return None
+    root = os.environ.get("FUSED_INCEPTION_CACHE_DIR")
+    if not root:
+        base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+        root = os.path.join(base, "fused_inception")
+    return Path(root) / "nvcc"
+
+
+@functools.cache
+def _tool_versions() -> str:
+    """nvcc's, cuobjdump's and the host compiler's version texts (part of every cache key)."""
+    texts = []
+    for tool in (nvcc_path(), _cuobjdump(), shutil.which("gcc") or "gcc"):
+        try:
+            out = subprocess.run([tool, "--version"], capture_output=True, text=True, check=True)
+            texts.append(out.stdout)
+        except (OSError, subprocess.CalledProcessError):
+            texts.append(f"{tool}: no version")
+    return "\n".join(texts)
+
+
+def _cache_key(source: Path, include: Path, flags: Sequence[str]) -> str:
+    digest = hashlib.sha256()
+    digest.update(_tool_versions().encode())
+    digest.update(json.dumps(list(flags)).encode())
+    digest.update(source.read_bytes())
+    # The include root, and the source's own directory (quoted includes are looked up there
+    # first; for csrc/cuda/*.cu it is inside the root).
+    for root, files in ((include, include.rglob("*")), (source.parent, source.parent.glob("*"))):
+        for path in sorted(files):
+            if path.is_file() and path.suffix in _INCLUDED_SUFFIXES:
+                digest.update(str(path.relative_to(root)).encode() + b"\0")
+                digest.update(path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def _run_nvcc(source: Path, arch: str, include: Path) -> dict:
+    """nvcc on one file for one arch: {"returncode", "log" (stdout + stderr), "sass", and
+    "compile_s"}, from the cache when it has the key."""
+    flags = [*NVCC_FLAGS, "-cubin", f"-arch={arch}", "-Xptxas", "-v"]
+    cache = nvcc_cache_dir()
+    entry = cache / f"{_cache_key(source, include, flags)}.json" if cache is not None else None
+    if entry is not None and entry.is_file():
+        try:
+            return json.loads(entry.read_text())
+        except (OSError, ValueError):
+            pass  # unreadable: compile again and replace it
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        cubin = os.path.join(tmp, "kernels.cubin")
+        cmd = [nvcc_path(), *NVCC_FLAGS, f"-I{include}", *flags[len(NVCC_FLAGS) :]]
+        result = subprocess.run([*cmd, str(source), "-o", cubin], capture_output=True, text=True)
+        out = {
+            "returncode": result.returncode,
+            "log": result.stdout + result.stderr,
+            "stderr": result.stderr,
+            "sass": "",
+            "compile_s": round(time.perf_counter() - start, 3),
+        }
+        if result.returncode != 0:
+            return out  # failures are not cached
+        out["sass"] = subprocess.run(
+            [_cuobjdump(), "-sass", cubin], capture_output=True, text=True, check=True
+        ).stdout
+    if entry is not None:
+        try:  # written whole, then renamed: a concurrent reader sees all of it or nothing
+            entry.parent.mkdir(parents=True, exist_ok=True)
+            partial = entry.with_suffix(f".{os.getpid()}.tmp")
+            partial.write_text(json.dumps(out))
+            os.replace(partial, entry)
+        except OSError:
+            pass  # a read-only or full cache directory: report without caching
+    return out
+
+
 def compile_source(
     source: Path,
     arch: str,
@@ -156,31 +250,14 @@ def compile_source(
                     None for files whose kernels use static shared memory only. With a table,
                     a kernel missing from it is an error record.
     """
-    start = time.perf_counter()
-    with tempfile.TemporaryDirectory() as tmp:
-        cubin = os.path.join(tmp, "kernels.cubin")
-        cmd = [
-            nvcc_path(),
-            *NVCC_FLAGS,
-            f"-I{include}",
-            "-cubin",
-            f"-arch={arch}",
-            "-Xptxas",
-            "-v",
-            str(source),
-            "-o",
-            cubin,
-        ]
-        result = subprocess.run(cmd, capture_output=True, text=True)
-        compile_s = round(time.perf_counter() - start, 3)
-        if result.returncode != 0:
-            message = f"nvcc failed on {source.name}: {result.stderr.strip()[-2000:]}"
-            yield make_record(source.name, "cuda", arch, None, compile_s=compile_s, error=message)
-            return
-        sass = subprocess.run(
-            [_cuobjdump(), "-sass", cubin], capture_output=True, text=True, check=True
-        ).stdout
-    functions = parse_ptxas(result.stdout + result.stderr)
+    run = _run_nvcc(source, arch, include)
+    compile_s = run["compile_s"]
+    if run["returncode"] != 0:
+        message = f"nvcc failed on {source.name}: {run['stderr'].strip()[-2000:]}"
+        yield make_record(source.name, "cuda", arch, None, compile_s=compile_s, error=message)
+        return
+    sass = run["sass"]
+    functions = parse_ptxas(run["log"])
     if not functions:
         message = f"no kernels found in the ptxas output of {source.name}"
         yield make_record(source.name, "cuda", arch, None, compile_s=compile_s, error=message)
