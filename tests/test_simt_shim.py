@@ -56,6 +56,16 @@ def test_missing_syncthreads_is_a_data_race() -> None:
     assert "block_sum" in result.stderr, native.explain(result)
 
 
+def test_missing_syncthreads_gives_wrong_sums_on_fibers() -> None:
+    # Fiber mode runs a block's threads in turn, in increasing and decreasing order in alternate
+    # __syncthreads phases, so a missing barrier reads stale values whichever thread writes
+    # first: the plain (fiber) build of the racy reduction must get sums wrong. Its synced twin
+    # is test_block_reduction_is_exact[plain].
+    result = _run("shim_reduce.cpp", None, {"SIMT_SKIP_SYNC": "1"})
+    assert result.returncode != 0, native.explain(result)
+    assert "FAIL: block" in result.stdout, native.explain(result)
+
+
 @pytest.mark.parametrize(
     ("variant", "report"),
     [(0, None), (1, "global-buffer-overflow"), (2, "heap-buffer-overflow")],
@@ -82,9 +92,17 @@ def test_wmma_tile_products(sanitizer: str | None) -> None:
     assert sum(line.startswith("ok ") for line in result.stdout.splitlines()) == expected_configs
 
 
-def test_misuse_is_reported() -> None:
-    result = _run("shim_faults.cpp")
+@pytest.mark.parametrize("os_threads", [0, 1], ids=["fibers", "os_threads"])
+def test_misuse_is_reported(os_threads: int) -> None:
+    result = _run("shim_faults.cpp", defines={"SIMT_OS_THREADS": str(os_threads)})
     _assert_clean(result, "OK: all misuse detected")
+    # Fiber mode reports a lane that skips __syncwarp (OS threads would hang: not run there).
+    deadlock = (
+        "deadlock in block (1,0,0): no thread can go on; 31 wait in __syncwarp, a warp shuffle "
+        "or a warp vote (thread (0,0,0) and others), 33 wait in __syncthreads or the end of the "
+        "block (thread (3,0,0) and others)"
+    )
+    assert (deadlock in result.stdout) == (os_threads == 0), native.explain(result)
     for message in [
         "has 2048 threads, the limit is 1024",
         "above 48 KiB requires set_max_dynamic_shared",

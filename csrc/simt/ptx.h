@@ -116,15 +116,19 @@ bool warp_collective(const char* name, const Operands& mine, Execute execute) {
   // seq_cst with arrive_at_block_barrier in simt.h: a lane that parks at the block barrier
   // either sees this count and wakes us, or we see its flag here.
   w.waiting.fetch_add(1);
-  w.wake.wait(lock, [&] {
-    if (w.generation != generation || l->stopped.load()) return true;
-    for (unsigned i = 0; i < 32; ++i) {
-      if ((w.present >> i & 1u) == 0 && l->at_block_barrier[first + i].load() == 0) return false;
-    }
-    for (absent_lane = 0; w.present >> absent_lane & 1u; ++absent_lane) {
-    }
-    return true;
-  });
+  ::simt::detail::wait(
+      w.wake, lock,
+      [&] {
+        if (w.generation != generation || l->stopped.load()) return true;
+        for (unsigned i = 0; i < 32; ++i) {
+          if ((w.present >> i & 1u) == 0 && l->at_block_barrier[first + i].load() == 0)
+            return false;
+        }
+        for (absent_lane = 0; w.present >> absent_lane & 1u; ++absent_lane) {
+        }
+        return true;
+      },
+      name);
   w.waiting.fetch_sub(1);
   if (w.generation != generation) return w.completed_ok;
   // Not completed: withdraw before this frame (and `mine`) can go away.
@@ -335,17 +339,13 @@ inline void sts128(void* address, uint4 value) {
 
 namespace detail {
 
-struct AsyncCopy {
-  void* dst;
-  const void* src;
-  int src_bytes;
-};
-
-// The calling thread's cp.async copies: issued but not committed, and committed groups in
-// order (oldest first). The copies are performed when a wait completes their group, so the
-// destination keeps its old contents until then, for this thread and for the sanitizers.
-inline thread_local std::vector<AsyncCopy> uncommitted;
-inline thread_local std::deque<std::vector<AsyncCopy>> committed;
+// The calling thread's cp.async copies (simt.h keeps them with the rest of a CUDA thread's
+// state): issued but not committed, and committed groups in order (oldest first). The copies
+// are performed when a wait completes their group, so the destination keeps its old contents
+// until then, for this thread and for the sanitizers.
+using ::simt::detail::AsyncCopy;
+using ::simt::detail::committed;
+using ::simt::detail::uncommitted;
 
 inline void complete(const std::vector<AsyncCopy>& group) {
   for (const AsyncCopy& copy : group) {

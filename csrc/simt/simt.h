@@ -24,9 +24,12 @@
 //   - launches are serialized by one global mutex (so `__shared__`, which is `static` here, is
 //     never shared by two launches); fork() waits for a running launch to finish, so a child
 //     process can launch too (pthread_atfork handlers, see install_fork_handlers);
-//   - each launch creates blockDim.x*y*z std::threads; every thread runs the blocks in order
-//     (x fastest, then y, then z) with one std::barrier at the end of each block, so a block's
-//     threads run concurrently and blocks one after another;
+//   - each launch runs blockDim.x*y*z CUDA threads; every thread runs the blocks in order
+//     (x fastest, then y, then z) with one barrier at the end of each block, so blocks run one
+//     after another. The threads are fibers on the launching thread by default (SIMT_OS_THREADS
+//     below, and simt/fiber.h): a fiber runs until it waits at a barrier or in a warp
+//     collective, then the next one runs, so a barrier costs a few user-space context switches;
+//     with SIMT_OS_THREADS=1 (the sanitizer builds) they are std::threads that run concurrently;
 //   - __syncthreads() is one arrival at that barrier; __syncwarp() a barrier of the warp's lanes
 //     (lane = linear thread id % 32, where linear id = x + y*bdx + z*bdx*bdy);
 //   - dynamic shared memory is a heap buffer of exactly the requested size (128-byte aligned),
@@ -39,10 +42,16 @@
 //     "wmma::<call>: ldm L is not a multiple of 8 elements (16 bytes)" (4 for float),
 //     "wmma::<call> called by a partial warp of L lanes ...".
 //
+//   - in fiber mode, a block whose threads all wait with none able to go on (a lane skipped a
+//     __syncwarp or shuffle its warp waits in) faults: "deadlock in block (x,y,z): no thread
+//     can go on; N wait in <what> (thread (x,y,z) and others), ...".
+//
 // Limitations: static `__shared__` variables start zeroed and keep their values from the
 // previous block (hardware gives garbage); __syncwarp, shuffles and votes ignore their mask and
-// must be called by all lanes of the warp (lanes that skip one deadlock); a kernel must not
-// launch kernels.
+// must be called by all lanes of the warp (lanes that skip one deadlock: reported in fiber
+// mode, a hang with OS threads); a kernel must not launch kernels; in fiber mode, a kernel must
+// not wait for another thread of its block other than through the shim's barriers and warp
+// operations (a spin on an atomic would never let the other fiber run).
 #pragma once
 
 #include <cuda_bf16.h>  // also pulls in vector_types.h (dim3, uint3) and host_defines.h
@@ -59,6 +68,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <deque>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -70,6 +80,26 @@
 #include <type_traits>
 #include <utility>
 #include <vector>
+
+// SIMT_OS_THREADS=1 runs a block's CUDA threads as OS threads (the mode the sanitizer builds
+// use: ThreadSanitizer and AddressSanitizer follow OS threads, and real concurrency is what lets
+// ThreadSanitizer see a missing __syncthreads); 0, the default elsewhere on x86-64, as fibers
+// on the launching thread (simt/fiber.h).
+#if !defined(SIMT_OS_THREADS)
+#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__) || !defined(__x86_64__)
+#define SIMT_OS_THREADS 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer) || __has_feature(address_sanitizer)
+#define SIMT_OS_THREADS 1
+#endif
+#endif
+#endif
+#if !defined(SIMT_OS_THREADS)
+#define SIMT_OS_THREADS 0
+#endif
+#if !SIMT_OS_THREADS
+#include "simt/fiber.h"
+#endif
 
 // host_defines.h already made __host__, __device__, __global__, __constant__, __managed__ and
 // __grid_constant__ empty; the rest get their shim meaning here.
@@ -174,6 +204,223 @@ inline std::string coords(dim3 v) { return coords(uint3{v.x, v.y, v.z}); }
 
 struct Launch;
 
+// One cp.async copy of simt/ptx.h, issued and not yet performed.
+struct AsyncCopy {
+  void* dst;
+  const void* src;
+  int src_bytes;
+};
+
+// The state of the calling CUDA thread, besides threadIdx, blockIdx, blockDim and gridDim: its
+// place in the running launch (current is nullptr outside a kernel), its counters, and its
+// cp.async copies (simt/ptx.h): issued but not committed, and committed groups in order, oldest
+// first. In fiber mode every thread_local of this list is switched with the fiber.
+inline thread_local Launch* current = nullptr;
+inline thread_local unsigned linear_tid = 0;
+inline thread_local LaunchStats thread_stats;
+inline thread_local std::vector<AsyncCopy> uncommitted;
+inline thread_local std::deque<std::vector<AsyncCopy>> committed;
+
+#if SIMT_OS_THREADS
+template <typename Completion>
+using BlockBarrier = std::barrier<Completion>;
+using WarpBarrier = std::barrier<>;
+#else
+// Fiber mode: a block's CUDA threads are fibers that the launching OS thread runs in turn. A
+// fiber runs until it must wait (a barrier, a warp-collective operation), then switches to the
+// next fiber of the round that is not finished; a waiting fiber checks its condition again each
+// time its turn comes. The round's direction flips whenever a __syncthreads phase completes,
+// so the threads of a block run in increasing and decreasing order in alternate phases, and a
+// missing __syncthreads between a write and a read shows up as a wrong result whichever thread
+// writes first. When every unfinished fiber has checked its condition once since any thread
+// last ran, none ever can go on: the launch faults with a deadlock report instead of hanging.
+
+// A CUDA thread's thread_local state while its fiber is switched out.
+struct SavedLocals {
+  uint3 thread_idx{0, 0, 0};
+  uint3 block_idx{0, 0, 0};
+  dim3 block_dim{1, 1, 1};
+  dim3 grid_dim{1, 1, 1};
+  Launch* launch = nullptr;
+  unsigned linear_tid = 0;
+  LaunchStats stats;
+  std::vector<AsyncCopy> uncommitted;
+  std::deque<std::vector<AsyncCopy>> committed;
+
+  // Exchanges this saved state with the running thread_local one.
+  void exchange() {
+    std::swap(thread_idx, ::threadIdx);
+    std::swap(block_idx, ::blockIdx);
+    std::swap(block_dim, ::blockDim);
+    std::swap(grid_dim, ::gridDim);
+    std::swap(launch, current);
+    std::swap(linear_tid, detail::linear_tid);
+    std::swap(stats, thread_stats);
+    std::swap(uncommitted, detail::uncommitted);
+    std::swap(committed, detail::committed);
+  }
+};
+
+struct Fiber {
+  void* context = nullptr;
+  bool finished = false;
+  const char* waits_in = nullptr;  // what it waits for while it waits (deadlock reports)
+  SavedLocals saved;
+};
+
+struct FiberScheduler {
+  std::vector<Fiber> fibers;  // one per CUDA thread of the block, by linear thread id
+  Fiber host;                 // the launching thread's context
+  unsigned running = 0;
+  unsigned unfinished = 0;
+  unsigned failed_checks = 0;  // wait conditions found false in a row since a thread last ran
+  bool forward = true;
+  Launch* launch = nullptr;
+  void (*run_thread)(void* body, unsigned linear_tid) = nullptr;
+  void* body = nullptr;
+
+  // The next unfinished fiber in the round's direction after the running one (itself if it
+  // is the only one); call with at least one unfinished.
+  unsigned next() const {
+    const unsigned n = static_cast<unsigned>(fibers.size());
+    unsigned i = running;
+    do {
+      i = forward ? (i + 1 == n ? 0 : i + 1) : (i == 0 ? n - 1 : i - 1);
+    } while (fibers[i].finished);
+    return i;
+  }
+};
+
+// The scheduler of the launch running on this OS thread (nullptr outside a launch).
+inline thread_local FiberScheduler* scheduler = nullptr;
+
+inline void switch_fiber(Fiber& from, Fiber& to) {
+  from.saved.exchange();
+  to.saved.exchange();
+  fiber::switch_context(&from.context, to.context);
+}
+
+// Defined after Launch: records the deadlock of the running block as the launch's fault and
+// stops it.
+inline void report_deadlock(FiberScheduler& s);
+
+// Waits, letting the other fibers run, until ready() holds (ready() must become true when the
+// launch stops, or a deadlock could not be broken). `what`: the wait, for a deadlock report.
+template <typename Ready>
+void wait_until(Ready ready, const char* what) {
+  if (ready()) return;
+  FiberScheduler& s = *scheduler;
+  s.failed_checks = 0;  // this thread ran since its last wait
+  Fiber& self = s.fibers[s.running];
+  self.waits_in = what;
+  do {
+    if (++s.failed_checks > s.unfinished) report_deadlock(s);  // every fiber checked in vain
+    const unsigned next = s.next();
+    if (next != s.running) {
+      const unsigned me = s.running;
+      s.running = next;
+      switch_fiber(self, s.fibers[next]);
+      s.running = me;
+    }
+  } while (!ready());
+  self.waits_in = nullptr;
+}
+
+// The first code of a fiber: runs its CUDA thread, then switches for good to the next
+// unfinished fiber, or to the launching thread after the last one.
+inline void fiber_main(void* argument) {
+  FiberScheduler& s = *static_cast<FiberScheduler*>(argument);
+  const unsigned me = s.running;
+  s.run_thread(s.body, me);
+  Fiber& self = s.fibers[me];
+  self.finished = true;
+  --s.unfinished;
+  s.failed_checks = 0;
+  if (s.unfinished == 0) {
+    switch_fiber(self, s.host);
+  } else {
+    s.running = s.next();
+    switch_fiber(self, s.fibers[s.running]);
+  }
+  __builtin_unreachable();
+}
+
+// Runs body(linear_tid) for threads 0..threads-1 as fibers; returns when all have finished.
+template <typename Body>
+void run_fibers(Launch& launch, unsigned threads, Body& body) {
+  FiberScheduler s;
+  s.fibers.resize(threads);
+  s.unfinished = threads;
+  s.launch = &launch;
+  s.body = &body;
+  s.run_thread = [](void* b, unsigned linear_tid) { (*static_cast<Body*>(b))(linear_tid); };
+  const auto& stacks = fiber::stacks(threads);
+  for (unsigned t = 0; t < threads; ++t) {
+    s.fibers[t].context = fiber::prepare(*stacks[t], fiber_main, &s);
+  }
+  scheduler = &s;
+  s.running = 0;
+  switch_fiber(s.host, s.fibers[0]);
+  scheduler = nullptr;
+}
+
+// The barriers of fiber mode, with std::barrier's interface: the last of `count` arrivals
+// runs the completion and releases the others. Waiters also leave once the launch stopped
+// (a fault or a deadlock), so arrive_and_drop, which only threads leaving a stopped launch call,
+// has nothing to release.
+struct NoCompletion {
+  void operator()() noexcept {}
+};
+
+template <typename Completion = NoCompletion>
+class FiberBarrier {
+ public:
+  FiberBarrier(unsigned count, Completion completion, const std::atomic<bool>* stopped,
+               const char* what)
+      : pending_(count), count_(count), completion_(completion), stopped_(stopped), what_(what) {}
+
+  void arrive_and_wait() {
+    const std::uint64_t phase = phase_;
+    if (--pending_ == 0) {
+      completion_();
+      pending_ = count_;
+      ++phase_;
+      return;
+    }
+    wait_until([&] { return phase_ != phase || stopped_->load(std::memory_order_relaxed); }, what_);
+  }
+  void arrive_and_drop() {}
+
+ private:
+  unsigned pending_, count_;
+  std::uint64_t phase_ = 0;
+  Completion completion_;
+  const std::atomic<bool>* stopped_;
+  const char* what_;
+};
+
+template <typename Completion>
+using BlockBarrier = FiberBarrier<Completion>;
+using WarpBarrier = FiberBarrier<>;
+#endif
+
+// Waits on a warp collective's condition variable until ready() holds, with `lock` (on its
+// mutex) held when ready() is called and on return: an OS-thread wait, or a fiber wait that
+// releases the lock while the other fibers run.
+template <typename Ready>
+void wait(std::condition_variable& cv, std::unique_lock<std::mutex>& lock, Ready ready,
+          [[maybe_unused]] const char* what) {
+#if SIMT_OS_THREADS
+  cv.wait(lock, ready);
+#else
+  (void)cv;
+  if (ready()) return;
+  lock.unlock();
+  wait_until(ready, what);
+  lock.lock();
+#endif
+}
+
 // Rendezvous of one warp's lanes in a warp-collective operation of simt/ptx.h (see
 // warp_collective there): the operands each lane published, the lanes present, and a
 // generation count that tells waiting lanes their operation completed.
@@ -205,8 +452,8 @@ struct Launch {
   std::size_t dynamic_bytes = 0;
   std::vector<Region> regions;  // of this launch (simt::count_regions), read-only while it runs
   std::byte* dynamic_shared = nullptr;
-  std::barrier<PhaseCompletion> block_barrier;
-  std::vector<std::unique_ptr<std::barrier<>>> warp_barriers;
+  BlockBarrier<PhaseCompletion> block_barrier;
+  std::vector<std::unique_ptr<WarpBarrier>> warp_barriers;
   std::vector<std::uint64_t> warp_slots;  // 32 per warp, for shuffles and votes
   // Per thread (indexed by linear thread id), written by that thread before it arrives.
   std::vector<unsigned> sync_calls;
@@ -225,14 +472,24 @@ struct Launch {
   Launch(unsigned threads, std::size_t bytes)
       : num_threads(threads),
         dynamic_bytes(bytes),
+#if SIMT_OS_THREADS
         block_barrier(threads, PhaseCompletion{this}),
+#else
+        block_barrier(threads, PhaseCompletion{this}, &stopped,
+                      "__syncthreads or the end of the block"),
+#endif
         warp_slots((threads + warpSize - 1) / warpSize * warpSize, 0),
         sync_calls(threads, 0),
         at_block_end(threads, 0),
         at_block_barrier(threads) {
     for (unsigned first = 0; first < threads; first += warpSize) {
       const unsigned lanes = std::min<unsigned>(warpSize, threads - first);
-      warp_barriers.push_back(std::make_unique<std::barrier<>>(lanes));
+#if SIMT_OS_THREADS
+      warp_barriers.push_back(std::make_unique<WarpBarrier>(lanes));
+#else
+      warp_barriers.push_back(std::make_unique<WarpBarrier>(
+          lanes, NoCompletion{}, &stopped, "__syncwarp, a warp shuffle or a warp vote"));
+#endif
       warp_collectives.push_back(std::make_unique<WarpCollective>());
     }
   }
@@ -250,12 +507,7 @@ struct Launch {
   }
 };
 
-// The calling thread's place in the running launch (nullptr outside a kernel).
-inline thread_local Launch* current = nullptr;
-inline thread_local unsigned linear_tid = 0;
-// The calling thread's counters in the running launch; the host thread's copy of the last
-// launch's totals (simt::last_launch_stats).
-inline thread_local LaunchStats thread_stats;
+// The host thread's copy of the last launch's totals (simt::last_launch_stats).
 inline thread_local LaunchStats last_stats;
 // The regions the next launch on this host thread counts (simt::count_regions).
 inline thread_local std::vector<Region> next_regions;
@@ -265,6 +517,9 @@ inline void PhaseCompletion::operator()() noexcept {
   // Every thread arrived, so none waits in a warp collective any more: clear the flags before
   // any thread leaves, or a collective right after the barrier could see a stale one.
   for (auto& flag : l.at_block_barrier) flag.store(0, std::memory_order_relaxed);
+#if !SIMT_OS_THREADS
+  scheduler->forward = !scheduler->forward;
+#endif
   unsigned ended = 0;
   for (unsigned t = 0; t < l.num_threads; ++t) ended += l.at_block_end[t];
   if (ended == l.num_threads) {
@@ -372,6 +627,36 @@ inline void arrive_at_block_barrier(Launch& l) {
   }
   l.block_barrier.arrive_and_wait();
 }
+
+#if !SIMT_OS_THREADS
+inline void report_deadlock(FiberScheduler& s) {
+  // What the block's unfinished threads wait in, in order of the first thread waiting in each.
+  std::vector<std::pair<const char*, std::vector<unsigned>>> waits;
+  for (unsigned t = 0; t < s.fibers.size(); ++t) {
+    const Fiber& f = s.fibers[t];
+    if (f.finished || f.waits_in == nullptr) continue;
+    auto it = std::find_if(waits.begin(), waits.end(),
+                           [&](const auto& w) { return std::strcmp(w.first, f.waits_in) == 0; });
+    if (it == waits.end()) it = waits.insert(waits.end(), {f.waits_in, {}});
+    it->second.push_back(t);
+  }
+  const dim3 bd = blockDim;
+  std::string message = "deadlock in block " + coords(blockIdx) + ": no thread can go on;";
+  for (std::size_t i = 0; i < waits.size(); ++i) {
+    const unsigned first = waits[i].second.front();
+    message += std::string(i == 0 ? " " : ", ") + std::to_string(waits[i].second.size()) +
+               " wait in " + waits[i].first + " (thread " +
+               coords(uint3{first % bd.x, first / bd.x % bd.y, first / (bd.x * bd.y)}) +
+               (waits[i].second.size() > 1 ? " and others)" : ")");
+  }
+  message +=
+      " (every lane of a warp must make each warp-wide call, and every thread of the block "
+      "reach each __syncthreads)";
+  s.launch->report(message);
+  s.launch->stopped.store(true);
+  s.failed_checks = 0;
+}
+#endif
 
 // Defined in simt/ptx.h: faults for the calling thread's work left at the end of a block
 // (cp.async copies never waited for).
@@ -508,11 +793,15 @@ const char* launch(dim3 grid, dim3 block, std::size_t dynamic_smem_bytes, void (
     }
     detail::current = nullptr;
   };
+#if SIMT_OS_THREADS
   {
     std::vector<std::jthread> workers;
     workers.reserve(threads);
     for (unsigned lin = 0; lin < threads; ++lin) workers.emplace_back(body, lin);
   }
+#else
+  detail::run_fibers(state, threads, body);
+#endif
   detail::last_stats = state.stats;
   detail::last_stats.blocks = std::uint64_t{grid.x} * grid.y * grid.z;
   detail::last_stats.threads_per_block = threads;

@@ -32,6 +32,17 @@ __global__ void skips_sync(int skip, int* out) {
   out[threadIdx.x] = value[(threadIdx.x + 1) % blockDim.x];
 }
 
+#if !SIMT_OS_THREADS
+// In block 1, thread `skip` (if any) returns before its warp's __syncwarp: its 31 lanes wait in
+// __syncwarp for it, the rest of the block at the end of the block. Hardware hangs; fiber mode
+// reports the deadlock (OS-thread mode hangs too).
+__global__ void skips_syncwarp(int skip, int* out) {
+  if (blockIdx.x == 1 && static_cast<int>(threadIdx.x) == skip) return;
+  __syncwarp();
+  out[blockIdx.x * blockDim.x + threadIdx.x] = 1;
+}
+#endif
+
 // One warp loads an A tile from `offset` elements into an aligned shared array with `ldm`,
 // and stores a float accumulator with `ldm_out` at `out + out_offset`.
 __global__ void wmma_access(int offset, unsigned ldm, float* out, int out_offset,
@@ -114,6 +125,23 @@ int main() {
   expect_success("all threads sync", simt::launch(dim3(3), dim3(64), 0, skips_sync, -1, out));
   expect_error("thread 5 skips __syncthreads",
                simt::launch(dim3(3), dim3(64), 0, skips_sync, 5, out), "__syncthreads mismatch");
+
+#if !SIMT_OS_THREADS
+  // A lane that skips a warp-wide call: a deadlock, reported, and the next launch runs.
+  int synced[128] = {};
+  expect_error("lane 3 skips __syncwarp",
+               simt::launch(dim3(2), dim3(64), 0, skips_syncwarp, 3, synced),
+               "deadlock in block (1,0,0): no thread can go on; 31 wait in __syncwarp");
+  expect_success("all lanes __syncwarp",
+                 simt::launch(dim3(2), dim3(64), 0, skips_syncwarp, -1, synced));
+  for (int i = 0; i < 128; ++i) {
+    if (synced[i] != 1) {
+      std::printf("FAIL all lanes __syncwarp: thread %d of the grid did not finish\n", i);
+      ++failures;
+      break;
+    }
+  }
+#endif
 
   // WMMA: aligned pointers and ldm multiples of 16 bytes pass; anything else is a fault.
   alignas(32) static float acc_out[16 * 40 + 64];
