@@ -60,12 +60,13 @@ namespace simt::fiber {
       "ud2\n\t");
 }
 
-// Stack memory of one context: `usable` bytes of reserved, lazily committed memory, with an
-// inaccessible guard page below it, so an overflow faults instead of writing into the next
-// stack. Owned: the mapping is released when the Stack is destroyed.
+// Stack memory of one context: kUsableBytes of reserved, lazily committed memory (8 MiB, the
+// size of an OS thread's default stack on Linux, so a kernel that ran as a std::thread runs as a
+// fiber), with an inaccessible guard page below it, so an overflow faults instead of writing
+// into the next stack. Owned: the mapping is released when the Stack is destroyed.
 class Stack {
  public:
-  static constexpr std::size_t kUsableBytes = 512 * 1024;
+  static constexpr std::size_t kUsableBytes = 8 * 1024 * 1024;
 
   Stack() {
     const std::size_t page = static_cast<std::size_t>(sysconf(_SC_PAGESIZE));
@@ -90,7 +91,8 @@ class Stack {
 };
 
 // The calling OS thread's first n stacks, made on first need and kept for its later launches
-// (a block has at most 1024 threads: at most 512 MiB reserved, committed only where touched).
+// (a block has at most 1024 threads: at most 8 GiB of address space reserved, as 1024 OS
+// threads would, and memory committed only where touched).
 inline const std::vector<std::unique_ptr<Stack>>& stacks(std::size_t n) {
   static thread_local std::vector<std::unique_ptr<Stack>> pool;
   while (pool.size() < n) pool.push_back(std::make_unique<Stack>());

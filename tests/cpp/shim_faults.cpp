@@ -2,6 +2,7 @@
 // an error string: bad launch configurations (nothing runs), a thread skipping __syncthreads,
 // misaligned WMMA pointers, bad ldm values and partial warps. Each case also runs its correct
 // twin, which must succeed, so a check cannot pass vacuously.
+#include <algorithm>
 #include <atomic>
 #include <cstdio>
 #include <cstring>
@@ -42,6 +43,23 @@ __global__ void skips_syncwarp(int skip, int* out) {
   out[blockIdx.x * blockDim.x + threadIdx.x] = 1;
 }
 #endif
+
+// Each thread keeps 2 MiB of locals live across a __syncthreads: one byte per 4 KiB page written
+// before it, all read after it (a page shared with another thread's stack, or past a guard
+// page, fails or faults): a kernel that fits an OS thread's 8 MiB stack fits a fiber's.
+__global__ void big_locals(int* out) {
+  constexpr unsigned kPage = 4096, kBytes = 2u << 20;
+  volatile unsigned char big[kBytes];
+  for (unsigned i = 0; i < kBytes; i += kPage) {
+    big[i] = static_cast<unsigned char>(threadIdx.x + i / kPage);
+  }
+  __syncthreads();
+  int wrong = 0;
+  for (unsigned i = 0; i < kBytes; i += kPage) {
+    wrong += big[i] != static_cast<unsigned char>(threadIdx.x + i / kPage);
+  }
+  out[threadIdx.x] = wrong;
+}
 
 // One warp loads an A tile from `offset` elements into an aligned shared array with `ldm`,
 // and stores a float accumulator with `ldm_out` at `out + out_offset`.
@@ -120,6 +138,19 @@ int main() {
                simt::set_max_dynamic_shared(uses_dynamic_shared, 166912 + 1), "166912");
   expect_error("dynamic smem above 166912",
                simt::launch(dim3(1), dim3(32), 166912 + 16, uses_dynamic_shared, out), "166912");
+
+  int wrong_pages[32];
+  std::fill(wrong_pages, wrong_pages + 32, -1);
+  expect_success("2 MiB of locals per thread",
+                 simt::launch(dim3(2), dim3(32), 0, big_locals, wrong_pages));
+  for (int i = 0; i < 32; ++i) {
+    if (wrong_pages[i] != 0) {
+      std::printf("FAIL 2 MiB of locals per thread: thread %d found %d wrong pages\n", i,
+                  wrong_pages[i]);
+      ++failures;
+      break;
+    }
+  }
 
   // __syncthreads reached by some threads of a block only.
   expect_success("all threads sync", simt::launch(dim3(3), dim3(64), 0, skips_sync, -1, out));
