@@ -92,9 +92,14 @@ def test_wmma_tile_products(sanitizer: str | None) -> None:
     assert sum(line.startswith("ok ") for line in result.stdout.splitlines()) == expected_configs
 
 
-@pytest.mark.parametrize("os_threads", [0, 1], ids=["fibers", "os_threads"])
-def test_misuse_is_reported(os_threads: int) -> None:
-    result = _run("shim_faults.cpp", defines={"SIMT_OS_THREADS": str(os_threads)})
+@pytest.mark.parametrize(
+    ("os_threads", "sanitizer"),
+    [(0, None), (1, None), (0, "address")],
+    ids=["fibers", "os_threads", "fibers_asan"],
+)
+def test_misuse_is_reported(os_threads: int, sanitizer: str | None) -> None:
+    # fibers_asan: the fiber switches (and the deadlock's early exits) under AddressSanitizer.
+    result = _run("shim_faults.cpp", sanitizer, defines={"SIMT_OS_THREADS": str(os_threads)})
     _assert_clean(result, "OK: all misuse detected")
     # Fiber mode reports a lane that skips __syncwarp (OS threads would hang: not run there).
     deadlock = (

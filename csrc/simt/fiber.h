@@ -84,6 +84,8 @@ class Stack {
   Stack& operator=(const Stack&) = delete;
 
   std::byte* top() const { return base_ + bytes_; }
+  // The lowest usable byte (just above the guard page).
+  std::byte* bottom() const { return top() - kUsableBytes; }
 
  private:
   std::byte* base_ = nullptr;

@@ -29,7 +29,8 @@
 //     after another. The threads are fibers on the launching thread by default (SIMT_OS_THREADS
 //     below, and simt/fiber.h): a fiber runs until it waits at a barrier or in a warp
 //     collective, then the next one runs, so a barrier costs a few user-space context switches;
-//     with SIMT_OS_THREADS=1 (the sanitizer builds) they are std::threads that run concurrently;
+//     with SIMT_OS_THREADS=1 (the ThreadSanitizer builds) they are std::threads that run
+//     concurrently;
 //   - __syncthreads() is one arrival at that barrier; __syncwarp() a barrier of the warp's lanes
 //     (lane = linear thread id % 32, where linear id = x + y*bdx + z*bdx*bdy);
 //   - dynamic shared memory is a heap buffer of exactly the requested size (128-byte aligned),
@@ -81,15 +82,22 @@
 #include <utility>
 #include <vector>
 
-// SIMT_OS_THREADS=1 runs a block's CUDA threads as OS threads (the mode the sanitizer builds
-// use: ThreadSanitizer and AddressSanitizer follow OS threads, and real concurrency is what lets
-// ThreadSanitizer see a missing __syncthreads); 0, the default elsewhere on x86-64, as fibers
-// on the launching thread (simt/fiber.h).
+// SIMT_OS_THREADS=1 runs a block's CUDA threads as OS threads (the mode of the
+// ThreadSanitizer builds: real concurrency is what lets it see a missing __syncthreads); 0, the
+// default elsewhere on x86-64, as fibers on the launching thread (simt/fiber.h), also under
+// AddressSanitizer, which is told of every stack switch (SIMT_ASAN_FIBERS).
+#if defined(__SANITIZE_ADDRESS__)
+#define SIMT_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define SIMT_ASAN 1
+#endif
+#endif
 #if !defined(SIMT_OS_THREADS)
-#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__) || !defined(__x86_64__)
+#if defined(__SANITIZE_THREAD__) || !defined(__x86_64__)
 #define SIMT_OS_THREADS 1
 #elif defined(__has_feature)
-#if __has_feature(thread_sanitizer) || __has_feature(address_sanitizer)
+#if __has_feature(thread_sanitizer)
 #define SIMT_OS_THREADS 1
 #endif
 #endif
@@ -99,6 +107,15 @@
 #endif
 #if !SIMT_OS_THREADS
 #include "simt/fiber.h"
+#if defined(SIMT_ASAN)
+#define SIMT_ASAN_FIBERS 1
+// AddressSanitizer's fiber interface (sanitizer/common_interface_defs.h): a switch to another
+// stack is announced by the context leaving and completed by the one arriving.
+extern "C" void __sanitizer_start_switch_fiber(void** fake_stack_save, const void* bottom,
+                                               size_t size);
+extern "C" void __sanitizer_finish_switch_fiber(void* fake_stack_save, const void** bottom_old,
+                                                size_t* size_old);
+#endif
 #endif
 
 // host_defines.h already made __host__, __device__, __global__, __constant__, __managed__ and
@@ -266,6 +283,10 @@ struct Fiber {
   bool finished = false;
   const char* waits_in = nullptr;  // what it waits for while it waits (deadlock reports)
   SavedLocals saved;
+  // Its stack, and AddressSanitizer's fake stack while it is switched out (SIMT_ASAN_FIBERS).
+  const void* stack_bottom = nullptr;
+  std::size_t stack_size = 0;
+  void* fake_stack = nullptr;
 };
 
 struct FiberScheduler {
@@ -294,10 +315,19 @@ struct FiberScheduler {
 // The scheduler of the launch running on this OS thread (nullptr outside a launch).
 inline thread_local FiberScheduler* scheduler = nullptr;
 
-inline void switch_fiber(Fiber& from, Fiber& to) {
+// Switches from the running fiber (or the host) to `to`; returns when something switches back.
+// `from_finished`: `from` never runs again (AddressSanitizer may drop its fake stack).
+inline void switch_fiber(Fiber& from, Fiber& to, [[maybe_unused]] bool from_finished = false) {
   from.saved.exchange();
   to.saved.exchange();
+#if defined(SIMT_ASAN_FIBERS)
+  __sanitizer_start_switch_fiber(from_finished ? nullptr : &from.fake_stack, to.stack_bottom,
+                                 to.stack_size);
+#endif
   fiber::switch_context(&from.context, to.context);
+#if defined(SIMT_ASAN_FIBERS)
+  __sanitizer_finish_switch_fiber(from.fake_stack, nullptr, nullptr);
+#endif
 }
 
 // Defined after Launch: records the deadlock of the running block as the launch's fault and
@@ -331,16 +361,26 @@ void wait_until(Ready ready, const char* what) {
 inline void fiber_main(void* argument) {
   FiberScheduler& s = *static_cast<FiberScheduler*>(argument);
   const unsigned me = s.running;
+#if defined(SIMT_ASAN_FIBERS)
+  // The first fiber is entered from the launching thread: learn its stack for the way back.
+  const void* bottom_old = nullptr;
+  std::size_t size_old = 0;
+  __sanitizer_finish_switch_fiber(nullptr, &bottom_old, &size_old);
+  if (s.host.stack_bottom == nullptr) {
+    s.host.stack_bottom = bottom_old;
+    s.host.stack_size = size_old;
+  }
+#endif
   s.run_thread(s.body, me);
   Fiber& self = s.fibers[me];
   self.finished = true;
   --s.unfinished;
   s.failed_checks = 0;
   if (s.unfinished == 0) {
-    switch_fiber(self, s.host);
+    switch_fiber(self, s.host, /*from_finished=*/true);
   } else {
     s.running = s.next();
-    switch_fiber(self, s.fibers[s.running]);
+    switch_fiber(self, s.fibers[s.running], /*from_finished=*/true);
   }
   __builtin_unreachable();
 }
@@ -357,6 +397,8 @@ void run_fibers(Launch& launch, unsigned threads, Body& body) {
   const auto& stacks = fiber::stacks(threads);
   for (unsigned t = 0; t < threads; ++t) {
     s.fibers[t].context = fiber::prepare(*stacks[t], fiber_main, &s);
+    s.fibers[t].stack_bottom = stacks[t]->bottom();
+    s.fibers[t].stack_size = fiber::Stack::kUsableBytes;
   }
   scheduler = &s;
   s.running = 0;
