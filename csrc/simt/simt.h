@@ -347,10 +347,8 @@ void wait_until(Ready ready, const char* what) {
     if (++s.failed_checks > s.unfinished) report_deadlock(s);  // every fiber checked in vain
     const unsigned next = s.next();
     if (next != s.running) {
-      const unsigned me = s.running;
-      s.running = next;
+      s.running = next;  // whoever switches back to this fiber sets running to it first
       switch_fiber(self, s.fibers[next]);
-      s.running = me;
     }
   } while (!ready());
   self.waits_in = nullptr;
