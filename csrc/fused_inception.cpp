@@ -78,17 +78,24 @@ TORCH_LIBRARY(fused_inception, m) {
   // convolution; biases 1-D. winograd2 / winograd3: that branch's 3x3 convolution runs as
   // Winograd F(2x2, 3x3), its weight then the transformed [16 * c, c_red, 1, 1] (grouped: group
   // k is U[k]^T) or the own kernel's panels of each U[k], [16, ceil(c / 16), c_red, 16], in
-  // chunks of winograd_tiles tiles. Returns the block output [N, c1 + c2 + c3 +
+  // chunks of winograd_tiles tiles; or as F(4x4, 3x3), its weight [36 * c, c_red, 1, 1] (oneDNN
+  // only), direct2 / direct3 then that branch's plain weight for a direct recompute where the
+  // transforms meet NaN or inf. Returns the block output [N, c1 + c2 + c3 +
   // c4, H, W] in x's memory format (NaN-filled before it is written when poison).
   m.def(
       "inception_block_onednn(Tensor x, Tensor w_x, Tensor b_x, Tensor w2, Tensor b2, Tensor w3, "
       "Tensor b3, Tensor w_pool, Tensor b_pool, int c1, int c2r, bool poison=False, "
-      "bool winograd2=False, bool winograd3=False, int winograd_tiles=0) -> Tensor");
+      "bool winograd2=False, bool winograd3=False, int winograd_tiles=0, Tensor? direct2=None, "
+      "Tensor? direct3=None) -> Tensor");
   // relu(conv3x3(x, W, pad 1) + bias) by Winograd F(2x2, 3x3) on a grouped oneDNN GEMM
   // (csrc/cpu/block_onednn.cpp): x [N, C, H, W] float32, weight the transformed [16 * Cout, C,
   // 1, 1] (plain or reordered by oneDNN for one chunk [1, 16 * C, 1, tiles]), bias [Cout], in
-  // chunks of `tiles` tiles. Returns [N, Cout, H, W] in x's memory format.
-  m.def("conv3x3_relu_winograd(Tensor x, Tensor weight, Tensor bias, int tiles) -> Tensor");
+  // chunks of `tiles` tiles; or F(4x4, 3x3) for a weight [36 * Cout, C, 1, 1], `direct` then
+  // the plain weight [Cout, C, 3, 3] for a direct recompute where it meets NaN or inf. Returns [N,
+  // Cout, H, W] in x's memory format.
+  m.def(
+      "conv3x3_relu_winograd(Tensor x, Tensor weight, Tensor bias, int tiles, Tensor? direct=None) "
+      "-> Tensor");
   // relu(convKxK(x, W, stride, zero padding) + bias) by the package's own kernel
   // (csrc/cpu/gemm_panels.cpp): x [N, C, H, W] float32 with channels_last pixel rows (or a
   // channel slice of such a tensor), panels the weight [Cout, K, K, C] packed as [ceil(Cout /

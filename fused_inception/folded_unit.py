@@ -192,22 +192,29 @@ class FoldedConvUnit(nn.Module):
                 x = x.contiguous(memory_format=torch.channels_last)
             if _own_gemm_fits(self.conv, x):  # channels_last in and out
                 return _own_gemm_conv_relu(self.conv, x, self._panels(weight), bias)
-            if _winograd_fits(self.conv, x):
+            tile = _winograd_tile(self.conv, x)
+            if tile:
                 # channels_last in and so out, as oneDNN's direct convolution returns it
                 x = x.contiguous(memory_format=torch.channels_last)
                 n, _, h, w = x.shape
                 chunk = winograd.onednn_chunk(n, h, w)
-                return _WINOGRAD_OP(x, self._packed(weight, x.shape, chunk), bias, chunk)
+                grouped = self._packed(weight, x.shape, chunk, tile)
+                # F(4x4, 3x3) recomputes directly, from the folded weight, on NaN or inf
+                direct = weight if tile == 4 else None
+                return _WINOGRAD_OP(x, grouped, bias, chunk, direct)
             return _onednn_conv_relu(self.conv, x, self._packed(weight, x.shape), bias)
         return F.relu_(self.conv._conv_forward(x, weight, bias))
 
-    def _packed(self, weight: Tensor, shape: torch.Size, chunk: int | None = None) -> Tensor:
+    def _packed(
+        self, weight: Tensor, shape: torch.Size, chunk: int | None = None, tile: int = 2
+    ) -> Tensor:
         """The folded float32 weight in the blocked layout oneDNN picks for inputs of `shape`
         (reordered once per shape while the weights stay: ONNX Runtime prepacks its weights
         the same way; a dense weight is reordered on every call). With `chunk`: the Winograd
-        weight (cpu_winograd.grouped_weight) reordered for its grouped GEMM of `chunk` tiles."""
+        weight of `tile` (cpu_winograd.grouped_weight) reordered for its grouped GEMM of
+        `chunk` tiles."""
         packed = self._state.packed
-        key = (tuple(shape), chunk)
+        key = (tuple(shape), chunk, tile)
         if key not in packed:
             if len(packed) >= _PACKED_SHAPES:
                 packed.clear()
@@ -217,8 +224,12 @@ class FoldedConvUnit(nn.Module):
                     weight, shape, conv.padding, conv.stride, conv.dilation, conv.groups
                 )
             else:
-                gemm_input = winograd.onednn_gemm_input(conv.in_channels, chunk)
-                packed[key] = onednn.reorder(winograd.grouped_weight(weight), gemm_input, groups=16)
+                n, _, h, w = shape
+                tiles = winograd.winograd_tiles(n, h, w, tile)
+                gemm_input = winograd.onednn_gemm_input(conv.in_channels, chunk, tile, tiles)
+                groups = 36 if tile == 4 else 16
+                grouped = winograd.grouped_weight(weight, tile)
+                packed[key] = onednn.reorder(grouped, gemm_input, groups=groups)
         return packed[key]
 
     def _panels(self, weight: Tensor) -> Tensor:
@@ -292,19 +303,22 @@ def _onednn_conv_relu_fits(conv: nn.Conv2d, x: Tensor) -> bool:
     )
 
 
-def _winograd_fits(conv: nn.Conv2d, x: Tensor) -> bool:
-    """True where the unit's convolution runs as Winograd F(2x2, 3x3) on a grouped oneDNN GEMM
-    (fused_inception::conv3x3_relu_winograd): 3x3, stride 1, padding 1, no dilation or groups,
-    and wide enough to pay (cpu_winograd.onednn_winograd_pays: GoogLeNet's conv3, 64 -> 192 at
-    56x56, is)."""
-    return (
+def _winograd_tile(conv: nn.Conv2d, x: Tensor) -> int:
+    """The Winograd tile (cpu_winograd.onednn_tile: 2 or 4; 0: none) of the unit's convolution
+    on a grouped oneDNN GEMM (fused_inception::conv3x3_relu_winograd): 3x3, stride 1, padding
+    1, no dilation or groups, and wide enough to pay (cpu_winograd.onednn_winograd_pays:
+    GoogLeNet's conv3, 64 -> 192 at 56x56, is). F(4x4, 3x3) where the block operator would
+    take it (not on the own kernel's CPUs, where it was not measured)."""
+    if not (
         _WINOGRAD_OP is not None
         and tuple(conv.stride) == (1, 1)
         and tuple(conv.padding) == (1, 1)
         and tuple(conv.dilation) == (1, 1)
         and conv.groups == 1
-        and winograd.onednn_takes(conv.weight.shape, x.shape[0], x.shape[2], x.shape[3])
-    )
+    ):
+        return 0
+    n, _, h, w = x.shape
+    return winograd.onednn_tile(conv.weight.shape, n, h, w, onednn.own_gemm())
 
 
 def _own_gemm_fits(conv: nn.Conv2d, x: Tensor) -> bool:

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from helpers import GOOGLENET_CASES, ODD_CASES, assert_close_rel, odd_spatial, randomize_block
 from helpers import reference_f64 as ref64
+from torchvision.models.googlenet import Inception as TvInception
 
 from fused_inception import FusedInception, Inception, _ext
 from fused_inception.backends import cpu, cpu_onednn, cpu_winograd
@@ -21,7 +22,15 @@ pytestmark = pytest.mark.skipif(
 
 
 @pytest.fixture(
-    params=["onednn", "onednn-own-gemm", "onednn-winograd", "onednn-python", "winograd", "direct"]
+    params=[
+        "onednn",
+        "onednn-own-gemm",
+        "onednn-winograd",
+        "onednn-f4",
+        "onednn-python",
+        "winograd",
+        "direct",
+    ]
 )
 def conv_path(request, monkeypatch):
     """Force every eligible 3x3 conv onto one path: oneDNN (float32's default where torch has
@@ -29,13 +38,16 @@ def conv_path(request, monkeypatch):
     Winograd on a grouped oneDNN GEMM for the wide 3x3s and direct convolutions otherwise, and
     its 1x1 convolutions on oneDNN; "onednn-own-gemm" the same with the 1x1s on the package's
     own GEMM (csrc/cpu/gemm_panels.cpp); "onednn-winograd" the operator with every 3x3 as
-    Winograd, in chunks of 5 tiles with a padded last one, on the own GEMM; "onednn-python" the
+    Winograd, in chunks of 5 tiles with a padded last one, on the own GEMM; "onednn-f4" the
+    operator with every 3x3 as Winograd F(4x4, 3x3) on oneDNN's GEMM, in chunks of 5 tiles with
+    a padded last one (the policy's F(4x4, 3x3) is also in "onednn"); "onednn-python" the
     same block from Python, as training's forward runs it, all direct), or without it Winograd
     or the direct convolution (the policy there uses both)."""
     on_onednn = request.param.startswith("onednn")
     own_gemm = request.param in ("onednn-own-gemm", "onednn-winograd")
     monkeypatch.setattr(cpu_onednn, "OWN_GEMM", own_gemm)
-    if request.param == "onednn-winograd":
+    if request.param in ("onednn-winograd", "onednn-f4"):
+        monkeypatch.setattr(cpu_winograd, "ONEDNN_F4_MIN_TILES", 0)
         monkeypatch.setattr(cpu_winograd, "ONEDNN_MIN_IN_CHANNELS", 0)
         monkeypatch.setattr(cpu_winograd, "ONEDNN_MIN_OUT_CHANNELS", 0)
         monkeypatch.setattr(cpu_winograd, "ONEDNN_MIN_TILES", 0)
@@ -50,7 +62,9 @@ def conv_path(request, monkeypatch):
     elif cpu._BLOCK_OP is not None:
         real_block = cpu._BLOCK_OP
         monkeypatch.setattr(
-            cpu, "_BLOCK_OP", lambda *a: (block_calls.append(a[1].dim()), real_block(*a))[1]
+            cpu,
+            "_BLOCK_OP",
+            lambda *a: (block_calls.append((a[1].dim(), a[12], a[15], a[16])), real_block(*a))[1],
         )
     if request.param == "winograd":
         monkeypatch.setattr(cpu_winograd, "MIN_PIXELS", 0)
@@ -70,10 +84,14 @@ def conv_path(request, monkeypatch):
         f"{len(onednn_calls)} oneDNN calls from Python"
     )
     assert bool(block_calls) == (
-        request.param in ("onednn", "onednn-own-gemm", "onednn-winograd")
+        request.param in ("onednn", "onednn-own-gemm", "onednn-winograd", "onednn-f4")
     ), f"{len(block_calls)} operator calls"
     if block_calls and _ext.has_op("conv_bias_relu_nhwc"):  # w_x as panels (3-D) or oneDNN's (4-D)
-        assert set(block_calls) == {3 if own_gemm else 4}
+        assert {call[0] for call in block_calls} == {3 if own_gemm else 4}
+    if request.param == "onednn-f4":  # every Winograd b2 is F(4x4, 3x3) (none on 1x1 images)
+        assert all((d2 is not None) == winograd2 for _, winograd2, d2, _ in block_calls)
+    if own_gemm:  # F(4x4, 3x3) only on oneDNN's GEMM
+        assert all(d2 is None and d3 is None for _, _, d2, d3 in block_calls)
 
 
 def _parity(cfg, hw, batch, norm, k, layout):
@@ -134,12 +152,15 @@ def test_block_operator_is_the_python_path(name, layout, monkeypatch):
 def test_operator_takes_winograd_for_the_wide_3x3s(batch, monkeypatch):
     """By default the eval operator runs b2's 3x3 of every GoogLeNet block (64-192 -> 128-384
     channels) as Winograd where the batch has at least ONEDNN_MIN_TILES 2x2 tiles (not 5a and
-    5b at batch 1: 16 tiles), and b3's narrow 3x3 (16-48 input channels) directly; the transformed
+    5b at batch 1: 16 tiles), as F(4x4, 3x3) where it also has ONEDNN_F4_MIN_TILES 4x4 tiles (on
+    oneDNN's GEMM), and b3's narrow 3x3 (16-48 input channels) directly; the transformed
     weight is reordered for one chunk of tiles from a shape's second call on, and the output
     matches float64 on poisoned outputs with NaN kept where torchvision keeps it."""
     flags = []
     real = cpu._BLOCK_OP
-    monkeypatch.setattr(cpu, "_BLOCK_OP", lambda *a: (flags.append(a[12:]), real(*a))[1])
+    monkeypatch.setattr(
+        cpu, "_BLOCK_OP", lambda *a: (flags.append((*a[12:15], a[15] is not None)), real(*a))[1]
+    )
     for name, cfg in GOOGLENET_BLOCKS.items():
         src = randomize_block(Inception(*cfg.args(), branch3_kernel=3, norm=True)).eval()
         fused = FusedInception.from_module(src, backend="cpu").eval()
@@ -154,7 +175,15 @@ def test_operator_takes_winograd_for_the_wide_3x3s(batch, monkeypatch):
         wide = tiles >= cpu_winograd.ONEDNN_MIN_TILES
         assert wide == (batch == 8 or cfg.hw > 7), name
         chunk = min(tiles, cpu_winograd.ONEDNN_TILES_PER_CHUNK)
-        assert flags[-1] == (wide, False, chunk), name
+        # F(4x4, 3x3) where there are ONEDNN_F4_MIN_TILES 4x4 tiles, on oneDNN's GEMM: 3a and 3b
+        # at batch 1 (49 tiles), every block at batch 8 (5a and 5b: 8 * 2 * 2 = 32)
+        f4 = (
+            wide
+            and not cpu_onednn.own_gemm()
+            and batch * (-(-cfg.hw // 4)) ** 2 >= cpu_winograd.ONEDNN_F4_MIN_TILES
+        )
+        assert f4 == (wide and not cpu_onednn.own_gemm() and (batch == 8 or cfg.hw == 28)), name
+        assert flags[-1] == (wide, False, chunk, f4), name
         for out in outs:
             assert torch.equal(out.isnan(), ref.isnan()), name
             finite = ref.isfinite()
@@ -192,6 +221,66 @@ def test_operator_refuses_bad_winograd_arguments():
     bad[13] = True  # b3 as Winograd with its direct weight
     with pytest.raises(ValueError, match="w3 must be the transformed weight"):
         cpu._BLOCK_OP(*bad)
+    # F(4x4, 3x3): the [36 * c, c_red, 1, 1] weight and the plain one for a direct recompute
+    grouped4 = cpu_onednn.conv_weight(cpu_winograd.grouped_weight(plain["2"], 4))
+    args4 = args[:3] + [grouped4] + args[4:] + [plain["2"]]
+    assert_close_rel(cpu._BLOCK_OP(*args4), ref, torch.float32)
+    for index, value, match in [
+        (15, None, "F\\(4x4, 3x3\\) needs direct2"),
+        (15, plain["2"][:, :-1], "direct2 must be"),
+        (3, grouped4[:-1], "w2 must be the transformed weight"),
+    ]:
+        bad = list(args4)
+        bad[index] = value
+        with pytest.raises(ValueError, match=match):
+            cpu._BLOCK_OP(*bad)
+    with pytest.raises(TypeError, match="direct2 must be float32"):
+        cpu._BLOCK_OP(*args4[:15], plain["2"].double())
+
+
+@pytest.mark.skipif(
+    cpu._BLOCK_OP is None or not cpu_onednn.available(torch.float32),
+    reason="no inception_block_onednn operator or no oneDNN in this build",
+)
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last], ids=str)
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
+def test_f4_recomputes_directly_on_nonfinite_values(layout, value, monkeypatch):
+    """F(4x4, 3x3)'s transforms would carry a NaN or inf of r to outputs whose 3x3 window does
+    not hold it (a row of B^T reads 4 of its 6 input rows); the operator then recomputes the
+    branch directly (as it does where the transforms overflow). NaN and inf land
+    exactly where torchvision's block puts them, the finite outputs match float64, and with
+    finite input the same call is F(4x4, 3x3) (different bits from F(2x2, 3x3))."""
+    monkeypatch.setattr(cpu_onednn, "OWN_GEMM", False)
+    monkeypatch.setattr(cpu_winograd, "ONEDNN_F4_MIN_TILES", 0)
+    monkeypatch.setattr(cpu_winograd, "ONEDNN_MIN_TILES", 0)
+    directs = []
+    real = cpu._BLOCK_OP
+    monkeypatch.setattr(cpu, "_BLOCK_OP", lambda *a: (directs.append(a[15]), real(*a))[1])
+    cfg = GOOGLENET_BLOCKS["3a"]
+    tv = randomize_block(TvInception(*cfg.args())).eval()
+    fused = FusedInception.from_module(tv, backend="cpu").eval()
+    x = torch.randn(1, cfg.in_channels, 11, 13).contiguous(memory_format=layout)
+    with torch.no_grad(), poison_outputs():
+        finite_out = fused(x)
+        monkeypatch.setattr(cpu_winograd, "ONEDNN_F4_ENABLED", False)
+        f2_out = fused(x)
+        monkeypatch.setattr(cpu_winograd, "ONEDNN_F4_ENABLED", True)
+        assert_close_rel(finite_out, ref64(tv, x), torch.float32)
+        assert not torch.equal(finite_out, f2_out), "F(4x4, 3x3) did not run"
+        # one in the middle of a 4x4 tile's window, one at the image's corner
+        x[0, 2, 5, 6] = float(value)
+        x[0, 7, 0, 0] = float(value)
+        out = fused(x)
+        expected = tv.double()(x.double())
+    assert directs[0] is not None and directs[-1] is not None
+    assert torch.equal(out.isnan(), expected.isnan()), (
+        f"NaN masks differ: {int(out.isnan().sum())} NaN, torchvision {int(expected.isnan().sum())}"
+    )
+    assert torch.equal(out.isinf(), expected.isinf()), "inf positions differ"
+    assert torch.equal(out[out.isinf()], expected[expected.isinf()].float()), "inf signs differ"
+    finite = expected.isfinite()
+    assert finite.any() and (~finite).any()
+    assert_close_rel(out[finite], expected[finite], torch.float32)
 
 
 @pytest.mark.parametrize("hw", [(1, 1), (1, 4), (2, 2), (3, 5), (6, 7)])

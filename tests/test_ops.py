@@ -259,16 +259,18 @@ def test_opcheck_inception_block_onednn(layout):
     reason="no conv3x3_relu_winograd operator or no oneDNN in this build",
 )
 @pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last], ids=str)
-def test_opcheck_conv3x3_relu_winograd(layout):
+@pytest.mark.parametrize("tile", [2, 4])
+def test_opcheck_conv3x3_relu_winograd(layout, tile):
     """A prepared network's standalone Winograd 3x3 (plain grouped weight; values against
-    float64 in tests/test_inference.py), in chunks of 4 tiles with a padded last one."""
+    float64 in tests/test_inference.py), in chunks of 4 tiles with a padded last one; F(4x4,
+    3x3) with its direct weight, which it takes for input holding NaN or inf."""
     from fused_inception.backends import cpu_winograd
 
     gen = torch.Generator().manual_seed(9)
     x = torch.randn(2, 5, 5, 6, generator=gen).contiguous(memory_format=layout)
     weight, bias = torch.randn(7, 5, 3, 3, generator=gen), torch.randn(7, generator=gen)
-    grouped = cpu_onednn.conv_weight(cpu_winograd.grouped_weight(weight))
-    args = (x, grouped, bias, 4)
+    grouped = cpu_onednn.conv_weight(cpu_winograd.grouped_weight(weight, tile))
+    args = (x, grouped, bias, 4) + ((weight,) if tile == 4 else ())
     _opcheck(ops.conv3x3_relu_winograd.default, args)
     out = ops.conv3x3_relu_winograd(*args)
     ref = torch.nn.functional.conv2d(x.double(), weight.double(), bias.double(), padding=1)
@@ -285,6 +287,18 @@ def test_opcheck_conv3x3_relu_winograd(layout):
     x0 = x[:, :0]
     out0 = ops.conv3x3_relu_winograd(x0, cpu_winograd.grouped_weight(weight[:, :0]), bias, 4)
     assert torch.equal(out0, torch.relu(bias).view(1, 7, 1, 1).expand(2, 7, 5, 6))
+    if tile == 4:  # NaN and inf where the direct convolution has them
+        x_bad = x.clone()
+        x_bad[0, 1, 2, 3], x_bad[1, 4, 4, 5] = float("nan"), float("inf")
+        out_bad = ops.conv3x3_relu_winograd(x_bad, *args[1:])
+        want = torch.relu(torch.nn.functional.conv2d(x_bad, weight, bias, padding=1))
+        assert torch.equal(out_bad.isnan(), want.isnan()) and bool(want.isnan().any())
+        assert torch.equal(out_bad.isinf(), want.isinf())
+        assert_close_rel(out_bad[want.isfinite()], want[want.isfinite()], torch.float32)
+        with pytest.raises(ValueError, match="needs direct"):
+            ops.conv3x3_relu_winograd(x, grouped, bias, 4)
+        with pytest.raises(ValueError, match="direct must be"):
+            ops.conv3x3_relu_winograd(x, grouped, bias, 4, weight[:, :-1])
     bad_cases = [
         ((x.double(), grouped, bias, 4), "float32 CPU x"),
         ((x[0], grouped, bias, 4), "4-D x"),
@@ -295,7 +309,7 @@ def test_opcheck_conv3x3_relu_winograd(layout):
     ]
     for bad, match in bad_cases:
         with pytest.raises((ValueError, RuntimeError), match=match):
-            ops.conv3x3_relu_winograd(*bad)
+            ops.conv3x3_relu_winograd(*bad, *args[4:])
 
 
 @pytest.mark.skipif(

@@ -194,39 +194,56 @@ bool is_winograd_panels(const at::Tensor& weight) {
          weight.layout() == at::kStrided;
 }
 
+// Winograd positions (16 for F(2x2, 3x3), 36 for F(4x4, 3x3)) of a transformed weight for a
+// branch of c outputs: panels are F(2x2, 3x3)'s; oneDNN's grouped weight [P * c, c_red, 1, 1]
+// tells by its first size.
+int64_t winograd_positions(const at::Tensor& weight, int64_t c) {
+  return !is_winograd_panels(weight) && c > 0 && weight.size(0) == 36 * c ? 36 : 16;
+}
+
 // dst = relu(conv3x3(r', W, pad 1) + bias), r' = relu(r) with relu_input, else r, by Winograd
-// F(2x2, 3x3) (csrc/cpu/winograd_f2x3.h), r being `c_red` channels of y from channel `col` on
-// (y: [N, C, H, W] channels_last), dst a channels_last tensor or channel slice [N, Cout, H, W].
-// The 16 GEMMs of each chunk of `chunk` tiles are one grouped oneDNN 1x1 convolution: V [T, 16,
-// c_red] is an NHWC image of T pixels and 16 * c_red channels, `w_grouped` the transformed
-// weight [16 * Cout, c_red, 1, 1] (group k: U[k]^T), and its output M [T, 16, Cout] is read in
-// place by the output transform. With `w_grouped` as panels [16, P, c_red, 16] the 16 GEMMs run
-// on the own kernel instead, in one parallel loop (gemm_panels.h, gemms). With relu_input the input
-// transform applies r's ReLU, so no ReLU'd copy of r is stored. V and M (16 * (c_red + Cout) floats
-// per tile of one chunk) come from the call's scratch and are reused from chunk to chunk.
-void winograd_branch(const char* op, Scratch& scratch, const at::Tensor& y, int64_t col,
+// F(2x2, 3x3) (csrc/cpu/winograd_f2x3.h), or F(4x4, 3x3) (winograd_f4x3.cpp) for a weight of 36
+// groups, r being `c_red` channels of y from channel `col` on (y: [N, C, H, W] channels_last), dst
+// a channels_last tensor or channel slice [N, Cout, H, W]. The P GEMMs (P = 16, or 36) of each
+// chunk of `chunk` tiles are one grouped oneDNN 1x1 convolution: V [T, P, c_red] is an NHWC image
+// of T pixels and P * c_red channels, `w_grouped` the transformed weight [P * Cout, c_red, 1, 1]
+// (group k: U[k]^T), and its output M [T, P, Cout] is read in place by the output transform. With
+// `w_grouped` as panels [16, ceil(Cout / 16), c_red, 16] (F(2x2, 3x3) only) the 16 GEMMs run on the
+// own kernel instead, in one parallel loop (gemm_panels.h, gemms). With relu_input the input
+// transform applies r's ReLU, so no ReLU'd copy of r is stored. V and M (P * (c_red + Cout) floats
+// per tile of one chunk) come from the call's scratch and are reused from chunk to chunk. Returns
+// true where F(4x4, 3x3) saw a NaN or inf: dst is then not the convolution, which the caller
+// recomputes directly. F(2x2, 3x3) returns false.
+bool winograd_branch(const char* op, Scratch& scratch, const at::Tensor& y, int64_t col,
                      int64_t c_red, bool relu_input, const at::Tensor& w_grouped,
                      const at::Tensor& bias, const at::Tensor& dst, int64_t chunk) {
   const int64_t n = y.size(0), h = y.size(2), w = y.size(3), c_out = dst.size(1);
-  const winograd::TileGrid all = winograd::make_grid(op, n, h, w, 0, std::nullopt);
+  const int64_t positions = winograd_positions(w_grouped, c_out);
+  const int64_t tile = positions == 36 ? 4 : 2;
+  const winograd::TileGrid all = winograd::make_grid(op, n, h, w, 0, std::nullopt, tile);
   const at::Tensor r_rows = nhwc_rows(y).narrow(1, col, c_red), out_rows = nhwc_rows(dst);
   TORCH_INTERNAL_ASSERT(out_rows.is_alias_of(dst), "the Winograd output must be written in place");
   const float* r = r_rows.const_data_ptr<float>();
   float* out = out_rows.mutable_data_ptr<float>();
   const float* b = bias.const_data_ptr<float>();
   const int64_t size = std::min(chunk, all.count);  // every GEMM has this many tiles
-  const at::Tensor v = scratch.nhwc(1, 16 * c_red, 1, size);
-  const at::Tensor m = scratch.nhwc(1, 16 * c_out, 1, size);
+  const at::Tensor v = scratch.nhwc(1, positions * c_red, 1, size);
+  const at::Tensor m = scratch.nhwc(1, positions * c_out, 1, size);
   float* v_data = v.mutable_data_ptr<float>();
   float* m_data = m.mutable_data_ptr<float>();
   // w_grouped as gemm_panels.h's panels [16, ceil(Cout / 16), c_red, 16] (group k: U[k]), or
   // oneDNN's grouped 1x1 weight [16 * Cout, c_red, 1, 1].
   const bool own_gemm = is_winograd_panels(w_grouped);
   const int64_t group_floats = own_gemm ? w_grouped[0].numel() : 0;
+  bool nonfinite = false;
   for (int64_t begin = 0; begin < all.count; begin += size) {
     const int64_t count = std::min(size, all.count - begin);
-    const winograd::TileGrid grid = winograd::make_grid(op, n, h, w, begin, count);
-    winograd::input_tiles(grid, r, r_rows.stride(0), c_red, relu_input, v_data);
+    const winograd::TileGrid grid = winograd::make_grid(op, n, h, w, begin, count, tile);
+    if (tile == 4) {
+      winograd::input_tiles4(grid, r, r_rows.stride(0), c_red, relu_input, v_data);
+    } else {
+      winograd::input_tiles(grid, r, r_rows.stride(0), c_red, relu_input, v_data);
+    }
     if (own_gemm) {  // the 16 GEMMs M[., k, :] = V[., k, :] U[k] in one parallel loop
       std::vector<GemmJob> jobs;
       for (int64_t k = 0; k < 16; ++k) {
@@ -241,12 +258,18 @@ void winograd_branch(const char* op, Scratch& scratch, const at::Tensor& y, int6
       // The last chunk is padded with zero tiles, whose outputs are not read: a weight
       // reordered for one GEMM size makes oneDNN reorder it back on every call of another size
       // (4e's 392-tile weight on 32 tiles: 40x slower).
-      std::fill(v_data + count * 16 * c_red, v_data + size * 16 * c_red, 0.f);
-      onednn_conv_into(m, v, w_grouped, std::nullopt, 16);  // M [T, 16, Cout]
+      std::fill(v_data + count * positions * c_red, v_data + size * positions * c_red, 0.f);
+      onednn_conv_into(m, v, w_grouped, std::nullopt, positions);  // M [T, positions, Cout]
     }
-    winograd::output_tiles(grid, m.const_data_ptr<float>(), 16 * c_out, c_out, b, out,
-                           out_rows.stride(0), c_out);
+    if (tile == 4) {
+      nonfinite |= winograd::output_tiles4(grid, m.const_data_ptr<float>(), 36 * c_out, c_out, b,
+                                           out, out_rows.stride(0), c_out);
+    } else {
+      winograd::output_tiles(grid, m.const_data_ptr<float>(), 16 * c_out, c_out, b, out,
+                             out_rows.stride(0), c_out);
+    }
   }
+  return nonfinite;
 }
 
 // Panels (any of the own kernel's weights) are read as dense float32 CPU memory.
@@ -256,10 +279,13 @@ void check_panels_data(const char* op, const at::Tensor& weight, const char* nam
       ": panels ", name, " must be a contiguous float32 CPU tensor");
 }
 
-// A Winograd weight must be [16 * c, c_red, 1, 1] for a branch of c outputs from c_red inputs,
-// or its 16 groups as gemm_panels.h's panels [16, ceil(c / 16), c_red, 16].
+// A Winograd weight must be [16 * c, c_red, 1, 1] (F(2x2, 3x3)) or [36 * c, c_red, 1, 1]
+// (F(4x4, 3x3), which needs `direct`, the plain [c, c_red, 3, 3] weight for a recompute) for a
+// branch of c outputs from c_red inputs, or F(2x2, 3x3)'s 16 groups as gemm_panels.h's panels
+// [16, ceil(c / 16), c_red, 16].
 void check_grouped_weight(const char* op, const at::Tensor& weight, const char* name, int64_t c,
-                          int64_t c_red) {
+                          int64_t c_red, const std::optional<at::Tensor>& direct,
+                          const char* direct_name) {
   if (is_winograd_panels(weight)) {
     TORCH_CHECK_VALUE(weight.size(1) == (c + 15) / 16 && weight.size(2) == c_red, op,
                       ": with Winograd, ", name, " as panels must be [16, ", (c + 15) / 16, ", ",
@@ -267,10 +293,23 @@ void check_grouped_weight(const char* op, const at::Tensor& weight, const char* 
     check_panels_data(op, weight, name);
     return;
   }
-  TORCH_CHECK_VALUE(weight.dim() == 4 && weight.size(0) == 16 * c && weight.size(1) == c_red &&
-                        weight.size(2) == 1 && weight.size(3) == 1,
+  TORCH_CHECK_VALUE(weight.dim() == 4 && (weight.size(0) == 16 * c || weight.size(0) == 36 * c) &&
+                        weight.size(1) == c_red && weight.size(2) == 1 && weight.size(3) == 1,
                     op, ": with Winograd, ", name, " must be the transformed ", "weight [16 * ", c,
-                    ", ", c_red, ", 1, 1], got shape ", weight.sizes());
+                    ", ", c_red, ", 1, 1] (F(2x2, 3x3)) or [36 * ", c, ", ", c_red,
+                    ", 1, 1] (F(4x4, 3x3)), got shape ", weight.sizes());
+  if (winograd_positions(weight, c) == 36) {
+    TORCH_CHECK_VALUE(direct.has_value(), op, ": F(4x4, 3x3) needs ", direct_name,
+                      ", the plain 3x3 weight, for inputs with NaN or inf");
+    TORCH_CHECK_VALUE(direct->dim() == 4 && direct->size(0) == c && direct->size(1) == c_red &&
+                          direct->size(2) == 3 && direct->size(3) == 3,
+                      op, ": ", direct_name, " must be [", c, ", ", c_red, ", 3, 3], got shape ",
+                      direct->sizes());
+    TORCH_CHECK_TYPE(direct->scalar_type() == at::kFloat, op, ": ", direct_name,
+                     " must be float32, got ", direct->scalar_type());
+    TORCH_CHECK(direct->device().is_cpu(), op, ": ", direct_name, " must be a CPU tensor, got ",
+                direct->device());
+  }
 }
 
 // A KxK weight (K = `kernel`; 0: none fits) given as gemm_panels.h's panels [ceil(c / 16),
@@ -304,13 +343,12 @@ void conv_into(const at::Tensor& src, int64_t src_row, int64_t kernel, const at:
                  panels.const_data_ptr<float>(), b.size(0), b.const_data_ptr<float>(), ranges);
 }
 
-at::Tensor inception_block_onednn_cpu(const at::Tensor& x, const at::Tensor& w_x,
-                                      const at::Tensor& b_x, const at::Tensor& w2,
-                                      const at::Tensor& b2, const at::Tensor& w3,
-                                      const at::Tensor& b3, const at::Tensor& w_pool,
-                                      const at::Tensor& b_pool, int64_t c1, int64_t c2r,
-                                      bool poison, bool winograd2, bool winograd3,
-                                      int64_t winograd_tiles) {
+at::Tensor inception_block_onednn_cpu(
+    const at::Tensor& x, const at::Tensor& w_x, const at::Tensor& b_x, const at::Tensor& w2,
+    const at::Tensor& b2, const at::Tensor& w3, const at::Tensor& b3, const at::Tensor& w_pool,
+    const at::Tensor& b_pool, int64_t c1, int64_t c2r, bool poison, bool winograd2, bool winograd3,
+    int64_t winograd_tiles, const std::optional<at::Tensor>& direct2,
+    const std::optional<at::Tensor>& direct3) {
   TORCH_CHECK_VALUE(x.dim() == 4, "inception_block_onednn: expected a 4-D x [N, C, H, W], got ",
                     x.dim(), "-D");
   TORCH_CHECK(x.device().is_cpu() && x.scalar_type() == at::kFloat,
@@ -332,8 +370,12 @@ at::Tensor inception_block_onednn_cpu(const at::Tensor& x, const at::Tensor& w_x
   TORCH_CHECK_VALUE(!(winograd2 || winograd3) || winograd_tiles > 0,
                     "inception_block_onednn: winograd_tiles must be positive, got ",
                     winograd_tiles);
-  if (winograd2) check_grouped_weight("inception_block_onednn", w2, "w2", c2, c2r);
-  if (winograd3) check_grouped_weight("inception_block_onednn", w3, "w3", c3, c3r);
+  if (winograd2) {
+    check_grouped_weight("inception_block_onednn", w2, "w2", c2, c2r, direct2, "direct2");
+  }
+  if (winograd3) {
+    check_grouped_weight("inception_block_onednn", w3, "w3", c3, c3r, direct3, "direct3");
+  }
   const int64_t n = x.size(0), c_in = x.size(1), h = x.size(2), w = x.size(3);
   // A 3-D w_x or w_pool is panels for the package's own GEMM (gemm_panels.h), which stores
   // each branch's columns with their ReLU; a 4-D one is oneDNN's convolution weight.
@@ -424,16 +466,21 @@ at::Tensor inception_block_onednn_cpu(const at::Tensor& x, const at::Tensor& w_x
       const at::Tensor &weight, &bias;
       bool winograd;
       int64_t own_kernel;  // > 0: the branch's KxK convolution on gemm_panels.h's kernel
-    } branches[2] = {{reduced[0], c2r, c1, c2, w2, bias2, winograd2, kernel2},
-                     {reduced[1], c3r, c1 + c2, c3, w3, bias3, winograd3, kernel3}};
+      const std::optional<at::Tensor>& direct;  // F(4x4, 3x3)'s plain weight
+    } branches[2] = {{reduced[0], c2r, c1, c2, w2, bias2, winograd2, kernel2, direct2},
+                     {reduced[1], c3r, c1 + c2, c3, w3, bias3, winograd3, kernel3, direct3}};
     for (const auto& br : branches) {
       const at::Tensor slice = out.narrow(1, br.c_out_col, br.c);
+      bool direct = !br.winograd;
       if (br.winograd) {
         const at::Tensor dst = channels_last ? slice : scratch.nhwc(n, br.c, h, w);
-        winograd_branch("inception_block_onednn", scratch, br.r.source, br.r.col, br.c_red,
-                        br.r.relu, br.weight, br.bias, dst, winograd_tiles);
-        if (!channels_last) store_nchw(slice, dst, /*relu=*/false);
-      } else {
+        // F(4x4, 3x3) that saw NaN or inf: the branch again, by the direct convolution.
+        direct = winograd_branch("inception_block_onednn", scratch, br.r.source, br.r.col, br.c_red,
+                                 br.r.relu, br.weight, br.bias, dst, winograd_tiles);
+        if (!channels_last && !direct) store_nchw(slice, dst, /*relu=*/false);
+      }
+      if (direct) {
+        const at::Tensor& weight = br.winograd ? *br.direct : br.weight;
         at::Tensor r = br.r.source;
         if (br.r.relu) {
           r = scratch.nhwc(n, br.c_red, h, w);
@@ -445,7 +492,7 @@ at::Tensor inception_block_onednn_cpu(const at::Tensor& x, const at::Tensor& w_x
           if (!channels_last) store_nchw(slice, dst, /*relu=*/false);
         } else {
           const at::Tensor z = scratch.nhwc(n, br.c, h, w);
-          onednn_conv_into(z, r, br.weight, br.bias);
+          onednn_conv_into(z, r, weight, br.bias);
           store_relu(slice, z);
         }
       }
@@ -459,7 +506,8 @@ at::Tensor inception_block_onednn_cpu(const at::Tensor& x, const at::Tensor& w_x
 // network's FoldedConvUnit, e.g. GoogLeNet's conv3, 64 -> 192 at 56x56). The output has x's
 // memory format (channels_last for strictly channels_last x, else contiguous).
 at::Tensor conv3x3_relu_winograd_cpu(const at::Tensor& x, const at::Tensor& weight,
-                                     const at::Tensor& bias, int64_t tiles) {
+                                     const at::Tensor& bias, int64_t tiles,
+                                     const std::optional<at::Tensor>& direct) {
   constexpr const char* op = "conv3x3_relu_winograd";
   TORCH_CHECK_VALUE(x.dim() == 4, op, ": expected a 4-D x [N, C, H, W], got ", x.dim(), "-D");
   TORCH_CHECK(x.device().is_cpu() && x.scalar_type() == at::kFloat, op,
@@ -469,7 +517,7 @@ at::Tensor conv3x3_relu_winograd_cpu(const at::Tensor& x, const at::Tensor& weig
               ": expected a float32 CPU bias, got ", bias.scalar_type(), " on ", bias.device());
   const int64_t n = x.size(0), c_in = x.size(1), h = x.size(2), w = x.size(3);
   const int64_t c_out = bias.size(0);
-  check_grouped_weight(op, weight, "weight", c_out, c_in);
+  check_grouped_weight(op, weight, "weight", c_out, c_in, direct, "direct");
   TORCH_CHECK_VALUE(tiles > 0, op, ": tiles must be positive, got ", tiles);
   const bool channels_last = x.is_contiguous(at::MemoryFormat::ChannelsLast) && !x.is_contiguous();
   at::Tensor out = at::empty(
@@ -487,8 +535,18 @@ at::Tensor conv3x3_relu_winograd_cpu(const at::Tensor& x, const at::Tensor& weig
   Scratch scratch(x.options());
   const at::Tensor x_nhwc = nhwc_input(scratch, x);
   const at::Tensor dst = channels_last ? out : scratch.nhwc(n, c_out, h, w);
-  winograd_branch(op, scratch, x_nhwc, 0, c_in, /*relu_input=*/false, weight, bias.contiguous(),
-                  dst, tiles);
+  const at::Tensor b = bias.contiguous();
+  if (winograd_branch(op, scratch, x_nhwc, 0, c_in, /*relu_input=*/false, weight, b, dst, tiles)) {
+    // F(4x4, 3x3) saw NaN or inf: the direct convolution instead.
+    const at::Tensor z = scratch.nhwc(n, c_out, h, w);
+    onednn_conv_into(z, x_nhwc, *direct, b);
+    if (channels_last) {
+      relu_into(out, z);
+    } else {
+      store_nchw(out, z, /*relu=*/true);
+    }
+    return out;
+  }
   if (!channels_last) store_nchw(out, dst, /*relu=*/false);
   return out;
 }

@@ -61,14 +61,7 @@ constexpr int64_t kTilesPerTask = 16;
 // torch.relu's value: x < 0 -> 0, NaN stays NaN.
 inline float relu(float x) { return x < 0.f ? 0.f : x; }
 
-// The same on the bits, for loops that must vectorise: a float comparison on loaded values is a
-// branch GCC will not if-convert (it may trap), an integer select it will. Zeroed where the sign
-// bit is set and the value is not NaN (magnitude bits <= those of inf); -0 becomes +0.
-inline float relu_bits(float x) {
-  const uint32_t u = std::bit_cast<uint32_t>(x);
-  const uint32_t negative = (u >> 31) & static_cast<uint32_t>((u & 0x7fffffffu) <= 0x7f800000u);
-  return std::bit_cast<float>(u & (negative - 1u));
-}
+using detail::relu_bits;
 
 // V[k][t][c] for k = 4*i + j: (B^T d B)[i][j], B^T = [[1,0,-1,0],[0,1,1,0],[0,-1,1,0],[0,1,0,-1]].
 // src[i][j] points at the channel vector of input pixel (i, j) of the window, or at zeros; with
@@ -161,14 +154,6 @@ void check_shape(const char* op, const at::Tensor& t, const char* name, at::IntA
                    t.scalar_type());
 }
 
-// Where tile t starts: image, tile row, tile column.
-struct TilePos {
-  int64_t img, ty, tx;
-};
-TilePos tile_pos(const TileGrid& grid, int64_t t) {
-  return {t / (grid.tiles_y * grid.tiles_x), (t / grid.tiles_x) % grid.tiles_y, t % grid.tiles_x};
-}
-
 // r: [n*h*w, C] -> V: [tile_count, 16, C] for the tiles [tile_begin, tile_begin + tile_count)
 // (all tiles from tile_begin on when tile_count is None). The 4x4 windows read r's rows of
 // any tile, so r is always the whole tensor, whatever the range.
@@ -217,17 +202,19 @@ void winograd_f2x3_output_cpu(const at::Tensor& m, const at::Tensor& bias, const
 // n, h, w and the range come straight from the caller, so every product and sum of them is
 // checked: a wrapped n*h*w once passed the row check and sent the kernel 2^62 elements away.
 TileGrid make_grid(const char* op, int64_t batch, int64_t height, int64_t width, int64_t tile_begin,
-                   std::optional<int64_t> tile_count) {
+                   std::optional<int64_t> tile_count, int64_t tile) {
   TORCH_CHECK_VALUE(batch >= 0 && height >= 1 && width >= 1, op,
                     ": expected n >= 0, h >= 1, w >= 1, got n=", batch, " h=", height,
                     " w=", width);
-  // ceil(h/2) without h + 1, which overflows for h = 2^63 - 1.
-  const int64_t tiles_y = height / 2 + height % 2, tiles_x = width / 2 + width % 2;
+  TORCH_INTERNAL_ASSERT(tile == 2 || tile == 4, op, ": Winograd tiles are 2 or 4, got ", tile);
+  // ceil(h/tile) without h + tile - 1, which overflows for h = 2^63 - 1.
+  const int64_t tiles_y = height / tile + (height % tile != 0),
+                tiles_x = width / tile + (width % tile != 0);
   int64_t tiles = 0;
   TORCH_CHECK_VALUE(
       !c10::mul_overflows(tiles_y, tiles_x, &tiles) && !c10::mul_overflows(batch, tiles, &tiles),
-      op, ": the tile count n*ceil(h/2)*ceil(w/2) = ", batch, " * ", tiles_y, " * ", tiles_x,
-      " overflows int64");
+      op, ": the tile count n*ceil(h/", tile, ")*ceil(w/", tile, ") = ", batch, " * ", tiles_y,
+      " * ", tiles_x, " overflows int64");
   // (begin <= tiles - count rather than begin + count <= tiles: no overflow near 2^63)
   TORCH_CHECK_VALUE(tile_begin >= 0 && tile_begin <= tiles, op, ": tile_begin must be in [0, ",
                     tiles, "] (the tiles of n=", batch, " h=", height, " w=", width, "), got ",
@@ -236,7 +223,7 @@ TileGrid make_grid(const char* op, int64_t batch, int64_t height, int64_t width,
   TORCH_CHECK_VALUE(count >= 0 && count <= tiles - tile_begin, op, ": tile_count must be in [0, ",
                     tiles - tile_begin, "] (tiles left after tile_begin=", tile_begin, " of ",
                     tiles, "), got ", count);
-  return {batch, height, width, tiles_y, tiles_x, tile_begin, count};
+  return {batch, height, width, tiles_y, tiles_x, tile_begin, count, tile};
 }
 
 int64_t pixel_rows(const char* op, const TileGrid& grid) {
@@ -250,46 +237,25 @@ int64_t pixel_rows(const char* op, const TileGrid& grid) {
 
 void input_tiles(const TileGrid& grid, const float* r, int64_t ld, int64_t channels, bool relu,
                  float* v) {
-  const int64_t h = grid.height, w = grid.width, first = grid.begin;
-  const std::vector<float> zeros(channels, 0.f);
-  fused_inception::parallel_for(
-      first, first + grid.count, kTilesPerTask, [&](int64_t begin, int64_t end) {
-        for (int64_t t = begin; t < end; ++t) {
-          const TilePos p = tile_pos(grid, t);
-          const float* src[4][4];
-          for (int i = 0; i < 4; ++i) {
-            const int64_t y = 2 * p.ty - 1 + i;
-            for (int j = 0; j < 4; ++j) {
-              const int64_t x = 2 * p.tx - 1 + j;
-              const bool inside = y >= 0 && y < h && x >= 0 && x < w;
-              src[i][j] = inside ? r + ((p.img * h + y) * w + x) * ld : zeros.data();
-            }
-          }
-          float* dst = v + (t - first) * 16 * channels;
-          if (relu) {
-            input_tile_relu(src, dst, channels, channels);
-          } else {
-            input_tile(src, dst, channels, channels);
-          }
-        }
-      });
+  detail::for_each_window<2>(grid, r, ld, channels, v, kTilesPerTask,
+                             [&](const float* const src[4][4], float* dst) {
+                               if (relu) {
+                                 input_tile_relu(src, dst, channels, channels);
+                               } else {
+                                 input_tile(src, dst, channels, channels);
+                               }
+                             });
 }
 
 void output_tiles(const TileGrid& grid, const float* m, int64_t tile_stride, int64_t pos_stride,
                   const float* bias, float* out, int64_t ld, int64_t channels) {
-  const int64_t h = grid.height, w = grid.width, first = grid.begin;
+  const int64_t first = grid.begin;
   fused_inception::parallel_for(
       first, first + grid.count, kTilesPerTask, [&](int64_t begin, int64_t end) {
         std::vector<float> scratch(channels);
         for (int64_t t = begin; t < end; ++t) {
-          const TilePos p = tile_pos(grid, t);
           float* dst[2][2];
-          for (int i = 0; i < 2; ++i) {
-            for (int j = 0; j < 2; ++j) {
-              const int64_t y = 2 * p.ty + i, x = 2 * p.tx + j;
-              dst[i][j] = (y < h && x < w) ? out + ((p.img * h + y) * w + x) * ld : scratch.data();
-            }
-          }
+          detail::output_rows<2>(grid, t, out, ld, scratch.data(), dst);
           output_tile(m + (t - first) * tile_stride, pos_stride, bias, dst, channels);
         }
       });

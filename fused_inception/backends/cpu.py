@@ -120,17 +120,22 @@ def forward(x: Tensor, packed: CpuPacked) -> Tensor:
         n, _, h, w = shape
         chunk = winograd.onednn_chunk(n, h, w)
         own = onednn.own_gemm()  # the 1x1s and direct KxKs on the own kernel, as panels
-        kxk, use_winograd = [], []
+        kxk, use_winograd, direct = [], [], []
         for tag, c_red in (("2", packed.c2r), ("3", packed.c3r)):
             plain = weights.plain[tag]
-            use_winograd.append(winograd.onednn_takes(plain.shape, n, h, w))
+            tile = winograd.onednn_tile(plain.shape, n, h, w, own)
+            use_winograd.append(tile > 0)
+            # F(4x4, 3x3) recomputes directly, from the plain weight, where it meets NaN or inf
+            direct.append(plain if tile == 4 else None)
             if use_winograd[-1] and own:  # the transformed weight's 16 GEMMs as panels
                 make = lambda p=plain: winograd.grouped_panels(p)  # noqa: E731
                 kxk.append(weights.panels(tag + "w", make))
             elif use_winograd[-1]:  # the transformed weight, reordered for one chunk's V
-                make = lambda p=plain: winograd.grouped_weight(p)  # noqa: E731
-                gemm_input = winograd.onednn_gemm_input(c_red, chunk)
-                kxk.append(weights.derived(tag + "w", make, gemm_input, groups=16))
+                make = lambda p=plain, t=tile: winograd.grouped_weight(p, t)  # noqa: E731
+                tiles = winograd.winograd_tiles(n, h, w, tile)
+                gemm_input = winograd.onednn_gemm_input(c_red, chunk, tile, tiles)
+                groups = 36 if tile == 4 else 16
+                kxk.append(weights.derived(f"{tag}w{tile}", make, gemm_input, groups=groups))
             elif own:
                 kxk.append(weights.panels(tag))
             else:  # reordered for the kxk convolution's input, r2 or r3
@@ -142,6 +147,7 @@ def forward(x: Tensor, packed: CpuPacked) -> Tensor:
         return _BLOCK_OP(
             x, w_x, packed.b_x, kxk[0], packed.b2, kxk[1], packed.b3, w_pool, packed.b4,
             packed.c1, packed.c2r, output_poisoned(), use_winograd[0], use_winograd[1], chunk,
+            direct[0], direct[1],
         )  # fmt: skip
     return _forward(x, packed, keep_reduced=False)[0]
 

@@ -192,7 +192,7 @@ def relu_channels_last(t: Tensor) -> Tensor:
 @_ext.register_fake("inception_block_onednn")
 def _inception_block_onednn_fake(
     x, w_x, b_x, w2, b2, w3, b3, w_pool, b_pool, c1, c2r, poison, winograd2=False,
-    winograd3=False, winograd_tiles=0,
+    winograd3=False, winograd_tiles=0, direct2=None, direct3=None,
 ):  # fmt: skip
     n, _, h, w = x.shape
     shape = (n, c1 + b2.shape[0] + b3.shape[0] + b_pool.shape[0], h, w)
@@ -200,7 +200,7 @@ def _inception_block_onednn_fake(
 
 
 @_ext.register_fake("conv3x3_relu_winograd")
-def _conv3x3_relu_winograd_fake(x, weight, bias, tiles):
+def _conv3x3_relu_winograd_fake(x, weight, bias, tiles, direct=None):
     n, _, h, w = x.shape
     out = x.new_empty((n, bias.shape[0], h, w))
     return out.contiguous(memory_format=output_memory_format(x))

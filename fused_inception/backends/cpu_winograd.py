@@ -19,7 +19,9 @@ The transforms are the C++ operators fused_inception::winograd_f2x3_input and
 winograd_f2x3_output_ (csrc/cpu/winograd_f2x3.cpp); their typed wrappers and fake kernels are
 here. The float32 path on oneDNN has its own Winograd inside the eval block operator
 (csrc/cpu/block_onednn.cpp): the same transforms around a grouped oneDNN convolution, with the
-policy and chunk size below (ONEDNN_*).
+policy and chunk size below (ONEDNN_*), and where the batch has enough tiles F(4x4, 3x3)
+(csrc/cpu/winograd_f4x3.cpp: 36 GEMMs per 4x4 outputs, 4x fewer multiply-adds than the direct
+convolution; onednn_tile), which recomputes a branch directly where it meets NaN or inf.
 """
 
 from __future__ import annotations
@@ -74,6 +76,31 @@ def transform_weight(weight: Tensor) -> Tensor:
     return (_GG @ taps).reshape(16, c_in, c_out).to(weight.dtype)
 
 
+# G of F(4x4, 3x3) (Lavin and Gray's, points 0, +-1, +-2 and infinity; csrc/cpu/winograd_f4x3.cpp
+# has B^T and A^T): U = G W G^T, one 6x6 matrix per (input, output) channel pair. Its entries
+# (1/4, 1/6, 1/12, 1/24) are not exact in float32, so the transform runs in float64.
+_G4 = torch.tensor(
+    [
+        [1 / 4, 0.0, 0.0],
+        [-1 / 6, -1 / 6, -1 / 6],
+        [-1 / 6, 1 / 6, -1 / 6],
+        [1 / 24, 1 / 12, 1 / 6],
+        [1 / 24, -1 / 12, 1 / 6],
+        [0.0, 0.0, 1.0],
+    ],
+    dtype=torch.float64,
+)
+_GG4 = torch.kron(_G4, _G4)  # [36, 9]
+
+
+def transform_weight4(weight: Tensor) -> Tensor:
+    """weight: [Cout, Cin, 3, 3] -> U: [36, Cin, Cout] in weight's dtype (G W G^T of F(4x4,
+    3x3), computed in float64; the eval operator's weights, transformed once per packing)."""
+    c_out, c_in = weight.shape[:2]
+    taps = weight.detach().double().permute(2, 3, 1, 0).reshape(9, c_in * c_out)
+    return (_GG4 @ taps).reshape(36, c_in, c_out).to(weight.dtype)
+
+
 def winograd_pays(h: int, w: int, c_in: int, c_out: int) -> bool:
     """Whether F(2,3) beats the direct convolution for this shape (see module docstring)."""
     return h * w >= MIN_PIXELS and c_in >= MIN_IN_CHANNELS and c_out >= MIN_OUT_CHANNELS
@@ -96,11 +123,16 @@ ONEDNN_MIN_OUT_CHANNELS = 64
 # (7x7, 16 tiles) ran 0.90-0.97x of the direct convolution, 14x14 at batch 1 (49 tiles)
 # 1.09-1.16x, 7x7 at batch 8 (128 tiles) 1.07x (README "Backends").
 ONEDNN_MIN_TILES = 32
+# F(4x4, 3x3) on oneDNN's grouped GEMM where the batch has at least this many 4x4 tiles
+# (onednn_tile); off: F(2x2, 3x3) wherever Winograd runs.
+ONEDNN_F4_ENABLED = True
+ONEDNN_F4_MIN_TILES = 32
 
 
-def winograd_tiles(n: int, h: int, w: int) -> int:
-    """F(2x2, 3x3) tiles of an n x h x w batch: one per 2x2 outputs, per image."""
-    return n * ((h + 1) // 2) * ((w + 1) // 2)
+def winograd_tiles(n: int, h: int, w: int, tile: int = 2) -> int:
+    """Winograd tiles of an n x h x w batch: one per tile x tile outputs (2: F(2x2, 3x3), 4:
+    F(4x4, 3x3)), per image."""
+    return n * -(-h // tile) * -(-w // tile)
 
 
 def onednn_winograd_pays(n: int, h: int, w: int, c_in: int, c_out: int) -> bool:
@@ -123,20 +155,38 @@ def onednn_winograd_pays(n: int, h: int, w: int, c_in: int, c_out: int) -> bool:
 
 def onednn_takes(weight_shape: tuple[int, ...], n: int, h: int, w: int) -> bool:
     """Whether the oneDNN path runs a stride-1, padding-1 convolution of this weight shape
-    [Cout, Cin, kh, kw] on an n x Cin x h x w input as Winograd F(2x2, 3x3): switched on, 3x3,
-    and paying (the eval block operator's kxk branches and a prepared network's
+    [Cout, Cin, kh, kw] on an n x Cin x h x w input as Winograd (onednn_tile > 0): switched on,
+    3x3, and paying (the eval block operator's kxk branches and a prepared network's
     FoldedConvUnit)."""
     c_out, c_in, kh, kw = weight_shape
     return ONEDNN_ENABLED and (kh, kw) == (3, 3) and onednn_winograd_pays(n, h, w, c_in, c_out)
 
 
-def grouped_weight(weight: Tensor) -> Tensor:
-    """weight [Cout, Cin, 3, 3] -> the grouped 1x1 weight [16 * Cout, Cin, 1, 1] whose group k
-    is U[k]^T (U = transform_weight(weight)), as the plain channels_last weight oneDNN reads:
-    the oneDNN path's 16 Winograd GEMMs as one grouped convolution over V [T, 16, Cin] seen as
-    an NHWC image of 16 * Cin channels (onednn_gemm_input)."""
+def onednn_tile(weight_shape: tuple[int, ...], n: int, h: int, w: int, own_gemm: bool) -> int:
+    """The Winograd tile the oneDNN path runs this convolution with: 0 (direct), 2 (F(2x2,
+    3x3)) or 4 (F(4x4, 3x3), on oneDNN's GEMM only: `own_gemm` False).
+
+    F(4x4, 3x3) does 36 products per 16 outputs against F(2x2, 3x3)'s 16 per 4: its 36 grouped
+    GEMMs took 0.48-0.72x the time of the 16 of F(2x2, 3x3) on every GoogLeNet b2 at batch 8 and
+    0.62x on 3a/3b at batch 1 (2-core Sapphire Rapids, 2026-12-03), but 0.97x at 16 tiles (14x14,
+    batch 1) and 1.66x at 4 (7x7, batch 1): it needs ONEDNN_F4_MIN_TILES 4x4 tiles.
+    """
+    if not onednn_takes(weight_shape, n, h, w):
+        return 0
+    if ONEDNN_F4_ENABLED and not own_gemm and winograd_tiles(n, h, w, 4) >= ONEDNN_F4_MIN_TILES:
+        return 4
+    return 2
+
+
+def grouped_weight(weight: Tensor, tile: int = 2) -> Tensor:
+    """weight [Cout, Cin, 3, 3] -> the grouped 1x1 weight [P * Cout, Cin, 1, 1] whose group k
+    is U[k]^T (U = transform_weight(weight), P = 16; tile 4: transform_weight4, P = 36), as the
+    plain channels_last weight oneDNN reads: the oneDNN path's P Winograd GEMMs as one grouped
+    convolution over V [T, P, Cin] seen as an NHWC image of P * Cin channels
+    (onednn_gemm_input)."""
     c_out, c_in = weight.shape[:2]
-    grouped = transform_weight(weight).transpose(1, 2).reshape(16 * c_out, c_in, 1, 1)
+    u = transform_weight4(weight) if tile == 4 else transform_weight(weight)
+    grouped = u.transpose(1, 2).reshape(u.shape[0] * c_out, c_in, 1, 1)
     return conv_weight(grouped)
 
 
@@ -150,14 +200,19 @@ def grouped_panels(weight: Tensor) -> Tensor:
 
 
 def onednn_chunk(n: int, h: int, w: int) -> int:
-    """Tiles per grouped convolution for an n x h x w batch (all of them if fewer)."""
+    """Tiles per grouped convolution for an n x h x w batch (all of them if fewer), the chunk
+    the eval operator is given; a branch in F(4x4, 3x3) takes min(chunk, its tiles)."""
     return max(1, min(ONEDNN_TILES_PER_CHUNK, winograd_tiles(n, h, w)))
 
 
-def onednn_gemm_input(c_in: int, chunk: int) -> tuple[int, int, int, int]:
+def onednn_gemm_input(
+    c_in: int, chunk: int, tile: int = 2, tiles: int | None = None
+) -> tuple[int, int, int, int]:
     """The input shape of the grouped convolution over one chunk's V, for reordering its
-    weight: [1, 16 * Cin, 1, chunk] (chunk tiles as the pixels of one image)."""
-    return (1, 16 * c_in, 1, chunk)
+    weight: [1, P * Cin, 1, size] (P = 16, or 36 for tile 4; size = min(chunk, tiles) tiles as
+    the pixels of one image: what the operator runs for a branch of `tiles` tiles)."""
+    size = chunk if tiles is None else max(1, min(chunk, tiles))
+    return (1, (36 if tile == 4 else 16) * c_in, 1, size)
 
 
 def winograd_f2x3_input(
