@@ -91,11 +91,12 @@ TORCH_LIBRARY(fused_inception, m) {
   // (csrc/cpu/block_onednn.cpp): x [N, C, H, W] float32, weight the transformed [16 * Cout, C,
   // 1, 1] (plain or reordered by oneDNN for one chunk [1, 16 * C, 1, tiles]), bias [Cout], in
   // chunks of `tiles` tiles; or F(4x4, 3x3) for a weight [36 * Cout, C, 1, 1], `direct` then
-  // the plain weight [Cout, C, 3, 3] for a direct recompute where it meets NaN or inf. Returns [N,
+  // the plain weight [Cout, C, 3, 3] for a direct recompute where it meets NaN or inf, and
+  // which may leave the ReLU out (relu=False: the training backward's input gradients). Returns [N,
   // Cout, H, W] in x's memory format.
   m.def(
-      "conv3x3_relu_winograd(Tensor x, Tensor weight, Tensor bias, int tiles, Tensor? direct=None) "
-      "-> Tensor");
+      "conv3x3_relu_winograd(Tensor x, Tensor weight, Tensor bias, int tiles, Tensor? direct=None, "
+      "bool relu=True) -> Tensor");
   // relu(convKxK(x, W, stride, zero padding) + bias) by the package's own kernel
   // (csrc/cpu/gemm_panels.cpp): x [N, C, H, W] float32 with channels_last pixel rows (or a
   // channel slice of such a tensor), panels the weight [Cout, K, K, C] packed as [ceil(Cout /

@@ -28,6 +28,7 @@ from torch import Tensor
 
 from . import _ext  # (also loads the C++ library that declares the operator schemas)
 from .backends import cpu_onednn as onednn
+from .backends import cpu_winograd as winograd
 from .backends import resolve_backend
 from .backends.cpu_maxpool import max_pool3x3, max_pool3x3_nhwc_backward_add_
 from .backends.output import output_memory_format
@@ -305,10 +306,24 @@ def _backward(ctx, grad_out: Tensor):
             continue
         r = reduced[tag]
         k = w_kxk.shape[-1]
-        grad_r, grads[f"w{tag}"], grads[f"b{tag}"] = torch.ops.aten.convolution_backward(
-            _nchw(g_kxk, n, h, w), r, w_kxk, [w_kxk.shape[0]],
-            [1, 1], [k // 2, k // 2], [1, 1], False, [0, 0], 1, mask,
-        )  # fmt: skip
+        grad_r = None
+        if (
+            need_red
+            and r.device.type == "cpu"
+            and onednn.available(r.dtype)
+            and winograd.training_f4(tuple(w_kxk.shape), n, h, w)
+        ):
+            # The input gradient, a 3x3 convolution of g with W's taps reversed and its
+            # channels swapped, by F(4x4, 3x3) as the forward's (backends/cpu_winograd.py).
+            g_dense = _nchw(g_kxk.contiguous(), n, h, w)
+            grad_r = winograd.conv3x3_f4(g_dense, w_kxk.flip(2, 3).transpose(0, 1), None, False)
+            mask = [False, mask[1], mask[2]]
+        if any(mask):
+            grad_rk, grads[f"w{tag}"], grads[f"b{tag}"] = torch.ops.aten.convolution_backward(
+                _nchw(g_kxk, n, h, w), r, w_kxk, [w_kxk.shape[0]],
+                [1, 1], [k // 2, k // 2], [1, 1], False, [0, 0], 1, mask,
+            )  # fmt: skip
+            grad_r = grad_rk if grad_r is None else grad_r
         if need_red:
             g_red = _rows(torch.ops.aten.threshold_backward(grad_r, r, 0))
             x_readers.append((f"{tag}r", g_red, w_red))

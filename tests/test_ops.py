@@ -295,6 +295,14 @@ def test_opcheck_conv3x3_relu_winograd(layout, tile):
         assert torch.equal(out_bad.isnan(), want.isnan()) and bool(want.isnan().any())
         assert torch.equal(out_bad.isinf(), want.isinf())
         assert_close_rel(out_bad[want.isfinite()], want[want.isfinite()], torch.float32)
+        # relu=False (a training backward's input gradient): the convolution itself, NaN and
+        # inf included
+        for inp in (x, x_bad):
+            lin = ops.conv3x3_relu_winograd(inp, *args[1:], False)
+            want = torch.nn.functional.conv2d(inp, weight, bias, padding=1)
+            assert torch.equal(lin.isnan(), want.isnan()) and torch.equal(lin.isinf(), want.isinf())
+            assert (lin < 0).any() and lin.is_contiguous(memory_format=layout)
+            assert_close_rel(lin[want.isfinite()], want[want.isfinite()], torch.float32)
         with pytest.raises(ValueError, match="needs direct"):
             ops.conv3x3_relu_winograd(x, grouped, bias, 4)
         with pytest.raises(ValueError, match="direct must be"):
@@ -310,6 +318,9 @@ def test_opcheck_conv3x3_relu_winograd(layout, tile):
     for bad, match in bad_cases:
         with pytest.raises((ValueError, RuntimeError), match=match):
             ops.conv3x3_relu_winograd(*bad, *args[4:])
+    if tile == 2:
+        with pytest.raises(ValueError, match="relu=False needs the F\\(4x4, 3x3\\) weight"):
+            ops.conv3x3_relu_winograd(*args, None, False)
 
 
 @pytest.mark.skipif(

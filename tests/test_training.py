@@ -410,3 +410,37 @@ def test_paper_googlenet_gradients_fused_equal_unfused():
     names = [name for name, _ in model.named_parameters()]
     for name, g, g_fused in zip(names, *grads, strict=True):
         assert_close_rel(g_fused, g, torch.float64, what=name)
+
+
+@pytest.mark.parametrize("layout", layout_params())
+@pytest.mark.parametrize("recompute", [True, False], ids=["recompute", "save-reduced"])
+@pytest.mark.parametrize("norm,k,train", OPERATOR_MODES)
+@pytest.mark.parametrize("name", ["3a", "4e", "5b"])
+def test_gradients_cpu_float32_winograd_f4(name, norm, k, train, recompute, layout, monkeypatch):
+    """Training with the 3x3s as Winograd F(4x4, 3x3), forced on here (by default from 256 4x4
+    tiles, where oneDNN runs the GEMMs): the forward and the input gradient through it, output
+    and every gradient within float32's tolerance of float64."""
+    from fused_inception.backends import cpu_onednn, cpu_winograd
+
+    if cpu_winograd._CONV3X3_OP is None or not cpu_onednn.available(torch.float32):
+        pytest.skip("no conv3x3_relu_winograd operator or no oneDNN in this build")
+    monkeypatch.setattr(cpu_onednn, "OWN_GEMM", False)
+    for attr in ("TRAINING_F4_MIN_TILES", "ONEDNN_F4_MIN_TILES", "ONEDNN_MIN_TILES"):
+        monkeypatch.setattr(cpu_winograd, attr, 0)
+    for attr in ("ONEDNN_MIN_IN_CHANNELS", "ONEDNN_MIN_OUT_CHANNELS"):
+        monkeypatch.setattr(cpu_winograd, attr, 0)
+    calls = []
+    real = cpu_winograd.conv3x3_f4
+    monkeypatch.setattr(
+        cpu_winograd,
+        "conv3x3_f4",
+        lambda x, w, b, relu: (calls.append(relu), real(x, w, b, relu=relu))[1],
+    )
+    cfg = GOOGLENET_BLOCKS[name]
+    _check_gradients(cfg, (6, 7), 2, norm, k, train, "cpu", torch.float32, layout,
+                     recompute=recompute)  # fmt: skip
+    # the input gradients of b2 (and of b3 where it is 3x3) without the ReLU; the forward with
+    # it where the operator saves r2 and r3 (training without recompute: the other forwards are
+    # the eval operator's, tests/test_cpu_winograd.py)
+    assert False in calls, calls
+    assert (True in calls) == (train and not recompute), calls

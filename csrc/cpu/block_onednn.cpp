@@ -216,10 +216,12 @@ int64_t winograd_positions(const at::Tensor& weight, int64_t c) {
 // recomputes directly. F(2x2, 3x3) returns false.
 bool winograd_branch(const char* op, Scratch& scratch, const at::Tensor& y, int64_t col,
                      int64_t c_red, bool relu_input, const at::Tensor& w_grouped,
-                     const at::Tensor& bias, const at::Tensor& dst, int64_t chunk) {
+                     const at::Tensor& bias, const at::Tensor& dst, int64_t chunk,
+                     bool relu_output = true) {
   const int64_t n = y.size(0), h = y.size(2), w = y.size(3), c_out = dst.size(1);
   const int64_t positions = winograd_positions(w_grouped, c_out);
   const int64_t tile = positions == 36 ? 4 : 2;
+  TORCH_INTERNAL_ASSERT(relu_output || tile == 4, op, ": without the ReLU only as F(4x4, 3x3)");
   const winograd::TileGrid all = winograd::make_grid(op, n, h, w, 0, std::nullopt, tile);
   const at::Tensor r_rows = nhwc_rows(y).narrow(1, col, c_red), out_rows = nhwc_rows(dst);
   TORCH_INTERNAL_ASSERT(out_rows.is_alias_of(dst), "the Winograd output must be written in place");
@@ -263,7 +265,7 @@ bool winograd_branch(const char* op, Scratch& scratch, const at::Tensor& y, int6
     }
     if (tile == 4) {
       nonfinite |= winograd::output_tiles4(grid, m.const_data_ptr<float>(), 36 * c_out, c_out, b,
-                                           out, out_rows.stride(0), c_out);
+                                           out, out_rows.stride(0), c_out, relu_output);
     } else {
       winograd::output_tiles(grid, m.const_data_ptr<float>(), 16 * c_out, c_out, b, out,
                              out_rows.stride(0), c_out);
@@ -507,7 +509,7 @@ at::Tensor inception_block_onednn_cpu(
 // memory format (channels_last for strictly channels_last x, else contiguous).
 at::Tensor conv3x3_relu_winograd_cpu(const at::Tensor& x, const at::Tensor& weight,
                                      const at::Tensor& bias, int64_t tiles,
-                                     const std::optional<at::Tensor>& direct) {
+                                     const std::optional<at::Tensor>& direct, bool relu) {
   constexpr const char* op = "conv3x3_relu_winograd";
   TORCH_CHECK_VALUE(x.dim() == 4, op, ": expected a 4-D x [N, C, H, W], got ", x.dim(), "-D");
   TORCH_CHECK(x.device().is_cpu() && x.scalar_type() == at::kFloat, op,
@@ -518,6 +520,9 @@ at::Tensor conv3x3_relu_winograd_cpu(const at::Tensor& x, const at::Tensor& weig
   const int64_t n = x.size(0), c_in = x.size(1), h = x.size(2), w = x.size(3);
   const int64_t c_out = bias.size(0);
   check_grouped_weight(op, weight, "weight", c_out, c_in, direct, "direct");
+  TORCH_CHECK_VALUE(relu || winograd_positions(weight, c_out) == 36, op,
+                    ": relu=False needs the F(4x4, 3x3) weight [36 * ", c_out, ", ", c_in,
+                    ", 1, 1], got shape ", weight.sizes());
   TORCH_CHECK_VALUE(tiles > 0, op, ": tiles must be positive, got ", tiles);
   const bool channels_last = x.is_contiguous(at::MemoryFormat::ChannelsLast) && !x.is_contiguous();
   at::Tensor out = at::empty(
@@ -536,14 +541,19 @@ at::Tensor conv3x3_relu_winograd_cpu(const at::Tensor& x, const at::Tensor& weig
   const at::Tensor x_nhwc = nhwc_input(scratch, x);
   const at::Tensor dst = channels_last ? out : scratch.nhwc(n, c_out, h, w);
   const at::Tensor b = bias.contiguous();
-  if (winograd_branch(op, scratch, x_nhwc, 0, c_in, /*relu_input=*/false, weight, b, dst, tiles)) {
+  if (winograd_branch(op, scratch, x_nhwc, 0, c_in, /*relu_input=*/false, weight, b, dst, tiles,
+                      relu)) {
     // F(4x4, 3x3) saw NaN or inf: the direct convolution instead.
     const at::Tensor z = scratch.nhwc(n, c_out, h, w);
     onednn_conv_into(z, x_nhwc, *direct, b);
     if (channels_last) {
-      relu_into(out, z);
+      if (relu) {
+        relu_into(out, z);
+      } else {
+        out.copy_(z);
+      }
     } else {
-      store_nchw(out, z, /*relu=*/true);
+      store_nchw(out, z, relu);
     }
     return out;
   }

@@ -121,12 +121,13 @@ void output_tiles(const TileGrid& grid, const float* m, int64_t tile_stride, int
 void input_tiles4(const TileGrid& grid, const float* r, int64_t ld, int64_t channels, bool relu,
                   float* v);
 
-// F(4x4, 3x3): out = relu(A^T m A + bias) for the range's pixels, position k (0..35) of tile t
-// at m + t * tile_stride + k * pos_stride, as output_tiles. Returns true if any output before
-// its ReLU was NaN or inf (pixels outside the image included): the caller must then recompute
-// the convolution directly, whose non-finite values land where torch's do (winograd_f4x3.cpp).
+// F(4x4, 3x3): out = relu(A^T m A + bias) (without relu: A^T m A + bias) for the range's
+// pixels, position k (0..35) of tile t at m + t * tile_stride + k * pos_stride, as
+// output_tiles. Returns true if any output before its ReLU was NaN or inf (pixels outside the
+// image included): the caller must then recompute the convolution directly, whose non-finite
+// values land where torch's do (winograd_f4x3.cpp).
 bool output_tiles4(const TileGrid& grid, const float* m, int64_t tile_stride, int64_t pos_stride,
-                   const float* bias, float* out, int64_t ld, int64_t channels);
+                   const float* bias, float* out, int64_t ld, int64_t channels, bool relu = true);
 
 }  // namespace winograd
 }  // namespace fused_inception

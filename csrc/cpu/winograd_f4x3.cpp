@@ -118,12 +118,14 @@ inline __attribute__((always_inline)) Col4 at6(float m0, float m1, float m2, flo
   return {{m0 + p + r, q + 2.f * s, p + 4.f * r, q + 8.f * s + m5}};
 }
 
-// y = A^T m A + bias, dst[i][j] = relu(y[i][j]); position k of the tile is m + k * pos_stride.
-// Returns the largest exponent field of any y (0x7f800000 exactly if one was NaN or inf).
-// Outputs outside the image point at a scratch row.
-FI_MULTIVERSION4
-uint32_t output_tile4(const float* m, int64_t pos_stride, const float* bias, float* const dst[4][4],
-                      int64_t channels) {
+// y = A^T m A + bias, dst[i][j] = relu(y[i][j]) (kRelu) or y[i][j]; position k of the tile is
+// m + k * pos_stride. Returns the largest exponent field of any y (0x7f800000 exactly if one was
+// NaN or inf). Outputs outside the image point at a scratch row.
+template <bool kRelu>
+inline __attribute__((always_inline)) uint32_t output_tile4_impl(const float* m, int64_t pos_stride,
+                                                                 const float* bias,
+                                                                 float* const dst[4][4],
+                                                                 int64_t channels) {
   uint32_t seen = 0;
 #pragma GCC ivdep
   for (int64_t c = 0; c < channels; ++c) {
@@ -144,12 +146,24 @@ uint32_t output_tile4(const float* m, int64_t pos_stride, const float* bias, flo
       for (int j = 0; j < 4; ++j) {
         const float y = row.v[j] + bias[c];
         largest = std::max(largest, exponent_bits(y));
-        dst[i][j][c] = relu_bits(y);
+        dst[i][j][c] = kRelu ? relu_bits(y) : y;
       }
     }
     seen = std::max(seen, largest);
   }
   return seen;
+}
+
+FI_MULTIVERSION4
+uint32_t output_tile4(const float* m, int64_t pos_stride, const float* bias, float* const dst[4][4],
+                      int64_t channels) {
+  return output_tile4_impl<true>(m, pos_stride, bias, dst, channels);
+}
+
+FI_MULTIVERSION4
+uint32_t output_tile4_linear(const float* m, int64_t pos_stride, const float* bias,
+                             float* const dst[4][4], int64_t channels) {
+  return output_tile4_impl<false>(m, pos_stride, bias, dst, channels);
 }
 
 }  // namespace
@@ -167,7 +181,7 @@ void input_tiles4(const TileGrid& grid, const float* r, int64_t ld, int64_t chan
 }
 
 bool output_tiles4(const TileGrid& grid, const float* m, int64_t tile_stride, int64_t pos_stride,
-                   const float* bias, float* out, int64_t ld, int64_t channels) {
+                   const float* bias, float* out, int64_t ld, int64_t channels, bool relu) {
   const int64_t first = grid.begin;
   std::atomic<bool> nonfinite{false};
   fused_inception::parallel_for(
@@ -177,8 +191,10 @@ bool output_tiles4(const TileGrid& grid, const float* m, int64_t tile_stride, in
         for (int64_t t = begin; t < end; ++t) {
           float* dst[4][4];
           detail::output_rows<4>(grid, t, out, ld, scratch.data(), dst);
-          largest = std::max(largest, output_tile4(m + (t - first) * tile_stride, pos_stride, bias,
-                                                   dst, channels));
+          const float* tile_m = m + (t - first) * tile_stride;
+          largest = std::max(largest,
+                             relu ? output_tile4(tile_m, pos_stride, bias, dst, channels)
+                                  : output_tile4_linear(tile_m, pos_stride, bias, dst, channels));
         }
         if (largest == 0x7f800000u) nonfinite.store(true, std::memory_order_relaxed);
       });

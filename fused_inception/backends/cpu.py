@@ -217,7 +217,9 @@ def _forward(x: Tensor, packed: CpuPacked, keep_reduced: bool):
 
 def _forward_onednn(x: Tensor, packed: CpuPacked, out_rows: Tensor) -> tuple[Tensor, Tensor]:
     """The block by oneDNN convolutions (bias in their epilogue); each branch's ReLU is applied
-    as its result is copied into its slice of out_rows (oneDNN writes dense tensors only).
+    as its result is copied into its slice of out_rows (oneDNN writes dense tensors only). The
+    wide 3x3s as Winograd F(4x4, 3x3) where the eval operator would take it
+    (cpu_winograd.training_f4).
     Returns r2 and r3 ([N, c, H, W] channels_last, after their ReLU).
 
     Temporaries, each freed once read: the NHWC copy of an NCHW x (until y exists), the pooled
@@ -242,8 +244,15 @@ def _forward_onednn(x: Tensor, packed: CpuPacked, out_rows: Tensor) -> tuple[Ten
     del y
     col = c1
     for tag, r, c_b, bias in (("2", r2, c2, packed.b2), ("3", r3, c3, packed.b3)):
-        z = onednn.conv(r, weights.get(tag, r.shape), bias)
-        torch.clamp_min(_rows(z), 0, out=out_rows[:, col : col + c_b])
+        plain = weights.plain[tag]
+        if winograd.training_f4(plain.shape, n, h, w):
+            # F(4x4, 3x3) where the eval operator takes it (the weight transformed on the call:
+            # a training step's weights change every step), its ReLU already applied
+            z = winograd.conv3x3_f4(r, plain, bias, relu=True)
+            out_rows[:, col : col + c_b].copy_(_rows(z))
+        else:
+            z = onednn.conv(r, weights.get(tag, r.shape), bias)
+            torch.clamp_min(_rows(z), 0, out=out_rows[:, col : col + c_b])
         del z
         col += c_b
     return r2, r3

@@ -200,7 +200,7 @@ def _inception_block_onednn_fake(
 
 
 @_ext.register_fake("conv3x3_relu_winograd")
-def _conv3x3_relu_winograd_fake(x, weight, bias, tiles, direct=None):
+def _conv3x3_relu_winograd_fake(x, weight, bias, tiles, direct=None, relu=True):
     n, _, h, w = x.shape
     out = x.new_empty((n, bias.shape[0], h, w))
     return out.contiguous(memory_format=output_memory_format(x))

@@ -31,7 +31,7 @@ from torch import Tensor
 
 from .. import _ext
 from ..checks import check_same_device
-from .cpu_onednn import conv_weight
+from .cpu_onednn import conv_weight, own_gemm, reorder
 
 # Policy thresholds (module attributes so tests can force either path).
 MIN_PIXELS = 7 * 7
@@ -93,12 +93,18 @@ _G4 = torch.tensor(
 _GG4 = torch.kron(_G4, _G4)  # [36, 9]
 
 
-def transform_weight4(weight: Tensor) -> Tensor:
+_GG4_F32 = _GG4.float()
+
+
+def transform_weight4(weight: Tensor, exact: bool = True) -> Tensor:
     """weight: [Cout, Cin, 3, 3] -> U: [36, Cin, Cout] in weight's dtype (G W G^T of F(4x4,
-    3x3), computed in float64; the eval operator's weights, transformed once per packing)."""
+    3x3)), computed in float64 (exact: the eval operator's weights, transformed once per
+    packing) or in float32 (a training step's, transformed on every step: 2e-7 apart)."""
     c_out, c_in = weight.shape[:2]
-    taps = weight.detach().double().permute(2, 3, 1, 0).reshape(9, c_in * c_out)
-    return (_GG4 @ taps).reshape(36, c_in, c_out).to(weight.dtype)
+    dtype = torch.float64 if exact else torch.float32
+    taps = weight.detach().to(dtype).permute(2, 3, 1, 0).reshape(9, c_in * c_out)
+    gg = _GG4 if exact else _GG4_F32
+    return (gg @ taps).reshape(36, c_in, c_out).to(weight.dtype)
 
 
 def winograd_pays(h: int, w: int, c_in: int, c_out: int) -> bool:
@@ -127,6 +133,8 @@ ONEDNN_MIN_TILES = 32
 # (onednn_tile); off: F(2x2, 3x3) wherever Winograd runs.
 ONEDNN_F4_ENABLED = True
 ONEDNN_F4_MIN_TILES = 32
+# Training steps take F(4x4, 3x3) from this many 4x4 tiles on (training_f4).
+TRAINING_F4_MIN_TILES = 256
 
 
 def winograd_tiles(n: int, h: int, w: int, tile: int = 2) -> int:
@@ -178,16 +186,57 @@ def onednn_tile(weight_shape: tuple[int, ...], n: int, h: int, w: int, own_gemm:
     return 2
 
 
-def grouped_weight(weight: Tensor, tile: int = 2) -> Tensor:
+def grouped_weight(weight: Tensor, tile: int = 2, exact: bool = True) -> Tensor:
     """weight [Cout, Cin, 3, 3] -> the grouped 1x1 weight [P * Cout, Cin, 1, 1] whose group k
     is U[k]^T (U = transform_weight(weight), P = 16; tile 4: transform_weight4, P = 36), as the
     plain channels_last weight oneDNN reads: the oneDNN path's P Winograd GEMMs as one grouped
     convolution over V [T, P, Cin] seen as an NHWC image of P * Cin channels
-    (onednn_gemm_input)."""
+    (onednn_gemm_input); `exact` as transform_weight4's."""
     c_out, c_in = weight.shape[:2]
-    u = transform_weight4(weight) if tile == 4 else transform_weight(weight)
+    u = transform_weight4(weight, exact) if tile == 4 else transform_weight(weight)
     grouped = u.transpose(1, 2).reshape(u.shape[0] * c_out, c_in, 1, 1)
     return conv_weight(grouped)
+
+
+# The standalone Winograd operator (csrc/cpu/block_onednn.cpp; None in builds without it).
+_CONV3X3_OP = (
+    _ext.op("conv3x3_relu_winograd").default if _ext.has_op("conv3x3_relu_winograd") else None
+)
+
+
+def training_f4(weight_shape: tuple[int, ...], n: int, h: int, w: int) -> bool:
+    """Whether a training step runs this 3x3 convolution (stride 1, padding 1, float32, oneDNN)
+    as F(4x4, 3x3), forward and input gradient (conv3x3_f4): where the eval operator would
+    (onednn_tile 4: not on the own kernel's CPUs) and the batch has TRAINING_F4_MIN_TILES 4x4
+    tiles. A step transforms and reorders the 36-group weight (4x the plain weight's bytes) for
+    each direction, which only enough tiles repay: a paper-form step at batch 8 (2-core
+    Sapphire Rapids, 2026-12-03, interleaved) was 1.15x faster on 3a (392 tiles) but 0.94x on 4a
+    (128), 0.81x on 4e (128) and 0.44x on 5b (32 tiles, a 10.6 MB transformed weight)."""
+    return (
+        _CONV3X3_OP is not None
+        and winograd_tiles(n, h, w, 4) >= TRAINING_F4_MIN_TILES
+        and onednn_tile(weight_shape, n, h, w, own_gemm()) == 4
+    )
+
+
+def conv3x3_f4(x: Tensor, weight: Tensor, bias: Tensor | None, relu: bool) -> Tensor:
+    """conv3x3(x, weight, pad 1) + bias (then ReLU with relu) by F(4x4, 3x3) on oneDNN's
+    grouped GEMM, the weight transformed in float32 (a training step's weights change every
+    step); NaN and inf as the direct convolution's (it recomputes directly where it meets them).
+
+    x: [N, Cin, H, W] float32 CPU, channels_last (an NCHW x is moved); weight [Cout, Cin, 3, 3];
+    bias [Cout] or None. Returns [N, Cout, H, W] channels_last.
+    """
+    n, c_in, h, w = x.shape
+    x = x.contiguous(memory_format=torch.channels_last)
+    chunk = onednn_chunk(n, h, w)
+    # reordered once for the call's chunks (a plain weight is reordered by every chunk's GEMM)
+    gemm_input = onednn_gemm_input(c_in, chunk, 4, winograd_tiles(n, h, w, 4))
+    grouped = reorder(grouped_weight(weight, 4, exact=False), gemm_input, groups=36)
+    if bias is None:
+        bias = weight.new_zeros(weight.shape[0])
+    direct = conv_weight(weight.detach())
+    return _CONV3X3_OP(x, grouped, bias.detach(), chunk, direct, relu)
 
 
 def grouped_panels(weight: Tensor) -> Tensor:
