@@ -91,8 +91,6 @@ _G4 = torch.tensor(
     dtype=torch.float64,
 )
 _GG4 = torch.kron(_G4, _G4)  # [36, 9]
-
-
 _GG4_F32 = _GG4.float()
 
 
@@ -210,8 +208,9 @@ def training_f4(weight_shape: tuple[int, ...], n: int, h: int, w: int) -> bool:
     (onednn_tile 4: not on the own kernel's CPUs) and the batch has TRAINING_F4_MIN_TILES 4x4
     tiles. A step transforms and reorders the 36-group weight (4x the plain weight's bytes) for
     each direction, which only enough tiles repay: a paper-form step at batch 8 (2-core
-    Sapphire Rapids, 2026-12-03, interleaved) was 1.15x faster on 3a (392 tiles) but 0.94x on 4a
-    (128), 0.81x on 4e (128) and 0.44x on 5b (32 tiles, a 10.6 MB transformed weight)."""
+    Sapphire Rapids, 2026-12-03, interleaved) was 1.04-1.15x faster on 3a and 1.05x on 3b (392
+    tiles) but 0.94x on 4a (128), 0.81x on 4e (128) and 0.44x on 5b (32 tiles, a 10.6 MB
+    transformed weight)."""
     return (
         _CONV3X3_OP is not None
         and winograd_tiles(n, h, w, 4) >= TRAINING_F4_MIN_TILES
