@@ -138,6 +138,49 @@ class Scratch {
   int64_t used_ = 0, need_ = 0;
 };
 
+// conv2d(x, weight) + bias by oneDNN into a tensor it allocates (stride 1, padding K // 2,
+// `groups` groups; channels_last for channels_last x).
+at::Tensor onednn_conv(const at::Tensor& x, const at::Tensor& weight,
+                       const std::optional<at::Tensor>& bias, int64_t groups = 1) {
+  static const auto op =
+      c10::Dispatcher::singleton()
+          .findSchemaOrThrow("mkldnn::_convolution_pointwise", "")
+          .typed<at::Tensor(const at::Tensor&, const at::Tensor&, const std::optional<at::Tensor>&,
+                            at::IntArrayRef, at::IntArrayRef, at::IntArrayRef, int64_t,
+                            c10::string_view, c10::List<std::optional<at::Scalar>>,
+                            std::optional<c10::string_view>)>();
+  const int64_t pad = weight.size(3) / 2;
+  const int64_t padding[2] = {pad, pad}, ones[2] = {1, 1};
+  return op.call(x, weight, bias, padding, ones, ones, groups, "none",
+                 c10::List<std::optional<at::Scalar>>(), std::nullopt);
+}
+
+// Outputs of at most this many floats (1 MiB) are oneDNN's own allocations rather than zeroed
+// scratch: no zero fill and no read of the zeros by the in-place add, and glibc serves blocks
+// this small from its heap without page faults. Measured on the 2-core Sapphire Rapids
+// (2026-12-03, interleaved, the prepared network): 1.04x at batch 1, level at batch 8, where the
+// outputs are larger and stay in scratch; with every output allocated, batch 8's larger ones
+// paid hundreds of page faults a call (3a: 836) and ran 0.93-1.10x per block, 0.99x network.
+constexpr int64_t kOwnOutputFloats = int64_t{1} << 18;
+
+// The [n, c, h, w] output of oneDNN's conv2d(x, weight) + bias (channels_last, dense): small ones
+// allocated by oneDNN, larger ones carved from the call's scratch and written through the
+// in-place add form on zeroed memory (onednn_conv_into).
+at::Tensor onednn_conv_out(Scratch& scratch, int64_t n, int64_t c, int64_t h, int64_t w,
+                           const at::Tensor& x, const at::Tensor& weight,
+                           const std::optional<at::Tensor>& bias, int64_t groups = 1) {
+  if (n * c * h * w <= kOwnOutputFloats) {
+    at::Tensor out = onednn_conv(x, weight, bias, groups);
+    if (out.is_contiguous(at::MemoryFormat::ChannelsLast)) return out;
+    const at::Tensor dense = scratch.nhwc(n, c, h, w);  // (not seen: x is channels_last)
+    dense.copy_(out);
+    return dense;
+  }
+  const at::Tensor out = scratch.nhwc(n, c, h, w);
+  onednn_conv_into(out, x, weight, bias, groups);
+  return out;
+}
+
 // relu(src) into dst (a channel slice of the output, or a fresh tensor).
 void relu_into(const at::Tensor& dst, const at::Tensor& src) {
   at::Tensor out = dst;
@@ -238,6 +281,7 @@ bool winograd_branch(const char* op, Scratch& scratch, const at::Tensor& y, int6
   const bool own_gemm = is_winograd_panels(w_grouped);
   const int64_t group_floats = own_gemm ? w_grouped[0].numel() : 0;
   bool nonfinite = false;
+  at::Tensor m_out;
   for (int64_t begin = 0; begin < all.count; begin += size) {
     const int64_t count = std::min(size, all.count - begin);
     const winograd::TileGrid grid = winograd::make_grid(op, n, h, w, begin, count, tile);
@@ -261,13 +305,21 @@ bool winograd_branch(const char* op, Scratch& scratch, const at::Tensor& y, int6
       // reordered for one GEMM size makes oneDNN reorder it back on every call of another size
       // (4e's 392-tile weight on 32 tiles: 40x slower).
       std::fill(v_data + count * positions * c_red, v_data + size * positions * c_red, 0.f);
-      onednn_conv_into(m, v, w_grouped, std::nullopt, positions);  // M [T, positions, Cout]
+      // M [T, positions, Cout]: oneDNN's allocation where small (onednn_conv_out), else `m`
+      if (size * positions * c_out <= kOwnOutputFloats) {
+        m_out = onednn_conv(v, w_grouped, std::nullopt, positions);
+        TORCH_INTERNAL_ASSERT(m_out.is_contiguous(at::MemoryFormat::ChannelsLast), op,
+                              ": oneDNN's Winograd GEMM output is not channels_last");
+      } else {
+        onednn_conv_into(m, v, w_grouped, std::nullopt, positions);
+      }
     }
+    const at::Tensor& m_read = m_out.defined() ? m_out : m;
     if (tile == 4) {
-      nonfinite |= winograd::output_tiles4(grid, m.const_data_ptr<float>(), 36 * c_out, c_out, b,
-                                           out, out_rows.stride(0), c_out, relu_output);
+      nonfinite |= winograd::output_tiles4(grid, m_read.const_data_ptr<float>(), 36 * c_out, c_out,
+                                           b, out, out_rows.stride(0), c_out, relu_output);
     } else {
-      winograd::output_tiles(grid, m.const_data_ptr<float>(), 16 * c_out, c_out, b, out,
+      winograd::output_tiles(grid, m_read.const_data_ptr<float>(), 16 * c_out, c_out, b, out,
                              out_rows.stride(0), c_out);
     }
   }
@@ -427,8 +479,7 @@ at::Tensor inception_block_onednn_cpu(
         conv_into(pooled, c_in, 1, w_pool, bias_pool, {columns_into(dst, 0)});
         if (!channels_last) store_nchw(slice, dst, /*relu=*/false);
       } else {
-        const at::Tensor b4 = scratch.nhwc(n, c4, h, w);
-        onednn_conv_into(b4, pooled, w_pool, bias_pool);
+        const at::Tensor b4 = onednn_conv_out(scratch, n, c4, h, w, pooled, w_pool, bias_pool);
         store_relu(slice, b4);
       }
     }
@@ -450,8 +501,7 @@ at::Tensor inception_block_onednn_cpu(
       reduced[0] = {r2, 0, false};
       reduced[1] = {r3, 0, false};
     } else {
-      const at::Tensor y = scratch.nhwc(n, c_x, h, w);
-      onednn_conv_into(y, x_nhwc, w_x, bias_x);
+      const at::Tensor y = onednn_conv_out(scratch, n, c_x, h, w, x_nhwc, w_x, bias_x);
       if (c1 > 0) {
         store_relu(out.narrow(1, 0, c1), y.narrow(1, 0, c1));
       }
@@ -493,8 +543,7 @@ at::Tensor inception_block_onednn_cpu(
           conv_into(r, br.c_red, br.own_kernel, br.weight, br.bias, {columns_into(dst, 0)});
           if (!channels_last) store_nchw(slice, dst, /*relu=*/false);
         } else {
-          const at::Tensor z = scratch.nhwc(n, br.c, h, w);
-          onednn_conv_into(z, r, weight, br.bias);
+          const at::Tensor z = onednn_conv_out(scratch, n, br.c, h, w, r, weight, br.bias);
           store_relu(slice, z);
         }
       }
