@@ -225,11 +225,9 @@ class FoldedConvUnit(nn.Module):
                 )
             else:
                 n, _, h, w = shape
-                tiles = winograd.winograd_tiles(n, h, w, tile)
-                gemm_input = winograd.onednn_gemm_input(conv.in_channels, chunk, tile, tiles)
-                groups = 36 if tile == 4 else 16
+                gemm_input = winograd.onednn_gemm_input(conv.in_channels, chunk, tile, n, h, w)
                 grouped = winograd.grouped_weight(weight, tile)
-                packed[key] = onednn.reorder(grouped, gemm_input, groups=groups)
+                packed[key] = onednn.reorder(grouped, gemm_input, groups=winograd.positions(tile))
         return packed[key]
 
     def _panels(self, weight: Tensor) -> Tensor:
@@ -355,9 +353,7 @@ def _own_gemm_conv_relu(conv: nn.Conv2d, x: Tensor, panels: Tensor, bias: Tensor
 
 _GEMM_OP = _ext.op("conv_bias_relu_nhwc").default if _ext.has_op("conv_bias_relu_nhwc") else None
 
-_WINOGRAD_OP = (
-    _ext.op("conv3x3_relu_winograd").default if _ext.has_op("conv3x3_relu_winograd") else None
-)
+_WINOGRAD_OP = winograd._CONV3X3_OP  # (resolved once, in cpu_winograd; None without it)
 
 
 def _onednn_conv_relu(conv: nn.Conv2d, x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:

@@ -316,7 +316,8 @@ def _backward(ctx, grad_out: Tensor):
             # The input gradient, a 3x3 convolution of g with W's taps reversed and its
             # channels swapped, by F(4x4, 3x3) as the forward's (backends/cpu_winograd.py).
             g_dense = _nchw(g_kxk.contiguous(), n, h, w)
-            grad_r = winograd.conv3x3_f4(g_dense, w_kxk.flip(2, 3).transpose(0, 1), None, False)
+            w_t = w_kxk.flip(2, 3).transpose(0, 1)
+            grad_r = winograd.conv3x3_f4(g_dense, w_t, None, relu=False)
             mask = [False, mask[1], mask[2]]
         if any(mask):
             grad_rk, grads[f"w{tag}"], grads[f"b{tag}"] = torch.ops.aten.convolution_backward(

@@ -163,21 +163,20 @@ at::Tensor onednn_conv(const at::Tensor& x, const at::Tensor& weight,
 // paid hundreds of page faults a call (3a: 836) and ran 0.93-1.10x per block, 0.99x network.
 constexpr int64_t kOwnOutputFloats = int64_t{1} << 18;
 
-// The [n, c, h, w] output of oneDNN's conv2d(x, weight) + bias (channels_last, dense): small ones
-// allocated by oneDNN, larger ones carved from the call's scratch and written through the
-// in-place add form on zeroed memory (onednn_conv_into).
-at::Tensor onednn_conv_out(Scratch& scratch, int64_t n, int64_t c, int64_t h, int64_t w,
-                           const at::Tensor& x, const at::Tensor& weight,
-                           const std::optional<at::Tensor>& bias, int64_t groups = 1) {
-  if (n * c * h * w <= kOwnOutputFloats) {
-    at::Tensor out = onednn_conv(x, weight, bias, groups);
-    if (out.is_contiguous(at::MemoryFormat::ChannelsLast)) return out;
-    const at::Tensor dense = scratch.nhwc(n, c, h, w);  // (not seen: x is channels_last)
-    dense.copy_(out);
-    return dense;
+// oneDNN's conv2d(x, weight) + bias (x channels_last) as a dense channels_last tensor shaped as
+// `dst`: allocated by oneDNN where it has at most kOwnOutputFloats, else written into dst (the
+// call's scratch) through the in-place add form on zeroed memory (onednn_conv_into).
+at::Tensor onednn_conv_small_or_into(const at::Tensor& dst, const at::Tensor& x,
+                                     const at::Tensor& weight,
+                                     const std::optional<at::Tensor>& bias, int64_t groups = 1) {
+  if (dst.numel() > kOwnOutputFloats) {
+    onednn_conv_into(dst, x, weight, bias, groups);
+    return dst;
   }
-  const at::Tensor out = scratch.nhwc(n, c, h, w);
-  onednn_conv_into(out, x, weight, bias, groups);
+  at::Tensor out = onednn_conv(x, weight, bias, groups);
+  TORCH_INTERNAL_ASSERT(
+      out.sizes() == dst.sizes() && out.is_contiguous(at::MemoryFormat::ChannelsLast),
+      "oneDNN's output is not the dense channels_last tensor expected");
   return out;
 }
 
@@ -281,15 +280,11 @@ bool winograd_branch(const char* op, Scratch& scratch, const at::Tensor& y, int6
   const bool own_gemm = is_winograd_panels(w_grouped);
   const int64_t group_floats = own_gemm ? w_grouped[0].numel() : 0;
   bool nonfinite = false;
-  at::Tensor m_out;
+  at::Tensor m_read = m;  // M [T, positions, Cout]: m, or oneDNN's allocation where small
   for (int64_t begin = 0; begin < all.count; begin += size) {
     const int64_t count = std::min(size, all.count - begin);
     const winograd::TileGrid grid = winograd::make_grid(op, n, h, w, begin, count, tile);
-    if (tile == 4) {
-      winograd::input_tiles4(grid, r, r_rows.stride(0), c_red, relu_input, v_data);
-    } else {
-      winograd::input_tiles(grid, r, r_rows.stride(0), c_red, relu_input, v_data);
-    }
+    winograd::input_tiles(grid, r, r_rows.stride(0), c_red, relu_input, v_data);
     if (own_gemm) {  // the 16 GEMMs M[., k, :] = V[., k, :] U[k] in one parallel loop
       std::vector<GemmJob> jobs;
       for (int64_t k = 0; k < 16; ++k) {
@@ -305,16 +300,8 @@ bool winograd_branch(const char* op, Scratch& scratch, const at::Tensor& y, int6
       // reordered for one GEMM size makes oneDNN reorder it back on every call of another size
       // (4e's 392-tile weight on 32 tiles: 40x slower).
       std::fill(v_data + count * positions * c_red, v_data + size * positions * c_red, 0.f);
-      // M [T, positions, Cout]: oneDNN's allocation where small (onednn_conv_out), else `m`
-      if (size * positions * c_out <= kOwnOutputFloats) {
-        m_out = onednn_conv(v, w_grouped, std::nullopt, positions);
-        TORCH_INTERNAL_ASSERT(m_out.is_contiguous(at::MemoryFormat::ChannelsLast), op,
-                              ": oneDNN's Winograd GEMM output is not channels_last");
-      } else {
-        onednn_conv_into(m, v, w_grouped, std::nullopt, positions);
-      }
+      m_read = onednn_conv_small_or_into(m, v, w_grouped, std::nullopt, positions);
     }
-    const at::Tensor& m_read = m_out.defined() ? m_out : m;
     if (tile == 4) {
       nonfinite |= winograd::output_tiles4(grid, m_read.const_data_ptr<float>(), 36 * c_out, c_out,
                                            b, out, out_rows.stride(0), c_out, relu_output);
@@ -479,7 +466,8 @@ at::Tensor inception_block_onednn_cpu(
         conv_into(pooled, c_in, 1, w_pool, bias_pool, {columns_into(dst, 0)});
         if (!channels_last) store_nchw(slice, dst, /*relu=*/false);
       } else {
-        const at::Tensor b4 = onednn_conv_out(scratch, n, c4, h, w, pooled, w_pool, bias_pool);
+        const at::Tensor b4 =
+            onednn_conv_small_or_into(scratch.nhwc(n, c4, h, w), pooled, w_pool, bias_pool);
         store_relu(slice, b4);
       }
     }
@@ -501,7 +489,8 @@ at::Tensor inception_block_onednn_cpu(
       reduced[0] = {r2, 0, false};
       reduced[1] = {r3, 0, false};
     } else {
-      const at::Tensor y = onednn_conv_out(scratch, n, c_x, h, w, x_nhwc, w_x, bias_x);
+      const at::Tensor y =
+          onednn_conv_small_or_into(scratch.nhwc(n, c_x, h, w), x_nhwc, w_x, bias_x);
       if (c1 > 0) {
         store_relu(out.narrow(1, 0, c1), y.narrow(1, 0, c1));
       }
@@ -543,7 +532,8 @@ at::Tensor inception_block_onednn_cpu(
           conv_into(r, br.c_red, br.own_kernel, br.weight, br.bias, {columns_into(dst, 0)});
           if (!channels_last) store_nchw(slice, dst, /*relu=*/false);
         } else {
-          const at::Tensor z = onednn_conv_out(scratch, n, br.c, h, w, r, weight, br.bias);
+          const at::Tensor z =
+              onednn_conv_small_or_into(scratch.nhwc(n, br.c, h, w), r, weight, br.bias);
           store_relu(slice, z);
         }
       }

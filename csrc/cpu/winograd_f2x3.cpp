@@ -237,6 +237,10 @@ int64_t pixel_rows(const char* op, const TileGrid& grid) {
 
 void input_tiles(const TileGrid& grid, const float* r, int64_t ld, int64_t channels, bool relu,
                  float* v) {
+  if (grid.tile == 4) {
+    input_tiles4(grid, r, ld, channels, relu, v);
+    return;
+  }
   detail::for_each_window<2>(grid, r, ld, channels, v, kTilesPerTask,
                              [&](const float* const src[4][4], float* dst) {
                                if (relu) {

@@ -104,8 +104,9 @@ inline float relu_bits(float x) {
 // n*h*w, the rows of r and out; refused where it overflows int64.
 int64_t pixel_rows(const char* op, const TileGrid& grid);
 
-// V = B^T d B of the range's tiles: r holds the n*h*w NHWC rows (row stride ld, `channels`
-// contiguous values each), v is dense [grid.count, 16, channels]. With relu the tiles read
+// V = B^T d B of the range's tiles (F(4x4, 3x3)'s, input_tiles4, for grid.tile 4): r holds
+// the n*h*w NHWC rows (row stride ld, `channels` contiguous values each), v is dense
+// [grid.count, 16 (36 for tile 4), channels]. With relu the tiles read
 // relu(r) (NaN kept, as torch.relu), so a caller need not store the ReLU'd tensor first.
 void input_tiles(const TileGrid& grid, const float* r, int64_t ld, int64_t channels, bool relu,
                  float* v);

@@ -132,9 +132,8 @@ def forward(x: Tensor, packed: CpuPacked) -> Tensor:
                 kxk.append(weights.panels(tag + "w", make))
             elif use_winograd[-1]:  # the transformed weight, reordered for one chunk's V
                 make = lambda p=plain, t=tile: winograd.grouped_weight(p, t)  # noqa: E731
-                tiles = winograd.winograd_tiles(n, h, w, tile)
-                gemm_input = winograd.onednn_gemm_input(c_red, chunk, tile, tiles)
-                groups = 36 if tile == 4 else 16
+                gemm_input = winograd.onednn_gemm_input(c_red, chunk, tile, n, h, w)
+                groups = winograd.positions(tile)
                 kxk.append(weights.derived(f"{tag}w{tile}", make, gemm_input, groups=groups))
             elif own:
                 kxk.append(weights.panels(tag))

@@ -230,8 +230,8 @@ def conv3x3_f4(x: Tensor, weight: Tensor, bias: Tensor | None, relu: bool) -> Te
     x = x.contiguous(memory_format=torch.channels_last)
     chunk = onednn_chunk(n, h, w)
     # reordered once for the call's chunks (a plain weight is reordered by every chunk's GEMM)
-    gemm_input = onednn_gemm_input(c_in, chunk, 4, winograd_tiles(n, h, w, 4))
-    grouped = reorder(grouped_weight(weight, 4, exact=False), gemm_input, groups=36)
+    gemm_input = onednn_gemm_input(c_in, chunk, 4, n, h, w)
+    grouped = reorder(grouped_weight(weight, 4, exact=False), gemm_input, groups=positions(4))
     if bias is None:
         bias = weight.new_zeros(weight.shape[0])
     direct = conv_weight(weight.detach())
@@ -253,14 +253,20 @@ def onednn_chunk(n: int, h: int, w: int) -> int:
     return max(1, min(ONEDNN_TILES_PER_CHUNK, winograd_tiles(n, h, w)))
 
 
+def positions(tile: int) -> int:
+    """Winograd positions (GEMMs, groups of the grouped weight) per tile: 16 for F(2x2, 3x3),
+    36 for F(4x4, 3x3)."""
+    return (tile + 2) ** 2
+
+
 def onednn_gemm_input(
-    c_in: int, chunk: int, tile: int = 2, tiles: int | None = None
+    c_in: int, chunk: int, tile: int, n: int, h: int, w: int
 ) -> tuple[int, int, int, int]:
     """The input shape of the grouped convolution over one chunk's V, for reordering its
-    weight: [1, P * Cin, 1, size] (P = 16, or 36 for tile 4; size = min(chunk, tiles) tiles as
-    the pixels of one image: what the operator runs for a branch of `tiles` tiles)."""
-    size = chunk if tiles is None else max(1, min(chunk, tiles))
-    return (1, (36 if tile == 4 else 16) * c_in, 1, size)
+    weight: [1, P * Cin, 1, size] (P = positions(tile); size = min(chunk, the batch's tiles)
+    tiles as the pixels of one image: what the operator runs for an n x h x w input)."""
+    size = max(1, min(chunk, winograd_tiles(n, h, w, tile)))
+    return (1, positions(tile) * c_in, 1, size)
 
 
 def winograd_f2x3_input(
