@@ -85,28 +85,30 @@ def _cases() -> dict[str, Callable[[], Case]]:
         )
 
     def triton_1x1():
-        # x [1, 8, 5, 5] -> b1 (2 channels), r (4 columns), b4 (2) into out [1, 8, 5, 5].
+        # x [1, 8, 5, 5] -> b1 (2 channels) into out [1, 8, 5, 5], r (4 columns, then x's
+        # pool in 8).
         t = {
             "x": _cl(1, 8, 5, 5),
             "w_x": torch.randn(8, 6, device=DEVICE),
             "b_x": torch.randn(6, device=DEVICE),
-            "w_pool": torch.randn(8, 2, device=DEVICE),
-            "b_pool": torch.randn(2, device=DEVICE),
-            "r": torch.empty(25, 4, device=DEVICE),
+            "r": torch.empty(25, 12, device=DEVICE),
         }
-        return Case(t, _cl(1, 8, 5, 5), lambda out, **a: block_1x1(**a, out=out, c1=2, pool_off=6))
+        return Case(t, _cl(1, 8, 5, 5), lambda out, **a: block_1x1(**a, out=out, c1=2))
 
     def triton_kxk():
-        # r [25, 6] (r2: 4 columns, r3: 2) -> b2 (4 channels), b3 (2) into out [1, 8, 5, 5].
+        # r [25, 9] (r2: 4 columns, r3: 2, pooled x: 3) -> b2 (4 channels), b3 (2), b4 (2)
+        # into out [1, 8, 5, 5].
         t = {
-            "r": torch.randn(25, 6, device=DEVICE),
+            "r": torch.randn(25, 9, device=DEVICE),
             "w2": torch.randn(9, 4, 4, device=DEVICE),
             "b2": torch.randn(4, device=DEVICE),
             "w3": torch.randn(25, 2, 2, device=DEVICE),
             "b3": torch.randn(2, device=DEVICE),
+            "w4": torch.randn(3, 2, device=DEVICE),
+            "b4": torch.randn(2, device=DEVICE),
         }
         return Case(
-            t, _cl(1, 8, 5, 5), lambda out, **a: block_kxk(**a, out=out, c2r=4, off2=0, off3=6)
+            t, _cl(1, 8, 5, 5), lambda out, **a: block_kxk(**a, out=out, off2=0, off3=4, off4=6)
         )
 
     return {

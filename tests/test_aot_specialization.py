@@ -202,11 +202,12 @@ def test_report_compiles_what_the_jit_runs(compared):
     assert not missing, f"{len(missing)} of {len(compared)} launches:\n" + "\n".join(lines)
     ambiguous = [c for c in compared if len(c["builds"]) > 1]
     assert not ambiguous, ambiguous
-    # 3a at 28x28: 128 output channels of b2 in one 128-wide block make tiles2 = 1 a constant;
-    # of the other ints only m (not specialized), H and W (28) and k3 (3) stay plain.
+    # 3a at 28x28: 128 output channels of b2 in one 128-wide block make full2 = tiles2 = 1
+    # constants; of the other ints only m (not specialized), H and W (28), k3 (3) and tiles23
+    # (2) stay plain.
     (name,) = example["builds"]
-    assert name.startswith("block_kxk[float16,BM=128,BN2=128,"), name
-    assert name.endswith("{tiles2=1;not16=m,height,width,k3}"), name
+    assert name.startswith("block_kxk[float16,BM=128,BMT=32,BN2=128,BN2T=0,"), name
+    assert name.endswith("{full2=1,tiles2=1;not16=m,height,width,k3,tiles23}"), name
 
 
 def test_launch_goes_to_the_interceptor_and_runs_nothing():
@@ -214,9 +215,10 @@ def test_launch_goes_to_the_interceptor_and_runs_nothing():
     kernel[grid] would be given, and nothing runs (the NaN-filled output stays NaN)."""
     from fused_inception.triton.block_kxk import block_kxk
 
-    r = torch.randn(50, 6)
+    r = torch.randn(50, 9)
     w2, b2, w3, b3 = torch.randn(9, 4, 8), torch.randn(8), torch.randn(25, 2, 3), torch.randn(3)
-    out = torch.full((2, 12, 5, 5), float("nan")).contiguous(memory_format=torch.channels_last)
+    w4, b4 = torch.randn(3, 2), torch.randn(2)
+    out = torch.full((2, 14, 5, 5), float("nan")).contiguous(memory_format=torch.channels_last)
     seen, heard = [], []
     previous = common.launch_listener
     common.launch_listener = lambda *a: heard.append(a)
@@ -226,14 +228,18 @@ def test_launch_goes_to_the_interceptor_and_runs_nothing():
             with pytest.raises(RuntimeError, match="already intercepted"):
                 with intercept_launches(print):
                     pass
-            block_kxk(r, w2, b2, w3, b3, out, 4, 1, 9)
+            block_kxk(r, w2, b2, w3, b3, w4, b4, out, 1, 9, 12)
     finally:
         common.launch_listener = previous
     assert torch.isnan(out).all()
     ((kernel, grid, args, options),) = seen
     assert getattr(kernel, "fn", kernel).__name__ == "block_kxk_kernel"
-    assert args[:6] == (r, w2, b2, w3, b3, out)
-    assert args[6:] == (50, 5, 5, 4, 2, 8, 3, 5, 12, 1, 9, 1)
-    assert {"num_warps", "num_stages", "BLOCK_M", "BLOCK_N2", "BLOCK_R3"} <= set(options)
-    assert heard == [("block_kxk", grid, 50 * (9 * 4 * 8 + 25 * 2 * 3))]
+    assert args[:8] == (r, w2, b2, w3, b3, w4, b4, out)
+    # m, H, W, c2r, c3r, c4r, c2, c3, c4, k3, stride_om, off2, off3, off4, then the column
+    # blocks (fp32: uniform 64-wide blocks): full2, tiles2, full3, tiles2 + tiles3, full4.
+    assert args[8:] == (50, 5, 5, 4, 2, 3, 8, 3, 2, 5, 14, 1, 9, 12, 1, 1, 1, 2, 1)
+    assert {"num_warps", "num_stages", "BLOCK_M", "BLOCK_N2", "BLOCK_R3", "BLOCK_N4"} <= set(
+        options
+    )
+    assert heard == [("block_kxk", grid, 50 * (9 * 4 * 8 + 25 * 2 * 3 + 3 * 2))]
     assert math.prod(grid) >= 1

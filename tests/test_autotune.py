@@ -25,7 +25,6 @@ from helpers import assert_close_rel, randomize_block, reference_f64
 from fused_inception import BlockConfig, FusedInception
 from fused_inception.backends.output import poison_outputs
 from fused_inception.configs import GOOGLENET_BLOCKS
-from fused_inception.report.specialization import CAPTURE_BATCHES
 from fused_inception.triton import INTERPRETER, autotune, block_1x1, block_kxk, common
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -214,14 +213,14 @@ def test_forward_runs_every_candidate_and_launches_the_chosen(monkeypatch, k3):
     block = block.to(dtype)
 
     # Every candidate of both launchers is clean in this table; the timer favours 4 warps.
-    m = 2 * 6 * 5
     c = SMALL_BLOCK
     one = block_1x1.tuning_candidates(
-        dtype, m=m, c_in=c.in_channels, n_x=c.ch1x1 + c.ch3x3red + c.ch5x5red, c_pool=c.pool_proj
+        dtype, c_in=c.in_channels, n_x=c.ch1x1 + c.ch3x3red + c.ch5x5red, width=5
     )
     kxk = block_kxk.tuning_candidates(
-        dtype, m=m, c2r=c.ch3x3red, c2=c.ch3x3, c3r=c.ch5x5red, c3=c.ch5x5, k3=k3
-    )
+        dtype, c2r=c.ch3x3red, c2=c.ch3x3, c3r=c.ch5x5red, c3=c.ch5x5, k3=k3,
+        c4r=c.in_channels, c4=c.pool_proj,
+    )  # fmt: skip
     assert len(one) >= 5 and len(kxk) >= 5
     table = _table_with("block_1x1", "float16", one)
     table["archs"]["sm_90"]["block_kxk"] = _table_with("block_kxk", "float16", kxk)["archs"][
@@ -272,25 +271,23 @@ def _googlenet_candidates():
     """(family, dtype, config) of every candidate and pick of GoogLeNet's 16-bit launches."""
     for cfg in GOOGLENET_BLOCKS.values():
         for dtype in SIXTEEN_BIT:
-            for batch in CAPTURE_BATCHES:
-                m = batch * cfg.hw * cfg.hw
+            # The configs do not depend on the batch (tiles.py): one shape per block.
+            shape = {
+                "c_in": cfg.in_channels,
+                "n_x": cfg.ch1x1 + cfg.ch3x3red + cfg.ch5x5red,
+                "width": cfg.hw,
+            }
+            pick = block_1x1.pick_config(dtype, **shape)
+            for cand in block_1x1.tuning_candidates(dtype, **shape):
+                yield "block_1x1", dtype, cand, cand == pick
+            for k3 in (3, 5):
                 shape = {
-                    "m": m,
-                    "c_in": cfg.in_channels,
-                    "n_x": cfg.ch1x1 + cfg.ch3x3red + cfg.ch5x5red,
-                    "c_pool": cfg.pool_proj,
-                }
-                pick = block_1x1.pick_config(dtype, **shape)
-                for cand in block_1x1.tuning_candidates(dtype, **shape):
-                    yield "block_1x1", dtype, cand, cand == pick
-                for k3 in (3, 5):
-                    shape = {
-                        "m": m, "c2r": cfg.ch3x3red, "c2": cfg.ch3x3, "c3r": cfg.ch5x5red,
-                        "c3": cfg.ch5x5, "k3": k3,
-                    }  # fmt: skip
-                    pick = block_kxk.pick_config(dtype, **shape)
-                    for cand in block_kxk.tuning_candidates(dtype, **shape):
-                        yield "block_kxk", dtype, cand, cand == pick
+                    "c2r": cfg.ch3x3red, "c2": cfg.ch3x3, "c3r": cfg.ch5x5red, "c3": cfg.ch5x5,
+                    "k3": k3, "c4r": cfg.in_channels, "c4": cfg.pool_proj,
+                }  # fmt: skip
+                pick = block_kxk.pick_config(dtype, **shape)
+                for cand in block_kxk.tuning_candidates(dtype, **shape):
+                    yield "block_kxk", dtype, cand, cand == pick
 
 
 def test_committed_table_lists_every_candidate_and_every_pick_is_clean():

@@ -161,11 +161,13 @@ def _watch_triton_launches(monkeypatch) -> list[tuple[str, list[tuple[int, ...]]
 
 def test_what_one_forward_allocates_and_launches(backend, monkeypatch):
     """Version 2 (triton, and cuda in 16-bit): two launches and two allocations, the output and
-    the scratch rows r2 | r3 that the first launch writes and the second reads; no pooled
-    tensor, no branch output, no concatenation. cuda float32 (version 1): one allocation (the
-    output) and four launches, none of which receives a reduced tensor."""
+    the scratch rows that the first launch writes and the second reads (r2 | r3; triton's also
+    hold the pooled x); no other pooled tensor, no branch output, no concatenation. cuda
+    float32 (version 1): one allocation (the output) and four launches, none of which receives
+    a reduced tensor."""
     cfg = GOOGLENET_CASES[0].values[1]
-    scratch = (16, cfg.ch3x3red + cfg.ch5x5red)
+    pooled = cfg.in_channels if backend == "triton" else 0
+    scratch = (16, cfg.ch3x3red + cfg.ch5x5red + pooled)
     for dtype in (torch.float16, torch.float32):
         block = randomize_block(FusedInception(*cfg.args(), backend=backend)).eval()
         block = block.to(GPU_DEVICE, dtype)

@@ -82,14 +82,15 @@ def test_triton_kernels_address_rows_past_2_31(tmp_path):
     w4, b4 = torch.randn(c4, c_in, generator=gen), torch.randn(c4, generator=gen) + 1.0
     w2, b2 = torch.randn(c2, c2r, 3, 3, generator=gen), torch.randn(c2, generator=gen)
     w3, b3 = torch.randn(c3, c3r, 5, 5, generator=gen), torch.randn(c3, generator=gen)
-    r = torch.empty(n * h * w, c2r + c3r)
-    block_1x1(x, w_x.t().contiguous(), b_x, w4.t().contiguous(), b4, out, r, c1, c1 + c2 + c3)
+    r = torch.empty(n * h * w, c2r + c3r + c_in)
+    block_1x1(x, w_x.t().contiguous(), b_x, out, r, c1)
 
     def taps(weight):
         k = weight.shape[-1]
         return weight.permute(2, 3, 1, 0).reshape(k * k, weight.shape[1], -1).contiguous()
 
-    block_kxk(r, taps(w2), b2, taps(w3), b3, out, c2r, c1, c1 + c2)
+    w_pool = w4.t().contiguous()
+    block_kxk(r, taps(w2), b2, taps(w3), b3, w_pool, b4, out, c1, c1 + c2, c1 + c2 + c3)
     x64 = x.double()
     reduced = F.relu(F.conv2d(x64, w_x.double()[c1:, :, None, None], b_x.double()[c1:]))
     ref = torch.cat(

@@ -96,20 +96,24 @@ if CUDA_OPS:
         attempt("chain_1x1_kxk_", [c0], ops.chain_1x1_kxk_, x, *chain, new_out(), c0)
 
 # The Triton launchers (interpreter on CPU tensors), with the same valid offsets [0, 7]:
-# block_1x1's pool slice (5 channels of 12; c1 = 0), block_kxk's b2 slice (5 channels of 15,
-# b3's 3 channels at 12).
+# block_1x1's c1 (b1's slice: w_x's 7 columns into 12 channels; r sized for a valid c1),
+# block_kxk's b2 slice (5 channels of 17, b3's 3 channels at 12, b4's 2 at 15).
 if TRITON:
     from fused_inception.triton.block_1x1 import block_1x1
     from fused_inception.triton.block_kxk import block_kxk
-    w_x, b_x, r = torch.randn(7, 7), torch.randn(7), torch.empty(24, 7)
-    r_in, w2, w3 = torch.randn(24, 4), torch.randn(9, 2, 5), torch.randn(9, 2, 3)
-    def out15():
-        return torch.zeros(2, 15, 3, 4).contiguous(memory_format=torch.channels_last)
+    w_x, b_x = torch.randn(7, 7), torch.randn(7)
+    r_in, w2, w3 = torch.randn(24, 11), torch.randn(9, 2, 5), torch.randn(9, 2, 3)
+    w4 = torch.randn(7, 2)
+    def out17():
+        return torch.zeros(2, 17, 3, 4).contiguous(memory_format=torch.channels_last)
+    def run_1x1(c1):
+        integer = type(c1) is int or (isinstance(c1, torch.Tensor) and not c1.is_floating_point())
+        k = int(c1) if integer and 0 <= int(c1) <= 7 else 0
+        return block_1x1(x, w_x, b_x, new_out(), torch.empty(24, 7 - k + 7), c1)
     for i, c0 in enumerate(C_OFFS):
-        attempt("triton block_1x1", i,
-                lambda c0=c0: block_1x1(x, w_x, b_x, w, b, new_out(), r, 0, c0))
+        attempt("triton block_1x1", i, lambda c0=c0: run_1x1(c0))
         attempt("triton block_kxk", i,
-                lambda c0=c0: block_kxk(r_in, w2, b[:5], w3, b[:3], out15(), 2, c0, 12))
+                lambda c0=c0: block_kxk(r_in, w2, b[:5], w3, b[:3], w4, b[:2], out17(), c0, 12, 15))
 
 print("FUZZ-RESULT " + json.dumps([succeeded, refused]))
 """

@@ -1,14 +1,19 @@
 """The block as two launches writing into channel slices of one output (version 2).
 
-The GPU backends share this structure and differ only in the kernels (the Triton launchers of
-fused_inception/triton/block_1x1.py and block_kxk.py, or the CUDA operators
-fused_inception::block_1x1_ and block_kxk_, which take the same arguments):
+The GPU backends share this structure and differ in the kernels and in where the pool branch
+runs. The CUDA operators fused_inception::block_1x1_ and block_kxk_:
 1. block_1x1(x, w_x, b_x, w_pool, b_pool, out, r, c1, pool_off): every 1x1 convolution over x
    as one GEMM, b1 into out's channels [0, c1) and the reduced tensors r2 | r3 into the scratch
-   rows r [N*H*W, c2r + c3r]; b4 from the 3x3/1 max-pool taken while x is loaded, into the last
-   c4 channels. x is read by this launch only.
+   rows r [N*H*W, c2r + c3r]; b4 from the 3x3/1 max-pool staged in shared memory with x's
+   rows, into the last c4 channels. x is read by this launch only.
 2. block_kxk(r, w2, b2, w3, b3, out, c2r, off2, off3): b2 and b3, the kxk convolutions over r2
    and r3 (zero padding), into their slices.
+The Triton launchers (fused_inception/triton/block_1x1.py and block_kxk.py, `pool_in_scratch`),
+which cannot stage a tile's neighbours on chip:
+1. block_1x1(x, w_x, b_x, out, r, c1): the GEMM as above, and x's max-pool streamed row by
+   row into r's last C_in columns (r [N*H*W, c2r + c3r + C_in]);
+2. block_kxk(r, w2, b2, w3, b3, w_pool, b_pool, out, off2, off3, off4): b2, b3 and the pool
+   projection b4 over the pooled columns.
 The one temporary is r.
 """
 
@@ -43,6 +48,7 @@ def forward(
     name: str,
     dtypes: tuple[torch.dtype, ...],
     keep_reduced: bool = False,
+    pool_in_scratch: bool = False,
 ) -> Tensor | tuple[Tensor, Tensor, Tensor]:
     """Fused eval forward in two launches.
 
@@ -52,6 +58,7 @@ def forward(
     The kernels run on NHWC rows, so NCHW input is converted once and the output back.
     keep_reduced: also return r2 and r3 (copies of the scratch's columns, [N, c, H, W]
     channels_last), for a backward that does not recompute them.
+    pool_in_scratch: the launchers take the Triton signatures (module docstring).
     """
     if x.dtype not in dtypes:
         names = [str(d).removeprefix("torch.") for d in dtypes]
@@ -62,21 +69,30 @@ def forward(
     c2, c3, c4 = packed.b2.shape[0], packed.b3.shape[0], packed.b_pool.shape[0]
     x_rows = x.contiguous(memory_format=torch.channels_last)
     out = new_output((n, c1 + c2 + c3 + c4, h, w), x, torch.channels_last)
+    c_red = packed.w_x.shape[1] - c1
     if out.numel() != 0:
-        r = new_output((n * h * w, packed.w_x.shape[1] - c1), x, torch.contiguous_format)
+        columns = c_red + (x.shape[1] if pool_in_scratch else 0)
+        r = new_output((n * h * w, columns), x, torch.contiguous_format)
         with device_guard(x):
-            block_1x1(
-                x_rows, packed.w_x, packed.b_x, packed.w_pool, packed.b_pool, out, r, c1,
-                c1 + c2 + c3,
-            )  # fmt: skip
-            block_kxk(r, packed.w2, packed.b2, packed.w3, packed.b3, out, c2r, c1, c1 + c2)
+            if pool_in_scratch:
+                block_1x1(x_rows, packed.w_x, packed.b_x, out, r, c1)
+                block_kxk(
+                    r, packed.w2, packed.b2, packed.w3, packed.b3, packed.w_pool,
+                    packed.b_pool, out, c1, c1 + c2, c1 + c2 + c3,
+                )  # fmt: skip
+            else:
+                block_1x1(
+                    x_rows, packed.w_x, packed.b_x, packed.w_pool, packed.b_pool, out, r, c1,
+                    c1 + c2 + c3,
+                )  # fmt: skip
+                block_kxk(r, packed.w2, packed.b2, packed.w3, packed.b3, out, c2r, c1, c1 + c2)
     if output_memory_format(x) != torch.channels_last:
         out = out.contiguous()
     if not keep_reduced:
         return out
     if out.numel() == 0:
-        r = x.new_zeros((n * h * w, packed.w_x.shape[1] - c1))
-    return out, _nhwc(_copy(r[:, :c2r]), n, h, w), _nhwc(_copy(r[:, c2r:]), n, h, w)
+        r = x.new_zeros((n * h * w, c_red))
+    return out, _nhwc(_copy(r[:, :c2r]), n, h, w), _nhwc(_copy(r[:, c2r:c_red]), n, h, w)
 
 
 def _copy(rows: Tensor) -> Tensor:

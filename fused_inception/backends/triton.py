@@ -1,10 +1,11 @@
 """Triton backend: the whole eval-mode block in two launches (version 2).
 
 1. fused_inception/triton/block_1x1.py: every 1x1 convolution over x in one GEMM (b1 into its
-   slice, the reduced tensors r2 | r3 into a scratch of NHWC rows), and b4 from the max-pool
-   taken while x is loaded; x is read by this launch only.
+   slice, the reduced tensors r2 | r3 into a scratch of NHWC rows), and x's max-pool streamed
+   row by row into the same scratch rows; x is read by this launch only.
 2. fused_inception/triton/block_kxk.py: b2 and b3, the kxk convolutions over r2 and r3 with
-   their taps loaded by address, into their slices.
+   their taps loaded by address, and b4, the pool projection over the pooled rows, into their
+   slices.
 Runs on CUDA tensors, or on CPU tensors under TRITON_INTERPRET=1 (how CI executes it).
 """
 
@@ -30,10 +31,11 @@ def prepare(p: FoldedParams) -> BlockPacked:
 
 def forward(x: Tensor, packed: BlockPacked) -> Tensor:
     """x [N, Cin, H, W] -> [N, Ctot, H, W] in x's memory format (blockwise.forward)."""
-    return blockwise.forward(x, packed, block_1x1, block_kxk, "triton", SUPPORTED_DTYPES)
+    args = (x, packed, block_1x1, block_kxk, "triton", SUPPORTED_DTYPES)
+    return blockwise.forward(*args, pool_in_scratch=True)
 
 
 def forward_saving(x: Tensor, packed: BlockPacked) -> tuple[Tensor, Tensor, Tensor]:
     """forward, also returning r2 and r3 (blockwise.forward's keep_reduced)."""
     args = (x, packed, block_1x1, block_kxk, "triton", SUPPORTED_DTYPES)
-    return blockwise.forward(*args, keep_reduced=True)
+    return blockwise.forward(*args, keep_reduced=True, pool_in_scratch=True)

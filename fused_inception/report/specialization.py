@@ -30,10 +30,9 @@ So the specialization is Triton's, computed by Triton, for the arguments the pac
 Which argument values matter, and why CPU tensors at real shapes represent GPU launches:
 - channel counts, H, W and the strides of the NHWC tensors the kernels read are those of the
   real blocks; the batch N enters the launches through m = N*H*W only, which the kernels
-  exclude from specialization (do_not_specialize), and through the tile configuration
-  (BLOCK_M 64 or 128, fused_inception/triton/tiles.block_m): the captured batches
-  (CAPTURE_BATCHES) make every block take both, so every batch size runs a captured
-  specialization;
+  exclude from specialization (do_not_specialize) and from which they derive their row tiles
+  (full and tail tiles, fused_inception/triton/tiles.py) and pool programs themselves, so
+  every batch size runs a captured specialization (CAPTURE_BATCHES covers several anyway);
 - the pointers: every tensor the kernels get is a whole allocation (x, the packed weights, the
   output; channel slices are passed as an offset), 64-byte aligned by torch's CPU allocator
   and 512-byte aligned by its CUDA caching allocator: both multiples of 16. An input that is a

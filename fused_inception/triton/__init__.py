@@ -2,8 +2,9 @@
 
 Version 2, two launches per block, one file per kernel family: block_1x1.py (every 1x1
 convolution over x as one GEMM: b1 into its output slice, the reduced tensors r2 | r3 into
-scratch rows, and b4 from the 3x3/1 max-pool taken while x is loaded) and block_kxk.py (b2 and
-b3, the kxk convolutions over the scratch rows with their taps loaded by address); what they
+scratch rows, and x's 3x3/1 max-pool streamed into the same rows) and block_kxk.py (b2 and
+b3, the kxk convolutions over the scratch rows with their taps loaded by address, and b4, the
+pool projection over the pooled rows); what they
 share (naming scheme, config selection, argument validation, AOT build records) is in
 common.py. Every family lists the kernel builds it uses in `aot_builds()`, which
 `python -m fused_inception.report` compiles ahead of time for sm_80 and sm_90.

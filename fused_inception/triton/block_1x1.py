@@ -1,23 +1,30 @@
-"""The block's 1x1 convolutions, all of which read x: one GEMM over x and its max-pool.
+"""The block's 1x1 convolutions over x and its max-pool: every part of the block that reads x.
 
     [b1 | r2 | r3] = relu(x @ [W1 | W2r | W3r] + [B1 | B2r | B3r])      (horizontal fusion)
-    b4             = relu(maxpool3x3(x, stride 1, pad 1) @ W4 + B4)
+    p              = maxpool3x3(x, stride 1, pad 1)
 
 In NHWC a 1x1 convolution is the GEMM [M = N*H*W, C_in] x [C_in, C_out], and a branch's
 channel slice of the block output is a column block of the output rows [M, C_tot]. One launch
-reads x once for all of them: programs of the first kind (pid_n < tiles_x) run the fused GEMM
-over the columns of [W1 | W2r | W3r] and store b1 into out's channels [0, c1) and the reduced
-tensors r2 | r3 into the scratch rows r [M, c2r + c3r] that block_kxk.py reads; programs of the
-second kind take the 3x3/1 max-pool of each x tile as it is loaded (-inf padding) and store b4
-into out's last c4 channels. The pooled tensor is never stored.
+reads x once for all of it: GEMM programs run the fused GEMM over the columns of
+[W1 | W2r | W3r] and store b1 into out's channels [0, c1) and the reduced tensors r2 | r3
+into the scratch rows r [M, c2r + c3r + C_in] that block_kxk.py reads; pool programs stream a
+band of image rows through x's 3x3/1 max-pool and store the pooled rows p into r's last C_in
+columns, where block_kxk.py's pool-projection programs read them (b4 = relu(p @ W4 + B4)).
 
 Why a scratch for r2 | r3 instead of recomputing them next to the kxk taps (version 1): every
 reduced value is then computed exactly once, the kxk convolution reads its taps by address
 (no register shuffles) from rows that stay in L2 between the two launches, and x is read by
-one launch instead of four. docs/design.md section 4 has the numbers.
+one launch instead of four.
 
-Packed weights (`fused_inception.packing.prepare_block`): w_x [C_in, c1 + c2r + c3r] and
-w_pool [C_in, c4] in the compute dtype (GEMM B operands, K-major rows), biases float32.
+Why the pool is streamed row by row into the scratch instead of taken per GEMM tile: a tile's
+3x3 window needs its neighbours' rows, and Triton cannot shift a tile held in registers, so
+taking the pool per tile costs nine loads of every x element (one per tap). Streaming image
+rows, a program keeps the horizontal maxima of the previous two rows in registers and loads
+each new row three times (its left, centre and right taps): 3 * (rows + 2) / rows loads per
+element for a band of rows, plus one load of p by the projection (docs/design.md section 4).
+
+Packed weights (`fused_inception.packing.prepare_block`): w_x [C_in, c1 + c2r + c3r] in the
+compute dtype (the GEMM's B operand, K-major rows), b_x float32.
 """
 
 from __future__ import annotations
@@ -35,7 +42,7 @@ from . import KernelBuild, autotune, common, tiles
 @triton.jit
 def _gemm_x(
     x_tile, x_row, w_x_ptr, b_x_ptr, out_tile, out_row, r_ptr, m0, offs_m, mask_m, c_in, n_x,
-    c1, c_red, n0,
+    c1, c_rows, n0,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
     DOT_IN_FP32: tl.constexpr,
 ):  # fmt: skip
@@ -62,123 +69,191 @@ def _gemm_x(
     # b1's columns into the output slice, the reductions' into the scratch rows.
     is_b1 = cols < c1
     tl.store(out_tile + out_row[:, None] + cols[None, :], y, mask=mask_m[:, None] & is_b1[None, :])
-    r_tile = r_ptr + m0.to(tl.int64) * c_red
+    r_tile = r_ptr + m0.to(tl.int64) * c_rows
     tl.store(
-        r_tile + (offs_m * c_red)[:, None] + (cols - c1)[None, :],
+        r_tile + (offs_m * c_rows)[:, None] + (cols - c1)[None, :],
         y,
         mask=mask_m[:, None] & (mask_n & ~is_b1)[None, :],
     )
 
 
 @triton.jit
-def _pool_projection(
-    x_tile, x_row, w_pool_ptr, b_pool_ptr, out_tile, out_row, m0, offs_m, mask_m, c_in,
-    stride_xm, height, width, c_pool, pool_off, n0,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-    DOT_IN_FP32: tl.constexpr,
-):  # fmt: skip
-    """Columns [n0, n0 + BLOCK_N) of b4 = relu(maxpool3x3(x) @ w_pool + b_pool) into out."""
-    cols = n0 + tl.arange(0, BLOCK_N)
-    mask_n = cols < c_pool
-    offs_k = tl.arange(0, BLOCK_K)
-    hw = height * width
-    h = ((m0 + offs_m) % hw) // width
-    w = (m0 + offs_m) % width
-    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-    # Not software-pipelined: nine A tiles per step in flight, times the stages, would not fit
-    # in shared memory (and their registers spill); the eight shifted ones are L1/L2 hits.
-    for k0 in tl.range(0, c_in, BLOCK_K, num_stages=1):
-        k = k0 + offs_k
-        mask_k = k < c_in
-        mask_mk = mask_m[:, None] & mask_k[None, :]
-        a = tl.load(x_tile + x_row[:, None] + k[None, :], mask=mask_mk, other=0.0)
-        # Max over the 3x3 neighbourhood. The centre is inside the image, so neighbours outside
-        # it load as -inf and never win (an all-negative window stays negative); masked (pixel,
-        # channel) entries stay max(0, -inf) = 0 and add nothing to the dot.
-        for dh in tl.static_range(-1, 2):
-            for dw in tl.static_range(-1, 2):
-                if dh != 0 or dw != 0:
-                    inside = (h + dh >= 0) & (h + dh < height) & (w + dw >= 0) & (w + dw < width)
-                    tap = tl.load(
-                        x_tile + (x_row + (dh * width + dw) * stride_xm)[:, None] + k[None, :],
-                        mask=mask_mk & inside[:, None],
-                        other=float("-inf"),
-                    )
-                    a = tl.maximum(a, tap, propagate_nan=tl.PropagateNan.ALL)
-        a = a.to(x_tile.dtype.element_ty)  # tl.maximum computes bf16 in fp32 (exact)
-        b = tl.load(
-            w_pool_ptr + k[:, None] * c_pool + cols[None, :],
-            mask=mask_k[:, None] & mask_n[None, :],
-            other=0.0,
+def _row_max(x_ptr, pix0, hh, cols, ch, mask_c, height, width, stride_xm):
+    """max(x[hh, w - 1], x[hh, w], x[hh, w + 1]) for w in cols, channels ch, of the image whose
+    first pixel is pix0 (int64), in float32 (exact for every input dtype); -inf where a tap,
+    or the whole row hh, is outside the image."""
+    row_ok = (hh >= 0) & (hh < height)
+    row = x_ptr + (pix0 + hh * width) * stride_xm
+    mx = tl.load(
+        row + (cols * stride_xm)[:, None] + ch[None, :],
+        mask=(row_ok & (cols < width))[:, None] & mask_c[None, :],
+        other=float("-inf"),
+    ).to(tl.float32)
+    for dw in tl.static_range(-1, 2, 2):
+        tap = cols + dw
+        inside = row_ok & (tap >= 0) & (tap < width)
+        v = tl.load(
+            row + (tap * stride_xm)[:, None] + ch[None, :],
+            mask=inside[:, None] & mask_c[None, :],
+            other=float("-inf"),
         )
-        acc = common.dot_acc(a, b, acc, DOT_IN_FP32)
-    common.bias_relu_store(acc, b_pool_ptr, cols, mask_n, out_tile, out_row, pool_off, mask_m)
+        mx = tl.maximum(mx, v.to(tl.float32), propagate_nan=tl.PropagateNan.ALL)
+    return mx
 
 
-# m (N*H*W) only bounds the masks: not specializing it on divisibility by 16 keeps one build
-# per configuration for every batch size (fused_inception/report/specialization.py).
-@triton.jit(do_not_specialize=["m"])
-def block_1x1_kernel(
-    x_ptr, w_x_ptr, b_x_ptr, w_pool_ptr, b_pool_ptr, out_ptr, r_ptr,
-    m, c_in, height, width, n_x, c1, c_red, c_pool, stride_xm, stride_om, pool_off, tiles_x,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_N_POOL: tl.constexpr,
-    BLOCK_K: tl.constexpr, BLOCK_K_POOL: tl.constexpr, DOT_IN_FP32: tl.constexpr,
+@triton.jit
+def _pool_rows(
+    x_ptr, r_ptr, q, c_in, height, width, stride_xm, c_rows, p_col0, n_seg, seg_rows, n_wband,
+    n_cblk,
+    BLOCK_W: tl.constexpr, BLOCK_C: tl.constexpr,
 ):  # fmt: skip
-    """One BLOCK_M-pixel tile of the fused 1x1 GEMM (pid_n < tiles_x) or of the pool branch.
+    """Pool program q: p = maxpool3x3(x) (stride 1, pad 1) for one band of seg_rows image rows
+    x BLOCK_W columns x BLOCK_C channels, stored into r's columns [p_col0, p_col0 + c_in).
 
-    Grid:   (cdiv(m, BLOCK_M), tiles_x + tiles_pool); m = N*H*W pixels in (n, h, w) order;
-            pid_n fastest, so the programs of one pixel tile run together and share x in L2.
-    Reads:  x [m, c_in] (NHWC rows, stride_xm elements apart), w_x [c_in, n_x], b_x [n_x] fp32,
-            w_pool [c_in, c_pool], b_pool [c_pool] fp32.
-    Writes: out[:, 0:c1] (b1) and r[:, 0:c_red] (r2 | r3, c_red = n_x - c1) from the fused
-            GEMM; out[:, pool_off:pool_off + c_pool] (b4) from the pool programs. out is the
-            block output as NHWC rows (stride_om elements apart).
-    Offsets: a 64-bit base per program (m0 rows in), 32-bit offsets inside the tile (the
-    launcher checks they fit): 64-bit offsets per element would double their registers. The
-    two kinds of program are separate functions: the arms of an `if` share no variable.
+    The rows are streamed top to bottom: each image row's horizontal maxima are loaded once
+    (three taps) and kept for the two output rows below it. Neighbours outside the image are
+    -inf and never win: every output's centre is inside, so an all-negative window stays
+    negative; NaN propagates as in torch's max_pool2d.
     """
-    pid_m = tl.program_id(0)
-    pid_n = tl.program_id(1)
-    m0 = pid_m * BLOCK_M
+    cb = q % n_cblk
+    t = q // n_cblk
+    wb = t % n_wband
+    t = t // n_wband
+    h0 = (t % n_seg) * seg_rows
+    h1 = tl.minimum(h0 + seg_rows, height)
+    cols = wb * BLOCK_W + tl.arange(0, BLOCK_W)
+    ch = cb * BLOCK_C + tl.arange(0, BLOCK_C)
+    mask_c = ch < c_in
+    mask_store = (cols < width)[:, None] & mask_c[None, :]
+    pix0 = (t // n_seg).to(tl.int64) * height * width  # the image's first pixel
+    above = _row_max(x_ptr, pix0, h0 - 1, cols, ch, mask_c, height, width, stride_xm)
+    here = _row_max(x_ptr, pix0, h0, cols, ch, mask_c, height, width, stride_xm)
+    # Not software-pipelined: each row's loads are three independent tiles already.
+    for hh in tl.range(h0, h1, num_stages=1):
+        below = _row_max(x_ptr, pix0, hh + 1, cols, ch, mask_c, height, width, stride_xm)
+        p = tl.maximum(above, here, propagate_nan=tl.PropagateNan.ALL)
+        p = tl.maximum(p, below, propagate_nan=tl.PropagateNan.ALL)
+        tl.store(
+            r_ptr + (pix0 + hh * width) * c_rows + p_col0 + (cols * c_rows)[:, None] + ch[None, :],
+            p.to(r_ptr.dtype.element_ty),
+            mask=mask_store,
+        )
+        above = here
+        here = below
+
+
+@triton.jit
+def _gemm_x_tile(
+    x_ptr, w_x_ptr, b_x_ptr, out_ptr, r_ptr, m, m0, pid_n, full_n, c_in, n_x, c1, c_rows,
+    stride_xm, stride_om,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_N_TAIL: tl.constexpr,
+    BLOCK_K: tl.constexpr, DOT_IN_FP32: tl.constexpr,
+):  # fmt: skip
+    """The GEMM program of rows [m0, m0 + BLOCK_M) and column block pid_n: one of full_n blocks
+    of BLOCK_N columns, or the tail block of BLOCK_N_TAIL after them."""
     offs_m = tl.arange(0, BLOCK_M)
     mask_m = m0 + offs_m < m
     x_tile = x_ptr + m0.to(tl.int64) * stride_xm
-    x_row = offs_m * stride_xm
     out_tile = out_ptr + m0.to(tl.int64) * stride_om
-    out_row = offs_m * stride_om
-    if pid_n < tiles_x:
+    x_row, out_row = offs_m * stride_xm, offs_m * stride_om
+    if BLOCK_N_TAIL == 0:
         _gemm_x(
             x_tile, x_row, w_x_ptr, b_x_ptr, out_tile, out_row, r_ptr, m0, offs_m, mask_m, c_in,
-            n_x, c1, c_red, pid_n * BLOCK_N, BLOCK_M, BLOCK_N, BLOCK_K, DOT_IN_FP32,
+            n_x, c1, c_rows, pid_n * BLOCK_N, BLOCK_M, BLOCK_N, BLOCK_K, DOT_IN_FP32,
+        )  # fmt: skip
+    elif pid_n < full_n:
+        _gemm_x(
+            x_tile, x_row, w_x_ptr, b_x_ptr, out_tile, out_row, r_ptr, m0, offs_m, mask_m, c_in,
+            n_x, c1, c_rows, pid_n * BLOCK_N, BLOCK_M, BLOCK_N, BLOCK_K, DOT_IN_FP32,
         )  # fmt: skip
     else:
-        _pool_projection(
-            x_tile, x_row, w_pool_ptr, b_pool_ptr, out_tile, out_row, m0, offs_m, mask_m, c_in,
-            stride_xm, height, width, c_pool, pool_off, (pid_n - tiles_x) * BLOCK_N_POOL, BLOCK_M,
-            BLOCK_N_POOL, BLOCK_K_POOL, DOT_IN_FP32,
+        _gemm_x(
+            x_tile, x_row, w_x_ptr, b_x_ptr, out_tile, out_row, r_ptr, m0, offs_m, mask_m, c_in,
+            n_x, c1, c_rows, full_n * BLOCK_N, BLOCK_M, BLOCK_N_TAIL, BLOCK_K, DOT_IN_FP32,
         )  # fmt: skip
+
+
+# m (N*H*W) only bounds the masks and counts the programs: not specializing it keeps one build
+# per configuration for every batch size (fused_inception/report/specialization.py).
+@triton.jit(do_not_specialize=["m"])
+def block_1x1_kernel(
+    x_ptr, w_x_ptr, b_x_ptr, out_ptr, r_ptr,
+    m, c_in, height, width, n_x, c1, c_rows, stride_xm, stride_om, full_n, tiles_x,
+    n_seg, seg_rows, n_wband, n_cblk,
+    BLOCK_M: tl.constexpr, BLOCK_M_TAIL: tl.constexpr, BLOCK_N: tl.constexpr,
+    BLOCK_N_TAIL: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_W: tl.constexpr,
+    BLOCK_C: tl.constexpr, DOT_IN_FP32: tl.constexpr,
+):  # fmt: skip
+    """A pool program or one pixel tile x column block of the fused 1x1 GEMM.
+
+    Grid:   (pool programs + row tiles * tiles_x,); m = N*H*W pixels in (n, h, w) order. Pool
+            programs first (latency-bound row streams: started first, they overlap the GEMM),
+            N * n_seg * n_wband * n_cblk of them. Then the GEMM's: row tiles of BLOCK_M rows,
+            then tiles of BLOCK_M_TAIL for the m mod BLOCK_M rows left (the last one masked);
+            tiles_x column blocks per row tile
+            (full_n of BLOCK_N, then a tail of BLOCK_N_TAIL if that is not 0), the column
+            block fastest, so the programs of one pixel tile run together and share x in L2.
+    Reads:  x [m, c_in] (NHWC rows, stride_xm elements apart), w_x [c_in, n_x], b_x [n_x] fp32.
+    Writes: out[:, 0:c1] (b1); r [m, c_rows] (r2 | r3 in columns [0, n_x - c1), the pooled x
+            in the c_in columns after them). out is the block output as NHWC rows (stride_om
+            elements apart).
+    Offsets: a 64-bit base per program (m0 rows in) or image row, 32-bit offsets inside the
+    tile or row (the launcher checks they fit): 64-bit offsets per element would double their
+    registers. The kinds of program are separate functions: the arms of an `if` share no
+    variable.
+    """
+    pid = tl.program_id(0)
+    pool_programs = (m // (height * width)) * n_seg * n_wband * n_cblk
+    if pid < pool_programs:
+        _pool_rows(
+            x_ptr, r_ptr, pid, c_in, height, width, stride_xm, c_rows, n_x - c1, n_seg,
+            seg_rows, n_wband, n_cblk, BLOCK_W, BLOCK_C,
+        )  # fmt: skip
+    else:
+        g = pid - pool_programs
+        pid_m = g // tiles_x
+        pid_n = g % tiles_x
+        full_m = m // BLOCK_M
+        # Uniform tiles (BLOCK_M_TAIL == BLOCK_M, fp32) compile one copy of the tile.
+        if BLOCK_M_TAIL == BLOCK_M or pid_m < full_m:
+            _gemm_x_tile(
+                x_ptr, w_x_ptr, b_x_ptr, out_ptr, r_ptr, m, pid_m * BLOCK_M, pid_n, full_n,
+                c_in, n_x, c1, c_rows, stride_xm, stride_om, BLOCK_M, BLOCK_N, BLOCK_N_TAIL,
+                BLOCK_K, DOT_IN_FP32,
+            )  # fmt: skip
+        else:
+            m0 = full_m * BLOCK_M + (pid_m - full_m) * BLOCK_M_TAIL
+            _gemm_x_tile(
+                x_ptr, w_x_ptr, b_x_ptr, out_ptr, r_ptr, m, m0, pid_n, full_n, c_in, n_x, c1,
+                c_rows, stride_xm, stride_om, BLOCK_M_TAIL, BLOCK_N, BLOCK_N_TAIL, BLOCK_K,
+                DOT_IN_FP32,
+            )  # fmt: skip
 
 
 class Block1x1Config(NamedTuple):
-    """Tile sizes and launch options of one build of block_1x1_kernel."""
+    """Tile sizes and launch options of one build of block_1x1_kernel (column tail: 0 for
+    none; block_w, block_c: a pool program's columns and channels)."""
 
     block_m: int
+    block_m_tail: int
     block_n: int
-    block_n_pool: int
+    block_n_tail: int
     block_k: int
-    block_k_pool: int
+    block_w: int
+    block_c: int
     num_warps: int
     num_stages: int
 
 
-# Channel steps (16-bit): the least-padding candidate. The pool programs take 16-channel
-# steps: their nine shifted A tiles and the masks of the eight neighbours stay live across the
-# step, and wider steps spill (measured by the compile report for sm_80 and sm_90). Pixel
-# rows and output blocks: fused_inception/triton/tiles.py.
+# Channel steps (16-bit): the least-padding candidate. Pixel rows and output blocks:
+# fused_inception/triton/tiles.py. Pool programs: up to 32 columns x 64 channels a row (a
+# 28-wide row in one band), bands of at most POOL_ROWS image rows (pool_grid).
 _BLOCK_K = (64, 32, 16)
-_BLOCK_K_POOL = 16
+_POOL_WIDTH = 32
+_POOL_CHANNELS = 64
+POOL_ROWS = 16
 # Under the interpreter each program x loop iteration costs ~10 ms: larger C_in chunks.
-INTERPRETER_OVERRIDES = {"block_k": 128, "block_k_pool": 128}
+INTERPRETER_OVERRIDES = {"block_k": 128, "block_c": 128}
 
 
 def block_size(size: int, candidates: tuple[int, ...], slack: float = 0.0) -> int:
@@ -187,121 +262,166 @@ def block_size(size: int, candidates: tuple[int, ...], slack: float = 0.0) -> in
     return max(b for b in candidates if triton.cdiv(size, b) * b <= least * (1 + slack))
 
 
-def pick_config(
-    dtype: torch.dtype, *, m: int, c_in: int, n_x: int, c_pool: int, block_m: int | None = None
-) -> Block1x1Config:
-    """The GPU config for the block's 1x1 GEMMs over m pixel rows, by shape and dtype
-    (block_m: the pixel rows per tile, by default tiles.block_m(m)).
+def pool_width(width: int) -> int:
+    """A pool program's columns: the image width as a power of two, at most _POOL_WIDTH."""
+    return min(_POOL_WIDTH, triton.next_power_of_2(max(width, 1)))
 
-    16-bit: pixel rows and output blocks by the roofline model of tiles.py (the GEMM over x and
-    the pool's, whose A tile is loaded nine times), channel steps by least padding, 8 warps,
-    3 stages for the GEMM over x (the pool's loop is not pipelined); fp32 runs tl.dot on FMAs
-    with its operands in registers: 64 x 64 tiles and 16-channel steps compile without spills.
+
+def pick_config(
+    dtype: torch.dtype, *, c_in: int, n_x: int, width: int, block_m: int = tiles.BLOCK_M
+) -> Block1x1Config:
+    """The GPU config for the block's 1x1 GEMM over x (C_in -> n_x columns) of `width`-pixel
+    images, by shape and dtype (block_m: the pixel rows per full tile); the same for every
+    batch size.
+
+    16-bit: row tiles and column blocks (with their tails) by the roofline model of tiles.py,
+    channel steps by least padding, 8 warps, 3 stages; fp32 runs tl.dot on FMAs with its
+    operands in registers: uniform 64 x 64 tiles (the rows' tail tiles as large as the others)
+    and 16-channel steps compile without spills.
+    Pool programs: pool_width(width) columns x 64 channels (32 for fp32).
     """
+    block_w = pool_width(width)
     if dtype == torch.float32:
-        return Block1x1Config(64, 64, 64, 16, 16, 8, 2)
+        return Block1x1Config(64, 64, 64, 0, 16, block_w, 32, 8, 2)
     block_k = block_size(c_in, _BLOCK_K)
-    block_m = tiles.block_m(m) if block_m is None else block_m
-    block_n, block_n_pool = tiles.widths(
-        block_m,
-        [tiles.Gemm(n_x, c_in, block_k), tiles.Gemm(c_pool, c_in, _BLOCK_K_POOL, reloads=9)],
-    )
-    if max(block_n, block_n_pool) == 128 and block_k == 64:
+    (cols,) = tiles.widths(block_m, [tiles.Gemm(n_x, c_in, block_k)])
+    return _config(block_m, cols, block_k, c_in, block_w)
+
+
+def _config(
+    block_m: int, cols: tiles.Columns, block_k: int, c_in: int, block_w: int
+) -> Block1x1Config:
+    if cols.block == 128 and block_k == 64:
         # 128 x 128 accumulators with 64-channel steps spill on sm_80 (measured): 32 at most.
         block_k = block_size(c_in, _BLOCK_K[1:])
-    return Block1x1Config(block_m, block_n, block_n_pool, block_k, _BLOCK_K_POOL, 8, 3)
+    return Block1x1Config(
+        block_m, tiles.BLOCK_M_TAIL, cols.block, cols.tail, block_k, block_w, _POOL_CHANNELS, 8, 3
+    )
 
 
 def tuning_candidates(
-    dtype: torch.dtype, *, m: int, c_in: int, n_x: int, c_pool: int
+    dtype: torch.dtype, *, c_in: int, n_x: int, width: int
 ) -> list[Block1x1Config]:
     """The configs autotuning times on a GPU (fused_inception/triton/autotune.py), the pick
-    first: the other pixel-row tile (its own output blocks), half-width output blocks for the
-    GEMM over x or for the pool's, 4 warps, 2 or 4 pipeline stages. fp32: the pick only."""
-    pick = pick_config(dtype, m=m, c_in=c_in, n_x=n_x, c_pool=c_pool)
+    first: 64-row tiles (their own column blocks), half-width column blocks, 4 warps, 2 or 4
+    pipeline stages. fp32: the pick only."""
+    shape = {"c_in": c_in, "n_x": n_x, "width": width}
+    pick = pick_config(dtype, **shape)
     if dtype == torch.float32:
         return [pick]
-    other_m = 64 if pick.block_m == 128 else 128
-    other = pick_config(dtype, m=m, c_in=c_in, n_x=n_x, c_pool=c_pool, block_m=other_m)
-    return common.tuning_neighbours(pick, other, ("block_n", "block_n_pool"))
+    other = pick_config(dtype, **shape, block_m=64)
+    narrower = []
+    if pick.block_n > 32:
+        cols = tiles.columns(n_x, pick.block_n // 2)
+        narrower.append(_config(pick.block_m, cols, block_size(c_in, _BLOCK_K), c_in, pick.block_w))
+    return common.tuning_neighbours(pick, other, narrower)
 
 
-def _grid(cfg: Block1x1Config, m: int, n_x: int, c_pool: int) -> tuple[int, int]:
-    """(pixel tiles, column tiles of the GEMM over x + those of the pool's)."""
-    tiles_x = triton.cdiv(n_x, cfg.block_n)
-    return triton.cdiv(m, cfg.block_m), tiles_x + triton.cdiv(c_pool, cfg.block_n_pool)
+class PoolGrid(NamedTuple):
+    """The pool programs of a launch: n images x n_seg bands of seg_rows image rows x n_wband
+    column bands x n_cblk channel blocks."""
+
+    programs: int
+    n_seg: int
+    seg_rows: int
+    n_wband: int
+    n_cblk: int
+
+
+def pool_grid(cfg: Block1x1Config, n: int, c_in: int, h: int, w: int) -> PoolGrid:
+    """Bands of at most POOL_ROWS rows, evenly split (28 rows: 2 x 14; 14 and 7: whole images).
+
+    A band reloads the row above and below it (rows outside the image are masked, not
+    loaded): whole images load each x element 3 times, 14-row bands 3 x 16 / 14. Shorter
+    bands would start more programs for the GPU's SMs at small batches, each with a shorter
+    chain of dependent rows."""
+    n_seg = triton.cdiv(h, POOL_ROWS)
+    seg_rows = triton.cdiv(h, n_seg)
+    n_wband, n_cblk = triton.cdiv(w, cfg.block_w), triton.cdiv(c_in, cfg.block_c)
+    return PoolGrid(n * n_seg * n_wband * n_cblk, n_seg, seg_rows, n_wband, n_cblk)
+
+
+def _gemm_programs(cfg: Block1x1Config, m: int, n_x: int) -> tuple[int, int]:
+    """(row tiles, column blocks per row tile) of the GEMM over x."""
+    full, tail = tiles.row_programs(m, cfg.block_m, cfg.block_m_tail)
+    cols = tiles.columns(n_x, cfg.block_n, cfg.block_n_tail)
+    return full + tail, cols.programs
+
+
+def _grid(cfg: Block1x1Config, m: int, n_x: int, pool: PoolGrid) -> tuple[int]:
+    """(pool programs + row tiles x column blocks of the GEMM over x,)."""
+    rows, cols = _gemm_programs(cfg, m, n_x)
+    return (pool.programs + rows * cols,)
 
 
 def _check_config(
-    cfg: Block1x1Config, m: int, width: int, n_x: int, c_red: int, c_pool: int,
+    cfg: Block1x1Config, shape: tuple[int, int, int, int], n_x: int, c_rows: int,
     stride_xm: int, stride_om: int,
 ) -> None:  # fmt: skip
     """The launcher's checks of one config for this shape (ValueError if it cannot launch)."""
-    common.check_int32_tile("block_1x1", cfg.block_m, stride_xm, stride_om, c_red, width=width)
-    common.check_grid("block_1x1", _grid(cfg, m, n_x, c_pool))
+    n, c_in, h, w = shape
+    common.check_int32_tile("block_1x1", cfg.block_m, stride_xm, stride_om, c_rows, width=0)
+    # A pool program's offsets inside an image row.
+    common.check_int32_tile("block_1x1", w, stride_xm, c_rows, width=0)
+    pool = pool_grid(cfg, n, c_in, h, w)
+    common.check_grid("block_1x1", (*_grid(cfg, n * h * w, n_x, pool), 1))
 
 
-def block_1x1(
-    x: Tensor,
-    w_x: Tensor,
-    b_x: Tensor,
-    w_pool: Tensor,
-    b_pool: Tensor,
-    out: Tensor,
-    r: Tensor,
-    c1: int,
-    pool_off: int,
-) -> Tensor:
-    """b1 -> out[:, :c1], r2 | r3 -> r, b4 -> out[:, pool_off:]; one launch.
+def block_1x1(x: Tensor, w_x: Tensor, b_x: Tensor, out: Tensor, r: Tensor, c1: int) -> Tensor:
+    """b1 -> out[:, :c1], r2 | r3 -> r[:, :n_x - c1], maxpool3x3(x) -> r[:, n_x - c1:]; one
+    launch.
 
-    x:      [N, C_in, H, W]   fp32/fp16/bf16, NHWC rows: channels contiguous, one pixel stride
-                              (channels_last-contiguous, or a channel slice of such a tensor)
-    w_x:    [C_in, n_x]       x's dtype, contiguous; columns [0, c1) give b1, the rest r2 | r3
-    b_x:    [n_x]             float32
-    w_pool: [C_in, c4]        x's dtype, contiguous
-    b_pool: [c4]              float32
-    out:    [N, C_tot, H, W]  x's dtype, NHWC rows like x; channels [0, c1) and
-                              [pool_off, pool_off + c4) are written
-    r:      [N*H*W, n_x - c1] x's dtype, contiguous scratch rows (the reduced tensors)
+    x:   [N, C_in, H, W]   fp32/fp16/bf16, NHWC rows: channels contiguous, one pixel stride
+                           (channels_last-contiguous, or a channel slice of such a tensor)
+    w_x: [C_in, n_x]       x's dtype, contiguous; columns [0, c1) give b1, the rest r2 | r3
+    b_x: [n_x]             float32
+    out: [N, C_tot, H, W]  x's dtype, NHWC rows like x; channels [0, c1) are written
+    r:   [N*H*W, n_x - c1 + C_in]  x's dtype, contiguous scratch rows: the reduced tensors,
+                           then x's 3x3/1 max-pool (block_kxk's pool projection reads it)
     Returns out. Errors as fused_inception.checks says, before anything is written.
     """
     op = "block_1x1"
     operands = [
         common.Operand("w_x", w_x, ("C_in", "N_x")),
         common.Operand("b_x", b_x, ("N_x",), True),
-        common.Operand("w_pool", w_pool, ("C_in", "C_out")),
-        common.Operand("b_pool", b_pool, ("C_out",), True),
     ]
-    sizes, pool_off = common.check_launch_args(op, x, out, pool_off, operands)
+    sizes, _ = common.check_launch_args(op, x, out, None, operands)
     n, c_in, h, w = x.shape
-    n_x, c_pool, m = sizes["N_x"], sizes["C_out"], n * h * w
-    c1 = common.check_column_split(op, "c1", c1, min(n_x, pool_off))
+    n_x, m = sizes["N_x"], n * h * w
+    c1 = common.check_column_split(op, "c1", c1, min(n_x, out.shape[1]))
     stride_xm, stride_om = common.pixel_stride(op, "x", x), common.pixel_stride(op, "out", out)
-    common.check_scratch(op, r, (m, n_x - c1), x, out, operands)
+    c_rows = n_x - c1 + c_in
+    common.check_scratch(op, r, (m, c_rows), x, out, operands)
     if m == 0:
         return out
-    shape = {"m": m, "c_in": c_in, "n_x": n_x, "c_pool": c_pool}
+    shape = {"c_in": c_in, "n_x": n_x, "width": w}
     pick = common.launch_config(pick_config(x.dtype, **shape), INTERPRETER_OVERRIDES)
 
     def check(cfg: Block1x1Config) -> None:
-        _check_config(cfg, m, w, n_x, n_x - c1, c_pool, stride_xm, stride_om)
+        _check_config(cfg, (n, c_in, h, w), n_x, c_rows, stride_xm, stride_om)
 
     check(pick)  # raises for the caller; a candidate that fails it is left out
 
     def run(cfg: Block1x1Config) -> None:
-        tiles_x = triton.cdiv(n_x, cfg.block_n)
-        scalars = (m, c_in, h, w, n_x, c1, n_x - c1, c_pool, stride_xm, stride_om, pool_off)
-        args = (x, w_x, b_x, w_pool, b_pool, out, r, *scalars, tiles_x)
-        grid = _grid(cfg, m, n_x, c_pool)
+        pool = pool_grid(cfg, n, c_in, h, w)
+        cols = tiles.columns(n_x, cfg.block_n, cfg.block_n_tail)
+        scalars = (m, c_in, h, w, n_x, c1, c_rows, stride_xm, stride_om, cols.full, cols.programs)
+        args = (x, w_x, b_x, out, r, *scalars, *pool[1:])
         common.launch_with(
-            block_1x1_kernel, grid, args, cfg, x.dtype, op=op, useful_macs=m * c_in * (n_x + c_pool)
+            block_1x1_kernel,
+            _grid(cfg, m, n_x, pool),
+            args,
+            cfg,
+            x.dtype,
+            op=op,
+            useful_macs=m * c_in * n_x,
         )
 
     def candidates() -> list[Block1x1Config]:
         found = tuning_candidates(x.dtype, **shape)
         return [common.launch_config(c, INTERPRETER_OVERRIDES) for c in found]
 
-    key = (m, c_in, h, w, n_x, c1, c_pool, stride_xm, stride_om, pool_off)
+    key = (m, c_in, h, w, n_x, c1, stride_xm, stride_om)
     cfg = autotune.choose(
         "block_1x1", key, x.device, common.dtype_name(x.dtype), pick, candidates, check, run
     )
@@ -309,21 +429,15 @@ def block_1x1(
     return out
 
 
-# Pixel-row counts that make pick_config take each of its two BLOCK_M (tiles.block_m): every
-# configuration any batch size runs is among those the compile report checks.
-AOT_ROWS = (1 << 20, 392)
-
-
 def aot_builds() -> list[KernelBuild]:
     """Every build block_1x1 can launch for GoogLeNet's nine blocks on a GPU (any batch)."""
     from ..configs import GOOGLENET_BLOCKS
 
     configs = {
-        (dtype, pick_config(dtype, m=m, c_in=c.in_channels,
-                            n_x=c.ch1x1 + c.ch3x3red + c.ch5x5red, c_pool=c.pool_proj))
+        (dtype, pick_config(dtype, c_in=c.in_channels, n_x=c.ch1x1 + c.ch3x3red + c.ch5x5red,
+                            width=c.hw))
         for dtype in common.TRITON_DTYPES
         for c in GOOGLENET_BLOCKS.values()
-        for m in AOT_ROWS
     }  # fmt: skip
     return [
         common.kernel_build(
@@ -335,26 +449,24 @@ def aot_builds() -> list[KernelBuild]:
             {
                 "DOT_IN_FP32": False,
                 "BLOCK_M": cfg.block_m,
+                "BLOCK_M_TAIL": cfg.block_m_tail,
                 "BLOCK_N": cfg.block_n,
-                "BLOCK_N_POOL": cfg.block_n_pool,
+                "BLOCK_N_TAIL": cfg.block_n_tail,
                 "BLOCK_K": cfg.block_k,
-                "BLOCK_K_POOL": cfg.block_k_pool,
+                "BLOCK_W": cfg.block_w,
+                "BLOCK_C": cfg.block_c,
             },
-            fp32_pointers=("b_x_ptr", "b_pool_ptr"),
+            fp32_pointers=("b_x_ptr",),
             divisible=(
                 "x_ptr",
                 "w_x_ptr",
                 "b_x_ptr",
-                "w_pool_ptr",
-                "b_pool_ptr",
                 "out_ptr",
                 "r_ptr",
                 "c_in",
                 "c1",
-                "c_pool",
                 "stride_xm",
                 "stride_om",
-                "pool_off",
             ),
         )  # fmt: skip
         for dtype, cfg in sorted(configs, key=lambda dc: (str(dc[0]), dc[1]))

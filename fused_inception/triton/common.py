@@ -5,7 +5,7 @@ Every family follows one scheme:
   height, width, pixel strides stride_xm / stride_om) and its tl.constexpr arguments upper
   case (BLOCK_*, DOT_IN_FP32); tensors are NHWC rows [pixels, channels] (`pixel_stride`);
 - `<Family>Config`, a NamedTuple of tile sizes ending in num_warps and num_stages;
-  `pick_config(dtype, *, m, <channel counts>)` the GPU choice by shape (also under the
+  `pick_config(dtype, *, <channel counts>)` the GPU choice by shape (also under the
   interpreter, so tests can check it), and `INTERPRETER_OVERRIDES` the fields a launch under
   TRITON_INTERPRET=1 replaces (`launch_config`; FUSED_INCEPTION_GPU_CONFIGS=1 keeps the GPU's);
 - the launcher `<family>(<tensors>, out, <offsets>)` validates with `check_launch_args` /
@@ -66,21 +66,20 @@ def launch_config(cfg: NamedTuple, interpreter_overrides: dict[str, int]) -> Nam
 
 
 def tuning_neighbours(
-    pick: NamedTuple, other_block_m: NamedTuple, width_fields: Sequence[str]
+    pick: NamedTuple, other_block_m: NamedTuple, narrower: Sequence[NamedTuple]
 ) -> list[NamedTuple]:
     """A family's autotuning candidates (fused_inception/triton/autotune.py), the pick first:
-    the config for the other BLOCK_M, 4 warps, 2 or 4 pipeline stages, and half the width of
-    each output block in width_fields that is wider than 32; no duplicates."""
+    the config for the other BLOCK_M, 4 warps, 2 or 4 pipeline stages, and the family's
+    narrower column blocks (`narrower`: the pick with one GEMM's blocks halved, its tail
+    recomputed); no duplicates."""
     found = [
         pick,
         other_block_m,
         pick._replace(num_warps=4),
         pick._replace(num_stages=2),
         pick._replace(num_stages=4),
+        *narrower,
     ]
-    for name in width_fields:
-        if getattr(pick, name) > 32:
-            found.append(pick._replace(**{name: getattr(pick, name) // 2}))
     return list(dict.fromkeys(found))
 
 
@@ -140,7 +139,7 @@ def launch_with(
     useful_macs: int,
 ) -> None:
     """`launch` with a family config: each tile field of cfg is the tl.constexpr of its name in
-    upper case (block_n_pool -> BLOCK_N_POOL), num_warps and num_stages the launch options, and
+    upper case (block_m_tail -> BLOCK_M_TAIL), num_warps and num_stages the launch options, and
     DOT_IN_FP32 follows dtype. The tuning report reads configs back by the same rule."""
     tiles = {k.upper(): v for k, v in cfg._asdict().items() if k not in _LAUNCH_OPTIONS}
     launch(
@@ -236,7 +235,8 @@ def check_launch_args(
 
     x:   [N, C_in, H, W], float32/float16/bfloat16, any strides
     out: [N, Ctot, H, W], x's dtype, any strides; the kernel writes channels [c_off, c_off +
-         C_out) only, which must fit, and out must not overlap x or any operand
+         C_out) only, which must fit (None: the launcher checks its slices itself), and out
+         must not overlap x or any operand
     operands: contiguous, of the shapes their dims say (sizes: the symbols bound, C_out
          among them); all tensors on one device, CUDA unless under the interpreter
          or while launches are intercepted (cpu_tensors_allowed).
@@ -259,12 +259,13 @@ def check_launch_args(
         raise ValueError(
             f"{op}: out must be [N, Ctot, H, W] = [{n}, Ctot, {h}, {w}], got {tuple(out.shape)}"
         )
-    c_off = as_channel_offset(op, c_off)
-    c_out, c_tot = sizes["C_out"], out.shape[1]
-    if not 0 <= c_off <= c_tot - c_out:
-        raise ValueError(
-            f"{op}: channels [{c_off}, {c_off} + {c_out}) do not fit in out's {c_tot} channels"
-        )
+    if c_off is not None:
+        c_off = as_channel_offset(op, c_off)
+        c_out, c_tot = sizes["C_out"], out.shape[1]
+        if not 0 <= c_off <= c_tot - c_out:
+            raise ValueError(
+                f"{op}: channels [{c_off}, {c_off} + {c_out}) do not fit in out's {c_tot} channels"
+            )
     check_same_device(op, **tensors)
     if x.device.type != "cuda" and not cpu_tensors_allowed():
         raise RuntimeError(
@@ -286,8 +287,11 @@ def check_grid(op: str, grid: tuple[int, int]) -> None:
 # How build names abbreviate config fields.
 _FIELD_NAMES = {
     "th": "TH", "tw": "TW", "block_m": "BM", "block_n": "BN", "block_r": "BR", "block_k": "BK",
-    "block_n_pool": "BNP", "block_k_pool": "BKP", "block_n2": "BN2", "block_r2": "BR2",
-    "block_n3": "BN3", "block_r3": "BR3", "num_warps": "warps", "num_stages": "stages",
+    "block_n2": "BN2", "block_r2": "BR2",
+    "block_n3": "BN3", "block_r3": "BR3", "block_n4": "BN4", "block_r4": "BR4",
+    "block_w": "BW", "block_c": "BC", "block_m_tail": "BMT", "block_n_tail": "BNT",
+    "block_n2_tail": "BN2T", "block_n3_tail": "BN3T", "block_n4_tail": "BN4T",
+    "num_warps": "warps", "num_stages": "stages",
 }  # fmt: skip
 
 

@@ -1,27 +1,28 @@
-"""Tile sizes by a roofline model: how block_1x1 and block_kxk pick BLOCK_M and BLOCK_N.
+"""Tile sizes by a roofline model: how block_1x1 and block_kxk pick their tiles.
 
-BLOCK_M (pixel rows) is 128, or 64 where 128 would pad the m rows more (small images at small
-batches: 392 rows of 5b at batch 8 make 448 in 64-row tiles, 512 in 128-row ones).
+Pixel rows: tiles of BLOCK_M = 128 rows, and the rows that do not fill one (m mod 128) in tail
+tiles of BLOCK_M_TAIL = 32 rows (as many as they need). A program's executed MACs are those of
+its whole tile, so uniform 128-row tiles would pad 392 rows (5b at batch 8) to 512 (1.31x),
+and 64-row tiles, which pad them to 448, load every weight twice as often; with 32-row tails
+the 392 rows run as 3 x 128 + 32 (1.06x) and the weights are loaded four times. The number of
+tail programs is a runtime value, so one build serves every batch size.
 
-BLOCK_N (output channels) is chosen per GEMM of a launch (M pixel rows x N output channels x
-K reduction) by the larger of
+Output channels: each GEMM of a launch (M pixel rows x N output channels x K reduction) runs in
+blocks of BLOCK_N columns and, where BLOCK_N does not divide N, one tail block of the
+remainder rounded up to a power of two (at least 16): 288 columns as 2 x 128 + 32 instead of
+3 x 128 (1.33x) or 5 x 64 (A loaded five times). BLOCK_N is chosen per GEMM by the larger of
     compute:  2 * M * Np * Kp / PEAK_FLOPS               (the padded MACs the tensor cores run)
-    loads:    bytes / LOAD_BYTES_PER_S, bytes = 2 * (reloads * M * Kp * Np / BLOCK_N
+    loads:    bytes / LOAD_BYTES_PER_S, bytes = 2 * (reloads * M * Kp * column_blocks
                                                      + Kp * Np * M / BLOCK_M)
-(Np, Kp: the sizes padded to whole tiles; A is loaded once per column block, `reloads` times
-for the pool's shifted A tiles, B once per row block; 16-bit), for a large M, so that the
-choice depends on the channel counts only and every configuration a batch size can run is one
-of the two (per BLOCK_M) that the compile report checks. Wide blocks load fewer bytes per MAC,
-blocks that fit the channel counts run fewer padded MACs; the model weighs the two. Its
-constants are an H100 SXM's (75% of the dense fp16 tensor-core peak; an assumed 7.5 TB/s from
-L2 to the SMs, the figure fused_inception/report/work_model.py uses), so the choice is a
-model's until a GPU measures it. A program's accumulator is at most 128 x 128 fp32
-(BLOCK_M * BLOCK_N <= 16384; larger ones, 256 x 64 included, spill on sm_80: compile report),
-and no choice pads N by more than MAX_PADDING[BLOCK_M] when a candidate does not: 1.25 with
-128-row tiles, 1.10 with 64-row tiles, which tiles.block_m takes only where the pixel rows
-already pad by several percent (7x7 images at small batches: 392 rows of batch 8 run as 448),
-so that the executed MACs stay within 1.25x of the useful ones (5a at batch 8: 448 columns of
-its 1x1 GEMM in 128-wide blocks would run 1.14 x 1.14 = 1.31x).
+(Np, Kp: the sizes padded to the tiles; A is loaded once per column block, `reloads` times if
+a kernel loads it more than once, B once per row block; 16-bit), for a large M, so that the
+choice depends on the channel counts only. Wide blocks load fewer bytes per MAC, blocks that
+fit the channel counts run fewer padded MACs; the model weighs the two. Its constants are an
+H100 SXM's (75% of the dense fp16 tensor-core peak; an assumed 7.5 TB/s from L2 to the SMs,
+the figure fused_inception/report/work_model.py uses), so the choice is a model's until a GPU
+measures it. A program's accumulator is at most 128 x 128 fp32 (BLOCK_M * BLOCK_N <= 16384;
+larger ones, 256 x 64 included, spill on sm_80: compile report), and no choice pads N by more
+than MAX_PADDING when a candidate does not.
 """
 
 from __future__ import annotations
@@ -29,19 +30,23 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import NamedTuple
 
+import triton
+
 PEAK_FLOPS = 0.75 * 989e12
 MODEL_ROWS = 1 << 20  # "a large M": the choice of BLOCK_N does not depend on the batch
 LOAD_BYTES_PER_S = 7.5e12
 MAX_ACCUMULATOR = 128 * 128
-MAX_PADDING = {128: 1.25, 64: 1.10}
+MAX_PADDING = 1.25
 # 256-row tiles spill on sm_80 in both kernels (compile report), even at 256 x 64.
-BLOCK_M = (128, 64)
+BLOCK_M = 128
+BLOCK_M_TAIL = 32
 BLOCK_N = (128, 64, 32)
+MIN_TAIL = 16  # tl.dot's smallest operand side
 
 
 class Gemm(NamedTuple):
     """One GEMM of a launch: m rows, n columns, k reduction (k_step: its padded step), and how
-    many times each A element is loaded per column block (9 for the pool, K*K for the taps)."""
+    many times each A element is loaded per column block (K*K for the taps)."""
 
     n: int
     k: int
@@ -49,32 +54,62 @@ class Gemm(NamedTuple):
     reloads: int = 1
 
 
+class Columns(NamedTuple):
+    """A GEMM's column blocks: `full` blocks of `block` columns, then one of `tail` (0: none)."""
+
+    block: int
+    tail: int
+    full: int
+
+    @property
+    def padded(self) -> int:
+        return self.full * self.block + self.tail
+
+    @property
+    def programs(self) -> int:
+        return self.full + (self.tail > 0)
+
+
 def _cdiv(a: int, b: int) -> int:
     return -(-a // b)
 
 
-def _cost(g: Gemm, block_m: int, block_n: int) -> float:
+def tail_width(rem: int, block: int) -> int:
+    """The tail block for `rem` leftover columns of `block`-wide blocks: a power of two of at
+    least MIN_TAIL, or 0 where there is none or it would be a whole block."""
+    if rem == 0:
+        return 0
+    tail = max(MIN_TAIL, triton.next_power_of_2(rem))
+    return 0 if tail >= block else tail
+
+
+def columns(n: int, block: int, tail: int | None = None) -> Columns:
+    """n columns as blocks of `block` and the tail (`tail_width`, or as given: 0 for uniform
+    blocks, the last one masked)."""
+    tail = tail_width(n % block, block) if tail is None else tail
+    full = n // block if tail else _cdiv(n, block)
+    return Columns(block, tail, full)
+
+
+def row_programs(m: int, block_m: int, block_m_tail: int) -> tuple[int, int]:
+    """(full row tiles, tail row tiles) for m rows (block_m_tail = block_m: uniform tiles)."""
+    return m // block_m, _cdiv(m % block_m, block_m_tail)
+
+
+def _cost(g: Gemm, block_m: int, cols: Columns) -> float:
     m = MODEL_ROWS
-    np_, kp = _cdiv(g.n, block_n) * block_n, _cdiv(g.k, g.k_step) * g.k_step
-    compute = 2 * m * np_ * kp / PEAK_FLOPS
-    loads = 2 * (g.reloads * m * kp * np_ // block_n + kp * np_ * m // block_m)
+    kp = _cdiv(g.k, g.k_step) * g.k_step
+    compute = 2 * m * cols.padded * kp / PEAK_FLOPS
+    loads = 2 * (g.reloads * m * kp * cols.programs + kp * cols.padded * m // block_m)
     return max(compute, loads / LOAD_BYTES_PER_S)
 
 
-def block_m(m: int) -> int:
-    """128 pixel rows per tile, or 64 where that pads the m rows at least 5% less."""
-    padded = {b: _cdiv(m, b) * b for b in BLOCK_M}
-    return 128 if padded[128] <= 1.05 * padded[64] else 64
-
-
-def widths(block_m: int, gemms: Sequence[Gemm]) -> tuple[int, ...]:
-    """One BLOCK_N per GEMM: the least modelled time (module docstring) among the candidates
-    whose accumulator fits and whose padding of N is within MAX_PADDING[block_m] (any, if none
-    is)."""
+def widths(block_m: int, gemms: Sequence[Gemm]) -> tuple[Columns, ...]:
+    """Column blocks per GEMM: the least modelled time (module docstring) among the widths
+    whose accumulator fits and whose padding of N is within MAX_PADDING (any, if none is)."""
     chosen = []
     for g in gemms:
-        fits = [bn for bn in BLOCK_N if block_m * bn <= MAX_ACCUMULATOR]
-        limit = MAX_PADDING[block_m] * g.n
-        bounded = [bn for bn in fits if _cdiv(g.n, bn) * bn <= limit] or fits
-        chosen.append(min(bounded, key=lambda bn: (_cost(g, block_m, bn), -bn)))
+        fits = [columns(g.n, bn) for bn in BLOCK_N if block_m * bn <= MAX_ACCUMULATOR]
+        bounded = [c for c in fits if c.padded <= MAX_PADDING * g.n] or fits
+        chosen.append(min(bounded, key=lambda c: (_cost(g, block_m, c), -c.block)))
     return tuple(chosen)
