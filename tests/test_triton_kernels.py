@@ -28,6 +28,7 @@ SHAPES = {  # n, c_in, c1, c2r, c3r, c4, h, w
     "multi-tile": (3, 40, 24, 20, 12, 10, 7, 9),
     "googlenet-3a-4x5": (2, 192, 64, 96, 16, 32, 4, 5),
     "wide-3x37": (1, 6, 4, 3, 2, 2, 3, 37),  # two column bands of the pool programs
+    "tall-37x6": (2, 5, 3, 2, 2, 1, 37, 6),  # three row bands (13, 13, 11 rows) per image
 }
 
 
@@ -225,8 +226,12 @@ def test_gpu_configs_by_shape():
     assert tiles.columns(8, 128) == (128, 16, 0)
     fp32 = b1x1.pick_config(torch.float32, c_in=8, n_x=8, width=10)
     assert (fp32.block_m, fp32.block_m_tail, fp32.block_n, fp32.block_n_tail) == (64, 64, 64, 0)
-    # Pool programs: the row in one band up to 32 columns.
+    # Pool programs: the row in one band up to 32 columns; bands of at most 16 rows, evenly
+    # split.
     assert [b1x1.pool_width(w) for w in (1, 7, 14, 28, 56)] == [1, 8, 16, 32, 32]
+    bands = {h: b1x1.pool_grid(fp32, 2, 8, h, 7)[1:3] for h in (1, 7, 14, 16, 17, 28, 37)}
+    assert bands == {1: (1, 1), 7: (1, 7), 14: (1, 14), 16: (1, 16), 17: (2, 9), 28: (2, 14),
+                     37: (3, 13)}  # fmt: skip
 
 
 def test_empty_batch_launches_nothing():
