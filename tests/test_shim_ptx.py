@@ -286,6 +286,14 @@ def test_cp_async_writes_at_the_wait_for_the_sanitizers(mode, sanitizer, report)
     if report is None:
         _assert_clean(result, "OK: cp.async copy completed")
         return
+    if sanitizer == "thread":
+        # One racing pair of accesses by two OS threads: whether ThreadSanitizer sees it can
+        # depend on how they interleave with the shim's own synchronisation (CI once ran it
+        # without a report, 2026-12-04; 100 runs here all reported it). Up to 5 runs.
+        for _ in range(4):
+            if result.returncode != 0:
+                break
+            result = _run("shim_ptx_async.cpp", mode, sanitizer=sanitizer)
     assert result.returncode != 0, native.explain(result)
     assert report in result.stderr, native.explain(result)
     assert "cp_async_wait" in result.stderr, native.explain(result)
