@@ -114,11 +114,20 @@ def _block_kxk_fake(r, w2, b2, w3, b3, out, c2r, off2, off3) -> None:
     check_same_device("fused_inception::block_kxk_", **tensors)
 
 
+def _launch(x_rows: Tensor, packed: BlockPacked, out: Tensor, r: Tensor) -> None:
+    """The two launches of version 2 (blockwise.Launch)."""
+    off2, off3, off4 = blockwise.offsets(packed)
+    block_1x1_(
+        x_rows, packed.w_x, packed.b_x, packed.w_pool, packed.b_pool, out, r, packed.c1, off4
+    )
+    block_kxk_(r, packed.w2, packed.b2, packed.w3, packed.b3, out, packed.c2r, off2, off3)
+
+
 def forward(x: Tensor, packed: BlockPacked | sliced.SlicedPacked) -> Tensor:
     """x [N, Cin, H, W] -> [N, Ctot, H, W] in x's memory format: two launches for 16-bit
     (blockwise.forward), four for float32 (sliced.forward)."""
     if isinstance(packed, BlockPacked):
-        return blockwise.forward(x, packed, block_1x1_, block_kxk_, "cuda", SIXTEEN_BIT)
+        return blockwise.forward(x, packed, _launch, "cuda", SIXTEEN_BIT)
     return sliced.forward(x, packed, conv1x1_slice_, chain_1x1_kxk_, "cuda")
 
 
@@ -129,5 +138,4 @@ def forward_saving(
     scratch); None for float32, whose version-1 kernels keep them on chip."""
     if not isinstance(packed, BlockPacked):
         return None
-    args = (x, packed, block_1x1_, block_kxk_, "cuda", SIXTEEN_BIT)
-    return blockwise.forward(*args, keep_reduced=True)
+    return blockwise.forward(x, packed, _launch, "cuda", SIXTEEN_BIT, keep_reduced=True)

@@ -29,13 +29,23 @@ def prepare(p: FoldedParams) -> BlockPacked:
     return prepare_block(p)
 
 
+def _launch(x_rows: Tensor, packed: BlockPacked, out: Tensor, r: Tensor) -> None:
+    """The two launches (blockwise.Launch); r also holds the pooled x."""
+    off2, off3, off4 = blockwise.offsets(packed)
+    block_1x1(x_rows, packed.w_x, packed.b_x, out, r, packed.c1)
+    block_kxk(
+        r, packed.w2, packed.b2, packed.w3, packed.b3, packed.w_pool, packed.b_pool, out, off2,
+        off3, off4,
+    )  # fmt: skip
+
+
 def forward(x: Tensor, packed: BlockPacked) -> Tensor:
     """x [N, Cin, H, W] -> [N, Ctot, H, W] in x's memory format (blockwise.forward)."""
-    args = (x, packed, block_1x1, block_kxk, "triton", SUPPORTED_DTYPES)
-    return blockwise.forward(*args, pool_in_scratch=True)
+    args = (x, packed, _launch, "triton", SUPPORTED_DTYPES)
+    return blockwise.forward(*args, pooled_in_scratch=True)
 
 
 def forward_saving(x: Tensor, packed: BlockPacked) -> tuple[Tensor, Tensor, Tensor]:
     """forward, also returning r2 and r3 (blockwise.forward's keep_reduced)."""
-    args = (x, packed, block_1x1, block_kxk, "triton", SUPPORTED_DTYPES)
-    return blockwise.forward(*args, keep_reduced=True, pool_in_scratch=True)
+    args = (x, packed, _launch, "triton", SUPPORTED_DTYPES)
+    return blockwise.forward(*args, keep_reduced=True, pooled_in_scratch=True)

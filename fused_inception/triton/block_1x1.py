@@ -156,12 +156,8 @@ def _gemm_x_tile(
     x_tile = x_ptr + m0.to(tl.int64) * stride_xm
     out_tile = out_ptr + m0.to(tl.int64) * stride_om
     x_row, out_row = offs_m * stride_xm, offs_m * stride_om
-    if BLOCK_N_TAIL == 0:
-        _gemm_x(
-            x_tile, x_row, w_x_ptr, b_x_ptr, out_tile, out_row, r_ptr, m0, offs_m, mask_m, c_in,
-            n_x, c1, c_rows, pid_n * BLOCK_N, BLOCK_M, BLOCK_N, BLOCK_K, DOT_IN_FP32,
-        )  # fmt: skip
-    elif pid_n < full_n:
+    # No tail (BLOCK_N_TAIL == 0: uniform blocks, the last one masked): one copy of the tile.
+    if BLOCK_N_TAIL == 0 or pid_n < full_n:
         _gemm_x(
             x_tile, x_row, w_x_ptr, b_x_ptr, out_tile, out_row, r_ptr, m0, offs_m, mask_m, c_in,
             n_x, c1, c_rows, pid_n * BLOCK_N, BLOCK_M, BLOCK_N, BLOCK_K, DOT_IN_FP32,

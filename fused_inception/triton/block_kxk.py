@@ -96,13 +96,8 @@ def _branch_cols(
 ):  # fmt: skip
     """Column block j of one branch: one of `full` blocks of BLOCK_N, or the tail block of
     BLOCK_N_TAIL after them (0: uniform blocks, the last one masked)."""
-    if BLOCK_N_TAIL == 0:
-        _branch(
-            r_tile, r_row, r_col0, c_r, w_ptr, bias_ptr, c_out, j * BLOCK_N, kernel, out_tile,
-            out_row, c_off, h, w, height, width, mask_m, c_rows, BLOCK_M, BLOCK_N, BLOCK_R,
-            DOT_IN_FP32,
-        )  # fmt: skip
-    elif j < full:
+    # No tail (BLOCK_N_TAIL == 0: uniform blocks, the last one masked): one copy of the tile.
+    if BLOCK_N_TAIL == 0 or j < full:
         _branch(
             r_tile, r_row, r_col0, c_r, w_ptr, bias_ptr, c_out, j * BLOCK_N, kernel, out_tile,
             out_row, c_off, h, w, height, width, mask_m, c_rows, BLOCK_M, BLOCK_N, BLOCK_R,
