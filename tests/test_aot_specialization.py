@@ -202,12 +202,12 @@ def test_report_compiles_what_the_jit_runs(compared):
     assert not missing, f"{len(missing)} of {len(compared)} launches:\n" + "\n".join(lines)
     ambiguous = [c for c in compared if len(c["builds"]) > 1]
     assert not ambiguous, ambiguous
-    # 3a at 28x28: 128 output channels of b2 in one 128-wide block make full2 = tiles2 = 1
-    # constants; of the other ints only m (not specialized), H and W (28), k3 (3) and tiles23
-    # (2) stay plain.
+    # 3a at 28x28: 128 output channels of b2 in one 128-wide block, 32 of b3 and of b4 in one
+    # 32-wide block each, make full2 = tiles2 = full3 = full4 = 1 constants; of the other ints
+    # only m (not specialized), H and W (28), k3 (3) and tiles23 (2) stay plain.
     (name,) = example["builds"]
     assert name.startswith("block_kxk[float16,BM=128,BMT=32,BN2=128,BN2T=0,"), name
-    assert name.endswith("{full2=1,tiles2=1;not16=m,height,width,k3,tiles23}"), name
+    assert name.endswith("{full2=1,tiles2=1,full3=1,full4=1;not16=m,height,width,k3,tiles23}")
 
 
 def test_launch_goes_to_the_interceptor_and_runs_nothing():
@@ -241,5 +241,8 @@ def test_launch_goes_to_the_interceptor_and_runs_nothing():
     assert {"num_warps", "num_stages", "BLOCK_M", "BLOCK_N2", "BLOCK_R3", "BLOCK_N4"} <= set(
         options
     )
-    assert heard == [("block_kxk", grid, 50 * (9 * 4 * 8 + 25 * 2 * 3 + 3 * 2))]
+    ((name, heard_grid, macs, rows),) = heard
+    assert (name, heard_grid, macs) == ("block_kxk", grid, 50 * (9 * 4 * 8 + 25 * 2 * 3 + 3 * 2))
+    # fp32: uniform 64-row tiles, 50 rows of 2 images in one (masked) tail tile.
+    assert rows[:4] == (50, 64, 64, 2) and rows.kind((0, 2, 0)) == "tail"
     assert math.prod(grid) >= 1

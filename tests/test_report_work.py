@@ -18,7 +18,7 @@ from fused_inception.backends import cuda_kernel_builds
 from fused_inception.bench.roofline import block_macs
 from fused_inception.configs import GOOGLENET_BLOCKS
 from fused_inception.report import work_model as wm
-from fused_inception.report.work_analysis import match_build
+from fused_inception.report.work_analysis import match_build, scaled_work
 from fused_inception.triton import common
 
 skip_module_unless_triton_runs()
@@ -156,6 +156,82 @@ def test_unfused_sequence_does_the_block_macs(k):
     assert h100["launches"] == 8 and h100["ms"] > 8 * wm.LAUNCH_OVERHEAD_US * 1e-3
 
 
+def test_scaled_work_tile_by_tile():
+    """Full tiles by the ratio of full tiles, tail tiles by that of tail tiles, per-image parts
+    by the batch; a kind the count lacks estimated from the other; no row tiles: by the batch."""
+    rows = {"m": 49 * 8, "block_m": 128, "block_m_tail": 32, "images": 8}  # 3 full + 1 tail
+    kinds = {
+        "image": {"programs": 8, "mma_macs": 0, "loaded_bytes": 800},
+        "full": {"programs": 6, "mma_macs": 3000, "loaded_bytes": 600},
+        "tail": {"programs": 2, "mma_macs": 250, "loaded_bytes": 90},
+    }
+    for b in kinds.values():
+        b.update(other_dot_macs=0, gathered=0, stored_bytes=b["loaded_bytes"] // 2)
+    launch = {"rows": rows, "by_kind": kinds}
+    launch |= {k: sum(b[k] for b in kinds.values()) for k in kinds["full"]}
+    # Batch 128: 6272 rows = 49 full tiles, no tail.
+    at128 = scaled_work(launch, 8, 128)
+    assert at128["programs"] == 8 * 16 + 6 * 49 / 3
+    assert at128["mma_macs"] == 3000 * 49 / 3
+    assert at128["loaded_bytes"] == 800 * 16 + 600 * 49 / 3
+    # Batch 9: 441 rows = 3 full + 2 tail tiles (57 rows).
+    at9 = scaled_work(launch, 8, 9)
+    assert at9["mma_macs"] == 3000 + 250 * 2 and at9["programs"] == 9 + 6 + 4
+    # Counted at batch 2 (98 rows: 4 tail tiles, no full one), modelled at 8 (3 full + 1
+    # tail): a full tile as 4 tail tiles.
+    small = {"m": 98, "block_m": 128, "block_m_tail": 32, "images": 2}
+    launch2 = {**launch, "rows": small, "by_kind": {"tail": kinds["tail"]}}
+    assert scaled_work(launch2, 2, 8)["mma_macs"] == 250 / 4 * 4 * 3 + 250 / 4 * 1
+    # Counted where the rows divide evenly (no tail), modelled where they do not: a tail tile
+    # as a full one.
+    even = {"m": 256, "block_m": 128, "block_m_tail": 32, "images": 1}
+    launch3 = {**launch, "rows": even, "by_kind": {"full": kinds["full"]}}
+    assert scaled_work(launch3, 1, 2)["mma_macs"] == 3000 * 2
+    assert scaled_work({**launch3, "rows": {**even, "m": 200}}, 1, 1)["mma_macs"] == 3000
+    plain = {k: v for k, v in launch.items() if k not in ("rows", "by_kind")}
+    assert scaled_work(plain, 8, 128)["mma_macs"] == launch["mma_macs"] * 16
+
+
+def test_scaled_count_matches_a_count_at_that_batch():
+    """The real launchers counted at batch 3 (7x7: 1 full + 1 tail tile of rows) and scaled to
+    batch 8 (3 full + 1 tail) agree with a count at batch 8: programs and executed MACs
+    exactly, bytes within the masks' variation at image borders."""
+    from fused_inception.report.counting import count_work
+    from fused_inception.triton import block_1x1 as b1x1
+    from fused_inception.triton import block_kxk as bkxk
+
+    c_in, c1, c2r, c3r, c2, c3, c4 = 40, 16, 24, 8, 40, 16, 16
+
+    def run(n):
+        gen = torch.Generator().manual_seed(n)
+        x = torch.randn(n, c_in, 7, 7, generator=gen).half()
+        x = x.contiguous(memory_format=torch.channels_last)
+        w_x = (torch.randn(c_in, c1 + c2r + c3r, generator=gen) / 8).half()
+        b_x = torch.randn(c1 + c2r + c3r, generator=gen)
+        out = torch.empty(n, c1 + c2 + c3 + c4, 7, 7, dtype=torch.half)
+        out = out.contiguous(memory_format=torch.channels_last)
+        r = torch.empty(n * 49, c2r + c3r + c_in, dtype=torch.half)
+        w2, w3 = (torch.randn(9, c2r, c2) / 8).half(), (torch.randn(9, c3r, c3) / 8).half()
+        w4 = (torch.randn(c_in, c4) / 8).half()
+        with count_work() as log:
+            b1x1.block_1x1(x, w_x, b_x, out, r, c1)
+            bkxk.block_kxk(r, w2, torch.randn(c2), w3, torch.randn(c3), w4, torch.randn(c4),
+                           out, c1, c1 + c2, c1 + c2 + c3)  # fmt: skip
+        return [launch.as_dict() for launch in log.launches]
+
+    small, large = run(3), run(8)
+    assert [launch["rows"]["m"] for launch in small + large] == [147, 147, 392, 392]
+    for a, b in zip(small, large, strict=True):
+        assert set(a["by_kind"]) >= {"full", "tail"}
+        scaled = scaled_work(a, 3, 8)
+        assert scaled["programs"] == b["programs"] and scaled["mma_macs"] == b["mma_macs"]
+        for key in ("loaded_bytes", "stored_bytes"):
+            assert scaled[key] == pytest.approx(b[key], rel=0.03), (a["kernel"], key)
+        # Scaling the whole count by the batch would not be exact: it carries batch 3's tail
+        # tile share.
+        assert a["mma_macs"] * 8 / 3 != b["mma_macs"]
+
+
 def test_match_build_reads_the_build_name():
     launch = {
         "function": "chain_1x1_kxk_kernel",
@@ -221,6 +297,12 @@ def test_work_report_5b_batch1(tmp_path):
         assert sum(t["stored_bytes"] for t in out_uses) == out_bytes
         assert total["stored_bytes"] >= out_bytes
         assert all(launch["unattributed_bytes"] == 0 for launch in launches)
+        # The Triton launchers say which programs run full row tiles, tail tiles and per-image
+        # parts: the kinds add up to the launch.
+        for launch in launches if r["backend"] == "triton" else ():
+            assert launch["rows"]["m"] == cfg.hw * cfg.hw and launch["rows"]["images"] == 1
+            for key in ("programs", "mma_macs", "loaded_bytes", "stored_bytes"):
+                assert sum(b[key] for b in launch["by_kind"].values()) == launch[key], key
         # The MODEL: positive times, the verdict from the same numbers.
         for key in ("A100@1", "H100@1", "A100@128", "H100@128"):
             assert total["model"][key]["ms"] > 0 and r["unfused"][key]["ms"] > 0

@@ -29,6 +29,8 @@ SHAPES = {  # n, c_in, c1, c2r, c3r, c4, h, w
     "googlenet-3a-4x5": (2, 192, 64, 96, 16, 32, 4, 5),
     "wide-3x37": (1, 6, 4, 3, 2, 2, 3, 37),  # two column bands of the pool programs
     "tall-37x6": (2, 5, 3, 2, 2, 1, 37, 6),  # three row bands (13, 13, 11 rows) per image
+    # n_x = 160 = 128 + 32: the tail in the last full block's program (16-bit)
+    "merged-tail": (1, 24, 96, 48, 16, 4, 3, 5),
 }
 
 
@@ -155,9 +157,24 @@ KXK = {  # n, c2r, c3r, c2, c3, k3, h, w
     "odd-1x1": (3, 11, 3, 19, 5, 3, 1, 1),
     "multi-tile-k5": (3, 20, 12, 40, 24, 5, 7, 9),
     "googlenet-4e-5x4": (2, 160, 32, 320, 128, 5, 5, 4),
+    # 16-bit: 160 = 128 + 32, 80 = 64 + 16, 48 = 32 + 16 (b4), every tail merged
+    "merged-tails": (2, 24, 12, 160, 80, 5, 5, 6),
 }
 # The pool projection's input channels and outputs per case (4e's: 528 -> 128).
-KXK_POOL = dict(zip(KXK.values(), [(5, 6), (13, 7), (40, 10), (528, 128)], strict=True))
+KXK_POOL = dict(zip(KXK.values(), [(5, 6), (13, 7), (40, 10), (528, 128), (20, 48)], strict=True))
+
+
+def test_merged_tails_run_where_the_cases_say():
+    """The "merged-tail(s)" cases run the merged programs of every GEMM (16-bit)."""
+    n, c_in, c1, c2r, c3r, *_ = SHAPES["merged-tail"]
+    cfg = b1x1.pick_config(torch.float16, c_in=c_in, n_x=c1 + c2r + c3r, width=5)
+    assert (cfg.block_n, cfg.block_n_tail, cfg.merge_tail) == (128, 32, 1)
+    _, c2r, c3r, c2, c3, k3, *_ = KXK["merged-tails"]
+    c4r, c4 = KXK_POOL[KXK["merged-tails"]]
+    kxk = bkxk.pick_config(torch.float16, c2r=c2r, c2=c2, c3r=c3r, c3=c3, k3=k3, c4r=c4r, c4=c4)
+    assert (kxk.block_n2, kxk.block_n2_tail) == (128, 32)
+    assert (kxk.block_n3, kxk.block_n3_tail) == (64, 16)
+    assert (kxk.block_n4, kxk.block_n4_tail) == (32, 16)
 
 
 @pytest.mark.parametrize("dtype", dtype_params(torch.float32, torch.float16, torch.bfloat16))
@@ -183,8 +200,9 @@ def test_kxk_zero_padding_applies_to_r():
 def test_gpu_configs_by_shape():
     """16-bit tiles: accumulators of at most 128 x 128, column blocks (a tail included) that pad
     their channels by at most tiles.MAX_PADDING where a candidate does, a tail only where the
-    blocks leave a remainder, channel steps that pad least, 128-row tiles with 32-row tails;
-    fp32 uniform 64 x 64 tiles (64-row tails)."""
+    blocks leave a remainder, run with the last full block where both accumulators fit
+    tiles.MAX_MERGED (block_1x1: where n_x is a multiple of 16), channel steps that pad least,
+    128-row tiles with 32-row tails; fp32 uniform 64 x 64 tiles (64-row tails)."""
     for c in GOOGLENET_BLOCKS.values():
         n_x = c.ch1x1 + c.ch3x3red + c.ch5x5red
         cfg = b1x1.pick_config(torch.float16, c_in=c.in_channels, n_x=n_x, width=c.hw)
@@ -193,14 +211,16 @@ def test_gpu_configs_by_shape():
             c4r=c.in_channels, c4=c.pool_proj,
         )  # fmt: skip
         assert (cfg.block_m, cfg.block_m_tail) == (kxk.block_m, kxk.block_m_tail) == (128, 32)
-        for block_n, tail, n in (
-            (cfg.block_n, cfg.block_n_tail, n_x),
-            (kxk.block_n2, kxk.block_n2_tail, c.ch3x3),
-            (kxk.block_n3, kxk.block_n3_tail, c.ch5x5),
-            (kxk.block_n4, kxk.block_n4_tail, c.pool_proj),
+        assert cfg.merge_tail == (cfg.block_n_tail > 0 and n_x % 16 == 0)
+        for block_n, tail, n, merged in (
+            (cfg.block_n, cfg.block_n_tail, n_x, bool(cfg.merge_tail)),
+            (kxk.block_n2, kxk.block_n2_tail, c.ch3x3, True),
+            (kxk.block_n3, kxk.block_n3_tail, c.ch5x5, True),
+            (kxk.block_n4, kxk.block_n4_tail, c.pool_proj, True),
         ):
             assert cfg.block_m * block_n <= tiles.MAX_ACCUMULATOR
-            cols = tiles.columns(n, block_n, tail)
+            cols = tiles.columns(n, block_n, tail, merged)
+            assert cfg.block_m * cols.widest <= tiles.MAX_MERGED
             assert cols.padded >= n and (cols.full - 1) * block_n + max(tail, 1) < n
             assert tail == 0 or (n % block_n and tail < block_n and tail >= n % block_n)
             limit = tiles.MAX_PADDING * n
@@ -217,13 +237,20 @@ def test_gpu_configs_by_shape():
     assert tiles.row_programs(6272, 128, 32) == (49, 0)
     assert tiles.row_programs(196, 128, 32) == (1, 3)
     assert tiles.row_programs(400, 64, 64) == (6, 1)
-    # 288 columns: 2 x 128 + 32; 176: 128 + 64; 256: 2 x 128; 208 in 128s: uniform (the tail
-    # would be a whole block).
-    assert tiles.columns(288, 128) == (128, 32, 2)
-    assert tiles.columns(176, 128) == (128, 64, 1)
-    assert tiles.columns(256, 128) == (128, 0, 2)
-    assert tiles.columns(208, 128) == (128, 0, 2)
-    assert tiles.columns(8, 128) == (128, 16, 0)
+    # 288 columns: 2 x 128 + 32 in two programs (the tail with the last full block); 176: 128
+    # + 64 in one; 256: 2 x 128; 208 in 128s: uniform (the tail would be a whole block); fewer
+    # columns than a block: one masked block (a tail needs a full block to run with).
+    assert tiles.columns(288, 128) == (128, 32, 2, True)
+    assert tiles.columns(288, 128).programs == 2 and tiles.columns(288, 128).widest == 160
+    assert tiles.columns(176, 128) == (128, 64, 1, True)
+    assert tiles.columns(256, 128) == (128, 0, 2, False)
+    assert tiles.columns(208, 128) == (128, 0, 2, False)
+    assert tiles.columns(8, 128) == (128, 0, 1, False)
+    with pytest.raises(ValueError, match="needs a full block"):
+        tiles.columns(40, 64, 16)
+    # Unmerged: the tail in a program of its own (even without a full block before it).
+    assert tiles.columns(288, 128, merged=False).programs == 3
+    assert tiles.columns(8, 128, merged=False) == (128, 16, 0, False)
     fp32 = b1x1.pick_config(torch.float32, c_in=8, n_x=8, width=10)
     assert (fp32.block_m, fp32.block_m_tail, fp32.block_n, fp32.block_n_tail) == (64, 64, 64, 0)
     # Pool programs: the row in one band up to 32 columns; bands of at most 16 rows, evenly

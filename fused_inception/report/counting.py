@@ -16,7 +16,11 @@ of a `with` block and records, per launch (`LaunchCount`):
   (element-granular first touches); atomics count as a load and a store of each element;
 - the kernel function actually run, its grid, programs, constexprs, num_warps and num_stages;
 - what the package's launcher told `fused_inception.triton.common.launch_listener`: its kernel
-  name, grid and useful multiply-adds (None for a launch that told nothing).
+  name, grid and useful multiply-adds (None for a launch that told nothing), and how its
+  programs map to pixel rows (`common.RowTiles`): then the counts above (and the programs) are
+  also summed per kind of program ("full" and "tail" row tiles, "image" parts) in `by_kind`,
+  which is what lets fused_inception.report.work_analysis scale a count to another batch size
+  tile by tile.
 
 Counting needs the interpreter (CPU tensors): under a compiled launch nothing is counted.
 """
@@ -110,6 +114,8 @@ class LaunchCount:
     atomic_elements: int = 0
     unattributed_bytes: int = 0
     tensors: dict[str, TensorUse] = field(default_factory=dict)
+    rows: dict | None = None  # RowTiles' numbers, if the launcher told them
+    by_kind: dict[str, dict[str, int]] = field(default_factory=dict)
 
     @property
     def programs(self) -> int:
@@ -136,7 +142,14 @@ class LaunchCount:
             "atomic_elements": self.atomic_elements,
             "unattributed_bytes": self.unattributed_bytes,
             "tensors": {name: t.as_dict() for name, t in self.tensors.items()},
+            "rows": self.rows,
+            "by_kind": self.by_kind,
         }
+
+
+# What by_kind sums per kind of program.
+KIND_COUNTERS = ("programs", "mma_macs", "other_dot_macs", "gathered", "loaded_bytes")
+KIND_COUNTERS += ("stored_bytes",)
 
 
 class WorkLog:
@@ -148,18 +161,31 @@ class WorkLog:
         self.listener_calls = 0
         self.noted: LaunchCount | None = None  # told by the listener, not yet launched
         self.current: LaunchCount | None = None
+        self._kind_of = None  # the current launch's RowTiles.kind
+        self._bucket: dict[str, int] | None = None  # by_kind entry of the running program
         self._starts = np.zeros(0, dtype=np.uint64)
         self._ends = np.zeros(0, dtype=np.uint64)
         self._uses: list[TensorUse] = []
 
     # The launch: the listener first (package launchers), then the executor.
-    def listen(self, kernel: str, grid: tuple[int, ...], useful_macs: int) -> None:
+    def listen(self, kernel: str, grid: tuple[int, ...], useful_macs: int, rows=None) -> None:
         self.listener_calls += 1
         self.noted = LaunchCount(kernel, int(useful_macs), tuple(int(g) for g in grid))
+        self._kind_of = None if rows is None else rows.kind
+        if rows is not None:
+            self.noted.rows = {
+                "m": int(rows.m),
+                "block_m": int(rows.block_m),
+                "block_m_tail": int(rows.block_m_tail),
+                "images": int(rows.images),
+            }
 
     def begin(self, executor, args: tuple, kwargs: dict) -> None:
         launch = self.noted or LaunchCount("", None, None)
+        if self.noted is None:
+            self._kind_of = None
         self.noted = None
+        self._bucket = None
         fn = executor.fn
         launch.function = getattr(fn, "__name__", str(fn))
         launch.kernel = launch.kernel or launch.function
@@ -193,6 +219,23 @@ class WorkLog:
         if self.current is not None:
             self.launches.append(self.current)
         self.current = None
+        self._kind_of = self._bucket = None
+
+    def program(self, x: int, y: int, z: int) -> None:
+        """The interpreter starts program (x, y, z) of the current launch."""
+        if self.current is None or self._kind_of is None:
+            return
+        kind = self._kind_of((int(x), int(y), int(z)))
+        bucket = self.current.by_kind.get(kind)
+        if bucket is None:
+            bucket = self.current.by_kind[kind] = dict.fromkeys(KIND_COUNTERS, 0)
+        bucket["programs"] += 1
+        self._bucket = bucket
+
+    def _add(self, key: str, value: int) -> None:
+        setattr(self.current, key, getattr(self.current, key) + value)
+        if self._bucket is not None:
+            self._bucket[key] += value
 
     # The operations.
     def memory(self, ptrs, mask, store: bool) -> None:
@@ -206,10 +249,7 @@ class WorkLog:
             return
         size = max(1, ptrs.get_element_ty().primitive_bitwidth // 8)
         nbytes = int(addresses.size) * size
-        if store:
-            launch.stored_bytes += nbytes
-        else:
-            launch.loaded_bytes += nbytes
+        self._add("stored_bytes" if store else "loaded_bytes", nbytes)
         if not self._uses:
             launch.unattributed_bytes += nbytes
             return
@@ -234,14 +274,11 @@ class WorkLog:
             tensor_cores = all(
                 h.dtype.is_floating() and h.dtype.primitive_bitwidth == 16 for h in (a, b)
             )
-        if tensor_cores:
-            launch.mma_macs += macs
-        else:
-            launch.other_dot_macs += macs
+        self._add("mma_macs" if tensor_cores else "other_dot_macs", macs)
 
     def gather(self, indices) -> None:
         if self.current is not None:
-            self.current.gathered += int(np.size(indices.data))
+            self._add("gathered", int(np.size(indices.data)))
 
 
 def _tensor_use(name: str, t) -> TensorUse:
@@ -296,6 +333,7 @@ def count_work() -> Iterator[WorkLog]:
         builder, "create_dot_scaled", lambda a, _s, _f, b, *r, **k: counter.dot(a, b, True), saved
     )
     _wrap(builder, "create_gather", lambda src, idx, *a, **k: counter.gather(idx), saved)
+    _wrap(builder, "set_grid_idx", lambda x, y, z: counter.program(x, y, z), saved)
 
     def atomic(ptr, mask) -> None:
         counter.memory(ptr, mask, False)

@@ -58,6 +58,45 @@ def match_build(records: Sequence[dict], launch: dict, arch: str, dtype: str) ->
     return None
 
 
+_SCALED = ("mma_macs", "other_dot_macs", "gathered", "loaded_bytes", "stored_bytes", "programs")
+
+
+def scaled_work(launch: dict, n: int, batch: int) -> dict[str, float]:
+    """A launch's counted work (_SCALED) at `batch` images from its count at n.
+
+    With the launcher's row tiles (counting's `rows` and `by_kind`), tile by tile: the programs
+    of "image" parts times batch / n, those of full row tiles times the ratio of full tiles
+    (m // block_m at each batch), those of tail tiles times the ratio of tail tiles; a kind the
+    count has none of (full tiles at a small batch, tail tiles where the rows divided evenly)
+    is estimated from the other: a tail tile as a full one (an upper bound), a full tile as
+    block_m / block_m_tail tail tiles. Exact for the programs and the executed MACs; the bytes
+    of a tile vary with the masks at image borders. Without row tiles: everything times batch
+    / n (a launch's tail tiles then scale with the batch as if every batch had them)."""
+    rows, by_kind = launch.get("rows"), launch.get("by_kind") or {}
+    if not rows or not by_kind:
+        return {key: (launch[key] or 0) * batch / n for key in _SCALED}
+    bm, bmt = rows["block_m"], rows["block_m_tail"]
+    m_b = rows["m"] // rows["images"] * batch
+    # fused_inception.triton.tiles.row_programs, at the counted and the modelled batch.
+    full_n, tail_n = rows["m"] // bm, -(-(rows["m"] % bm) // bmt)
+    full_b, tail_b = m_b // bm, -(-(m_b % bm) // bmt)
+    zero = dict.fromkeys(_SCALED, 0)
+    full, tail = by_kind.get("full", zero), by_kind.get("tail", zero)
+    out = {}
+    for key in _SCALED:
+        value = by_kind.get("image", zero)[key] * batch / n
+        if full_n:
+            value += full[key] * full_b / full_n
+        elif full_b and tail_n:
+            value += tail[key] / tail_n * (bm / bmt) * full_b
+        if tail_n:
+            value += tail[key] * tail_b / tail_n
+        elif tail_b and full_n:
+            value += full[key] / full_n * tail_b
+        out[key] = value
+    return out
+
+
 def fused_model(case: dict, gpu_name: str, batch: int, records: Sequence[dict] = ()) -> dict:
     """MODEL of the fused launches of a counted case (or of an analysed result, which keeps
     the case's keys) on wm.GPUS[gpu_name] at `batch`, scaled from the counted batch: each
@@ -84,12 +123,11 @@ def fused_model(case: dict, gpu_name: str, batch: int, records: Sequence[dict] =
             ctas = wm.ctas_per_sm(
                 gpu, launch["num_warps"], rec["registers"], rec["shared_bytes"] or 0
             )
+        work = scaled_work(launch, n, batch)
         works.append(
             wm.LaunchWork(
-                launch["mma_macs"] * s, launch["other_dot_macs"] * s,
-                launch["gathered"] * s,
-                (launch["loaded_bytes"] + launch["stored_bytes"]) * s,
-                math.ceil(launch["programs"] * s), ctas,
+                work["mma_macs"], work["other_dot_macs"], work["gathered"],
+                work["loaded_bytes"] + work["stored_bytes"], math.ceil(work["programs"]), ctas,
             )
         )  # fmt: skip
     drams = wm.dram_bytes(accesses, gpu.l2_bytes)

@@ -29,10 +29,13 @@ time them. The assumptions (also written into the work report's JSON, `ASSUMPTIO
   baseline), the max-pool one kernel, and the concatenation a copy kernel (as torchvision's
   torch.cat: reads the four branch outputs, writes the block output); same DRAM rule and
   launch overhead.
-- Batch 128 from a count at batch N: the counted per-image work (MACs, gathered elements,
-  bytes loaded and stored, programs, activation tensors' bytes) is scaled by 128 / N; weights
-  are read once per call. The GPU configs a launcher picks may depend on the batch (e.g.
-  conv1x1_slice's BLOCK_M): the scaled count keeps batch N's.
+- Batch 128 from a count at batch N: each launch's counted work (MACs, gathered elements,
+  bytes loaded and stored, programs) is scaled tile by tile where its launcher said how its
+  programs map to pixel rows (work_analysis.scaled_work: full row tiles by the ratio of full
+  tiles, tail tiles by that of tail tiles, per-image programs by 128 / N; the Triton
+  launchers say it), else by 128 / N; the unique bytes of activation tensors (DRAM) by
+  128 / N; weights are read once per call. The GPU configs a launcher picks may depend on
+  the batch: the scaled count keeps batch N's (the Triton launchers' do not).
 """
 
 from __future__ import annotations
@@ -88,7 +91,10 @@ ASSUMPTIONS = {
     "always reach DRAM",
     "unfused": "b1, r2, b2, r3, b3, b4 convolutions one kernel each (BN folded, bias+ReLU fused), "
     "max-pool one kernel, concatenation a copy kernel; no tile or wave losses",
-    "batch_scaling": "per-image counted work times batch / N; weights once per call",
+    "batch_scaling": "counted work scaled tile by tile where the launcher gave its row tiles "
+    "(full tiles by the ratio of full tiles, tail tiles by that of tail tiles, per-image "
+    "programs by batch / N), else times batch / N; activations' unique bytes times batch / N; "
+    "weights once per call",
 }
 
 

@@ -43,14 +43,20 @@ from . import KernelBuild, autotune, common, tiles
 def _gemm_x(
     x_tile, x_row, w_x_ptr, b_x_ptr, out_tile, out_row, r_ptr, m0, offs_m, mask_m, c_in, n_x,
     c1, c_rows, n0,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, TAIL: tl.constexpr, BLOCK_K: tl.constexpr,
     DOT_IN_FP32: tl.constexpr,
 ):  # fmt: skip
-    """Columns [n0, n0 + BLOCK_N) of relu(x @ w_x + b_x): b1's into out, the rest into r."""
+    """Columns [n0, n0 + BLOCK_N + TAIL) of relu(x @ w_x + b_x): b1's into out, the rest into
+    r. TAIL > 0: the columns after the block's BLOCK_N run in a second accumulator that shares
+    every loaded A tile (the GEMM's tail block, merged into its last full block)."""
     cols = n0 + tl.arange(0, BLOCK_N)
     mask_n = cols < n_x
     offs_k = tl.arange(0, BLOCK_K)
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    if TAIL > 0:
+        cols_t = n0 + BLOCK_N + tl.arange(0, TAIL)
+        mask_t = cols_t < n_x
+        acc_t = tl.zeros((BLOCK_M, TAIL), dtype=tl.float32)
     for k0 in range(0, c_in, BLOCK_K):
         k = k0 + offs_k
         mask_k = k < c_in
@@ -63,10 +69,28 @@ def _gemm_x(
             other=0.0,
         )
         acc = common.dot_acc(a, b, acc, DOT_IN_FP32)
+        if TAIL > 0:
+            b_t = tl.load(
+                w_x_ptr + k[:, None] * n_x + cols_t[None, :],
+                mask=mask_k[:, None] & mask_t[None, :],
+                other=0.0,
+            )
+            acc_t = common.dot_acc(a, b_t, acc_t, DOT_IN_FP32)
+    _store_x(acc, b_x_ptr, cols, mask_n, out_tile, out_row, r_ptr, m0, offs_m, mask_m, c1, c_rows)
+    if TAIL > 0:
+        _store_x(
+            acc_t, b_x_ptr, cols_t, mask_t, out_tile, out_row, r_ptr, m0, offs_m, mask_m, c1,
+            c_rows,
+        )  # fmt: skip
+
+
+@triton.jit
+def _store_x(acc, b_x_ptr, cols, mask_n, out_tile, out_row, r_ptr, m0, offs_m, mask_m, c1, c_rows):
+    """relu(acc + b_x[cols]): b1's columns into the output slice, the reductions' into the
+    scratch rows."""
     bias = tl.load(b_x_ptr + cols, mask=mask_n, other=0.0)
     y = tl.maximum(acc + bias[None, :], 0.0, propagate_nan=tl.PropagateNan.ALL)
     y = y.to(out_tile.dtype.element_ty)
-    # b1's columns into the output slice, the reductions' into the scratch rows.
     is_b1 = cols < c1
     tl.store(out_tile + out_row[:, None] + cols[None, :], y, mask=mask_m[:, None] & is_b1[None, :])
     r_tile = r_ptr + m0.to(tl.int64) * c_rows
@@ -147,25 +171,33 @@ def _gemm_x_tile(
     x_ptr, w_x_ptr, b_x_ptr, out_ptr, r_ptr, m, m0, pid_n, full_n, c_in, n_x, c1, c_rows,
     stride_xm, stride_om,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_N_TAIL: tl.constexpr,
-    BLOCK_K: tl.constexpr, DOT_IN_FP32: tl.constexpr,
+    MERGE_TAIL: tl.constexpr, BLOCK_K: tl.constexpr, DOT_IN_FP32: tl.constexpr,
 ):  # fmt: skip
     """The GEMM program of rows [m0, m0 + BLOCK_M) and column block pid_n: one of full_n blocks
-    of BLOCK_N columns, or the tail block of BLOCK_N_TAIL after them."""
+    of BLOCK_N columns, the last of them with the tail of BLOCK_N_TAIL after it (MERGE_TAIL),
+    or the tail block alone (pid_n = full_n, MERGE_TAIL = 0)."""
     offs_m = tl.arange(0, BLOCK_M)
     mask_m = m0 + offs_m < m
     x_tile = x_ptr + m0.to(tl.int64) * stride_xm
     out_tile = out_ptr + m0.to(tl.int64) * stride_om
     x_row, out_row = offs_m * stride_xm, offs_m * stride_om
     # No tail (BLOCK_N_TAIL == 0: uniform blocks, the last one masked): one copy of the tile.
-    if BLOCK_N_TAIL == 0 or pid_n < full_n:
+    if BLOCK_N_TAIL == 0 or pid_n < full_n - MERGE_TAIL:
         _gemm_x(
             x_tile, x_row, w_x_ptr, b_x_ptr, out_tile, out_row, r_ptr, m0, offs_m, mask_m, c_in,
-            n_x, c1, c_rows, pid_n * BLOCK_N, BLOCK_M, BLOCK_N, BLOCK_K, DOT_IN_FP32,
+            n_x, c1, c_rows, pid_n * BLOCK_N, BLOCK_M, BLOCK_N, 0, BLOCK_K, DOT_IN_FP32,
+        )  # fmt: skip
+    elif MERGE_TAIL:
+        # The last full block and the tail after it, one A tile for both.
+        _gemm_x(
+            x_tile, x_row, w_x_ptr, b_x_ptr, out_tile, out_row, r_ptr, m0, offs_m, mask_m, c_in,
+            n_x, c1, c_rows, pid_n * BLOCK_N, BLOCK_M, BLOCK_N, BLOCK_N_TAIL, BLOCK_K,
+            DOT_IN_FP32,
         )  # fmt: skip
     else:
         _gemm_x(
             x_tile, x_row, w_x_ptr, b_x_ptr, out_tile, out_row, r_ptr, m0, offs_m, mask_m, c_in,
-            n_x, c1, c_rows, full_n * BLOCK_N, BLOCK_M, BLOCK_N_TAIL, BLOCK_K, DOT_IN_FP32,
+            n_x, c1, c_rows, full_n * BLOCK_N, BLOCK_M, BLOCK_N_TAIL, 0, BLOCK_K, DOT_IN_FP32,
         )  # fmt: skip
 
 
@@ -177,8 +209,8 @@ def block_1x1_kernel(
     m, c_in, height, width, n_x, c1, c_rows, stride_xm, stride_om, full_n, tiles_x,
     n_seg, seg_rows, n_wband, n_cblk,
     BLOCK_M: tl.constexpr, BLOCK_M_TAIL: tl.constexpr, BLOCK_N: tl.constexpr,
-    BLOCK_N_TAIL: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_W: tl.constexpr,
-    BLOCK_C: tl.constexpr, DOT_IN_FP32: tl.constexpr,
+    BLOCK_N_TAIL: tl.constexpr, MERGE_TAIL: tl.constexpr, BLOCK_K: tl.constexpr,
+    BLOCK_W: tl.constexpr, BLOCK_C: tl.constexpr, DOT_IN_FP32: tl.constexpr,
 ):  # fmt: skip
     """A pool program or one pixel tile x column block of the fused 1x1 GEMM.
 
@@ -187,7 +219,8 @@ def block_1x1_kernel(
             N * n_seg * n_wband * n_cblk of them. Then the GEMM's: row tiles of BLOCK_M rows,
             then tiles of BLOCK_M_TAIL for the m mod BLOCK_M rows left (the last one masked);
             tiles_x column blocks per row tile
-            (full_n of BLOCK_N, then a tail of BLOCK_N_TAIL if that is not 0), the column
+            (full_n of BLOCK_N, and a tail of BLOCK_N_TAIL if that is not 0: in the last of
+            them if MERGE_TAIL, else a block after them), the column
             block fastest, so the programs of one pixel tile run together and share x in L2.
     Reads:  x [m, c_in] (NHWC rows, stride_xm elements apart), w_x [c_in, n_x], b_x [n_x] fp32.
     Writes: out[:, 0:c1] (b1); r [m, c_rows] (r2 | r3 in columns [0, n_x - c1), the pooled x
@@ -215,25 +248,27 @@ def block_1x1_kernel(
             _gemm_x_tile(
                 x_ptr, w_x_ptr, b_x_ptr, out_ptr, r_ptr, m, pid_m * BLOCK_M, pid_n, full_n,
                 c_in, n_x, c1, c_rows, stride_xm, stride_om, BLOCK_M, BLOCK_N, BLOCK_N_TAIL,
-                BLOCK_K, DOT_IN_FP32,
+                MERGE_TAIL, BLOCK_K, DOT_IN_FP32,
             )  # fmt: skip
         else:
             m0 = full_m * BLOCK_M + (pid_m - full_m) * BLOCK_M_TAIL
             _gemm_x_tile(
                 x_ptr, w_x_ptr, b_x_ptr, out_ptr, r_ptr, m, m0, pid_n, full_n, c_in, n_x, c1,
-                c_rows, stride_xm, stride_om, BLOCK_M_TAIL, BLOCK_N, BLOCK_N_TAIL, BLOCK_K,
-                DOT_IN_FP32,
+                c_rows, stride_xm, stride_om, BLOCK_M_TAIL, BLOCK_N, BLOCK_N_TAIL, MERGE_TAIL,
+                BLOCK_K, DOT_IN_FP32,
             )  # fmt: skip
 
 
 class Block1x1Config(NamedTuple):
     """Tile sizes and launch options of one build of block_1x1_kernel (column tail: 0 for
-    none; block_w, block_c: a pool program's columns and channels)."""
+    none; merge_tail: 1 if the tail runs in the last full block's program; block_w, block_c: a
+    pool program's columns and channels)."""
 
     block_m: int
     block_m_tail: int
     block_n: int
     block_n_tail: int
+    merge_tail: int
     block_k: int
     block_w: int
     block_c: int
@@ -278,9 +313,9 @@ def pick_config(
     """
     block_w = pool_width(width)
     if dtype == torch.float32:
-        return Block1x1Config(64, 64, 64, 0, 16, block_w, 32, 8, 2)
+        return Block1x1Config(64, 64, 64, 0, 0, 16, block_w, 32, 8, 2)
     block_k = block_size(c_in, _BLOCK_K)
-    (cols,) = tiles.widths(block_m, [tiles.Gemm(n_x, c_in, block_k)])
+    (cols,) = tiles.widths(block_m, [tiles.Gemm(n_x, c_in, block_k)], merge=_merges(n_x))
     return _config(block_m, cols, block_k, c_in, block_w)
 
 
@@ -290,9 +325,28 @@ def _config(
     if cols.block == 128 and block_k == 64:
         # 128 x 128 accumulators with 64-channel steps spill on sm_80 (measured): 32 at most.
         block_k = block_size(c_in, _BLOCK_K[1:])
+    if cols.block == 128 and cols.merged:
+        # With the tail's accumulator beside it, 32-channel steps spill (compile report).
+        block_k = block_size(c_in, _BLOCK_K[2:])
     return Block1x1Config(
-        block_m, tiles.BLOCK_M_TAIL, cols.block, cols.tail, block_k, block_w, _POOL_CHANNELS, 8, 3
+        block_m,
+        tiles.BLOCK_M_TAIL,
+        cols.block,
+        cols.tail,
+        int(cols.merged),
+        block_k,
+        block_w,
+        _POOL_CHANNELS,
+        8,
+        3,
     )
+
+
+def _merges(n_x: int) -> bool:
+    """Whether the GEMM's column tail runs with its last full block: only where n_x is a
+    multiple of 16. Otherwise the scratch rows' unaligned addresses take more registers and the
+    merged tail spills on sm_80 and sm_90 (4b's 296 and 4c's 280 columns: compile report)."""
+    return n_x % 16 == 0
 
 
 def tuning_candidates(
@@ -308,7 +362,9 @@ def tuning_candidates(
     other = pick_config(dtype, **shape, block_m=64)
     narrower = []
     if pick.block_n > 32:
-        cols = tiles.columns(n_x, pick.block_n // 2)
+        cols = tiles.columns(n_x, pick.block_n // 2, merged=_merges(n_x))
+        if pick.block_m * cols.widest > tiles.MAX_MERGED:
+            cols = tiles.columns(n_x, pick.block_n // 2, 0)
         narrower.append(_config(pick.block_m, cols, block_size(c_in, _BLOCK_K), c_in, pick.block_w))
     return common.tuning_neighbours(pick, other, narrower)
 
@@ -337,10 +393,15 @@ def pool_grid(cfg: Block1x1Config, n: int, c_in: int, h: int, w: int) -> PoolGri
     return PoolGrid(n * n_seg * n_wband * n_cblk, n_seg, seg_rows, n_wband, n_cblk)
 
 
+def _columns(cfg: Block1x1Config, n_x: int) -> tiles.Columns:
+    """The column blocks of the GEMM over x."""
+    return tiles.columns(n_x, cfg.block_n, cfg.block_n_tail, bool(cfg.merge_tail))
+
+
 def _gemm_programs(cfg: Block1x1Config, m: int, n_x: int) -> tuple[int, int]:
     """(row tiles, column blocks per row tile) of the GEMM over x."""
     full, tail = tiles.row_programs(m, cfg.block_m, cfg.block_m_tail)
-    cols = tiles.columns(n_x, cfg.block_n, cfg.block_n_tail)
+    cols = _columns(cfg, n_x)
     return full + tail, cols.programs
 
 
@@ -400,9 +461,16 @@ def block_1x1(x: Tensor, w_x: Tensor, b_x: Tensor, out: Tensor, r: Tensor, c1: i
 
     def run(cfg: Block1x1Config) -> None:
         pool = pool_grid(cfg, n, c_in, h, w)
-        cols = tiles.columns(n_x, cfg.block_n, cfg.block_n_tail)
+        cols = _columns(cfg, n_x)
         scalars = (m, c_in, h, w, n_x, c1, c_rows, stride_xm, stride_om, cols.full, cols.programs)
         args = (x, w_x, b_x, out, r, *scalars, *pool[1:])
+        full_m = m // cfg.block_m
+
+        def kind(pid: tuple[int, int, int]) -> str:
+            if pid[0] < pool.programs:
+                return "image"
+            return "full" if (pid[0] - pool.programs) // cols.programs < full_m else "tail"
+
         common.launch_with(
             block_1x1_kernel,
             _grid(cfg, m, n_x, pool),
@@ -411,6 +479,7 @@ def block_1x1(x: Tensor, w_x: Tensor, b_x: Tensor, out: Tensor, r: Tensor, c1: i
             x.dtype,
             op=op,
             useful_macs=m * c_in * n_x,
+            rows=common.RowTiles(m, cfg.block_m, cfg.block_m_tail, n, kind),
         )
 
     def candidates() -> list[Block1x1Config]:
@@ -448,6 +517,7 @@ def aot_builds() -> list[KernelBuild]:
                 "BLOCK_M_TAIL": cfg.block_m_tail,
                 "BLOCK_N": cfg.block_n,
                 "BLOCK_N_TAIL": cfg.block_n_tail,
+                "MERGE_TAIL": cfg.merge_tail,
                 "BLOCK_K": cfg.block_k,
                 "BLOCK_W": cfg.block_w,
                 "BLOCK_C": cfg.block_c,

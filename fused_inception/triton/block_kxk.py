@@ -32,17 +32,29 @@ from .block_1x1 import block_size
 
 
 @triton.jit
-def _branch_taps(
-    r_tile, r_row, r_col0, c_r, w_ptr, c_out, n0, kernel, h, w, height, width, mask_m, c_rows,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_R: tl.constexpr,
+def _branch(
+    r_tile, r_row, r_col0, c_r, w_ptr, bias_ptr, c_out, n0, kernel, out_tile, out_row, c_off,
+    h, w, height, width, mask_m, c_rows,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, TAIL: tl.constexpr, BLOCK_R: tl.constexpr,
     DOT_IN_FP32: tl.constexpr,
 ):  # fmt: skip
-    """The fp32 accumulator [BLOCK_M, BLOCK_N] of one branch's kxk convolution over r."""
+    """out[:, c_off + n0 + j] = relu(kxk(r)[:, n0 + j] + bias[n0 + j]) for one tile, j <
+    BLOCK_N + TAIL. TAIL > 0: the columns after the block's BLOCK_N run in a second fp32
+    accumulator that shares every loaded A tile (the branch's tail block, merged into its last
+    full block).
+
+    Its own function so that the arms of block_kxk_kernel's `if`s share no variable (Triton
+    requires a variable set in both arms of an `if` to have one type there).
+    """
     pad = kernel // 2
     cols = n0 + tl.arange(0, BLOCK_N)
     mask_n = cols < c_out
     offs_r = tl.arange(0, BLOCK_R)
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    if TAIL > 0:
+        cols_t = n0 + BLOCK_N + tl.arange(0, TAIL)
+        mask_t = cols_t < c_out
+        acc_t = tl.zeros((BLOCK_M, TAIL), dtype=tl.float32)
     # A runtime loop over the taps (K is 3 or 5 at run time): unrolled, 25 sets of tap
     # offsets would stay live across the channel loop.
     for tap in range(0, kernel * kernel):
@@ -58,33 +70,17 @@ def _branch_taps(
                 mask=inside[:, None] & mask_c[None, :],
                 other=0.0,
             )
-            b = tl.load(
-                w_ptr + (tap * c_r + c)[:, None] * c_out + cols[None, :],
-                mask=mask_c[:, None] & mask_n[None, :],
-                other=0.0,
-            )
+            w_rows = w_ptr + (tap * c_r + c)[:, None] * c_out
+            b = tl.load(w_rows + cols[None, :], mask=mask_c[:, None] & mask_n[None, :], other=0.0)
             acc = common.dot_acc(a, b, acc, DOT_IN_FP32)
-    return acc
-
-
-@triton.jit
-def _branch(
-    r_tile, r_row, r_col0, c_r, w_ptr, bias_ptr, c_out, n0, kernel, out_tile, out_row, c_off,
-    h, w, height, width, mask_m, c_rows,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_R: tl.constexpr,
-    DOT_IN_FP32: tl.constexpr,
-):  # fmt: skip
-    """out[:, c_off + n0 + j] = relu(kxk(r)[:, n0 + j] + bias[n0 + j]) for one tile.
-
-    Its own function so that the two branches of block_kxk_kernel's `if` share no variable
-    (Triton requires a variable set in both arms of an `if` to have one type there).
-    """
-    acc = _branch_taps(
-        r_tile, r_row, r_col0, c_r, w_ptr, c_out, n0, kernel, h, w, height, width, mask_m,
-        c_rows, BLOCK_M, BLOCK_N, BLOCK_R, DOT_IN_FP32,
-    )  # fmt: skip
-    cols = n0 + tl.arange(0, BLOCK_N)
-    common.bias_relu_store(acc, bias_ptr, cols, cols < c_out, out_tile, out_row, c_off, mask_m)
+            if TAIL > 0:
+                b_t = tl.load(
+                    w_rows + cols_t[None, :], mask=mask_c[:, None] & mask_t[None, :], other=0.0
+                )
+                acc_t = common.dot_acc(a, b_t, acc_t, DOT_IN_FP32)
+    common.bias_relu_store(acc, bias_ptr, cols, mask_n, out_tile, out_row, c_off, mask_m)
+    if TAIL > 0:
+        common.bias_relu_store(acc_t, bias_ptr, cols_t, mask_t, out_tile, out_row, c_off, mask_m)
 
 
 @triton.jit
@@ -94,20 +90,20 @@ def _branch_cols(
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_N_TAIL: tl.constexpr,
     BLOCK_R: tl.constexpr, DOT_IN_FP32: tl.constexpr,
 ):  # fmt: skip
-    """Column block j of one branch: one of `full` blocks of BLOCK_N, or the tail block of
-    BLOCK_N_TAIL after them (0: uniform blocks, the last one masked)."""
+    """Column block j of one branch: one of `full` blocks of BLOCK_N, the last of them with the
+    tail block of BLOCK_N_TAIL after it (0: uniform blocks, the last one masked)."""
     # No tail (BLOCK_N_TAIL == 0: uniform blocks, the last one masked): one copy of the tile.
-    if BLOCK_N_TAIL == 0 or j < full:
+    if BLOCK_N_TAIL == 0 or j < full - 1:
         _branch(
             r_tile, r_row, r_col0, c_r, w_ptr, bias_ptr, c_out, j * BLOCK_N, kernel, out_tile,
-            out_row, c_off, h, w, height, width, mask_m, c_rows, BLOCK_M, BLOCK_N, BLOCK_R,
+            out_row, c_off, h, w, height, width, mask_m, c_rows, BLOCK_M, BLOCK_N, 0, BLOCK_R,
             DOT_IN_FP32,
         )  # fmt: skip
     else:
         _branch(
-            r_tile, r_row, r_col0, c_r, w_ptr, bias_ptr, c_out, full * BLOCK_N, kernel,
-            out_tile, out_row, c_off, h, w, height, width, mask_m, c_rows, BLOCK_M,
-            BLOCK_N_TAIL, BLOCK_R, DOT_IN_FP32,
+            r_tile, r_row, r_col0, c_r, w_ptr, bias_ptr, c_out, j * BLOCK_N, kernel, out_tile,
+            out_row, c_off, h, w, height, width, mask_m, c_rows, BLOCK_M, BLOCK_N, BLOCK_N_TAIL,
+            BLOCK_R, DOT_IN_FP32,
         )  # fmt: skip
 
 
@@ -266,6 +262,9 @@ def _config(
         # A 128 x 128 accumulator with 64-channel chunks of A spills on sm_80 (255 registers).
         if c.block == 128 and block_r == 64:
             block_r = block_size(c_red, _BLOCK_R[1:])
+        # With the tail's accumulator beside it, 32-channel chunks spill (compile report).
+        if c.block == 128 and c.tail:
+            block_r = block_size(c_red, _BLOCK_R[2:])
         fields += [c.block, c.tail, block_r]
     return BlockKxkConfig(block_m, tiles.BLOCK_M_TAIL, *fields, 8, 3)
 
@@ -400,7 +399,13 @@ def block_kxk(
         )  # fmt: skip
         macs = m * (9 * c2r * c2 + k3 * k3 * c3r * c3 + c4r * c4)
         grid = _grid(cfg, m, c2, c3, c4)
-        common.launch_with(block_kxk_kernel, grid, args, cfg, r.dtype, op=op, useful_macs=macs)
+        full_m = m // cfg.block_m
+        rows = common.RowTiles(
+            m, cfg.block_m, cfg.block_m_tail, n, lambda pid: "full" if pid[0] < full_m else "tail"
+        )
+        common.launch_with(
+            block_kxk_kernel, grid, args, cfg, r.dtype, op=op, useful_macs=macs, rows=rows
+        )
 
     def candidates() -> list[BlockKxkConfig]:
         found = tuning_candidates(r.dtype, **shape)

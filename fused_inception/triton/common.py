@@ -20,7 +20,7 @@ Every family follows one scheme:
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 import torch
@@ -84,16 +84,35 @@ def tuning_neighbours(
 
 
 # Who wants to hear of every launch (fused_inception.report.work counts the work of a forward):
-# a callable (kernel, grid, useful_macs) or None. `launch` calls note_launch just before it
-# launches; without a listener it costs one comparison.
+# a callable (kernel, grid, useful_macs, rows) or None. `launch` calls note_launch just before
+# it launches; without a listener it costs one comparison.
 launch_listener = None
 
 
-def note_launch(kernel: str, grid: tuple[int, ...], useful_macs: int) -> None:
-    """Tell the launch listener, if any, that `kernel` is launched on `grid` and that the
-    multiply-adds it exists to compute (the block's useful work it covers) are useful_macs."""
+class RowTiles(NamedTuple):
+    """Which of a launch's programs run which pixel rows, so that work counted at one batch
+    size can be scaled to another tile by tile (fused_inception.report.work_analysis).
+
+    m rows (N*H*W of `images` images) in m // block_m full tiles, then tail tiles of
+    block_m_tail (tiles.row_programs); kind(program id (x, y, z)) is "full" or "tail" for a
+    program of such a tile, "image" for one whose work is a fixed part of an image (the pool
+    programs)."""
+
+    m: int
+    block_m: int
+    block_m_tail: int
+    images: int
+    kind: Callable[[tuple[int, int, int]], str]
+
+
+def note_launch(
+    kernel: str, grid: tuple[int, ...], useful_macs: int, rows: RowTiles | None = None
+) -> None:
+    """Tell the launch listener, if any, that `kernel` is launched on `grid`, that the
+    multiply-adds it exists to compute (the block's useful work it covers) are useful_macs, and
+    how its programs map to pixel rows (None: not said)."""
     if launch_listener is not None:
-        launch_listener(kernel, grid, useful_macs)
+        launch_listener(kernel, grid, useful_macs, rows)
 
 
 def launch(
@@ -106,6 +125,7 @@ def launch(
     num_stages: int,
     op: str,
     useful_macs: int,
+    rows: RowTiles | None = None,
 ) -> None:
     """Start `kernel[grid](*args, **constexprs, num_warps=..., num_stages=...)`: the one way
     every launcher of this package starts a Triton kernel.
@@ -113,12 +133,12 @@ def launch(
     args:        the runtime arguments, in the kernel's order (tensors and ints, as the JIT
                  sees them: it specializes on their values, see report.specialization)
     constexprs:  the tl.constexpr arguments by name
-    op, useful_macs: what note_launch tells the launch listener (the launcher's name and the
-                 multiply-adds the launch exists to compute)
+    op, useful_macs, rows: what note_launch tells the launch listener (the launcher's name,
+                 the multiply-adds the launch exists to compute, its programs' rows)
     Holds launch_guard() around the launch. While fused_inception.triton.intercept_launches is
     active, the interceptor receives (kernel, grid, args, options) instead and nothing runs.
     """
-    note_launch(op, grid, useful_macs)
+    note_launch(op, grid, useful_macs, rows)
     options = {**constexprs, "num_warps": num_warps, "num_stages": num_stages}
     interceptor = launch_interceptor()
     if interceptor is not None:
@@ -137,6 +157,7 @@ def launch_with(
     *,
     op: str,
     useful_macs: int,
+    rows: RowTiles | None = None,
 ) -> None:
     """`launch` with a family config: each tile field of cfg is the tl.constexpr of its name in
     upper case (block_m_tail -> BLOCK_M_TAIL), num_warps and num_stages the launch options, and
@@ -151,6 +172,7 @@ def launch_with(
         num_stages=cfg.num_stages,
         op=op,
         useful_macs=useful_macs,
+        rows=rows,
     )
 
 
@@ -291,6 +313,7 @@ _FIELD_NAMES = {
     "block_n3": "BN3", "block_r3": "BR3", "block_n4": "BN4", "block_r4": "BR4",
     "block_w": "BW", "block_c": "BC", "block_m_tail": "BMT", "block_n_tail": "BNT",
     "block_n2_tail": "BN2T", "block_n3_tail": "BN3T", "block_n4_tail": "BN4T",
+    "merge_tail": "MT",
     "num_warps": "warps", "num_stages": "stages",
 }  # fmt: skip
 
