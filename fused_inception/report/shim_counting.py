@@ -16,7 +16,11 @@ What the shim counts and what is derived here:
   exists to compute, as the Triton launchers announce them) and the bytes stored (each output
   element once: the CUDA kernels store with plain stores, which the shim does not count; the
   parity tests with poisoned outputs show every element is written);
-- not counted: the bias reads (plain loads, at most a few hundred bytes per CTA).
+- not counted: the bias reads (plain loads, at most a few hundred bytes per CTA);
+- the unique bytes of an input read by a launch (`read_bytes`, what the MODEL's DRAM rule
+  charges): the shim counts every cp.async byte, not which bytes, so this is the smaller of the
+  bytes loaded and the tensor's size, an upper bound (both kernels read each of their inputs
+  whole, which the tests check as loaded >= size).
 """
 
 from __future__ import annotations
@@ -73,7 +77,7 @@ def _launch_dict(op: str, regions: list[str], counters: dict, shapes: dict) -> d
             "key": [t.data_ptr()],
             "loaded_bytes": read,
             "stored_bytes": written,
-            "read_bytes": read,
+            "read_bytes": min(read, span),
             "written_bytes": written,
         }
     attributed = sum(t["loaded_bytes"] for t in tensors.values())
