@@ -4,9 +4,11 @@ the interpreter, on GoogLeNet blocks at their real sizes: output parity against 
 The other Triton tests run the interpreter's larger chunks (launch_config's overrides); these
 run the tiles, chunks and masks a GPU runs, which the work report (python -m
 fused_inception.report --work) counts. The variable is read at import, so each block runs in a
-subprocess that sets it (and TRITON_INTERPRET) before importing fused_inception. Measured on
-this 2-core machine with both running side by side (xdist): 35 s (5b) and 51 s (4e), 56 s of
-wall time.
+subprocess that sets it (and TRITON_INTERPRET) before importing fused_inception. 5b has no
+column tail; 4e's GEMM over x and b2 run 64-column tails merged into their last full block,
+3b's GEMM over x a 32-column one, b2 a 64-column one and b3 (96 = 64 + 32) a 32-column one.
+Measured on a 2-core Sapphire Rapids host (xdist, 2026-12-04): 12 s (5b), 22 s (4e) and 26 s
+(3b), 41 s of wall time.
 """
 
 from __future__ import annotations
@@ -52,7 +54,7 @@ for dtype in (torch.float16, torch.float32):
 """
 
 
-@pytest.mark.parametrize("block", ["5b", "4e"])
+@pytest.mark.parametrize("block", ["5b", "4e", "3b"])
 def test_gpu_configs_parity(block):
     env = {**os.environ, "TRITON_INTERPRET": "1", "FUSED_INCEPTION_GPU_CONFIGS": "1"}
     env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
