@@ -262,6 +262,11 @@ def header(args: argparse.Namespace, impls: Sequence[str], peak_line: str) -> st
             *(_train_header(args) if args.train else []),
             *(["training steps: left out (--no-train)"] if args.no_train else []),
             *([_MULTICROP_HEADER] if args.multicrop else []),
+            *(
+                [f"allocator: freed heap memory kept (keep_freed_memory: {args.kept_memory})"]
+                if args.keep_freed_memory
+                else []
+            ),
             f"timing: {'CUDA events' if device.type == 'cuda' else 'perf_counter'} per call, "
             f"{args.warmup} warm-up rounds, median of >= {args.repeats} interleaved rounds "
             f"of {_calls_text(args.run_length)} "
@@ -407,6 +412,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="torch.set_num_threads for the run (default: torch's). On cores shared with other "
         "busy processes, 1 avoids the thread pool's barrier stalls that swell multi-threaded "
         "times by different factors per implementation",
+    )
+    p.add_argument(
+        "--keep-freed-memory",
+        action="store_true",
+        help="call fused_inception.memory.keep_freed_memory() first (glibc keeps freed heap "
+        "memory, as ONNX Runtime's arena does; process-wide: every row gets it)",
     )
     p.add_argument("--repeats", type=int, default=None, help="timed rounds per case (at least)")
     p.add_argument(
@@ -606,6 +617,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
+    if args.keep_freed_memory:
+        from fused_inception.memory import keep_freed_memory
+
+        args.kept_memory = "applied" if keep_freed_memory() else "not glibc, nothing changed"
     start = time.perf_counter()
     impls = impl_names(args.backend, args.compile, args.onnxruntime, network=NETWORK in args.blocks)
     peak, source = device_peak(args.device, tuple(DTYPES[d] for d in args.dtype))
