@@ -148,8 +148,9 @@ class LaunchCount:
 
 
 # What by_kind sums per kind of program.
-KIND_COUNTERS = ("programs", "mma_macs", "other_dot_macs", "gathered", "loaded_bytes")
-KIND_COUNTERS += ("stored_bytes",)
+KIND_COUNTERS = (
+    "programs", "mma_macs", "other_dot_macs", "gathered", "loaded_bytes", "stored_bytes",
+)  # fmt: skip
 
 
 class WorkLog:

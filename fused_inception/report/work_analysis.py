@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 from fused_inception.configs import GOOGLENET_BLOCKS
 from fused_inception.report import work_model as wm
+from fused_inception.report.counting import KIND_COUNTERS
 
 MODEL_BATCH = 128
 # The targets of the Triton kernels' rewrite, per block and branch-3 kernel size.
@@ -58,11 +59,8 @@ def match_build(records: Sequence[dict], launch: dict, arch: str, dtype: str) ->
     return None
 
 
-_SCALED = ("mma_macs", "other_dot_macs", "gathered", "loaded_bytes", "stored_bytes", "programs")
-
-
 def scaled_work(launch: dict, n: int, batch: int) -> dict[str, float]:
-    """A launch's counted work (_SCALED) at `batch` images from its count at n.
+    """A launch's counted work (counting.KIND_COUNTERS) at `batch` images from its count at n.
 
     With the launcher's row tiles (counting's `rows` and `by_kind`), tile by tile: the programs
     of "image" parts times batch / n, those of full row tiles times the ratio of full tiles
@@ -74,16 +72,16 @@ def scaled_work(launch: dict, n: int, batch: int) -> dict[str, float]:
     / n (a launch's tail tiles then scale with the batch as if every batch had them)."""
     rows, by_kind = launch.get("rows"), launch.get("by_kind") or {}
     if not rows or not by_kind:
-        return {key: (launch[key] or 0) * batch / n for key in _SCALED}
+        return {key: (launch[key] or 0) * batch / n for key in KIND_COUNTERS}
+    from fused_inception.triton.tiles import row_programs
+
     bm, bmt = rows["block_m"], rows["block_m_tail"]
-    m_b = rows["m"] // rows["images"] * batch
-    # fused_inception.triton.tiles.row_programs, at the counted and the modelled batch.
-    full_n, tail_n = rows["m"] // bm, -(-(rows["m"] % bm) // bmt)
-    full_b, tail_b = m_b // bm, -(-(m_b % bm) // bmt)
-    zero = dict.fromkeys(_SCALED, 0)
+    full_n, tail_n = row_programs(rows["m"], bm, bmt)
+    full_b, tail_b = row_programs(rows["m"] // rows["images"] * batch, bm, bmt)
+    zero = dict.fromkeys(KIND_COUNTERS, 0)
     full, tail = by_kind.get("full", zero), by_kind.get("tail", zero)
     out = {}
-    for key in _SCALED:
+    for key in KIND_COUNTERS:
         value = by_kind.get("image", zero)[key] * batch / n
         if full_n:
             value += full[key] * full_b / full_n

@@ -362,9 +362,7 @@ def tuning_candidates(
     other = pick_config(dtype, **shape, block_m=64)
     narrower = []
     if pick.block_n > 32:
-        cols = tiles.columns(n_x, pick.block_n // 2, merged=_merges(n_x))
-        if pick.block_m * cols.widest > tiles.MAX_MERGED:
-            cols = tiles.columns(n_x, pick.block_n // 2, 0)
+        cols = tiles.fitting_columns(n_x, pick.block_n // 2, pick.block_m, _merges(n_x))
         narrower.append(_config(pick.block_m, cols, block_size(c_in, _BLOCK_K), c_in, pick.block_w))
     return common.tuning_neighbours(pick, other, narrower)
 

@@ -263,7 +263,7 @@ def _config(
         if c.block == 128 and block_r == 64:
             block_r = block_size(c_red, _BLOCK_R[1:])
         # With the tail's accumulator beside it, 32-channel chunks spill (compile report).
-        if c.block == 128 and c.tail:
+        if c.block == 128 and c.merged:
             block_r = block_size(c_red, _BLOCK_R[2:])
         fields += [c.block, c.tail, block_r]
     return BlockKxkConfig(block_m, tiles.BLOCK_M_TAIL, *fields, 8, 3)
@@ -298,7 +298,7 @@ def tuning_candidates(
     for i, n in enumerate((c2, c3, c4)):
         if cols[i].block > 32:
             halved = list(cols)
-            halved[i] = tiles.columns(n, cols[i].block // 2)
+            halved[i] = tiles.fitting_columns(n, cols[i].block // 2, pick.block_m)
             narrower.append(_config(pick.block_m, tuple(halved), (c2r, c3r, c4r)))
     return common.tuning_neighbours(pick, other, narrower)
 

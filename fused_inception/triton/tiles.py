@@ -108,6 +108,13 @@ def columns(n: int, block: int, tail: int | None = None, merged: bool = True) ->
     return Columns(block, tail, full, merged and tail > 0)
 
 
+def fitting_columns(n: int, block: int, block_m: int, merge: bool = True) -> Columns:
+    """columns(n, block) with its tail merged if `merge` and both accumulators fit MAX_MERGED
+    with block_m rows, in a program of its own if not `merge`, else uniform blocks."""
+    cols = columns(n, block, merged=merge)
+    return columns(n, block, 0) if block_m * cols.widest > MAX_MERGED else cols
+
+
 def row_programs(m: int, block_m: int, block_m_tail: int) -> tuple[int, int]:
     """(full row tiles, tail row tiles) for m rows (block_m_tail = block_m: uniform tiles)."""
     return m // block_m, _cdiv(m % block_m, block_m_tail)
@@ -128,14 +135,11 @@ def widths(block_m: int, gemms: Sequence[Gemm], merge: bool = True) -> tuple[Col
     that width runs uniform blocks); False: in programs of their own."""
     chosen = []
     for g in gemms:
-        fits = []
-        for bn in BLOCK_N:
-            if block_m * bn > MAX_ACCUMULATOR:
-                continue
-            cols = columns(g.n, bn, merged=merge)
-            if block_m * cols.widest > MAX_MERGED:
-                cols = columns(g.n, bn, 0)
-            fits.append(cols)
+        fits = [
+            fitting_columns(g.n, bn, block_m, merge)
+            for bn in BLOCK_N
+            if block_m * bn <= MAX_ACCUMULATOR
+        ]
         bounded = [c for c in fits if c.padded <= MAX_PADDING * g.n] or fits
         chosen.append(min(bounded, key=lambda c: (_cost(g, block_m, c), -c.block)))
     return tuple(chosen)
