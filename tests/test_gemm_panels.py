@@ -36,7 +36,8 @@ def _reference(a: torch.Tensor, w: torch.Tensor, bias: torch.Tensor) -> torch.Te
     return torch.relu(a.double() @ w.double().t() + bias.double())
 
 
-# (m, k, n): every tail of the 6-row tile (m % 6), panels cut by n (n % 16), k of 0 and 1, and
+# (m, k, n): every tail of the 12-row tile (m % 12; the AVX2 kernel's 6-row tiles too), panels
+# cut by n (n % 16), odd and even panel counts (AVX-512 tiles take two), k of 0 and 1, and
 # shapes with several row chunks (k * m * 4 bytes over 256 KiB).
 SHAPES = [
     (1, 1, 1),
@@ -46,6 +47,10 @@ SHAPES = [
     (5, 64, 31),
     (6, 5, 33),
     (7, 0, 20),
+    (8, 24, 64),
+    (9, 3, 47),
+    (10, 50, 80),
+    (11, 17, 100),
     (13, 19, 48),
     (49, 832, 40),
     (300, 512, 72),
@@ -185,7 +190,9 @@ assert capability == sys.argv[1], capability
 gen = torch.Generator().manual_seed(11)
 def rand(*shape):  # the same values at every capability (randn's vector loop is not)
     return torch.randint(-2**20, 2**20, shape, generator=gen).float() / 2**19
-for name, shape, kernel, c_out in (("a", (1, 40, 1, 7), 1, 33), ("b", (2, 30, 6, 5), 3, 50)):
+for name, shape, kernel, c_out in (
+    ("a", (1, 40, 1, 7), 1, 33), ("b", (2, 30, 6, 5), 3, 50), ("c", (1, 20, 5, 7), 1, 70)
+):
     x = rand(*shape).contiguous(memory_format=torch.channels_last)
     w, bias = rand(c_out, shape[1], kernel, kernel), rand(c_out)
     x[0, 2, 0, 1] = float("nan")
@@ -196,19 +203,22 @@ print("ok")
 
 
 def test_vector_and_plain_loops_give_the_same_bits(tmp_path):
-    """The AVX2 kernel and the plain loop (capability DEFAULT) both take one FMA chain per
-    output in k order: the same bits, NaN included."""
-    if torch.backends.cpu.get_cpu_capability() == "DEFAULT":
+    """The AVX-512 kernel (12-row tiles of two panels), the AVX2 one (6-row tiles of one panel)
+    and the plain loop (capability DEFAULT) all take one FMA chain per output in k order: the
+    same bits, NaN included, at every capability this CPU allows."""
+    here = torch.backends.cpu.get_cpu_capability()
+    if here == "DEFAULT":
         pytest.skip("this CPU runs torch without vector capability: one loop only")
+    capabilities = ("DEFAULT", "AVX2", "AVX512") if here == "AVX512" else ("DEFAULT", here)
     outputs = {}
-    for capability in ("DEFAULT", torch.backends.cpu.get_cpu_capability()):
+    for capability in capabilities:
         where = tmp_path / capability
         where.mkdir()
         script = _CAPABILITY_CHECK.replace("sys.argv[2]", repr(str(where)))
         run_at_capability(script, capability)
         outputs[capability] = sorted(p.read_text() for p in where.iterdir())
-    first, second = outputs.values()
-    assert first == second and len(first) == 2
+    first, *others = outputs.values()
+    assert len(first) == 3 and all(other == first for other in others)
 
 
 @pytest.fixture
@@ -234,6 +244,22 @@ def own_gemm_calls(monkeypatch):
     return calls
 
 
+def _block_with_nan_against_float64(src, fused, shape: tuple[int, ...], layout):
+    """fused(x) into a poisoned output against src in float64, for a random x of `shape` in
+    `layout` with one NaN: NaN where the reference has it, the rest within fp32's tolerance.
+    Returns (x, the output)."""
+    x = torch.randn(shape)
+    x[0, 1, 3, 3] = float("nan")
+    x = x.contiguous(memory_format=layout)
+    with torch.no_grad(), poison_outputs():
+        got = fused(x)
+    want = reference_f64(src, x)
+    assert torch.equal(got.isnan(), want.isnan()) and bool(want.isnan().any())
+    finite = want.isfinite()
+    assert_close_rel(got[finite], want[finite], torch.float32)
+    return x, got
+
+
 @pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last], ids=str)
 @pytest.mark.parametrize("name,norm,k", [("3a", True, 3), ("4b", False, 5), ("5b", True, 3)])
 def test_block_operator_on_the_own_kernel(name, norm, k, layout, own_gemm_calls):
@@ -246,15 +272,8 @@ def test_block_operator_on_the_own_kernel(name, norm, k, layout, own_gemm_calls)
     src = randomize_block(Inception(*cfg.args(), branch3_kernel=k, norm=norm)).eval()
     fused = FusedInception.from_module(copy.deepcopy(src), backend="cpu").eval()
     for batch in (1, 2):
-        x = torch.randn(batch, cfg.in_channels, cfg.hw, cfg.hw)
-        x[0, 1, 3, 3] = float("nan")
-        x = x.contiguous(memory_format=layout)
-        with torch.no_grad(), poison_outputs():
-            got = fused(x)
-        want = reference_f64(src, x)
-        assert torch.equal(got.isnan(), want.isnan()) and bool(want.isnan().any())
-        finite = want.isfinite()
-        assert_close_rel(got[finite], want[finite], torch.float32)
+        shape = (batch, cfg.in_channels, cfg.hw, cfg.hw)
+        x, got = _block_with_nan_against_float64(src, fused, shape, layout)
         cpu_onednn.OWN_GEMM = False
         with torch.no_grad():
             onednn = fused(x)
@@ -356,16 +375,80 @@ def test_folded_units_on_the_own_kernel(fmt, monkeypatch):
 
 
 def test_policy_follows_the_cpu(monkeypatch):
-    """By default the own GEMM runs where torch's CPU capability is AVX2 (measured there),
-    not on AVX-512 (oneDNN's wider kernels, unmeasured against it) or without vectors;
-    OWN_GEMM overrides."""
+    """By default the own GEMM runs every convolution it can where torch's CPU capability is
+    AVX2, and on AVX-512 only the small GEMMs and the 1x1s it was measured faster on there
+    (own_gemm_1x1, own_gemm_kxk), none without vectors; OWN_GEMM overrides all of it."""
     monkeypatch.setattr(cpu_onednn, "OWN_GEMM", None)
     for capability, want in (("AVX2", True), ("AVX512", False), ("DEFAULT", False)):
         monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda c=capability: c)
         assert cpu_onednn.own_gemm() is want
+    # GoogLeNet's shapes: (rows, columns, channels) of a 1x1, and whether AVX-512 takes it
+    cases_1x1 = [
+        ((784, 352, 256), True),  # 3b's GEMM over x at batch 1: 71M MACs, at most OWN_MAX_MACS
+        ((49, 624, 832), True),  # 5b at batch 1
+        ((392, 448, 832), False),  # 5a at batch 8 (7x7): 146M MACs, 0.7 MB out
+        ((1568, 448, 528), False),  # 4e at batch 8: 2.8 MB out
+        ((6272, 176, 192), True),  # 3a at batch 8: 4.4 MB out, at least OWN_1X1_MIN_BYTES
+        ((25088, 64, 64), True),  # conv2 at batch 8: 64 input channels
+        ((3136, 128, 96), True),  # 39M MACs
+        ((2000, 400, 128), False),  # 102M MACs, 3.1 MiB out, 128 channels: just past each rule
+    ]
+    # (rows, weight shape) of a direct KxK branch
+    cases_kxk = [
+        ((49, (384, 192, 3, 3)), True),  # 5b's b2 at batch 1: 33M MACs
+        ((784, (96, 32, 5, 5)), True),  # 3b's paper-form b3 at batch 1: 60M
+        ((392, (384, 192, 3, 3)), False),  # 5b's b2 at batch 8: 260M
+    ]
+    for capability in ("AVX2", "AVX512", "DEFAULT"):
+        monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda c=capability: c)
+        for args, avx512 in cases_1x1:
+            want = capability == "AVX2" or (capability == "AVX512" and avx512)
+            assert cpu_onednn.own_gemm_1x1(*args) is want, (capability, args)
+        for args, avx512 in cases_kxk:
+            want = capability == "AVX2" or (capability == "AVX512" and avx512)
+            assert cpu_onednn.own_gemm_kxk(*args) is want, (capability, args)
     for forced in (True, False):
         monkeypatch.setattr(cpu_onednn, "OWN_GEMM", forced)
-        assert cpu_onednn.own_gemm() is forced
+        for capability in ("AVX2", "AVX512"):
+            monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda c=capability: c)
+            assert cpu_onednn.own_gemm() is forced
+            assert cpu_onednn.own_gemm_1x1(49, 16, 16) is forced
+            assert cpu_onednn.own_gemm_kxk(49, (16, 16, 3, 3)) is forced
+
+
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last], ids=str)
+@pytest.mark.parametrize(
+    "name,norm,k,batch",
+    [("3a", True, 3, 1), ("4b", False, 5, 1), ("4e", True, 3, 8), ("5b", True, 3, 8)],
+)
+def test_avx512_policy_mixes_the_kernels(name, norm, k, batch, layout, monkeypatch):
+    """AVX-512's default (OWN_GEMM None) mixes the two kernels in one block: the 1x1s and the
+    direct KxK on panels where they are small (batch 1: the 1x1s, and b3 at both batches), the
+    wide 3x3 as Winograd on oneDNN's grouped GEMM reading the own kernel's dense ReLU'd r2;
+    the 1x1s at batch 8 on oneDNN, b3 reading its r from oneDNN's output. Float64 parity, NaN
+    kept, into a poisoned output."""
+    if cpu._BLOCK_OP is None or not cpu_onednn.available(torch.float32):
+        pytest.skip("no inception_block_onednn operator or no oneDNN in this build")
+    monkeypatch.setattr(cpu_onednn, "OWN_GEMM", None)
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
+    calls = []
+    real = cpu._BLOCK_OP
+    monkeypatch.setattr(
+        cpu,
+        "_BLOCK_OP",
+        lambda *a: (calls.append(tuple(a[i].dim() for i in (1, 3, 5, 7))), real(*a))[1],
+    )
+    cfg = GOOGLENET_BLOCKS[name]
+    src = randomize_block(Inception(*cfg.args(), branch3_kernel=k, norm=norm)).eval()
+    fused = FusedInception.from_module(copy.deepcopy(src), backend="cpu").eval()
+    _block_with_nan_against_float64(src, fused, (batch, cfg.in_channels, cfg.hw, cfg.hw), layout)
+    rows, c3r = batch * cfg.hw * cfg.hw, cfg.ch5x5red
+    own_x = rows * cfg.in_channels * (cfg.ch1x1 + cfg.ch3x3red + c3r) <= cpu_onednn.OWN_MAX_MACS
+    own_3 = rows * c3r * k * k * cfg.ch5x5 <= cpu_onednn.OWN_KXK_MAX_MACS
+    # dims of w_x, w2, w3, w_pool: 3 for panels; 4 for oneDNN's weights (Winograd's grouped
+    # one, w2 of every block here, included)
+    assert calls == [(3 if own_x else 4, 4, 3 if own_3 else 4, 3 if own_x else 4)]
+    assert own_x == (batch == 1)  # the cases cover both sides of the rule
 
 
 @pytest.mark.parametrize("own", [False, True], ids=["onednn", "own-kernel"])

@@ -9,13 +9,19 @@
 // 1x1 shapes (README, "Backends"). It also writes each column range to its destination with
 // the bias and ReLU applied, so the block needs no ReLU copies into the output's slices.
 //
-// Blocking: a 6 x 16 register tile (12 accumulators of 8 floats; per step two loads of the
-// panel, six broadcasts of A and twelve FMAs) over the whole reduction, taps outer and channels
-// inner, so each output is one chain of FMAs in (tap, channel) order. A KxK convolution is the
-// same loop over K * K taps whose six A rows are pointers to the shifted pixels (or to a zero
-// row outside the image): an implicit GEMM, with no im2col copy. Rows are taken in chunks whose
-// A rows fit in L2 (kChunkBytes), and a task is (chunk, panel): the panel (K * K * C * 64 bytes)
-// is read once per chunk, the chunk's rows once per panel.
+// Blocking: a register tile over the whole reduction, taps outer and channels inner, so each
+// output is one chain of FMAs in (tap, channel) order:
+// - AVX2: 6 rows x 16 columns (12 accumulators of 8 floats; per step two loads of the panel,
+//   six broadcasts of A and twelve FMAs);
+// - AVX-512 (since 2026-12-04): up to 12 rows x 32 columns, two adjacent panels (24
+//   accumulators of 16 floats; per step two loads, twelve broadcasts, 24 FMAs). A chunk's rows
+//   are cut into tiles of near-equal size (49 rows as 10 + 10 + 10 + 10 + 9).
+// A KxK convolution is the same loop over K * K taps whose A rows are pointers to the shifted
+// pixels (or to a zero row outside the image): an implicit GEMM, with no im2col copy. Rows are
+// taken in chunks whose A rows fit in L2 (kChunkBytes), and a task is (chunk, panel or panel
+// pair): its panels (K * K * C * 64 bytes each) are read once per chunk, the chunk's rows once
+// per task. On AVX-512 CPUs oneDNN's GEMMs are faster on large shapes, so only some
+// convolutions take this kernel there (backends/cpu_onednn.py, own_gemm_1x1 and own_gemm_kxk).
 
 #include "cpu/gemm_panels.h"
 
@@ -26,8 +32,10 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstring>
+#include <utility>
 
 #include "cpu/parallel.h"
 #include "cpu/vector_isa.h"
@@ -40,7 +48,9 @@ namespace fused_inception {
 namespace {
 
 constexpr int kPanel = 16;
-constexpr int kRows = 6;
+// Rows per tile: 12 for the AVX-512 kernel, which the AVX2 one takes as two tiles of 6.
+constexpr int kRows = 12;
+constexpr int kRowsAvx2 = 6;
 constexpr int kMaxTaps = kMaxKernel * kMaxKernel;
 constexpr int64_t kChunkBytes = 256 * 1024;
 // Below this many channels a KxK convolution takes its kernel rows as taps (ConvInput::merged).
@@ -85,7 +95,7 @@ void store_row(const PanelStore& s, int64_t i, const float* values) {
   }
 }
 
-// The A rows of a 6-row tile: rows[t * kRows + r] is output row i0 + r's pixel under tap t (or
+// The A rows of a 12-row tile: rows[t * kRows + r] is output row i0 + r's pixel under tap t (or
 // the zero row), for `count` rows; the others point at the zero row.
 void tile_rows(const ConvInput& x, const float* zeros, int64_t i0, int count, const float** rows) {
   const int k = x.kernel, taps = x.merged ? k : k * k, pad = x.padding();
@@ -149,7 +159,7 @@ template <int ROWS>
 __attribute__((target("avx2,fma"))) void tile_avx2(const float* const* rows, int taps, int64_t c,
                                                    const float* panel, const float* bias16,
                                                    bool relu, const PanelStore& s, int64_t i0) {
-  static_assert(ROWS >= 1 && ROWS <= kRows);
+  static_assert(ROWS >= 1 && ROWS <= kRowsAvx2);
   __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00;
   __m256 c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
   for (int t = 0; t < taps; ++t) {
@@ -167,8 +177,8 @@ __attribute__((target("avx2,fma"))) void tile_avx2(const float* const* rows, int
       FI_TILE_ROW(5, a5, c50, c51)
     }
   }
-  const __m256 acc[kRows][2] = {{c00, c01}, {c10, c11}, {c20, c21},
-                                {c30, c31}, {c40, c41}, {c50, c51}};
+  const __m256 acc[kRowsAvx2][2] = {{c00, c01}, {c10, c11}, {c20, c21},
+                                    {c30, c31}, {c40, c41}, {c50, c51}};
   const __m256 bias0 = _mm256_loadu_ps(bias16), bias1 = _mm256_loadu_ps(bias16 + 8);
   const __m256 zero = _mm256_setzero_ps();
   for (int r = 0; r < ROWS; ++r) {
@@ -190,9 +200,9 @@ __attribute__((target("avx2,fma"))) void tile_avx2(const float* const* rows, int
   }
 }
 
-// Full 6-row tiles, and one of 1-5 rows at a chunk's end.
-void tile_vector(const float* const* rows, int taps, int64_t c, const float* panel,
-                 const float* bias16, bool relu, const PanelStore& s, int64_t i0, int count) {
+// Up to 6 rows: a full tile, or one of 1-5 rows at a chunk's end.
+void tile_avx2_rows(const float* const* rows, int taps, int64_t c, const float* panel,
+                    const float* bias16, bool relu, const PanelStore& s, int64_t i0, int count) {
   switch (count) {
     case 6:
       return tile_avx2<6>(rows, taps, c, panel, bias16, relu, s, i0);
@@ -208,7 +218,108 @@ void tile_vector(const float* const* rows, int taps, int64_t c, const float* pan
       return tile_avx2<1>(rows, taps, c, panel, bias16, relu, s, i0);
   }
 }
+
+// A tile of up to 12 rows as AVX2 tiles of up to 6 (its rows r and r + 6 share `rows`'s
+// stride kRows).
+void tile_vector(const float* const* rows, int taps, int64_t c, const float* panel,
+                 const float* bias16, bool relu, const PanelStore& s, int64_t i0, int count) {
+  tile_avx2_rows(rows, taps, c, panel, bias16, relu, s, i0, std::min(count, kRowsAvx2));
+  if (count > kRowsAvx2) {
+    tile_avx2_rows(rows + kRowsAvx2, taps, c, panel, bias16, relu, s, i0 + kRowsAvx2,
+                   count - kRowsAvx2);
+  }
+}
 #undef FI_TILE_ROW
+
+// Row R of an AVX-512 tile, if the tile has it: its A value times the PANELS panels' vectors.
+#define FI_TILE_ROW512(R, A, C0, C1)         \
+  if constexpr (ROWS > R) {                  \
+    const __m512 v = _mm512_set1_ps((A)[k]); \
+    C0 = _mm512_fmadd_ps(v, b0, C0);         \
+    if constexpr (PANELS > 1) {              \
+      C1 = _mm512_fmadd_ps(v, b1, C1);       \
+    }                                        \
+  }
+
+// One tile of ROWS rows (1..12) and PANELS (1 or 2) adjacent panels, `stride` floats apart: one
+// 16-float vector per row and panel, up to 24 accumulators, over every tap and channel. Per
+// step of a full tile: two loads of the panels, twelve broadcasts of A and 24 FMAs (the AVX2
+// tile: two loads, six broadcasts, twelve FMAs of half the width). bias: 16 * PANELS floats;
+// s: PANELS stores.
+template <int ROWS, int PANELS>
+__attribute__((target("avx512f"))) void tile_avx512(const float* const* rows, int taps, int64_t c,
+                                                    const float* panel, int64_t stride,
+                                                    const float* bias, bool relu,
+                                                    const PanelStore* s, int64_t i0) {
+  static_assert(ROWS >= 1 && ROWS <= kRows && (PANELS == 1 || PANELS == 2));
+  __m512 c0_0 = _mm512_setzero_ps(), c0_1 = c0_0, c1_0 = c0_0, c1_1 = c0_0, c2_0 = c0_0,
+         c2_1 = c0_0, c3_0 = c0_0, c3_1 = c0_0, c4_0 = c0_0, c4_1 = c0_0, c5_0 = c0_0, c5_1 = c0_0,
+         c6_0 = c0_0, c6_1 = c0_0, c7_0 = c0_0, c7_1 = c0_0, c8_0 = c0_0, c8_1 = c0_0, c9_0 = c0_0,
+         c9_1 = c0_0, c10_0 = c0_0, c10_1 = c0_0, c11_0 = c0_0, c11_1 = c0_0;
+  for (int t = 0; t < taps; ++t) {
+    const float* const* tr = rows + t * kRows;
+    const float *a0 = tr[0], *a1 = tr[1], *a2 = tr[2], *a3 = tr[3], *a4 = tr[4], *a5 = tr[5],
+                *a6 = tr[6], *a7 = tr[7], *a8 = tr[8], *a9 = tr[9], *a10 = tr[10], *a11 = tr[11];
+    const float* b = panel + t * c * kPanel;
+    for (int64_t k = 0; k < c; ++k) {
+      const __m512 b0 = _mm512_loadu_ps(b + k * kPanel);
+      __m512 b1 = b0;
+      if constexpr (PANELS > 1) b1 = _mm512_loadu_ps(b + stride + k * kPanel);
+      FI_TILE_ROW512(0, a0, c0_0, c0_1)
+      FI_TILE_ROW512(1, a1, c1_0, c1_1)
+      FI_TILE_ROW512(2, a2, c2_0, c2_1)
+      FI_TILE_ROW512(3, a3, c3_0, c3_1)
+      FI_TILE_ROW512(4, a4, c4_0, c4_1)
+      FI_TILE_ROW512(5, a5, c5_0, c5_1)
+      FI_TILE_ROW512(6, a6, c6_0, c6_1)
+      FI_TILE_ROW512(7, a7, c7_0, c7_1)
+      FI_TILE_ROW512(8, a8, c8_0, c8_1)
+      FI_TILE_ROW512(9, a9, c9_0, c9_1)
+      FI_TILE_ROW512(10, a10, c10_0, c10_1)
+      FI_TILE_ROW512(11, a11, c11_0, c11_1)
+    }
+  }
+  const __m512 acc[kRows][2] = {{c0_0, c0_1}, {c1_0, c1_1}, {c2_0, c2_1},   {c3_0, c3_1},
+                                {c4_0, c4_1}, {c5_0, c5_1}, {c6_0, c6_1},   {c7_0, c7_1},
+                                {c8_0, c8_1}, {c9_0, c9_1}, {c10_0, c10_1}, {c11_0, c11_1}};
+  const __m512 zero = _mm512_setzero_ps();
+  for (int q = 0; q < PANELS; ++q) {
+    const __m512 bias_q = _mm512_loadu_ps(bias + q * kPanel);
+    for (int r = 0; r < ROWS; ++r) {
+      __m512 y = _mm512_add_ps(acc[r][q], bias_q);
+      // max(0, y), NaN kept as in tile_avx2 (the masked form: GCC 12's _mm512_max_ps warns
+      // about its undefined pass-through operand)
+      if (relu) y = _mm512_maskz_max_ps(static_cast<__mmask16>(0xFFFF), zero, y);
+      if (s[q].whole != nullptr) {
+        _mm512_storeu_ps(
+            s[q].whole->dst + (i0 + r) * s[q].whole->ldc + (s[q].col0 - s[q].whole->begin), y);
+      } else {
+        float values[kPanel];
+        _mm512_storeu_ps(values, y);
+        store_scattered(s[q], i0 + r, values);
+      }
+    }
+  }
+}
+
+using TileAvx512 = void (*)(const float* const*, int, int64_t, const float*, int64_t, const float*,
+                            bool, const PanelStore*, int64_t);
+
+// tile_avx512<ROWS, PANELS> for ROWS = 1 .. kRows, indexed by ROWS - 1.
+template <int PANELS, int... R>
+constexpr std::array<TileAvx512, sizeof...(R)> avx512_tiles(std::integer_sequence<int, R...>) {
+  return {&tile_avx512<R + 1, PANELS>...};
+}
+
+// A tile of `count` rows (1..12).
+template <int PANELS>
+void tile_vector512(const float* const* rows, int taps, int64_t c, const float* panel,
+                    int64_t stride, const float* bias, bool relu, const PanelStore* s, int64_t i0,
+                    int count) {
+  static constexpr auto kTiles = avx512_tiles<PANELS>(std::make_integer_sequence<int, kRows>{});
+  kTiles[count - 1](rows, taps, c, panel, stride, bias, relu, s, i0);
+}
+#undef FI_TILE_ROW512
 #endif
 
 bool vectorised() {
@@ -294,10 +405,20 @@ void conv_bias_relu(const ConvInput& x, const float* panels, int64_t n_out, cons
 }
 
 void gemms(const std::vector<GemmJob>& jobs, bool relu) {
-  // Per job: its tasks (chunks x panels) start at first[j] in one flat range.
+  [[maybe_unused]] const bool vector = vectorised();
+#ifdef FI_X86_VECTOR
+  const bool wide = vector_isa() == VectorIsa::kAvx512;
+#else
+  const bool wide = false;
+#endif
+  // Panels per task: AVX-512 tiles take two adjacent panels (32 columns) at once. Rows per
+  // tile: at most 12 on AVX-512, 6 otherwise.
+  const int64_t group = wide ? 2 : 1;
+  const int64_t most_rows = wide ? kRows : kRowsAvx2;
+  // Per job: its tasks (chunks x panel groups) start at first[j] in one flat range.
   struct Plan {
     int taps;
-    int64_t c_tap, k, n_panels, chunk_rows, m, first;
+    int64_t c_tap, k, n_panels, n_groups, chunk_rows, m, first;
   };
   std::vector<Plan> plans;
   int64_t total = 0;
@@ -314,18 +435,18 @@ void gemms(const std::vector<GemmJob>& jobs, bool relu) {
     plan.k = plan.taps * plan.c_tap;
     plan.m = std::max<int64_t>(0, x.n * x.out_h() * x.out_w());
     plan.n_panels = job.n_out > 0 && plan.m > 0 ? (job.n_out + kPanel - 1) / kPanel : 0;
+    plan.n_groups = (plan.n_panels + group - 1) / group;
     // Rows per chunk: a multiple of 6 whose A rows take about kChunkBytes, spread evenly.
     const int64_t most = std::max<int64_t>(kRows, kChunkBytes / (4 * std::max<int64_t>(plan.k, 1)));
     const int64_t chunks = plan.n_panels > 0 ? (plan.m + most - 1) / most : 0;
     plan.chunk_rows = chunks > 0 ? ((plan.m + chunks - 1) / chunks + kRows - 1) / kRows * kRows : 1;
     plan.first = total;
-    total += chunks * plan.n_panels;
+    total += chunks * plan.n_groups;
     widest = std::max(widest, plan.c_tap);
     plans.push_back(plan);
   }
   if (total == 0) return;
   const std::vector<float> zeros(widest, 0.f);  // padding's row
-  [[maybe_unused]] const bool vector = vectorised();
   parallel_for(0, total, 1, [&](int64_t begin, int64_t end) {
     const float* rows[kMaxTaps * kRows];
     size_t j = 0;
@@ -335,26 +456,49 @@ void gemms(const std::vector<GemmJob>& jobs, bool relu) {
       const Plan& plan = plans[j];
       const GemmJob& job = jobs[j];
       const int64_t local = task - plan.first;
-      const int64_t chunk = local / plan.n_panels, p = local % plan.n_panels;
-      const int64_t col0 = p * kPanel;
-      float bias16[kPanel] = {};
-      if (job.bias != nullptr) {
-        std::memcpy(bias16, job.bias + col0,
-                    sizeof(float) * std::min<int64_t>(kPanel, job.n_out - col0));
+      const int64_t chunk = local / plan.n_groups, p0 = local % plan.n_groups * group;
+      const int panels = static_cast<int>(std::min(group, plan.n_panels - p0));
+      float bias[2 * kPanel] = {};
+      PanelStore stores[2];
+      for (int q = 0; q < panels; ++q) {
+        const int64_t col0 = (p0 + q) * kPanel;
+        if (job.bias != nullptr) {
+          std::memcpy(bias + q * kPanel, job.bias + col0,
+                      sizeof(float) * std::min<int64_t>(kPanel, job.n_out - col0));
+        }
+        stores[q] = panel_store(job.ranges, col0, job.n_out);
       }
-      const PanelStore store = panel_store(job.ranges, col0, job.n_out);
-      const float* panel = job.panels + p * plan.k * kPanel;
-      const int64_t stop = std::min(plan.m, (chunk + 1) * plan.chunk_rows);
-      for (int64_t i = chunk * plan.chunk_rows; i < stop; i += kRows) {
-        const int count = static_cast<int>(std::min<int64_t>(kRows, stop - i));
+      const int64_t stride = plan.k * kPanel;  // floats from one panel to the next
+      const float* panel = job.panels + p0 * stride;
+      const int64_t start = chunk * plan.chunk_rows;
+      const int64_t stop = std::min(plan.m, start + plan.chunk_rows);
+      // Tiles of near-equal size, at most `most` rows: 49 rows (7x7 at batch 1) as 10 + 10 +
+      // 10 + 10 + 9 on AVX-512, not 4 x 12 + 1, whose last tile loads the panels for one row.
+      const int64_t tiles = (stop - start + most_rows - 1) / most_rows;
+      const int64_t step = tiles > 0 ? (stop - start + tiles - 1) / tiles : most_rows;
+      for (int64_t i = start; i < stop; i += step) {
+        const int count = static_cast<int>(std::min<int64_t>(step, stop - i));
         tile_rows(job.x, zeros.data(), i, count, rows);
 #ifdef FI_X86_VECTOR
+        if (wide && panels == 2) {
+          tile_vector512<2>(rows, plan.taps, plan.c_tap, panel, stride, bias, relu, stores, i,
+                            count);
+          continue;
+        }
+        if (wide) {
+          tile_vector512<1>(rows, plan.taps, plan.c_tap, panel, stride, bias, relu, stores, i,
+                            count);
+          continue;
+        }
         if (vector) {
-          tile_vector(rows, plan.taps, plan.c_tap, panel, bias16, relu, store, i, count);
+          tile_vector(rows, plan.taps, plan.c_tap, panel, bias, relu, stores[0], i, count);
           continue;
         }
 #endif
-        tile_plain(rows, plan.taps, plan.c_tap, panel, bias16, relu, store, i, count);
+        for (int q = 0; q < panels; ++q) {
+          tile_plain(rows, plan.taps, plan.c_tap, panel + q * stride, bias + q * kPanel, relu,
+                     stores[q], i, count);
+        }
       }
     }
   });

@@ -135,11 +135,11 @@ def forward(x: Tensor, packed: CpuPacked) -> Tensor:
                 gemm_input = winograd.onednn_gemm_input(c_red, chunk, tile, n, h, w)
                 groups = winograd.positions(tile)
                 kxk.append(weights.derived(f"{tag}w{tile}", make, gemm_input, groups=groups))
-            elif own:
+            elif onednn.own_gemm_kxk(n * h * w, plain.shape):
                 kxk.append(weights.panels(tag))
             else:  # reordered for the kxk convolution's input, r2 or r3
                 kxk.append(weights.get(tag, (n, c_red, h, w)))
-        if own:
+        if onednn.own_gemm_1x1(n * h * w, packed.b_x.shape[0], x.shape[1]):
             w_x, w_pool = weights.panels("x"), weights.panels("pool")
         else:
             w_x, w_pool = weights.get("x", shape), weights.get("pool", shape)
