@@ -324,19 +324,18 @@ def _own_gemm_fits(conv: nn.Conv2d, x: Tensor) -> bool:
     (csrc/cpu/gemm_panels.cpp), on channels_last x (moved there for a channels_last weight, as
     oneDNN's path does, so the channels_last output is the one oneDNN's would be), no dilation
     or groups: a plain 1x1 convolution (stride 1, no padding; GoogLeNet's conv2 and the
-    auxiliary heads' convs) where cpu_onednn.own_gemm_1x1 says so, or, where
-    cpu_onednn.own_gemm does (AVX2 CPUs), a square odd kernel of at most 7 on fewer than 16
-    input channels with equal strides and padding at most K // 2 (a first layer: GoogLeNet's
-    conv1, 7x7/2 on 3 channels). Measured faster than oneDNN for both on an AVX2 CPU, and for
-    conv2 but not conv1 on an AVX-512 one (README "Backends")."""
+    auxiliary heads' convs) where cpu_onednn.own_gemm_direct says so (AVX2 and AVX-512 CPUs),
+    or, where cpu_onednn.own_gemm does (AVX2 CPUs), a square odd kernel of at most 7 on fewer
+    than 16 input channels with equal strides and padding at most K // 2 (a first layer:
+    GoogLeNet's conv1, 7x7/2 on 3 channels). Measured faster than oneDNN for both on an AVX2
+    CPU, and for conv2 but not conv1 on an AVX-512 one (README "Backends")."""
     if _GEMM_OP is None or conv.groups != 1:
         return False
     (kh, kw), (sh, sw), (ph, pw) = conv.kernel_size, conv.stride, conv.padding
     if tuple(conv.dilation) != (1, 1) or not x.is_contiguous(memory_format=torch.channels_last):
         return False
     if (kh, kw, sh, sw, ph, pw) == (1, 1, 1, 1, 0, 0):
-        n, c, h, w = x.shape
-        return onednn.own_gemm_1x1(n * h * w, conv.out_channels, c)
+        return onednn.own_gemm_direct()
     return (
         onednn.own_gemm()
         and kh == kw

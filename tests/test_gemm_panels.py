@@ -55,6 +55,7 @@ SHAPES = [
     (49, 832, 40),
     (300, 512, 72),
     (1000, 96, 24),
+    (200, 1500, 40),  # AVX-512: chunks of at least 96 rows (here 3 of 67), not 12-row multiples
 ]
 
 
@@ -376,44 +377,23 @@ def test_folded_units_on_the_own_kernel(fmt, monkeypatch):
 
 def test_policy_follows_the_cpu(monkeypatch):
     """By default the own GEMM runs every convolution it can where torch's CPU capability is
-    AVX2, and on AVX-512 only the small GEMMs and the 1x1s it was measured faster on there
-    (own_gemm_1x1, own_gemm_kxk), none without vectors; OWN_GEMM overrides all of it."""
+    AVX2; on AVX-512 the block's 1x1s and direct KxKs and the 1x1 units, not Winograd's GEMMs
+    or first layers; none without vectors. OWN_GEMM overrides all of it."""
     monkeypatch.setattr(cpu_onednn, "OWN_GEMM", None)
-    for capability, want in (("AVX2", True), ("AVX512", False), ("DEFAULT", False)):
+    for capability, everything, direct in (
+        ("AVX2", True, True),
+        ("AVX512", False, True),
+        ("DEFAULT", False, False),
+    ):
         monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda c=capability: c)
-        assert cpu_onednn.own_gemm() is want
-    # GoogLeNet's shapes: (rows, columns, channels) of a 1x1, and whether AVX-512 takes it
-    cases_1x1 = [
-        ((784, 352, 256), True),  # 3b's GEMM over x at batch 1: 71M MACs, at most OWN_MAX_MACS
-        ((49, 624, 832), True),  # 5b at batch 1
-        ((392, 448, 832), False),  # 5a at batch 8 (7x7): 146M MACs, 0.7 MB out
-        ((1568, 448, 528), False),  # 4e at batch 8: 2.8 MB out
-        ((6272, 176, 192), True),  # 3a at batch 8: 4.4 MB out, at least OWN_1X1_MIN_BYTES
-        ((25088, 64, 64), True),  # conv2 at batch 8: 64 input channels
-        ((3136, 128, 96), True),  # 39M MACs
-        ((2000, 400, 128), False),  # 102M MACs, 3.1 MiB out, 128 channels: just past each rule
-    ]
-    # (rows, weight shape) of a direct KxK branch
-    cases_kxk = [
-        ((49, (384, 192, 3, 3)), True),  # 5b's b2 at batch 1: 33M MACs
-        ((784, (96, 32, 5, 5)), True),  # 3b's paper-form b3 at batch 1: 60M
-        ((392, (384, 192, 3, 3)), False),  # 5b's b2 at batch 8: 260M
-    ]
-    for capability in ("AVX2", "AVX512", "DEFAULT"):
-        monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda c=capability: c)
-        for args, avx512 in cases_1x1:
-            want = capability == "AVX2" or (capability == "AVX512" and avx512)
-            assert cpu_onednn.own_gemm_1x1(*args) is want, (capability, args)
-        for args, avx512 in cases_kxk:
-            want = capability == "AVX2" or (capability == "AVX512" and avx512)
-            assert cpu_onednn.own_gemm_kxk(*args) is want, (capability, args)
+        assert cpu_onednn.own_gemm() is everything
+        assert cpu_onednn.own_gemm_direct() is direct
     for forced in (True, False):
         monkeypatch.setattr(cpu_onednn, "OWN_GEMM", forced)
         for capability in ("AVX2", "AVX512"):
             monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda c=capability: c)
             assert cpu_onednn.own_gemm() is forced
-            assert cpu_onednn.own_gemm_1x1(49, 16, 16) is forced
-            assert cpu_onednn.own_gemm_kxk(49, (16, 16, 3, 3)) is forced
+            assert cpu_onednn.own_gemm_direct() is forced
 
 
 @pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last], ids=str)
@@ -423,10 +403,9 @@ def test_policy_follows_the_cpu(monkeypatch):
 )
 def test_avx512_policy_mixes_the_kernels(name, norm, k, batch, layout, monkeypatch):
     """AVX-512's default (OWN_GEMM None) mixes the two kernels in one block: the 1x1s and the
-    direct KxK on panels where they are small (batch 1: the 1x1s, and b3 at both batches), the
-    wide 3x3 as Winograd on oneDNN's grouped GEMM reading the own kernel's dense ReLU'd r2;
-    the 1x1s at batch 8 on oneDNN, b3 reading its r from oneDNN's output. Float64 parity, NaN
-    kept, into a poisoned output."""
+    direct KxK (b3; 5b's b2 at batch 1) on panels, the wide 3x3s as Winograd on oneDNN's grouped
+    GEMM reading the own kernel's dense ReLU'd r2. Float64 parity, NaN kept, into a poisoned
+    output."""
     if cpu._BLOCK_OP is None or not cpu_onednn.available(torch.float32):
         pytest.skip("no inception_block_onednn operator or no oneDNN in this build")
     monkeypatch.setattr(cpu_onednn, "OWN_GEMM", None)
@@ -442,13 +421,9 @@ def test_avx512_policy_mixes_the_kernels(name, norm, k, batch, layout, monkeypat
     src = randomize_block(Inception(*cfg.args(), branch3_kernel=k, norm=norm)).eval()
     fused = FusedInception.from_module(copy.deepcopy(src), backend="cpu").eval()
     _block_with_nan_against_float64(src, fused, (batch, cfg.in_channels, cfg.hw, cfg.hw), layout)
-    rows, c3r = batch * cfg.hw * cfg.hw, cfg.ch5x5red
-    own_x = rows * cfg.in_channels * (cfg.ch1x1 + cfg.ch3x3red + c3r) <= cpu_onednn.OWN_MAX_MACS
-    own_3 = rows * c3r * k * k * cfg.ch5x5 <= cpu_onednn.OWN_KXK_MAX_MACS
     # dims of w_x, w2, w3, w_pool: 3 for panels; 4 for oneDNN's weights (Winograd's grouped
     # one, w2 of every block here, included)
-    assert calls == [(3 if own_x else 4, 4, 3 if own_3 else 4, 3 if own_x else 4)]
-    assert own_x == (batch == 1)  # the cases cover both sides of the rule
+    assert calls == [(3, 4, 3, 3)]
 
 
 @pytest.mark.parametrize("own", [False, True], ids=["onednn", "own-kernel"])

@@ -20,8 +20,9 @@
 // pixels (or to a zero row outside the image): an implicit GEMM, with no im2col copy. Rows are
 // taken in chunks whose A rows fit in L2 (kChunkBytes), and a task is (chunk, panel or panel
 // pair): its panels (K * K * C * 64 bytes each) are read once per chunk, the chunk's rows once
-// per task. On AVX-512 CPUs oneDNN's GEMMs are faster on large shapes, so only some
-// convolutions take this kernel there (backends/cpu_onednn.py, own_gemm_1x1 and own_gemm_kxk).
+// per task; on AVX-512 a chunk has at least kMinChunkRowsAvx512 rows. On AVX-512 CPUs the
+// block's 1x1s and direct KxKs take this kernel, Winograd's GEMMs stay on oneDNN's
+// (backends/cpu_onednn.py, own_gemm_direct).
 
 #include "cpu/gemm_panels.h"
 
@@ -53,6 +54,7 @@ constexpr int kRows = 12;
 constexpr int kRowsAvx2 = 6;
 constexpr int kMaxTaps = kMaxKernel * kMaxKernel;
 constexpr int64_t kChunkBytes = 256 * 1024;
+constexpr int64_t kMinChunkRowsAvx512 = 96;
 // Below this many channels a KxK convolution takes its kernel rows as taps (ConvInput::merged).
 constexpr int64_t kMergeChannels = 16;
 
@@ -415,6 +417,10 @@ void gemms(const std::vector<GemmJob>& jobs, bool relu) {
   // tile: at most 12 on AVX-512, 6 otherwise.
   const int64_t group = wide ? 2 : 1;
   const int64_t most_rows = wide ? kRows : kRowsAvx2;
+  // Fewest rows per chunk: every chunk reads all of its panels again, which for a few rows
+  // over a deep reduction cost more than A leaving L2 (AVX-512: 5a's and 5b's 3x3s at batch
+  // 1, 49 rows of 1440-1728 floats, were two uneven chunks that ran 1.6x slower than one).
+  const int64_t least_rows = wide ? kMinChunkRowsAvx512 : kRowsAvx2;
   // Per job: its tasks (chunks x panel groups) start at first[j] in one flat range.
   struct Plan {
     int taps;
@@ -436,10 +442,13 @@ void gemms(const std::vector<GemmJob>& jobs, bool relu) {
     plan.m = std::max<int64_t>(0, x.n * x.out_h() * x.out_w());
     plan.n_panels = job.n_out > 0 && plan.m > 0 ? (job.n_out + kPanel - 1) / kPanel : 0;
     plan.n_groups = (plan.n_panels + group - 1) / group;
-    // Rows per chunk: a multiple of 6 whose A rows take about kChunkBytes, spread evenly.
-    const int64_t most = std::max<int64_t>(kRows, kChunkBytes / (4 * std::max<int64_t>(plan.k, 1)));
+    // Rows per chunk: A rows of about kChunkBytes, at least least_rows, spread evenly (on
+    // AVX2 a multiple of its 6-row tile; on AVX-512 any count: tiles are cut evenly inside).
+    const int64_t most =
+        std::max<int64_t>(least_rows, kChunkBytes / (4 * std::max<int64_t>(plan.k, 1)));
     const int64_t chunks = plan.n_panels > 0 ? (plan.m + most - 1) / most : 0;
-    plan.chunk_rows = chunks > 0 ? ((plan.m + chunks - 1) / chunks + kRows - 1) / kRows * kRows : 1;
+    const int64_t even = chunks > 0 ? (plan.m + chunks - 1) / chunks : 1;
+    plan.chunk_rows = wide ? even : (even + kRowsAvx2 - 1) / kRowsAvx2 * kRowsAvx2;
     plan.first = total;
     total += chunks * plan.n_groups;
     widest = std::max(widest, plan.c_tap);

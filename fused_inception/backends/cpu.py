@@ -119,7 +119,8 @@ def forward(x: Tensor, packed: CpuPacked) -> Tensor:
         weights, shape = packed.onednn, tuple(x.shape)
         n, _, h, w = shape
         chunk = winograd.onednn_chunk(n, h, w)
-        own = onednn.own_gemm()  # the 1x1s and direct KxKs on the own kernel, as panels
+        own = onednn.own_gemm()  # Winograd's GEMMs on the own kernel too (AVX2 CPUs)
+        own_direct = onednn.own_gemm_direct()  # the 1x1s and direct KxKs on it, as panels
         kxk, use_winograd, direct = [], [], []
         for tag, c_red in (("2", packed.c2r), ("3", packed.c3r)):
             plain = weights.plain[tag]
@@ -135,11 +136,11 @@ def forward(x: Tensor, packed: CpuPacked) -> Tensor:
                 gemm_input = winograd.onednn_gemm_input(c_red, chunk, tile, n, h, w)
                 groups = winograd.positions(tile)
                 kxk.append(weights.derived(f"{tag}w{tile}", make, gemm_input, groups=groups))
-            elif onednn.own_gemm_kxk(n * h * w, plain.shape):
+            elif own_direct:
                 kxk.append(weights.panels(tag))
             else:  # reordered for the kxk convolution's input, r2 or r3
                 kxk.append(weights.get(tag, (n, c_red, h, w)))
-        if onednn.own_gemm_1x1(n * h * w, packed.b_x.shape[0], x.shape[1]):
+        if own_direct:
             w_x, w_pool = weights.panels("x"), weights.panels("pool")
         else:
             w_x, w_pool = weights.get("x", shape), weights.get("pool", shape)

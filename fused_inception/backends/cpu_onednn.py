@@ -20,8 +20,6 @@ every call, which is what training does (its weights change every step).
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import Tensor
 
@@ -37,13 +35,6 @@ MAX_SHAPES = 4
 # and its direct KxK ones on the package's own kernel (csrc/cpu/gemm_panels.cpp) instead of
 # oneDNN: None decides by the CPU (own_gemm); tests set True or False to cover both paths.
 OWN_GEMM: bool | None = None
-# On AVX-512 CPUs, where own_gemm() is False by default, some convolutions still take the own
-# kernel (own_gemm_1x1, own_gemm_kxk): those of at most OWN_MAX_MACS multiply-adds, and 1x1s
-# with an output of OWN_1X1_MIN_BYTES or more or at most OWN_1X1_MAX_CHANNELS input channels.
-OWN_MAX_MACS = 100_000_000
-OWN_KXK_MAX_MACS = 100_000_000
-OWN_1X1_MIN_BYTES = 4 << 20
-OWN_1X1_MAX_CHANNELS = 64
 _HAS_OWN_KERNEL = _ext.has_op("conv_bias_relu_nhwc")  # (asked once: own_gemm runs per forward)
 
 
@@ -71,36 +62,15 @@ def own_gemm() -> bool:
     return torch.backends.cpu.get_cpu_capability() == "AVX2"
 
 
-def own_gemm_1x1(rows: int, columns: int, channels: int) -> bool:
-    """True if a 1x1 convolution of `rows` pixel rows from `channels` into `columns` channels
-    runs on the package's own kernel (the eval operator's two, over x and over the pooled x,
-    decided together by the one over x; a prepared network's 1x1 unit): wherever own_gemm()
-    is, and by default (OWN_GEMM None) also on AVX-512 CPUs where it was measured faster there
-    (2-core Sapphire Rapids, README "Backends"): at most OWN_MAX_MACS multiply-adds (every
-    block at batch 1: oneDNN's small-M kernels stall on weights not in cache), an output of
-    OWN_1X1_MIN_BYTES or more (28x28 at batch 8) or at most OWN_1X1_MAX_CHANNELS input channels
-    (GoogLeNet's conv2): there the own kernel's stores with bias and ReLU save more than
-    oneDNN's faster GEMM gains, whose output is read again for the ReLU."""
+def own_gemm_direct() -> bool:
+    """True if the eval operator's 1x1 convolutions (over x and over the pooled x) and its
+    direct (not Winograd) KxK ones, and a prepared network's 1x1 units, run on the package's
+    own kernel: wherever own_gemm() is, and by default (OWN_GEMM None) on AVX-512 CPUs too,
+    where its AVX-512 tile was measured faster than oneDNN inside the block at batch 1 and 8
+    (2-core Sapphire Rapids, README "Backends"). Winograd's GEMMs and first layers stay on
+    oneDNN there (own_gemm() False)."""
     if own_gemm():
         return True
-    return _own_on_avx512() and (
-        rows * channels * columns <= OWN_MAX_MACS
-        or 4 * rows * columns >= OWN_1X1_MIN_BYTES
-        or channels <= OWN_1X1_MAX_CHANNELS
-    )
-
-
-def own_gemm_kxk(rows: int, weight_shape: tuple[int, ...]) -> bool:
-    """True if the eval operator runs a direct (not Winograd) KxK branch over `rows` pixel rows
-    with a weight of `weight_shape` [Cout, Cin, K, K] on the own kernel: wherever own_gemm() is,
-    and by default on AVX-512 CPUs for at most OWN_KXK_MAX_MACS multiply-adds (see
-    own_gemm_1x1)."""
-    if own_gemm():
-        return True
-    return _own_on_avx512() and rows * math.prod(weight_shape) <= OWN_KXK_MAX_MACS
-
-
-def _own_on_avx512() -> bool:
     return (
         OWN_GEMM is None and _HAS_OWN_KERNEL and torch.backends.cpu.get_cpu_capability() == "AVX512"
     )
