@@ -49,9 +49,10 @@ constexpr int kMaxKernel = 7;
 int panels_kernel(int64_t rows, int64_t c_in);
 
 // C = relu(conv(x) + bias) as above, into `ranges` (covering [0, n_out) without overlap, in
-// column order). Parallel over (row chunk, panel) tasks (fused_inception::parallel_for). The
-// vector kernel is AVX2 + FMA where cpu/vector_isa.h allows it, else a plain loop; both take one
-// FMA chain per output in (tap, channel) order, so they give the same bits.
+// column order). Parallel over (row chunk, panel or panel pair) tasks
+// (fused_inception::parallel_for). The vector kernel is AVX-512 or AVX2 + FMA as
+// cpu/vector_isa.h allows, else a plain loop; all take one FMA chain per output in (tap, channel)
+// order, so they give the same bits.
 void conv_bias_relu(const ConvInput& x, const float* panels, int64_t n_out, const float* bias,
                     const std::vector<ColumnRange>& ranges);
 
