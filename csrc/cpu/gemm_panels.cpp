@@ -481,7 +481,7 @@ void gemms(const std::vector<GemmJob>& jobs, bool relu) {
       const float* panel = job.panels + p0 * stride;
       const int64_t start = chunk * plan.chunk_rows;
       const int64_t stop = std::min(plan.m, start + plan.chunk_rows);
-      // Tiles of near-equal size, at most `most` rows: 49 rows (7x7 at batch 1) as 10 + 10 +
+      // Tiles of near-equal size, at most most_rows: 49 rows (7x7 at batch 1) as 10 + 10 +
       // 10 + 10 + 9 on AVX-512, not 4 x 12 + 1, whose last tile loads the panels for one row.
       const int64_t tiles = (stop - start + most_rows - 1) / most_rows;
       const int64_t step = tiles > 0 ? (stop - start + tiles - 1) / tiles : most_rows;
@@ -489,14 +489,9 @@ void gemms(const std::vector<GemmJob>& jobs, bool relu) {
         const int count = static_cast<int>(std::min<int64_t>(step, stop - i));
         tile_rows(job.x, zeros.data(), i, count, rows);
 #ifdef FI_X86_VECTOR
-        if (wide && panels == 2) {
-          tile_vector512<2>(rows, plan.taps, plan.c_tap, panel, stride, bias, relu, stores, i,
-                            count);
-          continue;
-        }
         if (wide) {
-          tile_vector512<1>(rows, plan.taps, plan.c_tap, panel, stride, bias, relu, stores, i,
-                            count);
+          const auto tile = panels == 2 ? &tile_vector512<2> : &tile_vector512<1>;
+          tile(rows, plan.taps, plan.c_tap, panel, stride, bias, relu, stores, i, count);
           continue;
         }
         if (vector) {
