@@ -80,13 +80,18 @@ TORCH_LIBRARY(fused_inception, m) {
   // k is U[k]^T) or the own kernel's panels of each U[k], [16, ceil(c / 16), c_red, 16], in
   // chunks of winograd_tiles tiles; or as F(4x4, 3x3), its weight [36 * c, c_red, 1, 1] (oneDNN
   // only), direct2 / direct3 then that branch's plain weight for a direct recompute where the
-  // transforms meet NaN or inf. Returns the block output [N, c1 + c2 + c3 +
+  // transforms meet NaN or inf. A 4-D w_x, w2 (not Winograd), w3 (not Winograd) or w_pool in
+  // the plain layout (gemm_panels.h, plain_weight_ldb: output channels contiguous, rows padded
+  // to 16) also runs on that kernel, read in place; scale_x / scale2 / scale3 / scale_pool
+  // (float32 [Cout], own kernel only) multiply that convolution's sums before its bias (BatchNorm
+  // unfolded: relu(scale * conv + bias)). Returns the block output [N, c1 + c2 + c3 +
   // c4, H, W] in x's memory format (NaN-filled before it is written when poison).
   m.def(
       "inception_block_onednn(Tensor x, Tensor w_x, Tensor b_x, Tensor w2, Tensor b2, Tensor w3, "
       "Tensor b3, Tensor w_pool, Tensor b_pool, int c1, int c2r, bool poison=False, "
       "bool winograd2=False, bool winograd3=False, int winograd_tiles=0, Tensor? direct2=None, "
-      "Tensor? direct3=None) -> Tensor");
+      "Tensor? direct3=None, Tensor? scale_x=None, Tensor? scale2=None, Tensor? scale3=None, "
+      "Tensor? scale_pool=None) -> Tensor");
   // relu(conv3x3(x, W, pad 1) + bias) by Winograd F(2x2, 3x3) on a grouped oneDNN GEMM
   // (csrc/cpu/block_onednn.cpp): x [N, C, H, W] float32, weight the transformed [16 * Cout, C,
   // 1, 1] (plain or reordered by oneDNN for one chunk [1, 16 * C, 1, tiles]), bias [Cout], in
@@ -103,8 +108,8 @@ TORCH_LIBRARY(fused_inception, m) {
   // 16), K * K * C, 16] (zero past Cout; K odd, at most 7, read from the shape), bias [Cout],
   // padding at most K // 2 (-1: K // 2). Returns [N, Cout, H', W'] channels_last.
   m.def(
-      "conv_bias_relu_nhwc(Tensor x, Tensor panels, Tensor bias, int stride=1, int padding=-1) "
-      "-> Tensor");
+      "conv_bias_relu_nhwc(Tensor x, Tensor panels, Tensor bias, int stride=1, int padding=-1, "
+      "Tensor? scale=None) -> Tensor");
   // Winograd F(2x2, 3x3) transforms (csrc/cpu/winograd_f2x3.cpp) over the flat tile range
   // [tile_begin, tile_begin + tile_count) of the N * ceil(H/2) * ceil(W/2) tiles (tile_count
   // None: to the last tile). input: r [N*H*W, C] float32 rows of an NHWC tensor (channels

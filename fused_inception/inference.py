@@ -22,6 +22,7 @@ from .backends import check_backend_name
 from .folded_unit import FoldedConvUnit, unit_error
 from .module import FusedInception, check_weight_check
 from .nhwc_pool import NhwcMaxPool2d, nhwc_pool
+from .plain_layout import make_dense, relayout_block, relayout_fits
 from .swap import fuse_inception, unfuse_inception
 from .units import has_branches
 
@@ -66,10 +67,14 @@ def prepare_for_inference(
        `memory_format` (default channels_last). The model still takes NCHW input: the first
        convolution produces channels_last from it (channels_last input works too), and the
        outputs are the unprepared model's (logits [N, num_classes] for GoogLeNet);
+       With channels_last, the conv weights of the fused blocks that run on the cpu backend
+       (float32, on the CPU) then take the plain layout (plain_layout.py: output channels
+       contiguous, the three 1x1s over x side by side in one buffer), which the backend's own
+       kernel reads in place: their 1x1 weights need no packed copy and no content check;
     4. the model is put in eval mode (model.eval()).
 
     state_dict() keeps exactly its keys and values (the new modules hold the original
-    parameters and buffers; only their memory format changes), and load_state_dict on the
+    parameters and buffers; only their memory layout changes), and load_state_dict on the
     prepared model takes effect on the next forward. model.train() gives back torchvision's
     exact training semantics (BatchNorm batch statistics: the fused blocks and folded units
     then run the original computation). Calling it again is harmless (it fuses and folds only
@@ -115,7 +120,10 @@ def prepare_for_inference(
     else:
         model = unfuse_inception(model)
     model = _fold_units(model, weight_check)
+    make_dense(model, memory_format)
     model.to(device=device, memory_format=memory_format)
+    if memory_format == torch.channels_last:
+        _relayout_blocks(model)
     model.eval()
     model.__dict__[_PREPARED] = info
     return model
@@ -152,8 +160,22 @@ def unprepare_for_inference(
         for name, child in list(parent.named_children()):
             if isinstance(child, (FoldedConvUnit, NhwcMaxPool2d)):
                 setattr(parent, name, child.to_unfused())
+    make_dense(model, memory_format)
     model.to(memory_format=memory_format)
     return model.train(info.training)
+
+
+def _relayout_blocks(model: nn.Module) -> None:
+    """The conv weights of the fused blocks that run on the cpu backend (float32 CPU weights,
+    backend "auto" or "cpu") in the plain layout, which its own kernel reads in place
+    (plain_layout.py)."""
+    for module in model.modules():
+        if (
+            isinstance(module, FusedInception)
+            and module.backend in ("auto", "cpu")
+            and relayout_fits(module)
+        ):
+            relayout_block(module)
 
 
 def is_prepared(model: nn.Module) -> bool:

@@ -74,7 +74,11 @@ class _EagerState:
     skey:     structure_key of the block when this was built
     problem:  structure_error then (the block was changed after fusion into something else)
     tensors:  the block's parameters and buffers (the same objects while skey holds)
-    weights:  WEIGHT_CHECKS value of `tensors` that `packed` and `overflow` belong to
+    weights:  WEIGHT_CHECKS value of `tensors` that `packed` and `overflow` belong to (with
+              weights the backend reads in place, `live`: their identities and layouts, and
+              the check of the others only)
+    hashed:   (ids of the live weights, the other tensors), the last split made
+    live:     the backend's live_candidates, and (signature, live weights) last asked for
     packed:   backend name -> that backend's packed parameters
     overflow: compute dtype -> fold_overflow (None: the folded weights fit)
     snapshot: StructureSnapshot that says skey still holds without recomputing it, and caches
@@ -88,6 +92,8 @@ class _EagerState:
         "problem",
         "tensors",
         "weights",
+        "hashed",
+        "live",
         "packed",
         "overflow",
         "snapshot",
@@ -106,6 +112,8 @@ class _EagerState:
         self.skey, self.problem, self.tensors = skey, problem, tensors
         self.bn_training, self.has_bn = bn_training, has_bn
         self.weights: object = None
+        self.hashed: tuple[tuple[int, ...], list[Tensor]] | None = None
+        self.live: list | None = None
         self.packed: dict[str, object] = {}
         self.overflow: dict[torch.dtype, str | None] = {}
         self.snapshot: StructureSnapshot | None = None
@@ -329,9 +337,12 @@ class FusedInception(Inception):
         autocast = _autocast_enabled(x)
         recorded = autocast or self._needs_autograd(x)
         state = None
+        live: tuple[Tensor, ...] = ()
         if reason is None and not recorded:
             name, impl = resolve_backend(self.backend, x.device, x.dtype)  # refuses before any work
-            state = self._weights_state(structure, conv.weight)
+            if getattr(impl, "live_weights", None) is not None:
+                live = self._live_weights(structure, impl, x)
+            state = self._weights_state(structure, conv.weight, live)
         if reason is None:
             reason = self._overflow_reason(x, state, structure, autocast)
         if reason is not None:
@@ -343,7 +354,9 @@ class FusedInception(Inception):
             return self._operator(x)
         packed = state.packed.get(name)
         if packed is None:
-            packed = state.packed[name] = impl.prepare(fold_block(self))
+            folded = fold_block(self)
+            packed = impl.prepare_block(self, folded) if live else impl.prepare(folded)
+            state.packed[name] = packed
         return impl.forward(x, packed)
 
     def _operator(self, x: Tensor) -> Tensor:
@@ -378,12 +391,36 @@ class FusedInception(Inception):
             ),
         )
 
+    def _live_weights(self, state: _EagerState, impl, x: Tensor) -> tuple[Tensor, ...]:
+        """impl.live_weights(self, x), asked again only when its inputs change: the candidates'
+        identities (state), addresses and strides, x's dtype and device, impl.live_policy()."""
+        if state.live is None:
+            state.live = [impl.live_candidates(self), None, ()]
+        candidates = state.live[0]
+        key = (
+            x.dtype,
+            x.device,
+            impl.live_policy(),
+            tuple((t.data_ptr(), t.stride()) for t in candidates),
+        )
+        if key != state.live[1]:
+            state.live[1:] = [key, impl.live_weights(self, x)]
+        return state.live[2]
+
     def _weights_state(
-        self, structure: _EagerState | None = None, weight: Tensor | None = None
+        self,
+        structure: _EagerState | None = None,
+        weight: Tensor | None = None,
+        live: tuple[Tensor, ...] = (),
     ) -> _EagerState:
         """The cached state, emptied of packed weights if any weight or buffer changed
         (`structure`: _structure_state() if already taken in this forward; `weight`:
         branch1.conv.weight if already read).
+
+        `live`: weights the backend reads in place on every call (backend live_weights), so
+        nothing packed derives from their values: the check leaves their contents out and
+        keys on which tensors they are and their layouts instead (a change of either, or of
+        the set, empties the cache like a changed weight).
 
         Inside a CUDA graph capture the weights are not re-hashed (that reads a value back to
         the host): a captured graph replays the weights it captured.
@@ -395,7 +432,15 @@ class FusedInception(Inception):
             weight.is_cuda and torch.cuda.is_current_stream_capturing()
         ):
             check = resolve_weight_check(self.weight_check, weight.device)
-            weights = WEIGHT_CHECKS[check](state.tensors)
+            if live:
+                ids = tuple(map(id, live))
+                if state.hashed is None or state.hashed[0] != ids:
+                    skip = set(ids)
+                    state.hashed = (ids, [t for t in state.tensors if id(t) not in skip])
+                layouts = tuple((t.data_ptr(), t.stride()) for t in live)
+                weights = (ids, layouts, WEIGHT_CHECKS[check](state.hashed[1]))
+            else:
+                weights = WEIGHT_CHECKS[check](state.tensors)
             if weights != state.weights:
                 state.weights = weights
                 state.packed.clear()

@@ -272,6 +272,36 @@ def run_at_capability(script: str, capability: str) -> None:
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-3000:]
 
 
+# The start of a script for outputs_at_every_capability: checks the capability and defines
+# rand(*shape), the same values at every capability (randn's vector loop is not).
+CAPABILITY_PRELUDE = """
+import sys, torch
+import fused_inception
+capability = torch.backends.cpu.get_cpu_capability()
+assert capability == sys.argv[1], capability
+gen = torch.Generator().manual_seed(11)
+def rand(*shape):
+    return torch.randint(-2**20, 2**20, shape, generator=gen).float() / 2**19
+"""
+
+
+def outputs_at_every_capability(tmp_path, script: str) -> dict[str, list[str]]:
+    """Run `script` (CAPABILITY_PRELUDE, then code writing files into the folder named
+    `OUT_DIR` and printing "ok") at every capability this CPU allows (DEFAULT, AVX2, AVX512):
+    capability -> the files' texts, sorted. Skips on a CPU without vector capability."""
+    here = torch.backends.cpu.get_cpu_capability()
+    if here == "DEFAULT":
+        pytest.skip("this CPU runs torch without vector capability: one loop only")
+    capabilities = ("DEFAULT", "AVX2", "AVX512") if here == "AVX512" else ("DEFAULT", here)
+    outputs = {}
+    for capability in capabilities:
+        where = tmp_path / capability
+        where.mkdir()
+        run_at_capability(script.replace("OUT_DIR", repr(str(where))), capability)
+        outputs[capability] = sorted(p.read_text() for p in where.iterdir())
+    return outputs
+
+
 # ---------------------------------------------------------------------------------------------
 # Ahead-of-time compilation.
 

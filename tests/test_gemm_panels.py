@@ -10,7 +10,13 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import assert_close_rel, randomize_block, reference_f64, run_at_capability
+from helpers import (
+    CAPABILITY_PRELUDE,
+    assert_close_rel,
+    outputs_at_every_capability,
+    randomize_block,
+    reference_f64,
+)
 from torchvision.models.googlenet import BasicConv2d
 
 from fused_inception import FoldedConvUnit, FusedInception, Inception, _ext, folded_unit
@@ -182,15 +188,10 @@ def test_bad_arguments_are_refused():
             ops.conv_bias_relu_nhwc(*args)
 
 
-_CAPABILITY_CHECK = """
-import sys, torch
-import fused_inception
+_CAPABILITY_CHECK = (
+    CAPABILITY_PRELUDE
+    + """
 from fused_inception.backends import cpu_onednn
-capability = torch.backends.cpu.get_cpu_capability()
-assert capability == sys.argv[1], capability
-gen = torch.Generator().manual_seed(11)
-def rand(*shape):  # the same values at every capability (randn's vector loop is not)
-    return torch.randint(-2**20, 2**20, shape, generator=gen).float() / 2**19
 for name, shape, kernel, c_out in (
     ("a", (1, 40, 1, 7), 1, 33), ("b", (2, 30, 6, 5), 3, 50), ("c", (1, 20, 5, 7), 1, 70)
 ):
@@ -198,27 +199,17 @@ for name, shape, kernel, c_out in (
     w, bias = rand(c_out, shape[1], kernel, kernel), rand(c_out)
     x[0, 2, 0, 1] = float("nan")
     out = torch.ops.fused_inception.conv_bias_relu_nhwc(x, cpu_onednn.pack_panels(w), bias)
-    print(out.view(torch.int32).flatten().tolist(), file=open(sys.argv[2] + f"/{name}.txt", "w"))
+    print(out.view(torch.int32).flatten().tolist(), file=open(OUT_DIR + f"/{name}.txt", "w"))
 print("ok")
 """
+)
 
 
 def test_vector_and_plain_loops_give_the_same_bits(tmp_path):
     """The AVX-512 kernel (12-row tiles of two panels), the AVX2 one (6-row tiles of one panel)
     and the plain loop (capability DEFAULT) all take one FMA chain per output in k order: the
     same bits, NaN included, at every capability this CPU allows."""
-    here = torch.backends.cpu.get_cpu_capability()
-    if here == "DEFAULT":
-        pytest.skip("this CPU runs torch without vector capability: one loop only")
-    capabilities = ("DEFAULT", "AVX2", "AVX512") if here == "AVX512" else ("DEFAULT", here)
-    outputs = {}
-    for capability in capabilities:
-        where = tmp_path / capability
-        where.mkdir()
-        script = _CAPABILITY_CHECK.replace("sys.argv[2]", repr(str(where)))
-        run_at_capability(script, capability)
-        outputs[capability] = sorted(p.read_text() for p in where.iterdir())
-    first, *others = outputs.values()
+    first, *others = outputs_at_every_capability(tmp_path, _CAPABILITY_CHECK).values()
     assert len(first) == 3 and all(other == first for other in others)
 
 

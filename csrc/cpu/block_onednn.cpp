@@ -374,14 +374,38 @@ ColumnRange columns_into(const at::Tensor& t, int64_t begin) {
   return ColumnRange{begin, begin + t.size(1), t.mutable_data_ptr<float>(), t.stride(3)};
 }
 
-// relu(convKxK(src, W, pad K / 2) + bias) over src's pixels (channels_last, `src_row` floats
-// apart) by gemm_panels.h's kernel, W as panels, its columns into `ranges`.
-void conv_into(const at::Tensor& src, int64_t src_row, int64_t kernel, const at::Tensor& panels,
-               const at::Tensor& bias, const std::vector<ColumnRange>& ranges) {
-  const at::Tensor b = bias.contiguous();  // (a no-op for the operator's dense biases)
-  conv_bias_relu(ConvInput{src.const_data_ptr<float>(), src_row, src.size(0), src.size(2),
-                           src.size(3), src.size(1), static_cast<int>(kernel)},
-                 panels.const_data_ptr<float>(), b.size(0), b.const_data_ptr<float>(), ranges);
+// relu(scale * convKxK(src, W, pad K / 2) + bias) over src's pixels (channels_last, `src_row`
+// floats apart) by gemm_panels.h's kernel, W as panels or a plain weight (read in place), its
+// columns into `ranges`; no scale: relu(conv + bias).
+void conv_into(const at::Tensor& src, int64_t src_row, int64_t kernel, const at::Tensor& weight,
+               const at::Tensor& bias, const at::Tensor& scale,
+               const std::vector<ColumnRange>& ranges) {
+  GemmJob job{ConvInput{src.const_data_ptr<float>(), src_row, src.size(0), src.size(2), src.size(3),
+                        src.size(1), static_cast<int>(kernel)},
+              weight.const_data_ptr<float>(), bias.size(0), bias.const_data_ptr<float>(), ranges};
+  job.ldb = weight.dim() == 4 ? plain_weight_ldb(weight) : 0;
+  job.scale = scale.defined() ? scale.const_data_ptr<float>() : nullptr;
+  gemms({job}, /*relu=*/true);
+}
+
+// A 4-D weight in gemm_panels.h's plain layout for `c` outputs from `c_in` channels: its kernel
+// size, read in place by the own kernel; 0 for any other weight (oneDNN's, or panels).
+int64_t plain_kernel(const at::Tensor& weight, int64_t c, int64_t c_in) {
+  if (weight.dim() != 4 || weight.layout() != at::kStrided || weight.size(0) != c ||
+      weight.size(1) != c_in || plain_weight_ldb(weight) == 0) {
+    return 0;
+  }
+  return weight.size(3);
+}
+
+// An optional per-channel scale: dense float32 [c] on the CPU, or undefined.
+at::Tensor channel_scale(const std::optional<at::Tensor>& scale, int64_t c, const char* name) {
+  if (!scale.has_value()) return at::Tensor();
+  TORCH_CHECK_VALUE(scale->dim() == 1 && scale->size(0) == c && scale->device().is_cpu() &&
+                        scale->scalar_type() == at::kFloat,
+                    "inception_block_onednn: ", name, " must be float32 [", c, "] on the CPU, got ",
+                    scale->scalar_type(), " ", scale->sizes(), " on ", scale->device());
+  return scale->contiguous();
 }
 
 at::Tensor inception_block_onednn_cpu(
@@ -389,7 +413,9 @@ at::Tensor inception_block_onednn_cpu(
     const at::Tensor& b2, const at::Tensor& w3, const at::Tensor& b3, const at::Tensor& w_pool,
     const at::Tensor& b_pool, int64_t c1, int64_t c2r, bool poison, bool winograd2, bool winograd3,
     int64_t winograd_tiles, const std::optional<at::Tensor>& direct2,
-    const std::optional<at::Tensor>& direct3) {
+    const std::optional<at::Tensor>& direct3, const std::optional<at::Tensor>& scale_x,
+    const std::optional<at::Tensor>& scale2, const std::optional<at::Tensor>& scale3,
+    const std::optional<at::Tensor>& scale_pool) {
   TORCH_CHECK_VALUE(x.dim() == 4, "inception_block_onednn: expected a 4-D x [N, C, H, W], got ",
                     x.dim(), "-D");
   TORCH_CHECK(x.device().is_cpu() && x.scalar_type() == at::kFloat,
@@ -419,17 +445,33 @@ at::Tensor inception_block_onednn_cpu(
   }
   const int64_t n = x.size(0), c_in = x.size(1), h = x.size(2), w = x.size(3);
   // A 3-D w_x or w_pool is panels for the package's own GEMM (gemm_panels.h), which stores
-  // each branch's columns with their ReLU; a 4-D one is oneDNN's convolution weight.
-  const bool own_gemm_x = w_x.dim() == 3, own_gemm_pool = w_pool.dim() == 3;
-  if (own_gemm_x) check_panels("inception_block_onednn", w_x, "w_x", c_x, c_in, 1);
-  if (own_gemm_pool) check_panels("inception_block_onednn", w_pool, "w_pool", c4, c_in, 1);
-  // A 3-D w2 or w3 (not Winograd): that branch's KxK convolution on the same kernel.
-  const int64_t kernel2 = !winograd2 && w2.dim() == 3 ? panels_kernel(w2.size(1), c2r) : 0;
-  const int64_t kernel3 = !winograd3 && w3.dim() == 3 ? panels_kernel(w3.size(1), c3r) : 0;
+  // each branch's columns with their ReLU, and so is a 4-D one in the plain layout (read in
+  // place); any other 4-D one is oneDNN's convolution weight.
+  const bool own_gemm_x = w_x.dim() == 3 || plain_kernel(w_x, c_x, c_in) == 1;
+  const bool own_gemm_pool = w_pool.dim() == 3 || plain_kernel(w_pool, c4, c_in) == 1;
+  if (w_x.dim() == 3) check_panels("inception_block_onednn", w_x, "w_x", c_x, c_in, 1);
+  if (w_pool.dim() == 3) check_panels("inception_block_onednn", w_pool, "w_pool", c4, c_in, 1);
+  // A 3-D w2 or w3 (not Winograd), or a plain one: that branch's KxK convolution on the same
+  // kernel.
+  const auto own_kernel = [](const at::Tensor& weight, bool winograd, int64_t c, int64_t c_red) {
+    if (winograd) return int64_t{0};
+    return weight.dim() == 3 ? int64_t{panels_kernel(weight.size(1), c_red)}
+                             : plain_kernel(weight, c, c_red);
+  };
+  const int64_t kernel2 = own_kernel(w2, winograd2, c2, c2r);
+  const int64_t kernel3 = own_kernel(w3, winograd3, c3, c3r);
   if (!winograd2 && w2.dim() == 3)
     check_panels("inception_block_onednn", w2, "w2", c2, c2r, kernel2);
   if (!winograd3 && w3.dim() == 3)
     check_panels("inception_block_onednn", w3, "w3", c3, c3r, kernel3);
+  const at::Tensor sc_x = channel_scale(scale_x, c_x, "scale_x"),
+                   sc2 = channel_scale(scale2, c2, "scale2"),
+                   sc3 = channel_scale(scale3, c3, "scale3"),
+                   sc_pool = channel_scale(scale_pool, c4, "scale_pool");
+  TORCH_CHECK_VALUE((!sc_x.defined() || own_gemm_x) && (!sc_pool.defined() || own_gemm_pool) &&
+                        (!sc2.defined() || kernel2 > 0) && (!sc3.defined() || kernel3 > 0),
+                    "inception_block_onednn: a scale needs its convolution on the own kernel "
+                    "(panels or a plain weight)");
   const int64_t c_total = c1 + c2 + c3 + c4;
 
   // The output in x's memory format: channels_last for strictly channels_last x (not also
@@ -463,7 +505,7 @@ at::Tensor inception_block_onednn_cpu(
       const at::Tensor slice = out.narrow(1, c1 + c2 + c3, c4);
       if (own_gemm_pool) {  // b4 with its ReLU straight into a channels_last output's slice
         const at::Tensor dst = channels_last ? slice : scratch.nhwc(n, c4, h, w);
-        conv_into(pooled, c_in, 1, w_pool, bias_pool, {columns_into(dst, 0)});
+        conv_into(pooled, c_in, 1, w_pool, bias_pool, sc_pool, {columns_into(dst, 0)});
         if (!channels_last) store_nchw(slice, dst, /*relu=*/false);
       } else {
         const at::Tensor b4 =
@@ -483,7 +525,7 @@ at::Tensor inception_block_onednn_cpu(
     if (own_gemm_x) {
       const at::Tensor b1 = channels_last ? out.narrow(1, 0, c1) : scratch.nhwc(n, c1, h, w);
       const at::Tensor r2 = scratch.nhwc(n, c2r, h, w), r3 = scratch.nhwc(n, c3r, h, w);
-      conv_into(x_nhwc, c_in, 1, w_x, bias_x,
+      conv_into(x_nhwc, c_in, 1, w_x, bias_x, sc_x,
                 {columns_into(b1, 0), columns_into(r2, c1), columns_into(r3, c1 + c2r)});
       if (!channels_last && c1 > 0) store_nchw(out.narrow(1, 0, c1), b1, /*relu=*/false);
       reduced[0] = {r2, 0, false};
@@ -504,12 +546,12 @@ at::Tensor inception_block_onednn_cpu(
     const struct {
       const Reduced& r;
       int64_t c_red, c_out_col, c;
-      const at::Tensor &weight, &bias;
+      const at::Tensor &weight, &bias, &scale;
       bool winograd;
       int64_t own_kernel;  // > 0: the branch's KxK convolution on gemm_panels.h's kernel
       const std::optional<at::Tensor>& direct;  // F(4x4, 3x3)'s plain weight
-    } branches[2] = {{reduced[0], c2r, c1, c2, w2, bias2, winograd2, kernel2, direct2},
-                     {reduced[1], c3r, c1 + c2, c3, w3, bias3, winograd3, kernel3, direct3}};
+    } branches[2] = {{reduced[0], c2r, c1, c2, w2, bias2, sc2, winograd2, kernel2, direct2},
+                     {reduced[1], c3r, c1 + c2, c3, w3, bias3, sc3, winograd3, kernel3, direct3}};
     for (const auto& br : branches) {
       const at::Tensor slice = out.narrow(1, br.c_out_col, br.c);
       bool direct = !br.winograd;
@@ -529,7 +571,8 @@ at::Tensor inception_block_onednn_cpu(
         }
         if (br.own_kernel > 0) {  // bias and ReLU stored by the kernel, as for b1 and b4
           const at::Tensor dst = channels_last ? slice : scratch.nhwc(n, br.c, h, w);
-          conv_into(r, br.c_red, br.own_kernel, br.weight, br.bias, {columns_into(dst, 0)});
+          conv_into(r, br.c_red, br.own_kernel, br.weight, br.bias, br.scale,
+                    {columns_into(dst, 0)});
           if (!channels_last) store_nchw(slice, dst, /*relu=*/false);
         } else {
           const at::Tensor z =

@@ -36,6 +36,7 @@
 #include <array>
 #include <cmath>
 #include <cstring>
+#include <optional>
 #include <utility>
 
 #include "cpu/parallel.h"
@@ -57,6 +58,14 @@ constexpr int64_t kChunkBytes = 256 * 1024;
 constexpr int64_t kMinChunkRowsAvx512 = 96;
 // Below this many channels a KxK convolution takes its kernel rows as taps (ConvInput::merged).
 constexpr int64_t kMergeChannels = 16;
+// A plain weight's rows are ldb floats apart, so each step of a tile reads one line of a new
+// row: the AVX-512 tile prefetches the row kPrefetchRows steps ahead (x86 prefetches never
+// fault, past the weight's end included). Measured on the 2-core Sapphire Rapids (2026-12-04,
+// 5b's and 4b-4e's 1x1s and 5b's 3x3 and 5x5): without it the plain weight ran 0.86-0.97x the
+// packed panels at batch 8 and about level cold at batch 1; with 8, 16 or 32 rows ahead
+// 1.04-1.49x at batch 1 and, with 16, 0.98-1.14x at batch 8 (the packed side includes the
+// content hash the plain weight does not need).
+constexpr int64_t kPrefetchRows = 16;
 
 // The 16 columns of the panel starting at column col0: where they go.
 struct PanelStore {
@@ -126,19 +135,20 @@ void tile_rows(const ConvInput& x, const float* zeros, int64_t i0, int count, co
 inline float relu_keep_nan(float v) { return std::isnan(v) ? v : std::max(0.f, v); }
 
 // One tile of one panel: the plain loop, FMAs in (tap, channel) order as the vector kernel.
-void tile_plain(const float* const* rows, int taps, int64_t c, const float* panel,
-                const float* bias16, bool relu, const PanelStore& s, int64_t i0, int count) {
+void tile_plain(const float* const* rows, int taps, int64_t c, const float* panel, int64_t ldb,
+                const float* scale16, const float* bias16, bool relu, const PanelStore& s,
+                int64_t i0, int count) {
   for (int r = 0; r < count; ++r) {
     float acc[kPanel] = {};
     for (int t = 0; t < taps; ++t) {
       const float* a = rows[t * kRows + r];
-      const float* b = panel + t * c * kPanel;
+      const float* b = panel + t * c * ldb;
       for (int64_t k = 0; k < c; ++k) {
-        for (int j = 0; j < kPanel; ++j) acc[j] = std::fma(a[k], b[k * kPanel + j], acc[j]);
+        for (int j = 0; j < kPanel; ++j) acc[j] = std::fma(a[k], b[k * ldb + j], acc[j]);
       }
     }
     for (int j = 0; j < kPanel; ++j) {
-      acc[j] += bias16[j];
+      acc[j] = scale16 != nullptr ? std::fma(acc[j], scale16[j], bias16[j]) : acc[j] + bias16[j];
       if (relu) acc[j] = relu_keep_nan(acc[j]);
     }
     store_row(s, i0 + r, acc);
@@ -159,7 +169,8 @@ void tile_plain(const float* const* rows, int taps, int64_t c, const float* pane
 // every step (2x slower, measured).
 template <int ROWS>
 __attribute__((target("avx2,fma"))) void tile_avx2(const float* const* rows, int taps, int64_t c,
-                                                   const float* panel, const float* bias16,
+                                                   const float* panel, int64_t ldb,
+                                                   const float* scale16, const float* bias16,
                                                    bool relu, const PanelStore& s, int64_t i0) {
   static_assert(ROWS >= 1 && ROWS <= kRowsAvx2);
   __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00;
@@ -167,10 +178,10 @@ __attribute__((target("avx2,fma"))) void tile_avx2(const float* const* rows, int
   for (int t = 0; t < taps; ++t) {
     const float* const* tr = rows + t * kRows;
     const float *a0 = tr[0], *a1 = tr[1], *a2 = tr[2], *a3 = tr[3], *a4 = tr[4], *a5 = tr[5];
-    const float* b = panel + t * c * kPanel;
+    const float* b = panel + t * c * ldb;
     for (int64_t k = 0; k < c; ++k) {
-      const __m256 b0 = _mm256_loadu_ps(b + k * kPanel);
-      const __m256 b1 = _mm256_loadu_ps(b + k * kPanel + 8);
+      const __m256 b0 = _mm256_loadu_ps(b + k * ldb);
+      const __m256 b1 = _mm256_loadu_ps(b + k * ldb + 8);
       FI_TILE_ROW(0, a0, c00, c01)
       FI_TILE_ROW(1, a1, c10, c11)
       FI_TILE_ROW(2, a2, c20, c21)
@@ -184,7 +195,14 @@ __attribute__((target("avx2,fma"))) void tile_avx2(const float* const* rows, int
   const __m256 bias0 = _mm256_loadu_ps(bias16), bias1 = _mm256_loadu_ps(bias16 + 8);
   const __m256 zero = _mm256_setzero_ps();
   for (int r = 0; r < ROWS; ++r) {
-    __m256 y0 = _mm256_add_ps(acc[r][0], bias0), y1 = _mm256_add_ps(acc[r][1], bias1);
+    __m256 y0, y1;
+    if (scale16 != nullptr) {
+      y0 = _mm256_fmadd_ps(acc[r][0], _mm256_loadu_ps(scale16), bias0);
+      y1 = _mm256_fmadd_ps(acc[r][1], _mm256_loadu_ps(scale16 + 8), bias1);
+    } else {
+      y0 = _mm256_add_ps(acc[r][0], bias0);
+      y1 = _mm256_add_ps(acc[r][1], bias1);
+    }
     if (relu) {  // max(0, v) returns v, its second operand, when v is NaN: torch's ReLU keeps it
       y0 = _mm256_max_ps(zero, y0);
       y1 = _mm256_max_ps(zero, y1);
@@ -203,31 +221,34 @@ __attribute__((target("avx2,fma"))) void tile_avx2(const float* const* rows, int
 }
 
 // Up to 6 rows: a full tile, or one of 1-5 rows at a chunk's end.
-void tile_avx2_rows(const float* const* rows, int taps, int64_t c, const float* panel,
-                    const float* bias16, bool relu, const PanelStore& s, int64_t i0, int count) {
+void tile_avx2_rows(const float* const* rows, int taps, int64_t c, const float* panel, int64_t ldb,
+                    const float* scale16, const float* bias16, bool relu, const PanelStore& s,
+                    int64_t i0, int count) {
   switch (count) {
     case 6:
-      return tile_avx2<6>(rows, taps, c, panel, bias16, relu, s, i0);
+      return tile_avx2<6>(rows, taps, c, panel, ldb, scale16, bias16, relu, s, i0);
     case 5:
-      return tile_avx2<5>(rows, taps, c, panel, bias16, relu, s, i0);
+      return tile_avx2<5>(rows, taps, c, panel, ldb, scale16, bias16, relu, s, i0);
     case 4:
-      return tile_avx2<4>(rows, taps, c, panel, bias16, relu, s, i0);
+      return tile_avx2<4>(rows, taps, c, panel, ldb, scale16, bias16, relu, s, i0);
     case 3:
-      return tile_avx2<3>(rows, taps, c, panel, bias16, relu, s, i0);
+      return tile_avx2<3>(rows, taps, c, panel, ldb, scale16, bias16, relu, s, i0);
     case 2:
-      return tile_avx2<2>(rows, taps, c, panel, bias16, relu, s, i0);
+      return tile_avx2<2>(rows, taps, c, panel, ldb, scale16, bias16, relu, s, i0);
     default:
-      return tile_avx2<1>(rows, taps, c, panel, bias16, relu, s, i0);
+      return tile_avx2<1>(rows, taps, c, panel, ldb, scale16, bias16, relu, s, i0);
   }
 }
 
 // A tile of up to 12 rows as AVX2 tiles of up to 6 (its rows r and r + 6 share `rows`'s
 // stride kRows).
-void tile_vector(const float* const* rows, int taps, int64_t c, const float* panel,
-                 const float* bias16, bool relu, const PanelStore& s, int64_t i0, int count) {
-  tile_avx2_rows(rows, taps, c, panel, bias16, relu, s, i0, std::min(count, kRowsAvx2));
+void tile_vector(const float* const* rows, int taps, int64_t c, const float* panel, int64_t ldb,
+                 const float* scale16, const float* bias16, bool relu, const PanelStore& s,
+                 int64_t i0, int count) {
+  tile_avx2_rows(rows, taps, c, panel, ldb, scale16, bias16, relu, s, i0,
+                 std::min(count, kRowsAvx2));
   if (count > kRowsAvx2) {
-    tile_avx2_rows(rows + kRowsAvx2, taps, c, panel, bias16, relu, s, i0 + kRowsAvx2,
+    tile_avx2_rows(rows + kRowsAvx2, taps, c, panel, ldb, scale16, bias16, relu, s, i0 + kRowsAvx2,
                    count - kRowsAvx2);
   }
 }
@@ -250,9 +271,9 @@ void tile_vector(const float* const* rows, int taps, int64_t c, const float* pan
 // s: PANELS stores.
 template <int ROWS, int PANELS>
 __attribute__((target("avx512f"))) void tile_avx512(const float* const* rows, int taps, int64_t c,
-                                                    const float* panel, int64_t stride,
-                                                    const float* bias, bool relu,
-                                                    const PanelStore* s, int64_t i0) {
+                                                    const float* panel, int64_t ldb, int64_t stride,
+                                                    const float* scale, const float* bias,
+                                                    bool relu, const PanelStore* s, int64_t i0) {
   static_assert(ROWS >= 1 && ROWS <= kRows && (PANELS == 1 || PANELS == 2));
   __m512 c0_0 = _mm512_setzero_ps(), c0_1 = c0_0, c1_0 = c0_0, c1_1 = c0_0, c2_0 = c0_0,
          c2_1 = c0_0, c3_0 = c0_0, c3_1 = c0_0, c4_0 = c0_0, c4_1 = c0_0, c5_0 = c0_0, c5_1 = c0_0,
@@ -262,11 +283,18 @@ __attribute__((target("avx512f"))) void tile_avx512(const float* const* rows, in
     const float* const* tr = rows + t * kRows;
     const float *a0 = tr[0], *a1 = tr[1], *a2 = tr[2], *a3 = tr[3], *a4 = tr[4], *a5 = tr[5],
                 *a6 = tr[6], *a7 = tr[7], *a8 = tr[8], *a9 = tr[9], *a10 = tr[10], *a11 = tr[11];
-    const float* b = panel + t * c * kPanel;
+    const float* b = panel + t * c * ldb;
     for (int64_t k = 0; k < c; ++k) {
-      const __m512 b0 = _mm512_loadu_ps(b + k * kPanel);
+      if (ldb != kPanel) {
+        _mm_prefetch(reinterpret_cast<const char*>(b + (k + kPrefetchRows) * ldb), _MM_HINT_T0);
+        if constexpr (PANELS > 1) {
+          _mm_prefetch(reinterpret_cast<const char*>(b + stride + (k + kPrefetchRows) * ldb),
+                       _MM_HINT_T0);
+        }
+      }
+      const __m512 b0 = _mm512_loadu_ps(b + k * ldb);
       __m512 b1 = b0;
-      if constexpr (PANELS > 1) b1 = _mm512_loadu_ps(b + stride + k * kPanel);
+      if constexpr (PANELS > 1) b1 = _mm512_loadu_ps(b + stride + k * ldb);
       FI_TILE_ROW512(0, a0, c0_0, c0_1)
       FI_TILE_ROW512(1, a1, c1_0, c1_1)
       FI_TILE_ROW512(2, a2, c2_0, c2_1)
@@ -287,8 +315,10 @@ __attribute__((target("avx512f"))) void tile_avx512(const float* const* rows, in
   const __m512 zero = _mm512_setzero_ps();
   for (int q = 0; q < PANELS; ++q) {
     const __m512 bias_q = _mm512_loadu_ps(bias + q * kPanel);
+    const __m512 scale_q = scale != nullptr ? _mm512_loadu_ps(scale + q * kPanel) : zero;
     for (int r = 0; r < ROWS; ++r) {
-      __m512 y = _mm512_add_ps(acc[r][q], bias_q);
+      __m512 y = scale != nullptr ? _mm512_fmadd_ps(acc[r][q], scale_q, bias_q)
+                                  : _mm512_add_ps(acc[r][q], bias_q);
       // max(0, y), NaN kept as in tile_avx2 (the masked form: GCC 12's _mm512_max_ps warns
       // about its undefined pass-through operand)
       if (relu) y = _mm512_maskz_max_ps(static_cast<__mmask16>(0xFFFF), zero, y);
@@ -304,8 +334,8 @@ __attribute__((target("avx512f"))) void tile_avx512(const float* const* rows, in
   }
 }
 
-using TileAvx512 = void (*)(const float* const*, int, int64_t, const float*, int64_t, const float*,
-                            bool, const PanelStore*, int64_t);
+using TileAvx512 = void (*)(const float* const*, int, int64_t, const float*, int64_t, int64_t,
+                            const float*, const float*, bool, const PanelStore*, int64_t);
 
 // tile_avx512<ROWS, PANELS> for ROWS = 1 .. kRows, indexed by ROWS - 1.
 template <int PANELS, int... R>
@@ -315,11 +345,11 @@ constexpr std::array<TileAvx512, sizeof...(R)> avx512_tiles(std::integer_sequenc
 
 // A tile of `count` rows (1..12).
 template <int PANELS>
-void tile_vector512(const float* const* rows, int taps, int64_t c, const float* panel,
-                    int64_t stride, const float* bias, bool relu, const PanelStore* s, int64_t i0,
-                    int count) {
+void tile_vector512(const float* const* rows, int taps, int64_t c, const float* panel, int64_t ldb,
+                    int64_t stride, const float* scale, const float* bias, bool relu,
+                    const PanelStore* s, int64_t i0, int count) {
   static constexpr auto kTiles = avx512_tiles<PANELS>(std::make_integer_sequence<int, kRows>{});
-  kTiles[count - 1](rows, taps, c, panel, stride, bias, relu, s, i0);
+  kTiles[count - 1](rows, taps, c, panel, ldb, stride, scale, bias, relu, s, i0);
 }
 #undef FI_TILE_ROW512
 #endif
@@ -345,10 +375,12 @@ int64_t pixel_rows(const at::Tensor& x) {
 }
 
 at::Tensor conv_bias_relu_nhwc_cpu(const at::Tensor& x, const at::Tensor& panels,
-                                   const at::Tensor& bias, int64_t stride, int64_t padding) {
+                                   const at::Tensor& bias, int64_t stride, int64_t padding,
+                                   const std::optional<at::Tensor>& scale) {
   constexpr const char* op = "conv_bias_relu_nhwc";
-  TORCH_CHECK_VALUE(x.dim() == 4 && panels.dim() == 3 && bias.dim() == 1, op,
-                    ": expected x [N, C, H, W], panels [P, K * K * C, 16] and bias [Cout], got ",
+  TORCH_CHECK_VALUE(x.dim() == 4 && (panels.dim() == 3 || panels.dim() == 4) && bias.dim() == 1, op,
+                    ": expected x [N, C, H, W], panels [P, K * K * C, 16] or a weight [Cout, C, K, "
+                    "K], and bias [Cout], got ",
                     x.dim(), "-D, ", panels.dim(), "-D and ", bias.dim(), "-D");
   for (const at::Tensor* t : {&x, &panels, &bias}) {
     TORCH_CHECK(t->device().is_cpu() && t->scalar_type() == at::kFloat, op,
@@ -356,11 +388,30 @@ at::Tensor conv_bias_relu_nhwc_cpu(const at::Tensor& x, const at::Tensor& panels
   }
   const int64_t n = x.size(0), c = x.size(1), h = x.size(2), w = x.size(3);
   const int64_t c_out = bias.size(0), n_panels = (c_out + kPanel - 1) / kPanel;
-  const int kernel = panels_kernel(panels.size(1), c);
-  TORCH_CHECK_VALUE(kernel > 0 && panels.size(0) == n_panels && panels.size(2) == kPanel, op,
-                    ": panels must be [", n_panels, ", K * K * ", c, ", 16] (K odd, at most ",
-                    kMaxKernel, ") for ", c_out, " outputs from ", c, " channels, got ",
-                    panels.sizes());
+  int kernel = 0;
+  int64_t ldb = 0;
+  if (panels.dim() == 4) {
+    ldb = plain_weight_ldb(panels);
+    TORCH_CHECK_VALUE(ldb > 0 && panels.size(0) == c_out && panels.size(1) == c, op,
+                      ": a weight must be [", c_out, ", ", c,
+                      ", K, K] (K odd, at most 7) with output channels contiguous, rows of at "
+                      "least ",
+                      n_panels * kPanel, " readable floats (plain_weight_ldb), got sizes ",
+                      panels.sizes(), " and strides ", panels.strides());
+    kernel = static_cast<int>(panels.size(3));
+  } else {
+    kernel = panels_kernel(panels.size(1), c);
+    TORCH_CHECK_VALUE(kernel > 0 && panels.size(0) == n_panels && panels.size(2) == kPanel, op,
+                      ": panels must be [", n_panels, ", K * K * ", c, ", 16] (K odd, at most ",
+                      kMaxKernel, ") for ", c_out, " outputs from ", c, " channels, got ",
+                      panels.sizes());
+  }
+  if (scale.has_value()) {
+    TORCH_CHECK_VALUE(scale->dim() == 1 && scale->size(0) == c_out && scale->device().is_cpu() &&
+                          scale->scalar_type() == at::kFloat,
+                      op, ": scale must be float32 [", c_out, "] on the CPU, got ",
+                      scale->scalar_type(), " ", scale->sizes(), " on ", scale->device());
+  }
   const int64_t pad = padding < 0 ? kernel / 2 : padding;
   TORCH_CHECK_VALUE(stride >= 1 && stride <= 8 && pad <= kernel / 2, op,
                     ": stride must be 1 to 8 and padding at most K // 2 = ", kernel / 2, ", got ",
@@ -386,13 +437,42 @@ at::Tensor conv_bias_relu_nhwc_cpu(const at::Tensor& x, const at::Tensor& panels
     in = ConvInput{padded.const_data_ptr<float>(), c, n,   h + 2 * pad, w + 2 * pad, c, kernel,
                    static_cast<int>(stride),       0, true};
   }
-  const at::Tensor p = panels.contiguous(), b = bias.contiguous();
-  conv_bias_relu(in, p.const_data_ptr<float>(), c_out, b.const_data_ptr<float>(),
-                 {ColumnRange{0, c_out, out.mutable_data_ptr<float>(), c_out}});
+  const at::Tensor p = ldb > 0 ? panels : panels.contiguous(), b = bias.contiguous();
+  at::Tensor sc;
+  if (scale.has_value()) sc = scale->contiguous();
+  GemmJob job{in,
+              p.const_data_ptr<float>(),
+              c_out,
+              b.const_data_ptr<float>(),
+              {ColumnRange{0, c_out, out.mutable_data_ptr<float>(), c_out}}};
+  job.ldb = ldb;
+  job.scale = sc.defined() ? sc.const_data_ptr<float>() : nullptr;
+  gemms({job}, /*relu=*/true);
   return out;
 }
 
 }  // namespace
+
+int64_t plain_weight_ldb(const at::Tensor& w) {
+  if (w.dim() != 4 || w.layout() != at::kStrided || w.scalar_type() != at::kFloat ||
+      !w.device().is_cpu()) {
+    return 0;
+  }
+  const int64_t c_out = w.size(0), c_in = w.size(1), k = w.size(2);
+  if (k != w.size(3) || k % 2 == 0 || k > kMaxKernel || c_out < 1 || c_in < 1) return 0;
+  if (c_out > 1 && w.stride(0) != 1) return 0;
+  const int64_t padded = (c_out + kPanel - 1) / kPanel * kPanel;
+  // Rows (ky, kx, ci) ldb floats apart: ci's stride, else (one channel) kx's or ky's.
+  const int64_t ldb = c_in > 1 ? w.stride(1) : k > 1 ? w.stride(3) : padded;
+  if (ldb < padded) return 0;
+  if (k > 1 && (w.stride(3) != c_in * ldb || w.stride(2) != k * c_in * ldb)) return 0;
+  // The last row's padded lanes must lie inside the storage.
+  const int64_t end = w.storage_offset() + (k * k * c_in - 1) * ldb + padded;
+  if (end * static_cast<int64_t>(sizeof(float)) > static_cast<int64_t>(w.storage().nbytes())) {
+    return 0;
+  }
+  return ldb;
+}
 
 int panels_kernel(int64_t rows, int64_t c_in) {
   for (int k = 1; k <= kMaxKernel; k += 2) {
@@ -467,17 +547,20 @@ void gemms(const std::vector<GemmJob>& jobs, bool relu) {
       const int64_t local = task - plan.first;
       const int64_t chunk = local / plan.n_groups, p0 = local % plan.n_groups * group;
       const int panels = static_cast<int>(std::min(group, plan.n_panels - p0));
-      float bias[2 * kPanel] = {};
+      float bias[2 * kPanel] = {}, scale[2 * kPanel] = {};
       PanelStore stores[2];
       for (int q = 0; q < panels; ++q) {
         const int64_t col0 = (p0 + q) * kPanel;
-        if (job.bias != nullptr) {
-          std::memcpy(bias + q * kPanel, job.bias + col0,
-                      sizeof(float) * std::min<int64_t>(kPanel, job.n_out - col0));
-        }
+        const size_t valid = sizeof(float) * std::min<int64_t>(kPanel, job.n_out - col0);
+        if (job.bias != nullptr) std::memcpy(bias + q * kPanel, job.bias + col0, valid);
+        if (job.scale != nullptr) std::memcpy(scale + q * kPanel, job.scale + col0, valid);
         stores[q] = panel_store(job.ranges, col0, job.n_out);
       }
-      const int64_t stride = plan.k * kPanel;  // floats from one panel to the next
+      const float* scales = job.scale != nullptr ? scale : nullptr;
+      // Packed panels: rows of 16 floats, one panel after the other; a plain weight: rows of
+      // ldb floats, a panel 16 floats from the next.
+      const int64_t ldb = job.ldb > 0 ? job.ldb : kPanel;
+      const int64_t stride = job.ldb > 0 ? kPanel : plan.k * kPanel;
       const float* panel = job.panels + p0 * stride;
       const int64_t start = chunk * plan.chunk_rows;
       const int64_t stop = std::min(plan.m, start + plan.chunk_rows);
@@ -491,16 +574,19 @@ void gemms(const std::vector<GemmJob>& jobs, bool relu) {
 #ifdef FI_X86_VECTOR
         if (wide) {
           const auto tile = panels == 2 ? &tile_vector512<2> : &tile_vector512<1>;
-          tile(rows, plan.taps, plan.c_tap, panel, stride, bias, relu, stores, i, count);
+          tile(rows, plan.taps, plan.c_tap, panel, ldb, stride, scales, bias, relu, stores, i,
+               count);
           continue;
         }
         if (vector) {
-          tile_vector(rows, plan.taps, plan.c_tap, panel, bias, relu, stores[0], i, count);
+          tile_vector(rows, plan.taps, plan.c_tap, panel, ldb, scales, bias, relu, stores[0], i,
+                      count);
           continue;
         }
 #endif
         for (int q = 0; q < panels; ++q) {
-          tile_plain(rows, plan.taps, plan.c_tap, panel + q * stride, bias + q * kPanel, relu,
+          tile_plain(rows, plan.taps, plan.c_tap, panel + q * stride, ldb,
+                     scales != nullptr ? scales + q * kPanel : nullptr, bias + q * kPanel, relu,
                      stores[q], i, count);
         }
       }

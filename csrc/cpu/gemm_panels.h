@@ -15,6 +15,10 @@
 #include <cstdint>
 #include <vector>
 
+namespace at {
+class Tensor;
+}  // namespace at
+
 namespace fused_inception {
 
 // Columns [begin, end) of C go to dst: C[i, j] is stored at dst[i * ldc + (j - begin)].
@@ -44,6 +48,12 @@ struct ConvInput {
 
 constexpr int kMaxKernel = 7;
 
+// A weight [Cout, C, K, K] whose output channels are contiguous (stride 1) and whose rows
+// (ky, kx, ci) are ldb floats apart, each with its Cout rounded up to 16 floats readable (a
+// weight re-laid by fused_inception.inference's plain-weight layout): ldb, else 0. Such a weight
+// is the GEMM's B as is (GemmJob::ldb).
+int64_t plain_weight_ldb(const at::Tensor& w);
+
 // The kernel size K of panels with `rows` rows for c_in input channels: the smallest odd K up to
 // kMaxKernel with K * K * c_in == rows, else 0 (for c_in = 0, K = 1).
 int panels_kernel(int64_t rows, int64_t c_in);
@@ -63,6 +73,12 @@ struct GemmJob {
   int64_t n_out;
   const float* bias;
   std::vector<ColumnRange> ranges;
+  // ldb 0: `panels` are packed panels. ldb > 0: `panels` is the weight itself as a plain
+  // [K * K * C, ldb] matrix (row (tap, channel), output channel j at column j; ldb >= n_out
+  // rounded up to 16, the columns past n_out readable), read with no packing.
+  int64_t ldb = 0;
+  // Per output channel: C = scale * sum + bias (one rounding, an FMA); nullptr: sum + bias.
+  const float* scale = nullptr;
 };
 
 // Several independent GEMMs in one parallel loop over all their (chunk, panel) tasks, with the

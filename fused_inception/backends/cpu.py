@@ -25,10 +25,11 @@ from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
-from .. import _ext
+from .. import _ext, plain_layout
 from ..reference import FoldedParams
+from ..units import block_units
 from . import cpu_onednn as onednn
 from . import cpu_winograd as winograd
 from .cpu_maxpool import max_pool3x3
@@ -48,6 +49,12 @@ class CpuPacked(NamedTuple):
             and oneDNN does not, else None
     onednn: the convolution weights for oneDNN (float32 with oneDNN: "x" [c1 + c2r + c3r, Cin,
             1, 1], "2", "3", "pool" [c4, Cin, 1, 1]), else None
+    plain:  the block's own weights in the plain layout (plain_layout.py) that the own kernel
+            reads in place, by tag ("x": the three 1x1s over x as one view, "pool", "2", "3"),
+            with their BatchNorm scales (tag -> [Cout] float32, or None without BatchNorm):
+            those convolutions compute relu(scale * conv + bias), BatchNorm unfolded. Only
+            from prepare_block, on CPUs where own_gemm_direct holds; "x" and "pool" are then
+            not packed, and not hashed by the weight check (live_weights).
     """
 
     w_x: Tensor
@@ -64,6 +71,75 @@ class CpuPacked(NamedTuple):
     u2: Tensor | None
     u3: Tensor | None
     onednn: onednn.Weights | None
+    plain: dict[str, tuple[Tensor, Tensor | None]] | None = None
+
+
+def live_candidates(block: nn.Module) -> tuple[Tensor, ...]:
+    """The weights live_weights may return: the block's four 1x1 weights (w1, w2r, w3r, w4),
+    asked once per block structure; live_weights is asked again only when their identities,
+    addresses or strides, x's dtype or device, or live_policy change."""
+    units = block_units(block)
+    return tuple(units[i].conv.weight for i in (0, 1, 3, 5))
+
+
+def live_policy() -> bool:
+    """Whether the own kernel runs the 1x1s (cpu_onednn.own_gemm_direct), which live_weights
+    depends on besides its arguments."""
+    return onednn.own_gemm_direct()
+
+
+def live_weights(block: nn.Module, x: Tensor) -> tuple[Tensor, ...]:
+    """The conv weights of `block` that an eval forward on x reads in place (never packed), so
+    that the weight check can leave them out: its 1x1 weights in the plain layout
+    (plain_layout.py; the three over x only side by side in one buffer), for float32 CPU x on
+    the eval operator where the own kernel runs the 1x1s (live_policy). Else ().
+    The KxK weights are not among them: at other input sizes they take Winograd, whose
+    transformed weights are packed (they are still read in place where they run directly)."""
+    if _BLOCK_OP is None or x.dtype != torch.float32 or x.device.type != "cpu":
+        return ()
+    if not live_policy():
+        return ()
+    w1, w2r, w3r, w4 = live_candidates(block)
+    live = (w1, w2r, w3r) if plain_layout.x_weights_view(w1, w2r, w3r) is not None else ()
+    return live + (w4,) if plain_layout.is_plain(w4) else live
+
+
+def prepare_block(block: nn.Module, p: FoldedParams) -> CpuPacked:
+    """prepare, plus the block's plain-layout weights that the own kernel reads in place
+    (CpuPacked.plain) where the 1x1s run on it (cpu_onednn.own_gemm_direct)."""
+    packed = prepare(p)
+    if packed.onednn is None or not onednn.own_gemm_direct():
+        return packed
+    units = block_units(block)
+    weights = [unit.conv.weight for unit in units]
+    scales = [_bn_scale(unit) for unit in units]
+    plain: dict[str, tuple[Tensor, Tensor | None]] = {}
+    x_view = plain_layout.x_weights_view(weights[0], weights[1], weights[3])
+    if x_view is not None:
+        group = [scales[i] for i in (0, 1, 3)]
+        if any(s is not None for s in group):
+            widths = [weights[i].shape[0] for i in (0, 1, 3)]
+            pairs = zip(group, widths, strict=True)
+            group = [s if s is not None else torch.ones(c) for s, c in pairs]
+            plain["x"] = (x_view, torch.cat(group))
+        else:
+            plain["x"] = (x_view, None)
+    for tag, i in (("2", 2), ("3", 4), ("pool", 5)):
+        if plain_layout.is_plain(weights[i]):
+            plain[tag] = (weights[i], scales[i])
+    return packed._replace(plain=plain or None)
+
+
+def _bn_scale(unit: nn.Module) -> Tensor | None:
+    """gamma / sqrt(running_var + eps) of the unit's BatchNorm (float64 math, float32 result),
+    the factor fold_unit puts into the weight; None without BatchNorm."""
+    bn = getattr(unit, "bn", None)
+    if bn is None:
+        return None
+    with torch.no_grad():
+        var = bn.running_var.double()
+        gamma = bn.weight.double() if bn.weight is not None else torch.ones_like(var)
+        return (gamma / torch.sqrt(var + bn.eps)).float()
 
 
 def prepare(p: FoldedParams) -> CpuPacked:
@@ -121,10 +197,12 @@ def forward(x: Tensor, packed: CpuPacked) -> Tensor:
         chunk = winograd.onednn_chunk(n, h, w)
         own = onednn.own_gemm()  # Winograd's GEMMs on the own kernel too (AVX2 CPUs)
         own_direct = onednn.own_gemm_direct()  # the 1x1s and direct KxKs on it, as panels
-        kxk, use_winograd, direct = [], [], []
+        live = packed.plain or {}
+        kxk, use_winograd, direct, scales = [], [], [], []
         for tag, c_red in (("2", packed.c2r), ("3", packed.c3r)):
             plain = weights.plain[tag]
             tile = winograd.onednn_tile(plain.shape, n, h, w, own)
+            scales.append(None)
             use_winograd.append(tile > 0)
             # F(4x4, 3x3) recomputes directly, from the plain weight, where it meets NaN or inf
             direct.append(plain if tile == 4 else None)
@@ -136,18 +214,23 @@ def forward(x: Tensor, packed: CpuPacked) -> Tensor:
                 gemm_input = winograd.onednn_gemm_input(c_red, chunk, tile, n, h, w)
                 groups = winograd.positions(tile)
                 kxk.append(weights.derived(f"{tag}w{tile}", make, gemm_input, groups=groups))
+            elif own_direct and tag in live:  # read in place, BatchNorm's scale unfolded
+                kxk.append(live[tag][0])
+                scales[-1] = live[tag][1]
             elif own_direct:
                 kxk.append(weights.panels(tag))
             else:  # reordered for the kxk convolution's input, r2 or r3
                 kxk.append(weights.get(tag, (n, c_red, h, w)))
+        scale_x = scale_pool = None
         if own_direct:
-            w_x, w_pool = weights.panels("x"), weights.panels("pool")
+            w_x, scale_x = live["x"] if "x" in live else (weights.panels("x"), None)
+            w_pool, scale_pool = live["pool"] if "pool" in live else (weights.panels("pool"), None)
         else:
             w_x, w_pool = weights.get("x", shape), weights.get("pool", shape)
         return _BLOCK_OP(
             x, w_x, packed.b_x, kxk[0], packed.b2, kxk[1], packed.b3, w_pool, packed.b4,
             packed.c1, packed.c2r, output_poisoned(), use_winograd[0], use_winograd[1], chunk,
-            direct[0], direct[1],
+            direct[0], direct[1], scale_x, scales[0], scales[1], scale_pool,
         )  # fmt: skip
     return _forward(x, packed, keep_reduced=False)[0]
 

@@ -221,9 +221,12 @@ def _conv3x3_relu_winograd_fake(x, weight, bias, tiles, direct=None, relu=True):
 
 
 @_ext.register_fake("conv_bias_relu_nhwc")
-def _conv_bias_relu_nhwc_fake(x, panels, bias, stride=1, padding=-1):
+def _conv_bias_relu_nhwc_fake(x, panels, bias, stride=1, padding=-1, scale=None):
     n, c, h, w = x.shape
-    k = round((panels.shape[1] // c) ** 0.5) if c > 0 else 1
+    if panels.dim() == 4:  # a plain weight [Cout, C, K, K]
+        k = panels.shape[-1]
+    else:
+        k = round((panels.shape[1] // c) ** 0.5) if c > 0 else 1
     pad = k // 2 if padding < 0 else padding
     oh, ow = (h + 2 * pad - k) // stride + 1, (w + 2 * pad - k) // stride + 1
     out = x.new_empty((n, bias.shape[0], oh, ow))

@@ -1,0 +1,120 @@
+"""The plain weight layout: convolution weights that the CPU backend's own kernel reads in place.
+
+A weight [Cout, Cin, K, K] is in the plain layout when its output channels are contiguous and
+its rows (ky, kx, ci) lie `ldb` floats apart, with ldb at least Cout rounded up to 16 and the
+padding readable: the kernel (csrc/cpu/gemm_panels.h, plain_weight_ldb) then takes the weight
+as its GEMM's B matrix as it is, with no packed copy. Several weights with the same Cin and K
+can share one buffer, side by side in each row: the three 1x1 convolutions over a block's
+input are then one GEMM over one matrix.
+
+prepare_for_inference lays out the weights of its CPU float32 FusedInception blocks this way
+(`relayout_block`). What that buys: the cpu backend reads the 1x1 weights in place, so they
+need no packed copy and no content check (a write through any alias, .data or numpy included,
+is read by the next forward), and every weight the kernel reads is read once per forward, not
+hashed and then read again as a copy (README "Backends": the measurement). The values, shapes,
+dtypes, parameters and state_dict keys stay; only the strides change, and
+`model.to(memory_format=...)` (unprepare_for_inference does) makes them dense again.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from .units import block_units
+
+_LANES = 16  # the kernel's panel width: each row is padded to a multiple of it
+
+
+def plain_views(weights: list[Tensor]) -> list[Tensor]:
+    """Copies of `weights` ([c_i, Cin, K, K], the same Cin, K, dtype and device) in one new
+    buffer [K, K, Cin, ldb], ldb = sum(c_i) rounded up to 16 (the padding zeros): weight i is
+    the view [c_i, Cin, K, K] of columns [sum(c_<i), sum(c_<=i)) of every row."""
+    first = weights[0]
+    _, c_in, kh, kw = first.shape
+    widths = [w.shape[0] for w in weights]
+    ldb = -(-sum(widths) // _LANES) * _LANES
+    buf = first.new_zeros((kh, kw, c_in, ldb))
+    views, col = [], 0
+    for w, c in zip(weights, widths, strict=True):
+        view = buf[..., col : col + c].permute(3, 2, 0, 1)
+        view.copy_(w)
+        views.append(view)
+        col += c
+    return views
+
+
+def is_plain(w: Tensor) -> bool:
+    """True if `w` is a 4-D float32 CPU weight in the plain layout (plain_weight_ldb's rule)."""
+    if w.dim() != 4 or w.dtype != torch.float32 or w.device.type != "cpu" or w.is_mkldnn:
+        return False
+    c_out, c_in, kh, kw = w.shape
+    if kh != kw or kh % 2 == 0 or kh > 7 or c_out < 1 or c_in < 1:
+        return False
+    s0, s1, s2, s3 = w.stride()
+    padded = -(-c_out // _LANES) * _LANES
+    ldb = s1 if c_in > 1 else s3 if kh > 1 else padded
+    if (c_out > 1 and s0 != 1) or ldb < padded:
+        return False
+    if kh > 1 and (s3 != c_in * ldb or s2 != kh * c_in * ldb):
+        return False
+    end = w.storage_offset() + (kh * kw * c_in - 1) * ldb + padded
+    return end * w.element_size() <= w.untyped_storage().nbytes()
+
+
+def x_weights_view(w1: Tensor, w2r: Tensor, w3r: Tensor) -> Tensor | None:
+    """The three 1x1 weights over x as one plain weight [c1 + c2r + c3r, Cin, 1, 1] (a view) if
+    they lie side by side in one plain buffer (as relayout_block leaves them), else None."""
+    c1, c2r = w1.shape[0], w2r.shape[0]
+    same = w1.stride() == w2r.stride() == w3r.stride() and w1.dtype == w2r.dtype == w3r.dtype
+    ptr = w1.untyped_storage().data_ptr()
+    if not (
+        same
+        and w1.device.type == "cpu"
+        and not w1.is_mkldnn
+        and w2r.untyped_storage().data_ptr() == ptr
+        and w3r.untyped_storage().data_ptr() == ptr
+        and w2r.storage_offset() == w1.storage_offset() + c1
+        and w3r.storage_offset() == w1.storage_offset() + c1 + c2r
+        and w1.shape[1:] == w2r.shape[1:] == w3r.shape[1:]
+    ):
+        return None
+    c = c1 + c2r + w3r.shape[0]
+    view = w1.as_strided((c, *w1.shape[1:]), w1.stride(), w1.storage_offset())
+    return view if is_plain(view) else None
+
+
+def relayout_block(block: nn.Module) -> None:
+    """Lay out the six conv weights of an Inception-structured block in the plain layout, in
+    place (each Parameter keeps its identity, values and shape; `.data` becomes a view): the
+    three 1x1s over x in one buffer, the pool projection, the two KxK weights each in their own.
+    """
+    convs = [unit.conv for unit in block_units(block)]
+    with torch.no_grad():
+        for group in ((0, 1, 3), (2,), (4,), (5,)):
+            weights = [convs[i].weight for i in group]
+            for w, view in zip(weights, plain_views([w.detach() for w in weights]), strict=True):
+                w.data = view
+
+
+def relayout_fits(block: nn.Module) -> bool:
+    """True if relayout_block applies: float32 CPU conv weights, all square odd kernels of at
+    most 7 and the three 1x1s over x of one input width."""
+    convs = [unit.conv for unit in block_units(block)]
+    for conv in convs:
+        w = conv.weight
+        if w.dtype != torch.float32 or w.device.type != "cpu" or w.dim() != 4:
+            return False
+        if w.shape[2] != w.shape[3] or w.shape[2] % 2 == 0 or w.shape[2] > 7:
+            return False
+    return len({convs[i].weight.shape[1:] for i in (0, 1, 3)}) == 1
+
+
+def make_dense(model: nn.Module, memory_format: torch.memory_format) -> None:
+    """Every 4-D parameter of `model` in the plain layout back to a dense tensor in
+    `memory_format` (Module.to keeps it as it is: torch takes a plain-layout weight, which is not
+    channels_last, as already contiguous)."""
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() == 4 and is_plain(p) and not p.is_contiguous(memory_format=memory_format):
+                p.data = p.data.contiguous(memory_format=memory_format)
