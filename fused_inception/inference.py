@@ -66,11 +66,12 @@ def prepare_for_inference(
     3. the model moves to `device` (None: where it is) and its 4-D parameters and buffers to
        `memory_format` (default channels_last). The model still takes NCHW input: the first
        convolution produces channels_last from it (channels_last input works too), and the
-       outputs are the unprepared model's (logits [N, num_classes] for GoogLeNet);
+       outputs are the unprepared model's (logits [N, num_classes] for GoogLeNet).
        With channels_last, the conv weights of the fused blocks that run on the cpu backend
        (float32, on the CPU) then take the plain layout (plain_layout.py: output channels
        contiguous, the three 1x1s over x side by side in one buffer), which the backend's own
-       kernel reads in place: their 1x1 weights need no packed copy and no content check;
+       kernel reads in place: no packed copy of the 1x1s and direct KxKs, and no content
+       check of the weights by the block (a KxK's Winograd form is checked where it is used);
     4. the model is put in eval mode (model.eval()).
 
     state_dict() keeps exactly its keys and values (the new modules hold the original

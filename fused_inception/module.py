@@ -355,7 +355,11 @@ class FusedInception(Inception):
         packed = state.packed.get(name)
         if packed is None:
             folded = fold_block(self)
-            packed = impl.prepare_block(self, folded) if live else impl.prepare(folded)
+            if live:
+                check = resolve_weight_check(self.weight_check, conv.weight.device)
+                packed = impl.prepare_block(self, folded, WEIGHT_CHECKS[check])
+            else:
+                packed = impl.prepare(folded)
             state.packed[name] = packed
         return impl.forward(x, packed)
 
@@ -417,10 +421,10 @@ class FusedInception(Inception):
         (`structure`: _structure_state() if already taken in this forward; `weight`:
         branch1.conv.weight if already read).
 
-        `live`: weights the backend reads in place on every call (backend live_weights), so
-        nothing packed derives from their values: the check leaves their contents out and
-        keys on which tensors they are and their layouts instead (a change of either, or of
-        the set, empties the cache like a changed weight).
+        `live`: weights the backend reads in place on every call or checks itself where it
+        uses a form made from them (backend live_weights): this check leaves their contents
+        out and keys on which tensors they are and their layouts instead (a change of either,
+        or of the set, empties the cache like a changed weight).
 
         Inside a CUDA graph capture the weights are not re-hashed (that reads a value back to
         the host): a captured graph replays the weights it captured.

@@ -8,12 +8,14 @@ can share one buffer, side by side in each row: the three 1x1 convolutions over 
 input are then one GEMM over one matrix.
 
 prepare_for_inference lays out the weights of its CPU float32 FusedInception blocks this way
-(`relayout_block`). What that buys: the cpu backend reads the 1x1 weights in place, so they
-need no packed copy and no content check (a write through any alias, .data or numpy included,
-is read by the next forward), and every weight the kernel reads is read once per forward, not
-hashed and then read again as a copy (README "Backends": the measurement). The values, shapes,
-dtypes, parameters and state_dict keys stay; only the strides change, and
-`model.to(memory_format=...)` (unprepare_for_inference does) makes them dense again.
+(`relayout_block`). What that buys: the cpu backend reads the 1x1 weights and the direct KxK
+ones in place, so they need no packed copy and the block's content check leaves them out (a
+write through any alias, .data or numpy included, is read by the next forward; a KxK weight's
+Winograd form is checked by the calls that use it), and every weight the kernel reads is read
+once per forward, not hashed and then read again as a copy (README "Backends": the
+measurement). The values, shapes, dtypes, parameters and state_dict keys stay; only the
+strides change. Module.to(memory_format=...) keeps a plain weight as it is (torch takes it as
+contiguous already): `make_dense` (unprepare_for_inference calls it) makes them dense again.
 """
 
 from __future__ import annotations

@@ -180,8 +180,8 @@ def _against_float64(src, block, x):
 
 @pytest.fixture
 def operator_calls(monkeypatch):
-    """The eval operator's weights as it receives them: "plain", "panels" or "onednn" per w_x,
-    w2, w3, w_pool, and whether each of the four scales was passed."""
+    """The eval operator's weights as it receives them: "plain", "panels", "winograd-panels" or
+    "onednn" per w_x, w2, w3, w_pool, and whether each of the four scales was passed."""
     real = cpu._BLOCK_OP
     if real is None or not cpu_onednn.available(torch.float32):
         pytest.skip("no inception_block_onednn operator or no oneDNN in this build")
@@ -190,7 +190,10 @@ def operator_calls(monkeypatch):
     def kind(w):
         if w.dim() == 3:
             return "panels"
-        return "plain" if w.layout == torch.strided and is_plain(w) else "onednn"
+        if w.layout == torch.strided and is_plain(w):
+            return "plain"
+        winograd_panels = w.layout == torch.strided and w.shape[0] == 16 and w.shape[3] == 16
+        return "winograd-panels" if winograd_panels else "onednn"
 
     def spy(*a):
         scales = tuple(a[i] is not None for i in range(17, 21)) if len(a) > 17 else (False,) * 4
@@ -235,33 +238,43 @@ def test_prepared_blocks_against_float64(
         assert s2 == (w2 == "plain")
 
 
+def _recording_checks(monkeypatch) -> list[int]:
+    """The block's content check, recording how many tensors each call hashes."""
+    hashed: list[int] = []
+    real = fingerprint_module.fingerprint
+    checks = {
+        "content": lambda t: (hashed.append(len(t)), real(t))[1],
+        "version": fingerprint_module.version_key,
+    }
+    monkeypatch.setattr("fused_inception.module.WEIGHT_CHECKS", checks)
+    return hashed
+
+
 def test_writes_to_live_weights_are_seen(operator_calls, monkeypatch):
-    """The 1x1 weights read in place are left out of the content check, and every write to
-    them shows in the next forward: through .data, through numpy, in place under
-    inference_mode; with weight_check="version" too. Writes to the hashed ones (KxK, BatchNorm)
-    repack as before, and a weight given a dense tensor again is packed and checked again."""
+    """The weights in the plain layout are left out of the block's content check, and every
+    write to them shows in the next forward: through .data, through numpy, in place under
+    inference_mode; with weight_check="version" too. The 3x3 of b2, which takes Winograd here
+    (4d at batch 2), is checked by the call itself and refolded after a write; a weight given a
+    dense tensor again is packed and checked by the block as before."""
     monkeypatch.setattr(cpu_onednn, "OWN_GEMM", True)
     cfg, src, block = _prepared_block("4d", True, 3, seed=5)
-    hashed = []
-    real = fingerprint_module.fingerprint
-    monkeypatch.setattr(
-        "fused_inception.module.WEIGHT_CHECKS",
-        {
-            "content": lambda t: (hashed.append(len(t)), real(t))[1],
-            "version": fingerprint_module.version_key,
-        },
-    )
+    hashed = _recording_checks(monkeypatch)
     x = torch.randn(2, cfg.in_channels, cfg.hw, cfg.hw).contiguous(
         memory_format=torch.channels_last
     )
     n_tensors = len(list(block.parameters()) + list(block.buffers()))
     _against_float64(src, block, x)
-    assert hashed == [n_tensors - 4]  # the four 1x1 weights are not hashed
+    # the block's check without the six conv weights; prepare_block's of w2 and w3; the call's
+    # of w2, whose Winograd form it uses
+    assert hashed == [n_tensors - 6, 1, 1, 1]
+    assert operator_calls[-1][0] == ("plain", "winograd-panels", "plain", "plain")
     units, src_units = block_units(block), block_units(src)
     writes = (
         lambda: units[0].conv.weight.data.mul_(1.5),
         lambda: units[5].conv.weight.detach().numpy().__setitem__((0, 0, 0, 0), 3.0),
         lambda: units[1].conv.weight.data[2].neg_(),
+        lambda: units[2].conv.weight.data.mul_(-1),  # b2's 3x3: its Winograd form is refolded
+        lambda: units[4].conv.weight.data[0].zero_(),  # b3's 3x3: read in place
     )
     for write in writes:
         write()
@@ -277,18 +290,41 @@ def test_writes_to_live_weights_are_seen(operator_calls, monkeypatch):
     src_units[0].conv.weight.data.copy_(units[0].conv.weight)
     _against_float64(src, block, x)
     block.weight_check = "auto"
-    # a hashed weight: a write through .data repacks
-    units[2].conv.weight.data.mul_(-1)
-    src_units[2].conv.weight.data.mul_(-1)
-    _against_float64(src, block, x)
-    # a dense weight again: packed (and hashed) as before, still right
+    # a dense weight again: packed (and hashed by the block's check) as before, still right
     with torch.no_grad():
         units[0].conv.weight.data = units[0].conv.weight.data.contiguous() * 2
         src_units[0].conv.weight.mul_(2)
     hashed.clear()
     _against_float64(src, block, x)
-    assert hashed == [n_tensors - 1]  # only the pool projection is still read in place
+    assert hashed[0] == n_tensors - 3  # w2, w3 and the pool projection stay out of it
     assert operator_calls[-1][0][0] == "panels"
+
+
+def test_kxk_weights_checked_only_where_winograd_uses_them(monkeypatch):
+    """5b's b2 3x3 runs directly at batch 1 (read in place: nothing of it hashed) and as
+    Winograd at batch 8 (its transform checked by the call): both see a write through .data,
+    in either order."""
+    monkeypatch.setattr(cpu_onednn, "OWN_GEMM", None)
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
+    if cpu._BLOCK_OP is None or not cpu_onednn.available(torch.float32):
+        pytest.skip("no inception_block_onednn operator or no oneDNN in this build")
+    cfg, src, block = _prepared_block("5b", True, 3, seed=6)
+    hashed = _recording_checks(monkeypatch)
+    n_tensors = len(list(block.parameters()) + list(block.buffers()))
+    w2, src_w2 = block_units(block)[2].conv.weight, block_units(src)[2].conv.weight
+    shape = (cfg.in_channels, cfg.hw, cfg.hw)
+    one = torch.randn(1, *shape).contiguous(memory_format=torch.channels_last)
+    eight = torch.randn(8, *shape).contiguous(memory_format=torch.channels_last)
+    _against_float64(src, block, one)
+    hashed.clear()
+    _against_float64(src, block, one)
+    assert hashed == [n_tensors - 6]
+    for x in (eight, one, eight):
+        w2.data.mul_(-0.5)
+        src_w2.data.copy_(w2)
+        hashed.clear()
+        _against_float64(src, block, x)
+        assert hashed == ([n_tensors - 6, 1] if x is eight else [n_tensors - 6])
 
 
 def test_prepare_and_unprepare_keep_the_state_dict():

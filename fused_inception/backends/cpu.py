@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .. import _ext, plain_layout
+from ..folding import fold_unit
 from ..reference import FoldedParams
 from ..units import block_units
 from . import cpu_onednn as onednn
@@ -54,7 +55,10 @@ class CpuPacked(NamedTuple):
             with their BatchNorm scales (tag -> [Cout] float32, or None without BatchNorm):
             those convolutions compute relu(scale * conv + bias), BatchNorm unfolded. Only
             from prepare_block, on CPUs where own_gemm_direct holds; "x" and "pool" are then
-            not packed, and not hashed by the weight check (live_weights).
+            not packed, and none of them is hashed by the block's weight check (live_weights)
+    checks: tag ("2", "3") -> [unit, its weight, the weight check, its value when the folded
+            weight in `onednn` was made] for a plain KxK weight: the calls that use a form made
+            from it (Winograd's) check it themselves and refold it when it changed
     """
 
     w_x: Tensor
@@ -72,41 +76,44 @@ class CpuPacked(NamedTuple):
     u3: Tensor | None
     onednn: onednn.Weights | None
     plain: dict[str, tuple[Tensor, Tensor | None]] | None = None
+    checks: dict[str, list] | None = None
 
 
 def live_candidates(block: nn.Module) -> tuple[Tensor, ...]:
-    """The weights live_weights may return: the block's four 1x1 weights (w1, w2r, w3r, w4),
-    asked once per block structure; live_weights is asked again only when their identities,
-    addresses or strides, x's dtype or device, or live_policy change."""
-    units = block_units(block)
-    return tuple(units[i].conv.weight for i in (0, 1, 3, 5))
+    """The weights live_weights may return: the block's six conv weights, asked once per block
+    structure; live_weights is asked again only when their identities, addresses or strides,
+    x's dtype or device, or live_policy change."""
+    return tuple(unit.conv.weight for unit in block_units(block))
 
 
 def live_policy() -> bool:
-    """Whether the own kernel runs the 1x1s (cpu_onednn.own_gemm_direct), which live_weights
-    depends on besides its arguments."""
+    """Whether the own kernel runs the 1x1s and direct KxKs (cpu_onednn.own_gemm_direct),
+    which live_weights depends on besides its arguments."""
     return onednn.own_gemm_direct()
 
 
 def live_weights(block: nn.Module, x: Tensor) -> tuple[Tensor, ...]:
-    """The conv weights of `block` that an eval forward on x reads in place (never packed), so
-    that the weight check can leave them out: its 1x1 weights in the plain layout
-    (plain_layout.py; the three over x only side by side in one buffer), for float32 CPU x on
-    the eval operator where the own kernel runs the 1x1s (live_policy). Else ().
-    The KxK weights are not among them: at other input sizes they take Winograd, whose
-    transformed weights are packed (they are still read in place where they run directly)."""
+    """The conv weights of `block` that the block's weight check may leave out on an eval
+    forward on x: those in the plain layout (plain_layout.py; the three 1x1s over x only side
+    by side in one buffer), for float32 CPU x on the eval operator where the own kernel runs
+    the 1x1s and direct KxKs (live_policy). Else (). The operator reads the 1x1s and a direct
+    KxK in place; a KxK weight's Winograd form, made from it, is checked by the calls that use
+    it (CpuPacked.checks) with the block's check, so a batch-1 call whose KxK runs directly
+    (the 7x7 blocks) hashes nothing of it."""
     if _BLOCK_OP is None or x.dtype != torch.float32 or x.device.type != "cpu":
         return ()
     if not live_policy():
         return ()
-    w1, w2r, w3r, w4 = live_candidates(block)
+    w1, w2r, w2, w3r, w3, w4 = live_candidates(block)
     live = (w1, w2r, w3r) if plain_layout.x_weights_view(w1, w2r, w3r) is not None else ()
-    return live + (w4,) if plain_layout.is_plain(w4) else live
+    return live + tuple(w for w in (w2, w3, w4) if plain_layout.is_plain(w))
 
 
-def prepare_block(block: nn.Module, p: FoldedParams) -> CpuPacked:
+def prepare_block(block: nn.Module, p: FoldedParams, check) -> CpuPacked:
     """prepare, plus the block's plain-layout weights that the own kernel reads in place
-    (CpuPacked.plain) where the 1x1s run on it (cpu_onednn.own_gemm_direct)."""
+    (CpuPacked.plain) where the 1x1s run on it (cpu_onednn.own_gemm_direct), and the checks of
+    the plain KxK weights (CpuPacked.checks; `check`: the block's weight check, e.g.
+    fingerprint.fingerprint)."""
     packed = prepare(p)
     if packed.onednn is None or not onednn.own_gemm_direct():
         return packed
@@ -124,10 +131,28 @@ def prepare_block(block: nn.Module, p: FoldedParams) -> CpuPacked:
             plain["x"] = (x_view, torch.cat(group))
         else:
             plain["x"] = (x_view, None)
+    checks: dict[str, list] = {}
     for tag, i in (("2", 2), ("3", 4), ("pool", 5)):
         if plain_layout.is_plain(weights[i]):
             plain[tag] = (weights[i], scales[i])
-    return packed._replace(plain=plain or None)
+            if tag != "pool":
+                checks[tag] = [units[i], weights[i], check, check([weights[i]])]
+    return packed._replace(plain=plain or None, checks=checks or None)
+
+
+def _checked(packed: CpuPacked, tag: str) -> None:
+    """Before a call uses a form made from the KxK weight `tag` (Winograd's): where the block's
+    check leaves that weight out (CpuPacked.checks), check it here, and if it changed since its
+    folded copy was made, fold it again and forget what was made from the old copy."""
+    entry = (packed.checks or {}).get(tag)
+    if entry is None:
+        return
+    unit, weight, check, seen = entry
+    now = check([weight])
+    if now != seen:
+        folded, _ = fold_unit(unit)
+        packed.onednn.replace(tag, onednn.conv_weight(folded))
+        entry[3] = now
 
 
 def _bn_scale(unit: nn.Module) -> Tensor | None:
@@ -200,8 +225,10 @@ def forward(x: Tensor, packed: CpuPacked) -> Tensor:
         live = packed.plain or {}
         kxk, use_winograd, direct, scales = [], [], [], []
         for tag, c_red in (("2", packed.c2r), ("3", packed.c3r)):
+            tile = winograd.onednn_tile(weights.plain[tag].shape, n, h, w, own)
+            if tile > 0:
+                _checked(packed, tag)
             plain = weights.plain[tag]
-            tile = winograd.onednn_tile(plain.shape, n, h, w, own)
             scales.append(None)
             use_winograd.append(tile > 0)
             # F(4x4, 3x3) recomputes directly, from the plain weight, where it meets NaN or inf

@@ -164,6 +164,17 @@ class Weights:
         self._groups: dict[str, int] = {}  # of the derived weights with groups > 1
         self._panels: dict[str, Tensor] = {}  # name -> the own kernel's panels (pack_panels)
 
+    def replace(self, name: str, weight: Tensor) -> None:
+        """plain[name] = weight, forgetting what was made from the old one: its panels, its
+        reorders and the weights derived from it (the names that start with `name`)."""
+        stale = [k for k in self.plain if k != name and k.startswith(name)]
+        for k in stale:
+            del self.plain[k]
+            self._groups.pop(k, None)
+        self.plain[name] = weight
+        self._panels = {k: v for k, v in self._panels.items() if not k.startswith(name)}
+        self._reordered = {k: v for k, v in self._reordered.items() if not k[0].startswith(name)}
+
     def panels(self, name: str, make=None) -> Tensor:
         """The weight `name` as the own kernel's panels (pack_panels), made on first use; with
         `make`, the panels `make()` returns (e.g. a Winograd-transformed weight's)."""
