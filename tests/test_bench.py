@@ -37,8 +37,8 @@ def _close(a: float, b: float, rel: float = 2e-3) -> bool:
 
 def test_quick_run(tmp_path, capsys):
     # One run only (its checks below share it; pytest-xdist would repeat a module fixture per
-    # worker): 5b and the network at batch 1, eager and fused_cpu (the network also
-    # prepared_cpu and prepared_folded), no torch.compile (--quick).
+    # worker): 5b and the network at batch 1, eager, fused_cpu and prepared_cpu (the network
+    # also prepared_folded), no torch.compile (--quick).
     # --no-onnxruntime: its rows are tested apart (test_onnxruntime_rows); --no-train: the
     # training rows too (tests/test_bench_train.py).
     argv = ["--device", "cpu", "--blocks", "5b", "network", "--quick", "--repeats", "1"]
@@ -53,13 +53,13 @@ def test_quick_run(tmp_path, capsys):
 
 
 def _check_rows(rows):
-    # The network also has the row of prepare_for_inference's model.
+    # Both have the row of prepare_for_inference's module; the network also the folded one.
     assert {(r["block"], r["layout"], r["impl"]) for r in rows} == {
         (block, layout, impl)
         for block in ("5b", "network")
         for layout in ("nchw", "channels_last")
         for impl in ("torchvision_eager", "fused_cpu", "prepared_cpu", "prepared_folded")
-        if not impl.startswith("prepared") or block == "network"
+        if impl != "prepared_folded" or block == "network"
     }
     eager = {(r["block"], r["layout"]): r for r in rows if r["impl"] == "torchvision_eager"}
     for r in rows:
@@ -156,7 +156,8 @@ def test_case_compares_the_same_function_and_compiles_apart():
         "tiny", 2, torch.float32, torch.device("cpu"), "channels_last", ["cpu"], ["default"],
         cfg=TINY,
     )  # fmt: skip
-    assert list(case.calls) == ["torchvision_eager", "fused_cpu", "torchvision_compile"]
+    names = ["torchvision_eager", "fused_cpu", "prepared_cpu", "torchvision_compile"]
+    assert list(case.calls) == names
     assert case.compiled == ("torchvision_compile",)
     assert len(case.inputs) >= 2 and len({x.data_ptr() for x in case.inputs}) == len(case.inputs)
     assert all(x.is_contiguous(memory_format=torch.channels_last) for x in case.inputs)
@@ -173,10 +174,10 @@ def test_case_compares_the_same_function_and_compiles_apart():
 def test_rows_carry_compile_seconds_and_speedups():
     case = build_case("tiny", 1, torch.float32, torch.device("cpu"), "nchw", ["cpu"], cfg=TINY)
     rows = bench.case_rows(
-        "tiny", 1, torch.float32, torch.device("cpu"), "nchw", case, [2.0, 1.0], {"x": 1.0},
+        "tiny", 1, torch.float32, torch.device("cpu"), "nchw", case, [2.0, 1.0, 4.0], {"x": 1.0},
         None,
     )  # fmt: skip
-    assert [r["speedup"] for r in rows] == [1.0, 2.0]
+    assert [r["speedup"] for r in rows] == [1.0, 2.0, 0.5]
     assert all(r["roofline_fraction"] is None and r["bound_ms_fused"] is None for r in rows)
 
 
@@ -202,7 +203,7 @@ def test_onnxruntime_rows(tmp_path, capsys):
     assert {(r["layout"], r["impl"]) for r in rows} == {
         (layout, impl)
         for layout in ("nchw", "channels_last")
-        for impl in ("torchvision_eager", "fused_cpu", "onnxruntime")
+        for impl in ("torchvision_eager", "fused_cpu", "prepared_cpu", "onnxruntime")
     }
     for layout in ("nchw", "channels_last"):
         by_impl = {r["impl"]: r for r in rows if r["layout"] == layout}

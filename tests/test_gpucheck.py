@@ -312,8 +312,9 @@ def test_bench_stage_rows_carry_the_model(monkeypatch):
     rows, skipped = gbench.run_bench(
         CPU, ["cpu"], plan, Budget(1e6), compile_budget_s=1.0, model_gpu="H100", log=print
     )
-    assert skipped == [] and [r["impl"] for r in rows] == ["torchvision_eager", "fused_cpu"]
-    eager, fused = rows
+    impls = ["torchvision_eager", "fused_cpu", "prepared_cpu"]
+    assert skipped == [] and [r["impl"] for r in rows] == impls
+    eager, fused, _ = rows
     assert eager["model_ms"] == eager["model_unfused_ms"] > 0 and eager["model_gpu"] == "H100"
     assert eager["measured_over_model"] == pytest.approx(
         eager["median_ms"] / eager["model_ms"], 1e-2

@@ -5,10 +5,13 @@ Implementations (the names the rows carry):
 - "torchvision_eager": torchvision's module as it is (the baseline of every speedup);
 - "fused_<backend>": FusedInception on that backend (a block), or a copy of the network with
   every block swapped by fuse_inception;
-- "prepared_<backend>" (the network only): a copy of the network prepared by
-  prepare_for_inference on that backend (fused blocks, BatchNorm folded into the stem's
-  convolutions, channels_last, eval), the same in both input layouts (it takes NCHW input);
-  "prepared_folded" the same with blocks="folded" (eager blocks of BN-folded conv+ReLU units);
+- "prepared_<backend>": a copy of the network prepared by prepare_for_inference on that
+  backend (fused blocks, BatchNorm folded into the stem's convolutions, channels_last, eval),
+  the same in both input layouts (it takes NCHW input); for a block, a copy of the block
+  prepared the same way (a FusedInception whose conv weights, on the cpu backend, are in the
+  plain layout its kernel reads in place: fused_inception/plain_layout.py);
+  "prepared_folded" (the network only) the same with blocks="folded" (eager blocks of
+  BN-folded conv+ReLU units);
 - "torchvision_compile" (mode "default") and "torchvision_compile_max_autotune": torch.compile
   of torchvision's module, dynamic=False (one static graph per shape and layout, what a
   deployment at a fixed batch size gets). Compiling happens on the first call, which the
@@ -111,7 +114,7 @@ def fused_impl_name(backend: str) -> str:
 
 
 def prepared_impl_name(backend: str) -> str:
-    """Row name of the network prepared by prepare_for_inference on `backend`."""
+    """Row name of the network (or block) prepared by prepare_for_inference on `backend`."""
     return f"prepared_{backend}"
 
 
@@ -132,9 +135,9 @@ def impl_names(
     network: bool = False,
 ) -> list[str]:
     """The implementations of a case, in the order build_case makes them (eager first);
-    network=True: the network case's, with its prepared_<backend> and prepared_folded rows."""
+    network=True: the network case's, with its prepared_folded row too."""
     names = [EAGER, *(fused_impl_name(b) for b in backends)]
-    names += [*(prepared_impl_name(b) for b in backends), PREPARED_FOLDED] if network else []
+    names += [prepared_impl_name(b) for b in backends] + [PREPARED_FOLDED] * network
     return names + [compile_impl_name(m) for m in compile_modes] + [ORT] * onnxruntime
 
 
@@ -317,10 +320,10 @@ def build_case(
         else:
             fused = FusedInception.from_module(eager, backend=backend).eval()
         impls[fused_impl_name(backend)] = fused
+    for backend in backends:
+        prepared = prepare_for_inference(copy.deepcopy(eager), backend=backend)
+        impls[prepared_impl_name(backend)] = prepared
     if block == NETWORK:
-        for backend in backends:
-            prepared = prepare_for_inference(copy.deepcopy(eager), backend=backend)
-            impls[prepared_impl_name(backend)] = prepared
         impls[PREPARED_FOLDED] = prepare_for_inference(copy.deepcopy(eager), blocks="folded")
     if compile_modes:
         torch._dynamo.reset()
