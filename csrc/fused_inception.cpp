@@ -105,8 +105,10 @@ TORCH_LIBRARY(fused_inception, m) {
   // relu(convKxK(x, W, stride, zero padding) + bias) by the package's own kernel
   // (csrc/cpu/gemm_panels.cpp): x [N, C, H, W] float32 with channels_last pixel rows (or a
   // channel slice of such a tensor), panels the weight [Cout, K, K, C] packed as [ceil(Cout /
-  // 16), K * K * C, 16] (zero past Cout; K odd, at most 7, read from the shape), bias [Cout],
-  // padding at most K // 2 (-1: K // 2). Returns [N, Cout, H', W'] channels_last.
+  // 16), K * K * C, 16] (zero past Cout; K odd, at most 7, read from the shape), or the weight
+  // [Cout, C, K, K] itself in the plain layout (output channels contiguous, read in place:
+  // gemm_panels.h, plain_weight_ldb), bias [Cout], padding at most K // 2 (-1: K // 2); with
+  // scale [Cout], relu(scale * convKxK + bias). Returns [N, Cout, H', W'] channels_last.
   m.def(
       "conv_bias_relu_nhwc(Tensor x, Tensor panels, Tensor bias, int stride=1, int padding=-1, "
       "Tensor? scale=None) -> Tensor");

@@ -23,6 +23,10 @@
 // per task; on AVX-512 a chunk has at least kMinChunkRowsAvx512 rows. On AVX-512 CPUs the
 // block's 1x1s and direct KxKs take this kernel, Winograd's GEMMs stay on oneDNN's
 // (backends/cpu_onednn.py, own_gemm_direct).
+// B is packed panels, or (since 2026-12-04) a weight in the plain layout read in place, its
+// rows ldb floats apart (GemmJob::ldb, plain_weight_ldb; fused_inception/plain_layout.py),
+// with a per-channel scale (BatchNorm's, unfolded) in the epilogue: no packed copy to check
+// against the parameters, so no second read of the weights per forward.
 
 #include "cpu/gemm_panels.h"
 

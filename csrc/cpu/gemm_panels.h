@@ -7,7 +7,8 @@
 // A_t: the pixel rows of x [N, H, W, C] under tap t = (dy, dx) of a K x K kernel (stride 1 and
 // zero padding K / 2 unless ConvInput says otherwise; for K = 1, x's rows: a 1x1 convolution). B:
 // the weight [n, K, K, C] packed as "panels" [ceil(n / 16), K * K * C, 16] (panel p holds output
-// channels 16p .. 16p + 15, zero past n; fused_inception/backends/cpu_onednn.py, pack_panels). C's
+// channels 16p .. 16p + 15, zero past n; fused_inception/backends/cpu_onednn.py, pack_panels), or
+// the weight itself in the plain layout (output channels contiguous: GemmJob::ldb). C's
 // columns go to one or more destinations (ColumnRange): e.g. b1's into the block output's channel
 // slice and r2's and r3's into their own buffers. The ReLU keeps NaN, as torch's does.
 #pragma once
@@ -50,8 +51,8 @@ constexpr int kMaxKernel = 7;
 
 // A weight [Cout, C, K, K] whose output channels are contiguous (stride 1) and whose rows
 // (ky, kx, ci) are ldb floats apart, each with its Cout rounded up to 16 floats readable (a
-// weight re-laid by fused_inception.inference's plain-weight layout): ldb, else 0. Such a weight
-// is the GEMM's B as is (GemmJob::ldb).
+// weight in fused_inception/plain_layout.py's layout, as prepare_for_inference leaves a fused
+// block's): ldb, else 0. Such a weight is the GEMM's B as it is (GemmJob::ldb).
 int64_t plain_weight_ldb(const at::Tensor& w);
 
 // The kernel size K of panels with `rows` rows for c_in input channels: the smallest odd K up to
