@@ -14,6 +14,7 @@ from fused_inception.bench import cli as bench
 from fused_inception.bench.cases import (
     OrtParityError,
     build_case,
+    impl_names,
     ort_session,
     ort_unavailable_reason,
 )
@@ -169,6 +170,17 @@ def test_case_compares_the_same_function_and_compiles_apart():
     assert ref.shape == (2, TINY.out_channels, TINY.hw, TINY.hw)
     for name, out in outs.items():
         assert (out - ref).abs().max() <= 1e-4 * ref.abs().max(), name
+
+
+def test_prepared_rows_of_blocks_only_on_the_cpu():
+    """A block's prepared row differs from its fused one only on the CPU (weights read in
+    place); on a GPU it would time the fused row again, so a GPU run has none (the network's
+    keeps its prepared rows everywhere)."""
+    assert impl_names(["cpu"]) == ["torchvision_eager", "fused_cpu", "prepared_cpu"]
+    gpu = impl_names(["triton", "cuda"], ["default"], cpu=False)
+    assert gpu == ["torchvision_eager", "fused_triton", "fused_cuda", "torchvision_compile"]
+    network = impl_names(["triton"], cpu=False, network=True)
+    assert network == ["torchvision_eager", "fused_triton", "prepared_triton", "prepared_folded"]
 
 
 def test_rows_carry_compile_seconds_and_speedups():

@@ -7,9 +7,10 @@ Implementations (the names the rows carry):
   every block swapped by fuse_inception;
 - "prepared_<backend>": a copy of the network prepared by prepare_for_inference on that
   backend (fused blocks, BatchNorm folded into the stem's convolutions, channels_last, eval),
-  the same in both input layouts (it takes NCHW input); for a block, a copy of the block
-  prepared the same way (a FusedInception whose conv weights, on the cpu backend, are in the
-  plain layout its kernel reads in place: fused_inception/plain_layout.py);
+  the same in both input layouts (it takes NCHW input); for a block on the CPU, a copy of the
+  block prepared the same way (a FusedInception whose conv weights are in the plain layout the
+  cpu backend's kernel reads in place: fused_inception/plain_layout.py; on a GPU a prepared
+  block would be the fused row again, so it has none);
   "prepared_folded" (the network only) the same with blocks="folded" (eager blocks of
   BN-folded conv+ReLU units);
 - "torchvision_compile" (mode "default") and "torchvision_compile_max_autotune": torch.compile
@@ -133,11 +134,14 @@ def impl_names(
     onnxruntime: bool = False,
     *,
     network: bool = False,
+    cpu: bool = True,
 ) -> list[str]:
     """The implementations of a case, in the order build_case makes them (eager first);
-    network=True: the network case's, with its prepared_folded row too."""
+    network=True: the network case's, with its prepared_folded row too; cpu=False: a block's on
+    a GPU, without prepared rows."""
     names = [EAGER, *(fused_impl_name(b) for b in backends)]
-    names += [prepared_impl_name(b) for b in backends] + [PREPARED_FOLDED] * network
+    names += [prepared_impl_name(b) for b in backends] if network or cpu else []
+    names += [PREPARED_FOLDED] * network
     return names + [compile_impl_name(m) for m in compile_modes] + [ORT] * onnxruntime
 
 
@@ -320,7 +324,7 @@ def build_case(
         else:
             fused = FusedInception.from_module(eager, backend=backend).eval()
         impls[fused_impl_name(backend)] = fused
-    for backend in backends:
+    for backend in backends if block == NETWORK or device.type == "cpu" else ():
         prepared = prepare_for_inference(copy.deepcopy(eager), backend=backend)
         impls[prepared_impl_name(backend)] = prepared
     if block == NETWORK:

@@ -622,7 +622,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         args.kept_memory = "applied" if keep_freed_memory() else "not glibc, nothing changed"
     start = time.perf_counter()
-    impls = impl_names(args.backend, args.compile, args.onnxruntime, network=NETWORK in args.blocks)
+    impls = impl_names(
+        args.backend,
+        args.compile,
+        args.onnxruntime,
+        network=NETWORK in args.blocks,
+        cpu=torch.device(args.device).type == "cpu",
+    )
     peak, source = device_peak(args.device, tuple(DTYPES[d] for d in args.dtype))
     print(header(args, impls, _peak_text(peak, source, args.dtype)), flush=True)
     if args.inference:
