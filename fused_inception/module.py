@@ -77,7 +77,7 @@ class _EagerState:
     weights:  WEIGHT_CHECKS value of `tensors` that `packed` and `overflow` belong to (with
               weights the backend reads in place, `live`: their identities and layouts, and
               the check of the others only)
-    hashed:   (ids of the live weights, the other tensors), the last split made
+    hashed:   (the live weights, the other tensors), the last split made
     live:     the backend's live_candidates, and (signature, live weights) last asked for
     packed:   backend name -> that backend's packed parameters
     overflow: compute dtype -> fold_overflow (None: the folded weights fit)
@@ -422,9 +422,10 @@ class FusedInception(Inception):
         branch1.conv.weight if already read).
 
         `live`: weights the backend reads in place on every call or checks itself where it
-        uses a form made from them (backend live_weights): this check leaves their contents
-        out and keys on which tensors they are and their layouts instead (a change of either,
-        or of the set, empties the cache like a changed weight).
+        uses a form made from them (backend live_weights, as _live_weights returned them): this
+        check leaves their contents out and keys on _live_weights's key instead, which says
+        which tensors they are and their layouts (a change of either, or of the set, empties
+        the cache like a changed weight).
 
         Inside a CUDA graph capture the weights are not re-hashed (that reads a value back to
         the host): a captured graph replays the weights it captured.
@@ -437,12 +438,13 @@ class FusedInception(Inception):
         ):
             check = resolve_weight_check(self.weight_check, weight.device)
             if live:
-                ids = tuple(map(id, live))
-                if state.hashed is None or state.hashed[0] != ids:
-                    skip = set(ids)
-                    state.hashed = (ids, [t for t in state.tensors if id(t) not in skip])
-                layouts = tuple((t.data_ptr(), t.stride()) for t in live)
-                weights = (ids, layouts, WEIGHT_CHECKS[check](state.hashed[1]))
+                # `live` is _live_weights's cached tuple, a function of its key (the candidates'
+                # addresses and strides, x's dtype and device, the policy): the key stands for
+                # which tensors are left out and their layouts.
+                if state.hashed is None or state.hashed[0] is not live:
+                    skip = set(map(id, live))
+                    state.hashed = (live, [t for t in state.tensors if id(t) not in skip])
+                weights = (state.live[1], WEIGHT_CHECKS[check](state.hashed[1]))
             else:
                 weights = WEIGHT_CHECKS[check](state.tensors)
             if weights != state.weights:

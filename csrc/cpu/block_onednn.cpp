@@ -398,16 +398,6 @@ int64_t plain_kernel(const at::Tensor& weight, int64_t c, int64_t c_in) {
   return weight.size(3);
 }
 
-// An optional per-channel scale: dense float32 [c] on the CPU, or undefined.
-at::Tensor channel_scale(const std::optional<at::Tensor>& scale, int64_t c, const char* name) {
-  if (!scale.has_value()) return at::Tensor();
-  TORCH_CHECK_VALUE(scale->dim() == 1 && scale->size(0) == c && scale->device().is_cpu() &&
-                        scale->scalar_type() == at::kFloat,
-                    "inception_block_onednn: ", name, " must be float32 [", c, "] on the CPU, got ",
-                    scale->scalar_type(), " ", scale->sizes(), " on ", scale->device());
-  return scale->contiguous();
-}
-
 at::Tensor inception_block_onednn_cpu(
     const at::Tensor& x, const at::Tensor& w_x, const at::Tensor& b_x, const at::Tensor& w2,
     const at::Tensor& b2, const at::Tensor& w3, const at::Tensor& b3, const at::Tensor& w_pool,
@@ -464,10 +454,11 @@ at::Tensor inception_block_onednn_cpu(
     check_panels("inception_block_onednn", w2, "w2", c2, c2r, kernel2);
   if (!winograd3 && w3.dim() == 3)
     check_panels("inception_block_onednn", w3, "w3", c3, c3r, kernel3);
-  const at::Tensor sc_x = channel_scale(scale_x, c_x, "scale_x"),
-                   sc2 = channel_scale(scale2, c2, "scale2"),
-                   sc3 = channel_scale(scale3, c3, "scale3"),
-                   sc_pool = channel_scale(scale_pool, c4, "scale_pool");
+  constexpr const char* op = "inception_block_onednn";
+  const at::Tensor sc_x = channel_scale(op, "scale_x", scale_x, c_x),
+                   sc2 = channel_scale(op, "scale2", scale2, c2),
+                   sc3 = channel_scale(op, "scale3", scale3, c3),
+                   sc_pool = channel_scale(op, "scale_pool", scale_pool, c4);
   TORCH_CHECK_VALUE((!sc_x.defined() || own_gemm_x) && (!sc_pool.defined() || own_gemm_pool) &&
                         (!sc2.defined() || kernel2 > 0) && (!sc3.defined() || kernel3 > 0),
                     "inception_block_onednn: a scale needs its convolution on the own kernel "

@@ -410,12 +410,7 @@ at::Tensor conv_bias_relu_nhwc_cpu(const at::Tensor& x, const at::Tensor& panels
                       kMaxKernel, ") for ", c_out, " outputs from ", c, " channels, got ",
                       panels.sizes());
   }
-  if (scale.has_value()) {
-    TORCH_CHECK_VALUE(scale->dim() == 1 && scale->size(0) == c_out && scale->device().is_cpu() &&
-                          scale->scalar_type() == at::kFloat,
-                      op, ": scale must be float32 [", c_out, "] on the CPU, got ",
-                      scale->scalar_type(), " ", scale->sizes(), " on ", scale->device());
-  }
+  const at::Tensor sc = channel_scale(op, "scale", scale, c_out);
   const int64_t pad = padding < 0 ? kernel / 2 : padding;
   TORCH_CHECK_VALUE(stride >= 1 && stride <= 8 && pad <= kernel / 2, op,
                     ": stride must be 1 to 8 and padding at most K // 2 = ", kernel / 2, ", got ",
@@ -442,8 +437,6 @@ at::Tensor conv_bias_relu_nhwc_cpu(const at::Tensor& x, const at::Tensor& panels
                    static_cast<int>(stride),       0, true};
   }
   const at::Tensor p = ldb > 0 ? panels : panels.contiguous(), b = bias.contiguous();
-  at::Tensor sc;
-  if (scale.has_value()) sc = scale->contiguous();
   GemmJob job{in,
               p.const_data_ptr<float>(),
               c_out,
@@ -485,9 +478,14 @@ int panels_kernel(int64_t rows, int64_t c_in) {
   return 0;
 }
 
-void conv_bias_relu(const ConvInput& x, const float* panels, int64_t n_out, const float* bias,
-                    const std::vector<ColumnRange>& ranges) {
-  gemms({GemmJob{x, panels, n_out, bias, ranges}}, /*relu=*/true);
+at::Tensor channel_scale(const char* op, const char* name, const std::optional<at::Tensor>& scale,
+                         int64_t c) {
+  if (!scale.has_value()) return at::Tensor();
+  TORCH_CHECK_VALUE(scale->dim() == 1 && scale->size(0) == c && scale->device().is_cpu() &&
+                        scale->scalar_type() == at::kFloat,
+                    op, ": ", name, " must be float32 [", c, "] on the CPU, got ",
+                    scale->scalar_type(), " ", scale->sizes(), " on ", scale->device());
+  return scale->contiguous();
 }
 
 void gemms(const std::vector<GemmJob>& jobs, bool relu) {
@@ -517,7 +515,7 @@ void gemms(const std::vector<GemmJob>& jobs, bool relu) {
     const ConvInput& x = job.x;
     TORCH_CHECK(x.kernel >= 1 && x.kernel <= kMaxKernel && x.kernel % 2 == 1 && x.stride >= 1 &&
                     (!x.merged || (x.pad == 0 && x.ld == x.c)),
-                "conv_bias_relu: unsupported convolution (kernel ", x.kernel, ", stride ", x.stride,
+                "gemms: unsupported convolution (kernel ", x.kernel, ", stride ", x.stride,
                 ", padding ", x.pad, ")");
     Plan plan{};
     plan.taps = x.merged ? x.kernel : x.kernel * x.kernel;

@@ -13,12 +13,11 @@
 // slice and r2's and r3's into their own buffers. The ReLU keeps NaN, as torch's does.
 #pragma once
 
-#include <cstdint>
-#include <vector>
+#include <ATen/core/Tensor.h>
 
-namespace at {
-class Tensor;
-}  // namespace at
+#include <cstdint>
+#include <optional>
+#include <vector>
 
 namespace fused_inception {
 
@@ -59,13 +58,10 @@ int64_t plain_weight_ldb(const at::Tensor& w);
 // kMaxKernel with K * K * c_in == rows, else 0 (for c_in = 0, K = 1).
 int panels_kernel(int64_t rows, int64_t c_in);
 
-// C = relu(conv(x) + bias) as above, into `ranges` (covering [0, n_out) without overlap, in
-// column order). Parallel over (row chunk, panel or panel pair) tasks
-// (fused_inception::parallel_for). The vector kernel is AVX-512 or AVX2 + FMA as
-// cpu/vector_isa.h allows, else a plain loop; all take one FMA chain per output in (tap, channel)
-// order, so they give the same bits.
-void conv_bias_relu(const ConvInput& x, const float* panels, int64_t n_out, const float* bias,
-                    const std::vector<ColumnRange>& ranges);
+// An optional per-channel scale (GemmJob::scale) as the kernel reads it: dense float32 [c] on the
+// CPU, else a ValueError naming `op` and `name`; undefined when there is none.
+at::Tensor channel_scale(const char* op, const char* name, const std::optional<at::Tensor>& scale,
+                         int64_t c);
 
 // One GEMM of a batch (gemms below): A from x, B as panels, bias (nullptr: none), C into ranges.
 struct GemmJob {
@@ -82,6 +78,10 @@ struct GemmJob {
   const float* scale = nullptr;
 };
 
+// C = relu(conv(x) + bias) as above for each job, into its `ranges` (covering [0, n_out) without
+// overlap, in column order). The vector kernel is AVX-512 or AVX2 + FMA as cpu/vector_isa.h
+// allows, else a plain loop; all take one FMA chain per output in (tap, channel) order, so they
+// give the same bits.
 // Several independent GEMMs in one parallel loop over all their (chunk, panel) tasks, with the
 // ReLU or without (e.g. Winograd's 16 GEMMs, whose sums are transformed afterwards).
 void gemms(const std::vector<GemmJob>& jobs, bool relu);

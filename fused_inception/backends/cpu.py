@@ -229,10 +229,10 @@ def forward(x: Tensor, packed: CpuPacked) -> Tensor:
             if tile > 0:
                 _checked(packed, tag)
             plain = weights.plain[tag]
-            scales.append(None)
             use_winograd.append(tile > 0)
             # F(4x4, 3x3) recomputes directly, from the plain weight, where it meets NaN or inf
             direct.append(plain if tile == 4 else None)
+            scale = None  # BatchNorm's, where the weight is read in place
             if use_winograd[-1] and own:  # the transformed weight's 16 GEMMs as panels
                 make = lambda p=plain: winograd.grouped_panels(p)  # noqa: E731
                 kxk.append(weights.panels(tag + "w", make))
@@ -243,11 +243,12 @@ def forward(x: Tensor, packed: CpuPacked) -> Tensor:
                 kxk.append(weights.derived(f"{tag}w{tile}", make, gemm_input, groups=groups))
             elif own_direct and tag in live:  # read in place, BatchNorm's scale unfolded
                 kxk.append(live[tag][0])
-                scales[-1] = live[tag][1]
+                scale = live[tag][1]
             elif own_direct:
                 kxk.append(weights.panels(tag))
             else:  # reordered for the kxk convolution's input, r2 or r3
                 kxk.append(weights.get(tag, (n, c_red, h, w)))
+            scales.append(scale)
         scale_x = scale_pool = None
         if own_direct:
             w_x, scale_x = live["x"] if "x" in live else (weights.panels("x"), None)
