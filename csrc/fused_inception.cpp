@@ -102,6 +102,12 @@ TORCH_LIBRARY(fused_inception, m) {
   m.def(
       "conv3x3_relu_winograd(Tensor x, Tensor weight, Tensor bias, int tiles, Tensor? direct=None, "
       "bool relu=True) -> Tensor");
+  // The weight gradient [Cout, C, 3, 3] of a 3x3 convolution (stride 1, zero padding 1) of x
+  // [N, C, H, W] with output gradient grad_out [N, Cout, H, W] (float32, any memory format), by
+  // Winograd F(4x4, 3x3) in chunks of `tiles` 4x4 tiles (csrc/cpu/winograd_weight_grad.cpp).
+  // Where x or grad_out holds NaN or inf, or the transforms overflow, some entries of the
+  // result are not finite (the caller recomputes directly).
+  m.def("conv3x3_weight_grad_winograd(Tensor x, Tensor grad_out, int tiles) -> Tensor");
   // relu(convKxK(x, W, stride, zero padding) + bias) by the package's own kernel
   // (csrc/cpu/gemm_panels.cpp): x [N, C, H, W] float32 with channels_last pixel rows (or a
   // channel slice of such a tensor), panels the weight [Cout, K, K, C] packed as [ceil(Cout /

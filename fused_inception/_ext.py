@@ -11,6 +11,7 @@ each other (`register_fake` below registers it only when the loaded build has th
 - max_pool3x3_nhwc, _backward:            fused_inception/backends/cpu_maxpool.py
 - max_pool_nhwc:                          fused_inception/backends/cpu_maxpool.py
 - winograd_f2x3_input, _output_:          fused_inception/backends/cpu_winograd.py
+- conv3x3_weight_grad_winograd:           fused_inception/backends/cpu_winograd.py
 - conv1x1_slice_, chain_1x1_kxk_:         fused_inception/backends/cuda.py
 - fingerprint:                            fused_inception/fingerprint.py
 - cuda_kernel_builds (no tensors, no fake): fused_inception/backends/__init__.py

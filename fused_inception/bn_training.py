@@ -41,6 +41,8 @@ import torch
 from torch import Tensor, nn
 
 from . import _ext
+from .backends import cpu_onednn as onednn
+from .backends import cpu_winograd as winograd
 from .backends.cpu_maxpool import max_pool3x3, max_pool3x3_nhwc_backward_add_
 from .backends.output import new_output, output_memory_format
 from .units import block_units
@@ -90,6 +92,19 @@ def _dilation_1x1(x: Tensor) -> list[int]:
     return [2, 2] if onednn else [1, 1]
 
 
+def _winograd_forward(r: Tensor, weight: Tensor) -> bool:
+    """Whether a kxk unit's convolution of r runs as Winograd F(4x4, 3x3) (conv3x3_f4): where
+    the fused operator's training forward takes it (cpu_winograd.training_f4), float32 on the
+    CPU with oneDNN."""
+    n, _, h, w = r.shape
+    return (
+        r.device.type == "cpu"
+        and onednn.available(r.dtype)
+        and weight.dtype == r.dtype
+        and winograd.training_f4(tuple(weight.shape), n, h, w)
+    )
+
+
 def _conv1x1(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
     """[N, Cin, H, W] channels_last, [C, Cin, 1, 1] -> [N, C, H, W] channels_last."""
     y = torch.convolution(x, weight, bias, [1, 1], [0, 0], _dilation_1x1(x), False, [0, 0], 1)
@@ -100,7 +115,13 @@ def _conv1x1_backward(
     dy_rows: Tensor, x: Tensor, weight: Tensor, shape, need_x: bool
 ) -> tuple[Tensor | None, Tensor]:
     """(grad of x [N, Cin, H, W] channels_last or None if not need_x, grad of weight
-    [C, Cin, 1, 1]) of _conv1x1."""
+    [C, Cin, 1, 1]) of _conv1x1: ATen's convolution_backward, or on Intel CPUs in float32
+    two torch.mm GEMMs on the rows (cpu_onednn.mkl_backward: MKL's sgemm faster there)."""
+    if x.device.type == "cpu" and x.dtype == torch.float32 and onednn.mkl_backward():
+        w_rows = weight.flatten(1)  # [C, Cin]
+        grad_w = dy_rows.t().mm(_rows(x)).view(weight.shape)
+        grad_x = _nchw(dy_rows.mm(w_rows), *shape) if need_x else None
+        return grad_x, grad_w
     grad_x, grad_w, _ = torch.ops.aten.convolution_backward(
         _nchw(dy_rows, *shape), x, weight, None, [1, 1], [0, 0], _dilation_1x1(x), False,
         [0, 0], 1, [need_x, True, False],
@@ -277,9 +298,12 @@ class _BNTrainingBlock(torch.autograd.Function):
             r = _nchw(r_rows, n, h, w)
             unit = units[i]
             k = unit.weight.shape[-1]
-            y = torch.convolution(r, unit.weight, unit.bias, [1, 1], [k // 2] * 2, [1, 1],
-                                  False, [0, 0], 1)  # fmt: skip
-            y = y.contiguous(memory_format=torch.channels_last)
+            if _winograd_forward(r, unit.weight):  # F(4x4, 3x3), no ReLU (BN comes first)
+                y = winograd.conv3x3_f4(r, unit.weight, unit.bias, relu=False)
+            else:
+                y = torch.convolution(r, unit.weight, unit.bias, [1, 1], [k // 2] * 2, [1, 1],
+                                      False, [0, 0], 1)  # fmt: skip
+                y = y.contiguous(memory_format=torch.channels_last)
             grp = _group(y, [unit])
             _normalize_relu(_rows(y), grp, 0, c_kxk, out_rows[:, col : col + c_kxk])
             r_bufs.append((r, y, grp))
@@ -356,11 +380,11 @@ class _BNTrainingBlock(torch.autograd.Function):
                 _relu_backward(grad_rows, out_rows, col, col + c_kxk), _rows(y), grp, shape
             )
             weight = weights[i]
-            k = weight.shape[-1]
-            grad_r, grads[4 * i], grads[4 * i + 1] = torch.ops.aten.convolution_backward(
-                _nchw(dy, *shape), r, weight, [c_kxk], [1, 1], [k // 2] * 2, [1, 1], False,
-                [0, 0], 1, [True, True, ctx.has_bias[i]],
-            )  # fmt: skip
+            # ATen's convolution_backward, or a 3x3's gradients by Winograd F(4x4, 3x3) where
+            # that pays (cpu_winograd.kxk_backward)
+            grad_r, grads[4 * i], grads[4 * i + 1] = winograd.kxk_backward(
+                _nchw(dy, *shape), r, weight, [True, True, ctx.has_bias[i]]
+            )
             del dy
             grad_r = _rows(grad_r.contiguous(memory_format=torch.channels_last))
             _relu_backward(grad_r, _rows(r), 0, c_r, g_red_rows[:, lo : lo + c_r])

@@ -231,14 +231,26 @@ def _nchw(rows: Tensor, n: int, h: int, w: int) -> Tensor:
     return rows.reshape(n, h, w, rows.shape[1]).permute(0, 3, 1, 2)
 
 
+def _onednn_backward(g_rows: Tensor) -> bool:
+    """Whether the 1x1 backward GEMMs of g_rows run on oneDNN rather than torch.mm: float32 on
+    a CPU with oneDNN where cpu_onednn.mkl_backward does not hold."""
+    return (
+        g_rows.device.type == "cpu"
+        and onednn.available(g_rows.dtype)
+        and g_rows.shape[0] > 0
+        and not onednn.mkl_backward()
+    )
+
+
 def _input_grad_rows(g_rows: Tensor, weight: Tensor, n: int, h: int, w: int) -> Tensor:
     """g_rows @ weight: the input gradient [N*H*W, Cin] of 1x1 convolutions with weight
     [Cout, Cin] whose pre-activation gradient is g_rows [N*H*W, Cout].
 
-    float32 on a CPU with oneDNN: a oneDNN 1x1 convolution of g (as NHWC) with weight^T, 1.5-2x
-    the throughput of torch.mm's MKL GEMM on the AMD CPUs measured (backends/cpu_onednn.py).
+    float32 on a CPU with oneDNN, unless cpu_onednn.mkl_backward (Intel CPUs: torch.mm): a
+    oneDNN 1x1 convolution of g (as NHWC) with weight^T, 1.5-2x the throughput of torch.mm's
+    MKL GEMM on the AMD CPUs measured (backends/cpu_onednn.py).
     """
-    if g_rows.device.type == "cpu" and onednn.available(g_rows.dtype) and g_rows.shape[0]:
+    if _onednn_backward(g_rows):
         g_nhwc = _nchw(g_rows.contiguous(), n, h, w)
         w_t = onednn.conv_weight(weight.t().reshape(weight.shape[1], weight.shape[0], 1, 1))
         return _rows(onednn.conv(g_nhwc, w_t, None))
@@ -252,9 +264,10 @@ def _weight_grad(g_rows: Tensor, x_rows: Tensor, n: int, h: int, w: int) -> Tens
     float32 on a CPU with oneDNN: ATen's convolution_backward of a 1x1 convolution with
     dilation 2 (the same function for a 1x1 kernel), for which ATen takes oneDNN (with
     dilation 1, one thread and batch < 16 it takes its im2col + MKL path); reading the NHWC
-    rows as they are, 1.0-1.6x torch.mm's throughput on the AMD CPUs measured. Else torch.mm.
+    rows as they are, 1.0-1.6x torch.mm's throughput on the AMD CPUs measured. Else (and on
+    Intel CPUs: cpu_onednn.mkl_backward) torch.mm.
     """
-    if g_rows.device.type == "cpu" and onednn.available(g_rows.dtype) and g_rows.shape[0]:
+    if _onednn_backward(g_rows):
         c_out, c_in = g_rows.shape[1], x_rows.shape[1]
         g_nhwc, x_nhwc = _nchw(g_rows.contiguous(), n, h, w), _nchw(x_rows.contiguous(), n, h, w)
         weight = g_rows.new_empty((c_out, c_in, 1, 1))  # its values are not read
@@ -305,26 +318,11 @@ def _backward(ctx, grad_out: Tensor):
         if not any(mask):
             continue
         r = reduced[tag]
-        k = w_kxk.shape[-1]
-        grad_r = None
-        if (
-            need_red
-            and r.device.type == "cpu"
-            and onednn.available(r.dtype)
-            and winograd.training_f4(tuple(w_kxk.shape), n, h, w)
-        ):
-            # The input gradient, a 3x3 convolution of g with W's taps reversed and its
-            # channels swapped, by F(4x4, 3x3) as the forward's (backends/cpu_winograd.py).
-            g_dense = _nchw(g_kxk.contiguous(), n, h, w)
-            w_t = w_kxk.flip(2, 3).transpose(0, 1)
-            grad_r = winograd.conv3x3_f4(g_dense, w_t, None, relu=False)
-            mask = [False, mask[1], mask[2]]
-        if any(mask):
-            grad_rk, grads[f"w{tag}"], grads[f"b{tag}"] = torch.ops.aten.convolution_backward(
-                _nchw(g_kxk, n, h, w), r, w_kxk, [w_kxk.shape[0]],
-                [1, 1], [k // 2, k // 2], [1, 1], False, [0, 0], 1, mask,
-            )  # fmt: skip
-            grad_r = grad_rk if grad_r is None else grad_r
+        # The 3x3s' input and weight gradients as Winograd F(4x4, 3x3) where that pays
+        # (cpu_winograd.kxk_backward), the rest by ATen's convolution_backward.
+        grad_r, grads[f"w{tag}"], grads[f"b{tag}"] = winograd.kxk_backward(
+            _nchw(g_kxk, n, h, w), r, w_kxk, mask
+        )
         if need_red:
             g_red = _rows(torch.ops.aten.threshold_backward(grad_r, r, 0))
             x_readers.append((f"{tag}r", g_red, w_red))

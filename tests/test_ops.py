@@ -48,6 +48,7 @@ COVERED = {
     "inception_block_saving": "test_opcheck_inception_block_saving",
     "inception_block_onednn": "test_opcheck_inception_block_onednn",
     "conv3x3_relu_winograd": "test_opcheck_conv3x3_relu_winograd",
+    "conv3x3_weight_grad_winograd": "test_opcheck_conv3x3_weight_grad_winograd",
     "conv_bias_relu_nhwc": "test_opcheck_conv_bias_relu_nhwc",
     "max_pool3x3_nhwc": "test_opcheck_max_pool3x3_nhwc",
     "max_pool3x3_nhwc_backward": "test_opcheck_max_pool3x3_nhwc_backward",
@@ -252,6 +253,25 @@ def test_opcheck_inception_block_onednn(layout):
     for bad, match in bad_cases:
         with pytest.raises((ValueError, RuntimeError), match=match):
             ops.inception_block_onednn(*bad)
+
+
+@pytest.mark.skipif(
+    not _ext.has_op("conv3x3_weight_grad_winograd"),
+    reason="no conv3x3_weight_grad_winograd operator in this build",
+)
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last], ids=str)
+def test_opcheck_conv3x3_weight_grad_winograd(layout):
+    """The training backward's Winograd weight gradient (values against float64 in
+    tests/test_winograd_weight_grad.py), in chunks of 3 tiles with a short last one."""
+    gen = torch.Generator().manual_seed(4)
+    x = torch.randn(2, 5, 9, 6, generator=gen).contiguous(memory_format=layout)
+    grad_out = torch.randn(2, 7, 9, 6, generator=gen).contiguous(memory_format=layout)
+    _opcheck(ops.conv3x3_weight_grad_winograd.default, (x, grad_out, 3))
+    with FakeTensorMode() as mode:
+        fake = ops.conv3x3_weight_grad_winograd(mode.from_tensor(x), mode.from_tensor(grad_out), 3)
+    real = ops.conv3x3_weight_grad_winograd(x, grad_out, 3)
+    assert fake.shape == real.shape == (7, 5, 3, 3)
+    assert fake.stride() == real.stride() and fake.dtype == real.dtype
 
 
 @pytest.mark.skipif(

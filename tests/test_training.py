@@ -434,7 +434,7 @@ def test_gradients_cpu_float32_winograd_f4(name, norm, k, train, recompute, layo
     monkeypatch.setattr(
         cpu_winograd,
         "conv3x3_f4",
-        lambda x, w, b, relu: (calls.append(relu), real(x, w, b, relu=relu))[1],
+        lambda x, w, b, relu, **kw: (calls.append(relu), real(x, w, b, relu=relu, **kw))[1],
     )
     cfg = GOOGLENET_BLOCKS[name]
     _check_gradients(cfg, (6, 7), 2, norm, k, train, "cpu", torch.float32, layout,
@@ -444,3 +444,55 @@ def test_gradients_cpu_float32_winograd_f4(name, norm, k, train, recompute, layo
     # the eval operator's, tests/test_cpu_winograd.py)
     assert False in calls, calls
     assert (True in calls) == (train and not recompute), calls
+
+
+@pytest.mark.parametrize("recompute", [True, False], ids=["recompute", "save-reduced"])
+@pytest.mark.parametrize("norm,k,train", MODES)
+@pytest.mark.parametrize("name", ["3a", "5b"])
+def test_gradients_cpu_float32_winograd_weight_grad(name, norm, k, train, recompute, monkeypatch):
+    """Training with every 3x3's weight gradient as Winograd F(4x4, 3x3) (forced on here; by
+    default for the wide 3x3s from 16 4x4 tiles, cpu_winograd.weight_grad_f4_pays), in the
+    paper's operator, with BatchNorm folded and in BatchNorm's training path: output and every
+    gradient within float32's tolerance of float64."""
+    from fused_inception.backends import cpu_winograd
+
+    if cpu_winograd._WEIGHT_GRAD_OP is None:
+        pytest.skip("no conv3x3_weight_grad_winograd operator in this build")
+    for attr in ("WEIGHT_GRAD_MIN_TILES", "WEIGHT_GRAD_MIN_IN_CHANNELS"):
+        monkeypatch.setattr(cpu_winograd, attr, 0)
+    monkeypatch.setattr(cpu_winograd, "WEIGHT_GRAD_MIN_OUT_CHANNELS", 0)
+    monkeypatch.setattr(cpu_winograd, "WEIGHT_GRAD_TILES", 3)  # several chunks, a short last one
+    calls = []
+    real = cpu_winograd._WEIGHT_GRAD_OP
+    monkeypatch.setattr(
+        cpu_winograd, "_WEIGHT_GRAD_OP", lambda *a: (calls.append(a[0].shape), real(*a))[1]
+    )
+    cfg = GOOGLENET_BLOCKS[name]
+    _check_gradients(cfg, (6, 7), 2, norm, k, train, "cpu", torch.float32, torch.channels_last,
+                     recompute=recompute)  # fmt: skip
+    # b2's 3x3 always; b3's where it is 3x3
+    assert len(calls) == (2 if k == 3 else 1), calls
+
+
+@pytest.mark.parametrize("mkl", [True, False], ids=["mkl", "onednn"])
+@pytest.mark.parametrize("norm,k,train", MODES[:3])
+@pytest.mark.parametrize("name", ["3a", "5b"])
+def test_gradients_cpu_float32_1x1_backward_gemms(name, norm, k, train, mkl, monkeypatch):
+    """The 1x1 convolutions' input and weight gradients on torch.mm (MKL, the default on Intel
+    CPUs) and on oneDNN (elsewhere), each forced here, in the paper's operator and in
+    BatchNorm's training path: every gradient within float32's tolerance of float64, and the
+    GEMMs on torch.mm exactly when asked."""
+    from fused_inception.backends import cpu_onednn
+
+    if not cpu_onednn.available(torch.float32):
+        pytest.skip("no oneDNN in this torch")
+    monkeypatch.setattr(cpu_onednn, "MKL_BACKWARD", mkl)
+    mm_calls = []
+    real_mm = torch.Tensor.mm
+    monkeypatch.setattr(
+        torch.Tensor, "mm", lambda a, b: (mm_calls.append(a.shape), real_mm(a, b))[1]
+    )
+    _check_gradients(GOOGLENET_BLOCKS[name], (6, 7), 4, norm, k, train, "cpu", torch.float32,
+                     torch.channels_last)  # fmt: skip
+    # the weight and input gradients of the 1x1s over x and of the pool projection
+    assert (len(mm_calls) >= 4) == mkl, mm_calls

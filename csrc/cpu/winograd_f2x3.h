@@ -130,5 +130,15 @@ void input_tiles4(const TileGrid& grid, const float* r, int64_t ld, int64_t chan
 bool output_tiles4(const TileGrid& grid, const float* m, int64_t tile_stride, int64_t pos_stride,
                    const float* bias, float* out, int64_t ld, int64_t channels, bool relu = true);
 
+// F(4x4, 3x3)'s weight gradient (csrc/cpu/winograd_weight_grad.cpp): the same V = B^T d B as
+// input_tiles4, and Gy = A g A^T of the range's 4x4 tiles of an output gradient g (NHWC rows,
+// row stride ld, zero past the image), both position-major: [36, grid.count, channels], position
+// k of tile t at (k * grid.count + t - grid.begin) * channels, so that each position's GEMM
+// reads dense rows.
+void input_tiles4_by_position(const TileGrid& grid, const float* r, int64_t ld, int64_t channels,
+                              float* v);
+void grad_tiles4_by_position(const TileGrid& grid, const float* g, int64_t ld, int64_t channels,
+                             float* gy);
+
 }  // namespace winograd
 }  // namespace fused_inception

@@ -165,6 +165,70 @@ uint32_t output_tile4_linear(const float* m, int64_t pos_stride, const float* bi
   return output_tile4_impl<false>(m, pos_stride, bias, dst, channels);
 }
 
+// A applied to one column or row of four values (A = (A^T)^T, 6 x 4): six.
+inline __attribute__((always_inline)) Col6 a4(float g0, float g1, float g2, float g3) {
+  const float p = g0 + g2, q = g1 + g3, r = g0 + 4.f * g2, s = 2.f * g1 + 8.f * g3;
+  return {{g0, p + q, p - q, r + s, r - s, g3}};
+}
+
+// Gy[k][c] for k = 6 * i + j: (A g A^T)[i][j] of one 4x4 tile of the output gradient; src[i][j]
+// points at the channel vector of tile pixel (i, j), or at zeros past the image. Position k is
+// written at gy + k * pos_stride.
+FI_MULTIVERSION4
+void grad_tile4(const float* const src[4][4], float* gy, int64_t pos_stride, int64_t channels) {
+#pragma GCC ivdep
+  for (int64_t c = 0; c < channels; ++c) {
+    float t[6][4];  // t = A g: column j of g through A
+#pragma GCC unroll 4
+    for (int j = 0; j < 4; ++j) {
+      const Col6 col = a4(src[0][j][c], src[1][j][c], src[2][j][c], src[3][j][c]);
+#pragma GCC unroll 6
+      for (int i = 0; i < 6; ++i) t[i][j] = col.v[i];
+    }
+#pragma GCC unroll 6
+    for (int i = 0; i < 6; ++i) {  // (A g) A^T: each row of t through A
+      const Col6 row = a4(t[i][0], t[i][1], t[i][2], t[i][3]);
+      float* dst = gy + 6 * i * pos_stride + c;
+#pragma GCC unroll 6
+      for (int j = 0; j < 6; ++j) dst[j * pos_stride] = row.v[j];
+    }
+  }
+}
+
+// src[i][j]: the NHWC row of tile t's output pixel (i, j) (rows `ld` floats apart), or `zeros`
+// past the image's bottom or right edge.
+inline void tile_rows4(const TileGrid& grid, int64_t t, const float* g, int64_t ld,
+                       const float* zeros, const float* (&src)[4][4]) {
+  const int64_t img = t / (grid.tiles_y * grid.tiles_x), ty = (t / grid.tiles_x) % grid.tiles_y,
+                tx = t % grid.tiles_x;
+#pragma GCC unroll 4
+  for (int i = 0; i < 4; ++i) {
+#pragma GCC unroll 4
+    for (int j = 0; j < 4; ++j) {
+      const int64_t y = 4 * ty + i, x = 4 * tx + j;
+      src[i][j] = (y < grid.height && x < grid.width)
+                      ? g + ((img * grid.height + y) * grid.width + x) * ld
+                      : zeros;
+    }
+  }
+}
+
+// tile(t, zeros, dst, pos_stride) for every tile t of the range, in parallel: dst = out + (t -
+// grid.begin) * channels, position k of the tile at dst + k * pos_stride (pos_stride =
+// grid.count * channels: the position-major [36, grid.count, channels] layout); zeros holds
+// `channels` zeros.
+template <typename Tile>
+void by_position(const TileGrid& grid, int64_t channels, float* out, const Tile& tile) {
+  const std::vector<float> zeros(channels, 0.f);
+  const int64_t first = grid.begin, pos_stride = grid.count * channels;
+  fused_inception::parallel_for(first, first + grid.count, kTilesPerTask,
+                                [&](int64_t begin, int64_t end) {
+                                  for (int64_t t = begin; t < end; ++t) {
+                                    tile(t, zeros.data(), out + (t - first) * channels, pos_stride);
+                                  }
+                                });
+}
+
 }  // namespace
 
 void input_tiles4(const TileGrid& grid, const float* r, int64_t ld, int64_t channels, bool relu,
@@ -198,6 +262,26 @@ bool output_tiles4(const TileGrid& grid, const float* m, int64_t tile_stride, in
         if (largest == 0x7f800000u) nonfinite.store(true, std::memory_order_relaxed);
       });
   return nonfinite.load();
+}
+
+void input_tiles4_by_position(const TileGrid& grid, const float* r, int64_t ld, int64_t channels,
+                              float* v) {
+  by_position(grid, channels, v,
+              [&](int64_t t, const float* zeros, float* dst, int64_t pos_stride) {
+                const float* window[6][6];
+                detail::window_rows<4>(grid, t, r, ld, zeros, window);
+                input_tile4(window, dst, pos_stride, channels);
+              });
+}
+
+void grad_tiles4_by_position(const TileGrid& grid, const float* g, int64_t ld, int64_t channels,
+                             float* gy) {
+  by_position(grid, channels, gy,
+              [&](int64_t t, const float* zeros, float* dst, int64_t pos_stride) {
+                const float* src[4][4];
+                tile_rows4(grid, t, g, ld, zeros, src);
+                grad_tile4(src, dst, pos_stride, channels);
+              });
 }
 
 }  // namespace winograd

@@ -20,6 +20,9 @@ every call, which is what training does (its weights change every step).
 
 from __future__ import annotations
 
+import functools
+import platform
+
 import torch
 from torch import Tensor
 
@@ -48,6 +51,37 @@ def available(dtype: torch.dtype) -> bool:
         and hasattr(torch.ops.mkldnn, "_convolution_pointwise")
         and hasattr(torch.ops.mkldnn, "_reorder_convolution_weight")
     )
+
+
+# Whether the training backward's 1x1 GEMMs (input and weight gradients of the 1x1
+# convolutions, fused_inception/ops.py and bn_training.py) run on torch.mm (MKL's sgemm) rather
+# than oneDNN: None decides by the CPU's vendor (mkl_backward); tests set True or False.
+MKL_BACKWARD: bool | None = None
+
+
+@functools.cache
+def _intel_cpu() -> bool:
+    """Whether the CPU is Intel's (vendor GenuineIntel), from /proc/cpuinfo where it exists."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("vendor_id"):
+                    return "GenuineIntel" in line
+    except OSError:
+        pass
+    return "intel" in platform.processor().lower()
+
+
+def mkl_backward() -> bool:
+    """True if the training backward's 1x1 GEMMs run on torch.mm (MKL) rather than oneDNN:
+    MKL_BACKWARD, or by default on Intel CPUs. MKL runs its AVX-512 code there, and its sgemm
+    took 0.5-0.9x oneDNN's time for every GoogLeNet block's 1x1 input and weight gradients at
+    batch 8 (2-core Sapphire Rapids, 2026-12-04: 5b's over x 1.23 against 1.98 ms and 1.23
+    against 1.75; oneDNN's input gradient also transposes the weight on every call); on AMD
+    CPUs MKL runs its AVX2 code and oneDNN was 1.0-2x faster (this module's docstring)."""
+    if MKL_BACKWARD is not None:
+        return MKL_BACKWARD
+    return _intel_cpu()
 
 
 def own_gemm() -> bool:

@@ -26,12 +26,15 @@ convolution; onednn_tile), which recomputes a branch directly where it meets NaN
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
 from .. import _ext
 from ..checks import check_same_device
-from .cpu_onednn import conv_weight, own_gemm, reorder
+from . import cpu_onednn
+from .cpu_onednn import conv_weight, own_gemm
 
 # Policy thresholds (module attributes so tests can force either path).
 MIN_PIXELS = 7 * 7
@@ -92,6 +95,7 @@ _G4 = torch.tensor(
 )
 _GG4 = torch.kron(_G4, _G4)  # [36, 9]
 _GG4_F32 = _GG4.float()
+_GG4_FLIP_F32 = _GG4_F32.flip(1).contiguous()  # the taps reversed (t -> 8 - t)
 
 
 def transform_weight4(weight: Tensor, exact: bool = True) -> Tensor:
@@ -218,24 +222,150 @@ def training_f4(weight_shape: tuple[int, ...], n: int, h: int, w: int) -> bool:
     )
 
 
-def conv3x3_f4(x: Tensor, weight: Tensor, bias: Tensor | None, relu: bool) -> Tensor:
+def training_weight4(weight: Tensor, transposed: bool = False) -> Tensor:
+    """The grouped weight of F(4x4, 3x3) for a training step (grouped_weight(weight, 4,
+    exact=False)'s values), made in one float32 GEMM straight into the plain layout oneDNN
+    reads: [36 * Cout, Cin, 1, 1]. transposed: that of the input gradient's convolution (W's
+    taps reversed and its channels swapped), [36 * Cin, Cout, 1, 1], from W itself.
+
+    Group k holds sum_t GG[k, t] W[:, :, t] (GG = kron(G, G), t = 3 ky + kx); reversing the taps
+    reverses GG's columns. Not reordered into oneDNN's blocked layout here: oneDNN's own reorder
+    of a 36-group weight took 2.9-12 ms at batch 8 (4a-5b), its reorder inside each chunk's GEMM
+    0.2-0.6 ms (2-core Sapphire Rapids, 2026-12-04)."""
+    c_out, c_in = weight.shape[:2]
+    w = weight.detach()
+    if transposed:  # taps [9, Cin * Cout], a copy
+        rows, cols, gg, taps = c_in, c_out, _GG4_FLIP_F32, w.permute(2, 3, 1, 0)
+    else:  # taps [9, Cout * Cin], a view of a contiguous weight
+        rows, cols, gg, taps = c_out, c_in, _GG4_F32, w.permute(2, 3, 0, 1)
+    return torch.mm(gg.to(w.dtype), taps.reshape(9, rows * cols)).view(36 * rows, cols, 1, 1)
+
+
+def conv3x3_f4(
+    x: Tensor, weight: Tensor, bias: Tensor | None, relu: bool, transposed: bool = False
+) -> Tensor:
     """conv3x3(x, weight, pad 1) + bias (then ReLU with relu) by F(4x4, 3x3) on oneDNN's
     grouped GEMM, the weight transformed in float32 (a training step's weights change every
     step); NaN and inf as the direct convolution's (it recomputes directly where it meets them).
+    transposed: the convolution of an input gradient instead, by W's taps reversed and its
+    channels swapped (x [N, Cout, H, W] -> [N, Cin, H, W]).
 
     x: [N, Cin, H, W] float32 CPU, channels_last (an NCHW x is moved); weight [Cout, Cin, 3, 3];
-    bias [Cout] or None. Returns [N, Cout, H, W] channels_last.
+    bias [Cout] or None ([Cin] with transposed). Returns [N, Cout, H, W] channels_last.
     """
     n, c_in, h, w = x.shape
     x = x.contiguous(memory_format=torch.channels_last)
     chunk = onednn_chunk(n, h, w)
-    # reordered once for the call's chunks (a plain weight is reordered by every chunk's GEMM)
-    gemm_input = onednn_gemm_input(c_in, chunk, 4, n, h, w)
-    grouped = reorder(grouped_weight(weight, 4, exact=False), gemm_input, groups=positions(4))
+    grouped = training_weight4(weight, transposed)
+    plain = weight.detach().flip(2, 3).transpose(0, 1) if transposed else weight.detach()
     if bias is None:
-        bias = weight.new_zeros(weight.shape[0])
-    direct = conv_weight(weight.detach())
-    return _CONV3X3_OP(x, grouped, bias.detach(), chunk, direct, relu)
+        bias = weight.new_zeros(plain.shape[0])
+    return _CONV3X3_OP(x, grouped, bias.detach(), chunk, conv_weight(plain), relu)
+
+
+# The weight gradient by F(4x4, 3x3) (weight_grad_f4, csrc/cpu/winograd_weight_grad.cpp): its
+# 36 GEMMs are torch.bmm's (MKL), no weight is transformed. Measured alone against ATen's
+# (oneDNN's) direct weight gradient, every GoogLeNet block's 3x3s at batch 1, 2, 4, 8 (2-core
+# Sapphire Rapids, 2026-12-04): b2 (64 or more channels each way) 1.3-2.4x at batch 8, 1.1-2.2x
+# at batch 4, 1.0-1.6x at batch 1 from 16 4x4 tiles, 0.5-0.6x at 4 tiles (7x7, batch 1); the
+# torchvision blocks' narrow b3s (16-48 input channels) 0.6-2.0x, mixed, so they stay direct.
+# Inside whole training steps (batch 8, interleaved, on and off) it gained less: 3a and 3b
+# (392 tiles) 6-9% of the step, the 14x14 blocks (128 tiles) 2-4%, and 5a and 5b (32 tiles)
+# level to 3% slower, hence WEIGHT_GRAD_MIN_TILES.
+WEIGHT_GRAD_ENABLED = True
+WEIGHT_GRAD_MIN_TILES = 64
+WEIGHT_GRAD_MIN_IN_CHANNELS = 64
+WEIGHT_GRAD_MIN_OUT_CHANNELS = 64
+# 4x4 tiles per chunk: V and Gy take 36 * (Cin + Cout) floats per tile (9 MB for 3b's
+# 128 -> 192); 128-1568 measured within 10% of each other at batch 8.
+WEIGHT_GRAD_TILES = 196
+_WEIGHT_GRAD_OP = (
+    _ext.op("conv3x3_weight_grad_winograd").default
+    if _ext.has_op("conv3x3_weight_grad_winograd")
+    else None
+)
+
+
+@_ext.register_fake("conv3x3_weight_grad_winograd")
+def _conv3x3_weight_grad_winograd_fake(x: Tensor, grad_out: Tensor, tiles: int) -> Tensor:
+    return x.new_empty((grad_out.shape[1], x.shape[1], 3, 3))
+
+
+def weight_grad_f4_pays(weight: Tensor, x: Tensor) -> bool:
+    """Whether the weight gradient of a stride-1, padding-1 3x3 convolution of x with this
+    weight runs as F(4x4, 3x3) (weight_grad_f4): float32 on the CPU, wide enough and with
+    WEIGHT_GRAD_MIN_TILES 4x4 tiles in the batch."""
+    c_out, c_in, kh, kw = weight.shape
+    n, _, h, w = x.shape
+    return (
+        WEIGHT_GRAD_ENABLED
+        and _WEIGHT_GRAD_OP is not None
+        and (kh, kw) == (3, 3)
+        and x.device.type == "cpu"
+        and x.dtype == torch.float32
+        and weight.dtype == torch.float32
+        and c_in >= WEIGHT_GRAD_MIN_IN_CHANNELS
+        and c_out >= WEIGHT_GRAD_MIN_OUT_CHANNELS
+        and winograd_tiles(n, h, w, 4) >= WEIGHT_GRAD_MIN_TILES
+    )
+
+
+def weight_grad_f4(x: Tensor, grad_out: Tensor) -> Tensor | None:
+    """The weight gradient [Cout, Cin, 3, 3] of conv3x3(x, W, stride 1, pad 1) for the output
+    gradient grad_out [N, Cout, H, W], by F(4x4, 3x3) (float32 CPU, any memory format); None
+    where an entry is not finite (NaN or inf in x or grad_out, or an overflow in the
+    transforms, which a Winograd sum spreads to entries the direct gradient keeps finite): the
+    caller computes it directly then."""
+    grad_w = _WEIGHT_GRAD_OP(x, grad_out, WEIGHT_GRAD_TILES)
+    # One reduction: any NaN or inf makes the sum NaN or inf (a sum of finite entries that
+    # overflows only sends a finite gradient to the direct path). isfinite(grad_w).all() took
+    # four passes, 0.6 ms on 4e's 3x3.
+    return grad_w if math.isfinite(grad_w.sum().item()) else None
+
+
+def kxk_backward(
+    grad_out: Tensor, x: Tensor, weight: Tensor, mask: list[bool]
+) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
+    """ATen's convolution_backward of a stride-1 convolution with zero padding K // 2 (weight
+    [Cout, Cin, K, K], K odd) of x [N, Cin, H, W] for grad_out [N, Cout, H, W]: (grad of x, of
+    the weight, of a bias), each None where `mask` (input, weight, bias) is False.
+
+    A 3x3's input gradient runs as F(4x4, 3x3) where a training step runs its forward so
+    (training_f4: conv3x3_f4 of grad_out with W's taps reversed and its channels swapped), its
+    weight gradient where weight_grad_f4_pays (the bias gradient then the sum of grad_out);
+    everything else, and a Winograd weight gradient that met NaN or inf, by ATen. The input
+    gradient is channels_last where Winograd computed it."""
+    need_x, need_w, need_b = mask
+    grad_x = grad_w = grad_b = None
+    n, _, h, w = x.shape
+    f4_x = (
+        need_x
+        and x.device.type == "cpu"
+        and cpu_onednn.available(x.dtype)
+        and training_f4(tuple(weight.shape), n, h, w)
+    )
+    f4_w = need_w and weight_grad_f4_pays(weight, x)
+    if f4_x or f4_w:  # one dense copy of a strided grad_out for both
+        grad_out = grad_out.contiguous(memory_format=torch.channels_last)
+    if f4_x:
+        grad_x, need_x = conv3x3_f4(grad_out, weight, None, relu=False, transposed=True), False
+    if f4_w:
+        grad_w = weight_grad_f4(x, grad_out)
+        if grad_w is not None:
+            need_w = False
+            if need_b:
+                acc = torch.promote_types(grad_out.dtype, torch.float32)
+                grad_b, need_b = grad_out.sum((0, 2, 3), dtype=acc).to(grad_out.dtype), False
+    if need_x or need_w or need_b:
+        k = weight.shape[-1]
+        gx, gw, gb = torch.ops.aten.convolution_backward(
+            grad_out, x, weight, [weight.shape[0]], [1, 1], [k // 2, k // 2], [1, 1], False,
+            [0, 0], 1, [need_x, need_w, need_b],
+        )  # fmt: skip
+        grad_x = gx if need_x else grad_x
+        grad_w = gw if need_w else grad_w
+        grad_b = gb if need_b else grad_b
+    return grad_x, grad_w, grad_b
 
 
 def grouped_panels(weight: Tensor) -> Tensor:

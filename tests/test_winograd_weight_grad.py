@@ -1,0 +1,172 @@
+"""The 3x3 weight gradient by Winograd F(4x4, 3x3) (fused_inception::conv3x3_weight_grad_winograd,
+csrc/cpu/winograd_weight_grad.cpp) and the training backward's kxk helper around it
+(cpu_winograd.kxk_backward), against float64 ATen gradients."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from helpers import assert_close_rel
+
+from fused_inception import _ext
+from fused_inception.backends import cpu_winograd
+
+pytestmark = pytest.mark.skipif(
+    not _ext.has_op("conv3x3_weight_grad_winograd"),
+    reason=f"fused_inception._C is not built: {_ext.extension_error()}",
+)
+
+CL = torch.channels_last
+
+
+def _op(x, grad_out, tiles):
+    return torch.ops.fused_inception.conv3x3_weight_grad_winograd(x, grad_out, tiles)
+
+
+def _aten(x, grad_out, mask=(True, True, True), weight=None):
+    """ATen's convolution_backward of conv3x3(x, W, stride 1, pad 1) (float64 for a reference)."""
+    c_out, c_in = grad_out.shape[1], x.shape[1]
+    if weight is None:
+        weight = torch.randn(c_out, c_in, 3, 3, dtype=x.dtype)
+    return torch.ops.aten.convolution_backward(
+        grad_out, x, weight, [c_out], [1, 1], [1, 1], [1, 1], False, [0, 0], 1, list(mask)
+    )
+
+
+def _inputs(n, c_in, c_out, h, w, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, c_in, h, w, generator=gen, dtype=torch.float64)
+    grad_out = torch.randn(n, c_out, h, w, generator=gen, dtype=torch.float64)
+    return x, grad_out
+
+
+# (n, c_in, c_out, h, w): single pixels, images smaller than a tile, sizes not multiples of 4,
+# one channel, wide channels, GoogLeNet's 14x14.
+SHAPES = [
+    (1, 1, 1, 1, 1),
+    (1, 3, 4, 1, 5),
+    (2, 5, 7, 9, 9),
+    (3, 16, 32, 6, 7),
+    (2, 8, 8, 5, 13),
+    (1, 2, 3, 3, 2),
+    (2, 96, 64, 14, 14),
+]
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+@pytest.mark.parametrize("tiles", [1, 3, 196])
+@pytest.mark.parametrize("layout", [torch.contiguous_format, CL], ids=str)
+def test_against_float64(shape, tiles, layout):
+    """Every chunking (one tile per chunk, a short last chunk, one chunk) and both layouts."""
+    x64, g64 = _inputs(*shape)
+    ref = _aten(x64, g64, (False, True, False))[1]
+    x = x64.float().contiguous(memory_format=layout)
+    grad_out = g64.float().contiguous(memory_format=layout)
+    got = _op(x, grad_out, tiles)
+    assert got.shape == ref.shape and got.dtype == torch.float32
+    assert_close_rel(got, ref, torch.float32)
+
+
+def test_strided_inputs():
+    """A channel slice of a wider tensor (as the block's branch gradients are) for both
+    operands."""
+    x64, g64 = _inputs(2, 6, 10, 7, 9, seed=3)
+    wide_x = torch.randn(2, 11, 7, 9).contiguous(memory_format=CL)
+    wide_g = torch.randn(2, 17, 7, 9).contiguous(memory_format=CL)
+    wide_x[:, 2:8] = x64.float()
+    wide_g[:, 5:15] = g64.float()
+    got = _op(wide_x[:, 2:8], wide_g[:, 5:15], 4)
+    assert_close_rel(got, _aten(x64, g64, (False, True, False))[1], torch.float32)
+
+
+@pytest.mark.parametrize(
+    "shape", [(0, 3, 4, 5, 5), (2, 0, 4, 5, 5), (2, 3, 0, 5, 5)], ids=["n0", "cin0", "cout0"]
+)
+def test_empty_operands(shape):
+    n, c_in, c_out, h, w = shape
+    got = _op(torch.randn(n, c_in, h, w), torch.randn(n, c_out, h, w), 8)
+    assert got.shape == (c_out, c_in, 3, 3)
+    assert torch.equal(got, torch.zeros_like(got))
+
+
+def test_errors():
+    x, g = torch.randn(2, 3, 5, 5), torch.randn(2, 4, 5, 5)
+    with pytest.raises(ValueError, match="conv3x3_weight_grad_winograd: expected a 4-D x"):
+        _op(x[0], g, 8)
+    with pytest.raises(RuntimeError, match="float32 CPU grad_out"):
+        _op(x, g.double(), 8)
+    with pytest.raises(ValueError, match="must have x's batch and image size"):
+        _op(x, g[:, :, :4], 8)
+    with pytest.raises(ValueError, match="must have x's batch and image size"):
+        _op(x, g[:1], 8)
+    with pytest.raises(ValueError, match="tiles must be positive"):
+        _op(x, g, 0)
+
+
+@pytest.mark.parametrize("where", ["x", "grad_out"])
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
+def test_nonfinite_falls_back_to_aten(where, value, monkeypatch):
+    """A NaN or inf reaches entries of the Winograd sum that the direct gradient keeps finite:
+    weight_grad_f4 says so (None), and kxk_backward then returns ATen's gradients, NaN and inf
+    where ATen has them."""
+    monkeypatch.setattr(cpu_winograd, "WEIGHT_GRAD_MIN_TILES", 0)
+    monkeypatch.setattr(cpu_winograd, "WEIGHT_GRAD_MIN_IN_CHANNELS", 0)
+    monkeypatch.setattr(cpu_winograd, "WEIGHT_GRAD_MIN_OUT_CHANNELS", 0)
+    x64, g64 = _inputs(2, 4, 6, 9, 9, seed=5)
+    x, g = x64.float().contiguous(memory_format=CL), g64.float().contiguous(memory_format=CL)
+    target = x if where == "x" else g
+    target[1, 2, 4, 6] = float(value)
+    assert cpu_winograd.weight_grad_f4(x, g) is None
+    weight = torch.randn(6, 4, 3, 3)
+    calls = []
+    real = cpu_winograd._WEIGHT_GRAD_OP
+    monkeypatch.setattr(cpu_winograd, "_WEIGHT_GRAD_OP", lambda *a: (calls.append(1), real(*a))[1])
+    got = cpu_winograd.kxk_backward(g, x, weight, [False, True, True])
+    want = _aten(x, g, (False, True, True), weight)
+    assert calls, "the Winograd weight gradient did not run"
+    assert got[0] is None
+    torch.testing.assert_close(got[1], want[1], equal_nan=True)
+    torch.testing.assert_close(got[2], want[2], equal_nan=True)
+
+
+@pytest.mark.parametrize(
+    "mask",
+    [(True, True, True), (False, True, True), (False, True, False), (True, False, True)],
+    ids=str,
+)
+@pytest.mark.parametrize("k", [3, 5])
+def test_kxk_backward_against_float64(mask, k, monkeypatch):
+    """kxk_backward with the Winograd weight gradient forced on for every 3x3: each gradient the
+    mask asks for against float64 ATen, None for the others; a 5x5 by ATen alone."""
+    monkeypatch.setattr(cpu_winograd, "WEIGHT_GRAD_MIN_TILES", 0)
+    monkeypatch.setattr(cpu_winograd, "WEIGHT_GRAD_MIN_IN_CHANNELS", 0)
+    monkeypatch.setattr(cpu_winograd, "WEIGHT_GRAD_MIN_OUT_CHANNELS", 0)
+    calls = []
+    real = cpu_winograd._WEIGHT_GRAD_OP
+    monkeypatch.setattr(cpu_winograd, "_WEIGHT_GRAD_OP", lambda *a: (calls.append(1), real(*a))[1])
+    x64, g64 = _inputs(2, 12, 20, 10, 11, seed=7)
+    w64 = torch.randn(20, 12, k, k, dtype=torch.float64)
+    want = torch.ops.aten.convolution_backward(
+        g64, x64, w64, [20], [1, 1], [k // 2] * 2, [1, 1], False, [0, 0], 1, list(mask)
+    )
+    x, g = x64.float().contiguous(memory_format=CL), g64.float().contiguous(memory_format=CL)
+    got = cpu_winograd.kxk_backward(g, x, w64.float(), list(mask))
+    for name, need, a, b in zip(("input", "weight", "bias"), mask, got, want, strict=True):
+        if need:
+            assert_close_rel(a, b, torch.float32, what=name)
+        else:
+            assert a is None, name
+    assert bool(calls) == (k == 3 and mask[1])
+
+
+def test_policy():
+    """Wide 3x3s with 64 or more 4x4 tiles; not 5x5, narrow channels, few tiles, float64."""
+    w = torch.empty(128, 96, 3, 3)
+    x = torch.empty(8, 96, 14, 14)
+    assert cpu_winograd.weight_grad_f4_pays(w, x)
+    assert cpu_winograd.weight_grad_f4_pays(w, torch.empty(4, 96, 14, 14))  # 64 tiles
+    assert not cpu_winograd.weight_grad_f4_pays(w, torch.empty(2, 96, 14, 14))  # 32 tiles
+    assert not cpu_winograd.weight_grad_f4_pays(w, torch.empty(8, 96, 7, 7))  # 32 tiles
+    assert not cpu_winograd.weight_grad_f4_pays(torch.empty(128, 96, 5, 5), x)
+    assert not cpu_winograd.weight_grad_f4_pays(torch.empty(32, 16, 3, 3), x[:, :16])
+    assert not cpu_winograd.weight_grad_f4_pays(w.double(), x.double())
