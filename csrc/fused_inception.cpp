@@ -108,6 +108,14 @@ TORCH_LIBRARY(fused_inception, m) {
   // Where x or grad_out holds NaN or inf, or the transforms overflow, some entries of the
   // result are not finite (the caller recomputes directly).
   m.def("conv3x3_weight_grad_winograd(Tensor x, Tensor grad_out, int tiles) -> Tensor");
+  // conv3x3(x, weight, stride 1, zero padding 1) + bias (then ReLU with relu) by Winograd F(4x4,
+  // 3x3) from the plain weight [Cout, C, 3, 3] (csrc/cpu/winograd_training.cpp); transposed:
+  // the convolution of an input gradient x [N, Cout, H, W] instead (the weight's taps reversed
+  // and its channels swapped) -> [N, C, H, W]. Chunks of `tiles` 4x4 tiles; float32 CPU x in
+  // any memory format; the result channels_last. Recomputed directly where it meets NaN or inf.
+  m.def(
+      "conv3x3_winograd_f4(Tensor x, Tensor weight, Tensor? bias, int tiles, bool relu, "
+      "bool transposed=False) -> Tensor");
   // relu(convKxK(x, W, stride, zero padding) + bias) by the package's own kernel
   // (csrc/cpu/gemm_panels.cpp): x [N, C, H, W] float32 with channels_last pixel rows (or a
   // channel slice of such a tensor), panels the weight [Cout, K, K, C] packed as [ceil(Cout /

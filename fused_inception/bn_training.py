@@ -95,12 +95,11 @@ def _dilation_1x1(x: Tensor) -> list[int]:
 def _winograd_forward(r: Tensor, weight: Tensor) -> bool:
     """Whether a kxk unit's convolution of r runs as Winograd F(4x4, 3x3) (conv3x3_f4): where
     the fused operator's training forward takes it (cpu_winograd.training_f4), float32 on the
-    CPU with oneDNN."""
+    CPU."""
     n, _, h, w = r.shape
     return (
         r.device.type == "cpu"
-        and onednn.available(r.dtype)
-        and weight.dtype == r.dtype
+        and r.dtype == weight.dtype == torch.float32
         and winograd.training_f4(tuple(weight.shape), n, h, w)
     )
 

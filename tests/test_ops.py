@@ -49,6 +49,7 @@ COVERED = {
     "inception_block_onednn": "test_opcheck_inception_block_onednn",
     "conv3x3_relu_winograd": "test_opcheck_conv3x3_relu_winograd",
     "conv3x3_weight_grad_winograd": "test_opcheck_conv3x3_weight_grad_winograd",
+    "conv3x3_winograd_f4": "test_opcheck_conv3x3_winograd_f4",
     "conv_bias_relu_nhwc": "test_opcheck_conv_bias_relu_nhwc",
     "max_pool3x3_nhwc": "test_opcheck_max_pool3x3_nhwc",
     "max_pool3x3_nhwc_backward": "test_opcheck_max_pool3x3_nhwc_backward",
@@ -253,6 +254,29 @@ def test_opcheck_inception_block_onednn(layout):
     for bad, match in bad_cases:
         with pytest.raises((ValueError, RuntimeError), match=match):
             ops.inception_block_onednn(*bad)
+
+
+@pytest.mark.skipif(
+    not _ext.has_op("conv3x3_winograd_f4"), reason="no conv3x3_winograd_f4 operator in this build"
+)
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last], ids=str)
+@pytest.mark.parametrize("transposed", [False, True])
+def test_opcheck_conv3x3_winograd_f4(layout, transposed):
+    """Training's F(4x4, 3x3) convolution (values against float64 in
+    tests/test_winograd_training.py), in chunks of 3 tiles with a short last one."""
+    gen = torch.Generator().manual_seed(5)
+    weight = torch.randn(7, 5, 3, 3, generator=gen)
+    x = torch.randn(2, 7 if transposed else 5, 9, 6, generator=gen).contiguous(memory_format=layout)
+    bias = torch.randn(5 if transposed else 7, generator=gen)
+    args = (x, weight, bias, 3, not transposed, transposed)
+    _opcheck(ops.conv3x3_winograd_f4.default, args)
+    with FakeTensorMode() as mode:
+        fake = ops.conv3x3_winograd_f4(
+            mode.from_tensor(x), mode.from_tensor(weight), mode.from_tensor(bias), *args[3:]
+        )
+    real = ops.conv3x3_winograd_f4(*args)
+    assert fake.shape == real.shape == (2, bias.shape[0], 9, 6)
+    assert fake.stride() == real.stride() and fake.dtype == real.dtype
 
 
 @pytest.mark.skipif(

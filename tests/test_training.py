@@ -412,20 +412,32 @@ def test_paper_googlenet_gradients_fused_equal_unfused():
         assert_close_rel(g_fused, g, torch.float64, what=name)
 
 
+def _force_training_f4(monkeypatch) -> None:
+    """Every 3x3 of a training step as F(4x4, 3x3), in chunks of 3 tiles (a short last one)."""
+    from fused_inception.backends import cpu_winograd
+
+    for attr in ("TRAINING_F4_MIN_TILES", "TRAINING_F4_MIN_IN_CHANNELS"):
+        monkeypatch.setattr(cpu_winograd, attr, 0)
+    monkeypatch.setattr(cpu_winograd, "TRAINING_F4_MIN_OUT_CHANNELS", 0)
+    monkeypatch.setattr(cpu_winograd, "TRAINING_F4_TILES", 3)
+
+
 @pytest.mark.parametrize("layout", layout_params())
 @pytest.mark.parametrize("recompute", [True, False], ids=["recompute", "save-reduced"])
 @pytest.mark.parametrize("norm,k,train", OPERATOR_MODES)
 @pytest.mark.parametrize("name", ["3a", "4e", "5b"])
 def test_gradients_cpu_float32_winograd_f4(name, norm, k, train, recompute, layout, monkeypatch):
-    """Training with the 3x3s as Winograd F(4x4, 3x3), forced on here (by default from 256 4x4
-    tiles, where oneDNN runs the GEMMs): the forward and the input gradient through it, output
-    and every gradient within float32's tolerance of float64."""
+    """Training with the 3x3s as Winograd F(4x4, 3x3), forced on here (by default for the wide
+    3x3s from 32 4x4 tiles: cpu_winograd.training_f4), in chunks of 3 tiles: the forward and the
+    input gradient through it, output and every gradient within float32's tolerance of
+    float64."""
     from fused_inception.backends import cpu_onednn, cpu_winograd
 
-    if cpu_winograd._CONV3X3_OP is None or not cpu_onednn.available(torch.float32):
-        pytest.skip("no conv3x3_relu_winograd operator or no oneDNN in this build")
+    if cpu_winograd._F4_OP is None or not cpu_onednn.available(torch.float32):
+        pytest.skip("no conv3x3_winograd_f4 operator or no oneDNN in this build")
+    _force_training_f4(monkeypatch)
     monkeypatch.setattr(cpu_onednn, "OWN_GEMM", False)
-    for attr in ("TRAINING_F4_MIN_TILES", "ONEDNN_F4_MIN_TILES", "ONEDNN_MIN_TILES"):
+    for attr in ("ONEDNN_F4_MIN_TILES", "ONEDNN_MIN_TILES"):
         monkeypatch.setattr(cpu_winograd, attr, 0)
     for attr in ("ONEDNN_MIN_IN_CHANNELS", "ONEDNN_MIN_OUT_CHANNELS"):
         monkeypatch.setattr(cpu_winograd, attr, 0)
@@ -496,3 +508,24 @@ def test_gradients_cpu_float32_1x1_backward_gemms(name, norm, k, train, mkl, mon
                      torch.channels_last)  # fmt: skip
     # the weight and input gradients of the 1x1s over x and of the pool projection
     assert (len(mm_calls) >= 4) == mkl, mm_calls
+
+
+@pytest.mark.parametrize("layout", layout_params())
+@pytest.mark.parametrize("norm,k,train", MODES[2::2])  # BatchNorm in training mode
+@pytest.mark.parametrize("name", ["3a", "5b"])
+def test_gradients_cpu_float32_bn_training_winograd_f4(name, norm, k, train, layout, monkeypatch):
+    """BatchNorm's training path with its 3x3s as F(4x4, 3x3), forced on: the forward without
+    the ReLU (BatchNorm comes first) and the input gradient, every gradient and running
+    statistic within float32's tolerance of float64."""
+    from fused_inception.backends import cpu_winograd
+
+    if cpu_winograd._F4_OP is None:
+        pytest.skip("no conv3x3_winograd_f4 operator in this build")
+    _force_training_f4(monkeypatch)
+    calls = []
+    real = cpu_winograd._F4_OP
+    monkeypatch.setattr(cpu_winograd, "_F4_OP", lambda *a: (calls.append(a[4:]), real(*a))[1])
+    _check_gradients(GOOGLENET_BLOCKS[name], (6, 7), 2, norm, k, train, "cpu", torch.float32,
+                     layout)  # fmt: skip
+    # (relu, transposed): b2's forward and input gradient, and b3's where it is 3x3
+    assert sorted(calls) == sorted([(False, False), (False, True)] * (2 if k == 3 else 1)), calls

@@ -33,8 +33,7 @@ from torch import Tensor
 
 from .. import _ext
 from ..checks import check_same_device
-from . import cpu_onednn
-from .cpu_onednn import conv_weight, own_gemm
+from .cpu_onednn import conv_weight
 
 # Policy thresholds (module attributes so tests can force either path).
 MIN_PIXELS = 7 * 7
@@ -95,7 +94,6 @@ _G4 = torch.tensor(
 )
 _GG4 = torch.kron(_G4, _G4)  # [36, 9]
 _GG4_F32 = _GG4.float()
-_GG4_FLIP_F32 = _GG4_F32.flip(1).contiguous()  # the taps reversed (t -> 8 - t)
 
 
 def transform_weight4(weight: Tensor, exact: bool = True) -> Tensor:
@@ -135,8 +133,14 @@ ONEDNN_MIN_TILES = 32
 # (onednn_tile); off: F(2x2, 3x3) wherever Winograd runs.
 ONEDNN_F4_ENABLED = True
 ONEDNN_F4_MIN_TILES = 32
-# Training steps take F(4x4, 3x3) from this many 4x4 tiles on (training_f4).
-TRAINING_F4_MIN_TILES = 256
+# Training steps' 3x3 forwards and input gradients as F(4x4, 3x3) (training_f4, conv3x3_f4):
+# where both sides have this many channels and the batch this many 4x4 tiles; see training_f4.
+TRAINING_F4_ENABLED = True
+TRAINING_F4_MIN_TILES = 32
+TRAINING_F4_MIN_IN_CHANNELS = 64
+TRAINING_F4_MIN_OUT_CHANNELS = 64
+# 4x4 tiles per chunk of conv3x3_f4 (V and M: 36 * (Cin + Cout) floats per tile).
+TRAINING_F4_TILES = 196
 
 
 def winograd_tiles(n: int, h: int, w: int, tile: int = 2) -> int:
@@ -200,67 +204,60 @@ def grouped_weight(weight: Tensor, tile: int = 2, exact: bool = True) -> Tensor:
     return conv_weight(grouped)
 
 
-# The standalone Winograd operator (csrc/cpu/block_onednn.cpp; None in builds without it).
+# The standalone Winograd operator (csrc/cpu/block_onednn.cpp; None in builds without it): a
+# prepared network's FoldedConvUnit.
 _CONV3X3_OP = (
     _ext.op("conv3x3_relu_winograd").default if _ext.has_op("conv3x3_relu_winograd") else None
 )
 
 
+# Training's F(4x4, 3x3) (csrc/cpu/winograd_training.cpp; None in builds without it).
+_F4_OP = _ext.op("conv3x3_winograd_f4").default if _ext.has_op("conv3x3_winograd_f4") else None
+
+
+@_ext.register_fake("conv3x3_winograd_f4")
+def _conv3x3_winograd_f4_fake(x, weight, bias, tiles, relu, transposed=False):
+    n, _, h, w = x.shape
+    c_out = weight.shape[1] if transposed else weight.shape[0]
+    return x.new_empty((n, c_out, h, w)).contiguous(memory_format=torch.channels_last)
+
+
 def training_f4(weight_shape: tuple[int, ...], n: int, h: int, w: int) -> bool:
-    """Whether a training step runs this 3x3 convolution (stride 1, padding 1, float32, oneDNN)
-    as F(4x4, 3x3), forward and input gradient (conv3x3_f4): where the eval operator would
-    (onednn_tile 4: not on the own kernel's CPUs) and the batch has TRAINING_F4_MIN_TILES 4x4
-    tiles. A step transforms and reorders the 36-group weight (4x the plain weight's bytes) for
-    each direction, which only enough tiles repay: a paper-form step at batch 8 (2-core
-    Sapphire Rapids, 2026-12-03, interleaved) was 1.04-1.15x faster on 3a and 1.05x on 3b (392
-    tiles) but 0.94x on 4a (128), 0.81x on 4e (128) and 0.44x on 5b (32 tiles, a 10.6 MB
-    transformed weight)."""
+    """Whether a training step runs this 3x3 convolution (stride 1, padding 1, float32 on the
+    CPU: the callers check) as F(4x4, 3x3), forward and input gradient (conv3x3_f4): 64 or more
+    channels each way and TRAINING_F4_MIN_TILES 4x4 tiles in the batch.
+
+    Measured alone against oneDNN's direct convolution, every GoogLeNet b2 at batch 8 (2-core
+    Sapphire Rapids, 2026-12-04): forward 1.2-2.6x faster (5b's 7x7, 32 tiles, level), input
+    gradient 1.7-2.5x. The operator it replaced (the eval operator's F(4x4, 3x3) on a grouped
+    oneDNN convolution, whose 36-group weight oneDNN reorders) paid only from 256 tiles inside
+    a step: 0.81x on 4e, 0.44x on 5b."""
+    c_out, c_in, kh, kw = weight_shape
     return (
-        _CONV3X3_OP is not None
+        TRAINING_F4_ENABLED
+        and _F4_OP is not None
+        and (kh, kw) == (3, 3)
+        and c_in >= TRAINING_F4_MIN_IN_CHANNELS
+        and c_out >= TRAINING_F4_MIN_OUT_CHANNELS
         and winograd_tiles(n, h, w, 4) >= TRAINING_F4_MIN_TILES
-        and onednn_tile(weight_shape, n, h, w, own_gemm()) == 4
     )
-
-
-def training_weight4(weight: Tensor, transposed: bool = False) -> Tensor:
-    """The grouped weight of F(4x4, 3x3) for a training step (grouped_weight(weight, 4,
-    exact=False)'s values), made in one float32 GEMM straight into the plain layout oneDNN
-    reads: [36 * Cout, Cin, 1, 1]. transposed: that of the input gradient's convolution (W's
-    taps reversed and its channels swapped), [36 * Cin, Cout, 1, 1], from W itself.
-
-    Group k holds sum_t GG[k, t] W[:, :, t] (GG = kron(G, G), t = 3 ky + kx); reversing the taps
-    reverses GG's columns. Not reordered into oneDNN's blocked layout here: oneDNN's own reorder
-    of a 36-group weight took 2.9-12 ms at batch 8 (4a-5b), its reorder inside each chunk's GEMM
-    0.2-0.6 ms (2-core Sapphire Rapids, 2026-12-04)."""
-    c_out, c_in = weight.shape[:2]
-    w = weight.detach()
-    if transposed:  # taps [9, Cin * Cout], a copy
-        rows, cols, gg, taps = c_in, c_out, _GG4_FLIP_F32, w.permute(2, 3, 1, 0)
-    else:  # taps [9, Cout * Cin], a view of a contiguous weight
-        rows, cols, gg, taps = c_out, c_in, _GG4_F32, w.permute(2, 3, 0, 1)
-    return torch.mm(gg.to(w.dtype), taps.reshape(9, rows * cols)).view(36 * rows, cols, 1, 1)
 
 
 def conv3x3_f4(
     x: Tensor, weight: Tensor, bias: Tensor | None, relu: bool, transposed: bool = False
 ) -> Tensor:
-    """conv3x3(x, weight, pad 1) + bias (then ReLU with relu) by F(4x4, 3x3) on oneDNN's
-    grouped GEMM, the weight transformed in float32 (a training step's weights change every
-    step); NaN and inf as the direct convolution's (it recomputes directly where it meets them).
+    """conv3x3(x, weight, pad 1) + bias (then ReLU with relu) by F(4x4, 3x3) with the weight
+    transformed on the call (a training step's weights change every step), its 36 GEMMs on
+    torch.bmm (fused_inception::conv3x3_winograd_f4, csrc/cpu/winograd_training.cpp); NaN and
+    inf as the direct convolution's (it recomputes directly where it meets them).
     transposed: the convolution of an input gradient instead, by W's taps reversed and its
     channels swapped (x [N, Cout, H, W] -> [N, Cin, H, W]).
 
-    x: [N, Cin, H, W] float32 CPU, channels_last (an NCHW x is moved); weight [Cout, Cin, 3, 3];
-    bias [Cout] or None ([Cin] with transposed). Returns [N, Cout, H, W] channels_last.
+    x: [N, Cin, H, W] float32 CPU (any memory format); weight [Cout, Cin, 3, 3]; bias [Cout] or
+    None ([Cin] with transposed). Returns [N, Cout, H, W] channels_last.
     """
-    n, c_in, h, w = x.shape
-    x = x.contiguous(memory_format=torch.channels_last)
-    chunk = onednn_chunk(n, h, w)
-    grouped = training_weight4(weight, transposed)
-    plain = weight.detach().flip(2, 3).transpose(0, 1) if transposed else weight.detach()
-    if bias is None:
-        bias = weight.new_zeros(plain.shape[0])
-    return _CONV3X3_OP(x, grouped, bias.detach(), chunk, conv_weight(plain), relu)
+    b = None if bias is None else bias.detach()
+    return _F4_OP(x, weight.detach(), b, TRAINING_F4_TILES, relu, transposed)
 
 
 # The weight gradient by F(4x4, 3x3) (weight_grad_f4, csrc/cpu/winograd_weight_grad.cpp): its
@@ -341,7 +338,7 @@ def kxk_backward(
     f4_x = (
         need_x
         and x.device.type == "cpu"
-        and cpu_onednn.available(x.dtype)
+        and x.dtype == weight.dtype == torch.float32
         and training_f4(tuple(weight.shape), n, h, w)
     )
     f4_w = need_w and weight_grad_f4_pays(weight, x)

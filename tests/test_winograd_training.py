@@ -1,18 +1,20 @@
-"""The 3x3 weight gradient by Winograd F(4x4, 3x3) (fused_inception::conv3x3_weight_grad_winograd,
-csrc/cpu/winograd_weight_grad.cpp) and the training backward's kxk helper around it
-(cpu_winograd.kxk_backward), against float64 ATen gradients."""
+"""Training's Winograd F(4x4, 3x3) (csrc/cpu/winograd_training.cpp): the convolution and the
+input gradient's convolution from the plain weight (fused_inception::conv3x3_winograd_f4), the
+weight gradient (fused_inception::conv3x3_weight_grad_winograd) and the training backward's kxk
+helper around them (cpu_winograd.kxk_backward), against float64 ATen."""
 
 from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 from helpers import assert_close_rel
 
 from fused_inception import _ext
 from fused_inception.backends import cpu_winograd
 
 pytestmark = pytest.mark.skipif(
-    not _ext.has_op("conv3x3_weight_grad_winograd"),
+    not (_ext.has_op("conv3x3_weight_grad_winograd") and _ext.has_op("conv3x3_winograd_f4")),
     reason=f"fused_inception._C is not built: {_ext.extension_error()}",
 )
 
@@ -170,3 +172,87 @@ def test_policy():
     assert not cpu_winograd.weight_grad_f4_pays(torch.empty(128, 96, 5, 5), x)
     assert not cpu_winograd.weight_grad_f4_pays(torch.empty(32, 16, 3, 3), x[:, :16])
     assert not cpu_winograd.weight_grad_f4_pays(w.double(), x.double())
+
+
+def _f4(x, weight, bias, tiles, relu, transposed):
+    return torch.ops.fused_inception.conv3x3_winograd_f4(x, weight, bias, tiles, relu, transposed)
+
+
+def _f4_reference(x64, w64, b64, relu, transposed):
+    """The float64 convolution conv3x3_winograd_f4 computes (transposed: the input gradient's)."""
+    if transposed:
+        w64 = w64.flip(2, 3).transpose(0, 1)
+    y = F.conv2d(x64, w64, b64, padding=1)
+    return y.relu() if relu else y
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+@pytest.mark.parametrize("tiles", [1, 3, 196])
+@pytest.mark.parametrize("layout", [torch.contiguous_format, CL], ids=str)
+@pytest.mark.parametrize(
+    "relu,transposed,bias",
+    [(True, False, True), (False, False, True), (False, True, False), (True, True, True)],
+    ids=["relu", "linear", "transposed", "transposed-relu-bias"],
+)
+def test_conv_against_float64(shape, tiles, layout, relu, transposed, bias):
+    """Every chunking and layout, with and without ReLU and bias, forward and transposed; the
+    result channels_last."""
+    n, c_in, c_out, h, w = shape
+    gen = torch.Generator().manual_seed(11)
+    w64 = torch.randn(c_out, c_in, 3, 3, generator=gen, dtype=torch.float64)
+    c_x, c_y = (c_out, c_in) if transposed else (c_in, c_out)
+    x64 = torch.randn(n, c_x, h, w, generator=gen, dtype=torch.float64)
+    b64 = torch.randn(c_y, generator=gen, dtype=torch.float64) if bias else None
+    x = x64.float().contiguous(memory_format=layout)
+    b = None if b64 is None else b64.float()
+    got = _f4(x, w64.float(), b, tiles, relu, transposed)
+    assert got.is_contiguous(memory_format=CL) and got.dtype == torch.float32
+    assert_close_rel(got, _f4_reference(x64, w64, b64, relu, transposed), torch.float32)
+
+
+@pytest.mark.parametrize("transposed", [False, True])
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
+def test_conv_nonfinite_as_direct(transposed, value):
+    """A NaN or inf in x: the direct convolution's result, NaN and inf exactly where it has them
+    (Winograd's transforms would spread them to outputs whose window does not hold them)."""
+    gen = torch.Generator().manual_seed(12)
+    weight = torch.randn(6, 4, 3, 3, generator=gen)
+    bias = torch.randn(4 if transposed else 6, generator=gen)
+    x = torch.randn(2, 6 if transposed else 4, 9, 10, generator=gen)
+    x[1, 2, 4, 6] = float(value)
+    got = _f4(x, weight, bias, 3, True, transposed)
+    w_eff = weight.flip(2, 3).transpose(0, 1) if transposed else weight
+    want = torch.relu(F.conv2d(x, w_eff, bias, padding=1))
+    assert not torch.isfinite(want).all()
+    torch.testing.assert_close(got, want, equal_nan=True, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("transposed", [False, True])
+def test_conv_empty_operands(transposed):
+    w = torch.randn(5, 3, 3, 3)
+    c_x, c_y = (5, 3) if transposed else (3, 5)
+    assert _f4(torch.randn(0, c_x, 4, 4), w, None, 8, True, transposed).shape == (0, c_y, 4, 4)
+    bias = torch.randn(c_y)
+    w0 = torch.randn(0, 3, 3, 3) if transposed else torch.randn(5, 0, 3, 3)
+    got = _f4(torch.randn(2, 0, 4, 4), w0, bias if not transposed else torch.randn(3), 8, True,
+              transposed)  # fmt: skip
+    c = 3 if transposed else 5
+    assert got.shape == (2, c, 4, 4)
+    assert torch.equal(got, got[:, :, :1, :1].expand_as(got))  # the bias, everywhere
+    assert (got >= 0).all()
+
+
+def test_conv_errors():
+    x, w = torch.randn(2, 3, 5, 5), torch.randn(4, 3, 3, 3)
+    with pytest.raises(ValueError, match="conv3x3_winograd_f4: expected a 4-D x"):
+        _f4(x[0], w, None, 8, True, False)
+    with pytest.raises(ValueError, match="expected a 3x3 weight"):
+        _f4(x, torch.randn(4, 3, 5, 5), None, 8, True, False)
+    with pytest.raises(ValueError, match="x has 3 channels"):
+        _f4(x, w, None, 8, True, True)
+    with pytest.raises(RuntimeError, match="float32 CPU bias"):
+        _f4(x, w, torch.randn(3), 8, True, False)
+    with pytest.raises(RuntimeError, match="float32 CPU weight"):
+        _f4(x, w.double(), None, 8, True, False)
+    with pytest.raises(ValueError, match="tiles must be positive"):
+        _f4(x, w, None, -1, True, False)
