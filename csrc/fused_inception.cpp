@@ -106,8 +106,11 @@ TORCH_LIBRARY(fused_inception, m) {
   // [N, C, H, W] with output gradient grad_out [N, Cout, H, W] (float32, any memory format), by
   // Winograd F(4x4, 3x3) in chunks of `tiles` 4x4 tiles (csrc/cpu/winograd_weight_grad.cpp).
   // Where x or grad_out holds NaN or inf, or the transforms overflow, some entries of the
-  // result are not finite (the caller recomputes directly).
-  m.def("conv3x3_weight_grad_winograd(Tensor x, Tensor grad_out, int tiles) -> Tensor");
+  // result are not finite (the caller recomputes directly). channels_last: the result in that
+  // memory format (a channels_last weight's gradient, which autograd would copy otherwise).
+  m.def(
+      "conv3x3_weight_grad_winograd(Tensor x, Tensor grad_out, int tiles, "
+      "bool channels_last=False) -> Tensor");
   // conv3x3(x, weight, stride 1, zero padding 1) + bias (then ReLU with relu) by Winograd F(4x4,
   // 3x3) from the plain weight [Cout, C, 3, 3] (csrc/cpu/winograd_training.cpp); transposed:
   // the convolution of an input gradient x [N, Cout, H, W] instead (the weight's taps reversed

@@ -170,7 +170,7 @@ def inception_block_saving(
     params = FoldedParams(w1, b1, w2r, b2r, w2, b2, w3r, b3r, w3, b3, w4, b4)
     check_block_args(x, params)
     _, impl = resolve_backend(backend, x.device, x.dtype)
-    packed = impl.prepare(params)
+    packed = getattr(impl, "prepare_training", impl.prepare)(params)
     saving = getattr(impl, "forward_saving", None)
     result = saving(x, packed) if saving is not None else None
     if result is not None:

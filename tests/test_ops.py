@@ -286,14 +286,18 @@ def test_opcheck_conv3x3_winograd_f4(layout, transposed):
 @pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last], ids=str)
 def test_opcheck_conv3x3_weight_grad_winograd(layout):
     """The training backward's Winograd weight gradient (values against float64 in
-    tests/test_winograd_weight_grad.py), in chunks of 3 tiles with a short last one."""
+    tests/test_winograd_training.py), in chunks of 3 tiles with a short last one."""
     gen = torch.Generator().manual_seed(4)
     x = torch.randn(2, 5, 9, 6, generator=gen).contiguous(memory_format=layout)
     grad_out = torch.randn(2, 7, 9, 6, generator=gen).contiguous(memory_format=layout)
-    _opcheck(ops.conv3x3_weight_grad_winograd.default, (x, grad_out, 3))
+    channels_last = layout == torch.channels_last  # (the result's layout, x's any)
+    args = (x, grad_out, 3, channels_last)
+    _opcheck(ops.conv3x3_weight_grad_winograd.default, args)
     with FakeTensorMode() as mode:
-        fake = ops.conv3x3_weight_grad_winograd(mode.from_tensor(x), mode.from_tensor(grad_out), 3)
-    real = ops.conv3x3_weight_grad_winograd(x, grad_out, 3)
+        fake = ops.conv3x3_weight_grad_winograd(
+            mode.from_tensor(x), mode.from_tensor(grad_out), 3, channels_last
+        )
+    real = ops.conv3x3_weight_grad_winograd(*args)
     assert fake.shape == real.shape == (7, 5, 3, 3)
     assert fake.stride() == real.stride() and fake.dtype == real.dtype
 

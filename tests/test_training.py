@@ -61,9 +61,12 @@ def _grads(block: nn.Module, x: torch.Tensor, grad_out: torch.Tensor):
 
 
 def _check_gradients(
-    cfg, hw, batch, norm, k, train, backend, dtype, layout, seed=0, recompute=None
+    cfg, hw, batch, norm, k, train, backend, dtype, layout, seed=0, recompute=None,
+    weights_layout=None,
 ):  # fmt: skip
-    """Output, input/weight/bias gradients and BN running stats against float64 torchvision."""
+    """Output, input/weight/bias gradients and BN running stats against float64 torchvision
+    (weights_layout: the fused block's parameters moved into that memory format first, as
+    model.to(memory_format=...) does)."""
     device = backend_device(backend)
     src = randomize_block(source_block(cfg, norm, k), seed).train(train)
     ref = copy.deepcopy(src).double()
@@ -71,6 +74,8 @@ def _check_gradients(
         copy.deepcopy(src), backend=backend, recompute=recompute, bn_training="fused"
     )
     fused = fused.train(train).to(device, dtype)
+    if weights_layout is not None:
+        fused = fused.to(memory_format=weights_layout)
     gen = torch.Generator().manual_seed(seed + 1)
     x64 = torch.randn(batch, cfg.in_channels, *hw, generator=gen, dtype=torch.float64)
     x64 = x64.contiguous(memory_format=layout).requires_grad_()
@@ -529,3 +534,28 @@ def test_gradients_cpu_float32_bn_training_winograd_f4(name, norm, k, train, lay
                      layout)  # fmt: skip
     # (relu, transposed): b2's forward and input gradient, and b3's where it is 3x3
     assert sorted(calls) == sorted([(False, False), (False, True)] * (2 if k == 3 else 1)), calls
+
+
+@pytest.mark.parametrize("norm,k,train", MODES[:3] + MODES[4:5])
+@pytest.mark.parametrize("name", ["3a", "5b"])
+def test_gradients_cpu_float32_winograd_channels_last_weights(name, norm, k, train, monkeypatch):
+    """A block whose weights are channels_last (model.to(memory_format=torch.channels_last), as
+    the benchmark's models are) with every 3x3 of the step as F(4x4, 3x3), weight gradient
+    included (forced on): the transforms read those weights in place, and each gradient is right
+    and, for a Winograd weight gradient, made channels_last as its weight is."""
+    from fused_inception.backends import cpu_winograd
+
+    if cpu_winograd._F4_OP is None or cpu_winograd._WEIGHT_GRAD_OP is None:
+        pytest.skip("no Winograd training operators in this build")
+    _force_training_f4(monkeypatch)
+    for attr in ("WEIGHT_GRAD_MIN_TILES", "WEIGHT_GRAD_MIN_IN_CHANNELS"):
+        monkeypatch.setattr(cpu_winograd, attr, 0)
+    monkeypatch.setattr(cpu_winograd, "WEIGHT_GRAD_MIN_OUT_CHANNELS", 0)
+    layouts = []
+    real = cpu_winograd._WEIGHT_GRAD_OP
+    monkeypatch.setattr(
+        cpu_winograd, "_WEIGHT_GRAD_OP", lambda *a: (layouts.append(a[3]), real(*a))[1]
+    )
+    _check_gradients(GOOGLENET_BLOCKS[name], (6, 7), 2, norm, k, train, "cpu", torch.float32,
+                     torch.channels_last, weights_layout=torch.channels_last)  # fmt: skip
+    assert layouts and all(layouts), layouts

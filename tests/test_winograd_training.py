@@ -21,8 +21,8 @@ pytestmark = pytest.mark.skipif(
 CL = torch.channels_last
 
 
-def _op(x, grad_out, tiles):
-    return torch.ops.fused_inception.conv3x3_weight_grad_winograd(x, grad_out, tiles)
+def _op(x, grad_out, tiles, channels_last=False):
+    return torch.ops.fused_inception.conv3x3_weight_grad_winograd(x, grad_out, tiles, channels_last)
 
 
 def _aten(x, grad_out, mask=(True, True, True), weight=None):
@@ -64,9 +64,11 @@ def test_against_float64(shape, tiles, layout):
     ref = _aten(x64, g64, (False, True, False))[1]
     x = x64.float().contiguous(memory_format=layout)
     grad_out = g64.float().contiguous(memory_format=layout)
-    got = _op(x, grad_out, tiles)
-    assert got.shape == ref.shape and got.dtype == torch.float32
-    assert_close_rel(got, ref, torch.float32)
+    for channels_last in (False, True):
+        got = _op(x, grad_out, tiles, channels_last)
+        assert got.shape == ref.shape and got.dtype == torch.float32
+        assert got.is_contiguous(memory_format=CL if channels_last else torch.contiguous_format)
+        assert_close_rel(got, ref, torch.float32)
 
 
 def test_strided_inputs():
@@ -162,13 +164,12 @@ def test_kxk_backward_against_float64(mask, k, monkeypatch):
 
 
 def test_policy():
-    """Wide 3x3s with 64 or more 4x4 tiles; not 5x5, narrow channels, few tiles, float64."""
+    """Wide 3x3s with 32 or more 4x4 tiles; not 5x5, narrow channels, few tiles, float64."""
     w = torch.empty(128, 96, 3, 3)
     x = torch.empty(8, 96, 14, 14)
     assert cpu_winograd.weight_grad_f4_pays(w, x)
-    assert cpu_winograd.weight_grad_f4_pays(w, torch.empty(4, 96, 14, 14))  # 64 tiles
-    assert not cpu_winograd.weight_grad_f4_pays(w, torch.empty(2, 96, 14, 14))  # 32 tiles
-    assert not cpu_winograd.weight_grad_f4_pays(w, torch.empty(8, 96, 7, 7))  # 32 tiles
+    assert cpu_winograd.weight_grad_f4_pays(w, torch.empty(8, 96, 7, 7))  # 32 tiles
+    assert not cpu_winograd.weight_grad_f4_pays(w, torch.empty(1, 96, 14, 14))  # 16 tiles
     assert not cpu_winograd.weight_grad_f4_pays(torch.empty(128, 96, 5, 5), x)
     assert not cpu_winograd.weight_grad_f4_pays(torch.empty(32, 16, 3, 3), x[:, :16])
     assert not cpu_winograd.weight_grad_f4_pays(w.double(), x.double())
@@ -205,9 +206,15 @@ def test_conv_against_float64(shape, tiles, layout, relu, transposed, bias):
     b64 = torch.randn(c_y, generator=gen, dtype=torch.float64) if bias else None
     x = x64.float().contiguous(memory_format=layout)
     b = None if b64 is None else b64.float()
-    got = _f4(x, w64.float(), b, tiles, relu, transposed)
-    assert got.is_contiguous(memory_format=CL) and got.dtype == torch.float32
-    assert_close_rel(got, _f4_reference(x64, w64, b64, relu, transposed), torch.float32)
+    want = _f4_reference(x64, w64, b64, relu, transposed)
+    # the weight contiguous, channels_last (read in place by the transform's own loop) and a
+    # strided view (copied)
+    wide = torch.randn(c_out, c_in + 2, 3, 3, generator=gen)
+    wide[:, 1:-1] = w64.float()
+    for weight in (w64.float(), w64.float().contiguous(memory_format=CL), wide[:, 1:-1]):
+        got = _f4(x, weight, b, tiles, relu, transposed)
+        assert got.is_contiguous(memory_format=CL) and got.dtype == torch.float32
+        assert_close_rel(got, want, torch.float32)
 
 
 @pytest.mark.parametrize("transposed", [False, True])

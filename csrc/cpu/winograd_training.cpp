@@ -56,6 +56,7 @@
 #include <array>
 #include <optional>
 
+#include "cpu/parallel.h"
 #include "cpu/scratch.h"
 #include "cpu/winograd_f2x3.h"
 
@@ -92,6 +93,119 @@ at::Tensor gg_tensor(bool flip, const at::TensorOptions& options) {
                        options.requires_grad(false));
 }
 
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+#define FI_MULTIVERSION_T __attribute__((target_clones("avx512f", "avx2,fma", "default")))
+#else
+#define FI_MULTIVERSION_T
+#endif
+
+// G applied to three values (a column of a 3x3 kernel): six. G W G^T's rows.
+struct Six {
+  float v[6];
+};
+inline __attribute__((always_inline)) Six g3(float d0, float d1, float d2) {
+  const float even = d0 + d2, s = -(even + d1) * (1.f / 6), t = -(even - d1) * (1.f / 6);
+  const float u = d0 * (1.f / 24) + d2 * (1.f / 6), q = d1 * (1.f / 12);
+  return {{d0 * 0.25f, s, t, u + q, u - q, d2}};
+}
+
+// G^T applied to six values: three. G^T M G's rows.
+struct Three {
+  float v[3];
+};
+inline __attribute__((always_inline)) Three gt6(float m0, float m1, float m2, float m3, float m4,
+                                                float m5) {
+  const float p = m1 + m2, q = m1 - m2, r = m3 + m4, s = m3 - m4;
+  return {{m0 * 0.25f - p * (1.f / 6) + r * (1.f / 24), -q * (1.f / 6) + s * (1.f / 12),
+           -p * (1.f / 6) + r * (1.f / 6) + m5}};
+}
+
+// U[k][co][ci] = (G W[co][ci] G^T)[i][j] (k = 6i + j) for one output channel co of a weight whose
+// input channels are contiguous: tap (a, b) of input channel ci at w + (3a + b) * tap_stride + ci
+// (a channels_last weight's row co; kFlip: the taps reversed, the kernel rotated by 180
+// degrees). u points at U[0][co][0]; positions k_stride floats apart.
+template <bool kFlip>
+inline __attribute__((always_inline)) void transform_weight_row_impl(const float* __restrict__ w,
+                                                                     int64_t tap_stride,
+                                                                     int64_t c_in,
+                                                                     float* __restrict__ u,
+                                                                     int64_t k_stride) {
+  const float* rows[9];
+  for (int tap = 0; tap < 9; ++tap) rows[tap] = w + (kFlip ? 8 - tap : tap) * tap_stride;
+  float* out[36];
+  for (int k = 0; k < 36; ++k) out[k] = u + k * k_stride;
+#pragma GCC ivdep
+  for (int64_t ci = 0; ci < c_in; ++ci) {
+    float t[6][3];  // G d: column b through G
+#pragma GCC unroll 3
+    for (int b = 0; b < 3; ++b) {
+      const Six col = g3(rows[b][ci], rows[3 + b][ci], rows[6 + b][ci]);
+#pragma GCC unroll 6
+      for (int i = 0; i < 6; ++i) t[i][b] = col.v[i];
+    }
+#pragma GCC unroll 6
+    for (int i = 0; i < 6; ++i) {  // (G d) G^T: each row through G
+      const Six row = g3(t[i][0], t[i][1], t[i][2]);
+#pragma GCC unroll 6
+      for (int j = 0; j < 6; ++j) out[6 * i + j][ci] = row.v[j];
+    }
+  }
+}
+
+FI_MULTIVERSION_T
+void transform_weight_row(const float* w, int64_t tap_stride, int64_t c_in, bool flip, float* u,
+                          int64_t k_stride) {
+  if (flip) {
+    transform_weight_row_impl<true>(w, tap_stride, c_in, u, k_stride);
+  } else {
+    transform_weight_row_impl<false>(w, tap_stride, c_in, u, k_stride);
+  }
+}
+
+// dW[co] = G^T M[.][co][.] G for one output channel: m points at M[0][co][0] (positions k_stride
+// floats apart, input channels contiguous); tap (a, b) of input channel ci written at
+// dw + (3a + b) * c_in + ci (kChannelsLast) or dw + 9 ci + 3a + b.
+template <bool kChannelsLast>
+inline __attribute__((always_inline)) void weight_grad_row_impl(const float* __restrict__ m,
+                                                                int64_t k_stride, int64_t c_in,
+                                                                float* __restrict__ dw) {
+  const float* in[36];
+  for (int k = 0; k < 36; ++k) in[k] = m + k * k_stride;
+#pragma GCC ivdep
+  for (int64_t ci = 0; ci < c_in; ++ci) {
+    float t[6][3];  // M G: row i of M through G^T
+#pragma GCC unroll 6
+    for (int i = 0; i < 6; ++i) {
+      const Three row = gt6(in[6 * i][ci], in[6 * i + 1][ci], in[6 * i + 2][ci], in[6 * i + 3][ci],
+                            in[6 * i + 4][ci], in[6 * i + 5][ci]);
+#pragma GCC unroll 3
+      for (int b = 0; b < 3; ++b) t[i][b] = row.v[b];
+    }
+#pragma GCC unroll 3
+    for (int b = 0; b < 3; ++b) {  // G^T (M G): column b through G^T
+      const Three col = gt6(t[0][b], t[1][b], t[2][b], t[3][b], t[4][b], t[5][b]);
+#pragma GCC unroll 3
+      for (int a = 0; a < 3; ++a) {
+        if (kChannelsLast) {
+          dw[(3 * a + b) * c_in + ci] = col.v[a];
+        } else {
+          dw[9 * ci + 3 * a + b] = col.v[a];
+        }
+      }
+    }
+  }
+}
+
+FI_MULTIVERSION_T
+void weight_grad_row(const float* m, int64_t k_stride, int64_t c_in, float* dw,
+                     bool channels_last) {
+  if (channels_last) {
+    weight_grad_row_impl<true>(m, k_stride, c_in, dw);
+  } else {
+    weight_grad_row_impl<false>(m, k_stride, c_in, dw);
+  }
+}
+
 void check_operand(const char* op, const at::Tensor& t, const char* name) {
   TORCH_CHECK_VALUE(t.dim() == 4, op, ": expected a 4-D ", name, " [N, C, H, W], got ", t.dim(),
                     "-D");
@@ -100,7 +214,7 @@ void check_operand(const char* op, const at::Tensor& t, const char* name) {
 }
 
 at::Tensor conv3x3_weight_grad_winograd_cpu(const at::Tensor& x, const at::Tensor& grad_out,
-                                            int64_t tiles) {
+                                            int64_t tiles, bool channels_last) {
   constexpr const char* op = "conv3x3_weight_grad_winograd";
   check_operand(op, x, "x");
   check_operand(op, grad_out, "grad_out");
@@ -110,7 +224,9 @@ at::Tensor conv3x3_weight_grad_winograd_cpu(const at::Tensor& x, const at::Tenso
                     ": grad_out ", grad_out.sizes(), " must have x's batch and image size ",
                     x.sizes());
   TORCH_CHECK_VALUE(tiles > 0, op, ": tiles must be positive, got ", tiles);
-  at::Tensor grad_w = at::empty({c_out, c_in, 3, 3}, x.options());
+  at::Tensor grad_w = at::empty(
+      {c_out, c_in, 3, 3}, x.options().memory_format(channels_last ? at::MemoryFormat::ChannelsLast
+                                                                   : at::MemoryFormat::Contiguous));
   if (n == 0 || h == 0 || w == 0 || c_in == 0 || c_out == 0) {
     return grad_w.zero_();
   }
@@ -137,10 +253,15 @@ at::Tensor conv3x3_weight_grad_winograd_cpu(const at::Tensor& x, const at::Tenso
       const_cast<at::Tensor&>(m).baddbmm_(gy_k.transpose(1, 2), v_k);
     }
   }
-  // dW as [Cout * Cin, 9] = (M^T as [36, Cout * Cin])^T (G (x) G): written in place, in the
-  // weight's own layout.
-  at::Tensor grad_rows = grad_w.view({c_out * c_in, 9});
-  at::mm_out(grad_rows, m.view({36, c_out * c_in}).t(), gg_tensor(false, x.options()));
+  // dW = G^T M G per channel pair, into grad_w's own layout (channels_last: taps Cin apart,
+  // input channels contiguous; else input channels 9 apart).
+  const float* m_data = m.const_data_ptr<float>();
+  float* dw = grad_w.mutable_data_ptr<float>();
+  fused_inception::parallel_for(0, c_out, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t co = begin; co < end; ++co) {
+      weight_grad_row(m_data + co * c_in, c_out * c_in, c_in, dw + co * 9 * c_in, channels_last);
+    }
+  });
   return grad_w;
 }
 
@@ -184,19 +305,26 @@ at::Tensor conv3x3_winograd_f4_cpu(const at::Tensor& x, const at::Tensor& weight
   bool nonfinite = false;
   {
     Scratch scratch(x.options());
-    // U [36, c_x, c_y] = (G (x) G) taps, taps [9, c_x * c_y] in (tap, input, output) order:
-    // W permuted (a copy into the scratch); transposed: W's own (output, input) order, which is
-    // the input gradient's (input, output), read in place, with the taps reversed in the table.
-    const at::Tensor u = scratch.dense({36, c_x, c_y});
-    at::Tensor u_rows = u.view({36, c_x * c_y});
-    if (transposed) {
-      at::mm_out(u_rows, gg_tensor(true, x.options()),
-                 weight.contiguous().view({c_y * c_x, 9}).t());
-    } else {
-      const at::Tensor taps = scratch.dense({3, 3, c_x, c_y});
-      const_cast<at::Tensor&>(taps).copy_(weight.permute({2, 3, 1, 0}));
-      at::mm_out(u_rows, gg_tensor(false, x.options()), taps.view({9, c_x * c_y}));
+    // U = (G (x) G) taps, taps W's [Cout * Cin, 9] read in place (transposed: the taps reversed
+    // in the table), U [36, Cout, Cin]: the GEMMs' B as it is for the input gradient's
+    // convolution (inputs Cout, outputs Cin), transposed for the forward's (read as such).
+    const int64_t w_out = weight.size(0), w_in = weight.size(1);
+    const at::Tensor u = scratch.dense({36, w_out, w_in});
+    if (weight.is_contiguous() || w_in == 0) {  // one GEMM, W's [Cout * Cin, 9] read in place
+      at::Tensor u_rows = u.view({36, w_out * w_in});
+      at::mm_out(u_rows, gg_tensor(transposed, x.options()), weight.view({w_out * w_in, 9}).t());
+    } else {  // a channels_last weight (input channels contiguous) read in place, or a copy
+      const at::Tensor w_cl = weight.contiguous(at::MemoryFormat::ChannelsLast);
+      const float* w_data = w_cl.const_data_ptr<float>();
+      float* u_data = u.mutable_data_ptr<float>();
+      fused_inception::parallel_for(0, w_out, 1, [&](int64_t begin, int64_t end) {
+        for (int64_t co = begin; co < end; ++co) {
+          transform_weight_row(w_data + co * 9 * w_in, w_in, w_in, transposed, u_data + co * w_in,
+                               w_out * w_in);
+        }
+      });
     }
+    const at::Tensor u_b = transposed ? u : u.transpose(1, 2);  // [36, c_x, c_y]
     const at::Tensor v = scratch.dense({36 * size * c_x});
     const at::Tensor m = scratch.dense({36 * size * c_y});
     float* out_rows = out.mutable_data_ptr<float>();
@@ -206,7 +334,7 @@ at::Tensor conv3x3_winograd_f4_cpu(const at::Tensor& x, const at::Tensor& weight
       winograd::input_tiles4_by_position(grid, x_nhwc.const_data_ptr<float>(), c_x, c_x,
                                          v.mutable_data_ptr<float>());
       at::Tensor m_k = m.narrow(0, 0, 36 * count * c_y).view({36, count, c_y});
-      at::bmm_out(m_k, v.narrow(0, 0, 36 * count * c_x).view({36, count, c_x}), u);
+      at::bmm_out(m_k, v.narrow(0, 0, 36 * count * c_x).view({36, count, c_x}), u_b);
       nonfinite |= winograd::output_tiles4(grid, m_k.const_data_ptr<float>(), c_y, count * c_y,
                                            b.const_data_ptr<float>(), out_rows, c_y, c_y, relu);
     }

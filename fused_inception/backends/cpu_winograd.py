@@ -267,10 +267,11 @@ def conv3x3_f4(
 # at batch 4, 1.0-1.6x at batch 1 from 16 4x4 tiles, 0.5-0.6x at 4 tiles (7x7, batch 1); the
 # torchvision blocks' narrow b3s (16-48 input channels) 0.6-2.0x, mixed, so they stay direct.
 # Inside whole training steps (batch 8, interleaved, on and off) it gained less: 3a and 3b
-# (392 tiles) 6-9% of the step, the 14x14 blocks (128 tiles) 2-4%, and 5a and 5b (32 tiles)
-# level to 3% slower, hence WEIGHT_GRAD_MIN_TILES.
+# (392 tiles) 6-9% of the step, the 14x14 blocks (128 tiles) 2-4%; 5a and 5b (32 tiles) level
+# to 3% slower at first, 1-8% faster once the step's F(4x4, 3x3) forward and input gradient
+# read the weights in place (no per-step weight copies left to compete for the cache).
 WEIGHT_GRAD_ENABLED = True
-WEIGHT_GRAD_MIN_TILES = 64
+WEIGHT_GRAD_MIN_TILES = 32
 WEIGHT_GRAD_MIN_IN_CHANNELS = 64
 WEIGHT_GRAD_MIN_OUT_CHANNELS = 64
 # 4x4 tiles per chunk: V and Gy take 36 * (Cin + Cout) floats per tile (9 MB for 3b's
@@ -284,14 +285,17 @@ _WEIGHT_GRAD_OP = (
 
 
 @_ext.register_fake("conv3x3_weight_grad_winograd")
-def _conv3x3_weight_grad_winograd_fake(x: Tensor, grad_out: Tensor, tiles: int) -> Tensor:
-    return x.new_empty((grad_out.shape[1], x.shape[1], 3, 3))
+def _conv3x3_weight_grad_winograd_fake(
+    x: Tensor, grad_out: Tensor, tiles: int, channels_last: bool = False
+) -> Tensor:
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    return x.new_empty((grad_out.shape[1], x.shape[1], 3, 3)).contiguous(memory_format=fmt)
 
 
 def weight_grad_f4_pays(weight: Tensor, x: Tensor) -> bool:
     """Whether the weight gradient of a stride-1, padding-1 3x3 convolution of x with this
     weight runs as F(4x4, 3x3) (weight_grad_f4): float32 on the CPU, wide enough and with
-    WEIGHT_GRAD_MIN_TILES 4x4 tiles in the batch."""
+    WEIGHT_GRAD_MIN_TILES 4x4 tiles in the batch (every b2 at batch 8)."""
     c_out, c_in, kh, kw = weight.shape
     n, _, h, w = x.shape
     return (
@@ -307,13 +311,13 @@ def weight_grad_f4_pays(weight: Tensor, x: Tensor) -> bool:
     )
 
 
-def weight_grad_f4(x: Tensor, grad_out: Tensor) -> Tensor | None:
+def weight_grad_f4(x: Tensor, grad_out: Tensor, channels_last: bool = False) -> Tensor | None:
     """The weight gradient [Cout, Cin, 3, 3] of conv3x3(x, W, stride 1, pad 1) for the output
-    gradient grad_out [N, Cout, H, W], by F(4x4, 3x3) (float32 CPU, any memory format); None
-    where an entry is not finite (NaN or inf in x or grad_out, or an overflow in the
-    transforms, which a Winograd sum spreads to entries the direct gradient keeps finite): the
-    caller computes it directly then."""
-    grad_w = _WEIGHT_GRAD_OP(x, grad_out, WEIGHT_GRAD_TILES)
+    gradient grad_out [N, Cout, H, W], by F(4x4, 3x3) (float32 CPU, any memory format),
+    channels_last or contiguous; None where an entry is not finite (NaN or inf in x or
+    grad_out, or an overflow in the transforms, which a Winograd sum spreads to entries the
+    direct gradient keeps finite): the caller computes it directly then."""
+    grad_w = _WEIGHT_GRAD_OP(x, grad_out, WEIGHT_GRAD_TILES, channels_last)
     # One reduction: any NaN or inf makes the sum NaN or inf (a sum of finite entries that
     # overflows only sends a finite gradient to the direct path). isfinite(grad_w).all() took
     # four passes, 0.6 ms on 4e's 3x3.
@@ -346,8 +350,10 @@ def kxk_backward(
         grad_out = grad_out.contiguous(memory_format=torch.channels_last)
     if f4_x:
         grad_x, need_x = conv3x3_f4(grad_out, weight, None, relu=False, transposed=True), False
-    if f4_w:
-        grad_w = weight_grad_f4(x, grad_out)
+    if f4_w:  # in the weight's memory format, which autograd would otherwise copy it into
+        channels_last = weight.dim() == 4 and not weight.is_contiguous()
+        channels_last = channels_last and weight.is_contiguous(memory_format=torch.channels_last)
+        grad_w = weight_grad_f4(x, grad_out, channels_last)
         if grad_w is not None:
             need_w = False
             if need_b:
