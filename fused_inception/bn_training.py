@@ -12,15 +12,18 @@ the BatchNorms' running statistics as BatchNorm2d does; only the order of the wo
   their stacked weights; one reduction for the batch statistics of all their channels (ATen's
   batch_norm_update_stats, the reduction and running-statistic update BatchNorm2d itself
   runs); normalise + affine + ReLU straight into b1's slice of the block output (allocated
-  once, channels_last: no cat) and into r2 / r3; the kxk convs (ATen / oneDNN) on r2 / r3,
+  once, channels_last: no cat) and into r2 / r3; the kxk convs (ATen / oneDNN, or the wide
+  3x3s as Winograd F(4x4, 3x3): cpu_winograd.conv3x3_f4) on r2 / r3,
   their statistics, normalised into their slices; the 3x3/1 max-pool (ceil_mode as
   torchvision's; on the CPU the package's pool, whose backward needs no indices), the
   projection, its statistics, its slice.
 - backward: ReLU's backward per output slice (masks from the saved output) and for r2 / r3,
   BatchNorm's backward (ATen's native_batch_norm_backward) once for the three x-reading units'
-  stacked channels, once per other unit; the kxk convs through ATen's convolution_backward;
-  one input-gradient and one weight-gradient computation for the three 1x1 convs over x; the
-  pool branch through the projection's backward and the max-pool's.
+  stacked channels, once per other unit; the kxk convs through cpu_winograd.kxk_backward
+  (ATen's convolution_backward, or the wide 3x3s' gradients by F(4x4, 3x3)); one
+  input-gradient and one weight-gradient computation for the three 1x1 convs over x (two
+  torch.mm GEMMs on Intel CPUs); the pool branch through the projection's backward and the
+  max-pool's.
 
 Saved for backward: x, the output, the pre-BN outputs of every unit (the stacked 1x1s, the two
 kxk convs, the projection), r2 and r3, the pooled input (and its indices off the CPU), the batch

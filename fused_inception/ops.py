@@ -8,11 +8,13 @@ traced by its fake kernel) and autocast all see a single operator.
 What is fused and what is ATen:
 - forward: the backend's fused kernels (backends/cpu.py, triton, cuda): b1 | b2 | b3 | b4 into
   one output (the triton backend passes r2 | r3 between its two launches in a scratch).
-- backward: ATen primitives. It is dominated by the weight and input gradients of the kxk
-  convolutions and of the 1x1 GEMMs, which cuDNN / oneDNN / BLAS already run near peak; a fused
-  backward kernel would save only the recomputed reduced tensors' round trip, which is small
-  next to those. The backward still shares the forward's structure: the three 1x1 convolutions
-  that read x get their weight gradient from one GEMM and their input gradient from another.
+- backward: ATen primitives, MKL GEMMs and, on the CPU in float32, the training Winograd
+  operators (backends/cpu_winograd.py kxk_backward: the wide 3x3s' input and weight gradients
+  by F(4x4, 3x3), 4x fewer multiply-adds). It is dominated by the weight and input gradients of
+  the kxk convolutions and of the 1x1 GEMMs; a fused backward kernel would save only the reduced
+  tensors' round trip, which is small next to those. The backward shares the forward's
+  structure: the three 1x1 convolutions that read x get their weight gradient from one GEMM and
+  their input gradient from another.
 
 What forward saves: x, the output and the weights (plus the two reduction biases, needed to
 recompute r2/r3); nothing of size N*H*W*C except x and out. Backward recomputes r2 and r3 with

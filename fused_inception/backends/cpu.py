@@ -345,8 +345,8 @@ def _forward(x: Tensor, packed: CpuPacked, keep_reduced: bool):
 def _forward_onednn(x: Tensor, packed: CpuPacked, out_rows: Tensor) -> tuple[Tensor, Tensor]:
     """The block by oneDNN convolutions (bias in their epilogue); each branch's ReLU is applied
     as its result is copied into its slice of out_rows (oneDNN writes dense tensors only). The
-    wide 3x3s as Winograd F(4x4, 3x3) where the eval operator would take it
-    (cpu_winograd.training_f4).
+    wide 3x3s as Winograd F(4x4, 3x3) where a training step takes it (cpu_winograd.training_f4,
+    conv3x3_f4).
     Returns r2 and r3 ([N, c, H, W] channels_last, after their ReLU).
 
     Temporaries, each freed once read: the NHWC copy of an NCHW x (until y exists), the pooled
