@@ -95,18 +95,6 @@ def _dilation_1x1(x: Tensor) -> list[int]:
     return [2, 2] if onednn else [1, 1]
 
 
-def _winograd_forward(r: Tensor, weight: Tensor) -> bool:
-    """Whether a kxk unit's convolution of r runs as Winograd F(4x4, 3x3) (conv3x3_f4): where
-    the fused operator's training forward takes it (cpu_winograd.training_f4), float32 on the
-    CPU."""
-    n, _, h, w = r.shape
-    return (
-        r.device.type == "cpu"
-        and r.dtype == weight.dtype == torch.float32
-        and winograd.training_f4(tuple(weight.shape), n, h, w)
-    )
-
-
 def _conv1x1(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
     """[N, Cin, H, W] channels_last, [C, Cin, 1, 1] -> [N, C, H, W] channels_last."""
     y = torch.convolution(x, weight, bias, [1, 1], [0, 0], _dilation_1x1(x), False, [0, 0], 1)
@@ -300,7 +288,7 @@ class _BNTrainingBlock(torch.autograd.Function):
             r = _nchw(r_rows, n, h, w)
             unit = units[i]
             k = unit.weight.shape[-1]
-            if _winograd_forward(r, unit.weight):  # F(4x4, 3x3), no ReLU (BN comes first)
+            if winograd.training_f4(r, unit.weight):  # F(4x4, 3x3), no ReLU (BN comes first)
                 y = winograd.conv3x3_f4(r, unit.weight, unit.bias, relu=False)
             else:
                 y = torch.convolution(r, unit.weight, unit.bias, [1, 1], [k // 2] * 2, [1, 1],

@@ -305,8 +305,8 @@ def _backward(ctx, grad_out: Tensor):
     x_rows = _rows(x)
 
     # b2, b3: r2 and r3 (saved by inception_block_saving, else recomputed from x in one GEMM),
-    # then the kxk convolutions' backward (ATen convolution_backward: cuDNN / oneDNN) and the
-    # reductions' ReLU masks (r > 0).
+    # then the kxk convolutions' backward (cpu_winograd.kxk_backward: ATen's, or F(4x4, 3x3)
+    # for the wide 3x3s) and the reductions' ReLU masks (r > 0).
     # x_readers: the 1x1 convs over x (b1, r2, r3) with their pre-activation gradients.
     if ctx.saved_reduced:
         reduced = {"2": saved[10], "3": saved[11]}

@@ -31,7 +31,7 @@
 // that each GEMM reads dense rows. 36 * Cin * Cout multiply-adds per tile against the direct
 // gradient's 144: 4x fewer. V, Gy and M live in the per-thread scratch (cpu/scratch.h): as
 // fresh allocations their page faults cost as much as the GEMMs (4e at batch 8: the 36 GEMMs
-// took 3.0 ms inside a training step, 1.4 ms on reused memory). Accuracy: the transforms'
+// took 3.0 ms inside a training step, 1.6 ms there on reused memory). Accuracy: the transforms'
 // coefficients (up to 8 in A, 1/24 in G) cost precision as the forward's do: about 7e-6 of the
 // gradient's scale in float32 on GoogLeNet's 96 -> 128 at batch 8, the direct gradient 1.4e-6.
 //

@@ -189,9 +189,13 @@ def _prepare(p: FoldedParams, training: bool) -> CpuPacked:
         # One copy (the concatenation; the kxk and pool weights only if not channels_last
         # already); CpuPacked's addmm layouts are views of these, read for their shapes only.
         plain = {"x": torch.cat([p.w1, p.w2r, p.w3r]), "2": p.w2, "3": p.w3, "pool": p.w4}
-        raw = ("2", "3") if training else ()
-        convert = {k: (lambda t: t) if k in raw else onednn.conv_weight for k in plain}
-        weights = onednn.Weights({k: convert[k](w.detach()) for k, w in plain.items()})
+        kept = ("2", "3") if training else ()  # (prepare_training)
+        weights = onednn.Weights(
+            {
+                k: w.detach() if k in kept else onednn.conv_weight(w.detach())
+                for k, w in plain.items()
+            }
+        )
         w = weights.plain
         return CpuPacked(
             w_x=w["x"].flatten(1).t(), b_x=b_x, w2=w["2"], b2=p.b2.contiguous(),
@@ -353,7 +357,6 @@ def _forward_onednn(x: Tensor, packed: CpuPacked, out_rows: Tensor) -> tuple[Ten
     x and b4, then y = b1 | r2 | r3, then the ReLU'd copies of r2 and r3 (y freed) and one kxk
     convolution's output at a time.
     """
-    n, c_in, h, w = x.shape
     weights = packed.onednn
     c1, c2r = packed.c1, packed.c2r
     c2, c3 = packed.w2.shape[0], packed.w3.shape[0]
@@ -372,7 +375,7 @@ def _forward_onednn(x: Tensor, packed: CpuPacked, out_rows: Tensor) -> tuple[Ten
     col = c1
     for tag, r, c_b, bias in (("2", r2, c2, packed.b2), ("3", r3, c3, packed.b3)):
         plain = weights.plain[tag]
-        if winograd.training_f4(plain.shape, n, h, w):
+        if winograd.training_f4(r, plain):
             # F(4x4, 3x3) where the eval operator takes it (the weight transformed on the call:
             # a training step's weights change every step), its ReLU already applied
             z = winograd.conv3x3_f4(r, plain, bias, relu=True)

@@ -93,18 +93,15 @@ _G4 = torch.tensor(
     dtype=torch.float64,
 )
 _GG4 = torch.kron(_G4, _G4)  # [36, 9]
-_GG4_F32 = _GG4.float()
 
 
-def transform_weight4(weight: Tensor, exact: bool = True) -> Tensor:
+def transform_weight4(weight: Tensor) -> Tensor:
     """weight: [Cout, Cin, 3, 3] -> U: [36, Cin, Cout] in weight's dtype (G W G^T of F(4x4,
-    3x3)), computed in float64 (exact: the eval operator's weights, transformed once per
-    packing) or in float32 (a training step's, transformed on every step: 2e-7 apart)."""
+    3x3)), computed in float64: the eval operator's weights, transformed once per packing (a
+    training step's are transformed by conv3x3_winograd_f4 itself)."""
     c_out, c_in = weight.shape[:2]
-    dtype = torch.float64 if exact else torch.float32
-    taps = weight.detach().to(dtype).permute(2, 3, 1, 0).reshape(9, c_in * c_out)
-    gg = _GG4 if exact else _GG4_F32
-    return (gg @ taps).reshape(36, c_in, c_out).to(weight.dtype)
+    taps = weight.detach().double().permute(2, 3, 1, 0).reshape(9, c_in * c_out)
+    return (_GG4 @ taps).reshape(36, c_in, c_out).to(weight.dtype)
 
 
 def winograd_pays(h: int, w: int, c_in: int, c_out: int) -> bool:
@@ -192,14 +189,14 @@ def onednn_tile(weight_shape: tuple[int, ...], n: int, h: int, w: int, own_gemm:
     return 2
 
 
-def grouped_weight(weight: Tensor, tile: int = 2, exact: bool = True) -> Tensor:
+def grouped_weight(weight: Tensor, tile: int = 2) -> Tensor:
     """weight [Cout, Cin, 3, 3] -> the grouped 1x1 weight [P * Cout, Cin, 1, 1] whose group k
     is U[k]^T (U = transform_weight(weight), P = 16; tile 4: transform_weight4, P = 36), as the
     plain channels_last weight oneDNN reads: the oneDNN path's P Winograd GEMMs as one grouped
     convolution over V [T, P, Cin] seen as an NHWC image of P * Cin channels
-    (onednn_gemm_input); `exact` as transform_weight4's."""
+    (onednn_gemm_input)."""
     c_out, c_in = weight.shape[:2]
-    u = transform_weight4(weight, exact) if tile == 4 else transform_weight(weight)
+    u = transform_weight4(weight) if tile == 4 else transform_weight(weight)
     grouped = u.transpose(1, 2).reshape(u.shape[0] * c_out, c_in, 1, 1)
     return conv_weight(grouped)
 
@@ -222,21 +219,24 @@ def _conv3x3_winograd_f4_fake(x, weight, bias, tiles, relu, transposed=False):
     return x.new_empty((n, c_out, h, w)).contiguous(memory_format=torch.channels_last)
 
 
-def training_f4(weight_shape: tuple[int, ...], n: int, h: int, w: int) -> bool:
-    """Whether a training step runs this 3x3 convolution (stride 1, padding 1, float32 on the
-    CPU: the callers check) as F(4x4, 3x3), forward and input gradient (conv3x3_f4): 64 or more
-    channels each way and TRAINING_F4_MIN_TILES 4x4 tiles in the batch.
+def training_f4(x: Tensor, weight: Tensor) -> bool:
+    """Whether a training step runs the 3x3 convolution (stride 1, padding 1) of x [N, Cin, H,
+    W] with this weight as F(4x4, 3x3), forward and input gradient (conv3x3_f4): float32 on the
+    CPU, 64 or more channels each way and TRAINING_F4_MIN_TILES 4x4 tiles in the batch.
 
     Measured alone against oneDNN's direct convolution, every GoogLeNet b2 at batch 8 (2-core
     Sapphire Rapids, 2026-12-04): forward 1.2-2.6x faster (5b's 7x7, 32 tiles, level), input
     gradient 1.7-2.5x. The operator it replaced (the eval operator's F(4x4, 3x3) on a grouped
     oneDNN convolution, whose 36-group weight oneDNN reorders) paid only from 256 tiles inside
     a step: 0.81x on 4e, 0.44x on 5b."""
-    c_out, c_in, kh, kw = weight_shape
+    c_out, c_in, kh, kw = weight.shape
+    n, _, h, w = x.shape
     return (
         TRAINING_F4_ENABLED
         and _F4_OP is not None
         and (kh, kw) == (3, 3)
+        and x.device.type == "cpu"
+        and x.dtype == weight.dtype == torch.float32
         and c_in >= TRAINING_F4_MIN_IN_CHANNELS
         and c_out >= TRAINING_F4_MIN_OUT_CHANNELS
         and winograd_tiles(n, h, w, 4) >= TRAINING_F4_MIN_TILES
@@ -338,13 +338,7 @@ def kxk_backward(
     gradient is channels_last where Winograd computed it."""
     need_x, need_w, need_b = mask
     grad_x = grad_w = grad_b = None
-    n, _, h, w = x.shape
-    f4_x = (
-        need_x
-        and x.device.type == "cpu"
-        and x.dtype == weight.dtype == torch.float32
-        and training_f4(tuple(weight.shape), n, h, w)
-    )
+    f4_x = need_x and training_f4(x, weight)
     f4_w = need_w and weight_grad_f4_pays(weight, x)
     if f4_x or f4_w:  # one dense copy of a strided grad_out for both
         grad_out = grad_out.contiguous(memory_format=torch.channels_last)
