@@ -104,7 +104,7 @@ TORCH_LIBRARY(fused_inception, m) {
       "bool relu=True) -> Tensor");
   // The weight gradient [Cout, C, 3, 3] of a 3x3 convolution (stride 1, zero padding 1) of x
   // [N, C, H, W] with output gradient grad_out [N, Cout, H, W] (float32, any memory format), by
-  // Winograd F(4x4, 3x3) in chunks of `tiles` 4x4 tiles (csrc/cpu/winograd_weight_grad.cpp).
+  // Winograd F(4x4, 3x3) in chunks of `tiles` 4x4 tiles (csrc/cpu/winograd_training.cpp).
   // Where x or grad_out holds NaN or inf, or the transforms overflow, some entries of the
   // result are not finite (the caller recomputes directly). channels_last: the result in that
   // memory format (a channels_last weight's gradient, which autograd would copy otherwise).
@@ -118,6 +118,14 @@ TORCH_LIBRARY(fused_inception, m) {
   // any memory format; the result channels_last. Recomputed directly where it meets NaN or inf.
   m.def(
       "conv3x3_winograd_f4(Tensor x, Tensor weight, Tensor? bias, int tiles, bool relu, "
+      "bool transposed=False) -> Tensor");
+  // The 5x5 counterparts of the two above (stride 1, zero padding 2), by Winograd F(4x4, 5x5):
+  // 8x8 windows, 64 GEMMs (csrc/cpu/winograd_training.cpp, csrc/cpu/winograd_f4x5.cpp).
+  m.def(
+      "conv5x5_weight_grad_winograd(Tensor x, Tensor grad_out, int tiles, "
+      "bool channels_last=False) -> Tensor");
+  m.def(
+      "conv5x5_winograd_f4(Tensor x, Tensor weight, Tensor? bias, int tiles, bool relu, "
       "bool transposed=False) -> Tensor");
   // relu(convKxK(x, W, stride, zero padding) + bias) by the package's own kernel
   // (csrc/cpu/gemm_panels.cpp): x [N, C, H, W] float32 with channels_last pixel rows (or a

@@ -12,15 +12,15 @@ the BatchNorms' running statistics as BatchNorm2d does; only the order of the wo
   their stacked weights; one reduction for the batch statistics of all their channels (ATen's
   batch_norm_update_stats, the reduction and running-statistic update BatchNorm2d itself
   runs); normalise + affine + ReLU straight into b1's slice of the block output (allocated
-  once, channels_last: no cat) and into r2 / r3; the kxk convs (ATen / oneDNN, or the wide
-  3x3s as Winograd F(4x4, 3x3): cpu_winograd.conv3x3_f4) on r2 / r3,
+  once, channels_last: no cat) and into r2 / r3; the kxk convs (ATen / oneDNN, or by Winograd
+  where it pays: cpu_winograd.conv_winograd) on r2 / r3,
   their statistics, normalised into their slices; the 3x3/1 max-pool (ceil_mode as
   torchvision's; on the CPU the package's pool, whose backward needs no indices), the
   projection, its statistics, its slice.
 - backward: ReLU's backward per output slice (masks from the saved output) and for r2 / r3,
   BatchNorm's backward (ATen's native_batch_norm_backward) once for the three x-reading units'
   stacked channels, once per other unit; the kxk convs through cpu_winograd.kxk_backward
-  (ATen's convolution_backward, or the wide 3x3s' gradients by F(4x4, 3x3)); one
+  (ATen's convolution_backward, or their gradients by Winograd where it pays); one
   input-gradient and one weight-gradient computation for the three 1x1 convs over x (two
   torch.mm GEMMs on Intel CPUs); the pool branch through the projection's backward and the
   max-pool's.
@@ -288,8 +288,8 @@ class _BNTrainingBlock(torch.autograd.Function):
             r = _nchw(r_rows, n, h, w)
             unit = units[i]
             k = unit.weight.shape[-1]
-            if winograd.training_f4(r, unit.weight):  # F(4x4, 3x3), no ReLU (BN comes first)
-                y = winograd.conv3x3_f4(r, unit.weight, unit.bias, relu=False)
+            if winograd.training_winograd(r, unit.weight):  # no ReLU (BN comes first)
+                y = winograd.conv_winograd(r, unit.weight, unit.bias, relu=False)
             else:
                 y = torch.convolution(r, unit.weight, unit.bias, [1, 1], [k // 2] * 2, [1, 1],
                                       False, [0, 0], 1)  # fmt: skip

@@ -10,11 +10,11 @@ What is fused and what is ATen:
   one output (the triton backend passes r2 | r3 between its two launches in a scratch).
 - backward: ATen primitives, MKL GEMMs and, on the CPU in float32, the training Winograd
   operators (backends/cpu_winograd.py kxk_backward: the wide 3x3s' input and weight gradients
-  by F(4x4, 3x3), 4x fewer multiply-adds). It is dominated by the weight and input gradients of
-  the kxk convolutions and of the 1x1 GEMMs; a fused backward kernel would save only the reduced
-  tensors' round trip, which is small next to those. The backward shares the forward's
-  structure: the three 1x1 convolutions that read x get their weight gradient from one GEMM and
-  their input gradient from another.
+  by F(4x4, 3x3), 4x fewer multiply-adds, and 28x28 5x5s' by F(4x4, 5x5)). It is dominated
+  by the weight and input gradients of the kxk convolutions and of the 1x1 GEMMs; a fused
+  backward kernel would save only the reduced tensors' round trip, which is small next to
+  those. The backward shares the forward's structure: the three 1x1 convolutions that read x
+  get their weight gradient from one GEMM and their input gradient from another.
 
 What forward saves: x, the output and the weights (plus the two reduction biases, needed to
 recompute r2/r3); nothing of size N*H*W*C except x and out. Backward recomputes r2 and r3 with
@@ -305,8 +305,8 @@ def _backward(ctx, grad_out: Tensor):
     x_rows = _rows(x)
 
     # b2, b3: r2 and r3 (saved by inception_block_saving, else recomputed from x in one GEMM),
-    # then the kxk convolutions' backward (cpu_winograd.kxk_backward: ATen's, or F(4x4, 3x3)
-    # for the wide 3x3s) and the reductions' ReLU masks (r > 0).
+    # then the kxk convolutions' backward (cpu_winograd.kxk_backward: ATen's, or Winograd
+    # where it pays) and the reductions' ReLU masks (r > 0).
     # x_readers: the 1x1 convs over x (b1, r2, r3) with their pre-activation gradients.
     if ctx.saved_reduced:
         reduced = {"2": saved[10], "3": saved[11]}
@@ -320,8 +320,8 @@ def _backward(ctx, grad_out: Tensor):
         if not any(mask):
             continue
         r = reduced[tag]
-        # The 3x3s' input and weight gradients as Winograd F(4x4, 3x3) where that pays
-        # (cpu_winograd.kxk_backward), the rest by ATen's convolution_backward.
+        # Input and weight gradients by Winograd where that pays (cpu_winograd.kxk_backward),
+        # the rest by ATen's convolution_backward.
         grad_r, grads[f"w{tag}"], grads[f"b{tag}"] = winograd.kxk_backward(
             _nchw(g_kxk, n, h, w), r, w_kxk, mask
         )

@@ -50,6 +50,8 @@ COVERED = {
     "conv3x3_relu_winograd": "test_opcheck_conv3x3_relu_winograd",
     "conv3x3_weight_grad_winograd": "test_opcheck_conv3x3_weight_grad_winograd",
     "conv3x3_winograd_f4": "test_opcheck_conv3x3_winograd_f4",
+    "conv5x5_weight_grad_winograd": "test_opcheck_conv3x3_weight_grad_winograd",  # k=5
+    "conv5x5_winograd_f4": "test_opcheck_conv3x3_winograd_f4",  # k=5
     "conv_bias_relu_nhwc": "test_opcheck_conv_bias_relu_nhwc",
     "max_pool3x3_nhwc": "test_opcheck_max_pool3x3_nhwc",
     "max_pool3x3_nhwc_backward": "test_opcheck_max_pool3x3_nhwc_backward",
@@ -256,49 +258,52 @@ def test_opcheck_inception_block_onednn(layout):
             ops.inception_block_onednn(*bad)
 
 
-@pytest.mark.skipif(
-    not _ext.has_op("conv3x3_winograd_f4"), reason="no conv3x3_winograd_f4 operator in this build"
-)
+_WINOGRAD_OPS = {3: ("conv3x3_winograd_f4", "conv3x3_weight_grad_winograd"),
+                 5: ("conv5x5_winograd_f4", "conv5x5_weight_grad_winograd")}  # fmt: skip
+
+
+@pytest.mark.parametrize("k", [3, 5])
 @pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last], ids=str)
 @pytest.mark.parametrize("transposed", [False, True])
-def test_opcheck_conv3x3_winograd_f4(layout, transposed):
-    """Training's F(4x4, 3x3) convolution (values against float64 in
+def test_opcheck_conv3x3_winograd_f4(layout, transposed, k):
+    """Training's F(4x4, 3x3) and F(4x4, 5x5) convolutions (values against float64 in
     tests/test_winograd_training.py), in chunks of 3 tiles with a short last one."""
+    name = _WINOGRAD_OPS[k][0]
+    if not _ext.has_op(name):
+        pytest.skip(f"no {name} operator in this build")
+    op = getattr(ops, name)
     gen = torch.Generator().manual_seed(5)
-    weight = torch.randn(7, 5, 3, 3, generator=gen)
+    weight = torch.randn(7, 5, k, k, generator=gen)
     x = torch.randn(2, 7 if transposed else 5, 9, 6, generator=gen).contiguous(memory_format=layout)
     bias = torch.randn(5 if transposed else 7, generator=gen)
     args = (x, weight, bias, 3, not transposed, transposed)
-    _opcheck(ops.conv3x3_winograd_f4.default, args)
+    _opcheck(op.default, args)
     with FakeTensorMode() as mode:
-        fake = ops.conv3x3_winograd_f4(
-            mode.from_tensor(x), mode.from_tensor(weight), mode.from_tensor(bias), *args[3:]
-        )
-    real = ops.conv3x3_winograd_f4(*args)
+        fake = op(mode.from_tensor(x), mode.from_tensor(weight), mode.from_tensor(bias), *args[3:])
+    real = op(*args)
     assert fake.shape == real.shape == (2, bias.shape[0], 9, 6)
     assert fake.stride() == real.stride() and fake.dtype == real.dtype
 
 
-@pytest.mark.skipif(
-    not _ext.has_op("conv3x3_weight_grad_winograd"),
-    reason="no conv3x3_weight_grad_winograd operator in this build",
-)
+@pytest.mark.parametrize("k", [3, 5])
 @pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last], ids=str)
-def test_opcheck_conv3x3_weight_grad_winograd(layout):
-    """The training backward's Winograd weight gradient (values against float64 in
-    tests/test_winograd_training.py), in chunks of 3 tiles with a short last one."""
+def test_opcheck_conv3x3_weight_grad_winograd(layout, k):
+    """The training backward's Winograd weight gradients, 3x3 and 5x5 (values against float64
+    in tests/test_winograd_training.py), in chunks of 3 tiles with a short last one."""
+    name = _WINOGRAD_OPS[k][1]
+    if not _ext.has_op(name):
+        pytest.skip(f"no {name} operator in this build")
+    op = getattr(ops, name)
     gen = torch.Generator().manual_seed(4)
     x = torch.randn(2, 5, 9, 6, generator=gen).contiguous(memory_format=layout)
     grad_out = torch.randn(2, 7, 9, 6, generator=gen).contiguous(memory_format=layout)
     channels_last = layout == torch.channels_last  # (the result's layout, x's any)
     args = (x, grad_out, 3, channels_last)
-    _opcheck(ops.conv3x3_weight_grad_winograd.default, args)
+    _opcheck(op.default, args)
     with FakeTensorMode() as mode:
-        fake = ops.conv3x3_weight_grad_winograd(
-            mode.from_tensor(x), mode.from_tensor(grad_out), 3, channels_last
-        )
-    real = ops.conv3x3_weight_grad_winograd(*args)
-    assert fake.shape == real.shape == (7, 5, 3, 3)
+        fake = op(mode.from_tensor(x), mode.from_tensor(grad_out), 3, channels_last)
+    real = op(*args)
+    assert fake.shape == real.shape == (7, 5, k, k)
     assert fake.stride() == real.stride() and fake.dtype == real.dtype
 
 

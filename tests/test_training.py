@@ -491,6 +491,36 @@ def test_gradients_cpu_float32_winograd_weight_grad(name, norm, k, train, recomp
     assert len(calls) == (2 if k == 3 else 1), calls
 
 
+@pytest.mark.parametrize("layout", layout_params())
+@pytest.mark.parametrize("recompute", [True, False], ids=["recompute", "save-reduced"])
+@pytest.mark.parametrize("norm,k,train", [m for m in MODES if m.values[1] == 5])
+@pytest.mark.parametrize("name", ["3a", "4e"])
+def test_gradients_cpu_float32_winograd_5x5(name, norm, k, train, recompute, layout, monkeypatch):
+    """Training with b3's 5x5 as Winograd F(4x4, 5x5) in all three directions (forced on here;
+    by default from 256 4x4 tiles, cpu_winograd.training_f4x5), in chunks of 3 tiles, in the
+    paper's operator (both recompute settings), with BatchNorm folded and in BatchNorm's
+    training path: output and every gradient within float32's tolerance of float64."""
+    from fused_inception.backends import cpu_winograd
+
+    if cpu_winograd._F4X5_OP is None or cpu_winograd._WEIGHT_GRAD_5X5_OP is None:
+        pytest.skip("no conv5x5_winograd_f4 operator in this build")
+    monkeypatch.setattr(cpu_winograd, "TRAINING_F4X5_MIN_TILES", 0)
+    monkeypatch.setattr(cpu_winograd, "TRAINING_F4X5_TILES", 3)  # several chunks, a short last
+    calls = []
+    for attr in ("_F4X5_OP", "_WEIGHT_GRAD_5X5_OP"):
+        real = getattr(cpu_winograd, attr)
+        monkeypatch.setattr(
+            cpu_winograd, attr, lambda *a, real=real, attr=attr: (calls.append(attr), real(*a))[1]
+        )
+    cfg = GOOGLENET_BLOCKS[name]
+    _check_gradients(cfg, (6, 7), 2, norm, k, train, "cpu", torch.float32, layout,
+                     recompute=recompute)  # fmt: skip
+    # the input gradient and the weight gradient always; the forward where a training forward
+    # runs the CPU backend's own path (the operator saving r2 and r3, or BatchNorm's training)
+    assert calls.count("_WEIGHT_GRAD_5X5_OP") == 1, calls
+    assert calls.count("_F4X5_OP") >= 1, calls
+
+
 @pytest.mark.parametrize("mkl", [True, False], ids=["mkl", "onednn"])
 @pytest.mark.parametrize("norm,k,train", MODES[:3])
 @pytest.mark.parametrize("name", ["3a", "5b"])

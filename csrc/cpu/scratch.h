@@ -1,5 +1,5 @@
 // A per-thread scratch buffer reused from operator call to operator call (csrc/cpu/
-// block_onednn.cpp, csrc/cpu/winograd_weight_grad.cpp): no fresh multi-MB allocations, and so
+// block_onednn.cpp, csrc/cpu/winograd_training.cpp): no fresh multi-MB allocations, and so
 // no page faults, per call.
 #pragma once
 

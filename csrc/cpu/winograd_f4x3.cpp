@@ -31,7 +31,6 @@
 // AVX-512 and baseline versions, picked at load time); tiles in parallel. Offsets are int64.
 
 #include <algorithm>
-#include <atomic>
 #include <bit>
 #include <cstdint>
 #include <vector>
@@ -52,9 +51,6 @@ namespace {
 constexpr int64_t kTilesPerTask = 4;
 
 using detail::relu_bits;
-
-// The exponent bits of x: 0x7f800000 exactly when x is NaN or +-inf.
-inline uint32_t exponent_bits(float x) { return std::bit_cast<uint32_t>(x) & 0x7f800000u; }
 
 // B^T applied to one column or row of six values.
 struct Col6 {
@@ -116,53 +112,22 @@ inline __attribute__((always_inline)) Col4 at6(float m0, float m1, float m2, flo
   const float p = m1 + m2, q = m1 - m2, r = m3 + m4, s = m3 - m4;
   return {{m0 + p + r, q + 2.f * s, p + 4.f * r, q + 8.f * s + m5}};
 }
-
-// y = A^T m A + bias, dst[i][j] = relu(y[i][j]) (kRelu) or y[i][j]; position k of the tile is
-// m + k * pos_stride. Returns the largest exponent field of any y (0x7f800000 exactly if one was
-// NaN or inf). Outputs outside the image point at a scratch row.
-template <bool kRelu>
-inline __attribute__((always_inline)) uint32_t output_tile4_impl(const float* m, int64_t pos_stride,
-                                                                 const float* bias,
-                                                                 float* const dst[4][4],
-                                                                 int64_t channels) {
-  uint32_t seen = 0;
-#pragma GCC ivdep
-  for (int64_t c = 0; c < channels; ++c) {
-    float a[4][6];  // A^T m: column j of m through A^T
-#pragma GCC unroll 6
-    for (int j = 0; j < 6; ++j) {
-      const Col4 col = at6(m[j * pos_stride + c], m[(6 + j) * pos_stride + c],
-                           m[(12 + j) * pos_stride + c], m[(18 + j) * pos_stride + c],
-                           m[(24 + j) * pos_stride + c], m[(30 + j) * pos_stride + c]);
-#pragma GCC unroll 4
-      for (int i = 0; i < 4; ++i) a[i][j] = col.v[i];
-    }
-    uint32_t largest = 0;
-#pragma GCC unroll 4
-    for (int i = 0; i < 4; ++i) {
-      const Col4 row = at6(a[i][0], a[i][1], a[i][2], a[i][3], a[i][4], a[i][5]);
-#pragma GCC unroll 4
-      for (int j = 0; j < 4; ++j) {
-        const float y = row.v[j] + bias[c];
-        largest = std::max(largest, exponent_bits(y));
-        dst[i][j][c] = kRelu ? relu_bits(y) : y;
-      }
-    }
-    seen = std::max(seen, largest);
-  }
-  return seen;
+inline __attribute__((always_inline)) Col4 at6v(const float (&m)[6]) {
+  return at6(m[0], m[1], m[2], m[3], m[4], m[5]);
 }
+
+// y = A^T m A + bias of one 4x4 output tile (detail::output_tile).
 
 FI_MULTIVERSION4
 uint32_t output_tile4(const float* m, int64_t pos_stride, const float* bias, float* const dst[4][4],
                       int64_t channels) {
-  return output_tile4_impl<true>(m, pos_stride, bias, dst, channels);
+  return detail::output_tile<6, true>(m, pos_stride, bias, dst, channels, at6v);
 }
 
 FI_MULTIVERSION4
 uint32_t output_tile4_linear(const float* m, int64_t pos_stride, const float* bias,
                              float* const dst[4][4], int64_t channels) {
-  return output_tile4_impl<false>(m, pos_stride, bias, dst, channels);
+  return detail::output_tile<6, false>(m, pos_stride, bias, dst, channels, at6v);
 }
 
 // A applied to one column or row of four values (A = (A^T)^T, 6 x 4): six.
@@ -171,62 +136,10 @@ inline __attribute__((always_inline)) Col6 a4(float g0, float g1, float g2, floa
   return {{g0, p + q, p - q, r + s, r - s, g3}};
 }
 
-// Gy[k][c] for k = 6 * i + j: (A g A^T)[i][j] of one 4x4 tile of the output gradient; src[i][j]
-// points at the channel vector of tile pixel (i, j), or at zeros past the image. Position k is
-// written at gy + k * pos_stride.
+// Gy = A g A^T of one 4x4 tile of the output gradient (detail::grad_tile).
 FI_MULTIVERSION4
 void grad_tile4(const float* const src[4][4], float* gy, int64_t pos_stride, int64_t channels) {
-#pragma GCC ivdep
-  for (int64_t c = 0; c < channels; ++c) {
-    float t[6][4];  // t = A g: column j of g through A
-#pragma GCC unroll 4
-    for (int j = 0; j < 4; ++j) {
-      const Col6 col = a4(src[0][j][c], src[1][j][c], src[2][j][c], src[3][j][c]);
-#pragma GCC unroll 6
-      for (int i = 0; i < 6; ++i) t[i][j] = col.v[i];
-    }
-#pragma GCC unroll 6
-    for (int i = 0; i < 6; ++i) {  // (A g) A^T: each row of t through A
-      const Col6 row = a4(t[i][0], t[i][1], t[i][2], t[i][3]);
-      float* dst = gy + 6 * i * pos_stride + c;
-#pragma GCC unroll 6
-      for (int j = 0; j < 6; ++j) dst[j * pos_stride] = row.v[j];
-    }
-  }
-}
-
-// src[i][j]: the NHWC row of tile t's output pixel (i, j) (rows `ld` floats apart), or `zeros`
-// past the image's bottom or right edge.
-inline void tile_rows4(const TileGrid& grid, int64_t t, const float* g, int64_t ld,
-                       const float* zeros, const float* (&src)[4][4]) {
-  const int64_t img = t / (grid.tiles_y * grid.tiles_x), ty = (t / grid.tiles_x) % grid.tiles_y,
-                tx = t % grid.tiles_x;
-#pragma GCC unroll 4
-  for (int i = 0; i < 4; ++i) {
-#pragma GCC unroll 4
-    for (int j = 0; j < 4; ++j) {
-      const int64_t y = 4 * ty + i, x = 4 * tx + j;
-      src[i][j] = (y < grid.height && x < grid.width)
-                      ? g + ((img * grid.height + y) * grid.width + x) * ld
-                      : zeros;
-    }
-  }
-}
-
-// tile(t, zeros, dst, pos_stride) for every tile t of the range, in parallel: dst = out + (t -
-// grid.begin) * channels, position k of the tile at dst + k * pos_stride (pos_stride =
-// grid.count * channels: the position-major [36, grid.count, channels] layout); zeros holds
-// `channels` zeros.
-template <typename Tile>
-void by_position(const TileGrid& grid, int64_t channels, float* out, const Tile& tile) {
-  const std::vector<float> zeros(channels, 0.f);
-  const int64_t first = grid.begin, pos_stride = grid.count * channels;
-  fused_inception::parallel_for(first, first + grid.count, kTilesPerTask,
-                                [&](int64_t begin, int64_t end) {
-                                  for (int64_t t = begin; t < end; ++t) {
-                                    tile(t, zeros.data(), out + (t - first) * channels, pos_stride);
-                                  }
-                                });
+  detail::grad_tile<6>(src, gy, pos_stride, channels, a4);
 }
 
 }  // namespace
@@ -245,43 +158,28 @@ void input_tiles4(const TileGrid& grid, const float* r, int64_t ld, int64_t chan
 
 bool output_tiles4(const TileGrid& grid, const float* m, int64_t tile_stride, int64_t pos_stride,
                    const float* bias, float* out, int64_t ld, int64_t channels, bool relu) {
-  const int64_t first = grid.begin;
-  std::atomic<bool> nonfinite{false};
-  fused_inception::parallel_for(
-      first, first + grid.count, kTilesPerTask, [&](int64_t begin, int64_t end) {
-        std::vector<float> scratch(channels);
-        uint32_t largest = 0;
-        for (int64_t t = begin; t < end; ++t) {
-          float* dst[4][4];
-          detail::output_rows<4>(grid, t, out, ld, scratch.data(), dst);
-          const float* tile_m = m + (t - first) * tile_stride;
-          largest = std::max(largest,
-                             relu ? output_tile4(tile_m, pos_stride, bias, dst, channels)
-                                  : output_tile4_linear(tile_m, pos_stride, bias, dst, channels));
-        }
-        if (largest == 0x7f800000u) nonfinite.store(true, std::memory_order_relaxed);
-      });
-  return nonfinite.load();
+  return detail::output_tiles_with<4>(grid, m, tile_stride, pos_stride, bias, out, ld, channels,
+                                      relu ? output_tile4 : output_tile4_linear);
 }
 
 void input_tiles4_by_position(const TileGrid& grid, const float* r, int64_t ld, int64_t channels,
                               float* v) {
-  by_position(grid, channels, v,
-              [&](int64_t t, const float* zeros, float* dst, int64_t pos_stride) {
-                const float* window[6][6];
-                detail::window_rows<4>(grid, t, r, ld, zeros, window);
-                input_tile4(window, dst, pos_stride, channels);
-              });
+  detail::by_position(grid, channels, v,
+                      [&](int64_t t, const float* zeros, float* dst, int64_t pos_stride) {
+                        const float* window[6][6];
+                        detail::window_rows<4>(grid, t, r, ld, zeros, window);
+                        input_tile4(window, dst, pos_stride, channels);
+                      });
 }
 
 void grad_tiles4_by_position(const TileGrid& grid, const float* g, int64_t ld, int64_t channels,
                              float* gy) {
-  by_position(grid, channels, gy,
-              [&](int64_t t, const float* zeros, float* dst, int64_t pos_stride) {
-                const float* src[4][4];
-                tile_rows4(grid, t, g, ld, zeros, src);
-                grad_tile4(src, dst, pos_stride, channels);
-              });
+  detail::by_position(grid, channels, gy,
+                      [&](int64_t t, const float* zeros, float* dst, int64_t pos_stride) {
+                        const float* src[4][4];
+                        detail::tile_rows4(grid, t, g, ld, zeros, src);
+                        grad_tile4(src, dst, pos_stride, channels);
+                      });
 }
 
 }  // namespace winograd

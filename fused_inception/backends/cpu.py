@@ -349,8 +349,8 @@ def _forward(x: Tensor, packed: CpuPacked, keep_reduced: bool):
 def _forward_onednn(x: Tensor, packed: CpuPacked, out_rows: Tensor) -> tuple[Tensor, Tensor]:
     """The block by oneDNN convolutions (bias in their epilogue); each branch's ReLU is applied
     as its result is copied into its slice of out_rows (oneDNN writes dense tensors only). The
-    wide 3x3s as Winograd F(4x4, 3x3) where a training step takes it (cpu_winograd.training_f4,
-    conv3x3_f4).
+    wide 3x3s as Winograd F(4x4, 3x3) and the 5x5s as F(4x4, 5x5) where a training step takes
+    them (cpu_winograd.training_winograd, conv_winograd).
     Returns r2 and r3 ([N, c, H, W] channels_last, after their ReLU).
 
     Temporaries, each freed once read: the NHWC copy of an NCHW x (until y exists), the pooled
@@ -375,10 +375,10 @@ def _forward_onednn(x: Tensor, packed: CpuPacked, out_rows: Tensor) -> tuple[Ten
     col = c1
     for tag, r, c_b, bias in (("2", r2, c2, packed.b2), ("3", r3, c3, packed.b3)):
         plain = weights.plain[tag]
-        if winograd.training_f4(r, plain):
-            # F(4x4, 3x3) where the eval operator takes it (the weight transformed on the call:
-            # a training step's weights change every step), its ReLU already applied
-            z = winograd.conv3x3_f4(r, plain, bias, relu=True)
+        if winograd.training_winograd(r, plain):
+            # F(4x4, 3x3) or F(4x4, 5x5) where a training step takes it (the weight transformed
+            # on the call: a training step's weights change every step), its ReLU applied
+            z = winograd.conv_winograd(r, plain, bias, relu=True)
             out_rows[:, col : col + c_b].copy_(_rows(z))
         else:
             z = onednn.conv(r, weights.get(tag, r.shape), bias)

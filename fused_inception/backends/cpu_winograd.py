@@ -260,7 +260,82 @@ def conv3x3_f4(
     return _F4_OP(x, weight.detach(), b, TRAINING_F4_TILES, relu, transposed)
 
 
-# The weight gradient by F(4x4, 3x3) (weight_grad_f4, csrc/cpu/winograd_weight_grad.cpp): its
+# Training steps' 5x5 convolutions (the paper form's b3) as Winograd F(4x4, 5x5), forward, input
+# gradient and weight gradient alike (training_f4x5; csrc/cpu/winograd_f4x5.cpp): 64 products per
+# 16 outputs against the direct convolution's 400, but the 8x8 transforms of the narrow inputs
+# (16-48 channels) cost about as much as the GEMMs. Measured alone against oneDNN's direct
+# convolution at batch 8 (2-core Sapphire Rapids, 2026-12-04, forward / input gradient / weight
+# gradient): 3b's 32 -> 96 at 28x28 (392 tiles) 1.7-2.0x / 1.5-1.75x / 1.3-1.55x; 3a's 16 -> 32
+# (392 tiles) 1.05-1.4x / 1.05-1.1x / 1.0-1.06x; the 14x14 and 7x7 ones (128 and 32 tiles) 0.65-
+# 1.3x, mostly slower: from TRAINING_F4X5_MIN_TILES 4x4 tiles only.
+TRAINING_F4X5_ENABLED = True
+TRAINING_F4X5_MIN_TILES = 256
+# 4x4 tiles per chunk (V and M: 64 * (Cin + Cout) floats per tile); 32-392 within 10%.
+TRAINING_F4X5_TILES = 196
+_F4X5_OP = _ext.op("conv5x5_winograd_f4").default if _ext.has_op("conv5x5_winograd_f4") else None
+_WEIGHT_GRAD_5X5_OP = (
+    _ext.op("conv5x5_weight_grad_winograd").default
+    if _ext.has_op("conv5x5_weight_grad_winograd")
+    else None
+)
+
+
+@_ext.register_fake("conv5x5_winograd_f4")
+def _conv5x5_winograd_f4_fake(x, weight, bias, tiles, relu, transposed=False):
+    return _conv3x3_winograd_f4_fake(x, weight, bias, tiles, relu, transposed)
+
+
+@_ext.register_fake("conv5x5_weight_grad_winograd")
+def _conv5x5_weight_grad_winograd_fake(
+    x: Tensor, grad_out: Tensor, tiles: int, channels_last: bool = False
+) -> Tensor:
+    return _weight_grad_fake(x, grad_out, channels_last, 5)
+
+
+def training_f4x5(x: Tensor, weight: Tensor) -> bool:
+    """Whether a training step runs the 5x5 convolution (stride 1, padding 2) of x [N, Cin, H,
+    W] with this weight as F(4x4, 5x5) in all three directions (conv5x5_f4 forward and input
+    gradient, weight_grad_winograd): float32 on the CPU, TRAINING_F4X5_MIN_TILES 4x4 tiles in
+    the batch (3a and 3b at batch 8)."""
+    c_out, c_in, kh, kw = weight.shape
+    n, _, h, w = x.shape
+    return (
+        TRAINING_F4X5_ENABLED
+        and _F4X5_OP is not None
+        and _WEIGHT_GRAD_5X5_OP is not None
+        and (kh, kw) == (5, 5)
+        and x.device.type == "cpu"
+        and x.dtype == weight.dtype == torch.float32
+        and c_in > 0
+        and c_out > 0
+        and winograd_tiles(n, h, w, 4) >= TRAINING_F4X5_MIN_TILES
+    )
+
+
+def conv5x5_f4(
+    x: Tensor, weight: Tensor, bias: Tensor | None, relu: bool, transposed: bool = False
+) -> Tensor:
+    """conv3x3_f4 for a 5x5 weight [Cout, Cin, 5, 5] (stride 1, padding 2) by F(4x4, 5x5)
+    (fused_inception::conv5x5_winograd_f4): the same arguments, result and NaN handling."""
+    b = None if bias is None else bias.detach()
+    return _F4X5_OP(x, weight.detach(), b, TRAINING_F4X5_TILES, relu, transposed)
+
+
+def training_winograd(x: Tensor, weight: Tensor) -> bool:
+    """Whether a training step runs this kxk convolution's forward and input gradient by
+    Winograd: training_f4 (3x3) or training_f4x5 (5x5)."""
+    return training_f4(x, weight) or training_f4x5(x, weight)
+
+
+def conv_winograd(
+    x: Tensor, weight: Tensor, bias: Tensor | None, relu: bool, transposed: bool = False
+) -> Tensor:
+    """conv3x3_f4 or conv5x5_f4 by the weight's kernel size (where training_winograd holds)."""
+    conv = conv5x5_f4 if weight.shape[-1] == 5 else conv3x3_f4
+    return conv(x, weight, bias, relu=relu, transposed=transposed)
+
+
+# The weight gradient by F(4x4, 3x3) (weight_grad_winograd, csrc/cpu/winograd_training.cpp): its
 # 36 GEMMs are torch.bmm's (MKL), no weight is transformed. Measured alone against ATen's
 # (oneDNN's) direct weight gradient, every GoogLeNet block's 3x3s at batch 1, 2, 4, 8 (2-core
 # Sapphire Rapids, 2026-12-04): b2 (64 or more channels each way) 1.3-2.4x at batch 8, 1.1-2.2x
@@ -284,17 +359,21 @@ _WEIGHT_GRAD_OP = (
 )
 
 
+def _weight_grad_fake(x: Tensor, grad_out: Tensor, channels_last: bool, k: int) -> Tensor:
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    return x.new_empty((grad_out.shape[1], x.shape[1], k, k)).contiguous(memory_format=fmt)
+
+
 @_ext.register_fake("conv3x3_weight_grad_winograd")
 def _conv3x3_weight_grad_winograd_fake(
     x: Tensor, grad_out: Tensor, tiles: int, channels_last: bool = False
 ) -> Tensor:
-    fmt = torch.channels_last if channels_last else torch.contiguous_format
-    return x.new_empty((grad_out.shape[1], x.shape[1], 3, 3)).contiguous(memory_format=fmt)
+    return _weight_grad_fake(x, grad_out, channels_last, 3)
 
 
 def weight_grad_f4_pays(weight: Tensor, x: Tensor) -> bool:
     """Whether the weight gradient of a stride-1, padding-1 3x3 convolution of x with this
-    weight runs as F(4x4, 3x3) (weight_grad_f4): float32 on the CPU, wide enough and with
+    weight runs as F(4x4, 3x3) (weight_grad_winograd): float32 on the CPU, wide enough and with
     WEIGHT_GRAD_MIN_TILES 4x4 tiles in the batch (every b2 at batch 8)."""
     c_out, c_in, kh, kw = weight.shape
     n, _, h, w = x.shape
@@ -311,13 +390,24 @@ def weight_grad_f4_pays(weight: Tensor, x: Tensor) -> bool:
     )
 
 
-def weight_grad_f4(x: Tensor, grad_out: Tensor, channels_last: bool = False) -> Tensor | None:
-    """The weight gradient [Cout, Cin, 3, 3] of conv3x3(x, W, stride 1, pad 1) for the output
-    gradient grad_out [N, Cout, H, W], by F(4x4, 3x3) (float32 CPU, any memory format),
-    channels_last or contiguous; None where an entry is not finite (NaN or inf in x or
-    grad_out, or an overflow in the transforms, which a Winograd sum spreads to entries the
-    direct gradient keeps finite): the caller computes it directly then."""
-    grad_w = _WEIGHT_GRAD_OP(x, grad_out, WEIGHT_GRAD_TILES, channels_last)
+def weight_grad_winograd_pays(weight: Tensor, x: Tensor) -> bool:
+    """Whether weight_grad_winograd computes this convolution's weight gradient: a 3x3 where
+    weight_grad_f4_pays, a 5x5 where training_f4x5."""
+    return weight_grad_f4_pays(weight, x) or training_f4x5(x, weight)
+
+
+def weight_grad_winograd(
+    x: Tensor, grad_out: Tensor, k: int, channels_last: bool = False
+) -> Tensor | None:
+    """The weight gradient [Cout, Cin, k, k] of a kxk convolution (k 3 or 5; stride 1, padding
+    k // 2) of x for the output gradient grad_out [N, Cout, H, W], by F(4x4, 3x3) or F(4x4, 5x5)
+    (float32 CPU, any memory format), channels_last or contiguous; None where an entry is not
+    finite (NaN or inf in x or grad_out, or an overflow in the transforms, which a Winograd sum
+    spreads to entries the direct gradient keeps finite): the caller computes it directly then."""
+    if k == 5:
+        grad_w = _WEIGHT_GRAD_5X5_OP(x, grad_out, TRAINING_F4X5_TILES, channels_last)
+    else:
+        grad_w = _WEIGHT_GRAD_OP(x, grad_out, WEIGHT_GRAD_TILES, channels_last)
     # One reduction: any NaN or inf makes the sum NaN or inf (a sum of finite entries that
     # overflows only sends a finite gradient to the direct path). isfinite(grad_w).all() took
     # four passes, 0.6 ms on 4e's 3x3.
@@ -331,23 +421,23 @@ def kxk_backward(
     [Cout, Cin, K, K], K odd) of x [N, Cin, H, W] for grad_out [N, Cout, H, W]: (grad of x, of
     the weight, of a bias), each None where `mask` (input, weight, bias) is False.
 
-    A 3x3's input gradient runs as F(4x4, 3x3) where a training step runs its forward so
-    (training_f4: conv3x3_f4 of grad_out with W's taps reversed and its channels swapped), its
-    weight gradient where weight_grad_f4_pays (the bias gradient then the sum of grad_out);
-    everything else, and a Winograd weight gradient that met NaN or inf, by ATen. The input
-    gradient is channels_last where Winograd computed it."""
+    The input gradient runs by Winograd where a training step runs the forward so
+    (training_winograd: conv_winograd of grad_out with W's taps reversed and its channels
+    swapped), the weight gradient where weight_grad_winograd_pays (the bias gradient then the
+    sum of grad_out); everything else, and a Winograd weight gradient that met NaN or inf, by
+    ATen. The input gradient is channels_last where Winograd computed it."""
     need_x, need_w, need_b = mask
     grad_x = grad_w = grad_b = None
-    f4_x = need_x and training_f4(x, weight)
-    f4_w = need_w and weight_grad_f4_pays(weight, x)
+    f4_x = need_x and training_winograd(x, weight)
+    f4_w = need_w and weight_grad_winograd_pays(weight, x)
     if f4_x or f4_w:  # one dense copy of a strided grad_out for both
         grad_out = grad_out.contiguous(memory_format=torch.channels_last)
     if f4_x:
-        grad_x, need_x = conv3x3_f4(grad_out, weight, None, relu=False, transposed=True), False
+        grad_x, need_x = conv_winograd(grad_out, weight, None, relu=False, transposed=True), False
     if f4_w:  # in the weight's memory format, which autograd would otherwise copy it into
         channels_last = weight.dim() == 4 and not weight.is_contiguous()
         channels_last = channels_last and weight.is_contiguous(memory_format=torch.channels_last)
-        grad_w = weight_grad_f4(x, grad_out, channels_last)
+        grad_w = weight_grad_winograd(x, grad_out, weight.shape[-1], channels_last)
         if grad_w is not None:
             need_w = False
             if need_b:
