@@ -1,7 +1,9 @@
 // The Winograd F(2x2, 3x3) transforms of csrc/cpu/winograd_f2x3.cpp on raw rows, for the
 // operators there and for the eval block operator (csrc/cpu/block_onednn.cpp), which runs the
-// 16 GEMMs between them as one grouped oneDNN 1x1 convolution; and the F(4x4, 3x3) ones of
-// csrc/cpu/winograd_f4x3.cpp (36 GEMMs), which that operator takes where they pay.
+// 16 GEMMs between them as one grouped oneDNN 1x1 convolution; the F(4x4, 3x3) ones of
+// csrc/cpu/winograd_f4x3.cpp (36 GEMMs), which that operator takes where they pay; and the
+// training operators' F(4x4, 3x3) and F(4x4, 5x5) ones (csrc/cpu/winograd_training.cpp), with
+// the loops the sizes share as templates in `detail`.
 #pragma once
 
 #include <algorithm>
@@ -261,7 +263,7 @@ void input_tiles4(const TileGrid& grid, const float* r, int64_t ld, int64_t chan
 bool output_tiles4(const TileGrid& grid, const float* m, int64_t tile_stride, int64_t pos_stride,
                    const float* bias, float* out, int64_t ld, int64_t channels, bool relu = true);
 
-// F(4x4, 3x3)'s weight gradient (csrc/cpu/winograd_weight_grad.cpp): the same V = B^T d B as
+// The training operators' F(4x4, 3x3) (csrc/cpu/winograd_training.cpp): the same V = B^T d B as
 // input_tiles4, and Gy = A g A^T of the range's 4x4 tiles of an output gradient g (NHWC rows,
 // row stride ld, zero past the image), both position-major: [36, grid.count, channels], position
 // k of tile t at (k * grid.count + t - grid.begin) * channels, so that each position's GEMM
