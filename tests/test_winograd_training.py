@@ -216,7 +216,7 @@ def test_policy():
 
 def _f4(x, weight, bias, tiles, relu, transposed):
     """conv3x3_winograd_f4 or conv5x5_winograd_f4 by the weight's kernel size."""
-    k = weight.shape[-1] if weight.dim() == 4 else 3
+    k = weight.shape[-1]
     op = getattr(torch.ops.fused_inception, f"conv{k}x{k}_winograd_f4")
     return op(x, weight, bias, tiles, relu, transposed)
 

@@ -59,11 +59,13 @@ inline void window_rows(const TileGrid& grid, int64_t t, const float* r, int64_t
   }
 }
 
-// dst[i][j]: the output row of tile t's pixel (i, j) (rows `ld` floats apart), or `scratch`
-// for pixels past the image's bottom or right edge, so the transform has no branches.
-template <int kTile>
-inline void output_rows(const TileGrid& grid, int64_t t, float* out, int64_t ld, float* scratch,
-                        float* (&dst)[kTile][kTile]) {
+// dst[i][j]: the row of tile t's pixel (i, j) in `rows` (rows `ld` floats apart), or
+// `outside` for pixels past the image's bottom or right edge, so the transform has no
+// branches: for an output, a scratch row to write; for an output gradient read by the weight
+// gradient (const float), a row of zeros.
+template <int kTile, typename T>
+inline void output_rows(const TileGrid& grid, int64_t t, T* rows, int64_t ld, T* outside,
+                        T* (&dst)[kTile][kTile]) {
   const int64_t img = t / (grid.tiles_y * grid.tiles_x), ty = (t / grid.tiles_x) % grid.tiles_y,
                 tx = t % grid.tiles_x;
 #pragma GCC unroll 4
@@ -72,8 +74,8 @@ inline void output_rows(const TileGrid& grid, int64_t t, float* out, int64_t ld,
     for (int j = 0; j < kTile; ++j) {
       const int64_t y = kTile * ty + i, x = kTile * tx + j;
       dst[i][j] = (y < grid.height && x < grid.width)
-                      ? out + ((img * grid.height + y) * grid.width + x) * ld
-                      : scratch;
+                      ? rows + ((img * grid.height + y) * grid.width + x) * ld
+                      : outside;
     }
   }
 }
@@ -109,24 +111,6 @@ void by_position(const TileGrid& grid, int64_t channels, float* out, const Tile&
       tile(t, zeros.data(), out + (t - first) * channels, pos_stride);
     }
   });
-}
-
-// src[i][j]: the NHWC row of tile t's output pixel (i, j) (rows `ld` floats apart), or `zeros`
-// past the image's bottom or right edge.
-inline void tile_rows4(const TileGrid& grid, int64_t t, const float* g, int64_t ld,
-                       const float* zeros, const float* (&src)[4][4]) {
-  const int64_t img = t / (grid.tiles_y * grid.tiles_x), ty = (t / grid.tiles_x) % grid.tiles_y,
-                tx = t % grid.tiles_x;
-#pragma GCC unroll 4
-  for (int i = 0; i < 4; ++i) {
-#pragma GCC unroll 4
-    for (int j = 0; j < 4; ++j) {
-      const int64_t y = 4 * ty + i, x = 4 * tx + j;
-      src[i][j] = (y < grid.height && x < grid.width)
-                      ? g + ((img * grid.height + y) * grid.width + x) * ld
-                      : zeros;
-    }
-  }
 }
 
 // The exponent bits of x: 0x7f800000 exactly when x is NaN or +-inf.

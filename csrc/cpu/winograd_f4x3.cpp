@@ -117,7 +117,6 @@ inline __attribute__((always_inline)) Col4 at6v(const float (&m)[6]) {
 }
 
 // y = A^T m A + bias of one 4x4 output tile (detail::output_tile).
-
 FI_MULTIVERSION4
 uint32_t output_tile4(const float* m, int64_t pos_stride, const float* bias, float* const dst[4][4],
                       int64_t channels) {
@@ -177,7 +176,7 @@ void grad_tiles4_by_position(const TileGrid& grid, const float* g, int64_t ld, i
   detail::by_position(grid, channels, gy,
                       [&](int64_t t, const float* zeros, float* dst, int64_t pos_stride) {
                         const float* src[4][4];
-                        detail::tile_rows4(grid, t, g, ld, zeros, src);
+                        detail::output_rows<4>(grid, t, g, ld, zeros, src);
                         grad_tile4(src, dst, pos_stride, channels);
                       });
 }

@@ -138,7 +138,7 @@ void grad_tiles8_by_position(const TileGrid& grid, const float* g, int64_t ld, i
   detail::by_position(grid, channels, gy,
                       [&](int64_t t, const float* zeros, float* dst, int64_t pos_stride) {
                         const float* src[4][4];
-                        detail::tile_rows4(grid, t, g, ld, zeros, src);
+                        detail::output_rows<4>(grid, t, g, ld, zeros, src);
                         grad_tile8(src, dst, pos_stride, channels);
                       });
 }

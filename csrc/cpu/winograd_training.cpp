@@ -283,10 +283,10 @@ at::Tensor weight_grad_winograd(const char* op, const Scheme& scheme, const at::
       const_cast<at::Tensor&>(m).baddbmm_(gy_k.transpose(1, 2), v_k);
     }
   }
-  at::Tensor grad_w = at::empty({c_out, c_in, k, k}, x.options().memory_format(format));
   if (k == 3) {
     // dW = G^T M G per channel pair, into grad_w's own layout (channels_last: taps Cin apart,
     // input channels contiguous; else input channels 9 apart).
+    at::Tensor grad_w = at::empty({c_out, c_in, k, k}, x.options().memory_format(format));
     const float* m_data = m.const_data_ptr<float>();
     float* dw = grad_w.mutable_data_ptr<float>();
     fused_inception::parallel_for(0, c_out, 1, [&](int64_t begin, int64_t end) {
@@ -298,11 +298,8 @@ at::Tensor weight_grad_winograd(const char* op, const Scheme& scheme, const at::
   }
   // dW[co][ci][tap] = sum over positions of (G (x) G)[k][tap] M[k][co][ci]: one [Cout * Cin, 64]
   // x [64, 25] GEMM into the contiguous layout (copied for channels_last: 5x5 weights are small).
-  at::Tensor dense = channels_last ? at::empty({c_out, c_in, k, k}, x.options()) : grad_w;
-  at::Tensor rows = dense.view({c_out * c_in, k * k});
-  at::mm_out(rows, m.view({p, c_out * c_in}).t(), gg_tensor(k, false, x.options()));
-  if (channels_last) grad_w.copy_(dense);
-  return grad_w;
+  const at::Tensor rows = at::mm(m.view({p, c_out * c_in}).t(), gg_tensor(k, false, x.options()));
+  return rows.view({c_out, c_in, k, k}).contiguous(format);
 }
 
 at::Tensor conv3x3_weight_grad_winograd_cpu(const at::Tensor& x, const at::Tensor& grad_out,

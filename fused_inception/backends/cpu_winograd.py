@@ -428,13 +428,13 @@ def kxk_backward(
     ATen. The input gradient is channels_last where Winograd computed it."""
     need_x, need_w, need_b = mask
     grad_x = grad_w = grad_b = None
-    f4_x = need_x and training_winograd(x, weight)
-    f4_w = need_w and weight_grad_winograd_pays(weight, x)
-    if f4_x or f4_w:  # one dense copy of a strided grad_out for both
+    wino_x = need_x and training_winograd(x, weight)
+    wino_w = need_w and weight_grad_winograd_pays(weight, x)
+    if wino_x or wino_w:  # one dense copy of a strided grad_out for both
         grad_out = grad_out.contiguous(memory_format=torch.channels_last)
-    if f4_x:
+    if wino_x:
         grad_x, need_x = conv_winograd(grad_out, weight, None, relu=False, transposed=True), False
-    if f4_w:  # in the weight's memory format, which autograd would otherwise copy it into
+    if wino_w:  # in the weight's memory format, which autograd would otherwise copy it into
         channels_last = weight.dim() == 4 and not weight.is_contiguous()
         channels_last = channels_last and weight.is_contiguous(memory_format=torch.channels_last)
         grad_w = weight_grad_winograd(x, grad_out, weight.shape[-1], channels_last)
