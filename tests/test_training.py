@@ -182,7 +182,10 @@ def test_gradcheck_operator_float64(k):
     """
     cfg = fused_inception.BlockConfig(3, 2, 2, 3, 2, 2, 2, 3)
     params = _folded_params(cfg, k, seed=k)
-    x = torch.randn(1, 3, 3, 4, dtype=torch.float64, requires_grad=True)
+    # x from its own generator: from the global one it changed with the test order, and one
+    # draw put a max-pool tie or a ReLU kink within gradcheck's step (a failure seen once).
+    gen = torch.Generator().manual_seed(100 + k)
+    x = torch.randn(1, 3, 3, 4, dtype=torch.float64, generator=gen).requires_grad_()
 
     def fn(x, *params):
         return inception_block(x, *params, "cpu")
