@@ -306,7 +306,7 @@ def _winograd_tile(conv: nn.Conv2d, x: Tensor) -> int:
     on a grouped oneDNN GEMM (fused_inception::conv3x3_relu_winograd): 3x3, stride 1, padding
     1, no dilation or groups, and wide enough to pay (cpu_winograd.onednn_winograd_pays:
     GoogLeNet's conv3, 64 -> 192 at 56x56, is). F(4x4, 3x3) where the block operator would
-    take it (not on the own kernel's CPUs, where it was not measured)."""
+    take it."""
     if not (
         _WINOGRAD_OP is not None
         and tuple(conv.stride) == (1, 1)
@@ -316,7 +316,7 @@ def _winograd_tile(conv: nn.Conv2d, x: Tensor) -> int:
     ):
         return 0
     n, _, h, w = x.shape
-    return winograd.onednn_tile(conv.weight.shape, n, h, w, onednn.own_gemm())
+    return winograd.onednn_tile(conv.weight.shape, n, h, w)
 
 
 def _own_gemm_fits(conv: nn.Conv2d, x: Tensor) -> bool:

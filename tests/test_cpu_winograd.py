@@ -47,6 +47,9 @@ def conv_path(request, monkeypatch):
     own_gemm = request.param in ("onednn-own-gemm", "onednn-winograd")
     monkeypatch.setattr(cpu_onednn, "OWN_GEMM", own_gemm)
     if request.param in ("onednn-winograd", "onednn-f4"):
+        # "onednn-winograd": F(2x2, 3x3), whose GEMMs the own kernel runs (F(4x4, 3x3)'s run on
+        # oneDNN's wherever it is taken)
+        monkeypatch.setattr(cpu_winograd, "ONEDNN_F4_ENABLED", request.param == "onednn-f4")
         monkeypatch.setattr(cpu_winograd, "ONEDNN_F4_MIN_TILES", 0)
         monkeypatch.setattr(cpu_winograd, "ONEDNN_MIN_IN_CHANNELS", 0)
         monkeypatch.setattr(cpu_winograd, "ONEDNN_MIN_OUT_CHANNELS", 0)
@@ -90,7 +93,7 @@ def conv_path(request, monkeypatch):
         assert {call[0] for call in block_calls} == {3 if own_gemm else 4}
     if request.param == "onednn-f4":  # every Winograd b2 is F(4x4, 3x3) (none on 1x1 images)
         assert all((d2 is not None) == winograd2 for _, winograd2, d2, _ in block_calls)
-    if own_gemm:  # F(4x4, 3x3) only on oneDNN's GEMM
+    if request.param == "onednn-winograd":  # every Winograd branch is F(2x2, 3x3)
         assert all(d2 is None and d3 is None for _, _, d2, d3 in block_calls)
 
 
@@ -175,14 +178,11 @@ def test_operator_takes_winograd_for_the_wide_3x3s(batch, monkeypatch):
         wide = tiles >= cpu_winograd.ONEDNN_MIN_TILES
         assert wide == (batch == 8 or cfg.hw > 7), name
         chunk = min(tiles, cpu_winograd.ONEDNN_TILES_PER_CHUNK)
-        # F(4x4, 3x3) where there are ONEDNN_F4_MIN_TILES 4x4 tiles, on oneDNN's GEMM: 3a and 3b
-        # at batch 1 (49 tiles), every block at batch 8 (5a and 5b: 8 * 2 * 2 = 32)
-        f4 = (
-            wide
-            and not cpu_onednn.own_gemm()
-            and batch * (-(-cfg.hw // 4)) ** 2 >= cpu_winograd.ONEDNN_F4_MIN_TILES
-        )
-        assert f4 == (wide and not cpu_onednn.own_gemm() and (batch == 8 or cfg.hw == 28)), name
+        # F(4x4, 3x3) where there are ONEDNN_F4_MIN_TILES 4x4 tiles (on oneDNN's GEMM, also
+        # where the own kernel runs F(2x2, 3x3)'s): 3a and 3b at batch 1 (49 tiles), every block
+        # at batch 8 (5a and 5b: 8 * 2 * 2 = 32)
+        f4 = wide and batch * (-(-cfg.hw // 4)) ** 2 >= cpu_winograd.ONEDNN_F4_MIN_TILES
+        assert f4 == (wide and (batch == 8 or cfg.hw == 28)), name
         assert flags[-1] == (wide, False, chunk, f4), name
         for out in outs:
             assert torch.equal(out.isnan(), ref.isnan()), name

@@ -20,7 +20,7 @@ from helpers import (
 from torchvision.models.googlenet import BasicConv2d
 
 from fused_inception import FoldedConvUnit, FusedInception, Inception, _ext, folded_unit
-from fused_inception.backends import cpu, cpu_onednn
+from fused_inception.backends import cpu, cpu_onednn, cpu_winograd
 from fused_inception.backends.output import poison_outputs
 from fused_inception.configs import GOOGLENET_BLOCKS
 
@@ -215,8 +215,10 @@ def test_vector_and_plain_loops_give_the_same_bits(tmp_path):
 
 @pytest.fixture
 def own_gemm_calls(monkeypatch):
-    """Forces the own GEMM on and records the eval operator's calls that pass it panels."""
+    """Forces the own GEMM on, Winograd as F(2x2, 3x3) (whose GEMMs it runs; F(4x4, 3x3)'s
+    run on oneDNN's), and records the eval operator's calls that pass it panels."""
     monkeypatch.setattr(cpu_onednn, "OWN_GEMM", True)
+    monkeypatch.setattr(cpu_winograd, "ONEDNN_F4_ENABLED", False)
     calls = []
     real = cpu._BLOCK_OP
     if real is None or not cpu_onednn.available(torch.float32):
@@ -307,7 +309,6 @@ def test_block_operator_refuses_bad_panels():
         with pytest.raises((ValueError, RuntimeError), match=match):
             ops.inception_block_onednn(*args)
     # Winograd's 16 GEMMs as panels [16, ceil(c2 / 16), c2r, 16]
-    from fused_inception.backends import cpu_winograd
 
     u2 = cpu_winograd.grouped_panels(torch.randn(c2, c2r, 3, 3, generator=gen))
     winograd = good[:3] + (u2,) + good[4:] + (False, True, False, 4)
@@ -424,7 +425,6 @@ def test_block_operator_reads_strided_biases(own):
     transform (which read a strided bias as dense before 2026-12-03) and on the own kernel."""
     if cpu._BLOCK_OP is None or not cpu_onednn.available(torch.float32):
         pytest.skip("no inception_block_onednn operator or no oneDNN in this build")
-    from fused_inception.backends import cpu_winograd
 
     gen = torch.Generator().manual_seed(12)
     c_in, c1, c2r, c2, c3r, c3, c4 = 6, 3, 4, 5, 2, 3, 4

@@ -27,7 +27,7 @@ from fused_inception import (
     unprepare_for_inference,
 )
 from fused_inception import fingerprint as fingerprint_module
-from fused_inception.backends import cpu, cpu_onednn
+from fused_inception.backends import cpu, cpu_onednn, cpu_winograd
 from fused_inception.backends.output import poison_outputs
 from fused_inception.configs import GOOGLENET_BLOCKS
 from fused_inception.plain_layout import is_plain, plain_views, x_weights_view
@@ -257,6 +257,8 @@ def test_writes_to_live_weights_are_seen(operator_calls, monkeypatch):
     (4d at batch 2), is checked by the call itself and refolded after a write; a weight given a
     dense tensor again is packed and checked by the block as before."""
     monkeypatch.setattr(cpu_onednn, "OWN_GEMM", True)
+    # F(2x2, 3x3), on the own kernel's panels (F(4x4, 3x3) would run on oneDNN's GEMM)
+    monkeypatch.setattr(cpu_winograd, "ONEDNN_F4_ENABLED", False)
     cfg, src, block = _prepared_block("4d", True, 3, seed=5)
     hashed = _recording_checks(monkeypatch)
     x = torch.randn(2, cfg.in_channels, cfg.hw, cfg.hw).contiguous(

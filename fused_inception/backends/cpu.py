@@ -240,12 +240,12 @@ def forward(x: Tensor, packed: CpuPacked) -> Tensor:
         weights, shape = packed.onednn, tuple(x.shape)
         n, _, h, w = shape
         chunk = winograd.onednn_chunk(n, h, w)
-        own = onednn.own_gemm()  # Winograd's GEMMs on the own kernel too (AVX2 CPUs)
+        own = onednn.own_gemm()  # F(2x2, 3x3)'s GEMMs on the own kernel too (AVX2 CPUs)
         own_direct = onednn.own_gemm_direct()  # the 1x1s and direct KxKs on it, as panels
         live = packed.plain or {}
         kxk, use_winograd, direct, scales = [], [], [], []
         for tag, c_red in (("2", packed.c2r), ("3", packed.c3r)):
-            tile = winograd.onednn_tile(weights.plain[tag].shape, n, h, w, own)
+            tile = winograd.onednn_tile(weights.plain[tag].shape, n, h, w)
             if tile > 0:
                 _checked(packed, tag)
             plain = weights.plain[tag]
@@ -253,7 +253,7 @@ def forward(x: Tensor, packed: CpuPacked) -> Tensor:
             # F(4x4, 3x3) recomputes directly, from the plain weight, where it meets NaN or inf
             direct.append(plain if tile == 4 else None)
             scale = None  # BatchNorm's, where the weight is read in place
-            if use_winograd[-1] and own:  # the transformed weight's 16 GEMMs as panels
+            if tile == 2 and own:  # the transformed weight's 16 GEMMs as panels
                 make = lambda p=plain: winograd.grouped_panels(p)  # noqa: E731
                 kxk.append(weights.panels(tag + "w", make))
             elif use_winograd[-1]:  # the transformed weight, reordered for one chunk's V

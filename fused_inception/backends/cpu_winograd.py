@@ -173,18 +173,22 @@ def onednn_takes(weight_shape: tuple[int, ...], n: int, h: int, w: int) -> bool:
     return ONEDNN_ENABLED and (kh, kw) == (3, 3) and onednn_winograd_pays(n, h, w, c_in, c_out)
 
 
-def onednn_tile(weight_shape: tuple[int, ...], n: int, h: int, w: int, own_gemm: bool) -> int:
+def onednn_tile(weight_shape: tuple[int, ...], n: int, h: int, w: int) -> int:
     """The Winograd tile the oneDNN path runs this convolution with: 0 (direct), 2 (F(2x2,
-    3x3)) or 4 (F(4x4, 3x3), on oneDNN's GEMM only: `own_gemm` False).
+    3x3)) or 4 (F(4x4, 3x3), whose 36 GEMMs always run on oneDNN's grouped GEMM; F(2x2, 3x3)'s
+    16 run on the package's own kernel where cpu_onednn.own_gemm says so, AVX2 CPUs).
 
     F(4x4, 3x3) does 36 products per 16 outputs against F(2x2, 3x3)'s 16 per 4: its 36 grouped
     GEMMs took 0.48-0.72x the time of the 16 of F(2x2, 3x3) on every GoogLeNet b2 at batch 8 and
     0.62x on 3a/3b at batch 1 (2-core Sapphire Rapids, 2026-12-03), but 0.97x at 16 tiles (14x14,
-    batch 1) and 1.66x at 4 (7x7, batch 1): it needs ONEDNN_F4_MIN_TILES 4x4 tiles.
+    batch 1) and 1.66x at 4 (7x7, batch 1): it needs ONEDNN_F4_MIN_TILES 4x4 tiles. On an AVX2
+    CPU (a Zen 2 EPYC, 2026-12-05) it beat F(2x2, 3x3) on the own kernel too: whole blocks
+    1.11-1.16x at batch 8, 3a and 3b 1.07x and 1.26x at batch 1, conv3 1.04-1.22x (README
+    "Backends").
     """
     if not onednn_takes(weight_shape, n, h, w):
         return 0
-    if ONEDNN_F4_ENABLED and not own_gemm and winograd_tiles(n, h, w, 4) >= ONEDNN_F4_MIN_TILES:
+    if ONEDNN_F4_ENABLED and winograd_tiles(n, h, w, 4) >= ONEDNN_F4_MIN_TILES:
         return 4
     return 2
 
