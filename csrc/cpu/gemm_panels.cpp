@@ -68,7 +68,11 @@ constexpr int64_t kMergeChannels = 16;
 // 5b's and 4b-4e's 1x1s and 5b's 3x3 and 5x5): without it the plain weight ran 0.86-0.97x the
 // packed panels at batch 8 and about level cold at batch 1; with 8, 16 or 32 rows ahead
 // 1.04-1.49x at batch 1 and, with 16, 0.98-1.14x at batch 8 (the packed side includes the
-// content hash the plain weight does not need).
+// content hash the plain weight does not need). The AVX2 tile prefetches the same way in the
+// first tile of each task only (2-core Zen 2 EPYC, 2026-12-05, a prepared network's blocks
+// interleaved in one process: against no prefetch, 5a and 5b 1.13-1.24x and the 14x14 blocks
+// 1.0-1.08x at batch 1, level at batch 8; prefetching in every tile was level at batch 1 and
+// 4-8% slower at batch 8).
 constexpr int64_t kPrefetchRows = 16;
 
 // The 16 columns of the panel starting at column col0: where they go.
@@ -171,7 +175,7 @@ void tile_plain(const float* const* rows, int taps, int64_t c, const float* pane
 // One tile of ROWS rows (1..6): ROWS x 16 accumulators in registers over every tap and channel.
 // Named registers, not an array: g++ kept an array of __m256 on the stack, storing all twelve
 // every step (2x slower, measured).
-template <int ROWS>
+template <int ROWS, bool PREFETCH>
 __attribute__((target("avx2,fma"))) void tile_avx2(const float* const* rows, int taps, int64_t c,
                                                    const float* panel, int64_t ldb,
                                                    const float* scale16, const float* bias16,
@@ -184,6 +188,9 @@ __attribute__((target("avx2,fma"))) void tile_avx2(const float* const* rows, int
     const float *a0 = tr[0], *a1 = tr[1], *a2 = tr[2], *a3 = tr[3], *a4 = tr[4], *a5 = tr[5];
     const float* b = panel + t * c * ldb;
     for (int64_t k = 0; k < c; ++k) {
+      if constexpr (PREFETCH) {
+        _mm_prefetch(reinterpret_cast<const char*>(b + (k + kPrefetchRows) * ldb), _MM_HINT_T0);
+      }
       const __m256 b0 = _mm256_loadu_ps(b + k * ldb);
       const __m256 b1 = _mm256_loadu_ps(b + k * ldb + 8);
       FI_TILE_ROW(0, a0, c00, c01)
@@ -227,33 +234,37 @@ __attribute__((target("avx2,fma"))) void tile_avx2(const float* const* rows, int
 // Up to 6 rows: a full tile, or one of 1-5 rows at a chunk's end.
 void tile_avx2_rows(const float* const* rows, int taps, int64_t c, const float* panel, int64_t ldb,
                     const float* scale16, const float* bias16, bool relu, const PanelStore& s,
-                    int64_t i0, int count) {
-  switch (count) {
-    case 6:
-      return tile_avx2<6>(rows, taps, c, panel, ldb, scale16, bias16, relu, s, i0);
-    case 5:
-      return tile_avx2<5>(rows, taps, c, panel, ldb, scale16, bias16, relu, s, i0);
-    case 4:
-      return tile_avx2<4>(rows, taps, c, panel, ldb, scale16, bias16, relu, s, i0);
-    case 3:
-      return tile_avx2<3>(rows, taps, c, panel, ldb, scale16, bias16, relu, s, i0);
-    case 2:
-      return tile_avx2<2>(rows, taps, c, panel, ldb, scale16, bias16, relu, s, i0);
-    default:
-      return tile_avx2<1>(rows, taps, c, panel, ldb, scale16, bias16, relu, s, i0);
-  }
+                    int64_t i0, int count, bool prefetch) {
+  const auto pick = [&]<bool P>() {
+    switch (count) {
+      case 6:
+        return &tile_avx2<6, P>;
+      case 5:
+        return &tile_avx2<5, P>;
+      case 4:
+        return &tile_avx2<4, P>;
+      case 3:
+        return &tile_avx2<3, P>;
+      case 2:
+        return &tile_avx2<2, P>;
+      default:
+        return &tile_avx2<1, P>;
+    }
+  };
+  const auto tile = prefetch ? pick.template operator()<true>() : pick.template operator()<false>();
+  tile(rows, taps, c, panel, ldb, scale16, bias16, relu, s, i0);
 }
 
 // A tile of up to 12 rows as AVX2 tiles of up to 6 (its rows r and r + 6 share `rows`'s
-// stride kRows).
+// stride kRows); with `prefetch`, the first prefetches the plain weight's rows ahead.
 void tile_vector(const float* const* rows, int taps, int64_t c, const float* panel, int64_t ldb,
                  const float* scale16, const float* bias16, bool relu, const PanelStore& s,
-                 int64_t i0, int count) {
+                 int64_t i0, int count, bool prefetch) {
   tile_avx2_rows(rows, taps, c, panel, ldb, scale16, bias16, relu, s, i0,
-                 std::min(count, kRowsAvx2));
+                 std::min(count, kRowsAvx2), prefetch);
   if (count > kRowsAvx2) {
     tile_avx2_rows(rows + kRowsAvx2, taps, c, panel, ldb, scale16, bias16, relu, s, i0 + kRowsAvx2,
-                   count - kRowsAvx2);
+                   count - kRowsAvx2, false);
   }
 }
 #undef FI_TILE_ROW
@@ -581,8 +592,11 @@ void gemms(const std::vector<GemmJob>& jobs, bool relu) {
           continue;
         }
         if (vector) {
+          // The plain weight's rows prefetched by the task's first tile, which reads them from
+          // memory; its other tiles find them in cache.
+          const bool prefetch = ldb != kPanel && i == start;
           tile_vector(rows, plan.taps, plan.c_tap, panel, ldb, scales, bias, relu, stores[0], i,
-                      count);
+                      count, prefetch);
           continue;
         }
 #endif
