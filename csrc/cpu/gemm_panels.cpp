@@ -18,10 +18,10 @@
 //   are cut into tiles of near-equal size (49 rows as 10 + 10 + 10 + 10 + 9).
 // A KxK convolution is the same loop over K * K taps whose A rows are pointers to the shifted
 // pixels (or to a zero row outside the image): an implicit GEMM, with no im2col copy. Rows are
-// taken in chunks whose A rows fit in L2 (kChunkBytes), and a task is (chunk, panel or panel
-// pair): its panels (K * K * C * 64 bytes each) are read once per chunk, the chunk's rows once
-// per task; on AVX-512 a chunk has at least kMinChunkRowsAvx512 rows. On AVX-512 CPUs the
-// block's 1x1s and direct KxKs take this kernel, Winograd's GEMMs stay on oneDNN's
+// taken in chunks whose A rows fit in L2 (kChunkBytes), and a task is (chunk, pair of adjacent
+// panels, or the last one alone): its panels (K * K * C * 64 bytes each) are read once per chunk,
+// the chunk's rows once per task; on AVX-512 a chunk has at least kMinChunkRowsAvx512 rows. On
+// AVX-512 CPUs the block's 1x1s and direct KxKs take this kernel, Winograd's GEMMs stay on oneDNN's
 // (backends/cpu_onednn.py, own_gemm_direct).
 // B is packed panels, or (since 2026-12-04) a weight in the plain layout read in place, its
 // rows ldb floats apart (GemmJob::ldb, plain_weight_ldb; fused_inception/plain_layout.py),
@@ -506,9 +506,13 @@ void gemms(const std::vector<GemmJob>& jobs, bool relu) {
 #else
   const bool wide = false;
 #endif
-  // Panels per task: AVX-512 tiles take two adjacent panels (32 columns) at once. Rows per
-  // tile: at most 12 on AVX-512, 6 otherwise.
-  const int64_t group = wide ? 2 : 1;
+  // Panels per task: two adjacent ones (32 columns). AVX-512 tiles take both at once; the AVX2
+  // tile and the plain loop take one after the other on the same A rows, whose pointers are
+  // then made once for both (one panel per task until 2026-12-05: on a Zen 2 EPYC, interleaved
+  // in a prepared network, two measured conv1 0.78-0.94x the time at batch 8 and 0.96-0.97x at
+  // batch 1, the 14x14 blocks 0.93-0.96x at batch 1, the network 0.97x at batch 1 and
+  // 0.85-0.99x at batch 8). Rows per tile: at most 12 on AVX-512, 6 otherwise.
+  const int64_t group = 2;
   const int64_t most_rows = wide ? kRows : kRowsAvx2;
   // Fewest rows per chunk: every chunk reads all of its panels again, which for a few rows
   // over a deep reduction cost more than A leaving L2 (AVX-512: 5a's and 5b's 3x3s at batch
@@ -595,8 +599,11 @@ void gemms(const std::vector<GemmJob>& jobs, bool relu) {
           // The plain weight's rows prefetched by the task's first tile, which reads them from
           // memory; its other tiles find them in cache.
           const bool prefetch = ldb != kPanel && i == start;
-          tile_vector(rows, plan.taps, plan.c_tap, panel, ldb, scales, bias, relu, stores[0], i,
-                      count, prefetch);
+          for (int q = 0; q < panels; ++q) {
+            tile_vector(rows, plan.taps, plan.c_tap, panel + q * stride, ldb,
+                        scales != nullptr ? scales + q * kPanel : nullptr, bias + q * kPanel, relu,
+                        stores[q], i, count, prefetch);
+          }
           continue;
         }
 #endif

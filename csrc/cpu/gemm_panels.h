@@ -82,7 +82,7 @@ struct GemmJob {
 // overlap, in column order). The vector kernel is AVX-512 or AVX2 + FMA as cpu/vector_isa.h
 // allows, else a plain loop; all take one FMA chain per output in (tap, channel) order, so they
 // give the same bits.
-// Several independent GEMMs in one parallel loop over all their (chunk, panel) tasks, with the
+// Several independent GEMMs in one parallel loop over all their (chunk, panel pair) tasks, with the
 // ReLU or without (e.g. Winograd's 16 GEMMs, whose sums are transformed afterwards).
 void gemms(const std::vector<GemmJob>& jobs, bool relu);
 
