@@ -256,7 +256,7 @@ void tile_avx2_rows(const float* const* rows, int taps, int64_t c, const float* 
 }
 
 // A tile of up to 12 rows as AVX2 tiles of up to 6 (its rows r and r + 6 share `rows`'s
-// stride kRows); with `prefetch`, the first prefetches the plain weight's rows ahead.
+// stride kRows); with `prefetch`, the first of the two prefetches the plain weight's rows ahead.
 void tile_vector(const float* const* rows, int taps, int64_t c, const float* panel, int64_t ldb,
                  const float* scale16, const float* bias16, bool relu, const PanelStore& s,
                  int64_t i0, int count, bool prefetch) {
@@ -509,7 +509,7 @@ void gemms(const std::vector<GemmJob>& jobs, bool relu) {
   // Panels per task: two adjacent ones (32 columns). AVX-512 tiles take both at once; the AVX2
   // tile and the plain loop take one after the other on the same A rows, whose pointers are
   // then made once for both (one panel per task until 2026-12-05: on a Zen 2 EPYC, interleaved
-  // in a prepared network, two measured conv1 0.78-0.94x the time at batch 8 and 0.96-0.97x at
+  // in a prepared network, pairs took conv1 0.78-0.94x the time at batch 8 and 0.96-0.97x at
   // batch 1, the 14x14 blocks 0.93-0.96x at batch 1, the network 0.97x at batch 1 and
   // 0.85-0.99x at batch 8). Rows per tile: at most 12 on AVX-512, 6 otherwise.
   const int64_t group = 2;
