@@ -309,7 +309,6 @@ def test_block_operator_refuses_bad_panels():
         with pytest.raises((ValueError, RuntimeError), match=match):
             ops.inception_block_onednn(*args)
     # Winograd's 16 GEMMs as panels [16, ceil(c2 / 16), c2r, 16]
-
     u2 = cpu_winograd.grouped_panels(torch.randn(c2, c2r, 3, 3, generator=gen))
     winograd = good[:3] + (u2,) + good[4:] + (False, True, False, 4)
     assert ops.inception_block_onednn(*winograd).shape == (1, c1 + c2 + c3 + c4, 4, 4)

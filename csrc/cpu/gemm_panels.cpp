@@ -231,40 +231,22 @@ __attribute__((target("avx2,fma"))) void tile_avx2(const float* const* rows, int
   }
 }
 
-// Up to 6 rows: a full tile, or one of 1-5 rows at a chunk's end.
-void tile_avx2_rows(const float* const* rows, int taps, int64_t c, const float* panel, int64_t ldb,
-                    const float* scale16, const float* bias16, bool relu, const PanelStore& s,
-                    int64_t i0, int count, bool prefetch) {
-  const auto pick = [&]<bool P>() {
-    switch (count) {
-      case 6:
-        return &tile_avx2<6, P>;
-      case 5:
-        return &tile_avx2<5, P>;
-      case 4:
-        return &tile_avx2<4, P>;
-      case 3:
-        return &tile_avx2<3, P>;
-      case 2:
-        return &tile_avx2<2, P>;
-      default:
-        return &tile_avx2<1, P>;
-    }
-  };
-  const auto tile = prefetch ? pick.template operator()<true>() : pick.template operator()<false>();
-  tile(rows, taps, c, panel, ldb, scale16, bias16, relu, s, i0);
-}
-
-// A tile of up to 12 rows as AVX2 tiles of up to 6 (its rows r and r + 6 share `rows`'s
-// stride kRows); with `prefetch`, the first of the two prefetches the plain weight's rows ahead.
-void tile_vector(const float* const* rows, int taps, int64_t c, const float* panel, int64_t ldb,
-                 const float* scale16, const float* bias16, bool relu, const PanelStore& s,
-                 int64_t i0, int count, bool prefetch) {
-  tile_avx2_rows(rows, taps, c, panel, ldb, scale16, bias16, relu, s, i0,
-                 std::min(count, kRowsAvx2), prefetch);
-  if (count > kRowsAvx2) {
-    tile_avx2_rows(rows + kRowsAvx2, taps, c, panel, ldb, scale16, bias16, relu, s, i0 + kRowsAvx2,
-                   count - kRowsAvx2, false);
+// tile_avx2 for `count` rows (1..6: a full tile, or one of 1-5 rows at a chunk's end).
+template <bool PREFETCH>
+auto tile_avx2_for(int count) {
+  switch (count) {
+    case 6:
+      return &tile_avx2<6, PREFETCH>;
+    case 5:
+      return &tile_avx2<5, PREFETCH>;
+    case 4:
+      return &tile_avx2<4, PREFETCH>;
+    case 3:
+      return &tile_avx2<3, PREFETCH>;
+    case 2:
+      return &tile_avx2<2, PREFETCH>;
+    default:
+      return &tile_avx2<1, PREFETCH>;
   }
 }
 #undef FI_TILE_ROW
@@ -599,10 +581,11 @@ void gemms(const std::vector<GemmJob>& jobs, bool relu) {
           // The plain weight's rows prefetched by the task's first tile, which reads them from
           // memory; its other tiles find them in cache.
           const bool prefetch = ldb != kPanel && i == start;
+          const auto tile = prefetch ? tile_avx2_for<true>(count) : tile_avx2_for<false>(count);
           for (int q = 0; q < panels; ++q) {
-            tile_vector(rows, plan.taps, plan.c_tap, panel + q * stride, ldb,
-                        scales != nullptr ? scales + q * kPanel : nullptr, bias + q * kPanel, relu,
-                        stores[q], i, count, prefetch);
+            tile(rows, plan.taps, plan.c_tap, panel + q * stride, ldb,
+                 scales != nullptr ? scales + q * kPanel : nullptr, bias + q * kPanel, relu,
+                 stores[q], i);
           }
           continue;
         }
