@@ -85,6 +85,8 @@ class _EagerState:
               hooked_modules meanwhile
     bn_training: bn_in_training then (every unit's `training` is part of skey)
     has_bn:   has_batch_norm then (which units have a BatchNorm is part of skey)
+    plans:    (x's shape, strides, dtype, device) -> _Plan: the eval fast path (_planned),
+              emptied with `packed`
     """
 
     __slots__ = (
@@ -99,6 +101,7 @@ class _EagerState:
         "snapshot",
         "bn_training",
         "has_bn",
+        "plans",
     )
 
     def __init__(
@@ -117,6 +120,40 @@ class _EagerState:
         self.packed: dict[str, object] = {}
         self.overflow: dict[torch.dtype, str | None] = {}
         self.snapshot: StructureSnapshot | None = None
+        self.plans: dict[tuple, _Plan] = {}
+
+
+# Input layouts a block keeps eval plans for (a batch size or image size more starts over).
+_MAX_PLANS = 8
+
+
+class _Plan:
+    """An eval forward's backend call, replayed by FusedInception._planned while nothing it
+    rests on has changed (the backend's forward_plan / run_plan / plan_policy).
+
+    args:    the backend's operator arguments after x
+    checks:  (entry, value) for each weight the backend checks itself (its value when `args`
+             were made; backends/cpu.py forward_plan)
+    policy:  the backend's plan_policy() then
+    check:   the weight check (WEIGHT_CHECKS value) of the block's own check
+    ready:   False until a second forward made the same arguments (some weights are reordered
+             for a shape from its second call on: the plan replays the lasting ones)
+    """
+
+    __slots__ = ("impl", "args", "checks", "policy", "check", "ready")
+
+    def __init__(self, impl, args: tuple, checks: list, policy: tuple, check) -> None:
+        self.impl, self.args, self.checks = impl, args, checks
+        self.policy, self.check = policy, check
+        self.ready = False
+
+
+def _same_args(a: tuple, b: tuple) -> bool:
+    """True if two argument tuples hold the same tensors (identity) and equal other values."""
+    return len(a) == len(b) and all(
+        p is q or (not isinstance(p, Tensor) and not isinstance(q, Tensor) and p == q)
+        for p, q in zip(a, b, strict=True)
+    )
 
 
 class FusedInception(Inception):
@@ -315,6 +352,12 @@ class FusedInception(Inception):
 
     @torch.jit.unused
     def _forward_python(self, x: Tensor) -> Tensor:
+        if not torch.compiler.is_compiling() and type(x) is Tensor:
+            state = self.__dict__.get("_state")
+            if state is not None and state.plans:
+                out = self._planned(state, x)
+                if out is not None:
+                    return out
         if isinstance(x, torch.fx.Proxy):
             return self._fx_node(x)
         if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
@@ -361,7 +404,74 @@ class FusedInception(Inception):
             else:
                 packed = impl.prepare(folded)
             state.packed[name] = packed
-        return impl.forward(x, packed)
+        plan_of = getattr(impl, "forward_plan", None)
+        if plan_of is None or torch.is_grad_enabled() or type(x) is not Tensor:
+            return impl.forward(x, packed)
+        made = plan_of(x, packed)
+        if made is None:
+            return impl.forward(x, packed)
+        self._keep_plan(state, x, impl, made)
+        return impl.run_plan(x, made[0])
+
+    def _keep_plan(self, state: _EagerState, x: Tensor, impl, made: tuple) -> None:
+        """Keep the backend call an eval forward on x just made (impl.forward_plan's `made`)
+        as x's layout's plan; a second forward making the same call makes it ready."""
+        args, checks = made
+        key = (x.shape, x.stride(), x.dtype, x.device)
+        policy = impl.plan_policy()
+        check = WEIGHT_CHECKS[resolve_weight_check(self.weight_check, x.device)]
+        old = state.plans.get(key)
+        if (
+            old is not None
+            and old.impl is impl
+            and old.policy == policy
+            and old.check is check
+            and _same_args(old.args, args)
+            and len(old.checks) == len(checks)
+            and all(e is f and v == w for (e, v), (f, w) in zip(old.checks, checks, strict=True))
+        ):
+            old.ready = True
+            return
+        if len(state.plans) >= _MAX_PLANS:
+            state.plans.clear()
+        state.plans[key] = _Plan(impl, args, checks, policy, check)
+
+    def _planned(self, state: _EagerState, x: Tensor) -> Tensor | None:
+        """The eval fast path: the backend call of the last eval forward on x's layout (shape,
+        strides, dtype, device), made again without the checks and argument assembly around
+        it, if everything that call rested on still holds; else None (the full forward runs).
+
+        What it checks, cheaply, is what the full forward would find: no autograd, autocast,
+        tracing or export; the backend's settings (plan_policy); the structure, attributes and
+        hooks (the structure snapshot); the weights (the same weight check as _weights_state:
+        the live weights' identities, addresses and strides, the others' content hash); and
+        the weights the backend checks itself. Any difference and the full forward runs, which
+        repacks, refolds or falls back as it always does.
+        """
+        if torch.is_grad_enabled() or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
+            return None
+        plan = state.plans.get((x.shape, x.stride(), x.dtype, x.device))
+        if plan is None or not plan.ready or torch.is_autocast_enabled(x.device.type):
+            return None
+        snapshot = state.snapshot
+        if plan.impl.plan_policy() != plan.policy or snapshot is None or not snapshot.matches():
+            return None
+        live = state.live
+        if live is not None:
+            if tuple((t.data_ptr(), t.stride()) for t in live[0]) != live[1][3]:
+                return None
+            if live[2]:
+                weights = (live[1], plan.check(state.hashed[1]))
+            else:
+                weights = plan.check(state.tensors)
+        else:
+            weights = plan.check(state.tensors)
+        if weights != state.weights:
+            return None
+        for entry, seen in plan.checks:
+            if entry[3] != seen or entry[2]([entry[1]]) != seen:
+                return None
+        return plan.impl.run_plan(x, plan.args)
 
     def _operator(self, x: Tensor) -> Tensor:
         """The block as the operator on differentiable folded weights: inception_block, or
@@ -451,6 +561,7 @@ class FusedInception(Inception):
                 state.weights = weights
                 state.packed.clear()
                 state.overflow.clear()
+                state.plans.clear()
         return state
 
     def _composed_reason(

@@ -141,19 +141,21 @@ def prepare_block(block: nn.Module, p: FoldedParams, check) -> CpuPacked:
     return packed._replace(plain=plain or None, checks=checks or None)
 
 
-def _checked(packed: CpuPacked, tag: str) -> None:
+def _checked(packed: CpuPacked, tag: str) -> list | None:
     """Before a call uses a form made from the KxK weight `tag` (Winograd's): where the block's
     check leaves that weight out (CpuPacked.checks), check it here, and if it changed since its
-    folded copy was made, fold it again and forget what was made from the old copy."""
+    folded copy was made, fold it again and forget what was made from the old copy. Returns
+    that CpuPacked.checks entry (None: the weight is in the block's check)."""
     entry = (packed.checks or {}).get(tag)
     if entry is None:
-        return
+        return None
     unit, weight, check, seen = entry
     now = check([weight])
     if now != seen:
         folded, _ = fold_unit(unit)
         packed.onednn.replace(tag, onednn.conv_weight(folded))
         entry[3] = now
+    return entry
 
 
 def _bn_scale(unit: nn.Module) -> Tensor | None:
@@ -236,51 +238,93 @@ def forward(x: Tensor, packed: CpuPacked) -> Tensor:
     _forward_onednn itself (direct convolutions only) stays for forward_saving and builds
     without the operator.
     """
-    if packed.onednn is not None and x.dtype == torch.float32 and _BLOCK_OP is not None:
-        weights, shape = packed.onednn, tuple(x.shape)
-        n, _, h, w = shape
-        chunk = winograd.onednn_chunk(n, h, w)
-        own = onednn.own_gemm()  # F(2x2, 3x3)'s GEMMs on the own kernel too (AVX2 CPUs)
-        own_direct = onednn.own_gemm_direct()  # the 1x1s and direct KxKs on it, as panels
-        live = packed.plain or {}
-        kxk, use_winograd, direct, scales = [], [], [], []
-        for tag, c_red in (("2", packed.c2r), ("3", packed.c3r)):
-            tile = winograd.onednn_tile(weights.plain[tag].shape, n, h, w)
-            if tile > 0:
-                _checked(packed, tag)
-            plain = weights.plain[tag]
-            use_winograd.append(tile > 0)
-            # F(4x4, 3x3) recomputes directly, from the plain weight, where it meets NaN or inf
-            direct.append(plain if tile == 4 else None)
-            scale = None  # BatchNorm's, where the weight is read in place
-            if tile == 2 and own:  # the transformed weight's 16 GEMMs as panels
-                make = lambda p=plain: winograd.grouped_panels(p)  # noqa: E731
-                kxk.append(weights.panels(tag + "w", make))
-            elif use_winograd[-1]:  # the transformed weight, reordered for one chunk's V
-                make = lambda p=plain, t=tile: winograd.grouped_weight(p, t)  # noqa: E731
-                gemm_input = winograd.onednn_gemm_input(c_red, chunk, tile, n, h, w)
-                groups = winograd.positions(tile)
-                kxk.append(weights.derived(f"{tag}w{tile}", make, gemm_input, groups=groups))
-            elif own_direct and tag in live:  # read in place, BatchNorm's scale unfolded
-                kxk.append(live[tag][0])
-                scale = live[tag][1]
-            elif own_direct:
-                kxk.append(weights.panels(tag))
-            else:  # reordered for the kxk convolution's input, r2 or r3
-                kxk.append(weights.get(tag, (n, c_red, h, w)))
-            scales.append(scale)
-        scale_x = scale_pool = None
-        if own_direct:
-            w_x, scale_x = live["x"] if "x" in live else (weights.panels("x"), None)
-            w_pool, scale_pool = live["pool"] if "pool" in live else (weights.panels("pool"), None)
-        else:
-            w_x, w_pool = weights.get("x", shape), weights.get("pool", shape)
-        return _BLOCK_OP(
-            x, w_x, packed.b_x, kxk[0], packed.b2, kxk[1], packed.b3, w_pool, packed.b4,
-            packed.c1, packed.c2r, output_poisoned(), use_winograd[0], use_winograd[1], chunk,
-            direct[0], direct[1], scale_x, scales[0], scales[1], scale_pool,
-        )  # fmt: skip
+    plan = forward_plan(x, packed)
+    if plan is not None:
+        return run_plan(x, plan[0])
     return _forward(x, packed, keep_reduced=False)[0]
+
+
+def forward_plan(x: Tensor, packed: CpuPacked) -> tuple[tuple, list[tuple[list, object]]] | None:
+    """What forward(x, packed) calls the operator with, or None where it does not call it:
+    (the operator's arguments after x, the KxK checks they rest on).
+
+    The checks are (CpuPacked.checks entry, its value now) for each plain KxK weight whose
+    Winograd form the arguments hold (checked, and refolded if it changed, on the way). The
+    same arguments stay right for another x of the same shape, strides, dtype and device while
+    plan_policy() and the block's weights are unchanged and every check's weight still has
+    that value (FusedInception's eval fast path, module.py)."""
+    if packed.onednn is None or x.dtype != torch.float32 or _BLOCK_OP is None:
+        return None
+    weights, shape = packed.onednn, tuple(x.shape)
+    n, _, h, w = shape
+    chunk = winograd.onednn_chunk(n, h, w)
+    own = onednn.own_gemm()  # F(2x2, 3x3)'s GEMMs on the own kernel too (AVX2 CPUs)
+    own_direct = onednn.own_gemm_direct()  # the 1x1s and direct KxKs on it, as panels
+    live = packed.plain or {}
+    kxk, use_winograd, direct, scales, checks = [], [], [], [], []
+    for tag, c_red in (("2", packed.c2r), ("3", packed.c3r)):
+        tile = winograd.onednn_tile(weights.plain[tag].shape, n, h, w)
+        if tile > 0:
+            entry = _checked(packed, tag)
+            if entry is not None:
+                checks.append((entry, entry[3]))
+        plain = weights.plain[tag]
+        use_winograd.append(tile > 0)
+        # F(4x4, 3x3) recomputes directly, from the plain weight, where it meets NaN or inf
+        direct.append(plain if tile == 4 else None)
+        scale = None  # BatchNorm's, where the weight is read in place
+        if tile == 2 and own:  # the transformed weight's 16 GEMMs as panels
+            make = lambda p=plain: winograd.grouped_panels(p)  # noqa: E731
+            kxk.append(weights.panels(tag + "w", make))
+        elif use_winograd[-1]:  # the transformed weight, reordered for one chunk's V
+            make = lambda p=plain, t=tile: winograd.grouped_weight(p, t)  # noqa: E731
+            gemm_input = winograd.onednn_gemm_input(c_red, chunk, tile, n, h, w)
+            groups = winograd.positions(tile)
+            kxk.append(weights.derived(f"{tag}w{tile}", make, gemm_input, groups=groups))
+        elif own_direct and tag in live:  # read in place, BatchNorm's scale unfolded
+            kxk.append(live[tag][0])
+            scale = live[tag][1]
+        elif own_direct:
+            kxk.append(weights.panels(tag))
+        else:  # reordered for the kxk convolution's input, r2 or r3
+            kxk.append(weights.get(tag, (n, c_red, h, w)))
+        scales.append(scale)
+    scale_x = scale_pool = None
+    if own_direct:
+        w_x, scale_x = live["x"] if "x" in live else (weights.panels("x"), None)
+        w_pool, scale_pool = live["pool"] if "pool" in live else (weights.panels("pool"), None)
+    else:
+        w_x, w_pool = weights.get("x", shape), weights.get("pool", shape)
+    args = (
+        w_x, packed.b_x, kxk[0], packed.b2, kxk[1], packed.b3, w_pool, packed.b4,
+        packed.c1, packed.c2r, output_poisoned(), use_winograd[0], use_winograd[1], chunk,
+        direct[0], direct[1], scale_x, scales[0], scales[1], scale_pool,
+    )  # fmt: skip
+    return args, checks
+
+
+def run_plan(x: Tensor, args: tuple) -> Tensor:
+    """The operator on x and forward_plan's arguments."""
+    return _BLOCK_OP(x, *args)
+
+
+def plan_policy() -> tuple:
+    """Every setting besides the packed weights and x that forward_plan's arguments depend on:
+    the operator, the own kernel's and Winograd's switches and thresholds, output poisoning.
+    A setting forward_plan reads must be here, or a plan made before it changed would be
+    replayed after (tests/test_eval_plan.py changes each)."""
+    return (
+        _BLOCK_OP,
+        onednn.OWN_GEMM,
+        winograd.ONEDNN_ENABLED,
+        winograd.ONEDNN_TILES_PER_CHUNK,
+        winograd.ONEDNN_MIN_IN_CHANNELS,
+        winograd.ONEDNN_MIN_OUT_CHANNELS,
+        winograd.ONEDNN_MIN_TILES,
+        winograd.ONEDNN_F4_ENABLED,
+        winograd.ONEDNN_F4_MIN_TILES,
+        output_poisoned(),
+    )
 
 
 # The operator's overload, resolved once (None in builds without it).

@@ -1,0 +1,279 @@
+"""The eval fast path (FusedInception._planned, backends/cpu.py forward_plan): once two eval
+forwards on one input layout made the same operator call, later ones make it again after cheap
+checks only. Every change the full forward acts on sends the next forward through it again: a
+write to any weight or buffer (through .data, numpy or in place under inference_mode), a new
+tensor for a weight, an attribute, a hook, training mode, autograd, autocast, tracing, each
+backend setting the call depends on, and another input layout's refold of a KxK weight. Against
+float64 and, where a setting changes what runs, bit for bit against a freshly prepared block."""
+
+from __future__ import annotations
+
+import copy
+import warnings
+
+import pytest
+import torch
+from helpers import assert_close_rel, randomize_block, reference_f64
+
+from fused_inception import FusedInception, Inception, prepare_for_inference
+from fused_inception.backends import cpu, cpu_onednn, cpu_winograd
+from fused_inception.backends.output import poison_outputs
+from fused_inception.configs import GOOGLENET_BLOCKS
+from fused_inception.units import block_units
+
+pytestmark = pytest.mark.skipif(
+    cpu._BLOCK_OP is None or not cpu_onednn.available(torch.float32),
+    reason="no inception_block_onednn operator or no oneDNN in this build",
+)
+
+CFG = GOOGLENET_BLOCKS["4d"]
+
+
+@pytest.fixture
+def setup(monkeypatch):
+    """4d prepared for inference, its source, a batch-2 channels_last input, and the count of
+    full forwards (calls of cpu.forward_plan). F(2x2, 3x3) on the own kernel: b2's 3x3 then runs
+    from a Winograd form the call checks itself, the 1x1s read their weights in place."""
+    monkeypatch.setattr(cpu_onednn, "OWN_GEMM", True)
+    monkeypatch.setattr(cpu_winograd, "ONEDNN_F4_ENABLED", False)
+    torch.manual_seed(3)
+    src = randomize_block(Inception(*CFG.args()), seed=3).eval()
+    block = prepare_for_inference(copy.deepcopy(src))
+    assert isinstance(block, FusedInception)
+    x = _input(2)
+    full = []
+    real = cpu.forward_plan
+    monkeypatch.setattr(cpu, "forward_plan", lambda *a: (full.append(1), real(*a))[1])
+    return src, block, x, full
+
+
+def _input(batch: int) -> torch.Tensor:
+    x = torch.randn(batch, CFG.in_channels, CFG.hw, CFG.hw)
+    return x.contiguous(memory_format=torch.channels_last)
+
+
+def _run(block, x):
+    with torch.no_grad(), poison_outputs():
+        return block(x)
+
+
+def _against_float64(src, out, x):
+    assert_close_rel(out, reference_f64(src, x), torch.float32)
+
+
+def _warm(block, x, full) -> torch.Tensor:
+    """Three forwards: the plan is made, made ready, then replayed."""
+    outs = [_run(block, x) for _ in range(3)]
+    assert len(full) == 2
+    assert all(torch.equal(o, outs[0]) for o in outs)
+    full.clear()
+    return outs[0]
+
+
+def test_replays_the_same_call(setup):
+    src, block, x, full = setup
+    first = _warm(block, x, full)
+    _against_float64(src, first, x)
+    for _ in range(3):
+        assert torch.equal(_run(block, x), first)
+    assert full == []
+    (plan,) = block.__dict__["_state"].plans.values()
+    assert plan.ready and len(plan.checks) == 1  # b2's 3x3, whose Winograd form the call uses
+
+
+def _units(src, block):
+    return block_units(block), block_units(src)
+
+
+def _follow(src, block):
+    """Copy every parameter and buffer of `block` into `src` (the reference follows a write)."""
+    with torch.no_grad():
+        for (_, a), (_, b) in zip(
+            list(src.named_parameters()) + list(src.named_buffers()),
+            list(block.named_parameters()) + list(block.named_buffers()),
+            strict=True,
+        ):
+            a.copy_(b)
+
+
+def _bn_buffer(src, block):
+    block_units(block)[3].bn.running_var.data.mul_(1.7)
+
+
+def _bn_weight_inference_mode(src, block):
+    with torch.inference_mode():
+        block_units(block)[1].bn.weight.add_(0.3)
+
+
+def _winograd_weight_numpy(src, block):
+    block_units(block)[2].conv.weight.detach().numpy()[0, 0, 0, 0] = 2.5
+
+
+def _new_tensor_for_live_weight(src, block):
+    w = block_units(block)[0].conv.weight
+    w.data = w.data.contiguous() * 2
+
+
+WRITES = {
+    "bn-buffer-data": _bn_buffer,
+    "bn-weight-inference-mode": _bn_weight_inference_mode,
+    "winograd-3x3-numpy": _winograd_weight_numpy,
+    "new-tensor-for-a-1x1": _new_tensor_for_live_weight,
+}
+
+
+@pytest.mark.parametrize("write", list(WRITES), ids=str)
+def test_a_write_takes_the_full_forward(setup, write):
+    src, block, x, full = setup
+    _warm(block, x, full)
+    WRITES[write](src, block)
+    _follow(src, block)
+    out = _run(block, x)
+    assert full == [1]
+    _against_float64(src, out, x)
+    again = _run(block, x)  # the new plan is made ready, then replayed
+    assert torch.equal(again, out)
+    assert torch.equal(_run(block, x), out) and full == [1, 1]
+
+
+def test_in_place_writes_to_weights_read_in_place_need_no_full_forward(setup):
+    """The 1x1s and b3's direct 3x3 read their plain weights on every call: the replay sees
+    their new values."""
+    src, block, x, full = setup
+    _warm(block, x, full)
+    units = block_units(block)
+    units[0].conv.weight.data.mul_(-1.5)
+    units[4].conv.weight.data[1].zero_()
+    units[5].conv.weight.detach().numpy()[2, 0, 0, 0] = 4.0
+    _follow(src, block)
+    out = _run(block, x)
+    assert full == []
+    _against_float64(src, out, x)
+
+
+@pytest.mark.parametrize("change", ["bn-eps", "submodule-hook"], ids=str)
+def test_a_module_change_is_computed(setup, change):
+    """An attribute (BatchNorm's eps, in both blocks) takes the full forward; a hook on a unit
+    makes the block run its modules (the composed path), and the hook fires."""
+    src, block, x, full = setup
+    _warm(block, x, full)
+    fired = []
+    if change == "bn-eps":
+        block_units(block)[1].bn.eps = block_units(src)[1].bn.eps = 0.25
+    else:
+        block_units(block)[4].register_forward_hook(lambda *a: fired.append(1))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the composed path's warning (once per process)
+        out = _run(block, x)
+    assert (full, fired) == (([1], []) if change == "bn-eps" else ([], [1]))
+    _against_float64(src, out, x)
+
+
+def test_one_unit_in_training_mode_is_computed_as_torchvision_does(setup):
+    src, block, x, full = setup
+    _warm(block, x, full)
+    block_units(block)[2].bn.train()
+    block_units(src)[2].bn.train()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        out = _run(block, x)
+    with torch.no_grad():
+        assert_close_rel(out, src.double()(x.double()), torch.float32)
+
+
+# Each setting backends/cpu.py plan_policy lists, and a value other than the fixture's.
+SETTINGS = [
+    (cpu_onednn, "OWN_GEMM", False),
+    (cpu_winograd, "ONEDNN_ENABLED", False),
+    (cpu_winograd, "ONEDNN_TILES_PER_CHUNK", 40),
+    (cpu_winograd, "ONEDNN_MIN_IN_CHANNELS", 1024),
+    (cpu_winograd, "ONEDNN_MIN_OUT_CHANNELS", 1024),
+    (cpu_winograd, "ONEDNN_MIN_TILES", 1024),
+    (cpu_winograd, "ONEDNN_F4_ENABLED", True),
+    (cpu_winograd, "ONEDNN_F4_MIN_TILES", 1),
+]
+
+
+@pytest.mark.parametrize("module,name,value", SETTINGS, ids=[name for _, name, _ in SETTINGS])
+def test_a_backend_setting_takes_the_full_forward(setup, monkeypatch, module, name, value):
+    """After the change the block computes exactly what a block prepared under it does."""
+    src, block, x, full = setup
+    _warm(block, x, full)
+    monkeypatch.setattr(module, name, value)
+    out = _run(block, x)
+    assert full == [1]
+    fresh = prepare_for_inference(copy.deepcopy(src))
+    assert torch.equal(out, _run(fresh, x))
+    _against_float64(src, out, x)
+
+
+def test_the_operator_and_poisoning_take_the_full_forward(setup, monkeypatch):
+    src, block, x, full = setup
+    _warm(block, x, full)
+    seen = []
+    real = cpu._BLOCK_OP
+    monkeypatch.setattr(cpu, "_BLOCK_OP", lambda *a: (seen.append(1), real(*a))[1])
+    out = _run(block, x)
+    assert full == [1] and seen == [1]
+    _against_float64(src, out, x)
+    with torch.no_grad():  # outputs not poisoned: another setting
+        out = block(x)
+    assert full == [1, 1]
+    _against_float64(src, out, x)
+
+
+def test_autograd_autocast_training_and_tracing_leave_the_plan(setup):
+    src, block, x, full = setup
+    _warm(block, x, full)
+    out = block(x)  # grad mode, parameters that require grad: the differentiable operator
+    assert out.grad_fn is not None
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        assert block(x).dtype == torch.bfloat16
+    with torch.no_grad():
+        traced = torch.jit.trace(block, x, check_trace=False)
+    graph = str(traced.inlined_graph)
+    assert "fused_inception::" not in graph and "aten::_convolution" in graph  # standard ops
+    _against_float64(src, traced(x), x)
+    block.train()
+    src.train()
+    with torch.no_grad():
+        assert_close_rel(block(x), src(x).double(), torch.float32)  # batch statistics
+    block.eval()
+    src.eval()
+    out = _run(block, x)
+    _against_float64(src, out, x)
+
+
+def test_a_refold_for_one_layout_is_seen_by_the_others(setup):
+    """Batch 1 and batch 2 each have a ready plan on b2's Winograd form; a write to that 3x3
+    weight is refolded by the next (batch 2) forward, and batch 1's plan, made from the old
+    form, must not be replayed."""
+    src, block, x, full = setup
+    one = _input(1)
+    _warm(block, x, full)
+    _warm(block, one, full)
+    _winograd_weight_numpy(src, block)
+    _follow(src, block)
+    _against_float64(src, _run(block, x), x)
+    assert full == [1]
+    _against_float64(src, _run(block, one), one)
+    assert full == [1, 1]
+
+
+def test_load_state_dict_is_seen(setup):
+    src, block, x, full = setup
+    _warm(block, x, full)
+    other = randomize_block(Inception(*CFG.args()), seed=11).eval()
+    block.load_state_dict(other.state_dict())
+    _against_float64(other, _run(block, x), x)
+    assert full == [1]
+
+
+def test_plans_per_block_are_bounded(setup):
+    src, block, x, full = setup
+    for batch in range(1, 11):
+        xb = _input(batch)
+        _run(block, xb)
+        _run(block, xb)
+    assert 1 <= len(block.__dict__["_state"].plans) <= 8
+    _against_float64(src, _run(block, x), x)
