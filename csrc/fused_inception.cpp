@@ -129,11 +129,12 @@ TORCH_LIBRARY(fused_inception, m) {
       "bool transposed=False) -> Tensor");
   // relu(convKxK(x, W, stride, zero padding) + bias) by the package's own kernel
   // (csrc/cpu/gemm_panels.cpp): x [N, C, H, W] float32 with channels_last pixel rows (or a
-  // channel slice of such a tensor), panels the weight [Cout, K, K, C] packed as [ceil(Cout /
-  // 16), K * K * C, 16] (zero past Cout; K odd, at most 7, read from the shape), or the weight
-  // [Cout, C, K, K] itself in the plain layout (output channels contiguous, read in place:
-  // gemm_panels.h, plain_weight_ldb), bias [Cout], padding at most K // 2 (-1: K // 2); with
-  // scale [Cout], relu(scale * convKxK + bias). Returns [N, Cout, H', W'] channels_last.
+  // channel slice of such a tensor; any layout for K > 1 on fewer than 16 channels, a first
+  // layer, which is copied into a zero-padded NHWC buffer), panels the weight [Cout, K, K, C]
+  // packed as [ceil(Cout / 16), K * K * C, 16] (zero past Cout; K odd, at most 7, read from the
+  // shape), or the weight [Cout, C, K, K] itself in the plain layout (output channels contiguous,
+  // read in place: gemm_panels.h, plain_weight_ldb), bias [Cout], padding at most K // 2 (-1: K //
+  // 2); with scale [Cout], relu(scale * convKxK + bias). Returns [N, Cout, H', W'] channels_last.
   m.def(
       "conv_bias_relu_nhwc(Tensor x, Tensor panels, Tensor bias, int stride=1, int padding=-1, "
       "Tensor? scale=None) -> Tensor");

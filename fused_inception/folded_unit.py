@@ -189,6 +189,8 @@ class FoldedConvUnit(nn.Module):
         weight, bias = folded
         if _onednn_conv_relu_fits(self.conv, x):
             if weight.is_contiguous(memory_format=torch.channels_last):
+                if _first_layer_fits(self.conv):  # x in any layout, channels_last out
+                    return _own_gemm_conv_relu(self.conv, x, self._panels(weight), bias)
                 x = x.contiguous(memory_format=torch.channels_last)
             if _own_gemm_fits(self.conv, x):  # channels_last in and out
                 return _own_gemm_conv_relu(self.conv, x, self._panels(weight), bias)
@@ -336,6 +338,28 @@ def _own_gemm_fits(conv: nn.Conv2d, x: Tensor) -> bool:
         return False
     if (kh, kw, sh, sw, ph, pw) == (1, 1, 1, 1, 0, 0):
         return onednn.own_gemm_direct()
+    return _first_layer_shape(conv)
+
+
+def _first_layer_fits(conv: nn.Conv2d) -> bool:
+    """_own_gemm_fits's first layers with a kernel of 3 to 7, for x in any layout: the kernel
+    copies such an x into a zero-padded NHWC buffer itself (its taps are kernel rows), so an
+    NCHW image needs no channels_last copy first; the output is channels_last, as oneDNN's path
+    returns it for the channels_last weight this is asked for."""
+    return (
+        _GEMM_OP is not None
+        and conv.groups == 1
+        and tuple(conv.dilation) == (1, 1)
+        and conv.kernel_size[0] > 1
+        and _first_layer_shape(conv)
+    )
+
+
+def _first_layer_shape(conv: nn.Conv2d) -> bool:
+    """A first layer the own kernel takes where cpu_onednn.own_gemm says so: a square odd
+    kernel of at most 7 on fewer than 16 input channels, equal strides and padding at most
+    K // 2."""
+    (kh, kw), (sh, sw), (ph, pw) = conv.kernel_size, conv.stride, conv.padding
     return (
         onednn.own_gemm()
         and kh == kw

@@ -175,7 +175,10 @@ def test_bad_arguments_are_refused():
         ((x, panels[:, :40], bias), r"panels must be \[1, K \* K \* 8, 16\]"),
         ((x, panels, torch.randn(17)), r"panels must be \[2, K \* K \* 8, 16\]"),
         ((x, cpu_onednn.pack_panels(torch.randn(5, 8, 9, 9)), bias), "at most 7"),
-        ((x.contiguous(), panels, bias), "pixels must be rows of contiguous channels"),
+        (
+            (x.contiguous(), cpu_onednn.pack_panels(torch.randn(5, 8, 1, 1)), bias),
+            "pixels must be rows of contiguous channels",
+        ),
         ((x, panels, bias, 0), "stride must be 1 to 8"),
         ((x, panels, bias, 1, 2), r"padding at most K // 2 = 1"),
         (
@@ -356,14 +359,29 @@ def test_folded_units_on_the_own_kernel(fmt, monkeypatch):
         with torch.no_grad():
             FoldedConvUnit.from_module(other_unit)(x_cl)
     assert len(calls) == 3
-    # A first layer (GoogLeNet's conv1: 3 channels, 7x7, stride 2, padding 3) takes it too.
+    # A first layer (GoogLeNet's conv1: 3 channels, 7x7, stride 2, padding 3) takes it too, an
+    # NCHW image as it is (the kernel copies it into its padded NHWC buffer): the same bits as
+    # from channels_last, channels_last out.
     stem = randomize_block(BasicConv2d(3, 20, kernel_size=7, stride=2, padding=3)).eval()
-    image = torch.randn(2, 3, 23, 19).contiguous(memory_format=torch.channels_last)
+    stem = stem.to(memory_format=fmt)
+    image = torch.randn(2, 3, 23, 19)
+    seen = []
+    monkeypatch.setattr(
+        folded_unit, "_GEMM_OP", lambda *a: (seen.append(a[0].is_contiguous()), real(*a))[1]
+    )
+    unit = FoldedConvUnit.from_module(copy.deepcopy(stem))
     with torch.no_grad():
-        got = FoldedConvUnit.from_module(copy.deepcopy(stem))(image)
+        got = [unit(image), unit(image.contiguous(memory_format=torch.channels_last))]
         ref = stem.double()(image.double())
-    assert len(calls) == 4 and got.is_contiguous(memory_format=torch.channels_last)
-    assert_close_rel(got, ref, torch.float32)
+    # NCHW in: read as it is where the weight is channels_last (channels_last out, as oneDNN's
+    # path gives it then); with an NCHW weight oneDNN's path runs, as before
+    if fmt == torch.channels_last:
+        assert seen == [True, False] and torch.equal(got[0], got[1])
+    else:
+        assert seen == [False]
+    assert got[1].is_contiguous(memory_format=torch.channels_last)
+    for out in got:
+        assert_close_rel(out, ref, torch.float32)
 
 
 def test_policy_follows_the_cpu(monkeypatch):

@@ -408,7 +408,10 @@ at::Tensor conv_bias_relu_nhwc_cpu(const at::Tensor& x, const at::Tensor& panels
   TORCH_CHECK_VALUE(stride >= 1 && stride <= 8 && pad <= kernel / 2, op,
                     ": stride must be 1 to 8 and padding at most K // 2 = ", kernel / 2, ", got ",
                     stride, " and ", padding);
-  const int64_t ld = pixel_rows(x);
+  // Few channels (a first layer: 3): x, in any layout, is copied into a zero-padded NHWC buffer
+  // below, whose kernel rows are whole taps; otherwise x is read in place.
+  const bool merge = kernel > 1 && c < kMergeChannels;
+  const int64_t ld = merge ? c : pixel_rows(x);
   TORCH_CHECK_VALUE(ld >= 0, op,
                     ": x's pixels must be rows of contiguous channels (channels_last), got "
                     "strides ",
@@ -421,9 +424,8 @@ at::Tensor conv_bias_relu_nhwc_cpu(const at::Tensor& x, const at::Tensor& panels
   at::Tensor out =
       at::empty({n, c_out, oh, ow}, x.options().memory_format(at::MemoryFormat::ChannelsLast));
   if (out.numel() == 0) return out;
-  // Few channels (a first layer: 3): a zero-padded copy, whose kernel rows are whole taps.
   at::Tensor padded;
-  if (kernel > 1 && c < kMergeChannels) {
+  if (merge) {
     padded = at::zeros({n, h + 2 * pad, w + 2 * pad, c}, x.options());
     padded.narrow(1, pad, h).narrow(2, pad, w).copy_(x.permute({0, 2, 3, 1}));
     in = ConvInput{padded.const_data_ptr<float>(), c, n,   h + 2 * pad, w + 2 * pad, c, kernel,
