@@ -85,8 +85,8 @@ class _EagerState:
               hooked_modules meanwhile
     bn_training: bn_in_training then (every unit's `training` is part of skey)
     has_bn:   has_batch_norm then (which units have a BatchNorm is part of skey)
-    plans:    (x's shape, strides, dtype, device) -> _Plan: the eval fast path (_planned),
-              emptied with `packed`
+    plans:    (x's shape, strides, dtype) -> _Plan: the eval fast path for CPU inputs
+              (_planned), emptied with `packed`
     """
 
     __slots__ = (
@@ -405,7 +405,7 @@ class FusedInception(Inception):
                 packed = impl.prepare(folded)
             state.packed[name] = packed
         plan_of = getattr(impl, "forward_plan", None)
-        if plan_of is None or torch.is_grad_enabled() or type(x) is not Tensor:
+        if plan_of is None or torch.is_grad_enabled() or type(x) is not Tensor or not x.is_cpu:
             return impl.forward(x, packed)
         made = plan_of(x, packed)
         if made is None:
@@ -417,7 +417,7 @@ class FusedInception(Inception):
         """Keep the backend call an eval forward on x just made (impl.forward_plan's `made`)
         as x's layout's plan; a second forward making the same call makes it ready."""
         args, checks = made
-        key = (x.shape, x.stride(), x.dtype, x.device)
+        key = (x.shape, x.stride(), x.dtype)
         policy = impl.plan_policy()
         check = WEIGHT_CHECKS[resolve_weight_check(self.weight_check, x.device)]
         old = state.plans.get(key)
@@ -438,7 +438,7 @@ class FusedInception(Inception):
 
     def _planned(self, state: _EagerState, x: Tensor) -> Tensor | None:
         """The eval fast path: the backend call of the last eval forward on x's layout (shape,
-        strides, dtype, device), made again without the checks and argument assembly around
+        strides, dtype; CPU tensors), made again without the checks and argument assembly around
         it, if everything that call rested on still holds; else None (the full forward runs).
 
         What it checks, cheaply, is what the full forward would find: no autograd, autocast,
@@ -448,10 +448,12 @@ class FusedInception(Inception):
         the weights the backend checks itself. Any difference and the full forward runs, which
         repacks, refolds or falls back as it always does.
         """
-        if torch.is_grad_enabled() or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
+        # (CPU inputs only. ONNX export traces with torch.jit, strict torch.export compiles and
+        # non-strict export's inputs are not plain tensors, so these cover exports too.)
+        if not x.is_cpu or torch.is_grad_enabled() or torch._C._is_tracing():
             return None
-        plan = state.plans.get((x.shape, x.stride(), x.dtype, x.device))
-        if plan is None or not plan.ready or torch.is_autocast_enabled(x.device.type):
+        plan = state.plans.get((x.shape, x.stride(), x.dtype))
+        if plan is None or not plan.ready or torch.is_autocast_enabled("cpu"):
             return None
         snapshot = state.snapshot
         if plan.impl.plan_policy() != plan.policy or snapshot is None or not snapshot.matches():

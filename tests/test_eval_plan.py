@@ -277,3 +277,25 @@ def test_plans_per_block_are_bounded(setup):
         _run(block, xb)
     assert 1 <= len(block.__dict__["_state"].plans) <= 8
     _against_float64(src, _run(block, x), x)
+
+
+@pytest.mark.parametrize("dynamo", [False, True], ids=["legacy", "dynamo"])
+def test_onnx_export_after_replays_uses_standard_operators(setup, dynamo, tmp_path):
+    """A user who ran inference first, then exports: the export sees torchvision's operators
+    (not a replayed fused call), and ONNX Runtime computes the block."""
+    onnx = pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    if dynamo:
+        pytest.importorskip("onnxscript")
+    src, block, x, full = setup
+    _warm(block, x, full)
+    path = str(tmp_path / "block.onnx")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(block, (x,), path, dynamo=dynamo)
+    domains = {node.domain for node in onnx.load(path).graph.node}
+    assert domains <= {""}
+    session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    (out,) = session.run(None, {session.get_inputs()[0].name: x.contiguous().numpy()})
+    _against_float64(src, torch.from_numpy(out), x)
+    assert torch.equal(_run(block, x), _run(block, x))  # and the replays go on after it
