@@ -20,7 +20,14 @@ from . import _ext
 from .backends import cpu_onednn as onednn
 from .backends import cpu_winograd as winograd
 from .folding import fold_unit
-from .module import _HOOK_DICTS, WEIGHT_CHECKS, check_weight_check, resolve_weight_check
+from .module import (
+    _HOOK_DICTS,
+    _MAX_PLANS,
+    WEIGHT_CHECKS,
+    _same_args,
+    check_weight_check,
+    resolve_weight_check,
+)
 from .structure import StructureSnapshot, structure_state, unit_parts_error
 
 # float64 probe of a unit's own forward against relu(bn(conv(x))) (the fold is the only rounding).
@@ -92,7 +99,7 @@ class _FoldState:
     """The folded weights of a unit until its structure (skey, re-checked by `snapshot`, which
     also knows its hooks) or contents (weights) change."""
 
-    __slots__ = ("skey", "snapshot", "tensors", "weights", "folded", "packed")
+    __slots__ = ("skey", "snapshot", "tensors", "weights", "folded", "packed", "plans")
 
     def __init__(self, skey: tuple, tensors: list[Tensor]) -> None:
         self.skey, self.tensors = skey, tensors
@@ -101,8 +108,50 @@ class _FoldState:
         # dtype of the folded pair -> (weight, bias), or None: the fold overflows that dtype
         self.folded: dict[torch.dtype, tuple[Tensor, Tensor] | None] = {}
         # (input shape, Winograd chunk) -> the float32 folded weight reordered for oneDNN
-        # (_onednn_conv_relu), and "panels" -> the own kernel's (_own_gemm_conv_relu)
+        # (_onednn_conv_relu), and "panels" -> the own kernel's (_GEMM_OP)
         self.packed: dict[tuple | str, Tensor] = {}
+        # (x's shape, strides, dtype) -> _UnitPlan: the eval fast path for CPU inputs
+        # (FoldedConvUnit._planned), emptied with `folded` and `packed`
+        self.plans: dict[tuple, _UnitPlan] = {}
+
+
+class _UnitPlan:
+    """An eval forward's convolution call (FoldedConvUnit._call), replayed by _planned while
+    nothing it rests on has changed; FusedInception's _Plan for a unit.
+
+    kind:   "gemm" (_GEMM_OP), "winograd" (_WINOGRAD_OP) or "onednn" (_onednn_conv_relu)
+    args:   its arguments after x
+    to_cl:  whether x is made channels_last first
+    policy: _plan_policy() then
+    check:  the unit's weight check (WEIGHT_CHECKS value)
+    ready:  False until a second forward made the same call
+    """
+
+    __slots__ = ("kind", "args", "to_cl", "policy", "check", "ready")
+
+    def __init__(self, kind: str, args: tuple, to_cl: bool, policy: tuple, check) -> None:
+        self.kind, self.args, self.to_cl = kind, args, to_cl
+        self.policy, self.check = policy, check
+        self.ready = False
+
+
+def _plan_policy() -> tuple:
+    """Every setting besides the folded weights and x that FoldedConvUnit._call's choice and
+    arguments depend on (a setting it reads must be here; tests/test_eval_plan.py changes
+    each)."""
+    return (
+        _GEMM_OP,
+        _WINOGRAD_OP,
+        onednn.ENABLED,
+        onednn.OWN_GEMM,
+        winograd.ONEDNN_ENABLED,
+        winograd.ONEDNN_TILES_PER_CHUNK,
+        winograd.ONEDNN_MIN_IN_CHANNELS,
+        winograd.ONEDNN_MIN_OUT_CHANNELS,
+        winograd.ONEDNN_MIN_TILES,
+        winograd.ONEDNN_F4_ENABLED,
+        winograd.ONEDNN_F4_MIN_TILES,
+    )
 
 
 class FoldedConvUnit(nn.Module):
@@ -176,6 +225,12 @@ class FoldedConvUnit(nn.Module):
 
     @torch.jit.unused
     def _forward_python(self, x: Tensor) -> Tensor:
+        if type(x) is Tensor and not torch.compiler.is_compiling():
+            state = self.__dict__.get("_state")
+            if state is not None and state.plans:
+                out = self._planned(state, x)
+                if out is not None:
+                    return out
         if self._standard_ops(x):
             return self._composed(x)
         state = structure_state(
@@ -187,25 +242,88 @@ class FoldedConvUnit(nn.Module):
         if folded is None:
             return self._composed(x)
         weight, bias = folded
-        if _onednn_conv_relu_fits(self.conv, x):
-            if weight.is_contiguous(memory_format=torch.channels_last):
-                if _first_layer_fits(self.conv):  # x in any layout, channels_last out
-                    return _own_gemm_conv_relu(self.conv, x, self._panels(weight), bias)
-                x = x.contiguous(memory_format=torch.channels_last)
-            if _own_gemm_fits(self.conv, x):  # channels_last in and out
-                return _own_gemm_conv_relu(self.conv, x, self._panels(weight), bias)
-            tile = _winograd_tile(self.conv, x)
-            if tile:
-                # channels_last in and so out, as oneDNN's direct convolution returns it
-                x = x.contiguous(memory_format=torch.channels_last)
-                n, _, h, w = x.shape
-                chunk = winograd.onednn_chunk(n, h, w)
-                grouped = self._packed(weight, x.shape, chunk, tile)
-                # F(4x4, 3x3) recomputes directly, from the folded weight, on NaN or inf
-                direct = weight if tile == 4 else None
-                return _WINOGRAD_OP(x, grouped, bias, chunk, direct)
-            return _onednn_conv_relu(self.conv, x, self._packed(weight, x.shape), bias)
-        return F.relu_(self.conv._conv_forward(x, weight, bias))
+        call = self._call(x, weight, bias)
+        if call is None:
+            return F.relu_(self.conv._conv_forward(x, weight, bias))
+        kind, args, to_cl, x_call = call
+        if x.is_cpu and type(x) is Tensor and not torch.is_grad_enabled():
+            self._keep_plan(state, x, kind, args, to_cl)
+        return self._run(kind, x_call, args)
+
+    def _call(
+        self, x: Tensor, weight: Tensor, bias: Tensor
+    ) -> tuple[str, tuple, bool, Tensor] | None:
+        """The convolution call an eval forward makes on x with the folded (weight, bias):
+        (kind, its arguments after x, whether x is made channels_last first, that x), or None
+        (the conv module's own convolution)."""
+        if not _onednn_conv_relu_fits(self.conv, x):
+            return None
+        conv, to_cl = self.conv, False
+        gemm = lambda: (self._panels(weight), bias, conv.stride[0], conv.padding[0])  # noqa: E731
+        if weight.is_contiguous(memory_format=torch.channels_last):
+            if _first_layer_fits(conv):  # x in any layout, channels_last out
+                return "gemm", gemm(), False, x
+            x, to_cl = x.contiguous(memory_format=torch.channels_last), True
+        if _own_gemm_fits(conv, x):  # channels_last in and out
+            return "gemm", gemm(), to_cl, x
+        tile = _winograd_tile(conv, x)
+        if tile:
+            # channels_last in and so out, as oneDNN's direct convolution returns it
+            x = x.contiguous(memory_format=torch.channels_last)
+            n, _, h, w = x.shape
+            chunk = winograd.onednn_chunk(n, h, w)
+            grouped = self._packed(weight, x.shape, chunk, tile)
+            # F(4x4, 3x3) recomputes directly, from the folded weight, on NaN or inf
+            direct = weight if tile == 4 else None
+            return "winograd", (grouped, bias, chunk, direct), True, x
+        return "onednn", (self._packed(weight, x.shape), bias), to_cl, x
+
+    def _run(self, kind: str, x: Tensor, args: tuple) -> Tensor:
+        """_call's convolution on x (made channels_last already where the call says so)."""
+        if kind == "gemm":
+            return _GEMM_OP(x, *args)
+        if kind == "winograd":
+            return _WINOGRAD_OP(x, *args)
+        return _onednn_conv_relu(self.conv, x, *args)
+
+    def _keep_plan(self, state: _FoldState, x: Tensor, kind: str, args: tuple, to_cl: bool):
+        """Keep the call an eval forward on x just made as x's layout's plan; a second forward
+        making the same call makes it ready."""
+        key = (x.shape, x.stride(), x.dtype)
+        policy = _plan_policy()
+        check = WEIGHT_CHECKS[resolve_weight_check(self.weight_check, self.conv.weight.device)]
+        old = state.plans.get(key)
+        if (
+            old is not None
+            and (old.kind, old.to_cl, old.policy) == (kind, to_cl, policy)
+            and old.check is check
+            and _same_args(old.args, args)
+        ):
+            old.ready = True
+            return
+        if len(state.plans) >= _MAX_PLANS:
+            state.plans.clear()
+        state.plans[key] = _UnitPlan(kind, args, to_cl, policy, check)
+
+    def _planned(self, state: _FoldState, x: Tensor) -> Tensor | None:
+        """The eval fast path (FusedInception._planned's, for a unit): the last eval forward's
+        convolution call on x's layout (CPU tensors), made again if no autograd, autocast or
+        tracing, the same settings (_plan_policy), the same structure, attributes and hooks
+        (the structure snapshot) and the same weights (the unit's weight check) say it is
+        what the full forward would make; else None."""
+        if not x.is_cpu or torch.is_grad_enabled() or torch._C._is_tracing():
+            return None
+        plan = state.plans.get((x.shape, x.stride(), x.dtype))
+        if plan is None or not plan.ready or torch.is_autocast_enabled("cpu"):
+            return None
+        snapshot = state.snapshot
+        if _plan_policy() != plan.policy or snapshot is None or not snapshot.matches():
+            return None
+        if plan.check(state.tensors) != state.weights:
+            return None
+        if plan.to_cl:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return self._run(plan.kind, x, plan.args)
 
     def _packed(
         self, weight: Tensor, shape: torch.Size, chunk: int | None = None, tile: int = 2
@@ -267,6 +385,7 @@ class FoldedConvUnit(nn.Module):
             state.weights = weights
             state.folded.clear()
             state.packed.clear()
+            state.plans.clear()
         if dtype not in state.folded:
             state.folded[dtype] = self._fold(dtype)
         return state.folded[dtype]
@@ -370,12 +489,6 @@ def _first_layer_shape(conv: nn.Conv2d) -> bool:
         and ph <= kh // 2
         and conv.in_channels < 16
     )
-
-
-def _own_gemm_conv_relu(conv: nn.Conv2d, x: Tensor, panels: Tensor, bias: Tensor) -> Tensor:
-    """relu(conv(x) + bias) for channels_last x by the own kernel: [N, Cout, H', W']
-    channels_last, written once (bias and ReLU in the kernel's epilogue)."""
-    return _GEMM_OP(x, panels, bias, conv.stride[0], conv.padding[0])
 
 
 _GEMM_OP = _ext.op("conv_bias_relu_nhwc").default if _ext.has_op("conv_bias_relu_nhwc") else None

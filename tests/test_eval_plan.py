@@ -299,3 +299,126 @@ def test_onnx_export_after_replays_uses_standard_operators(setup, dynamo, tmp_pa
     (out,) = session.run(None, {session.get_inputs()[0].name: x.contiguous().numpy()})
     _against_float64(src, torch.from_numpy(out), x)
     assert torch.equal(_run(block, x), _run(block, x))  # and the replays go on after it
+
+
+# --- FoldedConvUnit (prepare_for_inference's stem units): the same fast path ---------------------
+
+# GoogLeNet's three stem kinds, small: a first layer (7x7/2 on 3 channels, NCHW image read as it
+# is), a 1x1 (the own kernel) and a 3x3 wide enough for Winograd (F(4x4, 3x3) at 16x16, batch 2).
+UNITS = {
+    "first-layer": ((3, 24), {"kernel_size": 7, "stride": 2, "padding": 3}, (2, 3, 29, 27), False),
+    "1x1": ((32, 40), {"kernel_size": 1}, (2, 32, 9, 11), True),
+    "3x3-winograd": ((64, 64), {"kernel_size": 3, "padding": 1}, (2, 64, 16, 16), True),
+}
+
+
+@pytest.fixture(params=list(UNITS))
+def unit_setup(request, monkeypatch):
+    """(source unit, its FoldedConvUnit with channels_last weights, x, count of full forwards
+    (FoldedConvUnit._call))."""
+    from torchvision.models.googlenet import BasicConv2d
+
+    from fused_inception.folded_unit import FoldedConvUnit
+
+    monkeypatch.setattr(cpu_onednn, "OWN_GEMM", True)
+    channels, kwargs, shape, channels_last = UNITS[request.param]
+    torch.manual_seed(8)
+    src = randomize_block(BasicConv2d(*channels, **kwargs), seed=8).eval()
+    unit = FoldedConvUnit.from_module(copy.deepcopy(src)).to(memory_format=torch.channels_last)
+    x = torch.randn(shape)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    full = []
+    real = FoldedConvUnit._call
+    monkeypatch.setattr(FoldedConvUnit, "_call", lambda *a: (full.append(1), real(*a))[1])
+    return src, unit, x, full
+
+
+def _unit_against_float64(src, out, x):
+    with torch.no_grad():
+        assert_close_rel(out, src.double()(x.double()), torch.float32)
+
+
+def _unit_warm(unit, x, full) -> torch.Tensor:
+    with torch.no_grad():
+        outs = [unit(x) for _ in range(3)]
+    assert len(full) == 2 and all(torch.equal(o, outs[0]) for o in outs)
+    full.clear()
+    return outs[0]
+
+
+def test_a_unit_replays_and_sees_every_change(unit_setup):
+    src, unit, x, full = unit_setup
+    _unit_against_float64(src, _unit_warm(unit, x, full), x)
+    with torch.no_grad():
+        unit(x)
+    assert full == []
+    changes = [
+        lambda u: u.bn.running_var.data.mul_(1.6),  # a buffer, through .data
+        lambda u: u.conv.weight.detach().numpy().__setitem__((1, 0, 0, 0), 3.0),  # numpy
+        lambda u: setattr(u.bn, "eps", 0.3),  # an attribute
+    ]
+    for change in changes:
+        change(unit)
+        change(src)
+        with torch.no_grad():
+            src.conv.weight.copy_(unit.conv.weight)
+            out = unit(x)
+        assert full == [1]
+        _unit_against_float64(src, out, x)
+        with torch.no_grad():
+            again = [unit(x), unit(x)]  # a second full forward, then a replay
+        assert full == [1, 1] and all(torch.equal(a, out) for a in again)
+        full.clear()
+    fired = []
+    unit.conv.register_forward_hook(lambda *a: fired.append(1))
+    with torch.no_grad():
+        out = unit(x)
+    assert fired == [1]  # the composed path: the hook fires
+    _unit_against_float64(src, out, x)
+
+
+UNIT_SETTINGS = [
+    (cpu_onednn, "OWN_GEMM", False),
+    (cpu_onednn, "ENABLED", False),
+    (cpu_winograd, "ONEDNN_ENABLED", False),
+    (cpu_winograd, "ONEDNN_TILES_PER_CHUNK", 8),
+    (cpu_winograd, "ONEDNN_MIN_IN_CHANNELS", 1024),
+    (cpu_winograd, "ONEDNN_MIN_OUT_CHANNELS", 1024),
+    (cpu_winograd, "ONEDNN_MIN_TILES", 1024),
+    (cpu_winograd, "ONEDNN_F4_ENABLED", False),
+    (cpu_winograd, "ONEDNN_F4_MIN_TILES", 1024),
+]
+
+
+def test_a_unit_follows_each_setting(unit_setup, monkeypatch):
+    """After each change of a setting the unit computes exactly what a new unit does under it."""
+    from fused_inception.folded_unit import FoldedConvUnit
+
+    src, unit, x, full = unit_setup
+    _unit_warm(unit, x, full)
+    for module, name, value in UNIT_SETTINGS:
+        with monkeypatch.context() as m:
+            m.setattr(module, name, value)
+            fresh = FoldedConvUnit.from_module(copy.deepcopy(src))
+            fresh = fresh.to(memory_format=torch.channels_last)
+            with torch.no_grad():
+                out, want = unit(x), fresh(x)
+            assert torch.equal(out, want), name
+        with torch.no_grad():
+            assert torch.equal(unit(x), unit(x))  # back: the old setting's result
+    _unit_against_float64(src, unit(x).detach(), x)
+
+
+def test_a_unit_under_autograd_autocast_and_tracing(unit_setup):
+    src, unit, x, full = unit_setup
+    _unit_warm(unit, x, full)
+    assert unit(x).grad_fn is not None
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        assert unit(x).dtype == torch.bfloat16
+    with torch.no_grad():
+        traced = torch.jit.trace(unit, x, check_trace=False)
+    graph = str(traced.inlined_graph)
+    assert "fused_inception::" not in graph and "aten::_convolution" in graph
+    with torch.no_grad():
+        _unit_against_float64(src, traced(x), x)
