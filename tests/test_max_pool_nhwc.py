@@ -424,3 +424,51 @@ def test_prepared_googlenet_runs_the_nhwc_pools(monkeypatch):
     restored = unprepare_for_inference(prepared)
     for name, pool in pools.items():
         assert getattr(restored, name) is pool, name  # the very modules, nn.MaxPool2d
+
+
+def test_module_follows_every_change_after_its_fast_path(monkeypatch):
+    """NhwcMaxPool2d keeps its last call's decision (the package's kernel or ATen's pool) for
+    the same input layout and pool arguments: each change of an argument, of the input's
+    layout, dtype or shape, autograd and tracing is computed as torch's pool computes it."""
+    calls = []
+    real = nhwc_pool.max_pool_nhwc
+    monkeypatch.setattr(nhwc_pool, "max_pool_nhwc", lambda *a: calls.append(1) or real(*a))
+    fast = nhwc_pool.nhwc_pool(nn.MaxPool2d(3, stride=2, ceil_mode=True))
+    x = torch.randn(2, 5, 9, 8).contiguous(memory_format=torch.channels_last)
+
+    def check(x, n_calls, **changes):
+        for name, value in changes.items():
+            setattr(fast, name, value)
+        ref = nn.MaxPool2d(
+            fast.kernel_size, fast.stride, fast.padding, fast.dilation,
+            return_indices=fast.return_indices, ceil_mode=fast.ceil_mode,
+        )  # fmt: skip
+        with torch.no_grad():
+            got, want = fast(x), ref(x)
+        if fast.return_indices:
+            assert torch.equal(got[1], want[1])
+            got, want = got[0], want[0]
+        assert_same_pool_bits(got, want, str(changes))
+        assert len(calls) == n_calls, changes
+
+    for _ in range(3):
+        check(x, len(calls) + 1)  # the package's kernel, then its fast path
+    check(x, 4, ceil_mode=False)
+    check(x, 5, kernel_size=2)
+    check(x, 6, stride=1)
+    check(x, 7, padding=1)
+    check(x, 7, dilation=2)  # ATen's pool
+    check(x, 7, return_indices=True)  # ATen's pool
+    check(x, 8, dilation=1, return_indices=False)
+    check(x.contiguous(), 8)  # NCHW: ATen's pool
+    check(x.double(), 9)
+    check(x[:1], 10)
+    check(x, 11)  # x's layout again, kept for what follows
+    grad = x.clone().requires_grad_()
+    out = fast(grad)  # autograd: ATen's pool, whose backward runs
+    out.sum().backward()
+    assert grad.grad is not None and len(calls) == 11
+    with torch.no_grad():
+        traced = torch.jit.trace(fast, x, check_trace=False)
+    assert "fused_inception::" not in str(traced.inlined_graph) and len(calls) == 11
+    check(x, 12)
