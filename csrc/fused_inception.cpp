@@ -134,10 +134,12 @@ TORCH_LIBRARY(fused_inception, m) {
   // packed as [ceil(Cout / 16), K * K * C, 16] (zero past Cout; K odd, at most 7, read from the
   // shape), or the weight [Cout, C, K, K] itself in the plain layout (output channels contiguous,
   // read in place: gemm_panels.h, plain_weight_ldb), bias [Cout], padding at most K // 2 (-1: K //
-  // 2); with scale [Cout], relu(scale * convKxK + bias). Returns [N, Cout, H', W'] channels_last.
+  // 2); with scale [Cout], relu(scale * convKxK + bias). Returns [N, Cout, H', W'] channels_last,
+  // written with non-temporal stores when larger than stream_bytes (-1: 16 MB, a Zen CCX's L3;
+  // the same values either way).
   m.def(
       "conv_bias_relu_nhwc(Tensor x, Tensor panels, Tensor bias, int stride=1, int padding=-1, "
-      "Tensor? scale=None) -> Tensor");
+      "Tensor? scale=None, int stream_bytes=-1) -> Tensor");
   // Winograd F(2x2, 3x3) transforms (csrc/cpu/winograd_f2x3.cpp) over the flat tile range
   // [tile_begin, tile_begin + tile_count) of the N * ceil(H/2) * ceil(W/2) tiles (tile_count
   // None: to the last tile). input: r [N*H*W, C] float32 rows of an NHWC tensor (channels

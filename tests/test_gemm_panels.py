@@ -195,13 +195,24 @@ _CAPABILITY_CHECK = (
     CAPABILITY_PRELUDE
     + """
 from fused_inception.backends import cpu_onednn
-for name, shape, kernel, c_out in (
-    ("a", (1, 40, 1, 7), 1, 33), ("b", (2, 30, 6, 5), 3, 50), ("c", (1, 20, 5, 7), 1, 70)
+op = torch.ops.fused_inception.conv_bias_relu_nhwc
+for name, shape, kernel, c_out, stride in (
+    ("a", (1, 40, 1, 7), 1, 33, 1),
+    ("b", (2, 30, 6, 5), 3, 50, 1),
+    ("c", (1, 20, 5, 7), 1, 70, 1),
+    ("d", (2, 3, 19, 17), 7, 40, 2),  # a first layer, from NCHW
 ):
-    x = rand(*shape).contiguous(memory_format=torch.channels_last)
+    x = rand(*shape)
+    if shape[1] > 3:
+        x = x.contiguous(memory_format=torch.channels_last)
     w, bias = rand(c_out, shape[1], kernel, kernel), rand(c_out)
     x[0, 2, 0, 1] = float("nan")
-    out = torch.ops.fused_inception.conv_bias_relu_nhwc(x, cpu_onednn.pack_panels(w), bias)
+    panels = cpu_onednn.pack_panels(w)
+    out = op(x, panels, bias, stride, -1, None, 2**62)
+    # written with non-temporal stores (every output larger than 0 bytes): the same bits
+    streamed = op(x, panels, bias, stride, -1, None, 0)
+    assert torch.equal(out.view(torch.int32), streamed.view(torch.int32)), name
+    assert torch.equal(op(x, panels, bias, stride).view(torch.int32), out.view(torch.int32))
     print(out.view(torch.int32).flatten().tolist(), file=open(OUT_DIR + f"/{name}.txt", "w"))
 print("ok")
 """
@@ -211,9 +222,10 @@ print("ok")
 def test_vector_and_plain_loops_give_the_same_bits(tmp_path):
     """The AVX-512 kernel (12-row tiles of two panels), the AVX2 one (6-row tiles of one panel)
     and the plain loop (capability DEFAULT) all take one FMA chain per output in k order: the
-    same bits, NaN included, at every capability this CPU allows."""
+    same bits, NaN included, at every capability this CPU allows; with the output written by
+    non-temporal stores too (stream_bytes 0), and for a first layer read from NCHW."""
     first, *others = outputs_at_every_capability(tmp_path, _CAPABILITY_CHECK).values()
-    assert len(first) == 3 and all(other == first for other in others)
+    assert len(first) == 4 and all(other == first for other in others)
 
 
 @pytest.fixture

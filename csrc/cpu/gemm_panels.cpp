@@ -35,10 +35,12 @@
 #include <ATen/ops/zeros.h>
 #include <c10/util/Exception.h>
 #include <torch/library.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <array>
 #include <cmath>
+#include <cstdint>
 #include <cstring>
 #include <optional>
 #include <utility>
@@ -82,6 +84,7 @@ struct PanelStore {
   int64_t n;
   // The single range holding all 16 columns, or nullptr (the panel straddles ranges or n).
   const ColumnRange* whole;
+  bool stream = false;  // GemmJob::stream
 };
 
 PanelStore panel_store(const std::vector<ColumnRange>& ranges, int64_t col0, int64_t n) {
@@ -220,8 +223,13 @@ __attribute__((target("avx2,fma"))) void tile_avx2(const float* const* rows, int
     }
     if (s.whole != nullptr) {
       float* dst = s.whole->dst + (i0 + r) * s.whole->ldc + (s.col0 - s.whole->begin);
-      _mm256_storeu_ps(dst, y0);
-      _mm256_storeu_ps(dst + 8, y1);
+      if (s.stream && (reinterpret_cast<uintptr_t>(dst) & 31) == 0) {
+        _mm256_stream_ps(dst, y0);
+        _mm256_stream_ps(dst + 8, y1);
+      } else {
+        _mm256_storeu_ps(dst, y0);
+        _mm256_storeu_ps(dst + 8, y1);
+      }
     } else {
       float values[kPanel];
       _mm256_storeu_ps(values, y0);
@@ -371,9 +379,18 @@ int64_t pixel_rows(const at::Tensor& x) {
   return ld;
 }
 
+// Outputs larger than this are written with non-temporal stores (GemmJob::stream), for
+// conv_bias_relu_nhwc's stream_bytes -1: 16 MB, the last-level cache an AVX2 core shares on a
+// Zen 2 or Zen 3 CCX (the C library's _SC_LEVEL3_CACHE_SIZE says 256 MB in the KVM guest here:
+// the socket's, not what one core can use). Measured on a 2-core Zen 2 EPYC (2026-12-05,
+// alternating processes, env-switched build): GoogLeNet's conv1 at batch 8 (a 25.7 MB output)
+// 14.5-14.8 ms against 16.1-16.4 inside the prepared network, the max-pool that reads it
+// level, the network 0.95-1.00x the time; at batch 1 (3.2 MB) nothing changes.
+constexpr int64_t kStreamBytes = int64_t{16} << 20;
+
 at::Tensor conv_bias_relu_nhwc_cpu(const at::Tensor& x, const at::Tensor& panels,
                                    const at::Tensor& bias, int64_t stride, int64_t padding,
-                                   const std::optional<at::Tensor>& scale) {
+                                   const std::optional<at::Tensor>& scale, int64_t stream_bytes) {
   constexpr const char* op = "conv_bias_relu_nhwc";
   TORCH_CHECK_VALUE(x.dim() == 4 && (panels.dim() == 3 || panels.dim() == 4) && bias.dim() == 1, op,
                     ": expected x [N, C, H, W], panels [P, K * K * C, 16] or a weight [Cout, C, K, "
@@ -439,6 +456,7 @@ at::Tensor conv_bias_relu_nhwc_cpu(const at::Tensor& x, const at::Tensor& panels
               {ColumnRange{0, c_out, out.mutable_data_ptr<float>(), c_out}}};
   job.ldb = ldb;
   job.scale = sc.defined() ? sc.const_data_ptr<float>() : nullptr;
+  job.stream = out.nbytes() > static_cast<size_t>(stream_bytes < 0 ? kStreamBytes : stream_bytes);
   gemms({job}, /*relu=*/true);
   return out;
 }
@@ -556,6 +574,7 @@ void gemms(const std::vector<GemmJob>& jobs, bool relu) {
         if (job.bias != nullptr) std::memcpy(bias + q * kPanel, job.bias + col0, valid);
         if (job.scale != nullptr) std::memcpy(scale + q * kPanel, job.scale + col0, valid);
         stores[q] = panel_store(job.ranges, col0, job.n_out);
+        stores[q].stream = job.stream;
       }
       const float* scales = job.scale != nullptr ? scale : nullptr;
       // Packed panels: rows of 16 floats, one panel after the other; a plain weight: rows of
@@ -599,6 +618,9 @@ void gemms(const std::vector<GemmJob>& jobs, bool relu) {
         }
       }
     }
+#ifdef FI_X86_VECTOR
+    _mm_sfence();  // this thread's non-temporal stores, if any, before the loop ends
+#endif
   });
 }
 

@@ -76,6 +76,10 @@ struct GemmJob {
   int64_t ldb = 0;
   // Per output channel: C = scale * sum + bias (one rounding, an FMA); nullptr: sum + bias.
   const float* scale = nullptr;
+  // Write C with non-temporal stores (the AVX2 tile, where a row's 16 columns are 32-byte
+  // aligned): for an output larger than the last-level cache, whose lines would otherwise be
+  // read from memory before being overwritten. The same values either way.
+  bool stream = false;
 };
 
 // C = relu(conv(x) + bias) as above for each job, into its `ranges` (covering [0, n_out) without

@@ -266,7 +266,7 @@ def _conv3x3_relu_winograd_fake(x, weight, bias, tiles, direct=None, relu=True):
 
 
 @_ext.register_fake("conv_bias_relu_nhwc")
-def _conv_bias_relu_nhwc_fake(x, panels, bias, stride=1, padding=-1, scale=None):
+def _conv_bias_relu_nhwc_fake(x, panels, bias, stride=1, padding=-1, scale=None, stream_bytes=-1):
     n, c, h, w = x.shape
     if panels.dim() == 4:  # a plain weight [Cout, C, K, K]
         k = panels.shape[-1]
