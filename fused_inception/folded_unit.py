@@ -143,7 +143,8 @@ def _plan_policy() -> tuple:
         _GEMM_OP,
         _WINOGRAD_OP,
         onednn.ENABLED,
-        onednn.OWN_GEMM,
+        onednn.own_gemm(),  # (OWN_GEMM, or torch's CPU capability)
+        onednn.own_gemm_direct(),
         winograd.ONEDNN_ENABLED,
         winograd.ONEDNN_TILES_PER_CHUNK,
         winograd.ONEDNN_MIN_IN_CHANNELS,

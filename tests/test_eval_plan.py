@@ -207,6 +207,21 @@ def test_a_backend_setting_takes_the_full_forward(setup, monkeypatch, module, na
     _against_float64(src, out, x)
 
 
+def test_the_cpu_capability_takes_the_full_forward(setup, monkeypatch):
+    """With OWN_GEMM None the own kernel's policy follows torch's CPU capability: another
+    capability (as tests switch it) is another setting."""
+    src, block, x, full = setup
+    monkeypatch.setattr(cpu_onednn, "OWN_GEMM", None)
+    _warm(block, x, full)
+    here = torch.backends.cpu.get_cpu_capability()
+    other = "AVX512" if here != "AVX512" else "AVX2"
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: other)
+    out = _run(block, x)
+    assert full == [1]
+    assert torch.equal(out, _run(prepare_for_inference(copy.deepcopy(src)), x))
+    _against_float64(src, out, x)
+
+
 def test_the_operator_and_poisoning_take_the_full_forward(setup, monkeypatch):
     src, block, x, full = setup
     _warm(block, x, full)

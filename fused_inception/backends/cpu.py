@@ -315,7 +315,8 @@ def plan_policy() -> tuple:
     replayed after (tests/test_eval_plan.py changes each)."""
     return (
         _BLOCK_OP,
-        onednn.OWN_GEMM,
+        onednn.own_gemm(),  # (OWN_GEMM, or torch's CPU capability)
+        onednn.own_gemm_direct(),
         winograd.ONEDNN_ENABLED,
         winograd.ONEDNN_TILES_PER_CHUNK,
         winograd.ONEDNN_MIN_IN_CHANNELS,
