@@ -22,9 +22,10 @@ from .backends import cpu_winograd as winograd
 from .folding import fold_unit
 from .module import (
     _HOOK_DICTS,
-    _MAX_PLANS,
     WEIGHT_CHECKS,
-    _same_args,
+    _keep_plan,
+    _Plan,
+    _ready_plan,
     check_weight_check,
     resolve_weight_check,
 )
@@ -110,29 +111,10 @@ class _FoldState:
         # (input shape, Winograd chunk) -> the float32 folded weight reordered for oneDNN
         # (_onednn_conv_relu), and "panels" -> the own kernel's (_GEMM_OP)
         self.packed: dict[tuple | str, Tensor] = {}
-        # (x's shape, strides, dtype) -> _UnitPlan: the eval fast path for CPU inputs
-        # (FoldedConvUnit._planned), emptied with `folded` and `packed`
-        self.plans: dict[tuple, _UnitPlan] = {}
-
-
-class _UnitPlan:
-    """An eval forward's convolution call (FoldedConvUnit._call), replayed by _planned while
-    nothing it rests on has changed; FusedInception's _Plan for a unit.
-
-    kind:   "gemm" (_GEMM_OP), "winograd" (_WINOGRAD_OP) or "onednn" (_onednn_conv_relu)
-    args:   its arguments after x
-    to_cl:  whether x is made channels_last first
-    policy: _plan_policy() then
-    check:  the unit's weight check (WEIGHT_CHECKS value)
-    ready:  False until a second forward made the same call
-    """
-
-    __slots__ = ("kind", "args", "to_cl", "policy", "check", "ready")
-
-    def __init__(self, kind: str, args: tuple, to_cl: bool, policy: tuple, check) -> None:
-        self.kind, self.args, self.to_cl = kind, args, to_cl
-        self.policy, self.check = policy, check
-        self.ready = False
+        # (x's shape, strides, dtype) -> _Plan of FoldedConvUnit._call's call, (kind, to_cl):
+        # the eval fast path for CPU inputs (FoldedConvUnit._planned), emptied with `folded`
+        # and `packed`
+        self.plans: dict[tuple, _Plan] = {}
 
 
 def _plan_policy() -> tuple:
@@ -143,15 +125,9 @@ def _plan_policy() -> tuple:
         _GEMM_OP,
         _WINOGRAD_OP,
         onednn.ENABLED,
-        onednn.own_gemm(),  # (OWN_GEMM, or torch's CPU capability)
+        onednn.own_gemm(),
         onednn.own_gemm_direct(),
-        winograd.ONEDNN_ENABLED,
-        winograd.ONEDNN_TILES_PER_CHUNK,
-        winograd.ONEDNN_MIN_IN_CHANNELS,
-        winograd.ONEDNN_MIN_OUT_CHANNELS,
-        winograd.ONEDNN_MIN_TILES,
-        winograd.ONEDNN_F4_ENABLED,
-        winograd.ONEDNN_F4_MIN_TILES,
+        *winograd.onednn_settings(),
     )
 
 
@@ -248,7 +224,8 @@ class FoldedConvUnit(nn.Module):
             return F.relu_(self.conv._conv_forward(x, weight, bias))
         kind, args, to_cl, x_call = call
         if x.is_cpu and type(x) is Tensor and not torch.is_grad_enabled():
-            self._keep_plan(state, x, kind, args, to_cl)
+            check = WEIGHT_CHECKS[resolve_weight_check(self.weight_check, x.device)]
+            _keep_plan(state.plans, x, _Plan((kind, to_cl), args, [], _plan_policy, check))
         return self._run(kind, x_call, args)
 
     def _call(
@@ -287,44 +264,19 @@ class FoldedConvUnit(nn.Module):
             return _WINOGRAD_OP(x, *args)
         return _onednn_conv_relu(self.conv, x, *args)
 
-    def _keep_plan(self, state: _FoldState, x: Tensor, kind: str, args: tuple, to_cl: bool):
-        """Keep the call an eval forward on x just made as x's layout's plan; a second forward
-        making the same call makes it ready."""
-        key = (x.shape, x.stride(), x.dtype)
-        policy = _plan_policy()
-        check = WEIGHT_CHECKS[resolve_weight_check(self.weight_check, self.conv.weight.device)]
-        old = state.plans.get(key)
-        if (
-            old is not None
-            and (old.kind, old.to_cl, old.policy) == (kind, to_cl, policy)
-            and old.check is check
-            and _same_args(old.args, args)
-        ):
-            old.ready = True
-            return
-        if len(state.plans) >= _MAX_PLANS:
-            state.plans.clear()
-        state.plans[key] = _UnitPlan(kind, args, to_cl, policy, check)
-
     def _planned(self, state: _FoldState, x: Tensor) -> Tensor | None:
         """The eval fast path (FusedInception._planned's, for a unit): the last eval forward's
         convolution call on x's layout (CPU tensors), made again if no autograd, autocast or
         tracing, the same settings (_plan_policy), the same structure, attributes and hooks
         (the structure snapshot) and the same weights (the unit's weight check) say it is
         what the full forward would make; else None."""
-        if not x.is_cpu or torch.is_grad_enabled() or torch._C._is_tracing():
+        plan = _ready_plan(state, x)
+        if plan is None or plan.check(state.tensors) != state.weights:
             return None
-        plan = state.plans.get((x.shape, x.stride(), x.dtype))
-        if plan is None or not plan.ready or torch.is_autocast_enabled("cpu"):
-            return None
-        snapshot = state.snapshot
-        if _plan_policy() != plan.policy or snapshot is None or not snapshot.matches():
-            return None
-        if plan.check(state.tensors) != state.weights:
-            return None
-        if plan.to_cl:
+        kind, to_cl = plan.call
+        if to_cl:
             x = x.contiguous(memory_format=torch.channels_last)
-        return self._run(plan.kind, x, plan.args)
+        return self._run(kind, x, plan.args)
 
     def _packed(
         self, weight: Tensor, shape: torch.Size, chunk: int | None = None, tile: int = 2

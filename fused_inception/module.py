@@ -128,32 +128,75 @@ _MAX_PLANS = 8
 
 
 class _Plan:
-    """An eval forward's backend call, replayed by FusedInception._planned while nothing it
-    rests on has changed (the backend's forward_plan / run_plan / plan_policy).
+    """An eval forward's call, replayed by an eval fast path (FusedInception._planned,
+    FoldedConvUnit._planned) while nothing it rests on has changed.
 
-    args:    the backend's operator arguments after x
-    checks:  (entry, value) for each weight the backend checks itself (its value when `args`
-             were made; backends/cpu.py forward_plan)
-    policy:  the backend's plan_policy() then
-    check:   the weight check (WEIGHT_CHECKS value) of the block's own check
-    ready:   False until a second forward made the same arguments (some weights are reordered
-             for a shape from its second call on: the plan replays the lasting ones)
+    call:      what is called: the backend (its run_plan; forward_plan made the arguments), or
+               a FoldedConvUnit's (kind, whether x is made channels_last first)
+    args:      the call's arguments after x
+    checks:    (entry, value) for each weight the backend checks itself (its value when `args`
+               were made; backends/cpu.py forward_plan)
+    policy_of: the settings the arguments depend on (the backend's plan_policy, or
+               folded_unit._plan_policy); `policy` is its value then
+    check:     the weight check (WEIGHT_CHECKS value) of the module's own check
+    ready:     False until a second forward made the same call (some weights are reordered
+               for a shape from its second call on: the plan replays the lasting ones)
     """
 
-    __slots__ = ("impl", "args", "checks", "policy", "check", "ready")
+    __slots__ = ("call", "args", "checks", "policy_of", "policy", "check", "ready")
 
-    def __init__(self, impl, args: tuple, checks: list, policy: tuple, check) -> None:
-        self.impl, self.args, self.checks = impl, args, checks
-        self.policy, self.check = policy, check
+    def __init__(self, call, args: tuple, checks: list, policy_of, check) -> None:
+        self.call, self.args, self.checks = call, args, checks
+        self.policy_of, self.policy, self.check = policy_of, policy_of(), check
         self.ready = False
 
+    def same_call(self, other: _Plan) -> bool:
+        """True if `other` makes the same call on the same settings: the same tensors
+        (identity), equal other arguments, the same checks with the same values."""
+        return (
+            self.call == other.call
+            and self.policy == other.policy
+            and self.check is other.check
+            and len(self.args) == len(other.args)
+            and all(
+                p is q or (not isinstance(p, Tensor) and not isinstance(q, Tensor) and p == q)
+                for p, q in zip(self.args, other.args, strict=True)
+            )
+            and len(self.checks) == len(other.checks)
+            and all(
+                e is f and v == w for (e, v), (f, w) in zip(self.checks, other.checks, strict=True)
+            )
+        )
 
-def _same_args(a: tuple, b: tuple) -> bool:
-    """True if two argument tuples hold the same tensors (identity) and equal other values."""
-    return len(a) == len(b) and all(
-        p is q or (not isinstance(p, Tensor) and not isinstance(q, Tensor) and p == q)
-        for p, q in zip(a, b, strict=True)
-    )
+
+def _keep_plan(plans: dict[tuple, _Plan], x: Tensor, plan: _Plan) -> None:
+    """Keep the call an eval forward on x just made as x's layout's plan; a second forward
+    making the same call makes it ready. At most _MAX_PLANS layouts (then it starts over)."""
+    key = (x.shape, x.stride(), x.dtype)
+    old = plans.get(key)
+    if old is not None and old.same_call(plan):
+        old.ready = True
+        return
+    if len(plans) >= _MAX_PLANS:
+        plans.clear()
+    plans[key] = plan
+
+
+def _ready_plan(state, x: Tensor) -> _Plan | None:
+    """The ready plan of x's layout in `state.plans` if a replay may be considered at all: a CPU
+    tensor, no autograd, tracing or autocast, the plan's settings unchanged, and the module's
+    structure, attributes and hooks unchanged (`state.snapshot`); else None. The weights are
+    the caller's to check. (ONNX export traces with torch.jit, strict torch.export compiles
+    and non-strict export's inputs are not plain tensors, so this covers exports too.)"""
+    if not x.is_cpu or torch.is_grad_enabled() or torch._C._is_tracing():
+        return None
+    plan = state.plans.get((x.shape, x.stride(), x.dtype))
+    if plan is None or not plan.ready or torch.is_autocast_enabled("cpu"):
+        return None
+    snapshot = state.snapshot
+    if plan.policy_of() != plan.policy or snapshot is None or not snapshot.matches():
+        return None
+    return plan
 
 
 class FusedInception(Inception):
@@ -410,31 +453,9 @@ class FusedInception(Inception):
         made = plan_of(x, packed)
         if made is None:
             return impl.forward(x, packed)
-        self._keep_plan(state, x, impl, made)
-        return impl.run_plan(x, made[0])
-
-    def _keep_plan(self, state: _EagerState, x: Tensor, impl, made: tuple) -> None:
-        """Keep the backend call an eval forward on x just made (impl.forward_plan's `made`)
-        as x's layout's plan; a second forward making the same call makes it ready."""
-        args, checks = made
-        key = (x.shape, x.stride(), x.dtype)
-        policy = impl.plan_policy()
         check = WEIGHT_CHECKS[resolve_weight_check(self.weight_check, x.device)]
-        old = state.plans.get(key)
-        if (
-            old is not None
-            and old.impl is impl
-            and old.policy == policy
-            and old.check is check
-            and _same_args(old.args, args)
-            and len(old.checks) == len(checks)
-            and all(e is f and v == w for (e, v), (f, w) in zip(old.checks, checks, strict=True))
-        ):
-            old.ready = True
-            return
-        if len(state.plans) >= _MAX_PLANS:
-            state.plans.clear()
-        state.plans[key] = _Plan(impl, args, checks, policy, check)
+        _keep_plan(state.plans, x, _Plan(impl, made[0], made[1], impl.plan_policy, check))
+        return impl.run_plan(x, made[0])
 
     def _planned(self, state: _EagerState, x: Tensor) -> Tensor | None:
         """The eval fast path: the backend call of the last eval forward on x's layout (shape,
@@ -448,15 +469,8 @@ class FusedInception(Inception):
         the weights the backend checks itself. Any difference and the full forward runs, which
         repacks, refolds or falls back as it always does.
         """
-        # (CPU inputs only. ONNX export traces with torch.jit, strict torch.export compiles and
-        # non-strict export's inputs are not plain tensors, so these cover exports too.)
-        if not x.is_cpu or torch.is_grad_enabled() or torch._C._is_tracing():
-            return None
-        plan = state.plans.get((x.shape, x.stride(), x.dtype))
-        if plan is None or not plan.ready or torch.is_autocast_enabled("cpu"):
-            return None
-        snapshot = state.snapshot
-        if plan.impl.plan_policy() != plan.policy or snapshot is None or not snapshot.matches():
+        plan = _ready_plan(state, x)
+        if plan is None:
             return None
         live = state.live
         if live is not None:
@@ -473,7 +487,7 @@ class FusedInception(Inception):
         for entry, seen in plan.checks:
             if entry[3] != seen or entry[2]([entry[1]]) != seen:
                 return None
-        return plan.impl.run_plan(x, plan.args)
+        return plan.call.run_plan(x, plan.args)
 
     def _operator(self, x: Tensor) -> Tensor:
         """The block as the operator on differentiable folded weights: inception_block, or

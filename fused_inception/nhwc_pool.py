@@ -161,11 +161,6 @@ class NhwcMaxPool2d(nn.MaxPool2d):
         )
 
     @torch.jit.unused
-    def _nhwc(self, x: Tensor) -> Tensor:
-        op, args = self._nhwc_call()
-        return op(x, *args)
-
-    @torch.jit.unused
     def _nhwc_call(self) -> tuple:
         """The package's pool as (function, its arguments after x) for this pool's arguments."""
         return max_pool_nhwc, (self.kernel_size, self.stride, self.padding, self.ceil_mode)

@@ -313,17 +313,12 @@ def plan_policy() -> tuple:
     the operator, the own kernel's and Winograd's switches and thresholds, output poisoning.
     A setting forward_plan reads must be here, or a plan made before it changed would be
     replayed after (tests/test_eval_plan.py changes each)."""
+    # (own_gemm and own_gemm_direct follow OWN_GEMM, or torch's CPU capability)
     return (
         _BLOCK_OP,
-        onednn.own_gemm(),  # (OWN_GEMM, or torch's CPU capability)
+        onednn.own_gemm(),
         onednn.own_gemm_direct(),
-        winograd.ONEDNN_ENABLED,
-        winograd.ONEDNN_TILES_PER_CHUNK,
-        winograd.ONEDNN_MIN_IN_CHANNELS,
-        winograd.ONEDNN_MIN_OUT_CHANNELS,
-        winograd.ONEDNN_MIN_TILES,
-        winograd.ONEDNN_F4_ENABLED,
-        winograd.ONEDNN_F4_MIN_TILES,
+        *winograd.onednn_settings(),
         output_poisoned(),
     )
 

@@ -173,6 +173,21 @@ def onednn_takes(weight_shape: tuple[int, ...], n: int, h: int, w: int) -> bool:
     return ONEDNN_ENABLED and (kh, kw) == (3, 3) and onednn_winograd_pays(n, h, w, c_in, c_out)
 
 
+def onednn_settings() -> tuple:
+    """The oneDNN path's Winograd switches and thresholds (onednn_tile, onednn_chunk) as they
+    are now: part of what an eval fast path's replayed call rests on (backends/cpu.py
+    plan_policy, folded_unit._plan_policy)."""
+    return (
+        ONEDNN_ENABLED,
+        ONEDNN_TILES_PER_CHUNK,
+        ONEDNN_MIN_IN_CHANNELS,
+        ONEDNN_MIN_OUT_CHANNELS,
+        ONEDNN_MIN_TILES,
+        ONEDNN_F4_ENABLED,
+        ONEDNN_F4_MIN_TILES,
+    )
+
+
 def onednn_tile(weight_shape: tuple[int, ...], n: int, h: int, w: int) -> int:
     """The Winograd tile the oneDNN path runs this convolution with: 0 (direct), 2 (F(2x2,
     3x3)) or 4 (F(4x4, 3x3), whose 36 GEMMs always run on oneDNN's grouped GEMM; F(2x2, 3x3)'s
