@@ -4,12 +4,13 @@
 // Importing the Python module loads this shared library, whose static initialisers register
 // the schemas below (TORCH_LIBRARY) and the kernels of each backend (TORCH_LIBRARY_IMPL in
 // csrc/cpu/*.cpp, later csrc/cuda/*). Python then calls the operators through the dispatcher as
-// torch.ops.fused_inception.<name>. The module's two Python functions are the per-forward
+// torch.ops.fused_inception.<name>. The module's three Python functions are the per-forward
 // checks of FusedInception and FoldedConvUnit, where the dispatcher's argument handling would
-// cost more than the check: snapshot_matches (csrc/structure_check.cpp, the structure) and
-// version_key (csrc/version_key.cpp, weight_check="version"). Only <Python.h> and
-// <torch/library.h> are included here: pybind11 and torch/extension.h would multiply compile
-// times and are not needed to register operators.
+// cost more than the check: snapshot_matches (csrc/structure_check.cpp, the structure),
+// version_key (csrc/version_key.cpp, weight_check="version") and fingerprint
+// (csrc/fingerprint_int.cpp, weight_check="content": the operator's hash as an int). Only
+// <Python.h> and <torch/library.h> are included here: pybind11 and torch/extension.h would multiply
+// compile times and are not needed to register operators.
 
 #include <Python.h>
 #include <torch/library.h>
@@ -25,8 +26,9 @@ void emulated_counters_start();                 // csrc/cuda_ops.cpp
 std::tuple<std::vector<std::string>, std::vector<std::string>, std::vector<int64_t>>
 emulated_counters_stop();  // csrc/cuda_ops.cpp
 PyObject* snapshot_matches(PyObject* self, PyObject* const* args,
-                           Py_ssize_t nargs);              // csrc/structure_check.cpp
-PyObject* version_key(PyObject* self, PyObject* tensors);  // csrc/version_key.cpp
+                           Py_ssize_t nargs);                  // csrc/structure_check.cpp
+PyObject* version_key(PyObject* self, PyObject* tensors);      // csrc/version_key.cpp
+PyObject* fingerprint_int(PyObject* self, PyObject* tensors);  // csrc/fingerprint_int.cpp
 }  // namespace fused_inception
 
 namespace {
@@ -38,6 +40,9 @@ PyMethodDef g_methods[] = {
     {"version_key", reinterpret_cast<PyCFunction>(fused_inception::version_key), METH_O,
      "version_key(tensors) -> tuple of ints or None: fused_inception.fingerprint.version_key in "
      "C (data pointer, scalar type, version or -1 per tensor); None where only Python can tell."},
+    {"fingerprint", reinterpret_cast<PyCFunction>(fused_inception::fingerprint_int), METH_O,
+     "fingerprint(tensors) -> int or None: the operator fused_inception::fingerprint's value as "
+     "an int, for CPU tensors; None where the operator must tell."},
     {nullptr, nullptr, 0, nullptr},
 };
 }  // namespace
@@ -48,7 +53,7 @@ PyMODINIT_FUNC PyInit__C(void) {
       "_C",  // m_name
       "fused_inception's compiled operators; call them as torch.ops.fused_inception.*",
       -1,         // m_size: no per-module state
-      g_methods,  // the two checks; everything else goes through the dispatcher
+      g_methods,  // the three checks; everything else goes through the dispatcher
   };
   return PyModule_Create(&module_def);
 }

@@ -7,8 +7,9 @@ keyed on the bytes themselves: a 64-bit hash in which any single changed 32-bit 
 changes the result (and several changes collide with probability about 2^-64).
 
 - CPU tensors: the C++ operator fused_inception::fingerprint (csrc/cpu/fingerprint.cpp):
-  vectorised, parallel, one pass over the bytes (its typed wrapper `fingerprint_cpu` and its
-  fake kernel are here).
+  vectorised, parallel, one pass over the bytes (its typed wrapper `fingerprint_cpu`, which
+  calls the same function through the C function fused_inception._C.fingerprint, and its fake
+  kernel are here).
 - other devices (CUDA): a few torch operations on the device, then one synchronisation to
   read the 64-bit value: the sum modulo 2^64, over the int64 words of all tensors, of
   mix(word + i * GOLDEN), where mix is splitmix64's finaliser (odd multiplications and
@@ -56,8 +57,20 @@ def fingerprint(tensors: Sequence[Tensor]) -> object:
 def fingerprint_cpu(tensors: Sequence[Tensor]) -> int:
     """The C++ operator fused_inception::fingerprint: a 64-bit hash (a signed Python int) of the
     bytes, dtypes, sizes and strides of CPU tensors. RuntimeError for a tensor on another
-    device or a missing extension."""
+    device or a missing extension.
+
+    For CPU tensors, one C call (fused_inception._C.fingerprint, csrc/fingerprint_int.cpp: the
+    operator's function, its value as an int) instead of the operator and item(): inside a
+    network each check runs with cold caches, 91 -> 20-30 us for a block's 30 small BN tensors.
+    """
+    if _FINGERPRINT is not None:
+        value = _FINGERPRINT(tensors)
+        if value is not None:
+            return value
     return int(_ext.op("fingerprint")(tensors))
+
+
+_FINGERPRINT = _ext.c_function("fingerprint")
 
 
 @_ext.register_fake("fingerprint")

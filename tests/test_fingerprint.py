@@ -10,9 +10,17 @@ import pytest
 import torch
 from helpers import DTYPES, dtype_params, run_at_capability
 
+from fused_inception import _ext
 from fused_inception import fingerprint as fp
 
-HASHES = {"cpp": fp.fingerprint_cpu, "torch-ops": fp._hash_torch}
+
+def _through_the_operator(tensors) -> int:
+    """The operator fused_inception::fingerprint and item(), as fingerprint_cpu called it before
+    its C function (fused_inception._C.fingerprint), which must give the same value."""
+    return int(_ext.op("fingerprint")(tensors))
+
+
+HASHES = {"cpp": fp.fingerprint_cpu, "operator": _through_the_operator, "torch-ops": fp._hash_torch}
 
 
 def _tensor(dtype, numel, seed=0):
@@ -87,6 +95,34 @@ def test_a_cpu_list_with_a_tensor_elsewhere_takes_the_general_path():
     mixed = fp.fingerprint([w, m])
     assert mixed == fp.fingerprint([w.clone(), m])
     assert mixed != fp.fingerprint([w * 2, m])
+
+
+def test_the_c_function_gives_the_operators_value():
+    c_fingerprint = _ext.c_function("fingerprint")
+    if c_fingerprint is None:
+        pytest.skip(f"no C fingerprint: {_ext.extension_error()}")
+    w = torch.randn(8, 4, 3, 3)
+    assert isinstance(c_fingerprint([]), int)  # (the operator cannot dispatch an empty list)
+    cases = [
+        [w],
+        [w, torch.randn(5).half(), torch.empty(0), torch.tensor(3, dtype=torch.int64)],
+        (w.transpose(0, 1), w.to(memory_format=torch.channels_last), w[:, ::2]),  # a tuple
+        [torch.randn(300_000), *[torch.randn(64) for _ in range(30)]],  # threads, then serial
+        [torch.nn.Parameter(w), torch.randn(3, requires_grad=True)],
+    ]
+    for tensors in cases:
+        value = c_fingerprint(tensors)
+        assert isinstance(value, int)
+        assert value == _through_the_operator(list(tensors)) == fp.fingerprint_cpu(tensors)
+    with torch.inference_mode():
+        made = [torch.randn(16)]  # an inference tensor hashes like any other
+        assert c_fingerprint(made) == _through_the_operator(made)
+    # What only the operator can tell (and refuse or hash) is left to it: None.
+    assert c_fingerprint([w, torch.empty(3, device="meta")]) is None
+    assert c_fingerprint([w, 3.0]) is None
+    assert c_fingerprint([w.to_sparse()]) is None
+    with pytest.raises(TypeError, match="list or tuple of tensors"):
+        c_fingerprint(w.sum())
 
 
 def test_layout_dtype_device_and_strides_are_part_of_it():

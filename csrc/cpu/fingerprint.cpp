@@ -36,7 +36,9 @@
 //   (memory-bound beyond L3: 21 against 14 GB/s at 27 MB);
 // - baseline (capability "default"): the plain loop for SSE2.
 // Chunks run in parallel (at::parallel_for); README "Weights, attributes and hooks" has the
-// measured cost.
+// measured cost. fingerprint_value is the operator's function; the C function
+// fused_inception._C.fingerprint (csrc/fingerprint_int.cpp) returns its value as a Python int
+// without the dispatcher, for the per-forward checks.
 
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
@@ -231,7 +233,10 @@ uint64_t layout_hash(const at::Tensor& x) {
   return h;
 }
 
-at::Tensor fingerprint_cpu(const at::TensorList tensors) {
+}  // namespace
+
+// The hash of `tensors` (all on the CPU), as the operator's value.
+int64_t fingerprint_value(const at::TensorList tensors) {
   struct Piece {  // one chunk: its bytes and its position (tensor t, chunk c of t)
     const unsigned char* data;
     int64_t bytes;
@@ -291,7 +296,13 @@ at::Tensor fingerprint_cpu(const at::TensorList tensors) {
     });
   }
   for (const uint64_t v : values) result ^= v;
-  return at::scalar_tensor(static_cast<int64_t>(result), at::TensorOptions().dtype(at::kLong));
+  return static_cast<int64_t>(result);
+}
+
+namespace {
+
+at::Tensor fingerprint_cpu(const at::TensorList tensors) {
+  return at::scalar_tensor(fingerprint_value(tensors), at::TensorOptions().dtype(at::kLong));
 }
 
 }  // namespace
