@@ -29,6 +29,8 @@ PyObject* snapshot_matches(PyObject* self, PyObject* const* args,
                            Py_ssize_t nargs);                  // csrc/structure_check.cpp
 PyObject* version_key(PyObject* self, PyObject* tensors);      // csrc/version_key.cpp
 PyObject* fingerprint_int(PyObject* self, PyObject* tensors);  // csrc/fingerprint_int.cpp
+PyObject* op_handle(PyObject* self, PyObject* name);           // csrc/call_op.cpp
+PyObject* call_op(PyObject* self, PyObject* const* args, Py_ssize_t nargs);  // csrc/call_op.cpp
 }  // namespace fused_inception
 
 namespace {
@@ -43,6 +45,11 @@ PyMethodDef g_methods[] = {
     {"fingerprint", reinterpret_cast<PyCFunction>(fused_inception::fingerprint_int), METH_O,
      "fingerprint(tensors) -> int or None: the operator fused_inception::fingerprint's value as "
      "an int, for CPU tensors; None where the operator must tell."},
+    {"op_handle", reinterpret_cast<PyCFunction>(fused_inception::op_handle), METH_O,
+     "op_handle(name) -> int: a handle of the operator fused_inception::<name> for call_op."},
+    {"call_op", reinterpret_cast<PyCFunction>(fused_inception::call_op), METH_FASTCALL,
+     "call_op(handle, *args) -> Tensor: the operator called boxed through the dispatcher, "
+     "without torch.ops' Python layer and schema matching (the eval fast paths' replays)."},
     {nullptr, nullptr, 0, nullptr},
 };
 }  // namespace

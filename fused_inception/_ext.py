@@ -20,6 +20,7 @@ each other (`register_fake` below registers it only when the loaded build has th
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import torch
@@ -70,6 +71,19 @@ def c_function(name: str) -> Callable | None:
     if _EXTENSION_ERROR is not None:
         return None
     return getattr(_C, name, None)
+
+
+def direct_op(name: str) -> Callable | None:
+    """fused_inception::<name> called through the C++ dispatcher without torch.ops' Python layer
+    and schema matching (`_C.call_op`, csrc/call_op.cpp: the same kernels, autograd and
+    inference-mode handling): for the eval fast paths' replays, whose arguments were checked
+    when the call was planned. Arguments by position only, of the types the schema takes
+    (tensors, None, bools, ints, floats, lists of ints). None when the extension, the C
+    function or the operator is missing."""
+    call, handle_of = c_function("call_op"), c_function("op_handle")
+    if call is None or handle_of is None or not has_op(name):
+        return None
+    return functools.partial(call, handle_of(name))
 
 
 def register_fake(name: str) -> Callable[[Callable], Callable]:

@@ -256,12 +256,14 @@ class FoldedConvUnit(nn.Module):
             return "winograd", (grouped, bias, chunk, direct), True, x
         return "onednn", (self._packed(weight, x.shape), bias), to_cl, x
 
-    def _run(self, kind: str, x: Tensor, args: tuple) -> Tensor:
-        """_call's convolution on x (made channels_last already where the call says so)."""
+    def _run(self, kind: str, x: Tensor, args: tuple, replay: bool = False) -> Tensor:
+        """_call's convolution on x (made channels_last already where the call says so); for a
+        replay (_planned) the operators are called without torch.ops' Python layer
+        (_ext.direct_op)."""
         if kind == "gemm":
-            return _GEMM_OP(x, *args)
+            return ((replay and _GEMM_DIRECT) or _GEMM_OP)(x, *args)
         if kind == "winograd":
-            return _WINOGRAD_OP(x, *args)
+            return ((replay and _WINOGRAD_DIRECT) or _WINOGRAD_OP)(x, *args)
         return _onednn_conv_relu(self.conv, x, *args)
 
     def _planned(self, state: _FoldState, x: Tensor) -> Tensor | None:
@@ -276,7 +278,7 @@ class FoldedConvUnit(nn.Module):
         kind, to_cl = plan.call
         if to_cl:
             x = x.contiguous(memory_format=torch.channels_last)
-        return self._run(kind, x, plan.args)
+        return self._run(kind, x, plan.args, replay=True)
 
     def _packed(
         self, weight: Tensor, shape: torch.Size, chunk: int | None = None, tile: int = 2
@@ -447,6 +449,8 @@ def _first_layer_shape(conv: nn.Conv2d) -> bool:
 _GEMM_OP = _ext.op("conv_bias_relu_nhwc").default if _ext.has_op("conv_bias_relu_nhwc") else None
 
 _WINOGRAD_OP = winograd._CONV3X3_OP  # (resolved once, in cpu_winograd; None without it)
+_GEMM_DIRECT = _ext.direct_op("conv_bias_relu_nhwc")
+_WINOGRAD_DIRECT = _ext.direct_op("conv3x3_relu_winograd")
 
 
 def _onednn_conv_relu(conv: nn.Conv2d, x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:

@@ -190,6 +190,8 @@ def _ready_plan(state, x: Tensor) -> _Plan | None:
     and non-strict export's inputs are not plain tensors, so this covers exports too.)"""
     if not x.is_cpu or torch.is_grad_enabled() or torch._C._is_tracing():
         return None
+    if torch._C._is_torch_function_mode_enabled():
+        return None  # the replay's direct call (_ext.direct_op) would bypass the mode
     plan = state.plans.get((x.shape, x.stride(), x.dtype))
     if plan is None or not plan.ready or torch.is_autocast_enabled("cpu"):
         return None
@@ -487,7 +489,7 @@ class FusedInception(Inception):
         for entry, seen in plan.checks:
             if entry[3] != seen or entry[2]([entry[1]]) != seen:
                 return None
-        return plan.call.run_plan(x, plan.args)
+        return plan.call.replay_plan(x, plan.args)
 
     def _operator(self, x: Tensor) -> Tensor:
         """The block as the operator on differentiable folded weights: inception_block, or

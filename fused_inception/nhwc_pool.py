@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import _ext
-from .backends.cpu_maxpool import max_pool3x3_nhwc, max_pool_nhwc, pooled_size
+from .backends.cpu_maxpool import max_pool3x3_nhwc, max_pool_nhwc, pooled_size, replay_call
 
 _DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 
@@ -131,6 +131,7 @@ class NhwcMaxPool2d(nn.MaxPool2d):
                 fast is not None
                 and fast[0] == self._fast_key(x)
                 and not torch._C._is_tracing()
+                and not torch._C._is_torch_function_mode_enabled()  # (bypassed by the replay)
                 and not torch.compiler.is_compiling()
                 and not (x.requires_grad and torch.is_grad_enabled())
             ):
@@ -139,7 +140,7 @@ class NhwcMaxPool2d(nn.MaxPool2d):
             return self._aten(x)
         op, args = self._nhwc_call()
         if type(x) is Tensor and x.is_cpu:
-            self.__dict__["_fast"] = (self._fast_key(x), op, args)
+            self.__dict__["_fast"] = (self._fast_key(x), *replay_call(op, args))
         return op(x, *args)
 
     def __getstate__(self):

@@ -350,3 +350,16 @@ def spawn_and_join(fn, args: tuple, nprocs: int, timeout_s: float) -> None:
             for p in ctx.processes:
                 p.kill()
             raise AssertionError(f"{nprocs} workers did not finish in {timeout_s} s")
+
+
+class FunctionRecorder(torch.overrides.TorchFunctionMode):
+    """A torch function mode that records the functions called under it (`seen`): what a user's
+    mode sees, which the eval fast paths' direct operator calls would bypass."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        self.seen.append(func)
+        return func(*args, **(kwargs or {}))

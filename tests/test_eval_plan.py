@@ -13,7 +13,7 @@ import warnings
 
 import pytest
 import torch
-from helpers import assert_close_rel, randomize_block, reference_f64
+from helpers import FunctionRecorder, assert_close_rel, randomize_block, reference_f64
 
 from fused_inception import FusedInception, Inception, prepare_for_inference
 from fused_inception.backends import cpu, cpu_onednn, cpu_winograd
@@ -259,6 +259,24 @@ def test_autograd_autocast_training_and_tracing_leave_the_plan(setup):
     _against_float64(src, out, x)
 
 
+def test_replays_call_the_operator_directly_and_a_torch_function_mode_sees_it(setup, monkeypatch):
+    src, block, x, full = setup
+    first = _warm(block, x, full)
+    direct = []
+    real = cpu._BLOCK_DIRECT
+    assert real is not None  # this build has _C.call_op
+    monkeypatch.setattr(cpu, "_BLOCK_DIRECT", lambda *a: (direct.append(1), real(*a))[1])
+    assert torch.equal(_run(block, x), first)
+    assert full == [] and direct == [1]  # the replay: the operator without torch.ops' layer
+    with FunctionRecorder() as mode:  # which would bypass the mode: the full forward runs
+        out = _run(block, x)
+    assert torch.equal(out, first) and full == [1] and direct == [1]
+    assert cpu._BLOCK_OP in mode.seen
+    full.clear()
+    assert torch.equal(_run(block, x), first)  # out of the mode: replays again
+    assert full == [] and direct == [1, 1]
+
+
 def test_a_refold_for_one_layout_is_seen_by_the_others(setup):
     """Batch 1 and batch 2 each have a ready plan on b2's Winograd form; a write to that 3x3
     weight is refolded by the next (batch 2) forward, and batch 1's plan, made from the old
@@ -423,6 +441,25 @@ def test_a_unit_follows_each_setting(unit_setup, monkeypatch):
         with torch.no_grad():
             assert torch.equal(unit(x), unit(x))  # back: the old setting's result
     _unit_against_float64(src, unit(x).detach(), x)
+
+
+def test_a_unit_replays_directly_but_not_under_a_torch_function_mode(unit_setup):
+    from fused_inception import folded_unit
+
+    src, unit, x, full = unit_setup
+    first = _unit_warm(unit, x, full)
+    ops = {folded_unit._GEMM_OP, folded_unit._WINOGRAD_OP}
+    with FunctionRecorder() as mode, torch.no_grad():
+        out = unit(x)
+    assert full == [1] and torch.equal(out, first)
+    assert ops & set(mode.seen)  # the full forward's operator call, seen by the mode
+    with FunctionRecorder() as mode, torch.no_grad():
+        unit(x)  # a second one: still the full forward (the mode is on)
+    assert full == [1, 1] and ops & set(mode.seen)
+    full.clear()
+    with torch.no_grad():
+        assert torch.equal(unit(x), first)
+    assert full == []
 
 
 def test_a_unit_under_autograd_autocast_and_tracing(unit_setup):

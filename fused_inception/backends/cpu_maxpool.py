@@ -8,7 +8,7 @@ Separable and vectorised over the channels of NHWC memory; bit-exact with F.max_
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -93,6 +93,27 @@ def max_pool_nhwc(
     kernel = _pair(kernel_size, "kernel_size")
     strides = kernel if stride is None else _pair(stride, "stride")
     return _ext.op("max_pool_nhwc")(x, kernel, strides, _pair(padding, "padding"), ceil_mode)
+
+
+# The pools' operators called without torch.ops' Python layer (_ext.direct_op; None without
+# them), for NhwcMaxPool2d's replays of its last call.
+_MAX_POOL_DIRECT = _ext.direct_op("max_pool_nhwc")
+_MAX_POOL3X3_DIRECT = _ext.direct_op("max_pool3x3_nhwc")
+
+
+def replay_call(function: Callable, args: tuple) -> tuple[Callable, tuple]:
+    """A call (max_pool_nhwc or max_pool3x3_nhwc, its arguments after x) as a replay makes it:
+    the operator called directly, the arguments as the operator takes them (pairs), where the
+    build allows; else the call unchanged. (The arguments were checked when the call was first
+    made.)"""
+    if function is max_pool_nhwc and _MAX_POOL_DIRECT is not None:
+        kernel_size, stride, padding, ceil_mode = args
+        kernel = _pair(kernel_size, "kernel_size")
+        strides = kernel if stride is None else _pair(stride, "stride")
+        return _MAX_POOL_DIRECT, (kernel, strides, _pair(padding, "padding"), ceil_mode)
+    if function is max_pool3x3_nhwc and _MAX_POOL3X3_DIRECT is not None:
+        return _MAX_POOL3X3_DIRECT, args
+    return function, args
 
 
 @_ext.register_fake("max_pool_nhwc")
