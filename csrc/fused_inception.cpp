@@ -75,6 +75,10 @@ TORCH_LIBRARY(fused_inception, m) {
   m.def(
       "max_pool_nhwc(Tensor x, int[2] kernel_size, int[2] stride, int[2] padding, "
       "bool ceil_mode) -> Tensor");
+  // x: [N, C, H, W] float32 or float64, channels_last, H * W >= 1. Returns the mean over H and
+  // W as a new channels_last tensor [N, C, 1, 1] (adaptive_avg_pool2d(x, 1) up to rounding;
+  // csrc/cpu/global_avg_pool.cpp).
+  m.def("global_avg_pool_nhwc(Tensor x) -> Tensor");
   // grad_out, x: [N, C, H, W], channels_last, same dtype. Returns the gradient of
   // max_pool3x3_nhwc(x) with respect to x (what max_pool2d_with_indices_backward returns for
   // max_pool2d_with_indices(x, 3, 1, 1)'s indices) as a new channels_last tensor.

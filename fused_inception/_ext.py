@@ -9,7 +9,7 @@ False and `extension_error()` says why, for the error messages of the callers.
 Each C++ operator has one Python home, where its typed wrapper and its fake kernel sit next to
 each other (`register_fake` below registers it only when the loaded build has the operator):
 - max_pool3x3_nhwc, _backward:            fused_inception/backends/cpu_maxpool.py
-- max_pool_nhwc:                          fused_inception/backends/cpu_maxpool.py
+- max_pool_nhwc, global_avg_pool_nhwc:    fused_inception/backends/cpu_maxpool.py
 - winograd_f2x3_input, _output_:          fused_inception/backends/cpu_winograd.py
 - conv3x3_weight_grad_winograd:           fused_inception/backends/cpu_winograd.py
 - conv1x1_slice_, chain_1x1_kxk_:         fused_inception/backends/cuda.py

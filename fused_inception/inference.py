@@ -21,7 +21,7 @@ from torch import nn
 from .backends import check_backend_name
 from .folded_unit import FoldedConvUnit, unit_error
 from .module import FusedInception, check_weight_check
-from .nhwc_pool import NhwcMaxPool2d, nhwc_pool
+from .nhwc_pool import NhwcAdaptiveAvgPool2d, NhwcMaxPool2d, nhwc_pool
 from .plain_layout import make_dense, relayout_block, relayout_fits
 from .swap import fuse_inception, unfuse_inception
 from .units import has_branches
@@ -62,7 +62,9 @@ def prepare_for_inference(
        or buffer changes). Units without BatchNorm (the paper's conv + bias) stay as they are:
        there is nothing to fold. Every other nn.MaxPool2d without indices, dilation 1
        (GoogLeNet's maxpool1..4: 3x3 and 2x2, stride 2, ceil_mode) becomes an NhwcMaxPool2d:
-       the cpu backend's NHWC pool on channels_last CPU input, bit-exact with ATen's;
+       the cpu backend's NHWC pool on channels_last CPU input, bit-exact with ATen's; and every
+       nn.AdaptiveAvgPool2d with a 1x1 output (GoogLeNet's avgpool) an NhwcAdaptiveAvgPool2d:
+       the same mean by an NHWC kernel, equal up to float rounding;
     3. the model moves to `device` (None: where it is) and its 4-D parameters and buffers to
        `memory_format` (default channels_last). The model still takes NCHW input: the first
        convolution produces channels_last from it (channels_last input works too), and the
@@ -159,7 +161,7 @@ def unprepare_for_inference(
         model = model.to_unfused()
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
-            if isinstance(child, (FoldedConvUnit, NhwcMaxPool2d)):
+            if isinstance(child, (FoldedConvUnit, NhwcMaxPool2d, NhwcAdaptiveAvgPool2d)):
                 setattr(parent, name, child.to_unfused())
     make_dense(model, memory_format)
     model.to(memory_format=memory_format)
@@ -187,8 +189,8 @@ def is_prepared(model: nn.Module) -> bool:
 def _fold_units(model: nn.Module, weight_check: str) -> nn.Module:
     """Swap every conv -> BN -> ReLU unit outside the fused blocks for a FoldedConvUnit (a
     candidate, a module with .conv and .bn, whose forward computes something else stays as it
-    is, with a warning) and every nn.MaxPool2d there that nhwc_pool takes (GoogLeNet's stem
-    pools; the folded blocks' branch4 pools) for the package's NHWC pool."""
+    is, with a warning) and every pool there that nhwc_pool takes (GoogLeNet's stem pools and
+    avgpool; the folded blocks' branch4 pools) for the package's NHWC pool."""
     if _is_candidate(model):
         return _fold_one(model, weight_check, "model") or model
     stack = [("", model)]

@@ -363,3 +363,19 @@ class FunctionRecorder(torch.overrides.TorchFunctionMode):
     def __torch_function__(self, func, types, args=(), kwargs=None):
         self.seen.append(func)
         return func(*args, **(kwargs or {}))
+
+
+def script_and_onnx(model: torch.nn.Module, x: torch.Tensor) -> bytes:
+    """Assert that torch.jit.script(model) computes model(x) exactly; return the legacy ONNX
+    export of model on x (bytes)."""
+    import io
+    import warnings
+
+    with torch.no_grad():
+        want = model(x)
+        assert torch.equal(torch.jit.script(model)(x), want)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        buffer = io.BytesIO()
+        torch.onnx.export(model, (x,), buffer, dynamo=False)
+    return buffer.getvalue()

@@ -11,7 +11,6 @@ tests/test_ops.py with the other operators'.
 from __future__ import annotations
 
 import copy
-import io
 import itertools
 import os
 import textwrap
@@ -28,6 +27,7 @@ from helpers import (
     dtype_params,
     randomize_block,
     run_at_capability,
+    script_and_onnx,
 )
 from torch import nn
 
@@ -385,15 +385,7 @@ def test_modules_script_and_export_to_onnx():
         NhwcMaxPool2d.from_module(nn.MaxPool2d(3, stride=2, ceil_mode=True)),
         NhwcMaxPool3x3.from_module(nn.MaxPool2d(3, stride=1, padding=1)),
     ).eval()
-    x = torch.randn(1, 3, 9, 8)
-    with torch.no_grad():
-        want = model(x)
-        assert torch.equal(torch.jit.script(model)(x), want)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        buffer = io.BytesIO()
-        torch.onnx.export(model, (x,), buffer, dynamo=False)
-    assert b"MaxPool" in buffer.getvalue()
+    assert b"MaxPool" in script_and_onnx(model, torch.randn(1, 3, 9, 8))
 
 
 def test_prepared_googlenet_runs_the_nhwc_pools(monkeypatch):

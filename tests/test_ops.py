@@ -57,6 +57,7 @@ COVERED = {
     "max_pool3x3_nhwc_backward": "test_opcheck_max_pool3x3_nhwc_backward",
     "max_pool3x3_nhwc_backward_add_": "test_opcheck_max_pool3x3_nhwc_backward",
     "max_pool_nhwc": "test_opcheck_max_pool_nhwc",
+    "global_avg_pool_nhwc": "test_opcheck_global_avg_pool_nhwc",
     "winograd_f2x3_input": "test_opcheck_winograd_f2x3",  # and ..._tile_range
     "winograd_f2x3_output_": "test_opcheck_winograd_f2x3",
     "conv1x1_slice_": "test_opcheck_conv1x1_slice_",
@@ -78,6 +79,18 @@ def _significant_strides(t: torch.Tensor) -> list[int | None]:
 def _opcheck(op, args) -> None:
     results = torch.library.opcheck(op, args)
     assert set(results.values()) == {"SUCCESS"}, results
+
+
+def _opcheck_pool(packet, x: torch.Tensor, *args) -> torch.Tensor:
+    """_opcheck of a pool operator (its OpOverloadPacket) on x, and its fake kernel's output
+    against the real one (shape, dtype, strides); returns the real output."""
+    _opcheck(packet.default, (x, *args))
+    with FakeTensorMode() as mode:
+        fake = packet(mode.from_tensor(x), *args)
+    real = packet(x, *args)
+    assert fake.shape == real.shape and fake.dtype == real.dtype == x.dtype
+    assert fake.stride() == real.stride()
+    return real
 
 
 def test_every_operator_is_covered():
@@ -174,12 +187,7 @@ def test_inception_block_fake_matches_real(layout):
 @pytest.mark.parametrize("dtype", dtype_params(torch.float32, torch.bfloat16))
 def test_opcheck_max_pool3x3_nhwc(dtype):
     x = torch.randn(2, 6, 5, 4).to(dtype).contiguous(memory_format=torch.channels_last)
-    _opcheck(ops.max_pool3x3_nhwc.default, (x,))
-    with FakeTensorMode() as mode:
-        fake = ops.max_pool3x3_nhwc(mode.from_tensor(x))
-    real = ops.max_pool3x3_nhwc(x)
-    assert fake.shape == real.shape and fake.dtype == dtype
-    assert fake.stride() == real.stride()
+    _opcheck_pool(ops.max_pool3x3_nhwc, x)
 
 
 @pytest.mark.parametrize(
@@ -195,12 +203,14 @@ def test_opcheck_max_pool3x3_nhwc(dtype):
 def test_opcheck_max_pool_nhwc(dtype, args):
     # Sizes where ceil_mode adds an output (7 -> 3 + 1) and where it does not (6).
     x = torch.randn(2, 6, 7, 6).to(dtype).contiguous(memory_format=torch.channels_last)
-    _opcheck(ops.max_pool_nhwc.default, (x, *args))
-    with FakeTensorMode() as mode:
-        fake = ops.max_pool_nhwc(mode.from_tensor(x), *args)
-    real = ops.max_pool_nhwc(x, *args)
-    assert fake.shape == real.shape and fake.dtype == dtype
-    assert fake.stride() == real.stride()
+    _opcheck_pool(ops.max_pool_nhwc, x, *args)
+
+
+@pytest.mark.skipif(not hasattr(ops, "global_avg_pool_nhwc"), reason="the extension is not built")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+def test_opcheck_global_avg_pool_nhwc(dtype):
+    x = torch.randn(2, 70, 5, 3).to(dtype).contiguous(memory_format=torch.channels_last)
+    assert _opcheck_pool(ops.global_avg_pool_nhwc, x).shape == (2, 70, 1, 1)
 
 
 @pytest.mark.skipif(

@@ -95,6 +95,26 @@ def max_pool_nhwc(
     return _ext.op("max_pool_nhwc")(x, kernel, strides, _pair(padding, "padding"), ceil_mode)
 
 
+def global_avg_pool_nhwc(x: Tensor) -> Tensor:
+    """The mean over H and W of a channels_last CPU tensor [N, C, H, W] (float32 or float64,
+    H * W >= 1) as a channels_last [N, C, 1, 1] (fused_inception::global_avg_pool_nhwc,
+    csrc/cpu/global_avg_pool.cpp): F.adaptive_avg_pool2d(x, 1) up to float rounding (each
+    channel summed in pixel order). ValueError for another rank or layout or an empty image,
+    TypeError for another dtype, RuntimeError off the CPU or without the extension."""
+    return _ext.op("global_avg_pool_nhwc")(x)
+
+
+@_ext.register_fake("global_avg_pool_nhwc")
+def _global_avg_pool_nhwc_fake(x: Tensor) -> Tensor:
+    torch._check(x.dim() == 4, lambda: f"global_avg_pool_nhwc: expected 4-D x, got {x.dim()}-D")
+    return torch.empty(
+        (x.shape[0], x.shape[1], 1, 1),
+        dtype=x.dtype,
+        device=x.device,
+        memory_format=torch.channels_last,
+    )
+
+
 # The pools' operators called without torch.ops' Python layer (_ext.direct_op; None without
 # them), for NhwcMaxPool2d's replays of its last call.
 _MAX_POOL_DIRECT = _ext.direct_op("max_pool_nhwc")
