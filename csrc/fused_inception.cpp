@@ -79,6 +79,10 @@ TORCH_LIBRARY(fused_inception, m) {
   // W as a new channels_last tensor [N, C, 1, 1] (adaptive_avg_pool2d(x, 1) up to rounding;
   // csrc/cpu/global_avg_pool.cpp).
   m.def("global_avg_pool_nhwc(Tensor x) -> Tensor");
+  // x: [M, K], weight: [N, K] (rows of contiguous features), bias: [N] or None, float32 CPU.
+  // Returns x @ weight.T + bias, a new [M, N] tensor (F.linear up to float rounding; one
+  // output's products summed in 8 lanes, csrc/cpu/linear_rows.cpp).
+  m.def("linear_rows(Tensor x, Tensor weight, Tensor? bias) -> Tensor");
   // grad_out, x: [N, C, H, W], channels_last, same dtype. Returns the gradient of
   // max_pool3x3_nhwc(x) with respect to x (what max_pool2d_with_indices_backward returns for
   // max_pool2d_with_indices(x, 3, 1, 1)'s indices) as a new channels_last tensor.

@@ -10,6 +10,7 @@ Each C++ operator has one Python home, where its typed wrapper and its fake kern
 each other (`register_fake` below registers it only when the loaded build has the operator):
 - max_pool3x3_nhwc, _backward:            fused_inception/backends/cpu_maxpool.py
 - max_pool_nhwc, global_avg_pool_nhwc:    fused_inception/backends/cpu_maxpool.py
+- linear_rows:                            fused_inception/rows_linear.py
 - winograd_f2x3_input, _output_:          fused_inception/backends/cpu_winograd.py
 - conv3x3_weight_grad_winograd:           fused_inception/backends/cpu_winograd.py
 - conv1x1_slice_, chain_1x1_kxk_:         fused_inception/backends/cuda.py

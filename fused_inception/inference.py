@@ -23,12 +23,15 @@ from .folded_unit import FoldedConvUnit, unit_error
 from .module import FusedInception, check_weight_check
 from .nhwc_pool import NhwcAdaptiveAvgPool2d, NhwcMaxPool2d, nhwc_pool
 from .plain_layout import make_dense, relayout_block, relayout_fits
+from .rows_linear import RowsLinear, fits_rows_linear
 from .swap import fuse_inception, unfuse_inception
 from .units import has_branches
 
 MEMORY_FORMATS = (torch.channels_last, torch.contiguous_format)
 # What the Inception blocks become: FusedInception, or eager blocks of folded units.
 BLOCK_MODES = ("fused", "folded")
+# The modules prepare_for_inference swaps in outside the fused blocks (each has to_unfused).
+_SWAPPED = (FoldedConvUnit, NhwcMaxPool2d, NhwcAdaptiveAvgPool2d, RowsLinear)
 # Where a prepared model keeps what unprepare_for_inference restores (outside state_dict).
 _PREPARED = "_fused_inception_prepared"
 
@@ -64,7 +67,9 @@ def prepare_for_inference(
        (GoogLeNet's maxpool1..4: 3x3 and 2x2, stride 2, ceil_mode) becomes an NhwcMaxPool2d:
        the cpu backend's NHWC pool on channels_last CPU input, bit-exact with ATen's; and every
        nn.AdaptiveAvgPool2d with a 1x1 output (GoogLeNet's avgpool) an NhwcAdaptiveAvgPool2d:
-       the same mean by an NHWC kernel, equal up to float rounding;
+       the same mean by an NHWC kernel, equal up to float rounding; every nn.Linear (GoogLeNet's
+       fc, the auxiliary heads' fc1/fc2) a RowsLinear (the same parameters; at most 16 rows on
+       the CPU by the package's kernel, equal up to float rounding);
     3. the model moves to `device` (None: where it is) and its 4-D parameters and buffers to
        `memory_format` (default channels_last). The model still takes NCHW input: the first
        convolution produces channels_last from it (channels_last input works too), and the
@@ -161,7 +166,9 @@ def unprepare_for_inference(
         model = model.to_unfused()
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
-            if isinstance(child, (FoldedConvUnit, NhwcMaxPool2d, NhwcAdaptiveAvgPool2d)):
+            if isinstance(
+                child, (FoldedConvUnit, NhwcMaxPool2d, NhwcAdaptiveAvgPool2d, RowsLinear)
+            ):
                 setattr(parent, name, child.to_unfused())
     make_dense(model, memory_format)
     model.to(memory_format=memory_format)
@@ -189,8 +196,9 @@ def is_prepared(model: nn.Module) -> bool:
 def _fold_units(model: nn.Module, weight_check: str) -> nn.Module:
     """Swap every conv -> BN -> ReLU unit outside the fused blocks for a FoldedConvUnit (a
     candidate, a module with .conv and .bn, whose forward computes something else stays as it
-    is, with a warning) and every pool there that nhwc_pool takes (GoogLeNet's stem pools and
-    avgpool; the folded blocks' branch4 pools) for the package's NHWC pool."""
+    is, with a warning), every pool there that nhwc_pool takes (GoogLeNet's stem pools and
+    avgpool; the folded blocks' branch4 pools) for the package's NHWC pool, and every nn.Linear
+    for a RowsLinear."""
     if _is_candidate(model):
         return _fold_one(model, weight_check, "model") or model
     stack = [("", model)]
@@ -203,6 +211,9 @@ def _fold_units(model: nn.Module, weight_check: str) -> nn.Module:
             pool = nhwc_pool(child)
             if pool is not None:
                 setattr(parent, name, pool)
+                continue
+            if fits_rows_linear(child):
+                setattr(parent, name, RowsLinear.from_module(child))
                 continue
             if _is_candidate(child):
                 folded = _fold_one(child, weight_check, path)

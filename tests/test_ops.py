@@ -58,6 +58,7 @@ COVERED = {
     "max_pool3x3_nhwc_backward_add_": "test_opcheck_max_pool3x3_nhwc_backward",
     "max_pool_nhwc": "test_opcheck_max_pool_nhwc",
     "global_avg_pool_nhwc": "test_opcheck_global_avg_pool_nhwc",
+    "linear_rows": "test_opcheck_linear_rows",
     "winograd_f2x3_input": "test_opcheck_winograd_f2x3",  # and ..._tile_range
     "winograd_f2x3_output_": "test_opcheck_winograd_f2x3",
     "conv1x1_slice_": "test_opcheck_conv1x1_slice_",
@@ -211,6 +212,20 @@ def test_opcheck_max_pool_nhwc(dtype, args):
 def test_opcheck_global_avg_pool_nhwc(dtype):
     x = torch.randn(2, 70, 5, 3).to(dtype).contiguous(memory_format=torch.channels_last)
     assert _opcheck_pool(ops.global_avg_pool_nhwc, x).shape == (2, 70, 1, 1)
+
+
+@pytest.mark.skipif(not hasattr(ops, "linear_rows"), reason="the extension is not built")
+@pytest.mark.parametrize("with_bias", [True, False], ids=["bias", "no-bias"])
+def test_opcheck_linear_rows(with_bias):
+    gen = torch.Generator().manual_seed(14)
+    x, w = torch.randn(3, 20, generator=gen), torch.randn(9, 20, generator=gen)
+    b = torch.randn(9, generator=gen) if with_bias else None
+    _opcheck(ops.linear_rows.default, (x, w, b))
+    with FakeTensorMode() as mode:
+        fake_b = None if b is None else mode.from_tensor(b)
+        fake = ops.linear_rows(mode.from_tensor(x), mode.from_tensor(w), fake_b)
+    real = ops.linear_rows(x, w, b)
+    assert fake.shape == real.shape == (3, 9) and fake.stride() == real.stride()
 
 
 @pytest.mark.skipif(
