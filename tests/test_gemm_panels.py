@@ -297,6 +297,30 @@ def test_block_operator_on_the_own_kernel(name, norm, k, layout, own_gemm_calls)
         assert [call[1] for call in own] == ["panels", "winograd-panels"]
 
 
+def test_jobs_in_one_loop_give_the_bits_of_separate_loops(monkeypatch):
+    """5b at batch 1 (49 rows): on two or three threads its two 1x1s and its two direct 3x3s run
+    as one parallel loop each (gemm_panels.cpp, gemms: few tasks, one chunk), on one thread one
+    job after the other. Every output is one FMA chain either way: the same bits, against
+    float64 too."""
+    monkeypatch.setattr(cpu_onednn, "OWN_GEMM", True)
+    cfg = GOOGLENET_BLOCKS["5b"]
+    src = randomize_block(Inception(*cfg.args()), seed=5).eval()
+    fused = FusedInception.from_module(copy.deepcopy(src), backend="cpu").eval()
+    x = torch.randn(1, cfg.in_channels, cfg.hw, cfg.hw, generator=torch.Generator().manual_seed(6))
+    x = x.contiguous(memory_format=torch.channels_last)
+    previous = torch.get_num_threads()
+    outs = []
+    try:
+        for threads in (1, 2, 3):
+            torch.set_num_threads(threads)
+            with torch.no_grad(), poison_outputs():
+                outs.append(fused(x))
+    finally:
+        torch.set_num_threads(previous)
+    assert all(torch.equal(out, outs[0]) for out in outs[1:])
+    assert_close_rel(outs[0], reference_f64(src, x), torch.float32)
+
+
 def test_block_operator_refuses_bad_panels():
     if cpu._BLOCK_OP is None:
         pytest.skip("no inception_block_onednn operator in this build")

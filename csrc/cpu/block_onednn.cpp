@@ -47,6 +47,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "cpu/gemm_panels.h"
@@ -317,16 +318,23 @@ ColumnRange columns_into(const at::Tensor& t, int64_t begin) {
 
 // relu(scale * convKxK(src, W, pad K / 2) + bias) over src's pixels (channels_last, `src_row`
 // floats apart) by gemm_panels.h's kernel, W as panels or a plain weight (read in place), its
-// columns into `ranges`; no scale: relu(conv + bias).
-void conv_into(const at::Tensor& src, int64_t src_row, int64_t kernel, const at::Tensor& weight,
-               const at::Tensor& bias, const at::Tensor& scale,
-               const std::vector<ColumnRange>& ranges) {
+// columns into `ranges`; no scale: relu(conv + bias). As a job for gemms, to run with others.
+GemmJob conv_job(const at::Tensor& src, int64_t src_row, int64_t kernel, const at::Tensor& weight,
+                 const at::Tensor& bias, const at::Tensor& scale,
+                 const std::vector<ColumnRange>& ranges) {
   GemmJob job{ConvInput{src.const_data_ptr<float>(), src_row, src.size(0), src.size(2), src.size(3),
                         src.size(1), static_cast<int>(kernel)},
               weight.const_data_ptr<float>(), bias.size(0), bias.const_data_ptr<float>(), ranges};
   job.ldb = weight.dim() == 4 ? plain_weight_ldb(weight) : 0;
   job.scale = scale.defined() ? scale.const_data_ptr<float>() : nullptr;
-  gemms({job}, /*relu=*/true);
+  return job;
+}
+
+// conv_job's convolution, run now.
+void conv_into(const at::Tensor& src, int64_t src_row, int64_t kernel, const at::Tensor& weight,
+               const at::Tensor& bias, const at::Tensor& scale,
+               const std::vector<ColumnRange>& ranges) {
+  gemms({conv_job(src, src_row, kernel, weight, bias, scale, ranges)}, /*relu=*/true);
 }
 
 // A 4-D weight in gemm_panels.h's plain layout for `c` outputs from `c_in` channels: its kernel
@@ -431,19 +439,18 @@ at::Tensor inception_block_onednn_cpu(
   {
     Scratch scratch(x.options());
     const at::Tensor x_nhwc = nhwc_input(scratch, x);
-    {
-      const at::Tensor pooled = scratch.nhwc(n, c_in, h, w);
-      max_pool3x3_nhwc_into(x_nhwc, pooled);
-      const at::Tensor slice = out.narrow(1, c1 + c2 + c3, c4);
-      if (own_gemm_pool) {  // b4 with its ReLU straight into a channels_last output's slice
-        const at::Tensor dst = channels_last ? slice : scratch.nhwc(n, c4, h, w);
-        conv_into(pooled, c_in, 1, w_pool, bias_pool, sc_pool, {columns_into(dst, 0)});
-        if (!channels_last) store_nchw(slice, dst, /*relu=*/false);
-      } else {
-        const at::Tensor b4 =
-            onednn_conv_small_or_into(scratch.nhwc(n, c4, h, w), pooled, w_pool, bias_pool);
-        store_relu(slice, b4);
-      }
+    // The own kernel's 1x1s over the pooled x and over x run as one parallel loop (gemms).
+    std::vector<GemmJob> ones;
+    const at::Tensor pooled = scratch.nhwc(n, c_in, h, w);
+    max_pool3x3_nhwc_into(x_nhwc, pooled);
+    const at::Tensor slice4 = out.narrow(1, c1 + c2 + c3, c4);
+    at::Tensor b4;        // b4 in NHWC staging for an NCHW output
+    if (own_gemm_pool) {  // b4 with its ReLU straight into a channels_last output's slice
+      const at::Tensor dst = channels_last ? slice4 : (b4 = scratch.nhwc(n, c4, h, w));
+      ones.push_back(conv_job(pooled, c_in, 1, w_pool, bias_pool, sc_pool, {columns_into(dst, 0)}));
+    } else {
+      store_relu(slice4,
+                 onednn_conv_small_or_into(scratch.nhwc(n, c4, h, w), pooled, w_pool, bias_pool));
     }
     // b1 | r2 | r3 = conv1x1(x): by the own GEMM, b1 with its ReLU into its slice (or NHWC
     // staging for an NCHW output) and relu(r2), relu(r3) into dense buffers; by oneDNN, into
@@ -457,12 +464,17 @@ at::Tensor inception_block_onednn_cpu(
     if (own_gemm_x) {
       const at::Tensor b1 = channels_last ? out.narrow(1, 0, c1) : scratch.nhwc(n, c1, h, w);
       const at::Tensor r2 = scratch.nhwc(n, c2r, h, w), r3 = scratch.nhwc(n, c3r, h, w);
-      conv_into(x_nhwc, c_in, 1, w_x, bias_x, sc_x,
-                {columns_into(b1, 0), columns_into(r2, c1), columns_into(r3, c1 + c2r)});
+      ones.push_back(
+          conv_job(x_nhwc, c_in, 1, w_x, bias_x, sc_x,
+                   {columns_into(b1, 0), columns_into(r2, c1), columns_into(r3, c1 + c2r)}));
+      gemms(ones, /*relu=*/true);
+      ones.clear();
       if (!channels_last && c1 > 0) store_nchw(out.narrow(1, 0, c1), b1, /*relu=*/false);
       reduced[0] = {r2, 0, false};
       reduced[1] = {r3, 0, false};
     } else {
+      gemms(ones, /*relu=*/true);  // b4's, if the own kernel's
+      ones.clear();
       const at::Tensor y =
           onednn_conv_small_or_into(scratch.nhwc(n, c_x, h, w), x_nhwc, w_x, bias_x);
       if (c1 > 0) {
@@ -471,6 +483,7 @@ at::Tensor inception_block_onednn_cpu(
       reduced[0] = {y, c1, true};
       reduced[1] = {y, c1 + c2r, true};
     }
+    if (b4.defined()) store_nchw(slice4, b4, /*relu=*/false);
     // b2 and b3: Winograd reads its r in place (applying the ReLU if still due), the direct
     // convolution a dense ReLU'd r (a ReLU'd copy from y); the Winograd transform writes into a
     // channels_last output's slice directly, or into a channels_last temporary copied into an
@@ -484,6 +497,10 @@ at::Tensor inception_block_onednn_cpu(
       const std::optional<at::Tensor>& direct;  // F(4x4, 3x3)'s plain weight
     } branches[2] = {{reduced[0], c2r, c1, c2, w2, bias2, sc2, winograd2, kernel2, direct2},
                      {reduced[1], c3r, c1 + c2, c3, w3, bias3, sc3, winograd3, kernel3, direct3}};
+    // The own kernel's direct KxKs run as one parallel loop after the loop below (`staged`:
+    // the NHWC staging of an NCHW output's slice, stored after them).
+    std::vector<GemmJob> kxk;
+    std::vector<std::pair<at::Tensor, at::Tensor>> staged;
     for (const auto& br : branches) {
       const at::Tensor slice = out.narrow(1, br.c_out_col, br.c);
       bool direct = !br.winograd;
@@ -503,9 +520,9 @@ at::Tensor inception_block_onednn_cpu(
         }
         if (br.own_kernel > 0) {  // bias and ReLU stored by the kernel, as for b1 and b4
           const at::Tensor dst = channels_last ? slice : scratch.nhwc(n, br.c, h, w);
-          conv_into(r, br.c_red, br.own_kernel, br.weight, br.bias, br.scale,
-                    {columns_into(dst, 0)});
-          if (!channels_last) store_nchw(slice, dst, /*relu=*/false);
+          kxk.push_back(conv_job(r, br.c_red, br.own_kernel, br.weight, br.bias, br.scale,
+                                 {columns_into(dst, 0)}));
+          if (!channels_last) staged.emplace_back(slice, dst);
         } else {
           const at::Tensor z =
               onednn_conv_small_or_into(scratch.nhwc(n, br.c, h, w), r, weight, br.bias);
@@ -513,6 +530,8 @@ at::Tensor inception_block_onednn_cpu(
         }
       }
     }
+    gemms(kxk, /*relu=*/true);
+    for (const auto& [slice, dst] : staged) store_nchw(slice, dst, /*relu=*/false);
   }
   return out;
 }
