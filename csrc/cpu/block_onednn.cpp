@@ -467,13 +467,13 @@ at::Tensor inception_block_onednn_cpu(
       ones.push_back(
           conv_job(x_nhwc, c_in, 1, w_x, bias_x, sc_x,
                    {columns_into(b1, 0), columns_into(r2, c1), columns_into(r3, c1 + c2r)}));
-      gemms(ones, /*relu=*/true);
+      gemms(ones, /*relu=*/true, /*steps=*/true);
       ones.clear();
       if (!channels_last && c1 > 0) store_nchw(out.narrow(1, 0, c1), b1, /*relu=*/false);
       reduced[0] = {r2, 0, false};
       reduced[1] = {r3, 0, false};
     } else {
-      gemms(ones, /*relu=*/true);  // b4's, if the own kernel's
+      gemms(ones, /*relu=*/true, /*steps=*/true);  // b4's, if the own kernel's
       ones.clear();
       const at::Tensor y =
           onednn_conv_small_or_into(scratch.nhwc(n, c_x, h, w), x_nhwc, w_x, bias_x);
@@ -530,7 +530,7 @@ at::Tensor inception_block_onednn_cpu(
         }
       }
     }
-    gemms(kxk, /*relu=*/true);
+    gemms(kxk, /*relu=*/true, /*steps=*/true);
     for (const auto& [slice, dst] : staged) store_nchw(slice, dst, /*relu=*/false);
   }
   return out;

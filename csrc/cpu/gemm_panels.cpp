@@ -501,7 +501,7 @@ at::Tensor channel_scale(const char* op, const char* name, const std::optional<a
   return scale->contiguous();
 }
 
-void gemms(const std::vector<GemmJob>& jobs, bool relu) {
+void gemms(const std::vector<GemmJob>& jobs, bool relu, bool steps) {
   [[maybe_unused]] const bool vector = vectorised();
 #ifdef FI_X86_VECTOR
   const bool wide = vector_isa() == VectorIsa::kAvx512;
@@ -622,15 +622,19 @@ void gemms(const std::vector<GemmJob>& jobs, bool relu) {
     _mm_sfence();  // this thread's non-temporal stores, if any, before the loop ends
 #endif
   };
-  // Several jobs (the block's 1x1s over x and over the pooled x, or its two direct KxKs): one
-  // after the other, each job's tasks split evenly, unless each job is one chunk of rows and
-  // one has fewer than a few tasks per thread (49 rows at batch 1: 5a's and 5b's pooled 1x1s
-  // and 3x3s have 4-12 tasks). Those run in one parallel loop, whose flat range is cut into a
-  // few parts per thread of about equal work (multiply-adds; tasks of different jobs differ),
-  // which spares a loop's end where one thread waits on the other. Measured on a 2-core Zen 2
-  // EPYC (alternating processes, 2026-12-05): 5a and 5b at batch 1 0.81-0.93x the time; one
-  // loop for every job set also took 4b at batch 1 (two chunks of 98 rows) 1.02-1.14x and 4a
-  // at batch 8 1.03-1.04x, hence the conditions.
+  if (!steps) {
+    parallel_for(0, total, 1, run);
+    return;
+  }
+  // Jobs that are steps of their own (the block's 1x1s over x and over the pooled x, or its two
+  // direct KxKs): one after the other, each job's tasks split evenly, unless each job is one
+  // chunk of rows and one has fewer than a few tasks per thread (49 rows at batch 1: 5a's and
+  // 5b's pooled 1x1s and 3x3s have 4-12 tasks). Those run in one parallel loop, whose flat range
+  // is cut into a few parts per thread of about equal work (multiply-adds; tasks of different
+  // jobs differ), which spares a loop's end where one thread waits on the other. Measured on a
+  // 2-core Zen 2 EPYC (alternating processes, 2026-12-05): 5a and 5b at batch 1 0.81-0.93x the
+  // time; one loop for every such pair also took 4b at batch 1 (two chunks of 98 rows)
+  // 1.02-1.14x and 4a at batch 8 1.03-1.04x, hence the conditions.
   const int64_t few = 4 * at::get_num_threads();
   bool merge = plans.size() > 1, small = false;
   for (size_t j = 0; j < plans.size(); ++j) {

@@ -87,7 +87,9 @@ struct GemmJob {
 // allows, else a plain loop; all take one FMA chain per output in (tap, channel) order, so they
 // give the same bits.
 // Several independent GEMMs in one parallel loop over all their (chunk, panel pair) tasks, with the
-// ReLU or without (e.g. Winograd's 16 GEMMs, whose sums are transformed afterwards).
-void gemms(const std::vector<GemmJob>& jobs, bool relu);
+// ReLU or without (e.g. Winograd's 16 GEMMs, whose sums are transformed afterwards). steps: the
+// jobs are steps of their own (a block's 1x1s, or its direct KxKs), run one after the other
+// unless they are small enough to pay for one loop of parts of equal work (see there).
+void gemms(const std::vector<GemmJob>& jobs, bool relu, bool steps = false);
 
 }  // namespace fused_inception
