@@ -439,11 +439,17 @@ at::Tensor inception_block_onednn_cpu(
   {
     Scratch scratch(x.options());
     const at::Tensor x_nhwc = nhwc_input(scratch, x);
-    // The own kernel's 1x1s over the pooled x and over x run as one parallel loop (gemms).
+    // b4 = relu(conv1x1(maxpool3x3(x))). The own kernel's 1x1s over the pooled x and over x
+    // run as one loop where gemms_one_loop says so (small ones); otherwise b4's runs first and
+    // the pooled x (and an NCHW output's staging of b4) is released before the GEMM over x
+    // allocates its outputs, as a large image's scratch comes from the allocator.
     std::vector<GemmJob> ones;
-    const at::Tensor pooled = scratch.nhwc(n, c_in, h, w);
+    at::Tensor pooled = scratch.nhwc(n, c_in, h, w);
     max_pool3x3_nhwc_into(x_nhwc, pooled);
     const at::Tensor slice4 = out.narrow(1, c1 + c2 + c3, c4);
+    const bool together = own_gemm_pool && own_gemm_x &&
+                          gemms_one_loop({conv_job(pooled, c_in, 1, w_pool, bias_pool, sc_pool, {}),
+                                          conv_job(x_nhwc, c_in, 1, w_x, bias_x, sc_x, {})});
     at::Tensor b4;        // b4 in NHWC staging for an NCHW output
     if (own_gemm_pool) {  // b4 with its ReLU straight into a channels_last output's slice
       const at::Tensor dst = channels_last ? slice4 : (b4 = scratch.nhwc(n, c4, h, w));
@@ -452,6 +458,13 @@ at::Tensor inception_block_onednn_cpu(
       store_relu(slice4,
                  onednn_conv_small_or_into(scratch.nhwc(n, c4, h, w), pooled, w_pool, bias_pool));
     }
+    const auto finish_b4 = [&] {
+      gemms(ones, /*relu=*/true, /*steps=*/true);
+      ones.clear();
+      if (b4.defined()) store_nchw(slice4, b4, /*relu=*/false);
+      b4 = pooled = at::Tensor();
+    };
+    if (!together) finish_b4();
     // b1 | r2 | r3 = conv1x1(x): by the own GEMM, b1 with its ReLU into its slice (or NHWC
     // staging for an NCHW output) and relu(r2), relu(r3) into dense buffers; by oneDNN, into
     // y, whose b1 columns are then copied with the ReLU.
@@ -467,14 +480,11 @@ at::Tensor inception_block_onednn_cpu(
       ones.push_back(
           conv_job(x_nhwc, c_in, 1, w_x, bias_x, sc_x,
                    {columns_into(b1, 0), columns_into(r2, c1), columns_into(r3, c1 + c2r)}));
-      gemms(ones, /*relu=*/true, /*steps=*/true);
-      ones.clear();
+      finish_b4();  // (b4's job too where together)
       if (!channels_last && c1 > 0) store_nchw(out.narrow(1, 0, c1), b1, /*relu=*/false);
       reduced[0] = {r2, 0, false};
       reduced[1] = {r3, 0, false};
     } else {
-      gemms(ones, /*relu=*/true, /*steps=*/true);  // b4's, if the own kernel's
-      ones.clear();
       const at::Tensor y =
           onednn_conv_small_or_into(scratch.nhwc(n, c_x, h, w), x_nhwc, w_x, bias_x);
       if (c1 > 0) {
@@ -483,7 +493,6 @@ at::Tensor inception_block_onednn_cpu(
       reduced[0] = {y, c1, true};
       reduced[1] = {y, c1 + c2r, true};
     }
-    if (b4.defined()) store_nchw(slice4, b4, /*relu=*/false);
     // b2 and b3: Winograd reads its r in place (applying the ReLU if still due), the direct
     // convolution a dense ReLU'd r (a ReLU'd copy from y); the Winograd transform writes into a
     // channels_last output's slice directly, or into a channels_last temporary copied into an
@@ -497,10 +506,19 @@ at::Tensor inception_block_onednn_cpu(
       const std::optional<at::Tensor>& direct;  // F(4x4, 3x3)'s plain weight
     } branches[2] = {{reduced[0], c2r, c1, c2, w2, bias2, sc2, winograd2, kernel2, direct2},
                      {reduced[1], c3r, c1 + c2, c3, w3, bias3, sc3, winograd3, kernel3, direct3}};
-    // The own kernel's direct KxKs run as one parallel loop after the loop below (`staged`:
-    // the NHWC staging of an NCHW output's slice, stored after them).
+    // Both branches direct on the own kernel, from dense r: one loop after the loop below where
+    // gemms_one_loop says so (`staged`: the NHWC staging of an NCHW output's slice, stored
+    // after it); otherwise each runs in its turn.
     std::vector<GemmJob> kxk;
     std::vector<std::pair<at::Tensor, at::Tensor>> staged;
+    bool kxk_together = true;
+    for (const auto& br : branches) {
+      kxk_together &= !br.winograd && br.own_kernel > 0 && !br.r.relu;
+    }
+    kxk_together =
+        kxk_together &&
+        gemms_one_loop({conv_job(branches[0].r.source, c2r, kernel2, w2, bias2, sc2, {}),
+                        conv_job(branches[1].r.source, c3r, kernel3, w3, bias3, sc3, {})});
     for (const auto& br : branches) {
       const at::Tensor slice = out.narrow(1, br.c_out_col, br.c);
       bool direct = !br.winograd;
@@ -523,6 +541,12 @@ at::Tensor inception_block_onednn_cpu(
           kxk.push_back(conv_job(r, br.c_red, br.own_kernel, br.weight, br.bias, br.scale,
                                  {columns_into(dst, 0)}));
           if (!channels_last) staged.emplace_back(slice, dst);
+          if (!kxk_together) {
+            gemms(kxk, /*relu=*/true);
+            kxk.clear();
+            for (const auto& [to, from] : staged) store_nchw(to, from, /*relu=*/false);
+            staged.clear();
+          }
         } else {
           const at::Tensor z =
               onednn_conv_small_or_into(scratch.nhwc(n, br.c, h, w), r, weight, br.bias);

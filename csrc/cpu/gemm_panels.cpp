@@ -501,33 +501,41 @@ at::Tensor channel_scale(const char* op, const char* name, const std::optional<a
   return scale->contiguous();
 }
 
-void gemms(const std::vector<GemmJob>& jobs, bool relu, bool steps) {
-  [[maybe_unused]] const bool vector = vectorised();
+namespace {
+
+// Panels per task: two adjacent ones (32 columns). AVX-512 tiles take both at once; the AVX2
+// tile and the plain loop take one after the other on the same A rows, whose pointers are then
+// made once for both (one panel per task until 2026-12-05: on a Zen 2 EPYC, interleaved in a
+// prepared network, pairs took conv1 0.78-0.94x the time at batch 8 and 0.96-0.97x at batch 1,
+// the 14x14 blocks 0.93-0.96x at batch 1, the network 0.97x at batch 1 and 0.85-0.99x at batch
+// 8).
+constexpr int64_t kGroup = 2;
+
+bool wide_tiles() {
 #ifdef FI_X86_VECTOR
-  const bool wide = vector_isa() == VectorIsa::kAvx512;
+  return vector_isa() == VectorIsa::kAvx512;
 #else
-  const bool wide = false;
+  return false;
 #endif
-  // Panels per task: two adjacent ones (32 columns). AVX-512 tiles take both at once; the AVX2
-  // tile and the plain loop take one after the other on the same A rows, whose pointers are
-  // then made once for both (one panel per task until 2026-12-05: on a Zen 2 EPYC, interleaved
-  // in a prepared network, pairs took conv1 0.78-0.94x the time at batch 8 and 0.96-0.97x at
-  // batch 1, the 14x14 blocks 0.93-0.96x at batch 1, the network 0.97x at batch 1 and
-  // 0.85-0.99x at batch 8). Rows per tile: at most 12 on AVX-512, 6 otherwise.
-  const int64_t group = 2;
-  const int64_t most_rows = wide ? kRows : kRowsAvx2;
+}
+
+// A job's tasks (chunks x panel groups), which start at `first` in one flat range.
+struct Plan {
+  int taps;
+  int64_t c_tap, k, n_panels, n_groups, chunk_rows, m, first;
+};
+
+// The jobs' plans; `total`: their tasks, `widest`: the channels of the widest job.
+std::vector<Plan> plan_jobs(const std::vector<GemmJob>& jobs, int64_t& total, int64_t& widest) {
+  const bool wide = wide_tiles();
+  const int64_t group = kGroup;
   // Fewest rows per chunk: every chunk reads all of its panels again, which for a few rows
   // over a deep reduction cost more than A leaving L2 (AVX-512: 5a's and 5b's 3x3s at batch
   // 1, 49 rows of 1440-1728 floats, were two uneven chunks that ran 1.6x slower than one).
   const int64_t least_rows = wide ? kMinChunkRowsAvx512 : kRowsAvx2;
-  // Per job: its tasks (chunks x panel groups) start at first[j] in one flat range.
-  struct Plan {
-    int taps;
-    int64_t c_tap, k, n_panels, n_groups, chunk_rows, m, first;
-  };
   std::vector<Plan> plans;
-  int64_t total = 0;
-  int64_t widest = 1;  // channels of the widest job, for the zero row
+  total = 0;
+  widest = 1;
   for (const GemmJob& job : jobs) {
     const ConvInput& x = job.x;
     TORCH_CHECK(x.kernel >= 1 && x.kernel <= kMaxKernel && x.kernel % 2 == 1 && x.stride >= 1 &&
@@ -553,6 +561,45 @@ void gemms(const std::vector<GemmJob>& jobs, bool relu, bool steps) {
     widest = std::max(widest, plan.c_tap);
     plans.push_back(plan);
   }
+  return plans;
+}
+
+// Whether jobs that are steps of their own (the block's 1x1s over x and over the pooled x, or
+// its two direct KxKs) run as one parallel loop: where each job is one chunk of rows and one
+// has fewer than a few tasks per thread (49 rows at batch 1: 5a's and 5b's pooled 1x1s and
+// 3x3s have 4-12 tasks). That loop's flat range is cut into a few parts per thread of about
+// equal work (multiply-adds; tasks of different jobs differ), which spares a loop's end where
+// one thread waits on the other. Measured on a 2-core Zen 2 EPYC (alternating processes,
+// 2026-12-05, five pairs of runs each): 5a and 5b at batch 1 took 0.81-1.02x the time, faster in
+// 8 of 10 pairs; one loop for every such pair also took 4b at batch 1 (two chunks of 98 rows)
+// 1.02-1.14x and 4a at batch 8 1.03-1.04x, hence the conditions. Otherwise they run one after
+// the other, each job's tasks split evenly.
+bool one_loop(const std::vector<Plan>& plans, int64_t total) {
+  bool merge = plans.size() > 1, small = false;
+  for (size_t j = 0; j < plans.size(); ++j) {
+    const int64_t tasks = (j + 1 < plans.size() ? plans[j + 1].first : total) - plans[j].first;
+    merge &= tasks <= plans[j].n_groups;  // one chunk
+    small |= tasks < 4 * at::get_num_threads();
+  }
+  return merge && small;
+}
+
+}  // namespace
+
+bool gemms_one_loop(const std::vector<GemmJob>& jobs) {
+  int64_t total = 0, widest = 1;
+  const std::vector<Plan> plans = plan_jobs(jobs, total, widest);
+  return one_loop(plans, total);
+}
+
+void gemms(const std::vector<GemmJob>& jobs, bool relu, bool steps) {
+  [[maybe_unused]] const bool vector = vectorised();
+  const bool wide = wide_tiles();
+  const int64_t group = kGroup;
+  // Rows per tile: at most 12 on AVX-512, 6 otherwise.
+  const int64_t most_rows = wide ? kRows : kRowsAvx2;
+  int64_t total = 0, widest = 1;
+  const std::vector<Plan> plans = plan_jobs(jobs, total, widest);
   if (total == 0) return;
   const std::vector<float> zeros(widest, 0.f);  // padding's row
   const auto run = [&](int64_t begin, int64_t end) {
@@ -626,23 +673,8 @@ void gemms(const std::vector<GemmJob>& jobs, bool relu, bool steps) {
     parallel_for(0, total, 1, run);
     return;
   }
-  // Jobs that are steps of their own (the block's 1x1s over x and over the pooled x, or its two
-  // direct KxKs): one after the other, each job's tasks split evenly, unless each job is one
-  // chunk of rows and one has fewer than a few tasks per thread (49 rows at batch 1: 5a's and
-  // 5b's pooled 1x1s and 3x3s have 4-12 tasks). Those run in one parallel loop, whose flat range
-  // is cut into a few parts per thread of about equal work (multiply-adds; tasks of different
-  // jobs differ), which spares a loop's end where one thread waits on the other. Measured on a
-  // 2-core Zen 2 EPYC (alternating processes, 2026-12-05): 5a and 5b at batch 1 0.81-0.93x the
-  // time; one loop for every such pair also took 4b at batch 1 (two chunks of 98 rows)
-  // 1.02-1.14x and 4a at batch 8 1.03-1.04x, hence the conditions.
-  const int64_t few = 4 * at::get_num_threads();
-  bool merge = plans.size() > 1, small = false;
-  for (size_t j = 0; j < plans.size(); ++j) {
-    const int64_t tasks = (j + 1 < plans.size() ? plans[j + 1].first : total) - plans[j].first;
-    merge &= tasks <= plans[j].n_groups;  // one chunk
-    small |= tasks < few;
-  }
-  if (!merge || !small) {
+  // Steps of their own (see one_loop): one after the other, or one loop of equal-work parts.
+  if (!one_loop(plans, total)) {
     for (size_t j = 0; j < plans.size(); ++j) {
       const int64_t end = j + 1 < plans.size() ? plans[j + 1].first : total;
       parallel_for(plans[j].first, end, 1, run);
@@ -662,7 +694,7 @@ void gemms(const std::vector<GemmJob>& jobs, bool relu, bool steps) {
           work[static_cast<size_t>(task)] + plan.k * rows * panels;
     }
   }
-  const int64_t parts = std::min<int64_t>(total, few);
+  const int64_t parts = std::min<int64_t>(total, 4 * at::get_num_threads());
   std::vector<int64_t> bounds(static_cast<size_t>(parts) + 1, total);
   bounds[0] = 0;
   for (int64_t p = 1, t = 0; p < parts; ++p) {  // the first task starting at or past p / parts

@@ -92,4 +92,8 @@ struct GemmJob {
 // unless they are small enough to pay for one loop of parts of equal work (see there).
 void gemms(const std::vector<GemmJob>& jobs, bool relu, bool steps = false);
 
+// Whether gemms(jobs, relu, /*steps=*/true) runs them as one loop (else one after the other):
+// a caller keeps all their operands alive together only then (their `ranges` are not read).
+bool gemms_one_loop(const std::vector<GemmJob>& jobs);
+
 }  // namespace fused_inception
