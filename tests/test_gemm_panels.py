@@ -297,17 +297,23 @@ def test_block_operator_on_the_own_kernel(name, norm, k, layout, own_gemm_calls)
         assert [call[1] for call in own] == ["panels", "winograd-panels"]
 
 
-def test_jobs_in_one_loop_give_the_bits_of_separate_loops(monkeypatch):
-    """5b at batch 1 (49 rows): on two or three threads its two 1x1s and its two direct 3x3s run
-    as one parallel loop each (gemm_panels.cpp, gemms: few tasks, one chunk), on one thread one
-    job after the other. Every output is one FMA chain either way: the same bits, against
-    float64 too."""
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last], ids=str)
+@pytest.mark.parametrize(
+    "args",
+    [GOOGLENET_BLOCKS["5b"].args(), (64, 16, 32, 48, 8, 16, 16)],
+    ids=["5b", "narrow"],
+)
+def test_jobs_in_one_loop_give_the_bits_of_separate_loops(monkeypatch, args, layout):
+    """At 7x7 and batch 1 (49 rows), on two or three threads, the block's two 1x1s (5b, and a
+    narrow block) and its two direct 3x3s (the narrow block: each one chunk with few tasks) run
+    as one parallel loop each (gemm_panels.cpp, one_loop), on one thread one job after the
+    other. Every output is one FMA chain either way: the same bits, against float64 too, into a
+    poisoned output, for NCHW output (staged) and channels_last."""
     monkeypatch.setattr(cpu_onednn, "OWN_GEMM", True)
-    cfg = GOOGLENET_BLOCKS["5b"]
-    src = randomize_block(Inception(*cfg.args()), seed=5).eval()
+    src = randomize_block(Inception(*args), seed=5).eval()
     fused = FusedInception.from_module(copy.deepcopy(src), backend="cpu").eval()
-    x = torch.randn(1, cfg.in_channels, cfg.hw, cfg.hw, generator=torch.Generator().manual_seed(6))
-    x = x.contiguous(memory_format=torch.channels_last)
+    x = torch.randn(1, args[0], 7, 7, generator=torch.Generator().manual_seed(6))
+    x = x.contiguous(memory_format=layout)
     previous = torch.get_num_threads()
     outs = []
     try:
