@@ -87,6 +87,16 @@ def direct_op(name: str) -> Callable | None:
     return functools.partial(call, handle_of(name))
 
 
+def direct_calls_allowed() -> bool:
+    """Whether a direct_op call may stand in for its torch.ops call now: not under a torch
+    function mode (which sees torch.ops calls, not direct ones), tracing or torch.compile."""
+    return not (
+        torch._C._is_torch_function_mode_enabled()
+        or torch._C._is_tracing()
+        or torch.compiler.is_compiling()
+    )
+
+
 def register_fake(name: str) -> Callable[[Callable], Callable]:
     """Decorator: the fake (meta) kernel of fused_inception::<name>, registered when this build
     has the operator, so that torch.compile and torch.library.opcheck can trace it. It returns

@@ -61,7 +61,7 @@ def fingerprint_cpu(tensors: Sequence[Tensor]) -> int:
 
     For CPU tensors, one C call (fused_inception._C.fingerprint, csrc/fingerprint_int.cpp: the
     operator's function, its value as an int) instead of the operator and item(): inside a
-    network each check runs with cold caches, 91 -> 20-30 us for a block's 30 small BN tensors.
+    network each check runs with cold caches: 91 -> 38 us for 30 small tensors after a 32 MB write.
     """
     if _FINGERPRINT is not None:
         value = _FINGERPRINT(tensors)

@@ -166,9 +166,7 @@ def unprepare_for_inference(
         model = model.to_unfused()
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
-            if isinstance(
-                child, (FoldedConvUnit, NhwcMaxPool2d, NhwcAdaptiveAvgPool2d, RowsLinear)
-            ):
+            if isinstance(child, _SWAPPED):
                 setattr(parent, name, child.to_unfused())
     make_dense(model, memory_format)
     model.to(memory_format=memory_format)

@@ -11,6 +11,7 @@ import warnings
 import torch
 from torch import Tensor, nn
 
+from . import _ext
 from .backends import check_backend_name, resolve_backend
 from .bn_training import bn_training_composed_reason, bn_training_forward, check_bn_training
 from .fingerprint import fingerprint, version_key
@@ -188,10 +189,8 @@ def _ready_plan(state, x: Tensor) -> _Plan | None:
     structure, attributes and hooks unchanged (`state.snapshot`); else None. The weights are
     the caller's to check. (ONNX export traces with torch.jit, strict torch.export compiles
     and non-strict export's inputs are not plain tensors, so this covers exports too.)"""
-    if not x.is_cpu or torch.is_grad_enabled() or torch._C._is_tracing():
-        return None
-    if torch._C._is_torch_function_mode_enabled():
-        return None  # the replay's direct call (_ext.direct_op) would bypass the mode
+    if not x.is_cpu or torch.is_grad_enabled() or not _ext.direct_calls_allowed():
+        return None  # (the replay calls its operator directly, _ext.direct_op)
     plan = state.plans.get((x.shape, x.stride(), x.dtype))
     if plan is None or not plan.ready or torch.is_autocast_enabled("cpu"):
         return None

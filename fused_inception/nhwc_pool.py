@@ -58,15 +58,9 @@ def is_pool3x3(module: nn.Module) -> bool:
 
 
 def _replay_allowed(x: Tensor) -> bool:
-    """Whether a pool may make its last call (`_fast`) again on x, as far as the call's own
-    conditions go: no tracing, torch function mode (which the direct call would bypass),
-    compiling or autograd recording."""
-    return (
-        not torch._C._is_tracing()
-        and not torch._C._is_torch_function_mode_enabled()
-        and not torch.compiler.is_compiling()
-        and not (x.requires_grad and torch.is_grad_enabled())
-    )
+    """Whether a pool may make its last call (`_fast`, a direct operator call) again on x, as far
+    as the call's own conditions go: _ext.direct_calls_allowed, no autograd recording."""
+    return _ext.direct_calls_allowed() and not (x.requires_grad and torch.is_grad_enabled())
 
 
 def _eager_cpu_call(x, op: str) -> bool:

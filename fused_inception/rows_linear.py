@@ -110,8 +110,4 @@ class RowsLinear(nn.Linear):
             x.requires_grad or w.requires_grad or (b is not None and b.requires_grad)
         ):
             return False
-        return not (
-            torch._C._is_tracing()
-            or torch.compiler.is_compiling()
-            or torch._C._is_torch_function_mode_enabled()  # (the direct call would bypass it)
-        )
+        return _ext.direct_calls_allowed()

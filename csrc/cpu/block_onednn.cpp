@@ -318,7 +318,8 @@ ColumnRange columns_into(const at::Tensor& t, int64_t begin) {
 
 // relu(scale * convKxK(src, W, pad K / 2) + bias) over src's pixels (channels_last, `src_row`
 // floats apart) by gemm_panels.h's kernel, W as panels or a plain weight (read in place), its
-// columns into `ranges`; no scale: relu(conv + bias). As a job for gemms, to run with others.
+// columns into `ranges`; no scale: relu(conv + bias). A job for gemms (run with others where
+// gemms_one_loop says so).
 GemmJob conv_job(const at::Tensor& src, int64_t src_row, int64_t kernel, const at::Tensor& weight,
                  const at::Tensor& bias, const at::Tensor& scale,
                  const std::vector<ColumnRange>& ranges) {
@@ -328,13 +329,6 @@ GemmJob conv_job(const at::Tensor& src, int64_t src_row, int64_t kernel, const a
   job.ldb = weight.dim() == 4 ? plain_weight_ldb(weight) : 0;
   job.scale = scale.defined() ? scale.const_data_ptr<float>() : nullptr;
   return job;
-}
-
-// conv_job's convolution, run now.
-void conv_into(const at::Tensor& src, int64_t src_row, int64_t kernel, const at::Tensor& weight,
-               const at::Tensor& bias, const at::Tensor& scale,
-               const std::vector<ColumnRange>& ranges) {
-  gemms({conv_job(src, src_row, kernel, weight, bias, scale, ranges)}, /*relu=*/true);
 }
 
 // A 4-D weight in gemm_panels.h's plain layout for `c` outputs from `c_in` channels: its kernel
@@ -519,6 +513,12 @@ at::Tensor inception_block_onednn_cpu(
         kxk_together &&
         gemms_one_loop({conv_job(branches[0].r.source, c2r, kernel2, w2, bias2, sc2, {}),
                         conv_job(branches[1].r.source, c3r, kernel3, w3, bias3, sc3, {})});
+    const auto run_kxk = [&] {
+      gemms(kxk, /*relu=*/true, /*steps=*/true);
+      kxk.clear();
+      for (const auto& [to, from] : staged) store_nchw(to, from, /*relu=*/false);
+      staged.clear();
+    };
     for (const auto& br : branches) {
       const at::Tensor slice = out.narrow(1, br.c_out_col, br.c);
       bool direct = !br.winograd;
@@ -541,12 +541,7 @@ at::Tensor inception_block_onednn_cpu(
           kxk.push_back(conv_job(r, br.c_red, br.own_kernel, br.weight, br.bias, br.scale,
                                  {columns_into(dst, 0)}));
           if (!channels_last) staged.emplace_back(slice, dst);
-          if (!kxk_together) {
-            gemms(kxk, /*relu=*/true);
-            kxk.clear();
-            for (const auto& [to, from] : staged) store_nchw(to, from, /*relu=*/false);
-            staged.clear();
-          }
+          if (!kxk_together) run_kxk();
         } else {
           const at::Tensor z =
               onednn_conv_small_or_into(scratch.nhwc(n, br.c, h, w), r, weight, br.bias);
@@ -554,8 +549,7 @@ at::Tensor inception_block_onednn_cpu(
         }
       }
     }
-    gemms(kxk, /*relu=*/true, /*steps=*/true);
-    for (const auto& [slice, dst] : staged) store_nchw(slice, dst, /*relu=*/false);
+    run_kxk();
   }
   return out;
 }

@@ -284,16 +284,7 @@ int64_t fingerprint_value(const at::TensorList tensors) {
   if (total_bytes <= kSerialBytes) {
     hash_pieces(0, n);
   } else {
-    const int64_t parts = std::min<int64_t>(n, 4 * at::get_num_threads());
-    std::vector<int64_t> bounds(static_cast<size_t>(parts) + 1, n);
-    bounds[0] = 0;
-    for (int64_t k = 1, i = 0; k < parts; ++k) {  // first piece starting at or past k/parts
-      while (i < n && starts[static_cast<size_t>(i)] * parts < k * total_bytes) ++i;
-      bounds[static_cast<size_t>(k)] = i;
-    }
-    fused_inception::parallel_for(0, parts, 1, [&](int64_t begin, int64_t end) {
-      hash_pieces(bounds[static_cast<size_t>(begin)], bounds[static_cast<size_t>(end)]);
-    });
+    fused_inception::parallel_for_equal_work(starts, n, total_bytes, hash_pieces);
   }
   for (const uint64_t v : values) result ^= v;
   return static_cast<int64_t>(result);

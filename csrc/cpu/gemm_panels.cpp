@@ -519,10 +519,10 @@ bool wide_tiles() {
 #endif
 }
 
-// A job's tasks (chunks x panel groups), which start at `first` in one flat range.
+// A job's tasks (chunks x panel groups): [first, end) of one flat range.
 struct Plan {
   int taps;
-  int64_t c_tap, k, n_panels, n_groups, chunk_rows, m, first;
+  int64_t c_tap, k, n_panels, n_groups, chunk_rows, m, first, end;
 };
 
 // The jobs' plans; `total`: their tasks, `widest`: the channels of the widest job.
@@ -558,6 +558,7 @@ std::vector<Plan> plan_jobs(const std::vector<GemmJob>& jobs, int64_t& total, in
     plan.chunk_rows = wide ? even : (even + kRowsAvx2 - 1) / kRowsAvx2 * kRowsAvx2;
     plan.first = total;
     total += chunks * plan.n_groups;
+    plan.end = total;
     widest = std::max(widest, plan.c_tap);
     plans.push_back(plan);
   }
@@ -574,12 +575,11 @@ std::vector<Plan> plan_jobs(const std::vector<GemmJob>& jobs, int64_t& total, in
 // 8 of 10 pairs; one loop for every such pair also took 4b at batch 1 (two chunks of 98 rows)
 // 1.02-1.14x and 4a at batch 8 1.03-1.04x, hence the conditions. Otherwise they run one after
 // the other, each job's tasks split evenly.
-bool one_loop(const std::vector<Plan>& plans, int64_t total) {
+bool one_loop(const std::vector<Plan>& plans) {
   bool merge = plans.size() > 1, small = false;
-  for (size_t j = 0; j < plans.size(); ++j) {
-    const int64_t tasks = (j + 1 < plans.size() ? plans[j + 1].first : total) - plans[j].first;
-    merge &= tasks <= plans[j].n_groups;  // one chunk
-    small |= tasks < 4 * at::get_num_threads();
+  for (const Plan& plan : plans) {
+    merge &= plan.end - plan.first <= plan.n_groups;  // one chunk
+    small |= plan.end - plan.first < 4 * at::get_num_threads();
   }
   return merge && small;
 }
@@ -589,7 +589,7 @@ bool one_loop(const std::vector<Plan>& plans, int64_t total) {
 bool gemms_one_loop(const std::vector<GemmJob>& jobs) {
   int64_t total = 0, widest = 1;
   const std::vector<Plan> plans = plan_jobs(jobs, total, widest);
-  return one_loop(plans, total);
+  return one_loop(plans);
 }
 
 void gemms(const std::vector<GemmJob>& jobs, bool relu, bool steps) {
@@ -674,18 +674,13 @@ void gemms(const std::vector<GemmJob>& jobs, bool relu, bool steps) {
     return;
   }
   // Steps of their own (see one_loop): one after the other, or one loop of equal-work parts.
-  if (!one_loop(plans, total)) {
-    for (size_t j = 0; j < plans.size(); ++j) {
-      const int64_t end = j + 1 < plans.size() ? plans[j + 1].first : total;
-      parallel_for(plans[j].first, end, 1, run);
-    }
+  if (!one_loop(plans)) {
+    for (const Plan& plan : plans) parallel_for(plan.first, plan.end, 1, run);
     return;
   }
   std::vector<int64_t> work(static_cast<size_t>(total) + 1, 0);  // before each task
-  for (size_t j = 0; j < plans.size(); ++j) {
-    const Plan& plan = plans[j];
-    const int64_t end = j + 1 < plans.size() ? plans[j + 1].first : total;
-    for (int64_t task = plan.first; task < end; ++task) {
+  for (const Plan& plan : plans) {
+    for (int64_t task = plan.first; task < plan.end; ++task) {
       const int64_t local = task - plan.first;
       const int64_t start = local / plan.n_groups * plan.chunk_rows;
       const int64_t rows = std::clamp<int64_t>(plan.m - start, 0, plan.chunk_rows);
@@ -694,16 +689,7 @@ void gemms(const std::vector<GemmJob>& jobs, bool relu, bool steps) {
           work[static_cast<size_t>(task)] + plan.k * rows * panels;
     }
   }
-  const int64_t parts = std::min<int64_t>(total, 4 * at::get_num_threads());
-  std::vector<int64_t> bounds(static_cast<size_t>(parts) + 1, total);
-  bounds[0] = 0;
-  for (int64_t p = 1, t = 0; p < parts; ++p) {  // the first task starting at or past p / parts
-    while (t < total && work[static_cast<size_t>(t)] * parts < p * work.back()) ++t;
-    bounds[static_cast<size_t>(p)] = t;
-  }
-  parallel_for(0, parts, 1, [&](int64_t begin, int64_t end) {
-    run(bounds[static_cast<size_t>(begin)], bounds[static_cast<size_t>(end)]);
-  });
+  parallel_for_equal_work(work, total, work.back(), run);
 }
 
 }  // namespace fused_inception

@@ -90,9 +90,14 @@ def max_pool_nhwc(
     arguments or an empty output, RuntimeError for a tensor not on the CPU or a missing
     extension.
     """
+    return _ext.op("max_pool_nhwc")(x, *_max_pool_args(kernel_size, stride, padding, ceil_mode))
+
+
+def _max_pool_args(kernel_size, stride, padding, ceil_mode: bool) -> tuple:
+    """max_pool_nhwc's arguments after x as the operator takes them (pairs as lists)."""
     kernel = _pair(kernel_size, "kernel_size")
     strides = kernel if stride is None else _pair(stride, "stride")
-    return _ext.op("max_pool_nhwc")(x, kernel, strides, _pair(padding, "padding"), ceil_mode)
+    return kernel, strides, _pair(padding, "padding"), ceil_mode
 
 
 def global_avg_pool_nhwc(x: Tensor) -> Tensor:
@@ -127,10 +132,7 @@ def replay_call(function: Callable, args: tuple) -> tuple[Callable, tuple]:
     build allows; else the call unchanged. (The arguments were checked when the call was first
     made.)"""
     if function is max_pool_nhwc and _MAX_POOL_DIRECT is not None:
-        kernel_size, stride, padding, ceil_mode = args
-        kernel = _pair(kernel_size, "kernel_size")
-        strides = kernel if stride is None else _pair(stride, "stride")
-        return _MAX_POOL_DIRECT, (kernel, strides, _pair(padding, "padding"), ceil_mode)
+        return _MAX_POOL_DIRECT, _max_pool_args(*args)
     if function is max_pool3x3_nhwc and _MAX_POOL3X3_DIRECT is not None:
         return _MAX_POOL3X3_DIRECT, args
     return function, args
