@@ -118,26 +118,46 @@ void store_row(const PanelStore& s, int64_t i, const float* values) {
 }
 
 // The A rows of a 12-row tile: rows[t * kRows + r] is output row i0 + r's pixel under tap t (or
-// the zero row), for `count` rows; the others point at the zero row.
+// the zero row), for `count` rows; the others point at the zero row. Row i0's (image, y, x) is
+// divided out once and stepped from row to row, and a row whose window lies inside the image
+// takes its taps as fixed offsets from its window's corner: three 64-bit divisions per row
+// and a bounds check per tap were most of the time outside the tiles (perf, batch-1 network;
+// conv1 at batch 1 0.97-0.98x the time, alternating processes on a Zen 2 EPYC, 2026-12-05).
 void tile_rows(const ConvInput& x, const float* zeros, int64_t i0, int count, const float** rows) {
   const int k = x.kernel, taps = x.merged ? k : k * k, pad = x.padding();
+  for (int r = count; r < kRows; ++r) {
+    for (int t = 0; t < taps; ++t) rows[t * kRows + r] = zeros;
+  }
+  if (count <= 0) return;
+  if (k == 1 && x.stride == 1 && pad == 0) {  // a 1x1 convolution: x's rows
+    for (int r = 0; r < count; ++r) rows[r] = x.data + (i0 + r) * x.ld;
+    return;
+  }
+  // Tap t's offset from the window's top-left pixel (merged: kernel row t's first pixel).
+  int64_t offset[kMaxTaps];
+  for (int dy = 0, t = 0; dy < (x.merged ? taps : k); ++dy) {
+    for (int dx = 0; dx < (x.merged ? 1 : k); ++dx, ++t) offset[t] = (dy * x.w + dx) * x.ld;
+  }
   const int64_t oh = x.out_h(), ow = x.out_w();
-  for (int r = 0; r < kRows; ++r) {
-    const int64_t i = i0 + r;
-    if (r >= count) {
-      for (int t = 0; t < taps; ++t) rows[t * kRows + r] = zeros;
-      continue;
-    }
-    if (k == 1 && x.stride == 1 && pad == 0) {  // a 1x1 convolution: x's rows
-      rows[r] = x.data + i * x.ld;
-      continue;
-    }
-    const int64_t ox = i % ow, oy = (i / ow) % oh, b = i / (ow * oh);
+  int64_t ox = i0 % ow, oy = i0 / ow % oh, b = i0 / (ow * oh);
+  for (int r = 0; r < count; ++r) {
     const int64_t y0 = oy * x.stride - pad, x0 = ox * x.stride - pad;
-    for (int t = 0; t < taps; ++t) {
-      const int64_t y = y0 + (x.merged ? t : t / k), xx = x0 + (x.merged ? 0 : t % k);
-      const bool inside = x.merged || (y >= 0 && y < x.h && xx >= 0 && xx < x.w);
-      rows[t * kRows + r] = inside ? x.data + ((b * x.h + y) * x.w + xx) * x.ld : zeros;
+    if (x.merged || (y0 >= 0 && y0 + k <= x.h && x0 >= 0 && x0 + k <= x.w)) {
+      const float* corner = x.data + ((b * x.h + y0) * x.w + x0) * x.ld;
+      for (int t = 0; t < taps; ++t) rows[t * kRows + r] = corner + offset[t];
+    } else {
+      for (int t = 0; t < taps; ++t) {
+        const int64_t y = y0 + t / k, xx = x0 + t % k;
+        const bool inside = y >= 0 && y < x.h && xx >= 0 && xx < x.w;
+        rows[t * kRows + r] = inside ? x.data + ((b * x.h + y) * x.w + xx) * x.ld : zeros;
+      }
+    }
+    if (++ox == ow) {
+      ox = 0;
+      if (++oy == oh) {
+        oy = 0;
+        ++b;
+      }
     }
   }
 }
