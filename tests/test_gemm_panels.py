@@ -152,6 +152,28 @@ def test_strided_and_padded_convolution_against_float64(c, kernel, stride, paddi
     assert_close_rel(out, ref.relu(), torch.float32)
 
 
+@pytest.mark.parametrize("layout", ["nchw", "channels_last", "strided"])
+@pytest.mark.parametrize("c", [3, 2])
+def test_first_layer_reads_any_layout(layout, c):
+    """A first layer's zero-padded copy (few channels: kernel rows as taps) reads x in any
+    layout: NCHW (the three channel rows interleaved), channels_last, or a strided view."""
+    gen = torch.Generator().manual_seed(c * 10 + len(layout))
+    base = torch.randn(2, c, 21, 30, generator=gen)
+    x = {
+        "nchw": base[..., :19],
+        "channels_last": base.contiguous(memory_format=torch.channels_last),
+        "strided": base[:, :, ::2, ::3],
+    }[layout]
+    if layout == "nchw":
+        x = x.contiguous()
+    weight = torch.randn(17, c, 7, 7, generator=gen)
+    bias = torch.randn(17, generator=gen)
+    out = ops.conv_bias_relu_nhwc(x, cpu_onednn.pack_panels(weight), bias, 2, 3)
+    ref = F.conv2d(x.double(), weight.double(), bias.double(), stride=2, padding=3).relu()
+    assert out.shape == ref.shape
+    assert_close_rel(out, ref, torch.float32)
+
+
 def test_channel_slice_input():
     """x may be a channel slice of a channels_last tensor (pixel rows wider than C)."""
     gen = torch.Generator().manual_seed(6)
