@@ -61,6 +61,7 @@ constexpr int kRowsAvx2 = 6;
 constexpr int kMaxTaps = kMaxKernel * kMaxKernel;
 constexpr int64_t kChunkBytes = 256 * 1024;
 constexpr int64_t kMinChunkRowsAvx512 = 96;
+constexpr int64_t kOneChunkRowsAvx2 = 54;
 // Below this many channels a KxK convolution takes its kernel rows as taps (ConvInput::merged).
 constexpr int64_t kMergeChannels = 16;
 // A plain weight's rows are ldb floats apart, so each step of a tile reads one line of a new
@@ -639,8 +640,14 @@ std::vector<Plan> plan_jobs(const std::vector<GemmJob>& jobs, int64_t& total, in
     plan.n_groups = (plan.n_panels + group - 1) / group;
     // Rows per chunk: A rows of about kChunkBytes, at least least_rows, spread evenly (on
     // AVX2 a multiple of its 6-row tile; on AVX-512 any count: tiles are cut evenly inside).
+    // On AVX2 a job of at most kOneChunkRowsAvx2 rows is one chunk however deep (5a's and 5b's
+    // 3x3s at batch 1 had been two chunks of 24-25 rows, each reading all the panels; as one,
+    // which also lets the two KxKs share one loop, 5a and 5b at batch 1 took 0.93-0.96x the
+    // time, interleaved in one process in the prepared network on a Zen 2 EPYC, 2026-12-05).
     const int64_t most =
-        std::max<int64_t>(least_rows, kChunkBytes / (4 * std::max<int64_t>(plan.k, 1)));
+        !wide && plan.m <= kOneChunkRowsAvx2
+            ? std::max<int64_t>(plan.m, 1)
+            : std::max<int64_t>(least_rows, kChunkBytes / (4 * std::max<int64_t>(plan.k, 1)));
     const int64_t chunks = plan.n_panels > 0 ? (plan.m + most - 1) / most : 0;
     const int64_t even = chunks > 0 ? (plan.m + chunks - 1) / chunks : 1;
     plan.chunk_rows = wide ? even : (even + kRowsAvx2 - 1) / kRowsAvx2 * kRowsAvx2;
