@@ -126,8 +126,9 @@ void store_row(const PanelStore& s, int64_t i, const float* values) {
 // the zero row), for `count` rows; the others point at the zero row. Row i0's (image, y, x) is
 // divided out once and stepped from row to row, and a row whose window lies inside the image
 // takes its taps as fixed offsets from its window's corner: three 64-bit divisions per row
-// and a bounds check per tap were most of the time outside the tiles (perf, batch-1 network;
-// conv1 at batch 1 0.97-0.98x the time, alternating processes on a Zen 2 EPYC, 2026-12-05).
+// and a bounds check per tap were a large part of the time outside the tiles (perf, batch-1
+// network; conv1 at batch 1 0.94-0.99x the time, alternating processes on a Zen 2 EPYC,
+// 2026-12-05).
 void tile_rows(const ConvInput& x, const float* zeros, int64_t i0, int count, const float** rows) {
   const int k = x.kernel, taps = x.merged ? k : k * k, pad = x.padding();
   for (int r = count; r < kRows; ++r) {
