@@ -613,7 +613,26 @@ bool wide_tiles() {
 struct Plan {
   int taps;
   int64_t c_tap, k, n_panels, n_groups, chunk_rows, m, first, end;
+
+  // Tasks are ordered chunk by chunk, panel group by panel group inside a chunk.
+  int64_t chunks() const { return n_groups > 0 ? (end - first) / n_groups : 0; }
+  int64_t chunk_of(int64_t task) const { return (task - first) / n_groups; }
+  int64_t first_panel(int64_t task) const { return (task - first) % n_groups * kGroup; }
 };
+
+// A task's B: its first panel, with the job's row stride (ldb) and the floats from one panel to
+// the next (stride). Packed panels: rows of 16 floats, one panel after the other; a plain
+// weight: rows of ldb floats, a panel 16 floats from the next.
+struct TaskPanels {
+  const float* panel;
+  int64_t ldb, stride;
+};
+
+TaskPanels task_panels(const GemmJob& job, const Plan& plan, int64_t p0) {
+  const int64_t ldb = job.ldb > 0 ? job.ldb : kPanel;
+  const int64_t stride = job.ldb > 0 ? kPanel : plan.k * kPanel;
+  return {job.panels + p0 * stride, ldb, stride};
+}
 
 // The jobs' plans; `total`: their tasks, `widest`: the channels of the widest job.
 std::vector<Plan> plan_jobs(const std::vector<GemmJob>& jobs, int64_t& total, int64_t& widest) {
@@ -674,7 +693,7 @@ std::vector<Plan> plan_jobs(const std::vector<GemmJob>& jobs, int64_t& total, in
 bool one_loop(const std::vector<Plan>& plans) {
   bool merge = plans.size() > 1, small = false;
   for (const Plan& plan : plans) {
-    merge &= plan.end - plan.first <= plan.n_groups;  // one chunk
+    merge &= plan.chunks() <= 1;
     small |= plan.end - plan.first < 4 * at::get_num_threads();
   }
   return merge && small;
@@ -711,8 +730,7 @@ void gemms(const std::vector<GemmJob>& jobs, bool relu, bool steps) {
       plan_of(task, j);
       const Plan& plan = plans[j];
       const GemmJob& job = jobs[j];
-      const int64_t local = task - plan.first;
-      const int64_t chunk = local / plan.n_groups, p0 = local % plan.n_groups * group;
+      const int64_t chunk = plan.chunk_of(task), p0 = plan.first_panel(task);
       const int panels = static_cast<int>(std::min(group, plan.n_panels - p0));
       float bias[2 * kPanel] = {}, scale[2 * kPanel] = {};
       PanelStore stores[2];
@@ -725,11 +743,7 @@ void gemms(const std::vector<GemmJob>& jobs, bool relu, bool steps) {
         stores[q].stream = job.stream;
       }
       const float* scales = job.scale != nullptr ? scale : nullptr;
-      // Packed panels: rows of 16 floats, one panel after the other; a plain weight: rows of
-      // ldb floats, a panel 16 floats from the next.
-      const int64_t ldb = job.ldb > 0 ? job.ldb : kPanel;
-      const int64_t stride = job.ldb > 0 ? kPanel : plan.k * kPanel;
-      const float* panel = job.panels + p0 * stride;
+      const auto [panel, ldb, stride] = task_panels(job, plan, p0);
       const int64_t start = chunk * plan.chunk_rows;
       const int64_t stop = std::min(plan.m, start + plan.chunk_rows);
       // Tiles of near-equal size, at most most_rows: 49 rows (7x7 at batch 1) as 10 + 10 +
@@ -751,15 +765,13 @@ void gemms(const std::vector<GemmJob>& jobs, bool relu, bool steps) {
         size_t jn = j;
         plan_of(task + 1, jn);
         const Plan& pn = plans[jn];
-        if ((pn.end - pn.first) / pn.n_groups <= threads) {
-          const GemmJob& jb = jobs[jn];
-          const int64_t pn0 = (task + 1 - pn.first) % pn.n_groups * group;
-          const int64_t ldb_n = jb.ldb > 0 ? jb.ldb : kPanel;
-          const int64_t stride_n = jb.ldb > 0 ? kPanel : pn.k * kPanel;
+        if (pn.chunks() <= threads) {
+          const int64_t pn0 = pn.first_panel(task + 1);
+          const TaskPanels b = task_panels(jobs[jn], pn, pn0);
           per = (pn.k + tiles - 1) / tiles;
           for (int64_t q = 0; q < std::min(group, pn.n_panels - pn0); ++q) {
-            next[q].p = reinterpret_cast<const char*>(jb.panels + (pn0 + q) * stride_n);
-            next[q].stride = ldb_n * static_cast<int64_t>(sizeof(float));
+            next[q].p = reinterpret_cast<const char*>(b.panel + q * b.stride);
+            next[q].stride = b.ldb * static_cast<int64_t>(sizeof(float));
             next[q].rows = std::min(per, plan.k);
           }
         }
@@ -811,10 +823,9 @@ void gemms(const std::vector<GemmJob>& jobs, bool relu, bool steps) {
   std::vector<int64_t> work(static_cast<size_t>(total) + 1, 0);  // before each task
   for (const Plan& plan : plans) {
     for (int64_t task = plan.first; task < plan.end; ++task) {
-      const int64_t local = task - plan.first;
-      const int64_t start = local / plan.n_groups * plan.chunk_rows;
+      const int64_t start = plan.chunk_of(task) * plan.chunk_rows;
       const int64_t rows = std::clamp<int64_t>(plan.m - start, 0, plan.chunk_rows);
-      const int64_t panels = std::min(group, plan.n_panels - local % plan.n_groups * group);
+      const int64_t panels = std::min(group, plan.n_panels - plan.first_panel(task));
       work[static_cast<size_t>(task) + 1] =
           work[static_cast<size_t>(task)] + plan.k * rows * panels;
     }
