@@ -123,7 +123,7 @@ void store_row(const PanelStore& s, int64_t i, const float* values) {
 }
 
 // The A rows of a 12-row tile: rows[t * kRows + r] is output row i0 + r's pixel under tap t (or
-// the zero row), for `count` rows; the others point at the zero row. Row i0's (image, y, x) is
+// the zero row), for `count` rows (the tiles read no others). Row i0's (image, y, x) is
 // divided out once and stepped from row to row, and a row whose window lies inside the image
 // takes its taps as fixed offsets from its window's corner: three 64-bit divisions per row
 // and a bounds check per tap were a large part of the time outside the tiles (perf, batch-1
@@ -131,9 +131,6 @@ void store_row(const PanelStore& s, int64_t i, const float* values) {
 // 2026-12-05).
 void tile_rows(const ConvInput& x, const float* zeros, int64_t i0, int count, const float** rows) {
   const int k = x.kernel, taps = x.merged ? k : k * k, pad = x.padding();
-  for (int r = count; r < kRows; ++r) {
-    for (int t = 0; t < taps; ++t) rows[t * kRows + r] = zeros;
-  }
   if (count <= 0) return;
   if (k == 1 && x.stride == 1 && pad == 0) {  // a 1x1 convolution: x's rows
     for (int r = 0; r < count; ++r) rows[r] = x.data + (i0 + r) * x.ld;
@@ -165,6 +162,17 @@ void tile_rows(const ConvInput& x, const float* zeros, int64_t i0, int count, co
         ++b;
       }
     }
+  }
+}
+
+// A tile's row R under one tap (`tr`: the tap's rows from tile_rows), if the tile has that
+// row: tile_rows writes only the tile's `count` rows.
+template <int R, int ROWS>
+inline const float* tile_row(const float* const* tr) {
+  if constexpr (R < ROWS) {
+    return tr[R];
+  } else {
+    return nullptr;
   }
 }
 
@@ -224,7 +232,9 @@ __attribute__((target("avx2,fma"))) void tile_avx2(const float* const* rows, int
   __m256 c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
   for (int t = 0; t < taps; ++t) {
     const float* const* tr = rows + t * kRows;
-    const float *a0 = tr[0], *a1 = tr[1], *a2 = tr[2], *a3 = tr[3], *a4 = tr[4], *a5 = tr[5];
+    const float *a0 = tile_row<0, ROWS>(tr), *a1 = tile_row<1, ROWS>(tr),
+                *a2 = tile_row<2, ROWS>(tr), *a3 = tile_row<3, ROWS>(tr),
+                *a4 = tile_row<4, ROWS>(tr), *a5 = tile_row<5, ROWS>(tr);
     const float* b = panel + t * c * ldb;
     for (int64_t k = 0; k < c; ++k) {
       if constexpr (PREFETCH) {
@@ -333,8 +343,12 @@ __attribute__((target("avx512f"))) void tile_avx512(const float* const* rows, in
          c9_1 = c0_0, c10_0 = c0_0, c10_1 = c0_0, c11_0 = c0_0, c11_1 = c0_0;
   for (int t = 0; t < taps; ++t) {
     const float* const* tr = rows + t * kRows;
-    const float *a0 = tr[0], *a1 = tr[1], *a2 = tr[2], *a3 = tr[3], *a4 = tr[4], *a5 = tr[5],
-                *a6 = tr[6], *a7 = tr[7], *a8 = tr[8], *a9 = tr[9], *a10 = tr[10], *a11 = tr[11];
+    const float *a0 = tile_row<0, ROWS>(tr), *a1 = tile_row<1, ROWS>(tr),
+                *a2 = tile_row<2, ROWS>(tr), *a3 = tile_row<3, ROWS>(tr),
+                *a4 = tile_row<4, ROWS>(tr), *a5 = tile_row<5, ROWS>(tr),
+                *a6 = tile_row<6, ROWS>(tr), *a7 = tile_row<7, ROWS>(tr),
+                *a8 = tile_row<8, ROWS>(tr), *a9 = tile_row<9, ROWS>(tr),
+                *a10 = tile_row<10, ROWS>(tr), *a11 = tile_row<11, ROWS>(tr);
     const float* b = panel + t * c * ldb;
     for (int64_t k = 0; k < c; ++k) {
       if (ldb != kPanel) {
