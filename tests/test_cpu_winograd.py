@@ -27,6 +27,7 @@ pytestmark = pytest.mark.skipif(
         "onednn-own-gemm",
         "onednn-winograd",
         "onednn-f4",
+        "onednn-f4-own",
         "onednn-python",
         "winograd",
         "direct",
@@ -40,16 +41,18 @@ def conv_path(request, monkeypatch):
     own GEMM (csrc/cpu/gemm_panels.cpp); "onednn-winograd" the operator with every 3x3 as
     Winograd, in chunks of 5 tiles with a padded last one, on the own GEMM; "onednn-f4" the
     operator with every 3x3 as Winograd F(4x4, 3x3) on oneDNN's GEMM, in chunks of 5 tiles with
-    a padded last one (the policy's F(4x4, 3x3) is also in "onednn"); "onednn-python" the
+    a padded last one (the policy's F(4x4, 3x3) is also in "onednn"); "onednn-f4-own" the same
+    on the own GEMM, the last chunk short (cpu_winograd.own_f4_gemm); "onednn-python" the
     same block from Python, as training's forward runs it, all direct), or without it Winograd
     or the direct convolution (the policy there uses both)."""
     on_onednn = request.param.startswith("onednn")
-    own_gemm = request.param in ("onednn-own-gemm", "onednn-winograd")
+    own_gemm = request.param in ("onednn-own-gemm", "onednn-winograd", "onednn-f4-own")
     monkeypatch.setattr(cpu_onednn, "OWN_GEMM", own_gemm)
-    if request.param in ("onednn-winograd", "onednn-f4"):
-        # "onednn-winograd": F(2x2, 3x3), whose GEMMs the own kernel runs (F(4x4, 3x3)'s run on
-        # oneDNN's wherever it is taken)
-        monkeypatch.setattr(cpu_winograd, "ONEDNN_F4_ENABLED", request.param == "onednn-f4")
+    if request.param in ("onednn-winograd", "onednn-f4", "onednn-f4-own"):
+        # "onednn-winograd": F(2x2, 3x3), whose GEMMs the own kernel runs
+        monkeypatch.setattr(
+            cpu_winograd, "ONEDNN_F4_ENABLED", request.param in ("onednn-f4", "onednn-f4-own")
+        )
         monkeypatch.setattr(cpu_winograd, "ONEDNN_F4_MIN_TILES", 0)
         monkeypatch.setattr(cpu_winograd, "ONEDNN_MIN_IN_CHANNELS", 0)
         monkeypatch.setattr(cpu_winograd, "ONEDNN_MIN_OUT_CHANNELS", 0)
@@ -67,7 +70,10 @@ def conv_path(request, monkeypatch):
         monkeypatch.setattr(
             cpu,
             "_BLOCK_OP",
-            lambda *a: (block_calls.append((a[1].dim(), a[12], a[15], a[16])), real_block(*a))[1],
+            lambda *a: (
+                block_calls.append((a[1].dim(), a[12], a[15], a[16], _f4_panels(a[3]))),
+                real_block(*a),
+            )[1],
         )
     if request.param == "winograd":
         monkeypatch.setattr(cpu_winograd, "MIN_PIXELS", 0)
@@ -87,14 +93,24 @@ def conv_path(request, monkeypatch):
         f"{len(onednn_calls)} oneDNN calls from Python"
     )
     assert bool(block_calls) == (
-        request.param in ("onednn", "onednn-own-gemm", "onednn-winograd", "onednn-f4")
+        request.param
+        in ("onednn", "onednn-own-gemm", "onednn-winograd", "onednn-f4", "onednn-f4-own")
     ), f"{len(block_calls)} operator calls"
     if block_calls and _ext.has_op("conv_bias_relu_nhwc"):  # w_x as panels (3-D) or oneDNN's (4-D)
         assert {call[0] for call in block_calls} == {3 if own_gemm else 4}
-    if request.param == "onednn-f4":  # every Winograd b2 is F(4x4, 3x3) (none on 1x1 images)
-        assert all((d2 is not None) == winograd2 for _, winograd2, d2, _ in block_calls)
+    if request.param in ("onednn-f4", "onednn-f4-own"):
+        # every Winograd b2 is F(4x4, 3x3) (none on 1x1 images), its 36 GEMMs as panels on the
+        # own kernel or as oneDNN's grouped weight
+        own_f4 = request.param == "onednn-f4-own"
+        for _, winograd2, d2, _, panels in block_calls:
+            assert (d2 is not None) == winograd2 and panels == (own_f4 and winograd2)
     if request.param == "onednn-winograd":  # every Winograd branch is F(2x2, 3x3)
-        assert all(d2 is None and d3 is None for _, _, d2, d3 in block_calls)
+        assert all(d2 is None and d3 is None for _, _, d2, d3, _ in block_calls)
+
+
+def _f4_panels(w2: torch.Tensor) -> bool:
+    """Whether the operator's w2 is F(4x4, 3x3)'s 36 GEMMs as the own kernel's panels."""
+    return w2.layout == torch.strided and w2.dim() == 4 and w2.shape[0] == 36 and w2.shape[3] == 16
 
 
 def _parity(cfg, hw, batch, norm, k, layout):
@@ -155,8 +171,9 @@ def test_block_operator_is_the_python_path(name, layout, monkeypatch):
 def test_operator_takes_winograd_for_the_wide_3x3s(batch, monkeypatch):
     """By default the eval operator runs b2's 3x3 of every GoogLeNet block (64-192 -> 128-384
     channels) as Winograd where the batch has at least ONEDNN_MIN_TILES 2x2 tiles (not 5a and
-    5b at batch 1: 16 tiles), as F(4x4, 3x3) where it also has ONEDNN_F4_MIN_TILES 4x4 tiles (on
-    oneDNN's GEMM), and b3's narrow 3x3 (16-48 input channels) directly; the transformed
+    5b at batch 1: 16 tiles), as F(4x4, 3x3) where it also has ONEDNN_F4_MIN_TILES 4x4 tiles (its
+    GEMMs on oneDNN's or the own kernel: tests/test_gemm_panels.py), and b3's narrow 3x3 (16-48
+    input channels) directly; the transformed
     weight is reordered for one chunk of tiles from a shape's second call on, and the output
     matches float64 on poisoned outputs with NaN kept where torchvision keeps it."""
     flags = []
@@ -178,9 +195,8 @@ def test_operator_takes_winograd_for_the_wide_3x3s(batch, monkeypatch):
         wide = tiles >= cpu_winograd.ONEDNN_MIN_TILES
         assert wide == (batch == 8 or cfg.hw > 7), name
         chunk = min(tiles, cpu_winograd.ONEDNN_TILES_PER_CHUNK)
-        # F(4x4, 3x3) where there are ONEDNN_F4_MIN_TILES 4x4 tiles (on oneDNN's GEMM, also
-        # where the own kernel runs F(2x2, 3x3)'s): 3a and 3b at batch 1 (49 tiles), every block
-        # at batch 8 (5a and 5b: 8 * 2 * 2 = 32)
+        # F(4x4, 3x3) where there are ONEDNN_F4_MIN_TILES 4x4 tiles: 3a and 3b at batch 1 (49
+        # tiles), every block at batch 8 (5a and 5b: 8 * 2 * 2 = 32)
         f4 = wide and batch * (-(-cfg.hw // 4)) ** 2 >= cpu_winograd.ONEDNN_F4_MIN_TILES
         assert f4 == (wide and (batch == 8 or cfg.hw == 28)), name
         assert flags[-1] == (wide, False, chunk, f4), name

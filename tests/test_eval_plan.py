@@ -191,6 +191,7 @@ SETTINGS = [
     (cpu_winograd, "ONEDNN_MIN_TILES", 1024),
     (cpu_winograd, "ONEDNN_F4_ENABLED", True),
     (cpu_winograd, "ONEDNN_F4_MIN_TILES", 1),
+    (cpu_winograd, "OWN_F4_MAX_TILES", 0),
 ]
 
 

@@ -252,8 +252,9 @@ def test_vector_and_plain_loops_give_the_same_bits(tmp_path):
 
 @pytest.fixture
 def own_gemm_calls(monkeypatch):
-    """Forces the own GEMM on, Winograd as F(2x2, 3x3) (whose GEMMs it runs; F(4x4, 3x3)'s
-    run on oneDNN's), and records the eval operator's calls that pass it panels."""
+    """Forces the own GEMM on, Winograd as F(2x2, 3x3) (F(4x4, 3x3): see
+    test_winograd_f4_gemms_on_the_own_kernel), and records the eval operator's calls that pass
+    it panels."""
     monkeypatch.setattr(cpu_onednn, "OWN_GEMM", True)
     monkeypatch.setattr(cpu_winograd, "ONEDNN_F4_ENABLED", False)
     calls = []
@@ -319,6 +320,47 @@ def test_block_operator_on_the_own_kernel(name, norm, k, layout, own_gemm_calls)
         assert [call[1] for call in own] == ["panels", "winograd-panels"]
 
 
+@pytest.mark.parametrize(
+    "name,batch,own",
+    [("3a", 1, True), ("5a", 8, True), ("4a", 8, True), ("3a", 8, False)],
+    ids=["3a-b1-49", "5a-b8-32", "4a-b8-128", "3a-b8-196"],
+)
+def test_winograd_f4_gemms_on_the_own_kernel(name, batch, own, monkeypatch):
+    """Where the own kernel runs (OWN_GEMM), F(4x4, 3x3)'s 36 GEMMs run on it too, as panels [36,
+    ceil(c2 / 16), c2r, 16], where each has at most OWN_F4_MAX_TILES rows (4x4 tiles of one
+    chunk: 3a at batch 1 49, 5a at batch 8 32, 4a at batch 8 128), and on oneDNN's grouped GEMM
+    where it has more (3a at batch 8: chunks of 196); either way against float64 into a
+    poisoned output, with the NaN that F(4x4, 3x3) recomputes directly where the reference has
+    it, and OWN_F4_MAX_TILES is part of what an eval plan rests on."""
+    monkeypatch.setattr(cpu_onednn, "OWN_GEMM", True)
+    if cpu._BLOCK_OP is None or not cpu_onednn.available(torch.float32):
+        pytest.skip("no inception_block_onednn operator or no oneDNN in this build")
+    cfg = GOOGLENET_BLOCKS[name]
+    tiles = min(
+        cpu_winograd.onednn_chunk(batch, cfg.hw, cfg.hw),
+        cpu_winograd.winograd_tiles(batch, cfg.hw, cfg.hw, 4),
+    )
+    assert (tiles <= cpu_winograd.OWN_F4_MAX_TILES) == own
+    w2s = []
+    real = cpu._BLOCK_OP
+    monkeypatch.setattr(cpu, "_BLOCK_OP", lambda *a: (w2s.append((a[3], a[12])), real(*a))[1])
+    src = randomize_block(Inception(*cfg.args())).eval()
+    fused = FusedInception.from_module(copy.deepcopy(src), backend="cpu").eval()
+    shape = (batch, cfg.in_channels, cfg.hw, cfg.hw)
+    _block_with_nan_against_float64(src, fused, shape, torch.channels_last)
+    w2, winograd2 = w2s[-1]
+    c2 = cfg.args()[3]
+    assert winograd2
+    if own:
+        assert w2.layout == torch.strided and w2.shape == (36, -(-c2 // 16), cfg.args()[2], 16)
+    else:
+        assert w2.shape[0] == 36 * c2 or w2.layout != torch.strided  # oneDNN's (reordered) weight
+    # a plan made with one threshold is not replayed after it changes
+    policy = cpu.plan_policy()
+    monkeypatch.setattr(cpu_winograd, "OWN_F4_MAX_TILES", cpu_winograd.OWN_F4_MAX_TILES + 1)
+    assert cpu.plan_policy() != policy
+
+
 @pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last], ids=str)
 @pytest.mark.parametrize(
     "args",
@@ -376,12 +418,22 @@ def test_block_operator_refuses_bad_panels():
         with pytest.raises((ValueError, RuntimeError), match=match):
             ops.inception_block_onednn(*args)
     # Winograd's 16 GEMMs as panels [16, ceil(c2 / 16), c2r, 16]
-    u2 = cpu_winograd.grouped_panels(torch.randn(c2, c2r, 3, 3, generator=gen))
+    w2 = torch.randn(c2, c2r, 3, 3, generator=gen)
+    u2 = cpu_winograd.grouped_panels(w2)
     winograd = good[:3] + (u2,) + good[4:] + (False, True, False, 4)
-    assert ops.inception_block_onednn(*winograd).shape == (1, c1 + c2 + c3 + c4, 4, 4)
+    out2 = ops.inception_block_onednn(*winograd)
+    assert out2.shape == (1, c1 + c2 + c3 + c4, 4, 4)
     wide = cpu_winograd.grouped_panels(torch.randn(20, c2r, 3, 3))
-    with pytest.raises(ValueError, match=r"w2 as panels must be \[16, 1, 4, 16\]"):
+    with pytest.raises(ValueError, match=r"w2 as panels must be \[16 or 36, 1, 4, 16\]"):
         ops.inception_block_onednn(*(winograd[:3] + (wide,) + winograd[4:]))
+    # F(4x4, 3x3)'s 36 as panels [36, ...]: they need the plain weight as well
+    u4 = cpu_winograd.grouped_panels(w2, 4)
+    assert u4.shape == (36, 1, c2r, 16)
+    f4 = winograd[:3] + (u4,) + winograd[4:]
+    with pytest.raises(ValueError, match=r"F\(4x4, 3x3\) needs direct2"):
+        ops.inception_block_onednn(*f4)
+    out4 = ops.inception_block_onednn(*f4, w2)
+    assert_close_rel(out4, out2, torch.float32)
 
 
 @pytest.mark.parametrize("fmt", [torch.contiguous_format, torch.channels_last], ids=str)

@@ -171,18 +171,19 @@ at::Tensor nhwc_rows(const at::Tensor& t) {
   return rows.size(1) <= 1 || rows.stride(1) == 1 ? rows : rows.contiguous();
 }
 
-// Whether a Winograd weight is given as the own kernel's panels [16, P, c_red, 16] (oneDNN's
-// grouped 1x1 weight is [16 * Cout, c_red, 1, 1]: its last size is 1).
+// Whether a Winograd weight is given as the own kernel's panels [P, ceil(Cout / 16), c_red, 16],
+// P = 16 or 36 (oneDNN's grouped 1x1 weight is [P * Cout, c_red, 1, 1]: its last size is 1).
 bool is_winograd_panels(const at::Tensor& weight) {
-  return weight.dim() == 4 && weight.size(0) == 16 && weight.size(3) == 16 &&
-         weight.layout() == at::kStrided;
+  return weight.dim() == 4 && (weight.size(0) == 16 || weight.size(0) == 36) &&
+         weight.size(3) == 16 && weight.layout() == at::kStrided;
 }
 
 // Winograd positions (16 for F(2x2, 3x3), 36 for F(4x4, 3x3)) of a transformed weight for a
-// branch of c outputs: panels are F(2x2, 3x3)'s; oneDNN's grouped weight [P * c, c_red, 1, 1]
-// tells by its first size.
+// branch of c outputs: panels by their first size, oneDNN's grouped weight [P * c, c_red, 1, 1]
+// by its first size over c.
 int64_t winograd_positions(const at::Tensor& weight, int64_t c) {
-  return !is_winograd_panels(weight) && c > 0 && weight.size(0) == 36 * c ? 36 : 16;
+  if (is_winograd_panels(weight)) return weight.size(0);
+  return c > 0 && weight.size(0) == 36 * c ? 36 : 16;
 }
 
 // dst = relu(conv3x3(r', W, pad 1) + bias), r' = relu(r) with relu_input, else r, by Winograd
@@ -192,8 +193,8 @@ int64_t winograd_positions(const at::Tensor& weight, int64_t c) {
 // chunk of `chunk` tiles are one grouped oneDNN 1x1 convolution: V [T, P, c_red] is an NHWC image
 // of T pixels and P * c_red channels, `w_grouped` the transformed weight [P * Cout, c_red, 1, 1]
 // (group k: U[k]^T), and its output M [T, P, Cout] is read in place by the output transform. With
-// `w_grouped` as panels [16, ceil(Cout / 16), c_red, 16] (F(2x2, 3x3) only) the 16 GEMMs run on the
-// own kernel instead, in one parallel loop (gemm_panels.h, gemms). With relu_input the input
+// `w_grouped` as panels [P, ceil(Cout / 16), c_red, 16] the P GEMMs run on the own kernel
+// instead, in one parallel loop (gemm_panels.h, gemms). With relu_input the input
 // transform applies r's ReLU, so no ReLU'd copy of r is stored. V and M (P * (c_red + Cout) floats
 // per tile of one chunk) come from the call's scratch and are reused from chunk to chunk. Returns
 // true where F(4x4, 3x3) saw a NaN or inf: dst is then not the convolution, which the caller
@@ -217,7 +218,7 @@ bool winograd_branch(const char* op, Scratch& scratch, const at::Tensor& y, int6
   const at::Tensor m = scratch.nhwc(1, positions * c_out, 1, size);
   float* v_data = v.mutable_data_ptr<float>();
   float* m_data = m.mutable_data_ptr<float>();
-  // w_grouped as gemm_panels.h's panels [16, ceil(Cout / 16), c_red, 16] (group k: U[k]), or
+  // w_grouped as gemm_panels.h's panels [P, ceil(Cout / 16), c_red, 16] (group k: U[k]), or
   // oneDNN's grouped 1x1 weight [16 * Cout, c_red, 1, 1].
   const bool own_gemm = is_winograd_panels(w_grouped);
   const int64_t group_floats = own_gemm ? w_grouped[0].numel() : 0;
@@ -227,14 +228,15 @@ bool winograd_branch(const char* op, Scratch& scratch, const at::Tensor& y, int6
     const int64_t count = std::min(size, all.count - begin);
     const winograd::TileGrid grid = winograd::make_grid(op, n, h, w, begin, count, tile);
     winograd::input_tiles(grid, r, r_rows.stride(0), c_red, relu_input, v_data);
-    if (own_gemm) {  // the 16 GEMMs M[., k, :] = V[., k, :] U[k] in one parallel loop
+    if (own_gemm) {  // the P GEMMs M[., k, :] = V[., k, :] U[k] in one parallel loop
       std::vector<GemmJob> jobs;
-      for (int64_t k = 0; k < 16; ++k) {
-        jobs.push_back(GemmJob{ConvInput{v_data + k * c_red, 16 * c_red, 1, 1, count, c_red, 1},
-                               w_grouped.const_data_ptr<float>() + k * group_floats,
-                               c_out,
-                               nullptr,
-                               {ColumnRange{0, c_out, m_data + k * c_out, 16 * c_out}}});
+      for (int64_t k = 0; k < positions; ++k) {
+        jobs.push_back(
+            GemmJob{ConvInput{v_data + k * c_red, positions * c_red, 1, 1, count, c_red, 1},
+                    w_grouped.const_data_ptr<float>() + k * group_floats,
+                    c_out,
+                    nullptr,
+                    {ColumnRange{0, c_out, m_data + k * c_out, positions * c_out}}});
       }
       gemms(jobs, /*relu=*/false);
     } else {
@@ -264,23 +266,23 @@ void check_panels_data(const char* op, const at::Tensor& weight, const char* nam
 
 // A Winograd weight must be [16 * c, c_red, 1, 1] (F(2x2, 3x3)) or [36 * c, c_red, 1, 1]
 // (F(4x4, 3x3), which needs `direct`, the plain [c, c_red, 3, 3] weight for a recompute) for a
-// branch of c outputs from c_red inputs, or F(2x2, 3x3)'s 16 groups as gemm_panels.h's panels
-// [16, ceil(c / 16), c_red, 16].
+// branch of c outputs from c_red inputs, or its P = 16 or 36 groups as gemm_panels.h's panels
+// [P, ceil(c / 16), c_red, 16] (P = 36 needs `direct` too).
 void check_grouped_weight(const char* op, const at::Tensor& weight, const char* name, int64_t c,
                           int64_t c_red, const std::optional<at::Tensor>& direct,
                           const char* direct_name) {
   if (is_winograd_panels(weight)) {
     TORCH_CHECK_VALUE(weight.size(1) == (c + 15) / 16 && weight.size(2) == c_red, op,
-                      ": with Winograd, ", name, " as panels must be [16, ", (c + 15) / 16, ", ",
-                      c_red, ", 16], got shape ", weight.sizes());
+                      ": with Winograd, ", name, " as panels must be [16 or 36, ", (c + 15) / 16,
+                      ", ", c_red, ", 16], got shape ", weight.sizes());
     check_panels_data(op, weight, name);
-    return;
+  } else {
+    TORCH_CHECK_VALUE(weight.dim() == 4 && (weight.size(0) == 16 * c || weight.size(0) == 36 * c) &&
+                          weight.size(1) == c_red && weight.size(2) == 1 && weight.size(3) == 1,
+                      op, ": with Winograd, ", name, " must be the transformed ", "weight [16 * ",
+                      c, ", ", c_red, ", 1, 1] (F(2x2, 3x3)) or [36 * ", c, ", ", c_red,
+                      ", 1, 1] (F(4x4, 3x3)), got shape ", weight.sizes());
   }
-  TORCH_CHECK_VALUE(weight.dim() == 4 && (weight.size(0) == 16 * c || weight.size(0) == 36 * c) &&
-                        weight.size(1) == c_red && weight.size(2) == 1 && weight.size(3) == 1,
-                    op, ": with Winograd, ", name, " must be the transformed ", "weight [16 * ", c,
-                    ", ", c_red, ", 1, 1] (F(2x2, 3x3)) or [36 * ", c, ", ", c_red,
-                    ", 1, 1] (F(4x4, 3x3)), got shape ", weight.sizes());
   if (winograd_positions(weight, c) == 36) {
     TORCH_CHECK_VALUE(direct.has_value(), op, ": F(4x4, 3x3) needs ", direct_name,
                       ", the plain 3x3 weight, for inputs with NaN or inf");

@@ -273,9 +273,10 @@ def forward_plan(x: Tensor, packed: CpuPacked) -> tuple[tuple, list[tuple[list, 
         # F(4x4, 3x3) recomputes directly, from the plain weight, where it meets NaN or inf
         direct.append(plain if tile == 4 else None)
         scale = None  # BatchNorm's, where the weight is read in place
-        if tile == 2 and own:  # the transformed weight's 16 GEMMs as panels
-            make = lambda p=plain: winograd.grouped_panels(p)  # noqa: E731
-            kxk.append(weights.panels(tag + "w", make))
+        if own and (tile == 2 or (tile == 4 and winograd.own_f4_gemm(n, h, w))):
+            # the transformed weight's 16 or 36 GEMMs as the own kernel's panels
+            make = lambda p=plain, t=tile: winograd.grouped_panels(p, t)  # noqa: E731
+            kxk.append(weights.panels(f"{tag}w{tile}", make))
         elif use_winograd[-1]:  # the transformed weight, reordered for one chunk's V
             make = lambda p=plain, t=tile: winograd.grouped_weight(p, t)  # noqa: E731
             gemm_input = winograd.onednn_gemm_input(c_red, chunk, tile, n, h, w)

@@ -130,6 +130,13 @@ ONEDNN_MIN_TILES = 32
 # (onednn_tile); off: F(2x2, 3x3) wherever Winograd runs.
 ONEDNN_F4_ENABLED = True
 ONEDNN_F4_MIN_TILES = 32
+# F(4x4, 3x3)'s 36 GEMMs on the package's own kernel (where cpu_onednn.own_gemm says so: AVX2
+# CPUs) where each has at most this many rows (4x4 tiles in one chunk), else on oneDNN's grouped
+# GEMM (own_f4_gemm). Measured on a 2-core Zen 2 EPYC (2026-12-05, two prepared networks
+# interleaved in one process): with 32 rows (7x7 at batch 8) 5a and 5b took 0.92-0.94x the
+# time, with 49 (28x28 at batch 1) 3a and 3b 0.88-0.93x, with 128 (14x14 at batch 8) 4a-4e
+# 0.90-0.95x; with 196 (28x28 at batch 8, in chunks) 3a and 3b took 1.05-1.09x.
+OWN_F4_MAX_TILES = 128
 # Training steps' 3x3 forwards and input gradients as F(4x4, 3x3) (training_f4, conv3x3_f4):
 # where both sides have this many channels and the batch this many 4x4 tiles; see training_f4.
 TRAINING_F4_ENABLED = True
@@ -185,13 +192,22 @@ def onednn_settings() -> tuple:
         ONEDNN_MIN_TILES,
         ONEDNN_F4_ENABLED,
         ONEDNN_F4_MIN_TILES,
+        OWN_F4_MAX_TILES,
     )
+
+
+def own_f4_gemm(n: int, h: int, w: int) -> bool:
+    """Whether an F(4x4, 3x3) convolution of an n x h x w batch on the eval operator runs its 36
+    GEMMs on the own kernel, where cpu_onednn.own_gemm() does (the caller asks that): each GEMM
+    (one chunk's 4x4 tiles, onednn_chunk) has at most OWN_F4_MAX_TILES rows."""
+    return min(onednn_chunk(n, h, w), winograd_tiles(n, h, w, 4)) <= OWN_F4_MAX_TILES
 
 
 def onednn_tile(weight_shape: tuple[int, ...], n: int, h: int, w: int) -> int:
     """The Winograd tile the oneDNN path runs this convolution with: 0 (direct), 2 (F(2x2,
-    3x3)) or 4 (F(4x4, 3x3), whose 36 GEMMs always run on oneDNN's grouped GEMM; F(2x2, 3x3)'s
-    16 run on the package's own kernel where cpu_onednn.own_gemm says so, AVX2 CPUs).
+    3x3)) or 4 (F(4x4, 3x3)). F(2x2, 3x3)'s 16 GEMMs run on the package's own kernel where
+    cpu_onednn.own_gemm says so (AVX2 CPUs), F(4x4, 3x3)'s 36 there too in the eval operator
+    where they are small enough (own_f4_gemm), else on oneDNN's grouped GEMM.
 
     F(4x4, 3x3) does 36 products per 16 outputs against F(2x2, 3x3)'s 16 per 4: its 36 grouped
     GEMMs took 0.48-0.72x the time of the 16 of F(2x2, 3x3) on every GoogLeNet b2 at batch 8 and
@@ -475,13 +491,15 @@ def kxk_backward(
     return grad_x, grad_w, grad_b
 
 
-def grouped_panels(weight: Tensor) -> Tensor:
-    """weight [Cout, Cin, 3, 3] -> the 16 Winograd GEMMs' weights U[k] as the package's own
-    kernel's panels [16, ceil(Cout / 16), Cin, 16] (cpu_onednn.pack_panels of each U[k]^T), what
-    the eval operator's Winograd branch takes instead of grouped_weight on the own kernel."""
+def grouped_panels(weight: Tensor, tile: int = 2) -> Tensor:
+    """weight [Cout, Cin, 3, 3] -> the P Winograd GEMMs' weights U[k] as the package's own
+    kernel's panels [P, ceil(Cout / 16), Cin, 16] (cpu_onednn.pack_panels of each U[k]^T; tile
+    2: F(2x2, 3x3), P = 16; tile 4: F(4x4, 3x3), P = 36), what the eval operator's Winograd
+    branch takes instead of grouped_weight on the own kernel."""
     from .cpu_onednn import pack_panels
 
-    return torch.stack([pack_panels(u) for u in transform_weight(weight).transpose(1, 2)])
+    u = transform_weight4(weight) if tile == 4 else transform_weight(weight)
+    return torch.stack([pack_panels(g) for g in u.transpose(1, 2)])
 
 
 def onednn_chunk(n: int, h: int, w: int) -> int:
