@@ -14,8 +14,9 @@
 // - AVX2: 6 rows x 16 columns (12 accumulators of 8 floats; per step two loads of the panel,
 //   six broadcasts of A and twelve FMAs);
 // - AVX-512 (since 2026-12-04): up to 12 rows x 32 columns, two adjacent panels (24
-//   accumulators of 16 floats; per step two loads, twelve broadcasts, 24 FMAs). A chunk's rows
-//   are cut into tiles of near-equal size (49 rows as 10 + 10 + 10 + 10 + 9).
+//   accumulators of 16 floats; per step two loads, twelve broadcasts, 24 FMAs).
+// A chunk's rows are cut into tiles of near-equal size (49 rows: 9 + 4 x 10 on AVX-512,
+// 5 x 5 + 4 x 6 on AVX2).
 // A KxK convolution is the same loop over K * K taps whose A rows are pointers to the shifted
 // pixels (or to a zero row outside the image): an implicit GEMM, with no im2col copy. Rows are
 // taken in chunks whose A rows fit in L2 (kChunkBytes), and a task is (chunk, pair of adjacent
