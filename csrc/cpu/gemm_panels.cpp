@@ -226,7 +226,8 @@ struct Ahead {
 // stores behind it: perf had put those stalls on the stores after each tile. Measured on a
 // 2-core Zen 2 EPYC (2026-12-05, the prepared network, interleaved in one process with a
 // per-call switch, two runs each): batch 1 0.96x the time (conv1 0.91-0.93x, 4a-4e 0.93-0.94x),
-// batch 8 0.95x (3b 0.91-0.92x). Non-temporal stores (GemmJob::stream) need no such read.
+// batch 8 0.95x (3b 0.91-0.92x). Non-temporal stores (GemmJob::stream) need no such read. (x86
+// CPUs that do not list PREFETCHW, Intel's Haswell among them, run its encoding as a no-op.)
 template <int ROWS, bool PREFETCH, bool AHEAD>
 __attribute__((target("avx2,fma,prfchw"))) void tile_avx2(const float* const* rows, int taps,
                                                           int64_t c, const float* panel,
