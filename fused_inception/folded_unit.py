@@ -250,7 +250,11 @@ class FoldedConvUnit(nn.Module):
             x = x.contiguous(memory_format=torch.channels_last)
             n, _, h, w = x.shape
             chunk = winograd.onednn_chunk(n, h, w)
-            grouped = self._packed(weight, x.shape, chunk, tile)
+            own = winograd.own_f4_unit_chunk(n, h, w) if tile == 4 and onednn.own_gemm() else 0
+            if own:  # its 36 GEMMs on the own kernel, as panels
+                chunk, grouped = own, self._f4_panels(weight)
+            else:
+                grouped = self._packed(weight, x.shape, chunk, tile)
             # F(4x4, 3x3) recomputes directly, from the folded weight, on NaN or inf
             direct = weight if tile == 4 else None
             return "winograd", (grouped, bias, chunk, direct), True, x
@@ -304,6 +308,14 @@ class FoldedConvUnit(nn.Module):
                 grouped = winograd.grouped_weight(weight, tile)
                 packed[key] = onednn.reorder(grouped, gemm_input, groups=winograd.positions(tile))
         return packed[key]
+
+    def _f4_panels(self, weight: Tensor) -> Tensor:
+        """The folded 3x3 weight's F(4x4, 3x3) transform as the own kernel's panels
+        (cpu_winograd.grouped_panels), kept while the weights stay."""
+        packed = self._state.packed
+        if "f4 panels" not in packed:
+            packed["f4 panels"] = winograd.grouped_panels(weight, 4)
+        return packed["f4 panels"]
 
     def _panels(self, weight: Tensor) -> Tensor:
         """The folded weight as the own kernel's panels (cpu_onednn.pack_panels), kept while the

@@ -500,6 +500,43 @@ def test_folded_units_on_the_own_kernel(fmt, monkeypatch):
         assert_close_rel(out, ref, torch.float32)
 
 
+@pytest.mark.parametrize("batch,own", [(1, True), (2, False)], ids=["196-tiles", "392-tiles"])
+def test_winograd_unit_f4_on_the_own_kernel(batch, own, monkeypatch):
+    """A prepared network's 3x3 unit (GoogLeNet's conv3: 64 -> 192 at 56x56) runs F(4x4, 3x3)'s
+    GEMMs on the own kernel where the batch has at most OWN_F4_MAX_UNIT_TILES 4x4 tiles (196 at
+    batch 1: two chunks of 98), else on oneDNN's grouped GEMM (392 at batch 2): against float64
+    with a NaN, which F(4x4, 3x3) recomputes directly, where the reference has it."""
+    monkeypatch.setattr(cpu_onednn, "OWN_GEMM", True)
+    if folded_unit._WINOGRAD_OP is None or not cpu_onednn.available(torch.float32):
+        pytest.skip("no conv3x3_relu_winograd operator or no oneDNN in this build")
+    calls = []
+    real = folded_unit._WINOGRAD_OP
+    monkeypatch.setattr(folded_unit, "_WINOGRAD_DIRECT", None)
+    monkeypatch.setattr(
+        folded_unit, "_WINOGRAD_OP", lambda *a: (calls.append((a[1], a[3])), real(*a))[1]
+    )
+    torch.manual_seed(29)
+    conv3 = randomize_block(BasicConv2d(64, 192, kernel_size=3, padding=1)).eval()
+    unit = FoldedConvUnit.from_module(copy.deepcopy(conv3))
+    x = torch.randn(batch, 64, 56, 56)
+    x[0, 5, 30, 7] = float("nan")
+    x = x.contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        got = [unit(x) for _ in range(3)]  # the third a replay of the eval plan
+        ref = conv3.double()(x.double())
+    assert len(calls) == 3
+    chunk = cpu_winograd.own_f4_unit_chunk(batch, 56, 56)
+    for weight, tiles in calls:
+        if own:
+            assert chunk == tiles == 98 and weight.shape == (36, 12, 64, 16)
+        else:
+            assert chunk == 0 and (weight.layout != torch.strided or weight.shape[0] != 36)
+    for out in got:
+        assert torch.equal(out.isnan(), ref.isnan()) and bool(ref.isnan().any())
+        finite = ref.isfinite()
+        assert_close_rel(out[finite], ref[finite], torch.float32)
+
+
 def test_policy_follows_the_cpu(monkeypatch):
     """By default the own GEMM runs every convolution it can where torch's CPU capability is
     AVX2; on AVX-512 the block's 1x1s and direct KxKs and the 1x1 units, not Winograd's GEMMs

@@ -137,6 +137,12 @@ ONEDNN_F4_MIN_TILES = 32
 # time, with 49 (28x28 at batch 1) 3a and 3b 0.88-0.93x, with 128 (14x14 at batch 8) 4a-4e
 # 0.90-0.95x; with 196 (28x28 at batch 8, in chunks) 3a and 3b took 1.05-1.09x.
 OWN_F4_MAX_TILES = 128
+# A prepared network's 3x3 unit (FoldedConvUnit: GoogLeNet's conv3) runs F(4x4, 3x3)'s GEMMs on
+# the own kernel (where cpu_onednn.own_gemm says so) where the batch has at most this many 4x4
+# tiles, in near-equal chunks of at most OWN_F4_MAX_TILES (own_f4_unit_chunk). Same host and
+# method: conv3 at batch 1 (196 tiles, two chunks of 98) 0.90-0.96x the time (with chunks of
+# 66: 0.96x); at batch 8 (1568 tiles, 16 chunks of 98) 1.2x, so it stays on oneDNN's there.
+OWN_F4_MAX_UNIT_TILES = 196
 # Training steps' 3x3 forwards and input gradients as F(4x4, 3x3) (training_f4, conv3x3_f4):
 # where both sides have this many channels and the batch this many 4x4 tiles; see training_f4.
 TRAINING_F4_ENABLED = True
@@ -193,7 +199,20 @@ def onednn_settings() -> tuple:
         ONEDNN_F4_ENABLED,
         ONEDNN_F4_MIN_TILES,
         OWN_F4_MAX_TILES,
+        OWN_F4_MAX_UNIT_TILES,
     )
+
+
+def own_f4_unit_chunk(n: int, h: int, w: int) -> int:
+    """The 4x4 tiles per chunk with which a FoldedConvUnit's F(4x4, 3x3) convolution of an n x
+    h x w batch runs its 36 GEMMs on the own kernel, where cpu_onednn.own_gemm() does (the
+    caller asks that): the batch's tiles in near-equal chunks of at most OWN_F4_MAX_TILES
+    where it has at most OWN_F4_MAX_UNIT_TILES; 0 otherwise (oneDNN's grouped GEMM)."""
+    tiles = winograd_tiles(n, h, w, 4)
+    if tiles > OWN_F4_MAX_UNIT_TILES or OWN_F4_MAX_TILES < 1:
+        return 0
+    chunks = -(-tiles // OWN_F4_MAX_TILES)
+    return -(-tiles // chunks)
 
 
 def own_f4_gemm(n: int, h: int, w: int) -> bool:
