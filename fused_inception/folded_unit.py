@@ -108,9 +108,10 @@ class _FoldState:
         self.weights: object = None
         # dtype of the folded pair -> (weight, bias), or None: the fold overflows that dtype
         self.folded: dict[torch.dtype, tuple[Tensor, Tensor] | None] = {}
-        # (input shape, Winograd chunk) -> the float32 folded weight reordered for oneDNN
-        # (_onednn_conv_relu), and "panels" -> the own kernel's (_GEMM_OP)
-        self.packed: dict[tuple | str, Tensor] = {}
+        # (input shape, Winograd chunk, tile) -> the float32 folded weight reordered for
+        # oneDNN (_onednn_conv_relu, or its Winograd form), and ("panels", tile) -> the own
+        # kernel's (_panels: _GEMM_OP's, or F(4x4, 3x3)'s for _WINOGRAD_OP)
+        self.packed: dict[tuple, Tensor] = {}
         # (x's shape, strides, dtype) -> _Plan of FoldedConvUnit._call's call, (kind, to_cl):
         # the eval fast path for CPU inputs (FoldedConvUnit._planned), emptied with `folded`
         # and `packed`
@@ -252,7 +253,7 @@ class FoldedConvUnit(nn.Module):
             chunk = winograd.onednn_chunk(n, h, w)
             own = winograd.own_f4_unit_chunk(n, h, w) if tile == 4 and onednn.own_gemm() else 0
             if own:  # its 36 GEMMs on the own kernel, as panels
-                chunk, grouped = own, self._f4_panels(weight)
+                chunk, grouped = own, self._panels(weight, tile)
             else:
                 grouped = self._packed(weight, x.shape, chunk, tile)
             # F(4x4, 3x3) recomputes directly, from the folded weight, on NaN or inf
@@ -309,21 +310,16 @@ class FoldedConvUnit(nn.Module):
                 packed[key] = onednn.reorder(grouped, gemm_input, groups=winograd.positions(tile))
         return packed[key]
 
-    def _f4_panels(self, weight: Tensor) -> Tensor:
-        """The folded 3x3 weight's F(4x4, 3x3) transform as the own kernel's panels
-        (cpu_winograd.grouped_panels), kept while the weights stay."""
-        packed = self._state.packed
-        if "f4 panels" not in packed:
-            packed["f4 panels"] = winograd.grouped_panels(weight, 4)
-        return packed["f4 panels"]
-
-    def _panels(self, weight: Tensor) -> Tensor:
-        """The folded weight as the own kernel's panels (cpu_onednn.pack_panels), kept while the
-        weights stay."""
-        packed = self._state.packed
-        if "panels" not in packed:
-            packed["panels"] = onednn.pack_panels(weight)
-        return packed["panels"]
+    def _panels(self, weight: Tensor, tile: int = 0) -> Tensor:
+        """The folded weight as the own kernel's panels, kept while the weights stay: packed as
+        it is (cpu_onednn.pack_panels), or with `tile` 4 its F(4x4, 3x3) transform's 36 GEMM
+        weights (cpu_winograd.grouped_panels)."""
+        packed, key = self._state.packed, ("panels", tile)
+        if key not in packed:
+            packed[key] = (
+                winograd.grouped_panels(weight, tile) if tile else onednn.pack_panels(weight)
+            )
+        return packed[key]
 
     def _standard_ops(self, x: Tensor) -> bool:
         """True where the composed path must run (see the class docstring), hooks aside: those

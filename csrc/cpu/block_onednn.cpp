@@ -219,7 +219,7 @@ bool winograd_branch(const char* op, Scratch& scratch, const at::Tensor& y, int6
   float* v_data = v.mutable_data_ptr<float>();
   float* m_data = m.mutable_data_ptr<float>();
   // w_grouped as gemm_panels.h's panels [P, ceil(Cout / 16), c_red, 16] (group k: U[k]), or
-  // oneDNN's grouped 1x1 weight [16 * Cout, c_red, 1, 1].
+  // oneDNN's grouped 1x1 weight [P * Cout, c_red, 1, 1].
   const bool own_gemm = is_winograd_panels(w_grouped);
   const int64_t group_floats = own_gemm ? w_grouped[0].numel() : 0;
   bool nonfinite = false;
