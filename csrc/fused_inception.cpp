@@ -4,9 +4,10 @@
 // Importing the Python module loads this shared library, whose static initialisers register
 // the schemas below (TORCH_LIBRARY) and the kernels of each backend (TORCH_LIBRARY_IMPL in
 // csrc/cpu/*.cpp, later csrc/cuda/*). Python then calls the operators through the dispatcher as
-// torch.ops.fused_inception.<name>. The module's three Python functions are the per-forward
+// torch.ops.fused_inception.<name>. The module's Python functions are the per-forward
 // checks of FusedInception and FoldedConvUnit, where the dispatcher's argument handling would
-// cost more than the check: snapshot_matches (csrc/structure_check.cpp, the structure),
+// cost more than the check: snapshot_matches and snapshot_tags (csrc/structure_check.cpp, the
+// structure),
 // version_key (csrc/version_key.cpp, weight_check="version") and fingerprint
 // (csrc/fingerprint_int.cpp, weight_check="content": the operator's hash as an int). Only
 // <Python.h> and <torch/library.h> are included here: pybind11 and torch/extension.h would multiply
@@ -27,6 +28,7 @@ std::tuple<std::vector<std::string>, std::vector<std::string>, std::vector<int64
 emulated_counters_stop();  // csrc/cuda_ops.cpp
 PyObject* snapshot_matches(PyObject* self, PyObject* const* args,
                            Py_ssize_t nargs);                  // csrc/structure_check.cpp
+PyObject* snapshot_tags(PyObject* self, PyObject* entries);    // csrc/structure_check.cpp
 PyObject* version_key(PyObject* self, PyObject* tensors);      // csrc/version_key.cpp
 PyObject* fingerprint_int(PyObject* self, PyObject* tensors);  // csrc/fingerprint_int.cpp
 PyObject* op_handle(PyObject* self, PyObject* name);           // csrc/call_op.cpp
@@ -37,8 +39,12 @@ namespace {
 PyMethodDef g_methods[] = {
     {"snapshot_matches", reinterpret_cast<PyCFunction>(fused_inception::snapshot_matches),
      METH_FASTCALL,
-     "snapshot_matches(block, entries) -> True, False or None: StructureSnapshot.matches in C "
-     "(fused_inception/structure.py); None where only the Python loop can tell."},
+     "snapshot_matches(block, entries, tags=None) -> True, False or None: "
+     "StructureSnapshot.matches in C (fused_inception/structure.py); None where only the Python "
+     "loop can tell. With tags (snapshot_tags), True at once where no dict read has changed."},
+    {"snapshot_tags", reinterpret_cast<PyCFunction>(fused_inception::snapshot_tags), METH_O,
+     "snapshot_tags(entries) -> bytes or None: the version tags of the dicts snapshot_matches "
+     "reads, for its tags argument; None where CPython has no such tags (3.12 on)."},
     {"version_key", reinterpret_cast<PyCFunction>(fused_inception::version_key), METH_O,
      "version_key(tensors) -> tuple of ints or None: fused_inception.fingerprint.version_key in "
      "C (data pointer, scalar type, version or -1 per tensor); None where only Python can tell."},

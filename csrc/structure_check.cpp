@@ -12,8 +12,22 @@
 // _parameters, _buffers or _modules that is not an exact dict, whose order Python's .values()
 // might not share with PyDict_Next): the caller then runs the Python loop. Any error raised by
 // a comparison (a replaced tensor attribute compared by value) counts as a change, as in Python.
+//
+// With `tags` (snapshot_tags, taken with the snapshot) it first reads the version tags of the
+// dicts those comparisons read: each module's __dict__, and the _parameters, _buffers,
+// _modules and hook dicts bound in it. CPython gives a dict a new, process-wide unique tag on
+// every change (PEP 509: insertion, deletion, a value replaced by another object), so where
+// every module still has the same __dict__ with the same tag, and every dict the same tag,
+// nothing the comparisons read has changed and the answer is True; otherwise the comparisons
+// below decide (a tag also moves on changes they count as none, e.g. an attribute rebound to
+// an equal value). Inside a network every check runs with cold caches, and the comparisons
+// touch each module's dict entries, their copies and the recorded ids: many cache lines per
+// module, against the tags' 9. CPython 3.12 deprecated the tag (and later versions drop it), so
+// snapshot_tags returns None from 3.12 on and the comparisons alone decide there.
 
 #include <Python.h>
+
+#include <cstdint>
 
 namespace {
 
@@ -128,19 +142,128 @@ Verdict entry_matches(PyObject* block, PyObject* entry) {
   return verdict;
 }
 
+// snapshot_tags' record of one module: the module, its __dict__ and that dict's tag, then a
+// (dict, tag) pair for each of _parameters, _buffers, _modules and the four hook dicts bound
+// in it ((0, 0) where the name is not bound).
+constexpr int kTagged = 7;
+struct TagRecord {
+  uint64_t module, dict, dict_tag;
+  uint64_t sub[kTagged][2];
+};
+
+#if PY_VERSION_HEX < 0x030C0000
+uint64_t dict_tag(PyObject* dict) { return reinterpret_cast<PyDictObject*>(dict)->ma_version_tag; }
+
+// The records of `entries`' modules as bytes, or None (no tags: a __dict__ or bound dict that is
+// not a dict).
+PyObject* make_tags(PyObject* entries) {
+  const Py_ssize_t n = PyList_GET_SIZE(entries);
+  PyObject* out = PyBytes_FromStringAndSize(nullptr, n * static_cast<Py_ssize_t>(sizeof(TagRecord)));
+  if (out == nullptr) return nullptr;
+  auto* records = reinterpret_cast<TagRecord*>(PyBytes_AS_STRING(out));
+  for (Py_ssize_t i = 0; i < n; ++i) {
+    PyObject* entry = PyList_GET_ITEM(entries, i);
+    if (!PyTuple_Check(entry) || PyTuple_GET_SIZE(entry) < 1) {
+      Py_DECREF(out);
+      Py_RETURN_NONE;
+    }
+    PyObject* module = PyTuple_GET_ITEM(entry, 0);
+    PyObject* md = PyObject_GenericGetDict(module, nullptr);  // new reference
+    if (md == nullptr) {
+      Py_DECREF(out);
+      return nullptr;
+    }
+    TagRecord& r = records[i];
+    r = TagRecord{};
+    r.module = reinterpret_cast<uint64_t>(module);
+    r.dict = reinterpret_cast<uint64_t>(md);
+    bool ok = PyDict_Check(md);
+    if (ok) r.dict_tag = dict_tag(md);
+    for (int k = 0; k < kTagged && ok; ++k) {
+      PyObject* name = k < 3 ? g_dict_names[k] : g_hook_names[k - 3];
+      PyObject* d = PyDict_GetItemWithError(md, name);  // borrowed
+      if (d == nullptr) {
+        ok = !PyErr_Occurred();
+        continue;
+      }
+      ok = PyDict_Check(d);
+      if (ok) {
+        r.sub[k][0] = reinterpret_cast<uint64_t>(d);
+        r.sub[k][1] = dict_tag(d);
+      }
+    }
+    Py_DECREF(md);
+    if (!ok) {
+      Py_DECREF(out);
+      if (PyErr_Occurred()) return nullptr;
+      Py_RETURN_NONE;
+    }
+  }
+  return out;
+}
+
+// Whether every record still holds: the entry's module, its __dict__ the same dict with the
+// same tag, and each dict bound in it the same tag. The dicts a record names are alive while
+// the first comparisons hold: the module's __dict__ (the entries hold the module) has not
+// changed since they were bound in it. -1: an error.
+int tags_hold(PyObject* entries, PyObject* tags) {
+  const Py_ssize_t n = PyList_GET_SIZE(entries);
+  if (!PyBytes_Check(tags) ||
+      PyBytes_GET_SIZE(tags) != n * static_cast<Py_ssize_t>(sizeof(TagRecord))) {
+    return 0;
+  }
+  const auto* records = reinterpret_cast<const TagRecord*>(PyBytes_AS_STRING(tags));
+  for (Py_ssize_t i = 0; i < n; ++i) {
+    const TagRecord& r = records[i];
+    PyObject* entry = PyList_GET_ITEM(entries, i);
+    if (!PyTuple_Check(entry) || PyTuple_GET_SIZE(entry) < 1) return 0;
+    PyObject* module = PyTuple_GET_ITEM(entry, 0);
+    if (reinterpret_cast<uint64_t>(module) != r.module) return 0;
+    PyObject* md = PyObject_GenericGetDict(module, nullptr);  // new reference
+    if (md == nullptr) return -1;
+    const bool same = reinterpret_cast<uint64_t>(md) == r.dict && PyDict_Check(md) &&
+                      dict_tag(md) == r.dict_tag;
+    Py_DECREF(md);
+    if (!same) return 0;
+    for (const auto& sub : r.sub) {
+      if (sub[0] != 0 && dict_tag(reinterpret_cast<PyObject*>(sub[0])) != sub[1]) return 0;
+    }
+  }
+  return 1;
+}
+#else
+PyObject* make_tags(PyObject* /*entries*/) { Py_RETURN_NONE; }
+int tags_hold(PyObject* /*entries*/, PyObject* /*tags*/) { return 0; }
+#endif
+
 }  // namespace
 
 namespace fused_inception {
 
-// snapshot_matches(block, entries) -> True | False | None (see the header comment).
+// snapshot_tags(entries) -> bytes | None (see the header comment).
+PyObject* snapshot_tags(PyObject* /*self*/, PyObject* entries) {
+  if (!PyList_Check(entries)) {
+    PyErr_SetString(PyExc_TypeError, "snapshot_tags(entries: list) expected");
+    return nullptr;
+  }
+  if (!intern_names()) return nullptr;
+  return make_tags(entries);
+}
+
+// snapshot_matches(block, entries, tags=None) -> True | False | None (see the header comment).
 PyObject* snapshot_matches(PyObject* /*self*/, PyObject* const* args, Py_ssize_t nargs) {
-  if (nargs != 2 || !PyList_Check(args[1])) {
-    PyErr_SetString(PyExc_TypeError, "snapshot_matches(block, entries: list) expected");
+  if (nargs < 2 || nargs > 3 || !PyList_Check(args[1])) {
+    PyErr_SetString(PyExc_TypeError, "snapshot_matches(block, entries: list, tags=None) expected");
     return nullptr;
   }
   if (!intern_names()) return nullptr;
   PyObject* block = args[0];
   PyObject* entries = args[1];
+  if (nargs == 3 && args[2] != Py_None) {
+    const int hold = tags_hold(entries, args[2]);
+    if (hold < 0) return nullptr;
+    if (hold == 1) Py_RETURN_TRUE;
+  }
   for (Py_ssize_t i = 0; i < PyList_GET_SIZE(entries); ++i) {
     switch (entry_matches(block, PyList_GET_ITEM(entries, i))) {
       case kSame:

@@ -280,25 +280,45 @@ STRUCTURE_CHANGES["backward hook"] = lambda b: b.branch3[1].bn.register_full_bac
 STRUCTURE_CHANGES["pre-existing hook removed"] = lambda b: b._test_handle.remove()
 
 
-@pytest.mark.parametrize("impl", ["c", "python"])
+def _no_tags_reason():
+    """Why the C check's dict tags are missing here, or None where they exist."""
+    import sys
+
+    from fused_inception import _ext
+
+    if _ext.c_function("snapshot_tags") is None:
+        return f"no C structure check: {_ext.extension_error()}"
+    if sys.version_info >= (3, 12):
+        return "CPython 3.12 on has no dict version tags (snapshot_tags returns None)"
+    return None
+
+
+@pytest.mark.parametrize("impl", ["c", "c-tags", "python"])
 @pytest.mark.parametrize("change", list(STRUCTURE_CHANGES))
 def test_the_structure_snapshot_sees_every_change(change, impl):
-    """Both implementations of the check (the C one, csrc/structure_check.cpp, where the
-    extension is built, and the Python loop it stands for) see every change, and agree."""
+    """Every implementation of the check (the C one, csrc/structure_check.cpp, where the
+    extension is built, with and without its dict tags, and the Python loop it stands for)
+    sees every change, and they agree."""
     from fused_inception import _ext
     from fused_inception.structure import StructureSnapshot, hooked_modules, structure_key
 
     if impl == "c" and _ext.c_function("snapshot_matches") is None:
         pytest.skip(f"no C structure check: {_ext.extension_error()}")
+    if impl == "c-tags" and _no_tags_reason() is not None:
+        pytest.skip(_no_tags_reason())
     block = randomize_block(FusedInception(*ARGS, backend="cpu")).eval()
     block.branch1.conv.table = np.arange(3.0)  # attributes whose == is elementwise
     block.branch1.bn.scale = torch.ones(3)
     block._test_handle = block.branch4[1].bn.register_forward_hook(lambda *a: None)
     snapshot = StructureSnapshot(block)
     c_check = _ext.c_function("snapshot_matches")
-    matches = (
-        (lambda: c_check(block, snapshot._entries)) if impl == "c" else snapshot._matches_python
-    )
+    matches = {
+        "c": lambda: c_check(block, snapshot._entries),
+        "c-tags": lambda: c_check(block, snapshot._entries, snapshot._tags),
+        "python": snapshot._matches_python,
+    }[impl]
+    if impl == "c-tags":
+        assert isinstance(snapshot._tags, bytes)
     key, hooked = structure_key(block), hooked_modules(block)
     assert matches() is True and snapshot.matches() is True
     assert hooked == ["branch4.1.bn"]
@@ -349,6 +369,34 @@ def test_cached_forwards_take_the_c_checks(check, monkeypatch):
         unit.conv.weight.mul_(-1.5)
         assert_close_rel(block(x), ref64(block, x).float(), torch.float32)
         assert_close_rel(unit(x), unit_ref(x), torch.float32)
+
+
+def test_cached_forwards_leave_the_dict_tags_as_they_were():
+    """The C check's fast answer: after a block's and a folded unit's cached eval forwards,
+    the dicts' tags are still those of their snapshots, so the tags alone answer True (shown
+    by entries whose copies no longer match, which the comparisons would call a change), and
+    a change the comparisons see moves a tag (the answer is then theirs: False)."""
+    from fused_inception import _ext
+    from fused_inception.folded_unit import FoldedConvUnit
+
+    if _no_tags_reason() is not None:
+        pytest.skip(_no_tags_reason())
+    c_check = _ext.c_function("snapshot_matches")
+    block = randomize_block(FusedInception(*ARGS, backend="cpu")).eval()
+    unit = FoldedConvUnit.from_module(BasicConv2d(16, 8, kernel_size=3, padding=1)).eval()
+    x = _x()
+    with torch.no_grad():
+        for _ in range(3):
+            block(x), unit(x)
+    for mod in (block, unit):
+        snapshot = mod.__dict__["_state"].snapshot
+        stale = [(m, {}, *rest) for m, _, *rest in snapshot._entries]
+        assert c_check(mod, stale) is False
+        assert c_check(mod, stale, snapshot._tags) is True
+        assert c_check(mod, snapshot._entries, b"short") is True  # the comparisons decide
+    block.branch3[1].bn.eps = 0.25
+    snapshot = block.__dict__["_state"].snapshot
+    assert c_check(block, snapshot._entries, snapshot._tags) is False
 
 
 def test_the_c_structure_check_defers_where_python_order_may_differ():
