@@ -158,7 +158,8 @@ uint64_t dict_tag(PyObject* dict) { return reinterpret_cast<PyDictObject*>(dict)
 // not a dict).
 PyObject* make_tags(PyObject* entries) {
   const Py_ssize_t n = PyList_GET_SIZE(entries);
-  PyObject* out = PyBytes_FromStringAndSize(nullptr, n * static_cast<Py_ssize_t>(sizeof(TagRecord)));
+  PyObject* out =
+      PyBytes_FromStringAndSize(nullptr, n * static_cast<Py_ssize_t>(sizeof(TagRecord)));
   if (out == nullptr) return nullptr;
   auto* records = reinterpret_cast<TagRecord*>(PyBytes_AS_STRING(out));
   for (Py_ssize_t i = 0; i < n; ++i) {
@@ -221,8 +222,8 @@ int tags_hold(PyObject* entries, PyObject* tags) {
     if (reinterpret_cast<uint64_t>(module) != r.module) return 0;
     PyObject* md = PyObject_GenericGetDict(module, nullptr);  // new reference
     if (md == nullptr) return -1;
-    const bool same = reinterpret_cast<uint64_t>(md) == r.dict && PyDict_Check(md) &&
-                      dict_tag(md) == r.dict_tag;
+    const bool same =
+        reinterpret_cast<uint64_t>(md) == r.dict && PyDict_Check(md) && dict_tag(md) == r.dict_tag;
     Py_DECREF(md);
     if (!same) return 0;
     for (const auto& sub : r.sub) {
