@@ -4,12 +4,12 @@
 // Importing the Python module loads this shared library, whose static initialisers register
 // the schemas below (TORCH_LIBRARY) and the kernels of each backend (TORCH_LIBRARY_IMPL in
 // csrc/cpu/*.cpp, later csrc/cuda/*). Python then calls the operators through the dispatcher as
-// torch.ops.fused_inception.<name>. The module's Python functions are the per-forward
-// checks of FusedInception and FoldedConvUnit, where the dispatcher's argument handling would
-// cost more than the check: snapshot_matches and snapshot_tags (csrc/structure_check.cpp, the
-// structure),
+// torch.ops.fused_inception.<name>. The module's Python functions are the per-forward checks
+// of FusedInception and FoldedConvUnit, where the dispatcher's argument handling would cost more
+// than the check: snapshot_matches and snapshot_tags (csrc/structure_check.cpp, the structure),
 // version_key (csrc/version_key.cpp, weight_check="version") and fingerprint
-// (csrc/fingerprint_int.cpp, weight_check="content": the operator's hash as an int). Only
+// (csrc/fingerprint_int.cpp, weight_check="content": the operator's hash as an int), and the
+// eval fast paths' operator calls (op_handle, call_op: csrc/call_op.cpp). Only
 // <Python.h> and <torch/library.h> are included here: pybind11 and torch/extension.h would multiply
 // compile times and are not needed to register operators.
 

@@ -21,9 +21,10 @@
 // nothing the comparisons read has changed and the answer is True; otherwise the comparisons
 // below decide (a tag also moves on changes they count as none, e.g. an attribute rebound to
 // an equal value). Inside a network every check runs with cold caches, and the comparisons
-// touch each module's dict entries, their copies and the recorded ids: many cache lines per
-// module, against the tags' 9. CPython 3.12 deprecated the tag (and later versions drop it), so
-// snapshot_tags returns None from 3.12 on and the comparisons alone decide there.
+// touch each module's dict entries, their copies and the recorded ids, against ten objects per
+// module for the tags (the entry, the module, its __dict__ and the seven dicts bound in it).
+// CPython 3.12 deprecated the tag, so snapshot_tags returns None from 3.12 on and the
+// comparisons alone decide there.
 
 #include <Python.h>
 
@@ -32,20 +33,21 @@
 namespace {
 
 // Interned attribute names, made once.
-PyObject* g_dict_names[3];  // "_parameters", "_buffers", "_modules"
-PyObject* g_hook_names[4];  // "_forward_hooks", "_forward_pre_hooks", "_backward_hooks", ...
+constexpr int kDictNames = 3, kHookNames = 4;
+PyObject* g_dict_names[kDictNames];  // "_parameters", "_buffers", "_modules"
+PyObject* g_hook_names[kHookNames];  // "_forward_hooks", "_forward_pre_hooks", ...
 bool g_interned = false;
 
 bool intern_names() {
   if (g_interned) return true;
-  const char* dicts[3] = {"_parameters", "_buffers", "_modules"};
-  const char* hooks[4] = {"_forward_hooks", "_forward_pre_hooks", "_backward_hooks",
-                          "_backward_pre_hooks"};
-  for (int i = 0; i < 3; ++i) {
+  const char* dicts[kDictNames] = {"_parameters", "_buffers", "_modules"};
+  const char* hooks[kHookNames] = {"_forward_hooks", "_forward_pre_hooks", "_backward_hooks",
+                                   "_backward_pre_hooks"};
+  for (int i = 0; i < kDictNames; ++i) {
     g_dict_names[i] = PyUnicode_InternFromString(dicts[i]);
     if (g_dict_names[i] == nullptr) return false;
   }
-  for (int i = 0; i < 4; ++i) {
+  for (int i = 0; i < kHookNames; ++i) {
     g_hook_names[i] = PyUnicode_InternFromString(hooks[i]);
     if (g_hook_names[i] == nullptr) return false;
   }
@@ -121,7 +123,7 @@ Verdict entry_matches(PyObject* block, PyObject* entry) {
     if (equal < 0) PyErr_Clear();  // an attribute compared by value raised: a change too
     verdict = kChanged;
   }
-  for (int i = 0; i < 3 && verdict == kSame; ++i) {
+  for (int i = 0; i < kDictNames && verdict == kSame; ++i) {
     PyObject* d = PyDict_GetItemWithError(md, g_dict_names[i]);  // borrowed
     if (d == nullptr) {
       verdict = PyErr_Occurred() ? kError : kChanged;
@@ -145,7 +147,7 @@ Verdict entry_matches(PyObject* block, PyObject* entry) {
 // snapshot_tags' record of one module: the module, its __dict__ and that dict's tag, then a
 // (dict, tag) pair for each of _parameters, _buffers, _modules and the four hook dicts bound
 // in it ((0, 0) where the name is not bound).
-constexpr int kTagged = 7;
+constexpr int kTagged = kDictNames + kHookNames;
 struct TagRecord {
   uint64_t module, dict, dict_tag;
   uint64_t sub[kTagged][2];
@@ -181,7 +183,7 @@ PyObject* make_tags(PyObject* entries) {
     bool ok = PyDict_Check(md);
     if (ok) r.dict_tag = dict_tag(md);
     for (int k = 0; k < kTagged && ok; ++k) {
-      PyObject* name = k < 3 ? g_dict_names[k] : g_hook_names[k - 3];
+      PyObject* name = k < kDictNames ? g_dict_names[k] : g_hook_names[k - kDictNames];
       PyObject* d = PyDict_GetItemWithError(md, name);  // borrowed
       if (d == nullptr) {
         ok = !PyErr_Occurred();
