@@ -304,8 +304,9 @@ def test_the_structure_snapshot_sees_every_change(change, impl):
 
     if impl == "c" and _ext.c_function("snapshot_matches") is None:
         pytest.skip(f"no C structure check: {_ext.extension_error()}")
-    if impl == "c-tags" and _no_tags_reason() is not None:
-        pytest.skip(_no_tags_reason())
+    reason = _no_tags_reason() if impl == "c-tags" else None
+    if reason is not None:
+        pytest.skip(reason)
     block = randomize_block(FusedInception(*ARGS, backend="cpu")).eval()
     block.branch1.conv.table = np.arange(3.0)  # attributes whose == is elementwise
     block.branch1.bn.scale = torch.ones(3)
@@ -379,8 +380,9 @@ def test_cached_forwards_leave_the_dict_tags_as_they_were():
     from fused_inception import _ext
     from fused_inception.folded_unit import FoldedConvUnit
 
-    if _no_tags_reason() is not None:
-        pytest.skip(_no_tags_reason())
+    reason = _no_tags_reason()
+    if reason is not None:
+        pytest.skip(reason)
     c_check = _ext.c_function("snapshot_matches")
     block = randomize_block(FusedInception(*ARGS, backend="cpu")).eval()
     unit = FoldedConvUnit.from_module(BasicConv2d(16, 8, kernel_size=3, padding=1)).eval()
