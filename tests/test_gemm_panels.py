@@ -500,13 +500,20 @@ def test_folded_units_on_the_own_kernel(fmt, monkeypatch):
         assert_close_rel(out, ref, torch.float32)
 
 
-@pytest.mark.parametrize("batch,own", [(1, True), (2, False)], ids=["196-tiles", "392-tiles"])
-def test_winograd_unit_f4_on_the_own_kernel(batch, own, monkeypatch):
+@pytest.mark.parametrize(
+    "batch,own,chunk_tiles",
+    [(1, True, None), (1, True, 98), (2, False, None)],
+    ids=["196-tiles", "196-tiles-in-chunks-of-98", "392-tiles"],
+)
+def test_winograd_unit_f4_on_the_own_kernel(batch, own, chunk_tiles, monkeypatch):
     """A prepared network's 3x3 unit (GoogLeNet's conv3: 64 -> 192 at 56x56) runs F(4x4, 3x3)'s
     GEMMs on the own kernel where the batch has at most OWN_F4_MAX_UNIT_TILES 4x4 tiles (196 at
-    batch 1: two chunks of 98), else on oneDNN's grouped GEMM (392 at batch 2): against float64
-    with a NaN, which F(4x4, 3x3) recomputes directly, where the reference has it."""
+    batch 1: one chunk, or two of 98 with OWN_F4_UNIT_CHUNK_TILES 98), else on oneDNN's grouped
+    GEMM (392 at batch 2): against float64 with a NaN, which F(4x4, 3x3) recomputes directly,
+    where the reference has it."""
     monkeypatch.setattr(cpu_onednn, "OWN_GEMM", True)
+    if chunk_tiles is not None:
+        monkeypatch.setattr(cpu_winograd, "OWN_F4_UNIT_CHUNK_TILES", chunk_tiles)
     if folded_unit._WINOGRAD_OP is None or not cpu_onednn.available(torch.float32):
         pytest.skip("no conv3x3_relu_winograd operator or no oneDNN in this build")
     calls = []
@@ -528,7 +535,7 @@ def test_winograd_unit_f4_on_the_own_kernel(batch, own, monkeypatch):
     chunk = cpu_winograd.own_f4_unit_chunk(batch, 56, 56)
     for weight, tiles in calls:
         if own:
-            assert chunk == tiles == 98 and weight.shape == (36, 12, 64, 16)
+            assert chunk == tiles == (chunk_tiles or 196) and weight.shape == (36, 12, 64, 16)
         else:
             assert chunk == 0 and (weight.layout != torch.strided or weight.shape[0] != 36)
     for out in got:

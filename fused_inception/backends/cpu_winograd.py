@@ -139,10 +139,21 @@ ONEDNN_F4_MIN_TILES = 32
 OWN_F4_MAX_TILES = 128
 # A prepared network's 3x3 unit (FoldedConvUnit: GoogLeNet's conv3) runs F(4x4, 3x3)'s GEMMs on
 # the own kernel (where cpu_onednn.own_gemm says so) where the batch has at most this many 4x4
-# tiles, in near-equal chunks of at most OWN_F4_MAX_TILES (own_f4_unit_chunk). Same host and
-# method: conv3 at batch 1 (196 tiles, two chunks of 98) 0.90-0.96x the time (with chunks of
-# 66: 0.96x); at batch 8 (1568 tiles, 16 chunks of 98) 1.2x, so it stays on oneDNN's there.
+# tiles, in near-equal chunks of at most OWN_F4_UNIT_CHUNK_TILES (own_f4_unit_chunk). Same host
+# and method: conv3 at batch 1 (196 tiles, then in two chunks of 98) 0.90-0.96x the time (with
+# chunks of 66: 0.96x); at batch 8 (1568 tiles, 16 chunks of 98) 1.2x, so it stays on oneDNN's
+# there.
 OWN_F4_MAX_UNIT_TILES = 196
+# That unit's chunk: at batch 1 one chunk of all 196 tiles, in which its input and output
+# transforms (each split over the chunk's tiles between the threads) give each thread one half
+# of the image, top or bottom, as conv2 before it and maxpool2 after it split their rows (with
+# two chunks of 98 each thread had a quarter of each half). Against two chunks of 98 on the
+# 2-core Zen 2 EPYC (2026-12-05, alternating processes of the prepared network at batch 1):
+# conv3 0.87-0.97x the time, maxpool2 after it 0.59-0.67x, 3a after that 0.89-0.99x (README
+# "Against ONNX Runtime"). Presumably the data staying with the core that wrote it: on that
+# host a 2.4 MB tensor written by one core took 263 us to sum on the other, 83 on the same core
+# and 197 from memory.
+OWN_F4_UNIT_CHUNK_TILES = 196
 # Training steps' 3x3 forwards and input gradients as F(4x4, 3x3) (training_f4, conv3x3_f4):
 # where both sides have this many channels and the batch this many 4x4 tiles; see training_f4.
 TRAINING_F4_ENABLED = True
@@ -200,18 +211,21 @@ def onednn_settings() -> tuple:
         ONEDNN_F4_MIN_TILES,
         OWN_F4_MAX_TILES,
         OWN_F4_MAX_UNIT_TILES,
+        OWN_F4_UNIT_CHUNK_TILES,
     )
 
 
 def own_f4_unit_chunk(n: int, h: int, w: int) -> int:
     """The 4x4 tiles per chunk with which a FoldedConvUnit's F(4x4, 3x3) convolution of an n x
     h x w batch runs its 36 GEMMs on the own kernel, where cpu_onednn.own_gemm() does (the
-    caller asks that): the batch's tiles in near-equal chunks of at most OWN_F4_MAX_TILES
-    where it has at most OWN_F4_MAX_UNIT_TILES; 0 otherwise (oneDNN's grouped GEMM)."""
+    caller asks that): the batch's tiles in near-equal chunks of at most
+    OWN_F4_UNIT_CHUNK_TILES where it has at most OWN_F4_MAX_UNIT_TILES; 0 otherwise (oneDNN's
+    grouped GEMM; also where OWN_F4_MAX_TILES or OWN_F4_UNIT_CHUNK_TILES is below 1: the own
+    kernel's F(4x4, 3x3) switched off)."""
     tiles = winograd_tiles(n, h, w, 4)
-    if tiles > OWN_F4_MAX_UNIT_TILES or OWN_F4_MAX_TILES < 1:
+    if tiles > OWN_F4_MAX_UNIT_TILES or OWN_F4_MAX_TILES < 1 or OWN_F4_UNIT_CHUNK_TILES < 1:
         return 0
-    chunks = -(-tiles // OWN_F4_MAX_TILES)
+    chunks = -(-tiles // OWN_F4_UNIT_CHUNK_TILES)
     return -(-tiles // chunks)
 
 
