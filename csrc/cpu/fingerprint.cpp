@@ -29,8 +29,8 @@
 // - AVX-512: written out with intrinsics (vpmulld and vprold on 16 lanes, the 64 lanes' a and b
 //   in 8 of the 32 registers for the whole chunk). The compiler's vectorisation of the plain
 //   loop ran at 41 GB/s on one core of a Zen 5 EPYC but kept the states on the stack: on one
-//   core of an Emerald Rapids Xeon 22 GB/s from L2 against 35 GB/s for this build (from L3,
-//   27 MB, 20 against 21.5 GB/s: there the hash waits on L3);
+//   core of an Emerald Rapids Xeon this build hashes 24-33 GB/s from L2 against 20-28 GB/s
+//   (from L3, 27 MB, 19-21.5 against 15-20 GB/s; README "Weights, attributes and hooks");
 // - AVX2: written out with intrinsics. The compiler's vectorisation of the plain loop keeps
 //   the 16 registers' worth of state on the stack (AVX2 has 16 in all) and runs at 14-15 GB/s
 //   on a Zen 3 EPYC core. Here the chunk is taken in blocks of 16 rows of 64 words (4 KiB, in
@@ -95,13 +95,17 @@ inline __attribute__((always_inline)) void rounds(uint32_t* a, uint32_t* b, cons
   }
 }
 
-// The lanes' start states.
-inline __attribute__((always_inline)) void start_lanes(uint32_t* a, uint32_t* b) {
-  for (int j = 0; j < kLanes; ++j) {
-    a[j] = kP1 + static_cast<uint32_t>(j);
-    b[j] = kP3 - static_cast<uint32_t>(j);
+// The 64 lanes' states (a, b), made at their start values; aligned for vector loads.
+struct Lanes {
+  alignas(64) uint32_t a[kLanes];
+  alignas(64) uint32_t b[kLanes];
+  Lanes() {
+    for (int j = 0; j < kLanes; ++j) {
+      a[j] = kP1 + static_cast<uint32_t>(j);
+      b[j] = kP3 - static_cast<uint32_t>(j);
+    }
   }
-}
+};
 
 // The rest of a chunk after its first `rows` whole rows of 64 words, and the chunk's value.
 inline __attribute__((always_inline)) uint64_t finish(uint32_t* a, uint32_t* b,
@@ -135,8 +139,9 @@ inline __attribute__((always_inline)) uint64_t finish(uint32_t* a, uint32_t* b,
 // compiler vectorises for the target it is built for.
 inline __attribute__((always_inline)) uint64_t chunk_hash_plain(const unsigned char* data,
                                                                 int64_t bytes) {
-  uint32_t a[kLanes], b[kLanes];
-  start_lanes(a, b);
+  Lanes lanes;
+  uint32_t* a = lanes.a;
+  uint32_t* b = lanes.b;
   const int64_t rows = bytes / (4 * kLanes);
   for (int64_t r = 0; r < rows; ++r) {
     uint32_t w[kLanes];
@@ -169,32 +174,25 @@ __attribute__((target("avx512f"), always_inline)) inline void round16(__m512i& a
 // the stack, a store and a load per lane vector per row in every chain.)
 __attribute__((target("avx512f"))) uint64_t chunk_hash_avx512(const unsigned char* data,
                                                               int64_t bytes) {
-  alignas(64) uint32_t a[kLanes];
-  alignas(64) uint32_t b[kLanes];
-  start_lanes(a, b);
+  Lanes lanes;
   const int64_t rows = bytes / (4 * kLanes);
   const __m512i p1 = _mm512_set1_epi32(static_cast<int>(kP1));
   const __m512i p2 = _mm512_set1_epi32(static_cast<int>(kP2));
-  __m512i a0 = _mm512_load_si512(a), a1 = _mm512_load_si512(a + 16);
-  __m512i a2 = _mm512_load_si512(a + 32), a3 = _mm512_load_si512(a + 48);
-  __m512i b0 = _mm512_load_si512(b), b1 = _mm512_load_si512(b + 16);
-  __m512i b2 = _mm512_load_si512(b + 32), b3 = _mm512_load_si512(b + 48);
+  __m512i acc[4], sum[4];  // (constant indices after unrolling: registers, checked in the asm)
+  for (int v = 0; v < 4; ++v) {
+    acc[v] = _mm512_load_si512(lanes.a + 16 * v);
+    sum[v] = _mm512_load_si512(lanes.b + 16 * v);
+  }
   const unsigned char* w = data;
   for (int64_t r = 0; r < rows; ++r, w += 4 * kLanes) {
-    round16(a0, b0, w, p1, p2);
-    round16(a1, b1, w + 64, p1, p2);
-    round16(a2, b2, w + 128, p1, p2);
-    round16(a3, b3, w + 192, p1, p2);
+#pragma GCC unroll 4
+    for (int v = 0; v < 4; ++v) round16(acc[v], sum[v], w + 64 * v, p1, p2);
   }
-  _mm512_store_si512(a, a0);
-  _mm512_store_si512(a + 16, a1);
-  _mm512_store_si512(a + 32, a2);
-  _mm512_store_si512(a + 48, a3);
-  _mm512_store_si512(b, b0);
-  _mm512_store_si512(b + 16, b1);
-  _mm512_store_si512(b + 32, b2);
-  _mm512_store_si512(b + 48, b3);
-  return finish(a, b, data, bytes, rows);
+  for (int v = 0; v < 4; ++v) {
+    _mm512_store_si512(lanes.a + 16 * v, acc[v]);
+    _mm512_store_si512(lanes.b + 16 * v, sum[v]);
+  }
+  return finish(lanes.a, lanes.b, data, bytes, rows);
 }
 
 // Rows per block of the AVX2 loop: 16 x 256 bytes, read from memory by the first half's pass
@@ -213,17 +211,15 @@ __attribute__((target("avx2"), always_inline)) inline void round8(__m256i& acc, 
 }
 
 __attribute__((target("avx2"))) uint64_t chunk_hash_avx2(const unsigned char* data, int64_t bytes) {
-  alignas(32) uint32_t a[kLanes];
-  alignas(32) uint32_t b[kLanes];
-  start_lanes(a, b);
+  Lanes lanes;
   const int64_t rows = bytes / (4 * kLanes);
   const __m256i p1 = _mm256_set1_epi32(static_cast<int>(kP1));
   const __m256i p2 = _mm256_set1_epi32(static_cast<int>(kP2));
   for (int64_t r0 = 0; r0 < rows; r0 += kAvx2BlockRows) {
     const int64_t r1 = std::min(rows, r0 + kAvx2BlockRows);
     for (int half = 0; half < 2; ++half) {  // lanes 32 * half .. 32 * half + 31
-      auto* ah = reinterpret_cast<__m256i*>(a + 32 * half);
-      auto* bh = reinterpret_cast<__m256i*>(b + 32 * half);
+      auto* ah = reinterpret_cast<__m256i*>(lanes.a + 32 * half);
+      auto* bh = reinterpret_cast<__m256i*>(lanes.b + 32 * half);
       __m256i a0 = _mm256_load_si256(ah), a1 = _mm256_load_si256(ah + 1);
       __m256i a2 = _mm256_load_si256(ah + 2), a3 = _mm256_load_si256(ah + 3);
       __m256i b0 = _mm256_load_si256(bh), b1 = _mm256_load_si256(bh + 1);
@@ -245,7 +241,7 @@ __attribute__((target("avx2"))) uint64_t chunk_hash_avx2(const unsigned char* da
       _mm256_store_si256(bh + 3, b3);
     }
   }
-  return finish(a, b, data, bytes, rows);
+  return finish(lanes.a, lanes.b, data, bytes, rows);
 }
 #endif
 
