@@ -340,10 +340,11 @@ def free_port() -> int:
 
 def spawn_and_join(fn, args: tuple, nprocs: int, timeout_s: float) -> None:
     """torch.multiprocessing.spawn(fn, args, nprocs) and wait; kill the workers and fail after
-    `timeout_s` seconds (a worker's exception is raised by join)."""
+    `timeout_s` seconds (a worker's exception is raised by join). A worker whose fn returned
+    leaves with os._exit(0) (_run_then_exit)."""
     import torch.multiprocessing as mp
 
-    ctx = mp.spawn(fn, args=args, nprocs=nprocs, join=False)
+    ctx = mp.spawn(_run_then_exit, args=(fn, *args), nprocs=nprocs, join=False)
     deadline = time.monotonic() + timeout_s
     while not ctx.join(timeout=1):
         if time.monotonic() > deadline:
@@ -352,12 +353,14 @@ def spawn_and_join(fn, args: tuple, nprocs: int, timeout_s: float) -> None:
             raise AssertionError(f"{nprocs} workers did not finish in {timeout_s} s")
 
 
-def exit_worker() -> None:
-    """End a spawn_and_join worker that succeeded (its process group destroyed) with os._exit(0),
-    skipping the interpreter's shutdown. A DistributedDataParallel keeps its gloo group alive
-    past destroy_process_group (measured: torch 2.14.1, even after the wrapper is collected), so
-    the group's C++ objects are torn down at exit, where torch aborted once in CI ("terminate
-    called without an active exception") after both ranks had printed their results."""
+def _run_then_exit(rank: int, fn, *args) -> None:
+    """fn(rank, *args), then os._exit(0) if it returned, skipping the interpreter's shutdown (an
+    exception propagates as spawn reports it). A DistributedDataParallel keeps its gloo group
+    alive past destroy_process_group (measured: torch 2.14.1, even after the wrapper is
+    collected), so the group's C++ objects are torn down at exit, where torch aborted once in
+    CI ("terminate called without an active exception") after both ranks had printed their
+    results."""
+    fn(rank, *args)
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(0)

@@ -11,7 +11,7 @@ import os
 
 import torch
 import torch.distributed as dist
-from helpers import assert_close_rel, exit_worker, free_port, randomize_block, spawn_and_join
+from helpers import assert_close_rel, free_port, randomize_block, spawn_and_join
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
@@ -67,7 +67,6 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
         torch.save(grads, os.path.join(out_dir, f"grads{rank}.pt"))
     finally:
         dist.destroy_process_group()
-    exit_worker()
 
 
 def test_ddp_gloo_two_processes_matches_single_process_unfused(tmp_path):
