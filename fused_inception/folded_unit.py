@@ -128,6 +128,7 @@ def _plan_policy() -> tuple:
         onednn.ENABLED,
         onednn.own_gemm(),
         onednn.own_gemm_direct(),
+        onednn.mkl_winograd(),
         *winograd.onednn_settings(),
     )
 
@@ -254,6 +255,8 @@ class FoldedConvUnit(nn.Module):
             own = winograd.own_f4_unit_chunk(n, h, w) if tile == 4 and onednn.own_gemm() else 0
             if own:  # its 36 GEMMs on the own kernel, as panels
                 chunk, grouped = own, self._panels(weight, tile)
+            elif onednn.mkl_winograd():  # its GEMMs as one batched product (MKL's)
+                chunk, grouped = winograd.onednn_chunk(n, h, w, True), self._matrices(weight, tile)
             else:
                 grouped = self._packed(weight, x.shape, chunk, tile)
             # F(4x4, 3x3) recomputes directly, from the folded weight, on NaN or inf
@@ -319,6 +322,14 @@ class FoldedConvUnit(nn.Module):
             packed[key] = (
                 winograd.grouped_panels(weight, tile) if tile else onednn.pack_panels(weight)
             )
+        return packed[key]
+
+    def _matrices(self, weight: Tensor, tile: int) -> Tensor:
+        """The folded weight's Winograd transform of `tile` as the batched product's matrices
+        [P, Cin, Cout] (cpu_winograd.grouped_matrices), kept while the weights stay."""
+        packed, key = self._state.packed, ("matrices", tile)
+        if key not in packed:
+            packed[key] = winograd.grouped_matrices(weight, tile)
         return packed[key]
 
     def _standard_ops(self, x: Tensor) -> bool:

@@ -26,8 +26,10 @@ pytestmark = pytest.mark.skipif(
         "onednn",
         "onednn-own-gemm",
         "onednn-winograd",
+        "onednn-mkl",
         "onednn-f4",
         "onednn-f4-own",
+        "onednn-f4-mkl",
         "onednn-python",
         "winograd",
         "direct",
@@ -42,22 +44,25 @@ def conv_path(request, monkeypatch):
     Winograd, in chunks of 5 tiles with a padded last one, on the own GEMM; "onednn-f4" the
     operator with every 3x3 as Winograd F(4x4, 3x3) on oneDNN's GEMM, in chunks of 5 tiles with
     a padded last one (the policy's F(4x4, 3x3) is also in "onednn"); "onednn-f4-own" the same
-    on the own GEMM, the last chunk short (cpu_winograd.own_f4_gemm); "onednn-python" the
+    on the own GEMM, the last chunk short (cpu_winograd.own_f4_gemm); "onednn-mkl" and
+    "onednn-f4-mkl" those of "onednn-winograd" and "onednn-f4" as one batched matrix product
+    (torch.bmm, cpu_onednn.mkl_winograd), the last chunk short; "onednn-python" the
     same block from Python, as training's forward runs it, all direct), or without it Winograd
     or the direct convolution (the policy there uses both)."""
     on_onednn = request.param.startswith("onednn")
     own_gemm = request.param in ("onednn-own-gemm", "onednn-winograd", "onednn-f4-own")
     monkeypatch.setattr(cpu_onednn, "OWN_GEMM", own_gemm)
-    if request.param in ("onednn-winograd", "onednn-f4", "onednn-f4-own"):
-        # "onednn-winograd": F(2x2, 3x3), whose GEMMs the own kernel runs
-        monkeypatch.setattr(
-            cpu_winograd, "ONEDNN_F4_ENABLED", request.param in ("onednn-f4", "onednn-f4-own")
-        )
+    monkeypatch.setattr(cpu_onednn, "MKL_WINOGRAD", request.param.endswith("-mkl"))
+    f4 = request.param.startswith("onednn-f4")
+    if request.param in ("onednn-winograd", "onednn-mkl") or f4:
+        # "onednn-winograd": F(2x2, 3x3), whose GEMMs the own kernel runs; "onednn-mkl" on MKL
+        monkeypatch.setattr(cpu_winograd, "ONEDNN_F4_ENABLED", f4)
         monkeypatch.setattr(cpu_winograd, "ONEDNN_F4_MIN_TILES", 0)
         monkeypatch.setattr(cpu_winograd, "ONEDNN_MIN_IN_CHANNELS", 0)
         monkeypatch.setattr(cpu_winograd, "ONEDNN_MIN_OUT_CHANNELS", 0)
         monkeypatch.setattr(cpu_winograd, "ONEDNN_MIN_TILES", 0)
         monkeypatch.setattr(cpu_winograd, "ONEDNN_TILES_PER_CHUNK", 5)
+        monkeypatch.setattr(cpu_winograd, "MKL_TILES_PER_CHUNK", 5)
     monkeypatch.setattr(cpu_onednn, "ENABLED", on_onednn)
     onednn_calls = []
     real_conv = cpu_onednn.conv
@@ -71,7 +76,9 @@ def conv_path(request, monkeypatch):
             cpu,
             "_BLOCK_OP",
             lambda *a: (
-                block_calls.append((a[1].dim(), a[12], a[15], a[16], _f4_panels(a[3]))),
+                block_calls.append(
+                    (a[1].dim(), a[12], a[15], a[16], _gemm_weight(a[3], a[4], a[12]))
+                ),
                 real_block(*a),
             )[1],
         )
@@ -93,24 +100,32 @@ def conv_path(request, monkeypatch):
         f"{len(onednn_calls)} oneDNN calls from Python"
     )
     assert bool(block_calls) == (
-        request.param
-        in ("onednn", "onednn-own-gemm", "onednn-winograd", "onednn-f4", "onednn-f4-own")
+        request.param.startswith("onednn") and request.param != "onednn-python"
     ), f"{len(block_calls)} operator calls"
     if block_calls and _ext.has_op("conv_bias_relu_nhwc"):  # w_x as panels (3-D) or oneDNN's (4-D)
         assert {call[0] for call in block_calls} == {3 if own_gemm else 4}
-    if request.param in ("onednn-f4", "onednn-f4-own"):
-        # every Winograd b2 is F(4x4, 3x3) (none on 1x1 images), its 36 GEMMs as panels on the
-        # own kernel or as oneDNN's grouped weight
-        own_f4 = request.param == "onednn-f4-own"
-        for _, winograd2, d2, _, panels in block_calls:
-            assert (d2 is not None) == winograd2 and panels == (own_f4 and winograd2)
-    if request.param == "onednn-winograd":  # every Winograd branch is F(2x2, 3x3)
+    # the Winograd b2's GEMM weight: the own kernel's panels, MKL's matrices or oneDNN's
+    want = "panels" if own_gemm else "matrices" if request.param.endswith("-mkl") else "onednn"
+    if f4:  # every Winograd b2 is F(4x4, 3x3) (none on 1x1 images)
+        for _, winograd2, d2, _, kind in block_calls:
+            assert (d2 is not None) == winograd2 and kind[0] == (36 if winograd2 else 0)
+    if request.param in ("onednn-winograd", "onednn-mkl"):  # every branch is F(2x2, 3x3)
         assert all(d2 is None and d3 is None for _, _, d2, d3, _ in block_calls)
+    if request.param in ("onednn-winograd", "onednn-mkl") or f4:
+        assert all(kind[1] == want for _, w2, _, _, kind in block_calls if w2), block_calls
 
 
-def _f4_panels(w2: torch.Tensor) -> bool:
-    """Whether the operator's w2 is F(4x4, 3x3)'s 36 GEMMs as the own kernel's panels."""
-    return w2.layout == torch.strided and w2.dim() == 4 and w2.shape[0] == 36 and w2.shape[3] == 16
+def _gemm_weight(w2: torch.Tensor, b2: torch.Tensor, winograd2: bool) -> tuple[int, str]:
+    """The operator's w2 as b2's Winograd GEMM weight: (its positions P, and "panels" for the
+    own kernel's [P, ceil(Cout / 16), Cin, 16], "matrices" for MKL's [P, Cin, Cout], "onednn"
+    for oneDNN's grouped [P * Cout, Cin, 1, 1], plain or reordered), or (0, "direct")."""
+    if not winograd2:
+        return 0, "direct"
+    if w2.layout == torch.strided and w2.dim() == 3:
+        return w2.shape[0], "matrices"
+    if w2.layout == torch.strided and w2.shape[-1] == 16 and w2.shape[0] in (16, 36):
+        return w2.shape[0], "panels"
+    return w2.shape[0] // b2.shape[0], "onednn"
 
 
 def _parity(cfg, hw, batch, norm, k, layout):
@@ -194,7 +209,10 @@ def test_operator_takes_winograd_for_the_wide_3x3s(batch, monkeypatch):
         tiles = batch * ((cfg.hw + 1) // 2) ** 2
         wide = tiles >= cpu_winograd.ONEDNN_MIN_TILES
         assert wide == (batch == 8 or cfg.hw > 7), name
-        chunk = min(tiles, cpu_winograd.ONEDNN_TILES_PER_CHUNK)
+        # MKL's batched GEMMs (Intel AVX-512 CPUs) take larger chunks than oneDNN's grouped one
+        mkl = cpu_onednn.mkl_winograd() and not cpu_onednn.own_gemm()
+        per = cpu_winograd.MKL_TILES_PER_CHUNK if mkl else cpu_winograd.ONEDNN_TILES_PER_CHUNK
+        chunk = min(tiles, per)
         # F(4x4, 3x3) where there are ONEDNN_F4_MIN_TILES 4x4 tiles: 3a and 3b at batch 1 (49
         # tiles), every block at batch 8 (5a and 5b: 8 * 2 * 2 = 32)
         f4 = wide and batch * (-(-cfg.hw // 4)) ** 2 >= cpu_winograd.ONEDNN_F4_MIN_TILES
@@ -252,6 +270,19 @@ def test_operator_refuses_bad_winograd_arguments():
             cpu._BLOCK_OP(*bad)
     with pytest.raises(TypeError, match="direct2 must be float32"):
         cpu._BLOCK_OP(*args4[:15], plain["2"].double())
+    # MKL's matrices [P, c_red, c]: F(2x2, 3x3) and F(4x4, 3x3) (with its plain weight)
+    for tile, extra in ((2, []), (4, [plain["2"]])):
+        matrices = cpu_winograd.grouped_matrices(plain["2"], tile)
+        good = args[:3] + [matrices] + args[4:] + extra
+        assert_close_rel(cpu._BLOCK_OP(*good), ref, torch.float32)
+        for value, match in [
+            (matrices[:, :-1], r"w2 as matrices must be \[16 or 36, 96, 208\]"),
+            (matrices[:, :, :-1], r"w2 as matrices must be \[16 or 36, 96, 208\]"),
+            (matrices.double(), "w2 must be a contiguous float32"),
+            (matrices.transpose(1, 2).contiguous().transpose(1, 2), "w2 must be a contiguous"),
+        ]:
+            with pytest.raises((ValueError, RuntimeError), match=match):
+                cpu._BLOCK_OP(*(good[:3] + [value] + good[4:]))
 
 
 @pytest.mark.skipif(
@@ -417,6 +448,7 @@ def test_operator_workspace_across_modes_and_sizes(monkeypatch):
     with torch.no_grad():
         small_chunks = fused(big)
     monkeypatch.setattr(cpu_winograd, "ONEDNN_TILES_PER_CHUNK", 4096)
+    monkeypatch.setattr(cpu_winograd, "MKL_TILES_PER_CHUNK", 4096)
     big_fused = FusedInception.from_module(src, backend="cpu").eval()
     with torch.no_grad():
         one_chunk = big_fused(big)

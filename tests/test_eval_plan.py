@@ -35,6 +35,7 @@ def setup(monkeypatch):
     full forwards (calls of cpu.forward_plan). F(2x2, 3x3) on the own kernel: b2's 3x3 then runs
     from a Winograd form the call checks itself, the 1x1s read their weights in place."""
     monkeypatch.setattr(cpu_onednn, "OWN_GEMM", True)
+    monkeypatch.setattr(cpu_onednn, "MKL_WINOGRAD", False)
     monkeypatch.setattr(cpu_winograd, "ONEDNN_F4_ENABLED", False)
     torch.manual_seed(3)
     src = randomize_block(Inception(*CFG.args()), seed=3).eval()
@@ -187,8 +188,10 @@ def test_one_unit_in_training_mode_is_computed_as_torchvision_does(setup):
 # Each setting backends/cpu.py plan_policy lists, and a value other than the fixture's.
 SETTINGS = [
     (cpu_onednn, "OWN_GEMM", False),
+    (cpu_onednn, "MKL_WINOGRAD", True),
     (cpu_winograd, "ONEDNN_ENABLED", False),
     (cpu_winograd, "ONEDNN_TILES_PER_CHUNK", 40),
+    (cpu_winograd, "MKL_TILES_PER_CHUNK", 40),
     (cpu_winograd, "ONEDNN_MIN_IN_CHANNELS", 1024),
     (cpu_winograd, "ONEDNN_MIN_OUT_CHANNELS", 1024),
     (cpu_winograd, "ONEDNN_MIN_TILES", 1024),
@@ -218,9 +221,10 @@ def test_the_cpu_capability_takes_the_full_forward(setup, monkeypatch):
     capability (as tests switch it) is another setting."""
     src, block, x, full = setup
     monkeypatch.setattr(cpu_onednn, "OWN_GEMM", None)
-    # On AVX2 CPUs every weight is the own kernel's (panels); elsewhere b2's F(2x2, 3x3) weight
-    # runs on oneDNN, reordered on its second use.
-    _warm(block, x, full, 2 if cpu_onednn.own_gemm() else 3)
+    monkeypatch.setattr(cpu_onednn, "MKL_WINOGRAD", None)
+    # On AVX2 CPUs every weight is the own kernel's (panels), on Intel AVX-512 ones b2's F(2x2,
+    # 3x3) weight is MKL's matrices; elsewhere it runs on oneDNN, reordered on its second use.
+    _warm(block, x, full, 2 if cpu_onednn.own_gemm() or cpu_onednn.mkl_winograd() else 3)
     here = torch.backends.cpu.get_cpu_capability()
     other = "AVX512" if here != "AVX512" else "AVX2"
     monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: other)
@@ -362,6 +366,7 @@ def unit_setup(request, monkeypatch):
     from fused_inception.folded_unit import FoldedConvUnit
 
     monkeypatch.setattr(cpu_onednn, "OWN_GEMM", True)
+    monkeypatch.setattr(cpu_onednn, "MKL_WINOGRAD", False)
     channels, kwargs, shape, channels_last = UNITS[request.param]
     torch.manual_seed(8)
     src = randomize_block(BasicConv2d(*channels, **kwargs), seed=8).eval()
@@ -421,9 +426,11 @@ def test_a_unit_replays_and_sees_every_change(unit_setup):
 
 UNIT_SETTINGS = [
     (cpu_onednn, "OWN_GEMM", False),
+    (cpu_onednn, "MKL_WINOGRAD", True),
     (cpu_onednn, "ENABLED", False),
     (cpu_winograd, "ONEDNN_ENABLED", False),
     (cpu_winograd, "ONEDNN_TILES_PER_CHUNK", 8),
+    (cpu_winograd, "MKL_TILES_PER_CHUNK", 8),
     (cpu_winograd, "ONEDNN_MIN_IN_CHANNELS", 1024),
     (cpu_winograd, "ONEDNN_MIN_OUT_CHANNELS", 1024),
     (cpu_winograd, "ONEDNN_MIN_TILES", 1024),

@@ -30,6 +30,14 @@ pytestmark = pytest.mark.skipif(
 ops = torch.ops.fused_inception
 
 
+@pytest.fixture(autouse=True)
+def _winograd_gemms_on_onednn(monkeypatch):
+    """These tests set the own kernel against oneDNN: Winograd's GEMMs that the own kernel does
+    not run stay on oneDNN's grouped GEMM unless a test asks for MKL's (cpu_onednn.mkl_winograd,
+    tests/test_cpu_winograd.py covers it)."""
+    monkeypatch.setattr(cpu_onednn, "MKL_WINOGRAD", False)
+
+
 def _gemm(a: torch.Tensor, panels: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
     """relu(a @ W + bias) for a [M, K] (rows contiguous) through the operator: a's rows as the
     pixels of a 1 x M image, whose output [1, N, 1, M] is read back as [M, N] rows."""
@@ -501,17 +509,18 @@ def test_folded_units_on_the_own_kernel(fmt, monkeypatch):
 
 
 @pytest.mark.parametrize(
-    "batch,own,chunk_tiles",
-    [(1, True, None), (1, True, 98), (2, False, None)],
-    ids=["196-tiles", "196-tiles-in-chunks-of-98", "392-tiles"],
+    "batch,own,chunk_tiles,mkl",
+    [(1, True, None, False), (1, True, 98, False), (2, False, None, False), (2, False, None, True)],
+    ids=["196-tiles", "196-tiles-in-chunks-of-98", "392-tiles", "392-tiles-mkl"],
 )
-def test_winograd_unit_f4_on_the_own_kernel(batch, own, chunk_tiles, monkeypatch):
+def test_winograd_unit_f4_on_the_own_kernel(batch, own, chunk_tiles, mkl, monkeypatch):
     """A prepared network's 3x3 unit (GoogLeNet's conv3: 64 -> 192 at 56x56) runs F(4x4, 3x3)'s
     GEMMs on the own kernel where the batch has at most OWN_F4_MAX_UNIT_TILES 4x4 tiles (196 at
     batch 1: one chunk, or two of 98 with OWN_F4_UNIT_CHUNK_TILES 98), else on oneDNN's grouped
-    GEMM (392 at batch 2): against float64 with a NaN, which F(4x4, 3x3) recomputes directly,
-    where the reference has it."""
+    GEMM or, with MKL_WINOGRAD, MKL's batched one (392 at batch 2): against float64 with a NaN,
+    which F(4x4, 3x3) recomputes directly, where the reference has it."""
     monkeypatch.setattr(cpu_onednn, "OWN_GEMM", True)
+    monkeypatch.setattr(cpu_onednn, "MKL_WINOGRAD", mkl)
     if chunk_tiles is not None:
         monkeypatch.setattr(cpu_winograd, "OWN_F4_UNIT_CHUNK_TILES", chunk_tiles)
     if folded_unit._WINOGRAD_OP is None or not cpu_onednn.available(torch.float32):
@@ -536,6 +545,8 @@ def test_winograd_unit_f4_on_the_own_kernel(batch, own, chunk_tiles, monkeypatch
     for weight, tiles in calls:
         if own:
             assert chunk == tiles == (chunk_tiles or 196) and weight.shape == (36, 12, 64, 16)
+        elif mkl:  # MKL's matrices [36, Cin, Cout], in chunks of MKL_TILES_PER_CHUNK
+            assert chunk == 0 and tiles == 392 and weight.shape == (36, 64, 192)
         else:
             assert chunk == 0 and (weight.layout != torch.strided or weight.shape[0] != 36)
     for out in got:
@@ -549,6 +560,7 @@ def test_policy_follows_the_cpu(monkeypatch):
     AVX2; on AVX-512 the block's 1x1s and direct KxKs and the 1x1 units, not Winograd's GEMMs
     or first layers; none without vectors. OWN_GEMM overrides all of it."""
     monkeypatch.setattr(cpu_onednn, "OWN_GEMM", None)
+    monkeypatch.setattr(cpu_onednn, "MKL_WINOGRAD", None)
     for capability, everything, direct in (
         ("AVX2", True, True),
         ("AVX512", False, True),
@@ -557,12 +569,20 @@ def test_policy_follows_the_cpu(monkeypatch):
         monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda c=capability: c)
         assert cpu_onednn.own_gemm() is everything
         assert cpu_onednn.own_gemm_direct() is direct
+        # Winograd's GEMMs on MKL: Intel AVX-512 CPUs only
+        for intel in (True, False):
+            monkeypatch.setattr(cpu_onednn, "_intel_cpu", lambda i=intel: i)
+            assert cpu_onednn.mkl_winograd() is (
+                capability == "AVX512" and intel and torch.backends.mkl.is_available()
+            )
     for forced in (True, False):
         monkeypatch.setattr(cpu_onednn, "OWN_GEMM", forced)
         for capability in ("AVX2", "AVX512"):
             monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda c=capability: c)
             assert cpu_onednn.own_gemm() is forced
             assert cpu_onednn.own_gemm_direct() is forced
+        monkeypatch.setattr(cpu_onednn, "MKL_WINOGRAD", forced)
+        assert cpu_onednn.mkl_winograd() is forced
 
 
 @pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last], ids=str)
@@ -570,14 +590,17 @@ def test_policy_follows_the_cpu(monkeypatch):
     "name,norm,k,batch",
     [("3a", True, 3, 1), ("4b", False, 5, 1), ("4e", True, 3, 8), ("5b", True, 3, 8)],
 )
-def test_avx512_policy_mixes_the_kernels(name, norm, k, batch, layout, monkeypatch):
-    """AVX-512's default (OWN_GEMM None) mixes the two kernels in one block: the 1x1s and the
-    direct KxK (b3; 5b's b2 at batch 1) on panels, the wide 3x3s as Winograd on oneDNN's grouped
-    GEMM reading the own kernel's dense ReLU'd r2. Float64 parity, NaN kept, into a poisoned
-    output."""
+@pytest.mark.parametrize("intel", [True, False], ids=["intel", "other-vendor"])
+def test_avx512_policy_mixes_the_kernels(name, norm, k, batch, layout, intel, monkeypatch):
+    """AVX-512's default (OWN_GEMM None) mixes the kernels in one block: the 1x1s and the
+    direct KxK (b3; 5b's b2 at batch 1) on panels, the wide 3x3s as Winograd reading the own
+    kernel's dense ReLU'd r2, their GEMMs on MKL's batched one on Intel CPUs (where torch has
+    MKL), else on oneDNN's grouped GEMM. Float64 parity, NaN kept, into a poisoned output."""
     if cpu._BLOCK_OP is None or not cpu_onednn.available(torch.float32):
         pytest.skip("no inception_block_onednn operator or no oneDNN in this build")
     monkeypatch.setattr(cpu_onednn, "OWN_GEMM", None)
+    monkeypatch.setattr(cpu_onednn, "MKL_WINOGRAD", None)
+    monkeypatch.setattr(cpu_onednn, "_intel_cpu", lambda: intel)
     monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
     calls = []
     real = cpu._BLOCK_OP
@@ -590,9 +613,10 @@ def test_avx512_policy_mixes_the_kernels(name, norm, k, batch, layout, monkeypat
     src = randomize_block(Inception(*cfg.args(), branch3_kernel=k, norm=norm)).eval()
     fused = FusedInception.from_module(copy.deepcopy(src), backend="cpu").eval()
     _block_with_nan_against_float64(src, fused, (batch, cfg.in_channels, cfg.hw, cfg.hw), layout)
-    # dims of w_x, w2, w3, w_pool: 3 for panels; 4 for oneDNN's weights (Winograd's grouped
-    # one, w2 of every block here, included)
-    assert calls == [(3, 4, 3, 3)]
+    # dims of w_x, w2, w3, w_pool: 3 for panels and MKL's matrices; 4 for oneDNN's weights
+    # (Winograd's grouped one included; w2 is Winograd's in every block here)
+    mkl = intel and torch.backends.mkl.is_available()
+    assert calls == [(3, 3 if mkl else 4, 3, 3)]
 
 
 @pytest.mark.parametrize("own", [False, True], ids=["onednn", "own-kernel"])

@@ -269,27 +269,32 @@ def test_folded_unit_matches_basicconv2d(kwargs, fmt):
 
 @pytest.mark.parametrize("fmt", layout_params())
 @pytest.mark.parametrize("tile", [2, 4])
-def test_folded_unit_runs_a_wide_3x3_as_winograd(fmt, tile, monkeypatch):
+@pytest.mark.parametrize("mkl", [False, True], ids=["onednn", "mkl"])
+def test_folded_unit_runs_a_wide_3x3_as_winograd(fmt, tile, mkl, monkeypatch):
     """A 3x3/1/1 unit of 64+ channels in and out (GoogLeNet's conv3) runs as Winograd F(2x2, 3x3)
-    or F(4x4, 3x3) (forced here) on a grouped oneDNN GEMM, in chunks of 7 tiles here (a padded
-    last one): float64 parity, NaN where torchvision's unit has it (F(4x4, 3x3) recomputes
-    directly), the direct path's output layout; a narrow or strided 3x3 stays on the direct
-    convolution."""
+    or F(4x4, 3x3) (forced here) on a grouped oneDNN GEMM or MKL's batched one, in chunks of 7
+    tiles here (a padded or short last one): float64 parity, NaN where torchvision's unit has it
+    (F(4x4, 3x3) recomputes directly), the direct path's output layout; a narrow or strided 3x3
+    stays on the direct convolution."""
     from fused_inception import folded_unit
     from fused_inception.backends import cpu_winograd
 
     if folded_unit._WINOGRAD_OP is None or not cpu_onednn.available(torch.float32):
         pytest.skip("no conv3x3_relu_winograd operator or no oneDNN in this build")
     monkeypatch.setattr(cpu_winograd, "ONEDNN_TILES_PER_CHUNK", 7)
+    monkeypatch.setattr(cpu_winograd, "MKL_TILES_PER_CHUNK", 7)
     monkeypatch.setattr(cpu_onednn, "OWN_GEMM", False)
+    monkeypatch.setattr(cpu_onednn, "MKL_WINOGRAD", mkl)
     monkeypatch.setattr(cpu_winograd, "ONEDNN_F4_ENABLED", tile == 4)
     monkeypatch.setattr(cpu_winograd, "ONEDNN_F4_MIN_TILES", 0)
     calls, tiles = [], []
     real = folded_unit._WINOGRAD_OP
+    # the GEMMs' groups: MKL's matrices [P, 64, 72] or oneDNN's grouped weight [P * 72, ...]
+    groups = (lambda w: w.shape[0] if w.dim() == 3 else 0) if mkl else (lambda w: w.shape[0] // 72)
     monkeypatch.setattr(
         folded_unit,
         "_WINOGRAD_OP",
-        lambda *a: (calls.append(a[3]), tiles.append(a[1].shape[0] // 72), real(*a))[2],
+        lambda *a: (calls.append(a[3]), tiles.append(groups(a[1])), real(*a))[2],
     )
     unit, x = _unit_and_nan_input(64, 72, (2, 64, 9, 11), (1, 5, 4, 4), fmt, seed=26)
     folded = FoldedConvUnit.from_module(copy.deepcopy(unit))

@@ -338,16 +338,22 @@ def test_opcheck_conv3x3_weight_grad_winograd(layout, k):
 )
 @pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last], ids=str)
 @pytest.mark.parametrize("tile", [2, 4])
-def test_opcheck_conv3x3_relu_winograd(layout, tile):
-    """A prepared network's standalone Winograd 3x3 (plain grouped weight; values against
-    float64 in tests/test_inference.py), in chunks of 4 tiles with a padded last one; F(4x4,
-    3x3) with its direct weight, which it takes for input holding NaN or inf."""
+@pytest.mark.parametrize("form", ["onednn", "matrices"])
+def test_opcheck_conv3x3_relu_winograd(layout, tile, form):
+    """A prepared network's standalone Winograd 3x3 (plain grouped weight for oneDNN's grouped
+    GEMM, or MKL's matrices for one batched product; values against float64 in
+    tests/test_inference.py), in chunks of 4 tiles with a padded (oneDNN) or short (matrices)
+    last one; F(4x4, 3x3) with its direct weight, which it takes for input holding NaN or inf."""
     from fused_inception.backends import cpu_winograd
 
     gen = torch.Generator().manual_seed(9)
     x = torch.randn(2, 5, 5, 6, generator=gen).contiguous(memory_format=layout)
     weight, bias = torch.randn(7, 5, 3, 3, generator=gen), torch.randn(7, generator=gen)
-    grouped = cpu_onednn.conv_weight(cpu_winograd.grouped_weight(weight, tile))
+    if form == "matrices":
+        grouped = cpu_winograd.grouped_matrices(weight, tile)
+        assert grouped.shape == ((tile + 2) ** 2, 5, 7)
+    else:
+        grouped = cpu_onednn.conv_weight(cpu_winograd.grouped_weight(weight, tile))
     args = (x, grouped, bias, 4) + ((weight,) if tile == 4 else ())
     _opcheck(ops.conv3x3_relu_winograd.default, args)
     out = ops.conv3x3_relu_winograd(*args)
@@ -389,7 +395,13 @@ def test_opcheck_conv3x3_relu_winograd(layout, tile):
         ((x.double(), grouped, bias, 4), "float32 CPU x"),
         ((x[0], grouped, bias, 4), "4-D x"),
         ((x, weight, bias, 4), "weight must be the transformed weight"),
-        ((x, grouped, bias[:-1], 4), "weight must be the transformed weight"),
+        (
+            (x, grouped, bias[:-1], 4),
+            "weight as matrices must be"
+            if form == "matrices"
+            else "weight must be the transformed",
+        ),
+        ((x, grouped[:, :-1] if form == "matrices" else grouped[:-1], bias, 4), "weight"),
         ((x, grouped, bias[:, None], 4), "1-D bias"),
         ((x, grouped, bias, 0), "tiles must be positive"),
     ]

@@ -23,7 +23,8 @@
 // A 3x3 branch flagged winograd2 / winograd3 runs as Winograd F(2x2, 3x3) instead
 // (winograd_branch below): its input transform reads r straight from y with the ReLU, its 16
 // GEMMs are one grouped oneDNN 1x1 convolution per chunk of tiles (oneDNN's AVX-512 kernels;
-// torch.bmm's MKL ones ran at 25-50 GMAC/s on AMD and lost to the direct convolution), and its
+// torch.bmm's MKL ones ran at 25-50 GMAC/s on AMD and lost to the direct convolution; on Intel
+// AVX-512 CPUs they are one torch.bmm, MKL's batched SGEMM, 1.2-2.1x faster there), and its
 // output transform adds the bias, applies the ReLU and stores into the branch's slice. On the
 // GoogLeNet blocks' b2 shapes that is 1.35-2.1x faster than the direct convolution and its
 // ReLU copy (cpu_winograd.onednn_winograd_pays). Weights are plain
@@ -35,6 +36,7 @@
 
 #include <ATen/core/Tensor.h>
 #include <ATen/core/dispatch/Dispatcher.h>
+#include <ATen/ops/bmm.h>
 #include <ATen/ops/clamp_min.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/from_blob.h>
@@ -178,11 +180,18 @@ bool is_winograd_panels(const at::Tensor& weight) {
          weight.size(3) == 16 && weight.layout() == at::kStrided;
 }
 
+// Whether a Winograd weight is given as P = 16 or 36 dense matrices [P, c_red, Cout] (group k:
+// U[k]), for one batched matrix product (at::bmm_out: MKL's batched SGEMM in torch's builds).
+bool is_winograd_matrices(const at::Tensor& weight) {
+  return weight.dim() == 3 && (weight.size(0) == 16 || weight.size(0) == 36) &&
+         weight.layout() == at::kStrided;
+}
+
 // Winograd positions (16 for F(2x2, 3x3), 36 for F(4x4, 3x3)) of a transformed weight for a
-// branch of c outputs: panels by their first size, oneDNN's grouped weight [P * c, c_red, 1, 1]
-// by its first size over c.
+// branch of c outputs: panels and matrices by their first size, oneDNN's grouped weight [P * c,
+// c_red, 1, 1] by its first size over c.
 int64_t winograd_positions(const at::Tensor& weight, int64_t c) {
-  if (is_winograd_panels(weight)) return weight.size(0);
+  if (is_winograd_panels(weight) || is_winograd_matrices(weight)) return weight.size(0);
   return c > 0 && weight.size(0) == 36 * c ? 36 : 16;
 }
 
@@ -194,7 +203,11 @@ int64_t winograd_positions(const at::Tensor& weight, int64_t c) {
 // of T pixels and P * c_red channels, `w_grouped` the transformed weight [P * Cout, c_red, 1, 1]
 // (group k: U[k]^T), and its output M [T, P, Cout] is read in place by the output transform. With
 // `w_grouped` as panels [P, ceil(Cout / 16), c_red, 16] the P GEMMs run on the own kernel
-// instead, in one parallel loop (gemm_panels.h, gemms). With relu_input the input
+// instead, in one parallel loop (gemm_panels.h, gemms); as matrices [P, c_red, Cout] they are
+// one batched matrix product (at::bmm_out, MKL's batched SGEMM: on a 2-core Emerald Rapids Xeon
+// 1.2-2.1x faster than oneDNN's grouped convolution on GoogLeNet's shapes, README "Backends")
+// reading V in place as [P, T, c_red] (rows P * c_red floats apart) and writing M position-major,
+// [P, T, Cout], which the output transform reads with those strides. With relu_input the input
 // transform applies r's ReLU, so no ReLU'd copy of r is stored. V and M (P * (c_red + Cout) floats
 // per tile of one chunk) come from the call's scratch and are reused from chunk to chunk. Returns
 // true where F(4x4, 3x3) saw a NaN or inf: dst is then not the convolution, which the caller
@@ -216,6 +229,7 @@ bool winograd_branch(const char* op, Scratch& scratch, const at::Tensor& y, int6
   const int64_t size = std::min(chunk, all.count);  // every GEMM has this many tiles
   const at::Tensor v = scratch.nhwc(1, positions * c_red, 1, size);
   const at::Tensor m = scratch.nhwc(1, positions * c_out, 1, size);
+  const bool matrices = is_winograd_matrices(w_grouped);
   float* v_data = v.mutable_data_ptr<float>();
   float* m_data = m.mutable_data_ptr<float>();
   // w_grouped as gemm_panels.h's panels [P, ceil(Cout / 16), c_red, 16] (group k: U[k]), or
@@ -239,6 +253,10 @@ bool winograd_branch(const char* op, Scratch& scratch, const at::Tensor& y, int6
                     {ColumnRange{0, c_out, m_data + k * c_out, positions * c_out}}});
       }
       gemms(jobs, /*relu=*/false);
+    } else if (matrices) {  // M[k] = V[., k, :] U[k] for the P positions k, M position-major
+      const at::Tensor a = v.as_strided({positions, count, c_red}, {c_red, positions * c_red, 1});
+      at::Tensor mk = at::from_blob(m_data, {positions, count, c_out}, m.options());
+      at::bmm_out(mk, a, w_grouped);
     } else {
       // The last chunk is padded with zero tiles, whose outputs are not read: a weight
       // reordered for one GEMM size makes oneDNN reorder it back on every call of another size
@@ -246,11 +264,15 @@ bool winograd_branch(const char* op, Scratch& scratch, const at::Tensor& y, int6
       std::fill(v_data + count * positions * c_red, v_data + size * positions * c_red, 0.f);
       m_read = onednn_conv_small_or_into(m, v, w_grouped, std::nullopt, positions);
     }
+    // M's strides: tile-major [T, P, Cout], or position-major [P, count, Cout] (matrices)
+    const int64_t tile_stride = matrices ? c_out : positions * c_out;
+    const int64_t pos_stride = matrices ? count * c_out : c_out;
     if (tile == 4) {
-      nonfinite |= winograd::output_tiles4(grid, m_read.const_data_ptr<float>(), 36 * c_out, c_out,
-                                           b, out, out_rows.stride(0), c_out, relu_output);
+      nonfinite |=
+          winograd::output_tiles4(grid, m_read.const_data_ptr<float>(), tile_stride, pos_stride, b,
+                                  out, out_rows.stride(0), c_out, relu_output);
     } else {
-      winograd::output_tiles(grid, m_read.const_data_ptr<float>(), 16 * c_out, c_out, b, out,
+      winograd::output_tiles(grid, m_read.const_data_ptr<float>(), tile_stride, pos_stride, b, out,
                              out_rows.stride(0), c_out);
     }
   }
@@ -261,17 +283,22 @@ bool winograd_branch(const char* op, Scratch& scratch, const at::Tensor& y, int6
 void check_panels_data(const char* op, const at::Tensor& weight, const char* name) {
   TORCH_CHECK(
       weight.device().is_cpu() && weight.scalar_type() == at::kFloat && weight.is_contiguous(), op,
-      ": panels ", name, " must be a contiguous float32 CPU tensor");
+      ": ", name, " must be a contiguous float32 CPU tensor");
 }
 
 // A Winograd weight must be [16 * c, c_red, 1, 1] (F(2x2, 3x3)) or [36 * c, c_red, 1, 1]
 // (F(4x4, 3x3), which needs `direct`, the plain [c, c_red, 3, 3] weight for a recompute) for a
 // branch of c outputs from c_red inputs, or its P = 16 or 36 groups as gemm_panels.h's panels
-// [P, ceil(c / 16), c_red, 16] (P = 36 needs `direct` too).
+// [P, ceil(c / 16), c_red, 16] or as matrices [P, c_red, c] (P = 36 needs `direct` too).
 void check_grouped_weight(const char* op, const at::Tensor& weight, const char* name, int64_t c,
                           int64_t c_red, const std::optional<at::Tensor>& direct,
                           const char* direct_name) {
-  if (is_winograd_panels(weight)) {
+  if (is_winograd_matrices(weight)) {
+    TORCH_CHECK_VALUE(weight.size(1) == c_red && weight.size(2) == c, op, ": with Winograd, ", name,
+                      " as matrices must be [16 or 36, ", c_red, ", ", c, "], got shape ",
+                      weight.sizes());
+    check_panels_data(op, weight, name);
+  } else if (is_winograd_panels(weight)) {
     TORCH_CHECK_VALUE(weight.size(1) == (c + 15) / 16 && weight.size(2) == c_red, op,
                       ": with Winograd, ", name, " as panels must be [16 or 36, ", (c + 15) / 16,
                       ", ", c_red, ", 16], got shape ", weight.sizes());

@@ -257,9 +257,10 @@ def forward_plan(x: Tensor, packed: CpuPacked) -> tuple[tuple, list[tuple[list, 
         return None
     weights, shape = packed.onednn, tuple(x.shape)
     n, _, h, w = shape
-    chunk = winograd.onednn_chunk(n, h, w)
     own = onednn.own_gemm()  # F(2x2, 3x3)'s GEMMs on the own kernel too (AVX2 CPUs)
     own_direct = onednn.own_gemm_direct()  # the 1x1s and direct KxKs on it, as panels
+    mkl = onednn.mkl_winograd()  # Winograd's GEMMs the own kernel does not take on torch.bmm
+    chunk = winograd.onednn_chunk(n, h, w, mkl and not own)
     live = packed.plain or {}
     kxk, use_winograd, direct, scales, checks = [], [], [], [], []
     for tag, c_red in (("2", packed.c2r), ("3", packed.c3r)):
@@ -277,6 +278,9 @@ def forward_plan(x: Tensor, packed: CpuPacked) -> tuple[tuple, list[tuple[list, 
             # the transformed weight's 16 or 36 GEMMs as the own kernel's panels
             make = lambda p=plain, t=tile: winograd.grouped_panels(p, t)  # noqa: E731
             kxk.append(weights.panels(f"{tag}w{tile}", make))
+        elif use_winograd[-1] and mkl:  # its GEMMs as one batched product (MKL's)
+            make = lambda p=plain, t=tile: winograd.grouped_matrices(p, t)  # noqa: E731
+            kxk.append(weights.panels(f"{tag}m{tile}", make))
         elif use_winograd[-1]:  # the transformed weight, reordered for one chunk's V
             make = lambda p=plain, t=tile: winograd.grouped_weight(p, t)  # noqa: E731
             gemm_input = winograd.onednn_gemm_input(c_red, chunk, tile, n, h, w)
@@ -325,6 +329,7 @@ def plan_policy() -> tuple:
         _BLOCK_OP,
         onednn.own_gemm(),
         onednn.own_gemm_direct(),
+        onednn.mkl_winograd(),
         *winograd.onednn_settings(),
         output_poisoned(),
     )

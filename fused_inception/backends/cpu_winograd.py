@@ -119,6 +119,11 @@ ONEDNN_ENABLED = True
 # other, 196 the best or level; one 56x56 batch-8 convolution of all 6272 tiles ran 2.4x
 # slower than the direct one, in chunks 1.8x faster.
 ONEDNN_TILES_PER_CHUNK = 196
+# Tiles per chunk where MKL's batched GEMM runs them (cpu_onednn.mkl_winograd). On a 2-core
+# Emerald Rapids Xeon (2026-12-06, two prepared networks interleaved in one process, batch 8):
+# 392 took conv3 (1568 tiles) 0.78x the time of 196, the network 0.97x; 784 took conv3 1.07x
+# the time of 392. Batch 1 has at most 196 tiles per convolution, so one chunk either way.
+MKL_TILES_PER_CHUNK = 392
 ONEDNN_MIN_IN_CHANNELS = 64
 ONEDNN_MIN_OUT_CHANNELS = 64
 # Fewer 2x2 tiles than this in the whole batch (n * ceil(h/2) * ceil(w/2)) and each of the 16
@@ -204,6 +209,7 @@ def onednn_settings() -> tuple:
     return (
         ONEDNN_ENABLED,
         ONEDNN_TILES_PER_CHUNK,
+        MKL_TILES_PER_CHUNK,
         ONEDNN_MIN_IN_CHANNELS,
         ONEDNN_MIN_OUT_CHANNELS,
         ONEDNN_MIN_TILES,
@@ -535,10 +541,20 @@ def grouped_panels(weight: Tensor, tile: int = 2) -> Tensor:
     return torch.stack([pack_panels(g) for g in u.transpose(1, 2)])
 
 
-def onednn_chunk(n: int, h: int, w: int) -> int:
-    """Tiles per grouped convolution for an n x h x w batch (all of them if fewer), the chunk
-    the eval operator is given; a branch in F(4x4, 3x3) takes min(chunk, its tiles)."""
-    return max(1, min(ONEDNN_TILES_PER_CHUNK, winograd_tiles(n, h, w)))
+def grouped_matrices(weight: Tensor, tile: int = 2) -> Tensor:
+    """weight [Cout, Cin, 3, 3] -> the P Winograd GEMMs' weights U[k] as dense matrices [P, Cin,
+    Cout] (tile 2: F(2x2, 3x3), P = 16; tile 4: F(4x4, 3x3), P = 36), what the eval operator's
+    Winograd branch takes for its batched matrix product (cpu_onednn.mkl_winograd)."""
+    u = transform_weight4(weight) if tile == 4 else transform_weight(weight)
+    return u.contiguous()
+
+
+def onednn_chunk(n: int, h: int, w: int, mkl: bool = False) -> int:
+    """Tiles per grouped convolution (with `mkl`, per batched GEMM on MKL) for an n x h x w
+    batch (all of them if fewer), the chunk the eval operator is given; a branch in F(4x4, 3x3)
+    takes min(chunk, its tiles)."""
+    per = MKL_TILES_PER_CHUNK if mkl else ONEDNN_TILES_PER_CHUNK
+    return max(1, min(per, winograd_tiles(n, h, w)))
 
 
 def positions(tile: int) -> int:
