@@ -398,7 +398,8 @@ def _onednn_conv_relu_fits(conv: nn.Conv2d, x: Tensor) -> bool:
 
 def _winograd_tile(conv: nn.Conv2d, x: Tensor) -> int:
     """The Winograd tile (cpu_winograd.onednn_tile: 2 or 4; 0: none) of the unit's convolution
-    on a grouped oneDNN GEMM (fused_inception::conv3x3_relu_winograd): 3x3, stride 1, padding
+    on a grouped oneDNN GEMM, the own kernel's or MKL's (fused_inception::conv3x3_relu_winograd;
+    cpu_onednn.own_gemm, mkl_winograd): 3x3, stride 1, padding
     1, no dilation or groups, and wide enough to pay (cpu_winograd.onednn_winograd_pays:
     GoogLeNet's conv3, 64 -> 192 at 56x56, is). F(4x4, 3x3) where the block operator would
     take it."""

@@ -11,7 +11,8 @@ What makes it faster than the eager block (measured by `python -m fused_inceptio
   oneDNN convolution (cpu_onednn.py), its ReLU applied as it is copied into its slice: 2-2.5x
   the throughput of torch's MKL GEMMs on the AMD CPUs measured, where it also beats Winograd
   on MKL's batched GEMMs; the eval operator runs the wide 3x3s (b2's) as Winograd F(2x2, 3x3)
-  with its 16 GEMMs as one grouped oneDNN convolution, which does beat the direct one
+  with its 16 GEMMs as one grouped oneDNN convolution (on Intel AVX-512 CPUs one torch.bmm,
+  MKL's batched SGEMM, faster there: cpu_onednn.mkl_winograd), which does beat the direct one
   (cpu_winograd.onednn_winograd_pays);
 - without oneDNN (or for float64 / 16-bit), the 3x3 convolutions run as Winograd F(2x2, 3x3)
   where that pays (cpu_winograd.py), 2.25x fewer multiply-adds, and the GEMMs as addmm;
@@ -234,7 +235,8 @@ def forward(x: Tensor, packed: CpuPacked) -> Tensor:
     (csrc/cpu/block_onednn.cpp), _forward_onednn's computation without its per-operator Python
     overhead, which matters at batch 1, and with the wide 3x3 convolutions as Winograd
     F(2x2, 3x3) on a grouped oneDNN GEMM (the transformed weight made on first use and
-    reordered for one chunk of tiles from a shape's second call on, as the other weights are);
+    reordered for one chunk of tiles from a shape's second call on, as the other weights are;
+    the own kernel's panels or MKL's matrices where cpu_onednn.own_gemm or mkl_winograd say);
     _forward_onednn itself (direct convolutions only) stays for forward_saving and builds
     without the operator.
     """

@@ -7,7 +7,8 @@ the 1x1 GEMM of block 4e at batch 8 ([1568, 528] x [528, 448]) 6.4 ms with addmm
 oneDNN 1x1 convolution; torch.bmm of the Winograd GEMMs 25-50 GMAC/s against oneDNN's direct
 3x3 convolution at about 130 GMAC/s, so direct convolutions beat Winograd F(2x2, 3x3) on bmm.
 (The eval operator's Winograd runs its GEMMs as a grouped oneDNN convolution instead:
-cpu_winograd.onednn_winograd_pays.)
+cpu_winograd.onednn_winograd_pays; on Intel AVX-512 CPUs, where MKL runs its AVX-512 code, as
+one torch.bmm: mkl_winograd.)
 And F.conv2d does not take oneDNN for a 1x1 convolution with one thread and batch < 16 (torch's
 heuristic sends it to its im2col + MKL path), so the operator is called directly.
 

@@ -18,7 +18,8 @@ It used to be chunked by whole images, which for one 1024x1024 image to block 3a
 The transforms are the C++ operators fused_inception::winograd_f2x3_input and
 winograd_f2x3_output_ (csrc/cpu/winograd_f2x3.cpp); their typed wrappers and fake kernels are
 here. The float32 path on oneDNN has its own Winograd inside the eval block operator
-(csrc/cpu/block_onednn.cpp): the same transforms around a grouped oneDNN convolution, with the
+(csrc/cpu/block_onednn.cpp): the same transforms around a grouped oneDNN convolution (or the
+own kernel's GEMMs, or one MKL batched GEMM: cpu_onednn.own_gemm, mkl_winograd), with the
 policy and chunk size below (ONEDNN_*), and where the batch has enough tiles F(4x4, 3x3)
 (csrc/cpu/winograd_f4x3.cpp: 36 GEMMs per 4x4 outputs, 4x fewer multiply-adds than the direct
 convolution; onednn_tile), which recomputes a branch directly where it meets NaN or inf.
