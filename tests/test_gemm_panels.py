@@ -585,6 +585,52 @@ def test_policy_follows_the_cpu(monkeypatch):
         assert cpu_onednn.mkl_winograd() is forced
 
 
+@pytest.mark.parametrize("setting", ["mkldnn.matmul", "legacy", "global"])
+def test_winograd_leaves_mkl_under_reduced_matmul_precision(setting, monkeypatch):
+    """Where torch's float32 matmul precision is reduced (bfloat16 through any of its three
+    switches), torch.bmm rounds its inputs: Winograd's GEMMs then leave MKL even where forced
+    onto it and the eval plan made before is not replayed; with the matmul switches the block
+    stays within float32's tolerance of float64 (torch.backends.fp32_precision lowers oneDNN's
+    convolutions too, as it does torch's own, so there only the GEMMs' form is checked). The
+    setting is restored after."""
+    if cpu._BLOCK_OP is None or not cpu_onednn.available(torch.float32):
+        pytest.skip("no inception_block_onednn operator or no oneDNN in this build")
+    matmul = torch.backends.mkldnn.matmul
+    before = matmul.fp32_precision
+    monkeypatch.setattr(cpu_onednn, "OWN_GEMM", False)
+    monkeypatch.setattr(cpu_onednn, "MKL_WINOGRAD", True)
+    calls = []
+    real = cpu._BLOCK_OP
+    monkeypatch.setattr(cpu, "_BLOCK_OP", lambda *a: (calls.append(a[3].dim()), real(*a))[1])
+    cfg = GOOGLENET_BLOCKS["4e"]
+    src = randomize_block(Inception(*cfg.args())).eval()
+    fused = FusedInception.from_module(copy.deepcopy(src), backend="cpu").eval()
+    x = torch.randn(1, cfg.in_channels, cfg.hw, cfg.hw).contiguous(
+        memory_format=torch.channels_last
+    )
+    ref = reference_f64(src, x)
+    try:
+        with torch.no_grad():
+            assert_close_rel(fused(x), ref, torch.float32)
+            assert cpu_onednn.mkl_winograd() and calls == [3]  # MKL's matrices [16, c2r, c2]
+            if setting == "mkldnn.matmul":
+                matmul.fp32_precision = "bf16"
+            elif setting == "legacy":
+                torch.set_float32_matmul_precision("medium")
+            else:
+                torch.backends.fp32_precision = "bf16"
+            assert not cpu_onednn.mkl_winograd()
+            for _ in range(3):  # the full forward again, then its replays
+                out = fused(x)
+                if setting != "global":
+                    assert_close_rel(out, ref, torch.float32)
+            assert calls[1:] == [4] * 3  # oneDNN's grouped weight
+    finally:
+        torch.backends.fp32_precision = "none"
+        matmul.fp32_precision = before
+    assert not cpu_onednn._matmul_precision_reduced()
+
+
 @pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last], ids=str)
 @pytest.mark.parametrize(
     "name,norm,k,batch",

@@ -124,7 +124,15 @@ def mkl_winograd() -> bool:
     on Intel CPUs whose torch CPU capability is AVX-512 (where torch has MKL). Measured on a
     2-core Emerald Rapids Xeon (2026-12-06, every GoogLeNet Winograd GEMM shape at batch 1 and
     8, 64 MB written between calls): 1.2-2.1x faster, and no zero fill of M (README "Backends");
-    on AMD CPUs MKL runs its AVX2 code (this module's docstring), so those keep oneDNN's."""
+    on AMD CPUs MKL runs its AVX2 code (this module's docstring), so those keep oneDNN's.
+
+    Never while torch's float32 matmul precision is reduced (torch.backends.mkldnn.matmul
+    .fp32_precision "bf16" or "tf32", which torch.set_float32_matmul_precision("medium") and
+    torch.backends.fp32_precision also set): torch.bmm then rounds its inputs (to bfloat16 on
+    CPUs with AVX512-BF16 or AMX: 2.6e-3 relative error on 4e's GEMMs here), and a setting
+    meant for matrix products must not lower a convolution's precision."""
+    if _matmul_precision_reduced():
+        return False
     if MKL_WINOGRAD is not None:
         return MKL_WINOGRAD
     return (
@@ -132,6 +140,12 @@ def mkl_winograd() -> bool:
         and torch.backends.cpu.get_cpu_capability() == "AVX512"
         and _intel_cpu()
     )
+
+
+def _matmul_precision_reduced() -> bool:
+    """Whether torch may compute a float32 torch.bmm on the CPU in reduced precision."""
+    matmul = getattr(torch.backends.mkldnn, "matmul", None)
+    return getattr(matmul, "fp32_precision", "none") not in ("none", "ieee")
 
 
 def pack_panels(weight: Tensor) -> Tensor:

@@ -122,8 +122,9 @@ ONEDNN_ENABLED = True
 ONEDNN_TILES_PER_CHUNK = 196
 # Tiles per chunk where MKL's batched GEMM runs them (cpu_onednn.mkl_winograd). On a 2-core
 # Emerald Rapids Xeon (2026-12-06, two prepared networks interleaved in one process, batch 8):
-# 392 took conv3 (1568 tiles) 0.78x the time of 196, the network 0.97x; 784 took conv3 1.07x
-# the time of 392. Batch 1 has at most 196 tiles per convolution, so one chunk either way.
+# 392 took conv3 (1568 4x4 tiles) 0.78x the time of 196, the network 0.97x; 784 took conv3
+# 1.07x the time of 392. At batch 1 no GoogLeNet Winograd convolution has more than 196 tiles
+# (conv3's 4x4 ones), so one chunk either way.
 MKL_TILES_PER_CHUNK = 392
 ONEDNN_MIN_IN_CHANNELS = 64
 ONEDNN_MIN_OUT_CHANNELS = 64
