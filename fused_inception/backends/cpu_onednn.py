@@ -128,9 +128,9 @@ def mkl_winograd() -> bool:
 
     Never while torch's float32 matmul precision is reduced (torch.backends.mkldnn.matmul
     .fp32_precision "bf16" or "tf32", which torch.set_float32_matmul_precision("medium") and
-    torch.backends.fp32_precision also set): torch.bmm then rounds its inputs (to bfloat16 on
-    CPUs with AVX512-BF16 or AMX: 2.6e-3 relative error on 4e's GEMMs here), and a setting
-    meant for matrix products must not lower a convolution's precision."""
+    torch.backends.fp32_precision also set): torch.bmm may then round its inputs (with "bf16",
+    to bfloat16: 2.6e-3 relative error on 4e's GEMMs here; "tf32" is treated alike), and a
+    setting meant for matrix products must not lower a convolution's precision."""
     if _matmul_precision_reduced():
         return False
     if MKL_WINOGRAD is not None:
