@@ -256,7 +256,10 @@ class FoldedConvUnit(nn.Module):
             if own:  # its 36 GEMMs on the own kernel, as panels
                 chunk, grouped = own, self._panels(weight, tile)
             elif onednn.mkl_winograd():  # its GEMMs as one batched product (MKL's)
-                chunk, grouped = winograd.onednn_chunk(n, h, w, True), self._matrices(weight, tile)
+                chunk = winograd.onednn_chunk(n, h, w, True)
+                grouped = self._kept(
+                    ("matrices", tile), lambda: winograd.grouped_matrices(weight, tile)
+                )
             else:
                 grouped = self._packed(weight, x.shape, chunk, tile)
             # F(4x4, 3x3) recomputes directly, from the folded weight, on NaN or inf
@@ -317,19 +320,17 @@ class FoldedConvUnit(nn.Module):
         """The folded weight as the own kernel's panels, kept while the weights stay: packed as
         it is (cpu_onednn.pack_panels), or with `tile` 4 its F(4x4, 3x3) transform's 36 GEMM
         weights (cpu_winograd.grouped_panels)."""
-        packed, key = self._state.packed, ("panels", tile)
-        if key not in packed:
-            packed[key] = (
-                winograd.grouped_panels(weight, tile) if tile else onednn.pack_panels(weight)
-            )
-        return packed[key]
+        if tile:
+            return self._kept(("panels", tile), lambda: winograd.grouped_panels(weight, tile))
+        return self._kept(("panels", 0), lambda: onednn.pack_panels(weight))
 
-    def _matrices(self, weight: Tensor, tile: int) -> Tensor:
-        """The folded weight's Winograd transform of `tile` as the batched product's matrices
-        [P, Cin, Cout] (cpu_winograd.grouped_matrices), kept while the weights stay."""
-        packed, key = self._state.packed, ("matrices", tile)
+    def _kept(self, key: tuple, make) -> Tensor:
+        """make() (a form of the folded weight: the own kernel's panels, MKL's Winograd matrices
+        [P, Cin, Cout] from cpu_winograd.grouped_matrices), made once and kept while the
+        weights stay."""
+        packed = self._state.packed
         if key not in packed:
-            packed[key] = winograd.grouped_matrices(weight, tile)
+            packed[key] = make()
         return packed[key]
 
     def _standard_ops(self, x: Tensor) -> bool:

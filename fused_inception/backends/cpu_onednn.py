@@ -131,21 +131,30 @@ def mkl_winograd() -> bool:
     torch.backends.fp32_precision also set): torch.bmm may then round its inputs (with "bf16",
     to bfloat16: 2.6e-3 relative error on 4e's GEMMs here; "tf32" is treated alike), and a
     setting meant for matrix products must not lower a convolution's precision."""
-    if _matmul_precision_reduced():
-        return False
     if MKL_WINOGRAD is not None:
-        return MKL_WINOGRAD
-    return (
-        torch.backends.mkl.is_available()
-        and torch.backends.cpu.get_cpu_capability() == "AVX512"
-        and _intel_cpu()
-    )
+        wanted = MKL_WINOGRAD
+    else:
+        wanted = (
+            torch.backends.mkl.is_available()
+            and torch.backends.cpu.get_cpu_capability() == "AVX512"
+            and _intel_cpu()
+        )
+    return wanted and not _matmul_precision_reduced()
+
+
+# torch's getter behind torch.backends.mkldnn.matmul.fp32_precision (0.3 us against 2 us through
+# the attribute: this is read on every eval forward, in the plan policies); None where absent.
+_FP32_PRECISION = getattr(torch._C, "_get_fp32_precision_getter", None)
 
 
 def _matmul_precision_reduced() -> bool:
     """Whether torch may compute a float32 torch.bmm on the CPU in reduced precision."""
-    matmul = getattr(torch.backends.mkldnn, "matmul", None)
-    return getattr(matmul, "fp32_precision", "none") not in ("none", "ieee")
+    if _FP32_PRECISION is not None:
+        precision = _FP32_PRECISION("mkldnn", "matmul")
+    else:
+        matmul = getattr(torch.backends.mkldnn, "matmul", None)
+        precision = getattr(matmul, "fp32_precision", "none")
+    return precision not in ("none", "ieee")
 
 
 def pack_panels(weight: Tensor) -> Tensor:
@@ -249,7 +258,8 @@ class Weights:
 
     def panels(self, name: str, make=None) -> Tensor:
         """The weight `name` as the own kernel's panels (pack_panels), made on first use; with
-        `make`, the panels `make()` returns (e.g. a Winograd-transformed weight's)."""
+        `make`, the tensor `make()` returns (a Winograd-transformed weight's panels or MKL
+        matrices), kept the same way."""
         if name not in self._panels:
             self._panels[name] = make() if make is not None else pack_panels(self.plain[name])
         return self._panels[name]
