@@ -420,12 +420,12 @@ def _own_gemm_fits(conv: nn.Conv2d, x: Tensor) -> bool:
     """True where the unit's convolution runs on the package's own kernel
     (csrc/cpu/gemm_panels.cpp), on channels_last x (moved there for a channels_last weight, as
     oneDNN's path does, so the channels_last output is the one oneDNN's would be), no dilation
-    or groups: a plain 1x1 convolution (stride 1, no padding; GoogLeNet's conv2 and the
-    auxiliary heads' convs) where cpu_onednn.own_gemm_direct says so (AVX2 and AVX-512 CPUs),
-    or, where cpu_onednn.own_gemm does (AVX2 CPUs), a square odd kernel of at most 7 on fewer
-    than 16 input channels with equal strides and padding at most K // 2 (a first layer:
-    GoogLeNet's conv1, 7x7/2 on 3 channels). Measured faster than oneDNN for both on an AVX2
-    CPU, and for conv2 but not conv1 on an AVX-512 one (README "Backends")."""
+    or groups, where cpu_onednn.own_gemm_direct says so (AVX2 and AVX-512 CPUs): a plain 1x1
+    convolution (stride 1, no padding; GoogLeNet's conv2 and the auxiliary heads' convs), or a
+    square odd kernel of at most 7 on fewer than 16 input channels with equal strides and
+    padding at most K // 2 (a first layer: GoogLeNet's conv1, 7x7/2 on 3 channels; on AVX-512
+    CPUs the tiles of csrc/cpu/first_layer.cpp). Measured faster than oneDNN for both on an
+    AVX2 and an AVX-512 CPU (README "Backends")."""
     if _GEMM_OP is None or conv.groups != 1:
         return False
     (kh, kw), (sh, sw), (ph, pw) = conv.kernel_size, conv.stride, conv.padding
@@ -451,12 +451,12 @@ def _first_layer_fits(conv: nn.Conv2d) -> bool:
 
 
 def _first_layer_shape(conv: nn.Conv2d) -> bool:
-    """A first layer the own kernel takes where cpu_onednn.own_gemm says so: a square odd
-    kernel of at most 7 on fewer than 16 input channels, equal strides and padding at most
-    K // 2."""
+    """A first layer the own kernel takes where cpu_onednn.own_gemm_direct says so (AVX2 and
+    AVX-512 CPUs): a square odd kernel of at most 7 on fewer than 16 input channels, equal
+    strides and padding at most K // 2."""
     (kh, kw), (sh, sw), (ph, pw) = conv.kernel_size, conv.stride, conv.padding
     return (
-        onednn.own_gemm()
+        onednn.own_gemm_direct()
         and kh == kw
         and kh % 2 == 1
         and kh <= 7

@@ -23,6 +23,7 @@ from fused_inception import FoldedConvUnit, FusedInception, Inception, _ext, fol
 from fused_inception.backends import cpu, cpu_onednn, cpu_winograd
 from fused_inception.backends.output import poison_outputs
 from fused_inception.configs import GOOGLENET_BLOCKS
+from fused_inception.plain_layout import plain_views
 
 pytestmark = pytest.mark.skipif(
     not _ext.has_op("conv_bias_relu_nhwc"), reason="this build has no conv_bias_relu_nhwc operator"
@@ -182,6 +183,44 @@ def test_first_layer_reads_any_layout(layout, c):
     assert_close_rel(out, ref, torch.float32)
 
 
+# (c_out, output width, stride): the AVX-512 first-layer tiles (csrc/cpu/first_layer.cpp) take
+# up to 6 pixels of an output row and up to 4 panels: every tile width 1..6 (rows cut evenly),
+# one to four panels, a partial last panel, two groups of panels, and GoogLeNet's conv1 row.
+FIRST_LAYER = [
+    (16, 1, 2),
+    (20, 2, 1),
+    (48, 3, 2),
+    (64, 4, 1),
+    (33, 5, 2),
+    (64, 6, 2),
+    (100, 13, 1),
+    (64, 112, 2),
+]
+
+
+@pytest.mark.parametrize("c_out,width,stride", FIRST_LAYER, ids=lambda v: str(v))
+def test_first_layer_tiles_against_float64(c_out, width, stride):
+    """A first layer (3 channels, 7x7, padding 3) against float64, NaN kept, on two images,
+    for the tile shapes above (the AVX-512 first-layer tiles on AVX-512 CPUs, gemm_panels'
+    tiles elsewhere); with the scale of a plain weight too."""
+    gen = torch.Generator().manual_seed(c_out * 1000 + width * 10 + stride)
+    w_in = (width - 1) * stride + 1
+    x = torch.randn(2, 3, 5, w_in, generator=gen)
+    x[1, 2, 2, w_in // 2] = float("nan")
+    weight = torch.randn(c_out, 3, 7, 7, generator=gen)
+    bias, scale = torch.randn(c_out, generator=gen), torch.rand(c_out, generator=gen) + 0.5
+    (plain,) = plain_views([weight])
+    out = ops.conv_bias_relu_nhwc(x, cpu_onednn.pack_panels(weight), bias, stride, 3)
+    scaled = ops.conv_bias_relu_nhwc(x, plain, bias, stride, 3, scale)
+    ref = F.conv2d(x.double(), weight.double(), stride=stride, padding=3)
+    assert out.shape[3] == width
+    for got, want in ((out, ref), (scaled, ref * scale.double().view(-1, 1, 1))):
+        want = (want + bias.double().view(-1, 1, 1)).relu()
+        assert torch.equal(got.isnan(), want.isnan()) and bool(want.isnan().any())
+        finite = want.isfinite()
+        assert_close_rel(got[finite], want[finite], torch.float32)
+
+
 def test_channel_slice_input():
     """x may be a channel slice of a channels_last tensor (pixel rows wider than C)."""
     gen = torch.Generator().manual_seed(6)
@@ -231,6 +270,9 @@ for name, shape, kernel, c_out, stride in (
     ("b", (2, 30, 6, 5), 3, 50, 1),
     ("c", (1, 20, 5, 7), 1, 70, 1),
     ("d", (2, 3, 19, 17), 7, 40, 2),  # a first layer, from NCHW
+    ("e", (2, 3, 12, 61), 7, 64, 2),  # GoogLeNet's conv1 on a smaller image
+    ("f", (1, 3, 9, 40), 3, 100, 1),  # two groups of panels, the last partial
+    ("g", (2, 5, 9, 9), 5, 16, 3),
 ):
     x = rand(*shape)
     if shape[1] > 3:
@@ -250,12 +292,13 @@ print("ok")
 
 
 def test_vector_and_plain_loops_give_the_same_bits(tmp_path):
-    """The AVX-512 kernel (12-row tiles of two panels), the AVX2 one (6-row tiles of one panel)
-    and the plain loop (capability DEFAULT) all take one FMA chain per output in k order: the
-    same bits, NaN included, at every capability this CPU allows; with the output written by
-    non-temporal stores too (stream_bytes 0), and for a first layer read from NCHW."""
+    """The AVX-512 kernel (12-row tiles of two panels; first layers: tiles of up to 6 pixels of
+    a row and 4 panels), the AVX2 one (6-row tiles of one panel) and the plain loop (capability
+    DEFAULT) all take one FMA chain per output in k order: the same bits, NaN included, at every
+    capability this CPU allows; with the output written by non-temporal stores too
+    (stream_bytes 0), and for first layers read from NCHW."""
     first, *others = outputs_at_every_capability(tmp_path, _CAPABILITY_CHECK).values()
-    assert len(first) == 4 and all(other == first for other in others)
+    assert len(first) == 7 and all(other == first for other in others)
 
 
 @pytest.fixture
@@ -557,8 +600,8 @@ def test_winograd_unit_f4_on_the_own_kernel(batch, own, chunk_tiles, mkl, monkey
 
 def test_policy_follows_the_cpu(monkeypatch):
     """By default the own GEMM runs every convolution it can where torch's CPU capability is
-    AVX2; on AVX-512 the block's 1x1s and direct KxKs and the 1x1 units, not Winograd's GEMMs
-    or first layers; none without vectors. OWN_GEMM overrides all of it."""
+    AVX2; on AVX-512 the block's 1x1s and direct KxKs, the 1x1 units and first layers, not
+    Winograd's GEMMs; none without vectors. OWN_GEMM overrides all of it."""
     monkeypatch.setattr(cpu_onednn, "OWN_GEMM", None)
     monkeypatch.setattr(cpu_onednn, "MKL_WINOGRAD", None)
     for capability, everything, direct in (

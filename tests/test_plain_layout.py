@@ -140,12 +140,16 @@ _CAPABILITY_CHECK = (
     CAPABILITY_PRELUDE
     + """
 from fused_inception.plain_layout import plain_views
-for name, shape, kernel, c_out in (("a", (1, 40, 1, 7), 1, 33), ("b", (2, 30, 6, 5), 3, 50)):
+for name, shape, kernel, c_out, stride in (
+    ("a", (1, 40, 1, 7), 1, 33, 1),
+    ("b", (2, 30, 6, 5), 3, 50, 1),
+    ("c", (2, 3, 13, 23), 7, 72, 2),  # a first layer (AVX-512: csrc/cpu/first_layer.cpp)
+):
     x = rand(*shape).contiguous(memory_format=torch.channels_last)
     (w,) = plain_views([rand(c_out, shape[1], kernel, kernel)])
     bias, scale = rand(c_out), rand(c_out)
     x[0, 2, 0, 1] = float("nan")
-    out = torch.ops.fused_inception.conv_bias_relu_nhwc(x, w, bias, 1, -1, scale)
+    out = torch.ops.fused_inception.conv_bias_relu_nhwc(x, w, bias, stride, -1, scale)
     print(out.view(torch.int32).flatten().tolist(), file=open(OUT_DIR + f"/{name}.txt", "w"))
 print("ok")
 """
@@ -156,7 +160,7 @@ def test_plain_weight_same_bits_at_every_capability(tmp_path):
     """The AVX-512, AVX2 and plain loops read a plain weight and apply the scale with one FMA
     each: the same bits, NaN included."""
     first, *others = outputs_at_every_capability(tmp_path, _CAPABILITY_CHECK).values()
-    assert len(first) == 2 and all(other == first for other in others)
+    assert len(first) == 3 and all(other == first for other in others)
 
 
 def _prepared_block(name: str, norm: bool, k: int, seed: int = 0):

@@ -576,6 +576,13 @@ at::Tensor conv_bias_relu_nhwc_cpu(const at::Tensor& x, const at::Tensor& panels
   job.ldb = ldb;
   job.scale = sc.defined() ? sc.const_data_ptr<float>() : nullptr;
   job.stream = out.nbytes() > static_cast<size_t>(stream_bytes < 0 ? kStreamBytes : stream_bytes);
+  if (merge) {  // a first layer: AVX-512 CPUs take first_layer.cpp's tiles
+    const int64_t panel_stride = ldb > 0 ? kPanel : kernel * kernel * c * kPanel;
+    if (first_layer_avx512(in, job.panels, ldb > 0 ? ldb : kPanel, panel_stride, c_out, job.bias,
+                           job.scale, out.mutable_data_ptr<float>(), job.stream)) {
+      return out;
+    }
+  }
   gemms({job}, /*relu=*/true);
   return out;
 }

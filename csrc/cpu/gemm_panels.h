@@ -63,6 +63,15 @@ int panels_kernel(int64_t rows, int64_t c_in);
 at::Tensor channel_scale(const char* op, const char* name, const std::optional<at::Tensor>& scale,
                          int64_t c);
 
+// conv_bias_relu_nhwc's first layers on AVX-512 CPUs (csrc/cpu/first_layer.cpp): relu(conv(x)
+// + bias) (scale * sum + bias with a scale) for the zero-padded NHWC copy x (ConvInput::merged)
+// into out [N, H', W', n_out] (pixels n_out floats apart), B as packed panels (ldb 16,
+// panel_stride K * K * C * 16) or a plain weight (ldb, panel_stride 16); the bits of gemms'.
+// false (nothing done) where the CPU or build has no AVX-512 loops.
+bool first_layer_avx512(const ConvInput& x, const float* panels, int64_t ldb, int64_t panel_stride,
+                        int64_t n_out, const float* bias, const float* scale, float* out,
+                        bool stream);
+
 // One GEMM of a batch (gemms below): A from x, B as panels, bias (nullptr: none), C into ranges.
 struct GemmJob {
   ConvInput x;

@@ -99,11 +99,12 @@ def own_gemm() -> bool:
 
 def own_gemm_direct() -> bool:
     """True if the eval operator's 1x1 convolutions (over x and over the pooled x) and its
-    direct (not Winograd) KxK ones, and a prepared network's 1x1 units, run on the package's
-    own kernel: wherever own_gemm() is, and by default (OWN_GEMM None) on AVX-512 CPUs too,
-    where its AVX-512 tile was measured faster than oneDNN inside the block at batch 1 and 8
-    (2-core Sapphire Rapids, README "Backends"). Winograd's GEMMs and first layers stay on
-    oneDNN there (own_gemm() False)."""
+    direct (not Winograd) KxK ones, and a prepared network's 1x1 units and first layers (few
+    input channels, e.g. GoogLeNet's conv1), run on the package's own kernel: wherever
+    own_gemm() is, and by default (OWN_GEMM None) on AVX-512 CPUs too, where its AVX-512 tiles
+    were measured faster than oneDNN (the block's at batch 1 and 8 on a 2-core Sapphire Rapids,
+    conv1's on a 2-core Emerald Rapids; README "Backends"). Winograd's GEMMs stay on oneDNN or
+    MKL there (own_gemm() False)."""
     if own_gemm():
         return True
     return (
