@@ -23,7 +23,8 @@
 // panels, or the last one alone): its panels (K * K * C * 64 bytes each) are read once per chunk,
 // the chunk's rows once per task; on AVX-512 a chunk has at least kMinChunkRowsAvx512 rows. On
 // AVX-512 CPUs the block's 1x1s and direct KxKs take this kernel, Winograd's GEMMs stay on oneDNN's
-// (backends/cpu_onednn.py, own_gemm_direct).
+// (backends/cpu_onednn.py, own_gemm_direct), and conv_bias_relu_nhwc's first layers take the
+// tiles of first_layer.cpp (since 2026-12-06).
 // B is packed panels, or (since 2026-12-04) a weight in the plain layout read in place, its
 // rows ldb floats apart (GemmJob::ldb, plain_weight_ldb; fused_inception/plain_layout.py),
 // with a per-channel scale (BatchNorm's, unfolded) in the epilogue: no packed copy to check
