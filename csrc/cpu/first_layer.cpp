@@ -33,7 +33,6 @@ namespace fused_inception {
 #ifdef FI_X86_VECTOR
 namespace {
 
-constexpr int kPanel = 16;
 constexpr int kMaxPixels = 6;  // pixels per tile
 constexpr int kMaxPanels = 4;  // panels per tile (a group)
 
@@ -114,13 +113,18 @@ const std::array<std::array<TileFn, kMaxPixels>, kMaxPanels> kTiles = {
 }  // namespace
 #endif
 
-bool first_layer_avx512(const ConvInput& x, const float* panels, int64_t ldb, int64_t panel_stride,
-                        int64_t n_out, const float* bias, const float* scale, float* out,
-                        bool stream) {
+bool first_layer_avx512(const GemmJob& job) {
 #ifdef FI_X86_VECTOR
   if (vector_isa() != VectorIsa::kAvx512) return false;
-  TORCH_CHECK(x.merged && x.pad == 0 && x.ld == x.c && x.kernel >= 1 && x.stride >= 1,
-              "first_layer_avx512: expects the zero-padded NHWC copy of a first layer");
+  const ConvInput& x = job.x;
+  TORCH_CHECK(x.merged && x.pad == 0 && x.ld == x.c && x.kernel >= 1 && x.stride >= 1 &&
+                  job.ranges.size() == 1 && job.ranges[0].begin == 0 &&
+                  job.ranges[0].end == job.n_out,
+              "first_layer_avx512: expects the zero-padded NHWC copy of a first layer and one "
+              "output range");
+  const int64_t n_out = job.n_out, ldc = job.ranges[0].ldc, panel_stride = job.b_panel_stride();
+  const float *panels = job.panels, *bias = job.bias, *scale = job.scale;
+  float* out = job.ranges[0].dst;
   const int64_t oh = x.out_h(), ow = x.out_w(), kc = x.kernel * x.c;
   const int64_t n_panels = (n_out + kPanel - 1) / kPanel;
   const int64_t groups = (n_panels + kMaxPanels - 1) / kMaxPanels;
@@ -131,7 +135,7 @@ bool first_layer_avx512(const ConvInput& x, const float* panels, int64_t ldb, in
     for (int64_t row = begin; row < end; ++row) {
       const int64_t image = row / oh, oy = row % oh;
       const float* a_row = x.data + ((image * x.h + oy * x.stride) * x.w) * x.c;
-      float* out_row = out + row * ow * n_out;
+      float* out_row = out + row * ow * ldc;
       for (int64_t g = 0; g < groups; ++g) {  // a group's panels stay in L1 across the row
         const int64_t p0 = g * kMaxPanels, nv = std::min<int64_t>(kMaxPanels, n_panels - p0);
         for (int64_t t = 0; t < tiles; ++t) {
@@ -142,14 +146,14 @@ bool first_layer_avx512(const ConvInput& x, const float* panels, int64_t ldb, in
                        x.kernel,
                        kc,
                        panels + p0 * panel_stride,
-                       ldb,
+                       job.b_row_stride(),
                        panel_stride,
                        scale != nullptr ? scale + p0 * kPanel : nullptr,
                        bias + p0 * kPanel,
-                       out_row + x0 * n_out + p0 * kPanel,
-                       n_out,
+                       out_row + x0 * ldc + p0 * kPanel,
+                       ldc,
                        std::min<int64_t>(nv * kPanel, n_out - p0 * kPanel),
-                       stream};
+                       job.stream};
           kTiles[nv - 1][count - 1](s);
         }
       }
@@ -158,8 +162,7 @@ bool first_layer_avx512(const ConvInput& x, const float* panels, int64_t ldb, in
   });
   return true;
 #else
-  (void)x, (void)panels, (void)ldb, (void)panel_stride, (void)n_out, (void)bias, (void)scale;
-  (void)out, (void)stream;
+  (void)job;
   return false;
 #endif
 }

@@ -56,7 +56,6 @@
 namespace fused_inception {
 namespace {
 
-constexpr int kPanel = 16;
 // Rows per tile: 12 for the AVX-512 kernel, which the AVX2 one takes as two tiles of 6.
 constexpr int kRows = 12;
 constexpr int kRowsAvx2 = 6;
@@ -577,13 +576,8 @@ at::Tensor conv_bias_relu_nhwc_cpu(const at::Tensor& x, const at::Tensor& panels
   job.ldb = ldb;
   job.scale = sc.defined() ? sc.const_data_ptr<float>() : nullptr;
   job.stream = out.nbytes() > static_cast<size_t>(stream_bytes < 0 ? kStreamBytes : stream_bytes);
-  if (merge) {  // a first layer: AVX-512 CPUs take first_layer.cpp's tiles
-    const int64_t panel_stride = ldb > 0 ? kPanel : kernel * kernel * c * kPanel;
-    if (first_layer_avx512(in, job.panels, ldb > 0 ? ldb : kPanel, panel_stride, c_out, job.bias,
-                           job.scale, out.mutable_data_ptr<float>(), job.stream)) {
-      return out;
-    }
-  }
+  // a first layer: AVX-512 CPUs take first_layer.cpp's tiles
+  if (merge && first_layer_avx512(job)) return out;
   gemms({job}, /*relu=*/true);
   return out;
 }
@@ -658,17 +652,15 @@ struct Plan {
 };
 
 // A task's B: its first panel, with the job's row stride (ldb) and the floats from one panel to
-// the next (stride). Packed panels: rows of 16 floats, one panel after the other; a plain
-// weight: rows of ldb floats, a panel 16 floats from the next.
+// the next (stride): GemmJob::b_row_stride and b_panel_stride.
 struct TaskPanels {
   const float* panel;
   int64_t ldb, stride;
 };
 
-TaskPanels task_panels(const GemmJob& job, const Plan& plan, int64_t p0) {
-  const int64_t ldb = job.ldb > 0 ? job.ldb : kPanel;
-  const int64_t stride = job.ldb > 0 ? kPanel : plan.k * kPanel;
-  return {job.panels + p0 * stride, ldb, stride};
+TaskPanels task_panels(const GemmJob& job, int64_t p0) {
+  const int64_t stride = job.b_panel_stride();
+  return {job.panels + p0 * stride, job.b_row_stride(), stride};
 }
 
 // The jobs' plans; `total`: their tasks, `widest`: the channels of the widest job.
@@ -780,7 +772,7 @@ void gemms(const std::vector<GemmJob>& jobs, bool relu, bool steps) {
         stores[q].stream = job.stream;
       }
       const float* scales = job.scale != nullptr ? scale : nullptr;
-      const auto [panel, ldb, stride] = task_panels(job, plan, p0);
+      const auto [panel, ldb, stride] = task_panels(job, p0);
       const int64_t start = chunk * plan.chunk_rows;
       const int64_t stop = std::min(plan.m, start + plan.chunk_rows);
       // Tiles of near-equal size, at most most_rows: 49 rows (7x7 at batch 1) as 9 + 10 + 10
@@ -809,7 +801,7 @@ void gemms(const std::vector<GemmJob>& jobs, bool relu, bool steps) {
         const Plan& pn = plans[jn];
         if (pn.chunks() <= threads) {
           const int64_t pn0 = pn.first_panel(task + 1);
-          const TaskPanels b = task_panels(jobs[jn], pn, pn0);
+          const TaskPanels b = task_panels(jobs[jn], pn0);
           per = (pn.k + tiles - 1) / tiles;
           for (int64_t q = 0; q < std::min(group, pn.n_panels - pn0); ++q) {
             next[q].p = reinterpret_cast<const char*>(b.panel + q * b.stride);

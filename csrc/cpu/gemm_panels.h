@@ -21,6 +21,10 @@
 
 namespace fused_inception {
 
+// Output channels per panel: B's packed panels are [ceil(n / kPanel), K * K * C, kPanel], and the
+// tiles' vectors of C hold kPanel channels.
+constexpr int kPanel = 16;
+
 // Columns [begin, end) of C go to dst: C[i, j] is stored at dst[i * ldc + (j - begin)].
 struct ColumnRange {
   int64_t begin, end;
@@ -63,15 +67,6 @@ int panels_kernel(int64_t rows, int64_t c_in);
 at::Tensor channel_scale(const char* op, const char* name, const std::optional<at::Tensor>& scale,
                          int64_t c);
 
-// conv_bias_relu_nhwc's first layers on AVX-512 CPUs (csrc/cpu/first_layer.cpp): relu(conv(x)
-// + bias) (scale * sum + bias with a scale) for the zero-padded NHWC copy x (ConvInput::merged)
-// into out [N, H', W', n_out] (pixels n_out floats apart), B as packed panels (ldb 16,
-// panel_stride K * K * C * 16) or a plain weight (ldb, panel_stride 16); the bits of gemms'.
-// false (nothing done) where the CPU or build has no AVX-512 loops.
-bool first_layer_avx512(const ConvInput& x, const float* panels, int64_t ldb, int64_t panel_stride,
-                        int64_t n_out, const float* bias, const float* scale, float* out,
-                        bool stream);
-
 // One GEMM of a batch (gemms below): A from x, B as panels, bias (nullptr: none), C into ranges.
 struct GemmJob {
   ConvInput x;
@@ -89,7 +84,20 @@ struct GemmJob {
   // aligned): for an output larger than the last-level cache, whose lines would otherwise be
   // read from memory before being overwritten. The same values either way.
   bool stream = false;
+
+  // B's row (tap, channel) r of panel q is at panels + q * b_panel_stride() + r * b_row_stride():
+  // packed panels are rows of kPanel floats, one panel after the other; a plain weight is rows of
+  // ldb floats, a panel kPanel floats from the next.
+  int64_t b_row_stride() const { return ldb > 0 ? ldb : kPanel; }
+  int64_t b_panel_stride() const {
+    return ldb > 0 ? kPanel : int64_t{x.kernel} * x.kernel * x.c * kPanel;
+  }
 };
+
+// relu(conv(x) + bias) of a first layer (few channels, read from the zero-padded NHWC copy:
+// job.x.merged) on AVX-512 CPUs (csrc/cpu/first_layer.cpp), into job.ranges' single range: the
+// bits of gemms({job}, true). false (nothing done) where the CPU or build has no AVX-512 loops.
+bool first_layer_avx512(const GemmJob& job);
 
 // C = relu(conv(x) + bias) as above for each job, into its `ranges` (covering [0, n_out) without
 // overlap, in column order). The vector kernel is AVX-512 or AVX2 + FMA as cpu/vector_isa.h
