@@ -284,8 +284,18 @@ class FoldedConvUnit(nn.Module):
         (the structure snapshot) and the same weights (the unit's weight check) say it is
         what the full forward would make; else None."""
         plan = _ready_plan(state, x)
-        if plan is None or plan.check(state.tensors) != state.weights:
+        if plan is None or not self._weights_hold(state, plan):
             return None
+        return self._replay_call(plan, x)
+
+    @staticmethod
+    def _weights_hold(state: _FoldState, plan: _Plan) -> bool:
+        """Whether the weights are those `plan` was made with (the unit's weight check)."""
+        return plan.check(state.tensors) == state.weights
+
+    def _replay_call(self, plan: _Plan, x: Tensor) -> Tensor:
+        """The plan's convolution on x (after _ready_plan's and _weights_hold's checks; the
+        network replay, network_replay.py, makes them for a whole forward first)."""
         kind, to_cl = plan.call
         if to_cl:
             x = x.contiguous(memory_format=torch.channels_last)
@@ -345,6 +355,8 @@ class FoldedConvUnit(nn.Module):
         weight = self.conv.weight
         if x.dtype != weight.dtype or x.device != weight.device or x.is_meta:
             return True  # (the composed path raises the conv's own error for a mismatch)
+        if x.dim() != 4 or x.shape[1] != self.conv.in_channels:
+            return True  # (the same: torch's error names the shapes, before any kernel runs)
         if torch.is_grad_enabled() and (
             x.requires_grad or any(p.requires_grad for p in self.parameters())
         ):

@@ -18,6 +18,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
+from . import network_replay
 from .backends import check_backend_name
 from .folded_unit import FoldedConvUnit, unit_error
 from .module import FusedInception, check_weight_check
@@ -134,6 +135,7 @@ def prepare_for_inference(
         _relayout_blocks(model)
     model.eval()
     model.__dict__[_PREPARED] = info
+    network_replay.attach(model)
     return model
 
 
@@ -161,6 +163,7 @@ def unprepare_for_inference(
             f"{memory_format!r}"
         )
     del model.__dict__[_PREPARED]
+    network_replay.detach(model)
     model = unfuse_inception(model)
     if isinstance(model, FoldedConvUnit):
         model = model.to_unfused()

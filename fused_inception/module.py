@@ -185,19 +185,31 @@ def _keep_plan(plans: dict[tuple, _Plan], x: Tensor, plan: _Plan) -> None:
 
 def _ready_plan(state, x: Tensor) -> _Plan | None:
     """The ready plan of x's layout in `state.plans` if a replay may be considered at all: a CPU
-    tensor, no autograd, tracing or autocast, the plan's settings unchanged, and the module's
-    structure, attributes and hooks unchanged (`state.snapshot`); else None. The weights are
-    the caller's to check. (ONNX export traces with torch.jit, strict torch.export compiles
-    and non-strict export's inputs are not plain tensors, so this covers exports too.)"""
-    if not x.is_cpu or torch.is_grad_enabled() or not _ext.direct_calls_allowed():
-        return None  # (the replay calls its operator directly, _ext.direct_op)
+    tensor, no autograd, tracing or autocast (replay_allowed), the plan's settings unchanged,
+    and the module's structure, attributes and hooks unchanged (`state.snapshot`); else None.
+    The weights are the caller's to check. (ONNX export traces with torch.jit, strict
+    torch.export compiles and non-strict export's inputs are not plain tensors, so this covers
+    exports too.)"""
+    if not replay_allowed(x):
+        return None
     plan = state.plans.get((x.shape, x.stride(), x.dtype))
-    if plan is None or not plan.ready or torch.is_autocast_enabled("cpu"):
+    if plan is None or not plan.ready:
         return None
     snapshot = state.snapshot
     if plan.policy_of() != plan.policy or snapshot is None or not snapshot.matches():
         return None
     return plan
+
+
+def replay_allowed(x: Tensor) -> bool:
+    """Whether a plan's direct call (_ext.direct_op) may stand in for the full forward on x now:
+    a CPU tensor, no autograd recording, tracing, compiling, torch function mode or autocast."""
+    return (
+        x.is_cpu
+        and not torch.is_grad_enabled()
+        and _ext.direct_calls_allowed()
+        and not torch.is_autocast_enabled("cpu")
+    )
 
 
 class FusedInception(Inception):
@@ -471,12 +483,18 @@ class FusedInception(Inception):
         repacks, refolds or falls back as it always does.
         """
         plan = _ready_plan(state, x)
-        if plan is None:
+        if plan is None or not self._weights_hold(state, plan):
             return None
+        return self._replay_call(plan, x)
+
+    @staticmethod
+    def _weights_hold(state: _EagerState, plan: _Plan) -> bool:
+        """Whether the weights are those `plan` was made with: the live weights' addresses and
+        strides, the block's weight check (state.weights) and the backend's own checks."""
         live = state.live
         if live is not None:
             if tuple((t.data_ptr(), t.stride()) for t in live[0]) != live[1][3]:
-                return None
+                return False
             if live[2]:
                 weights = (live[1], plan.check(state.hashed[1]))
             else:
@@ -484,10 +502,13 @@ class FusedInception(Inception):
         else:
             weights = plan.check(state.tensors)
         if weights != state.weights:
-            return None
-        for entry, seen in plan.checks:
-            if entry[3] != seen or entry[2]([entry[1]]) != seen:
-                return None
+            return False
+        return all(entry[3] == seen and entry[2]([entry[1]]) == seen for entry, seen in plan.checks)
+
+    @staticmethod
+    def _replay_call(plan: _Plan, x: Tensor) -> Tensor:
+        """The plan's backend call on x (after _ready_plan's and _weights_hold's checks; the
+        network replay, network_replay.py, makes them for a whole forward first)."""
         return plan.call.replay_plan(x, plan.args)
 
     def _operator(self, x: Tensor) -> Tensor:

@@ -249,7 +249,10 @@ class StructureSnapshot:
 
     __slots__ = ("_block", "_entries", "_tags", "hooked")
 
-    def __init__(self, block: nn.Module) -> None:
+    def __init__(self, block: nn.Module, modules: list[nn.Module] | None = None) -> None:
+        """A snapshot of `block` and all its submodules, or with `modules` of block and those
+        modules only (not their submodules: the network replay's, network_replay.py, whose
+        fused blocks and units check their own)."""
         # Strong references: the ids compared stay those of live objects (no id reuse).
         self._block = block
         self._entries = [
@@ -261,7 +264,7 @@ class StructureSnapshot:
                 tuple(map(id, m._modules.values())),
                 m is not block and _has_hooks(m),
             )
-            for m in _walk(block)
+            for m in (_walk(block) if modules is None else [block, *modules])
         ]
         # The dicts' version tags, for the C check's fast answer (None without them).
         self._tags = _SNAPSHOT_TAGS(self._entries) if _SNAPSHOT_TAGS is not None else None
