@@ -2,31 +2,36 @@
 per-module Python around its operators.
 
 Each fused block and folded unit replays its last eval call by itself (module.py _planned), but
-a batch-1 forward still pays, per module, nn.Module.__call__, the forward's dispatch and the
-replay's own global checks (autograd, tracing, autocast, the settings policy, the plan lookup):
-with cold caches inside the network about 7% of a batch-1 forward on the project's 2-core
-Xeon (README "Whole-model inference"). prepare_for_inference (inference.py) attaches a
-NetworkReplay to a torchvision GoogLeNet (that exact class, whose forward is known: a chain of
-module calls and tensor functions) as its `_compiled_call_impl`: the slot nn.Module.__call__
-calls instead of its own call path when set (nn.Module.compile() sets it too: a model compiled
-before it is prepared keeps its compiled call, and compiling it afterwards replaces the replay;
-pickling and copy.deepcopy drop it, as they drop a compiled call).
+a forward still pays, per module, nn.Module.__call__, the forward's dispatch and the replay's own
+global checks (autograd, tracing, autocast, the settings policy, the plan lookup), each with
+cold caches inside the network. prepare_for_inference (inference.py) attaches a NetworkReplay
+to a torchvision GoogLeNet (that class itself, whose forward is a chain of module calls and
+tensor functions) as its `_compiled_call_impl`: the slot nn.Module.__call__ calls instead of
+its own call path when it is set (nn.Module.compile() sets it too: a model compiled before it
+is prepared keeps its compiled call, and compiling it afterwards replaces the replay; pickling
+and copy.deepcopy drop it, as they drop a compiled call). Measured on the project's 2-core
+Xeon: a batch-1 forward 0.95-0.99x the time (README "Whole-model inference").
 
 What a call does:
 - anything but one plain CPU tensor in eval mode with no autograd recording, autocast, tracing,
   compiling, torch function mode, hooks on the model or global module hooks runs the model's
   own call (`_call_impl`), unchanged;
-- otherwise the model's forward, traced once with torch.fx with every submodule a leaf (so the
-  graph holds only the forward's own code: module calls and tensor functions), runs node by
-  node, while a structure snapshot of the model and of the modules the graph calls (their
-  attributes, parameters, buffers, children and hooks) still matches the one taken with the
-  trace; a change retraces it;
-- a module the graph calls runs its forward() directly (what __call__ does when neither it nor
-  the process has hooks); a fused block or folded unit with a plan recorded for its input's
-  layout by an earlier call runs that plan after the same checks its own replay makes
-  (_ready_plan's, with the settings policy compared once per forward, then the weights), and
-  its forward() where any check fails. So every output is the one the model's own call would
-  compute: the same operators on the same arguments.
+- otherwise the model's forward, traced by torch.fx with every submodule a leaf (so the graph
+  holds only the forward's own code: module calls and tensor functions; traced again when the
+  model's attributes or children change), runs node by node (_Program), each activation freed
+  after its last use;
+- a module the graph calls runs its forward() directly (what __call__ does where neither it
+  nor the process has hooks; hooks on one make the model's own call run). For each input
+  layout, the first calls record (_Program._record): every module's forward() runs, and the
+  fused blocks', folded units' and NHWC max-pools' last calls become the layout's steps
+  (_LayoutPlan), which later calls make directly while a snapshot of the model and of every
+  module the graph calls (taken after the recording: attributes, children, hooks, caches)
+  still matches, the settings policies hold (read once per forward) and each block's and
+  unit's own checks pass (its plan for that layout, its structure snapshot, its weights: all
+  before the first operator where the graph calls only the package's and torch.nn's modules,
+  else each just before its call). Anything else runs that module's forward() and records
+  again. So every output is the one the model's own call computes: the same operators on the
+  same arguments.
 """
 
 from __future__ import annotations
@@ -198,11 +203,12 @@ class _Program:
         self.frees: list[tuple[int, ...]] = [() for _ in self.nodes]
         for slot, user in last_use.items():
             self.frees[user] += (slot,)
-        # The modules the graph calls (their hooks are checked on every call: the replay calls
-        # their forward()), and the snapshot of what the graph itself rests on: the model's
-        # attributes and children, and those of the modules on the way to a called one
-        # ("a.b": a). What a called module holds is its own forward's to check (the blocks'
-        # and units' steps check it as their own replays do), so their caches come and go.
+        # The modules the graph calls (the replay calls their forward(): their hooks are looked
+        # for before each recording, and a layout plan's snapshot covers them after it), and
+        # the snapshot of what the graph itself rests on: the model's attributes and children,
+        # and those of the modules on the way to a called one ("a.b": a). What a called module
+        # holds is its own forward's to check (the blocks' and units' steps check it as their
+        # own replays do), so their caches may come and go without a new trace.
         self.called = tuple(dict.fromkeys(self.modules.values()))
         # Only the package's and torch.nn's modules: none changes another module's weights or
         # structure, or torch's grad or autocast modes, in its forward, so the replayed calls'
@@ -226,7 +232,8 @@ class _Program:
             plan is not None
             and not plan.fell_back
             and (plan.complete or plan.recordings >= MAX_RECORDINGS)
-            and plan.snapshot.matches()  # (hooks too: none when it was taken)
+            and not plan.hooked
+            and plan.snapshot.matches()  # (hooks too)
             and plan.policies_hold()
             and plan.checks_hold()
         ):
@@ -346,7 +353,9 @@ class _LayoutPlan:
                 self.complete = False
             else:
                 self.steps[i] = step
-        self.snapshot = StructureSnapshot(model, list(dict.fromkeys(modules.values())))
+        called = list(dict.fromkeys(modules.values()))
+        self.snapshot = StructureSnapshot(model, called)
+        self.hooked = any(map(_has_hooks, called))  # (registered by a forward while recording)
 
     def policies_hold(self) -> bool:
         """The settings every recorded plan was made under hold still (each policy read once)."""
