@@ -252,7 +252,8 @@ class StructureSnapshot:
     def __init__(self, block: nn.Module, modules: list[nn.Module] | None = None) -> None:
         """A snapshot of `block` and all its submodules, or with `modules` of block and those
         modules only (not their submodules: the network replay's, network_replay.py, whose
-        fused blocks and units check their own)."""
+        fused blocks and units check their own); `hooked` then holds the class names of those
+        of `modules` that have hooks."""
         # Strong references: the ids compared stay those of live objects (no id reuse).
         self._block = block
         self._entries = [
@@ -268,7 +269,11 @@ class StructureSnapshot:
         ]
         # The dicts' version tags, for the C check's fast answer (None without them).
         self._tags = _SNAPSHOT_TAGS(self._entries) if _SNAPSHOT_TAGS is not None else None
-        self.hooked = hooked_modules(block)
+        self.hooked = (
+            hooked_modules(block)
+            if modules is None
+            else [type(entry[0]).__name__ for entry in self._entries if entry[5]]
+        )
 
     def matches(self) -> bool:
         """True if nothing structure_key or hooked_modules read has changed."""
