@@ -346,12 +346,20 @@ auto tile_avx2_for(bool prefetch, bool ahead, int count) {
 // step of a full tile: two loads of the panels, twelve broadcasts of A and 24 FMAs (the AVX2
 // tile: two loads, six broadcasts, twelve FMAs of half the width). bias: 16 * PANELS floats;
 // s: PANELS stores.
-template <int ROWS, int PANELS>
+template <int ROWS, int PANELS, bool AHEAD>
 __attribute__((target("avx512f"))) void tile_avx512(const float* const* rows, int taps, int64_t c,
                                                     const float* panel, int64_t ldb, int64_t stride,
                                                     const float* scale, const float* bias,
-                                                    bool relu, const PanelStore* s, int64_t i0) {
+                                                    bool relu, const PanelStore* s, int64_t i0,
+                                                    const Ahead* ahead) {
   static_assert(ROWS >= 1 && ROWS <= kRows && (PANELS == 1 || PANELS == 2));
+  const char *pf0 = nullptr, *pf1 = nullptr, *pf0_end = nullptr, *pf1_end = nullptr;
+  if constexpr (AHEAD) {
+    pf0 = ahead[0].p;
+    pf0_end = ahead[0].p + ahead[0].rows * ahead[0].stride;
+    pf1 = ahead[1].p;
+    pf1_end = ahead[1].p + ahead[1].rows * ahead[1].stride;
+  }
   __m512 c0_0 = _mm512_setzero_ps(), c0_1 = c0_0, c1_0 = c0_0, c1_1 = c0_0, c2_0 = c0_0,
          c2_1 = c0_0, c3_0 = c0_0, c3_1 = c0_0, c4_0 = c0_0, c4_1 = c0_0, c5_0 = c0_0, c5_1 = c0_0,
          c6_0 = c0_0, c6_1 = c0_0, c7_0 = c0_0, c7_1 = c0_0, c8_0 = c0_0, c8_1 = c0_0, c9_0 = c0_0,
@@ -371,6 +379,16 @@ __attribute__((target("avx512f"))) void tile_avx512(const float* const* rows, in
         if constexpr (PANELS > 1) {
           _mm_prefetch(reinterpret_cast<const char*>(b + stride + (k + kPrefetchRows) * ldb),
                        _MM_HINT_T0);
+        }
+      }
+      if constexpr (AHEAD) {
+        if (pf0 < pf0_end) {
+          _mm_prefetch(pf0, _MM_HINT_T1);
+          pf0 += ahead[0].stride;
+        }
+        if (pf1 < pf1_end) {
+          _mm_prefetch(pf1, _MM_HINT_T1);
+          pf1 += ahead[1].stride;
         }
       }
       const __m512 b0 = _mm512_loadu_ps(b + k * ldb);
@@ -416,21 +434,27 @@ __attribute__((target("avx512f"))) void tile_avx512(const float* const* rows, in
 }
 
 using TileAvx512 = void (*)(const float* const*, int, int64_t, const float*, int64_t, int64_t,
-                            const float*, const float*, bool, const PanelStore*, int64_t);
+                            const float*, const float*, bool, const PanelStore*, int64_t,
+                            const Ahead*);
 
-// tile_avx512<ROWS, PANELS> for ROWS = 1 .. kRows, indexed by ROWS - 1.
-template <int PANELS, int... R>
+// tile_avx512<ROWS, PANELS, AHEAD> for ROWS = 1 .. kRows, indexed by ROWS - 1.
+template <int PANELS, bool AHEAD, int... R>
 constexpr std::array<TileAvx512, sizeof...(R)> avx512_tiles(std::integer_sequence<int, R...>) {
-  return {&tile_avx512<R + 1, PANELS>...};
+  return {&tile_avx512<R + 1, PANELS, AHEAD>...};
 }
 
-// A tile of `count` rows (1..12).
+// A tile of `count` rows (1..12); `ahead` (two, or nullptr): the next task's lines to prefetch
+// into L2, one of each per step (see gemms).
 template <int PANELS>
 void tile_vector512(const float* const* rows, int taps, int64_t c, const float* panel, int64_t ldb,
                     int64_t stride, const float* scale, const float* bias, bool relu,
-                    const PanelStore* s, int64_t i0, int count) {
-  static constexpr auto kTiles = avx512_tiles<PANELS>(std::make_integer_sequence<int, kRows>{});
-  kTiles[count - 1](rows, taps, c, panel, ldb, stride, scale, bias, relu, s, i0);
+                    const PanelStore* s, int64_t i0, int count, const Ahead* ahead) {
+  static constexpr auto kTiles =
+      avx512_tiles<PANELS, false>(std::make_integer_sequence<int, kRows>{});
+  static constexpr auto kTilesAhead =
+      avx512_tiles<PANELS, true>(std::make_integer_sequence<int, kRows>{});
+  (ahead != nullptr ? kTilesAhead : kTiles)[count - 1](rows, taps, c, panel, ldb, stride, scale,
+                                                       bias, relu, s, i0, ahead);
 }
 #undef FI_TILE_ROW512
 #endif
@@ -784,7 +808,7 @@ void gemms(const std::vector<GemmJob>& jobs, bool relu, bool steps) {
       // 4a and 5a at batch 8 level. Each output is the same FMA chain either way.
       const int64_t rows_in_chunk = stop - start;
       const int64_t tiles = (rows_in_chunk + most_rows - 1) / most_rows;
-      // The AVX2 tiles prefetch the panels of this thread's next task into L2 where that task's
+      // The tiles prefetch the panels of this thread's next task into L2 where that task's
       // job has at most one chunk of rows per thread, so that each thread reads each of its
       // panels once per call, from memory (a batch-1 network's 7x7 and 14x14 blocks, whose
       // weights arrive cold from DRAM): panel q's rows [tile * per, (tile + 1) * per) by
@@ -792,10 +816,14 @@ void gemms(const std::vector<GemmJob>& jobs, bool relu, bool steps) {
       // (2026-12-05, interleaved in one process, the prepared network): batch 1 0.97-0.99x the
       // time (4b-4e and 5b 0.94-0.98x); at batch 8 level. Prefetching for every task took batch
       // 8 1.05x the time (conv1 1.1x), and all of a task's prefetches in its first tile batch 1
-      // 1.03x.
+      // 1.03x. The AVX-512 tiles do the same for both panels of the next task in each tile
+      // (since 2026-12-06; 2-core Emerald Rapids Xeon, interleaved in one process with an
+      // environment switch, each call after a 64 MB sweep, three runs at batch 1: 5a 0.94-0.97x
+      // and 5b 0.94-0.95x the time, the 14x14 and 28x28 blocks 0.96-1.04x, the network
+      // 0.97-1.00x; at batch 8 no job has so few chunks).
       Ahead next[2];
       int64_t per = 0;
-      if (vector && !wide && task + 1 < end && tiles > 0) {
+      if (vector && task + 1 < end && tiles > 0) {
         size_t jn = j;
         plan_of(task + 1, jn);
         const Plan& pn = plans[jn];
@@ -818,7 +846,8 @@ void gemms(const std::vector<GemmJob>& jobs, bool relu, bool steps) {
         if (wide) {
           const auto tile = panels == 2 ? &tile_vector512<2> : &tile_vector512<1>;
           tile(rows, plan.taps, plan.c_tap, panel, ldb, stride, scales, bias, relu, stores, i,
-               count);
+               count, per > 0 ? next : nullptr);
+          for (Ahead& a : next) a.p += a.rows * a.stride;  // the next tile's rows
           continue;
         }
         if (vector) {
