@@ -9,7 +9,8 @@
 // than the check: snapshot_matches and snapshot_tags (csrc/structure_check.cpp, the structure),
 // version_key (csrc/version_key.cpp, weight_check="version") and fingerprint
 // (csrc/fingerprint_int.cpp, weight_check="content": the operator's hash as an int), and the
-// eval fast paths' operator calls (op_handle, call_op: csrc/call_op.cpp). Only
+// eval fast paths' operator calls (op_handle, call_op: csrc/call_op.cpp) and global modes
+// (replay_modes: csrc/replay_modes.cpp). Only
 // <Python.h> and <torch/library.h> are included here: pybind11 and torch/extension.h would multiply
 // compile times and are not needed to register operators.
 
@@ -30,9 +31,11 @@ PyObject* snapshot_matches(PyObject* self, PyObject* const* args,
                            Py_ssize_t nargs);                  // csrc/structure_check.cpp
 PyObject* snapshot_tags(PyObject* self, PyObject* entries);    // csrc/structure_check.cpp
 PyObject* version_key(PyObject* self, PyObject* tensors);      // csrc/version_key.cpp
+PyObject* layout_key(PyObject* self, PyObject* tensors);       // csrc/version_key.cpp
 PyObject* fingerprint_int(PyObject* self, PyObject* tensors);  // csrc/fingerprint_int.cpp
 PyObject* op_handle(PyObject* self, PyObject* name);           // csrc/call_op.cpp
 PyObject* call_op(PyObject* self, PyObject* const* args, Py_ssize_t nargs);  // csrc/call_op.cpp
+PyObject* replay_modes(PyObject* self, PyObject* x);  // csrc/replay_modes.cpp
 }  // namespace fused_inception
 
 namespace {
@@ -48,6 +51,9 @@ PyMethodDef g_methods[] = {
     {"version_key", reinterpret_cast<PyCFunction>(fused_inception::version_key), METH_O,
      "version_key(tensors) -> tuple of ints or None: fused_inception.fingerprint.version_key in "
      "C (data pointer, scalar type, version or -1 per tensor); None where only Python can tell."},
+    {"layout_key", reinterpret_cast<PyCFunction>(fused_inception::layout_key), METH_O,
+     "layout_key(tensors) -> tuple or None: tuple((t.data_ptr(), t.stride()) for t in tensors) "
+     "in C; None where only Python can tell."},
     {"fingerprint", reinterpret_cast<PyCFunction>(fused_inception::fingerprint_int), METH_O,
      "fingerprint(tensors) -> int or None: the operator fused_inception::fingerprint's value as "
      "an int, for CPU tensors; None where the operator must tell."},
@@ -56,6 +62,9 @@ PyMethodDef g_methods[] = {
     {"call_op", reinterpret_cast<PyCFunction>(fused_inception::call_op), METH_FASTCALL,
      "call_op(handle, *args) -> Tensor: the operator called boxed through the dispatcher, "
      "without torch.ops' Python layer and schema matching (the eval fast paths' replays)."},
+    {"replay_modes", reinterpret_cast<PyCFunction>(fused_inception::replay_modes), METH_O,
+     "replay_modes(x) -> bool: x a CPU tensor, and no grad mode, tracing, torch function mode "
+     "or CPU autocast (fused_inception.module.replay_allowed, but torch.compile's flag)."},
     {nullptr, nullptr, 0, nullptr},
 };
 }  // namespace

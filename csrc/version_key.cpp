@@ -12,6 +12,9 @@
 //
 // It returns None for anything it cannot read the way Python does (an object that is not a
 // tensor, a tensor without storage); the caller then runs the Python function.
+//
+// layout_key, below, gives the addresses and strides of the weights that CPU blocks read in
+// place, the same way.
 
 #include <Python.h>
 #include <torch/csrc/autograd/python_variable.h>
@@ -20,44 +23,84 @@
 
 namespace fused_inception {
 
-// version_key(tensors: list | tuple) -> tuple[int, ...] | None (see the header comment).
-PyObject* version_key(PyObject* /*self*/, PyObject* tensors) {
-  PyObject* seq = PySequence_Fast(tensors, "version_key expects a list or tuple of tensors");
+namespace {
+
+// Python's Tensor.data_ptr(): the storage's data plus the offset.
+const void* data_ptr(const at::Tensor& t) {
+  return static_cast<const char*>(t.storage().data()) +
+         t.storage_offset() * static_cast<int64_t>(t.element_size());
+}
+
+// key(tensors) for `tensors` (a list or tuple) of tensors with storage (nested ones only where
+// `nested`: their strides() throws): the new tuple of `fields` new references per tensor that
+// `make(t, out)` writes (false: an error is set), or None for any other item, or null with an
+// error (not a list or tuple).
+template <typename Make>
+PyObject* tensor_key(PyObject* tensors, const char* what, int fields, bool nested, Make make) {
+  PyObject* seq = PySequence_Fast(tensors, what);
   if (seq == nullptr) return nullptr;
   const Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
   PyObject** items = PySequence_Fast_ITEMS(seq);
   for (Py_ssize_t i = 0; i < n; ++i) {
-    if (!THPVariable_Check(items[i]) || !THPVariable_Unpack(items[i]).has_storage()) {
+    if (!THPVariable_Check(items[i]) || !THPVariable_Unpack(items[i]).has_storage() ||
+        (!nested && THPVariable_Unpack(items[i]).is_nested())) {
       Py_DECREF(seq);
       Py_RETURN_NONE;
     }
   }
-  PyObject* key = PyTuple_New(3 * n);
-  if (key == nullptr) {
-    Py_DECREF(seq);
-    return nullptr;
-  }
-  for (Py_ssize_t i = 0; i < n; ++i) {
-    const at::Tensor& t = THPVariable_Unpack(items[i]);
-    // data_ptr() as Python's Tensor.data_ptr(): the storage's data plus the offset.
-    const auto* data = static_cast<const char*>(t.storage().data()) +
-                       t.storage_offset() * static_cast<int64_t>(t.element_size());
-    const int64_t version = t.is_inference() ? -1 : static_cast<int64_t>(t._version());
-    PyObject* fields[3] = {PyLong_FromVoidPtr(const_cast<char*>(data)),
-                           PyLong_FromLong(static_cast<long>(t.scalar_type())),
-                           PyLong_FromLongLong(version)};
-    for (int k = 0; k < 3; ++k) {
-      if (fields[k] == nullptr) {
-        for (int j = 0; j < 3; ++j) Py_XDECREF(fields[j]);
-        Py_DECREF(key);
-        Py_DECREF(seq);
-        return nullptr;
+  PyObject* key = PyTuple_New(fields * n);
+  for (Py_ssize_t i = 0; key != nullptr && i < n; ++i) {
+    PyObject* out[3] = {nullptr, nullptr, nullptr};
+    const bool ok = make(THPVariable_Unpack(items[i]), out);
+    for (int k = 0; k < fields; ++k) {
+      if (ok) {
+        PyTuple_SET_ITEM(key, fields * i + k, out[k]);
+      } else {
+        Py_XDECREF(out[k]);
       }
     }
-    for (int k = 0; k < 3; ++k) PyTuple_SET_ITEM(key, 3 * i + k, fields[k]);
+    if (!ok) Py_CLEAR(key);
   }
   Py_DECREF(seq);
   return key;
+}
+
+}  // namespace
+
+// version_key(tensors: list | tuple) -> tuple[int, ...] | None (see the header comment).
+PyObject* version_key(PyObject* /*self*/, PyObject* tensors) {
+  return tensor_key(tensors, "version_key expects a list or tuple of tensors", 3, true,
+                    [](const at::Tensor& t, PyObject** out) {
+                      const int64_t version =
+                          t.is_inference() ? -1 : static_cast<int64_t>(t._version());
+                      out[0] = PyLong_FromVoidPtr(const_cast<void*>(data_ptr(t)));
+                      out[1] = PyLong_FromLong(static_cast<long>(t.scalar_type()));
+                      out[2] = PyLong_FromLongLong(version);
+                      return out[0] != nullptr && out[1] != nullptr && out[2] != nullptr;
+                    });
+}
+
+// layout_key(tensors: list | tuple) -> tuple | None: ((t.data_ptr(), t.stride()), ...) as
+// Python builds it, in one call: the live weights' check on every eval forward of a block
+// (FusedInception._weights_hold and _live_weights; a block's weights read in place).
+// None for anything it cannot read the way Python does (the caller then asks Python).
+PyObject* layout_key(PyObject* /*self*/, PyObject* tensors) {
+  return tensor_key(tensors, "layout_key expects a list or tuple of tensors", 1, false,
+                    [](const at::Tensor& t, PyObject** out) {
+                      const auto strides = t.strides();
+                      PyObject* stride = PyTuple_New(static_cast<Py_ssize_t>(strides.size()));
+                      PyObject* ptr = PyLong_FromVoidPtr(const_cast<void*>(data_ptr(t)));
+                      bool ok = stride != nullptr && ptr != nullptr;
+                      for (size_t d = 0; ok && d < strides.size(); ++d) {
+                        PyObject* value = PyLong_FromLongLong(strides[d]);
+                        ok = value != nullptr;
+                        if (ok) PyTuple_SET_ITEM(stride, static_cast<Py_ssize_t>(d), value);
+                      }
+                      out[0] = ok ? PyTuple_Pack(2, ptr, stride) : nullptr;
+                      Py_XDECREF(ptr);
+                      Py_XDECREF(stride);
+                      return out[0] != nullptr;
+                    });
 }
 
 }  // namespace fused_inception
