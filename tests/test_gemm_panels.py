@@ -442,6 +442,31 @@ def test_jobs_in_one_loop_give_the_bits_of_separate_loops(monkeypatch, args, lay
     assert_close_rel(outs[0], reference_f64(src, x), torch.float32)
 
 
+@pytest.mark.parametrize(
+    "args,hw",
+    [(GOOGLENET_BLOCKS["5b"].args(), 7), ((40, 21, 12, 19, 5, 11, 7), 5)],
+    ids=["5b", "odd"],
+)
+def test_nchw_output_has_the_bits_of_channels_last(monkeypatch, args, hw):
+    """On AVX-512 CPUs the own kernel scatters the branches it computes into an NCHW output's
+    planes itself (gemm_panels.h, gemms_nchw_stores; elsewhere they are staged and transposed).
+    Either way each output is the channels_last call's FMA chain: the same bits, into a poisoned
+    output, at batch 1 and 3 (tiles whose rows cross into the next image), for GoogLeNet's 5b and
+    a block whose odd widths leave panels straddling b1 and r2 or ending past n (stored one
+    float at a time), and against float64."""
+    monkeypatch.setattr(cpu_onednn, "OWN_GEMM", True)
+    src = randomize_block(Inception(*args), seed=7).eval()
+    fused = FusedInception.from_module(copy.deepcopy(src), backend="cpu").eval()
+    for batch in (1, 3):
+        x = torch.randn(batch, args[0], hw, hw, generator=torch.Generator().manual_seed(batch))
+        with torch.no_grad(), poison_outputs():
+            nchw = fused(x.contiguous())
+            channels_last = fused(x.contiguous(memory_format=torch.channels_last))
+        assert nchw.is_contiguous() and not channels_last.is_contiguous()
+        assert torch.equal(nchw, channels_last)
+        assert_close_rel(nchw, reference_f64(src, x), torch.float32)
+
+
 def test_block_operator_refuses_bad_panels():
     if cpu._BLOCK_OP is None:
         pytest.skip("no inception_block_onednn operator in this build")

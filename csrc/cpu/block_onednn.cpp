@@ -32,7 +32,8 @@
 // allocated in x's memory format (fused_inception.backends.output.output_memory_format) and
 // each branch copied into its slice in that format: for NCHW x that copy transposes, and no
 // conversion of the whole output follows (8-13% less time per batch-8 call than converting
-// after, 2 threads).
+// after, 2 threads); where the own kernel's AVX-512 tiles write a branch, they scatter it into
+// an NCHW output's slice themselves (gemms_nchw_stores).
 
 #include <ATen/core/Tensor.h>
 #include <ATen/core/dispatch/Dispatcher.h>
@@ -345,6 +346,15 @@ ColumnRange columns_into(const at::Tensor& t, int64_t begin) {
   return ColumnRange{begin, begin + t.size(1), t.mutable_data_ptr<float>(), t.stride(3)};
 }
 
+// Columns [begin, begin + t.size(1)) of a GEMM into t [N, C, H, W], a channel slice of a
+// contiguous (NCHW) tensor: plane by plane (ColumnRange::hw).
+ColumnRange planes_into(const at::Tensor& t, int64_t begin) {
+  const int64_t hw = t.size(2) * t.size(3);
+  TORCH_CHECK(t.stride(1) == hw && t.stride(2) == t.size(3) && t.stride(3) == 1,
+              "planes_into: expected a channel slice of an NCHW tensor");
+  return ColumnRange{begin, begin + t.size(1), t.mutable_data_ptr<float>(), t.stride(0), hw};
+}
+
 // relu(scale * convKxK(src, W, pad K / 2) + bias) over src's pixels (channels_last, `src_row`
 // floats apart) by gemm_panels.h's kernel, W as panels or a plain weight (read in place), its
 // columns into `ranges`; no scale: relu(conv + bias). A job for gemms (run with others where
@@ -442,6 +452,14 @@ at::Tensor inception_block_onednn_cpu(
   // its channel slice in that format (for NCHW the copy transposes), so no whole-output
   // conversion follows.
   const bool channels_last = x.is_contiguous(at::MemoryFormat::ChannelsLast) && !x.is_contiguous();
+  // An NCHW output's slices that the own kernel writes (b1, b4, direct KxKs) are written by its
+  // AVX-512 tiles directly, each row's 16 channels scattered to their planes
+  // (gemms_nchw_stores), rather than staged in NHWC and transposed after. Measured on a 2-core
+  // Emerald Rapids Xeon (2026-12-06, the benchmark's prepared blocks on NCHW input, switched per
+  // call and interleaved in one process, two runs): 5a and 5b at batch 1 0.97-0.98x the time,
+  // 5b and 3b at batch 8 0.97x and 0.95x, the others 0.98-1.01x; stores through a stack buffer
+  // plane by plane instead of the scatter took 1.04-1.13x.
+  const bool planes = !channels_last && gemms_nchw_stores();
   at::Tensor out = at::empty(
       {n, c_total, h, w}, x.options().memory_format(channels_last ? at::MemoryFormat::ChannelsLast
                                                                   : at::MemoryFormat::Contiguous));
@@ -474,9 +492,11 @@ at::Tensor inception_block_onednn_cpu(
                           gemms_one_loop({conv_job(pooled, c_in, 1, w_pool, bias_pool, sc_pool, {}),
                                           conv_job(x_nhwc, c_in, 1, w_x, bias_x, sc_x, {})});
     at::Tensor b4;        // b4 in NHWC staging for an NCHW output
-    if (own_gemm_pool) {  // b4 with its ReLU straight into a channels_last output's slice
-      const at::Tensor dst = channels_last ? slice4 : (b4 = scratch.nhwc(n, c4, h, w));
-      ones.push_back(conv_job(pooled, c_in, 1, w_pool, bias_pool, sc_pool, {columns_into(dst, 0)}));
+    if (own_gemm_pool) {  // b4 with its ReLU straight into the output's slice
+      ones.push_back(conv_job(
+          pooled, c_in, 1, w_pool, bias_pool, sc_pool,
+          {planes ? planes_into(slice4, 0)
+                  : columns_into(channels_last ? slice4 : (b4 = scratch.nhwc(n, c4, h, w)), 0)}));
     } else {
       store_relu(slice4,
                  onednn_conv_small_or_into(scratch.nhwc(n, c4, h, w), pooled, w_pool, bias_pool));
@@ -498,13 +518,16 @@ at::Tensor inception_block_onednn_cpu(
     };
     Reduced reduced[2];
     if (own_gemm_x) {
-      const at::Tensor b1 = channels_last ? out.narrow(1, 0, c1) : scratch.nhwc(n, c1, h, w);
+      const at::Tensor b1 =
+          channels_last || planes ? out.narrow(1, 0, c1) : scratch.nhwc(n, c1, h, w);
       const at::Tensor r2 = scratch.nhwc(n, c2r, h, w), r3 = scratch.nhwc(n, c3r, h, w);
-      ones.push_back(
-          conv_job(x_nhwc, c_in, 1, w_x, bias_x, sc_x,
-                   {columns_into(b1, 0), columns_into(r2, c1), columns_into(r3, c1 + c2r)}));
+      ones.push_back(conv_job(x_nhwc, c_in, 1, w_x, bias_x, sc_x,
+                              {planes ? planes_into(b1, 0) : columns_into(b1, 0),
+                               columns_into(r2, c1), columns_into(r3, c1 + c2r)}));
       finish_b4();  // (b4's job too where together)
-      if (!channels_last && c1 > 0) store_nchw(out.narrow(1, 0, c1), b1, /*relu=*/false);
+      if (!channels_last && !planes && c1 > 0) {
+        store_nchw(out.narrow(1, 0, c1), b1, /*relu=*/false);
+      }
       reduced[0] = {r2, 0, false};
       reduced[1] = {r3, 0, false};
     } else {
@@ -566,10 +589,10 @@ at::Tensor inception_block_onednn_cpu(
           relu_into(r, br.r.source.narrow(1, br.r.col, br.c_red));
         }
         if (br.own_kernel > 0) {  // bias and ReLU stored by the kernel, as for b1 and b4
-          const at::Tensor dst = channels_last ? slice : scratch.nhwc(n, br.c, h, w);
+          const at::Tensor dst = channels_last || planes ? slice : scratch.nhwc(n, br.c, h, w);
           kxk.push_back(conv_job(r, br.c_red, br.own_kernel, br.weight, br.bias, br.scale,
-                                 {columns_into(dst, 0)}));
-          if (!channels_last) staged.emplace_back(slice, dst);
+                                 {planes ? planes_into(dst, 0) : columns_into(dst, 0)}));
+          if (!channels_last && !planes) staged.emplace_back(slice, dst);
           if (!kxk_together) run_kxk();
         } else {
           const at::Tensor z =

@@ -88,15 +88,21 @@ struct PanelStore {
   const std::vector<ColumnRange>* ranges;
   int64_t col0;
   int64_t n;
-  // The single range holding all 16 columns, or nullptr (the panel straddles ranges or n).
+  // The single NHWC range holding all 16 columns, or nullptr (the panel straddles ranges or n,
+  // or its range is NCHW).
   const ColumnRange* whole;
   bool stream = false;  // GemmJob::stream
+  // The single NCHW range holding the panel's columns below n, or nullptr.
+  const ColumnRange* planes = nullptr;
 };
 
 PanelStore panel_store(const std::vector<ColumnRange>& ranges, int64_t col0, int64_t n) {
   PanelStore s{&ranges, col0, n, nullptr};
   for (const ColumnRange& r : ranges) {
-    if (r.begin <= col0 && col0 + kPanel <= r.end) s.whole = &r;
+    if (r.hw == 0 && r.begin <= col0 && col0 + kPanel <= r.end) s.whole = &r;
+    if (r.hw > 0 && r.begin <= col0 && std::min<int64_t>(col0 + kPanel, n) <= r.end) {
+      s.planes = &r;
+    }
   }
   return s;
 }
@@ -107,7 +113,11 @@ void store_scattered(const PanelStore& s, int64_t i, const float* values) {
     const int64_t col = s.col0 + j;
     for (const ColumnRange& r : *s.ranges) {
       if (r.begin <= col && col < r.end) {
-        r.dst[i * r.ldc + (col - r.begin)] = values[j];
+        if (r.hw > 0) {
+          r.dst[(i / r.hw) * r.ldc + (col - r.begin) * r.hw + i % r.hw] = values[j];
+        } else {
+          r.dst[i * r.ldc + (col - r.begin)] = values[j];
+        }
         break;
       }
     }
@@ -421,7 +431,17 @@ __attribute__((target("avx512f"))) void tile_avx512(const float* const* rows, in
       // max(0, y), NaN kept as in tile_avx2 (the masked form: GCC 12's _mm512_max_ps warns
       // about its undefined pass-through operand)
       if (relu) y = _mm512_maskz_max_ps(static_cast<__mmask16>(0xFFFF), zero, y);
-      if (s[q].whole != nullptr) {
+      if (s[q].planes != nullptr) {  // row i0 + r's channels to their planes (NCHW)
+        const ColumnRange& pr = *s[q].planes;
+        const int64_t i = i0 + r;
+        const int cols = static_cast<int>(std::min<int64_t>(kPanel, s[q].n - s[q].col0));
+        const __m512i planes = _mm512_mullo_epi32(
+            _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
+            _mm512_set1_epi32(static_cast<int>(pr.hw)));
+        _mm512_mask_i32scatter_ps(
+            pr.dst + (i / pr.hw) * pr.ldc + (s[q].col0 - pr.begin) * pr.hw + i % pr.hw,
+            static_cast<__mmask16>((1u << cols) - 1), planes, y, 4);
+      } else if (s[q].whole != nullptr) {
         _mm512_storeu_ps(
             s[q].whole->dst + (i0 + r) * s[q].whole->ldc + (s[q].col0 - s[q].whole->begin), y);
       } else {
@@ -753,6 +773,8 @@ bool one_loop(const std::vector<Plan>& plans) {
 }
 
 }  // namespace
+
+bool gemms_nchw_stores() { return wide_tiles(); }
 
 bool gemms_one_loop(const std::vector<GemmJob>& jobs) {
   int64_t total = 0, widest = 1;

@@ -25,11 +25,15 @@ namespace fused_inception {
 // tiles' vectors of C hold kPanel channels.
 constexpr int kPanel = 16;
 
-// Columns [begin, end) of C go to dst: C[i, j] is stored at dst[i * ldc + (j - begin)].
+// Columns [begin, end) of C go to dst: C[i, j] is stored at dst[i * ldc + (j - begin)]; or,
+// with hw > 0 (an NCHW destination: C's rows are the pixels of images of hw pixels, ldc floats
+// apart, channel j - begin's plane at (j - begin) * hw), at
+// dst[(i / hw) * ldc + (j - begin) * hw + i % hw].
 struct ColumnRange {
   int64_t begin, end;
   float* dst;
   int64_t ldc;
+  int64_t hw = 0;
 };
 
 // x as the GEMM's A: pixel (b, y, x) of an [n, h, w] image with c channels at
@@ -108,6 +112,12 @@ bool first_layer_avx512(const GemmJob& job);
 // jobs are steps of their own (a block's 1x1s, or its direct KxKs), run one after the other
 // unless they are small enough to pay for one loop of parts of equal work (see there).
 void gemms(const std::vector<GemmJob>& jobs, bool relu, bool steps = false);
+
+// Whether the block operator's GEMMs write an NCHW output's channel slices directly (ranges
+// with hw > 0): where the AVX-512 tiles run, which scatter each row's 16 channels to their
+// planes. The other kernels take such ranges too, one float at a time; the operator stages
+// their results in NHWC and transposes them after.
+bool gemms_nchw_stores();
 
 // Whether gemms(jobs, relu, /*steps=*/true) runs them as one loop (else one after the other):
 // a caller keeps all their operands alive together only then (their `ranges` are not read).
