@@ -83,6 +83,9 @@ constexpr int64_t kPrefetchRows = 16;
 // prefetch 5a and 5b took 1.14x).
 constexpr int64_t kPrefetchRowsAvx2 = 48;
 
+// The largest NCHW plane (h * w floats) the AVX-512 tile scatters into (32-bit offsets).
+constexpr int64_t kMaxScatterPlane = int64_t{1} << 26;
+
 // The 16 columns of the panel starting at column col0: where they go.
 struct PanelStore {
   const std::vector<ColumnRange>* ranges;
@@ -92,7 +95,8 @@ struct PanelStore {
   // or its range is NCHW).
   const ColumnRange* whole;
   bool stream = false;  // GemmJob::stream
-  // The single NCHW range holding the panel's columns below n, or nullptr.
+  // The single NCHW range holding the panel's columns below n, or nullptr (also where its
+  // planes are too large for the AVX-512 tile's 32-bit scatter offsets, 15 * hw).
   const ColumnRange* planes = nullptr;
 };
 
@@ -100,7 +104,8 @@ PanelStore panel_store(const std::vector<ColumnRange>& ranges, int64_t col0, int
   PanelStore s{&ranges, col0, n, nullptr};
   for (const ColumnRange& r : ranges) {
     if (r.hw == 0 && r.begin <= col0 && col0 + kPanel <= r.end) s.whole = &r;
-    if (r.hw > 0 && r.begin <= col0 && std::min<int64_t>(col0 + kPanel, n) <= r.end) {
+    if (r.hw > 0 && r.hw <= kMaxScatterPlane && r.begin <= col0 &&
+        std::min<int64_t>(col0 + kPanel, n) <= r.end) {
       s.planes = &r;
     }
   }
