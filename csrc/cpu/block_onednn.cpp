@@ -458,9 +458,8 @@ at::Tensor inception_block_onednn_cpu(
   // Emerald Rapids Xeon (2026-12-06, the benchmark's prepared blocks on NCHW input, switched per
   // call and interleaved in one process, two runs): 5a and 5b at batch 1 0.97-0.98x the time,
   // 5b and 3b at batch 8 0.97x and 0.95x, the others 0.98-1.01x; stores through a stack buffer
-  // plane by plane instead of the scatter took 1.04-1.13x. (The scatter's offsets, 15 planes
-  // of h * w floats, are 32-bit: larger images are staged.)
-  const bool planes = !channels_last && gemms_nchw_stores() && h * w <= (int64_t{1} << 26);
+  // plane by plane instead of the scatter took 1.04-1.13x.
+  const bool planes = !channels_last && gemms_nchw_stores(h * w);
   at::Tensor out = at::empty(
       {n, c_total, h, w}, x.options().memory_format(channels_last ? at::MemoryFormat::ChannelsLast
                                                                   : at::MemoryFormat::Contiguous));

@@ -83,7 +83,8 @@ constexpr int64_t kPrefetchRows = 16;
 // prefetch 5a and 5b took 1.14x).
 constexpr int64_t kPrefetchRowsAvx2 = 48;
 
-// The largest NCHW plane (h * w floats) the AVX-512 tile scatters into (32-bit offsets).
+// The largest NCHW plane (h * w floats) the AVX-512 tile scatters into (32-bit offsets, up to
+// 15 planes): larger ones are stored one float at a time, and gemms_nchw_stores says no.
 constexpr int64_t kMaxScatterPlane = int64_t{1} << 26;
 
 // The 16 columns of the panel starting at column col0: where they go.
@@ -779,7 +780,7 @@ bool one_loop(const std::vector<Plan>& plans) {
 
 }  // namespace
 
-bool gemms_nchw_stores() { return wide_tiles(); }
+bool gemms_nchw_stores(int64_t hw) { return wide_tiles() && hw <= kMaxScatterPlane; }
 
 bool gemms_one_loop(const std::vector<GemmJob>& jobs) {
   int64_t total = 0, widest = 1;

@@ -113,11 +113,12 @@ bool first_layer_avx512(const GemmJob& job);
 // unless they are small enough to pay for one loop of parts of equal work (see there).
 void gemms(const std::vector<GemmJob>& jobs, bool relu, bool steps = false);
 
-// Whether the block operator's GEMMs write an NCHW output's channel slices directly (ranges
-// with hw > 0): where the AVX-512 tiles run, which scatter each row's 16 channels to their
-// planes. The other kernels take such ranges too, one float at a time; the operator stages
-// their results in NHWC and transposes them after.
-bool gemms_nchw_stores();
+// Whether the block operator's GEMMs write an NCHW output of hw pixels per image into its
+// channel slices directly (ranges with hw > 0): where the AVX-512 tiles run, which scatter each
+// row's 16 channels to their planes, and the planes fit the scatter's 32-bit offsets. The other
+// kernels take such ranges too, one float at a time; the operator stages their results in NHWC
+// and transposes them after.
+bool gemms_nchw_stores(int64_t hw);
 
 // Whether gemms(jobs, relu, /*steps=*/true) runs them as one loop (else one after the other):
 // a caller keeps all their operands alive together only then (their `ranges` are not read).
