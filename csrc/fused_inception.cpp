@@ -10,9 +10,10 @@
 // version_key (csrc/version_key.cpp, weight_check="version") and fingerprint
 // (csrc/fingerprint_int.cpp, weight_check="content": the operator's hash as an int), and the
 // eval fast paths' operator calls (op_handle, call_op: csrc/call_op.cpp) and global modes
-// (replay_modes: csrc/replay_modes.cpp). Only
-// <Python.h> and <torch/library.h> are included here: pybind11 and torch/extension.h would multiply
-// compile times and are not needed to register operators.
+// (replay_modes: csrc/replay_modes.cpp), and a block's whole eval fast path in one call
+// (replay_checked: csrc/replay_checked.cpp). Only <Python.h> and <torch/library.h> are included
+// here: pybind11 and torch/extension.h would multiply compile times and are not needed to register
+// operators.
 
 #include <Python.h>
 #include <torch/library.h>
@@ -36,6 +37,8 @@ PyObject* fingerprint_int(PyObject* self, PyObject* tensors);  // csrc/fingerpri
 PyObject* op_handle(PyObject* self, PyObject* name);           // csrc/call_op.cpp
 PyObject* call_op(PyObject* self, PyObject* const* args, Py_ssize_t nargs);  // csrc/call_op.cpp
 PyObject* replay_modes(PyObject* self, PyObject* x);  // csrc/replay_modes.cpp
+PyObject* replay_checked(PyObject* self, PyObject* const* args,
+                         Py_ssize_t nargs);  // csrc/replay_checked.cpp
 }  // namespace fused_inception
 
 namespace {
@@ -65,6 +68,11 @@ PyMethodDef g_methods[] = {
     {"replay_modes", reinterpret_cast<PyCFunction>(fused_inception::replay_modes), METH_O,
      "replay_modes(x) -> bool: x a CPU tensor, and no grad mode, tracing, torch function mode "
      "or CPU autocast (fused_inception.module.replay_allowed, but torch.compile's flag)."},
+    {"replay_checked", reinterpret_cast<PyCFunction>(fused_inception::replay_checked),
+     METH_FASTCALL,
+     "replay_checked(x, ctx) -> Tensor or None: a block's eval fast path in one call (the "
+     "checks of one verified replay's context, module._fast_context, then the operator); None "
+     "where a check does not hold or only Python can tell."},
     {nullptr, nullptr, 0, nullptr},
 };
 }  // namespace

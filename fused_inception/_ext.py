@@ -81,10 +81,19 @@ def direct_op(name: str) -> Callable | None:
     when the call was planned. Arguments by position only, of the types the schema takes
     (tensors, None, bools, ints, floats, lists of ints). None when the extension, the C
     function or the operator is missing."""
-    call, handle_of = c_function("call_op"), c_function("op_handle")
-    if call is None or handle_of is None or not has_op(name):
+    call, handle = c_function("call_op"), direct_handle(name)
+    if call is None or handle is None:
         return None
-    return functools.partial(call, handle_of(name))
+    return functools.partial(call, handle)
+
+
+def direct_handle(name: str) -> int | None:
+    """The handle with which `_C.call_op` calls fused_inception::<name> (direct_op's first
+    argument; _C.replay_checked takes it), or None where that call is not available."""
+    handle_of = c_function("op_handle")
+    if handle_of is None or not has_op(name):
+        return None
+    return handle_of(name)
 
 
 def direct_calls_allowed() -> bool:

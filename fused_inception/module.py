@@ -88,6 +88,8 @@ class _EagerState:
     has_bn:   has_batch_norm then (which units have a BatchNorm is part of skey)
     plans:    (x's shape, strides, dtype) -> _Plan: the eval fast path for CPU inputs
               (_planned), emptied with `packed`
+    fast:     the context of the last replay the Python checks verified, for _C.replay_checked
+              (_fast_context; None: none, or dropped with the plans)
     """
 
     __slots__ = (
@@ -103,6 +105,7 @@ class _EagerState:
         "bn_training",
         "has_bn",
         "plans",
+        "fast",
     )
 
     def __init__(
@@ -122,6 +125,7 @@ class _EagerState:
         self.overflow: dict[torch.dtype, str | None] = {}
         self.snapshot: StructureSnapshot | None = None
         self.plans: dict[tuple, _Plan] = {}
+        self.fast: tuple | None = None
 
 
 # Input layouts a block keeps eval plans for (a batch size or image size more starts over).
@@ -230,6 +234,76 @@ def _layout_key(tensors: list[Tensor]) -> tuple:
 
 
 _LAYOUT_KEY = _ext.c_function("layout_key")
+
+# The C functions of one replay's checks and call (None: a build without them, which keeps
+# the Python path).
+_REPLAY_CHECKED = _ext.c_function("replay_checked")
+_C_CHECKS = {
+    fingerprint: _ext.c_function("fingerprint"),
+    version_key: _ext.c_function("version_key"),
+}
+_SNAPSHOT_C = _ext.c_function("snapshot_matches")
+_CALL_OP = _ext.c_function("call_op")
+
+
+def _fast_context(state: _EagerState, plan: _Plan, x: Tensor) -> tuple | None:
+    """The context with which _C.replay_checked (csrc/replay_checked.cpp) makes a replay that
+    the Python checks (_ready_plan, _weights_hold) just verified, with the same checks in one C
+    call: x's layout, the global modes, the plan's policy, the structure snapshot, the live
+    weights' layout key, the weight check's value, the backend's own checks and the operator
+    call, each against what it was now. It holds while those hold: the plan's arguments were
+    made for exactly these weights, settings and structure. None where a piece has no C form
+    (a build without the functions, a snapshot without entries, a backend without a direct
+    handle); the Python path then stays."""
+    handle = getattr(plan.call, "direct_handle", None)
+    check = _C_CHECKS.get(plan.check)
+    snapshot = state.snapshot
+    if (
+        _REPLAY_CHECKED is None
+        or _SNAPSHOT_C is None
+        or _CALL_OP is None
+        or _REPLAY_MODES is None
+        or handle is None
+        or check is None
+        or snapshot is None
+    ):
+        return None
+    own = []
+    for entry, seen in plan.checks:
+        own_check = _C_CHECKS.get(entry[2])
+        if own_check is None or not isinstance(entry, list):
+            return None
+        own.append((own_check, entry, seen))
+    live = state.live
+    if live is not None:
+        if _LAYOUT_KEY is None:
+            return None
+        layout = (_LAYOUT_KEY, live[0], live[1][3])
+    else:
+        layout = (None, None, None)
+    if live is not None and live[2]:
+        # state.weights is (live[1], the check of the others), and live[1] held just now
+        hashed, expected = state.hashed[1], state.weights[1]
+    else:
+        hashed, expected = state.tensors, state.weights
+    return (
+        tuple(x.shape),
+        x.stride(),
+        x.dtype,
+        _REPLAY_MODES,
+        plan.policy_of,
+        plan.policy,
+        _SNAPSHOT_C,
+        *snapshot.c_args(),
+        *layout,
+        check,
+        hashed,
+        expected,
+        tuple(own),
+        _CALL_OP,
+        handle,
+        tuple(plan.args),
+    )
 
 
 class FusedInception(Inception):
@@ -431,6 +505,13 @@ class FusedInception(Inception):
         if not torch.compiler.is_compiling() and type(x) is Tensor:
             state = self.__dict__.get("_state")
             if state is not None and state.plans:
+                fast = state.fast
+                if fast is not None:
+                    # The last verified replay's checks and call in one C call (None: a check
+                    # does not hold, and _planned decides).
+                    out = _REPLAY_CHECKED(x, fast)
+                    if out is not None:
+                        return out
                 out = self._planned(state, x)
                 if out is not None:
                     return out
@@ -505,6 +586,7 @@ class FusedInception(Inception):
         plan = _ready_plan(state, x)
         if plan is None or not self._weights_hold(state, plan):
             return None
+        state.fast = _fast_context(state, plan, x)
         return self._replay_call(plan, x)
 
     @staticmethod
@@ -620,6 +702,7 @@ class FusedInception(Inception):
                 state.packed.clear()
                 state.overflow.clear()
                 state.plans.clear()
+                state.fast = None
         return state
 
     def _composed_reason(

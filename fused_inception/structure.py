@@ -283,6 +283,11 @@ class StructureSnapshot:
                 return same
         return self._matches_python()
 
+    def c_args(self) -> tuple:
+        """(block, entries, tags): the arguments with which _C.snapshot_matches makes matches()'s
+        check (for _C.replay_checked, module._fast_context)."""
+        return self._block, self._entries, self._tags
+
     def _matches_python(self) -> bool:
         """matches() as a Python loop (the C function's specification)."""
         block = self._block

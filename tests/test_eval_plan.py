@@ -16,6 +16,7 @@ import torch
 from helpers import FunctionRecorder, assert_close_rel, randomize_block, reference_f64
 
 from fused_inception import FusedInception, Inception, prepare_for_inference
+from fused_inception import module as fused_module
 from fused_inception.backends import cpu, cpu_onednn, cpu_winograd
 from fused_inception.backends.output import poison_outputs
 from fused_inception.configs import GOOGLENET_BLOCKS
@@ -278,6 +279,17 @@ def test_replays_call_the_operator_directly_and_a_torch_function_mode_sees_it(se
     real = cpu._BLOCK_DIRECT
     assert real is not None  # this build has _C.call_op
     monkeypatch.setattr(cpu, "_BLOCK_DIRECT", lambda *a: (direct.append(1), real(*a))[1])
+    # the same call from C (module._fast_context), counted where it replays
+    real_c = fused_module._REPLAY_CHECKED
+    assert real_c is not None
+
+    def replay_checked(x, ctx):
+        out = real_c(x, ctx)
+        if out is not None:
+            direct.append(1)
+        return out
+
+    monkeypatch.setattr(fused_module, "_REPLAY_CHECKED", replay_checked)
     assert torch.equal(_run(block, x), first)
     assert full == [] and direct == [1]  # the replay: the operator without torch.ops' layer
     with FunctionRecorder() as mode:  # which would bypass the mode: the full forward runs

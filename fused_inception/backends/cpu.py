@@ -342,6 +342,9 @@ _BLOCK_OP = (
     _ext.op("inception_block_onednn").default if _ext.has_op("inception_block_onednn") else None
 )
 _BLOCK_DIRECT = _ext.direct_op("inception_block_onednn")
+# replay_plan's call for _C.replay_checked (module._fast_context): call_op's handle of the
+# operator, None where replay_plan does not call it directly.
+direct_handle = _BLOCK_DIRECT.args[0] if _BLOCK_DIRECT is not None else None
 
 
 def forward_saving(x: Tensor, packed: CpuPacked) -> tuple[Tensor, Tensor, Tensor]:
