@@ -242,7 +242,6 @@ _C_CHECKS = {
     fingerprint: _ext.c_function("fingerprint"),
     version_key: _ext.c_function("version_key"),
 }
-_SNAPSHOT_C = _ext.c_function("snapshot_matches")
 _CALL_OP = _ext.c_function("call_op")
 
 
@@ -257,10 +256,9 @@ def _fast_context(state: _EagerState, plan: _Plan, x: Tensor) -> tuple | None:
     handle); the Python path then stays."""
     handle = getattr(plan.call, "direct_handle", None)
     check = _C_CHECKS.get(plan.check)
-    snapshot = state.snapshot
+    snapshot = state.snapshot.c_check() if state.snapshot is not None else None
     if (
         _REPLAY_CHECKED is None
-        or _SNAPSHOT_C is None
         or _CALL_OP is None
         or _REPLAY_MODES is None
         or handle is None
@@ -293,8 +291,7 @@ def _fast_context(state: _EagerState, plan: _Plan, x: Tensor) -> tuple | None:
         _REPLAY_MODES,
         plan.policy_of,
         plan.policy,
-        _SNAPSHOT_C,
-        *snapshot.c_args(),
+        *snapshot,
         *layout,
         check,
         hashed,
