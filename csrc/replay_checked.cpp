@@ -7,21 +7,20 @@
 // after the previous block's kernels have taken the caches. Here the context of one verified
 // replay (built by module._fast_context right after the Python checks passed for it) is
 // replayed: each check is the same C function the Python path calls (replay_modes,
-// snapshot_matches, layout_key, fingerprint or version_key, call_op), called without the
-// interpreter in between, and only the backend's settings (the plan's policy function) run
-// Python.
+// snapshot_matches, layout_key, fingerprint or version_key, call_op: this extension's own,
+// called directly), without the interpreter in between; only the backend's settings (the
+// plan's policy function) run Python.
 //
 // ctx, a tuple:
-//   0-2  x's sizes and strides (tuples of ints) and dtype that the plan was made for
-//   3    _C.replay_modes
-//   4-5  the plan's policy function and the policy it was made under
-//   6-9  _C.snapshot_matches, and the structure snapshot's block, entries and tags
-//   10-12 _C.layout_key, the weights read in place and their layout key (10 None: none)
-//   13-15 the weight check (_C.fingerprint or _C.version_key), the tensors it hashes and the
-//        value they had
-//   16   the backend's own checks: a tuple of (check, entry, seen) where entry[3] must still be
-//        `seen` and check([entry[1]]) must give `seen` (backends/cpu.py, CpuPacked.checks)
-//   17-19 _C.call_op, the operator's handle and its arguments after x
+//   0-2   x's sizes and strides (tuples of ints) and dtype that the plan was made for
+//   3-4   the plan's policy function and the policy it was made under
+//   5-7   the structure snapshot's block, entries and tags (snapshot_matches' arguments)
+//   8-9   the weights read in place and their layout key (8 None: no such check)
+//   10-12 the weight check (_C.fingerprint or _C.version_key), the tensors it hashes and the
+//         value they had
+//   13    the backend's own checks: a tuple of (check, entry, seen) where entry[3] must still be
+//         `seen` and check([entry[1]]) must give `seen` (backends/cpu.py, CpuPacked.checks)
+//   14-15 the operator's call_op handle and its arguments after x
 //
 // Measured on the 2-core Emerald Rapids Xeon (2026-12-06; the benchmark's prepared blocks at
 // batch 1 on NCHW input, interleaved with eager in one process, against the Python path):
@@ -38,9 +37,16 @@
 #include <cstdint>
 
 namespace fused_inception {
+
+PyObject* replay_modes(PyObject* self, PyObject* x);  // csrc/replay_modes.cpp
+PyObject* snapshot_matches(PyObject* self, PyObject* const* args,
+                           Py_ssize_t nargs);             // csrc/structure_check.cpp
+PyObject* layout_key(PyObject* self, PyObject* tensors);  // csrc/version_key.cpp
+PyObject* call_op(PyObject* self, PyObject* const* args, Py_ssize_t nargs);  // csrc/call_op.cpp
+
 namespace {
 
-constexpr Py_ssize_t kContextSize = 20;
+constexpr Py_ssize_t kContextSize = 16;
 
 // Whether the tuple of ints `expected` equals `values`.
 bool same_ints(PyObject* expected, c10::IntArrayRef values) {
@@ -61,13 +67,18 @@ bool same_ints(PyObject* expected, c10::IntArrayRef values) {
   return true;
 }
 
-// f(arg) == expected: 1 yes, 0 no (or f answered None: undecided), -1 an error.
-int call_equals(PyObject* f, PyObject* arg, PyObject* expected) {
-  PyObject* value = PyObject_CallOneArg(f, arg);
+// value == expected for a new reference `value` (released here): 1 yes, 0 no (or value is
+// None: undecided), -1 an error (also a null value).
+int equals(PyObject* value, PyObject* expected) {
   if (value == nullptr) return -1;
   const int same = value == Py_None ? 0 : PyObject_RichCompareBool(value, expected, Py_EQ);
   Py_DECREF(value);
   return same;
+}
+
+// f(arg) == expected, as `equals`.
+int call_equals(PyObject* f, PyObject* arg, PyObject* expected) {
+  return equals(PyObject_CallOneArg(f, arg), expected);
 }
 
 }  // namespace
@@ -75,7 +86,7 @@ int call_equals(PyObject* f, PyObject* arg, PyObject* expected) {
 // replay_checked(x, ctx) -> Tensor | None (see the header comment).
 PyObject* replay_checked(PyObject* /*self*/, PyObject* const* args, Py_ssize_t nargs) {
   if (nargs != 2 || !PyTuple_Check(args[1]) || PyTuple_GET_SIZE(args[1]) != kContextSize) {
-    PyErr_SetString(PyExc_TypeError, "replay_checked(x, ctx: tuple of 20) expected");
+    PyErr_SetString(PyExc_TypeError, "replay_checked(x, ctx: tuple of 16) expected");
     return nullptr;
   }
   PyObject* x = args[0];
@@ -90,47 +101,44 @@ PyObject* replay_checked(PyObject* /*self*/, PyObject* const* args, Py_ssize_t n
     }
   }
   // Global modes (grad, tracing, torch function mode, autocast) and x on the CPU.
-  PyObject* allowed = PyObject_CallOneArg(c[3], x);
+  PyObject* allowed = replay_modes(nullptr, x);
   if (allowed == nullptr) return nullptr;
   const bool modes_allow = allowed == Py_True;
   Py_DECREF(allowed);
   if (!modes_allow) Py_RETURN_NONE;
   // The backend's settings.
-  PyObject* policy = PyObject_CallNoArgs(c[4]);
-  if (policy == nullptr) return nullptr;
-  int same = PyObject_RichCompareBool(policy, c[5], Py_EQ);
-  Py_DECREF(policy);
+  int same = equals(PyObject_CallNoArgs(c[3]), c[4]);
   if (same != 1) {
     if (same < 0) return nullptr;
     Py_RETURN_NONE;
   }
   // The structure, attributes and hooks: True only (False or None: the Python path decides).
   {
-    PyObject* snapshot_args[3] = {c[7], c[8], c[9]};
-    PyObject* matches = PyObject_Vectorcall(c[6], snapshot_args, 3, nullptr);
+    PyObject* snapshot_args[3] = {c[5], c[6], c[7]};
+    PyObject* matches = snapshot_matches(nullptr, snapshot_args, 3);
     if (matches == nullptr) return nullptr;
     const bool holds = matches == Py_True;
     Py_DECREF(matches);
     if (!holds) Py_RETURN_NONE;
   }
   // The weights read in place: the same tensors, addresses and strides.
-  if (c[10] != Py_None) {
-    same = call_equals(c[10], c[11], c[12]);
+  if (c[8] != Py_None) {
+    same = equals(layout_key(nullptr, c[8]), c[9]);
     if (same != 1) {
       if (same < 0) return nullptr;
       Py_RETURN_NONE;
     }
   }
   // The other weights and buffers: the block's weight check.
-  same = call_equals(c[13], c[14], c[15]);
+  same = call_equals(c[10], c[11], c[12]);
   if (same != 1) {
     if (same < 0) return nullptr;
     Py_RETURN_NONE;
   }
   // The weights the backend checks itself (a Winograd form's source).
-  if (!PyTuple_Check(c[16])) Py_RETURN_NONE;
-  for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(c[16]); ++i) {
-    PyObject* check = PyTuple_GET_ITEM(c[16], i);
+  if (!PyTuple_Check(c[13])) Py_RETURN_NONE;
+  for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(c[13]); ++i) {
+    PyObject* check = PyTuple_GET_ITEM(c[13], i);
     if (!PyTuple_Check(check) || PyTuple_GET_SIZE(check) != 3) Py_RETURN_NONE;
     PyObject* entry = PyTuple_GET_ITEM(check, 1);
     PyObject* seen = PyTuple_GET_ITEM(check, 2);
@@ -151,15 +159,15 @@ PyObject* replay_checked(PyObject* /*self*/, PyObject* const* args, Py_ssize_t n
     }
   }
   // The call: call_op(handle, x, *args).
-  if (!PyTuple_Check(c[19])) Py_RETURN_NONE;
-  const Py_ssize_t n = PyTuple_GET_SIZE(c[19]);
+  if (!PyTuple_Check(c[15])) Py_RETURN_NONE;
+  const Py_ssize_t n = PyTuple_GET_SIZE(c[15]);
   constexpr Py_ssize_t kMaxArgs = 64;
   if (n + 2 > kMaxArgs) Py_RETURN_NONE;
   PyObject* call_args[kMaxArgs];
-  call_args[0] = c[18];
+  call_args[0] = c[14];
   call_args[1] = x;
-  for (Py_ssize_t i = 0; i < n; ++i) call_args[i + 2] = PyTuple_GET_ITEM(c[19], i);
-  return PyObject_Vectorcall(c[17], call_args, static_cast<size_t>(n + 2), nullptr);
+  for (Py_ssize_t i = 0; i < n; ++i) call_args[i + 2] = PyTuple_GET_ITEM(c[15], i);
+  return call_op(nullptr, call_args, n + 2);
 }
 
 }  // namespace fused_inception

@@ -235,14 +235,13 @@ def _layout_key(tensors: list[Tensor]) -> tuple:
 
 _LAYOUT_KEY = _ext.c_function("layout_key")
 
-# The C functions of one replay's checks and call (None: a build without them, which keeps
-# the Python path).
+# One replay's checks and call in C (None: a build without it, which keeps the Python path),
+# and the C form of each weight check it makes.
 _REPLAY_CHECKED = _ext.c_function("replay_checked")
 _C_CHECKS = {
     fingerprint: _ext.c_function("fingerprint"),
     version_key: _ext.c_function("version_key"),
 }
-_CALL_OP = _ext.c_function("call_op")
 
 
 def _fast_context(state: _EagerState, plan: _Plan, x: Tensor) -> tuple | None:
@@ -252,19 +251,12 @@ def _fast_context(state: _EagerState, plan: _Plan, x: Tensor) -> tuple | None:
     weights' layout key, the weight check's value, the backend's own checks and the operator
     call, each against what it was now. It holds while those hold: the plan's arguments were
     made for exactly these weights, settings and structure. None where a piece has no C form
-    (a build without the functions, a snapshot without entries, a backend without a direct
-    handle); the Python path then stays."""
+    (a build without it, no structure snapshot, a backend without a direct handle); the Python
+    path then stays."""
     handle = getattr(plan.call, "direct_handle", None)
     check = _C_CHECKS.get(plan.check)
-    snapshot = state.snapshot.c_check() if state.snapshot is not None else None
-    if (
-        _REPLAY_CHECKED is None
-        or _CALL_OP is None
-        or _REPLAY_MODES is None
-        or handle is None
-        or check is None
-        or snapshot is None
-    ):
+    snapshot = state.snapshot
+    if _REPLAY_CHECKED is None or handle is None or check is None or snapshot is None:
         return None
     own = []
     for entry, seen in plan.checks:
@@ -273,12 +265,7 @@ def _fast_context(state: _EagerState, plan: _Plan, x: Tensor) -> tuple | None:
             return None
         own.append((own_check, entry, seen))
     live = state.live
-    if live is not None:
-        if _LAYOUT_KEY is None:
-            return None
-        layout = (_LAYOUT_KEY, live[0], live[1][3])
-    else:
-        layout = (None, None, None)
+    layout = (live[0], live[1][3]) if live is not None else (None, None)
     if live is not None and live[2]:
         # state.weights is (live[1], the check of the others), and live[1] held just now
         hashed, expected = state.hashed[1], state.weights[1]
@@ -288,16 +275,14 @@ def _fast_context(state: _EagerState, plan: _Plan, x: Tensor) -> tuple | None:
         tuple(x.shape),
         x.stride(),
         x.dtype,
-        _REPLAY_MODES,
         plan.policy_of,
         plan.policy,
-        *snapshot,
+        *snapshot.c_args(),
         *layout,
         check,
         hashed,
         expected,
         tuple(own),
-        _CALL_OP,
         handle,
         tuple(plan.args),
     )

@@ -283,13 +283,10 @@ class StructureSnapshot:
                 return same
         return self._matches_python()
 
-    def c_check(self) -> tuple | None:
-        """(_C.snapshot_matches, block, entries, tags): the C function and the arguments with
-        which it makes matches()'s check (for _C.replay_checked, module._fast_context); None in
-        builds without it."""
-        if _SNAPSHOT_MATCHES is None:
-            return None
-        return _SNAPSHOT_MATCHES, self._block, self._entries, self._tags
+    def c_args(self) -> tuple:
+        """(block, entries, tags): the arguments with which _C.snapshot_matches makes matches()'s
+        check (_C.replay_checked makes it so; module._fast_context)."""
+        return self._block, self._entries, self._tags
 
     def _matches_python(self) -> bool:
         """matches() as a Python loop (the C function's specification)."""

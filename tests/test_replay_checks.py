@@ -159,7 +159,7 @@ def _fast_block(monkeypatch, own_gemm: bool):
     ctx = block.__dict__["_state"].fast
     assert ctx is not None
     assert bool(block.__dict__["_state"].live[2]) == own_gemm  # weights read in place
-    assert (len(ctx[16]) == 1) == own_gemm  # the Winograd form's own check
+    assert (len(ctx[13]) == 1) == own_gemm  # the Winograd form's own check
     return src, block, x, outs[0], ctx
 
 
