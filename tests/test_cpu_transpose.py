@@ -1,6 +1,7 @@
 """The eval operator inception_block_onednn on NCHW input: x is moved into NHWC and every branch
 into its slice of the NCHW output by the operator's own transposing copies
-(csrc/cpu/transpose.cpp: 8 x 8 AVX2 blocks with scalar edges, or a portable loop). The
+(csrc/cpu/transpose.cpp: 16 x 16 AVX-512 blocks with 8 x 8 AVX2 and scalar edges, 8 x 8 AVX2
+blocks, or a portable loop). The
 convolutions are the same on both layouts, so the NCHW output must equal the channels_last
 output bit for bit, on every shape's edges, with NaN and infinities passed through the ReLU."""
 
@@ -25,8 +26,9 @@ pytestmark = pytest.mark.skipif(
     reason="no inception_block_onednn operator or no oneDNN in this build",
 )
 
-# (config, H, W): GoogLeNet blocks at their sizes (784, 196 and 49 pixels: 8 x 8 blocks with
-# and without a remainder) and odd channel counts on odd images.
+# (config, H, W): GoogLeNet blocks at their sizes (784, 196 and 49 pixels: 16 x 16 and 8 x 8
+# blocks with and without a remainder) and odd channel counts on odd images (fewer than 16
+# pixels or channels: edges only).
 CASES = [
     pytest.param(GOOGLENET_BLOCKS["3a"], 28, 28, id="3a"),
     pytest.param(GOOGLENET_BLOCKS["4e"], 14, 14, id="4e"),
@@ -50,7 +52,12 @@ def _special_values(x):
 
 @pytest.mark.parametrize("cfg,h,w", CASES)
 @pytest.mark.parametrize("winograd", [False, True], ids=["direct", "winograd"])
-def test_nchw_output_is_the_channels_last_output(cfg, h, w, winograd, monkeypatch):
+@pytest.mark.parametrize("gemm", ["default", "onednn"])
+def test_nchw_output_is_the_channels_last_output(cfg, h, w, winograd, gemm, monkeypatch):
+    # "onednn": the 1x1s and direct KxKs on oneDNN, whose outputs are copied into the slices
+    # with their ReLU (the copies' ReLU form); by default the own kernel stores them itself.
+    if gemm == "onednn":
+        monkeypatch.setattr(cpu_onednn, "OWN_GEMM", False)
     if winograd:  # every 3x3 through Winograd: its NCHW output is staged, then copied
         monkeypatch.setattr(cpu_winograd, "ONEDNN_MIN_IN_CHANNELS", 0)
         monkeypatch.setattr(cpu_winograd, "ONEDNN_MIN_OUT_CHANNELS", 0)

@@ -143,7 +143,8 @@ void store_nchw(const at::Tensor& dst, const at::Tensor& src, bool relu) {
   const int64_t n = src.size(0), c = src.size(1), hw = src.size(2) * src.size(3);
   if (src.stride(1) == 1 && pixels_merge(src, src.stride(3)) && pixels_merge(dst, 1)) {
     transpose_copy(src.const_data_ptr<float>(), src.stride(0), src.stride(3),
-                   dst.mutable_data_ptr<float>(), dst.stride(0), dst.stride(1), n, hw, c, relu);
+                   dst.mutable_data_ptr<float>(), dst.stride(0), dst.stride(1), n, hw, c, relu,
+                   /*split_cols=*/false);
   } else if (relu) {
     relu_into(dst, src);
   } else {
@@ -160,7 +161,7 @@ at::Tensor nhwc_input(Scratch& scratch, const at::Tensor& x) {
   const int64_t c = x.size(1), hw = x.size(2) * x.size(3);
   if (x.is_contiguous()) {
     transpose_copy(x.const_data_ptr<float>(), c * hw, hw, out.mutable_data_ptr<float>(), hw * c, c,
-                   x.size(0), c, hw, /*relu=*/false);
+                   x.size(0), c, hw, /*relu=*/false, /*split_cols=*/true);
   } else {
     out.copy_(x);
   }

@@ -14,10 +14,12 @@ namespace fused_inception {
 // For b < batch, i < rows, j < cols:
 //   dst[b * dst_batch + j * dst_ld + i] = f(src[b * src_batch + i * src_ld + j]),
 // f the identity or, with relu, max(v, 0) keeping NaN (as torch.relu; -0.0 may stay -0.0).
-// The regions must not overlap. Runs on the operators' threads (parallel.h), with AVX2 where
-// the CPU and torch's capability allow it (vector_isa.h) and a portable loop otherwise.
+// The regions must not overlap. Runs on the operators' threads (parallel.h), with AVX-512 or
+// AVX2 where the CPU and torch's capability allow it (vector_isa.h) and a portable loop
+// otherwise. With AVX-512 each thread takes one range of columns (split_cols) or of rows: the
+// caller passes the pixels' dimension, which its other loops split the same way.
 void transpose_copy(const float* src, int64_t src_batch, int64_t src_ld, float* dst,
                     int64_t dst_batch, int64_t dst_ld, int64_t batch, int64_t rows, int64_t cols,
-                    bool relu);
+                    bool relu, bool split_cols);
 
 }  // namespace fused_inception
