@@ -348,13 +348,13 @@ auto tile_avx2_for(bool prefetch, bool ahead, int count) {
 #undef FI_TILE_ROW
 
 // Row R of an AVX-512 tile, if the tile has it: its A value times the PANELS panels' vectors.
-#define FI_TILE_ROW512(R, A, C0, C1)         \
-  if constexpr (ROWS > R) {                  \
-    const __m512 v = _mm512_set1_ps((A)[k]); \
-    C0 = _mm512_fmadd_ps(v, b0, C0);         \
-    if constexpr (PANELS > 1) {              \
-      C1 = _mm512_fmadd_ps(v, b1, C1);       \
-    }                                        \
+#define FI_TILE_ROW512(R, A, C0, C1)    \
+  if constexpr (ROWS > R) {             \
+    const __m512 v = _mm512_set1_ps(A); \
+    C0 = _mm512_fmadd_ps(v, b0, C0);    \
+    if constexpr (PANELS > 1) {         \
+      C1 = _mm512_fmadd_ps(v, b1, C1);  \
+    }                                   \
   }
 
 // One tile of ROWS rows (1..12) and PANELS (1 or 2) adjacent panels, `stride` floats apart: one
@@ -362,12 +362,12 @@ auto tile_avx2_for(bool prefetch, bool ahead, int count) {
 // step of a full tile: two loads of the panels, twelve broadcasts of A and 24 FMAs (the AVX2
 // tile: two loads, six broadcasts, twelve FMAs of half the width). bias: 16 * PANELS floats;
 // s: PANELS stores.
-template <int ROWS, int PANELS, bool AHEAD>
+template <int ROWS, int PANELS, bool AHEAD, bool UNIFORM>
 __attribute__((target("avx512f"))) void tile_avx512(const float* const* rows, int taps, int64_t c,
                                                     const float* panel, int64_t ldb, int64_t stride,
                                                     const float* scale, const float* bias,
                                                     bool relu, const PanelStore* s, int64_t i0,
-                                                    const Ahead* ahead) {
+                                                    const Ahead* ahead, int64_t lda) {
   static_assert(ROWS >= 1 && ROWS <= kRows && (PANELS == 1 || PANELS == 2));
   // The next task's lines (Ahead): both panels' rows from `pf`, `pf_gap` bytes apart (0: one
   // panel), `pf_step` bytes from one row to the next, `pf_left` rows still to prefetch.
@@ -383,7 +383,69 @@ __attribute__((target("avx512f"))) void tile_avx512(const float* const* rows, in
          c2_1 = c0_0, c3_0 = c0_0, c3_1 = c0_0, c4_0 = c0_0, c4_1 = c0_0, c5_0 = c0_0, c5_1 = c0_0,
          c6_0 = c0_0, c6_1 = c0_0, c7_0 = c0_0, c7_1 = c0_0, c8_0 = c0_0, c8_1 = c0_0, c9_0 = c0_0,
          c9_1 = c0_0, c10_0 = c0_0, c10_1 = c0_0, c11_0 = c0_0, c11_1 = c0_0;
-  for (int t = 0; t < taps; ++t) {
+  // The c steps of one tap: those that also prefetch a line of each of the next task's panels
+  // (Ahead) while pf_left lasts, then the others (see below, "The steps split in two loops").
+#define FI_STEPS512(STEP)                                 \
+  {                                                       \
+    int64_t k = 0;                                        \
+    if constexpr (AHEAD) {                                \
+      const int64_t with = std::min<int64_t>(c, pf_left); \
+      pf_left -= with;                                    \
+      for (; k < with; ++k) {                             \
+        _mm_prefetch(pf, _MM_HINT_T1);                    \
+        _mm_prefetch(pf + pf_gap, _MM_HINT_T1);           \
+        pf += pf_step;                                    \
+        STEP                                              \
+      }                                                   \
+    }                                                     \
+    for (; k < c; ++k) STEP                               \
+  }
+  if constexpr (UNIFORM) {
+    // A 1x1's rows, lda floats apart from rows[0]: rows 0, 3, 6 and 9 by four pointers that
+    // step one float, the rows between at + lda and + 2 lda (two index registers), so that the
+    // loop keeps every A address in general registers. With twelve row pointers (the general
+    // loop below) the compiler still moved 2-3 of them through vector registers each step
+    // (5-6 in the steps that prefetch ahead; objdump), on the FMA ports; here none. Measured on
+    // the 2-core Emerald Rapids Xeon (2026-12-06, the benchmark's prepared blocks on
+    // channels_last input, switched per call and interleaved in one process): batch 1
+    // 0.94-0.99x the time (4e 0.941x, 4b 0.951x, 4c 0.955x, 5a 0.991x), batch 8 0.97-0.99x.
+    // Tiles of up to 14 rows (28 accumulators), tried the same way: 0.95-1.02x at batch 1 and
+    // 1.00-1.06x at batch 8, not kept.
+    const float* q0 = rows[0];
+    const float* q3 = ROWS > 3 ? q0 + 3 * lda : q0;
+    const float* q6 = ROWS > 6 ? q0 + 6 * lda : q0;
+    const float* q9 = ROWS > 9 ? q0 + 9 * lda : q0;
+    const int64_t l1 = lda, l2 = 2 * lda;
+    const float* b = panel;
+    const float* bq = b + (PANELS > 1 ? stride : 0);
+#define FI_STEP512U                                                                       \
+  {                                                                                       \
+    _mm_prefetch(reinterpret_cast<const char*>(b + kPrefetchRows * ldb), _MM_HINT_T0);    \
+    if constexpr (PANELS > 1) {                                                           \
+      _mm_prefetch(reinterpret_cast<const char*>(bq + kPrefetchRows * ldb), _MM_HINT_T0); \
+    }                                                                                     \
+    const __m512 b0 = _mm512_loadu_ps(b);                                                 \
+    __m512 b1 = b0;                                                                       \
+    if constexpr (PANELS > 1) b1 = _mm512_loadu_ps(bq);                                   \
+    FI_TILE_ROW512(0, q0[0], c0_0, c0_1)                                                  \
+    FI_TILE_ROW512(1, q0[l1], c1_0, c1_1)                                                 \
+    FI_TILE_ROW512(2, q0[l2], c2_0, c2_1)                                                 \
+    FI_TILE_ROW512(3, q3[0], c3_0, c3_1)                                                  \
+    FI_TILE_ROW512(4, q3[l1], c4_0, c4_1)                                                 \
+    FI_TILE_ROW512(5, q3[l2], c5_0, c5_1)                                                 \
+    FI_TILE_ROW512(6, q6[0], c6_0, c6_1)                                                  \
+    FI_TILE_ROW512(7, q6[l1], c7_0, c7_1)                                                 \
+    FI_TILE_ROW512(8, q6[l2], c8_0, c8_1)                                                 \
+    FI_TILE_ROW512(9, q9[0], c9_0, c9_1)                                                  \
+    FI_TILE_ROW512(10, q9[l1], c10_0, c10_1)                                              \
+    FI_TILE_ROW512(11, q9[l2], c11_0, c11_1)                                              \
+    ++q0, ++q3, ++q6, ++q9;                                                               \
+    b += ldb, bq += ldb;                                                                  \
+  }
+    FI_STEPS512(FI_STEP512U)
+#undef FI_STEP512U
+  }
+  for (int t = 0; t < (UNIFORM ? 0 : taps); ++t) {  // the rows as tile_rows gives them
     const float* const* tr = rows + t * kRows;
     const float *a0 = tile_row<0, ROWS>(tr), *a1 = tile_row<1, ROWS>(tr),
                 *a2 = tile_row<2, ROWS>(tr), *a3 = tile_row<3, ROWS>(tr),
@@ -405,18 +467,18 @@ __attribute__((target("avx512f"))) void tile_avx512(const float* const* rows, in
     const __m512 b0 = _mm512_loadu_ps(b + k * ldb);                                             \
     __m512 b1 = b0;                                                                             \
     if constexpr (PANELS > 1) b1 = _mm512_loadu_ps(bq + k * ldb);                               \
-    FI_TILE_ROW512(0, a0, c0_0, c0_1)                                                           \
-    FI_TILE_ROW512(1, a1, c1_0, c1_1)                                                           \
-    FI_TILE_ROW512(2, a2, c2_0, c2_1)                                                           \
-    FI_TILE_ROW512(3, a3, c3_0, c3_1)                                                           \
-    FI_TILE_ROW512(4, a4, c4_0, c4_1)                                                           \
-    FI_TILE_ROW512(5, a5, c5_0, c5_1)                                                           \
-    FI_TILE_ROW512(6, a6, c6_0, c6_1)                                                           \
-    FI_TILE_ROW512(7, a7, c7_0, c7_1)                                                           \
-    FI_TILE_ROW512(8, a8, c8_0, c8_1)                                                           \
-    FI_TILE_ROW512(9, a9, c9_0, c9_1)                                                           \
-    FI_TILE_ROW512(10, a10, c10_0, c10_1)                                                       \
-    FI_TILE_ROW512(11, a11, c11_0, c11_1)                                                       \
+    FI_TILE_ROW512(0, a0[k], c0_0, c0_1)                                                        \
+    FI_TILE_ROW512(1, a1[k], c1_0, c1_1)                                                        \
+    FI_TILE_ROW512(2, a2[k], c2_0, c2_1)                                                        \
+    FI_TILE_ROW512(3, a3[k], c3_0, c3_1)                                                        \
+    FI_TILE_ROW512(4, a4[k], c4_0, c4_1)                                                        \
+    FI_TILE_ROW512(5, a5[k], c5_0, c5_1)                                                        \
+    FI_TILE_ROW512(6, a6[k], c6_0, c6_1)                                                        \
+    FI_TILE_ROW512(7, a7[k], c7_0, c7_1)                                                        \
+    FI_TILE_ROW512(8, a8[k], c8_0, c8_1)                                                        \
+    FI_TILE_ROW512(9, a9[k], c9_0, c9_1)                                                        \
+    FI_TILE_ROW512(10, a10[k], c10_0, c10_1)                                                    \
+    FI_TILE_ROW512(11, a11[k], c11_0, c11_1)                                                    \
   }
     // The steps split in two loops, those that also prefetch a line of the next task's panels
     // into L2 and those that do not, with no condition inside either: the conditions per step
@@ -426,20 +488,10 @@ __attribute__((target("avx512f"))) void tile_avx512(const float* const* rows, in
     // conv_bias_relu_nhwc on a plain weight, alternating per call in one process): one thread
     // 1.03-1.12x the multiply-adds per second on the 7x7 and 14x14 batch-1 shapes; the prepared
     // blocks at batch 1, interleaved with eager: 0.95-1.01x the time (5a, 5b 0.96x).
-    int64_t k = 0;
-    if constexpr (AHEAD) {
-      const int64_t with = std::min<int64_t>(c, pf_left);
-      pf_left -= with;
-      for (; k < with; ++k) {
-        _mm_prefetch(pf, _MM_HINT_T1);
-        _mm_prefetch(pf + pf_gap, _MM_HINT_T1);
-        pf += pf_step;
-        FI_STEP512
-      }
-    }
-    for (; k < c; ++k) FI_STEP512
+    FI_STEPS512(FI_STEP512)
 #undef FI_STEP512
   }
+#undef FI_STEPS512
   const __m512 acc[kRows][2] = {{c0_0, c0_1}, {c1_0, c1_1}, {c2_0, c2_1},   {c3_0, c3_1},
                                 {c4_0, c4_1}, {c5_0, c5_1}, {c6_0, c6_1},   {c7_0, c7_1},
                                 {c8_0, c8_1}, {c9_0, c9_1}, {c10_0, c10_1}, {c11_0, c11_1}};
@@ -477,12 +529,12 @@ __attribute__((target("avx512f"))) void tile_avx512(const float* const* rows, in
 
 using TileAvx512 = void (*)(const float* const*, int, int64_t, const float*, int64_t, int64_t,
                             const float*, const float*, bool, const PanelStore*, int64_t,
-                            const Ahead*);
+                            const Ahead*, int64_t);
 
-// tile_avx512<ROWS, PANELS, AHEAD> for ROWS = 1 .. kRows, indexed by ROWS - 1.
-template <int PANELS, bool AHEAD, int... R>
+// tile_avx512<ROWS, PANELS, AHEAD, UNIFORM> for ROWS = 1 .. kRows, indexed by ROWS - 1.
+template <int PANELS, bool AHEAD, bool UNIFORM, int... R>
 constexpr std::array<TileAvx512, sizeof...(R)> avx512_tiles(std::integer_sequence<int, R...>) {
-  return {&tile_avx512<R + 1, PANELS, AHEAD>...};
+  return {&tile_avx512<R + 1, PANELS, AHEAD, UNIFORM>...};
 }
 
 // A tile of `count` rows (1..12); `ahead` (two, or nullptr): the next task's lines to prefetch
@@ -490,13 +542,18 @@ constexpr std::array<TileAvx512, sizeof...(R)> avx512_tiles(std::integer_sequenc
 template <int PANELS>
 void tile_vector512(const float* const* rows, int taps, int64_t c, const float* panel, int64_t ldb,
                     int64_t stride, const float* scale, const float* bias, bool relu,
-                    const PanelStore* s, int64_t i0, int count, const Ahead* ahead) {
+                    const PanelStore* s, int64_t i0, int count, const Ahead* ahead, int64_t lda) {
   static constexpr auto kTiles =
-      avx512_tiles<PANELS, false>(std::make_integer_sequence<int, kRows>{});
+      avx512_tiles<PANELS, false, false>(std::make_integer_sequence<int, kRows>{});
   static constexpr auto kTilesAhead =
-      avx512_tiles<PANELS, true>(std::make_integer_sequence<int, kRows>{});
-  (ahead != nullptr ? kTilesAhead : kTiles)[count - 1](rows, taps, c, panel, ldb, stride, scale,
-                                                       bias, relu, s, i0, ahead);
+      avx512_tiles<PANELS, true, false>(std::make_integer_sequence<int, kRows>{});
+  static constexpr auto kUniform =
+      avx512_tiles<PANELS, false, true>(std::make_integer_sequence<int, kRows>{});
+  static constexpr auto kUniformAhead =
+      avx512_tiles<PANELS, true, true>(std::make_integer_sequence<int, kRows>{});
+  const auto& tiles = lda > 0 ? (ahead != nullptr ? kUniformAhead : kUniform)
+                              : (ahead != nullptr ? kTilesAhead : kTiles);
+  tiles[count - 1](rows, taps, c, panel, ldb, stride, scale, bias, relu, s, i0, ahead, lda);
 }
 #undef FI_TILE_ROW512
 #endif
@@ -841,6 +898,9 @@ void gemms(const std::vector<GemmJob>& jobs, bool relu, bool steps) {
       }
       const float* scales = job.scale != nullptr ? scale : nullptr;
       const auto [panel, ldb, stride] = task_panels(job, p0);
+      // A 1x1 over stride-1 pixels: the tile's rows are ld floats apart (tile_avx512 UNIFORM).
+      const bool uniform = job.x.kernel == 1 && job.x.stride == 1 && job.x.padding() == 0 &&
+                           !job.x.merged && plan.taps == 1;
       const int64_t start = chunk * plan.chunk_rows;
       const int64_t stop = std::min(plan.m, start + plan.chunk_rows);
       // Tiles of near-equal size, at most most_rows: 49 rows (7x7 at batch 1) as 9 + 10 + 10
@@ -890,7 +950,7 @@ void gemms(const std::vector<GemmJob>& jobs, bool relu, bool steps) {
         if (wide) {
           const auto tile = panels == 2 ? &tile_vector512<2> : &tile_vector512<1>;
           tile(rows, plan.taps, plan.c_tap, panel, ldb, stride, scales, bias, relu, stores, i,
-               count, per > 0 ? next : nullptr);
+               count, per > 0 ? next : nullptr, uniform ? job.x.ld : 0);
           for (Ahead& a : next) a.p += a.rows * a.stride;  // the next tile's rows
           continue;
         }
