@@ -549,7 +549,8 @@ constexpr std::array<TileAvx512, sizeof...(R)> avx512_tiles(std::integer_sequenc
 }
 
 // A tile of `count` rows (1..12); `ahead` (two, or nullptr): the next task's lines to prefetch
-// into L2, one of each per step (see gemms).
+// into L2, one of each per step (see gemms). lda > 0: the rows are rows[0] + r * lda, a 1x1
+// over stride-1 pixels (tile_avx512's UNIFORM loop), else rows as tile_rows gives them.
 template <int PANELS>
 void tile_vector512(const float* const* rows, int taps, int64_t c, const float* panel, int64_t ldb,
                     int64_t stride, const float* scale, const float* bias, bool relu,

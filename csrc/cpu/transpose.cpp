@@ -1,9 +1,9 @@
-// transpose_copy (transpose.h): a transposing float32 copy. With AVX-512, 16 x 16 blocks, each
-// thread taking one range of the rows or of the columns of every matrix (the pixels: where the
-// block operator's loops before and after the copy take theirs, so each thread mostly reads
-// what it wrote, from its own L2); otherwise in tiles of 64 x 64 values (16 KB of the
-// destination, which stays in L1 while the tile's 8 x 8 blocks fill it), the tiles of all
-// matrices spread over the operators' threads.
+// transpose_copy (transpose.h): a transposing float32 copy. With AVX-512, 16 x 16 blocks in
+// tasks of one range of a matrix's rows or columns, one task per thread and matrix (the
+// pixels' dimension, which the block operator's loops before and after the copy split the same
+// way, so that each thread mostly reads what it wrote, from its own L2); otherwise in tiles of
+// 64 x 64 values (16 KB of the destination, which stays in L1 while the tile's 8 x 8 blocks
+// fill it), the tiles of all matrices spread over the operators' threads.
 //
 // The AVX-512 loop since 2026-12-06, measured on a 2-core Emerald Rapids Xeon. One thread, a
 // standalone copy of the loops, hot, several runs: 4c's x at batch 1 (512 x 196) 40-53 us
