@@ -165,6 +165,7 @@ void transpose_copy(const float* src, int64_t src_batch, int64_t src_ld, float* 
     const int64_t threads = std::max<int64_t>(1, at::get_num_threads());
     const int64_t per = (blocks + threads - 1) / threads, parts = (blocks + per - 1) / per;
     const int64_t grain = std::max<int64_t>(1, 65536 / (16 * per * other));
+    const auto region = relu ? &region_avx512<true> : &region_avx512<false>;
     parallel_for(0, batch * parts, grain, [&](int64_t begin, int64_t end) {
       for (int64_t t = begin; t < end; ++t) {
         const int64_t b = t / parts, lo = t % parts * per * 16;
@@ -173,11 +174,7 @@ void transpose_copy(const float* src, int64_t src_batch, int64_t src_ld, float* 
         const int64_t c0 = split_cols ? lo : 0, c1 = split_cols ? hi : cols;
         const float* s = src + b * src_batch;
         float* d = dst + b * dst_batch;
-        if (relu) {
-          region_avx512<true>(s, src_ld, d, dst_ld, r0, r1, c0, c1);
-        } else {
-          region_avx512<false>(s, src_ld, d, dst_ld, r0, r1, c0, c1);
-        }
+        region(s, src_ld, d, dst_ld, r0, r1, c0, c1);
       }
     });
     return;
@@ -196,11 +193,7 @@ void transpose_copy(const float* src, int64_t src_batch, int64_t src_ld, float* 
       float* d = dst + b * dst_batch;
 #ifdef FUSED_INCEPTION_VECTOR_TRANSPOSE
       if (vector_isa() != VectorIsa::kNone) {
-        if (relu) {
-          tile_avx2<true>(s, src_ld, d, dst_ld, r0, r1, c0, c1);
-        } else {
-          tile_avx2<false>(s, src_ld, d, dst_ld, r0, r1, c0, c1);
-        }
+        (relu ? &tile_avx2<true> : &tile_avx2<false>)(s, src_ld, d, dst_ld, r0, r1, c0, c1);
         continue;
       }
 #endif
