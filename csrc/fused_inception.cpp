@@ -23,6 +23,8 @@
 #include <tuple>
 #include <vector>
 
+#include "cpu/parallel.h"
+
 namespace fused_inception {
 std::vector<std::string> cuda_kernel_builds();  // csrc/cuda_ops.cpp
 void emulated_counters_start();                 // csrc/cuda_ops.cpp
@@ -232,4 +234,8 @@ TORCH_LIBRARY(fused_inception, m) {
   m.def("emulated_counters_start() -> ()", &fused_inception::emulated_counters_start);
   m.def("emulated_counters_stop() -> (str[], str[], int[])",
         &fused_inception::emulated_counters_stop);
+  // The CPU operators' balanced parallel loop seen from a test (csrc/cpu/parallel.h): per item,
+  // how many times the loop's function saw it and which thread took it.
+  m.def("parallel_for_probe(int n, int grain_size, bool hold_first) -> Tensor",
+        &fused_inception::parallel_for_probe);
 }

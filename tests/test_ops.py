@@ -69,6 +69,7 @@ COVERED = {
     "fingerprint": "test_opcheck_fingerprint",
     "emulated_counters_start": "test_opcheck_emulated_counters",
     "emulated_counters_stop": "test_opcheck_emulated_counters",
+    "parallel_for_probe": "test_opcheck_parallel_for_probe",  # its behaviour: test_parallel_for
 }
 
 
@@ -571,6 +572,17 @@ def test_opcheck_emulated_counters():
         assert set(results.values()) == {"SUCCESS"}, results
     launches, names, values = ops.emulated_counters_stop()
     assert launches == [] and values == [] and names[0] == "blocks"
+
+
+def test_opcheck_parallel_for_probe():
+    """The parallel loop's test view (no tensor inputs, an int64 CPU tensor out): schema and
+    autograd registration. No fake kernel: nothing traced calls it."""
+    results = torch.library.opcheck(
+        ops.parallel_for_probe.default,
+        (10, 1, False),
+        test_utils=("test_schema", "test_autograd_registration"),
+    )
+    assert set(results.values()) == {"SUCCESS"}, results
 
 
 @pytest.mark.parametrize(

@@ -39,7 +39,7 @@
 //   state in 8 registers: 38-40 GB/s on the same core from L2 or a 3 MB buffer, 2.5-2.6x
 //   (memory-bound beyond L3: 21 against 14 GB/s at 27 MB);
 // - baseline (capability "default"): the plain loop for SSE2.
-// Chunks run in parallel (at::parallel_for); README "Weights, attributes and hooks" has the
+// Chunks run in parallel (parallel_for); README "Weights, attributes and hooks" has the
 // measured cost. fingerprint_value is the operator's function; the C function
 // fused_inception._C.fingerprint (csrc/fingerprint_int.cpp) returns its value as a Python int
 // without the dispatcher, for the per-forward checks.

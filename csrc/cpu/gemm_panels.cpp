@@ -889,6 +889,9 @@ void gemms(const std::vector<GemmJob>& jobs, bool relu, bool steps) {
     while (task < plans[j].first) --j;
   };
   const int64_t threads = at::get_num_threads();
+  // The tasks of the running loop end here. A thread's next task is task + 1 up to the end of
+  // the loop, not of its call: parallel_for hands a thread its range in steps (parallel.h).
+  int64_t limit = total;
   const auto run = [&](int64_t begin, int64_t end) {
     const float* rows[kMaxTaps * kRows];
     size_t j = 0;
@@ -939,7 +942,7 @@ void gemms(const std::vector<GemmJob>& jobs, bool relu, bool steps) {
       // 0.97-1.00x; at batch 8 no job has so few chunks).
       Ahead next[2];
       int64_t per = 0;
-      if (vector && task + 1 < end && tiles > 0) {
+      if (vector && task + 1 < limit && tiles > 0) {
         size_t jn = j;
         plan_of(task + 1, jn);
         const Plan& pn = plans[jn];
@@ -997,7 +1000,10 @@ void gemms(const std::vector<GemmJob>& jobs, bool relu, bool steps) {
   }
   // Steps of their own (see one_loop): one after the other, or one loop of equal-work parts.
   if (!one_loop(plans)) {
-    for (const Plan& plan : plans) parallel_for(plan.first, plan.end, 1, run);
+    for (const Plan& plan : plans) {
+      limit = plan.end;
+      parallel_for(plan.first, plan.end, 1, run);
+    }
     return;
   }
   std::vector<int64_t> work(static_cast<size_t>(total) + 1, 0);  // before each task

@@ -19,7 +19,7 @@
 // width. (fused_inception::max_pool_nhwc, csrc/cpu/max_pool_nhwc.cpp, is the general pool, the
 // same scheme; at GoogLeNet's 3x3/1 shapes this one measured 1-10% faster at batch 8 and 3 us
 // faster at batch 1, interleaved, 2 threads, which is why the blocks keep it.)
-// Parallelisation: at::parallel_for over output rows (n, h). Each task keeps the horizontal
+// Parallelisation: parallel_for over output rows (n, h). Each task keeps the horizontal
 // maxima of its last three input rows in a small ring buffer (3*W*C values, in L2 for the
 // GoogLeNet shapes), so an input row is reduced horizontally once per task, not three times.
 

@@ -30,7 +30,7 @@
 // kept as floats (small integers, exact) so that they are compared and blended in the same
 // lanes as the values. Vector and scalar loops evaluate the same comparisons, selections and
 // additions in the same order, so every width gives the same bits.
-// Images run in parallel (at::parallel_for over the batch).
+// Images run in parallel (parallel_for over the batch).
 
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>

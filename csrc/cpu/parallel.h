@@ -1,7 +1,19 @@
-// fused_inception::parallel_for: at::parallel_for, except in a process forked from one that had
-// started OpenMP's threads.
+// fused_inception::parallel_for: at::parallel_for's static split, balanced between the threads
+// at run time; in a process forked from one that had started OpenMP's threads, a plain loop.
 //
-// at::parallel_for is an OpenMP loop compiled into this extension (setup.py builds it with
+// Balance. Each of the T threads owns the range at::parallel_for would give it (ceil(n / T)
+// items; so a thread's pool, GEMM and transposing-copy loops over the pixels keep touching the
+// same pixels, as before) and takes it from its front in steps of half of what is left (at
+// least grain_size items); a thread done with its own range takes steps from the back of the
+// others'. On an evenly loaded CPU every range ends where it would have, and f sees a few more,
+// shorter calls; where one core runs slower (a cloud vCPU whose core is shared, minute to
+// minute), the faster thread takes over the tail of the slower one's range instead of waiting
+// at the end of the loop. The items are the callers' independent tasks, so the outputs do not
+// depend on who takes which (the same bits as the static split). Measured on a 2-core Emerald
+// Rapids Xeon (2026-12-06, the benchmark's prepared blocks and network, balanced and static
+// alternately in one process): README "Backends", cpu, the C++ operators' loops.
+//
+// Fork. at::parallel_for is an OpenMP loop compiled into this extension (setup.py builds it with
 // -fopenmp). GNU libgomp's thread pool does not survive fork(): in the child, the first parallel
 // region waits forever for pool threads that were not copied (torch's own operators hang the
 // same way; tests/test_concurrency.py forks while the parent computes). After a fork the
@@ -9,8 +21,10 @@
 #pragma once
 
 #include <ATen/Parallel.h>
+#include <ATen/core/Tensor.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
 #include <vector>
 
@@ -27,13 +41,64 @@ void parallel_for(int64_t begin, int64_t end, int64_t grain_size, const F& f) {
     }
     return;
   }
-  at::parallel_for(begin, end, grain_size, f);
+  const int64_t n = end - begin, grain = std::max<int64_t>(1, grain_size);
+  const int64_t threads = std::min<int64_t>(at::get_num_threads(), (n + grain - 1) / grain);
+  if (threads <= 1 || n >= (int64_t{1} << 32) || at::in_parallel_region()) {
+    at::parallel_for(begin, end, grain_size, f);  // on the calling thread
+    return;
+  }
+  const int64_t chunk = (n + threads - 1) / threads;
+  struct alignas(64) Range {
+    std::atomic<uint64_t> left;  // offsets from begin: front (low 32 bits) and back (high)
+  };
+  std::vector<Range> ranges(static_cast<size_t>(threads));
+  for (int64_t t = 0; t < threads; ++t) {
+    const uint64_t front = static_cast<uint64_t>(std::min(n, t * chunk));
+    const uint64_t back = static_cast<uint64_t>(std::min(n, (t + 1) * chunk));
+    ranges[static_cast<size_t>(t)].left.store(front | back << 32, std::memory_order_relaxed);
+  }
+  // f over one step of range r, from its front (its owner) or its back; false once it is empty.
+  const auto step = [&](int64_t r, bool from_front) {
+    std::atomic<uint64_t>& left = ranges[static_cast<size_t>(r)].left;
+    uint64_t seen = left.load(std::memory_order_relaxed);
+    for (;;) {
+      const int64_t front = static_cast<int64_t>(seen & 0xFFFFFFFFu);
+      const int64_t back = static_cast<int64_t>(seen >> 32);
+      if (front >= back) return false;
+      const int64_t count = std::min(back - front, std::max(grain, (back - front) / 2));
+      const int64_t first = from_front ? front : back - count;
+      const uint64_t rest = from_front ? static_cast<uint64_t>(front + count) | (seen >> 32 << 32)
+                                       : (seen & 0xFFFFFFFFu) | static_cast<uint64_t>(first) << 32;
+      if (left.compare_exchange_weak(seen, rest, std::memory_order_acq_rel,
+                                     std::memory_order_relaxed)) {
+        f(begin + first, begin + first + count);
+        return true;
+      }
+    }
+  };
+  at::parallel_for(0, threads, 1, [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; ++t) {
+      while (step(t, true)) {
+      }
+      for (int64_t k = 1; k < threads; ++k) {
+        while (step((t + k) % threads, false)) {
+        }
+      }
+    }
+  });
 }
+
+// For tests (fused_inception::parallel_for_probe): parallel_for over n items with grain_size;
+// [n, 2] int64, per item how many times f saw it and the OpenMP thread number that took it last.
+// With hold_first, item 0 taken by thread 0 (the owner of the first range) waits, up to 10 s,
+// until another thread has taken an item of that range, which only a thread taking over part of
+// it can do.
+at::Tensor parallel_for_probe(int64_t n, int64_t grain_size, bool hold_first);
 
 // f(begin, end) over n items (n >= 1) of unequal work, item i starting at before[i] of `total`:
 // in a few parts per thread (4, at most n) of about equal work, each from the first item
-// starting at or past its share, so threads that take equal counts of parts (at::parallel_for's
-// static split) take about equal work.
+// starting at or past its share, so threads that take equal counts of parts (the static split
+// parallel_for starts from) take about equal work.
 template <typename F>
 void parallel_for_equal_work(const std::vector<int64_t>& before, int64_t n, int64_t total,
                              const F& f) {

@@ -26,7 +26,7 @@
 // Checks: every product and sum of the caller's integers is overflow-checked, and `out` must not
 // overlap m or bias (csrc/overlap.h).
 //
-// Parallelisation: at::parallel_for over tiles; inside a tile the loop runs over the contiguous
+// Parallelisation: parallel_for over tiles; inside a tile the loop runs over the contiguous
 // channel dimension, compiled twice (AVX2+FMA and baseline) with GCC's target_clones and picked
 // at load time, so the module still runs on CPUs without AVX2. Offsets are int64.
 
