@@ -23,13 +23,17 @@
 #include <tuple>
 #include <vector>
 
-#include "cpu/parallel.h"
-
 namespace fused_inception {
 std::vector<std::string> cuda_kernel_builds();  // csrc/cuda_ops.cpp
 void emulated_counters_start();                 // csrc/cuda_ops.cpp
 std::tuple<std::vector<std::string>, std::vector<std::string>, std::vector<int64_t>>
 emulated_counters_stop();  // csrc/cuda_ops.cpp
+// For tests: parallel_for (csrc/cpu/parallel.h) over n items with grain_size; [n, 2] int64, per
+// item how many times the loop's function saw it and the OpenMP thread number that took it last.
+// With hold_first, item 0 taken by thread 0 (the owner of the first range) waits, up to 10 s,
+// until another thread has taken an item of that range, which only a thread taking over part of
+// it can do (csrc/cpu/parallel.cpp).
+at::Tensor parallel_for_probe(int64_t n, int64_t grain_size, bool hold_first);
 PyObject* snapshot_matches(PyObject* self, PyObject* const* args,
                            Py_ssize_t nargs);                  // csrc/structure_check.cpp
 PyObject* snapshot_tags(PyObject* self, PyObject* entries);    // csrc/structure_check.cpp

@@ -25,14 +25,14 @@ const bool registered = [] {
 
 bool in_forked_child() { return forked_child.load(std::memory_order_relaxed); }
 
+// Declared and described in csrc/fused_inception.cpp, which registers it.
 at::Tensor parallel_for_probe(int64_t n, int64_t grain_size, bool hold_first) {
   TORCH_CHECK_VALUE(n >= 0 && grain_size >= 1,
                     "parallel_for_probe: expected n >= 0 and grain_size >= 1, got n ", n,
                     " and grain_size ", grain_size);
   at::Tensor out = at::zeros({n, 2}, at::kLong);
   int64_t* seen = out.mutable_data_ptr<int64_t>();
-  const int64_t threads = std::max<int64_t>(
-      1, std::min<int64_t>(at::get_num_threads(), (n + grain_size - 1) / grain_size));
+  const int64_t threads = std::max<int64_t>(1, loop_threads(n, grain_size));
   const int64_t first_range = (n + threads - 1) / threads;
   std::atomic<bool> taken_over{false};
   parallel_for(0, n, grain_size, [&](int64_t begin, int64_t end) {

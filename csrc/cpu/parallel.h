@@ -21,7 +21,6 @@
 #pragma once
 
 #include <ATen/Parallel.h>
-#include <ATen/core/Tensor.h>
 
 #include <algorithm>
 #include <atomic>
@@ -33,6 +32,13 @@ namespace fused_inception {
 // True in a process created by fork() from one that had loaded this extension.
 bool in_forked_child();
 
+// The threads parallel_for runs n items on: at most at::get_num_threads(), each at least
+// grain_size items (0 for no items).
+inline int64_t loop_threads(int64_t n, int64_t grain_size) {
+  const int64_t grain = std::max<int64_t>(1, grain_size);
+  return std::min<int64_t>(at::get_num_threads(), (n + grain - 1) / grain);
+}
+
 template <typename F>
 void parallel_for(int64_t begin, int64_t end, int64_t grain_size, const F& f) {
   if (in_forked_child()) {
@@ -42,7 +48,7 @@ void parallel_for(int64_t begin, int64_t end, int64_t grain_size, const F& f) {
     return;
   }
   const int64_t n = end - begin, grain = std::max<int64_t>(1, grain_size);
-  const int64_t threads = std::min<int64_t>(at::get_num_threads(), (n + grain - 1) / grain);
+  const int64_t threads = loop_threads(n, grain);
   if (threads <= 1 || n >= (int64_t{1} << 32) || at::in_parallel_region()) {
     at::parallel_for(begin, end, grain_size, f);  // on the calling thread
     return;
@@ -87,13 +93,6 @@ void parallel_for(int64_t begin, int64_t end, int64_t grain_size, const F& f) {
     }
   });
 }
-
-// For tests (fused_inception::parallel_for_probe): parallel_for over n items with grain_size;
-// [n, 2] int64, per item how many times f saw it and the OpenMP thread number that took it last.
-// With hold_first, item 0 taken by thread 0 (the owner of the first range) waits, up to 10 s,
-// until another thread has taken an item of that range, which only a thread taking over part of
-// it can do.
-at::Tensor parallel_for_probe(int64_t n, int64_t grain_size, bool hold_first);
 
 // f(begin, end) over n items (n >= 1) of unequal work, item i starting at before[i] of `total`:
 // in a few parts per thread (4, at most n) of about equal work, each from the first item
