@@ -34,6 +34,9 @@ emulated_counters_stop();  // csrc/cuda_ops.cpp
 // until another thread has taken an item of that range, which only a thread taking over part of
 // it can do (csrc/cpu/parallel.cpp).
 at::Tensor parallel_for_probe(int64_t n, int64_t grain_size, bool hold_first);
+// csrc/cpu/gemm_panels.cpp
+std::vector<int64_t> conv_tile_taps(int64_t n, int64_t c, int64_t h, int64_t w, int64_t kernel,
+                                    int64_t stride, int64_t padding);
 PyObject* snapshot_matches(PyObject* self, PyObject* const* args,
                            Py_ssize_t nargs);                  // csrc/structure_check.cpp
 PyObject* snapshot_tags(PyObject* self, PyObject* entries);    // csrc/structure_check.cpp
@@ -242,4 +245,8 @@ TORCH_LIBRARY(fused_inception, m) {
   // how many times the loop's function saw it and which thread took it.
   m.def("parallel_for_probe(int n, int grain_size, bool hold_first) -> Tensor",
         &fused_inception::parallel_for_probe);
+  // The (pixel, tap) pairs the CPU convolution's tiles multiply, and all of them
+  // (csrc/cpu/gemm_panels.h): the padding taps a tile drops, counted.
+  m.def("conv_tile_taps(int n, int c, int h, int w, int kernel, int stride, int padding) -> int[]",
+        &fused_inception::conv_tile_taps);
 }

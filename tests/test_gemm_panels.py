@@ -135,6 +135,67 @@ def test_kxk_convolution_against_float64(kernel, hw):
     assert_close_rel(out, ref, torch.float32)
 
 
+def _taps_inside(n: int, h: int, w: int, kernel: int, stride: int, padding: int) -> int:
+    """The (output pixel, tap) pairs of a convolution whose tap reads a pixel of the image."""
+    oh, ow = (h + 2 * padding - kernel) // stride + 1, (w + 2 * padding - kernel) // stride + 1
+    rows = [
+        sum(0 <= o * stride - padding + d < size for d in range(kernel))
+        for o, size in ((o, h) for o in range(oh))
+    ]
+    cols = [sum(0 <= o * stride - padding + d < w for d in range(kernel)) for o in range(ow)]
+    return n * sum(rows) * sum(cols)
+
+
+# (n, c, h, w, kernel, stride, padding): GoogLeNet's 7x7 3x3s and 5x5s at batch 1 and 8, a 14x14
+# 5x5, small images under a large kernel, a 1x1 and an unpadded 3x3 (nothing to drop).
+TILE_TAPS = [
+    (1, 192, 7, 7, 3, 1, 1),
+    (1, 48, 7, 7, 5, 1, 2),
+    (8, 48, 7, 7, 5, 1, 2),
+    (1, 32, 14, 14, 5, 1, 2),
+    (2, 5, 3, 5, 7, 1, 3),
+    (1, 16, 1, 1, 5, 1, 2),
+    (3, 20, 9, 8, 3, 2, 1),
+    (1, 64, 7, 7, 1, 1, 0),
+    (2, 8, 6, 7, 3, 1, 0),
+]
+
+
+@pytest.mark.parametrize("n,c,h,w,kernel,stride,padding", TILE_TAPS, ids=lambda v: str(v))
+def test_tiles_drop_the_taps_of_padding_alone(n, c, h, w, kernel, stride, padding):
+    """A tile (pixels in a row-major run) skips the taps under which every one of its pixels
+    reads padding: counted by the kernel's own plan and tiles (conv_tile_taps), never fewer
+    than the taps that read the image, all of them where nothing is padded; and the outputs
+    of such convolutions match float64 (KxK tests above, the capability bits below)."""
+    run, every = torch.ops.fused_inception.conv_tile_taps(n, c, h, w, kernel, stride, padding)
+    oh, ow = (h + 2 * padding - kernel) // stride + 1, (w + 2 * padding - kernel) // stride + 1
+    inside = _taps_inside(n, h, w, kernel, stride, padding)
+    assert every == n * oh * ow * kernel * kernel
+    assert inside <= run <= every
+    if padding == 0:
+        assert run == every == inside
+    elif h * w <= 49 and kernel >= 5 or h * w == 1:
+        assert run < every  # whole tiles lie in the top rows' padding on every ISA's tiling
+    if h * w == 1:
+        assert run == inside == n  # one pixel: only the centre tap reads it
+    x = torch.randn(n, c, h, w).contiguous(memory_format=torch.channels_last)
+    weight, bias = torch.randn(24, c, kernel, kernel), torch.randn(24)
+    out = ops.conv_bias_relu_nhwc(x, cpu_onednn.pack_panels(weight), bias, stride, padding)
+    ref = F.conv2d(x.double(), weight.double(), bias.double(), stride=stride, padding=padding)
+    assert_close_rel(out, ref.relu(), torch.float32)
+
+
+def test_tile_taps_refuses_bad_shapes():
+    for args in [
+        (1, 4, 7, 7, 4, 1, 1),
+        (1, 4, 7, 7, 3, 0, 1),
+        (1, 4, 7, 7, 3, 1, 2),
+        (1, 0, 7, 7, 3, 1, 1),
+    ]:
+        with pytest.raises(ValueError, match="conv_tile_taps: unsupported convolution"):
+            torch.ops.fused_inception.conv_tile_taps(*args)
+
+
 # (channels, kernel, stride, padding, image): few channels take the kernel rows as taps of a
 # zero-padded copy (GoogLeNet's conv1 is 3 channels, 7x7, stride 2, padding 3), more channels
 # the per-pixel taps; strides, padding below K // 2 and images that end mid-stride.
@@ -273,6 +334,7 @@ for name, shape, kernel, c_out, stride in (
     ("e", (2, 3, 12, 61), 7, 64, 2),  # GoogLeNet's conv1 on a smaller image
     ("f", (1, 3, 9, 40), 3, 100, 1),  # two groups of panels, the last partial
     ("g", (2, 5, 9, 9), 5, 16, 3),
+    ("h", (2, 12, 7, 7), 5, 24, 1),  # 7x7 images: tiles drop the taps of padding alone
 ):
     x = rand(*shape)
     if shape[1] > 3:
@@ -298,7 +360,7 @@ def test_vector_and_plain_loops_give_the_same_bits(tmp_path):
     capability this CPU allows; with the output written by non-temporal stores too
     (stream_bytes 0), and for first layers read from NCHW."""
     first, *others = outputs_at_every_capability(tmp_path, _CAPABILITY_CHECK).values()
-    assert len(first) == 7 and all(other == first for other in others)
+    assert len(first) == 8 and all(other == first for other in others)
 
 
 @pytest.fixture

@@ -70,6 +70,7 @@ COVERED = {
     "emulated_counters_start": "test_opcheck_emulated_counters",
     "emulated_counters_stop": "test_opcheck_emulated_counters",
     "parallel_for_probe": "test_opcheck_parallel_for_probe",  # its behaviour: test_parallel_for
+    "conv_tile_taps": "test_opcheck_conv_tile_taps",  # its counts: test_gemm_panels
 }
 
 
@@ -572,6 +573,17 @@ def test_opcheck_emulated_counters():
         assert set(results.values()) == {"SUCCESS"}, results
     launches, names, values = ops.emulated_counters_stop()
     assert launches == [] and values == [] and names[0] == "blocks"
+
+
+def test_opcheck_conv_tile_taps():
+    """The CPU convolution's counted (pixel, tap) pairs (no tensors in or out): schema and
+    autograd registration. No fake kernel: nothing traced calls it."""
+    results = torch.library.opcheck(
+        ops.conv_tile_taps.default,
+        (1, 8, 7, 7, 3, 1, 1),
+        test_utils=("test_schema", "test_autograd_registration"),
+    )
+    assert set(results.values()) == {"SUCCESS"}, results
 
 
 def test_opcheck_parallel_for_probe():

@@ -18,7 +18,8 @@
 // A chunk's rows are cut into tiles of near-equal size (49 rows: 9 + 4 x 10 on AVX-512,
 // 5 x 5 + 4 x 6 on AVX2).
 // A KxK convolution is the same loop over K * K taps whose A rows are pointers to the shifted
-// pixels (or to a zero row outside the image): an implicit GEMM, with no im2col copy. Rows are
+// pixels (or to a zero row outside the image; a tile skips the taps under which all its rows are
+// outside, tile_rows): an implicit GEMM, with no im2col copy. Rows are
 // taken in chunks whose A rows fit in L2 (kChunkBytes), and a task is (chunk, pair of adjacent
 // panels, or the last one alone): its panels (K * K * C * 64 bytes each) are read once per chunk,
 // the chunk's rows once per task; on AVX-512 a chunk has at least kMinChunkRowsAvx512 rows. On
@@ -140,19 +141,23 @@ void store_row(const PanelStore& s, int64_t i, const float* values) {
 }
 
 // The A rows of a 12-row tile: rows[t * kRows + r] is output row i0 + r's pixel under tap t (or
-// the zero row), for `count` rows (the tiles read no others). Row i0's (image, y, x) is
-// divided out once and stepped from row to row, and a row whose window lies inside the image
-// takes its taps as fixed offsets from its window's corner: three 64-bit divisions per row
-// and a bounds check per tap were a large part of the time outside the tiles (perf, batch-1
+// the zero row), for `count` rows (the tiles read no others); returns the taps the tiles run,
+// tap_of[u] the tap of rows[u * kRows ...] (see below: taps of padding alone are dropped). Row i0's
+// (image, y, x) is divided out once and stepped from row to row, and a row whose window lies inside
+// the image takes its taps as fixed offsets from its window's corner: three 64-bit divisions per
+// row and a bounds check per tap were a large part of the time outside the tiles (perf, batch-1
 // network; conv1 at batch 1 0.94-0.99x the time, alternating processes on a Zen 2 EPYC,
 // 2026-12-05).
-void tile_rows(const ConvInput& x, const float* zeros, int64_t i0, int count, const float** rows) {
+int tile_rows(const ConvInput& x, const float* zeros, int64_t i0, int count, const float** rows,
+              int* tap_of) {
   const int k = x.kernel, taps = x.merged ? k : k * k, pad = x.padding();
-  if (count <= 0) return;
+  for (int t = 0; t < taps; ++t) tap_of[t] = t;
+  if (count <= 0) return taps;
   if (k == 1 && x.stride == 1 && pad == 0) {  // a 1x1 convolution: x's rows
     for (int r = 0; r < count; ++r) rows[r] = x.data + (i0 + r) * x.ld;
-    return;
+    return taps;
   }
+  bool border = false;
   // Tap t's offset from the window's top-left pixel (merged: kernel row t's first pixel).
   int64_t offset[kMaxTaps];
   for (int dy = 0, t = 0; dy < (x.merged ? taps : k); ++dy) {
@@ -166,6 +171,7 @@ void tile_rows(const ConvInput& x, const float* zeros, int64_t i0, int count, co
       const float* corner = x.data + ((b * x.h + y0) * x.w + x0) * x.ld;
       for (int t = 0; t < taps; ++t) rows[t * kRows + r] = corner + offset[t];
     } else {
+      border = true;
       for (int t = 0; t < taps; ++t) {
         const int64_t y = y0 + t / k, xx = x0 + t % k;
         const bool inside = y >= 0 && y < x.h && xx >= 0 && xx < x.w;
@@ -180,6 +186,26 @@ void tile_rows(const ConvInput& x, const float* zeros, int64_t i0, int count, co
       }
     }
   }
+  if (!border) return taps;
+  // The taps under which every row of the tile is padding are dropped, the others moved down in
+  // order: their products are zeros, and a sum that starts at +0 never is -0, so adding them
+  // changed no bit (a weight of Inf or NaN made 0 x Inf = NaN there, as it still does where a
+  // tile keeps the tap for its other rows; torch's convolution skips padding). Counted by the
+  // kernel's own tiles (conv_tile_taps): GoogLeNet's 7x7 3x3s at batch 1 run 408 of 441 (pixel,
+  // tap) pairs on AVX2 (the AVX-512 tiles of 9-10 rows start mid-row: 441), its 7x7 5x5s 1059
+  // (AVX-512: 1121) of 1225 and the 14x14 ones 4528 (4570) of 4900; 361, 841 and 4096 read
+  // the image. Measured on a 2-core Zen 3 EPYC (AVX2; 2026-12-07, the benchmark's prepared
+  // blocks, switched per round of calls and interleaved in one process): 5b at batch 1 0.944-0.949x
+  // the time, 5a 0.961-0.974x, 4e 0.981x, 4b 0.991x, 3a 1.009x; the network at batch 1
+  // 0.994x and 1.006x (level), at batch 8 5b 1.008x, 4e 0.989x, the network 0.980x.
+  int kept = 0;
+  for (int t = 0; t < taps; ++t) {
+    const float* const* tr = rows + t * kRows;
+    if (std::all_of(tr, tr + count, [zeros](const float* a) { return a == zeros; })) continue;
+    if (kept != t) std::copy(tr, tr + count, rows + kept * kRows);
+    tap_of[kept++] = t;
+  }
+  return kept;
 }
 
 // A tile's row R under one tap (`tr`: the tap's rows from tile_rows), if the tile has that
@@ -197,14 +223,14 @@ inline const float* tile_row(const float* const* tr) {
 inline float relu_keep_nan(float v) { return std::isnan(v) ? v : std::max(0.f, v); }
 
 // One tile of one panel: the plain loop, FMAs in (tap, channel) order as the vector kernel.
-void tile_plain(const float* const* rows, int taps, int64_t c, const float* panel, int64_t ldb,
-                const float* scale16, const float* bias16, bool relu, const PanelStore& s,
-                int64_t i0, int count) {
+void tile_plain(const float* const* rows, const int* tap_of, int taps, int64_t c,
+                const float* panel, int64_t ldb, const float* scale16, const float* bias16,
+                bool relu, const PanelStore& s, int64_t i0, int count) {
   for (int r = 0; r < count; ++r) {
     float acc[kPanel] = {};
     for (int t = 0; t < taps; ++t) {
       const float* a = rows[t * kRows + r];
-      const float* b = panel + t * c * ldb;
+      const float* b = panel + tap_of[t] * c * ldb;
       for (int64_t k = 0; k < c; ++k) {
         for (int j = 0; j < kPanel; ++j) acc[j] = std::fma(a[k], b[k * ldb + j], acc[j]);
       }
@@ -245,12 +271,12 @@ struct Ahead {
 // batch 8 0.95x (3b 0.91-0.92x). Non-temporal stores (GemmJob::stream) need no such read. (x86
 // CPUs that do not list PREFETCHW, Intel's Haswell among them, run its encoding as a no-op.)
 template <int ROWS, bool PREFETCH, bool AHEAD>
-__attribute__((target("avx2,fma,prfchw"))) void tile_avx2(const float* const* rows, int taps,
-                                                          int64_t c, const float* panel,
-                                                          int64_t ldb, const float* scale16,
-                                                          const float* bias16, bool relu,
-                                                          const PanelStore& s, int64_t i0,
-                                                          const Ahead& ahead) {
+__attribute__((target("avx2,fma,prfchw"))) void tile_avx2(const float* const* rows,
+                                                          const int* tap_of, int taps, int64_t c,
+                                                          const float* panel, int64_t ldb,
+                                                          const float* scale16, const float* bias16,
+                                                          bool relu, const PanelStore& s,
+                                                          int64_t i0, const Ahead& ahead) {
   static_assert(ROWS >= 1 && ROWS <= kRowsAvx2);
   const char* pf = ahead.p;
   const char* const pf_end = ahead.p + ahead.rows * ahead.stride;
@@ -266,7 +292,7 @@ __attribute__((target("avx2,fma,prfchw"))) void tile_avx2(const float* const* ro
     const float *a0 = tile_row<0, ROWS>(tr), *a1 = tile_row<1, ROWS>(tr),
                 *a2 = tile_row<2, ROWS>(tr), *a3 = tile_row<3, ROWS>(tr),
                 *a4 = tile_row<4, ROWS>(tr), *a5 = tile_row<5, ROWS>(tr);
-    const float* b = panel + t * c * ldb;
+    const float* b = panel + tap_of[t] * c * ldb;
     for (int64_t k = 0; k < c; ++k) {
       if constexpr (PREFETCH) {
         _mm_prefetch(reinterpret_cast<const char*>(b + (k + kPrefetchRowsAvx2) * ldb), _MM_HINT_T0);
@@ -286,6 +312,9 @@ __attribute__((target("avx2,fma,prfchw"))) void tile_avx2(const float* const* ro
       FI_TILE_ROW(4, a4, c40, c41)
       FI_TILE_ROW(5, a5, c50, c51)
     }
+  }
+  if constexpr (AHEAD) {  // lines left where taps were dropped (tile_rows)
+    for (; pf < pf_end; pf += ahead.stride) _mm_prefetch(pf, _MM_HINT_T1);
   }
   const __m256 acc[kRowsAvx2][2] = {{c00, c01}, {c10, c11}, {c20, c21},
                                     {c30, c31}, {c40, c41}, {c50, c51}};
@@ -364,9 +393,9 @@ auto tile_avx2_for(bool prefetch, bool ahead, int count) {
 // s: PANELS stores.
 template <int ROWS, int PANELS, bool AHEAD, bool UNIFORM>
 __attribute__((target("avx512f,prfchw"))) void tile_avx512(
-    const float* const* rows, int taps, int64_t c, const float* panel, int64_t ldb, int64_t stride,
-    const float* scale, const float* bias, bool relu, const PanelStore* s, int64_t i0,
-    const Ahead* ahead, int64_t lda) {
+    const float* const* rows, const int* tap_of, int taps, int64_t c, const float* panel,
+    int64_t ldb, int64_t stride, const float* scale, const float* bias, bool relu,
+    const PanelStore* s, int64_t i0, const Ahead* ahead, int64_t lda) {
   static_assert(ROWS >= 1 && ROWS <= kRows && (PANELS == 1 || PANELS == 2));
   // The next task's lines (Ahead): both panels' rows from `pf`, `pf_gap` bytes apart (0: one
   // panel), `pf_step` bytes from one row to the next, `pf_left` rows still to prefetch.
@@ -464,7 +493,7 @@ __attribute__((target("avx512f,prfchw"))) void tile_avx512(
                 *a6 = tile_row<6, ROWS>(tr), *a7 = tile_row<7, ROWS>(tr),
                 *a8 = tile_row<8, ROWS>(tr), *a9 = tile_row<9, ROWS>(tr),
                 *a10 = tile_row<10, ROWS>(tr), *a11 = tile_row<11, ROWS>(tr);
-    const float* b = panel + t * c * ldb;
+    const float* b = panel + tap_of[t] * c * ldb;
     const float* bq = b + (PANELS > 1 ? stride : 0);  // the second panel's
     // One step: the rows kPrefetchRows ahead of both panels into L1 (a plain weight's next
     // rows are ldb floats apart; for packed panels, lines the hardware would fetch anyway),
@@ -503,6 +532,12 @@ __attribute__((target("avx512f,prfchw"))) void tile_avx512(
 #undef FI_STEP512
   }
 #undef FI_STEPS512
+  if constexpr (AHEAD) {  // lines left where taps were dropped (tile_rows)
+    for (; pf_left > 0; --pf_left, pf += pf_step) {
+      _mm_prefetch(pf, _MM_HINT_T1);
+      _mm_prefetch(pf + pf_gap, _MM_HINT_T1);
+    }
+  }
   const __m512 acc[kRows][2] = {{c0_0, c0_1}, {c1_0, c1_1}, {c2_0, c2_1},   {c3_0, c3_1},
                                 {c4_0, c4_1}, {c5_0, c5_1}, {c6_0, c6_1},   {c7_0, c7_1},
                                 {c8_0, c8_1}, {c9_0, c9_1}, {c10_0, c10_1}, {c11_0, c11_1}};
@@ -538,8 +573,8 @@ __attribute__((target("avx512f,prfchw"))) void tile_avx512(
   }
 }
 
-using TileAvx512 = void (*)(const float* const*, int, int64_t, const float*, int64_t, int64_t,
-                            const float*, const float*, bool, const PanelStore*, int64_t,
+using TileAvx512 = void (*)(const float* const*, const int*, int, int64_t, const float*, int64_t,
+                            int64_t, const float*, const float*, bool, const PanelStore*, int64_t,
                             const Ahead*, int64_t);
 
 // tile_avx512<ROWS, PANELS, AHEAD, UNIFORM> for ROWS = 1 .. kRows, indexed by ROWS - 1.
@@ -552,9 +587,10 @@ constexpr std::array<TileAvx512, sizeof...(R)> avx512_tiles(std::integer_sequenc
 // into L2, one of each per step (see gemms). lda > 0: the rows are rows[0] + r * lda, a 1x1
 // over stride-1 pixels (tile_avx512's UNIFORM loop), else rows as tile_rows gives them.
 template <int PANELS>
-void tile_vector512(const float* const* rows, int taps, int64_t c, const float* panel, int64_t ldb,
-                    int64_t stride, const float* scale, const float* bias, bool relu,
-                    const PanelStore* s, int64_t i0, int count, const Ahead* ahead, int64_t lda) {
+void tile_vector512(const float* const* rows, const int* tap_of, int taps, int64_t c,
+                    const float* panel, int64_t ldb, int64_t stride, const float* scale,
+                    const float* bias, bool relu, const PanelStore* s, int64_t i0, int count,
+                    const Ahead* ahead, int64_t lda) {
   static constexpr auto kTiles =
       avx512_tiles<PANELS, false, false>(std::make_integer_sequence<int, kRows>{});
   static constexpr auto kTilesAhead =
@@ -565,7 +601,7 @@ void tile_vector512(const float* const* rows, int taps, int64_t c, const float* 
       avx512_tiles<PANELS, true, true>(std::make_integer_sequence<int, kRows>{});
   const auto& tiles = lda > 0 ? (ahead != nullptr ? kUniformAhead : kUniform)
                               : (ahead != nullptr ? kTilesAhead : kTiles);
-  tiles[count - 1](rows, taps, c, panel, ldb, stride, scale, bias, relu, s, i0, ahead, lda);
+  tiles[count - 1](rows, tap_of, taps, c, panel, ldb, stride, scale, bias, relu, s, i0, ahead, lda);
 }
 #undef FI_TILE_ROW512
 #endif
@@ -793,6 +829,21 @@ struct TaskPanels {
   int64_t ldb, stride;
 };
 
+// Tile t of a chunk's `rows` rows from `start`, cut into `tiles` tiles of near-equal size (see
+// gemms): its first row and its row count.
+inline int64_t tile_first(int64_t start, int64_t rows, int64_t tiles, int64_t t) {
+  return start + t * rows / tiles;
+}
+inline int tile_count(int64_t start, int64_t rows, int64_t tiles, int64_t t) {
+  return static_cast<int>(tile_first(start, rows, tiles, t + 1) -
+                          tile_first(start, rows, tiles, t));
+}
+
+// The tile that runs first in a chunk (see gemms): the middle one of a padded KxK.
+inline int64_t first_tile(const GemmJob& job, const Plan& plan, int64_t tiles) {
+  return plan.taps > 1 && job.x.padding() > 0 ? tiles / 2 : 0;
+}
+
 TaskPanels task_panels(const GemmJob& job, int64_t p0) {
   const int64_t stride = job.b_panel_stride();
   return {job.panels + p0 * stride, job.b_row_stride(), stride};
@@ -894,6 +945,7 @@ void gemms(const std::vector<GemmJob>& jobs, bool relu, bool steps) {
   int64_t limit = total;
   const auto run = [&](int64_t begin, int64_t end) {
     const float* rows[kMaxTaps * kRows];
+    int tap_of[kMaxTaps];
     size_t j = 0;
     for (int64_t task = begin; task < end; ++task) {
       plan_of(task, j);
@@ -957,14 +1009,20 @@ void gemms(const std::vector<GemmJob>& jobs, bool relu, bool steps) {
           }
         }
       }
-      for (int64_t t = 0; t < tiles; ++t) {
-        const int64_t i = start + t * rows_in_chunk / tiles;
-        const int count = static_cast<int>(start + (t + 1) * rows_in_chunk / tiles - i);
-        tile_rows(job.x, zeros.data(), i, count, rows);
+      // A padded KxK's tiles from the chunk's middle one on: at an image's top and bottom a
+      // tile drops the taps of padding alone (tile_rows), so the task's first tile, which
+      // reads its panels from memory (and on AVX2 prefetches a plain weight's rows for the
+      // others), is then one that reads every tap.
+      const int64_t first = first_tile(job, plan, tiles);
+      for (int64_t step = 0; step < tiles; ++step) {
+        const int64_t t = (first + step) % tiles;
+        const int64_t i = tile_first(start, rows_in_chunk, tiles, t);
+        const int count = tile_count(start, rows_in_chunk, tiles, t);
+        const int taps = tile_rows(job.x, zeros.data(), i, count, rows, tap_of);
 #ifdef FI_X86_VECTOR
         if (wide) {
           const auto tile = panels == 2 ? &tile_vector512<2> : &tile_vector512<1>;
-          tile(rows, plan.taps, plan.c_tap, panel, ldb, stride, scales, bias, relu, stores, i,
+          tile(rows, tap_of, taps, plan.c_tap, panel, ldb, stride, scales, bias, relu, stores, i,
                count, per > 0 ? next : nullptr, uniform ? job.x.ld : 0);
           for (Ahead& a : next) a.p += a.rows * a.stride;  // the next tile's rows
           continue;
@@ -972,10 +1030,10 @@ void gemms(const std::vector<GemmJob>& jobs, bool relu, bool steps) {
         if (vector) {
           // The plain weight's rows prefetched by the task's first tile, which reads them from
           // memory; its other tiles find them in cache.
-          const bool prefetch = ldb != kPanel && i == start;
+          const bool prefetch = ldb != kPanel && step == 0;
           const auto tile = tile_avx2_for(prefetch, per > 0, count);
           for (int q = 0; q < panels; ++q) {
-            tile(rows, plan.taps, plan.c_tap, panel + q * stride, ldb,
+            tile(rows, tap_of, taps, plan.c_tap, panel + q * stride, ldb,
                  scales != nullptr ? scales + q * kPanel : nullptr, bias + q * kPanel, relu,
                  stores[q], i, next[q]);
             next[q].p += next[q].rows * next[q].stride;  // the next tile's rows
@@ -984,7 +1042,7 @@ void gemms(const std::vector<GemmJob>& jobs, bool relu, bool steps) {
         }
 #endif
         for (int q = 0; q < panels; ++q) {
-          tile_plain(rows, plan.taps, plan.c_tap, panel + q * stride, ldb,
+          tile_plain(rows, tap_of, taps, plan.c_tap, panel + q * stride, ldb,
                      scales != nullptr ? scales + q * kPanel : nullptr, bias + q * kPanel, relu,
                      stores[q], i, count);
         }
@@ -1017,6 +1075,46 @@ void gemms(const std::vector<GemmJob>& jobs, bool relu, bool steps) {
     }
   }
   parallel_for_equal_work(work, total, work.back(), run);
+}
+
+std::vector<int64_t> conv_tile_taps(int64_t n, int64_t c, int64_t h, int64_t w, int64_t kernel,
+                                    int64_t stride, int64_t padding) {
+  TORCH_CHECK_VALUE(n >= 0 && c >= 1 && h >= 1 && w >= 1 && kernel >= 1 && kernel <= kMaxKernel &&
+                        kernel % 2 == 1 && stride >= 1 && stride <= 8 && padding >= 0 &&
+                        padding <= kernel / 2 && n * h * w * c <= (int64_t{1} << 28),
+                    "conv_tile_taps: unsupported convolution (n ", n, ", c ", c, ", ", h, "x", w,
+                    ", kernel ", kernel, ", stride ", stride, ", padding ", padding, ")");
+  const std::vector<float> x(static_cast<size_t>(n * h * w * c)), zeros(static_cast<size_t>(c));
+  GemmJob job{};
+  job.x = ConvInput{x.data(),
+                    c,
+                    n,
+                    h,
+                    w,
+                    c,
+                    static_cast<int>(kernel),
+                    static_cast<int>(stride),
+                    static_cast<int>(padding)};
+  job.n_out = kPanel;
+  int64_t total = 0, widest = 1;
+  const Plan plan = plan_jobs({job}, total, widest).front();
+  const int64_t most_rows = wide_tiles() ? kRows : kRowsAvx2;
+  const float* rows[kMaxTaps * kRows];
+  int tap_of[kMaxTaps];
+  std::vector<int64_t> counts{0, 0};  // run, all
+  for (int64_t task = plan.first; task < plan.end; ++task) {
+    const int64_t start = plan.chunk_of(task) * plan.chunk_rows;
+    const int64_t rows_in_chunk = std::min(plan.m, start + plan.chunk_rows) - start;
+    const int64_t tiles = (rows_in_chunk + most_rows - 1) / most_rows;
+    for (int64_t t = 0; t < tiles; ++t) {
+      const int count = tile_count(start, rows_in_chunk, tiles, t);
+      const int taps = tile_rows(job.x, zeros.data(), tile_first(start, rows_in_chunk, tiles, t),
+                                 count, rows, tap_of);
+      counts[0] += int64_t{taps} * count;
+      counts[1] += int64_t{plan.taps} * count;
+    }
+  }
+  return counts;
 }
 
 }  // namespace fused_inception
