@@ -30,12 +30,26 @@ _LANES = 16  # the kernel's panel width: each row is padded to a multiple of it
 
 def plain_views(weights: list[Tensor]) -> list[Tensor]:
     """Copies of `weights` ([c_i, Cin, K, K], the same Cin, K, dtype and device) in one new
-    buffer [K, K, Cin, ldb], ldb = sum(c_i) rounded up to 16 (the padding zeros): weight i is
-    the view [c_i, Cin, K, K] of columns [sum(c_<i), sum(c_<=i)) of every row."""
+    buffer [K, K, Cin, ldb], ldb = sum(c_i) rounded up to 16, plus 16 where that is an even
+    multiple of 16 (the padding zeros): weight i is the view [c_i, Cin, K, K] of columns
+    [sum(c_<i), sum(c_<=i)) of every row.
+
+    Rows an odd number of 16-float (64-byte) lines apart: the kernel reads a panel's rows one
+    line each, and rows an even number of lines apart fall into a fraction of the cache's sets
+    (with 2^j lines per row, 1/2^j of them), so a panel of more rows than those sets hold was
+    evicted from L1 and L2 before its next tile read it again. Measured on a 2-core Zen 3 EPYC
+    (AVX2; 2026-12-07): one convolution on one thread, warm, 14x14 832 -> 512 at 88.7 GFLOP/s
+    with rows 528 floats apart against 60.5 with 512 (packed panels: 92.5), 7x7 192 -> 384 3x3
+    88.8 (400) against 63.8 (384); the benchmark's prepared blocks at batch 1 (the two layouts
+    interleaved in one process) 5b 0.846x the time, 5a 0.922x, 4a 0.928x, the other blocks
+    0.98-1.04x, the network 0.974-0.998x (three runs); batch 8: 4e 0.981x, 3b 1.010x, 5b
+    1.004-1.031x, the network 0.91-1.05x (three runs on a noisy host: level within its noise)."""
     first = weights[0]
     _, c_in, kh, kw = first.shape
     widths = [w.shape[0] for w in weights]
     ldb = -(-sum(widths) // _LANES) * _LANES
+    if ldb // _LANES % 2 == 0:
+        ldb += _LANES
     buf = first.new_zeros((kh, kw, c_in, ldb))
     views, col = [], 0
     for w, c in zip(weights, widths, strict=True):
@@ -62,6 +76,16 @@ def is_plain(w: Tensor) -> bool:
         return False
     end = w.storage_offset() + (kh * kw * c_in - 1) * ldb + padded
     return end * w.element_size() <= w.untyped_storage().nbytes()
+
+
+def span(w: Tensor) -> Tensor:
+    """A dense 1-D view of the memory `w`'s elements lie in, from its first element to its last
+    (a plain weight's row padding included), sharing w's version counter: what a check of w's
+    contents hashes (the fingerprint hashes a non-dense tensor through a dense copy, which for a
+    3x3 weight of 14x14 blocks cost as much as the hash). Every element of w is in it, so every
+    change of w changes its hash; a write to the padding, which nothing reads, changes it too."""
+    extent = 1 + sum((n - 1) * s for n, s in zip(w.shape, w.stride(), strict=True))
+    return w.detach().as_strided((extent if w.numel() else 0,), (1,), w.storage_offset())
 
 
 def x_weights_view(w1: Tensor, w2r: Tensor, w3r: Tensor) -> Tensor | None:

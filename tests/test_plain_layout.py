@@ -41,19 +41,31 @@ ops = torch.ops.fused_inception
 
 def test_plain_views_hold_the_values_side_by_side():
     gen = torch.Generator().manual_seed(1)
-    ws = [torch.randn(c, 6, 3, 3, generator=gen) for c in (5, 16, 2)]
+    ws = [torch.randn(c, 6, 3, 3, generator=gen) for c in (5, 16, 19)]
     views = plain_views(ws)
     for w, v in zip(ws, views, strict=True):
         assert torch.equal(v, w) and v.shape == w.shape
-        assert v.stride() == (1, 32, 3 * 6 * 32, 6 * 32)  # 23 channels padded to 32 per row
+        assert v.stride() == (1, 48, 3 * 6 * 48, 6 * 48)  # 40 channels padded to 48 per row
     # each view's channels rounded up to 16 must be readable in its rows: not so for the last
-    # (columns 21-36 of 32)
+    # (columns 21-52 of 48)
     assert is_plain(views[0]) and is_plain(views[1]) and not is_plain(views[2])
     assert views[1].storage_offset() == 5 and views[2].storage_offset() == 21
     base = views[0].untyped_storage().data_ptr()
     assert all(v.untyped_storage().data_ptr() == base for v in views)
-    whole = views[0].as_strided((3, 3, 6, 32), (3 * 6 * 32, 6 * 32, 32, 1), 0)
-    assert not whole[..., 23:].any()  # the padding is zeros
+    whole = views[0].as_strided((3, 3, 6, 48), (3 * 6 * 48, 6 * 48, 48, 1), 0)
+    assert not whole[..., 40:].any()  # the padding is zeros
+
+
+@pytest.mark.parametrize("c_out", [1, 16, 23, 32, 100, 128, 320, 384, 448])
+def test_plain_rows_are_an_odd_number_of_lines_apart(c_out):
+    """Rows ldb floats apart, ldb the channels rounded up to 16 and then to an odd multiple of
+    16 (64-byte lines): rows an even number of lines apart would share a fraction of the
+    cache's sets (plain_views)."""
+    w = torch.randn(c_out, 3, 3, 3)
+    (v,) = plain_views([w])
+    ldb = v.stride(1)
+    assert ldb % 16 == 0 and ldb // 16 % 2 == 1 and c_out <= ldb < c_out + 32
+    assert torch.equal(v, w) and is_plain(v)
 
 
 def test_is_plain_rules():
@@ -351,3 +363,25 @@ def test_prepare_and_unprepare_keep_the_state_dict():
     for u in block_units(restored):
         assert u.conv.weight.is_contiguous(memory_format=torch.channels_last)
     assert all(torch.equal(restored.state_dict()[k], v) for k, v in before.items())
+
+
+def test_span_covers_a_plain_weight_densely():
+    """plain_layout.span: the dense 1-D view a Winograd weight's check hashes in place (a
+    non-dense tensor would be hashed through a copy): it starts at the weight's first element,
+    ends at its last, sees every write to it (fingerprint and version counter alike) and is
+    empty for an empty weight."""
+    from fused_inception import fingerprint as fp
+    from fused_inception.plain_layout import span
+
+    (w,) = plain_views([torch.randn(40, 5, 3, 3)])
+    s = span(w)
+    assert s.is_contiguous() and s.data_ptr() == w.data_ptr()
+    assert s.numel() == (3 * 3 * 5 - 1) * w.stride(1) + 40
+    before, version = fp.fingerprint([s]), s._version
+    with torch.no_grad():
+        w[39, 4, 2, 2] += 1.0  # the last element
+    assert fp.fingerprint([s]) != before and s._version != version
+    before = fp.fingerprint([s])
+    w.data[0, 0, 0, 0] -= 1.0  # through .data: no version bump, a new hash
+    assert fp.fingerprint([s]) != before
+    assert span(torch.empty(0, 4, 3, 3)).numel() == 0

@@ -137,8 +137,9 @@ def prepare_block(block: nn.Module, p: FoldedParams, check) -> CpuPacked:
     for tag, i in (("2", 2), ("3", 4), ("pool", 5)):
         if plain_layout.is_plain(weights[i]):
             plain[tag] = (weights[i], scales[i])
-            if tag != "pool":
-                checks[tag] = [units[i], weights[i], check, check([weights[i]])]
+            if tag != "pool":  # its padded rows' span: hashed in place (plain_layout.span)
+                span = plain_layout.span(weights[i])
+                checks[tag] = [units[i], span, check, check([span])]
     return packed._replace(plain=plain or None, checks=checks or None)
 
 
