@@ -137,13 +137,12 @@ def test_kxk_convolution_against_float64(kernel, hw):
 
 def _taps_inside(n: int, h: int, w: int, kernel: int, stride: int, padding: int) -> int:
     """The (output pixel, tap) pairs of a convolution whose tap reads a pixel of the image."""
-    oh, ow = (h + 2 * padding - kernel) // stride + 1, (w + 2 * padding - kernel) // stride + 1
-    rows = [
-        sum(0 <= o * stride - padding + d < size for d in range(kernel))
-        for o, size in ((o, h) for o in range(oh))
-    ]
-    cols = [sum(0 <= o * stride - padding + d < w for d in range(kernel)) for o in range(ow)]
-    return n * sum(rows) * sum(cols)
+
+    def inside(size: int) -> int:  # (output position, kernel offset) pairs inside along one axis
+        out = (size + 2 * padding - kernel) // stride + 1
+        return sum(0 <= o * stride - padding + d < size for o in range(out) for d in range(kernel))
+
+    return n * inside(h) * inside(w)
 
 
 # (n, c, h, w, kernel, stride, padding): GoogLeNet's 7x7 3x3s and 5x5s at batch 1 and 8, a 14x14

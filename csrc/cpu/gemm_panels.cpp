@@ -829,8 +829,13 @@ struct TaskPanels {
   int64_t ldb, stride;
 };
 
-// Tile t of a chunk's `rows` rows from `start`, cut into `tiles` tiles of near-equal size (see
-// gemms): its first row and its row count.
+// The tiles a chunk of `rows` rows is cut into (near-equal sizes, at most 12 rows on AVX-512
+// and 6 otherwise; see gemms), and tile t's first row and row count, the chunk starting at
+// row `start`.
+inline int64_t chunk_tiles(int64_t rows, bool wide) {
+  const int64_t most_rows = wide ? kRows : kRowsAvx2;
+  return (rows + most_rows - 1) / most_rows;
+}
 inline int64_t tile_first(int64_t start, int64_t rows, int64_t tiles, int64_t t) {
   return start + t * rows / tiles;
 }
@@ -928,8 +933,6 @@ void gemms(const std::vector<GemmJob>& jobs, bool relu, bool steps) {
   [[maybe_unused]] const bool vector = vectorised();
   const bool wide = wide_tiles();
   const int64_t group = kGroup;
-  // Rows per tile: at most 12 on AVX-512, 6 otherwise.
-  const int64_t most_rows = wide ? kRows : kRowsAvx2;
   int64_t total = 0, widest = 1;
   const std::vector<Plan> plans = plan_jobs(jobs, total, widest);
   if (total == 0) return;
@@ -970,7 +973,8 @@ void gemms(const std::vector<GemmJob>& jobs, bool relu, bool steps) {
                            !job.x.merged && plan.taps == 1;
       const int64_t start = chunk * plan.chunk_rows;
       const int64_t stop = std::min(plan.m, start + plan.chunk_rows);
-      // Tiles of near-equal size, at most most_rows: 49 rows (7x7 at batch 1) as 9 + 10 + 10
+      // Tiles of near-equal size, at most 12 or 6 rows (chunk_tiles): 49 rows (7x7 at batch 1) as 9
+      // + 10 + 10
       // + 10 + 10 on AVX-512, not 4 x 12 + 1, whose last tile loads the panels for one row, and
       // as 5 x 5 + 4 x 6 on AVX2, not 8 x 6 + 1: a 1-row AVX2 tile has two chains of FMAs, so
       // each step waits for the FMA's latency (about 5/6 of a 6-row tile's time for 1/6 of
@@ -978,7 +982,7 @@ void gemms(const std::vector<GemmJob>& jobs, bool relu, bool steps) {
       // alternating processes, blocks alone) 5a and 5b at batch 1 took 0.93-0.97x the time,
       // 4a and 5a at batch 8 level. Each output is the same FMA chain either way.
       const int64_t rows_in_chunk = stop - start;
-      const int64_t tiles = (rows_in_chunk + most_rows - 1) / most_rows;
+      const int64_t tiles = chunk_tiles(rows_in_chunk, wide);
       // The tiles prefetch the panels of this thread's next task into L2 where that task's
       // job has at most one chunk of rows per thread, so that each thread reads each of its
       // panels once per call, from memory (a batch-1 network's 7x7 and 14x14 blocks, whose
@@ -1098,14 +1102,14 @@ std::vector<int64_t> conv_tile_taps(int64_t n, int64_t c, int64_t h, int64_t w, 
   job.n_out = kPanel;
   int64_t total = 0, widest = 1;
   const Plan plan = plan_jobs({job}, total, widest).front();
-  const int64_t most_rows = wide_tiles() ? kRows : kRowsAvx2;
+  const bool wide = wide_tiles();
   const float* rows[kMaxTaps * kRows];
   int tap_of[kMaxTaps];
   std::vector<int64_t> counts{0, 0};  // run, all
   for (int64_t task = plan.first; task < plan.end; ++task) {
     const int64_t start = plan.chunk_of(task) * plan.chunk_rows;
     const int64_t rows_in_chunk = std::min(plan.m, start + plan.chunk_rows) - start;
-    const int64_t tiles = (rows_in_chunk + most_rows - 1) / most_rows;
+    const int64_t tiles = chunk_tiles(rows_in_chunk, wide);
     for (int64_t t = 0; t < tiles; ++t) {
       const int count = tile_count(start, rows_in_chunk, tiles, t);
       const int taps = tile_rows(job.x, zeros.data(), tile_first(start, rows_in_chunk, tiles, t),
