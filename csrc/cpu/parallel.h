@@ -95,13 +95,15 @@ void parallel_for(int64_t begin, int64_t end, int64_t grain_size, const F& f) {
 }
 
 // f(begin, end) over n items (n >= 1) of unequal work, item i starting at before[i] of `total`:
-// in a few parts per thread (4, at most n) of about equal work, each from the first item
-// starting at or past its share, so threads that take equal counts of parts (the static split
-// parallel_for starts from) take about equal work.
+// in `most_parts` parts (at most n; 0: a few per thread, 4) of about equal work, each from the
+// first item starting at or past its share, so threads that take equal counts of parts (the
+// static split parallel_for starts from) take about equal work. A part is the least a thread
+// takes over from another (parallel_for's steps), so more parts even out the loop's end.
 template <typename F>
 void parallel_for_equal_work(const std::vector<int64_t>& before, int64_t n, int64_t total,
-                             const F& f) {
-  const int64_t parts = std::min<int64_t>(n, 4 * at::get_num_threads());
+                             const F& f, int64_t most_parts = 0) {
+  const int64_t parts =
+      std::min<int64_t>(n, most_parts > 0 ? most_parts : 4 * at::get_num_threads());
   std::vector<int64_t> bounds(static_cast<size_t>(parts) + 1, n);
   bounds[0] = 0;
   for (int64_t k = 1, i = 0; k < parts; ++k) {
