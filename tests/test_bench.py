@@ -177,6 +177,9 @@ def test_prepared_rows_of_blocks_only_on_the_cpu():
     place); on a GPU it would time the fused row again, so a GPU run has none (the network's
     keeps its prepared rows everywhere)."""
     assert impl_names(["cpu"]) == ["torchvision_eager", "fused_cpu", "prepared_cpu"]
+    with_ort = ["torchvision_eager", "fused_cpu", "prepared_cpu", "onnxruntime"]
+    assert impl_names(["cpu"], onnxruntime=True) == [*with_ort, "onnxruntime_spinning"]
+    assert impl_names(["cuda"], onnxruntime=True, cpu=False)[-1] == "onnxruntime"
     gpu = impl_names(["triton", "cuda"], ["default"], cpu=False)
     assert gpu == ["torchvision_eager", "fused_triton", "fused_cuda", "torchvision_compile"]
     network = impl_names(["triton"], cpu=False, network=True)
@@ -215,19 +218,71 @@ def test_onnxruntime_rows(tmp_path, capsys):
     assert {(r["layout"], r["impl"]) for r in rows} == {
         (layout, impl)
         for layout in ("nchw", "channels_last")
-        for impl in ("torchvision_eager", "fused_cpu", "prepared_cpu", "onnxruntime")
-    }
+        for impl in (
+            "torchvision_eager", "fused_cpu", "prepared_cpu", "onnxruntime", "onnxruntime_spinning"
+        )
+    }  # fmt: skip
     for layout in ("nchw", "channels_last"):
         by_impl = {r["impl"]: r for r in rows if r["layout"] == layout}
         ort, eager = by_impl["onnxruntime"], by_impl["torchvision_eager"]
         assert set(ort) == FIELDS and ort["median_ms"] > 0 and ort["batch"] == 1
         assert _close(ort["speedup"], eager["median_ms"] / ort["median_ms"])
         assert ort["compile_s"] > 0 and eager["compile_s"] is None  # export seconds, apart
-    out = capsys.readouterr().out
-    assert "exported in" in out and "onnxruntime: 2 exports" in out
+        spun = by_impl["onnxruntime_spinning"]
+        assert set(spun) == FIELDS and spun["median_ms"] > 0 and spun["compile_s"] is None
+        assert _close(spun["speedup"], eager["median_ms"] / spun["median_ms"])
+    captured = capsys.readouterr()
+    assert "exported in" in captured.out and "onnxruntime: 2 exports" in captured.out
+    assert captured.err.count("onnxruntime_spinning alone") == 2
     bench.main([*argv, "--no-onnxruntime", "--json", str(tmp_path / "off.json")])
     off = json.loads((tmp_path / "off.json").read_text())
-    assert off and all(r["impl"] != "onnxruntime" for r in off)
+    assert off and all(not r["impl"].startswith("onnxruntime") for r in off)
+
+
+def test_spinning_session_is_made_after_the_interleaved_rounds_and_released(monkeypatch):
+    """ONNX Runtime's default session (idle threads spin) is timed alone: made only once the
+    interleaved rounds are over, timed in the same rounds, and released (its threads gone)
+    before anything else runs; the interleaved session's threads do not spin."""
+    _needs_onnxruntime()
+    import threading
+    import weakref
+
+    from fused_inception.bench import cases as bench_cases
+
+    events = []
+    made = []
+    make_session = bench_cases.ort_model_session
+
+    def recording_session(model, device, *, spinning=False):
+        events.append(("session", spinning))
+        session = make_session(model, device, spinning=spinning)
+        made.append(weakref.ref(session))
+        return session
+
+    timed = bench.median_ms_interleaved
+
+    def recording_timing(fns, device, **kwargs):
+        events.append(("timed", len(fns)))
+        return timed(fns, device, **kwargs)
+
+    monkeypatch.setattr(bench_cases, "ort_model_session", recording_session)
+    monkeypatch.setattr(bench, "median_ms_interleaved", recording_timing)
+    case = build_case(
+        "tiny", 1, torch.float32, torch.device("cpu"), "nchw", ["cpu"], onnxruntime=True, cfg=TINY
+    )
+    assert bench.case_names(case) == [
+        "torchvision_eager", "fused_cpu", "prepared_cpu", "onnxruntime", "onnxruntime_spinning"
+    ]  # fmt: skip
+    assert events == [("session", False)]
+    threads = threading.active_count()
+    args = bench.parse_args(["--device", "cpu", "--quick", "--repeats", "2"])
+    times, _ = bench._time_case(args, case, "tiny", "tiny")
+    assert len(times) == 5 and all(t > 0 for t in times)
+    assert events == [("session", False), ("timed", 4), ("session", True), ("timed", 1)]
+    assert made[0]() is not None and made[1]() is None  # the spinning session is gone
+    assert threading.active_count() == threads
+    options = made[0]().get_session_options()
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
 
 
 def test_onnxruntime_parity_is_checked_before_timing(monkeypatch):
@@ -246,12 +301,19 @@ def test_onnxruntime_parity_is_checked_before_timing(monkeypatch):
         )
 
 
-def test_onnxruntime_threads_do_not_spin():
+def test_onnxruntime_threads_do_not_spin_unless_asked():
     # Spinning idle threads took the 2 cores from the interleaved torch calls (2-3x slower).
     _needs_onnxruntime()
     block = torch.nn.Conv2d(4, 4, 1).eval()
-    options = ort_session(block, torch.randn(1, 4, 2, 2), torch.device("cpu")).get_session_options()
+    x = torch.randn(1, 4, 2, 2)
+    options = ort_session(block, x, torch.device("cpu")).get_session_options()
     assert options.intra_op_num_threads == torch.get_num_threads()
     assert options.inter_op_num_threads == 1
     for pool in ("intra_op", "inter_op"):
         assert options.get_session_config_entry(f"session.{pool}.allow_spinning") == "0"
+    # spinning: ONNX Runtime's defaults, no entry set
+    spinning = ort_session(block, x, torch.device("cpu"), spinning=True).get_session_options()
+    assert spinning.intra_op_num_threads == torch.get_num_threads()
+    for pool in ("intra_op", "inter_op"):
+        with pytest.raises(Exception, match="allow_spinning"):
+            spinning.get_session_config_entry(f"session.{pool}.allow_spinning")

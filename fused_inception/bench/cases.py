@@ -23,7 +23,15 @@ Implementations (the names the rows carry):
   is an NCHW numpy array holding the case's input values (channels_last inputs are made
   contiguous once, before timing); its output comes back as a tensor. Exporting and creating
   the session happen in build_case (Case.setup_s), never inside a median; the output is
-  checked against the eager module's first (ORT_TOLERANCES; else OrtParityError).
+  checked against the eager module's first (ORT_TOLERANCES; else OrtParityError). Its idle
+  threads do not spin (session.intra_op.allow_spinning 0): ONNX Runtime's spinning threads
+  keep spinning long after a call (tens of ms and more, measured) and take the cores from the
+  torch calls interleaved with it;
+- "onnxruntime_spinning" (CPU): the same model in a second session with ONNX Runtime's default
+  thread settings (idle threads spin), the configuration a deployment gets unless it changes
+  them. Created after the interleaved rounds, timed alone in the same runs of calls and
+  released before anything else runs (Case.after), so that its threads spin into no other
+  candidate's calls.
 """
 
 from __future__ import annotations
@@ -57,6 +65,7 @@ DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.
 COMPILE_MODES = ("default", "max-autotune")
 EAGER = "torchvision_eager"
 ORT = "onnxruntime"
+ORT_SPINNING = "onnxruntime_spinning"
 PREPARED_FOLDED = "prepared_folded"
 ONNX_OPSET = 17
 # The package's tolerances, normwise: max|out - ref| <= tolerance * max|ref|.
@@ -76,6 +85,9 @@ class Case(NamedTuple):
     inputs:   the rotated input tensors, [batch, C, H, W] each, in the case's layout
     setup_s:  seconds of one-off setup outside the timing per implementation (the onnxruntime
               row: exporting to ONNX and creating the session)
+    after:    (name, make) pairs timed alone after the interleaved rounds of `calls`, one at a
+              time: make() returns the no-argument callable (making it is not timed), which is
+              released after its timing (onnxruntime_spinning); their rows follow calls' rows
     """
 
     calls: dict[str, Callable[[], torch.Tensor]]
@@ -83,6 +95,7 @@ class Case(NamedTuple):
     traffic: Traffic
     inputs: list[torch.Tensor]
     setup_s: dict[str, float] = {}
+    after: tuple[tuple[str, Callable[[], Callable[[], object]]], ...] = ()
 
 
 class OrtParityError(AssertionError):
@@ -142,7 +155,8 @@ def impl_names(
     names = [EAGER, *(fused_impl_name(b) for b in backends)]
     names += [prepared_impl_name(b) for b in backends] if network or cpu else []
     names += [PREPARED_FOLDED] * network
-    return names + [compile_impl_name(m) for m in compile_modes] + [ORT] * onnxruntime
+    names += [compile_impl_name(m) for m in compile_modes] + [ORT] * onnxruntime
+    return names + [ORT_SPINNING] * (onnxruntime and cpu)
 
 
 def ort_unavailable_reason(device: torch.device, dtype: torch.dtype) -> str | None:
@@ -159,25 +173,41 @@ def ort_unavailable_reason(device: torch.device, dtype: torch.dtype) -> str | No
     return None
 
 
-def ort_session(module: nn.Module, example: torch.Tensor, device: torch.device):
-    """An ONNX Runtime InferenceSession of `module` (in eval mode) exported for `example`'s
-    static shape: opset ONNX_OPSET, all graph optimizations, torch's thread count."""
-    import onnxruntime as ort
-
+def ort_model(module: nn.Module, example: torch.Tensor) -> bytes:
+    """`module` (in eval mode) exported to ONNX for `example`'s static shape (opset ONNX_OPSET,
+    the legacy exporter), as the model's bytes."""
     with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # the legacy exporter's notice
         path = os.path.join(tmp, "model.onnx")
         torch.onnx.export(module, (example,), path, opset_version=ONNX_OPSET, dynamo=False)
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = torch.get_num_threads()
-        options.inter_op_num_threads = 1
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        # ONNX Runtime's idle threads spin by default, which takes the cores from the torch
-        # calls interleaved with it (2-3x slower eager and fused medians on 2 cores).
+        with open(path, "rb") as f:
+            return f.read()
+
+
+def ort_model_session(model: bytes, device: torch.device, *, spinning: bool = False):
+    """An ONNX Runtime InferenceSession of an exported `model`: all graph optimizations,
+    torch's thread count; idle threads that do not spin unless `spinning` (ONNX Runtime's
+    default: they spin)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = torch.get_num_threads()
+    options.inter_op_num_threads = 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if not spinning:
+        # Spinning threads take the cores from the torch calls interleaved with ONNX Runtime's.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.add_session_config_entry("session.inter_op.allow_spinning", "0")
-        provider = "CUDAExecutionProvider" if device.type == "cuda" else "CPUExecutionProvider"
-        return ort.InferenceSession(path, options, providers=[provider])
+    provider = "CUDAExecutionProvider" if device.type == "cuda" else "CPUExecutionProvider"
+    return ort.InferenceSession(model, options, providers=[provider])
+
+
+def ort_session(
+    module: nn.Module, example: torch.Tensor, device: torch.device, *, spinning: bool = False
+):
+    """An ONNX Runtime InferenceSession of `module` (in eval mode) exported for `example`'s
+    static shape (ort_model, ort_model_session)."""
+    return ort_model_session(ort_model(module, example), device, spinning=spinning)
 
 
 def ort_call(session, device: torch.device) -> Callable[[object], torch.Tensor]:
@@ -342,15 +372,26 @@ def build_case(
         name: cycling(fn, inputs, start=i * stride) for i, (name, fn) in enumerate(impls.items())
     }
     setup_s = {}
+    after = ()
     if onnxruntime:
         t0 = time.perf_counter()
-        session = ort_session(eager, inputs[0].contiguous(), device)
+        model = ort_model(eager, inputs[0].contiguous())
+        session = ort_model_session(model, device)
         setup_s[ORT] = time.perf_counter() - t0
         # The same values in NCHW numpy arrays (a view of an NCHW CPU input), made once here.
         arrays = [x.detach().cpu().contiguous().numpy() for x in inputs]
-        run = ort_call(session, device)
+        label = f"{block}, batch {batch}, {dtype_name(dtype)}, {layout}"
         with torch.inference_mode():
-            label = f"{block}, batch {batch}, {dtype_name(dtype)}, {layout}"
-            check_ort_parity(label, run(arrays[0]), eager(inputs[0]))
+            expected = eager(inputs[0])
+        run = ort_call(session, device)
+        check_ort_parity(label, run(arrays[0]), expected)
         calls[ORT] = cycling(run, arrays, start=len(impls) * stride)
-    return Case(calls, tuple(compiled), traffic, inputs, setup_s)
+        if device.type == "cpu":
+
+            def spinning() -> Callable[[], object]:
+                spun = ort_call(ort_model_session(model, device, spinning=True), device)
+                check_ort_parity(f"{label}, spinning threads", spun(arrays[0]), expected)
+                return cycling(spun, arrays, start=len(impls) * stride)
+
+            after = ((ORT_SPINNING, spinning),)
+    return Case(calls, tuple(compiled), traffic, inputs, setup_s, after)

@@ -24,6 +24,7 @@ image, eager against fused (fused_inception.bench.multicrop).
 from __future__ import annotations
 
 import argparse
+import gc
 import importlib.metadata
 import json
 import math
@@ -85,6 +86,12 @@ def network_repeats(repeats: int) -> int:
     return min(repeats, max(3, repeats // NETWORK_REPEATS_DIVISOR))
 
 
+def case_names(case) -> list[str]:
+    """A case's implementations in the order _time_case times them: its calls', then those it
+    times alone after them (Case.after; a training case has none)."""
+    return [*case.calls, *(name for name, _ in getattr(case, "after", ()))]
+
+
 def case_rows(
     block: str,
     batch: int,
@@ -102,7 +109,7 @@ def case_rows(
 ) -> list[dict]:
     """The rows of one timed case, one per implementation, with the roofline fields.
 
-    times_ms:    median ms per call, in the order of case.calls (the eager module first)
+    times_ms:    median ms per call, in the order of case_names(case) (the eager module first)
     compile_s:   seconds spent compiling, for the implementations of case.compiled
     peak:        the device's peak rates (None: roofline fields are None)
     mode:        "inference" (a forward) or "train" (a training step, fused_inception.bench.train:
@@ -119,7 +126,7 @@ def case_rows(
         roof.update(bytes_fused=None, bytes_unfused=None)
     base = times_ms[0]
     rows = []
-    for impl, ms in zip(case.calls, times_ms, strict=True):
+    for impl, ms in zip(case_names(case), times_ms, strict=True):
         fraction = None if peak is None else significant(roof["bound_ms_fused"] / ms)
         compiled = compile_s.get(impl)
         rows.append(
@@ -591,8 +598,9 @@ def run_train_case(
 def _time_case(
     args: argparse.Namespace, case, block: str, label: str
 ) -> tuple[list[float], dict[str, float]]:
-    """Compile (the first call, timed apart), then the interleaved medians of case.calls:
-    (ms per call in case.calls' order, seconds compiling per compiled implementation)."""
+    """Compile (the first call, timed apart), then the interleaved medians of case.calls,
+    then each of case.after alone (made, timed in the same rounds, released): (ms per call in
+    case_names(case)' order, seconds compiling per compiled implementation)."""
     compile_s = {}
     repeats = network_repeats(args.repeats) if block == NETWORK else args.repeats
     for name in case.compiled:
@@ -609,6 +617,20 @@ def _time_case(
     for name, ms in zip(case.calls, times, strict=True):
         if name in compile_s:  # the first call also ran the module once
             compile_s[name] = max(0.0, compile_s[name] - ms / 1e3)
+    for name, make in getattr(case, "after", ()):
+        _progress(f"    {name} alone ({label}) ...")
+        fn = make()
+        (ms,) = median_ms_interleaved(
+            [fn],
+            args.device,
+            warmup=args.warmup,
+            repeats=repeats,
+            min_seconds=args.min_seconds,
+            run_length=args.run_length,
+        )
+        del fn  # its session, and with it the threads, go before anything else runs
+        gc.collect()
+        times.append(ms)
     return times, compile_s
 
 
