@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import statistics
 import xml.dom.minidom
 
 import pytest
@@ -233,16 +234,18 @@ def test_onnxruntime_rows(tmp_path, capsys):
         assert _close(spun["speedup"], eager["median_ms"] / spun["median_ms"])
     captured = capsys.readouterr()
     assert "exported in" in captured.out and "onnxruntime: 2 exports" in captured.out
-    assert captured.err.count("onnxruntime_spinning alone") == 2
+    assert captured.err.count("onnxruntime_spinning alone, before") == 2
+    assert captured.err.count("onnxruntime_spinning alone, after") == 2
     bench.main([*argv, "--no-onnxruntime", "--json", str(tmp_path / "off.json")])
     off = json.loads((tmp_path / "off.json").read_text())
     assert off and all(not r["impl"].startswith("onnxruntime") for r in off)
 
 
-def test_spinning_session_is_made_after_the_interleaved_rounds_and_released(monkeypatch):
-    """ONNX Runtime's default session (idle threads spin) is timed alone: made only once the
-    interleaved rounds are over, timed in the same rounds, and released (its threads gone)
-    before anything else runs; the interleaved session's threads do not spin."""
+def test_spinning_session_is_timed_alone_before_and_after_the_rounds(monkeypatch):
+    """ONNX Runtime's default session (idle threads spin) is timed alone, before and after the
+    interleaved rounds of the others: each time made, timed in the same rounds and released (its
+    threads gone) before anything else runs; its row is the median of both timings' calls. The
+    interleaved session's threads do not spin."""
     _needs_onnxruntime()
     import threading
     import weakref
@@ -259,14 +262,22 @@ def test_spinning_session_is_made_after_the_interleaved_rounds_and_released(monk
         made.append(weakref.ref(session))
         return session
 
-    timed = bench.median_ms_interleaved
+    timed, alone = bench.median_ms_interleaved, bench.samples_ms_interleaved
+    alone_samples = []
 
     def recording_timing(fns, device, **kwargs):
         events.append(("timed", len(fns)))
         return timed(fns, device, **kwargs)
 
+    def recording_alone(fns, device, **kwargs):
+        events.append(("alone", len(fns)))
+        samples = alone(fns, device, **kwargs)
+        alone_samples.extend(samples[0])
+        return samples
+
     monkeypatch.setattr(bench_cases, "ort_model_session", recording_session)
     monkeypatch.setattr(bench, "median_ms_interleaved", recording_timing)
+    monkeypatch.setattr(bench, "samples_ms_interleaved", recording_alone)
     case = build_case(
         "tiny", 1, torch.float32, torch.device("cpu"), "nchw", ["cpu"], onnxruntime=True, cfg=TINY
     )
@@ -278,8 +289,12 @@ def test_spinning_session_is_made_after_the_interleaved_rounds_and_released(monk
     args = bench.parse_args(["--device", "cpu", "--quick", "--repeats", "2"])
     times, _ = bench._time_case(args, case, "tiny", "tiny")
     assert len(times) == 5 and all(t > 0 for t in times)
-    assert events == [("session", False), ("timed", 4), ("session", True), ("timed", 1)]
-    assert made[0]() is not None and made[1]() is None  # the spinning session is gone
+    assert events == [
+        ("session", False), ("session", True), ("alone", 1), ("timed", 4), ("session", True),
+        ("alone", 1),
+    ]  # fmt: skip
+    assert made[0]() is not None and made[1]() is None and made[2]() is None  # released
+    assert len(alone_samples) == 2 * 2 and times[-1] == statistics.median(alone_samples)
     assert threading.active_count() == threads
     options = made[0]().get_session_options()
     assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"

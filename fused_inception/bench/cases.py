@@ -29,9 +29,9 @@ Implementations (the names the rows carry):
   torch calls interleaved with it;
 - "onnxruntime_spinning" (CPU): the same model in a second session with ONNX Runtime's default
   thread settings (idle threads spin), the configuration a deployment gets unless it changes
-  them. Created after the interleaved rounds, timed alone in the same runs of calls and
-  released before anything else runs (Case.after), so that its threads spin into no other
-  candidate's calls.
+  them. Timed alone (Case.alone), before and after the interleaved rounds of the others: each
+  time created, timed in the same runs of calls and released before anything else runs, so
+  that its threads spin into no other candidate's calls.
 """
 
 from __future__ import annotations
@@ -85,9 +85,10 @@ class Case(NamedTuple):
     inputs:   the rotated input tensors, [batch, C, H, W] each, in the case's layout
     setup_s:  seconds of one-off setup outside the timing per implementation (the onnxruntime
               row: exporting to ONNX and creating the session)
-    after:    (name, make) pairs timed alone after the interleaved rounds of `calls`, one at a
-              time: make() returns the no-argument callable (making it is not timed), which is
-              released after its timing (onnxruntime_spinning); their rows follow calls' rows
+    alone:    (name, make) pairs timed alone, before and after the interleaved rounds of
+              `calls`, one at a time: make() returns a no-argument callable (making it is not
+              timed), released after its timing (onnxruntime_spinning); their rows follow
+              calls' rows
     """
 
     calls: dict[str, Callable[[], torch.Tensor]]
@@ -95,7 +96,7 @@ class Case(NamedTuple):
     traffic: Traffic
     inputs: list[torch.Tensor]
     setup_s: dict[str, float] = {}
-    after: tuple[tuple[str, Callable[[], Callable[[], object]]], ...] = ()
+    alone: tuple[tuple[str, Callable[[], Callable[[], object]]], ...] = ()
 
 
 class OrtParityError(AssertionError):
@@ -372,7 +373,7 @@ def build_case(
         name: cycling(fn, inputs, start=i * stride) for i, (name, fn) in enumerate(impls.items())
     }
     setup_s = {}
-    after = ()
+    alone = ()
     if onnxruntime:
         t0 = time.perf_counter()
         model = ort_model(eager, inputs[0].contiguous())
@@ -393,5 +394,5 @@ def build_case(
                 check_ort_parity(f"{label}, spinning threads", spun(arrays[0]), expected)
                 return cycling(spun, arrays, start=len(impls) * stride)
 
-            after = ((ORT_SPINNING, spinning),)
-    return Case(calls, tuple(compiled), traffic, inputs, setup_s, after)
+            alone = ((ORT_SPINNING, spinning),)
+    return Case(calls, tuple(compiled), traffic, inputs, setup_s, alone)

@@ -30,6 +30,7 @@ import json
 import math
 import os
 import platform
+import statistics
 import sys
 import time
 from collections.abc import Sequence
@@ -58,7 +59,11 @@ from fused_inception.bench.multicrop import CROPS, build_multicrop_case
 from fused_inception.bench.multicrop import MODE as MULTICROP
 from fused_inception.bench.peaks import Peak, device_peak
 from fused_inception.bench.roofline import Traffic, roofline_fields, significant
-from fused_inception.bench.timing import first_call_seconds, median_ms_interleaved
+from fused_inception.bench.timing import (
+    first_call_seconds,
+    median_ms_interleaved,
+    samples_ms_interleaved,
+)
 from fused_inception.bench.train import (
     BASELINES,
     FORMS,
@@ -87,9 +92,9 @@ def network_repeats(repeats: int) -> int:
 
 
 def case_names(case) -> list[str]:
-    """A case's implementations in the order _time_case times them: its calls', then those it
-    times alone after them (Case.after; a training case has none)."""
-    return [*case.calls, *(name for name, _ in getattr(case, "after", ()))]
+    """A case's implementations in the order of _time_case's times: its calls', then those it
+    times alone (Case.alone; a training case has none)."""
+    return [*case.calls, *(name for name, _ in getattr(case, "alone", ()))]
 
 
 def case_rows(
@@ -598,39 +603,40 @@ def run_train_case(
 def _time_case(
     args: argparse.Namespace, case, block: str, label: str
 ) -> tuple[list[float], dict[str, float]]:
-    """Compile (the first call, timed apart), then the interleaved medians of case.calls,
-    then each of case.after alone (made, timed in the same rounds, released): (ms per call in
+    """Compile (the first call, timed apart), then the interleaved medians of case.calls; each
+    of case.alone is timed alone before and after those rounds (made, timed in the same rounds,
+    released each time) and gets the median of both timings' calls: (ms per call in
     case_names(case)' order, seconds compiling per compiled implementation)."""
     compile_s = {}
     repeats = network_repeats(args.repeats) if block == NETWORK else args.repeats
     for name in case.compiled:
         _progress(f"    compiling {name} ({label}) ...")
         compile_s[name] = first_call_seconds(case.calls[name], args.device)
-    times = median_ms_interleaved(
-        list(case.calls.values()),
-        args.device,
+    rounds = dict(
         warmup=args.warmup,
         repeats=repeats,
         min_seconds=args.min_seconds,
         run_length=args.run_length,
     )
+    alone = getattr(case, "alone", ())
+    alone_samples: dict[str, list[float]] = {name: [] for name, _ in alone}
+
+    def time_alone(when: str) -> None:
+        for name, make in alone:
+            _progress(f"    {name} alone, {when} ({label}) ...")
+            fn = make()
+            (samples,) = samples_ms_interleaved([fn], args.device, **rounds)
+            del fn  # its session, and with it its threads, go before anything else runs
+            gc.collect()
+            alone_samples[name] += samples
+
+    time_alone("before")
+    times = median_ms_interleaved(list(case.calls.values()), args.device, **rounds)
+    time_alone("after")
     for name, ms in zip(case.calls, times, strict=True):
         if name in compile_s:  # the first call also ran the module once
             compile_s[name] = max(0.0, compile_s[name] - ms / 1e3)
-    for name, make in getattr(case, "after", ()):
-        _progress(f"    {name} alone ({label}) ...")
-        fn = make()
-        (ms,) = median_ms_interleaved(
-            [fn],
-            args.device,
-            warmup=args.warmup,
-            repeats=repeats,
-            min_seconds=args.min_seconds,
-            run_length=args.run_length,
-        )
-        del fn  # its session, and with it the threads, go before anything else runs
-        gc.collect()
-        times.append(ms)
+    times += [statistics.median(alone_samples[name]) for name, _ in alone]
     return times, compile_s
 
 

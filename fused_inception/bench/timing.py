@@ -79,6 +79,22 @@ def median_ms_interleaved(
     with several, most calls follow calls of the same function, as in a loop that serves one
     model (the median is over every call, the first of each run included).
     """
+    samples = samples_ms_interleaved(
+        fns, device, warmup=warmup, repeats=repeats, min_seconds=min_seconds, run_length=run_length
+    )
+    return [statistics.median(s) for s in samples]
+
+
+def samples_ms_interleaved(
+    fns: Sequence[Callable[[], object]],
+    device: torch.device,
+    *,
+    warmup: int = 2,
+    repeats: int = 10,
+    min_seconds: float = 0.0,
+    run_length: int = 1,
+) -> list[list[float]]:
+    """Every timed call's milliseconds, per function, of median_ms_interleaved's rounds."""
     if run_length < 1:
         raise ValueError(f"run_length must be at least 1, got {run_length}")
     for _ in range(warmup):
@@ -94,4 +110,4 @@ def median_ms_interleaved(
             for _ in range(run_length):
                 samples[i].append(_time_call(fn, device))
         rounds += 1
-    return [statistics.median(s) for s in samples]
+    return samples
