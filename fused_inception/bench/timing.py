@@ -63,26 +63,11 @@ def first_call_seconds(fn: Callable[[], object], device: torch.device) -> float:
 
 
 def median_ms_interleaved(
-    fns: Sequence[Callable[[], object]],
-    device: torch.device,
-    *,
-    warmup: int = 2,
-    repeats: int = 10,
-    min_seconds: float = 0.0,
-    run_length: int = 1,
+    fns: Sequence[Callable[[], object]], device: torch.device, **rounds: float
 ) -> list[float]:
-    """Median milliseconds per call of each of `fns`, measured interleaved.
-
-    Each round calls every function in turn, `run_length` times in a row (each call timed); at
-    least `repeats` rounds are run, more until `min_seconds` of rounds have passed. With
-    run_length 1 every call follows the other candidates' calls, which have taken the caches;
-    with several, most calls follow calls of the same function, as in a loop that serves one
-    model (the median is over every call, the first of each run included).
-    """
-    samples = samples_ms_interleaved(
-        fns, device, warmup=warmup, repeats=repeats, min_seconds=min_seconds, run_length=run_length
-    )
-    return [statistics.median(s) for s in samples]
+    """Median milliseconds per call of each of `fns`, measured interleaved
+    (samples_ms_interleaved; `rounds`: its keyword arguments)."""
+    return [statistics.median(s) for s in samples_ms_interleaved(fns, device, **rounds)]
 
 
 def samples_ms_interleaved(
@@ -94,7 +79,14 @@ def samples_ms_interleaved(
     min_seconds: float = 0.0,
     run_length: int = 1,
 ) -> list[list[float]]:
-    """Every timed call's milliseconds, per function, of median_ms_interleaved's rounds."""
+    """Milliseconds of every timed call of each of `fns`, measured interleaved.
+
+    Each round calls every function in turn, `run_length` times in a row (each call timed); at
+    least `repeats` rounds are run, more until `min_seconds` of rounds have passed. With
+    run_length 1 every call follows the other candidates' calls, which have taken the caches;
+    with several, most calls follow calls of the same function, as in a loop that serves one
+    model (a median is over every call, the first of each run included).
+    """
     if run_length < 1:
         raise ValueError(f"run_length must be at least 1, got {run_length}")
     for _ in range(warmup):
