@@ -47,6 +47,7 @@ from fused_inception.bench.cases import (
     MIN_ROTATION_BYTES,
     NETWORK,
     ORT,
+    ORT_SPINNING,
     Case,
     build_case,
     default_dtypes,
@@ -303,8 +304,14 @@ def _inference_header(args: argparse.Namespace, impls: Sequence[str]) -> list[st
     skipped = {reason for reason in args.ort_skipped.values() if reason is not None}
     ort = (
         f"{ORT}: the same eager module exported once per case (ONNX opset 17), NCHW numpy "
-        f"input, {torch.get_num_threads()} intra-op threads; export + session seconds in "
-        "compile_s"
+        f"input, {torch.get_num_threads()} intra-op threads that do not spin; export + session "
+        "seconds in compile_s"
+        + (
+            f"; {ORT_SPINNING}: the same model, ONNX Runtime's default (spinning) threads, "
+            "timed alone before and after the interleaved rounds"
+            if ORT_SPINNING in impls
+            else ""
+        )
         if args.onnxruntime
         else f"no {ORT}"
     )
