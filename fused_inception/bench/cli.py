@@ -94,8 +94,8 @@ def network_repeats(repeats: int) -> int:
 
 def case_names(case) -> list[str]:
     """A case's implementations in the order of _time_case's times: its calls', then those it
-    times alone (Case.alone; a training case has none)."""
-    return [*case.calls, *(name for name, _ in getattr(case, "alone", ()))]
+    times alone (Case.alone)."""
+    return [*case.calls, *(name for name, _ in case.alone)]
 
 
 def case_rows(
@@ -625,11 +625,10 @@ def _time_case(
         min_seconds=args.min_seconds,
         run_length=args.run_length,
     )
-    alone = getattr(case, "alone", ())
-    alone_samples: dict[str, list[float]] = {name: [] for name, _ in alone}
+    alone_samples: dict[str, list[float]] = {name: [] for name, _ in case.alone}
 
     def time_alone(when: str) -> None:
-        for name, make in alone:
+        for name, make in case.alone:
             _progress(f"    {name} alone, {when} ({label}) ...")
             fn = make()
             (samples,) = samples_ms_interleaved([fn], args.device, **rounds)
@@ -643,7 +642,7 @@ def _time_case(
     for name, ms in zip(case.calls, times, strict=True):
         if name in compile_s:  # the first call also ran the module once
             compile_s[name] = max(0.0, compile_s[name] - ms / 1e3)
-    times += [statistics.median(alone_samples[name]) for name, _ in alone]
+    times += [statistics.median(alone_samples[name]) for name, _ in case.alone]
     return times, compile_s
 
 

@@ -88,6 +88,7 @@ class TrainCase(NamedTuple):
     modules:  implementation name -> the module it trains (own parameters per name)
     saved:    implementation name -> no-argument function: one step, returning the bytes it
               saved for backward (see the module docstring)
+    alone:    none: every step is interleaved (cases.Case.alone)
     """
 
     calls: dict[str, Callable[[], object]]
@@ -95,6 +96,7 @@ class TrainCase(NamedTuple):
     traffic: Traffic
     modules: dict[str, nn.Module]
     saved: dict[str, Callable[[], int]]
+    alone: tuple[tuple[str, Callable[[], Callable[[], object]]], ...] = ()
 
 
 def train_impl_names(
