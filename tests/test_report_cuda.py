@@ -139,6 +139,62 @@ def test_nvcc_outputs_are_cached_until_an_input_changes(tmp_path, monkeypatch):
         assert "undefined_name" in record["error"] and len(runs) == expected_runs
 
 
+def _probe_cubin(tmp_path: Path, value: str) -> bytes:
+    """A cubin of _CACHED_KERNEL with kValue = value, built by nvcc for sm_80."""
+    (tmp_path / "probe_value.cuh").write_text(f"constexpr float kValue = {value}f;\n")
+    source, cubin = tmp_path / "cached.cu", tmp_path / f"cached_{value}.cubin"
+    source.write_text(_CACHED_KERNEL)
+    cmd = [nvcc_path(), f"-I{tmp_path}", *NVCC_FLAGS, "-cubin", "-arch=sm_80", str(source)]
+    subprocess.run([*cmd, "-o", str(cubin)], capture_output=True, check=True)
+    return cubin.read_bytes()
+
+
+def test_cuobjdump_outputs_of_triton_cubins_are_cached_by_content(tmp_path, monkeypatch):
+    """The Triton report's cuobjdump runs on a cubin (resource usage and SASS) are cached by the
+    cubin's bytes: the same cubin again gives the same resources without running cuobjdump; a
+    different cubin, an unreadable entry, a changed records.py (the parser) or the cache turned
+    off runs it again."""
+    from fused_inception.report import records
+    from fused_inception.report import triton as report_triton
+
+    monkeypatch.setenv("FUSED_INCEPTION_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv("FUSED_INCEPTION_NVCC_CACHE", raising=False)
+    two, three = _probe_cubin(tmp_path, "2.0"), _probe_cubin(tmp_path, "3.0")
+    assert two != three
+    runs = []
+    real_run = subprocess.run
+
+    def counting_run(cmd, *args, **kwargs):
+        if cmd[0] == records.cuobjdump_path():
+            runs.append(cmd)
+        return real_run(cmd, *args, **kwargs)
+
+    monkeypatch.setattr(report_triton.subprocess, "run", counting_run)
+    name = "_Z13cached_kernelPf"
+    first = report_triton.cubin_resources(two, name)
+    assert len(runs) == 2 and first["REG"] > 0 and first["MMA"] == 0
+    assert report_triton.cubin_resources(two, name) == first and len(runs) == 2
+    (entry,) = (tmp_path / "cache" / "cuobjdump").iterdir()
+    assert report_triton.cubin_resources(three, name)["REG"] > 0 and len(runs) == 4
+    entry.write_text("{not json")
+    assert report_triton.cubin_resources(two, name) == first and len(runs) == 6
+    assert report_triton.cubin_resources(two, name) == first and len(runs) == 6  # replaced
+    # A changed parser (records.py) is a different key.
+    edited = tmp_path / "records.py"
+    edited.write_text(Path(records.__file__).read_text() + "\n# edited\n")
+    monkeypatch.setattr(records, "__file__", str(edited))
+    report_triton._cuobjdump_key_prefix.cache_clear()
+    try:
+        assert report_triton.cubin_resources(two, name) == first and len(runs) == 8
+    finally:
+        monkeypatch.undo()
+        report_triton._cuobjdump_key_prefix.cache_clear()
+    monkeypatch.setenv("FUSED_INCEPTION_NVCC_CACHE", "0")
+    monkeypatch.setattr(report_triton.subprocess, "run", counting_run)
+    for expected_runs in (10, 12):
+        assert report_triton.cubin_resources(two, name) == first and len(runs) == expected_runs
+
+
 def test_package_kernels_compile_without_spills_and_use_tensor_cores():
     """Every kernel in csrc/cuda/*.cu, both archs, through `python -m fused_inception.report`."""
     records = aot_report("", backends=("cuda",))

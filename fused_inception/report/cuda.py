@@ -57,6 +57,7 @@ from fused_inception.report.records import (
     cuobjdump_path,
     make_record,
     sass_counts,
+    tool_cache_dir,
 )
 
 NVCC_FLAGS = ("-O3", "-std=c++20", "--expt-relaxed-constexpr")  # == setup.py's NVCC_FLAGS
@@ -166,13 +167,7 @@ _CACHE_FORMAT = 2
 
 def nvcc_cache_dir() -> Path | None:
     """Where nvcc's outputs are cached (see the module's docstring); None when turned off."""
-    if os.environ.get("FUSED_INCEPTION_NVCC_CACHE", "1") == "0":
-        return None
-    root = os.environ.get("FUSED_INCEPTION_CACHE_DIR")
-    if not root:
-        base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-        root = os.path.join(base, "fused_inception")
-    return Path(root) / "nvcc"
+    return tool_cache_dir("nvcc")
 
 
 @functools.cache

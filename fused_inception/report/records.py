@@ -36,6 +36,7 @@ import os
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
 ARCHS = ("sm_80", "sm_90")
 RECORD_FIELDS = (
@@ -160,6 +161,19 @@ def sass_counts(sass: str) -> dict[str, dict[str, int]]:
             if (kind := kinds.get(op.group(1))) is not None:
                 current[kind] += 1
     return counts
+
+
+def tool_cache_dir(name: str) -> Path | None:
+    """$FUSED_INCEPTION_CACHE_DIR/<name> (default ~/.cache/fused_inception/<name>): where the
+    report caches the CUDA tools' outputs (nvcc's in "nvcc", cuobjdump's on Triton's cubins in
+    "cuobjdump"); None when FUSED_INCEPTION_NVCC_CACHE=0 turns the caches off."""
+    if os.environ.get("FUSED_INCEPTION_NVCC_CACHE", "1") == "0":
+        return None
+    root = os.environ.get("FUSED_INCEPTION_CACHE_DIR")
+    if not root:
+        base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+        root = os.path.join(base, "fused_inception")
+    return Path(root) / name
 
 
 def cuobjdump_path() -> str:

@@ -31,7 +31,9 @@ The capture runs the forwards on CPU tensors with nothing launched, in this proc
 15 s on 2 cores). Builds compile one after another, in this process: the machines this runs on
 have 2 shared cores, Triton already runs ptxas as a separate process, forking after MLIR has
 started threads is not safe, and spawned workers would each re-import torch and the kernel
-modules. Reruns hit Triton's cache.
+modules. Reruns hit Triton's cache, and cuobjdump's outputs (resource usage, SASS counts) are
+cached by the cubin's bytes under $FUSED_INCEPTION_CACHE_DIR/cuobjdump (_cuobjdump_outputs):
+disassembling was most of a rerun's time.
 
 @triton.jit functions defined under TRITON_INTERPRET=1 are interpreter objects that cannot be
 compiled (interpreter_set() says so; the command line then re-runs itself without it).
@@ -41,7 +43,10 @@ This module is named like the triton package; absolute imports keep `import trit
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import importlib
+import json
 import os
 import pkgutil
 import re
@@ -50,8 +55,10 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
+from fused_inception.report import records
 from fused_inception.report.records import (
     ARCHS,
     SASS_KINDS,
@@ -60,6 +67,7 @@ from fused_inception.report.records import (
     cuobjdump_path,
     make_record,
     sass_counts,
+    tool_cache_dir,
 )
 from fused_inception.report.specialization import (
     CapturedSpecialization,
@@ -73,6 +81,8 @@ KERNEL_PACKAGE = "fused_inception.triton"
 
 # Tensor-core instructions: mma.sync (sm_80 and later), wgmma.mma_async (sm_90).
 _MMA_RE = re.compile(r"\b(?:mma\.sync|wgmma\.mma_async)\.")
+# The layout of a cuobjdump cache entry (in the key: entries of another layout are never read).
+_CUOBJDUMP_CACHE_FORMAT = 1
 # cuobjdump --dump-resource-usage: "Function <name>:" then " REG:40 STACK:0 SHARED:0 LOCAL:0 ...".
 _FUNCTION_RE = re.compile(r"^\s*Function\s+(\S+?):\s*$")
 _RESOURCE_RE = re.compile(r"\b(REG|STACK|SHARED|LOCAL):(\d+)")
@@ -271,14 +281,31 @@ def _captured_build(entry: CapturedSpecialization, config: KernelBuild | None) -
     )
 
 
-def cubin_resources(cubin: bytes, function: str) -> dict[str, int]:
-    """REG, STACK, SHARED (static) and LOCAL of `function` in a cubin, per cuobjdump, and MMA
-    SHFL, LDSM and LDGSTS, its static counts of tensor-core instructions, warp shuffles,
-    ldmatrix and asynchronous copies in the SASS.
+@functools.cache
+def _cuobjdump_key_prefix() -> bytes:
+    """What every cuobjdump cache key starts with: the entry layout, the binary, the parser."""
+    parts = [f"format {_CUOBJDUMP_CACHE_FORMAT}".encode()]
+    for path in (cuobjdump_path(), records.__file__):
+        parts.append(hashlib.sha256(Path(path).read_bytes()).digest())
+    return b"\n".join(parts)
 
-    Falls back to the maximum (the sum for MMA and SHFL) over all functions if `function` is
-    not listed by that name.
-    """
+
+def _cuobjdump_outputs(cubin: bytes) -> tuple[str, dict[str, dict[str, int]]]:
+    """cuobjdump's resource usage text of a cubin and sass_counts of its SASS, cached under
+    tool_cache_dir("cuobjdump") by a SHA-256 of the cubin, the cuobjdump binary and the source
+    of fused_inception/report/records.py (which parses both; editing it starts afresh).
+    Disassembling is most of a cached Triton build's time in the report (about 0.5 s each)."""
+    cache = tool_cache_dir("cuobjdump")
+    entry = None
+    if cache is not None:
+        digest = hashlib.sha256(_cuobjdump_key_prefix())
+        digest.update(cubin)
+        entry = cache / f"{digest.hexdigest()}.json"
+        try:
+            cached = json.loads(entry.read_text())
+            return cached["resources"], cached["counts"]
+        except (OSError, ValueError, KeyError, TypeError):
+            pass  # absent or unreadable: disassemble and replace it
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "kernel.cubin")
         with open(path, "wb") as f:
@@ -290,6 +317,26 @@ def cubin_resources(cubin: bytes, function: str) -> dict[str, int]:
             for flag in ("--dump-resource-usage", "-sass")
         )
     counts = sass_counts(sass)
+    if entry is not None:
+        try:  # written whole, then renamed: a concurrent reader sees all of it or nothing
+            entry.parent.mkdir(parents=True, exist_ok=True)
+            partial = entry.with_suffix(f".{os.getpid()}.tmp")
+            partial.write_text(json.dumps({"resources": out, "counts": counts}))
+            os.replace(partial, entry)
+        except OSError:
+            pass  # a read-only or full cache directory: report without caching
+    return out, counts
+
+
+def cubin_resources(cubin: bytes, function: str) -> dict[str, int]:
+    """REG, STACK, SHARED (static) and LOCAL of `function` in a cubin, per cuobjdump, and MMA
+    SHFL, LDSM and LDGSTS, its static counts of tensor-core instructions, warp shuffles,
+    ldmatrix and asynchronous copies in the SASS.
+
+    Falls back to the maximum (the sum for MMA and SHFL) over all functions if `function` is
+    not listed by that name.
+    """
+    out, counts = _cuobjdump_outputs(cubin)
     code = counts.get(function) or {k: sum(c[k] for c in counts.values()) for k in SASS_KINDS}
     return {
         **_resource_usage(out, function),
