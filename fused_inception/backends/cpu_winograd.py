@@ -131,7 +131,12 @@ ONEDNN_MIN_OUT_CHANNELS = 64
 # Fewer 2x2 tiles than this in the whole batch (n * ceil(h/2) * ceil(w/2)) and each of the 16
 # GEMMs has too few rows to pay for the transforms and the 16/9 larger weight: 5a/5b at batch 1
 # (7x7, 16 tiles) ran 0.90-0.97x of the direct convolution, 14x14 at batch 1 (49 tiles)
-# 1.09-1.16x, 7x7 at batch 8 (128 tiles) 1.07x (README "Backends").
+# 1.09-1.16x, 7x7 at batch 8 (128 tiles) 1.07x (README "Backends"). Rechecked for the prepared
+# blocks, whose direct KxK reads its plain weight in place (plain_layout.py) while the Winograd
+# form is content-checked on every call: on a 2-core Zen 3 EPYC (AVX2, own-kernel GEMMs,
+# 2026-12-07, the threshold switched between 32 and 16 per round of 20 calls in one process,
+# 30 rounds) 16 took 5b at batch 1 0.995x and 5a 1.007x the time; perf on 5b with 16 had 9% of
+# its samples hashing the 3x3 weight.
 ONEDNN_MIN_TILES = 32
 # F(4x4, 3x3) on oneDNN's grouped GEMM where the batch has at least this many 4x4 tiles
 # (onednn_tile); off: F(2x2, 3x3) wherever Winograd runs.
