@@ -132,11 +132,15 @@ ONEDNN_MIN_OUT_CHANNELS = 64
 # GEMMs has too few rows to pay for the transforms and the 16/9 larger weight: 5a/5b at batch 1
 # (7x7, 16 tiles) ran 0.90-0.97x of the direct convolution, 14x14 at batch 1 (49 tiles)
 # 1.09-1.16x, 7x7 at batch 8 (128 tiles) 1.07x (README "Backends"). Rechecked for the prepared
-# blocks, whose direct KxK reads its plain weight in place (plain_layout.py) while the Winograd
-# form is content-checked on every call: on a 2-core Zen 3 EPYC (AVX2, own-kernel GEMMs,
-# 2026-12-07, the threshold switched between 32 and 16 per round of 20 calls in one process,
-# 30 rounds) 16 took 5b at batch 1 0.995x and 5a 1.007x the time; perf on 5b with 16 had 9% of
-# its samples hashing the 3x3 weight.
+# blocks on a 2-core Zen 3 EPYC (AVX2, own-kernel GEMMs, 2026-12-07, a noisy host): with 16,
+# 5b at batch 1 took 0.97-1.09x the time of 32 (switched per round in one process, which
+# replans each round, or in separate processes; within the host's noise).
+# What holds it back there is the content check: the direct KxK reads its plain weight in
+# place (plain_layout.py), while the Winograd form is made from that weight, which is then
+# hashed on every call. Two prepared copies of 5b at batch 1 in one process, alternated per
+# round: with 16, weight_check="version" took 0.885-0.923x the time of "content" (five runs);
+# with 32, 0.993-1.045x. A Winograd form made per call inside the GEMM's tasks from the plain
+# weight would need no hash.
 ONEDNN_MIN_TILES = 32
 # F(4x4, 3x3) on oneDNN's grouped GEMM where the batch has at least this many 4x4 tiles
 # (onednn_tile); off: F(2x2, 3x3) wherever Winograd runs.
