@@ -16,7 +16,8 @@ from fused_inception.bench.cases import (
     OrtParityError,
     build_case,
     impl_names,
-    ort_session,
+    ort_model,
+    ort_model_session,
     ort_unavailable_reason,
 )
 from fused_inception.bench.plot import write_speedup_svg
@@ -321,13 +322,14 @@ def test_onnxruntime_threads_do_not_spin_unless_asked():
     _needs_onnxruntime()
     block = torch.nn.Conv2d(4, 4, 1).eval()
     x = torch.randn(1, 4, 2, 2)
-    options = ort_session(block, x, torch.device("cpu")).get_session_options()
+    model = ort_model(block, x)
+    options = ort_model_session(model, torch.device("cpu")).get_session_options()
     assert options.intra_op_num_threads == torch.get_num_threads()
     assert options.inter_op_num_threads == 1
     for pool in ("intra_op", "inter_op"):
         assert options.get_session_config_entry(f"session.{pool}.allow_spinning") == "0"
     # spinning: ONNX Runtime's defaults, no entry set
-    spinning = ort_session(block, x, torch.device("cpu"), spinning=True).get_session_options()
+    spinning = ort_model_session(model, torch.device("cpu"), spinning=True).get_session_options()
     assert spinning.intra_op_num_threads == torch.get_num_threads()
     for pool in ("intra_op", "inter_op"):
         with pytest.raises(Exception, match="allow_spinning"):

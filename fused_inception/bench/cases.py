@@ -203,14 +203,6 @@ def ort_model_session(model: bytes, device: torch.device, *, spinning: bool = Fa
     return ort.InferenceSession(model, options, providers=[provider])
 
 
-def ort_session(
-    module: nn.Module, example: torch.Tensor, device: torch.device, *, spinning: bool = False
-):
-    """An ONNX Runtime InferenceSession of `module` (in eval mode) exported for `example`'s
-    static shape (ort_model, ort_model_session)."""
-    return ort_model_session(ort_model(module, example), device, spinning=spinning)
-
-
 def ort_call(session, device: torch.device) -> Callable[[object], torch.Tensor]:
     """session.run on one NCHW numpy array, its output as a tensor on `device`."""
     name = session.get_inputs()[0].name

@@ -56,8 +56,10 @@ from fused_inception.report.records import (
     ReportRequest,
     cuobjdump_path,
     make_record,
+    read_cache_entry,
     sass_counts,
     tool_cache_dir,
+    write_cache_entry,
 )
 
 NVCC_FLAGS = ("-O3", "-std=c++20", "--expt-relaxed-constexpr")  # == setup.py's NVCC_FLAGS
@@ -206,11 +208,8 @@ def _run_nvcc(source: Path, arch: str, include: Path) -> dict:
     flags = [*NVCC_FLAGS, "-cubin", f"-arch={arch}", "-Xptxas", "-v"]
     cache = nvcc_cache_dir()
     entry = cache / f"{_cache_key(source, include, flags)}.json" if cache is not None else None
-    if entry is not None and entry.is_file():
-        try:
-            return json.loads(entry.read_text())
-        except (OSError, ValueError):
-            pass  # unreadable: compile again and replace it
+    if entry is not None and (cached := read_cache_entry(entry)) is not None:
+        return cached
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         cubin = os.path.join(tmp, "kernels.cubin")
@@ -229,13 +228,7 @@ def _run_nvcc(source: Path, arch: str, include: Path) -> dict:
             [_cuobjdump(), "-sass", cubin], capture_output=True, text=True, check=True
         ).stdout
     if entry is not None:
-        try:  # written whole, then renamed: a concurrent reader sees all of it or nothing
-            entry.parent.mkdir(parents=True, exist_ok=True)
-            partial = entry.with_suffix(f".{os.getpid()}.tmp")
-            partial.write_text(json.dumps(out))
-            os.replace(partial, entry)
-        except OSError:
-            pass  # a read-only or full cache directory: report without caching
+        write_cache_entry(entry, out)
     return out
 
 

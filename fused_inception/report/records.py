@@ -32,6 +32,7 @@ ldmatrix and fill shared memory with asynchronous copies, in their 16-bit builds
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Callable, Iterable
@@ -174,6 +175,28 @@ def tool_cache_dir(name: str) -> Path | None:
         base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
         root = os.path.join(base, "fused_inception")
     return Path(root) / name
+
+
+def read_cache_entry(entry: Path) -> dict | None:
+    """A cache entry's JSON object (tool_cache_dir), or None where it is absent or unreadable
+    (the caller then runs the tool and replaces it)."""
+    try:
+        value = json.loads(entry.read_text())
+    except (OSError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def write_cache_entry(entry: Path, value: dict) -> None:
+    """Store a cache entry: written whole, then renamed, so a concurrent reader sees all of it or
+    nothing; a read-only or full cache directory leaves it unwritten (the report goes on)."""
+    try:
+        entry.parent.mkdir(parents=True, exist_ok=True)
+        partial = entry.with_suffix(f".{os.getpid()}.tmp")
+        partial.write_text(json.dumps(value))
+        os.replace(partial, entry)
+    except OSError:
+        pass
 
 
 def cuobjdump_path() -> str:

@@ -46,7 +46,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import importlib
-import json
 import os
 import pkgutil
 import re
@@ -66,8 +65,10 @@ from fused_inception.report.records import (
     arch_number,
     cuobjdump_path,
     make_record,
+    read_cache_entry,
     sass_counts,
     tool_cache_dir,
+    write_cache_entry,
 )
 from fused_inception.report.specialization import (
     CapturedSpecialization,
@@ -301,11 +302,9 @@ def _cuobjdump_outputs(cubin: bytes) -> tuple[str, dict[str, dict[str, int]]]:
         digest = hashlib.sha256(_cuobjdump_key_prefix())
         digest.update(cubin)
         entry = cache / f"{digest.hexdigest()}.json"
-        try:
-            cached = json.loads(entry.read_text())
+        cached = read_cache_entry(entry)
+        if cached is not None and {"resources", "counts"} <= cached.keys():
             return cached["resources"], cached["counts"]
-        except (OSError, ValueError, KeyError, TypeError):
-            pass  # absent or unreadable: disassemble and replace it
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "kernel.cubin")
         with open(path, "wb") as f:
@@ -318,13 +317,7 @@ def _cuobjdump_outputs(cubin: bytes) -> tuple[str, dict[str, dict[str, int]]]:
         )
     counts = sass_counts(sass)
     if entry is not None:
-        try:  # written whole, then renamed: a concurrent reader sees all of it or nothing
-            entry.parent.mkdir(parents=True, exist_ok=True)
-            partial = entry.with_suffix(f".{os.getpid()}.tmp")
-            partial.write_text(json.dumps({"resources": out, "counts": counts}))
-            os.replace(partial, entry)
-        except OSError:
-            pass  # a read-only or full cache directory: report without caching
+        write_cache_entry(entry, {"resources": out, "counts": counts})
     return out, counts
 
 
