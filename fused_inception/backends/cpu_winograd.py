@@ -140,7 +140,10 @@ ONEDNN_MIN_OUT_CHANNELS = 64
 # hashed on every call. Two prepared copies of 5b at batch 1 in one process, alternated per
 # round: with 16, weight_check="version" took 0.885-0.923x the time of "content" (five runs);
 # with 32, 0.993-1.045x. A Winograd form made per call inside the GEMM's tasks from the plain
-# weight would need no hash.
+# weight, which needs no hash, was built and measured (2026-12-07, same host): making the form
+# cost what the hash did (5b's operator alone 1.09x the time of the prepacked form's, whose hash
+# is 55-58 us), so 5b and 5a at batch 1 with 16 came out level with the direct KxK (0.96-1.05x,
+# five runs each), and 32 stays (README "Against ONNX Runtime").
 ONEDNN_MIN_TILES = 32
 # F(4x4, 3x3) on oneDNN's grouped GEMM where the batch has at least this many 4x4 tiles
 # (onednn_tile); off: F(2x2, 3x3) wherever Winograd runs.
