@@ -186,7 +186,8 @@ def test_block_operator_is_the_python_path(name, layout, monkeypatch):
 def test_operator_takes_winograd_for_the_wide_3x3s(batch, monkeypatch):
     """By default the eval operator runs b2's 3x3 of every GoogLeNet block (64-192 -> 128-384
     channels) as Winograd where the batch has at least ONEDNN_MIN_TILES 2x2 tiles (not 5a and
-    5b at batch 1: 16 tiles), as F(4x4, 3x3) where it also has ONEDNN_F4_MIN_TILES 4x4 tiles (its
+    5b at batch 1: 16 tiles), as F(4x4, 3x3) where it also has ONEDNN_F4_MIN_TILES 4x4 tiles
+    (OWN_F4_MIN_TILES where the own kernel runs Winograd's GEMMs) (its
     GEMMs on oneDNN's or the own kernel: tests/test_gemm_panels.py), and b3's narrow 3x3 (16-48
     input channels) directly; the transformed
     weight is reordered for one chunk of tiles from a shape's second call on, and the output
@@ -214,14 +215,39 @@ def test_operator_takes_winograd_for_the_wide_3x3s(batch, monkeypatch):
         per = cpu_winograd.MKL_TILES_PER_CHUNK if mkl else cpu_winograd.ONEDNN_TILES_PER_CHUNK
         chunk = min(tiles, per)
         # F(4x4, 3x3) where there are ONEDNN_F4_MIN_TILES 4x4 tiles: 3a and 3b at batch 1 (49
-        # tiles), every block at batch 8 (5a and 5b: 8 * 2 * 2 = 32)
-        f4 = wide and batch * (-(-cfg.hw // 4)) ** 2 >= cpu_winograd.ONEDNN_F4_MIN_TILES
-        assert f4 == (wide and (batch == 8 or cfg.hw == 28)), name
+        # tiles), every block at batch 8 (5a and 5b: 8 * 2 * 2 = 32); with the own kernel's
+        # GEMMs (AVX2 CPUs) from OWN_F4_MIN_TILES: 4a-4e at batch 1 too (16 tiles)
+        own = cpu_onednn.own_gemm()
+        least = cpu_winograd.OWN_F4_MIN_TILES if own else cpu_winograd.ONEDNN_F4_MIN_TILES
+        f4 = wide and batch * (-(-cfg.hw // 4)) ** 2 >= least
+        assert f4 == (wide and (batch == 8 or cfg.hw >= (14 if own else 28))), name
         assert flags[-1] == (wide, False, chunk, f4), name
         for out in outs:
             assert torch.equal(out.isnan(), ref.isnan()), name
             finite = ref.isfinite()
             assert_close_rel(out[finite], ref[finite], torch.float32)
+
+
+@pytest.mark.parametrize("own", [True, False], ids=["own-gemm", "onednn-gemm"])
+def test_f4_threshold_follows_where_the_gemms_run(own, monkeypatch):
+    """onednn_tile: F(4x4, 3x3) from OWN_F4_MIN_TILES 4x4 tiles where the own kernel runs
+    Winograd's GEMMs (the 14x14 blocks at batch 1: 16 tiles), from ONEDNN_F4_MIN_TILES where
+    oneDNN or MKL do; F(2x2, 3x3) below, direct below ONEDNN_MIN_TILES 2x2 tiles."""
+    if own and not cpu_onednn._HAS_OWN_KERNEL:
+        pytest.skip("this build has no own kernel (conv_bias_relu_nhwc)")
+    monkeypatch.setattr(cpu_onednn, "OWN_GEMM", own)
+    monkeypatch.setattr(cpu_winograd, "ONEDNN_F4_MIN_TILES", 32)
+    monkeypatch.setattr(cpu_winograd, "OWN_F4_MIN_TILES", 16)
+    shape = (208, 96, 3, 3)
+    assert cpu_winograd.onednn_tile(shape, 1, 28, 28) == 4  # 49 4x4 tiles
+    assert cpu_winograd.onednn_tile(shape, 1, 14, 14) == (4 if own else 2)  # 16
+    assert cpu_winograd.onednn_tile(shape, 1, 13, 12) == 2  # 12
+    assert cpu_winograd.onednn_tile(shape, 1, 7, 7) == 0  # 16 2x2 tiles: direct
+    assert cpu_winograd.onednn_tile(shape, 8, 7, 7) == 4  # 32
+    monkeypatch.setattr(cpu_winograd, "ONEDNN_F4_MIN_TILES", 8)  # the lower of the two counts
+    assert cpu_winograd.onednn_tile(shape, 1, 13, 12) == 4
+    monkeypatch.setattr(cpu_winograd, "ONEDNN_F4_ENABLED", False)
+    assert cpu_winograd.onednn_tile(shape, 1, 28, 28) == 2
 
 
 @pytest.mark.skipif(

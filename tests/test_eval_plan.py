@@ -198,6 +198,7 @@ SETTINGS = [
     (cpu_winograd, "ONEDNN_MIN_TILES", 1024),
     (cpu_winograd, "ONEDNN_F4_ENABLED", True),
     (cpu_winograd, "ONEDNN_F4_MIN_TILES", 1),
+    (cpu_winograd, "OWN_F4_MIN_TILES", 1),
     (cpu_winograd, "OWN_F4_MAX_TILES", 0),
     (cpu_winograd, "OWN_F4_MAX_UNIT_TILES", 0),
     (cpu_winograd, "OWN_F4_UNIT_CHUNK_TILES", 0),
@@ -448,6 +449,7 @@ UNIT_SETTINGS = [
     (cpu_winograd, "ONEDNN_MIN_TILES", 1024),
     (cpu_winograd, "ONEDNN_F4_ENABLED", False),
     (cpu_winograd, "ONEDNN_F4_MIN_TILES", 1024),
+    (cpu_winograd, "OWN_F4_MIN_TILES", 1024),
     (cpu_winograd, "OWN_F4_MAX_UNIT_TILES", 0),
     (cpu_winograd, "OWN_F4_UNIT_CHUNK_TILES", 16),
 ]

@@ -34,7 +34,7 @@ from torch import Tensor
 
 from .. import _ext
 from ..checks import check_same_device
-from .cpu_onednn import conv_weight
+from .cpu_onednn import conv_weight, own_gemm
 
 # Policy thresholds (module attributes so tests can force either path).
 MIN_PIXELS = 7 * 7
@@ -145,10 +145,21 @@ ONEDNN_MIN_OUT_CHANNELS = 64
 # is 55-58 us), so 5b and 5a at batch 1 with 16 came out level with the direct KxK (0.96-1.05x,
 # five runs each), and 32 stays (README "Against ONNX Runtime").
 ONEDNN_MIN_TILES = 32
-# F(4x4, 3x3) on oneDNN's grouped GEMM where the batch has at least this many 4x4 tiles
-# (onednn_tile); off: F(2x2, 3x3) wherever Winograd runs.
+# F(4x4, 3x3) on oneDNN's grouped GEMM (or MKL's) where the batch has at least this many 4x4
+# tiles, and where its GEMMs run on the own kernel (cpu_onednn.own_gemm: AVX2 CPUs) at least
+# OWN_F4_MIN_TILES (onednn_tile); off: F(2x2, 3x3) wherever Winograd runs.
 ONEDNN_F4_ENABLED = True
 ONEDNN_F4_MIN_TILES = 32
+# 16: the 14x14 blocks at batch 1 (16 4x4 tiles, 49 2x2 ones) as F(4x4, 3x3) on the own kernel.
+# Measured on a 2-core Zen 3 EPYC (AVX2; 2026-12-07, the benchmark's prepared blocks, switched
+# per round of calls in one process; B/A medians, 16 against 32): channels_last 4a 0.898-0.956,
+# 4b 0.912-0.992, 4c 0.891-0.947, 4d 0.902-0.937, 4e 0.966-1.037 (three or four runs); NCHW
+# 4a 0.984, 4b 1.052 (minimum 0.954), 4c 0.908, 4d 0.943, 4e 0.982; the network at batch 1
+# level (channels_last 0.976-1.018 in six runs, NCHW 0.992-0.995 in three): inside it the
+# weights come from memory, and F(4x4, 3x3)'s transformed weight is 36/16 of F(2x2, 3x3)'s.
+# Where the GEMMs run on MKL (an Emerald Rapids Xeon, 2026-12-06) 16 took 4a-4e 1.04-1.11x the
+# time and the network 1.04x, so ONEDNN_F4_MIN_TILES stays 32 there (README "Backends").
+OWN_F4_MIN_TILES = 16
 # F(4x4, 3x3)'s 36 GEMMs on the package's own kernel (where cpu_onednn.own_gemm says so: AVX2
 # CPUs) where each has at most this many rows (4x4 tiles in one chunk), else on oneDNN's grouped
 # GEMM (own_f4_gemm). Measured on a 2-core Zen 2 EPYC (2026-12-05, two prepared networks
@@ -229,6 +240,7 @@ def onednn_settings() -> tuple:
         ONEDNN_MIN_TILES,
         ONEDNN_F4_ENABLED,
         ONEDNN_F4_MIN_TILES,
+        OWN_F4_MIN_TILES,
         OWN_F4_MAX_TILES,
         OWN_F4_MAX_UNIT_TILES,
         OWN_F4_UNIT_CHUNK_TILES,
@@ -268,11 +280,14 @@ def onednn_tile(weight_shape: tuple[int, ...], n: int, h: int, w: int) -> int:
     batch 1) and 1.66x at 4 (7x7, batch 1): it needs ONEDNN_F4_MIN_TILES 4x4 tiles. On an AVX2
     CPU (a Zen 2 EPYC, 2026-12-05) it beat F(2x2, 3x3) on the own kernel too: whole blocks
     1.11-1.16x at batch 8, 3a and 3b 1.07x and 1.26x at batch 1, conv3 1.04-1.22x (README
-    "Backends").
+    "Backends"); on a Zen 3 EPYC also at 16 tiles, the 14x14 blocks at batch 1 (OWN_F4_MIN_TILES).
     """
     if not onednn_takes(weight_shape, n, h, w):
         return 0
-    if ONEDNN_F4_ENABLED and winograd_tiles(n, h, w, 4) >= ONEDNN_F4_MIN_TILES:
+    # Where the own kernel runs Winograd's GEMMs (own_gemm; with the default OWN_F4_* it takes
+    # every F(4x4, 3x3) of fewer than ONEDNN_F4_MIN_TILES tiles: own_f4_gemm, own_f4_unit_chunk)
+    least = OWN_F4_MIN_TILES if own_gemm() else ONEDNN_F4_MIN_TILES
+    if ONEDNN_F4_ENABLED and winograd_tiles(n, h, w, 4) >= min(least, ONEDNN_F4_MIN_TILES):
         return 4
     return 2
 
