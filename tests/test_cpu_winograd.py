@@ -186,9 +186,9 @@ def test_block_operator_is_the_python_path(name, layout, monkeypatch):
 def test_operator_takes_winograd_for_the_wide_3x3s(batch, monkeypatch):
     """By default the eval operator runs b2's 3x3 of every GoogLeNet block (64-192 -> 128-384
     channels) as Winograd where the batch has at least ONEDNN_MIN_TILES 2x2 tiles (not 5a and
-    5b at batch 1: 16 tiles), as F(4x4, 3x3) where it also has ONEDNN_F4_MIN_TILES 4x4 tiles
-    (OWN_F4_MIN_TILES where the own kernel runs Winograd's GEMMs) (its
-    GEMMs on oneDNN's or the own kernel: tests/test_gemm_panels.py), and b3's narrow 3x3 (16-48
+    5b at batch 1: 16 tiles), as F(4x4, 3x3) where it also has ONEDNN_F4_MIN_TILES 4x4 tiles, or
+    OWN_F4_MIN_TILES where the own kernel runs Winograd's GEMMs (its GEMMs on oneDNN's or the
+    own kernel: tests/test_gemm_panels.py), and b3's narrow 3x3 (16-48
     input channels) directly; the transformed
     weight is reordered for one chunk of tiles from a shape's second call on, and the output
     matches float64 on poisoned outputs with NaN kept where torchvision keeps it."""

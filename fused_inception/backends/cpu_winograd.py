@@ -286,9 +286,10 @@ def onednn_tile(weight_shape: tuple[int, ...], n: int, h: int, w: int) -> int:
         return 0
     # Where the own kernel runs Winograd's GEMMs (own_gemm; with the default OWN_F4_* it takes
     # every F(4x4, 3x3) of fewer than ONEDNN_F4_MIN_TILES tiles: own_f4_gemm, own_f4_unit_chunk)
-    least = OWN_F4_MIN_TILES if own_gemm() else ONEDNN_F4_MIN_TILES
-    if ONEDNN_F4_ENABLED and winograd_tiles(n, h, w, 4) >= min(least, ONEDNN_F4_MIN_TILES):
-        return 4
+    if ONEDNN_F4_ENABLED:
+        least = min(OWN_F4_MIN_TILES, ONEDNN_F4_MIN_TILES) if own_gemm() else ONEDNN_F4_MIN_TILES
+        if winograd_tiles(n, h, w, 4) >= least:
+            return 4
     return 2
 
 
