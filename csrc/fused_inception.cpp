@@ -34,6 +34,11 @@ emulated_counters_stop();  // csrc/cuda_ops.cpp
 // until another thread has taken an item of that range, which only a thread taking over part of
 // it can do (csrc/cpu/parallel.cpp).
 at::Tensor parallel_for_probe(int64_t n, int64_t grain_size, bool hold_first);
+// parallel_for_ordered over jobs of tasks[j] tasks, job j's tasks waiting for every task of
+// jobs [0, after[j]); [total, 5] int64, per task: times run, thread, start and end on one
+// clock, the next task its thread was given (csrc/cpu/parallel.cpp).
+at::Tensor parallel_for_ordered_probe(at::IntArrayRef tasks, at::IntArrayRef after,
+                                      int64_t hold_task, int64_t throw_task);
 // csrc/cpu/gemm_panels.cpp
 std::vector<int64_t> conv_tile_taps(int64_t n, int64_t c, int64_t h, int64_t w, int64_t kernel,
                                     int64_t stride, int64_t padding);
@@ -245,6 +250,14 @@ TORCH_LIBRARY(fused_inception, m) {
   // how many times the loop's function saw it and which thread took it.
   m.def("parallel_for_probe(int n, int grain_size, bool hold_first) -> Tensor",
         &fused_inception::parallel_for_probe);
+  // Its ordered loop (parallel_for_ordered: jobs of `tasks` tasks, job j's waiting for every
+  // task of jobs [0, after[j])): per task, how many times it ran, the thread, the order in
+  // which it started and ended (one clock for both), and the next task its thread was given;
+  // task hold_task waits until another has started, task throw_task throws (-1: none).
+  m.def(
+      "parallel_for_ordered_probe(int[] tasks, int[] after, int hold_task, int throw_task) -> "
+      "Tensor",
+      &fused_inception::parallel_for_ordered_probe);
   // The (pixel, tap) pairs the CPU convolution's tiles multiply, and all of them
   // (csrc/cpu/gemm_panels.h): the padding taps a tile drops, counted.
   m.def("conv_tile_taps(int n, int c, int h, int w, int kernel, int stride, int padding) -> int[]",

@@ -481,10 +481,10 @@ def test_winograd_f4_gemms_on_the_own_kernel(name, batch, own, monkeypatch):
 )
 def test_jobs_in_one_loop_give_the_bits_of_separate_loops(monkeypatch, args, layout):
     """At 7x7 and batch 1 (49 rows), on two or three threads, the block's two 1x1s (5b, and a
-    narrow block) and its two direct 3x3s (the narrow block: each one chunk with few tasks) run
-    as one parallel loop each (gemm_panels.cpp, one_loop), on one thread one job after the
-    other. Every output is one FMA chain either way: the same bits, against float64 too, into a
-    poisoned output, for NCHW output (staged) and channels_last."""
+    narrow block) and its two direct KxKs (each one chunk with few tasks) run as one ordered
+    loop, the KxKs after the 1x1 that writes their input (gemm_panels.h, gemms_in_order), on one
+    thread one job after the other. Every output is one FMA chain either way: the same bits,
+    against float64 too, into a poisoned output, for NCHW output (staged) and channels_last."""
     monkeypatch.setattr(cpu_onednn, "OWN_GEMM", True)
     src = randomize_block(Inception(*args), seed=5).eval()
     fused = FusedInception.from_module(copy.deepcopy(src), backend="cpu").eval()

@@ -518,6 +518,12 @@ at::Tensor inception_block_onednn_cpu(
       bool relu;  // whether r's ReLU is still to be applied
     };
     Reduced reduced[2];
+    // Where the 1x1s run as one loop and so would both direct KxKs (5a and 5b at batch 1): all
+    // four GEMMs in one loop (gemms_in_order), the KxKs' tasks last, each starting once the 1x1
+    // over x, which writes their r, has ended; b4's tasks between fill that wait. That spares the
+    // 1x1s' loop its end, where one thread waits for the other's last task.
+    bool in_order = false;
+    at::Tensor b1_staged;  // b1 in NHWC staging for an NCHW output, stored after its loop
     if (own_gemm_x) {
       const at::Tensor b1 =
           channels_last || planes ? out.narrow(1, 0, c1) : scratch.nhwc(n, c1, h, w);
@@ -525,9 +531,14 @@ at::Tensor inception_block_onednn_cpu(
       ones.push_back(conv_job(x_nhwc, c_in, 1, w_x, bias_x, sc_x,
                               {planes ? planes_into(b1, 0) : columns_into(b1, 0),
                                columns_into(r2, c1), columns_into(r3, c1 + c2r)}));
-      finish_b4();  // (b4's job too where together)
-      if (!channels_last && !planes && c1 > 0) {
-        store_nchw(out.narrow(1, 0, c1), b1, /*relu=*/false);
+      in_order = together && !winograd2 && !winograd3 && kernel2 > 0 && kernel3 > 0 &&
+                 gemms_one_loop({conv_job(r2, c2r, kernel2, w2, bias2, sc2, {}),
+                                 conv_job(r3, c3r, kernel3, w3, bias3, sc3, {})});
+      if (!channels_last && !planes && c1 > 0) b1_staged = b1;
+      if (!in_order) {
+        finish_b4();  // (b4's job too where together)
+        if (b1_staged.defined()) store_nchw(out.narrow(1, 0, c1), b1_staged, /*relu=*/false);
+        b1_staged = at::Tensor();
       }
       reduced[0] = {r2, 0, false};
       reduced[1] = {r3, 0, false};
@@ -563,11 +574,24 @@ at::Tensor inception_block_onednn_cpu(
       kxk_together &= !br.winograd && br.own_kernel > 0 && !br.r.relu;
     }
     kxk_together =
-        kxk_together &&
-        gemms_one_loop({conv_job(branches[0].r.source, c2r, kernel2, w2, bias2, sc2, {}),
-                        conv_job(branches[1].r.source, c3r, kernel3, w3, bias3, sc3, {})});
+        in_order ||
+        (kxk_together &&
+         gemms_one_loop({conv_job(branches[0].r.source, c2r, kernel2, w2, bias2, sc2, {}),
+                         conv_job(branches[1].r.source, c3r, kernel3, w3, bias3, sc3, {})}));
     const auto run_kxk = [&] {
-      gemms(kxk, /*relu=*/true, /*steps=*/true);
+      if (in_order) {  // ones: [b4's, the 1x1 over x] -> [over x, b4's, KxK, KxK]
+        TORCH_CHECK(ones.size() == 2 && kxk.size() == 2,
+                    "inception_block_onednn: internal: ", ones.size(), " 1x1 jobs and ", kxk.size(),
+                    " KxK jobs to run in order");
+        gemms_in_order({ones[1], ones[0], kxk[0], kxk[1]}, {0, 0, 1, 1}, /*relu=*/true);
+        ones.clear();
+        if (b4.defined()) store_nchw(slice4, b4, /*relu=*/false);
+        b4 = pooled = at::Tensor();
+        if (b1_staged.defined()) store_nchw(out.narrow(1, 0, c1), b1_staged, /*relu=*/false);
+        in_order = false;
+      } else {
+        gemms(kxk, /*relu=*/true, /*steps=*/true);
+      }
       kxk.clear();
       for (const auto& [to, from] : staged) store_nchw(to, from, /*relu=*/false);
       staged.clear();

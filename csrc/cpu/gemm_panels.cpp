@@ -929,7 +929,14 @@ bool gemms_one_loop(const std::vector<GemmJob>& jobs) {
   return one_loop(plans);
 }
 
-void gemms(const std::vector<GemmJob>& jobs, bool relu, bool steps) {
+namespace {
+
+// How gemms_impl runs the tasks: kFlat one loop of all of them (gemms' steps false), kSteps as
+// gemms with steps, kOrdered as gemms_in_order.
+enum class Schedule { kFlat, kSteps, kOrdered };
+
+void gemms_impl(const std::vector<GemmJob>& jobs, bool relu, Schedule schedule,
+                const std::vector<int64_t>& after) {
   [[maybe_unused]] const bool vector = vectorised();
   const bool wide = wide_tiles();
   const int64_t group = kGroup;
@@ -943,120 +950,137 @@ void gemms(const std::vector<GemmJob>& jobs, bool relu, bool steps) {
     while (task < plans[j].first) --j;
   };
   const int64_t threads = at::get_num_threads();
+  // One task; `next`: the task this thread runs after it (its panels are prefetched where
+  // the tiles do so, see below), -1 where unknown or none.
+  const auto run_task = [&](int64_t task, int64_t next_task, size_t& j) {
+    const float* rows[kMaxTaps * kRows];
+    int tap_of[kMaxTaps];
+    plan_of(task, j);
+    const Plan& plan = plans[j];
+    const GemmJob& job = jobs[j];
+    const int64_t chunk = plan.chunk_of(task), p0 = plan.first_panel(task);
+    const int panels = static_cast<int>(std::min(group, plan.n_panels - p0));
+    float bias[2 * kPanel] = {}, scale[2 * kPanel] = {};
+    PanelStore stores[2];
+    for (int q = 0; q < panels; ++q) {
+      const int64_t col0 = (p0 + q) * kPanel;
+      const size_t valid = sizeof(float) * std::min<int64_t>(kPanel, job.n_out - col0);
+      if (job.bias != nullptr) std::memcpy(bias + q * kPanel, job.bias + col0, valid);
+      if (job.scale != nullptr) std::memcpy(scale + q * kPanel, job.scale + col0, valid);
+      stores[q] = panel_store(job.ranges, col0, job.n_out);
+      stores[q].stream = job.stream;
+    }
+    const float* scales = job.scale != nullptr ? scale : nullptr;
+    const auto [panel, ldb, stride] = task_panels(job, p0);
+    // A 1x1 over stride-1 pixels: the tile's rows are ld floats apart (tile_avx512 UNIFORM).
+    const bool uniform = job.x.kernel == 1 && job.x.stride == 1 && job.x.padding() == 0 &&
+                         !job.x.merged && plan.taps == 1;
+    const int64_t start = chunk * plan.chunk_rows;
+    const int64_t stop = std::min(plan.m, start + plan.chunk_rows);
+    // Tiles of near-equal size, at most 12 or 6 rows (chunk_tiles): 49 rows (7x7 at batch 1) as 9
+    // + 10 + 10
+    // + 10 + 10 on AVX-512, not 4 x 12 + 1, whose last tile loads the panels for one row, and
+    // as 5 x 5 + 4 x 6 on AVX2, not 8 x 6 + 1: a 1-row AVX2 tile has two chains of FMAs, so
+    // each step waits for the FMA's latency (about 5/6 of a 6-row tile's time for 1/6 of
+    // its work; 5 rows, ten chains, keep both FMA units busy). On a Zen 2 EPYC (2026-12-05,
+    // alternating processes, blocks alone) 5a and 5b at batch 1 took 0.93-0.97x the time,
+    // 4a and 5a at batch 8 level. Each output is the same FMA chain either way.
+    const int64_t rows_in_chunk = stop - start;
+    const int64_t tiles = chunk_tiles(rows_in_chunk, wide);
+    // The tiles prefetch the panels of this thread's next task into L2 where that task's
+    // job has at most one chunk of rows per thread, so that each thread reads each of its
+    // panels once per call, from memory (a batch-1 network's 7x7 and 14x14 blocks, whose
+    // weights arrive cold from DRAM): panel q's rows [tile * per, (tile + 1) * per) by
+    // tile `tile`'s call for panel q, one line per step. Measured on a 2-core Zen 2 EPYC
+    // (2026-12-05, interleaved in one process, the prepared network): batch 1 0.97-0.99x the
+    // time (4b-4e and 5b 0.94-0.98x); at batch 8 level. Prefetching for every task took batch
+    // 8 1.05x the time (conv1 1.1x), and all of a task's prefetches in its first tile batch 1
+    // 1.03x. The AVX-512 tiles do the same for both panels of the next task in each tile
+    // (since 2026-12-06; 2-core Emerald Rapids Xeon, interleaved in one process with an
+    // environment switch, each call after a 64 MB sweep, three runs at batch 1: 5a 0.94-0.97x
+    // and 5b 0.94-0.95x the time, the 14x14 and 28x28 blocks 0.96-1.04x, the network
+    // 0.97-1.00x; at batch 8 no job has so few chunks).
+    Ahead next[2];
+    int64_t per = 0;
+    if (vector && next_task >= 0 && tiles > 0) {
+      size_t jn = j;
+      plan_of(next_task, jn);
+      const Plan& pn = plans[jn];
+      if (pn.chunks() <= threads) {
+        const int64_t pn0 = pn.first_panel(next_task);
+        const TaskPanels b = task_panels(jobs[jn], pn0);
+        per = (pn.k + tiles - 1) / tiles;
+        for (int64_t q = 0; q < std::min(group, pn.n_panels - pn0); ++q) {
+          next[q].p = reinterpret_cast<const char*>(b.panel + q * b.stride);
+          next[q].stride = b.ldb * static_cast<int64_t>(sizeof(float));
+          next[q].rows = std::min(per, plan.k);
+        }
+      }
+    }
+    // A padded KxK's tiles from the chunk's middle one on: at an image's top and bottom a
+    // tile drops the taps of padding alone (tile_rows), so the task's first tile, which
+    // reads its panels from memory (and on AVX2 prefetches a plain weight's rows for the
+    // others), is then one that reads every tap.
+    const int64_t first = first_tile(job, plan, tiles);
+    for (int64_t step = 0; step < tiles; ++step) {
+      const int64_t t = (first + step) % tiles;
+      const int64_t i = tile_first(start, rows_in_chunk, tiles, t);
+      const int count = tile_count(start, rows_in_chunk, tiles, t);
+      const int taps = tile_rows(job.x, zeros.data(), i, count, rows, tap_of);
+#ifdef FI_X86_VECTOR
+      if (wide) {
+        const auto tile = panels == 2 ? &tile_vector512<2> : &tile_vector512<1>;
+        tile(rows, tap_of, taps, plan.c_tap, panel, ldb, stride, scales, bias, relu, stores, i,
+             count, per > 0 ? next : nullptr, uniform ? job.x.ld : 0);
+        for (Ahead& a : next) a.p += a.rows * a.stride;  // the next tile's rows
+        continue;
+      }
+      if (vector) {
+        // The plain weight's rows prefetched by the task's first tile, which reads them from
+        // memory; its other tiles find them in cache.
+        const bool prefetch = ldb != kPanel && step == 0;
+        const auto tile = tile_avx2_for(prefetch, per > 0, count);
+        for (int q = 0; q < panels; ++q) {
+          tile(rows, tap_of, taps, plan.c_tap, panel + q * stride, ldb,
+               scales != nullptr ? scales + q * kPanel : nullptr, bias + q * kPanel, relu,
+               stores[q], i, next[q]);
+          next[q].p += next[q].rows * next[q].stride;  // the next tile's rows
+        }
+        continue;
+      }
+#endif
+      for (int q = 0; q < panels; ++q) {
+        tile_plain(rows, tap_of, taps, plan.c_tap, panel + q * stride, ldb,
+                   scales != nullptr ? scales + q * kPanel : nullptr, bias + q * kPanel, relu,
+                   stores[q], i, count);
+      }
+    }
+  };
   // The tasks of the running loop end here. A thread's next task is task + 1 up to the end of
   // the loop, not of its call: parallel_for hands a thread its range in steps (parallel.h).
   int64_t limit = total;
   const auto run = [&](int64_t begin, int64_t end) {
-    const float* rows[kMaxTaps * kRows];
-    int tap_of[kMaxTaps];
     size_t j = 0;
     for (int64_t task = begin; task < end; ++task) {
-      plan_of(task, j);
-      const Plan& plan = plans[j];
-      const GemmJob& job = jobs[j];
-      const int64_t chunk = plan.chunk_of(task), p0 = plan.first_panel(task);
-      const int panels = static_cast<int>(std::min(group, plan.n_panels - p0));
-      float bias[2 * kPanel] = {}, scale[2 * kPanel] = {};
-      PanelStore stores[2];
-      for (int q = 0; q < panels; ++q) {
-        const int64_t col0 = (p0 + q) * kPanel;
-        const size_t valid = sizeof(float) * std::min<int64_t>(kPanel, job.n_out - col0);
-        if (job.bias != nullptr) std::memcpy(bias + q * kPanel, job.bias + col0, valid);
-        if (job.scale != nullptr) std::memcpy(scale + q * kPanel, job.scale + col0, valid);
-        stores[q] = panel_store(job.ranges, col0, job.n_out);
-        stores[q].stream = job.stream;
-      }
-      const float* scales = job.scale != nullptr ? scale : nullptr;
-      const auto [panel, ldb, stride] = task_panels(job, p0);
-      // A 1x1 over stride-1 pixels: the tile's rows are ld floats apart (tile_avx512 UNIFORM).
-      const bool uniform = job.x.kernel == 1 && job.x.stride == 1 && job.x.padding() == 0 &&
-                           !job.x.merged && plan.taps == 1;
-      const int64_t start = chunk * plan.chunk_rows;
-      const int64_t stop = std::min(plan.m, start + plan.chunk_rows);
-      // Tiles of near-equal size, at most 12 or 6 rows (chunk_tiles): 49 rows (7x7 at batch 1) as 9
-      // + 10 + 10
-      // + 10 + 10 on AVX-512, not 4 x 12 + 1, whose last tile loads the panels for one row, and
-      // as 5 x 5 + 4 x 6 on AVX2, not 8 x 6 + 1: a 1-row AVX2 tile has two chains of FMAs, so
-      // each step waits for the FMA's latency (about 5/6 of a 6-row tile's time for 1/6 of
-      // its work; 5 rows, ten chains, keep both FMA units busy). On a Zen 2 EPYC (2026-12-05,
-      // alternating processes, blocks alone) 5a and 5b at batch 1 took 0.93-0.97x the time,
-      // 4a and 5a at batch 8 level. Each output is the same FMA chain either way.
-      const int64_t rows_in_chunk = stop - start;
-      const int64_t tiles = chunk_tiles(rows_in_chunk, wide);
-      // The tiles prefetch the panels of this thread's next task into L2 where that task's
-      // job has at most one chunk of rows per thread, so that each thread reads each of its
-      // panels once per call, from memory (a batch-1 network's 7x7 and 14x14 blocks, whose
-      // weights arrive cold from DRAM): panel q's rows [tile * per, (tile + 1) * per) by
-      // tile `tile`'s call for panel q, one line per step. Measured on a 2-core Zen 2 EPYC
-      // (2026-12-05, interleaved in one process, the prepared network): batch 1 0.97-0.99x the
-      // time (4b-4e and 5b 0.94-0.98x); at batch 8 level. Prefetching for every task took batch
-      // 8 1.05x the time (conv1 1.1x), and all of a task's prefetches in its first tile batch 1
-      // 1.03x. The AVX-512 tiles do the same for both panels of the next task in each tile
-      // (since 2026-12-06; 2-core Emerald Rapids Xeon, interleaved in one process with an
-      // environment switch, each call after a 64 MB sweep, three runs at batch 1: 5a 0.94-0.97x
-      // and 5b 0.94-0.95x the time, the 14x14 and 28x28 blocks 0.96-1.04x, the network
-      // 0.97-1.00x; at batch 8 no job has so few chunks).
-      Ahead next[2];
-      int64_t per = 0;
-      if (vector && task + 1 < limit && tiles > 0) {
-        size_t jn = j;
-        plan_of(task + 1, jn);
-        const Plan& pn = plans[jn];
-        if (pn.chunks() <= threads) {
-          const int64_t pn0 = pn.first_panel(task + 1);
-          const TaskPanels b = task_panels(jobs[jn], pn0);
-          per = (pn.k + tiles - 1) / tiles;
-          for (int64_t q = 0; q < std::min(group, pn.n_panels - pn0); ++q) {
-            next[q].p = reinterpret_cast<const char*>(b.panel + q * b.stride);
-            next[q].stride = b.ldb * static_cast<int64_t>(sizeof(float));
-            next[q].rows = std::min(per, plan.k);
-          }
-        }
-      }
-      // A padded KxK's tiles from the chunk's middle one on: at an image's top and bottom a
-      // tile drops the taps of padding alone (tile_rows), so the task's first tile, which
-      // reads its panels from memory (and on AVX2 prefetches a plain weight's rows for the
-      // others), is then one that reads every tap.
-      const int64_t first = first_tile(job, plan, tiles);
-      for (int64_t step = 0; step < tiles; ++step) {
-        const int64_t t = (first + step) % tiles;
-        const int64_t i = tile_first(start, rows_in_chunk, tiles, t);
-        const int count = tile_count(start, rows_in_chunk, tiles, t);
-        const int taps = tile_rows(job.x, zeros.data(), i, count, rows, tap_of);
-#ifdef FI_X86_VECTOR
-        if (wide) {
-          const auto tile = panels == 2 ? &tile_vector512<2> : &tile_vector512<1>;
-          tile(rows, tap_of, taps, plan.c_tap, panel, ldb, stride, scales, bias, relu, stores, i,
-               count, per > 0 ? next : nullptr, uniform ? job.x.ld : 0);
-          for (Ahead& a : next) a.p += a.rows * a.stride;  // the next tile's rows
-          continue;
-        }
-        if (vector) {
-          // The plain weight's rows prefetched by the task's first tile, which reads them from
-          // memory; its other tiles find them in cache.
-          const bool prefetch = ldb != kPanel && step == 0;
-          const auto tile = tile_avx2_for(prefetch, per > 0, count);
-          for (int q = 0; q < panels; ++q) {
-            tile(rows, tap_of, taps, plan.c_tap, panel + q * stride, ldb,
-                 scales != nullptr ? scales + q * kPanel : nullptr, bias + q * kPanel, relu,
-                 stores[q], i, next[q]);
-            next[q].p += next[q].rows * next[q].stride;  // the next tile's rows
-          }
-          continue;
-        }
-#endif
-        for (int q = 0; q < panels; ++q) {
-          tile_plain(rows, tap_of, taps, plan.c_tap, panel + q * stride, ldb,
-                     scales != nullptr ? scales + q * kPanel : nullptr, bias + q * kPanel, relu,
-                     stores[q], i, count);
-        }
-      }
+      run_task(task, task + 1 < limit ? task + 1 : -1, j);
     }
 #ifdef FI_X86_VECTOR
     _mm_sfence();  // this thread's non-temporal stores, if any, before the loop ends
 #endif
   };
-  if (!steps) {
+  if (schedule == Schedule::kOrdered) {
+    std::vector<int64_t> ends;
+    for (const Plan& plan : plans) ends.push_back(plan.end);
+    parallel_for_ordered(ends, after, [&](int64_t task, int64_t next_task) {
+      size_t j = 0;
+      run_task(task, next_task, j);
+#ifdef FI_X86_VECTOR
+      _mm_sfence();  // its non-temporal stores, if any, before it counts as ended
+#endif
+    });
+    return;
+  }
+  if (schedule == Schedule::kFlat) {
     parallel_for(0, total, 1, run);
     return;
   }
@@ -1086,6 +1110,17 @@ void gemms(const std::vector<GemmJob>& jobs, bool relu, bool steps) {
   // prepared 5b at batch 1, switched per round of calls in one process, seven runs on a noisy
   // host: 0.93-1.02x the time (five of seven below 0.98), 5a 0.94-1.03x, the network level.
   parallel_for_equal_work(work, total, work.back(), run, total);
+}
+
+}  // namespace
+
+void gemms(const std::vector<GemmJob>& jobs, bool relu, bool steps) {
+  gemms_impl(jobs, relu, steps ? Schedule::kSteps : Schedule::kFlat, {});
+}
+
+void gemms_in_order(const std::vector<GemmJob>& jobs, const std::vector<int64_t>& after,
+                    bool relu) {
+  gemms_impl(jobs, relu, Schedule::kOrdered, after);  // (parallel_for_ordered checks `after`)
 }
 
 std::vector<int64_t> conv_tile_taps(int64_t n, int64_t c, int64_t h, int64_t w, int64_t kernel,

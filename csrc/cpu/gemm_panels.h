@@ -113,6 +113,12 @@ bool first_layer_avx512(const GemmJob& job);
 // unless they are small enough to pay for one loop of parts of equal work (see there).
 void gemms(const std::vector<GemmJob>& jobs, bool relu, bool steps = false);
 
+// gemms(jobs, relu) as one loop whose tasks are taken one at a time in the jobs' order, from a
+// counter the threads share: a task of jobs[j] starts once every task of jobs[0, after[j]) has
+// ended (after[j] <= j), so a job may read what earlier ones write (a block's KxKs the reduced
+// tensors of its 1x1 over x). The same bits as gemms.
+void gemms_in_order(const std::vector<GemmJob>& jobs, const std::vector<int64_t>& after, bool relu);
+
 // Whether the block operator's GEMMs write an NCHW output of hw pixels per image into its
 // channel slices directly (ranges with hw > 0): where the AVX-512 tiles run, which scatter each
 // row's 16 channels to their planes, and the planes fit the scatter's 32-bit offsets. The other

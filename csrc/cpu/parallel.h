@@ -21,10 +21,12 @@
 #pragma once
 
 #include <ATen/Parallel.h>
+#include <c10/util/Exception.h>
 
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
+#include <thread>
 #include <vector>
 
 namespace fused_inception {
@@ -112,6 +114,80 @@ void parallel_for_equal_work(const std::vector<int64_t>& before, int64_t n, int6
   }
   parallel_for(0, parts, 1, [&](int64_t begin, int64_t end) {
     f(bounds[static_cast<size_t>(begin)], bounds[static_cast<size_t>(end)]);
+  });
+}
+
+// f(task, next) over the tasks [0, ends.back()) of jobs j = 0, 1, ... (job j: tasks
+// [ends[j - 1], ends[j]), ends[-1] = 0), taken one at a time in that order from a counter the
+// threads share; a task of job j starts once every task of jobs [0, after[j]) has ended
+// (0 <= after[j] <= j), so a job may read what earlier ones write. next: the task the same
+// thread runs after this one (taken when this one starts, so that f can prefetch for it), -1
+// for none. No task waits on a later one and a thread runs the tasks it takes in order, so
+// every wait ends, however many threads the loop gets (on one, or in a forked child, the tasks
+// run in order on the calling thread). Where f throws, the others stop taking tasks and their
+// waits end, and the exception propagates (at::parallel_for's).
+template <typename F>
+void parallel_for_ordered(const std::vector<int64_t>& ends, const std::vector<int64_t>& after,
+                          const F& f) {
+  TORCH_CHECK(after.size() == ends.size(), "parallel_for_ordered: one `after` per job, got ",
+              after.size(), " for ", ends.size(), " jobs");
+  for (size_t j = 0; j < ends.size(); ++j) {
+    TORCH_CHECK(after[j] >= 0 && after[j] <= static_cast<int64_t>(j) &&
+                    ends[j] >= (j > 0 ? ends[j - 1] : 0),
+                "parallel_for_ordered: job ", j,
+                " must end at or after the one before it and "
+                "wait only for jobs before it, got end ",
+                ends[j], " and after ", after[j]);
+  }
+  const int64_t total = ends.empty() ? 0 : ends.back();
+  const int64_t threads = loop_threads(total, 1);
+  if (in_forked_child() || threads <= 1 || at::in_parallel_region()) {
+    for (int64_t task = 0; task < total; ++task) f(task, task + 1 < total ? task + 1 : -1);
+    return;
+  }
+  struct alignas(64) Counter {
+    std::atomic<int64_t> value{0};
+  };
+  std::vector<Counter> done(ends.size());  // each job's tasks ended
+  Counter next;                            // the next task to take
+  std::atomic<bool> failed{false};
+  const auto job_of = [&](int64_t task) {
+    size_t j = 0;
+    while (task >= ends[j]) ++j;
+    return j;
+  };
+  const auto wait_for = [&](size_t j) {
+    for (size_t k = 0; k < static_cast<size_t>(after[j]); ++k) {
+      const int64_t tasks = ends[k] - (k > 0 ? ends[k - 1] : 0);
+      for (int spins = 0; done[k].value.load(std::memory_order_acquire) < tasks; ++spins) {
+        if (failed.load(std::memory_order_relaxed)) return;
+#if defined(__x86_64__) || defined(__i386__)
+        __builtin_ia32_pause();
+#endif
+        if (spins >= 1024) std::this_thread::yield();  // a descheduled thread's task
+      }
+    }
+  };
+  at::parallel_for(0, threads, 1, [&](int64_t, int64_t) {
+    try {
+      size_t ready = ends.size();  // the job whose waits have ended
+      int64_t task = next.value.fetch_add(1, std::memory_order_relaxed);
+      while (task < total && !failed.load(std::memory_order_relaxed)) {
+        const int64_t following = next.value.fetch_add(1, std::memory_order_relaxed);
+        const size_t job = job_of(task);
+        if (job != ready) {
+          wait_for(job);
+          if (failed.load(std::memory_order_relaxed)) break;
+          ready = job;
+        }
+        f(task, following < total ? following : -1);
+        done[job].value.fetch_add(1, std::memory_order_release);
+        task = following;
+      }
+    } catch (...) {
+      failed.store(true, std::memory_order_relaxed);
+      throw;
+    }
   });
 }
 
