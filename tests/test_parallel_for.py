@@ -49,10 +49,10 @@ def test_a_stalled_thread_has_the_tail_of_its_range_taken_over(n, grain):
     first_range = -(-n // 2)
     others = (seen[:first_range, 1] != 0).nonzero().flatten()
     assert others.numel() > 0, "no item of the stalled thread's range was taken over"
-    # Thread 0 took its range from the front, the other thread from the back: one cut.
+    # Thread 0 took its range from the front, the other thread from the back: one cut. (How far
+    # the cut is from the front depends on when thread 0 started: where the other thread had
+    # taken over all but item 0 before, thread 0's first step was item 0 alone.)
     assert torch.equal(others, torch.arange(others[0].item(), first_range))
-    if seen[0, 1] == 0:  # thread 0 started in time: its first step (half, >= a grain) is its own
-        assert others[0].item() >= min(first_range, max(grain, first_range // 2))
 
 
 def test_bad_arguments_name_the_problem():
