@@ -70,6 +70,8 @@ COVERED = {
     "emulated_counters_start": "test_opcheck_emulated_counters",
     "emulated_counters_stop": "test_opcheck_emulated_counters",
     "parallel_for_probe": "test_opcheck_parallel_for_probe",  # its behaviour: test_parallel_for
+    # its behaviour: test_parallel_for
+    "parallel_for_ordered_probe": "test_opcheck_parallel_for_ordered_probe",
     "conv_tile_taps": "test_opcheck_conv_tile_taps",  # its counts: test_gemm_panels
 }
 
@@ -592,6 +594,17 @@ def test_opcheck_parallel_for_probe():
     results = torch.library.opcheck(
         ops.parallel_for_probe.default,
         (10, 1, False),
+        test_utils=("test_schema", "test_autograd_registration"),
+    )
+    assert set(results.values()) == {"SUCCESS"}, results
+
+
+def test_opcheck_parallel_for_ordered_probe():
+    """The ordered loop's test view (no tensor inputs, an int64 CPU tensor out): schema and
+    autograd registration. No fake kernel: nothing traced calls it."""
+    results = torch.library.opcheck(
+        ops.parallel_for_ordered_probe.default,
+        ([4, 3, 5], [0, 1, 1], -1, -1),
         test_utils=("test_schema", "test_autograd_registration"),
     )
     assert set(results.values()) == {"SUCCESS"}, results
