@@ -159,12 +159,16 @@ void parallel_for_ordered(const std::vector<int64_t>& ends, const std::vector<in
   const auto wait_for = [&](size_t j) {
     for (size_t k = 0; k < static_cast<size_t>(after[j]); ++k) {
       const int64_t tasks = ends[k] - (k > 0 ? ends[k - 1] : 0);
-      for (int spins = 0; done[k].value.load(std::memory_order_acquire) < tasks; ++spins) {
+      for (int spins = 0; done[k].value.load(std::memory_order_acquire) < tasks;) {
         if (failed.load(std::memory_order_relaxed)) return;
 #if defined(__x86_64__) || defined(__i386__)
         __builtin_ia32_pause();
 #endif
-        if (spins >= 1024) std::this_thread::yield();  // a descheduled thread's task
+        if (spins < 1024) {
+          ++spins;
+        } else {
+          std::this_thread::yield();  // a descheduled thread's task
+        }
       }
     }
   };
