@@ -16,13 +16,18 @@ import torch
 import fused_inception  # noqa: F401  (loads the extension)
 
 
-def probe(n: int, grain: int, threads: int, hold_first: bool = False) -> torch.Tensor:
+def on_threads(threads: int, op, *args) -> torch.Tensor:
+    """op(*args) with torch's thread count set to `threads` for the call."""
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        return torch.ops.fused_inception.parallel_for_probe(n, grain, hold_first)
+        return op(*args)
     finally:
         torch.set_num_threads(before)
+
+
+def probe(n: int, grain: int, threads: int, hold_first: bool = False) -> torch.Tensor:
+    return on_threads(threads, torch.ops.fused_inception.parallel_for_probe, n, grain, hold_first)
 
 
 @pytest.mark.parametrize("threads", [1, 2, 3])
@@ -63,12 +68,8 @@ def test_bad_arguments_name_the_problem():
 
 
 def ordered(tasks, after, threads, hold=-1, throw=-1) -> torch.Tensor:
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        return torch.ops.fused_inception.parallel_for_ordered_probe(tasks, after, hold, throw)
-    finally:
-        torch.set_num_threads(before)
+    op = torch.ops.fused_inception.parallel_for_ordered_probe
+    return on_threads(threads, op, tasks, after, hold, throw)
 
 
 def assert_ordered(seen: torch.Tensor, tasks: list[int], after: list[int]) -> None:

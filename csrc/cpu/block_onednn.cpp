@@ -522,7 +522,10 @@ at::Tensor inception_block_onednn_cpu(
     // four GEMMs in one loop (gemms_in_order), the KxKs' tasks last, each starting once the 1x1
     // over x, which writes their r, has ended; b4's tasks between fill that wait. That spares the
     // 1x1s' loop its end, where one thread waits for the other's last task.
-    bool in_order = false;
+    // Both KxKs direct on the own kernel, from the dense r2 and r3 of the own 1x1 over x: one
+    // loop after the branches' loop below where gemms_one_loop says so (`staged`: the NHWC
+    // staging of an NCHW output's slice, stored after it); otherwise each runs in its turn.
+    bool kxk_together = false, in_order = false;
     at::Tensor b1_staged;  // b1 in NHWC staging for an NCHW output, stored after its loop
     if (own_gemm_x) {
       const at::Tensor b1 =
@@ -531,9 +534,10 @@ at::Tensor inception_block_onednn_cpu(
       ones.push_back(conv_job(x_nhwc, c_in, 1, w_x, bias_x, sc_x,
                               {planes ? planes_into(b1, 0) : columns_into(b1, 0),
                                columns_into(r2, c1), columns_into(r3, c1 + c2r)}));
-      in_order = together && !winograd2 && !winograd3 && kernel2 > 0 && kernel3 > 0 &&
-                 gemms_one_loop({conv_job(r2, c2r, kernel2, w2, bias2, sc2, {}),
-                                 conv_job(r3, c3r, kernel3, w3, bias3, sc3, {})});
+      kxk_together = kernel2 > 0 && kernel3 > 0 &&  // (0 for a Winograd branch)
+                     gemms_one_loop({conv_job(r2, c2r, kernel2, w2, bias2, sc2, {}),
+                                     conv_job(r3, c3r, kernel3, w3, bias3, sc3, {})});
+      in_order = together && kxk_together;
       if (!channels_last && !planes && c1 > 0) b1_staged = b1;
       if (!in_order) {
         finish_b4();  // (b4's job too where together)
@@ -564,20 +568,8 @@ at::Tensor inception_block_onednn_cpu(
       const std::optional<at::Tensor>& direct;  // F(4x4, 3x3)'s plain weight
     } branches[2] = {{reduced[0], c2r, c1, c2, w2, bias2, sc2, winograd2, kernel2, direct2},
                      {reduced[1], c3r, c1 + c2, c3, w3, bias3, sc3, winograd3, kernel3, direct3}};
-    // Both branches direct on the own kernel, from dense r: one loop after the loop below where
-    // gemms_one_loop says so (`staged`: the NHWC staging of an NCHW output's slice, stored
-    // after it); otherwise each runs in its turn.
-    std::vector<GemmJob> kxk;
+    std::vector<GemmJob> kxk;  // the KxKs' jobs, for run_kxk
     std::vector<std::pair<at::Tensor, at::Tensor>> staged;
-    bool kxk_together = true;
-    for (const auto& br : branches) {
-      kxk_together &= !br.winograd && br.own_kernel > 0 && !br.r.relu;
-    }
-    kxk_together =
-        in_order ||
-        (kxk_together &&
-         gemms_one_loop({conv_job(branches[0].r.source, c2r, kernel2, w2, bias2, sc2, {}),
-                         conv_job(branches[1].r.source, c3r, kernel3, w3, bias3, sc3, {})}));
     const auto run_kxk = [&] {
       if (in_order) {  // ones: [b4's, the 1x1 over x] -> [over x, b4's, KxK, KxK]
         TORCH_CHECK(ones.size() == 2 && kxk.size() == 2,
