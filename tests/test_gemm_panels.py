@@ -16,6 +16,7 @@ from helpers import (
     outputs_at_every_capability,
     randomize_block,
     reference_f64,
+    run_at_capability,
 )
 from torchvision.models.googlenet import BasicConv2d
 
@@ -119,14 +120,16 @@ def test_nan_and_infinities_follow_torch():
     assert_close_rel(out[finite], _reference(a, w, bias)[finite], torch.float32)
 
 
+@pytest.mark.parametrize("batch", [1, 3])
 @pytest.mark.parametrize("kernel", [1, 3, 5, 7])
 @pytest.mark.parametrize("hw", [(1, 1), (1, 4), (3, 5), (7, 7), (6, 9)], ids=str)
-def test_kxk_convolution_against_float64(kernel, hw):
+def test_kxk_convolution_against_float64(kernel, hw, batch):
     """KxK, stride 1, zero padding K // 2: taps outside the image read zeros (images smaller
-    than the kernel included), on batches whose tiles span images."""
-    gen = torch.Generator().manual_seed(kernel * 100 + hw[0] * 10 + hw[1])
-    c_in, c_out = 5, 19
-    x = torch.randn(3, c_in, *hw, generator=gen).contiguous(memory_format=torch.channels_last)
+    than the kernel included), on batches whose tiles span images; one 7x7 image is cut into
+    its border ring and inside rows (test_a_7x7_image_is_tiled_as_its_ring_and_inside)."""
+    gen = torch.Generator().manual_seed(kernel * 100 + hw[0] * 10 + hw[1] + batch * 1000)
+    c_in, c_out = (5, 19) if batch > 1 else (24, 19)  # 5: a first layer's merged taps
+    x = torch.randn(batch, c_in, *hw, generator=gen).contiguous(memory_format=torch.channels_last)
     weight = torch.randn(c_out, c_in, kernel, kernel, generator=gen)
     bias = torch.randn(c_out, generator=gen)
     out = ops.conv_bias_relu_nhwc(x, cpu_onednn.pack_panels(weight), bias)
@@ -182,6 +185,76 @@ def test_tiles_drop_the_taps_of_padding_alone(n, c, h, w, kernel, stride, paddin
     out = ops.conv_bias_relu_nhwc(x, cpu_onednn.pack_panels(weight), bias, stride, padding)
     ref = F.conv2d(x.double(), weight.double(), bias.double(), stride=stride, padding=padding)
     assert_close_rel(out, ref.relu(), torch.float32)
+
+
+def _ring_tiles(h: int, w: int) -> list[list[tuple[int, int]]]:
+    """An image's tiles as the kernel's chunk_tiling cuts it where it takes the ring: each
+    inside row (columns 1 .. w-2), then the top (row 0, columns 0 .. w-2), right (column w-1,
+    rows 0 .. h-2), bottom (row h-1, columns 1 .. w-1) and left (column 0, rows 1 .. h-1)
+    sides, each cut into near-equal runs of at most 6 pixels."""
+
+    def runs(pixels):
+        parts = -(-len(pixels) // 6)
+        return [
+            pixels[q * len(pixels) // parts : (q + 1) * len(pixels) // parts] for q in range(parts)
+        ]
+
+    tiles = [t for y in range(1, h - 1) for t in runs([(y, x) for x in range(1, w - 1)])]
+    for side in (
+        [(0, x) for x in range(w - 1)],
+        [(y, w - 1) for y in range(h - 1)],
+        [(h - 1, x) for x in range(1, w)],
+        [(y, 0) for y in range(1, h)],
+    ):
+        tiles += runs(side)
+    return tiles
+
+
+def _tiles_taps(tiles, h: int, w: int, kernel: int) -> int:
+    """The (pixel, tap) pairs tiles multiply when each drops the taps under which all its
+    pixels read padding (stride 1, padding kernel // 2)."""
+    pad = kernel // 2
+    total = 0
+    for tile in tiles:
+        kept = sum(
+            any(0 <= y + dy - pad < h and 0 <= x + dx - pad < w for y, x in tile)
+            for dy in range(kernel)
+            for dx in range(kernel)
+        )
+        total += kept * len(tile)
+    return total
+
+
+_RING_COUNTS = """
+import sys, torch
+import fused_inception
+capability = torch.backends.cpu.get_cpu_capability()
+assert capability == sys.argv[1], capability
+for kernel in (3, 5, 7):
+    run, every = torch.ops.fused_inception.conv_tile_taps(1, 16, 7, 7, kernel, 1, kernel // 2)
+    assert (run, every) == (EXPECTED[kernel], 49 * kernel * kernel), (kernel, run, every)
+print("ok")
+"""
+
+
+@pytest.mark.parametrize("capability", ["DEFAULT", "AVX2"])
+def test_a_7x7_image_is_tiled_as_its_ring_and_inside(capability):
+    """One 7x7 image (GoogLeNet's 5a and 5b at batch 1) under a padded KxK: the AVX2 tiles and
+    the plain loop take its inside rows and the four sides of its border ring as tiles (9
+    either way), so a side's tile drops every tap of padding on its side; row-major runs of
+    5-6 pixels straddle two rows and drop only the top or bottom taps. The counts are the
+    kernel's own (conv_tile_taps at that capability) against this model of both tilings: a 3x3
+    runs 369 of 441 pairs (408 row-major; 361 read the image), a 5x5 935 of 1225 (1059)."""
+    ring = {k: _tiles_taps(_ring_tiles(7, 7), 7, 7, k) for k in (3, 5, 7)}
+    pixels = [(y, x) for y in range(7) for x in range(7)]
+    row_major = [pixels[t * 49 // 9 : (t + 1) * 49 // 9] for t in range(9)]
+    assert sorted(len(t) for t in _ring_tiles(7, 7)) == sorted(len(t) for t in row_major)
+    assert sorted(p for t in _ring_tiles(7, 7) for p in t) == pixels  # each pixel once
+    assert ring[3] == 369 and ring[5] == 935 and _tiles_taps(row_major, 7, 7, 3) == 408
+    for kernel in (3, 5, 7):
+        assert _taps_inside(1, 7, 7, kernel, 1, kernel // 2) < ring[kernel]
+        assert ring[kernel] < _tiles_taps(row_major, 7, 7, kernel)
+    run_at_capability(_RING_COUNTS.replace("EXPECTED", repr(ring)), capability)
 
 
 def test_tile_taps_refuses_bad_shapes():
@@ -334,6 +407,7 @@ for name, shape, kernel, c_out, stride in (
     ("f", (1, 3, 9, 40), 3, 100, 1),  # two groups of panels, the last partial
     ("g", (2, 5, 9, 9), 5, 16, 3),
     ("h", (2, 12, 7, 7), 5, 24, 1),  # 7x7 images: tiles drop the taps of padding alone
+    ("i", (1, 20, 7, 7), 3, 24, 1),  # one 7x7 image: AVX2 and plain tiles take its ring
 ):
     x = rand(*shape)
     if shape[1] > 3:
@@ -359,7 +433,7 @@ def test_vector_and_plain_loops_give_the_same_bits(tmp_path):
     capability this CPU allows; with the output written by non-temporal stores too
     (stream_bytes 0), and for first layers read from NCHW."""
     first, *others = outputs_at_every_capability(tmp_path, _CAPABILITY_CHECK).values()
-    assert len(first) == 8 and all(other == first for other in others)
+    assert len(first) == 9 and all(other == first for other in others)
 
 
 @pytest.fixture

@@ -16,7 +16,8 @@
 // - AVX-512 (since 2026-12-04): up to 12 rows x 32 columns, two adjacent panels (24
 //   accumulators of 16 floats; per step two loads, twelve broadcasts, 24 FMAs).
 // A chunk's rows are cut into tiles of near-equal size (49 rows: 9 + 4 x 10 on AVX-512,
-// 5 x 5 + 4 x 6 on AVX2).
+// 5 x 5 + 4 x 6 on AVX2), where the AVX2 tiles take one 7x7 image under a padded KxK as its
+// inside rows and the four sides of its border ring (chunk_tiling).
 // A KxK convolution is the same loop over K * K taps whose A rows are pointers to the shifted
 // pixels (or to a zero row outside the image; a tile skips the taps under which all its rows are
 // outside, tile_rows): an implicit GEMM, with no im2col copy. Rows are
@@ -148,13 +149,13 @@ void store_row(const PanelStore& s, int64_t i, const float* values) {
 // row and a bounds check per tap were a large part of the time outside the tiles (perf, batch-1
 // network; conv1 at batch 1 0.94-0.99x the time, alternating processes on a Zen 2 EPYC,
 // 2026-12-05).
-int tile_rows(const ConvInput& x, const float* zeros, int64_t i0, int count, const float** rows,
-              int* tap_of) {
+int tile_rows(const ConvInput& x, const float* zeros, int64_t i0, int count, int64_t step,
+              const float** rows, int* tap_of) {
   const int k = x.kernel, taps = x.merged ? k : k * k, pad = x.padding();
   for (int t = 0; t < taps; ++t) tap_of[t] = t;
   if (count <= 0) return taps;
   if (k == 1 && x.stride == 1 && pad == 0) {  // a 1x1 convolution: x's rows
-    for (int r = 0; r < count; ++r) rows[r] = x.data + (i0 + r) * x.ld;
+    for (int r = 0; r < count; ++r) rows[r] = x.data + (i0 + r * step) * x.ld;
     return taps;
   }
   bool border = false;
@@ -178,7 +179,12 @@ int tile_rows(const ConvInput& x, const float* zeros, int64_t i0, int count, con
         rows[t * kRows + r] = inside ? x.data + ((b * x.h + y) * x.w + xx) * x.ld : zeros;
       }
     }
-    if (++ox == ow) {
+    if (step != 1) {  // a column of a ring's side (chunk_tiling): the next row's position
+      const int64_t i = i0 + (r + 1) * step;
+      ox = i % ow;
+      oy = i / ow % oh;
+      b = i / (ow * oh);
+    } else if (++ox == ow) {
       ox = 0;
       if (++oy == oh) {
         oy = 0;
@@ -191,12 +197,13 @@ int tile_rows(const ConvInput& x, const float* zeros, int64_t i0, int count, con
   // order: their products are zeros, and a sum that starts at +0 never is -0, so adding them
   // changed no bit (a weight of Inf or NaN made 0 x Inf = NaN there, as it still does where a
   // tile keeps the tap for its other rows; torch's convolution skips padding). Counted by the
-  // kernel's own tiles (conv_tile_taps): GoogLeNet's 7x7 3x3s at batch 1 run 408 of 441 (pixel,
-  // tap) pairs on AVX2 (the AVX-512 tiles of 9-10 rows start mid-row: 441), its 7x7 5x5s 1059
-  // (AVX-512: 1121) of 1225 and the 14x14 ones 4528 (4570) of 4900; 361, 841 and 4096 read
-  // the image. Measured on a 2-core Zen 3 EPYC (AVX2; 2026-12-07, the benchmark's prepared
-  // blocks, switched per round of calls and interleaved in one process): 5b at batch 1 0.944-0.949x
-  // the time, 5a 0.961-0.974x, 4e 0.981x, 4b 0.991x, 3a 1.009x; the network at batch 1
+  // kernel's own tiles (conv_tile_taps): GoogLeNet's 7x7 3x3s at batch 1 ran 408 of 441 (pixel,
+  // tap) pairs on AVX2 in row-major runs, 369 since they take the image's ring (chunk_tiling;
+  // the AVX-512 tiles of 9-10 rows start mid-row: 441), its 7x7 5x5s 1059, now 935 (AVX-512:
+  // 1121) of 1225 and the 14x14 ones 4528 (4570) of 4900; 361, 841 and 4096 read the image.
+  // Measured (the row-major runs) on a 2-core Zen 3 EPYC (AVX2; 2026-12-07, the benchmark's
+  // prepared blocks, switched per round of calls and interleaved in one process): 5b at batch 1
+  // 0.944-0.949x the time, 5a 0.961-0.974x, 4e 0.981x, 4b 0.991x, 3a 1.009x; the network at batch 1
   // 0.994x and 1.006x (level), at batch 8 5b 1.008x, 4e 0.989x, the network 0.980x.
   int kept = 0;
   for (int t = 0; t < taps; ++t) {
@@ -225,7 +232,7 @@ inline float relu_keep_nan(float v) { return std::isnan(v) ? v : std::max(0.f, v
 // One tile of one panel: the plain loop, FMAs in (tap, channel) order as the vector kernel.
 void tile_plain(const float* const* rows, const int* tap_of, int taps, int64_t c,
                 const float* panel, int64_t ldb, const float* scale16, const float* bias16,
-                bool relu, const PanelStore& s, int64_t i0, int count) {
+                bool relu, const PanelStore& s, int64_t i0, int count, int64_t step) {
   for (int r = 0; r < count; ++r) {
     float acc[kPanel] = {};
     for (int t = 0; t < taps; ++t) {
@@ -239,7 +246,7 @@ void tile_plain(const float* const* rows, const int* tap_of, int taps, int64_t c
       acc[j] = scale16 != nullptr ? std::fma(acc[j], scale16[j], bias16[j]) : acc[j] + bias16[j];
       if (relu) acc[j] = relu_keep_nan(acc[j]);
     }
-    store_row(s, i0 + r, acc);
+    store_row(s, i0 + r * step, acc);
   }
 }
 
@@ -271,18 +278,17 @@ struct Ahead {
 // batch 8 0.95x (3b 0.91-0.92x). Non-temporal stores (GemmJob::stream) need no such read. (x86
 // CPUs that do not list PREFETCHW, Intel's Haswell among them, run its encoding as a no-op.)
 template <int ROWS, bool PREFETCH, bool AHEAD>
-__attribute__((target("avx2,fma,prfchw"))) void tile_avx2(const float* const* rows,
-                                                          const int* tap_of, int taps, int64_t c,
-                                                          const float* panel, int64_t ldb,
-                                                          const float* scale16, const float* bias16,
-                                                          bool relu, const PanelStore& s,
-                                                          int64_t i0, const Ahead& ahead) {
+__attribute__((target("avx2,fma,prfchw"))) void tile_avx2(
+    const float* const* rows, const int* tap_of, int taps, int64_t c, const float* panel,
+    int64_t ldb, const float* scale16, const float* bias16, bool relu, const PanelStore& s,
+    int64_t i0, int64_t step, const Ahead& ahead) {
   static_assert(ROWS >= 1 && ROWS <= kRowsAvx2);
   const char* pf = ahead.p;
   const char* const pf_end = ahead.p + ahead.rows * ahead.stride;
   if (s.whole != nullptr && !s.stream) {  // the tile's output lines, for writing (PREFETCHW)
     for (int r = 0; r < ROWS; ++r) {
-      __builtin_prefetch(s.whole->dst + (i0 + r) * s.whole->ldc + (s.col0 - s.whole->begin), 1, 3);
+      __builtin_prefetch(s.whole->dst + (i0 + r * step) * s.whole->ldc + (s.col0 - s.whole->begin),
+                         1, 3);
     }
   }
   __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00;
@@ -334,7 +340,7 @@ __attribute__((target("avx2,fma,prfchw"))) void tile_avx2(const float* const* ro
       y1 = _mm256_max_ps(zero, y1);
     }
     if (s.whole != nullptr) {
-      float* dst = s.whole->dst + (i0 + r) * s.whole->ldc + (s.col0 - s.whole->begin);
+      float* dst = s.whole->dst + (i0 + r * step) * s.whole->ldc + (s.col0 - s.whole->begin);
       if (s.stream && (reinterpret_cast<uintptr_t>(dst) & 31) == 0) {
         _mm256_stream_ps(dst, y0);
         _mm256_stream_ps(dst + 8, y1);
@@ -346,7 +352,7 @@ __attribute__((target("avx2,fma,prfchw"))) void tile_avx2(const float* const* ro
       float values[kPanel];
       _mm256_storeu_ps(values, y0);
       _mm256_storeu_ps(values + 8, y1);
-      store_scattered(s, i0 + r, values);
+      store_scattered(s, i0 + r * step, values);
     }
   }
 }
@@ -830,23 +836,109 @@ struct TaskPanels {
 };
 
 // The tiles a chunk of `rows` rows is cut into (near-equal sizes, at most 12 rows on AVX-512
-// and 6 otherwise; see gemms), and tile t's first row and row count, the chunk starting at
-// row `start`.
+// and 6 otherwise; see gemms).
 inline int64_t chunk_tiles(int64_t rows, bool wide) {
   const int64_t most_rows = wide ? kRows : kRowsAvx2;
   return (rows + most_rows - 1) / most_rows;
 }
-inline int64_t tile_first(int64_t start, int64_t rows, int64_t tiles, int64_t t) {
-  return start + t * rows / tiles;
-}
-inline int tile_count(int64_t start, int64_t rows, int64_t tiles, int64_t t) {
-  return static_cast<int>(tile_first(start, rows, tiles, t + 1) -
-                          tile_first(start, rows, tiles, t));
+
+// A tile's output rows: first, first + step, ... (count of them).
+struct TileSpan {
+  int64_t first;
+  int count;
+  int64_t step;
+};
+
+// Part `q` of `parts` near-equal parts of `length` items: its first item and its length.
+inline std::pair<int64_t, int> part_of(int64_t length, int64_t parts, int64_t q) {
+  const int64_t a = q * length / parts, b = (q + 1) * length / parts;
+  return {a, static_cast<int>(b - a)};
 }
 
-// The tile that runs first in a chunk (see gemms): the middle one of a padded KxK.
-inline int64_t first_tile(const GemmJob& job, const Plan& plan, int64_t tiles) {
-  return plan.taps > 1 && job.x.padding() > 0 ? tiles / 2 : 0;
+// How a chunk's rows are cut into tiles. Row-major runs of near-equal size (chunk_tiles);
+// or, for a padded KxK over whole images (stride 1, the output the input's size) where it
+// takes no more tiles, each image as its border ring and its inside (`ring`): the inside's
+// rows (columns 1 .. W-2), each cut into runs of at most 6 pixels, then the ring's four sides
+// (top: row 0's columns 0 .. W-2; right: column W-1's rows 0 .. H-2, W pixels apart; bottom:
+// row H-1's columns 1 .. W-1; left: column 0's rows 1 .. H-1), each cut the same way. A tile
+// drops the taps under which all its pixels read padding (tile_rows), and the pixels of a
+// side all read padding on that side, where a run of a 7x7 image's rows straddles two rows
+// (one of them a border) and drops only the top or bottom taps. A 7x7 image's 3x3 (GoogLeNet's
+// 5a and 5b at batch 1, 9 tiles either way) runs 369 of its 441 (pixel, tap) pairs instead of
+// 408 (361 read the image), its 5x5 935 of 1225 instead of 1059 (841). The same bits: a dropped
+// tap's products are zeros (see tile_rows). Measured on a 2-core Zen 3 EPYC (2026-12-07, ring
+// or row-major switched per round of calls in one process): the benchmark's prepared 5b at
+// batch 1 0.971-0.990x the time (channels_last, two runs; NCHW 0.977), 5a 0.965-0.967x (both
+// layouts); the eval operator alone on one thread 5b 0.965x, 5a 0.959x (medians); the network
+// at batch 1 level (0.990-1.003x, three runs). The AVX-512 tiles (up to 12 rows) keep row-major
+// runs: a 7x7 ring's 6-pixel sides would half fill them (not built, not measured).
+struct Tiling {
+  int64_t start = 0, rows = 0, tiles = 0;
+  // Ring: per image, ni tiles per inside row, nt per top or bottom side, nl per left or right
+  // side; per_image 0: row-major runs.
+  int64_t h = 0, w = 0, ni = 0, nt = 0, nl = 0, per_image = 0;
+
+  // The tile that runs first (see gemms): one that reads every tap of a padded KxK, the middle
+  // one (ring: the middle inside row's first), whose task reads its panels from memory.
+  int64_t first(bool padded_kxk) const {
+    if (per_image > 0) return (h - 2) / 2 * ni;
+    return padded_kxk ? tiles / 2 : 0;
+  }
+
+  TileSpan tile(int64_t t) const {
+    if (per_image == 0) {
+      const auto [a, count] = part_of(rows, tiles, t);
+      return {start + a, count, 1};
+    }
+    const int64_t base = start + t / per_image * h * w;
+    int64_t u = t % per_image;
+    if (u < (h - 2) * ni) {  // an inside row's run
+      const auto [a, count] = part_of(w - 2, ni, u % ni);
+      return {base + (1 + u / ni) * w + 1 + a, count, 1};
+    }
+    u -= (h - 2) * ni;
+    if (u < nt) {  // top
+      const auto [a, count] = part_of(w - 1, nt, u);
+      return {base + a, count, 1};
+    }
+    u -= nt;
+    if (u < nl) {  // right
+      const auto [a, count] = part_of(h - 1, nl, u);
+      return {base + a * w + w - 1, count, w};
+    }
+    u -= nl;
+    if (u < nt) {  // bottom
+      const auto [a, count] = part_of(w - 1, nt, u);
+      return {base + (h - 1) * w + 1 + a, count, 1};
+    }
+    u -= nt;
+    const auto [a, count] = part_of(h - 1, nl, u);  // left
+    return {base + (1 + a) * w, count, w};
+  }
+};
+
+Tiling chunk_tiling(const ConvInput& x, int64_t start, int64_t rows, bool wide) {
+  Tiling tiling;
+  tiling.start = start;
+  tiling.rows = rows;
+  tiling.tiles = chunk_tiles(rows, wide);
+  const int64_t h = x.out_h(), w = x.out_w(), hw = h * w;
+  if (wide || x.merged || x.kernel == 1 || x.stride != 1 || x.padding() != x.kernel / 2 || h < 3 ||
+      w < 3 || start % hw != 0 || rows % hw != 0) {
+    return tiling;
+  }
+  const auto runs = [](int64_t length) { return (length + kRowsAvx2 - 1) / kRowsAvx2; };
+  const int64_t ni = runs(w - 2), nt = runs(w - 1), nl = runs(h - 1);
+  const int64_t per_image = (h - 2) * ni + 2 * nt + 2 * nl;
+  if (per_image * (rows / hw) > tiling.tiles) return tiling;
+  tiling.h = h;
+  tiling.w = w;
+  tiling.ni = ni;
+  tiling.nt = nt;
+  tiling.nl = nl;
+  tiling.per_image = per_image;
+  tiling.tiles = per_image * (rows / hw);
+  return tiling;
 }
 
 TaskPanels task_panels(const GemmJob& job, int64_t p0) {
@@ -977,7 +1069,8 @@ void gemms_impl(const std::vector<GemmJob>& jobs, bool relu, Schedule schedule,
                          !job.x.merged && plan.taps == 1;
     const int64_t start = chunk * plan.chunk_rows;
     const int64_t stop = std::min(plan.m, start + plan.chunk_rows);
-    // Tiles of near-equal size, at most 12 or 6 rows (chunk_tiles): 49 rows (7x7 at batch 1) as 9
+    // Tiles of near-equal size, at most 12 or 6 rows (chunk_tiles; on AVX2 a 7x7 image under a
+    // padded KxK as its ring and inside rows, chunk_tiling): 49 rows (7x7 at batch 1) as 9
     // + 10 + 10
     // + 10 + 10 on AVX-512, not 4 x 12 + 1, whose last tile loads the panels for one row, and
     // as 5 x 5 + 4 x 6 on AVX2, not 8 x 6 + 1: a 1-row AVX2 tile has two chains of FMAs, so
@@ -985,8 +1078,8 @@ void gemms_impl(const std::vector<GemmJob>& jobs, bool relu, Schedule schedule,
     // its work; 5 rows, ten chains, keep both FMA units busy). On a Zen 2 EPYC (2026-12-05,
     // alternating processes, blocks alone) 5a and 5b at batch 1 took 0.93-0.97x the time,
     // 4a and 5a at batch 8 level. Each output is the same FMA chain either way.
-    const int64_t rows_in_chunk = stop - start;
-    const int64_t tiles = chunk_tiles(rows_in_chunk, wide);
+    const Tiling tiling = chunk_tiling(job.x, start, stop - start, wide);
+    const int64_t tiles = tiling.tiles;
     // The tiles prefetch the panels of this thread's next task into L2 where that task's
     // job has at most one chunk of rows per thread, so that each thread reads each of its
     // panels once per call, from memory (a batch-1 network's 7x7 and 14x14 blocks, whose
@@ -1021,12 +1114,10 @@ void gemms_impl(const std::vector<GemmJob>& jobs, bool relu, Schedule schedule,
     // tile drops the taps of padding alone (tile_rows), so the task's first tile, which
     // reads its panels from memory (and on AVX2 prefetches a plain weight's rows for the
     // others), is then one that reads every tap.
-    const int64_t first = first_tile(job, plan, tiles);
+    const int64_t first = tiling.first(plan.taps > 1 && job.x.padding() > 0);
     for (int64_t step = 0; step < tiles; ++step) {
-      const int64_t t = (first + step) % tiles;
-      const int64_t i = tile_first(start, rows_in_chunk, tiles, t);
-      const int count = tile_count(start, rows_in_chunk, tiles, t);
-      const int taps = tile_rows(job.x, zeros.data(), i, count, rows, tap_of);
+      const auto [i, count, row_step] = tiling.tile((first + step) % tiles);
+      const int taps = tile_rows(job.x, zeros.data(), i, count, row_step, rows, tap_of);
 #ifdef FI_X86_VECTOR
       if (wide) {
         const auto tile = panels == 2 ? &tile_vector512<2> : &tile_vector512<1>;
@@ -1043,7 +1134,7 @@ void gemms_impl(const std::vector<GemmJob>& jobs, bool relu, Schedule schedule,
         for (int q = 0; q < panels; ++q) {
           tile(rows, tap_of, taps, plan.c_tap, panel + q * stride, ldb,
                scales != nullptr ? scales + q * kPanel : nullptr, bias + q * kPanel, relu,
-               stores[q], i, next[q]);
+               stores[q], i, row_step, next[q]);
           next[q].p += next[q].rows * next[q].stride;  // the next tile's rows
         }
         continue;
@@ -1052,7 +1143,7 @@ void gemms_impl(const std::vector<GemmJob>& jobs, bool relu, Schedule schedule,
       for (int q = 0; q < panels; ++q) {
         tile_plain(rows, tap_of, taps, plan.c_tap, panel + q * stride, ldb,
                    scales != nullptr ? scales + q * kPanel : nullptr, bias + q * kPanel, relu,
-                   stores[q], i, count);
+                   stores[q], i, count, row_step);
       }
     }
   };
@@ -1150,12 +1241,11 @@ std::vector<int64_t> conv_tile_taps(int64_t n, int64_t c, int64_t h, int64_t w, 
   std::vector<int64_t> counts{0, 0};  // run, all
   for (int64_t task = plan.first; task < plan.end; ++task) {
     const int64_t start = plan.chunk_of(task) * plan.chunk_rows;
-    const int64_t rows_in_chunk = std::min(plan.m, start + plan.chunk_rows) - start;
-    const int64_t tiles = chunk_tiles(rows_in_chunk, wide);
-    for (int64_t t = 0; t < tiles; ++t) {
-      const int count = tile_count(start, rows_in_chunk, tiles, t);
-      const int taps = tile_rows(job.x, zeros.data(), tile_first(start, rows_in_chunk, tiles, t),
-                                 count, rows, tap_of);
+    const Tiling tiling =
+        chunk_tiling(job.x, start, std::min(plan.m, start + plan.chunk_rows) - start, wide);
+    for (int64_t t = 0; t < tiling.tiles; ++t) {
+      const auto [i, count, step] = tiling.tile(t);
+      const int taps = tile_rows(job.x, zeros.data(), i, count, step, rows, tap_of);
       counts[0] += int64_t{taps} * count;
       counts[1] += int64_t{plan.taps} * count;
     }
