@@ -870,7 +870,7 @@ inline std::pair<int64_t, int> part_of(int64_t length, int64_t parts, int64_t q)
 // or row-major switched per round of calls in one process): the benchmark's prepared 5b at
 // batch 1 0.971-0.990x the time (channels_last, two runs; NCHW 0.977), 5a 0.965-0.967x (both
 // layouts); the eval operator alone on one thread 5b 0.965x, 5a 0.959x (medians); the network
-// at batch 1 level (0.990-1.003x, three runs). The AVX-512 tiles (up to 12 rows) keep row-major
+// at batch 1 level (0.990-1.001x, three runs). The AVX-512 tiles (up to 12 rows) keep row-major
 // runs: a 7x7 ring's 6-pixel sides would half fill them (not built, not measured).
 struct Tiling {
   int64_t start = 0, rows = 0, tiles = 0;
