@@ -149,12 +149,25 @@ void store_row(const PanelStore& s, int64_t i, const float* values) {
 // row and a bounds check per tap were a large part of the time outside the tiles (perf, batch-1
 // network; conv1 at batch 1 0.94-0.99x the time, alternating processes on a Zen 2 EPYC,
 // 2026-12-05).
+//
+// lda (nullptr: not asked): where the tile's rows are one run of pixels of one output row, each
+// inside the image (or a merged first layer's, whose copy is padded), so that under every tap row r
+// is row 0 plus r * lda floats, tile_rows writes only row 0 of each tap and sets *lda to that step
+// (tile_avx2's UNIFORM form); else *lda = 0 and every row is written. Writing 42 row pointers
+// per 6-row tile of GoogLeNet's conv1 (7 merged taps) put tile_rows at 5.5% of conv1's samples,
+// against the tiles' 62% (perf, one thread, Zen 3).
 int tile_rows(const ConvInput& x, const float* zeros, int64_t i0, int count, int64_t step,
-              const float** rows, int* tap_of) {
+              const float** rows, int* tap_of, int64_t* lda) {
   const int k = x.kernel, taps = x.merged ? k : k * k, pad = x.padding();
   for (int t = 0; t < taps; ++t) tap_of[t] = t;
+  if (lda != nullptr) *lda = 0;
   if (count <= 0) return taps;
   if (k == 1 && x.stride == 1 && pad == 0) {  // a 1x1 convolution: x's rows
+    if (lda != nullptr && (step == 1 || count == 1)) {
+      rows[0] = x.data + i0 * x.ld;
+      *lda = x.ld;
+      return taps;
+    }
     for (int r = 0; r < count; ++r) rows[r] = x.data + (i0 + r * step) * x.ld;
     return taps;
   }
@@ -166,6 +179,16 @@ int tile_rows(const ConvInput& x, const float* zeros, int64_t i0, int count, int
   }
   const int64_t oh = x.out_h(), ow = x.out_w();
   int64_t ox = i0 % ow, oy = i0 / ow % oh, b = i0 / (ow * oh);
+  if (lda != nullptr && (step == 1 || count == 1) && ox + count <= ow) {
+    const int64_t y0 = oy * x.stride - pad, x0 = ox * x.stride - pad;
+    const int64_t x_last = (ox + count - 1) * x.stride - pad;
+    if (x.merged || (y0 >= 0 && y0 + k <= x.h && x0 >= 0 && x_last + k <= x.w)) {
+      const float* corner = x.data + ((b * x.h + y0) * x.w + x0) * x.ld;
+      for (int t = 0; t < taps; ++t) rows[t * kRows] = corner + offset[t];
+      *lda = x.stride * x.ld;
+      return taps;
+    }
+  }
   for (int r = 0; r < count; ++r) {
     const int64_t y0 = oy * x.stride - pad, x0 = ox * x.stride - pad;
     if (x.merged || (y0 >= 0 && y0 + k <= x.h && x0 >= 0 && x0 + k <= x.w)) {
@@ -277,11 +300,18 @@ struct Ahead {
 // per-call switch, two runs each): batch 1 0.96x the time (conv1 0.91-0.93x, 4a-4e 0.93-0.94x),
 // batch 8 0.95x (3b 0.91-0.92x). Non-temporal stores (GemmJob::stream) need no such read. (x86
 // CPUs that do not list PREFETCHW, Intel's Haswell among them, run its encoding as a no-op.)
-template <int ROWS, bool PREFETCH, bool AHEAD>
+// UNIFORM: under each tap t the tile's row r is rows[t * kRows] + r * lda (tile_rows' lda), as
+// in tile_avx512's form for 1x1s: the tile makes its own row pointers, and tile_rows writes one
+// per tap instead of one per tap and row. Measured on a 2-core Zen 3 EPYC (2026-12-07, switched
+// per round of calls in one process, same bits): GoogLeNet's conv1 (7 merged taps of 21 floats)
+// 0.946-0.958x the time at batch 1 on one and two threads, 0.950x at batch 8; the prepared
+// blocks at batch 1 level (4a 0.97-1.03x in three runs, 4e 1.00x, 5a 1.00x, 5b 0.98x), the
+// network at batch 1 level (1.008x, within the host's noise).
+template <int ROWS, bool PREFETCH, bool AHEAD, bool UNIFORM>
 __attribute__((target("avx2,fma,prfchw"))) void tile_avx2(
     const float* const* rows, const int* tap_of, int taps, int64_t c, const float* panel,
     int64_t ldb, const float* scale16, const float* bias16, bool relu, const PanelStore& s,
-    int64_t i0, int64_t step, const Ahead& ahead) {
+    int64_t i0, int64_t step, const Ahead& ahead, int64_t lda) {
   static_assert(ROWS >= 1 && ROWS <= kRowsAvx2);
   const char* pf = ahead.p;
   const char* const pf_end = ahead.p + ahead.rows * ahead.stride;
@@ -295,9 +325,22 @@ __attribute__((target("avx2,fma,prfchw"))) void tile_avx2(
   __m256 c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
   for (int t = 0; t < taps; ++t) {
     const float* const* tr = rows + t * kRows;
-    const float *a0 = tile_row<0, ROWS>(tr), *a1 = tile_row<1, ROWS>(tr),
-                *a2 = tile_row<2, ROWS>(tr), *a3 = tile_row<3, ROWS>(tr),
-                *a4 = tile_row<4, ROWS>(tr), *a5 = tile_row<5, ROWS>(tr);
+    const float *a0, *a1, *a2, *a3, *a4, *a5;
+    if constexpr (UNIFORM) {
+      a0 = tr[0];
+      a1 = a0 + lda;
+      a2 = a1 + lda;
+      a3 = a2 + lda;
+      a4 = a3 + lda;
+      a5 = a4 + lda;
+    } else {
+      a0 = tile_row<0, ROWS>(tr);
+      a1 = tile_row<1, ROWS>(tr);
+      a2 = tile_row<2, ROWS>(tr);
+      a3 = tile_row<3, ROWS>(tr);
+      a4 = tile_row<4, ROWS>(tr);
+      a5 = tile_row<5, ROWS>(tr);
+    }
     const float* b = panel + tap_of[t] * c * ldb;
     for (int64_t k = 0; k < c; ++k) {
       if constexpr (PREFETCH) {
@@ -358,27 +401,32 @@ __attribute__((target("avx2,fma,prfchw"))) void tile_avx2(
 }
 
 // tile_avx2 for `count` rows (1..6: a full tile, or one of 1-5 rows at a chunk's end).
-template <bool PREFETCH, bool AHEAD>
+template <bool PREFETCH, bool AHEAD, bool UNIFORM>
 auto tile_avx2_for(int count) {
   switch (count) {
     case 6:
-      return &tile_avx2<6, PREFETCH, AHEAD>;
+      return &tile_avx2<6, PREFETCH, AHEAD, UNIFORM>;
     case 5:
-      return &tile_avx2<5, PREFETCH, AHEAD>;
+      return &tile_avx2<5, PREFETCH, AHEAD, UNIFORM>;
     case 4:
-      return &tile_avx2<4, PREFETCH, AHEAD>;
+      return &tile_avx2<4, PREFETCH, AHEAD, UNIFORM>;
     case 3:
-      return &tile_avx2<3, PREFETCH, AHEAD>;
+      return &tile_avx2<3, PREFETCH, AHEAD, UNIFORM>;
     case 2:
-      return &tile_avx2<2, PREFETCH, AHEAD>;
+      return &tile_avx2<2, PREFETCH, AHEAD, UNIFORM>;
     default:
-      return &tile_avx2<1, PREFETCH, AHEAD>;
+      return &tile_avx2<1, PREFETCH, AHEAD, UNIFORM>;
   }
 }
 
+template <bool UNIFORM>
 auto tile_avx2_for(bool prefetch, bool ahead, int count) {
-  if (ahead) return prefetch ? tile_avx2_for<true, true>(count) : tile_avx2_for<false, true>(count);
-  return prefetch ? tile_avx2_for<true, false>(count) : tile_avx2_for<false, false>(count);
+  if (ahead) {
+    return prefetch ? tile_avx2_for<true, true, UNIFORM>(count)
+                    : tile_avx2_for<false, true, UNIFORM>(count);
+  }
+  return prefetch ? tile_avx2_for<true, false, UNIFORM>(count)
+                  : tile_avx2_for<false, false, UNIFORM>(count);
 }
 #undef FI_TILE_ROW
 
@@ -1117,7 +1165,9 @@ void gemms_impl(const std::vector<GemmJob>& jobs, bool relu, Schedule schedule,
     const int64_t first = tiling.first(plan.taps > 1 && job.x.padding() > 0);
     for (int64_t step = 0; step < tiles; ++step) {
       const auto [i, count, row_step] = tiling.tile((first + step) % tiles);
-      const int taps = tile_rows(job.x, zeros.data(), i, count, row_step, rows, tap_of);
+      int64_t lda = 0;  // see tile_rows; asked for on AVX2 only
+      const int taps = tile_rows(job.x, zeros.data(), i, count, row_step, rows, tap_of,
+                                 vector && !wide ? &lda : nullptr);
 #ifdef FI_X86_VECTOR
       if (wide) {
         const auto tile = panels == 2 ? &tile_vector512<2> : &tile_vector512<1>;
@@ -1130,11 +1180,12 @@ void gemms_impl(const std::vector<GemmJob>& jobs, bool relu, Schedule schedule,
         // The plain weight's rows prefetched by the task's first tile, which reads them from
         // memory; its other tiles find them in cache.
         const bool prefetch = ldb != kPanel && step == 0;
-        const auto tile = tile_avx2_for(prefetch, per > 0, count);
+        const auto tile = lda != 0 ? tile_avx2_for<true>(prefetch, per > 0, count)
+                                   : tile_avx2_for<false>(prefetch, per > 0, count);
         for (int q = 0; q < panels; ++q) {
           tile(rows, tap_of, taps, plan.c_tap, panel + q * stride, ldb,
                scales != nullptr ? scales + q * kPanel : nullptr, bias + q * kPanel, relu,
-               stores[q], i, row_step, next[q]);
+               stores[q], i, row_step, next[q], lda);
           next[q].p += next[q].rows * next[q].stride;  // the next tile's rows
         }
         continue;
@@ -1245,7 +1296,7 @@ std::vector<int64_t> conv_tile_taps(int64_t n, int64_t c, int64_t h, int64_t w, 
         chunk_tiling(job.x, start, std::min(plan.m, start + plan.chunk_rows) - start, wide);
     for (int64_t t = 0; t < tiling.tiles; ++t) {
       const auto [i, count, step] = tiling.tile(t);
-      const int taps = tile_rows(job.x, zeros.data(), i, count, step, rows, tap_of);
+      const int taps = tile_rows(job.x, zeros.data(), i, count, step, rows, tap_of, nullptr);
       counts[0] += int64_t{taps} * count;
       counts[1] += int64_t{plan.taps} * count;
     }
