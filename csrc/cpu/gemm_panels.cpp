@@ -275,12 +275,13 @@ void tile_plain(const float* const* rows, const int* tap_of, int taps, int64_t c
 
 #ifdef FI_X86_VECTOR
 // Row R of a tile, if the tile has it: its A value times the panel's two vectors b0 and b1.
-#define FI_TILE_ROW(R, A, C0, C1)                  \
-  if constexpr (ROWS > R) {                        \
-    const __m256 v = _mm256_broadcast_ss((A) + k); \
-    C0 = _mm256_fmadd_ps(v, b0, C0);               \
-    C1 = _mm256_fmadd_ps(v, b1, C1);               \
+#define FI_TILE_ROW_AT(R, P, C0, C1)         \
+  if constexpr (ROWS > R) {                  \
+    const __m256 v = _mm256_broadcast_ss(P); \
+    C0 = _mm256_fmadd_ps(v, b0, C0);         \
+    C1 = _mm256_fmadd_ps(v, b1, C1);         \
   }
+#define FI_TILE_ROW(R, A, C0, C1) FI_TILE_ROW_AT(R, (A) + k, C0, C1)
 
 // Lines of a panel the thread reads in its next task, prefetched into L2 by a tile as it runs,
 // one per step of its loop: `rows` lines from p, `stride` bytes apart (see gemms).
@@ -304,8 +305,8 @@ struct Ahead {
 // in tile_avx512's form for 1x1s: the tile makes its own row pointers, and tile_rows writes one
 // per tap instead of one per tap and row. Measured on a 2-core Zen 3 EPYC (2026-12-07, switched
 // per round of calls in one process, same bits): GoogLeNet's conv1 (7 merged taps of 21 floats)
-// 0.946-0.958x the time at batch 1 on one and two threads, 0.950x at batch 8; the prepared
-// blocks at batch 1 level (4a 0.97-1.03x in three runs, 4e 1.00x, 5a 1.00x, 5b 0.98x), the
+// 0.943-0.958x the time at batch 1 on one and two threads (five runs), 0.950x at batch 8; the
+// prepared blocks at batch 1 level (4a 0.93-1.03x in five runs, 3b, 4e, 5a and 5b 0.94-1.02x), the
 // network at batch 1 level (1.008x, within the host's noise).
 template <int ROWS, bool PREFETCH, bool AHEAD, bool UNIFORM>
 __attribute__((target("avx2,fma,prfchw"))) void tile_avx2(
@@ -323,24 +324,46 @@ __attribute__((target("avx2,fma,prfchw"))) void tile_avx2(
   }
   __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00;
   __m256 c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
-  for (int t = 0; t < taps; ++t) {
-    const float* const* tr = rows + t * kRows;
-    const float *a0, *a1, *a2, *a3, *a4, *a5;
-    if constexpr (UNIFORM) {
-      a0 = tr[0];
-      a1 = a0 + lda;
-      a2 = a1 + lda;
-      a3 = a2 + lda;
-      a4 = a3 + lda;
-      a5 = a4 + lda;
-    } else {
-      a0 = tile_row<0, ROWS>(tr);
-      a1 = tile_row<1, ROWS>(tr);
-      a2 = tile_row<2, ROWS>(tr);
-      a3 = tile_row<3, ROWS>(tr);
-      a4 = tile_row<4, ROWS>(tr);
-      a5 = tile_row<5, ROWS>(tr);
+  for (int t = 0; UNIFORM && t < taps; ++t) {
+    // Rows 0 and 3 by two pointers that step one float, rows 1, 2, 4 and 5 at + lda and
+    // + 2 lda from them (two index registers), as in tile_avx512's UNIFORM loop: four general
+    // registers fewer than six row pointers, so that the loop that also prefetches the next
+    // task's panels (AHEAD) keeps everything in registers, where with six pointers g++ spilled
+    // 14-16 values per two steps (objdump). Against every row's pointer from tile_rows, the
+    // prepared blocks at batch 1 were level (Zen 3, switched per round of calls in one process,
+    // medians: 0.95-1.01x the time; the operator alone on one thread 0.99-1.02x).
+    const float* q0 = rows[t * kRows];
+    const float* q3 = q0 + 3 * lda;
+    const int64_t l1 = lda, l2 = 2 * lda;
+    const float* b = panel + tap_of[t] * c * ldb;
+    for (int64_t k = 0; k < c; ++k) {
+      if constexpr (PREFETCH) {
+        _mm_prefetch(reinterpret_cast<const char*>(b + kPrefetchRowsAvx2 * ldb), _MM_HINT_T0);
+      }
+      if constexpr (AHEAD) {
+        if (pf < pf_end) {
+          _mm_prefetch(pf, _MM_HINT_T1);
+          pf += ahead.stride;
+        }
+      }
+      const __m256 b0 = _mm256_loadu_ps(b);
+      const __m256 b1 = _mm256_loadu_ps(b + 8);
+      FI_TILE_ROW_AT(0, q0, c00, c01)
+      FI_TILE_ROW_AT(1, q0 + l1, c10, c11)
+      FI_TILE_ROW_AT(2, q0 + l2, c20, c21)
+      FI_TILE_ROW_AT(3, q3, c30, c31)
+      FI_TILE_ROW_AT(4, q3 + l1, c40, c41)
+      FI_TILE_ROW_AT(5, q3 + l2, c50, c51)
+      ++q0;
+      ++q3;
+      b += ldb;
     }
+  }
+  for (int t = 0; !UNIFORM && t < taps; ++t) {
+    const float* const* tr = rows + t * kRows;
+    const float *a0 = tile_row<0, ROWS>(tr), *a1 = tile_row<1, ROWS>(tr),
+                *a2 = tile_row<2, ROWS>(tr), *a3 = tile_row<3, ROWS>(tr),
+                *a4 = tile_row<4, ROWS>(tr), *a5 = tile_row<5, ROWS>(tr);
     const float* b = panel + tap_of[t] * c * ldb;
     for (int64_t k = 0; k < c; ++k) {
       if constexpr (PREFETCH) {
@@ -429,6 +452,7 @@ auto tile_avx2_for(bool prefetch, bool ahead, int count) {
                   : tile_avx2_for<false, false, UNIFORM>(count);
 }
 #undef FI_TILE_ROW
+#undef FI_TILE_ROW_AT
 
 // Row R of an AVX-512 tile, if the tile has it: its A value times the PANELS panels' vectors.
 #define FI_TILE_ROW512(R, A, C0, C1)    \
