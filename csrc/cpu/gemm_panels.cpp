@@ -333,7 +333,7 @@ __attribute__((target("avx2,fma,prfchw"))) void tile_avx2(
     // prepared blocks at batch 1 were level (Zen 3, switched per round of calls in one process,
     // medians: 0.95-1.01x the time; the operator alone on one thread 0.99-1.02x).
     const float* q0 = rows[t * kRows];
-    const float* q3 = q0 + 3 * lda;
+    const float* q3 = ROWS > 3 ? q0 + 3 * lda : q0;
     const int64_t l1 = lda, l2 = 2 * lda;
     const float* b = panel + tap_of[t] * c * ldb;
     for (int64_t k = 0; k < c; ++k) {
