@@ -169,7 +169,7 @@ def test_tiles_drop_the_taps_of_padding_alone(n, c, h, w, kernel, stride, paddin
     reads padding: counted by the kernel's own plan and tiles (conv_tile_taps), never fewer
     than the taps that read the image, all of them where nothing is padded; and the outputs
     of such convolutions match float64 (KxK tests above, the capability bits below)."""
-    run, every = torch.ops.fused_inception.conv_tile_taps(n, c, h, w, kernel, stride, padding)
+    run, every, _, _ = torch.ops.fused_inception.conv_tile_taps(n, c, h, w, kernel, stride, padding)
     oh, ow = (h + 2 * padding - kernel) // stride + 1, (w + 2 * padding - kernel) // stride + 1
     inside = _taps_inside(n, h, w, kernel, stride, padding)
     assert every == n * oh * ow * kernel * kernel
@@ -225,14 +225,32 @@ def _tiles_taps(tiles, h: int, w: int, kernel: int) -> int:
     return total
 
 
+def _one_pointer_tiles(tiles, h: int, w: int, kernel: int) -> int:
+    """The tiles whose rows are one run of one output row with every window inside the image
+    (stride 1, padding kernel // 2): where the AVX2 tile takes one row pointer per tap."""
+    pad = kernel // 2
+    return sum(
+        len({y for y, _ in tile}) == 1
+        and all(pad <= y <= h - 1 - pad and pad <= x <= w - 1 - pad for y, x in tile)
+        for tile in tiles
+    )
+
+
 _RING_COUNTS = """
 import sys, torch
 import fused_inception
 capability = torch.backends.cpu.get_cpu_capability()
 assert capability == sys.argv[1], capability
+one_pointer = capability == "AVX2"  # the plain loop takes every row's pointer
 for kernel in (3, 5, 7):
-    run, every = torch.ops.fused_inception.conv_tile_taps(1, 16, 7, 7, kernel, 1, kernel // 2)
+    run, every, uniform, tiles = torch.ops.fused_inception.conv_tile_taps(
+        1, 16, 7, 7, kernel, 1, kernel // 2
+    )
     assert (run, every) == (EXPECTED[kernel], 49 * kernel * kernel), (kernel, run, every)
+    assert tiles == 9 and uniform == (UNIFORM[kernel] if one_pointer else 0), (kernel, uniform)
+# A 1x1 over stride-1 pixels: every tile's rows are ld floats apart, across output rows too.
+_, _, uniform, tiles = torch.ops.fused_inception.conv_tile_taps(1, 16, 7, 7, 1, 1, 0)
+assert tiles == 9 and uniform == (tiles if one_pointer else 0), (uniform, tiles)
 print("ok")
 """
 
@@ -244,8 +262,13 @@ def test_a_7x7_image_is_tiled_as_its_ring_and_inside(capability):
     either way), so a side's tile drops every tap of padding on its side; row-major runs of
     5-6 pixels straddle two rows and drop only the top or bottom taps. The counts are the
     kernel's own (conv_tile_taps at that capability) against this model of both tilings: a 3x3
-    runs 369 of 441 pairs (408 row-major; 361 read the image), a 5x5 935 of 1225 (1059)."""
+    runs 369 of 441 pairs (408 row-major; 361 read the image), a 5x5 935 of 1225 (1059).
+    The AVX2 tiles take one row pointer per tap where a tile is one run of an output row with
+    every window inside (a 3x3's five inside rows; a 5x5 or 7x7 has none), and on every tile
+    of a 1x1; the plain loop on none."""
     ring = {k: _tiles_taps(_ring_tiles(7, 7), 7, 7, k) for k in (3, 5, 7)}
+    uniform = {k: _one_pointer_tiles(_ring_tiles(7, 7), 7, 7, k) for k in (3, 5, 7)}
+    assert uniform == {3: 5, 5: 0, 7: 0}
     pixels = [(y, x) for y in range(7) for x in range(7)]
     row_major = [pixels[t * 49 // 9 : (t + 1) * 49 // 9] for t in range(9)]
     assert sorted(len(t) for t in _ring_tiles(7, 7)) == sorted(len(t) for t in row_major)
@@ -254,7 +277,8 @@ def test_a_7x7_image_is_tiled_as_its_ring_and_inside(capability):
     for kernel in (3, 5, 7):
         assert _taps_inside(1, 7, 7, kernel, 1, kernel // 2) < ring[kernel]
         assert ring[kernel] < _tiles_taps(row_major, 7, 7, kernel)
-    run_at_capability(_RING_COUNTS.replace("EXPECTED", repr(ring)), capability)
+    script = _RING_COUNTS.replace("EXPECTED", repr(ring)).replace("UNIFORM", repr(uniform))
+    run_at_capability(script, capability)
 
 
 def test_tile_taps_refuses_bad_shapes():

@@ -1311,18 +1311,23 @@ std::vector<int64_t> conv_tile_taps(int64_t n, int64_t c, int64_t h, int64_t w, 
   int64_t total = 0, widest = 1;
   const Plan plan = plan_jobs({job}, total, widest).front();
   const bool wide = wide_tiles();
+  const bool uniform_asked = vectorised() && !wide;  // as gemms asks tile_rows for lda
   const float* rows[kMaxTaps * kRows];
   int tap_of[kMaxTaps];
-  std::vector<int64_t> counts{0, 0};  // run, all
+  std::vector<int64_t> counts{0, 0, 0, 0};  // pairs run, all pairs, one-pointer tiles, tiles
   for (int64_t task = plan.first; task < plan.end; ++task) {
     const int64_t start = plan.chunk_of(task) * plan.chunk_rows;
     const Tiling tiling =
         chunk_tiling(job.x, start, std::min(plan.m, start + plan.chunk_rows) - start, wide);
     for (int64_t t = 0; t < tiling.tiles; ++t) {
       const auto [i, count, step] = tiling.tile(t);
-      const int taps = tile_rows(job.x, zeros.data(), i, count, step, rows, tap_of, nullptr);
+      int64_t lda = 0;
+      const int taps = tile_rows(job.x, zeros.data(), i, count, step, rows, tap_of,
+                                 uniform_asked ? &lda : nullptr);
       counts[0] += int64_t{taps} * count;
       counts[1] += int64_t{plan.taps} * count;
+      counts[2] += lda != 0 ? 1 : 0;
+      counts[3] += 1;
     }
   }
   return counts;

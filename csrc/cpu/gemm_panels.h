@@ -133,7 +133,8 @@ bool gemms_one_loop(const std::vector<GemmJob>& jobs);
 // The (output pixel, tap) pairs gemms' tiles multiply for a stride/padding KxK convolution of an
 // [n, c, h, w] input, and all n * out_h * out_w * K * K of them (tap = kernel position; the
 // first layers' merged taps aside): counted with gemms' own plan, tiles and tile_rows (which
-// drops the taps under which a whole tile is padding), no arithmetic. Tests and the README's
+// drops the taps under which a whole tile is padding), no arithmetic; then the tiles that take one
+// row pointer per tap (tile_rows' lda: AVX2 tiles only) and all tiles. Tests and the README's
 // counted work.
 std::vector<int64_t> conv_tile_taps(int64_t n, int64_t c, int64_t h, int64_t w, int64_t kernel,
                                     int64_t stride, int64_t padding);
