@@ -201,11 +201,14 @@ int tile_rows(const ConvInput& x, const TileGeometry& g, const float* zeros, int
   bool border = false;
   const int64_t* const offset = g.offset;
   const int64_t oh = g.oh, ow = g.ow;
-  int64_t b = i0 / ow;  // two divisions: i0 = (b * oh + oy) * ow + ox
-  int64_t ox = i0 - b * ow;
-  const int64_t rows_done = b;
-  b /= oh;
-  int64_t oy = rows_done - b * oh;
+  int64_t b = 0, oy = 0, ox = 0;
+  const auto locate = [&](int64_t i) {  // two divisions: i = (b * oh + oy) * ow + ox
+    const int64_t rows_done = i / ow;
+    ox = i - rows_done * ow;
+    b = rows_done / oh;
+    oy = rows_done - b * oh;
+  };
+  locate(i0);
   if (lda != nullptr && (step == 1 || count == 1) && ox + count <= ow) {
     const int64_t y0 = oy * x.stride - pad, x0 = ox * x.stride - pad;
     const int64_t x_last = (ox + count - 1) * x.stride - pad;
@@ -230,10 +233,7 @@ int tile_rows(const ConvInput& x, const TileGeometry& g, const float* zeros, int
       }
     }
     if (step != 1) {  // a column of a ring's side (chunk_tiling): the next row's position
-      const int64_t i = i0 + (r + 1) * step;
-      ox = i % ow;
-      oy = i / ow % oh;
-      b = i / (ow * oh);
+      locate(i0 + (r + 1) * step);
     } else if (++ox == ow) {
       ox = 0;
       if (++oy == oh) {
