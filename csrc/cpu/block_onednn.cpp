@@ -35,6 +35,7 @@
 // after, 2 threads); where the own kernel's AVX-512 tiles write a branch, they scatter it into
 // an NCHW output's slice themselves (gemms_nchw_stores).
 
+#include <ATen/core/LegacyTypeDispatch.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <ATen/ops/bmm.h>
@@ -168,11 +169,18 @@ at::Tensor nhwc_input(Scratch& scratch, const at::Tensor& x) {
   return out;
 }
 
-// t [N, C, H, W] as its [N*H*W, C] NHWC rows: a view where t is channels_last (or a channel
-// slice of such a tensor), else a channels_last copy.
-at::Tensor nhwc_rows(const at::Tensor& t) {
-  at::Tensor rows = t.permute({0, 2, 3, 1}).reshape({-1, t.size(1)});
-  return rows.size(1) <= 1 || rows.stride(1) == 1 ? rows : rows.contiguous();
+// The distance between the NHWC rows of t [N, C, H, W], a channels_last tensor or a channel
+// slice of one (every caller's y and dst): pixel p = (n * H + h) * W + w's C channels lie at
+// t's data + p * ld, consecutive. Computed from the strides (dimensions of size 1 aside, as
+// is_contiguous does): the permute and reshape views that gave the same rows took 8-16 us of
+// serial time per Winograd branch call (a 2-core Zen 3 EPYC, 2026-12-07).
+int64_t nhwc_ld(const char* op, const at::Tensor& t) {
+  const int64_t n = t.size(0), c = t.size(1), h = t.size(2), w = t.size(3);
+  const int64_t ld = w > 1 ? t.stride(3) : h > 1 ? t.stride(2) : n > 1 ? t.stride(0) : c;
+  TORCH_INTERNAL_ASSERT((c <= 1 || t.stride(1) == 1) && (h <= 1 || t.stride(2) == w * ld) &&
+                            (n <= 1 || t.stride(0) == h * w * ld),
+                        op, ": internal: the Winograd branch reads and writes NHWC rows in place");
+  return ld;
 }
 
 // Whether a Winograd weight is given as the own kernel's panels [P, ceil(Cout / 16), c_red, 16],
@@ -223,10 +231,9 @@ bool winograd_branch(const char* op, Scratch& scratch, const at::Tensor& y, int6
   const int64_t tile = positions == 36 ? 4 : 2;
   TORCH_INTERNAL_ASSERT(relu_output || tile == 4, op, ": without the ReLU only as F(4x4, 3x3)");
   const winograd::TileGrid all = winograd::make_grid(op, n, h, w, 0, std::nullopt, tile);
-  const at::Tensor r_rows = nhwc_rows(y).narrow(1, col, c_red), out_rows = nhwc_rows(dst);
-  TORCH_INTERNAL_ASSERT(out_rows.is_alias_of(dst), "the Winograd output must be written in place");
-  const float* r = r_rows.const_data_ptr<float>();
-  float* out = out_rows.mutable_data_ptr<float>();
+  const int64_t r_ld = nhwc_ld(op, y), out_ld = nhwc_ld(op, dst);
+  const float* r = y.const_data_ptr<float>() + col;
+  float* out = dst.mutable_data_ptr<float>();
   const float* b = bias.const_data_ptr<float>();
   const int64_t size = std::min(chunk, all.count);  // every GEMM has this many tiles
   const at::Tensor v = scratch.nhwc(1, positions * c_red, 1, size);
@@ -237,13 +244,13 @@ bool winograd_branch(const char* op, Scratch& scratch, const at::Tensor& y, int6
   // w_grouped as gemm_panels.h's panels [P, ceil(Cout / 16), c_red, 16] (group k: U[k]), or
   // oneDNN's grouped 1x1 weight [P * Cout, c_red, 1, 1].
   const bool own_gemm = is_winograd_panels(w_grouped);
-  const int64_t group_floats = own_gemm ? w_grouped[0].numel() : 0;
+  const int64_t group_floats = own_gemm ? w_grouped.numel() / positions : 0;
   bool nonfinite = false;
   at::Tensor m_read = m;  // M [T, positions, Cout]: m, or oneDNN's allocation where small
   for (int64_t begin = 0; begin < all.count; begin += size) {
     const int64_t count = std::min(size, all.count - begin);
     const winograd::TileGrid grid = winograd::make_grid(op, n, h, w, begin, count, tile);
-    winograd::input_tiles(grid, r, r_rows.stride(0), c_red, relu_input, v_data);
+    winograd::input_tiles(grid, r, r_ld, c_red, relu_input, v_data);
     if (own_gemm) {  // the P GEMMs M[., k, :] = V[., k, :] U[k] in one parallel loop
       std::vector<GemmJob> jobs;
       for (int64_t k = 0; k < positions; ++k) {
@@ -270,12 +277,11 @@ bool winograd_branch(const char* op, Scratch& scratch, const at::Tensor& y, int6
     const int64_t tile_stride = matrices ? c_out : positions * c_out;
     const int64_t pos_stride = matrices ? count * c_out : c_out;
     if (tile == 4) {
-      nonfinite |=
-          winograd::output_tiles4(grid, m_read.const_data_ptr<float>(), tile_stride, pos_stride, b,
-                                  out, out_rows.stride(0), c_out, relu_output);
+      nonfinite |= winograd::output_tiles4(grid, m_read.const_data_ptr<float>(), tile_stride,
+                                           pos_stride, b, out, out_ld, c_out, relu_output);
     } else {
       winograd::output_tiles(grid, m_read.const_data_ptr<float>(), tile_stride, pos_stride, b, out,
-                             out_rows.stride(0), c_out);
+                             out_ld, c_out);
     }
   }
   return nonfinite;
@@ -389,6 +395,11 @@ at::Tensor inception_block_onednn_cpu(
     const std::optional<at::Tensor>& direct3, const std::optional<at::Tensor>& scale_x,
     const std::optional<at::Tensor>& scale2, const std::optional<at::Tensor>& scale3,
     const std::optional<at::Tensor>& scale_pool) {
+  // The ATen calls below (the output, its channel slices, scratch views) skip the autograd and
+  // view-tracking kernels: this is the CPU kernel, below autograd already, and nothing it makes
+  // is seen by autograd but the returned output, a new tensor. Per call about 5 us less serial
+  // time (5b and 4b at batch 1 on a 2-core Zen 3 EPYC, 2026-12-07, instrumented build).
+  at::AutoDispatchBelowADInplaceOrView below_autograd;
   TORCH_CHECK_VALUE(x.dim() == 4, "inception_block_onednn: expected a 4-D x [N, C, H, W], got ",
                     x.dim(), "-D");
   TORCH_CHECK(x.device().is_cpu() && x.scalar_type() == at::kFloat,
@@ -631,6 +642,7 @@ at::Tensor conv3x3_relu_winograd_cpu(const at::Tensor& x, const at::Tensor& weig
                                      const at::Tensor& bias, int64_t tiles,
                                      const std::optional<at::Tensor>& direct, bool relu) {
   constexpr const char* op = "conv3x3_relu_winograd";
+  at::AutoDispatchBelowADInplaceOrView below_autograd;  // as inception_block_onednn_cpu
   TORCH_CHECK_VALUE(x.dim() == 4, op, ": expected a 4-D x [N, C, H, W], got ", x.dim(), "-D");
   TORCH_CHECK(x.device().is_cpu() && x.scalar_type() == at::kFloat, op,
               ": expected a float32 CPU x, got ", x.scalar_type(), " on ", x.device());
