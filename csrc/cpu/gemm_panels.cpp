@@ -916,6 +916,10 @@ bool wide_tiles() {
 #endif
 }
 
+// Whether the tiles take one row pointer per tap where tile_rows can give one (its lda): the
+// AVX2 tiles (tile_avx2's UNIFORM form); gemms and conv_tile_taps ask tile_rows for it then.
+bool one_pointer_rows() { return vectorised() && !wide_tiles(); }
+
 // A job's tasks (chunks x panel groups): [first, end) of one flat range.
 struct Plan {
   int taps;
@@ -1130,6 +1134,7 @@ void gemms_impl(const std::vector<GemmJob>& jobs, bool relu, Schedule schedule,
                 const std::vector<int64_t>& after) {
   [[maybe_unused]] const bool vector = vectorised();
   const bool wide = wide_tiles();
+  const bool one_pointer = one_pointer_rows();
   const int64_t group = kGroup;
   int64_t total = 0, widest = 1;
   const std::vector<Plan> plans = plan_jobs(jobs, total, widest);
@@ -1219,7 +1224,7 @@ void gemms_impl(const std::vector<GemmJob>& jobs, bool relu, Schedule schedule,
       const auto [i, count, row_step] = tiling.tile(t);
       int64_t lda = 0;  // see tile_rows; asked for on AVX2 only
       const int taps = tile_rows(job.x, geometry, zeros.data(), i, count, row_step, rows, tap_of,
-                                 vector && !wide ? &lda : nullptr);
+                                 one_pointer ? &lda : nullptr);
 #ifdef FI_X86_VECTOR
       if (wide) {
         const auto tile = panels == 2 ? &tile_vector512<2> : &tile_vector512<1>;
@@ -1339,7 +1344,7 @@ std::vector<int64_t> conv_tile_taps(int64_t n, int64_t c, int64_t h, int64_t w, 
   int64_t total = 0, widest = 1;
   const Plan plan = plan_jobs({job}, total, widest).front();
   const bool wide = wide_tiles();
-  const bool uniform_asked = vectorised() && !wide;  // as gemms asks tile_rows for lda
+  const bool one_pointer = one_pointer_rows();
   const TileGeometry geometry = tile_geometry(job.x);
   const float* rows[kMaxTaps * kRows];
   int tap_of[kMaxTaps];
@@ -1352,7 +1357,7 @@ std::vector<int64_t> conv_tile_taps(int64_t n, int64_t c, int64_t h, int64_t w, 
       const auto [i, count, step] = tiling.tile(t);
       int64_t lda = 0;
       const int taps = tile_rows(job.x, geometry, zeros.data(), i, count, step, rows, tap_of,
-                                 uniform_asked ? &lda : nullptr);
+                                 one_pointer ? &lda : nullptr);
       counts[0] += int64_t{taps} * count;
       counts[1] += int64_t{plan.taps} * count;
       counts[2] += lda != 0 ? 1 : 0;
