@@ -235,18 +235,19 @@ def test_onnxruntime_rows(tmp_path, capsys):
         assert _close(spun["speedup"], eager["median_ms"] / spun["median_ms"])
     captured = capsys.readouterr()
     assert "exported in" in captured.out and "onnxruntime: 2 exports" in captured.out
-    assert captured.err.count("onnxruntime_spinning alone, before") == 2
-    assert captured.err.count("onnxruntime_spinning alone, after") == 2
+    for when in range(1, bench.ALONE_SEGMENTS + 2):
+        assert captured.err.count(f"onnxruntime_spinning alone, {when} of 4") == 2
     bench.main([*argv, "--no-onnxruntime", "--json", str(tmp_path / "off.json")])
     off = json.loads((tmp_path / "off.json").read_text())
     assert off and all(not r["impl"].startswith("onnxruntime") for r in off)
 
 
-def test_spinning_session_is_timed_alone_before_and_after_the_rounds(monkeypatch):
-    """ONNX Runtime's default session (idle threads spin) is timed alone, before and after the
-    interleaved rounds of the others: each time made, timed in the same rounds and released (its
-    threads gone) before anything else runs; its row is the median of both timings' calls. The
-    interleaved session's threads do not spin."""
+def test_spinning_session_is_timed_alone_between_segments_of_the_rounds(monkeypatch):
+    """ONNX Runtime's default session (idle threads spin) is timed alone before, between and
+    after ALONE_SEGMENTS segments of the others' interleaved rounds: each time made, timed and
+    released (its threads gone) before anything else runs, each timing and segment with its
+    share of the rounds; its row is the median of all its timings' calls, the others' the
+    medians over every segment. The interleaved session's threads do not spin."""
     _needs_onnxruntime()
     import threading
     import weakref
@@ -263,22 +264,21 @@ def test_spinning_session_is_timed_alone_before_and_after_the_rounds(monkeypatch
         made.append(weakref.ref(session))
         return session
 
-    timed, alone = bench.median_ms_interleaved, bench.samples_ms_interleaved
-    alone_samples = []
+    timed = bench.samples_ms_interleaved
+    alone_samples, rows_samples = [], [[] for _ in range(4)]
 
     def recording_timing(fns, device, **kwargs):
-        events.append(("timed", len(fns)))
-        return timed(fns, device, **kwargs)
-
-    def recording_alone(fns, device, **kwargs):
-        events.append(("alone", len(fns)))
-        samples = alone(fns, device, **kwargs)
-        alone_samples.extend(samples[0])
+        events.append(("alone" if len(fns) == 1 else "timed", len(fns), kwargs["repeats"]))
+        samples = timed(fns, device, **kwargs)
+        if len(fns) == 1:
+            alone_samples.extend(samples[0])
+        else:
+            for kept, new in zip(rows_samples, samples, strict=True):
+                kept += new
         return samples
 
     monkeypatch.setattr(bench_cases, "ort_model_session", recording_session)
-    monkeypatch.setattr(bench, "median_ms_interleaved", recording_timing)
-    monkeypatch.setattr(bench, "samples_ms_interleaved", recording_alone)
+    monkeypatch.setattr(bench, "samples_ms_interleaved", recording_timing)
     case = build_case(
         "tiny", 1, torch.float32, torch.device("cpu"), "nchw", ["cpu"], onnxruntime=True, cfg=TINY
     )
@@ -287,15 +287,20 @@ def test_spinning_session_is_timed_alone_before_and_after_the_rounds(monkeypatch
     ]  # fmt: skip
     assert events == [("session", False)]
     threads = threading.active_count()
-    args = bench.parse_args(["--device", "cpu", "--quick", "--repeats", "2"])
+    args = bench.parse_args(["--device", "cpu", "--quick", "--repeats", "4"])
     times, _ = bench._time_case(args, case, "tiny", "tiny")
     assert len(times) == 5 and all(t > 0 for t in times)
+    assert bench.ALONE_SEGMENTS == 3
+    share = 2  # ceil(4 / 3) rounds each
+    alone_timing = [("session", True), ("alone", 1, share)]
     assert events == [
-        ("session", False), ("session", True), ("alone", 1), ("timed", 4), ("session", True),
-        ("alone", 1),
+        ("session", False), *alone_timing, ("timed", 4, share), *alone_timing,
+        ("timed", 4, share), *alone_timing, ("timed", 4, share), *alone_timing,
     ]  # fmt: skip
-    assert made[0]() is not None and made[1]() is None and made[2]() is None  # released
-    assert len(alone_samples) == 2 * 2 and times[-1] == statistics.median(alone_samples)
+    assert made[0]() is not None and all(ref() is None for ref in made[1:])  # released
+    assert len(alone_samples) == 4 * share and times[-1] == statistics.median(alone_samples)
+    assert all(len(s) == 3 * share for s in rows_samples)
+    assert times[:4] == [statistics.median(s) for s in rows_samples]
     assert threading.active_count() == threads
     options = made[0]().get_session_options()
     assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"

@@ -29,9 +29,9 @@ Implementations (the names the rows carry):
   torch calls interleaved with it;
 - "onnxruntime_spinning" (CPU): the same model in a second session with ONNX Runtime's default
   thread settings (idle threads spin), the configuration a deployment gets unless it changes
-  them. Timed alone (Case.alone), before and after the interleaved rounds of the others: each
-  time created, timed in the same runs of calls and released before anything else runs, so
-  that its threads spin into no other candidate's calls.
+  them. Timed alone (Case.alone), before, between and after segments of the interleaved rounds
+  of the others (cli.ALONE_SEGMENTS): each time created, timed in the same runs of calls and
+  released before anything else runs, so that its threads spin into no other candidate's calls.
 """
 
 from __future__ import annotations
@@ -85,10 +85,10 @@ class Case(NamedTuple):
     inputs:   the rotated input tensors, [batch, C, H, W] each, in the case's layout
     setup_s:  seconds of one-off setup outside the timing per implementation (the onnxruntime
               row: exporting to ONNX and creating the session)
-    alone:    (name, make) pairs timed alone, before and after the interleaved rounds of
-              `calls`, one at a time: make() returns a no-argument callable (making it is not
-              timed), released after its timing (onnxruntime_spinning); their rows follow
-              calls' rows
+    alone:    (name, make) pairs timed alone, before, between and after segments of the
+              interleaved rounds of `calls`, one at a time: make() returns a no-argument
+              callable (making it is not timed), released after each timing
+              (onnxruntime_spinning); their rows follow calls' rows
     """
 
     calls: dict[str, Callable[[], torch.Tensor]]

@@ -62,7 +62,6 @@ from fused_inception.bench.peaks import Peak, device_peak
 from fused_inception.bench.roofline import Traffic, roofline_fields, significant
 from fused_inception.bench.timing import (
     first_call_seconds,
-    median_ms_interleaved,
     samples_ms_interleaved,
 )
 from fused_inception.bench.train import (
@@ -83,6 +82,12 @@ TRAIN_DEFAULT_COMPILE = ("default",)
 NETWORK_REPEATS_DIVISOR = 3
 
 
+# Segments of a case's interleaved rounds where it has rows timed alone (onnxruntime_spinning):
+# those rows are timed before, between and after the segments, so that each of their timings
+# is next to some of the others' calls and a change of the host's speed (a shared cloud host's
+# moves by up to 2x within minutes) reaches both sides alike, where one timing before and one
+# after the rounds left the middle of the case to the other rows alone.
+ALONE_SEGMENTS = 3
 # Calls of each implementation in a row per timed round on the CPU (see --run-length).
 CPU_RUN_LENGTH = 10
 
@@ -308,7 +313,8 @@ def _inference_header(args: argparse.Namespace, impls: Sequence[str]) -> list[st
         "seconds in compile_s"
         + (
             f"; {ORT_SPINNING}: the same model, ONNX Runtime's default (spinning) threads, "
-            "timed alone before and after the interleaved rounds"
+            f"timed alone before, between and after {ALONE_SEGMENTS} segments of the "
+            "interleaved rounds"
             if ORT_SPINNING in impls
             else ""
         )
@@ -610,35 +616,48 @@ def run_train_case(
 def _time_case(
     args: argparse.Namespace, case, block: str, label: str
 ) -> tuple[list[float], dict[str, float]]:
-    """Compile (the first call, timed apart), then the interleaved medians of case.calls; each
-    of case.alone is timed alone before and after those rounds (made, timed in the same rounds,
-    released each time) and gets the median of both timings' calls: (ms per call in
+    """Compile (the first call, timed apart), then the interleaved medians of case.calls; where
+    the case has rows timed alone (case.alone), the interleaved rounds are cut into
+    ALONE_SEGMENTS segments and each of those rows is timed alone before, between and after
+    them (made, timed, released each time; each timing and each segment gets a share of the
+    rounds and seconds) and gets the median of all its timings' calls: (ms per call in
     case_names(case)' order, seconds compiling per compiled implementation)."""
     compile_s = {}
     repeats = network_repeats(args.repeats) if block == NETWORK else args.repeats
     for name in case.compiled:
         _progress(f"    compiling {name} ({label}) ...")
         compile_s[name] = first_call_seconds(case.calls[name], args.device)
+    segments = ALONE_SEGMENTS if case.alone else 1
     rounds = dict(
         warmup=args.warmup,
-        repeats=repeats,
-        min_seconds=args.min_seconds,
+        repeats=-(-repeats // segments),
+        min_seconds=args.min_seconds / segments,
         run_length=args.run_length,
     )
     alone_samples: dict[str, list[float]] = {name: [] for name, _ in case.alone}
 
-    def time_alone(when: str) -> None:
+    def time_alone(when: int) -> None:
         for name, make in case.alone:
-            _progress(f"    {name} alone, {when} ({label}) ...")
+            _progress(f"    {name} alone, {when} of {segments + 1} ({label}) ...")
             fn = make()
             (samples,) = samples_ms_interleaved([fn], args.device, **rounds)
             del fn  # its session, and with it its threads, go before anything else runs
             gc.collect()
             alone_samples[name] += samples
 
-    time_alone("before")
-    times = median_ms_interleaved(list(case.calls.values()), args.device, **rounds)
-    time_alone("after")
+    samples: list[list[float]] = [[] for _ in case.calls]
+    if case.alone:
+        time_alone(1)
+    for segment in range(segments):
+        for kept, new in zip(
+            samples,
+            samples_ms_interleaved(list(case.calls.values()), args.device, **rounds),
+            strict=True,
+        ):
+            kept += new
+        if case.alone:
+            time_alone(segment + 2)
+    times = [statistics.median(s) for s in samples]
     for name, ms in zip(case.calls, times, strict=True):
         if name in compile_s:  # the first call also ran the module once
             compile_s[name] = max(0.0, compile_s[name] - ms / 1e3)
