@@ -52,10 +52,10 @@ from .units import block_units
 
 # FusedInception's bn_training choices: which path a forward with BatchNorm in training mode
 # takes. "auto": the fused path where it was measured faster than torchvision's modules, else
-# the composed one. Measured (README "Training steps", single-threaded training steps, float32,
-# channels_last, this project's 2-core AMD CPU): batch 8 1.14-1.40x on every block, batch 4
-# 1.07-1.22x on the four blocks timed, batch 2 0.80-1.08x, batch 1 0.68-1.03x. So "auto" is the
-# fused path on the CPU in float32 from batch 4.
+# the composed one. Measured (docs/measurements.md, "Training steps", single-threaded training
+# steps, float32, channels_last, this project's 2-core AMD CPU): batch 8 1.14-1.40x on every
+# block, batch 4 1.07-1.22x on the four blocks timed, batch 2 0.80-1.08x, batch 1 0.68-1.03x.
+# So "auto" is the fused path on the CPU in float32 from batch 4.
 BN_TRAINING_CHOICES = ("auto", "fused", "composed")
 _AUTO_DTYPES = (torch.float32,)
 _AUTO_MIN_BATCH = 4

@@ -301,8 +301,8 @@ class FusedInception(Inception):
     `recompute` says what a training-mode forward keeps for its backward: True keeps x and the
     output only and the backward recomputes the reduced tensors r2 and r3 (one GEMM over x;
     less memory), False keeps r2 and r3 too (no recompute; (c2r + c3r) / Ctot more saved
-    activations, 23% for block 4e), None (default) the faster of the two, False (README
-    "Training steps" has the measurement).
+    activations, 23% for block 4e), None (default) the faster of the two,
+    False (docs/measurements.md, "Training steps", has the measurement).
     `bn_training` says what a forward with BatchNorm in training mode runs: "fused" (the fused
     BN-training path, fused_inception/bn_training.py), "composed" (torchvision's modules) or
     "auto" (default: "fused" on the CPU in float32 from batch 4, where it was measured faster,
@@ -601,7 +601,7 @@ class FusedInception(Inception):
         args = (x, *fold_block(self, differentiable=True), self.backend)
         # Only a training forward saves the reduced tensors: an eval forward that autograd
         # records (or torch.export traces) keeps the plain operator. recompute=None (the
-        # default) saves: measured faster (README "Training steps").
+        # default) saves: measured faster (docs/measurements.md, "Training steps").
         if self.recompute or not self.training:
             return inception_block(*args)
         return inception_block_saving(*args)[0]

@@ -7,8 +7,8 @@ prepare_for_inference swaps them in for every nn.MaxPool2d outside the fused blo
 GoogLeNet's stem pools (maxpool1-3: 3x3 stride 2, maxpool4: 2x2 stride 2, ceil_mode) and, with
 blocks="folded", the blocks' branch4 pools (3x3/1). ATen's channels_last max-pool computes int64
 indices it then drops; the 3x3/1 pools were 16% of the folded network's time on this project's
-CPU (README "The whole network, prepared by `prepare_for_inference`"), the stem pools 5-9 ms of a
-74 ms batch-8 forward. The package's pools are about 2x faster (README, same section).
+CPU (docs/measurements.md, "The whole network, prepared by `prepare_for_inference`"), the stem
+pools 5-9 ms of a 74 ms batch-8 forward. The package's pools are about 2x faster (same section).
 """
 
 from __future__ import annotations

@@ -143,7 +143,7 @@ ONEDNN_MIN_OUT_CHANNELS = 64
 # weight, which needs no hash, was built and measured (2026-12-07, same host): making the form
 # cost what the hash did (5b's operator alone 1.09x the time of the prepacked form's, whose hash
 # is 55-58 us), so 5b and 5a at batch 1 with 16 came out level with the direct KxK (0.96-1.05x,
-# five runs each), and 32 stays (README "Against ONNX Runtime").
+# five runs each), and 32 stays (docs/measurements.md).
 ONEDNN_MIN_TILES = 32
 # F(4x4, 3x3) on oneDNN's grouped GEMM (or MKL's) where the batch has at least this many 4x4
 # tiles, and where its GEMMs run on the own kernel (cpu_onednn.own_gemm: AVX2 CPUs) at least
@@ -179,8 +179,8 @@ OWN_F4_MAX_UNIT_TILES = 196
 # of the image, top or bottom, as conv2 before it and maxpool2 after it split their rows (with
 # two chunks of 98 each thread had a quarter of each half). Against two chunks of 98 on the
 # 2-core Zen 2 EPYC (2026-12-05, alternating processes of the prepared network at batch 1):
-# conv3 0.87-0.97x the time, maxpool2 after it 0.59-0.67x, 3a after that 0.89-0.99x (README
-# "Against ONNX Runtime"). Presumably the data staying with the core that wrote it: on that
+# conv3 0.87-0.97x the time, maxpool2 after it 0.59-0.67x, 3a after that 0.89-0.99x
+# (docs/measurements.md). Presumably the data staying with the core that wrote it: on that
 # host a 2.4 MB tensor written by one core took 263 us to sum on the other, 83 on the same core
 # and 197 from memory.
 OWN_F4_UNIT_CHUNK_TILES = 196
