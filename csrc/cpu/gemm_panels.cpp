@@ -84,6 +84,8 @@ constexpr int64_t kPrefetchRows = 16;
 // 64 against 16, the other blocks level, batch 8 level with 48; without the first tile's
 // prefetch 5a and 5b took 1.14x).
 constexpr int64_t kPrefetchRowsAvx2 = 48;
+// A panel's rows that fit a 32 KB L1 data cache (one 64-byte line each).
+constexpr int64_t kL1PanelRows = 512;
 
 // The largest NCHW plane (h * w floats) the AVX-512 tile scatters into (32-bit offsets, up to
 // 15 planes): larger ones are stored one float at a time, and gemms_nchw_stores says no.
@@ -1235,8 +1237,19 @@ void gemms_impl(const std::vector<GemmJob>& jobs, bool relu, Schedule schedule,
       }
       if (vector) {
         // The plain weight's rows prefetched by the task's first tile, which reads them from
-        // memory; its other tiles find them in cache.
-        const bool prefetch = ldb != kPanel && step == 0;
+        // memory; its other tiles find them in cache, in L2 at least: and where the task's rows
+        // of one panel outgrow L1 (kL1PanelRows) in tasks of a batch-1 block (those that
+        // prefetch their next task, per > 0) every tile prefetches them, from L2. The rows lie
+        // ldb floats apart (several KB: a new 4 KB page every step or two), which the
+        // hardware's prefetchers do not follow; a packed panel's rows are one run they do.
+        // Measured on the 2-core Zen 3 EPYC (2026-12-07, switched per round of calls in one
+        // process, same bits): the benchmark's prepared 5b at batch 1 0.964x the time (NCHW
+        // 0.958x), 5a 0.960x (0.944x), 4e 0.980x, the network level (0.973x and 0.993x,
+        // minima 1.002x and 1.004x); with every tile of such tasks prefetching, whatever their
+        // rows, 4a and 4b were at 0.98-1.02x. Packed panels took 0.90-0.92x the time of the
+        // plain weights for 5b's operator alone (a copy, which needs the content check: not
+        // counted there).
+        const bool prefetch = ldb != kPanel && (step == 0 || (per > 0 && plan.k > kL1PanelRows));
         const auto tile = lda != 0 ? tile_avx2_for<true>(prefetch, per > 0, count)
                                    : tile_avx2_for<false>(prefetch, per > 0, count);
         for (int q = 0; q < panels; ++q) {
