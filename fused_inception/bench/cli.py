@@ -646,8 +646,7 @@ def _time_case(
             alone_samples[name] += samples
 
     samples: list[list[float]] = [[] for _ in case.calls]
-    if case.alone:
-        time_alone(1)
+    time_alone(1)  # (no-ops without such rows)
     for segment in range(segments):
         for kept, new in zip(
             samples,
@@ -655,8 +654,7 @@ def _time_case(
             strict=True,
         ):
             kept += new
-        if case.alone:
-            time_alone(segment + 2)
+        time_alone(segment + 2)
     times = [statistics.median(s) for s in samples]
     for name, ms in zip(case.calls, times, strict=True):
         if name in compile_s:  # the first call also ran the module once
