@@ -220,10 +220,12 @@ def test_a_backend_setting_takes_the_full_forward(setup, monkeypatch, module, na
 
 def test_the_cpu_capability_takes_the_full_forward(setup, monkeypatch):
     """With OWN_GEMM None the own kernel's policy follows torch's CPU capability: another
-    capability (as tests switch it) is another setting."""
+    capability (as tests switch it) is another setting (on an Intel CPU: on others AVX2 and
+    AVX-512 both run every GEMM on the own kernel)."""
     src, block, x, full = setup
     monkeypatch.setattr(cpu_onednn, "OWN_GEMM", None)
     monkeypatch.setattr(cpu_onednn, "MKL_WINOGRAD", None)
+    monkeypatch.setattr(cpu_onednn, "_intel_cpu", lambda: True)
     # On AVX2 CPUs every weight is the own kernel's (panels), on Intel AVX-512 ones b2's F(2x2,
     # 3x3) weight is MKL's matrices; elsewhere it runs on oneDNN, reordered on its second use.
     _warm(block, x, full, 2 if cpu_onednn.own_gemm() or cpu_onednn.mkl_winograd() else 3)

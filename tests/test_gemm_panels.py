@@ -784,24 +784,27 @@ def test_winograd_unit_f4_on_the_own_kernel(batch, own, chunk_tiles, mkl, monkey
 
 def test_policy_follows_the_cpu(monkeypatch):
     """By default the own GEMM runs every convolution it can where torch's CPU capability is
-    AVX2; on AVX-512 the block's 1x1s and direct KxKs, the 1x1 units and first layers, not
-    Winograd's GEMMs; none without vectors. OWN_GEMM overrides all of it."""
+    AVX2, and AVX-512 on CPUs that are not Intel's; on Intel AVX-512 ones the block's 1x1s and
+    direct KxKs, the 1x1 units and first layers, not Winograd's GEMMs (MKL's there); none
+    without vectors. OWN_GEMM overrides all of it."""
     monkeypatch.setattr(cpu_onednn, "OWN_GEMM", None)
     monkeypatch.setattr(cpu_onednn, "MKL_WINOGRAD", None)
-    for capability, everything, direct in (
-        ("AVX2", True, True),
-        ("AVX512", False, True),
-        ("DEFAULT", False, False),
+    for capability, intel, everything, direct in (
+        ("AVX2", True, True, True),
+        ("AVX2", False, True, True),
+        ("AVX512", True, False, True),
+        ("AVX512", False, True, True),
+        ("DEFAULT", True, False, False),
+        ("DEFAULT", False, False, False),
     ):
         monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda c=capability: c)
+        monkeypatch.setattr(cpu_onednn, "_intel_cpu", lambda i=intel: i)
         assert cpu_onednn.own_gemm() is everything
         assert cpu_onednn.own_gemm_direct() is direct
         # Winograd's GEMMs on MKL: Intel AVX-512 CPUs only
-        for intel in (True, False):
-            monkeypatch.setattr(cpu_onednn, "_intel_cpu", lambda i=intel: i)
-            assert cpu_onednn.mkl_winograd() is (
-                capability == "AVX512" and intel and torch.backends.mkl.is_available()
-            )
+        assert cpu_onednn.mkl_winograd() is (
+            capability == "AVX512" and intel and torch.backends.mkl.is_available()
+        )
     for forced in (True, False):
         monkeypatch.setattr(cpu_onednn, "OWN_GEMM", forced)
         for capability in ("AVX2", "AVX512"):
@@ -865,10 +868,11 @@ def test_winograd_leaves_mkl_under_reduced_matmul_precision(setting, monkeypatch
 )
 @pytest.mark.parametrize("intel", [True, False], ids=["intel", "other-vendor"])
 def test_avx512_policy_mixes_the_kernels(name, norm, k, batch, layout, intel, monkeypatch):
-    """AVX-512's default (OWN_GEMM None) mixes the kernels in one block: the 1x1s and the
-    direct KxK (b3; 5b's b2 at batch 1) on panels, the wide 3x3s as Winograd reading the own
-    kernel's dense ReLU'd r2, their GEMMs on MKL's batched one on Intel CPUs (where torch has
-    MKL), else on oneDNN's grouped GEMM. Float64 parity, NaN kept, into a poisoned output."""
+    """AVX-512's default (OWN_GEMM None) on Intel CPUs mixes the kernels in one block: the 1x1s
+    and the direct KxK (b3; 5b's b2 at batch 1) on panels, the wide 3x3s as Winograd reading
+    the own kernel's dense ReLU'd r2, their GEMMs on MKL's batched one (where torch has MKL,
+    else on oneDNN's grouped GEMM); on other vendors' CPUs every weight is panels, Winograd's
+    GEMMs included. Float64 parity, NaN kept, into a poisoned output."""
     if cpu._BLOCK_OP is None or not cpu_onednn.available(torch.float32):
         pytest.skip("no inception_block_onednn operator or no oneDNN in this build")
     monkeypatch.setattr(cpu_onednn, "OWN_GEMM", None)
@@ -880,16 +884,24 @@ def test_avx512_policy_mixes_the_kernels(name, norm, k, batch, layout, intel, mo
     monkeypatch.setattr(
         cpu,
         "_BLOCK_OP",
-        lambda *a: (calls.append(tuple(a[i].dim() for i in (1, 3, 5, 7))), real(*a))[1],
+        lambda *a: (calls.append(tuple(_weight_form(a[i]) for i in (1, 3, 5, 7))), real(*a))[1],
     )
     cfg = GOOGLENET_BLOCKS[name]
     src = randomize_block(Inception(*cfg.args(), branch3_kernel=k, norm=norm)).eval()
     fused = FusedInception.from_module(copy.deepcopy(src), backend="cpu").eval()
     _block_with_nan_against_float64(src, fused, (batch, cfg.in_channels, cfg.hw, cfg.hw), layout)
-    # dims of w_x, w2, w3, w_pool: 3 for panels and MKL's matrices; 4 for oneDNN's weights
-    # (Winograd's grouped one included; w2 is Winograd's in every block here)
-    mkl = intel and torch.backends.mkl.is_available()
-    assert calls == [(3, 3 if mkl else 4, 3, 3)]
+    # w2 is Winograd's in every block here: MKL's matrices, the own kernel's grouped panels
+    # [P, ceil(Cout / 16), Cin, 16] or oneDNN's reordered weight
+    w2 = "onednn" if intel else "4-d"
+    if intel and torch.backends.mkl.is_available():
+        w2 = "3-d"
+    assert calls == [("3-d", w2, "3-d", "3-d")]
+
+
+def _weight_form(w: torch.Tensor) -> str:
+    """A weight the block operator receives: "onednn" (oneDNN's opaque reordered tensor) or
+    its number of dimensions ("3-d": panels or MKL's matrices; "4-d": Winograd's panels)."""
+    return "onednn" if w.layout != torch.strided else f"{w.dim()}-d"
 
 
 @pytest.mark.parametrize("own", [False, True], ids=["onednn", "own-kernel"])

@@ -235,8 +235,9 @@ def test_prepared_blocks_against_float64(
     monkeypatch.setattr(
         cpu_onednn, "OWN_GEMM", {"avx512": None, "own": True, "onednn": False}[policy]
     )
-    if policy == "avx512":
+    if policy == "avx512":  # Intel's: Winograd's GEMMs on MKL or oneDNN, the rest own
         monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
+        monkeypatch.setattr(cpu_onednn, "_intel_cpu", lambda: True)
     cfg, src, block = _prepared_block(name, norm, k)
     units = block_units(block)
     assert all(is_plain(u.conv.weight) for u in units)
@@ -324,6 +325,7 @@ def test_kxk_weights_checked_only_where_winograd_uses_them(monkeypatch):
     in either order."""
     monkeypatch.setattr(cpu_onednn, "OWN_GEMM", None)
     monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
+    monkeypatch.setattr(cpu_onednn, "_intel_cpu", lambda: True)
     if cpu._BLOCK_OP is None or not cpu_onednn.available(torch.float32):
         pytest.skip("no inception_block_onednn operator or no oneDNN in this build")
     cfg, src, block = _prepared_block("5b", True, 3, seed=6)

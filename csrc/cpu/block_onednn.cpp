@@ -17,23 +17,22 @@
 // K // 2, stride 1); each ReLU is torch's clamp_min applied while copying into the slice, not
 // oneDNN's fused ReLU, which maps NaN to 0 where torch keeps it. A weight given as panels (3-D;
 // for Winograd [16, P, c_red, 16]) runs on the package's own kernel instead (cpu/gemm_panels.h,
-// the default on AVX2 CPUs: backends/cpu_onednn.py, own_gemm), which stores relu(b1) and
-// relu(b4) straight into their slices (channels_last output), relu(r2) and relu(r3) into dense
-// buffers, and a direct KxK branch into its slice, with no ReLU copies.
-// A 3x3 branch flagged winograd2 / winograd3 runs as Winograd F(2x2, 3x3) instead
-// (winograd_branch below): its input transform reads r straight from y with the ReLU, its 16
-// GEMMs are one grouped oneDNN 1x1 convolution per chunk of tiles (oneDNN's AVX-512 kernels;
-// torch.bmm's MKL ones ran at 25-50 GMAC/s on AMD and lost to the direct convolution; on Intel
-// AVX-512 CPUs they are one torch.bmm, MKL's batched SGEMM, 1.2-2.1x faster there), and its
-// output transform adds the bias, applies the ReLU and stores into the branch's slice. On the
-// GoogLeNet blocks' b2 shapes that is 1.35-2.1x faster than the direct convolution and its
-// ReLU copy (cpu_winograd.onednn_winograd_pays). Weights are plain
-// channels_last tensors or oneDNN's reordered (opaque) weights for x's shape. The output is
-// allocated in x's memory format (fused_inception.backends.output.output_memory_format) and
-// each branch copied into its slice in that format: for NCHW x that copy transposes, and no
-// conversion of the whole output follows (8-13% less time per batch-8 call than converting
-// after, 2 threads); where the own kernel's AVX-512 tiles write a branch, they scatter it into
-// an NCHW output's slice themselves (gemms_nchw_stores).
+// the default on AVX2 and AMD AVX-512 CPUs: backends/cpu_onednn.py, own_gemm), which stores
+// relu(b1) and relu(b4) straight into their slices (channels_last output), relu(r2) and relu(r3)
+// into dense buffers, and a direct KxK branch into its slice, with no ReLU copies. A 3x3 branch
+// flagged winograd2 / winograd3 runs as Winograd F(2x2, 3x3) instead (winograd_branch below): its
+// input transform reads r straight from y with the ReLU, its 16 GEMMs are one grouped oneDNN 1x1
+// convolution per chunk of tiles (oneDNN's AVX-512 kernels; torch.bmm's MKL ones ran at 25-50
+// GMAC/s on AMD and lost to the direct convolution; on Intel AVX-512 CPUs they are one torch.bmm,
+// MKL's batched SGEMM, 1.2-2.1x faster there), and its output transform adds the bias, applies the
+// ReLU and stores into the branch's slice. On the GoogLeNet blocks' b2 shapes that is 1.35-2.1x
+// faster than the direct convolution and its ReLU copy (cpu_winograd.onednn_winograd_pays). Weights
+// are plain channels_last tensors or oneDNN's reordered (opaque) weights for x's shape. The output
+// is allocated in x's memory format (fused_inception.backends.output.output_memory_format) and each
+// branch copied into its slice in that format: for NCHW x that copy transposes, and no conversion
+// of the whole output follows (8-13% less time per batch-8 call than converting after, 2 threads);
+// where the own kernel's AVX-512 tiles write a branch, they scatter it into an NCHW output's slice
+// themselves (gemms_nchw_stores).
 
 #include <ATen/core/LegacyTypeDispatch.h>
 #include <ATen/core/Tensor.h>

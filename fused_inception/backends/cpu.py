@@ -260,7 +260,7 @@ def forward_plan(x: Tensor, packed: CpuPacked) -> tuple[tuple, list[tuple[list, 
         return None
     weights, shape = packed.onednn, tuple(x.shape)
     n, _, h, w = shape
-    own = onednn.own_gemm()  # F(2x2, 3x3)'s GEMMs on the own kernel too (AVX2 CPUs)
+    own = onednn.own_gemm()  # Winograd's GEMMs on the own kernel too (AVX2, AMD AVX-512)
     own_direct = onednn.own_gemm_direct()  # the 1x1s and direct KxKs on it, as panels
     mkl = onednn.mkl_winograd()  # Winograd's GEMMs the own kernel does not take on torch.bmm
     chunk = winograd.onednn_chunk(n, h, w, mkl and not own)

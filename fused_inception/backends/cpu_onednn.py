@@ -86,15 +86,21 @@ def mkl_backward() -> bool:
 
 
 def own_gemm() -> bool:
-    """True if the eval operator runs its 1x1 convolutions and its direct KxK ones on the
-    package's own kernel (OWN_GEMM, or by default where torch's CPU capability is AVX2: measured
-    on an AVX2 Zen 3, faster than oneDNN there, README "Backends"; on AVX-512 CPUs oneDNN runs
-    twice the vector width and stays)."""
+    """True if the eval operator runs every GEMM it can on the package's own kernel, Winograd's
+    included (OWN_GEMM, or by default where torch's CPU capability is AVX2, and AVX-512 on CPUs
+    that are not Intel's). AVX2: measured on Zen 2 and Zen 3 EPYCs, faster than oneDNN there
+    (README "Backends"). AVX-512 on AMD: on a 2-core Zen 5 EPYC (2026-12-08, the benchmark's
+    prepared blocks switched per round of calls in one process) the 14x14 blocks took
+    0.82-0.98x the time with Winograd's GEMMs on the own kernel against oneDNN's grouped GEMM,
+    5a and 5b at batch 8 0.92-0.95x, the prepared network 0.87-0.90x at batch 1 and 0.90-0.97x
+    at batch 8. Intel AVX-512 CPUs run Winograd's GEMMs on MKL (mkl_winograd), measured
+    1.2-2.1x faster than oneDNN's there; the own kernel is not measured against MKL there."""
     if not _HAS_OWN_KERNEL:
         return False
     if OWN_GEMM is not None:
         return OWN_GEMM
-    return torch.backends.cpu.get_cpu_capability() == "AVX2"
+    capability = torch.backends.cpu.get_cpu_capability()
+    return capability == "AVX2" or (capability == "AVX512" and not _intel_cpu())
 
 
 def own_gemm_direct() -> bool:
@@ -103,8 +109,8 @@ def own_gemm_direct() -> bool:
     input channels, e.g. GoogLeNet's conv1), run on the package's own kernel: wherever
     own_gemm() is, and by default (OWN_GEMM None) on AVX-512 CPUs too, where its AVX-512 tiles
     were measured faster than oneDNN (the block's at batch 1 and 8 on a 2-core Sapphire Rapids,
-    conv1's on a 2-core Emerald Rapids; README "Backends"). Winograd's GEMMs stay on oneDNN or
-    MKL there (own_gemm() False)."""
+    conv1's on a 2-core Emerald Rapids; README "Backends"). Winograd's GEMMs stay on MKL (or
+    oneDNN) on Intel ones (own_gemm() False)."""
     if own_gemm():
         return True
     return (

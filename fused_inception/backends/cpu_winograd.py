@@ -146,8 +146,8 @@ ONEDNN_MIN_OUT_CHANNELS = 64
 # five runs each), and 32 stays (docs/measurements.md).
 ONEDNN_MIN_TILES = 32
 # F(4x4, 3x3) on oneDNN's grouped GEMM (or MKL's) where the batch has at least this many 4x4
-# tiles, and where its GEMMs run on the own kernel (cpu_onednn.own_gemm: AVX2 CPUs) at least
-# OWN_F4_MIN_TILES (onednn_tile); off: F(2x2, 3x3) wherever Winograd runs.
+# tiles, and where its GEMMs run on the own kernel (cpu_onednn.own_gemm: AVX2 CPUs, AMD's
+# AVX-512 ones) at least OWN_F4_MIN_TILES (onednn_tile); off: F(2x2, 3x3) wherever Winograd runs.
 ONEDNN_F4_ENABLED = True
 ONEDNN_F4_MIN_TILES = 32
 # 16: the 14x14 blocks at batch 1 (16 4x4 tiles, 49 2x2 ones) as F(4x4, 3x3) on the own kernel.
@@ -160,10 +160,10 @@ ONEDNN_F4_MIN_TILES = 32
 # Where the GEMMs run on MKL (an Emerald Rapids Xeon, 2026-12-06) 16 took 4a-4e 1.04-1.11x the
 # time and the network 1.04x, so ONEDNN_F4_MIN_TILES stays 32 there (README "Backends").
 OWN_F4_MIN_TILES = 16
-# F(4x4, 3x3)'s 36 GEMMs on the package's own kernel (where cpu_onednn.own_gemm says so: AVX2
-# CPUs) where each has at most this many rows (4x4 tiles in one chunk), else on oneDNN's grouped
-# GEMM (own_f4_gemm). Measured on a 2-core Zen 2 EPYC (2026-12-05, two prepared networks
-# interleaved in one process): with 32 rows (7x7 at batch 8) 5a and 5b took 0.92-0.94x the
+# F(4x4, 3x3)'s 36 GEMMs on the package's own kernel (where cpu_onednn.own_gemm says so: AVX2 CPUs,
+# AMD's AVX-512 ones) where each has at most this many rows (4x4 tiles in one chunk), else on
+# oneDNN's grouped GEMM (own_f4_gemm). Measured on a 2-core Zen 2 EPYC (2026-12-05, two prepared
+# networks interleaved in one process): with 32 rows (7x7 at batch 8) 5a and 5b took 0.92-0.94x the
 # time, with 49 (28x28 at batch 1) 3a and 3b 0.88-0.93x, with 128 (14x14 at batch 8) 4a-4e
 # 0.90-0.95x; with 196 (28x28 at batch 8, in chunks) 3a and 3b took 1.05-1.09x.
 OWN_F4_MAX_TILES = 128
@@ -271,8 +271,8 @@ def own_f4_gemm(n: int, h: int, w: int) -> bool:
 def onednn_tile(weight_shape: tuple[int, ...], n: int, h: int, w: int) -> int:
     """The Winograd tile the oneDNN path runs this convolution with: 0 (direct), 2 (F(2x2,
     3x3)) or 4 (F(4x4, 3x3)). F(2x2, 3x3)'s 16 GEMMs run on the package's own kernel where
-    cpu_onednn.own_gemm says so (AVX2 CPUs), F(4x4, 3x3)'s 36 there too in the eval operator
-    where they are small enough (own_f4_gemm), else on oneDNN's grouped GEMM.
+    cpu_onednn.own_gemm says so (AVX2 CPUs, AMD's AVX-512 ones), F(4x4, 3x3)'s 36 there too in
+    the eval operator where they are small enough (own_f4_gemm), else on oneDNN's grouped GEMM.
 
     F(4x4, 3x3) does 36 products per 16 outputs against F(2x2, 3x3)'s 16 per 4: its 36 grouped
     GEMMs took 0.48-0.72x the time of the 16 of F(2x2, 3x3) on every GoogLeNet b2 at batch 8 and
