@@ -141,14 +141,17 @@ TORCH_LIBRARY(fused_inception, m) {
   // the plain layout (gemm_panels.h, plain_weight_ldb: output channels contiguous, rows padded
   // to 16) also runs on that kernel, read in place; scale_x / scale2 / scale3 / scale_pool
   // (float32 [Cout], own kernel only) multiply that convolution's sums before its bias (BatchNorm
-  // unfolded: relu(scale * conv + bias)). Returns the block output [N, c1 + c2 + c3 +
-  // c4, H, W] in x's memory format (NaN-filled before it is written when poison).
+  // unfolded: relu(scale * conv + bias)). nchw_scatter: an NCHW output's slices that the own
+  // kernel's AVX-512 tiles compute are scattered into their planes by the tiles (where the
+  // planes allow), else staged in NHWC and transposed after; the same bits either way. Returns
+  // the block output [N, c1 + c2 + c3 + c4, H, W] in x's memory format (NaN-filled before it is
+  // written when poison).
   m.def(
       "inception_block_onednn(Tensor x, Tensor w_x, Tensor b_x, Tensor w2, Tensor b2, Tensor w3, "
       "Tensor b3, Tensor w_pool, Tensor b_pool, int c1, int c2r, bool poison=False, "
       "bool winograd2=False, bool winograd3=False, int winograd_tiles=0, Tensor? direct2=None, "
       "Tensor? direct3=None, Tensor? scale_x=None, Tensor? scale2=None, Tensor? scale3=None, "
-      "Tensor? scale_pool=None) -> Tensor");
+      "Tensor? scale_pool=None, bool nchw_scatter=True) -> Tensor");
   // relu(conv3x3(x, W, pad 1) + bias) by Winograd F(2x2, 3x3) on a grouped oneDNN GEMM
   // (csrc/cpu/block_onednn.cpp): x [N, C, H, W] float32, weight the transformed [16 * Cout, C,
   // 1, 1] (plain or reordered by oneDNN for one chunk [1, 16 * C, 1, tiles]), bias [Cout], in

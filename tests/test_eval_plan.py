@@ -37,6 +37,7 @@ def setup(monkeypatch):
     from a Winograd form the call checks itself, the 1x1s read their weights in place."""
     monkeypatch.setattr(cpu_onednn, "OWN_GEMM", True)
     monkeypatch.setattr(cpu_onednn, "MKL_WINOGRAD", False)
+    monkeypatch.setattr(cpu_onednn, "NCHW_SCATTER", False)
     monkeypatch.setattr(cpu_winograd, "ONEDNN_F4_ENABLED", False)
     torch.manual_seed(3)
     src = randomize_block(Inception(*CFG.args()), seed=3).eval()
@@ -190,6 +191,7 @@ def test_one_unit_in_training_mode_is_computed_as_torchvision_does(setup):
 SETTINGS = [
     (cpu_onednn, "OWN_GEMM", False),
     (cpu_onednn, "MKL_WINOGRAD", True),
+    (cpu_onednn, "NCHW_SCATTER", True),
     (cpu_winograd, "ONEDNN_ENABLED", False),
     (cpu_winograd, "ONEDNN_TILES_PER_CHUNK", 40),
     (cpu_winograd, "MKL_TILES_PER_CHUNK", 40),

@@ -601,19 +601,22 @@ def test_jobs_in_one_loop_give_the_bits_of_separate_loops(monkeypatch, args, lay
     assert_close_rel(outs[0], reference_f64(src, x), torch.float32)
 
 
+@pytest.mark.parametrize("scatter", [True, False], ids=["scatter", "staged"])
 @pytest.mark.parametrize(
     "args,hw",
     [(GOOGLENET_BLOCKS["5b"].args(), 7), ((40, 21, 12, 19, 5, 11, 7), 5)],
     ids=["5b", "odd"],
 )
-def test_nchw_output_has_the_bits_of_channels_last(monkeypatch, args, hw):
-    """On AVX-512 CPUs the own kernel scatters the branches it computes into an NCHW output's
-    planes itself (gemm_panels.h, gemms_nchw_stores; elsewhere they are staged and transposed).
-    Either way each output is the channels_last call's FMA chain: the same bits, into a poisoned
-    output, at batch 1 and 3 (tiles whose rows cross into the next image), for GoogLeNet's 5b and
-    a block whose odd widths leave panels straddling b1 and r2 or ending past n (stored one
-    float at a time), and against float64."""
+def test_nchw_output_has_the_bits_of_channels_last(monkeypatch, args, hw, scatter):
+    """On AVX-512 CPUs with NCHW_SCATTER (by default Intel's) the own kernel scatters the
+    branches it computes into an NCHW output's planes itself (gemm_panels.h, gemms_nchw_stores);
+    otherwise, and on AVX2 ones, they are staged in NHWC and transposed. Either way each output
+    is the channels_last call's FMA chain: the same bits, into a poisoned output, at batch 1 and
+    3 (tiles whose rows cross into the next image), for GoogLeNet's 5b and a block whose odd
+    widths leave panels straddling b1 and r2 or ending past n (stored one float at a time), and
+    against float64."""
     monkeypatch.setattr(cpu_onednn, "OWN_GEMM", True)
+    monkeypatch.setattr(cpu_onednn, "NCHW_SCATTER", scatter)
     src = randomize_block(Inception(*args), seed=7).eval()
     fused = FusedInception.from_module(copy.deepcopy(src), backend="cpu").eval()
     for batch in (1, 3):
@@ -786,9 +789,11 @@ def test_policy_follows_the_cpu(monkeypatch):
     """By default the own GEMM runs every convolution it can where torch's CPU capability is
     AVX2, and AVX-512 on CPUs that are not Intel's; on Intel AVX-512 ones the block's 1x1s and
     direct KxKs, the 1x1 units and first layers, not Winograd's GEMMs (MKL's there); none
-    without vectors. OWN_GEMM overrides all of it."""
+    without vectors. OWN_GEMM overrides all of it. The AVX-512 tiles scatter into NCHW outputs
+    on Intel CPUs (NCHW_SCATTER overrides that)."""
     monkeypatch.setattr(cpu_onednn, "OWN_GEMM", None)
     monkeypatch.setattr(cpu_onednn, "MKL_WINOGRAD", None)
+    monkeypatch.setattr(cpu_onednn, "NCHW_SCATTER", None)
     for capability, intel, everything, direct in (
         ("AVX2", True, True, True),
         ("AVX2", False, True, True),
@@ -805,6 +810,7 @@ def test_policy_follows_the_cpu(monkeypatch):
         assert cpu_onednn.mkl_winograd() is (
             capability == "AVX512" and intel and torch.backends.mkl.is_available()
         )
+        assert cpu_onednn.nchw_scatter() is intel  # the AVX-512 tiles' NCHW stores
     for forced in (True, False):
         monkeypatch.setattr(cpu_onednn, "OWN_GEMM", forced)
         for capability in ("AVX2", "AVX512"):
@@ -813,6 +819,8 @@ def test_policy_follows_the_cpu(monkeypatch):
             assert cpu_onednn.own_gemm_direct() is forced
         monkeypatch.setattr(cpu_onednn, "MKL_WINOGRAD", forced)
         assert cpu_onednn.mkl_winograd() is forced
+        monkeypatch.setattr(cpu_onednn, "NCHW_SCATTER", forced)
+        assert cpu_onednn.nchw_scatter() is forced
 
 
 @pytest.mark.parametrize("setting", ["mkldnn.matmul", "legacy", "global"])

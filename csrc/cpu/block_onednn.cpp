@@ -393,7 +393,7 @@ at::Tensor inception_block_onednn_cpu(
     int64_t winograd_tiles, const std::optional<at::Tensor>& direct2,
     const std::optional<at::Tensor>& direct3, const std::optional<at::Tensor>& scale_x,
     const std::optional<at::Tensor>& scale2, const std::optional<at::Tensor>& scale3,
-    const std::optional<at::Tensor>& scale_pool) {
+    const std::optional<at::Tensor>& scale_pool, bool nchw_scatter) {
   // The ATen calls below (the output, its channel slices, scratch views) skip the autograd and
   // view-tracking kernels: this is the CPU kernel, below autograd already, and nothing it makes
   // is seen by autograd but the returned output, a new tensor. Per call about 5 us less serial
@@ -463,14 +463,15 @@ at::Tensor inception_block_onednn_cpu(
   // its channel slice in that format (for NCHW the copy transposes), so no whole-output
   // conversion follows.
   const bool channels_last = x.is_contiguous(at::MemoryFormat::ChannelsLast) && !x.is_contiguous();
-  // An NCHW output's slices that the own kernel writes (b1, b4, direct KxKs) are written by its
-  // AVX-512 tiles directly, each row's 16 channels scattered to their planes
+  // With nchw_scatter, an NCHW output's slices that the own kernel writes (b1, b4, direct KxKs)
+  // are written by its AVX-512 tiles directly, each row's 16 channels scattered to their planes
   // (gemms_nchw_stores), rather than staged in NHWC and transposed after. Measured on a 2-core
   // Emerald Rapids Xeon (2026-12-06, the benchmark's prepared blocks on NCHW input, switched per
   // call and interleaved in one process, two runs): 5a and 5b at batch 1 0.97-0.98x the time,
   // 5b and 3b at batch 8 0.97x and 0.95x, the others 0.98-1.01x; stores through a stack buffer
-  // plane by plane instead of the scatter took 1.04-1.13x.
-  const bool planes = !channels_last && gemms_nchw_stores(h * w);
+  // plane by plane instead of the scatter took 1.04-1.13x. On AMD's Zen 5 the scatter is the
+  // slower one (backends/cpu_onednn.py, nchw_scatter: the caller passes false there).
+  const bool planes = !channels_last && nchw_scatter && gemms_nchw_stores(h * w);
   at::Tensor out = at::empty(
       {n, c_total, h, w}, x.options().memory_format(channels_last ? at::MemoryFormat::ChannelsLast
                                                                   : at::MemoryFormat::Contiguous));

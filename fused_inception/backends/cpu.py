@@ -306,7 +306,7 @@ def forward_plan(x: Tensor, packed: CpuPacked) -> tuple[tuple, list[tuple[list, 
     args = (
         w_x, packed.b_x, kxk[0], packed.b2, kxk[1], packed.b3, w_pool, packed.b4,
         packed.c1, packed.c2r, output_poisoned(), use_winograd[0], use_winograd[1], chunk,
-        direct[0], direct[1], scale_x, scales[0], scales[1], scale_pool,
+        direct[0], direct[1], scale_x, scales[0], scales[1], scale_pool, onednn.nchw_scatter(),
     )  # fmt: skip
     return args, checks
 
@@ -333,6 +333,7 @@ def plan_policy() -> tuple:
         onednn.own_gemm(),
         onednn.own_gemm_direct(),
         onednn.mkl_winograd(),
+        onednn.nchw_scatter(),
         *winograd.onednn_settings(),
         output_poisoned(),
     )

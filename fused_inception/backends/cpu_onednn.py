@@ -92,9 +92,10 @@ def own_gemm() -> bool:
     (README "Backends"). AVX-512 on AMD: on a 2-core Zen 5 EPYC (2026-12-08, the benchmark's
     prepared blocks switched per round of calls in one process) the 14x14 blocks took
     0.82-0.98x the time with Winograd's GEMMs on the own kernel against oneDNN's grouped GEMM,
-    5a and 5b at batch 8 0.92-0.95x, the prepared network 0.87-0.90x at batch 1 and 0.90-0.97x
-    at batch 8. Intel AVX-512 CPUs run Winograd's GEMMs on MKL (mkl_winograd), measured
-    1.2-2.1x faster than oneDNN's there; the own kernel is not measured against MKL there."""
+    5a and 5b at batch 8 0.92-0.95x, 3a and 3b 0.98-1.01x, the prepared network 0.87-0.89x at
+    batch 1 and 0.90-0.97x at batch 8. Intel AVX-512 CPUs run Winograd's GEMMs on MKL
+    (mkl_winograd), measured 1.2-2.1x faster than oneDNN's there; the own kernel is not
+    measured against MKL there."""
     if not _HAS_OWN_KERNEL:
         return False
     if OWN_GEMM is not None:
@@ -116,6 +117,27 @@ def own_gemm_direct() -> bool:
     return (
         OWN_GEMM is None and _HAS_OWN_KERNEL and torch.backends.cpu.get_cpu_capability() == "AVX512"
     )
+
+
+# Whether the eval operator's own-kernel tiles scatter an NCHW output's slices into their planes
+# themselves rather than stage them in NHWC for a transposing copy: None decides by the CPU
+# (nchw_scatter); tests set True or False to cover both paths.
+NCHW_SCATTER: bool | None = None
+
+
+def nchw_scatter() -> bool:
+    """True if the eval operator's AVX-512 tiles write an NCHW output's slices (b1, b4, direct
+    KxKs) by scattering each row's 16 channels into their planes (the operator's nchw_scatter),
+    rather than into NHWC staging that a transposing copy moves after (the same bits):
+    NCHW_SCATTER, or by default on Intel CPUs. Measured there (a 2-core Emerald Rapids Xeon,
+    2026-12-06) 0.95-0.98x the time of staging for 3b, 5a and 5b, the others level; on a 2-core
+    Zen 5 EPYC (2026-12-08, the benchmark's prepared blocks on NCHW input, switched per round
+    of calls in one process) staging took 0.89-0.98x the time of the scatter at batch 8 (3a,
+    3b, 4a, 4d, 4e, 5a, 5b; 4a 0.89x) and 0.94-1.01x at batch 1 (3b 0.94x): AMD's cores run a
+    16-lane scatter as microcode. No effect where the tiles are AVX2's (they stage)."""
+    if NCHW_SCATTER is not None:
+        return NCHW_SCATTER
+    return _intel_cpu()
 
 
 # Whether the eval operator's Winograd GEMMs (its F(2x2, 3x3) and F(4x4, 3x3) branches and a
@@ -306,7 +328,8 @@ def relu_channels_last(t: Tensor) -> Tensor:
 @_ext.register_fake("inception_block_onednn")
 def _inception_block_onednn_fake(
     x, w_x, b_x, w2, b2, w3, b3, w_pool, b_pool, c1, c2r, poison, winograd2=False,
-    winograd3=False, winograd_tiles=0, direct2=None, direct3=None,
+    winograd3=False, winograd_tiles=0, direct2=None, direct3=None, scale_x=None, scale2=None,
+    scale3=None, scale_pool=None, nchw_scatter=True,
 ):  # fmt: skip
     n, _, h, w = x.shape
     shape = (n, c1 + b2.shape[0] + b3.shape[0] + b_pool.shape[0], h, w)
