@@ -7,6 +7,7 @@ import time
 import pytest
 import torch
 
+from fused_inception import _ext
 from fused_inception.bench import peaks
 from fused_inception.bench.peaks import GPU_PEAKS, Peak, gpu_peak, measure_cpu_peak
 from fused_inception.bench.roofline import (
@@ -127,6 +128,25 @@ def test_measure_cpu_peak_is_positive():
     assert isinstance(peak, Peak)
     assert peak.fp32_tflops > 0 and peak.bf16_tflops > 0 and peak.gbps > 0
     assert peak.fp16_tflops == peak.fp32_tflops  # not measured: falls back to fp32
+
+
+def test_cpu_fp32_peak_is_the_faster_of_torch_mm_and_the_own_kernel(monkeypatch):
+    """float32's peak is the faster product: torch.mm's where the own kernel is slower or
+    absent, the own kernel's where torch's sgemm is slower (MKL's AVX2 code on AMD CPUs);
+    bfloat16 keeps torch.mm's own figure."""
+    own = peaks._own_gemm_tflops(2, torch.Generator().manual_seed(0))
+    if not _ext.has_op("conv_bias_relu_nhwc"):
+        assert own is None
+        pytest.skip("no own CPU kernel in this build")
+    assert own > 0
+    for mm, own in ((1e-6, 2.0), (3.0, 2.0), (3.0, None)):
+        monkeypatch.setattr(
+            peaks, "_matmul_tflops", lambda dtype, *a, m=mm: m * (1 + (dtype == torch.bfloat16))
+        )
+        monkeypatch.setattr(peaks, "_own_gemm_tflops", lambda *a, o=own: o)
+        peak = measure_cpu_peak((torch.float32, torch.bfloat16), matmul_n=256, copy_mib=8)
+        assert peak.fp32_tflops == max(mm, own or 0.0)
+        assert peak.bf16_tflops == 2 * mm
 
 
 def test_a_slow_matmul_is_measured_on_a_small_product(monkeypatch):
