@@ -541,8 +541,10 @@ def test_winograd_f4_gemms_on_the_own_kernel(name, batch, own, monkeypatch):
     chunk: 3a at batch 1 49, 5a at batch 8 32, 4a at batch 8 128), and on oneDNN's grouped GEMM
     where it has more (3a at batch 8: chunks of 196); either way against float64 into a
     poisoned output, with the NaN that F(4x4, 3x3) recomputes directly where the reference has
-    it, and OWN_F4_MAX_TILES is part of what an eval plan rests on."""
+    it, and OWN_F4_MAX_TILES is part of what an eval plan rests on. (128: AVX2's default;
+    AVX-512's 196 would take 3a at batch 8 too.)"""
     monkeypatch.setattr(cpu_onednn, "OWN_GEMM", True)
+    monkeypatch.setattr(cpu_winograd, "OWN_F4_MAX_TILES", 128)
     if cpu._BLOCK_OP is None or not cpu_onednn.available(torch.float32):
         pytest.skip("no inception_block_onednn operator or no oneDNN in this build")
     cfg = GOOGLENET_BLOCKS[name]
@@ -550,7 +552,7 @@ def test_winograd_f4_gemms_on_the_own_kernel(name, batch, own, monkeypatch):
         cpu_winograd.onednn_chunk(batch, cfg.hw, cfg.hw),
         cpu_winograd.winograd_tiles(batch, cfg.hw, cfg.hw, 4),
     )
-    assert (tiles <= cpu_winograd.OWN_F4_MAX_TILES) == own
+    assert (tiles <= cpu_winograd.own_f4_max_tiles()) == own
     w2s = []
     real = cpu._BLOCK_OP
     monkeypatch.setattr(cpu, "_BLOCK_OP", lambda *a: (w2s.append((a[3], a[12])), real(*a))[1])
@@ -821,6 +823,21 @@ def test_policy_follows_the_cpu(monkeypatch):
         assert cpu_onednn.mkl_winograd() is forced
         monkeypatch.setattr(cpu_onednn, "NCHW_SCATTER", forced)
         assert cpu_onednn.nchw_scatter() is forced
+
+
+def test_f4_gemm_rows_on_the_own_kernel_follow_the_cpu(monkeypatch):
+    """F(4x4, 3x3)'s GEMMs of up to 196 rows run on the own kernel where its tiles are AVX-512's
+    (3a and 3b at batch 8, chunks of 196), of up to 128 elsewhere; OWN_F4_MAX_TILES overrides
+    it, and the eval plan's settings hold the value in force."""
+    monkeypatch.setattr(cpu_winograd, "OWN_F4_MAX_TILES", None)
+    for capability, rows in (("AVX512", 196), ("AVX2", 128), ("DEFAULT", 128)):
+        monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda c=capability: c)
+        assert cpu_winograd.own_f4_max_tiles() == rows
+        assert rows in cpu_winograd.onednn_settings()
+        assert cpu_winograd.own_f4_gemm(8, 28, 28) is (rows == 196)  # 3a: 392 tiles, 2 chunks
+        assert cpu_winograd.own_f4_gemm(8, 14, 14)  # 4a: 128 tiles
+    monkeypatch.setattr(cpu_winograd, "OWN_F4_MAX_TILES", 64)
+    assert cpu_winograd.own_f4_max_tiles() == 64 and not cpu_winograd.own_f4_gemm(8, 14, 14)
 
 
 @pytest.mark.parametrize("setting", ["mkldnn.matmul", "legacy", "global"])

@@ -165,8 +165,12 @@ OWN_F4_MIN_TILES = 16
 # oneDNN's grouped GEMM (own_f4_gemm). Measured on a 2-core Zen 2 EPYC (2026-12-05, two prepared
 # networks interleaved in one process): with 32 rows (7x7 at batch 8) 5a and 5b took 0.92-0.94x the
 # time, with 49 (28x28 at batch 1) 3a and 3b 0.88-0.93x, with 128 (14x14 at batch 8) 4a-4e
-# 0.90-0.95x; with 196 (28x28 at batch 8, in chunks) 3a and 3b took 1.05-1.09x.
-OWN_F4_MAX_TILES = 128
+# 0.90-0.95x; with 196 (28x28 at batch 8, in chunks) 3a and 3b took 1.05-1.09x. None: by the
+# CPU (own_f4_max_tiles): 128 there, 196 where the own kernel's tiles are AVX-512's, 16 lanes
+# wide (on a 2-core Zen 5 EPYC, 2026-12-08, the benchmark's prepared blocks switched per round
+# of calls in one process, 196 against 128: 3a and 3b at batch 8 0.92-0.98x the time in seven
+# of eight A/Bs of either layout, 1.02x in one; minima 0.95-1.00x).
+OWN_F4_MAX_TILES: int | None = None
 # A prepared network's 3x3 unit (FoldedConvUnit: GoogLeNet's conv3) runs F(4x4, 3x3)'s GEMMs on
 # the own kernel (where cpu_onednn.own_gemm says so) where the batch has at most this many 4x4
 # tiles, in near-equal chunks of at most OWN_F4_UNIT_CHUNK_TILES (own_f4_unit_chunk). Same host
@@ -241,7 +245,7 @@ def onednn_settings() -> tuple:
         ONEDNN_F4_ENABLED,
         ONEDNN_F4_MIN_TILES,
         OWN_F4_MIN_TILES,
-        OWN_F4_MAX_TILES,
+        own_f4_max_tiles(),
         OWN_F4_MAX_UNIT_TILES,
         OWN_F4_UNIT_CHUNK_TILES,
     )
@@ -252,10 +256,10 @@ def own_f4_unit_chunk(n: int, h: int, w: int) -> int:
     h x w batch runs its 36 GEMMs on the own kernel, where cpu_onednn.own_gemm() does (the
     caller asks that): the batch's tiles in near-equal chunks of at most
     OWN_F4_UNIT_CHUNK_TILES where it has at most OWN_F4_MAX_UNIT_TILES; 0 otherwise (oneDNN's
-    grouped GEMM; also where OWN_F4_MAX_TILES or OWN_F4_UNIT_CHUNK_TILES is below 1: the own
+    grouped GEMM; also where own_f4_max_tiles() or OWN_F4_UNIT_CHUNK_TILES is below 1: the own
     kernel's F(4x4, 3x3) switched off)."""
     tiles = winograd_tiles(n, h, w, 4)
-    if tiles > OWN_F4_MAX_UNIT_TILES or OWN_F4_MAX_TILES < 1 or OWN_F4_UNIT_CHUNK_TILES < 1:
+    if tiles > OWN_F4_MAX_UNIT_TILES or own_f4_max_tiles() < 1 or OWN_F4_UNIT_CHUNK_TILES < 1:
         return 0
     chunks = -(-tiles // OWN_F4_UNIT_CHUNK_TILES)
     return -(-tiles // chunks)
@@ -264,8 +268,17 @@ def own_f4_unit_chunk(n: int, h: int, w: int) -> int:
 def own_f4_gemm(n: int, h: int, w: int) -> bool:
     """Whether an F(4x4, 3x3) convolution of an n x h x w batch on the eval operator runs its 36
     GEMMs on the own kernel, where cpu_onednn.own_gemm() does (the caller asks that): each GEMM
-    (one chunk's 4x4 tiles, onednn_chunk) has at most OWN_F4_MAX_TILES rows."""
-    return min(onednn_chunk(n, h, w), winograd_tiles(n, h, w, 4)) <= OWN_F4_MAX_TILES
+    (one chunk's 4x4 tiles, onednn_chunk) has at most own_f4_max_tiles() rows."""
+    return min(onednn_chunk(n, h, w), winograd_tiles(n, h, w, 4)) <= own_f4_max_tiles()
+
+
+def own_f4_max_tiles() -> int:
+    """The most rows (4x4 tiles of one chunk) of an F(4x4, 3x3) GEMM that the eval operator
+    runs on the own kernel: OWN_F4_MAX_TILES, or by default 196 where torch's CPU capability is
+    AVX-512 (the own kernel's 16-lane tiles) and 128 elsewhere."""
+    if OWN_F4_MAX_TILES is not None:
+        return OWN_F4_MAX_TILES
+    return 196 if torch.backends.cpu.get_cpu_capability() == "AVX512" else 128
 
 
 def onednn_tile(weight_shape: tuple[int, ...], n: int, h: int, w: int) -> int:
