@@ -32,7 +32,7 @@
 // branch copied into its slice in that format: for NCHW x that copy transposes, and no conversion
 // of the whole output follows (8-13% less time per batch-8 call than converting after, 2 threads);
 // where the own kernel's AVX-512 tiles write a branch, they scatter it into an NCHW output's slice
-// themselves (gemms_nchw_stores).
+// themselves with nchw_scatter (gemms_nchw_stores; by default on Intel CPUs only).
 
 #include <ATen/core/LegacyTypeDispatch.h>
 #include <ATen/core/Tensor.h>

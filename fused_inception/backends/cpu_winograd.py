@@ -160,16 +160,16 @@ ONEDNN_F4_MIN_TILES = 32
 # Where the GEMMs run on MKL (an Emerald Rapids Xeon, 2026-12-06) 16 took 4a-4e 1.04-1.11x the
 # time and the network 1.04x, so ONEDNN_F4_MIN_TILES stays 32 there (README "Backends").
 OWN_F4_MIN_TILES = 16
-# F(4x4, 3x3)'s 36 GEMMs on the package's own kernel (where cpu_onednn.own_gemm says so: AVX2 CPUs,
-# AMD's AVX-512 ones) where each has at most this many rows (4x4 tiles in one chunk), else on
-# oneDNN's grouped GEMM (own_f4_gemm). Measured on a 2-core Zen 2 EPYC (2026-12-05, two prepared
-# networks interleaved in one process): with 32 rows (7x7 at batch 8) 5a and 5b took 0.92-0.94x the
-# time, with 49 (28x28 at batch 1) 3a and 3b 0.88-0.93x, with 128 (14x14 at batch 8) 4a-4e
-# 0.90-0.95x; with 196 (28x28 at batch 8, in chunks) 3a and 3b took 1.05-1.09x. None: by the
-# CPU (own_f4_max_tiles): 128 there, 196 where the own kernel's tiles are AVX-512's, 16 lanes
-# wide (on a 2-core Zen 5 EPYC, 2026-12-08, the benchmark's prepared blocks switched per round
-# of calls in one process, 196 against 128: 3a and 3b at batch 8 0.92-0.98x the time in seven
-# of eight A/Bs of either layout, 1.02x in one; minima 0.95-1.00x).
+# F(4x4, 3x3)'s 36 GEMMs on the package's own kernel (where cpu_onednn.own_gemm says so: AVX2
+# CPUs, AMD's AVX-512 ones) where each has at most this many rows (4x4 tiles in one chunk), else
+# on oneDNN's grouped GEMM (own_f4_gemm). Measured on a 2-core Zen 2 EPYC (2026-12-05, two
+# prepared networks interleaved in one process): with 32 rows (7x7 at batch 8) 5a and 5b took
+# 0.92-0.94x the time, with 49 (28x28 at batch 1) 3a and 3b 0.88-0.93x, with 128 (14x14 at batch
+# 8) 4a-4e 0.90-0.95x; with 196 (28x28 at batch 8, in chunks) 3a and 3b took 1.05-1.09x. None: by
+# the CPU (own_f4_max_tiles): 128 on AVX2 as above, 196 where the own kernel's tiles are
+# AVX-512's, 16 lanes wide (on a 2-core Zen 5 EPYC, 2026-12-08, the benchmark's prepared blocks
+# switched per round of calls in one process, 196 against 128: 3a and 3b at batch 8 0.92-0.98x the
+# time in seven of eight A/Bs of either layout, 1.02x in one; minima 0.95-1.00x).
 OWN_F4_MAX_TILES: int | None = None
 # A prepared network's 3x3 unit (FoldedConvUnit: GoogLeNet's conv3) runs F(4x4, 3x3)'s GEMMs on
 # the own kernel (where cpu_onednn.own_gemm says so) where the batch has at most this many 4x4
