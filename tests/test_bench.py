@@ -21,7 +21,7 @@ from fused_inception.bench.cases import (
     ort_unavailable_reason,
 )
 from fused_inception.bench.plot import write_speedup_svg
-from fused_inception.bench.timing import first_call_seconds, median_ms_interleaved
+from fused_inception.bench.timing import first_call_seconds, samples_ms_interleaved
 from fused_inception.configs import GOOGLENET_BLOCKS, BlockConfig
 
 FIELDS = {
@@ -108,14 +108,14 @@ def test_run_length_times_runs_of_calls_in_a_row():
     calls = []
     fns = [lambda: calls.append("a"), lambda: calls.append("b")]
     device = torch.device("cpu")
-    times = median_ms_interleaved(fns, device, warmup=1, repeats=2, run_length=3)
-    assert len(times) == 2 and all(t >= 0 for t in times)
+    samples = samples_ms_interleaved(fns, device, warmup=1, repeats=2, run_length=3)
+    assert len(samples) == 2 and all(t >= 0 for s in samples for t in s)
     assert "".join(calls) == "ab" + "aaabbb" * 2  # warm-up: one call each
     calls.clear()
-    median_ms_interleaved(fns, device, warmup=0, repeats=2)
+    samples_ms_interleaved(fns, device, warmup=0, repeats=2)
     assert "".join(calls) == "abab"
     with pytest.raises(ValueError, match="run_length must be at least 1"):
-        median_ms_interleaved(fns, device, run_length=0)
+        samples_ms_interleaved(fns, device, run_length=0)
     # Runs of 10 calls on the CPU by default (3 rounds), one call per round with --quick.
     default = bench.parse_args(["--device", "cpu"])
     assert (default.run_length, default.repeats) == (bench.CPU_RUN_LENGTH, 3) == (10, 3)

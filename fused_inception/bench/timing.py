@@ -11,7 +11,6 @@ and other first-call costs are measured apart (`first_call_seconds`), never insi
 
 from __future__ import annotations
 
-import statistics
 import time
 from collections.abc import Callable, Sequence
 
@@ -60,14 +59,6 @@ def first_call_seconds(fn: Callable[[], object], device: torch.device) -> float:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     return time.perf_counter() - t0
-
-
-def median_ms_interleaved(
-    fns: Sequence[Callable[[], object]], device: torch.device, **rounds: float
-) -> list[float]:
-    """Median milliseconds per call of each of `fns`, measured interleaved
-    (samples_ms_interleaved; `rounds`: its keyword arguments)."""
-    return [statistics.median(s) for s in samples_ms_interleaved(fns, device, **rounds)]
 
 
 def samples_ms_interleaved(
